@@ -1,0 +1,367 @@
+//! The event vocabulary: past-tense facts about runs, nodes and operators, and the stored record.
+//!
+//! Compatibility rule (bincode records carry no field names): never reorder, remove or change
+//! a variant or field; only append new variants at the end of an enum. Documents that are
+//! expected to grow (plans, policies, observed facts) are stored as JSON inside the record
+//! (see [`Json`]) so they can gain fields without a format change. `tests/golden.rs` keeps
+//! committed byte samples of every variant and fails on any incompatible change.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use uuid::Uuid;
+
+use crate::plan::Plan;
+use crate::policy::Policy;
+use crate::version::Version;
+
+/// A run's id: a UUID v7, so ids sort by creation time.
+pub type RunId = Uuid;
+
+/// Observed facts attached to an outcome (`kubelet_version=v1.35.3`, `evicted=12`, …).
+pub type Facts = BTreeMap<String, String>;
+
+/// Milliseconds since the Unix epoch, as read from the clock port (real or virtual).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+pub struct Timestamp(pub i64);
+
+impl Timestamp {
+    pub fn plus_secs(self, secs: u64) -> Timestamp {
+        Timestamp(
+            self.0
+                .saturating_add(i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX)),
+        )
+    }
+    pub fn plus_millis(self, ms: u64) -> Timestamp {
+        Timestamp(self.0.saturating_add(i64::try_from(ms).unwrap_or(i64::MAX)))
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Civil-from-days (H. Hinnant), to print UTC without a date crate.
+        let secs = self.0.div_euclid(1000);
+        let ms = self.0.rem_euclid(1000);
+        let days = secs.div_euclid(86_400);
+        let sod = secs.rem_euclid(86_400);
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let d = doy - (153 * mp + 2) / 5 + 1;
+        let m = if mp < 10 { mp + 3 } else { mp - 9 };
+        let y = yoe + era * 400 + i64::from(m <= 2);
+        write!(
+            f,
+            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z",
+            sod / 3600,
+            sod % 3600 / 60,
+            sod % 60
+        )
+    }
+}
+
+/// Who did an operator action: the peer uid the kernel reported on the API socket (trusted)
+/// and the name the client gave (informational).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actor {
+    pub uid: Option<u32>,
+    pub name: String,
+}
+
+impl Actor {
+    /// The daemon itself (automatic decisions).
+    pub fn daemon() -> Self {
+        Actor {
+            uid: None,
+            name: "upgraded".into(),
+        }
+    }
+}
+
+/// One step of a node's workflow. Append-only enum (see the module doc).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Step {
+    /// Read-only checks on the node (cgroup, disk, runtime); records the pre-upgrade facts,
+    /// including whether someone else had already cordoned it.
+    Preflight,
+    /// Mark the node unschedulable.
+    Cordon,
+    /// Evict the node's pods through the Eviction API, honouring PodDisruptionBudgets.
+    Drain,
+    /// Install this hop's packages (unhold → install → hold, kubeadm upgrade).
+    UpgradePackages { version: Version },
+    /// daemon-reload and restart kubelet.
+    RestartKubelet,
+    /// Node Ready and reporting the target versions.
+    Verify,
+    /// Make the node schedulable again (unless someone else had cordoned it).
+    Uncordon,
+    /// Watch the node for the policy's soak time before the next batch may start.
+    Soak,
+}
+
+/// How a step whose intent was recorded but whose outcome was not (the daemon died in
+/// between) is resolved on restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum InDoubt {
+    /// The step is idempotent: run it again.
+    Rerun,
+    /// The step must not run twice: look at the node first and record what was found.
+    Probe,
+}
+
+impl Step {
+    pub fn in_doubt(&self) -> InDoubt {
+        match self {
+            // Package installs and kubelet restarts are observable (installed version, kubelet
+            // start time) and are not repeated blindly.
+            Step::UpgradePackages { .. } | Step::RestartKubelet => InDoubt::Probe,
+            Step::Preflight
+            | Step::Cordon
+            | Step::Drain
+            | Step::Verify
+            | Step::Uncordon
+            | Step::Soak => InDoubt::Rerun,
+        }
+    }
+
+    /// Short stable name, for logs, subjects and tables.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Step::Preflight => "preflight",
+            Step::Cordon => "cordon",
+            Step::Drain => "drain",
+            Step::UpgradePackages { .. } => "upgrade-packages",
+            Step::RestartKubelet => "restart-kubelet",
+            Step::Verify => "verify",
+            Step::Uncordon => "uncordon",
+            Step::Soak => "soak",
+        }
+    }
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Step::UpgradePackages { version } => write!(f, "upgrade-packages {version}"),
+            other => f.write_str(other.name()),
+        }
+    }
+}
+
+/// Everything that can happen in a run. Append-only enum (see the module doc).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Event {
+    /// A plan was recorded for this run, with the policy in force.
+    RunPlanned {
+        target: Version,
+        plan: Json<Plan>,
+        policy: Json<Policy>,
+        by: Actor,
+    },
+    RunStarted {
+        by: Actor,
+    },
+    RunPaused {
+        by: Actor,
+        reason: String,
+    },
+    RunResumed {
+        by: Actor,
+    },
+    /// The daemon stopped the run on its own (a step failed beyond its retries, a gate failed).
+    RunHalted {
+        reason: String,
+    },
+    RunCompleted,
+    AbortRequested {
+        by: Actor,
+        reason: String,
+    },
+    /// Every node the run touched was put back in a recorded state.
+    RunAborted,
+    /// A daemon process (re)opened this unfinished run; steps in flight before are in doubt.
+    RunRecovered {
+        pid: u32,
+    },
+    /// Intent: the step is about to be executed. Durable before the side effect.
+    StepStarted {
+        node: String,
+        step: Step,
+        attempt: u32,
+    },
+    StepSucceeded {
+        node: String,
+        step: Step,
+        attempt: u32,
+        facts: Facts,
+    },
+    StepFailed {
+        node: String,
+        step: Step,
+        attempt: u32,
+        error: String,
+        facts: Facts,
+    },
+    /// An in-doubt step was probed instead of re-run: `done` says whether its effect was found.
+    StepProbed {
+        node: String,
+        step: Step,
+        attempt: u32,
+        done: bool,
+        facts: Facts,
+    },
+}
+
+/// The variant names, for golden samples, subjects and schema docs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum EventKind {
+    RunPlanned,
+    RunStarted,
+    RunPaused,
+    RunResumed,
+    RunHalted,
+    RunCompleted,
+    AbortRequested,
+    RunAborted,
+    RunRecovered,
+    StepStarted,
+    StepSucceeded,
+    StepFailed,
+    StepProbed,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 13] = [
+        EventKind::RunPlanned,
+        EventKind::RunStarted,
+        EventKind::RunPaused,
+        EventKind::RunResumed,
+        EventKind::RunHalted,
+        EventKind::RunCompleted,
+        EventKind::AbortRequested,
+        EventKind::RunAborted,
+        EventKind::RunRecovered,
+        EventKind::StepStarted,
+        EventKind::StepSucceeded,
+        EventKind::StepFailed,
+        EventKind::StepProbed,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            EventKind::RunPlanned => "RunPlanned",
+            EventKind::RunStarted => "RunStarted",
+            EventKind::RunPaused => "RunPaused",
+            EventKind::RunResumed => "RunResumed",
+            EventKind::RunHalted => "RunHalted",
+            EventKind::RunCompleted => "RunCompleted",
+            EventKind::AbortRequested => "AbortRequested",
+            EventKind::RunAborted => "RunAborted",
+            EventKind::RunRecovered => "RunRecovered",
+            EventKind::StepStarted => "StepStarted",
+            EventKind::StepSucceeded => "StepSucceeded",
+            EventKind::StepFailed => "StepFailed",
+            EventKind::StepProbed => "StepProbed",
+        }
+    }
+}
+
+impl Event {
+    /// Exhaustive on purpose: a new variant does not compile until it has a kind.
+    pub fn kind(&self) -> EventKind {
+        match self {
+            Event::RunPlanned { .. } => EventKind::RunPlanned,
+            Event::RunStarted { .. } => EventKind::RunStarted,
+            Event::RunPaused { .. } => EventKind::RunPaused,
+            Event::RunResumed { .. } => EventKind::RunResumed,
+            Event::RunHalted { .. } => EventKind::RunHalted,
+            Event::RunCompleted => EventKind::RunCompleted,
+            Event::AbortRequested { .. } => EventKind::AbortRequested,
+            Event::RunAborted => EventKind::RunAborted,
+            Event::RunRecovered { .. } => EventKind::RunRecovered,
+            Event::StepStarted { .. } => EventKind::StepStarted,
+            Event::StepSucceeded { .. } => EventKind::StepSucceeded,
+            Event::StepFailed { .. } => EventKind::StepFailed,
+            Event::StepProbed { .. } => EventKind::StepProbed,
+        }
+    }
+
+    /// The node this event is about, if any.
+    pub fn node(&self) -> Option<&str> {
+        match self {
+            Event::StepStarted { node, .. }
+            | Event::StepSucceeded { node, .. }
+            | Event::StepFailed { node, .. }
+            | Event::StepProbed { node, .. } => Some(node),
+            _ => None,
+        }
+    }
+}
+
+/// What is stored and published: one event of one run at one position.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    pub run: RunId,
+    /// Position in the run, from 0, without gaps.
+    pub seq: u64,
+    pub at: Timestamp,
+    pub event: Event,
+}
+
+/// A value stored as JSON text inside binary records (evolvable: fields can be added with
+/// `#[serde(default)]`), and as a plain nested value in human-readable formats.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Json<T>(pub T);
+
+impl<T: Serialize> Serialize for Json<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            self.0.serialize(s)
+        } else {
+            let text = serde_json::to_string(&self.0).map_err(serde::ser::Error::custom)?;
+            s.serialize_str(&text)
+        }
+    }
+}
+
+impl<'de, T: serde::de::DeserializeOwned> Deserialize<'de> for Json<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        if d.is_human_readable() {
+            T::deserialize(d).map(Json)
+        } else {
+            let text = String::deserialize(d)?;
+            serde_json::from_str(&text)
+                .map(Json)
+                .map_err(serde::de::Error::custom)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_print_as_utc() {
+        assert_eq!(Timestamp(0).to_string(), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            Timestamp(1_795_000_000_123).to_string(),
+            "2026-11-18T11:06:40.123Z"
+        );
+    }
+
+    #[test]
+    fn every_kind_is_listed_once() {
+        let mut names: Vec<_> = EventKind::ALL.iter().map(|k| k.name()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), EventKind::ALL.len());
+    }
+}

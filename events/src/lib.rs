@@ -1,0 +1,23 @@
+//! upgraded's pure core: the event vocabulary and codec, the node and run state machines, the
+//! fold that replays a log into state, and `decide`, which turns state into commands.
+//!
+//! Architecture invariant: this crate does no I/O. It has no tokio, sled, kube or SSH in its
+//! dependencies; time comes in as an argument and effects go out as [`decide::Command`]s.
+#![forbid(unsafe_code)]
+
+pub mod codec;
+pub mod decide;
+pub mod event;
+pub mod node;
+pub mod plan;
+pub mod policy;
+pub mod run;
+pub mod state;
+pub mod version;
+
+pub use decide::{Command, Decision, decide};
+pub use event::{Actor, Event, EventKind, Facts, InDoubt, Json, Record, RunId, Step, Timestamp};
+pub use plan::{Batch, NodeInfo, NodePlan, Plan, Role};
+pub use policy::Policy;
+pub use state::RunState;
+pub use version::Version;

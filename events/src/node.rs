@@ -1,0 +1,515 @@
+//! The per-node workflow as a hierarchical, synchronous statig machine.
+//!
+//! ```text
+//! pending ─▶ working ─────────────────────────────────────────────────────────────┐
+//!            │ preflight                                                           │
+//!            │ disrupted: cordoning ▶ draining ▶ upgrading ▶ restarting ▶          │ ─▶ done
+//!            │            verifying ▶ uncordoning                                  │
+//!            │ soaking                                                              │
+//!            └──────────────────────────────────────────────────────────────────── ┘ ─▶ aborted
+//! ```
+//! Every leaf state of `working` carries a [`Cursor`]: which step of the node's list is
+//! current, its attempt and whether it is ready, in flight, in doubt or failed. `working`
+//! handles the step protocol for all of them; `disrupted` (the node is cordoned by us) turns an
+//! abort into "uncordon first", so no exit from it leaves a node cordoned by mistake. Its
+//! entry and exit actions only flip [`Node::disrupted`]: actions never do I/O, because
+//! replaying the log re-runs them.
+
+use serde::Serialize;
+use statig::prelude::*;
+
+use crate::event::{Event, Facts, Step, Timestamp};
+use crate::plan::NodePlan;
+
+/// Where a node's current step stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StepStatus {
+    /// Not started (or to be started again).
+    Ready,
+    /// Intent recorded, outcome not yet.
+    InFlight,
+    /// Intent recorded by a daemon that has since died: resolve per [`Step::in_doubt`].
+    InDoubt,
+    /// The last attempt failed.
+    Failed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Cursor {
+    /// Index into the node's step list.
+    pub index: usize,
+    /// Attempt number of the last start (0 before the first).
+    pub attempt: u32,
+    pub status: StepStatus,
+}
+
+impl Cursor {
+    fn ready(index: usize) -> Self {
+        Cursor {
+            index,
+            attempt: 0,
+            status: StepStatus::Ready,
+        }
+    }
+}
+
+/// The node's phase, for people and for `decide`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    Pending,
+    Preflight,
+    Cordoning,
+    Draining,
+    Upgrading,
+    Restarting,
+    Verifying,
+    Uncordoning,
+    Soaking,
+    Done,
+    Aborted,
+}
+
+impl Phase {
+    pub fn of_step(step: &Step) -> Phase {
+        match step {
+            Step::Preflight => Phase::Preflight,
+            Step::Cordon => Phase::Cordoning,
+            Step::Drain => Phase::Draining,
+            Step::UpgradePackages { .. } => Phase::Upgrading,
+            Step::RestartKubelet => Phase::Restarting,
+            Step::Verify => Phase::Verifying,
+            Step::Uncordon => Phase::Uncordoning,
+            Step::Soak => Phase::Soaking,
+        }
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Phase::Done | Phase::Aborted)
+    }
+}
+
+/// Shared storage of the node machine: what the log has told us about this node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    pub name: String,
+    pub steps: Vec<Step>,
+    /// When the current status began (start of backoff, of a soak, of a batch wait).
+    pub since: Timestamp,
+    /// Consecutive failures of the current step since the last operator resume.
+    pub failures: u32,
+    pub last_error: Option<String>,
+    /// Someone else had cordoned the node before the run (seen by preflight): leave it so.
+    pub cordoned_before: bool,
+    /// Cordoned by us and not yet uncordoned (maintained by the `disrupted` superstate).
+    pub disrupted: bool,
+    /// An abort arrived while a step was in flight: unwind once it has an outcome.
+    pub abort_requested: bool,
+    /// Facts observed by the steps so far, later ones overriding earlier ones.
+    pub facts: Facts,
+}
+
+/// Per-event context: the record's time, and a place to report events that do not fit.
+#[derive(Debug, Default)]
+pub struct NodeCtx {
+    pub at: Timestamp,
+    pub anomalies: Vec<String>,
+}
+
+#[state_machine(
+    initial = "State::pending()",
+    state(derive(Debug, Clone, PartialEq, Eq)),
+    superstate(derive(Debug))
+)]
+impl Node {
+    /// Waiting for its batch; nothing has been done to the node.
+    #[state]
+    fn pending(&mut self, context: &mut NodeCtx, event: &Event) -> Outcome<State> {
+        match event {
+            Event::StepStarted { step, attempt, .. } => {
+                if self.steps.first() != Some(step) {
+                    context.anomalies.push(format!(
+                        "{}: {step} started before the first step",
+                        self.name
+                    ));
+                    return Handled;
+                }
+                self.since = context.at;
+                let mut state = self.state_at(0);
+                if let Some(c) = state.cursor_mut() {
+                    c.attempt = *attempt;
+                    c.status = StepStatus::InFlight;
+                }
+                Transition(state)
+            }
+            Event::AbortRequested { .. } => Transition(State::aborted()),
+            e => self.unexpected(context, e),
+        }
+    }
+
+    #[state(superstate = "working")]
+    fn preflight(cursor: &mut Cursor) -> Outcome<State> {
+        let _ = cursor;
+        Super
+    }
+
+    #[state(superstate = "disrupted")]
+    fn cordoning(cursor: &mut Cursor, event: &Event) -> Outcome<State> {
+        match event {
+            // Nothing was done yet: there is nothing to undo.
+            Event::AbortRequested { .. } if cursor.status == StepStatus::Ready => {
+                Transition(State::aborted())
+            }
+            _ => Super,
+        }
+    }
+
+    #[state(superstate = "disrupted")]
+    fn draining(cursor: &mut Cursor) -> Outcome<State> {
+        let _ = cursor;
+        Super
+    }
+
+    #[state(superstate = "disrupted")]
+    fn upgrading(cursor: &mut Cursor) -> Outcome<State> {
+        let _ = cursor;
+        Super
+    }
+
+    #[state(superstate = "disrupted")]
+    fn restarting(cursor: &mut Cursor) -> Outcome<State> {
+        let _ = cursor;
+        Super
+    }
+
+    #[state(superstate = "disrupted")]
+    fn verifying(cursor: &mut Cursor) -> Outcome<State> {
+        let _ = cursor;
+        Super
+    }
+
+    #[state(superstate = "disrupted")]
+    fn uncordoning(cursor: &mut Cursor) -> Outcome<State> {
+        let _ = cursor;
+        Super
+    }
+
+    #[state(superstate = "working")]
+    fn soaking(cursor: &mut Cursor) -> Outcome<State> {
+        let _ = cursor;
+        Super
+    }
+
+    /// The node is cordoned by us: any way out goes through `uncordoning`.
+    #[superstate(
+        superstate = "working",
+        entry_action = "enter_disrupted",
+        exit_action = "exit_disrupted"
+    )]
+    fn disrupted(&mut self, cursor: &mut Cursor, event: &Event) -> Outcome<State> {
+        match event {
+            Event::AbortRequested { .. }
+                if matches!(cursor.status, StepStatus::Ready | StepStatus::Failed) =>
+            {
+                self.abort_requested = true;
+                if self.steps.get(cursor.index) == Some(&Step::Uncordon) {
+                    // Already on the way out: keep the attempt count going.
+                    Handled
+                } else {
+                    Transition(self.unwind_state())
+                }
+            }
+            _ => Super,
+        }
+    }
+
+    #[action]
+    fn enter_disrupted(&mut self) {
+        self.disrupted = true;
+    }
+
+    #[action]
+    fn exit_disrupted(&mut self) {
+        self.disrupted = false;
+    }
+
+    /// The step protocol, common to every step.
+    #[superstate]
+    fn working(
+        &mut self,
+        cursor: &mut Cursor,
+        context: &mut NodeCtx,
+        event: &Event,
+    ) -> Outcome<State> {
+        let at = context.at;
+        match event {
+            Event::StepStarted { step, attempt, .. } => {
+                if !self.is_current(cursor, step, context) {
+                    return Handled;
+                }
+                if cursor.status == StepStatus::InFlight {
+                    context.anomalies.push(format!(
+                        "{}: {step} started again while in flight",
+                        self.name
+                    ));
+                }
+                cursor.attempt = *attempt;
+                cursor.status = StepStatus::InFlight;
+                self.since = at;
+                Handled
+            }
+            Event::StepSucceeded { step, facts, .. } => {
+                if !self.is_current(cursor, step, context) {
+                    return Handled;
+                }
+                self.absorb(step, facts);
+                self.advance(cursor.index, at)
+            }
+            Event::StepProbed {
+                step, done, facts, ..
+            } => {
+                if !self.is_current(cursor, step, context) {
+                    return Handled;
+                }
+                if *done {
+                    self.absorb(step, facts);
+                    self.advance(cursor.index, at)
+                } else {
+                    cursor.status = StepStatus::Ready;
+                    self.since = at;
+                    self.settle(cursor)
+                }
+            }
+            Event::StepFailed { step, error, .. } => {
+                if !self.is_current(cursor, step, context) {
+                    return Handled;
+                }
+                cursor.status = StepStatus::Failed;
+                self.failures = self.failures.saturating_add(1);
+                self.last_error = Some(error.clone());
+                self.since = at;
+                self.settle(cursor)
+            }
+            Event::RunRecovered { .. } => {
+                if cursor.status == StepStatus::InFlight {
+                    cursor.status = StepStatus::InDoubt;
+                }
+                Handled
+            }
+            Event::RunResumed { .. } => {
+                self.failures = 0;
+                Handled
+            }
+            Event::AbortRequested { .. } => {
+                if matches!(cursor.status, StepStatus::InFlight | StepStatus::InDoubt) {
+                    self.abort_requested = true;
+                    Handled
+                } else {
+                    Transition(State::aborted())
+                }
+            }
+            _ => Handled,
+        }
+    }
+
+    #[state]
+    fn done(&mut self, context: &mut NodeCtx, event: &Event) -> Outcome<State> {
+        self.unexpected(context, event)
+    }
+
+    #[state]
+    fn aborted(&mut self, context: &mut NodeCtx, event: &Event) -> Outcome<State> {
+        self.unexpected(context, event)
+    }
+}
+
+impl Node {
+    fn is_current(&self, cursor: &Cursor, step: &Step, context: &mut NodeCtx) -> bool {
+        let current = self.steps.get(cursor.index);
+        if current == Some(step) {
+            return true;
+        }
+        context.anomalies.push(format!(
+            "{}: event for {step} while the current step is {}",
+            self.name,
+            current.map_or_else(|| "none".to_string(), Step::to_string)
+        ));
+        false
+    }
+
+    fn unexpected(&self, context: &mut NodeCtx, event: &Event) -> Outcome<State> {
+        if event.node().is_some() {
+            context.anomalies.push(format!(
+                "{}: {} after the node finished",
+                self.name,
+                event.kind().name()
+            ));
+        }
+        Handled
+    }
+
+    fn absorb(&mut self, step: &Step, facts: &Facts) {
+        if *step == Step::Preflight {
+            self.cordoned_before = facts.get("unschedulable").is_some_and(|v| v == "true");
+        }
+        self.facts
+            .extend(facts.iter().map(|(k, v)| (k.clone(), v.clone())));
+    }
+
+    /// After an outcome that did not complete the step: an abort that was waiting for it now
+    /// abandons the step (unless it is the uncordon itself, which is retried until it works).
+    fn settle(&self, cursor: &Cursor) -> Outcome<State> {
+        if !self.abort_requested || self.steps.get(cursor.index) == Some(&Step::Uncordon) {
+            Handled
+        } else if self.disrupted {
+            Transition(self.unwind_state())
+        } else {
+            Transition(State::aborted())
+        }
+    }
+
+    fn advance(&mut self, index: usize, at: Timestamp) -> Outcome<State> {
+        self.failures = 0;
+        self.last_error = None;
+        self.since = at;
+        let finished_uncordon = self.steps.get(index) == Some(&Step::Uncordon);
+        if self.abort_requested {
+            return if self.disrupted && !finished_uncordon {
+                Transition(self.unwind_state())
+            } else {
+                Transition(State::aborted())
+            };
+        }
+        if index + 1 >= self.steps.len() {
+            Transition(State::done())
+        } else {
+            Transition(self.state_at(index + 1))
+        }
+    }
+
+    /// The leaf state that runs step `index`.
+    fn state_at(&self, index: usize) -> State {
+        let c = Cursor::ready(index);
+        match self.steps.get(index).map(Phase::of_step) {
+            Some(Phase::Preflight) => State::preflight(c),
+            Some(Phase::Cordoning) => State::cordoning(c),
+            Some(Phase::Draining) => State::draining(c),
+            Some(Phase::Upgrading) => State::upgrading(c),
+            Some(Phase::Restarting) => State::restarting(c),
+            Some(Phase::Verifying) => State::verifying(c),
+            Some(Phase::Uncordoning) => State::uncordoning(c),
+            Some(Phase::Soaking) => State::soaking(c),
+            _ => State::done(),
+        }
+    }
+
+    /// Where an abort of a disrupted node goes: its uncordon step.
+    fn unwind_state(&self) -> State {
+        match self.steps.iter().position(|s| *s == Step::Uncordon) {
+            Some(i) => self.state_at(i),
+            None => State::aborted(),
+        }
+    }
+}
+
+impl State {
+    pub fn cursor(&self) -> Option<&Cursor> {
+        match self {
+            State::Preflight { cursor }
+            | State::Cordoning { cursor }
+            | State::Draining { cursor }
+            | State::Upgrading { cursor }
+            | State::Restarting { cursor }
+            | State::Verifying { cursor }
+            | State::Uncordoning { cursor }
+            | State::Soaking { cursor } => Some(cursor),
+            State::Pending {} | State::Done {} | State::Aborted {} => None,
+        }
+    }
+
+    fn cursor_mut(&mut self) -> Option<&mut Cursor> {
+        match self {
+            State::Preflight { cursor }
+            | State::Cordoning { cursor }
+            | State::Draining { cursor }
+            | State::Upgrading { cursor }
+            | State::Restarting { cursor }
+            | State::Verifying { cursor }
+            | State::Uncordoning { cursor }
+            | State::Soaking { cursor } => Some(cursor),
+            State::Pending {} | State::Done {} | State::Aborted {} => None,
+        }
+    }
+
+    pub fn phase(&self) -> Phase {
+        match self {
+            State::Pending {} => Phase::Pending,
+            State::Preflight { .. } => Phase::Preflight,
+            State::Cordoning { .. } => Phase::Cordoning,
+            State::Draining { .. } => Phase::Draining,
+            State::Upgrading { .. } => Phase::Upgrading,
+            State::Restarting { .. } => Phase::Restarting,
+            State::Verifying { .. } => Phase::Verifying,
+            State::Uncordoning { .. } => Phase::Uncordoning,
+            State::Soaking { .. } => Phase::Soaking,
+            State::Done {} => Phase::Done,
+            State::Aborted {} => Phase::Aborted,
+        }
+    }
+}
+
+/// A node's machine plus the read-only view `decide` and `status` use.
+#[derive(Debug, Clone)]
+pub struct NodeState {
+    machine: InitializedStateMachine<Node>,
+}
+
+impl NodeState {
+    pub fn new(plan: &NodePlan, at: Timestamp) -> Self {
+        let node = Node {
+            name: plan.name.clone(),
+            steps: plan.steps.clone(),
+            since: at,
+            failures: 0,
+            last_error: None,
+            cordoned_before: false,
+            disrupted: false,
+            abort_requested: false,
+            facts: Facts::new(),
+        };
+        let mut ctx = NodeCtx {
+            at,
+            anomalies: Vec::new(),
+        };
+        NodeState {
+            machine: node
+                .uninitialized_state_machine()
+                .init_with_context(&mut ctx),
+        }
+    }
+
+    pub fn handle(&mut self, event: &Event, ctx: &mut NodeCtx) {
+        self.machine.handle_with_context(event, ctx);
+    }
+
+    pub fn node(&self) -> &Node {
+        self.machine.inner()
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.machine.state().phase()
+    }
+
+    /// The current step's cursor; `pending` is the first step, ready.
+    pub fn cursor(&self) -> Option<Cursor> {
+        match self.machine.state() {
+            State::Pending {} => Some(Cursor::ready(0)),
+            s => s.cursor().copied(),
+        }
+    }
+
+    pub fn current_step(&self) -> Option<&Step> {
+        self.cursor().and_then(|c| self.node().steps.get(c.index))
+    }
+}

@@ -1,0 +1,206 @@
+//! The shape of an upgrade plan: ordered batches of nodes, each node with its own step list.
+//!
+//! Batches run one after the other; the nodes of one batch run in parallel. A node's steps run
+//! in order. The planner decides the batches (capacity, PDBs, canaries); this module only holds
+//! the result and the basic rolling layout used until then.
+
+use serde::{Deserialize, Serialize};
+
+use crate::event::Step;
+use crate::version::Version;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    ControlPlane,
+    Worker,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodePlan {
+    pub name: String,
+    pub role: Role,
+    pub from: Version,
+    pub steps: Vec<Step>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Batch {
+    /// What this batch is, for people: `control plane`, `canary dell-r640`, `dell-r640 2/4`.
+    pub label: String,
+    pub nodes: Vec<NodePlan>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Plan {
+    pub target: Option<Version>,
+    pub batches: Vec<Batch>,
+}
+
+/// A node as the basic planner needs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub name: String,
+    pub role: Role,
+    pub version: Version,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    #[error("target {target} is older than node {node}'s {current}: downgrades are not upgrades")]
+    Downgrade {
+        node: String,
+        current: Version,
+        target: Version,
+    },
+    #[error("node name {0:?} appears twice in the inventory")]
+    DuplicateNode(String),
+    #[error("max unavailable must be at least 1")]
+    ZeroBatch,
+}
+
+impl Plan {
+    /// Every node with its batch index, in execution order.
+    pub fn nodes(&self) -> impl Iterator<Item = (usize, &NodePlan)> {
+        self.batches
+            .iter()
+            .enumerate()
+            .flat_map(|(i, b)| b.nodes.iter().map(move |n| (i, n)))
+    }
+
+    /// Control-plane nodes one at a time, then workers `max_unavailable` at a time, each node
+    /// taking every pending minor hop (`v1.32 → v1.33 → …`, the hop's patch from `patch_of`)
+    /// inside one drain. Nodes already at the target are left out.
+    pub fn basic_rolling(
+        nodes: &[NodeInfo],
+        target: Version,
+        max_unavailable: usize,
+        soak: bool,
+        patch_of: impl Fn(u16, u16) -> u16,
+    ) -> Result<Plan, PlanError> {
+        if max_unavailable == 0 {
+            return Err(PlanError::ZeroBatch);
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for n in nodes {
+            if !seen.insert(n.name.as_str()) {
+                return Err(PlanError::DuplicateNode(n.name.clone()));
+            }
+            if n.version > target {
+                return Err(PlanError::Downgrade {
+                    node: n.name.clone(),
+                    current: n.version,
+                    target,
+                });
+            }
+        }
+        let node_plan = |n: &NodeInfo| {
+            let mut steps = vec![Step::Preflight, Step::Cordon, Step::Drain];
+            for minor in n.version.minor..=target.minor {
+                let version = if minor == target.minor {
+                    target
+                } else {
+                    Version::new(target.major, minor, patch_of(target.major, minor))
+                };
+                if version > n.version {
+                    steps.push(Step::UpgradePackages { version });
+                }
+            }
+            steps.extend([Step::RestartKubelet, Step::Verify, Step::Uncordon]);
+            if soak {
+                steps.push(Step::Soak);
+            }
+            NodePlan {
+                name: n.name.clone(),
+                role: n.role,
+                from: n.version,
+                steps,
+            }
+        };
+        let pending = |role| {
+            nodes
+                .iter()
+                .filter(move |n| n.role == role && n.version < target)
+        };
+        let mut batches: Vec<Batch> = pending(Role::ControlPlane)
+            .map(|n| Batch {
+                label: format!("control plane {}", n.name),
+                nodes: vec![node_plan(n)],
+            })
+            .collect();
+        let workers: Vec<_> = pending(Role::Worker).collect();
+        let total = workers.len().div_ceil(max_unavailable);
+        for (i, chunk) in workers.chunks(max_unavailable).enumerate() {
+            batches.push(Batch {
+                label: format!("workers {}/{}", i + 1, total),
+                nodes: chunk.iter().map(|n| node_plan(n)).collect(),
+            });
+        }
+        Ok(Plan {
+            target: Some(target),
+            batches,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(name: &str, role: Role, v: &str) -> NodeInfo {
+        NodeInfo {
+            name: name.into(),
+            role,
+            version: v.parse().expect("version"),
+        }
+    }
+
+    #[test]
+    fn control_plane_first_then_workers_in_batches_with_every_hop() {
+        let nodes = [
+            node("w1", Role::Worker, "v1.32.4"),
+            node("cp1", Role::ControlPlane, "v1.32.4"),
+            node("w2", Role::Worker, "v1.34.1"),
+            node("w3", Role::Worker, "v1.35.3"),
+        ];
+        let plan = Plan::basic_rolling(&nodes, "v1.35.3".parse().expect("v"), 2, true, |_, m| {
+            u16::from(m == 33) * 7 + u16::from(m == 34) * 6
+        })
+        .expect("plan");
+        let labels: Vec<_> = plan.batches.iter().map(|b| b.label.as_str()).collect();
+        assert_eq!(labels, ["control plane cp1", "workers 1/1"]);
+        let w1 = &plan.batches[1].nodes[0];
+        let hops: Vec<String> = w1
+            .steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::UpgradePackages { version } => Some(version.to_string()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(hops, ["v1.33.7", "v1.34.6", "v1.35.3"]);
+        assert_eq!(plan.batches[1].nodes[1].name, "w2");
+        assert_eq!(plan.nodes().count(), 3, "w3 is already at the target");
+    }
+
+    #[test]
+    fn refuses_downgrades_and_duplicates() {
+        let t: Version = "v1.33.0".parse().expect("v");
+        let down = [node("a", Role::Worker, "v1.34.0")];
+        assert!(matches!(
+            Plan::basic_rolling(&down, t, 1, false, |_, _| 0),
+            Err(PlanError::Downgrade { .. })
+        ));
+        let dup = [
+            node("a", Role::Worker, "v1.32.0"),
+            node("a", Role::Worker, "v1.32.0"),
+        ];
+        assert!(matches!(
+            Plan::basic_rolling(&dup, t, 1, false, |_, _| 0),
+            Err(PlanError::DuplicateNode(_))
+        ));
+    }
+}

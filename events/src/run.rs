@@ -1,0 +1,181 @@
+//! The run-level machine: planned → running ⇄ paused/halted → completed, or → aborting → aborted.
+//!
+//! `active` groups the states in which an operator may still abort.
+
+use serde::Serialize;
+use statig::prelude::*;
+
+use crate::event::{Actor, Event};
+
+/// The run's phase, for people and for `decide`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RunPhase {
+    Planned,
+    Running,
+    Paused,
+    Halted,
+    Aborting,
+    Completed,
+    Aborted,
+}
+
+impl RunPhase {
+    pub fn is_terminal(self) -> bool {
+        matches!(self, RunPhase::Completed | RunPhase::Aborted)
+    }
+}
+
+/// Shared storage: the last operator and the last reason, for `status`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunMachine {
+    pub last_actor: Option<Actor>,
+    pub reason: Option<String>,
+}
+
+#[state_machine(
+    initial = "State::planned()",
+    state(derive(Debug, Clone, PartialEq, Eq)),
+    superstate(derive(Debug))
+)]
+impl RunMachine {
+    #[state]
+    fn planned(&mut self, event: &Event) -> Outcome<State> {
+        match event {
+            Event::RunStarted { by } => {
+                self.last_actor = Some(by.clone());
+                Transition(State::running())
+            }
+            Event::AbortRequested { by, reason } => {
+                self.note(by, reason);
+                Transition(State::aborted())
+            }
+            _ => Handled,
+        }
+    }
+
+    #[state(superstate = "active")]
+    fn running(&mut self, event: &Event) -> Outcome<State> {
+        match event {
+            Event::RunPaused { by, reason } => {
+                self.note(by, reason);
+                Transition(State::paused())
+            }
+            Event::RunHalted { reason } => {
+                self.reason = Some(reason.clone());
+                Transition(State::halted())
+            }
+            Event::RunCompleted => Transition(State::completed()),
+            _ => Super,
+        }
+    }
+
+    #[state(superstate = "active")]
+    fn paused(&mut self, event: &Event) -> Outcome<State> {
+        match event {
+            Event::RunResumed { by } => {
+                self.last_actor = Some(by.clone());
+                self.reason = None;
+                Transition(State::running())
+            }
+            // A step that was in flight when the pause came may still fail: remember why.
+            Event::RunHalted { reason } => {
+                self.reason = Some(reason.clone());
+                Transition(State::halted())
+            }
+            _ => Super,
+        }
+    }
+
+    #[state(superstate = "active")]
+    fn halted(&mut self, event: &Event) -> Outcome<State> {
+        match event {
+            Event::RunResumed { by } => {
+                self.last_actor = Some(by.clone());
+                self.reason = None;
+                Transition(State::running())
+            }
+            Event::RunPaused { by, reason } => {
+                self.note(by, reason);
+                Transition(State::paused())
+            }
+            _ => Super,
+        }
+    }
+
+    #[superstate]
+    fn active(&mut self, event: &Event) -> Outcome<State> {
+        match event {
+            Event::AbortRequested { by, reason } => {
+                self.note(by, reason);
+                Transition(State::aborting())
+            }
+            _ => Handled,
+        }
+    }
+
+    #[state]
+    fn aborting(event: &Event) -> Outcome<State> {
+        match event {
+            Event::RunAborted => Transition(State::aborted()),
+            _ => Handled,
+        }
+    }
+
+    #[state]
+    fn completed() -> Outcome<State> {
+        Handled
+    }
+
+    #[state]
+    fn aborted() -> Outcome<State> {
+        Handled
+    }
+}
+
+impl RunMachine {
+    fn note(&mut self, by: &Actor, reason: &str) {
+        self.last_actor = Some(by.clone());
+        self.reason = Some(reason.to_string());
+    }
+}
+
+impl State {
+    pub fn phase(&self) -> RunPhase {
+        match self {
+            State::Planned {} => RunPhase::Planned,
+            State::Running {} => RunPhase::Running,
+            State::Paused {} => RunPhase::Paused,
+            State::Halted {} => RunPhase::Halted,
+            State::Aborting {} => RunPhase::Aborting,
+            State::Completed {} => RunPhase::Completed,
+            State::Aborted {} => RunPhase::Aborted,
+        }
+    }
+}
+
+/// The run machine, initialised.
+#[derive(Debug, Clone)]
+pub struct RunMachineState {
+    machine: InitializedStateMachine<RunMachine>,
+}
+
+impl Default for RunMachineState {
+    fn default() -> Self {
+        RunMachineState {
+            machine: RunMachine::default().uninitialized_state_machine().init(),
+        }
+    }
+}
+
+impl RunMachineState {
+    pub fn handle(&mut self, event: &Event) {
+        self.machine.handle(event);
+    }
+    pub fn phase(&self) -> RunPhase {
+        self.machine.state().phase()
+    }
+    pub fn data(&self) -> &RunMachine {
+        self.machine.inner()
+    }
+}

@@ -1,0 +1,199 @@
+//! The fold: a run's state is the result of applying its records in order. Infallible and pure.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+
+use crate::event::{Event, Record, RunId, Timestamp};
+use crate::node::{Cursor, NodeCtx, NodeState, Phase};
+use crate::plan::Plan;
+use crate::policy::Policy;
+use crate::run::{RunMachineState, RunPhase};
+use crate::version::Version;
+
+/// Everything known about one run, folded from its log.
+#[derive(Debug, Clone, Default)]
+pub struct RunState {
+    pub id: Option<RunId>,
+    pub run: RunMachineState,
+    pub target: Option<Version>,
+    pub plan: Plan,
+    pub policy: Policy,
+    /// One per planned node, in plan order.
+    pub nodes: Vec<NodeState>,
+    /// Batch index of each entry of `nodes`.
+    pub batch_of: Vec<usize>,
+    index: HashMap<String, usize>,
+    /// The sequence number the next record must have.
+    pub next_seq: u64,
+    pub planned_at: Option<Timestamp>,
+    pub last_at: Timestamp,
+    /// How many times a daemon reopened this run after a stop or crash.
+    pub recoveries: u32,
+    /// Records that did not fit the state they met (bugs or hand-edited logs); never fatal.
+    pub anomalies: Vec<String>,
+}
+
+impl RunState {
+    /// Replays a run's records from the start.
+    pub fn replay<'a>(records: impl IntoIterator<Item = &'a Record>) -> RunState {
+        let mut state = RunState::default();
+        for r in records {
+            state.apply(r);
+        }
+        state
+    }
+
+    /// Applies one record. Never fails: what does not fit is noted in `anomalies`.
+    pub fn apply(&mut self, record: &Record) {
+        if self.id.is_none() {
+            self.id = Some(record.run);
+        }
+        if Some(record.run) != self.id {
+            self.anomalies.push(format!(
+                "record of run {} applied to another run",
+                record.run
+            ));
+            return;
+        }
+        if record.seq < self.next_seq {
+            self.anomalies
+                .push(format!("duplicate record at seq {}", record.seq));
+            return;
+        }
+        if record.seq > self.next_seq {
+            self.anomalies.push(format!(
+                "gap: expected seq {}, got {}",
+                self.next_seq, record.seq
+            ));
+        }
+        self.next_seq = record.seq + 1;
+        self.last_at = record.at;
+        let mut ctx = NodeCtx {
+            at: record.at,
+            anomalies: Vec::new(),
+        };
+        match &record.event {
+            Event::RunPlanned {
+                target,
+                plan,
+                policy,
+                ..
+            } => {
+                if self.planned_at.is_some() {
+                    self.anomalies.push("run planned twice".into());
+                    return;
+                }
+                self.planned_at = Some(record.at);
+                self.target = Some(*target);
+                self.plan = plan.0.clone();
+                self.policy = policy.0.clone();
+                for (batch, n) in self.plan.nodes() {
+                    self.index.insert(n.name.clone(), self.nodes.len());
+                    self.nodes.push(NodeState::new(n, record.at));
+                    self.batch_of.push(batch);
+                }
+            }
+            Event::StepStarted { node, .. }
+            | Event::StepSucceeded { node, .. }
+            | Event::StepFailed { node, .. }
+            | Event::StepProbed { node, .. } => match self.index.get(node) {
+                Some(&i) => self.nodes[i].handle(&record.event, &mut ctx),
+                None => ctx
+                    .anomalies
+                    .push(format!("event for node {node:?}, which is not in the plan")),
+            },
+            run_event => {
+                if let Event::RunRecovered { .. } = run_event {
+                    self.recoveries += 1;
+                }
+                self.run.handle(run_event);
+                // Recovery, resume and abort concern every node.
+                if matches!(
+                    run_event,
+                    Event::RunRecovered { .. }
+                        | Event::RunResumed { .. }
+                        | Event::AbortRequested { .. }
+                ) {
+                    for n in &mut self.nodes {
+                        n.handle(run_event, &mut ctx);
+                    }
+                }
+            }
+        }
+        self.anomalies.append(&mut ctx.anomalies);
+    }
+
+    pub fn phase(&self) -> RunPhase {
+        self.run.phase()
+    }
+
+    pub fn node(&self, name: &str) -> Option<&NodeState> {
+        self.index.get(name).map(|&i| &self.nodes[i])
+    }
+
+    /// Nodes of batch `b`.
+    pub fn batch(&self, b: usize) -> impl Iterator<Item = &NodeState> {
+        self.nodes
+            .iter()
+            .zip(&self.batch_of)
+            .filter(move |(_, i)| **i == b)
+            .map(|(n, _)| n)
+    }
+
+    /// A compact, serialisable summary for `status`.
+    pub fn summary(&self) -> RunSummary {
+        RunSummary {
+            run: self.id,
+            phase: self.phase(),
+            target: self.target.map(|v| v.to_string()),
+            reason: self.run.data().reason.clone(),
+            next_seq: self.next_seq,
+            recoveries: self.recoveries,
+            batches: self.plan.batches.len(),
+            nodes: self
+                .nodes
+                .iter()
+                .zip(&self.batch_of)
+                .map(|(n, &batch)| NodeSummary {
+                    name: n.node().name.clone(),
+                    batch,
+                    phase: n.phase(),
+                    step: n.current_step().map(|s| s.to_string()),
+                    cursor: n.cursor(),
+                    steps: n.node().steps.len(),
+                    failures: n.node().failures,
+                    last_error: n.node().last_error.clone(),
+                })
+                .collect(),
+            anomalies: self.anomalies.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunSummary {
+    pub run: Option<RunId>,
+    pub phase: RunPhase,
+    pub target: Option<String>,
+    pub reason: Option<String>,
+    pub next_seq: u64,
+    pub recoveries: u32,
+    pub batches: usize,
+    pub nodes: Vec<NodeSummary>,
+    pub anomalies: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeSummary {
+    pub name: String,
+    pub batch: usize,
+    pub phase: Phase,
+    pub step: Option<String>,
+    pub cursor: Option<Cursor>,
+    pub steps: usize,
+    pub failures: u32,
+    pub last_error: Option<String>,
+}

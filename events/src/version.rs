@@ -1,0 +1,126 @@
+//! Kubernetes release versions (`v1.35.3`) and the minor-version arithmetic the skew rules need.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// A Kubernetes release version, `vMAJOR.MINOR.PATCH`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Version {
+    pub major: u16,
+    pub minor: u16,
+    pub patch: u16,
+}
+
+/// Why a version string was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid Kubernetes version {input:?}: {reason} (expected e.g. v1.35.3)")]
+pub struct VersionError {
+    pub input: String,
+    pub reason: &'static str,
+}
+
+impl Version {
+    pub const fn new(major: u16, minor: u16, patch: u16) -> Self {
+        Self {
+            major,
+            minor,
+            patch,
+        }
+    }
+
+    /// The same minor with patch 0; used to compare minors.
+    pub const fn minor_version(self) -> (u16, u16) {
+        (self.major, self.minor)
+    }
+
+    /// Number of minor releases from `self` up to `other` (negative when `other` is older).
+    /// Only meaningful inside one major, which is all Kubernetes has had since 2015.
+    pub fn minors_to(self, other: Version) -> i32 {
+        if self.major != other.major {
+            return if other.major > self.major {
+                i32::MAX
+            } else {
+                i32::MIN
+            };
+        }
+        i32::from(other.minor) - i32::from(self.minor)
+    }
+}
+
+impl fmt::Display for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "v{}.{}.{}", self.major, self.minor, self.patch)
+    }
+}
+
+impl FromStr for Version {
+    type Err = VersionError;
+
+    /// Accepts `v1.35.3`, `1.35.3`, and kubelet's `v1.35.3-rc.1+k3s`-style suffixes (ignored).
+    fn from_str(input: &str) -> Result<Self, Self::Err> {
+        let err = |reason| VersionError {
+            input: input.to_string(),
+            reason,
+        };
+        let s = input.trim();
+        let s = s.strip_prefix('v').unwrap_or(s);
+        let core = s.split(['-', '+']).next().unwrap_or_default();
+        let mut parts = core.split('.');
+        let mut next = |what| -> Result<u16, VersionError> {
+            let p = parts.next().ok_or_else(|| err(what))?;
+            if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(err("each part must be a decimal number"));
+            }
+            p.parse().map_err(|_| err("number out of range"))
+        };
+        let major = next("missing major")?;
+        let minor = next("missing minor")?;
+        let patch = next("missing patch")?;
+        if parts.next().is_some() {
+            return Err(err("too many parts"));
+        }
+        Ok(Self::new(major, minor, patch))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_prints() {
+        for (input, want) in [
+            ("v1.35.3", Version::new(1, 35, 3)),
+            ("1.32.0", Version::new(1, 32, 0)),
+            ("v1.33.1-rc.0+abc", Version::new(1, 33, 1)),
+        ] {
+            assert_eq!(input.parse::<Version>(), Ok(want), "{input}");
+        }
+        assert_eq!(Version::new(1, 35, 3).to_string(), "v1.35.3");
+    }
+
+    #[test]
+    fn refuses_garbage() {
+        for bad in [
+            "",
+            "v",
+            "1.35",
+            "v1.35.x",
+            "1.35.3.4",
+            "v1..3",
+            "v1.99999.0",
+            "v-1.2.3",
+        ] {
+            assert!(bad.parse::<Version>().is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn minor_distance() {
+        let a = Version::new(1, 32, 4);
+        assert_eq!(a.minors_to(Version::new(1, 35, 0)), 3);
+        assert_eq!(Version::new(1, 35, 0).minors_to(a), -3);
+    }
+}

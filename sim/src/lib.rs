@@ -1,0 +1,2 @@
+//! A simulated bare-metal cluster behind the Kubernetes API (filled in by the test-world issue).
+#![forbid(unsafe_code)]
