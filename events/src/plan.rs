@@ -73,7 +73,8 @@ impl Plan {
 
     /// Control-plane nodes one at a time, then workers `max_unavailable` at a time, each node
     /// taking every pending minor hop (`v1.32 → v1.33 → …`, the hop's patch from `patch_of`)
-    /// inside one drain. Nodes already at the target are left out.
+    /// inside one drain; a node on the target minor but an older patch takes one patch hop.
+    /// Nodes already at the target are left out.
     pub fn basic_rolling(
         nodes: &[NodeInfo],
         target: Version,
@@ -99,7 +100,10 @@ impl Plan {
         }
         let node_plan = |n: &NodeInfo| {
             let mut steps = vec![Step::Preflight, Step::Cordon, Step::Drain];
-            for minor in n.version.minor..=target.minor {
+            if n.version.minor == target.minor {
+                steps.push(Step::UpgradePackages { version: target });
+            }
+            for minor in n.version.minor + 1..=target.minor {
                 let version = if minor == target.minor {
                     target
                 } else {

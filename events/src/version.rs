@@ -3,10 +3,11 @@
 use std::fmt;
 use std::str::FromStr;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// A Kubernetes release version, `vMAJOR.MINOR.PATCH`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+/// A Kubernetes release version, `vMAJOR.MINOR.PATCH`. `"v1.35.3"` in JSON; three integers in
+/// stored records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Version {
     pub major: u16,
     pub minor: u16,
@@ -46,6 +47,60 @@ impl Version {
             };
         }
         i32::from(other.minor) - i32::from(self.minor)
+    }
+}
+
+/// The stored (binary) shape; keep it byte-compatible with the golden samples.
+#[derive(Serialize, Deserialize)]
+#[serde(rename = "Version")]
+struct Raw {
+    major: u16,
+    minor: u16,
+    patch: u16,
+}
+
+impl Serialize for Version {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            s.collect_str(self)
+        } else {
+            Raw {
+                major: self.major,
+                minor: self.minor,
+                patch: self.patch,
+            }
+            .serialize(s)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Version {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        if d.is_human_readable() {
+            // "v1.35.3", or the {major, minor, patch} object that plans recorded by the first
+            // builds carry inside their JSON.
+            struct V;
+            impl<'de> serde::de::Visitor<'de> for V {
+                type Value = Version;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("a version such as \"v1.35.3\"")
+                }
+                fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Version, E> {
+                    v.parse().map_err(E::custom)
+                }
+                fn visit_map<A: serde::de::MapAccess<'de>>(
+                    self,
+                    map: A,
+                ) -> Result<Version, A::Error> {
+                    let r = Raw::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                    Ok(Version::new(r.major, r.minor, r.patch))
+                }
+            }
+            d.deserialize_any(V)
+        } else {
+            let r = Raw::deserialize(d)?;
+            Ok(Version::new(r.major, r.minor, r.patch))
+        }
     }
 }
 

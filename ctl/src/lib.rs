@@ -1,0 +1,155 @@
+//! upgradectl's library: a small HTTP/1.1 client for the daemon's Unix-socket API.
+
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+use tokio::net::UnixStream;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(
+        "cannot reach upgraded at {socket}: {source}\n  is the daemon running? (start it with `upgraded`, \
+         or point at its socket with --socket / UPGRADED_SOCKET)"
+    )]
+    Unreachable {
+        socket: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("talking to upgraded: {0}")]
+    Http(String),
+    #[error("upgraded refused: {message} (HTTP {status})")]
+    Refused { status: u16, message: String },
+    #[error("upgraded sent a response that is not JSON: {0}")]
+    BadResponse(String),
+}
+
+/// Where the daemon listens unless told otherwise.
+pub fn default_socket() -> PathBuf {
+    if let Some(s) = std::env::var_os("UPGRADED_SOCKET") {
+        return PathBuf::from(s);
+    }
+    PathBuf::from("/run/upgraded/api.sock")
+}
+
+#[derive(Debug, Clone)]
+pub struct Client {
+    socket: PathBuf,
+    user: String,
+}
+
+impl Client {
+    pub fn new(socket: &Path) -> Self {
+        let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+        Client {
+            socket: socket.to_path_buf(),
+            user,
+        }
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Response<Incoming>, ClientError> {
+        let stream =
+            UnixStream::connect(&self.socket)
+                .await
+                .map_err(|source| ClientError::Unreachable {
+                    socket: self.socket.clone(),
+                    source,
+                })?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| ClientError::Http(e.to_string()))?;
+        tokio::spawn(conn);
+        let bytes = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "upgraded")
+            .header("content-type", "application/json")
+            .header("x-upgradectl-user", self.user.as_str())
+            .body(Full::new(bytes))
+            .map_err(|e| ClientError::Http(e.to_string()))?;
+        sender
+            .send_request(req)
+            .await
+            .map_err(|e| ClientError::Http(e.to_string()))
+    }
+
+    /// A JSON request; non-2xx answers become [`ClientError::Refused`] with the daemon's words.
+    pub async fn json(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, ClientError> {
+        let resp = self.send(method, path, body).await?;
+        let status = resp.status();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| ClientError::Http(e.to_string()))?
+            .to_bytes();
+        let value: Value = serde_json::from_slice(&bytes).map_err(|_| {
+            ClientError::BadResponse(String::from_utf8_lossy(&bytes).chars().take(200).collect())
+        })?;
+        if !status.is_success() {
+            return Err(refused(status, &value));
+        }
+        Ok(value)
+    }
+
+    /// Streams JSON lines; `each` returns false to stop early.
+    pub async fn lines(
+        &self,
+        path: &str,
+        mut each: impl FnMut(&str) -> bool,
+    ) -> Result<(), ClientError> {
+        let resp = self.send(Method::GET, path, None).await?;
+        let status = resp.status();
+        let mut body = resp.into_body();
+        let mut buf: Vec<u8> = Vec::new();
+        if !status.is_success() {
+            let bytes = body
+                .collect()
+                .await
+                .map_err(|e| ClientError::Http(e.to_string()))?
+                .to_bytes();
+            let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            return Err(refused(status, &value));
+        }
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| ClientError::Http(e.to_string()))?;
+            if let Some(data) = frame.data_ref() {
+                buf.extend_from_slice(data);
+                while let Some(pos) = buf.iter().position(|&b| b == b'\n') {
+                    let line: Vec<u8> = buf.drain(..=pos).collect();
+                    if !each(String::from_utf8_lossy(&line[..line.len() - 1]).as_ref()) {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn refused(status: StatusCode, value: &Value) -> ClientError {
+    ClientError::Refused {
+        status: status.as_u16(),
+        message: value
+            .get("error")
+            .and_then(Value::as_str)
+            .unwrap_or("no reason given")
+            .to_string(),
+    }
+}

@@ -1,0 +1,367 @@
+//! `upgradectl`: start, observe and steer upgrades run by `upgraded`.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use hyper::Method;
+use serde_json::{Value, json};
+use upgraded_ctl::{Client, default_socket};
+
+#[derive(Debug, Parser)]
+#[command(name = "upgradectl", version, about = "Drive and observe upgraded")]
+struct Cli {
+    /// The daemon's API socket.
+    #[arg(long, global = true, env = "UPGRADED_SOCKET", default_value_os_t = default_socket())]
+    socket: PathBuf,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Plan and start an upgrade to a version (e.g. v1.35.3).
+    Start {
+        #[arg(long)]
+        to: String,
+        /// Print the plan without recording or starting anything.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// The active (or last) run, node by node.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop starting new steps; steps in flight finish.
+    Pause {
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Continue a paused or halted run (a halted step gets fresh attempts).
+    Resume,
+    /// Stop the run, uncordoning every node it cordoned.
+    Abort {
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// A run's records as JSON lines.
+    Events {
+        /// Run id (default: the active run).
+        #[arg(long)]
+        run: Option<String>,
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        /// Keep streaming until the run ends.
+        #[arg(long, short)]
+        follow: bool,
+    },
+    /// List runs.
+    Runs,
+    /// Upgrade a built-in fake cluster (1 control plane + 5 workers, v1.32 → v1.35), live.
+    Demo {
+        #[arg(long, default_value = "v1.35.3")]
+        to: String,
+        /// Keep the demo's data directory afterwards.
+        #[arg(long)]
+        keep: Option<PathBuf>,
+    },
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = run(cli).await {
+        eprintln!("upgradectl: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let client = Client::new(&cli.socket);
+    match cli.cmd {
+        Cmd::Start { to, dry_run } => {
+            let v = client
+                .json(
+                    Method::POST,
+                    "/v1/runs",
+                    Some(&json!({ "target": to, "dryRun": dry_run })),
+                )
+                .await?;
+            print_plan(&v["plan"]);
+            match v["run"].as_str() {
+                Some(run) => println!("\nstarted run {run}; follow it with `upgradectl events -f`"),
+                None => println!("\n(dry run: nothing recorded)"),
+            }
+        }
+        Cmd::Status { json } => {
+            let v = client.json(Method::GET, "/v1/status", None).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v["active"])?);
+            } else {
+                print_status(&v["active"]);
+            }
+        }
+        Cmd::Pause { reason } => {
+            let v = client
+                .json(
+                    Method::POST,
+                    "/v1/run/pause",
+                    Some(&json!({ "reason": reason })),
+                )
+                .await?;
+            println!("paused run {}", v["run"].as_str().unwrap_or("?"));
+        }
+        Cmd::Resume => {
+            let v = client.json(Method::POST, "/v1/run/resume", None).await?;
+            println!("resumed run {}", v["run"].as_str().unwrap_or("?"));
+        }
+        Cmd::Abort { reason } => {
+            let v = client
+                .json(
+                    Method::POST,
+                    "/v1/run/abort",
+                    Some(&json!({ "reason": reason })),
+                )
+                .await?;
+            println!(
+                "aborting run {}: nodes it cordoned are being uncordoned",
+                v["run"].as_str().unwrap_or("?")
+            );
+        }
+        Cmd::Events { run, from, follow } => {
+            let run = match run {
+                Some(r) => r,
+                None => active_run(&client).await?,
+            };
+            client
+                .lines(
+                    &format!("/v1/runs/{run}/events?from={from}&follow={follow}"),
+                    |l| {
+                        println!("{l}");
+                        true
+                    },
+                )
+                .await?;
+        }
+        Cmd::Runs => {
+            let v = client.json(Method::GET, "/v1/runs", None).await?;
+            for r in v.as_array().into_iter().flatten() {
+                println!(
+                    "{}  {:<10} {:<8} {} records",
+                    s(&r["run"]),
+                    s(&r["phase"]),
+                    s(&r["target"]),
+                    r["records"]
+                );
+            }
+        }
+        Cmd::Demo { to, keep } => demo(&to, keep).await?,
+    }
+    Ok(())
+}
+
+fn s(v: &Value) -> String {
+    v.as_str().map_or_else(|| v.to_string(), str::to_string)
+}
+
+async fn active_run(client: &Client) -> anyhow::Result<String> {
+    let v = client.json(Method::GET, "/v1/status", None).await?;
+    v["active"]["run"]
+        .as_str()
+        .map(str::to_string)
+        .context("no run yet: start one with `upgradectl start --to vX.Y.Z`")
+}
+
+fn print_plan(plan: &Value) {
+    println!("plan to {}:", s(&plan["target"]));
+    for (i, b) in plan["batches"].as_array().into_iter().flatten().enumerate() {
+        let nodes: Vec<String> = b["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|n| s(&n["name"]))
+            .collect();
+        println!(
+            "  {:>2}. {:<24} {}",
+            i + 1,
+            s(&b["label"]),
+            nodes.join(", ")
+        );
+    }
+}
+
+fn print_status(a: &Value) {
+    if a.is_null() {
+        println!("no run yet");
+        return;
+    }
+    println!(
+        "run {}  {}  target {}",
+        s(&a["run"]),
+        s(&a["phase"]),
+        s(&a["target"])
+    );
+    if let Some(r) = a["reason"].as_str() {
+        println!("  reason: {r}");
+    }
+    for n in a["nodes"].as_array().into_iter().flatten() {
+        let step = n["step"].as_str().unwrap_or("-");
+        let err = n["lastError"]
+            .as_str()
+            .map(|e| format!("  ({e})"))
+            .unwrap_or_default();
+        println!(
+            "  {:<14} batch {:<3} {:<12} {}{}",
+            s(&n["name"]),
+            n["batch"],
+            s(&n["phase"]),
+            step,
+            err
+        );
+    }
+}
+
+/// Runs a private daemon on a fake world and upgrades it, showing every step as it happens.
+async fn demo(to: &str, keep: Option<PathBuf>) -> anyhow::Result<()> {
+    let tmp = tempfile::Builder::new()
+        .prefix("upgraded-demo-")
+        .tempdir()?;
+    let base = keep.unwrap_or_else(|| tmp.path().to_path_buf());
+    std::fs::create_dir_all(&base)?;
+    let socket = base.join("api.sock");
+    let exe = std::env::current_exe()?;
+    let daemon_bin = exe.with_file_name("upgraded");
+    if !daemon_bin.exists() {
+        bail!(
+            "{} not found next to upgradectl; build it with `cargo build --bins`",
+            daemon_bin.display()
+        );
+    }
+    let mut child = tokio::process::Command::new(&daemon_bin)
+        .args(["--data-dir"])
+        .arg(base.join("data"))
+        .args(["--socket"])
+        .arg(&socket)
+        .args(["--fake-world"])
+        .arg(base.join("world"))
+        .args([
+            "--fake-control-planes",
+            "1",
+            "--fake-workers",
+            "5",
+            "--fake-delay-ms",
+            "120",
+        ])
+        .args([
+            "--max-unavailable",
+            "2",
+            "--soak-secs",
+            "1800",
+            "--wait-between-batches-secs",
+            "300",
+            "--time-scale",
+            "600",
+        ])
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {}", daemon_bin.display()))?;
+    let client = Client::new(&socket);
+    for _ in 0..100 {
+        if client.json(Method::GET, "/v1/status", None).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!("upgraded demo: a fake cluster of 1 control-plane node and 5 workers at v1.32.4");
+    println!(
+        "(time runs 600x: 30-minute soaks take 3 s; a second terminal can run `upgradectl --socket {} status|pause|resume`)\n",
+        socket.display()
+    );
+    let v = client
+        .json(Method::POST, "/v1/runs", Some(&json!({ "target": to })))
+        .await?;
+    print_plan(&v["plan"]);
+    println!();
+    let run = s(&v["run"]);
+    let started = std::time::Instant::now();
+    client
+        .lines(&format!("/v1/runs/{run}/events?follow=true"), |l| {
+            if let Ok(r) = serde_json::from_str::<Value>(l) {
+                println!("{}", describe(&r));
+            }
+            true
+        })
+        .await?;
+    let st = client
+        .json(Method::GET, &format!("/v1/runs/{run}"), None)
+        .await?;
+    println!(
+        "\nrun {run}: {} in {:.1} s (real time)",
+        s(&st["phase"]),
+        started.elapsed().as_secs_f64()
+    );
+    print_status(&st);
+    let _ = child.start_kill();
+    Ok(())
+}
+
+/// One readable line per record.
+fn describe(r: &Value) -> String {
+    let seq = r["seq"].as_u64().unwrap_or(0);
+    let (kind, body) = r["event"]
+        .as_object()
+        .and_then(|o| o.iter().next())
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .unwrap_or_else(|| (s(&r["event"]), Value::Null));
+    let step = |b: &Value| match &b["step"] {
+        Value::String(x) => x.clone(),
+        Value::Object(o) => o
+            .iter()
+            .next()
+            .map(|(k, v)| {
+                format!(
+                    "{k} {}",
+                    v["version"]
+                        .as_str()
+                        .map_or_else(|| v.to_string(), |x| x.to_string())
+                )
+            })
+            .unwrap_or_default(),
+        other => other.to_string(),
+    };
+    let what = match kind.as_str() {
+        "StepStarted" => format!(
+            "{:<12} ▶ {} (attempt {})",
+            s(&body["node"]),
+            step(&body),
+            body["attempt"]
+        ),
+        "StepSucceeded" => format!("{:<12} ✓ {}", s(&body["node"]), step(&body)),
+        "StepFailed" => format!(
+            "{:<12} ✗ {}: {}",
+            s(&body["node"]),
+            step(&body),
+            s(&body["error"])
+        ),
+        "StepProbed" => format!(
+            "{:<12} ? {} probed: done={}",
+            s(&body["node"]),
+            step(&body),
+            body["done"]
+        ),
+        other => format!(
+            "run: {other} {}",
+            if body.is_null() {
+                String::new()
+            } else {
+                body.to_string()
+            }
+        ),
+    };
+    format!("{seq:>4}  {what}")
+}

@@ -1,0 +1,462 @@
+//! The engine: replay a run's log into state, ask `decide`, record intents durably, execute
+//! through the ports, record outcomes — and again, until the run ends.
+//!
+//! Records are applied only as the log publishes them (in commit order), whoever appended
+//! them: the loop's own intents, step tasks' outcomes, operators' actions. So the live state is
+//! always exactly the fold of the log's prefix, the same state a replay after a crash builds.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{broadcast, watch};
+use tokio::task::JoinSet;
+use upgraded_events::run::RunPhase;
+use upgraded_events::state::RunSummary;
+use upgraded_events::{
+    Actor, Command, Event, Facts, Json, Plan, Policy, Record, RunId, RunState, Timestamp, Version,
+    decide,
+};
+
+use crate::log::{EventLog, LogError};
+use crate::ports::Clock;
+use crate::steps::{self, Ports};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error("a step task died: {0}")]
+    Task(String),
+    #[error("the event log stopped publishing")]
+    Unsubscribed,
+}
+
+/// Why an operator request was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error("run {run} is {phase:?}; wait for it to finish or abort it before starting another")]
+    Busy { run: RunId, phase: RunPhase },
+    #[error("no run is in progress")]
+    NoRun,
+    #[error("the run is {0:?}: {1}")]
+    WrongPhase(RunPhase, &'static str),
+    #[error("cannot read the cluster's nodes: {0}")]
+    Inventory(String),
+    #[error("cannot plan: {0}")]
+    Plan(String),
+    #[error(transparent)]
+    Log(#[from] LogError),
+}
+
+/// Settings for new runs.
+#[derive(Debug, Clone)]
+pub struct RunDefaults {
+    pub policy: Policy,
+    pub max_unavailable: usize,
+}
+
+/// Latest released patch per minor, for intermediate hops. The planner's catalog (policy
+/// file, built-in list) replaces this table.
+pub fn default_patch(_major: u16, minor: u16) -> u16 {
+    match minor {
+        30 => 14,
+        31 => 14,
+        32 => 11,
+        33 => 7,
+        34 => 6,
+        35 => 3,
+        _ => 0,
+    }
+}
+
+pub struct Daemon<L: EventLog + Clone> {
+    log: L,
+    clock: Arc<dyn Clock>,
+    ports: Ports,
+    defaults: RunDefaults,
+    status: watch::Sender<Option<RunSummary>>,
+    active: Mutex<Option<RunId>>,
+    fatal: tokio::sync::mpsc::UnboundedSender<EngineError>,
+}
+
+impl<L: EventLog + Clone> std::fmt::Debug for Daemon<L> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Daemon")
+            .field("defaults", &self.defaults)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<L: EventLog + Clone> Daemon<L> {
+    /// Returns the daemon and a receiver of fatal errors (the binary exits on the first).
+    pub fn new(
+        log: L,
+        clock: Arc<dyn Clock>,
+        ports: Ports,
+        defaults: RunDefaults,
+    ) -> (Arc<Self>, tokio::sync::mpsc::UnboundedReceiver<EngineError>) {
+        let (fatal, fatal_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (status, _) = watch::channel(None);
+        (
+            Arc::new(Daemon {
+                log,
+                clock,
+                ports,
+                defaults,
+                status,
+                active: Mutex::new(None),
+                fatal,
+            }),
+            fatal_rx,
+        )
+    }
+
+    pub fn log(&self) -> &L {
+        &self.log
+    }
+
+    pub fn status(&self) -> watch::Receiver<Option<RunSummary>> {
+        self.status.subscribe()
+    }
+
+    fn active(&self) -> Option<RunId> {
+        *self.active.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// On start: reopen the latest unfinished run, marking what was in flight as in doubt.
+    pub async fn recover(self: &Arc<Self>) -> Result<Option<RunId>, EngineError> {
+        let runs = self.log.runs()?;
+        let mut newest = None;
+        for run in runs {
+            let state = RunState::replay(&self.log.read(run, 0)?);
+            self.status.send_replace(Some(state.summary()));
+            if !state.phase().is_terminal() {
+                newest = Some((run, state));
+            }
+        }
+        let Some((run, state)) = newest else {
+            return Ok(None);
+        };
+        self.log
+            .append(
+                run,
+                vec![(
+                    self.clock.now(),
+                    Event::RunRecovered {
+                        pid: std::process::id(),
+                    },
+                )],
+            )
+            .await?;
+        tracing::info!(%run, phase = ?state.phase(), "resuming unfinished run");
+        self.spawn_drive(run, state);
+        Ok(Some(run))
+    }
+
+    /// Plans a run to `target`; unless `dry_run`, records it and starts it.
+    pub async fn start(
+        self: &Arc<Self>,
+        target: Version,
+        by: Actor,
+        dry_run: bool,
+    ) -> Result<(Option<RunId>, Plan), RequestError> {
+        if let Some(run) = self.active() {
+            let phase = self
+                .status
+                .borrow()
+                .as_ref()
+                .map_or(RunPhase::Running, |s| s.phase);
+            if !phase.is_terminal() {
+                return Err(RequestError::Busy { run, phase });
+            }
+        }
+        let nodes = self
+            .ports
+            .cluster
+            .list_nodes()
+            .await
+            .map_err(|e| RequestError::Inventory(e.to_string()))?;
+        let d = &self.defaults;
+        let plan = Plan::basic_rolling(
+            &nodes,
+            target,
+            d.max_unavailable,
+            d.policy.soak_secs > 0,
+            default_patch,
+        )
+        .map_err(|e| RequestError::Plan(e.to_string()))?;
+        if dry_run {
+            return Ok((None, plan));
+        }
+        let run = uuid::Uuid::now_v7();
+        let now = self.clock.now();
+        let records = self
+            .log
+            .append(
+                run,
+                vec![
+                    (
+                        now,
+                        Event::RunPlanned {
+                            target,
+                            plan: Json(plan.clone()),
+                            policy: Json(d.policy.clone()),
+                            by: by.clone(),
+                        },
+                    ),
+                    (now, Event::RunStarted { by }),
+                ],
+            )
+            .await?;
+        let state = RunState::replay(&records);
+        self.spawn_drive(run, state);
+        Ok((Some(run), plan))
+    }
+
+    /// Pause, resume or abort the active run.
+    pub async fn operator(&self, event: Event) -> Result<RunId, RequestError> {
+        let run = self.active().ok_or(RequestError::NoRun)?;
+        let phase = self
+            .status
+            .borrow()
+            .as_ref()
+            .map_or(RunPhase::Planned, |s| s.phase);
+        let ok = match &event {
+            Event::RunPaused { .. } => matches!(phase, RunPhase::Running | RunPhase::Halted),
+            Event::RunResumed { .. } => matches!(phase, RunPhase::Paused | RunPhase::Halted),
+            Event::AbortRequested { .. } => {
+                matches!(
+                    phase,
+                    RunPhase::Running | RunPhase::Paused | RunPhase::Halted
+                )
+            }
+            _ => false,
+        };
+        if !ok {
+            let what = match &event {
+                Event::RunPaused { .. } => "only a running or halted run can be paused",
+                Event::RunResumed { .. } => "only a paused or halted run can be resumed",
+                _ => "only an unfinished run can be aborted",
+            };
+            return Err(RequestError::WrongPhase(phase, what));
+        }
+        self.log
+            .append(run, vec![(self.clock.now(), event)])
+            .await?;
+        Ok(run)
+    }
+
+    fn spawn_drive(self: &Arc<Self>, run: RunId, state: RunState) {
+        *self.active.lock().unwrap_or_else(|p| p.into_inner()) = Some(run);
+        self.status.send_replace(Some(state.summary()));
+        let me = Arc::clone(self);
+        tokio::spawn(async move {
+            if let Err(e) = Arc::clone(&me).drive(run, state).await {
+                tracing::error!(%run, error = %e, "engine stopped");
+                let _ = me.fatal.send(e);
+            }
+        });
+    }
+
+    async fn drive(self: Arc<Self>, run: RunId, mut state: RunState) -> Result<(), EngineError> {
+        let mut sub = self.log.subscribe();
+        // Anything appended between the replay and the subscription.
+        for r in self.log.read(run, state.next_seq)? {
+            state.apply(&r);
+        }
+        let mut tasks: JoinSet<Result<TaskEnd, EngineError>> = JoinSet::new();
+        let mut busy: HashSet<String> = HashSet::new();
+        let mut probe_after: HashMap<String, Timestamp> = HashMap::new();
+        loop {
+            self.status.send_replace(Some(state.summary()));
+            if state.phase().is_terminal() && tasks.is_empty() {
+                tracing::info!(%run, phase = ?state.phase(), "run finished");
+                return Ok(());
+            }
+            let now = self.clock.now();
+            let decision = decide(&state, &state.policy, now);
+            let mut intents = Vec::new();
+            let mut work = Vec::new();
+            let mut wake = decision.wake_at;
+            for cmd in decision.commands {
+                match &cmd {
+                    Command::RunStep { node, .. } | Command::Probe { node, .. }
+                        if busy.contains(node) =>
+                    {
+                        continue;
+                    }
+                    Command::Probe { node, .. } => {
+                        if let Some(&t) = probe_after.get(node).filter(|&&t| t > now) {
+                            wake = Some(wake.map_or(t, |w| w.min(t)));
+                            continue;
+                        }
+                    }
+                    _ => {}
+                }
+                if let Some(intent) = cmd.intent() {
+                    intents.push((now, intent));
+                }
+                if matches!(cmd, Command::RunStep { .. } | Command::Probe { .. }) {
+                    work.push(cmd);
+                }
+            }
+            if !intents.is_empty() {
+                // Durable before any effect: the intent is the promise we keep after a crash.
+                let last = self
+                    .log
+                    .append(run, intents)
+                    .await?
+                    .last()
+                    .map_or(0, |r| r.seq);
+                while state.next_seq <= last {
+                    next_record(&self.log, &mut sub, run, &mut state).await?;
+                }
+            }
+            for cmd in work {
+                let (node, task) = self.task(run, &state, cmd);
+                busy.insert(node);
+                tasks.spawn(task);
+            }
+            if !busy.is_empty() || wake.is_some() || state.phase().is_terminal() {
+                // Wait for a record, a finished task, or the wake time.
+                let sleep = async {
+                    match wake {
+                        Some(t) => self.clock.sleep_until(t).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    r = next_record(&self.log, &mut sub, run, &mut state) => r?,
+                    Some(joined) = tasks.join_next() => {
+                        match joined.map_err(|e| EngineError::Task(e.to_string()))?? {
+                            TaskEnd::Done(node) => { busy.remove(&node); }
+                            TaskEnd::ProbeFailed(node) => {
+                                busy.remove(&node);
+                                probe_after.insert(node, self.clock.now().plus_secs(5));
+                            }
+                        }
+                    }
+                    () = sleep => {}
+                }
+            } else {
+                // Nothing to do until an operator acts (paused, halted) or a record arrives.
+                next_record(&self.log, &mut sub, run, &mut state).await?;
+            }
+        }
+    }
+
+    /// The task that executes one command and records its outcome.
+    fn task(
+        &self,
+        run: RunId,
+        state: &RunState,
+        cmd: Command,
+    ) -> (
+        String,
+        impl std::future::Future<Output = Result<TaskEnd, EngineError>> + Send + 'static,
+    ) {
+        let log = self.log.clone();
+        let clock = Arc::clone(&self.clock);
+        let ports = self.ports.clone();
+        let node = match &cmd {
+            Command::RunStep { node, .. } | Command::Probe { node, .. } => node.clone(),
+            _ => String::new(),
+        };
+        let all_steps = state
+            .node(&node)
+            .map(|n| n.node().steps.clone())
+            .unwrap_or_default();
+        let name = node.clone();
+        (name, async move {
+            let outcome = match cmd {
+                Command::RunStep {
+                    node,
+                    step,
+                    attempt,
+                    leave_cordoned,
+                } => match steps::execute(&ports, &node, &step, &all_steps, leave_cordoned).await {
+                    Ok(facts) => Event::StepSucceeded {
+                        node,
+                        step,
+                        attempt,
+                        facts,
+                    },
+                    Err(e) => {
+                        tracing::warn!(%node, %step, attempt, error = %e, "step failed");
+                        let facts: Facts =
+                            [("retryable".to_string(), e.retryable.to_string())].into();
+                        Event::StepFailed {
+                            node,
+                            step,
+                            attempt,
+                            error: e.what,
+                            facts,
+                        }
+                    }
+                },
+                Command::Probe {
+                    node,
+                    step,
+                    attempt,
+                } => match steps::probe(&ports, &node, &step).await {
+                    Ok((done, facts)) => Event::StepProbed {
+                        node,
+                        step,
+                        attempt,
+                        done,
+                        facts,
+                    },
+                    Err(e) => {
+                        // Unknown stays unknown: nothing is recorded, the probe is retried.
+                        tracing::warn!(%node, %step, error = %e, "probe failed; will retry");
+                        return Ok(TaskEnd::ProbeFailed(node));
+                    }
+                },
+                _ => return Ok(TaskEnd::Done(node)),
+            };
+            log.append(run, vec![(clock.now(), outcome)]).await?;
+            Ok(TaskEnd::Done(node))
+        })
+    }
+}
+
+enum TaskEnd {
+    Done(String),
+    ProbeFailed(String),
+}
+
+/// Waits for the next record of `run` from the log's publication and applies it; catches up
+/// from storage if the subscription lagged.
+async fn next_record<L: EventLog>(
+    log: &L,
+    sub: &mut broadcast::Receiver<Arc<Record>>,
+    run: RunId,
+    state: &mut RunState,
+) -> Result<(), EngineError> {
+    loop {
+        match sub.recv().await {
+            Ok(r) if r.run == run => {
+                if r.seq >= state.next_seq {
+                    state.apply(&r);
+                    return Ok(());
+                }
+            }
+            Ok(_) => {}
+            Err(broadcast::error::RecvError::Lagged(_)) => {
+                let missed = log.read(run, state.next_seq)?;
+                let caught_up = !missed.is_empty();
+                for r in &missed {
+                    state.apply(r);
+                }
+                if caught_up {
+                    return Ok(());
+                }
+            }
+            Err(broadcast::error::RecvError::Closed) => return Err(EngineError::Unsubscribed),
+        }
+    }
+}
+
+/// A short pause used by callers that poll (tests, the demo).
+pub const POLL: Duration = Duration::from_millis(50);

@@ -1,0 +1,307 @@
+//! A file-backed fake world: a few nodes whose every effect is appended to `effects.jsonl`.
+//!
+//! It stands in for the cluster and the nodes until the simulated cluster exists, and it
+//! outlives the daemon: a restarted (or `kill -9`ed) daemon finds the world as it was left,
+//! and tests count the effects to prove that nothing that must happen once happened twice.
+//! Each effect is one `write` of one line on an `O_APPEND` file, so a killed process leaves
+//! either the whole line or nothing.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use upgraded_events::{Facts, NodeInfo, Role, Version};
+
+use crate::ports::{
+    BoxFut, ClusterApi, CommandOutput, NodeExecutor, NodeStatus, PortError, RemoteCommand,
+};
+
+/// `inventory.json`: the world before any effect.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Inventory {
+    pub nodes: Vec<FakeNodeSpec>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FakeNodeSpec {
+    pub name: String,
+    pub role: Role,
+    pub version: Version,
+    #[serde(default)]
+    pub unschedulable: bool,
+    #[serde(default)]
+    pub pods: u32,
+}
+
+/// One line of `effects.jsonl`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Effect {
+    pub node: String,
+    pub op: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<Version>,
+    pub pid: u32,
+}
+
+#[derive(Debug, Clone)]
+struct NodeNow {
+    spec: FakeNodeSpec,
+    installed: Version,
+    running: Version,
+    unschedulable: bool,
+}
+
+#[derive(Debug)]
+pub struct FakeWorld {
+    dir: PathBuf,
+    nodes: Mutex<BTreeMap<String, NodeNow>>,
+    effects: Mutex<File>,
+    delay: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FakeError {
+    #[error("fake world {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("fake world {path}: {source}")]
+    Json {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl Inventory {
+    /// `control` control-plane nodes and `workers` workers at `version`.
+    pub fn generate(control: usize, workers: usize, version: Version) -> Inventory {
+        let node = |name: String, role| FakeNodeSpec {
+            name,
+            role,
+            version,
+            unschedulable: false,
+            pods: 12,
+        };
+        let mut nodes: Vec<_> = (1..=control)
+            .map(|i| node(format!("cp-{i}"), Role::ControlPlane))
+            .collect();
+        nodes.extend((1..=workers).map(|i| node(format!("worker-{i:02}"), Role::Worker)));
+        Inventory { nodes }
+    }
+}
+
+impl FakeWorld {
+    /// Opens the world in `dir`, writing `inventory` first if the directory has none, and
+    /// replaying the effects recorded so far.
+    pub fn open(
+        dir: &Path,
+        inventory: Option<&Inventory>,
+        delay: Duration,
+    ) -> Result<FakeWorld, FakeError> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| FakeError::Io { path, source }
+        };
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let inv_path = dir.join("inventory.json");
+        if !inv_path.exists() {
+            let inv = inventory
+                .cloned()
+                .unwrap_or_else(|| Inventory::generate(1, 5, Version::new(1, 32, 4)));
+            let text = serde_json::to_vec_pretty(&inv).map_err(|source| FakeError::Json {
+                path: inv_path.clone(),
+                source,
+            })?;
+            std::fs::write(&inv_path, text).map_err(io(&inv_path))?;
+        }
+        let text = std::fs::read(&inv_path).map_err(io(&inv_path))?;
+        let inv: Inventory = serde_json::from_slice(&text).map_err(|source| FakeError::Json {
+            path: inv_path.clone(),
+            source,
+        })?;
+        let mut nodes: BTreeMap<String, NodeNow> = inv
+            .nodes
+            .into_iter()
+            .map(|spec| {
+                let now = NodeNow {
+                    installed: spec.version,
+                    running: spec.version,
+                    unschedulable: spec.unschedulable,
+                    spec,
+                };
+                (now.spec.name.clone(), now)
+            })
+            .collect();
+        let eff_path = dir.join("effects.jsonl");
+        for e in read_effects(&eff_path)? {
+            if let Some(n) = nodes.get_mut(&e.node) {
+                apply(n, &e);
+            }
+        }
+        let effects = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&eff_path)
+            .map_err(io(&eff_path))?;
+        Ok(FakeWorld {
+            dir: dir.to_path_buf(),
+            nodes: Mutex::new(nodes),
+            effects: Mutex::new(effects),
+            delay,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The nodes as a planner sees them now.
+    pub fn inventory(&self) -> Vec<NodeInfo> {
+        self.lock()
+            .values()
+            .map(|n| NodeInfo {
+                name: n.spec.name.clone(),
+                role: n.spec.role,
+                version: n.running,
+            })
+            .collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, NodeNow>> {
+        // A panic while holding the lock cannot leave the map half-updated (apply is total).
+        self.nodes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn effect(
+        &self,
+        node: &str,
+        op: &str,
+        version: Option<Version>,
+    ) -> Result<(), PortError> {
+        tokio::time::sleep(self.delay).await;
+        let e = Effect {
+            node: node.to_string(),
+            op: op.to_string(),
+            version,
+            pid: std::process::id(),
+        };
+        let mut nodes = self.lock();
+        let n = nodes
+            .get_mut(node)
+            .ok_or_else(|| PortError::fatal(format!("node {node:?} does not exist")))?;
+        let mut line = serde_json::to_vec(&e).map_err(|err| PortError::fatal(err.to_string()))?;
+        line.push(b'\n');
+        {
+            let mut f = self.effects.lock().unwrap_or_else(|p| p.into_inner());
+            f.write_all(&line)
+                .map_err(|err| PortError::retryable(format!("effects log: {err}")))?;
+        }
+        apply(n, &e);
+        Ok(())
+    }
+
+    fn status(&self, node: &str) -> Result<NodeNow, PortError> {
+        self.lock()
+            .get(node)
+            .cloned()
+            .ok_or_else(|| PortError::fatal(format!("node {node:?} does not exist")))
+    }
+}
+
+fn apply(n: &mut NodeNow, e: &Effect) {
+    match (e.op.as_str(), e.version) {
+        ("cordon", _) => n.unschedulable = true,
+        ("uncordon", _) => n.unschedulable = false,
+        ("install", Some(v)) => n.installed = v,
+        ("restart-kubelet", _) => n.running = n.installed,
+        _ => {}
+    }
+}
+
+/// Reads `effects.jsonl`; a torn last line (a kill mid-write) is ignored.
+pub fn read_effects(path: &Path) -> Result<Vec<Effect>, FakeError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(FakeError::Io {
+                path: path.to_path_buf(),
+                source,
+            });
+        }
+    };
+    Ok(text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect())
+}
+
+impl ClusterApi for FakeWorld {
+    fn list_nodes(&self) -> BoxFut<'_, Result<Vec<NodeInfo>, PortError>> {
+        Box::pin(async move { Ok(self.inventory()) })
+    }
+
+    fn node_status<'a>(&'a self, node: &'a str) -> BoxFut<'a, Result<NodeStatus, PortError>> {
+        Box::pin(async move {
+            let n = self.status(node)?;
+            Ok(NodeStatus {
+                ready: true,
+                unschedulable: n.unschedulable,
+                kubelet_version: n.running,
+            })
+        })
+    }
+
+    fn cordon<'a>(&'a self, node: &'a str) -> BoxFut<'a, Result<(), PortError>> {
+        Box::pin(self.effect(node, "cordon", None))
+    }
+
+    fn uncordon<'a>(&'a self, node: &'a str) -> BoxFut<'a, Result<(), PortError>> {
+        Box::pin(self.effect(node, "uncordon", None))
+    }
+
+    fn drain<'a>(&'a self, node: &'a str) -> BoxFut<'a, Result<Facts, PortError>> {
+        Box::pin(async move {
+            let pods = self.status(node)?.spec.pods;
+            self.effect(node, "drain", None).await?;
+            Ok([("evicted".to_string(), pods.to_string())].into())
+        })
+    }
+}
+
+impl NodeExecutor for FakeWorld {
+    fn run<'a>(
+        &'a self,
+        node: &'a str,
+        cmd: &'a RemoteCommand,
+        _timeout: Duration,
+    ) -> BoxFut<'a, Result<CommandOutput, PortError>> {
+        Box::pin(async move {
+            let mut facts = Facts::new();
+            match cmd {
+                RemoteCommand::Preflight => {
+                    tokio::time::sleep(self.delay).await;
+                    facts.insert("cgroup".into(), "v2".into());
+                }
+                RemoteCommand::InstallPackages { version } => {
+                    self.effect(node, "install", Some(*version)).await?;
+                    facts.insert("installed".into(), version.to_string());
+                }
+                RemoteCommand::InstalledKubelet => {
+                    facts.insert("installed".into(), self.status(node)?.installed.to_string());
+                }
+                RemoteCommand::RestartKubelet => {
+                    self.effect(node, "restart-kubelet", None).await?;
+                }
+            }
+            Ok(CommandOutput { facts })
+        })
+    }
+}

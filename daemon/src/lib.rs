@@ -1,0 +1,10 @@
+//! upgraded, the daemon: the durable event log, the engine loop, the ports and their adapters,
+//! and the API that `upgradectl` talks to.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod engine;
+pub mod fake;
+pub mod log;
+pub mod ports;
+pub mod steps;

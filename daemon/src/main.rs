@@ -1,0 +1,135 @@
+//! `upgraded`: the long-running upgrade daemon.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use upgraded_daemon::engine::{Daemon, RunDefaults};
+use upgraded_daemon::fake::{FakeWorld, Inventory};
+use upgraded_daemon::log::SledLog;
+use upgraded_daemon::ports::{Clock, SystemClock};
+use upgraded_daemon::steps::Ports;
+use upgraded_events::{Policy, Timestamp, Version};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "upgraded",
+    version,
+    about = "Upgrades a kubeadm cluster one minor at a time, node by node, from a durable event log"
+)]
+struct Args {
+    /// Where the event log lives.
+    #[arg(long, env = "UPGRADED_DATA_DIR", default_value = "/var/lib/upgraded")]
+    data_dir: PathBuf,
+    /// The API socket (created with mode 0600).
+    #[arg(
+        long,
+        env = "UPGRADED_SOCKET",
+        default_value = "/run/upgraded/api.sock"
+    )]
+    socket: PathBuf,
+    /// Act on the file-backed fake world in this directory (until real adapters are configured).
+    #[arg(long)]
+    fake_world: PathBuf,
+    /// Nodes of a newly created fake world: control-plane count and worker count.
+    #[arg(long, default_value_t = 1)]
+    fake_control_planes: usize,
+    #[arg(long, default_value_t = 5)]
+    fake_workers: usize,
+    #[arg(long, default_value = "v1.32.4")]
+    fake_version: Version,
+    /// Real milliseconds each fake effect takes.
+    #[arg(long, default_value_t = 20)]
+    fake_delay_ms: u64,
+    /// Virtual seconds per real second (demos run hours of soaks in seconds).
+    #[arg(long, default_value_t = 1.0)]
+    time_scale: f64,
+    /// Nodes upgraded at once among workers.
+    #[arg(long, default_value_t = 2)]
+    max_unavailable: usize,
+    #[arg(long, default_value_t = 1800)]
+    soak_secs: u64,
+    #[arg(long, default_value_t = 300)]
+    wait_between_batches_secs: u64,
+    #[arg(long, default_value_t = 10)]
+    retry_backoff_secs: u64,
+    /// Move an unreadable tail of a run's log to the quarantine tree and open anyway.
+    #[arg(long)]
+    repair_tail: bool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let (log, report) = SledLog::open(&args.data_dir, args.repair_tail)
+        .with_context(|| format!("opening the event log in {}", args.data_dir.display()))?;
+    for (run, seq) in &report.quarantined {
+        tracing::warn!(%run, seq, "quarantined an unreadable record at the tail of the run");
+    }
+    tracing::info!(
+        runs = report.runs,
+        records = report.records,
+        "event log verified"
+    );
+    let inventory = Inventory::generate(
+        args.fake_control_planes,
+        args.fake_workers,
+        args.fake_version,
+    );
+    let world = Arc::new(
+        FakeWorld::open(
+            &args.fake_world,
+            Some(&inventory),
+            Duration::from_millis(args.fake_delay_ms),
+        )
+        .context("opening the fake world")?,
+    );
+    let last_at = log_last_time(&log)?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock::new(args.time_scale, last_at));
+    let ports = Ports {
+        cluster: world.clone(),
+        nodes: world,
+        command_timeout: Duration::from_secs(600),
+    };
+    let defaults = RunDefaults {
+        policy: Policy {
+            soak_secs: args.soak_secs,
+            wait_between_batches_secs: args.wait_between_batches_secs,
+            retry_backoff_secs: args.retry_backoff_secs,
+            ..Policy::default()
+        },
+        max_unavailable: args.max_unavailable,
+    };
+    let (daemon, mut fatal) = Daemon::new(log, clock, ports, defaults);
+    daemon
+        .recover()
+        .await
+        .context("resuming the unfinished run")?;
+    let api = upgraded_daemon::api::serve(daemon.clone(), &args.socket, 0o600);
+    tokio::select! {
+        r = api => r.with_context(|| format!("serving the API on {}", args.socket.display()))?,
+        Some(e) = fatal.recv() => return Err(anyhow::Error::new(e).context("the engine stopped")),
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; in-flight steps will be resolved on the next start"),
+    }
+    Ok(())
+}
+
+/// The newest record time, so an accelerated clock never restarts in the past.
+fn log_last_time(log: &SledLog) -> anyhow::Result<Timestamp> {
+    use upgraded_daemon::log::EventLog;
+    let mut last = Timestamp(0);
+    for run in log.runs()? {
+        if let Some(r) = log.read(run, 0)?.last() {
+            last = last.max(r.at);
+        }
+    }
+    Ok(last)
+}

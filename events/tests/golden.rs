@@ -1,0 +1,154 @@
+//! Golden byte samples of every event variant: decoding what older builds wrote must keep
+//! working. Samples are `golden/<Kind>.bin`, then `<Kind>.2.bin`, … when the encoding of a
+//! kind legitimately changes (e.g. the JSON inside a plan gains a nicer form). Every sample
+//! must decode to the expected value; the newest one per kind must equal what this build
+//! writes. `UPDATE_GOLDEN=1 cargo test -p upgraded-events --test golden` adds a new numbered
+//! sample when the newest differs; it never rewrites an existing one.
+
+use std::path::PathBuf;
+
+use upgraded_events::codec::{decode, encode};
+use upgraded_events::plan::{Batch, NodePlan, Role};
+use upgraded_events::{
+    Actor, Event, EventKind, Facts, Json, Plan, Policy, Record, Step, Timestamp, Version,
+};
+
+fn actor() -> Actor {
+    Actor {
+        uid: Some(1000),
+        name: "alice".into(),
+    }
+}
+
+fn facts() -> Facts {
+    [("kubelet_version".to_string(), "v1.33.7".to_string())].into()
+}
+
+/// One sample per kind. Exhaustive over `EventKind::ALL`, so a new kind needs a sample.
+fn sample(kind: EventKind) -> Event {
+    let node = "worker-07".to_string();
+    let step = Step::UpgradePackages {
+        version: Version::new(1, 33, 7),
+    };
+    match kind {
+        EventKind::RunPlanned => Event::RunPlanned {
+            target: Version::new(1, 35, 3),
+            plan: Json(Plan {
+                target: Some(Version::new(1, 35, 3)),
+                batches: vec![Batch {
+                    label: "workers 1/1".into(),
+                    nodes: vec![NodePlan {
+                        name: node,
+                        role: Role::Worker,
+                        from: Version::new(1, 32, 4),
+                        steps: vec![
+                            Step::Preflight,
+                            Step::Cordon,
+                            Step::Drain,
+                            step,
+                            Step::Uncordon,
+                        ],
+                    }],
+                }],
+            }),
+            policy: Json(Policy::default()),
+            by: actor(),
+        },
+        EventKind::RunStarted => Event::RunStarted { by: actor() },
+        EventKind::RunPaused => Event::RunPaused {
+            by: actor(),
+            reason: "lunch".into(),
+        },
+        EventKind::RunResumed => Event::RunResumed { by: actor() },
+        EventKind::RunHalted => Event::RunHalted {
+            reason: "node worker-07: drain failed 3 time(s)".into(),
+        },
+        EventKind::RunCompleted => Event::RunCompleted,
+        EventKind::AbortRequested => Event::AbortRequested {
+            by: actor(),
+            reason: "rollback window".into(),
+        },
+        EventKind::RunAborted => Event::RunAborted,
+        EventKind::RunRecovered => Event::RunRecovered { pid: 4242 },
+        EventKind::StepStarted => Event::StepStarted {
+            node,
+            step,
+            attempt: 1,
+        },
+        EventKind::StepSucceeded => Event::StepSucceeded {
+            node,
+            step,
+            attempt: 1,
+            facts: facts(),
+        },
+        EventKind::StepFailed => Event::StepFailed {
+            node,
+            step: Step::Drain,
+            attempt: 2,
+            error: "eviction of prod/redis-0 refused by PDB prod/redis".into(),
+            facts: facts(),
+        },
+        EventKind::StepProbed => Event::StepProbed {
+            node,
+            step: Step::RestartKubelet,
+            attempt: 1,
+            done: true,
+            facts: facts(),
+        },
+    }
+}
+
+fn record(kind: EventKind) -> Record {
+    Record {
+        run: uuid::Uuid::from_u128(0x0193_0000_0000_7000_8000_0000_0000_0001),
+        seq: 42,
+        at: Timestamp(1_795_000_000_000),
+        event: sample(kind),
+    }
+}
+
+fn dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
+}
+
+#[test]
+fn every_variant_decodes_from_its_committed_bytes() {
+    let update = std::env::var_os("UPDATE_GOLDEN").is_some();
+    let mut missing = Vec::new();
+    for kind in EventKind::ALL {
+        let want = record(kind);
+        assert_eq!(want.event.kind(), kind);
+        let now = encode(&want).expect("encode");
+        let name = |n: usize| match n {
+            1 => dir().join(format!("{}.bin", kind.name())),
+            n => dir().join(format!("{}.{n}.bin", kind.name())),
+        };
+        let mut samples = Vec::new();
+        while let Ok(b) = std::fs::read(name(samples.len() + 1)) {
+            samples.push(b);
+        }
+        for (i, bytes) in samples.iter().enumerate() {
+            let path = name(i + 1);
+            let got = decode(bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            assert_eq!(got, want, "{} decodes to something else", path.display());
+        }
+        if samples.last() != Some(&now) {
+            if update {
+                std::fs::create_dir_all(dir()).expect("mkdir golden");
+                std::fs::write(name(samples.len() + 1), &now).expect("write golden");
+            } else if samples.is_empty() {
+                missing.push(name(1).display().to_string());
+            } else {
+                panic!(
+                    "{} no longer matches what this build writes: if the change is compatible \
+                     (old samples still decode), add a sample with UPDATE_GOLDEN=1",
+                    name(samples.len()).display()
+                );
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "missing golden samples (UPDATE_GOLDEN=1 writes them): {missing:?}"
+    );
+}
