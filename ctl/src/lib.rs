@@ -13,13 +13,12 @@ use tokio::net::UnixStream;
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error(
-        "cannot reach upgraded at {socket}: {source}\n  is the daemon running? (start it with `upgraded`, \
-         or point at its socket with --socket / UPGRADED_SOCKET)"
+        "cannot reach upgraded at {socket} ({cause}): is the daemon running? Start it with \
+         `upgraded`, or point at its socket with --socket or UPGRADED_SOCKET"
     )]
     Unreachable {
         socket: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("talking to upgraded: {0}")]
     Http(String),
@@ -61,9 +60,9 @@ impl Client {
         let stream =
             UnixStream::connect(&self.socket)
                 .await
-                .map_err(|source| ClientError::Unreachable {
+                .map_err(|cause| ClientError::Unreachable {
                     socket: self.socket.clone(),
-                    source,
+                    cause,
                 })?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await

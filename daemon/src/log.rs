@@ -416,10 +416,9 @@ impl SledLog {
     /// Stops the writer after the queued appends (for tests that reopen the same directory).
     pub fn close(self) {
         drop(self.tx);
-        if let Ok(mut w) = self.writer.lock() {
-            if let Some(h) = w.take() {
-                let _ = h.join();
-            }
+        let handle = self.writer.lock().ok().and_then(|mut w| w.take());
+        if let Some(h) = handle {
+            let _ = h.join();
         }
     }
 }

@@ -75,13 +75,11 @@ pub async fn execute(
             if !status.ready {
                 return Err(PortError::retryable(format!("node {node} is not Ready")));
             }
-            if let Some(want) = final_version(all_steps) {
-                if status.kubelet_version != want {
-                    return Err(PortError::retryable(format!(
-                        "node {node} runs kubelet {}, expected {want}",
-                        status.kubelet_version
-                    )));
-                }
+            if let Some(want) = final_version(all_steps).filter(|w| *w != status.kubelet_version) {
+                return Err(PortError::retryable(format!(
+                    "node {node} runs kubelet {}, expected {want}",
+                    status.kubelet_version
+                )));
             }
             facts.insert("kubelet_version".into(), status.kubelet_version.to_string());
         }

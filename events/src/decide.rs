@@ -108,11 +108,9 @@ fn decide_running(state: &RunState, policy: &Policy, now: Timestamp, d: &mut Dec
         .and_then(|prev| state.batch(prev).map(|n| n.node().since).max())
         .map(|t| t.plus_secs(policy.wait_between_batches_secs));
     for node in state.batch(current) {
-        if node.phase() == Phase::Pending {
-            if let Some(open) = batch_open_at.filter(|&t| now < t) {
-                d.wake(open);
-                continue;
-            }
+        if let Some(open) = batch_open_at.filter(|&t| node.phase() == Phase::Pending && now < t) {
+            d.wake(open);
+            continue;
         }
         if let Some(halt) = next_for_node(node, policy, now, true, d) {
             d.commands.push(Command::Halt { reason: halt });

@@ -76,7 +76,7 @@ impl World {
         match step {
             Step::UpgradePackages { version } => self.installed.get(node) >= Some(version),
             Step::RestartKubelet => {
-                self.installed.get(node).is_some()
+                self.installed.contains_key(node)
                     && self.restarted_at.get(node) == self.installed.get(node)
             }
             _ => false,
@@ -125,18 +125,17 @@ impl Engine<'_> {
 
     fn run(&mut self) -> Result<(), Crashed> {
         for _ in 0..100_000 {
-            if let Some(at) = self.abort_after {
-                if self.log.len() as u64 >= at
-                    && !self
-                        .log
-                        .iter()
-                        .any(|r| matches!(r.event, Event::AbortRequested { .. }))
-                {
-                    self.append(Event::AbortRequested {
-                        by: op(),
-                        reason: "test".into(),
-                    })?;
-                }
+            if let Some(at) = self.abort_after
+                && self.log.len() as u64 >= at
+                && !self
+                    .log
+                    .iter()
+                    .any(|r| matches!(r.event, Event::AbortRequested { .. }))
+            {
+                self.append(Event::AbortRequested {
+                    by: op(),
+                    reason: "test".into(),
+                })?;
             }
             let policy = self.state.policy.clone();
             let d = decide(&self.state, &policy, *self.now);

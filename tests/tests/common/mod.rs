@@ -1,0 +1,81 @@
+//! Helpers shared by the end-to-end tests: locating the built binaries, running the daemon.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// `target/<profile>/NAME`, next to this test's own executable's `deps` folder.
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test exe path");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the binaries first (`cargo build --bins`, as the README's test command does)",
+        path.display()
+    );
+    path
+}
+
+pub struct DaemonOpts<'a> {
+    pub base: &'a Path,
+    pub extra: &'a [&'a str],
+}
+
+/// A daemon process that is SIGKILLed when dropped, so a failing test leaves none behind.
+pub struct Daemon(Child);
+
+impl Daemon {
+    /// `kill -9` and reap.
+    pub fn kill_now(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill_now();
+    }
+}
+
+pub fn spawn_daemon(o: &DaemonOpts<'_>) -> Daemon {
+    Daemon(
+        Command::new(binary("upgraded"))
+            .arg("--data-dir")
+            .arg(o.base.join("data"))
+            .arg("--socket")
+            .arg(o.base.join("api.sock"))
+            .arg("--fake-world")
+            .arg(o.base.join("world"))
+            .args(o.extra)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn upgraded"),
+    )
+}
+
+/// Waits until the daemon answers on its socket.
+pub async fn wait_ready(client: &upgraded_ctl::Client, daemon: &mut Daemon) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if client.json(hyper_get(), "/v1/status", None).await.is_ok() {
+            return;
+        }
+        if let Ok(Some(status)) = daemon.0.try_wait() {
+            panic!("upgraded exited before it was ready: {status}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "upgraded did not answer within 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub fn hyper_get() -> hyper::Method {
+    hyper::Method::GET
+}

@@ -1,0 +1,214 @@
+//! `kill -9` the real daemon at random moments of real runs; after each restart the run must
+//! carry on and finish with nothing that must happen once happening twice, no acknowledged
+//! event lost, and no node left cordoned.
+//!
+//! `KILL_ITERATIONS` (default 20) sets the number of kills; `KILL_SEED` replays a sequence.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hyper::Method;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{Value, json};
+use upgraded_ctl::Client;
+use upgraded_daemon::fake::read_effects;
+
+use common::{DaemonOpts, spawn_daemon, wait_ready};
+
+const DAEMON_ARGS: &[&str] = &[
+    "--fake-control-planes",
+    "1",
+    "--fake-workers",
+    "4",
+    "--fake-delay-ms",
+    "15",
+    "--max-unavailable",
+    "2",
+    "--soak-secs",
+    "30",
+    "--wait-between-batches-secs",
+    "10",
+    "--retry-backoff-secs",
+    "1",
+    "--time-scale",
+    "100",
+];
+
+/// Follows the run's event stream in the background, keeping every line it was sent.
+fn follow(
+    client: &Client,
+    run: &str,
+    seen: &Arc<Mutex<BTreeMap<u64, String>>>,
+) -> tokio::task::JoinHandle<()> {
+    let client = client.clone();
+    let seen = Arc::clone(seen);
+    let path = format!("/v1/runs/{run}/events?follow=true");
+    tokio::spawn(async move {
+        let _ = client
+            .lines(&path, |l| {
+                let v: Value = serde_json::from_str(l).expect("JSON line");
+                let seq = v["seq"].as_u64().expect("seq");
+                let mut seen = seen.lock().expect("lock");
+                if let Some(old) = seen.insert(seq, l.to_string()) {
+                    assert_eq!(old, l, "seq {seq} was sent with two different contents");
+                }
+                true
+            })
+            .await;
+    })
+}
+
+async fn phase(client: &Client) -> Option<String> {
+    let v = client.json(Method::GET, "/v1/status", None).await.ok()?;
+    v["active"]["phase"].as_str().map(str::to_string)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_at_random_moments_loses_nothing_and_repeats_nothing() {
+    let want_kills: usize = std::env::var("KILL_ITERATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let seed: u64 = std::env::var("KILL_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(rand::random);
+    eprintln!("kill test: {want_kills} kills, KILL_SEED={seed}");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut kills = 0;
+    let mut rounds = 0;
+    let mut probes = 0;
+    while kills < want_kills {
+        rounds += 1;
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let opts = DaemonOpts {
+            base: tmp.path(),
+            extra: DAEMON_ARGS,
+        };
+        let client = Client::new(&tmp.path().join("api.sock"));
+        let mut child = spawn_daemon(&opts);
+        wait_ready(&client, &mut child).await;
+        let v = client
+            .json(
+                Method::POST,
+                "/v1/runs",
+                Some(&json!({ "target": "v1.35.3" })),
+            )
+            .await
+            .expect("start");
+        let run = v["run"].as_str().expect("run id").to_string();
+        let seen = Arc::new(Mutex::new(BTreeMap::new()));
+        let mut follower = follow(&client, &run, &seen);
+        let mut round_kills = 0;
+        loop {
+            tokio::time::sleep(Duration::from_millis(rng.random_range(10..250))).await;
+            if phase(&client).await.as_deref() == Some("completed") || round_kills >= 7 {
+                break;
+            }
+            child.kill_now();
+            kills += 1;
+            round_kills += 1;
+            follower.abort();
+            child = spawn_daemon(&opts);
+            wait_ready(&client, &mut child).await;
+            follower = follow(&client, &run, &seen);
+        }
+        // Let the run finish.
+        for _ in 0..600 {
+            if phase(&client).await.as_deref() == Some("completed") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(
+            phase(&client).await.as_deref(),
+            Some("completed"),
+            "round {rounds} did not complete"
+        );
+
+        // The whole log, from the daemon.
+        let mut log = Vec::new();
+        client
+            .lines(&format!("/v1/runs/{run}/events"), |l| {
+                log.push(l.to_string());
+                true
+            })
+            .await
+            .expect("read log");
+        let records: Vec<Value> = log
+            .iter()
+            .map(|l| serde_json::from_str(l).expect("JSON"))
+            .collect();
+        for (i, r) in records.iter().enumerate() {
+            assert_eq!(
+                r["seq"].as_u64(),
+                Some(i as u64),
+                "sequence has a gap or a duplicate at {i}"
+            );
+        }
+        // Every record any client was ever sent is still there, unchanged.
+        for (seq, line) in seen.lock().expect("lock").iter() {
+            assert_eq!(
+                log.get(*seq as usize),
+                Some(line),
+                "record {seq} was acknowledged, then lost or changed"
+            );
+        }
+        // Unit variants are plain strings in JSON, the others one-key objects.
+        let kinds = |k: &str| {
+            records
+                .iter()
+                .filter(|r| r["event"].get(k).is_some() || r["event"] == k)
+                .count()
+        };
+        assert!(kinds("RunRecovered") <= round_kills);
+        assert_eq!(kinds("RunCompleted"), 1);
+        probes += kinds("StepProbed");
+
+        // Effects: installs and kubelet restarts exactly once per node and version.
+        let effects = read_effects(&tmp.path().join("world/effects.jsonl")).expect("effects");
+        let mut once: HashMap<(String, String, String), usize> = HashMap::new();
+        let mut cordoned: HashMap<String, bool> = HashMap::new();
+        let mut kubelet_restarts: HashMap<String, usize> = HashMap::new();
+        for e in &effects {
+            match e.op.as_str() {
+                "install" => {
+                    *once
+                        .entry((e.node.clone(), e.op.clone(), format!("{:?}", e.version)))
+                        .or_default() += 1
+                }
+                "restart-kubelet" => *kubelet_restarts.entry(e.node.clone()).or_default() += 1,
+                "cordon" => {
+                    cordoned.insert(e.node.clone(), true);
+                }
+                "uncordon" => {
+                    cordoned.insert(e.node.clone(), false);
+                }
+                _ => {}
+            }
+        }
+        for (k, n) in &once {
+            assert_eq!(
+                *n, 1,
+                "{k:?} happened {n} times (round {rounds}, seed {seed})"
+            );
+        }
+        assert_eq!(once.len(), 5 * 3, "5 nodes x 3 hops installed");
+        assert_eq!(kubelet_restarts.len(), 5);
+        assert!(
+            kubelet_restarts.values().all(|&n| n == 1),
+            "kubelet restarted twice: {kubelet_restarts:?}"
+        );
+        assert!(
+            cordoned.values().all(|c| !c),
+            "a node was left cordoned: {cordoned:?}"
+        );
+        follower.abort();
+        child.kill_now();
+    }
+    eprintln!("kill test: {kills} kills over {rounds} runs, {probes} in-doubt steps probed");
+}
