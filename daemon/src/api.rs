@@ -178,6 +178,12 @@ async fn start<L: EventLog + Clone>(
     Ok(Json(json!({ "run": run, "plan": plan })).into_response())
 }
 
+/// Records an operator action on the active run.
+async fn act<L: EventLog + Clone>(d: &Daemon<L>, event: Event) -> Result<Response, ApiError> {
+    let run = d.operator(event).await?;
+    Ok(Json(json!({ "run": run })).into_response())
+}
+
 #[derive(Debug, Deserialize, Default)]
 struct ReasonBody {
     #[serde(default)]
