@@ -197,13 +197,14 @@ async fn pause<L: EventLog + Clone>(
     body: Option<Json<ReasonBody>>,
 ) -> Result<Response, ApiError> {
     let reason = body.map(|b| b.0.reason).unwrap_or_default();
-    let run = d
-        .operator(Event::RunPaused {
+    act(
+        &d,
+        Event::RunPaused {
             by: actor(peer, &headers),
             reason,
-        })
-        .await?;
-    Ok(Json(json!({ "run": run })).into_response())
+        },
+    )
+    .await
 }
 
 async fn resume<L: EventLog + Clone>(
@@ -211,12 +212,13 @@ async fn resume<L: EventLog + Clone>(
     ConnectInfo(peer): ConnectInfo<Peer>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let run = d
-        .operator(Event::RunResumed {
+    act(
+        &d,
+        Event::RunResumed {
             by: actor(peer, &headers),
-        })
-        .await?;
-    Ok(Json(json!({ "run": run })).into_response())
+        },
+    )
+    .await
 }
 
 async fn abort<L: EventLog + Clone>(
@@ -226,13 +228,14 @@ async fn abort<L: EventLog + Clone>(
     body: Option<Json<ReasonBody>>,
 ) -> Result<Response, ApiError> {
     let reason = body.map(|b| b.0.reason).unwrap_or_default();
-    let run = d
-        .operator(Event::AbortRequested {
+    act(
+        &d,
+        Event::AbortRequested {
             by: actor(peer, &headers),
             reason,
-        })
-        .await?;
-    Ok(Json(json!({ "run": run })).into_response())
+        },
+    )
+    .await
 }
 
 #[derive(Debug, Deserialize)]
