@@ -7,7 +7,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinSet;
@@ -457,6 +456,3 @@ async fn next_record<L: EventLog>(
         }
     }
 }
-
-/// A short pause used by callers that poll (tests, the demo).
-pub const POLL: Duration = Duration::from_millis(50);

@@ -5,7 +5,7 @@
 
 use serde::Serialize;
 
-use crate::event::{Actor, Event, InDoubt, Step, Timestamp};
+use crate::event::{Event, InDoubt, Step, Timestamp};
 use crate::node::{NodeState, Phase, StepStatus};
 use crate::policy::Policy;
 use crate::run::RunPhase;
@@ -71,11 +71,6 @@ impl Decision {
     fn wake(&mut self, at: Timestamp) {
         self.wake_at = Some(self.wake_at.map_or(at, |w| w.min(at)));
     }
-}
-
-/// Who the daemon's own decisions are attributed to.
-pub fn daemon_actor() -> Actor {
-    Actor::daemon()
 }
 
 pub fn decide(state: &RunState, policy: &Policy, now: Timestamp) -> Decision {
