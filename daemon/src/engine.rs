@@ -300,7 +300,8 @@ impl<L: EventLog + Clone> Daemon<L> {
                     work.push(cmd);
                 }
             }
-            if !intents.is_empty() {
+            let recorded = !intents.is_empty();
+            if recorded {
                 // Durable before any effect: the intent is the promise we keep after a crash.
                 let last = self
                     .log
@@ -317,7 +318,12 @@ impl<L: EventLog + Clone> Daemon<L> {
                 busy.insert(node);
                 tasks.spawn(task);
             }
-            if !busy.is_empty() || wake.is_some() || state.phase().is_terminal() {
+            if recorded {
+                // The intents changed the state (a run may have just completed): decide
+                // again before waiting, or nothing might be left to wake this loop.
+                continue;
+            }
+            if !busy.is_empty() || wake.is_some() {
                 // Wait for a record, a finished task, or the wake time.
                 let sleep = async {
                     match wake {
@@ -436,8 +442,15 @@ async fn next_record<L: EventLog>(
     loop {
         match sub.recv().await {
             Ok(r) if r.run == run => {
-                if r.seq >= state.next_seq {
+                if r.seq == state.next_seq {
                     state.apply(&r);
+                    return Ok(());
+                }
+                if r.seq > state.next_seq {
+                    // Should not happen (one writer, in order), but the log is the truth.
+                    for m in log.read(run, state.next_seq)? {
+                        state.apply(&m);
+                    }
                     return Ok(());
                 }
             }

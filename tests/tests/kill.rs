@@ -124,11 +124,21 @@ async fn kill_9_at_random_moments_loses_nothing_and_repeats_nothing() {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        assert_eq!(
-            phase(&client).await.as_deref(),
-            Some("completed"),
-            "round {rounds} did not complete"
-        );
+        if phase(&client).await.as_deref() != Some("completed") {
+            let status = client.json(Method::GET, "/v1/status", None).await;
+            let mut tail = Vec::new();
+            let _ = client
+                .lines(&format!("/v1/runs/{run}/events"), |l| {
+                    tail.push(l.to_string());
+                    true
+                })
+                .await;
+            let from = tail.len().saturating_sub(40);
+            panic!(
+                "round {rounds} did not complete (seed {seed})\nstatus: {status:#?}\nlast events:\n{}",
+                tail[from..].join("\n")
+            );
+        }
 
         // The whole log, from the daemon.
         let mut log = Vec::new();
