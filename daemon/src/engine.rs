@@ -368,10 +368,10 @@ impl<L: EventLog + Clone> Daemon<L> {
             Command::RunStep { node, .. } | Command::Probe { node, .. } => node.clone(),
             _ => String::new(),
         };
-        let all_steps = state
-            .node(&node)
-            .map(|n| n.node().steps.clone())
-            .unwrap_or_default();
+        let (host, all_steps) = state.node(&node).map_or_else(
+            || (node.clone(), Vec::new()),
+            |n| (n.node().host.clone(), n.node().steps.clone()),
+        );
         let name = node.clone();
         (name, async move {
             let outcome = match cmd {
@@ -380,7 +380,7 @@ impl<L: EventLog + Clone> Daemon<L> {
                     step,
                     attempt,
                     leave_cordoned,
-                } => match steps::execute(&ports, &node, &step, &all_steps, leave_cordoned).await {
+                } => match steps::execute(&ports, &host, &step, &all_steps, leave_cordoned).await {
                     Ok(facts) => Event::StepSucceeded {
                         node,
                         step,
@@ -404,7 +404,7 @@ impl<L: EventLog + Clone> Daemon<L> {
                     node,
                     step,
                     attempt,
-                } => match steps::probe(&ports, &node, &step).await {
+                } => match steps::probe(&ports, &host, &step).await {
                     Ok((done, facts)) => Event::StepProbed {
                         node,
                         step,

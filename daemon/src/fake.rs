@@ -300,6 +300,18 @@ impl NodeExecutor for FakeWorld {
                 RemoteCommand::RestartKubelet => {
                     self.effect(node, "restart-kubelet", None).await?;
                 }
+                RemoteCommand::KubeadmUpgrade { version, apply } => {
+                    let op = if *apply {
+                        "kubeadm-upgrade-apply"
+                    } else {
+                        "kubeadm-upgrade-node"
+                    };
+                    self.effect(node, op, Some(*version)).await?;
+                }
+                RemoteCommand::EtcdSnapshot => {
+                    self.effect(node, "etcd-snapshot", None).await?;
+                    facts.insert("snapshot".into(), format!("{node}.db"));
+                }
             }
             Ok(CommandOutput { facts })
         })

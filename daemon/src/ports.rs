@@ -106,8 +106,13 @@ pub trait ClusterApi: Send + Sync + 'static {
 pub enum RemoteCommand {
     /// cgroup v2, free disk, container runtime answering.
     Preflight,
-    /// unhold → install kubeadm/kubelet/kubectl at `version` → hold.
+    /// unhold → install kubelet/kubectl at `version` → hold.
     InstallPackages { version: Version },
+    /// unhold → install kubeadm at `version` → hold; then `kubeadm upgrade apply VERSION`
+    /// (`apply`) or `kubeadm upgrade node`.
+    KubeadmUpgrade { version: Version, apply: bool },
+    /// `etcdctl snapshot save`, then a trial restore to prove the file is usable.
+    EtcdSnapshot,
     /// The kubelet version installed on disk (not necessarily running).
     InstalledKubelet,
     /// daemon-reload and restart kubelet.

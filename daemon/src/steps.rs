@@ -64,6 +64,29 @@ pub async fn execute(
                     .facts,
             );
         }
+        Step::KubeadmUpgrade { version, apply } => {
+            let cmd = RemoteCommand::KubeadmUpgrade {
+                version: *version,
+                apply: *apply,
+            };
+            facts.extend(
+                ports
+                    .nodes
+                    .run(node, &cmd, ports.command_timeout)
+                    .await?
+                    .facts,
+            );
+        }
+        Step::EtcdSnapshot => {
+            let cmd = RemoteCommand::EtcdSnapshot;
+            facts.extend(
+                ports
+                    .nodes
+                    .run(node, &cmd, ports.command_timeout)
+                    .await?
+                    .facts,
+            );
+        }
         Step::RestartKubelet => {
             ports
                 .nodes

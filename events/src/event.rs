@@ -94,7 +94,7 @@ pub enum Step {
     Cordon,
     /// Evict the node's pods through the Eviction API, honouring PodDisruptionBudgets.
     Drain,
-    /// Install this hop's packages (unhold → install → hold, kubeadm upgrade).
+    /// Install this hop's kubelet and kubectl packages (unhold → install → hold).
     UpgradePackages { version: Version },
     /// daemon-reload and restart kubelet.
     RestartKubelet,
@@ -104,6 +104,11 @@ pub enum Step {
     Uncordon,
     /// Watch the node for the policy's soak time before the next batch may start.
     Soak,
+    /// Save an etcd snapshot and verify it by a trial restore (before a control-plane hop).
+    EtcdSnapshot,
+    /// unhold → install → hold kubeadm at `version`, then `kubeadm upgrade apply` (`apply`,
+    /// the first control-plane node of a hop) or `kubeadm upgrade node` (every other node).
+    KubeadmUpgrade { version: Version, apply: bool },
 }
 
 /// How a step whose intent was recorded but whose outcome was not (the daemon died in
@@ -127,7 +132,11 @@ impl Step {
             | Step::Drain
             | Step::Verify
             | Step::Uncordon
-            | Step::Soak => InDoubt::Rerun,
+            | Step::Soak
+            // A fresh snapshot replaces a half-written one; kubeadm upgrade is idempotent
+            // (its documentation: fix the cause and run it again).
+            | Step::EtcdSnapshot
+            | Step::KubeadmUpgrade { .. } => InDoubt::Rerun,
         }
     }
 
@@ -142,6 +151,9 @@ impl Step {
             Step::Verify => "verify",
             Step::Uncordon => "uncordon",
             Step::Soak => "soak",
+            Step::EtcdSnapshot => "etcd-snapshot",
+            Step::KubeadmUpgrade { apply: true, .. } => "kubeadm-upgrade-apply",
+            Step::KubeadmUpgrade { apply: false, .. } => "kubeadm-upgrade-node",
         }
     }
 }
@@ -150,6 +162,7 @@ impl fmt::Display for Step {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Step::UpgradePackages { version } => write!(f, "upgrade-packages {version}"),
+            Step::KubeadmUpgrade { version, .. } => write!(f, "{} {version}", self.name()),
             other => f.write_str(other.name()),
         }
     }

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! pending ─▶ working ─────────────────────────────────────────────────────────────┐
-//!            │ preflight                                                           │
+//!            │ preflight, preparing (etcd snapshot, kubeadm before the drain)      │
 //!            │ disrupted: cordoning ▶ draining ▶ upgrading ▶ restarting ▶          │ ─▶ done
 //!            │            verifying ▶ uncordoning                                  │
 //!            │ soaking                                                              │
@@ -60,6 +60,8 @@ impl Cursor {
 pub enum Phase {
     Pending,
     Preflight,
+    /// Work before the node is disrupted: etcd snapshot, `kubeadm upgrade` of a control plane.
+    Preparing,
     Cordoning,
     Draining,
     Upgrading,
@@ -72,8 +74,11 @@ pub enum Phase {
 }
 
 impl Phase {
+    /// The phase a step runs in when the node is not cordoned by us; [`Node`] moves a
+    /// `kubeadm upgrade` inside the cordon window to `Upgrading`.
     pub fn of_step(step: &Step) -> Phase {
         match step {
+            Step::EtcdSnapshot | Step::KubeadmUpgrade { .. } => Phase::Preparing,
             Step::Preflight => Phase::Preflight,
             Step::Cordon => Phase::Cordoning,
             Step::Drain => Phase::Draining,
@@ -93,7 +98,10 @@ impl Phase {
 /// Shared storage of the node machine: what the log has told us about this node.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Node {
+    /// The plan entry's name (what events say).
     pub name: String,
+    /// The Kubernetes node the entry works on.
+    pub host: String,
     pub steps: Vec<Step>,
     /// When the current status began (start of backoff, of a soak, of a batch wait).
     pub since: Timestamp,
@@ -150,6 +158,12 @@ impl Node {
 
     #[state(superstate = "working")]
     fn preflight(cursor: &mut Cursor) -> Outcome<State> {
+        let _ = cursor;
+        Super
+    }
+
+    #[state(superstate = "working")]
+    fn preparing(cursor: &mut Cursor) -> Outcome<State> {
         let _ = cursor;
         Super
     }
@@ -391,8 +405,13 @@ impl Node {
     /// The leaf state that runs step `index`.
     fn state_at(&self, index: usize) -> State {
         let c = Cursor::ready(index);
+        let cordon = self.steps.iter().position(|s| *s == Step::Cordon);
+        let uncordon = self.steps.iter().position(|s| *s == Step::Uncordon);
+        let inside_cordon = cordon.is_some_and(|c| c < index) && uncordon.is_none_or(|u| index < u);
         match self.steps.get(index).map(Phase::of_step) {
             Some(Phase::Preflight) => State::preflight(c),
+            Some(Phase::Preparing) if inside_cordon => State::upgrading(c),
+            Some(Phase::Preparing) => State::preparing(c),
             Some(Phase::Cordoning) => State::cordoning(c),
             Some(Phase::Draining) => State::draining(c),
             Some(Phase::Upgrading) => State::upgrading(c),
@@ -417,6 +436,7 @@ impl State {
     pub fn cursor(&self) -> Option<&Cursor> {
         match self {
             State::Preflight { cursor }
+            | State::Preparing { cursor }
             | State::Cordoning { cursor }
             | State::Draining { cursor }
             | State::Upgrading { cursor }
@@ -431,6 +451,7 @@ impl State {
     fn cursor_mut(&mut self) -> Option<&mut Cursor> {
         match self {
             State::Preflight { cursor }
+            | State::Preparing { cursor }
             | State::Cordoning { cursor }
             | State::Draining { cursor }
             | State::Upgrading { cursor }
@@ -446,6 +467,7 @@ impl State {
         match self {
             State::Pending {} => Phase::Pending,
             State::Preflight { .. } => Phase::Preflight,
+            State::Preparing { .. } => Phase::Preparing,
             State::Cordoning { .. } => Phase::Cordoning,
             State::Draining { .. } => Phase::Draining,
             State::Upgrading { .. } => Phase::Upgrading,
@@ -469,6 +491,7 @@ impl NodeState {
     pub fn new(plan: &NodePlan, at: Timestamp) -> Self {
         let node = Node {
             name: plan.name.clone(),
+            host: plan.host().to_string(),
             steps: plan.steps.clone(),
             since: at,
             failures: 0,

@@ -19,7 +19,12 @@ pub enum Role {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NodePlan {
+    /// Unique within the plan; events name it. A node upgraded in several separate
+    /// passes (a control-plane node, once per minor hop) has one entry per pass, named
+    /// `NODE@vMAJOR.MINOR`, with `host` naming the node itself.
     pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
     pub role: Role,
     pub from: Version,
     pub steps: Vec<Step>,
@@ -60,6 +65,13 @@ pub enum PlanError {
     DuplicateNode(String),
     #[error("max unavailable must be at least 1")]
     ZeroBatch,
+}
+
+impl NodePlan {
+    /// The Kubernetes node (and machine) this entry works on.
+    pub fn host(&self) -> &str {
+        self.host.as_deref().unwrap_or(&self.name)
+    }
 }
 
 impl Plan {
@@ -119,6 +131,7 @@ impl Plan {
             }
             NodePlan {
                 name: n.name.clone(),
+                host: None,
                 role: n.role,
                 from: n.version,
                 steps,

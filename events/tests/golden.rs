@@ -39,6 +39,7 @@ fn sample(kind: EventKind) -> Event {
                     label: "workers 1/1".into(),
                     nodes: vec![NodePlan {
                         name: node,
+                        host: None,
                         role: Role::Worker,
                         from: Version::new(1, 32, 4),
                         steps: vec![

@@ -63,7 +63,11 @@ impl World {
                     .unwrap_or(Version::new(1, 0, 0));
                 self.restarted_at.insert(node.into(), v);
             }
-            Step::Drain | Step::Verify | Step::Soak => {}
+            Step::Drain
+            | Step::Verify
+            | Step::Soak
+            | Step::EtcdSnapshot
+            | Step::KubeadmUpgrade { .. } => {}
         }
         self.effects
             .entry(node.into())
