@@ -22,6 +22,30 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
+    /// Plan an upgrade offline from a cluster snapshot; no daemon, no cluster.
+    ///
+    /// The snapshot is what `kubectl get nodes,pods,pdb,deploy,sts,ds -A -o json` prints.
+    /// Exits 2 when the plan has blockers.
+    Plan {
+        /// The kubectl List (JSON); `-` reads standard input.
+        #[arg(long)]
+        snapshot: PathBuf,
+        /// Target version (default: the policy's `target`).
+        #[arg(long)]
+        to: Option<String>,
+        /// Policy file (YAML); built-in defaults without it.
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// `table` (default) or `json`.
+        #[arg(long, short = 'o', default_value = "table")]
+        output: String,
+        /// Print the plan as a Markdown runbook instead.
+        #[arg(long)]
+        runbook: bool,
+        /// Planned start, RFC 3339 (default: now); places batches in the maintenance windows.
+        #[arg(long)]
+        start: Option<String>,
+    },
     /// Plan and start an upgrade to a version (e.g. v1.35.3).
     Start {
         #[arg(long)]
@@ -82,6 +106,19 @@ async fn main() {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let client = Client::new(&cli.socket);
     match cli.cmd {
+        Cmd::Plan {
+            snapshot,
+            to,
+            policy,
+            output,
+            runbook,
+            start,
+        } => {
+            let blocked = plan(&snapshot, to, policy, &output, runbook, start)?;
+            if blocked {
+                std::process::exit(2);
+            }
+        }
         Cmd::Start { to, dry_run } => {
             let v = client
                 .json(
@@ -364,4 +401,74 @@ fn describe(r: &Value) -> String {
         ),
     };
     format!("{seq:>4}  {what}")
+}
+
+/// `upgradectl plan`: prints the plan; returns whether it is blocked.
+fn plan(
+    snapshot: &std::path::Path,
+    to: Option<String>,
+    policy: Option<PathBuf>,
+    output: &str,
+    runbook: bool,
+    start: Option<String>,
+) -> anyhow::Result<bool> {
+    use upgraded_events::planner::{self, PlanInput, inventory::Inventory, policy::PlanPolicy};
+    let text = if snapshot.as_os_str() == "-" {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s).context("reading stdin")?;
+        s
+    } else {
+        std::fs::read_to_string(snapshot)
+            .with_context(|| format!("reading the snapshot {}", snapshot.display()))?
+    };
+    let inventory = Inventory::from_kubectl_json(&text)
+        .with_context(|| format!("in {}", snapshot.display()))?;
+    let policy = match &policy {
+        Some(p) => {
+            let y = std::fs::read_to_string(p)
+                .with_context(|| format!("reading the policy {}", p.display()))?;
+            PlanPolicy::from_yaml(&y).with_context(|| format!("in {}", p.display()))?
+        }
+        None => PlanPolicy::default(),
+    };
+    let target = match to {
+        Some(t) => Some(
+            t.parse::<upgraded_events::Version>()
+                .with_context(|| format!("--to {t:?}: expected a version like v1.35.3"))?,
+        ),
+        None => None,
+    };
+    let start = match start {
+        Some(s) => {
+            let t: i64 = s
+                .parse::<jiff::Timestamp>()
+                .with_context(|| {
+                    format!("--start {s:?}: expected RFC 3339 like 2026-11-24T20:00:00Z")
+                })?
+                .as_millisecond();
+            upgraded_events::Timestamp(t)
+        }
+        None => upgraded_events::Timestamp(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+                .unwrap_or(0),
+        ),
+    };
+    let report = planner::plan(PlanInput {
+        inventory: &inventory,
+        policy: &policy,
+        target,
+        start,
+    })?;
+    if runbook {
+        print!("{}", planner::render::runbook(&report));
+    } else {
+        match output {
+            "table" => print!("{}", planner::render::table(&report)),
+            "json" => println!("{}", serde_json::to_string_pretty(&report)?),
+            o => bail!("-o {o:?}: expected table or json"),
+        }
+    }
+    Ok(report.blocked)
 }

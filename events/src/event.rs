@@ -85,7 +85,7 @@ impl Actor {
 }
 
 /// One step of a node's workflow. Append-only enum (see the module doc).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum Step {
     /// Read-only checks on the node (cgroup, disk, runtime); records the pre-upgrade facts,
     /// including whether someone else had already cordoned it.

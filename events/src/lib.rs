@@ -10,6 +10,7 @@ pub mod decide;
 pub mod event;
 pub mod node;
 pub mod plan;
+pub mod planner;
 pub mod policy;
 pub mod run;
 pub mod state;

@@ -1,0 +1,676 @@
+//! The operator's policy file (YAML, shaped like kubeadm's own config files), its validation
+//! with errors that name the field, and the defaults that apply without one.
+//!
+//! ```yaml
+//! apiVersion: upgraded.dev/v1alpha1
+//! kind: UpgradePolicy
+//! target: v1.35.3
+//! packageManager: apt
+//! generations: { label: node.kubernetes.io/instance-type, maxUnavailable: 2, canaries: 1 }
+//! maintenanceWindows:
+//!   - { days: [tue, wed, thu], start: "22:00", end: "04:00", timezone: Europe/Berlin }
+//! ```
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::catalog::Catalog;
+use super::quantity::duration_secs;
+use crate::policy::Policy;
+use crate::version::Version;
+
+pub const API_VERSION: &str = "upgraded.dev/v1alpha1";
+pub const KIND: &str = "UpgradePolicy";
+pub const DEFAULT_GENERATION_LABEL: &str = "node.kubernetes.io/instance-type";
+
+/// The policy file as written. Every field is optional.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct PolicyFile {
+    /// Must be `upgraded.dev/v1alpha1` when present.
+    pub api_version: Option<String>,
+    /// Must be `UpgradePolicy` when present.
+    pub kind: Option<String>,
+    /// Target version, like `v1.35.3` (the command line's `--to` wins).
+    pub target: Option<String>,
+    /// `apt` (default) or `dnf`.
+    pub package_manager: Option<String>,
+    pub catalog: Option<CatalogFile>,
+    pub generations: Option<GenerationsFile>,
+    /// How long a canary is watched before the rest of its generation (default `30m`).
+    pub canary_soak: Option<String>,
+    /// Pause after each batch before the next (default `5m`).
+    pub wait_between_batches: Option<String>,
+    /// `kubectl drain --timeout` (default `5m`).
+    pub drain_timeout: Option<String>,
+    /// `all` (default): a worker takes every pending minor inside one drain; `one`: one
+    /// drain per minor.
+    pub hops_per_drain: Option<String>,
+    pub maintenance_windows: Vec<WindowFile>,
+    pub gates: Option<GatesFile>,
+    /// Per-step duration estimates, overriding the defaults (`drain: 3m`, `drainPerPod: 5s`).
+    pub durations: BTreeMap<String, String>,
+    /// How patient the daemon is with failing steps.
+    pub retries: Option<RetriesFile>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct CatalogFile {
+    /// Latest patch to use per minor: `{"1.33": 7, "1.34": 6}`. Added to the built-in list.
+    pub patches: BTreeMap<String, u16>,
+    /// Package version string, `{version}` standing for `1.35.3`: `{version}-1.1` (apt,
+    /// default) or `{version}-150500.1.1` (dnf).
+    pub package_format: Option<String>,
+    /// Only these patches, not the built-in list.
+    pub replace_builtin: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum CountOrPercent {
+    Count(u32),
+    /// Like `"25%"`.
+    Percent(String),
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct GenerationsFile {
+    /// The node label naming the hardware generation.
+    pub label: Option<String>,
+    /// Generations oldest first; unlisted ones follow, oldest `creationTimestamp` first.
+    pub order: Vec<String>,
+    /// Nodes of one generation drained at once (number or percentage; default 1), always
+    /// capped by what the rest of the cluster can absorb.
+    pub max_unavailable: Option<CountOrPercent>,
+    /// Canary nodes per generation, each soaked alone (default 1).
+    pub canaries: Option<u32>,
+    /// Per generation: `{hp-dl380: {maxUnavailable: 3}}`.
+    pub overrides: BTreeMap<String, GenerationOverride>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct GenerationOverride {
+    pub max_unavailable: Option<CountOrPercent>,
+    pub canaries: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct WindowFile {
+    /// `mon`…`sun`.
+    pub days: Vec<String>,
+    /// `HH:MM`, local to `timezone`.
+    pub start: String,
+    /// `HH:MM`; earlier than `start` means the window ends the next day.
+    pub end: String,
+    /// IANA name (`Europe/Berlin`) or `UTC` (default).
+    pub timezone: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct GatesFile {
+    /// Roll back when pods in CrashLoopBackOff rise this many percentage points over the
+    /// pre-upgrade baseline (default 5).
+    pub crash_loop_increase_percent: Option<u32>,
+    /// A node that is not Ready this long after its kubelet restart fails its verify step
+    /// (default `10m`).
+    pub node_ready_timeout: Option<String>,
+    /// A control-plane node whose apiserver is not healthy this long after kubeadm fails
+    /// the hop (default `10m`).
+    pub control_plane_rejoin_timeout: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct RetriesFile {
+    pub max_attempts: Option<u32>,
+    pub backoff: Option<String>,
+    pub max_backoff: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PackageManager {
+    Apt,
+    Dnf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum MaxUnavailable {
+    Count(u32),
+    Percent(u32),
+}
+
+impl MaxUnavailable {
+    /// Nodes at once for a generation of `size` nodes: a percentage rounds down, never
+    /// below one.
+    pub fn of(self, size: usize) -> usize {
+        match self {
+            MaxUnavailable::Count(n) => n as usize,
+            MaxUnavailable::Percent(p) => (size * p as usize / 100).max(1),
+        }
+        .max(1)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GenerationRule {
+    pub max_unavailable: MaxUnavailable,
+    pub canaries: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Window {
+    /// 0 = Monday … 6 = Sunday.
+    pub days: Vec<u8>,
+    /// Minutes after local midnight.
+    pub start_minute: u16,
+    pub end_minute: u16,
+    pub timezone: String,
+}
+
+/// Per-step duration estimates, seconds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Durations {
+    pub preflight: u64,
+    pub etcd_snapshot: u64,
+    pub kubeadm_apply: u64,
+    pub kubeadm_node: u64,
+    pub cordon: u64,
+    pub drain: u64,
+    pub drain_per_pod: u64,
+    pub upgrade_packages: u64,
+    pub restart_kubelet: u64,
+    pub verify: u64,
+    pub uncordon: u64,
+}
+
+impl Default for Durations {
+    fn default() -> Self {
+        Durations {
+            preflight: 60,
+            etcd_snapshot: 120,
+            kubeadm_apply: 600,
+            kubeadm_node: 180,
+            cordon: 5,
+            drain: 60,
+            drain_per_pod: 5,
+            upgrade_packages: 120,
+            restart_kubelet: 60,
+            verify: 120,
+            uncordon: 5,
+        }
+    }
+}
+
+/// The validated policy the planner works from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlanPolicy {
+    pub target: Option<Version>,
+    pub package_manager: PackageManager,
+    pub catalog: Catalog,
+    pub generation_label: String,
+    pub generation_order: Vec<String>,
+    pub default_generation: GenerationRule,
+    pub generation_overrides: BTreeMap<String, GenerationRule>,
+    pub canary_soak_secs: u64,
+    pub wait_between_batches_secs: u64,
+    pub drain_timeout_secs: u64,
+    pub all_hops_in_one_drain: bool,
+    pub windows: Vec<Window>,
+    pub crash_loop_increase_percent: u32,
+    pub node_ready_timeout_secs: u64,
+    pub control_plane_rejoin_timeout_secs: u64,
+    pub durations: Durations,
+    pub max_attempts: u32,
+    pub retry_backoff_secs: u64,
+    pub retry_backoff_max_secs: u64,
+}
+
+impl Default for PlanPolicy {
+    fn default() -> Self {
+        PlanPolicy {
+            target: None,
+            package_manager: PackageManager::Apt,
+            catalog: Catalog::builtin(),
+            generation_label: DEFAULT_GENERATION_LABEL.into(),
+            generation_order: Vec::new(),
+            default_generation: GenerationRule {
+                max_unavailable: MaxUnavailable::Count(1),
+                canaries: 1,
+            },
+            generation_overrides: BTreeMap::new(),
+            canary_soak_secs: 1800,
+            wait_between_batches_secs: 300,
+            drain_timeout_secs: 300,
+            all_hops_in_one_drain: true,
+            windows: Vec::new(),
+            crash_loop_increase_percent: 5,
+            node_ready_timeout_secs: 600,
+            control_plane_rejoin_timeout_secs: 600,
+            durations: Durations::default(),
+            max_attempts: 3,
+            retry_backoff_secs: 10,
+            retry_backoff_max_secs: 300,
+        }
+    }
+}
+
+impl PlanPolicy {
+    pub fn generation_rule(&self, generation: &str) -> GenerationRule {
+        self.generation_overrides
+            .get(generation)
+            .copied()
+            .unwrap_or(self.default_generation)
+    }
+
+    /// The part of the policy the engine needs while running.
+    pub fn run_policy(&self) -> Policy {
+        Policy {
+            max_attempts: self.max_attempts,
+            retry_backoff_secs: self.retry_backoff_secs,
+            retry_backoff_max_secs: self.retry_backoff_max_secs,
+            wait_between_batches_secs: self.wait_between_batches_secs,
+            soak_secs: self.canary_soak_secs,
+            ..Policy::default()
+        }
+    }
+
+    /// Parses and validates a policy file.
+    pub fn from_yaml(text: &str) -> Result<PlanPolicy, PolicyError> {
+        let de = serde_yaml::Deserializer::from_str(text);
+        let file: PolicyFile = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner().to_string();
+            PolicyError {
+                field: if path == "." { String::new() } else { path },
+                problem: clean_yaml_error(&inner),
+            }
+        })?;
+        file.validate()
+    }
+}
+
+/// serde's messages name Rust-side things; keep what helps a person.
+fn clean_yaml_error(msg: &str) -> String {
+    msg.replace(
+        "data did not match any variant of untagged enum CountOrPercent",
+        "expected a number of nodes or a percentage like \"25%\"",
+    )
+}
+
+/// A problem in the policy file: which field, and what is allowed there.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("policy{}: {problem}", if field.is_empty() { String::new() } else { format!(" field `{field}`") })]
+pub struct PolicyError {
+    pub field: String,
+    pub problem: String,
+}
+
+fn err(field: impl Into<String>, problem: impl Into<String>) -> PolicyError {
+    PolicyError {
+        field: field.into(),
+        problem: problem.into(),
+    }
+}
+
+fn secs(field: &str, v: &Option<String>, default: u64) -> Result<u64, PolicyError> {
+    match v {
+        None => Ok(default),
+        Some(s) => duration_secs(s).map_err(|e| err(field, e)),
+    }
+}
+
+fn max_unavailable(field: &str, v: &CountOrPercent) -> Result<MaxUnavailable, PolicyError> {
+    match v {
+        CountOrPercent::Count(0) => Err(err(field, "must be at least 1 (a node at a time)")),
+        CountOrPercent::Count(n) => Ok(MaxUnavailable::Count(*n)),
+        CountOrPercent::Percent(s) => {
+            let p = s
+                .strip_suffix('%')
+                .and_then(|p| p.trim().parse::<u32>().ok())
+                .filter(|p| (1..=100).contains(p))
+                .ok_or_else(|| {
+                    err(
+                        field,
+                        format!(
+                            "{s:?}: expected a number of nodes or a percentage from 1% to 100%"
+                        ),
+                    )
+                })?;
+            Ok(MaxUnavailable::Percent(p))
+        }
+    }
+}
+
+fn hh_mm(field: &str, s: &str) -> Result<u16, PolicyError> {
+    let bad = || {
+        err(
+            field,
+            format!("{s:?}: expected a time of day as HH:MM (00:00 to 24:00)"),
+        )
+    };
+    let (h, m) = s.split_once(':').ok_or_else(bad)?;
+    let (h, m): (u16, u16) = (h.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
+    if m >= 60 || h > 24 || (h == 24 && m != 0) {
+        return Err(bad());
+    }
+    Ok(h * 60 + m)
+}
+
+const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+
+impl PolicyFile {
+    pub fn validate(&self) -> Result<PlanPolicy, PolicyError> {
+        let mut p = PlanPolicy::default();
+        if let Some(v) = self.api_version.as_deref().filter(|v| *v != API_VERSION) {
+            return Err(err("apiVersion", format!("{v:?}: expected {API_VERSION}")));
+        }
+        if let Some(k) = self.kind.as_deref().filter(|k| *k != KIND) {
+            return Err(err("kind", format!("{k:?}: expected {KIND}")));
+        }
+        if let Some(t) = &self.target {
+            p.target =
+                Some(t.parse().map_err(|e| {
+                    err("target", format!("{e} (expected a version like v1.35.3)"))
+                })?);
+        }
+        match self.package_manager.as_deref() {
+            None | Some("apt") => {}
+            Some("dnf") => {
+                p.package_manager = PackageManager::Dnf;
+                p.catalog.package_format = "{version}-150500.1.1".into();
+            }
+            Some(o) => return Err(err("packageManager", format!("{o:?}: expected apt or dnf"))),
+        }
+        if let Some(c) = &self.catalog {
+            if c.replace_builtin {
+                p.catalog.patches.clear();
+            }
+            for (minor, patch) in &c.patches {
+                let key = format!("catalog.patches.{minor}");
+                let m = Catalog::parse_minor(minor).map_err(|e| err(&key, e))?;
+                p.catalog.patches.insert(m, *patch);
+            }
+            if let Some(f) = &c.package_format {
+                Catalog::check_format(f).map_err(|e| err("catalog.packageFormat", e))?;
+                p.catalog.package_format = f.clone();
+            }
+            if p.catalog.patches.is_empty() {
+                return Err(err(
+                    "catalog.patches",
+                    "is empty: list at least the target's minor",
+                ));
+            }
+        }
+        if let Some(g) = &self.generations {
+            if let Some(l) = &g.label {
+                if l.is_empty() || l.chars().any(|c| c.is_whitespace()) {
+                    return Err(err(
+                        "generations.label",
+                        format!("{l:?}: expected a label key"),
+                    ));
+                }
+                p.generation_label = l.clone();
+            }
+            let mut seen = std::collections::BTreeSet::new();
+            for (i, name) in g.order.iter().enumerate() {
+                if !seen.insert(name) {
+                    return Err(err(
+                        format!("generations.order[{i}]"),
+                        format!("{name:?} is listed twice"),
+                    ));
+                }
+            }
+            p.generation_order = g.order.clone();
+            if let Some(m) = &g.max_unavailable {
+                p.default_generation.max_unavailable =
+                    max_unavailable("generations.maxUnavailable", m)?;
+            }
+            if let Some(c) = g.canaries {
+                p.default_generation.canaries = c;
+            }
+            for (name, o) in &g.overrides {
+                let mut rule = p.default_generation;
+                if let Some(m) = &o.max_unavailable {
+                    rule.max_unavailable = max_unavailable(
+                        &format!("generations.overrides.{name}.maxUnavailable"),
+                        m,
+                    )?;
+                }
+                if let Some(c) = o.canaries {
+                    rule.canaries = c;
+                }
+                p.generation_overrides.insert(name.clone(), rule);
+            }
+        }
+        p.canary_soak_secs = secs("canarySoak", &self.canary_soak, p.canary_soak_secs)?;
+        p.wait_between_batches_secs = secs(
+            "waitBetweenBatches",
+            &self.wait_between_batches,
+            p.wait_between_batches_secs,
+        )?;
+        p.drain_timeout_secs = secs("drainTimeout", &self.drain_timeout, p.drain_timeout_secs)?;
+        if p.drain_timeout_secs == 0 {
+            return Err(err(
+                "drainTimeout",
+                "must be finite and above zero (a drain without a timeout can hang forever)",
+            ));
+        }
+        p.all_hops_in_one_drain = match self.hops_per_drain.as_deref() {
+            None | Some("all") => true,
+            Some("one") => false,
+            Some(o) => return Err(err("hopsPerDrain", format!("{o:?}: expected all or one"))),
+        };
+        for (i, w) in self.maintenance_windows.iter().enumerate() {
+            let f = |k: &str| format!("maintenanceWindows[{i}].{k}");
+            if w.days.is_empty() {
+                return Err(err(f("days"), "is empty: list weekdays like [tue, wed]"));
+            }
+            let mut days = Vec::new();
+            for (j, d) in w.days.iter().enumerate() {
+                let lower = d.to_ascii_lowercase();
+                let idx = DAYS
+                    .iter()
+                    .position(|x| lower.starts_with(x))
+                    .ok_or_else(|| {
+                        err(
+                            format!("maintenanceWindows[{i}].days[{j}]"),
+                            format!("{d:?}: expected mon, tue, wed, thu, fri, sat or sun"),
+                        )
+                    })?;
+                days.push(idx as u8);
+            }
+            let start = hh_mm(&f("start"), &w.start)?;
+            let end = hh_mm(&f("end"), &w.end)?;
+            if start == end {
+                return Err(err(f("end"), "equals start: the window would be empty"));
+            }
+            let tz = w.timezone.clone().unwrap_or_else(|| "UTC".into());
+            if jiff::tz::TimeZone::get(&tz).is_err() {
+                return Err(err(
+                    f("timezone"),
+                    format!("{tz:?} is not a known IANA time zone (like Europe/Berlin or UTC)"),
+                ));
+            }
+            p.windows.push(Window {
+                days,
+                start_minute: start,
+                end_minute: end,
+                timezone: tz,
+            });
+        }
+        if let Some(g) = &self.gates {
+            if let Some(c) = g.crash_loop_increase_percent {
+                if c > 100 {
+                    return Err(err("gates.crashLoopIncreasePercent", "must be 0 to 100"));
+                }
+                p.crash_loop_increase_percent = c;
+            }
+            p.node_ready_timeout_secs = secs(
+                "gates.nodeReadyTimeout",
+                &g.node_ready_timeout,
+                p.node_ready_timeout_secs,
+            )?;
+            p.control_plane_rejoin_timeout_secs = secs(
+                "gates.controlPlaneRejoinTimeout",
+                &g.control_plane_rejoin_timeout,
+                p.control_plane_rejoin_timeout_secs,
+            )?;
+        }
+        for (k, v) in &self.durations {
+            let field = format!("durations.{k}");
+            let s = duration_secs(v).map_err(|e| err(&field, e))?;
+            let d = &mut p.durations;
+            let slot = match k.as_str() {
+                "preflight" => &mut d.preflight,
+                "etcdSnapshot" => &mut d.etcd_snapshot,
+                "kubeadmApply" => &mut d.kubeadm_apply,
+                "kubeadmNode" => &mut d.kubeadm_node,
+                "cordon" => &mut d.cordon,
+                "drain" => &mut d.drain,
+                "drainPerPod" => &mut d.drain_per_pod,
+                "upgradePackages" => &mut d.upgrade_packages,
+                "restartKubelet" => &mut d.restart_kubelet,
+                "verify" => &mut d.verify,
+                "uncordon" => &mut d.uncordon,
+                _ => {
+                    return Err(err(
+                        field,
+                        "unknown step: expected preflight, etcdSnapshot, kubeadmApply, kubeadmNode, cordon, drain, drainPerPod, upgradePackages, restartKubelet, verify or uncordon",
+                    ));
+                }
+            };
+            *slot = s;
+        }
+        if let Some(r) = &self.retries {
+            if let Some(m) = r.max_attempts {
+                if m == 0 {
+                    return Err(err("retries.maxAttempts", "must be at least 1"));
+                }
+                p.max_attempts = m;
+            }
+            p.retry_backoff_secs = secs("retries.backoff", &r.backoff, p.retry_backoff_secs)?;
+            p.retry_backoff_max_secs = secs(
+                "retries.maxBackoff",
+                &r.max_backoff,
+                p.retry_backoff_max_secs,
+            )?;
+        }
+        Ok(p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check_err(yaml: &str, field: &str, contains: &str) {
+        let e = PlanPolicy::from_yaml(yaml).expect_err("must be refused");
+        assert_eq!(e.field, field, "{e}");
+        assert!(e.to_string().contains(contains), "{e}");
+    }
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let p = PlanPolicy::from_yaml("{}").expect("ok");
+        assert_eq!(p, PlanPolicy::default());
+    }
+
+    #[test]
+    fn full_file_parses() {
+        let p = PlanPolicy::from_yaml(
+            r#"
+apiVersion: upgraded.dev/v1alpha1
+kind: UpgradePolicy
+target: v1.35.3
+packageManager: dnf
+catalog: { patches: { "1.36": 1 } }
+generations:
+  label: example.com/generation
+  order: [dell-r640, dell-r740]
+  maxUnavailable: 25%
+  overrides: { hp-dl380: { maxUnavailable: 3 } }
+canarySoak: 1h
+maintenanceWindows:
+  - { days: [tue, thu], start: "22:00", end: "04:00", timezone: Europe/Berlin }
+durations: { drain: 3m }
+"#,
+        )
+        .expect("ok");
+        assert_eq!(p.package_manager, PackageManager::Dnf);
+        assert_eq!(
+            p.default_generation.max_unavailable,
+            MaxUnavailable::Percent(25)
+        );
+        assert_eq!(
+            p.generation_rule("hp-dl380").max_unavailable,
+            MaxUnavailable::Count(3)
+        );
+        assert_eq!(p.canary_soak_secs, 3600);
+        assert_eq!(p.windows[0].start_minute, 22 * 60);
+        assert_eq!(p.durations.drain, 180);
+        assert_eq!(p.catalog.latest(1, 36), Some(Version::new(1, 36, 1)));
+    }
+
+    #[test]
+    fn errors_name_the_field_and_what_is_allowed() {
+        check_err(
+            "generations: { maxUnavailable: 0 }",
+            "generations.maxUnavailable",
+            "at least 1",
+        );
+        check_err(
+            "generations: { maxUnavailable: 150% }",
+            "generations.maxUnavailable",
+            "1% to 100%",
+        );
+        check_err(
+            "generations: { maxUnavailabel: 2 }",
+            "generations.maxUnavailabel",
+            "unknown field `maxUnavailabel`, expected one of",
+        );
+        check_err("packageManager: yum", "packageManager", "apt or dnf");
+        check_err("target: 1.35", "target", "v1.35.3");
+        check_err("canarySoak: soon", "canarySoak", "like 90s");
+        check_err(
+            "maintenanceWindows: [{days: [tue], start: '25:00', end: '02:00'}]",
+            "maintenanceWindows[0].start",
+            "HH:MM",
+        );
+        check_err(
+            "maintenanceWindows: [{days: [someday], start: '22:00', end: '02:00'}]",
+            "maintenanceWindows[0].days[0]",
+            "mon, tue",
+        );
+        check_err(
+            "maintenanceWindows: [{days: [tue], start: '22:00', end: '02:00', timezone: Mars/Olympus}]",
+            "maintenanceWindows[0].timezone",
+            "IANA",
+        );
+        check_err(
+            "catalog: { packageFormat: '$(reboot)' }",
+            "catalog.packageFormat",
+            "{version}",
+        );
+        check_err("kind: ClusterConfiguration", "kind", "UpgradePolicy");
+        check_err("drainTimeout: 0s", "drainTimeout", "finite");
+        check_err(
+            "durations: { coffee: 5m }",
+            "durations.coffee",
+            "unknown step",
+        );
+        check_err("- not a map", "", "");
+    }
+}

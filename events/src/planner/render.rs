@@ -1,0 +1,443 @@
+//! The plan for people: a table for the terminal and a Markdown runbook an operator could
+//! follow by hand. Every value that reaches a shell command is single-quoted.
+
+use std::fmt::Write as _;
+
+use super::policy::PackageManager;
+use super::quantity::human_secs;
+use super::{PlanReport, Severity, Unit};
+use crate::event::Step;
+use crate::version::Version;
+
+/// Quotes a word for POSIX shells: `'it'\''s'`. Plain words stay as they are.
+pub fn shell_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.:/=@%+,".contains(c))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+/// Text for one Markdown table cell or line: no pipes, backticks or line breaks from data.
+fn md(s: &str) -> String {
+    s.chars()
+        .map(|c| match c {
+            '|' | '`' | '\n' | '\r' | '<' | '>' => ' ',
+            c => c,
+        })
+        .collect()
+}
+
+fn pad(s: &str, w: usize) -> String {
+    let n = s.chars().count();
+    if n >= w {
+        s.to_string()
+    } else {
+        format!("{s}{}", " ".repeat(w - n))
+    }
+}
+
+fn short_time(rfc: &str) -> String {
+    // 2026-11-24T21:00:00Z → 2026-11-24 21:00
+    rfc.get(..16)
+        .map(|s| s.replace('T', " "))
+        .unwrap_or_default()
+}
+
+fn unit_label(u: &Unit) -> String {
+    let mut s = u.node.clone();
+    if u.from != u.to {
+        let _ = write!(s, " {}→{}", u.from, u.to);
+    }
+    if u.stays_cordoned {
+        s.push_str(" (stays cordoned)");
+    }
+    if u.blocked.is_some() {
+        s.push_str(" BLOCKED");
+    }
+    s
+}
+
+/// The terminal table: phases, batches, nodes, estimates, findings.
+pub fn table(r: &PlanReport) -> String {
+    let mut o = String::new();
+    let path: Vec<String> = r.path.iter().map(|h| h.version.to_string()).collect();
+    let _ = writeln!(
+        o,
+        "Upgrade plan: control plane {} → {} (path {})",
+        r.control_plane_from,
+        r.target,
+        if path.is_empty() {
+            "none: control plane at target".into()
+        } else {
+            path.join(" → ")
+        }
+    );
+    let gens: Vec<String> = r
+        .generations
+        .iter()
+        .map(|g| {
+            format!(
+                "{} {} (max {} at once)",
+                g.name, g.workers, g.max_unavailable
+            )
+        })
+        .collect();
+    let _ = writeln!(
+        o,
+        "Cluster: {} control-plane node(s), {} worker(s), {} pod(s); generations oldest first: {}",
+        r.control_plane_nodes.len(),
+        r.workers,
+        r.pods,
+        if gens.is_empty() {
+            "-".into()
+        } else {
+            gens.join(", ")
+        }
+    );
+    let blockers = r.blockers();
+    let warnings = r.findings.len() - blockers;
+    let _ = writeln!(
+        o,
+        "Status: {} ({blockers} blocker(s), {warnings} warning(s)); estimate {} of work, {} → {}{}\n",
+        if r.blocked { "BLOCKED" } else { "ready" },
+        human_secs(r.estimate_secs),
+        short_time(&r.start),
+        short_time(&r.end),
+        if r.fits_windows {
+            ""
+        } else {
+            " (some batches do not fit the windows)"
+        }
+    );
+    let _ = writeln!(
+        o,
+        "{} {} {} {} NODES",
+        pad("BATCH", 6),
+        pad("PHASE / LABEL", 44),
+        pad("EST", 7),
+        pad("START (UTC)", 17),
+    );
+    for p in &r.phases {
+        let _ = writeln!(
+            o,
+            "{} {} {} {} ",
+            pad("", 6),
+            pad(&format!("== {} ==", p.name), 44),
+            pad(&human_secs(p.estimate_secs), 7),
+            pad(&short_time(&p.start), 17),
+        );
+        for b in &p.batches {
+            let nodes: Vec<String> = b.units.iter().map(unit_label).collect();
+            let _ = writeln!(
+                o,
+                "{} {} {} {} {}{}",
+                pad(&b.number.to_string(), 6),
+                pad(&b.label, 44),
+                pad(&human_secs(b.estimate_secs), 7),
+                pad(&short_time(&b.start), 17),
+                nodes.join(", "),
+                if b.fits_window {
+                    ""
+                } else {
+                    "  [outside windows]"
+                }
+            );
+            if let Some(l) = &b.limited_by {
+                let _ = writeln!(o, "{} (smaller than maxUnavailable: {l})", pad("", 6));
+            }
+        }
+    }
+    if !r.findings.is_empty() {
+        let _ = writeln!(o, "\nFINDINGS");
+        for f in &r.findings {
+            let sev = match f.severity {
+                Severity::Blocker => "BLOCKER",
+                Severity::Warning => "warning",
+            };
+            let _ = writeln!(o, "{} {}: {}", pad(sev, 8), f.code, f.message);
+            if !f.subjects.is_empty() {
+                let shown: Vec<&str> = f.subjects.iter().take(6).map(String::as_str).collect();
+                let more = f.subjects.len().saturating_sub(6);
+                let _ = writeln!(
+                    o,
+                    "         on: {}{}",
+                    shown.join(", "),
+                    if more > 0 {
+                        format!(" and {more} more")
+                    } else {
+                        String::new()
+                    }
+                );
+            }
+            let _ = writeln!(o, "         fix: {}", f.fix);
+        }
+    }
+    o
+}
+
+struct Cmds<'a> {
+    r: &'a PlanReport,
+    pm: PackageManager,
+}
+
+impl Cmds<'_> {
+    fn pkg(&self, v: Version) -> String {
+        let fmt = self
+            .r
+            .path
+            .iter()
+            .find(|h| h.version == v)
+            .map(|h| h.package.clone());
+        // Hops outside the control-plane path (worker catch-ups) use the same format.
+        fmt.unwrap_or_else(|| {
+            let any = self.r.path.first();
+            match any {
+                Some(h) => h.package.replace(
+                    &format!(
+                        "{}.{}.{}",
+                        h.version.major, h.version.minor, h.version.patch
+                    ),
+                    &format!("{}.{}.{}", v.major, v.minor, v.patch),
+                ),
+                None => format!("{}.{}.{}-1.1", v.major, v.minor, v.patch),
+            }
+        })
+    }
+
+    fn repo(&self, v: Version) -> String {
+        match self.pm {
+            PackageManager::Apt => format!(
+                "echo 'deb [signed-by=/etc/apt/keyrings/kubernetes-apt-keyring.gpg] https://pkgs.k8s.io/core:/stable:/v{}.{}/deb/ /' > /etc/apt/sources.list.d/kubernetes.list\ncurl -fsSL https://pkgs.k8s.io/core:/stable:/v{}.{}/deb/Release.key | gpg --dearmor --yes -o /etc/apt/keyrings/kubernetes-apt-keyring.gpg",
+                v.major, v.minor, v.major, v.minor
+            ),
+            PackageManager::Dnf => format!(
+                "sed -i 's|/v[0-9]*\\.[0-9]*/rpm/|/v{}.{}/rpm/|g' /etc/yum.repos.d/kubernetes.repo",
+                v.major, v.minor
+            ),
+        }
+    }
+
+    fn install(&self, pkgs: &[&str], v: Version) -> String {
+        let ver = shell_quote(&self.pkg(v));
+        let names = pkgs.join(" ");
+        match self.pm {
+            PackageManager::Apt => {
+                let list: Vec<String> = pkgs.iter().map(|p| format!("{p}={}", ver)).collect();
+                format!(
+                    "apt-mark unhold {names}\napt-get update && apt-get install -y {}\napt-mark hold {names}",
+                    list.join(" ")
+                )
+            }
+            PackageManager::Dnf => {
+                let list: Vec<String> = pkgs.iter().map(|p| format!("{p}-{}", ver)).collect();
+                format!(
+                    "dnf install -y {} --disableexcludes=kubernetes",
+                    list.join(" ")
+                )
+            }
+        }
+    }
+
+    fn step(&self, u: &Unit, s: &Step, drain_timeout: u64) -> String {
+        let node = shell_quote(&u.node);
+        match s {
+            Step::Preflight => "# on the node: cgroup v2, disk, container runtime\nstat -fc %T /sys/fs/cgroup   # cgroup2fs\ndf --output=pcent /var/lib/kubelet | tail -1   # below 85%\ncrictl info > /dev/null && echo runtime ok".into(),
+            Step::EtcdSnapshot => "ETCDCTL_API=3 etcdctl snapshot save /backup/etcd-pre-upgrade.db \\\n  --endpoints=https://127.0.0.1:2379 \\\n  --cacert=/etc/kubernetes/pki/etcd/ca.crt \\\n  --cert=/etc/kubernetes/pki/etcd/server.crt \\\n  --key=/etc/kubernetes/pki/etcd/server.key\n# verify by a trial restore (status alone does not read every page)\nrm -rf /tmp/etcd-verify && ETCDCTL_API=3 etcdctl snapshot restore /backup/etcd-pre-upgrade.db --data-dir /tmp/etcd-verify && rm -rf /tmp/etcd-verify\ncp -a /etc/kubernetes/manifests /backup/manifests-pre-upgrade\nsha256sum /backup/etcd-pre-upgrade.db".into(),
+            Step::KubeadmUpgrade { version, apply } => {
+                let mut c = format!("{}\n{}\n", self.repo(*version), self.install(&["kubeadm"], *version));
+                if *apply {
+                    let _ = write!(c, "kubeadm upgrade plan\nkubeadm upgrade apply {} --yes", shell_quote(&version.to_string()));
+                } else {
+                    c.push_str("kubeadm upgrade node");
+                }
+                c
+            }
+            Step::Cordon => format!("kubectl cordon {node}"),
+            Step::Drain => format!(
+                "kubectl drain {node} --ignore-daemonsets --delete-emptydir-data --timeout={drain_timeout}s\n# never --force or --disable-eviction: a refusal means a PDB or an unmanaged pod needs a person"
+            ),
+            Step::UpgradePackages { version } => self.install(&["kubelet", "kubectl"], *version),
+            Step::RestartKubelet => "systemctl daemon-reload\nsystemctl restart kubelet".into(),
+            Step::Verify => format!(
+                "kubectl wait --for=condition=Ready node/{node} --timeout=600s\nkubectl get node {node} -o jsonpath='{{.status.nodeInfo.kubeletVersion}}'   # {}",
+                u.to
+            ),
+            Step::Uncordon if u.stays_cordoned => format!("# {node} was cordoned before the upgrade: leave it cordoned"),
+            Step::Uncordon => format!("kubectl uncordon {node}"),
+            Step::Soak => format!(
+                "# soak: watch for {} before the next batch\nkubectl get pods -A --field-selector spec.nodeName={node} | grep -v Running\nkubectl get pods -A | grep -c CrashLoopBackOff   # must not rise over the baseline",
+                human_secs(self.r.canary_soak_secs)
+            ),
+        }
+    }
+}
+
+/// The Markdown runbook: the same plan, as commands a person runs in order.
+pub fn runbook(r: &PlanReport) -> String {
+    let c = Cmds {
+        r,
+        pm: r.package_manager,
+    };
+    let mut o = String::new();
+    let _ = writeln!(o, "# Runbook: upgrade to {}\n", r.target);
+    let _ = writeln!(
+        o,
+        "Control plane {} → {} one minor at a time; {} control-plane node(s), {} worker(s). \
+         Estimated work: {}, planned {} → {} (UTC).\n",
+        r.control_plane_from,
+        r.target,
+        r.control_plane_nodes.len(),
+        r.workers,
+        human_secs(r.estimate_secs),
+        short_time(&r.start),
+        short_time(&r.end)
+    );
+    let _ = writeln!(o, "## Before you start\n");
+    let _ = writeln!(
+        o,
+        "1. Tell the people who depend on the cluster; keep this runbook open."
+    );
+    let _ = writeln!(
+        o,
+        "2. Record the versions: `kubectl get nodes -o wide > /backup/nodes-before.txt`."
+    );
+    let _ = writeln!(
+        o,
+        "3. Count the baseline: `kubectl get pods -A | grep -c CrashLoopBackOff`."
+    );
+    if r.external_etcd {
+        let _ = writeln!(
+            o,
+            "4. etcd is external: take the snapshots below against its endpoints and certificates."
+        );
+    }
+    if r.blocked {
+        let _ = writeln!(
+            o,
+            "\n**This plan is BLOCKED. Fix every blocker below before step 1.**"
+        );
+    }
+    if !r.findings.is_empty() {
+        let _ = writeln!(o, "\n### Findings\n");
+        for f in &r.findings {
+            let sev = match f.severity {
+                Severity::Blocker => "**BLOCKER**",
+                Severity::Warning => "warning",
+            };
+            let _ = writeln!(o, "- {sev} `{}`: {}", f.code, md(&f.message));
+            let _ = writeln!(o, "  - fix: {}", md(&f.fix));
+        }
+    }
+    for p in &r.phases {
+        let _ = writeln!(
+            o,
+            "\n## {} (≈ {})\n",
+            md(&p.name),
+            human_secs(p.estimate_secs)
+        );
+        for b in &p.batches {
+            let names: Vec<String> = b.units.iter().map(|u| md(&u.node)).collect();
+            let _ = writeln!(
+                o,
+                "### Batch {}: {} — {} ({}, from {} UTC)\n",
+                b.number,
+                md(&b.label),
+                names.join(", "),
+                human_secs(b.estimate_secs),
+                short_time(&b.start)
+            );
+            if b.units.len() > 1 {
+                let _ = writeln!(
+                    o,
+                    "These nodes are drained together; run each node's commands in parallel.\n"
+                );
+            }
+            for u in &b.units {
+                if b.units.len() > 1 || u.blocked.is_some() {
+                    let _ = writeln!(o, "#### {}\n", md(&u.node));
+                }
+                if let Some(why) = &u.blocked {
+                    let _ = writeln!(o, "**Blocked:** {}\n", md(why));
+                }
+                let _ = writeln!(o, "```sh");
+                for s in &u.steps {
+                    let _ = writeln!(o, "# --- {s}");
+                    let _ = writeln!(o, "{}", c.step(u, s, r.drain_timeout_secs));
+                }
+                let _ = writeln!(o, "```\n");
+            }
+            let _ = writeln!(
+                o,
+                "Then wait {} and check `kubectl get nodes` and the pods before the next batch.\n",
+                human_secs(r.wait_between_batches_secs)
+            );
+        }
+    }
+    let _ = writeln!(o, "## Rollback\n");
+    let _ = writeln!(
+        o,
+        "Trigger it when a control-plane node fails to rejoin, when CrashLoopBackOff pods rise \
+         over the baseline, or when networking or storage fails on upgraded nodes. kubeadm has \
+         no rollback command: packages go back by hand, newest node first.\n"
+    );
+    let _ = writeln!(
+        o,
+        "1. Stop: `upgradectl pause` (or stop running this runbook)."
+    );
+    let _ = writeln!(
+        o,
+        "2. On each upgraded node, drained, install its previous packages:\n"
+    );
+    let mut seen = std::collections::BTreeSet::new();
+    for u in r.units().collect::<Vec<_>>().into_iter().rev() {
+        if !seen.insert(u.node.clone()) {
+            continue;
+        }
+        let node = shell_quote(&u.node);
+        let _ = writeln!(o, "```sh\n# {} back to {}", md(&u.node), u.from);
+        let _ = writeln!(
+            o,
+            "kubectl drain {node} --ignore-daemonsets --delete-emptydir-data --timeout={}s",
+            r.drain_timeout_secs
+        );
+        let _ = writeln!(o, "{}", c.repo(u.from));
+        let _ = writeln!(
+            o,
+            "{}",
+            c.install(&["kubeadm", "kubelet", "kubectl"], u.from)
+        );
+        let _ = writeln!(
+            o,
+            "systemctl daemon-reload && systemctl restart kubelet\nkubectl uncordon {node}\n```\n"
+        );
+    }
+    let _ = writeln!(
+        o,
+        "3. Control plane: restore the static-pod manifests saved before the hop \
+         (`cp /backup/manifests-pre-upgrade/* /etc/kubernetes/manifests/`, or kubeadm's own \
+         `/etc/kubernetes/tmp/kubeadm-backup-manifests-*`).\n"
+    );
+    let _ = writeln!(
+        o,
+        "4. etcd, only if its data format moved on: on each member, with the apiservers stopped:\n\n```sh\nETCDCTL_API=3 etcdctl snapshot restore /backup/etcd-pre-upgrade.db --data-dir /var/lib/etcd-restored --name \"$(hostname)\" --initial-cluster \"$(hostname)=https://$(hostname):2380\"\nmv /var/lib/etcd /var/lib/etcd-broken && mv /var/lib/etcd-restored /var/lib/etcd\n```\n"
+    );
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting() {
+        assert_eq!(shell_quote("worker-07"), "worker-07");
+        assert_eq!(shell_quote("a b"), "'a b'");
+        assert_eq!(shell_quote("x'; rm -rf /"), r"'x'\''; rm -rf /'");
+        assert_eq!(shell_quote("$(reboot)"), "'$(reboot)'");
+        assert_eq!(shell_quote(""), "''");
+    }
+}

@@ -1,0 +1,176 @@
+//! Estimates laid out in time: each batch starts after the previous one and its wait, inside
+//! a maintenance window it fits in whole (a batch never straddles a window's end).
+
+use jiff::civil::{Date, Time};
+use jiff::tz::TimeZone;
+
+use super::PhaseReport;
+use super::policy::{PlanPolicy, Window};
+use crate::event::Timestamp;
+
+/// How far ahead windows are searched (a year of weeks).
+const HORIZON_DAYS: i64 = 400;
+
+pub fn rfc3339(t: Timestamp) -> String {
+    jiff::Timestamp::from_millisecond(t.0)
+        .map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_default()
+}
+
+fn tz(w: &Window) -> TimeZone {
+    TimeZone::get(&w.timezone).unwrap_or(TimeZone::UTC)
+}
+
+/// Window occurrences `[start, end)` in ms that end after `after`, in order.
+fn occurrences(windows: &[Window], after: Timestamp) -> Vec<(i64, i64)> {
+    let mut out = Vec::new();
+    for w in windows {
+        let zone = tz(w);
+        let Ok(t) = jiff::Timestamp::from_millisecond(after.0) else {
+            continue;
+        };
+        let first: Date = t.to_zoned(zone.clone()).date();
+        for d in -1..HORIZON_DAYS {
+            let Ok(day) = first.checked_add(jiff::Span::new().days(d)) else {
+                continue;
+            };
+            let wd = day.weekday().to_monday_zero_offset() as u8;
+            if !w.days.contains(&wd) {
+                continue;
+            }
+            let at = |date: Date, minute: u16| -> Option<i64> {
+                let (h, m) = ((minute / 60) as i8, (minute % 60) as i8);
+                let (date, h) = if h == 24 {
+                    (date.tomorrow().ok()?, 0)
+                } else {
+                    (date, h)
+                };
+                let dt = date.to_datetime(Time::new(h, m, 0, 0).ok()?);
+                Some(dt.to_zoned(zone.clone()).ok()?.timestamp().as_millisecond())
+            };
+            let end_day = if w.end_minute <= w.start_minute {
+                day.tomorrow().ok()
+            } else {
+                Some(day)
+            };
+            if let (Some(s), Some(e)) = (
+                at(day, w.start_minute),
+                end_day.and_then(|ed| at(ed, w.end_minute)),
+            ) && e > after.0
+            {
+                out.push((s, e));
+            }
+        }
+    }
+    out.sort_unstable();
+    out
+}
+
+/// The earliest start at or after `t` where `secs` fit in one window; `None` when no
+/// window is long enough.
+fn slot(windows: &[Window], t: Timestamp, secs: u64, occ: &[(i64, i64)]) -> Option<Timestamp> {
+    if windows.is_empty() {
+        return Some(t);
+    }
+    let need = i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+    occ.iter()
+        .filter(|(_, e)| *e > t.0)
+        .map(|&(s, e)| (s.max(t.0), e))
+        .find(|&(s, e)| s.saturating_add(need) <= e)
+        .map(|(s, _)| Timestamp(s))
+}
+
+/// Fills every batch's and phase's estimate, start, end and window fit; returns the plan's
+/// start.
+pub fn place(phases: &mut [PhaseReport], policy: &PlanPolicy, start: Timestamp) -> String {
+    let occ = occurrences(&policy.windows, start);
+    let mut t = start;
+    let mut first = None;
+    let n_batches: usize = phases.iter().map(|p| p.batches.len()).sum();
+    let mut seen = 0;
+    for p in phases.iter_mut() {
+        let mut phase_secs = 0;
+        for b in &mut p.batches {
+            seen += 1;
+            b.estimate_secs = b.units.iter().map(|u| u.estimate_secs).max().unwrap_or(0);
+            let (at, fits) = match slot(&policy.windows, t, b.estimate_secs, &occ) {
+                Some(at) => (at, true),
+                // Too long for any window: start when the next one opens, and say so.
+                None => (
+                    occ.iter()
+                        .find(|(_, e)| *e > t.0)
+                        .map_or(t, |&(s, _)| Timestamp(s.max(t.0))),
+                    false,
+                ),
+            };
+            let end = at.plus_secs(b.estimate_secs);
+            b.start = rfc3339(at);
+            b.end = rfc3339(end);
+            b.fits_window = fits;
+            first.get_or_insert(at);
+            phase_secs += b.estimate_secs;
+            t = end;
+            if seen < n_batches {
+                t = t.plus_secs(policy.wait_between_batches_secs);
+                phase_secs += policy.wait_between_batches_secs;
+            }
+        }
+        p.estimate_secs = phase_secs;
+        p.start = p
+            .batches
+            .first()
+            .map(|b| b.start.clone())
+            .unwrap_or_default();
+        p.end = p.batches.last().map(|b| b.end.clone()).unwrap_or_default();
+        p.fits_windows = p.batches.iter().all(|b| b.fits_window);
+    }
+    rfc3339(first.unwrap_or(start))
+}
+
+/// Friday from noon, in the first window's time zone (UTC without windows).
+pub fn is_friday_afternoon(rfc: &str, policy: &PlanPolicy) -> bool {
+    let zone = policy.windows.first().map_or(TimeZone::UTC, tz);
+    rfc.parse::<jiff::Timestamp>().is_ok_and(|t| {
+        let z = t.to_zoned(zone);
+        z.weekday() == jiff::civil::Weekday::Friday && z.hour() >= 12
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_across_midnight_in_a_time_zone() {
+        // Tuesday 2026-11-24 10:00 UTC; window Tue/Thu 22:00-04:00 Europe/Berlin (UTC+1).
+        let start = Timestamp(
+            "2026-11-24T10:00:00Z"
+                .parse::<jiff::Timestamp>()
+                .expect("t")
+                .as_millisecond(),
+        );
+        let w = Window {
+            days: vec![1, 3],
+            start_minute: 22 * 60,
+            end_minute: 4 * 60,
+            timezone: "Europe/Berlin".into(),
+        };
+        let occ = occurrences(std::slice::from_ref(&w), start);
+        let at = slot(std::slice::from_ref(&w), start, 3600, &occ).expect("fits");
+        assert_eq!(rfc3339(at), "2026-11-24T21:00:00Z");
+        // Seven hours do not fit a six-hour window.
+        assert_eq!(slot(std::slice::from_ref(&w), start, 7 * 3600, &occ), None);
+        // Five hours, starting late in the window, move to Thursday's.
+        let late = Timestamp(at.0 + 2 * 3600 * 1000);
+        let at2 = slot(std::slice::from_ref(&w), late, 5 * 3600, &occ).expect("fits");
+        assert_eq!(rfc3339(at2), "2026-11-26T21:00:00Z");
+    }
+
+    #[test]
+    fn friday_afternoon() {
+        let p = PlanPolicy::default();
+        assert!(is_friday_afternoon("2026-11-27T14:00:00Z", &p));
+        assert!(!is_friday_afternoon("2026-11-27T09:00:00Z", &p));
+        assert!(!is_friday_afternoon("2026-11-26T14:00:00Z", &p));
+    }
+}
