@@ -540,7 +540,12 @@ pub fn plan(input: PlanInput<'_>) -> Result<PlanReport, PlanError> {
                     for hop in hops_between(lowest, *to, policy)? {
                         let these: Vec<String> = nodes
                             .iter()
-                            .filter(|n| from_now.get(*n).is_some_and(|v| *v < hop))
+                            // A node on this minor already only takes the last (patch) hop.
+                            .filter(|n| {
+                                from_now.get(*n).is_some_and(|v| {
+                                    v.minor < hop.minor || (hop == *to && *v < hop)
+                                })
+                            })
                             .cloned()
                             .collect();
                         phases.extend(ctx.worker_phases(
@@ -605,10 +610,11 @@ pub fn plan(input: PlanInput<'_>) -> Result<PlanReport, PlanError> {
         .flat_map(|b| &b.units)
     {
         if let Some(why) = &u.blocked {
-            blocked
-                .entry(why.clone())
-                .or_default()
-                .push(format!("node/{}", u.node));
+            let nodes = blocked.entry(why.clone()).or_default();
+            let subject = format!("node/{}", u.node);
+            if !nodes.contains(&subject) {
+                nodes.push(subject);
+            }
         }
     }
     for (why, nodes) in blocked {

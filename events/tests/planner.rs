@@ -1,0 +1,723 @@
+//! The planner: property tests of its invariants over random clusters, snapshot tests of its
+//! three outputs for hand-made clusters, and the JSON Schemas generated from its types.
+//!
+//! `UPDATE_SNAPSHOTS=1 cargo test -p upgraded-events --test planner` rewrites the snapshots
+//! and schemas after an intended change; review the diff.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use proptest::prelude::*;
+use upgraded_events::planner::inventory::{
+    ControlPlane, Inventory, LabelSelector, NodeInv, Owner, PdbInv, PodInv, Resources,
+};
+use upgraded_events::planner::policy::{MaxUnavailable, PlanPolicy};
+use upgraded_events::planner::{self, PhaseKind, PlanInput, PlanReport, Severity};
+use upgraded_events::{Role, Step, Timestamp, Version};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Compares with a stored file, or rewrites it under UPDATE_SNAPSHOTS=1.
+fn check(path: PathBuf, actual: &str) {
+    if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).expect("mkdir");
+        }
+        std::fs::write(&path, actual).expect("write snapshot");
+        return;
+    }
+    let want = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (run with UPDATE_SNAPSHOTS=1)", path.display()));
+    if want != actual {
+        let first = want
+            .lines()
+            .zip(actual.lines())
+            .position(|(a, b)| a != b)
+            .unwrap_or(0);
+        panic!(
+            "{} differs from the output at line {}:\n  want: {:?}\n  got:  {:?}\n(UPDATE_SNAPSHOTS=1 rewrites it)",
+            path.display(),
+            first + 1,
+            want.lines().nth(first),
+            actual.lines().nth(first)
+        );
+    }
+}
+
+fn t(s: &str) -> Timestamp {
+    Timestamp(s.parse::<jiff::Timestamp>().expect("time").as_millisecond())
+}
+
+fn v(s: &str) -> Version {
+    s.parse().expect("version")
+}
+
+fn seed() -> (Inventory, PlanPolicy) {
+    let inv = Inventory::from_kubectl_json(
+        &std::fs::read_to_string(root().join("tests/fixtures/seed-cluster.json")).expect("read"),
+    )
+    .expect("seed cluster");
+    let policy = PlanPolicy::from_yaml(
+        &std::fs::read_to_string(root().join("tests/fixtures/seed-policy.yaml")).expect("read"),
+    )
+    .expect("seed policy");
+    (inv, policy)
+}
+
+fn snapshot_all(name: &str, r: &PlanReport) {
+    let dir = root().join("tests/snapshots");
+    check(
+        dir.join(format!("{name}.table.txt")),
+        &planner::render::table(r),
+    );
+    check(
+        dir.join(format!("{name}.plan.json")),
+        &(serde_json::to_string_pretty(r).expect("json") + "\n"),
+    );
+    check(
+        dir.join(format!("{name}.runbook.md")),
+        &planner::render::runbook(r),
+    );
+}
+
+#[test]
+fn seed_cluster_plan() {
+    let (inv, policy) = seed();
+    let r = planner::plan(PlanInput {
+        inventory: &inv,
+        policy: &policy,
+        target: None,
+        start: t("2026-11-24T10:00:00Z"),
+    })
+    .expect("plan");
+    // The seed's cases, spelled out before the snapshots.
+    let path: Vec<String> = r.path.iter().map(|h| h.version.to_string()).collect();
+    assert_eq!(path, ["v1.33.7", "v1.34.6", "v1.35.3"]);
+    assert_eq!(r.path[2].package, "1.35.3-1.1");
+    let codes: BTreeSet<&str> = r.findings.iter().map(|f| f.code.as_str()).collect();
+    for c in [
+        "pdb-zero-disruptions",
+        "cgroup-v1",
+        "pod-unmanaged",
+        "pod-local-data",
+    ] {
+        assert!(codes.contains(c), "missing finding {c}: {codes:?}");
+    }
+    assert!(r.blocked);
+    let cg = r
+        .findings
+        .iter()
+        .find(|f| f.code == "cgroup-v1")
+        .expect("cgroup");
+    assert_eq!(cg.subjects, ["node/r640-03"]);
+    let gens: Vec<&str> = r.generations.iter().map(|g| g.name.as_str()).collect();
+    assert_eq!(gens, ["dell-r640", "dell-r740", "hp-dl380"]);
+    let canaries: Vec<&str> = r
+        .phases
+        .iter()
+        .filter(|p| p.kind == PhaseKind::Canaries)
+        .flat_map(|p| &p.batches)
+        .map(|b| b.units[0].node.as_str())
+        .collect();
+    // r740-01/02 and dl380-01 hold redis pods (its PDB allows nothing): not canaries.
+    assert_eq!(canaries, ["r640-01", "r740-03", "dl380-02"]);
+    snapshot_all("seed", &r);
+}
+
+/// 12 workers, max unavailable 2, plenty of room and no budgets: batches of two.
+#[test]
+fn twelve_workers_two_at_a_time() {
+    let mut inv = Inventory::default();
+    inv.nodes.push(node(
+        "cp-1",
+        Role::ControlPlane,
+        "v1.34.2",
+        "gen-a",
+        0,
+        8000,
+    ));
+    for i in 1..=12 {
+        let g = if i <= 6 { "gen-a" } else { "gen-b" };
+        inv.nodes.push(node(
+            &format!("w-{i:02}"),
+            Role::Worker,
+            "v1.34.2",
+            g,
+            i,
+            8000,
+        ));
+        inv.pods.push(pod(
+            "apps",
+            &format!("api-{i}"),
+            &format!("w-{i:02}"),
+            1000,
+            "api",
+        ));
+    }
+    let yaml = "generations: { maxUnavailable: 2, canaries: 1 }\nwaitBetweenBatches: 5m\n";
+    let policy = PlanPolicy::from_yaml(yaml).expect("policy");
+    let r = planner::plan(PlanInput {
+        inventory: &inv,
+        policy: &policy,
+        target: Some(v("v1.35.3")),
+        start: t("2026-11-24T08:00:00Z"),
+    })
+    .expect("plan");
+    let sizes: Vec<usize> = r
+        .phases
+        .iter()
+        .filter(|p| p.kind == PhaseKind::Generation)
+        .flat_map(|p| &p.batches)
+        .map(|b| b.units.len())
+        .collect();
+    assert_eq!(
+        sizes,
+        [2, 2, 1, 2, 2, 1],
+        "5 left per generation after its canary"
+    );
+    assert!(!r.blocked, "{:?}", r.findings);
+    snapshot_all("twelve-workers", &r);
+}
+
+/// Workers four minors behind: caught up before the control plane's last hop; a node that
+/// fits nowhere is named with what is missing.
+#[test]
+fn old_workers_and_a_full_cluster() {
+    let mut inv = Inventory::default();
+    inv.nodes
+        .push(node("cp-1", Role::ControlPlane, "v1.32.4", "g", 0, 4000));
+    inv.nodes
+        .push(node("w-1", Role::Worker, "v1.30.2", "g", 1, 4000));
+    inv.nodes
+        .push(node("w-2", Role::Worker, "v1.32.4", "g", 2, 4000));
+    inv.pods.push(pod("a", "big-1", "w-1", 3500, "big"));
+    inv.pods.push(pod("a", "big-2", "w-2", 3500, "big"));
+    let policy = PlanPolicy::default();
+    let r = planner::plan(PlanInput {
+        inventory: &inv,
+        policy: &policy,
+        target: Some(v("v1.35.3")),
+        start: t("2026-11-24T08:00:00Z"),
+    })
+    .expect("plan");
+    let kinds: Vec<(PhaseKind, String)> = r
+        .phases
+        .iter()
+        .map(|p| (p.kind, p.version.to_string()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            (PhaseKind::ControlPlane, "v1.33.7".into()),
+            // w-1 (v1.30) would be four minors behind a v1.34 apiserver: caught up first.
+            // Neither worker can be drained (no room), so neither is a canary.
+            (PhaseKind::WorkerCatchUp, "v1.33.7".into()),
+            (PhaseKind::ControlPlane, "v1.34.6".into()),
+            (PhaseKind::ControlPlane, "v1.35.3".into()),
+            (PhaseKind::Generation, "v1.35.3".into()),
+        ]
+    );
+    let cap = r
+        .findings
+        .iter()
+        .find(|f| f.code == "capacity")
+        .expect("capacity finding");
+    assert!(
+        cap.message
+            .contains("w-1 cannot be drained: 1 evicted pod(s) would not fit: 3 CPU"),
+        "{}",
+        cap.message
+    );
+    snapshot_all("old-workers-full", &r);
+}
+
+#[test]
+fn refusals_are_clear() {
+    let (inv, policy) = seed();
+    let plan = |to: &str| {
+        planner::plan(PlanInput {
+            inventory: &inv,
+            policy: &policy,
+            target: Some(v(to)),
+            start: t("2026-11-24T10:00:00Z"),
+        })
+    };
+    let e = plan("v1.31.0").expect_err("downgrade").to_string();
+    assert!(e.contains("downgrade"), "{e}");
+    let e = plan("v1.35.9").expect_err("unknown patch").to_string();
+    assert!(e.contains("latest 1.35 release is v1.35.3"), "{e}");
+    let e = plan("v1.40.0").expect_err("unknown minor").to_string();
+    assert!(e.contains("no 1.40 release"), "{e}");
+    for bad in [
+        "",
+        "{}",
+        r#"{"kind":"Node"}"#,
+        r#"{"kind":"List","items":[]}"#,
+    ] {
+        assert!(Inventory::from_kubectl_json(bad).is_err(), "{bad}");
+    }
+    let e = Inventory::from_kubectl_json(
+        r#"{"kind":"List","items":[{"kind":"Node","metadata":{"name":"x"},"status":{"nodeInfo":{"kubeletVersion":"banana"}}}]}"#,
+    )
+    .expect_err("bad version")
+    .to_string();
+    assert!(
+        e.contains("Node item 0 (x): status.nodeInfo.kubeletVersion"),
+        "{e}"
+    );
+}
+
+#[test]
+fn hostile_names_are_quoted_in_the_runbook() {
+    let mut inv = Inventory::default();
+    inv.nodes
+        .push(node("cp-1", Role::ControlPlane, "v1.34.2", "g", 0, 8000));
+    inv.nodes.push(node(
+        "w';reboot;'",
+        Role::Worker,
+        "v1.34.2",
+        "g$(id)",
+        1,
+        8000,
+    ));
+    let r = planner::plan(PlanInput {
+        inventory: &inv,
+        policy: &PlanPolicy::default(),
+        target: Some(v("v1.35.3")),
+        start: t("2026-11-24T08:00:00Z"),
+    })
+    .expect("plan");
+    let book = planner::render::runbook(&r);
+    assert!(
+        book.contains(r"kubectl drain 'w'\'';reboot;'\''' "),
+        "{book}"
+    );
+    assert!(!book.contains("kubectl drain w';reboot"), "unquoted name");
+}
+
+#[test]
+fn schemas_are_current() {
+    let dir = root().join("../schemas");
+    let plan = schemars::schema_for!(PlanReport);
+    check(
+        dir.join("plan.schema.json"),
+        &(serde_json::to_string_pretty(&plan).expect("json") + "\n"),
+    );
+    let policy = schemars::schema_for!(upgraded_events::planner::policy::PolicyFile);
+    check(
+        dir.join("policy.schema.json"),
+        &(serde_json::to_string_pretty(&policy).expect("json") + "\n"),
+    );
+}
+
+// ---------- random clusters ----------
+
+fn node(name: &str, role: Role, kubelet: &str, generation: &str, age: i64, cpu: u64) -> NodeInv {
+    let kubelet = v(kubelet);
+    let mut labels = BTreeMap::new();
+    labels.insert(
+        "node.kubernetes.io/instance-type".to_string(),
+        generation.to_string(),
+    );
+    NodeInv {
+        name: name.into(),
+        role,
+        labels,
+        created: Some(Timestamp(1_500_000_000_000 + age * 86_400_000)),
+        kubelet,
+        kube_proxy: None,
+        kernel: "6.1".into(),
+        os_image: "Debian 12".into(),
+        runtime: "containerd://1.7.24".into(),
+        arch: "amd64".into(),
+        cgroup: Some(2),
+        allocatable: Resources {
+            cpu_millis: cpu,
+            memory_bytes: cpu << 22,
+        },
+        taints: if role == Role::ControlPlane {
+            vec![upgraded_events::planner::inventory::Taint {
+                key: "node-role.kubernetes.io/control-plane".into(),
+                value: String::new(),
+                effect: "NoSchedule".into(),
+            }]
+        } else {
+            Vec::new()
+        },
+        unschedulable: false,
+        ready: true,
+        control_plane: (role == Role::ControlPlane).then(|| ControlPlane {
+            apiserver: kubelet,
+            controller_manager: kubelet,
+            scheduler: kubelet,
+            etcd: Some("3.5.16-0".into()),
+            observed: true,
+        }),
+    }
+}
+
+fn pod(ns: &str, name: &str, node: &str, cpu: u64, app: &str) -> PodInv {
+    PodInv {
+        namespace: ns.into(),
+        name: name.into(),
+        node: Some(node.into()),
+        labels: [("app".to_string(), app.to_string())].into(),
+        owner: Some(Owner {
+            kind: "Deployment".into(),
+            name: app.into(),
+        }),
+        requests: Resources {
+            cpu_millis: cpu,
+            memory_bytes: cpu << 20,
+        },
+        node_selector: BTreeMap::new(),
+        tolerations: Vec::new(),
+        empty_dir: false,
+        local_storage: false,
+        mirror: false,
+        phase: "Running".into(),
+        ready: true,
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Cluster {
+    inv: Inventory,
+    policy: PlanPolicy,
+}
+
+fn cluster() -> impl Strategy<Value = Cluster> {
+    (
+        1usize..4,                                                    // control planes
+        prop::collection::vec((0u16..4, 0usize..3, 0u64..90), 1..30), // workers: minors behind, generation, utilisation %
+        1u32..4,                                                      // max unavailable
+        prop::collection::vec((0usize..6, 0u32..4), 0..4),            // PDBs: app, allowed
+        0u16..3,       // control plane minors behind 1.35
+        any::<bool>(), // one drain for all hops
+    )
+        .prop_map(|(cps, workers, max, pdbs, cp_behind, all_hops)| {
+            let cp_minor = 35 - cp_behind;
+            let mut inv = Inventory::default();
+            for i in 0..cps {
+                inv.nodes.push(node(
+                    &format!("cp-{i}"),
+                    Role::ControlPlane,
+                    &format!("v1.{cp_minor}.1"),
+                    "cp",
+                    i as i64,
+                    4000,
+                ));
+            }
+            for (i, (behind, g, util)) in workers.iter().enumerate() {
+                let minor = cp_minor - (*behind).min(3);
+                let name = format!("w-{i:02}");
+                inv.nodes.push(node(
+                    &name,
+                    Role::Worker,
+                    &format!("v1.{minor}.2"),
+                    &format!("gen-{g}"),
+                    100 + (*g as i64) * 300 + i as i64,
+                    8000,
+                ));
+                // Pods filling `util`% of the node, 4 pods of equal size, apps round-robin.
+                let per = 8000 * util / 100 / 4;
+                for k in 0..4 {
+                    if per > 0 {
+                        inv.pods.push(pod(
+                            "apps",
+                            &format!("p-{i}-{k}"),
+                            &name,
+                            per,
+                            &format!("app{}", (i + k) % 6),
+                        ));
+                    }
+                }
+            }
+            for (app, allowed) in pdbs {
+                inv.pdbs.push(PdbInv {
+                    namespace: "apps".into(),
+                    name: format!("pdb-app{app}"),
+                    selector: LabelSelector {
+                        match_labels: [("app".to_string(), format!("app{app}"))].into(),
+                        match_expressions: Vec::new(),
+                    },
+                    min_available: None,
+                    max_unavailable: Some(upgraded_events::planner::inventory::IntOrPercent::Int(
+                        allowed.max(1),
+                    )),
+                    disruptions_allowed: allowed,
+                    current_healthy: 4,
+                    desired_healthy: 4 - allowed.min(4),
+                    expected_pods: 4,
+                });
+            }
+            let mut policy = PlanPolicy::default();
+            policy.default_generation.max_unavailable = MaxUnavailable::Count(max);
+            policy.all_hops_in_one_drain = all_hops;
+            Cluster { inv, policy }
+        })
+}
+
+fn minor(v: Version) -> i32 {
+    i32::from(v.minor)
+}
+
+/// The invariants, checked without the planner's own helpers.
+fn check_invariants(c: &Cluster, r: &PlanReport) -> Result<(), String> {
+    let target = r.target;
+    let units: Vec<(usize, &planner::Unit)> = r
+        .phases
+        .iter()
+        .flat_map(|p| &p.batches)
+        .flat_map(|b| b.units.iter().map(move |u| (b.number, u)))
+        .collect();
+    // 1. Skew, state by state.
+    let mut api: BTreeMap<String, Version> = BTreeMap::new();
+    let mut kubelet: BTreeMap<String, Version> = BTreeMap::new();
+    for n in &c.inv.nodes {
+        kubelet.insert(n.name.clone(), n.kubelet);
+        if let Some(cp) = &n.control_plane {
+            api.insert(n.name.clone(), cp.apiserver);
+        }
+    }
+    for (b, u) in &units {
+        for s in &u.steps {
+            match s {
+                Step::KubeadmUpgrade { version, .. } if u.role == Role::ControlPlane => {
+                    api.insert(u.node.clone(), *version);
+                }
+                Step::UpgradePackages { version } => {
+                    kubelet.insert(u.node.clone(), *version);
+                }
+                _ => continue,
+            }
+            let lo = api.values().copied().min().ok_or("no apiserver")?;
+            let hi = api.values().copied().max().ok_or("no apiserver")?;
+            if minor(hi) - minor(lo) > 1 {
+                return Err(format!("batch {b}: apiservers {lo} and {hi}"));
+            }
+            for (n, k) in &kubelet {
+                if minor(*k) > minor(lo) || minor(hi) - minor(*k) > 3 {
+                    return Err(format!(
+                        "batch {b}: kubelet {k} on {n} vs apiservers {lo}..{hi}"
+                    ));
+                }
+            }
+        }
+    }
+    // 2. Control plane before workers for each version.
+    for (i, (_, u)) in units.iter().enumerate() {
+        if u.role == Role::Worker {
+            let later_cp = units[i..]
+                .iter()
+                .any(|(_, x)| x.role == Role::ControlPlane && minor(x.to) <= minor(u.to));
+            if later_cp {
+                return Err(format!(
+                    "worker {} reaches {} before the control plane",
+                    u.node, u.to
+                ));
+            }
+        }
+    }
+    // 3. Every node takes each hop it needs exactly once; everyone ends at the target.
+    for n in &c.inv.nodes {
+        let kubeadm: Vec<Version> = units
+            .iter()
+            .filter(|(_, u)| u.node == n.name)
+            .flat_map(|(_, u)| &u.steps)
+            .filter_map(|s| match s {
+                Step::KubeadmUpgrade { version, .. } => Some(*version),
+                _ => None,
+            })
+            .collect();
+        let packages: Vec<Version> = units
+            .iter()
+            .filter(|(_, u)| u.node == n.name)
+            .flat_map(|(_, u)| &u.steps)
+            .filter_map(|s| match s {
+                Step::UpgradePackages { version } => Some(*version),
+                _ => None,
+            })
+            .collect();
+        let mut sorted = packages.clone();
+        sorted.sort();
+        sorted.dedup();
+        if sorted != packages {
+            return Err(format!(
+                "{}: packages out of order or twice: {packages:?}",
+                n.name
+            ));
+        }
+        if kubeadm != packages {
+            return Err(format!(
+                "{}: kubeadm hops {kubeadm:?} vs packages {packages:?}",
+                n.name
+            ));
+        }
+        let from = n.kubelet;
+        let want_minors = if from >= target {
+            0
+        } else if from.minor == target.minor {
+            1
+        } else {
+            (target.minor - from.minor) as usize
+        };
+        let cp_from = n.control_plane.as_ref().map_or(from, |c| c.apiserver);
+        let want = if n.role == Role::ControlPlane {
+            if cp_from >= target {
+                0
+            } else if cp_from.minor == target.minor {
+                1
+            } else {
+                (target.minor - cp_from.minor) as usize
+            }
+        } else {
+            want_minors
+        };
+        if packages.len() != want || (want > 0 && packages.last() != Some(&target)) {
+            return Err(format!("{}: from {from} took {packages:?}", n.name));
+        }
+    }
+    // 4. Batches: size, PDB headroom and room, with the pods as they were (the planner's
+    // view only has more pods on a node, never fewer).
+    let gen_size = |g: &str| {
+        c.inv
+            .nodes
+            .iter()
+            .filter(|n| {
+                n.labels
+                    .get("node.kubernetes.io/instance-type")
+                    .map(String::as_str)
+                    == Some(g)
+                    && n.role == Role::Worker
+            })
+            .count()
+    };
+    let mut drained: BTreeSet<&str> = BTreeSet::new();
+    for b in r.phases.iter().flat_map(|p| &p.batches) {
+        // After its first drain a node's pods have moved elsewhere: the inventory's
+        // placement only describes first drains.
+        let first_drain = b.units.iter().all(|u| !drained.contains(u.node.as_str()));
+        for u in b.units.iter().filter(|u| u.steps.contains(&Step::Drain)) {
+            drained.insert(u.node.as_str());
+        }
+        if b.units.len() > 1 {
+            let g = b.units[0].generation.clone().unwrap_or_default();
+            let max = c
+                .policy
+                .generation_rule(&g)
+                .max_unavailable
+                .of(gen_size(&g));
+            if b.units.len() > max {
+                return Err(format!(
+                    "batch {} has {} nodes, max {max}",
+                    b.number,
+                    b.units.len()
+                ));
+            }
+            if b.units.iter().any(|u| u.blocked.is_some()) {
+                return Err(format!("batch {} groups a blocked node", b.number));
+            }
+            if !first_drain {
+                continue;
+            }
+            let names: BTreeSet<&str> = b.units.iter().map(|u| u.node.as_str()).collect();
+            for pdb in &c.inv.pdbs {
+                let need = c
+                    .inv
+                    .pods
+                    .iter()
+                    .filter(|p| {
+                        p.node.as_deref().is_some_and(|n| names.contains(n))
+                            && pdb.selector.matches(&p.labels)
+                    })
+                    .count() as u32;
+                if need > pdb.disruptions_allowed {
+                    return Err(format!(
+                        "batch {} needs {need} evictions from {}, {} allowed",
+                        b.number, pdb.name, pdb.disruptions_allowed
+                    ));
+                }
+            }
+            let evicted: u64 = c
+                .inv
+                .pods
+                .iter()
+                .filter(|p| p.node.as_deref().is_some_and(|n| names.contains(n)))
+                .map(|p| p.requests.cpu_millis)
+                .sum();
+            let free: u64 = c
+                .inv
+                .nodes
+                .iter()
+                .filter(|n| {
+                    !names.contains(n.name.as_str()) && !n.unschedulable && n.taints.is_empty()
+                })
+                .map(|n| n.allocatable.cpu_millis)
+                .sum::<u64>()
+                - c.inv
+                    .pods
+                    .iter()
+                    .filter(|p| p.node.as_deref().is_some_and(|n| !names.contains(n)))
+                    .map(|p| p.requests.cpu_millis)
+                    .sum::<u64>();
+            if evicted > free {
+                return Err(format!(
+                    "batch {} evicts {evicted}m CPU, {free}m free elsewhere",
+                    b.number
+                ));
+            }
+        }
+    }
+    // 5. Canaries first per worker stage, oldest generation first.
+    for (i, p) in r.phases.iter().enumerate() {
+        if p.kind == PhaseKind::Canaries {
+            let gens: Vec<String> = p
+                .batches
+                .iter()
+                .filter_map(|b| b.units[0].generation.clone())
+                .collect();
+            let order: Vec<String> = r
+                .generations
+                .iter()
+                .map(|g| g.name.clone())
+                .filter(|g| gens.contains(g))
+                .collect();
+            if gens != order {
+                return Err(format!("canaries in {gens:?}, generations {order:?}"));
+            }
+            if i > 0
+                && r.phases[i - 1].kind == PhaseKind::Generation
+                && r.phases[i - 1].version == p.version
+            {
+                return Err("a generation phase before its canaries".into());
+            }
+        }
+    }
+    if r.findings.iter().any(|f| f.code == "skew-during-plan") {
+        return Err("the planner's own skew check fired".into());
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    #[test]
+    fn plans_keep_their_invariants(c in cluster()) {
+        let input = PlanInput { inventory: &c.inv, policy: &c.policy, target: Some(v("v1.35.3")), start: t("2026-11-24T08:00:00Z") };
+        let r = planner::plan(input).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        check_invariants(&c, &r).map_err(TestCaseError::fail)?;
+        // Deterministic: the same input gives the same plan.
+        let again = planner::plan(input).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(&r, &again);
+        // Blocked exactly when a blocker is reported.
+        prop_assert_eq!(r.blocked, r.findings.iter().any(|f| f.severity == Severity::Blocker));
+        // The execution plan has unique entry names.
+        let plan = r.execution_plan();
+        let names: BTreeSet<&str> = plan.nodes().map(|(_, n)| n.name.as_str()).collect();
+        prop_assert_eq!(names.len(), plan.nodes().count());
+    }
+}
