@@ -32,6 +32,15 @@ pub fn final_version(steps: &[Step]) -> Option<Version> {
     })
 }
 
+/// Runs one remote command with the configured timeout; its facts.
+async fn remote(ports: &Ports, node: &str, cmd: &RemoteCommand) -> Result<Facts, PortError> {
+    Ok(ports
+        .nodes
+        .run(node, cmd, ports.command_timeout)
+        .await?
+        .facts)
+}
+
 /// Executes one step on one node; the facts go into the outcome event.
 pub async fn execute(
     ports: &Ports,
@@ -56,36 +65,17 @@ pub async fn execute(
         Step::Drain => facts.extend(ports.cluster.drain(node).await?),
         Step::UpgradePackages { version } => {
             let cmd = RemoteCommand::InstallPackages { version: *version };
-            facts.extend(
-                ports
-                    .nodes
-                    .run(node, &cmd, ports.command_timeout)
-                    .await?
-                    .facts,
-            );
+            facts.extend(remote(ports, node, &cmd).await?);
         }
         Step::KubeadmUpgrade { version, apply } => {
             let cmd = RemoteCommand::KubeadmUpgrade {
                 version: *version,
                 apply: *apply,
             };
-            facts.extend(
-                ports
-                    .nodes
-                    .run(node, &cmd, ports.command_timeout)
-                    .await?
-                    .facts,
-            );
+            facts.extend(remote(ports, node, &cmd).await?);
         }
         Step::EtcdSnapshot => {
-            let cmd = RemoteCommand::EtcdSnapshot;
-            facts.extend(
-                ports
-                    .nodes
-                    .run(node, &cmd, ports.command_timeout)
-                    .await?
-                    .facts,
-            );
+            facts.extend(remote(ports, node, &RemoteCommand::EtcdSnapshot).await?);
         }
         Step::RestartKubelet => {
             ports
