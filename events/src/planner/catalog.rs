@@ -20,6 +20,11 @@ const BUILTIN: &[(u16, u16)] = &[
     (35, 3),
 ];
 
+/// `format` with `{version}` replaced by `1.35.3`.
+pub fn package_version(format: &str, v: Version) -> String {
+    format.replace("{version}", &format!("{}.{}.{}", v.major, v.minor, v.patch))
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Catalog {
@@ -53,8 +58,7 @@ impl Catalog {
 
     /// `1.35.3-1.1`, the string given to apt-get/dnf.
     pub fn package_version(&self, v: Version) -> String {
-        self.package_format
-            .replace("{version}", &format!("{}.{}.{}", v.major, v.minor, v.patch))
+        package_version(&self.package_format, v)
     }
 
     pub fn parse_minor(s: &str) -> Result<u16, String> {

@@ -153,6 +153,8 @@ pub struct PlanReport {
     /// Control-plane hops, one minor at a time.
     pub path: Vec<Hop>,
     pub package_manager: policy::PackageManager,
+    /// Package version string, `{version}` standing for `1.35.3`.
+    pub package_format: String,
     pub generation_label: String,
     pub generations: Vec<GenerationSummary>,
     pub control_plane_nodes: Vec<String>,
@@ -580,16 +582,13 @@ pub fn plan(input: PlanInput<'_>) -> Result<PlanReport, PlanError> {
     if let Some(first) = phases.first().and_then(|p| p.batches.first())
         && schedule::is_friday_afternoon(&first.start, policy)
     {
-        {
-            ctx.findings.insert(finding(
-                Severity::Warning,
-                "friday-afternoon",
-                vec![],
-                format!("the plan starts on a Friday afternoon ({})", first.start),
-                "start on Monday to Thursday morning, when people are around for the next hours"
-                    .into(),
-            ));
-        }
+        ctx.findings.insert(finding(
+            Severity::Warning,
+            "friday-afternoon",
+            vec![],
+            format!("the plan starts on a Friday afternoon ({})", first.start),
+            "start on Monday to Thursday morning, when people are around for the next hours".into(),
+        ));
     }
     for p in &phases {
         if !p.fits_windows {
@@ -669,6 +668,7 @@ pub fn plan(input: PlanInput<'_>) -> Result<PlanReport, PlanError> {
             })
             .collect(),
         package_manager: policy.package_manager,
+        package_format: policy.catalog.package_format.clone(),
         generation_label: policy.generation_label.clone(),
         generations,
         control_plane_nodes: cps.iter().map(|n| n.name.clone()).collect(),
@@ -775,7 +775,7 @@ pub fn simulate_skew(start: &ClusterVersions, phases: &[PhaseReport]) -> Vec<(us
         for u in &b.units {
             for s in &u.steps {
                 match s {
-                    Step::KubeadmUpgrade { version, apply } => {
+                    Step::KubeadmUpgrade { version, .. } => {
                         if let Some(c) = v.control_plane.get_mut(&u.node) {
                             c[0] = *version;
                             c[1] = *version;
@@ -783,7 +783,6 @@ pub fn simulate_skew(start: &ClusterVersions, phases: &[PhaseReport]) -> Vec<(us
                         }
                         // Since 1.28 kubeadm upgrades the kube-proxy DaemonSet once the last
                         // control-plane node of the hop is done (apply or node).
-                        let _ = apply;
                         if v.control_plane.values().all(|c| c[0] >= *version) {
                             for (_, proxy) in v.nodes.values_mut() {
                                 *proxy = (*proxy).max(*version);

@@ -186,26 +186,7 @@ struct Cmds<'a> {
 
 impl Cmds<'_> {
     fn pkg(&self, v: Version) -> String {
-        let fmt = self
-            .r
-            .path
-            .iter()
-            .find(|h| h.version == v)
-            .map(|h| h.package.clone());
-        // Hops outside the control-plane path (worker catch-ups) use the same format.
-        fmt.unwrap_or_else(|| {
-            let any = self.r.path.first();
-            match any {
-                Some(h) => h.package.replace(
-                    &format!(
-                        "{}.{}.{}",
-                        h.version.major, h.version.minor, h.version.patch
-                    ),
-                    &format!("{}.{}.{}", v.major, v.minor, v.patch),
-                ),
-                None => format!("{}.{}.{}-1.1", v.major, v.minor, v.patch),
-            }
-        })
+        super::catalog::package_version(&self.r.package_format, v)
     }
 
     fn repo(&self, v: Version) -> String {
