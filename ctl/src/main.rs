@@ -84,6 +84,11 @@ enum Cmd {
     },
     /// List runs.
     Runs,
+    /// A simulated cluster behind the Kubernetes API, to point kubectl at and rehearse drains.
+    Sim {
+        #[command(subcommand)]
+        cmd: SimCmd,
+    },
     /// Upgrade a built-in fake cluster (1 control plane + 5 workers, v1.32 → v1.35), live.
     Demo {
         #[arg(long, default_value = "v1.35.3")]
@@ -91,6 +96,31 @@ enum Cmd {
         /// Keep the demo's data directory afterwards.
         #[arg(long)]
         keep: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SimCmd {
+    /// Serve a built-in scenario until interrupted (Ctrl-C).
+    Serve {
+        /// seed (3 control planes + 12 workers), lab (1 + 3), or large-N (N nodes).
+        #[arg(long, default_value = "seed")]
+        scenario: String,
+        /// Port on 127.0.0.1 (0: any free port).
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+        /// Address to listen on; only loopback unless you mean it.
+        #[arg(long, default_value = "127.0.0.1")]
+        address: std::net::IpAddr,
+        /// Where to write a kubeconfig for kubectl (`kubectl --kubeconfig FILE get nodes`).
+        #[arg(long)]
+        kubeconfig: PathBuf,
+        /// Seed of the sim's randomness (pod names, uids).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// How much faster than real time the sim's clock runs.
+        #[arg(long, default_value_t = 1.0)]
+        speed: f64,
     },
 }
 
@@ -196,6 +226,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Cmd::Demo { to, keep } => demo(&to, keep).await?,
+        Cmd::Sim {
+            cmd:
+                SimCmd::Serve {
+                    scenario,
+                    port,
+                    address,
+                    kubeconfig,
+                    seed,
+                    speed,
+                },
+        } => sim_serve(&scenario, address, port, &kubeconfig, seed, speed).await?,
     }
     Ok(())
 }
@@ -259,6 +300,45 @@ fn print_status(a: &Value) {
             err
         );
     }
+}
+
+/// `upgradectl sim serve`: the scenario on a real clock until Ctrl-C.
+async fn sim_serve(
+    scenario: &str,
+    address: std::net::IpAddr,
+    port: u16,
+    kubeconfig: &std::path::Path,
+    seed: u64,
+    speed: f64,
+) -> anyhow::Result<()> {
+    let world = upgraded_sim::scenario::build(scenario, upgraded_sim::Clock::real(speed), seed)?;
+    let listener = tokio::net::TcpListener::bind((address, port))
+        .await
+        .with_context(|| format!("binding {address}:{port}"))?;
+    let url = format!("http://{}", listener.local_addr()?);
+    std::fs::write(kubeconfig, upgraded_sim::kubeconfig(&url))
+        .with_context(|| format!("writing {}", kubeconfig.display()))?;
+    let sim = upgraded_sim::Sim::new(world);
+    {
+        let w = sim.world();
+        println!(
+            "sim: scenario {scenario}: {} nodes, {} pods, {} PodDisruptionBudgets; serving {url}",
+            w.nodes.len(),
+            w.pods.len(),
+            w.pdbs.len()
+        );
+    }
+    println!(
+        "sim: kubeconfig written to {}; try `kubectl --kubeconfig {} get nodes -o wide`",
+        kubeconfig.display(),
+        kubeconfig.display()
+    );
+    upgraded_sim::server::serve(listener, sim, async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await?;
+    println!("sim: stopped");
+    Ok(())
 }
 
 /// Runs a private daemon on a fake world and upgrades it, showing every step as it happens.

@@ -1,2 +1,18 @@
-//! A simulated bare-metal cluster behind the Kubernetes API (filled in by the test-world issue).
+//! A simulated bare-metal Kubernetes cluster — nodes in hardware generations, workloads, pods,
+//! PodDisruptionBudgets, a scheduler and kubelets — on a real or virtual clock, served over the
+//! Kubernetes REST API subset that kubectl get/cordon/drain and the daemon use.
+//!
+//! `model` is the cluster (synchronous, deterministic for a seed); `scenario` builds the
+//! built-in clusters; `kube`/`table` render the model as Kubernetes objects; `server` serves it.
 #![forbid(unsafe_code)]
+
+pub mod clock;
+pub mod kube;
+pub mod model;
+pub mod scenario;
+pub mod server;
+pub mod table;
+
+pub use clock::{Clock, Millis};
+pub use model::World;
+pub use server::{Sim, SimServer, kubeconfig};

@@ -1,0 +1,370 @@
+//! Built-in clusters: the seed's 15 nodes in three hardware generations, a small lab cluster,
+//! and generated large ones. Every scenario is a function of its name and a seed.
+
+use upgraded_events::planner::inventory::{IntOrPercent, LabelSelector, Labels, Toleration};
+use upgraded_events::version::Version;
+
+use crate::clock::{Clock, Millis};
+use crate::model::{
+    CONTROL_PLANE_LABEL, ControlPlane, GENERATION_LABEL, Kind, ModelError, PodTemplate, World,
+    exists_toleration,
+};
+
+/// Annotation recording a node's cgroup version (the planner reads the same key).
+pub const CGROUP_KEY: &str = upgraded_events::planner::inventory::CGROUP_KEY;
+
+const GI: u64 = 1 << 30;
+const DAY: Millis = 86_400_000;
+
+/// The names `sim serve --scenario` and the tests accept.
+pub const NAMES: &[&str] = &["seed", "lab", "large-200", "large-1000", "large-5000"];
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScenarioError {
+    #[error("unknown scenario {0:?}; known: seed, lab, large-N (N nodes, 10 to 20000)")]
+    Unknown(String),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+}
+
+/// A hardware generation: label value, CPU cores, memory GiB, and when such machines joined.
+#[derive(Debug, Clone, Copy)]
+struct Generation {
+    name: &'static str,
+    cores: u64,
+    mem_gi: u64,
+    /// Days before the clock's start.
+    age_days: u64,
+}
+
+const GENERATIONS: [Generation; 3] = [
+    Generation {
+        name: "dell-r640",
+        cores: 16,
+        mem_gi: 64,
+        age_days: 2000,
+    },
+    Generation {
+        name: "dell-r740",
+        cores: 32,
+        mem_gi: 128,
+        age_days: 1400,
+    },
+    Generation {
+        name: "hp-dl380",
+        cores: 48,
+        mem_gi: 192,
+        age_days: 800,
+    },
+];
+
+/// Builds the named scenario on a fresh world.
+pub fn build(name: &str, clock: Clock, seed: u64) -> Result<World, ScenarioError> {
+    let mut w = World::new(clock, seed);
+    match name {
+        "seed" => seed_cluster(&mut w, Version::new(1, 32, 4))?,
+        "lab" => small(&mut w, 1, 3, Version::new(1, 33, 5))?,
+        _ => {
+            let n = name
+                .strip_prefix("large-")
+                .and_then(|n| n.parse::<usize>().ok())
+                .filter(|n| (10..=20_000).contains(n))
+                .ok_or_else(|| ScenarioError::Unknown(name.to_string()))?;
+            large(&mut w, n, Version::new(1, 32, 4))?;
+        }
+    }
+    w.tick();
+    w.settle(30 * DAY);
+    Ok(w)
+}
+
+fn labels(pairs: &[(&str, &str)]) -> Labels {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn template(app: &str, cpu_millis: u64, memory_bytes: u64) -> PodTemplate {
+    PodTemplate {
+        labels: labels(&[("app", app)]),
+        cpu_millis,
+        memory_bytes,
+        image: format!("registry.example/{app}:1.0"),
+        startup_ms: 5_000,
+        termination_ms: 0,
+        ..PodTemplate::default()
+    }
+}
+
+fn control_plane(v: Version) -> ControlPlane {
+    ControlPlane {
+        apiserver: v,
+        controller_manager: v,
+        scheduler: v,
+        etcd: "3.5.16-0".into(),
+    }
+}
+
+/// Adds a node of a generation; `cgroup` is `v1` or `v2`.
+pub fn add_machine(
+    w: &mut World,
+    name: &str,
+    generation: &str,
+    cp: Option<Version>,
+    kubelet: Version,
+    cgroup: &str,
+    age_days: u64,
+) -> Result<(), ModelError> {
+    let g = GENERATIONS
+        .iter()
+        .find(|g| g.name == generation)
+        .copied()
+        .unwrap_or(GENERATIONS[1]);
+    let mut l = labels(&[
+        ("kubernetes.io/hostname", name),
+        ("kubernetes.io/os", "linux"),
+        ("kubernetes.io/arch", "amd64"),
+        (GENERATION_LABEL, generation),
+    ]);
+    if cp.is_some() {
+        l.insert(CONTROL_PLANE_LABEL.into(), String::new());
+    }
+    let created = w.now().saturating_sub(age_days * DAY);
+    w.add_node(
+        name,
+        l,
+        labels(&[(CGROUP_KEY, cgroup)]),
+        g.cores * 1000,
+        g.mem_gi * GI,
+        kubelet,
+        cp.map(control_plane),
+        created,
+    )
+}
+
+/// kube-proxy on every node and CoreDNS on the control plane, as kubeadm installs them.
+fn system_workloads(w: &mut World, v: Version) -> Result<(), ModelError> {
+    let mut proxy = template("kube-proxy", 0, 0);
+    proxy.labels = labels(&[("k8s-app", "kube-proxy")]);
+    proxy.image = format!("registry.k8s.io/kube-proxy:{v}");
+    proxy.tolerations = vec![exists_toleration()];
+    proxy.startup_ms = 1_000;
+    w.add_workload(Kind::DaemonSet, "kube-system", "kube-proxy", 0, proxy)?;
+    let mut dns = template("coredns", 100, 70 << 20);
+    dns.labels = labels(&[("k8s-app", "kube-dns")]);
+    dns.image = "registry.k8s.io/coredns/coredns:v1.11.3".into();
+    dns.tolerations = vec![Toleration {
+        key: CONTROL_PLANE_LABEL.into(),
+        operator: "Exists".into(),
+        value: String::new(),
+        effect: "NoSchedule".into(),
+    }];
+    w.add_workload(Kind::Deployment, "kube-system", "coredns", 2, dns)?;
+    w.add_pdb(
+        "kube-system",
+        "coredns",
+        LabelSelector {
+            match_labels: labels(&[("k8s-app", "kube-dns")]),
+            match_expressions: vec![],
+        },
+        None,
+        Some(IntOrPercent::Int(1)),
+    )
+}
+
+fn select_app(app: &str) -> LabelSelector {
+    LabelSelector {
+        match_labels: labels(&[("app", app)]),
+        match_expressions: vec![],
+    }
+}
+
+/// The seed's cluster: 3 control-plane nodes (dell-r740) and 12 workers — 5 dell-r640 (one
+/// still on cgroup v1), 4 dell-r740, 3 hp-dl380 — with about 80% of worker CPU requested, a
+/// redis Deployment under a PDB (minAvailable 2), web and api behind maxUnavailable PDBs,
+/// batch workers using emptyDir, and one pod with no controller.
+pub fn seed_cluster(w: &mut World, v: Version) -> Result<(), ScenarioError> {
+    for i in 1..=3 {
+        add_machine(
+            w,
+            &format!("cp-{i}"),
+            "dell-r740",
+            Some(v),
+            v,
+            "v2",
+            1500 - i,
+        )?;
+    }
+    for i in 1..=5u64 {
+        let cg = if i == 3 { "v1" } else { "v2" };
+        add_machine(
+            w,
+            &format!("r640-{i:02}"),
+            "dell-r640",
+            None,
+            v,
+            cg,
+            2000 - i,
+        )?;
+    }
+    for i in 1..=4u64 {
+        add_machine(
+            w,
+            &format!("r740-{i:02}"),
+            "dell-r740",
+            None,
+            v,
+            "v2",
+            1400 - i,
+        )?;
+    }
+    for i in 1..=3u64 {
+        add_machine(
+            w,
+            &format!("dl380-{i:02}"),
+            "hp-dl380",
+            None,
+            v,
+            "v2",
+            800 - i,
+        )?;
+    }
+    system_workloads(w, v)?;
+    // Workers: 5×16 + 4×32 + 3×48 = 352 cores; these request 281.5 (80%).
+    w.add_workload(
+        Kind::Deployment,
+        "shop",
+        "web",
+        100,
+        template("web", 2000, 4 * GI),
+    )?;
+    w.add_pdb(
+        "shop",
+        "web",
+        select_app("web"),
+        None,
+        Some(IntOrPercent::Percent(10)),
+    )?;
+    w.add_workload(
+        Kind::Deployment,
+        "shop",
+        "api",
+        60,
+        template("api", 1000, 2 * GI),
+    )?;
+    w.add_pdb(
+        "shop",
+        "api",
+        select_app("api"),
+        None,
+        Some(IntOrPercent::Int(2)),
+    )?;
+    w.add_workload(
+        Kind::Deployment,
+        "prod",
+        "redis",
+        3,
+        template("redis", 1000, 4 * GI),
+    )?;
+    w.add_pdb(
+        "prod",
+        "redis",
+        select_app("redis"),
+        Some(IntOrPercent::Int(2)),
+        None,
+    )?;
+    let mut batch = template("batch", 1500, GI);
+    batch.empty_dir = true;
+    w.add_workload(Kind::Deployment, "batch", "worker", 12, batch)?;
+    w.add_bare_pod(
+        "default",
+        "debug-shell",
+        template("debug-shell", 100, 64 << 20),
+    );
+    Ok(())
+}
+
+/// `control_planes` control-plane nodes (`cp-N`) and `workers` workers (`w-N`), all at `v`, with
+/// a small Deployment under a PDB: the lab's cluster.
+pub fn small(
+    w: &mut World,
+    control_planes: usize,
+    workers: usize,
+    v: Version,
+) -> Result<(), ScenarioError> {
+    for i in 1..=control_planes {
+        add_machine(w, &format!("cp-{i}"), "dell-r740", Some(v), v, "v2", 900)?;
+    }
+    for i in 1..=workers {
+        let g = GENERATIONS[(i - 1) % GENERATIONS.len()];
+        add_machine(w, &format!("w-{i}"), g.name, None, v, "v2", g.age_days)?;
+    }
+    system_workloads(w, v)?;
+    let replicas = (workers as u32).max(1) * 2;
+    w.add_workload(
+        Kind::Deployment,
+        "default",
+        "app",
+        replicas,
+        template("app", 500, GI),
+    )?;
+    w.add_pdb(
+        "default",
+        "app",
+        select_app("app"),
+        None,
+        Some(IntOrPercent::Int(1)),
+    )?;
+    Ok(())
+}
+
+/// `n` nodes: 3 control-plane nodes and `n - 3` workers, 40/35/25% per generation (oldest
+/// first), one Deployment with a PDB per ten workers, ~80% of worker CPU requested.
+pub fn large(w: &mut World, n: usize, v: Version) -> Result<(), ScenarioError> {
+    let cps = 3.min(n);
+    for i in 1..=cps {
+        add_machine(w, &format!("cp-{i}"), "dell-r740", Some(v), v, "v2", 1500)?;
+    }
+    let workers = n - cps;
+    let mut cores = 0;
+    for i in 0..workers {
+        let g = match i * 100 / workers.max(1) {
+            0..40 => GENERATIONS[0],
+            40..75 => GENERATIONS[1],
+            _ => GENERATIONS[2],
+        };
+        cores += g.cores;
+        add_machine(
+            w,
+            &format!("{}-{:05}", g.name, i + 1),
+            g.name,
+            None,
+            v,
+            "v2",
+            g.age_days - (i as u64 % 300),
+        )?;
+    }
+    system_workloads(w, v)?;
+    let apps = (workers / 10).max(1);
+    // Each app requests an equal share of 80% of worker CPU, in pods of 2 cores.
+    let per_app_millis = cores * 1000 * 8 / 10 / apps as u64;
+    for a in 0..apps {
+        let name = format!("app-{a:04}");
+        let replicas = (per_app_millis / 2000).max(1) as u32;
+        w.add_workload(
+            Kind::Deployment,
+            "apps",
+            &name,
+            replicas,
+            template(&name, 2000, 2 * GI),
+        )?;
+        let budget = if a % 2 == 0 {
+            IntOrPercent::Percent(10)
+        } else {
+            IntOrPercent::Int(1)
+        };
+        w.add_pdb("apps", &name, select_app(&name), None, Some(budget))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,432 @@
+//! The cluster model: scenarios, virtual time, kubelets, faults, and (property test) that
+//! evictions never break a PodDisruptionBudget and capacity is real.
+
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+use upgraded_events::planner::inventory::{IntOrPercent, LabelSelector, Labels};
+use upgraded_events::version::Version;
+use upgraded_sim::clock::VIRTUAL_EPOCH;
+use upgraded_sim::model::{
+    CrashLoopFault, EvictError, KUBELET_RESTART_MS, Kind, PodPhase, PodTemplate, SimPod, World,
+};
+use upgraded_sim::{Clock, scenario};
+
+fn seed() -> World {
+    scenario::build("seed", Clock::virtual_at(VIRTUAL_EPOCH), 1).expect("seed builds")
+}
+
+fn key(ns: &str, name: &str) -> (String, String) {
+    (ns.to_string(), name.to_string())
+}
+
+#[test]
+fn the_seed_matches_its_description() {
+    let w = seed();
+    assert_eq!(w.nodes.len(), 15);
+    assert_eq!(
+        w.nodes
+            .values()
+            .filter(|n| n.control_plane.is_some())
+            .count(),
+        3
+    );
+    let gens: BTreeMap<&str, usize> = w.nodes.values().fold(BTreeMap::new(), |mut m, n| {
+        if n.control_plane.is_none() {
+            *m.entry(n.labels["node.kubernetes.io/instance-type"].as_str())
+                .or_default() += 1;
+        }
+        m
+    });
+    assert_eq!(
+        gens,
+        BTreeMap::from([("dell-r640", 5), ("dell-r740", 4), ("hp-dl380", 3)])
+    );
+    let v1: Vec<_> = w
+        .nodes
+        .values()
+        .filter(|n| n.annotations.get(scenario::CGROUP_KEY).map(String::as_str) == Some("v1"))
+        .map(|n| n.name.as_str())
+        .collect();
+    assert_eq!(v1, ["r640-03"]);
+    // ~80% of worker CPU is requested, everything is placed and Ready.
+    let used = w.used();
+    let (mut req, mut cap) = (0, 0);
+    for n in w.nodes.values().filter(|n| n.control_plane.is_none()) {
+        req += used[n.name.as_str()].0;
+        cap += n.cpu_millis;
+    }
+    let pct = req * 100 / cap;
+    assert!((75..=85).contains(&pct), "worker CPU requests at {pct}%");
+    assert!(
+        w.pods
+            .values()
+            .all(|p| p.node.is_some() && p.is_ready(w.now(), &w.nodes))
+    );
+    let redis = &w.pdbs[&key("prod", "redis")];
+    let s = w.pdb_status(redis);
+    assert_eq!(
+        (s.expected_pods, s.desired_healthy, s.disruptions_allowed),
+        (3, 2, 1)
+    );
+    assert!(w.pods.contains_key(&key("default", "debug-shell")));
+}
+
+#[test]
+fn large_scenarios_build_at_eighty_percent() {
+    let w = scenario::build("large-200", Clock::virtual_at(VIRTUAL_EPOCH), 3).expect("builds");
+    assert_eq!(w.nodes.len(), 200);
+    let pending = w.pods.values().filter(|p| p.node.is_none()).count();
+    assert_eq!(pending, 0);
+    assert!(matches!(
+        scenario::build("large-3", Clock::virtual_at(VIRTUAL_EPOCH), 3),
+        Err(scenario::ScenarioError::Unknown(_))
+    ));
+    assert!(scenario::build("nope", Clock::virtual_at(VIRTUAL_EPOCH), 3).is_err());
+}
+
+#[test]
+fn the_same_seed_gives_the_same_world() {
+    let names = |w: &World| w.pods.keys().cloned().collect::<Vec<_>>();
+    assert_eq!(names(&seed()), names(&seed()));
+    let other = scenario::build("seed", Clock::virtual_at(VIRTUAL_EPOCH), 2).expect("builds");
+    assert_ne!(names(&seed()), names(&other));
+}
+
+#[test]
+fn a_kubelet_restart_takes_simulated_time_and_reports_the_new_version() {
+    let mut w = seed();
+    let v = Version::new(1, 33, 7);
+    w.restart_kubelet("r740-01", v).expect("node exists");
+    assert!(!w.nodes["r740-01"].ready);
+    w.advance(KUBELET_RESTART_MS - 1);
+    assert!(!w.nodes["r740-01"].ready);
+    w.advance(1);
+    assert!(w.nodes["r740-01"].ready);
+    assert_eq!(w.nodes["r740-01"].kubelet, v);
+    // A whole day passes in one call.
+    let t = w.now();
+    w.advance(86_400_000);
+    assert_eq!(w.now(), t + 86_400_000);
+}
+
+#[test]
+fn faults_never_ready_crash_loop_slow_termination_and_blocking_pdbs() {
+    let mut w = seed();
+    w.faults.never_ready.insert("r640-01".into());
+    w.restart_kubelet("r640-01", Version::new(1, 33, 7))
+        .expect("exists");
+    w.advance(3_600_000);
+    assert!(!w.nodes["r640-01"].ready, "never comes back");
+
+    // web crash-loops on nodes upgraded to 1.33.
+    w.faults.crash_loops.push(CrashLoopFault {
+        selector: LabelSelector {
+            match_labels: Labels::from([("app".to_string(), "web".to_string())]),
+            match_expressions: vec![],
+        },
+        from: Version::new(1, 33, 0),
+    });
+    w.restart_kubelet("dl380-01", Version::new(1, 33, 7))
+        .expect("exists");
+    w.advance(KUBELET_RESTART_MS + 1);
+    let looping: Vec<&SimPod> = w
+        .pods_on("dl380-01")
+        .filter(|p| p.crash_looping_since.is_some())
+        .collect();
+    assert!(!looping.is_empty());
+    let restarts = looping[0].restarts;
+    let name = looping[0].name.clone();
+    w.advance(120_000);
+    assert!(
+        w.pods[&key("shop", &name)].restarts > restarts,
+        "restarts keep rising"
+    );
+    assert!(!w.pods[&key("shop", &name)].is_ready(w.now(), &w.nodes));
+
+    // A slow drain: evicted pods stay Terminating for 10 minutes; the Deployment replaces them
+    // at once.
+    w.faults
+        .slow_termination_ms
+        .insert("r740-02".into(), 600_000);
+    let victim = w
+        .pods_on("r740-02")
+        .find(|p| p.spec.labels.get("app").map(String::as_str) == Some("api"))
+        .map(|p| p.name.clone())
+        .expect("api runs on r740-02");
+    let api_before = w
+        .pods
+        .values()
+        .filter(|p| p.spec.labels.get("app").map(String::as_str) == Some("api"))
+        .count();
+    w.evict("shop", &victim).expect("allowed");
+    assert!(w.pods[&key("shop", &victim)].deleting_at.is_some());
+    let api_now = w
+        .pods
+        .values()
+        .filter(|p| p.spec.labels.get("app").map(String::as_str) == Some("api"))
+        .count();
+    assert_eq!(
+        api_now,
+        api_before + 1,
+        "a replacement exists while the old pod terminates"
+    );
+    w.advance(600_000);
+    assert!(!w.pods.contains_key(&key("shop", &victim)));
+
+    // A PDB that blocks forever.
+    w.faults.blocking_pdbs.insert("prod/redis".into());
+    let redis = w
+        .pods
+        .values()
+        .find(|p| p.namespace == "prod")
+        .map(|p| p.name.clone())
+        .expect("redis");
+    assert!(matches!(
+        w.evict("prod", &redis),
+        Err(EvictError::Blocked { .. })
+    ));
+    w.advance(86_400_000);
+    assert!(matches!(
+        w.evict("prod", &redis),
+        Err(EvictError::Blocked { .. })
+    ));
+}
+
+#[test]
+fn a_pod_under_two_pdbs_cannot_be_evicted_and_a_missing_one_is_not_found() {
+    let mut w = seed();
+    w.add_pdb(
+        "prod",
+        "redis-too",
+        LabelSelector {
+            match_labels: Labels::from([("app".to_string(), "redis".to_string())]),
+            match_expressions: vec![],
+        },
+        None,
+        Some(IntOrPercent::Int(1)),
+    )
+    .expect("valid");
+    let redis = w
+        .pods
+        .values()
+        .find(|p| p.namespace == "prod")
+        .map(|p| p.name.clone())
+        .expect("redis");
+    assert!(matches!(w.evict("prod", &redis), Err(EvictError::MultiplePdbs(v)) if v.len() == 2));
+    assert!(matches!(
+        w.evict("prod", "gone"),
+        Err(EvictError::NotFound(_))
+    ));
+}
+
+#[test]
+fn a_control_plane_upgrade_moves_the_static_pods() {
+    let mut w = seed();
+    w.upgrade_control_plane("cp-1", Version::new(1, 33, 7), Some("3.5.21-0".into()))
+        .expect("cp-1 is a control plane");
+    let api = &w.pods[&key("kube-system", "kube-apiserver-cp-1")];
+    assert_eq!(api.spec.image, "registry.k8s.io/kube-apiserver:v1.33.7");
+    assert_eq!(
+        w.pods[&key("kube-system", "etcd-cp-1")].spec.image,
+        "registry.k8s.io/etcd:3.5.21-0"
+    );
+    assert!(
+        w.upgrade_control_plane("r640-01", Version::new(1, 33, 7), None)
+            .is_err()
+    );
+}
+
+// ----- property: PDBs hold, capacity is real --------------------------------------------------
+
+#[derive(Debug, Clone)]
+enum Op {
+    Evict(usize),
+    Advance(u64),
+    Cordon(usize),
+    Uncordon(usize),
+    Restart(usize),
+}
+
+#[derive(Debug, Clone)]
+struct Spec {
+    nodes: Vec<u64>,
+    apps: Vec<(bool, u32, u64, u8, u64)>,
+    ops: Vec<Op>,
+}
+
+fn spec() -> impl Strategy<Value = Spec> {
+    let nodes = prop::collection::vec(2_000u64..16_000, 2..7);
+    // (stateful?, replicas, cpu millis, budget kind, termination ms)
+    let apps = prop::collection::vec(
+        (any::<bool>(), 1u32..7, 200u64..4_000, 0u8..4, 0u64..20_000),
+        1..5,
+    );
+    let op = prop_oneof![
+        4 => any::<usize>().prop_map(Op::Evict),
+        2 => (1u64..30_000).prop_map(Op::Advance),
+        1 => any::<usize>().prop_map(Op::Cordon),
+        1 => any::<usize>().prop_map(Op::Uncordon),
+        1 => any::<usize>().prop_map(Op::Restart),
+    ];
+    (nodes, apps, prop::collection::vec(op, 1..60)).prop_map(|(nodes, apps, ops)| Spec {
+        nodes,
+        apps,
+        ops,
+    })
+}
+
+fn build(s: &Spec) -> World {
+    let mut w = World::new(Clock::virtual_at(VIRTUAL_EPOCH), 11);
+    for (i, cpu) in s.nodes.iter().enumerate() {
+        w.add_node(
+            &format!("n{i}"),
+            Labels::new(),
+            Labels::new(),
+            *cpu,
+            64 << 30,
+            Version::new(1, 33, 0),
+            None,
+            0,
+        )
+        .expect("unique");
+    }
+    for (i, (stateful, replicas, cpu, budget, term)) in s.apps.iter().enumerate() {
+        let app = format!("a{i}");
+        let t = PodTemplate {
+            labels: Labels::from([("app".to_string(), app.clone())]),
+            cpu_millis: *cpu,
+            memory_bytes: 1 << 30,
+            startup_ms: 3_000,
+            termination_ms: *term,
+            image: "x".into(),
+            ..PodTemplate::default()
+        };
+        let kind = if *stateful {
+            Kind::StatefulSet
+        } else {
+            Kind::Deployment
+        };
+        w.add_workload(kind, "ns", &app, *replicas, t)
+            .expect("unique");
+        let sel = LabelSelector {
+            match_labels: Labels::from([("app".to_string(), app.clone())]),
+            match_expressions: vec![],
+        };
+        let (min, max) = match budget {
+            0 => (Some(IntOrPercent::Int(replicas.saturating_sub(1))), None),
+            1 => (None, Some(IntOrPercent::Int(1))),
+            2 => (Some(IntOrPercent::Percent(50)), None),
+            _ => (None, Some(IntOrPercent::Percent(34))),
+        };
+        w.add_pdb("ns", &app, sel, min, max).expect("valid");
+    }
+    w.tick();
+    w.advance(5_000);
+    w
+}
+
+/// Independent of the scheduler: can `p` fit on any node that accepts new pods?
+fn fits_somewhere(w: &World, p: &SimPod) -> Option<String> {
+    w.nodes.values().find_map(|n| {
+        if !n.ready || n.down || n.unschedulable {
+            return None;
+        }
+        let used: u64 = w
+            .pods
+            .values()
+            .filter(|q| {
+                q.node.as_deref() == Some(n.name.as_str()) && q.phase != PodPhase::Succeeded
+            })
+            .map(|q| q.spec.cpu_millis)
+            .sum();
+        (used + p.spec.cpu_millis <= n.cpu_millis).then(|| n.name.clone())
+    })
+}
+
+fn check_capacity_and_replicas(w: &World) -> Result<(), TestCaseError> {
+    for p in w.pods.values().filter(|p| p.node.is_none()) {
+        prop_assert!(
+            fits_somewhere(w, p).is_none(),
+            "{} is Pending but fits on {:?}",
+            p.name,
+            fits_somewhere(w, p)
+        );
+    }
+    for wl in w.workloads.values() {
+        let uid = wl.pod_owner().uid;
+        let owned: Vec<&SimPod> = w
+            .pods
+            .values()
+            .filter(|p| p.owner.as_ref().is_some_and(|o| o.uid == uid))
+            .collect();
+        match wl.kind {
+            Kind::Deployment => {
+                let active = owned.iter().filter(|p| p.deleting_at.is_none()).count() as u32;
+                prop_assert_eq!(
+                    active,
+                    wl.replicas,
+                    "{} has a replacement for every evicted pod",
+                    &wl.name
+                );
+            }
+            _ => {
+                // A StatefulSet pod comes back under its own name once the old one is gone.
+                prop_assert_eq!(
+                    owned.len() as u32,
+                    wl.replicas,
+                    "{} keeps its identities",
+                    &wl.name
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, .. ProptestConfig::default() })]
+
+    #[test]
+    fn evictions_never_break_a_budget_and_capacity_is_real(s in spec()) {
+        let mut w = build(&s);
+        check_capacity_and_replicas(&w)?;
+        let nodes: Vec<String> = w.nodes.keys().cloned().collect();
+        for op in &s.ops {
+            match op {
+                Op::Evict(i) => {
+                    let pods: Vec<(String, String)> = w.pods.keys().cloned().collect();
+                    let k = &pods[i % pods.len()];
+                    let Some(pod) = w.pods.get(k).cloned() else { continue };
+                    let was_ready = pod.is_ready(w.now(), &w.nodes);
+                    let before: Vec<_> = w.pdbs_for(&pod).iter().map(|b| w.pdb_status(b)).collect();
+                    let result = w.evict(&k.0, &k.1);
+                    let after: Vec<_> = w.pdbs_for(&pod).iter().map(|b| w.pdb_status(b)).collect();
+                    match result {
+                        Ok(()) => {
+                            for (b, a) in before.iter().zip(&after) {
+                                if was_ready {
+                                    prop_assert!(
+                                        a.current_healthy >= a.desired_healthy,
+                                        "evicting {} took its budget below minimum: {b:?} -> {a:?}", pod.name
+                                    );
+                                }
+                                prop_assert!(a.current_healthy + 1 >= b.current_healthy);
+                            }
+                        }
+                        Err(EvictError::Blocked { status, .. }) => {
+                            prop_assert!(status.disruptions_allowed == 0 || !was_ready);
+                            prop_assert_eq!(w.pods.get(k).map(|p| &p.uid), Some(&pod.uid), "a refused eviction changes nothing");
+                        }
+                        Err(e) => prop_assert!(false, "unexpected {e:?}"),
+                    }
+                }
+                Op::Advance(ms) => w.advance(*ms),
+                Op::Cordon(i) => w.set_unschedulable(&nodes[i % nodes.len()], true).map_err(|e| TestCaseError::fail(e.to_string()))?,
+                Op::Uncordon(i) => w.set_unschedulable(&nodes[i % nodes.len()], false).map_err(|e| TestCaseError::fail(e.to_string()))?,
+                Op::Restart(i) => w.restart_kubelet(&nodes[i % nodes.len()], Version::new(1, 34, 0)).map_err(|e| TestCaseError::fail(e.to_string()))?,
+            }
+            check_capacity_and_replicas(&w)?;
+        }
+    }
+}
