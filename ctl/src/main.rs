@@ -341,6 +341,58 @@ async fn sim_serve(
     Ok(())
 }
 
+/// Brings up the embedded demo world — the seed's 15-node, three-generation cluster in the sim,
+/// served over the Kubernetes API on loopback with a kubeconfig for kubectl — and shows it.
+fn demo_world(base: &std::path::Path) -> anyhow::Result<upgraded_sim::SimServer> {
+    let world = upgraded_sim::scenario::build("seed", upgraded_sim::Clock::real(600.0), 1)?;
+    let server = upgraded_sim::SimServer::start(world, ([127, 0, 0, 1], 0).into())
+        .context("serving the demo world on loopback")?;
+    let kubeconfig = base.join("kubeconfig");
+    std::fs::write(&kubeconfig, upgraded_sim::kubeconfig(&server.url()))?;
+    let w = server.sim.world();
+    let used = w.used();
+    println!(
+        "upgraded demo: the embedded cluster (sim scenario `seed`) serves the Kubernetes API at {}",
+        server.url()
+    );
+    println!(
+        "  {} nodes, {} pods, {} PodDisruptionBudgets; from another terminal: kubectl --kubeconfig {} get nodes -o wide\n",
+        w.nodes.len(),
+        w.pods.len(),
+        w.pdbs.len(),
+        kubeconfig.display()
+    );
+    println!(
+        "  {:<10} {:<14} {:<10} {:<8} {:<7} {:>9}",
+        "NODE", "ROLE", "HARDWARE", "KUBELET", "CGROUP", "CPU REQ"
+    );
+    for n in w.nodes.values() {
+        let (cpu, _, _) = used.get(n.name.as_str()).copied().unwrap_or_default();
+        println!(
+            "  {:<10} {:<14} {:<10} {:<8} {:<7} {:>8}%",
+            n.name,
+            if n.is_control_plane() {
+                "control-plane"
+            } else {
+                "worker"
+            },
+            n.labels
+                .get(upgraded_sim::model::GENERATION_LABEL)
+                .map(String::as_str)
+                .unwrap_or("?"),
+            n.kubelet.to_string(),
+            n.annotations
+                .get(upgraded_sim::scenario::CGROUP_KEY)
+                .map(String::as_str)
+                .unwrap_or("?"),
+            cpu * 100 / n.cpu_millis.max(1)
+        );
+    }
+    println!();
+    drop(w);
+    Ok(server)
+}
+
 /// Runs a private daemon on a fake world and upgrades it, showing every step as it happens.
 async fn demo(to: &str, keep: Option<PathBuf>) -> anyhow::Result<()> {
     let tmp = tempfile::Builder::new()
@@ -349,6 +401,7 @@ async fn demo(to: &str, keep: Option<PathBuf>) -> anyhow::Result<()> {
     let base = keep.unwrap_or_else(|| tmp.path().to_path_buf());
     std::fs::create_dir_all(&base)?;
     let socket = base.join("api.sock");
+    let _sim = demo_world(&base)?;
     let exe = std::env::current_exe()?;
     let daemon_bin = exe.with_file_name("upgraded");
     if !daemon_bin.exists() {
@@ -394,7 +447,10 @@ async fn demo(to: &str, keep: Option<PathBuf>) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    println!("upgraded demo: a fake cluster of 1 control-plane node and 5 workers at v1.32.4");
+    println!(
+        "upgraded demo: the daemon's Kubernetes and SSH adapters are not wired to the sim yet, so the\n\
+         upgrade below runs on the daemon's built-in fake world: 1 control-plane node and 5 workers at v1.32.4"
+    );
     println!(
         "(time runs 600x: 30-minute soaks take 3 s; a second terminal can run `upgradectl --socket {} status|pause|resume`)\n",
         socket.display()

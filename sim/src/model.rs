@@ -318,7 +318,7 @@ fn not_found(kind: &'static str, name: impl Into<String>) -> ModelError {
 }
 
 /// Everything the sim knows: the state of the cluster at `now`.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct World {
     clock: Clock,
     now: Millis,

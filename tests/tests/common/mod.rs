@@ -1,21 +1,10 @@
 //! Helpers shared by the end-to-end tests: locating the built binaries, running the daemon.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// `target/<profile>/NAME`, next to this test's own executable's `deps` folder.
-pub fn binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test exe path");
-    let dir = exe.parent().and_then(Path::parent).expect("target dir");
-    let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: build the binaries first (`cargo build --bins`, as the README's test command does)",
-        path.display()
-    );
-    path
-}
+pub use upgraded_tests::binary;
 
 pub struct DaemonOpts<'a> {
     pub base: &'a Path,
