@@ -1158,19 +1158,30 @@ impl World {
         Ok(())
     }
 
-    /// `spec.unschedulable` (cordon / uncordon).
-    pub fn set_unschedulable(&mut self, node: &str, value: bool) -> Result<(), ModelError> {
+    /// Changes one node: a new resourceVersion, then the controllers run.
+    fn edit_node(
+        &mut self,
+        node: &str,
+        f: impl FnOnce(&mut SimNode, Millis) -> Result<(), ModelError>,
+    ) -> Result<(), ModelError> {
+        let now = self.now;
         let rv = self.bump();
         let n = self
             .nodes
             .get_mut(node)
             .ok_or_else(|| not_found("nodes", node))?;
-        if n.unschedulable != value {
-            n.unschedulable = value;
-            n.resource_version = rv;
-        }
+        f(n, now)?;
+        n.resource_version = rv;
         self.tick();
         Ok(())
+    }
+
+    /// `spec.unschedulable` (cordon / uncordon).
+    pub fn set_unschedulable(&mut self, node: &str, value: bool) -> Result<(), ModelError> {
+        self.edit_node(node, |n, _| {
+            n.unschedulable = value;
+            Ok(())
+        })
     }
 
     /// Replaces a node's labels, annotations and taints (after a patch).
@@ -1181,17 +1192,12 @@ impl World {
         annotations: Labels,
         taints: Vec<Taint>,
     ) -> Result<(), ModelError> {
-        let rv = self.bump();
-        let n = self
-            .nodes
-            .get_mut(node)
-            .ok_or_else(|| not_found("nodes", node))?;
-        n.labels = labels;
-        n.annotations = annotations;
-        n.taints = taints;
-        n.resource_version = rv;
-        self.tick();
-        Ok(())
+        self.edit_node(node, |n, _| {
+            n.labels = labels;
+            n.annotations = annotations;
+            n.taints = taints;
+            Ok(())
+        })
     }
 
     /// `spec.replicas` of a Deployment or StatefulSet (the `scale` subresource).
@@ -1224,20 +1230,14 @@ impl World {
     /// `systemctl restart kubelet` with `version` installed: NotReady for a while, then Ready
     /// reporting the new version (unless the node is set never to come back).
     pub fn restart_kubelet(&mut self, node: &str, version: Version) -> Result<(), ModelError> {
-        let now = self.now;
         let never = self.faults.never_ready.contains(node);
-        let rv = self.bump();
-        let n = self
-            .nodes
-            .get_mut(node)
-            .ok_or_else(|| not_found("nodes", node))?;
-        n.kubelet = version;
-        n.ready = false;
-        n.ready_at = (!never).then_some(now + KUBELET_RESTART_MS);
-        n.restarted_at = Some(now);
-        n.resource_version = rv;
-        self.tick();
-        Ok(())
+        self.edit_node(node, |n, now| {
+            n.kubelet = version;
+            n.ready = false;
+            n.ready_at = (!never).then_some(now + KUBELET_RESTART_MS);
+            n.restarted_at = Some(now);
+            Ok(())
+        })
     }
 
     /// `kubeadm upgrade apply|node` on a control-plane node: its static pods move to `version`
@@ -1248,44 +1248,35 @@ impl World {
         version: Version,
         etcd: Option<String>,
     ) -> Result<(), ModelError> {
-        let rv = self.bump();
-        let n = self
-            .nodes
-            .get_mut(node)
-            .ok_or_else(|| not_found("nodes", node))?;
-        let Some(cp) = n.control_plane.as_mut() else {
-            return Err(ModelError::Invalid(format!(
-                "node {node:?} runs no control plane"
-            )));
-        };
-        cp.apiserver = version;
-        cp.controller_manager = version;
-        cp.scheduler = version;
-        if let Some(e) = etcd {
-            cp.etcd = e;
+        let mut upgraded = None;
+        self.edit_node(node, |n, _| {
+            let cp = n.control_plane.as_mut().ok_or_else(|| {
+                ModelError::Invalid(format!("node {node:?} runs no control plane"))
+            })?;
+            cp.apiserver = version;
+            cp.controller_manager = version;
+            cp.scheduler = version;
+            if let Some(e) = etcd {
+                cp.etcd = e;
+            }
+            upgraded = Some(cp.clone());
+            Ok(())
+        })?;
+        if let Some(cp) = upgraded {
+            self.write_static_pods(node, &cp);
         }
-        let cp = cp.clone();
-        n.resource_version = rv;
-        self.write_static_pods(node, &cp);
-        self.tick();
         Ok(())
     }
 
     /// The machine dies (`down`) or comes back (its kubelet starts, Ready after a restart).
     pub fn set_node_down(&mut self, node: &str, down: bool) -> Result<(), ModelError> {
-        let now = self.now;
         let never = self.faults.never_ready.contains(node);
-        let rv = self.bump();
-        let n = self
-            .nodes
-            .get_mut(node)
-            .ok_or_else(|| not_found("nodes", node))?;
-        n.down = down;
-        n.ready = false;
-        n.ready_at = (!down && !never).then_some(now + KUBELET_RESTART_MS);
-        n.resource_version = rv;
-        self.tick();
-        Ok(())
+        self.edit_node(node, |n, now| {
+            n.down = down;
+            n.ready = false;
+            n.ready_at = (!down && !never).then_some(now + KUBELET_RESTART_MS);
+            Ok(())
+        })
     }
 
     // ----- reading ----------------------------------------------------------------------------

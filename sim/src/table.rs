@@ -10,54 +10,31 @@ use crate::clock::Millis;
 use crate::kube::pod_status_word;
 use crate::model::{SimPod, World};
 
+/// `5m10s`, or `5m` when the smaller unit is zero.
+fn two_units(big: u64, big_unit: &str, small: u64, small_unit: &str) -> String {
+    if small == 0 {
+        format!("{big}{big_unit}")
+    } else {
+        format!("{big}{big_unit}{small}{small_unit}")
+    }
+}
+
 /// kubectl's `HumanDuration`: `45s`, `5m10s`, `3h`, `6d2h`, `2y67d`.
 pub fn human_duration(ms: Millis) -> String {
     let s = ms / 1000;
-    if s < 120 {
-        return format!("{s}s");
+    let (m, h) = (s / 60, s / 3600);
+    let (d, y) = (h / 24, h / 24 / 365);
+    match () {
+        _ if s < 120 => format!("{s}s"),
+        _ if m < 10 => two_units(m, "m", s % 60, "s"),
+        _ if m < 180 => format!("{m}m"),
+        _ if h < 8 => two_units(h, "h", m % 60, "m"),
+        _ if h < 48 => format!("{h}h"),
+        _ if h < 24 * 8 => two_units(d, "d", h % 24, "h"),
+        _ if d < 365 * 2 => format!("{d}d"),
+        _ if d < 365 * 8 => two_units(y, "y", d % 365, "d"),
+        _ => format!("{y}y"),
     }
-    let m = s / 60;
-    if m < 10 {
-        return if s.is_multiple_of(60) {
-            format!("{m}m")
-        } else {
-            format!("{m}m{}s", s % 60)
-        };
-    }
-    if m < 180 {
-        return format!("{m}m");
-    }
-    let h = m / 60;
-    if h < 8 {
-        return if m.is_multiple_of(60) {
-            format!("{h}h")
-        } else {
-            format!("{h}h{}m", m % 60)
-        };
-    }
-    if h < 48 {
-        return format!("{h}h");
-    }
-    let d = h / 24;
-    if h < 24 * 8 {
-        return if h.is_multiple_of(24) {
-            format!("{d}d")
-        } else {
-            format!("{d}d{}h", h % 24)
-        };
-    }
-    if d < 365 * 2 {
-        return format!("{d}d");
-    }
-    let y = d / 365;
-    if d < 365 * 8 {
-        return if d.is_multiple_of(365) {
-            format!("{y}y")
-        } else {
-            format!("{y}y{}d", d % 365)
-        };
-    }
-    format!("{y}y")
 }
 
 fn column(name: &str, kind: &str, format: &str, priority: i32, description: &str) -> Value {

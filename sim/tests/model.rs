@@ -16,6 +16,21 @@ fn seed() -> World {
     scenario::build("seed", Clock::virtual_at(VIRTUAL_EPOCH), 1).expect("seed builds")
 }
 
+fn redis_pod(w: &World) -> String {
+    w.pods
+        .values()
+        .find(|p| p.namespace == "prod")
+        .map(|p| p.name.clone())
+        .expect("redis runs")
+}
+
+fn select(app: &str) -> LabelSelector {
+    LabelSelector {
+        match_labels: Labels::from([("app".to_string(), app.to_string())]),
+        match_expressions: vec![],
+    }
+}
+
 fn key(ns: &str, name: &str) -> (String, String) {
     (ns.to_string(), name.to_string())
 }
@@ -121,10 +136,7 @@ fn faults_never_ready_crash_loop_slow_termination_and_blocking_pdbs() {
 
     // web crash-loops on nodes upgraded to 1.33.
     w.faults.crash_loops.push(CrashLoopFault {
-        selector: LabelSelector {
-            match_labels: Labels::from([("app".to_string(), "web".to_string())]),
-            match_expressions: vec![],
-        },
+        selector: select("web"),
         from: Version::new(1, 33, 0),
     });
     w.restart_kubelet("dl380-01", Version::new(1, 33, 7))
@@ -176,12 +188,7 @@ fn faults_never_ready_crash_loop_slow_termination_and_blocking_pdbs() {
 
     // A PDB that blocks forever.
     w.faults.blocking_pdbs.insert("prod/redis".into());
-    let redis = w
-        .pods
-        .values()
-        .find(|p| p.namespace == "prod")
-        .map(|p| p.name.clone())
-        .expect("redis");
+    let redis = redis_pod(&w);
     assert!(matches!(
         w.evict("prod", &redis),
         Err(EvictError::Blocked { .. })
@@ -199,20 +206,12 @@ fn a_pod_under_two_pdbs_cannot_be_evicted_and_a_missing_one_is_not_found() {
     w.add_pdb(
         "prod",
         "redis-too",
-        LabelSelector {
-            match_labels: Labels::from([("app".to_string(), "redis".to_string())]),
-            match_expressions: vec![],
-        },
+        select("redis"),
         None,
         Some(IntOrPercent::Int(1)),
     )
     .expect("valid");
-    let redis = w
-        .pods
-        .values()
-        .find(|p| p.namespace == "prod")
-        .map(|p| p.name.clone())
-        .expect("redis");
+    let redis = redis_pod(&w);
     assert!(matches!(w.evict("prod", &redis), Err(EvictError::MultiplePdbs(v)) if v.len() == 2));
     assert!(matches!(
         w.evict("prod", "gone"),
@@ -309,10 +308,7 @@ fn build(s: &Spec) -> World {
         };
         w.add_workload(kind, "ns", &app, *replicas, t)
             .expect("unique");
-        let sel = LabelSelector {
-            match_labels: Labels::from([("app".to_string(), app.clone())]),
-            match_expressions: vec![],
-        };
+        let sel = select(&app);
         let (min, max) = match budget {
             0 => (Some(IntOrPercent::Int(replicas.saturating_sub(1))), None),
             1 => (None, Some(IntOrPercent::Int(1))),
