@@ -41,6 +41,26 @@ fn column(name: &str, kind: &str, format: &str, priority: i32, description: &str
     json!({"name": name, "type": kind, "format": format, "description": description, "priority": priority})
 }
 
+fn name_column() -> Value {
+    column(
+        "Name",
+        "string",
+        "name",
+        0,
+        "Name must be unique within a namespace.",
+    )
+}
+
+fn age_column() -> Value {
+    column(
+        "Age",
+        "string",
+        "",
+        0,
+        "CreationTimestamp is a timestamp representing the server time when this object was created.",
+    )
+}
+
 /// The row's object: partial metadata by default, the object itself with `includeObject=Object`,
 /// nothing with `None`.
 fn row_object(full: Value, q: &BTreeMap<String, String>) -> Option<Value> {
@@ -79,22 +99,10 @@ fn age(
 
 pub fn nodes(nodes: &[Node], now: Millis, rv: u64, q: &BTreeMap<String, String>) -> Value {
     let columns = vec![
-        column(
-            "Name",
-            "string",
-            "name",
-            0,
-            "Name must be unique within a namespace.",
-        ),
+        name_column(),
         column("Status", "string", "", 0, "The status of the node"),
         column("Roles", "string", "", 0, "The roles of the node"),
-        column(
-            "Age",
-            "string",
-            "",
-            0,
-            "CreationTimestamp is a timestamp representing the server time when this object was created.",
-        ),
+        age_column(),
         column(
             "Version",
             "string",
@@ -198,13 +206,7 @@ pub fn nodes(nodes: &[Node], now: Millis, rv: u64, q: &BTreeMap<String, String>)
 pub fn pods(pods: &[Pod], sims: &[&SimPod], w: &World, q: &BTreeMap<String, String>) -> Value {
     let now = w.now();
     let columns = vec![
-        column(
-            "Name",
-            "string",
-            "name",
-            0,
-            "Name must be unique within a namespace.",
-        ),
+        name_column(),
         column(
             "Ready",
             "string",
@@ -226,13 +228,7 @@ pub fn pods(pods: &[Pod], sims: &[&SimPod], w: &World, q: &BTreeMap<String, Stri
             0,
             "The number of times the containers in this pod have been restarted and when the last container in this pod has restarted.",
         ),
-        column(
-            "Age",
-            "string",
-            "",
-            0,
-            "CreationTimestamp is a timestamp representing the server time when this object was created.",
-        ),
+        age_column(),
         column(
             "IP",
             "string",
