@@ -82,6 +82,17 @@ fn snapshot_all(name: &str, r: &PlanReport) {
     );
 }
 
+/// Plans `inv` to v1.35.3 starting 2026-11-24 08:00 UTC (the fixed start of these tests).
+fn plan_to_1_35(inv: &Inventory, policy: &PlanPolicy) -> planner::PlanReport {
+    planner::plan(PlanInput {
+        inventory: inv,
+        policy,
+        target: Some(v("v1.35.3")),
+        start: t("2026-11-24T08:00:00Z"),
+    })
+    .expect("plan")
+}
+
 #[test]
 fn seed_cluster_plan() {
     let (inv, policy) = seed();
@@ -158,13 +169,7 @@ fn twelve_workers_two_at_a_time() {
     }
     let yaml = "generations: { maxUnavailable: 2, canaries: 1 }\nwaitBetweenBatches: 5m\n";
     let policy = PlanPolicy::from_yaml(yaml).expect("policy");
-    let r = planner::plan(PlanInput {
-        inventory: &inv,
-        policy: &policy,
-        target: Some(v("v1.35.3")),
-        start: t("2026-11-24T08:00:00Z"),
-    })
-    .expect("plan");
+    let r = plan_to_1_35(&inv, &policy);
     let sizes: Vec<usize> = r
         .phases
         .iter()
@@ -195,13 +200,7 @@ fn old_workers_and_a_full_cluster() {
     inv.pods.push(pod("a", "big-1", "w-1", 3500, "big"));
     inv.pods.push(pod("a", "big-2", "w-2", 3500, "big"));
     let policy = PlanPolicy::default();
-    let r = planner::plan(PlanInput {
-        inventory: &inv,
-        policy: &policy,
-        target: Some(v("v1.35.3")),
-        start: t("2026-11-24T08:00:00Z"),
-    })
-    .expect("plan");
+    let r = plan_to_1_35(&inv, &policy);
     let kinds: Vec<(PhaseKind, String)> = r
         .phases
         .iter()
