@@ -78,6 +78,8 @@ fn big() -> Inventory {
                 mirror: false,
                 phase: "Running".into(),
                 ready: true,
+                crash_looping: false,
+                uid: String::new(),
             });
         }
     }

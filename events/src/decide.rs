@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::event::{Event, InDoubt, Step, Timestamp};
 use crate::node::{NodeState, Phase, StepStatus};
-use crate::policy::Policy;
+use crate::policy::{OnDrainBlocked, Policy};
 use crate::run::RunPhase;
 use crate::state::RunState;
 
@@ -31,6 +31,16 @@ pub enum Command {
     Halt {
         reason: String,
     },
+    /// Pause the run on the daemon's own account (a blocked drain under policy `pause`).
+    Pause {
+        reason: String,
+    },
+    /// Set a node aside after its drain stayed blocked (policy `park`).
+    Park {
+        node: String,
+        reason: String,
+        uncordon: bool,
+    },
     Complete,
     FinishAbort,
 }
@@ -53,6 +63,19 @@ impl Command {
             Command::Probe { .. } => None,
             Command::Halt { reason } => Some(Event::RunHalted {
                 reason: reason.clone(),
+            }),
+            Command::Pause { reason } => Some(Event::RunPaused {
+                by: crate::event::Actor::daemon(),
+                reason: reason.clone(),
+            }),
+            Command::Park {
+                node,
+                reason,
+                uncordon,
+            } => Some(Event::NodeParked {
+                node: node.clone(),
+                reason: reason.clone(),
+                uncordon: *uncordon,
             }),
             Command::Complete => Some(Event::RunCompleted),
             Command::FinishAbort => Some(Event::RunAborted),
@@ -88,12 +111,31 @@ pub fn decide(state: &RunState, policy: &Policy, now: Timestamp) -> Decision {
 }
 
 fn decide_running(state: &RunState, policy: &Policy, now: Timestamp, d: &mut Decision) {
-    // The current batch is the first one with an unfinished node.
+    // The current batch is the first one with an unfinished node (parked ones wait for a
+    // resume and do not hold up the others).
     let Some(current) =
-        (0..state.plan.batches.len()).find(|&b| state.batch(b).any(|n| n.phase() != Phase::Done))
+        (0..state.plan.batches.len()).find(|&b| state.batch(b).any(|n| !n.phase().is_settled()))
     else {
-        if state.nodes.iter().all(|n| n.phase() == Phase::Done) {
+        let parked: Vec<String> = state
+            .nodes
+            .iter()
+            .filter_map(|n| {
+                n.node()
+                    .parked
+                    .as_ref()
+                    .map(|why| format!("{} ({why})", n.node().name))
+            })
+            .collect();
+        if parked.is_empty() {
             d.commands.push(Command::Complete);
+        } else {
+            d.commands.push(Command::Halt {
+                reason: format!(
+                    "every other node is done; {} node(s) parked: {}. Fix what blocks them, then `upgradectl resume` retries them",
+                    parked.len(),
+                    parked.join("; ")
+                ),
+            });
         }
         return;
     };
@@ -107,9 +149,16 @@ fn decide_running(state: &RunState, policy: &Policy, now: Timestamp, d: &mut Dec
             d.wake(open);
             continue;
         }
-        if let Some(halt) = next_for_node(node, policy, now, true, d) {
-            d.commands.push(Command::Halt { reason: halt });
-            return;
+        match next_for_node(node, policy, now, true, d) {
+            Some(Stop::Halt(reason)) => {
+                d.commands.push(Command::Halt { reason });
+                return;
+            }
+            Some(Stop::Pause(reason)) => {
+                d.commands.push(Command::Pause { reason });
+                return;
+            }
+            None => {}
         }
     }
 }
@@ -133,15 +182,21 @@ fn decide_aborting(state: &RunState, policy: &Policy, now: Timestamp, d: &mut De
     }
 }
 
-/// Pushes the node's next command, if any; returns a halt reason when the node has failed
-/// beyond its attempts and `may_give_up`.
+/// Why the whole run must stop.
+enum Stop {
+    Halt(String),
+    Pause(String),
+}
+
+/// Pushes the node's next command, if any; returns why the run must stop when the node has
+/// failed beyond its attempts (or its drain is blocked) and `may_give_up`.
 fn next_for_node(
     node: &NodeState,
     policy: &Policy,
     now: Timestamp,
     may_give_up: bool,
     d: &mut Decision,
-) -> Option<String> {
+) -> Option<Stop> {
     let (Some(cursor), Some(step)) = (node.cursor(), node.current_step()) else {
         return None;
     };
@@ -171,14 +226,38 @@ fn next_for_node(
             }
         }
         StepStatus::Failed => {
+            // A drain that a budget still refused at its timeout has already retried for
+            // that long: park the node or pause the run, as the policy says.
+            if may_give_up
+                && *step == Step::Drain
+                && let Some(what) = n.failure_facts.get("eviction_blocked")
+            {
+                let reason = format!(
+                    "drain of {} blocked for {}s: {what}",
+                    n.host, policy.drain_timeout_secs
+                );
+                match policy.on_drain_blocked {
+                    OnDrainBlocked::Park => d.commands.push(Command::Park {
+                        node: n.name.clone(),
+                        reason,
+                        uncordon: policy.uncordon_parked,
+                    }),
+                    OnDrainBlocked::Pause => {
+                        return Some(Stop::Pause(format!(
+                            "{reason}. Scale the workload up or fix its budget, then `upgradectl resume`"
+                        )));
+                    }
+                }
+                return None;
+            }
             if may_give_up && n.failures >= policy.max_attempts.max(1) {
-                return Some(format!(
+                return Some(Stop::Halt(format!(
                     "node {}: {} failed {} time(s): {}",
                     n.name,
                     step,
                     n.failures,
                     n.last_error.as_deref().unwrap_or("no error recorded")
-                ));
+                )));
             }
             let retry_at = n.since.plus_secs(policy.backoff_secs(n.failures));
             if now < retry_at {

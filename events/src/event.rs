@@ -13,6 +13,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use uuid::Uuid;
 
 use crate::plan::Plan;
+use crate::planner::inventory::Inventory;
 use crate::policy::Policy;
 use crate::version::Version;
 
@@ -230,6 +231,37 @@ pub enum Event {
         done: bool,
         facts: Facts,
     },
+    /// The pre-upgrade state: every node, pod, budget and controller as read from the
+    /// cluster before the plan was made, with the component versions they run.
+    ClusterObserved {
+        apiserver: Version,
+        inventory: Json<Inventory>,
+    },
+    /// A PodDisruptionBudget refused an eviction; the drain keeps retrying with backoff
+    /// until its timeout. Recorded once per pod per drain attempt.
+    EvictionBlocked {
+        node: String,
+        pod: String,
+        pdb: String,
+        disruptions_allowed: i64,
+    },
+    /// The daemon set the node aside after its drain stayed blocked (policy `park`): the
+    /// run goes on with the others and halts at the end; `resume` retries it. `uncordon`:
+    /// the node is made schedulable again first.
+    NodeParked {
+        node: String,
+        reason: String,
+        uncordon: bool,
+    },
+    /// A workload was scaled while draining `node` (up to unblock its budget, or back to
+    /// the recorded count). Recorded before the change: a crash in between still restores.
+    WorkloadScaled {
+        node: String,
+        /// `Deployment/prod/redis`.
+        workload: String,
+        from: u32,
+        to: u32,
+    },
 }
 
 /// The variant names, for golden samples, subjects and schema docs.
@@ -248,10 +280,14 @@ pub enum EventKind {
     StepSucceeded,
     StepFailed,
     StepProbed,
+    ClusterObserved,
+    EvictionBlocked,
+    NodeParked,
+    WorkloadScaled,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 13] = [
+    pub const ALL: [EventKind; 17] = [
         EventKind::RunPlanned,
         EventKind::RunStarted,
         EventKind::RunPaused,
@@ -265,6 +301,10 @@ impl EventKind {
         EventKind::StepSucceeded,
         EventKind::StepFailed,
         EventKind::StepProbed,
+        EventKind::ClusterObserved,
+        EventKind::EvictionBlocked,
+        EventKind::NodeParked,
+        EventKind::WorkloadScaled,
     ];
 
     pub fn name(self) -> &'static str {
@@ -282,6 +322,10 @@ impl EventKind {
             EventKind::StepSucceeded => "StepSucceeded",
             EventKind::StepFailed => "StepFailed",
             EventKind::StepProbed => "StepProbed",
+            EventKind::ClusterObserved => "ClusterObserved",
+            EventKind::EvictionBlocked => "EvictionBlocked",
+            EventKind::NodeParked => "NodeParked",
+            EventKind::WorkloadScaled => "WorkloadScaled",
         }
     }
 }
@@ -303,6 +347,10 @@ impl Event {
             Event::StepSucceeded { .. } => EventKind::StepSucceeded,
             Event::StepFailed { .. } => EventKind::StepFailed,
             Event::StepProbed { .. } => EventKind::StepProbed,
+            Event::ClusterObserved { .. } => EventKind::ClusterObserved,
+            Event::EvictionBlocked { .. } => EventKind::EvictionBlocked,
+            Event::NodeParked { .. } => EventKind::NodeParked,
+            Event::WorkloadScaled { .. } => EventKind::WorkloadScaled,
         }
     }
 
@@ -312,7 +360,10 @@ impl Event {
             Event::StepStarted { node, .. }
             | Event::StepSucceeded { node, .. }
             | Event::StepFailed { node, .. }
-            | Event::StepProbed { node, .. } => Some(node),
+            | Event::StepProbed { node, .. }
+            | Event::EvictionBlocked { node, .. }
+            | Event::NodeParked { node, .. }
+            | Event::WorkloadScaled { node, .. } => Some(node),
             _ => None,
         }
     }

@@ -71,6 +71,8 @@ pub enum Phase {
     Soaking,
     Done,
     Aborted,
+    /// Set aside after a blocked drain; `resume` starts it again from its first step.
+    Parked,
 }
 
 impl Phase {
@@ -92,6 +94,11 @@ impl Phase {
 
     pub fn is_terminal(self) -> bool {
         matches!(self, Phase::Done | Phase::Aborted)
+    }
+
+    /// Nothing more happens to the node in this pass (done, or parked until a resume).
+    pub fn is_settled(self) -> bool {
+        matches!(self, Phase::Done | Phase::Aborted | Phase::Parked)
     }
 }
 
@@ -116,6 +123,28 @@ pub struct Node {
     pub abort_requested: bool,
     /// Facts observed by the steps so far, later ones overriding earlier ones.
     pub facts: Facts,
+    /// Facts of the last failed attempt (`eviction_blocked`, …), until the step advances.
+    pub failure_facts: Facts,
+    /// The eviction a budget is refusing right now, for `status` and `watch`.
+    pub blocked: Option<Blocked>,
+    /// Why the node was parked; set until a resume restarts it.
+    pub parked: Option<String>,
+    /// Workloads scaled up to unblock this node's drain, with their recorded replica count.
+    pub scaled: std::collections::BTreeMap<String, u32>,
+    /// Parked without an uncordon: still cordoned by us (an abort uncordons it).
+    pub parked_cordoned: bool,
+    /// The last attempt number of each step, so a node started again after a park keeps
+    /// counting instead of repeating attempt numbers.
+    pub attempts: Vec<u32>,
+}
+
+/// A refused eviction, as the last `EvictionBlocked` told it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Blocked {
+    pub pod: String,
+    pub pdb: String,
+    pub disruptions_allowed: i64,
 }
 
 /// Per-event context: the record's time, and a place to report events that do not fit.
@@ -149,6 +178,7 @@ impl Node {
                     c.attempt = *attempt;
                     c.status = StepStatus::InFlight;
                 }
+                self.note_attempt(0, *attempt);
                 Transition(state)
             }
             Event::AbortRequested { .. } => Transition(State::aborted()),
@@ -234,6 +264,17 @@ impl Node {
                     Transition(self.unwind_state())
                 }
             }
+            Event::NodeParked {
+                reason, uncordon, ..
+            } if matches!(cursor.status, StepStatus::Ready | StepStatus::Failed) => {
+                self.parked = Some(reason.clone());
+                self.parked_cordoned = !*uncordon;
+                if *uncordon {
+                    Transition(self.unwind_state())
+                } else {
+                    Transition(State::parked())
+                }
+            }
             _ => Super,
         }
     }
@@ -270,6 +311,7 @@ impl Node {
                 }
                 cursor.attempt = *attempt;
                 cursor.status = StepStatus::InFlight;
+                self.note_attempt(cursor.index, *attempt);
                 self.since = at;
                 Handled
             }
@@ -295,10 +337,13 @@ impl Node {
                     self.settle(cursor)
                 }
             }
-            Event::StepFailed { step, error, .. } => {
+            Event::StepFailed {
+                step, error, facts, ..
+            } => {
                 if !self.is_current(cursor, step, context) {
                     return Handled;
                 }
+                self.failure_facts = facts.clone();
                 cursor.status = StepStatus::Failed;
                 self.failures = self.failures.saturating_add(1);
                 self.last_error = Some(error.clone());
@@ -312,7 +357,33 @@ impl Node {
                 Handled
             }
             Event::RunResumed { .. } => {
+                // A fresh start: the operator says the cause is fixed.
                 self.failures = 0;
+                self.failure_facts.clear();
+                Handled
+            }
+            Event::EvictionBlocked {
+                pod,
+                pdb,
+                disruptions_allowed,
+                ..
+            } => {
+                self.blocked = Some(Blocked {
+                    pod: pod.clone(),
+                    pdb: pdb.clone(),
+                    disruptions_allowed: *disruptions_allowed,
+                });
+                Handled
+            }
+            Event::WorkloadScaled { .. } => {
+                self.note_scaled(event);
+                Handled
+            }
+            Event::NodeParked { .. } => {
+                context.anomalies.push(format!(
+                    "{}: parked while its step was not settled",
+                    self.name
+                ));
                 Handled
             }
             Event::AbortRequested { .. } => {
@@ -335,6 +406,37 @@ impl Node {
     #[state]
     fn aborted(&mut self, context: &mut NodeCtx, event: &Event) -> Outcome<State> {
         self.unexpected(context, event)
+    }
+
+    /// Set aside: nothing happens until an operator resumes the run (or aborts it).
+    #[state]
+    fn parked(&mut self, context: &mut NodeCtx, event: &Event) -> Outcome<State> {
+        match event {
+            Event::RunResumed { .. } => {
+                self.parked = None;
+                self.parked_cordoned = false;
+                self.failures = 0;
+                self.last_error = None;
+                self.failure_facts.clear();
+                self.blocked = None;
+                self.since = context.at;
+                Transition(State::pending())
+            }
+            // Still cordoned by us: the abort uncordons it on the way out.
+            Event::AbortRequested { .. } if self.parked_cordoned => {
+                self.abort_requested = true;
+                self.parked = None;
+                self.parked_cordoned = false;
+                Transition(self.unwind_state())
+            }
+            Event::AbortRequested { .. } => Transition(State::aborted()),
+            Event::RunRecovered { .. } => Handled,
+            Event::WorkloadScaled { .. } => {
+                self.note_scaled(event);
+                Handled
+            }
+            e => self.unexpected(context, e),
+        }
     }
 }
 
@@ -363,8 +465,35 @@ impl Node {
         Handled
     }
 
+    fn note_attempt(&mut self, index: usize, attempt: u32) {
+        if let Some(a) = self.attempts.get_mut(index) {
+            *a = (*a).max(attempt);
+        }
+    }
+
+    /// Remembers the replica count a workload had before we first scaled it.
+    fn note_scaled(&mut self, event: &Event) {
+        if let Event::WorkloadScaled {
+            workload, from, to, ..
+        } = event
+        {
+            match self.scaled.get(workload) {
+                Some(original) if to == original => {
+                    self.scaled.remove(workload);
+                }
+                Some(_) => {}
+                None if to > from => {
+                    self.scaled.insert(workload.clone(), *from);
+                }
+                None => {}
+            }
+        }
+    }
+
     fn absorb(&mut self, step: &Step, facts: &Facts) {
-        if *step == Step::Preflight {
+        // Only the first preflight tells whether someone else had cordoned the node: a
+        // node parked cordoned by us and resumed must not look cordoned by others.
+        if *step == Step::Preflight && !self.facts.contains_key("unschedulable") {
             self.cordoned_before = facts.get("unschedulable").is_some_and(|v| v == "true");
         }
         self.facts
@@ -386,8 +515,13 @@ impl Node {
     fn advance(&mut self, index: usize, at: Timestamp) -> Outcome<State> {
         self.failures = 0;
         self.last_error = None;
+        self.failure_facts.clear();
+        self.blocked = None;
         self.since = at;
         let finished_uncordon = self.steps.get(index) == Some(&Step::Uncordon);
+        if self.parked.is_some() && finished_uncordon && !self.abort_requested {
+            return Transition(State::parked());
+        }
         if self.abort_requested {
             return if self.disrupted && !finished_uncordon {
                 Transition(self.unwind_state())
@@ -404,7 +538,10 @@ impl Node {
 
     /// The leaf state that runs step `index`.
     fn state_at(&self, index: usize) -> State {
-        let c = Cursor::ready(index);
+        let c = Cursor {
+            attempt: self.attempts.get(index).copied().unwrap_or(0),
+            ..Cursor::ready(index)
+        };
         let cordon = self.steps.iter().position(|s| *s == Step::Cordon);
         let uncordon = self.steps.iter().position(|s| *s == Step::Uncordon);
         let inside_cordon = cordon.is_some_and(|c| c < index) && uncordon.is_none_or(|u| index < u);
@@ -444,7 +581,7 @@ impl State {
             | State::Verifying { cursor }
             | State::Uncordoning { cursor }
             | State::Soaking { cursor } => Some(cursor),
-            State::Pending {} | State::Done {} | State::Aborted {} => None,
+            State::Pending {} | State::Done {} | State::Aborted {} | State::Parked {} => None,
         }
     }
 
@@ -459,7 +596,7 @@ impl State {
             | State::Verifying { cursor }
             | State::Uncordoning { cursor }
             | State::Soaking { cursor } => Some(cursor),
-            State::Pending {} | State::Done {} | State::Aborted {} => None,
+            State::Pending {} | State::Done {} | State::Aborted {} | State::Parked {} => None,
         }
     }
 
@@ -477,6 +614,7 @@ impl State {
             State::Soaking { .. } => Phase::Soaking,
             State::Done {} => Phase::Done,
             State::Aborted {} => Phase::Aborted,
+            State::Parked {} => Phase::Parked,
         }
     }
 }
@@ -500,6 +638,12 @@ impl NodeState {
             disrupted: false,
             abort_requested: false,
             facts: Facts::new(),
+            failure_facts: Facts::new(),
+            blocked: None,
+            parked: None,
+            scaled: Default::default(),
+            parked_cordoned: false,
+            attempts: vec![0; plan.steps.len()],
         };
         let mut ctx = NodeCtx {
             at,
@@ -527,7 +671,10 @@ impl NodeState {
     /// The current step's cursor; `pending` is the first step, ready.
     pub fn cursor(&self) -> Option<Cursor> {
         match self.machine.state() {
-            State::Pending {} => Some(Cursor::ready(0)),
+            State::Pending {} => Some(Cursor {
+                attempt: self.node().attempts.first().copied().unwrap_or(0),
+                ..Cursor::ready(0)
+            }),
             s => s.cursor().copied(),
         }
     }

@@ -4,7 +4,20 @@
 //! windows, catalogs and gates) grows around it. Every field has a default so that old
 //! recorded policies keep loading as fields are added.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+/// What happens when a PodDisruptionBudget still refuses an eviction at the drain timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnDrainBlocked {
+    /// Set the node aside (`NodeParked`), go on with the others, and halt at the end naming
+    /// the parked nodes; `resume` retries them.
+    #[default]
+    Park,
+    /// Pause the whole run with the blocking budget in the reason.
+    Pause,
+}
 
 /// What happens to the run when a node's step has failed `max_attempts` times.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -28,6 +41,25 @@ pub struct Policy {
     /// How long a node is watched after it is uncordoned (the `Soak` step).
     pub soak_secs: u64,
     pub on_failure: OnFailure,
+    /// How long a drain keeps retrying refused evictions and waiting for pods to go.
+    pub drain_timeout_secs: u64,
+    pub on_drain_blocked: OnDrainBlocked,
+    /// A parked node is made schedulable again (true) or left cordoned for the operator.
+    pub uncordon_parked: bool,
+    /// Evict pods without a controller (they are not recreated anywhere: `kubectl drain
+    /// --force`). Off: such a node is refused and the run halts.
+    pub evict_unmanaged_pods: bool,
+    /// Evict pods with emptyDir volumes, losing that data (`--delete-emptydir-data`).
+    pub delete_empty_dir_data: bool,
+    /// When a budget blocks a drain, scale its Deployment/StatefulSet up by one until the
+    /// drain is done, then back to the recorded replica count.
+    pub scale_up_to_unblock: bool,
+    /// Halt when the share of pods in CrashLoopBackOff rises more than this many percentage
+    /// points over the pre-upgrade baseline.
+    pub crash_loop_increase_percent: u32,
+    /// A node not Ready (or not at its versions) this long after its kubelet restart fails
+    /// its verify step.
+    pub node_ready_timeout_secs: u64,
 }
 
 impl Default for Policy {
@@ -39,6 +71,14 @@ impl Default for Policy {
             wait_between_batches_secs: 300,
             soak_secs: 1800,
             on_failure: OnFailure::Halt,
+            drain_timeout_secs: 300,
+            on_drain_blocked: OnDrainBlocked::Park,
+            uncordon_parked: true,
+            evict_unmanaged_pods: false,
+            delete_empty_dir_data: false,
+            scale_up_to_unblock: false,
+            crash_loop_increase_percent: 5,
+            node_ready_timeout_secs: 600,
         }
     }
 }

@@ -5,8 +5,9 @@ use std::collections::HashMap;
 use serde::Serialize;
 
 use crate::event::{Event, Record, RunId, Timestamp};
-use crate::node::{Cursor, NodeCtx, NodeState, Phase};
+use crate::node::{Blocked, Cursor, NodeCtx, NodeState, Phase};
 use crate::plan::Plan;
+use crate::planner::inventory::Inventory;
 use crate::policy::Policy;
 use crate::run::{RunMachineState, RunPhase};
 use crate::version::Version;
@@ -32,6 +33,51 @@ pub struct RunState {
     pub recoveries: u32,
     /// Records that did not fit the state they met (bugs or hand-edited logs); never fatal.
     pub anomalies: Vec<String>,
+    /// The apiserver version before the run (`ClusterObserved`).
+    pub apiserver_before: Option<Version>,
+    /// Health measured before the run, which the gates compare against.
+    pub baseline: Option<Baseline>,
+}
+
+/// The cluster's health before the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Baseline {
+    /// Pods that count (not finished, not mirror pods).
+    pub pods: u32,
+    pub crash_looping: u32,
+}
+
+impl Baseline {
+    pub fn of(inv: &Inventory) -> Baseline {
+        let live = inv.pods.iter().filter(|p| !p.is_finished() && !p.mirror);
+        let (mut pods, mut crash_looping) = (0u32, 0u32);
+        for p in live {
+            pods += 1;
+            crash_looping += u32::from(p.crash_looping);
+        }
+        Baseline {
+            pods,
+            crash_looping,
+        }
+    }
+
+    /// CrashLoopBackOff share in basis points (1/100 of a percentage point).
+    pub fn crash_loop_bp(&self) -> u32 {
+        if self.pods == 0 {
+            0
+        } else {
+            ((u64::from(self.crash_looping) * 10_000) / u64::from(self.pods)) as u32
+        }
+    }
+
+    /// The gate: has the share risen more than `points` percentage points over `self`?
+    pub fn exceeded_by(&self, now: &Baseline, points: u32) -> bool {
+        now.crash_loop_bp()
+            > self
+                .crash_loop_bp()
+                .saturating_add(points.saturating_mul(100))
+    }
 }
 
 impl RunState {
@@ -94,10 +140,20 @@ impl RunState {
                     self.batch_of.push(batch);
                 }
             }
+            Event::ClusterObserved {
+                apiserver,
+                inventory,
+            } => {
+                self.apiserver_before = Some(*apiserver);
+                self.baseline = Some(Baseline::of(&inventory.0));
+            }
             Event::StepStarted { node, .. }
             | Event::StepSucceeded { node, .. }
             | Event::StepFailed { node, .. }
-            | Event::StepProbed { node, .. } => match self.index.get(node) {
+            | Event::StepProbed { node, .. }
+            | Event::EvictionBlocked { node, .. }
+            | Event::NodeParked { node, .. }
+            | Event::WorkloadScaled { node, .. } => match self.index.get(node) {
                 Some(&i) => self.nodes[i].handle(&record.event, &mut ctx),
                 None => ctx
                     .anomalies
@@ -164,9 +220,12 @@ impl RunState {
                     steps: n.node().steps.len(),
                     failures: n.node().failures,
                     last_error: n.node().last_error.clone(),
+                    blocked: n.node().blocked.clone(),
+                    parked: n.node().parked.clone(),
                 })
                 .collect(),
             anomalies: self.anomalies.clone(),
+            baseline: self.baseline,
         }
     }
 }
@@ -183,6 +242,8 @@ pub struct RunSummary {
     pub batches: usize,
     pub nodes: Vec<NodeSummary>,
     pub anomalies: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<Baseline>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -196,4 +257,8 @@ pub struct NodeSummary {
     pub steps: usize,
     pub failures: u32,
     pub last_error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blocked: Option<Blocked>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parked: Option<String>,
 }

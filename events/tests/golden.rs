@@ -9,6 +9,7 @@ use std::path::PathBuf;
 
 use upgraded_events::codec::{decode, encode};
 use upgraded_events::plan::{Batch, NodePlan, Role};
+use upgraded_events::planner::inventory::Inventory;
 use upgraded_events::{
     Actor, Event, EventKind, Facts, Json, Plan, Policy, Record, Step, Timestamp, Version,
 };
@@ -95,6 +96,30 @@ fn sample(kind: EventKind) -> Event {
             attempt: 1,
             done: true,
             facts: facts(),
+        },
+        EventKind::ClusterObserved => Event::ClusterObserved {
+            apiserver: Version::new(1, 33, 5),
+            inventory: Json(
+                Inventory::from_kubectl_json(include_str!("fixtures/seed-cluster.json"))
+                    .expect("seed fixture"),
+            ),
+        },
+        EventKind::EvictionBlocked => Event::EvictionBlocked {
+            node,
+            pod: "prod/redis-0".into(),
+            pdb: "prod/redis".into(),
+            disruptions_allowed: 0,
+        },
+        EventKind::NodeParked => Event::NodeParked {
+            node,
+            reason: "drain blocked for 300s by PDB prod/redis".into(),
+            uncordon: true,
+        },
+        EventKind::WorkloadScaled => Event::WorkloadScaled {
+            node,
+            workload: "Deployment/prod/redis".into(),
+            from: 3,
+            to: 4,
         },
     }
 }

@@ -378,6 +378,8 @@ fn pod(ns: &str, name: &str, node: &str, cpu: u64, app: &str) -> PodInv {
         mirror: false,
         phase: "Running".into(),
         ready: true,
+        crash_looping: false,
+        uid: String::new(),
     }
 }
 

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;
 use upgraded_events::node::Phase;
+use upgraded_events::policy::OnDrainBlocked;
 use upgraded_events::run::RunPhase;
 use upgraded_events::{
     Actor, Command, Event, Facts, InDoubt, Json, NodeInfo, Plan, Policy, Record, Role, RunState,
@@ -22,6 +23,8 @@ struct World {
     cordoned: BTreeMap<String, bool>,
     /// (node, step name, attempt) that fail without effect.
     failures: BTreeSet<(String, &'static str, u32)>,
+    /// Nodes whose drain a budget refuses until an operator resumes the run (the fix).
+    blocked: BTreeSet<String>,
 }
 
 impl World {
@@ -37,6 +40,9 @@ impl World {
             .contains(&(node.to_string(), step.name(), attempt))
         {
             return Err(format!("injected failure of {step} attempt {attempt}"));
+        }
+        if *step == Step::Drain && self.blocked.contains(node) {
+            return Err(format!("{BLOCKED}: eviction refused by pdb/x"));
         }
         let mut facts = Facts::new();
         match step {
@@ -87,6 +93,8 @@ impl World {
         }
     }
 }
+
+const BLOCKED: &str = "blocked";
 
 /// A synchronous model of the engine: append intents, execute, append outcomes; `budget` ops
 /// (appends and effects) before it "crashes". Returns true when the run finished.
@@ -146,7 +154,11 @@ impl Engine<'_> {
             if d.commands.is_empty() {
                 match (self.state.phase(), d.wake_at) {
                     (p, _) if p.is_terminal() => return Ok(()),
-                    (RunPhase::Halted, _) => self.append(Event::RunResumed { by: op() })?,
+                    (RunPhase::Halted | RunPhase::Paused, _) => {
+                        // The operator fixes what blocked drains, then resumes.
+                        self.world.blocked.clear();
+                        self.append(Event::RunResumed { by: op() })?
+                    }
                     (_, Some(w)) => *self.now = w.max(*self.now),
                     (p, None) => panic!("stuck in {p:?}: {:#?}", self.state.summary()),
                 }
@@ -177,13 +189,22 @@ impl Engine<'_> {
                                 attempt,
                                 facts,
                             },
-                            Err(error) => Event::StepFailed {
-                                node,
-                                step,
-                                attempt,
-                                error,
-                                facts: Facts::new(),
-                            },
+                            Err(error) => {
+                                // A failed drain is a budget refusing to the end: parked
+                                // or paused, per the scenario's policy.
+                                let facts: Facts = if error.starts_with(BLOCKED) {
+                                    [("eviction_blocked".to_string(), "pdb/x".to_string())].into()
+                                } else {
+                                    Facts::new()
+                                };
+                                Event::StepFailed {
+                                    node,
+                                    step,
+                                    attempt,
+                                    error,
+                                    facts,
+                                }
+                            }
                         })?;
                     }
                     Command::Probe {
@@ -200,7 +221,11 @@ impl Engine<'_> {
                             facts: Facts::new(),
                         })?;
                     }
-                    Command::Halt { .. } | Command::Complete | Command::FinishAbort => {}
+                    Command::Halt { .. }
+                    | Command::Pause { .. }
+                    | Command::Park { .. }
+                    | Command::Complete
+                    | Command::FinishAbort => {}
                 }
             }
         }
@@ -222,6 +247,7 @@ struct Scenario {
     max_unavailable: usize,
     soak: bool,
     failures: BTreeSet<(String, &'static str, u32)>,
+    blocked: BTreeSet<String>,
     policy: Policy,
 }
 
@@ -233,60 +259,79 @@ fn scenario() -> impl Strategy<Value = Scenario> {
         any::<bool>(),
         proptest::collection::vec((0usize..8, 0usize..8, 1u32..5), 0..6),
         0u64..3,
+        (
+            any::<bool>(),
+            any::<bool>(),
+            proptest::collection::btree_set(0usize..8, 0..3),
+        ),
     )
-        .prop_map(|(ns, max_unavailable, soak, fails, wait)| {
-            let mut cordoned_before = BTreeSet::new();
-            let nodes: Vec<NodeInfo> = ns
-                .iter()
-                .enumerate()
-                .map(|(i, (cp, minor, cordoned))| {
-                    let name = format!("n{i}");
-                    if *cordoned {
-                        cordoned_before.insert(name.clone());
-                    }
-                    NodeInfo {
-                        name,
-                        role: if *cp && i < 3 {
-                            Role::ControlPlane
-                        } else {
-                            Role::Worker
-                        },
-                        version: Version::new(1, *minor, 2),
-                    }
-                })
-                .collect();
-            let step_names = [
-                "preflight",
-                "cordon",
-                "drain",
-                "upgrade-packages",
-                "restart-kubelet",
-                "verify",
-                "uncordon",
-                "soak",
-            ];
-            let failures = fails
-                .into_iter()
-                .filter(|(n, _, _)| *n < nodes.len())
-                .map(|(n, s, a)| (format!("n{n}"), step_names[s], a))
-                .collect();
-            let policy = Policy {
-                max_attempts: 2,
-                retry_backoff_secs: 1,
-                retry_backoff_max_secs: 4,
-                wait_between_batches_secs: wait,
-                soak_secs: 3,
-                ..Policy::default()
-            };
-            Scenario {
-                nodes,
-                cordoned_before,
-                max_unavailable,
-                soak,
-                failures,
-                policy,
-            }
-        })
+        .prop_map(
+            |(ns, max_unavailable, soak, fails, wait, (pause, uncordon_parked, blocked))| {
+                let mut cordoned_before = BTreeSet::new();
+                let nodes: Vec<NodeInfo> = ns
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (cp, minor, cordoned))| {
+                        let name = format!("n{i}");
+                        if *cordoned {
+                            cordoned_before.insert(name.clone());
+                        }
+                        NodeInfo {
+                            name,
+                            role: if *cp && i < 3 {
+                                Role::ControlPlane
+                            } else {
+                                Role::Worker
+                            },
+                            version: Version::new(1, *minor, 2),
+                        }
+                    })
+                    .collect();
+                let step_names = [
+                    "preflight",
+                    "cordon",
+                    "drain",
+                    "upgrade-packages",
+                    "restart-kubelet",
+                    "verify",
+                    "uncordon",
+                    "soak",
+                ];
+                let failures = fails
+                    .into_iter()
+                    .filter(|(n, _, _)| *n < nodes.len())
+                    .map(|(n, s, a)| (format!("n{n}"), step_names[s], a))
+                    .collect();
+                let policy = Policy {
+                    max_attempts: 2,
+                    retry_backoff_secs: 1,
+                    retry_backoff_max_secs: 4,
+                    wait_between_batches_secs: wait,
+                    soak_secs: 3,
+                    on_drain_blocked: if pause {
+                        OnDrainBlocked::Pause
+                    } else {
+                        OnDrainBlocked::Park
+                    },
+                    uncordon_parked,
+                    ..Policy::default()
+                };
+                let blocked = blocked
+                    .into_iter()
+                    .filter(|n| *n < nodes.len())
+                    .map(|n| format!("n{n}"))
+                    .collect();
+                Scenario {
+                    nodes,
+                    cordoned_before,
+                    max_unavailable,
+                    soak,
+                    failures,
+                    blocked,
+                    policy,
+                }
+            },
+        )
 }
 
 fn start(s: &Scenario) -> (Vec<Record>, World) {
@@ -295,6 +340,7 @@ fn start(s: &Scenario) -> (Vec<Record>, World) {
         .expect("plan");
     let mut world = World {
         failures: s.failures.clone(),
+        blocked: s.blocked.clone(),
         ..World::default()
     };
     for n in &s.cordoned_before {
@@ -454,6 +500,7 @@ fn every_single_kill_point_of_a_fixed_run_recovers() {
         max_unavailable: 2,
         soak: true,
         failures: [("n2".to_string(), "drain", 1)].into(),
+        blocked: ["n4".to_string()].into(),
         policy: Policy {
             max_attempts: 2,
             retry_backoff_secs: 1,
@@ -463,8 +510,29 @@ fn every_single_kill_point_of_a_fixed_run_recovers() {
             ..Policy::default()
         },
     };
-    let (clean, clean_world, _) = run_with_kills(&s, &[], None);
+    let (clean, clean_world, _, clean_log) = run_with_kills_log(&s, &[], None);
     assert_eq!(clean.phase(), RunPhase::Completed);
+    // n4's drain is refused until the operator's resume: parked (uncordoned), the others
+    // finish, the run halts naming it, and the resume finishes it.
+    let kinds: Vec<String> = clean_log
+        .iter()
+        .filter_map(|r| match &r.event {
+            Event::NodeParked { node, uncordon, .. } => Some(format!("parked {node} {uncordon}")),
+            Event::RunHalted { reason } if reason.contains("parked: n4") => Some("halted".into()),
+            Event::RunResumed { .. } => Some("resumed".into()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(kinds, ["parked n4 true", "halted", "resumed"]);
+    assert_eq!(
+        clean_world.effects["n4"][..4],
+        [
+            Step::Preflight,
+            Step::Cordon,
+            Step::Uncordon,
+            Step::Preflight
+        ]
+    );
     let total_ops = clean.next_seq as usize * 2; // appends plus effects, an upper bound
     let mut probes = 0;
     let mut crashed = 0;

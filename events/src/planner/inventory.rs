@@ -119,9 +119,21 @@ pub struct PodInv {
     pub mirror: bool,
     pub phase: String,
     pub ready: bool,
+    /// A container is waiting in CrashLoopBackOff (the health gate's measure).
+    #[serde(default)]
+    pub crash_looping: bool,
+    /// `metadata.uid`: tells a replacement pod of the same name from the evicted one.
+    #[serde(default)]
+    pub uid: String,
 }
 
 impl PodInv {
+    /// One Pod object as the API returns it. Its owner is the direct controller (a
+    /// ReplicaSet is not resolved to its Deployment: that needs the ReplicaSets).
+    pub fn from_value(v: &Value) -> Result<PodInv, String> {
+        parse_pod(v, &BTreeMap::new(), &std::collections::BTreeSet::new())
+    }
+
     pub fn is_daemonset(&self) -> bool {
         self.owner.as_ref().is_some_and(|o| o.kind == "DaemonSet")
     }
@@ -651,6 +663,13 @@ fn parse_pod(
             .unwrap_or("Pending")
             .to_string(),
         ready: condition_true(it, "Ready"),
+        crash_looping: it["status"]["containerStatuses"]
+            .as_array()
+            .is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c["state"]["waiting"]["reason"] == "CrashLoopBackOff")
+            }),
+        uid: str_of(&it["metadata"]["uid"]),
         namespace,
     })
 }

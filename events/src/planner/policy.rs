@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::catalog::Catalog;
 use super::quantity::duration_secs;
-use crate::policy::Policy;
+use crate::policy::{OnDrainBlocked, Policy};
 use crate::version::Version;
 
 pub const API_VERSION: &str = "upgraded.dev/v1alpha1";
@@ -54,6 +54,24 @@ pub struct PolicyFile {
     pub durations: BTreeMap<String, String>,
     /// How patient the daemon is with failing steps.
     pub retries: Option<RetriesFile>,
+    /// What a drain may evict, and what happens when a PodDisruptionBudget refuses.
+    pub drain: Option<DrainFile>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct DrainFile {
+    /// `park` (default): set the node aside, go on with the others and halt at the end;
+    /// `pause`: pause the run at once.
+    pub on_blocked: Option<String>,
+    /// A parked node is uncordoned (default true) or left cordoned.
+    pub uncordon_parked: Option<bool>,
+    /// Evict pods that no controller will recreate (default false: the node is refused).
+    pub evict_unmanaged_pods: Option<bool>,
+    /// Evict pods with emptyDir volumes, losing their data (default false: refused).
+    pub delete_empty_dir_data: Option<bool>,
+    /// Scale a blocking Deployment/StatefulSet up by one until the node is drained.
+    pub scale_up_to_unblock: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -236,6 +254,11 @@ pub struct PlanPolicy {
     pub max_attempts: u32,
     pub retry_backoff_secs: u64,
     pub retry_backoff_max_secs: u64,
+    pub on_drain_blocked: OnDrainBlocked,
+    pub uncordon_parked: bool,
+    pub evict_unmanaged_pods: bool,
+    pub delete_empty_dir_data: bool,
+    pub scale_up_to_unblock: bool,
 }
 
 impl Default for PlanPolicy {
@@ -263,6 +286,11 @@ impl Default for PlanPolicy {
             max_attempts: 3,
             retry_backoff_secs: 10,
             retry_backoff_max_secs: 300,
+            on_drain_blocked: OnDrainBlocked::Park,
+            uncordon_parked: true,
+            evict_unmanaged_pods: false,
+            delete_empty_dir_data: false,
+            scale_up_to_unblock: false,
         }
     }
 }
@@ -283,6 +311,14 @@ impl PlanPolicy {
             retry_backoff_max_secs: self.retry_backoff_max_secs,
             wait_between_batches_secs: self.wait_between_batches_secs,
             soak_secs: self.canary_soak_secs,
+            drain_timeout_secs: self.drain_timeout_secs,
+            on_drain_blocked: self.on_drain_blocked,
+            uncordon_parked: self.uncordon_parked,
+            evict_unmanaged_pods: self.evict_unmanaged_pods,
+            delete_empty_dir_data: self.delete_empty_dir_data,
+            scale_up_to_unblock: self.scale_up_to_unblock,
+            crash_loop_increase_percent: self.crash_loop_increase_percent,
+            node_ready_timeout_secs: self.node_ready_timeout_secs,
             ..Policy::default()
         }
     }
@@ -510,6 +546,22 @@ impl PolicyFile {
                 end_minute: end,
                 timezone: tz,
             });
+        }
+        if let Some(d) = &self.drain {
+            p.on_drain_blocked = match d.on_blocked.as_deref() {
+                None | Some("park") => OnDrainBlocked::Park,
+                Some("pause") => OnDrainBlocked::Pause,
+                Some(o) => {
+                    return Err(err(
+                        "drain.onBlocked",
+                        format!("{o:?}: expected park or pause"),
+                    ));
+                }
+            };
+            p.uncordon_parked = d.uncordon_parked.unwrap_or(p.uncordon_parked);
+            p.evict_unmanaged_pods = d.evict_unmanaged_pods.unwrap_or(false);
+            p.delete_empty_dir_data = d.delete_empty_dir_data.unwrap_or(false);
+            p.scale_up_to_unblock = d.scale_up_to_unblock.unwrap_or(false);
         }
         if let Some(g) = &self.gates {
             if let Some(c) = g.crash_loop_increase_percent {
