@@ -27,6 +27,8 @@ pub const UNSCHEDULABLE_TAINT: &str = "node.kubernetes.io/unschedulable";
 
 /// How long a kubelet restart keeps a node NotReady.
 pub const KUBELET_RESTART_MS: Millis = 15_000;
+/// The Kubernetes packages a sim machine has installed.
+pub const PACKAGES: [&str; 3] = ["kubeadm", "kubelet", "kubectl"];
 /// How long a crash-looping container waits between restarts (the back-off cap is 5 min; we
 /// use a short fixed period so restart counts rise visibly).
 const CRASHLOOP_PERIOD_MS: Millis = 30_000;
@@ -68,6 +70,9 @@ pub struct SimNode {
     pub resource_version: u64,
     /// When the kubelet was last restarted (for the "after upgrade" faults).
     pub restarted_at: Option<Millis>,
+    /// What the machine's package manager has installed (`kubeadm`, `kubelet`, `kubectl`),
+    /// which node agents change and the running kubelet only follows after a restart.
+    pub packages: BTreeMap<String, Version>,
 }
 
 impl SimNode {
@@ -447,6 +452,7 @@ impl World {
             control_plane: control_plane.clone(),
             resource_version: rv,
             restarted_at: None,
+            packages: PACKAGES.iter().map(|p| (p.to_string(), kubelet)).collect(),
         };
         self.nodes.insert(name.to_string(), node);
         if let Some(cp) = control_plane {
@@ -1174,6 +1180,33 @@ impl World {
         n.resource_version = rv;
         self.tick();
         Ok(())
+    }
+
+    /// The package manager installs `package` at `version` on `node` (no restart).
+    pub fn install_package(
+        &mut self,
+        node: &str,
+        package: &str,
+        version: Version,
+    ) -> Result<(), ModelError> {
+        if !PACKAGES.contains(&package) {
+            return Err(ModelError::Invalid(format!(
+                "unknown package {package:?}; the sim's machines have {PACKAGES:?}"
+            )));
+        }
+        self.edit_node(node, |n, _| {
+            n.packages.insert(package.to_string(), version);
+            Ok(())
+        })
+    }
+
+    /// The apiserver version `/version` reports: the newest control plane's (what a load
+    /// balancer in front of a half-upgraded control plane answers with, eventually).
+    pub fn apiserver_version(&self) -> Option<Version> {
+        self.nodes
+            .values()
+            .filter_map(|n| n.control_plane.as_ref().map(|c| c.apiserver))
+            .max()
     }
 
     /// `spec.unschedulable` (cordon / uncordon).

@@ -31,7 +31,7 @@ use crate::clock::Millis;
 use crate::kube;
 use crate::model::{EvictError, Faults, Kind, ModelError, SimPod, World};
 
-/// The apiserver version the sim reports at `/version`.
+/// The apiserver version the sim reports at `/version` when it has no control plane.
 pub const GIT_VERSION: &str = "v1.33.5";
 
 /// An injected API failure: requests whose method and path match get `status` (429, 500,
@@ -411,11 +411,12 @@ fn group(name: &str) -> meta::APIGroup {
     }
 }
 
-fn discovery(path: &[&str]) -> Option<Response> {
+fn discovery(path: &[&str], apiserver: Option<Version>) -> Option<Response> {
+    let git = apiserver.map_or_else(|| GIT_VERSION.to_string(), |v| v.to_string());
     Some(match path {
         ["version"] => ok(&json!({
-            "major": "1", "minor": GIT_VERSION.split('.').nth(1).unwrap_or("33"),
-            "gitVersion": GIT_VERSION, "gitCommit": "0000000000000000000000000000000000000000",
+            "major": "1", "minor": git.split('.').nth(1).unwrap_or("33"),
+            "gitVersion": git, "gitCommit": "0000000000000000000000000000000000000000",
             "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z",
             "goVersion": "go1.24.0", "compiler": "gc", "platform": "linux/amd64",
             "emulationMajor": "1", "minCompatibilityMajor": "1",
@@ -630,7 +631,7 @@ async fn handle(
         );
     }
     if method == Method::GET
-        && let Some(r) = discovery(&raw)
+        && let Some(r) = discovery(&raw, sim.world().apiserver_version())
     {
         return r;
     }
@@ -1084,6 +1085,12 @@ struct VersionBody {
 }
 
 #[derive(Debug, Deserialize)]
+struct PackageBody {
+    package: String,
+    version: String,
+}
+
+#[derive(Debug, Deserialize)]
 struct AdvanceBody {
     seconds: u64,
 }
@@ -1125,6 +1132,24 @@ fn control(sim: &Sim, method: &Method, path: &[String], body: &[u8]) -> Response
             Ok((v, etcd)) => done(sim.world().upgrade_control_plane(node, v, etcd)),
             Err(r) => r,
         },
+        (Method::GET, ["v1", "nodes", node, "packages"]) => match sim.world().nodes.get(*node) {
+            Some(n) => ok(&n.packages),
+            None => not_found("nodes", node),
+        },
+        (Method::POST, ["v1", "nodes", node, "packages"]) => {
+            let b: PackageBody = match serde_json::from_slice(body) {
+                Ok(b) => b,
+                Err(e) => {
+                    return bad_request(format!(
+                        "expected {{\"package\": \"kubelet\", \"version\": \"v1.35.3\"}}: {e}"
+                    ));
+                }
+            };
+            match b.version.parse() {
+                Ok(v) => done(sim.world().install_package(node, &b.package, v)),
+                Err(e) => bad_request(format!("{e}")),
+            }
+        }
         (Method::POST, ["v1", "nodes", node, "down"]) => {
             done(sim.world().set_node_down(node, true))
         }
