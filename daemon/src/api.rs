@@ -88,7 +88,9 @@ impl From<RequestError> for ApiError {
         let code = match e {
             RequestError::Busy { .. } | RequestError::WrongPhase(..) => StatusCode::CONFLICT,
             RequestError::NoRun => StatusCode::NOT_FOUND,
-            RequestError::Plan(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            RequestError::Plan(_) | RequestError::Blocked { .. } => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             RequestError::Inventory(_) => StatusCode::BAD_GATEWAY,
             RequestError::Log(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
@@ -160,6 +162,9 @@ struct StartBody {
     target: String,
     #[serde(default)]
     dry_run: bool,
+    /// Start despite blockers in the plan.
+    #[serde(default)]
+    force: bool,
 }
 
 async fn start<L: EventLog + Clone>(
@@ -174,7 +179,9 @@ async fn start<L: EventLog + Clone>(
             .map_err(|e: upgraded_events::version::VersionError| {
                 ApiError(StatusCode::BAD_REQUEST, e.to_string())
             })?;
-    let (run, plan) = d.start(target, actor(peer, &headers), body.dry_run).await?;
+    let (run, plan) = d
+        .start(target, actor(peer, &headers), body.dry_run, body.force)
+        .await?;
     Ok(Json(json!({ "run": run, "plan": plan })).into_response())
 }
 

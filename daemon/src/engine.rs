@@ -10,16 +10,18 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinSet;
+use upgraded_events::planner::inventory::check_node_name;
+use upgraded_events::planner::policy::PlanPolicy;
+use upgraded_events::planner::{self, PlanInput, PlanReport, Severity};
 use upgraded_events::run::RunPhase;
 use upgraded_events::state::RunSummary;
 use upgraded_events::{
-    Actor, Command, Event, Facts, Json, Plan, Policy, Record, RunId, RunState, Timestamp, Version,
-    decide,
+    Actor, Command, Event, Json, Record, RunId, RunState, Timestamp, Version, decide,
 };
 
 use crate::log::{EventLog, LogError};
-use crate::ports::Clock;
-use crate::steps::{self, Ports};
+use crate::ports::{BoxFut, Clock, Notes, PortError};
+use crate::steps::{self, Ports, StepEnv};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -44,28 +46,34 @@ pub enum RequestError {
     Inventory(String),
     #[error("cannot plan: {0}")]
     Plan(String),
+    #[error("the plan has {count} blocker(s); fix them or start with --force:\n{list}")]
+    Blocked { count: usize, list: String },
     #[error(transparent)]
     Log(#[from] LogError),
 }
 
-/// Settings for new runs.
-#[derive(Debug, Clone)]
+/// Settings for new runs: the operator's policy file, validated.
+#[derive(Debug, Clone, Default)]
 pub struct RunDefaults {
-    pub policy: Policy,
-    pub max_unavailable: usize,
+    pub policy: PlanPolicy,
 }
 
-/// Latest released patch per minor, for intermediate hops. The planner's catalog (policy
-/// file, built-in list) replaces this table.
-pub fn default_patch(_major: u16, minor: u16) -> u16 {
-    match minor {
-        30 => 14,
-        31 => 14,
-        32 => 11,
-        33 => 7,
-        34 => 6,
-        35 => 3,
-        _ => 0,
+/// Steps report observations (blocked evictions, scaled workloads) into the run's log.
+struct LogNotes<L> {
+    log: L,
+    run: RunId,
+    clock: Arc<dyn Clock>,
+}
+
+impl<L: EventLog + Clone> Notes for LogNotes<L> {
+    fn note(&self, event: Event) -> BoxFut<'_, Result<(), PortError>> {
+        Box::pin(async move {
+            self.log
+                .append(self.run, vec![(self.clock.now(), event)])
+                .await
+                .map(|_| ())
+                .map_err(|e| PortError::retryable(format!("recording an observation: {e}")))
+        })
     }
 }
 
@@ -153,13 +161,16 @@ impl<L: EventLog + Clone> Daemon<L> {
         Ok(Some(run))
     }
 
-    /// Plans a run to `target`; unless `dry_run`, records it and starts it.
+    /// Reads the cluster, plans a run to `target` with the planner; unless `dry_run`, records
+    /// the pre-upgrade state and the plan, and starts it. Plans with blockers are refused
+    /// unless `force`.
     pub async fn start(
         self: &Arc<Self>,
         target: Version,
         by: Actor,
         dry_run: bool,
-    ) -> Result<(Option<RunId>, Plan), RequestError> {
+        force: bool,
+    ) -> Result<(Option<RunId>, PlanReport), RequestError> {
         if let Some(run) = self.active() {
             let phase = self
                 .status
@@ -170,26 +181,40 @@ impl<L: EventLog + Clone> Daemon<L> {
                 return Err(RequestError::Busy { run, phase });
             }
         }
-        let nodes = self
+        let observed = self
             .ports
             .cluster
-            .list_nodes()
+            .observe()
             .await
             .map_err(|e| RequestError::Inventory(e.to_string()))?;
-        let d = &self.defaults;
-        let plan = Plan::basic_rolling(
-            &nodes,
-            target,
-            d.max_unavailable,
-            d.policy.soak_secs > 0,
-            default_patch,
-        )
+        for n in &observed.inventory.nodes {
+            check_node_name(&n.name).map_err(RequestError::Inventory)?;
+        }
+        let policy = &self.defaults.policy;
+        let now = self.clock.now();
+        let report = planner::plan(PlanInput {
+            inventory: &observed.inventory,
+            policy,
+            target: Some(target),
+            start: now,
+        })
         .map_err(|e| RequestError::Plan(e.to_string()))?;
         if dry_run {
-            return Ok((None, plan));
+            return Ok((None, report));
+        }
+        let blockers: Vec<String> = report
+            .findings
+            .iter()
+            .filter(|f| f.severity == Severity::Blocker)
+            .map(|f| format!("  {}: {} (fix: {})", f.code, f.message, f.fix))
+            .collect();
+        if !blockers.is_empty() && !force {
+            return Err(RequestError::Blocked {
+                count: blockers.len(),
+                list: blockers.join("\n"),
+            });
         }
         let run = uuid::Uuid::now_v7();
-        let now = self.clock.now();
         let records = self
             .log
             .append(
@@ -197,10 +222,17 @@ impl<L: EventLog + Clone> Daemon<L> {
                 vec![
                     (
                         now,
+                        Event::ClusterObserved {
+                            apiserver: observed.apiserver,
+                            inventory: Json(observed.inventory),
+                        },
+                    ),
+                    (
+                        now,
                         Event::RunPlanned {
-                            target,
-                            plan: Json(plan.clone()),
-                            policy: Json(d.policy.clone()),
+                            target: report.target,
+                            plan: Json(report.execution_plan()),
+                            policy: Json(policy.run_policy()),
                             by: by.clone(),
                         },
                     ),
@@ -210,7 +242,7 @@ impl<L: EventLog + Clone> Daemon<L> {
             .await?;
         let state = RunState::replay(&records);
         self.spawn_drive(run, state);
-        Ok((Some(run), plan))
+        Ok((Some(run), report))
     }
 
     /// Pause, resume or abort the active run.
@@ -372,15 +404,34 @@ impl<L: EventLog + Clone> Daemon<L> {
             || (node.clone(), Vec::new()),
             |n| (n.node().host.clone(), n.node().steps.clone()),
         );
+        let policy = state.policy.clone();
+        let baseline = state.baseline;
+        let target = state.target;
         let name = node.clone();
         (name, async move {
+            let notes = LogNotes {
+                log: log.clone(),
+                run,
+                clock: Arc::clone(&clock),
+            };
+            let env = StepEnv {
+                ports: &ports,
+                clock: clock.as_ref(),
+                notes: &notes,
+                policy: &policy,
+                baseline,
+                entry: &node,
+                host: &host,
+                steps: &all_steps,
+                target,
+            };
             let outcome = match cmd {
                 Command::RunStep {
                     node,
                     step,
                     attempt,
                     leave_cordoned,
-                } => match steps::execute(&ports, &host, &step, &all_steps, leave_cordoned).await {
+                } => match steps::execute(&env, &step, leave_cordoned).await {
                     Ok(facts) => Event::StepSucceeded {
                         node,
                         step,
@@ -389,8 +440,8 @@ impl<L: EventLog + Clone> Daemon<L> {
                     },
                     Err(e) => {
                         tracing::warn!(%node, %step, attempt, error = %e, "step failed");
-                        let facts: Facts =
-                            [("retryable".to_string(), e.retryable.to_string())].into();
+                        let mut facts = e.facts.clone();
+                        facts.insert("retryable".to_string(), e.retryable.to_string());
                         Event::StepFailed {
                             node,
                             step,
@@ -404,7 +455,7 @@ impl<L: EventLog + Clone> Daemon<L> {
                     node,
                     step,
                     attempt,
-                } => match steps::probe(&ports, &host, &step).await {
+                } => match steps::probe(&env, &step).await {
                     Ok((done, facts)) => Event::StepProbed {
                         node,
                         step,

@@ -14,10 +14,14 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use upgraded_events::planner::inventory::{
+    ControlPlane, Inventory as PlannerInventory, NodeInv, Owner, PdbInv, PodInv, Resources,
+};
 use upgraded_events::{Facts, NodeInfo, Role, Version};
 
 use crate::ports::{
-    BoxFut, ClusterApi, CommandOutput, NodeExecutor, NodeStatus, PortError, RemoteCommand,
+    BoxFut, ClusterApi, CommandOutput, Eviction, NodeExecutor, NodeStatus, Observed, PortError,
+    RemoteCommand,
 };
 
 /// `inventory.json`: the world before any effect.
@@ -53,6 +57,10 @@ struct NodeNow {
     installed: Version,
     running: Version,
     unschedulable: bool,
+    /// Control-plane nodes: the version kubeadm last upgraded its static pods to.
+    control_plane: Option<Version>,
+    /// The node's pods were evicted (they come back when it is uncordoned).
+    drained: bool,
 }
 
 #[derive(Debug)]
@@ -134,6 +142,8 @@ impl FakeWorld {
                     installed: spec.version,
                     running: spec.version,
                     unschedulable: spec.unschedulable,
+                    control_plane: (spec.role == Role::ControlPlane).then_some(spec.version),
+                    drained: false,
                     spec,
                 };
                 (now.spec.name.clone(), now)
@@ -218,11 +228,59 @@ impl FakeWorld {
 fn apply(n: &mut NodeNow, e: &Effect) {
     match (e.op.as_str(), e.version) {
         ("cordon", _) => n.unschedulable = true,
-        ("uncordon", _) => n.unschedulable = false,
+        ("uncordon", _) => {
+            n.unschedulable = false;
+            n.drained = false;
+        }
+        ("drain", _) => n.drained = true,
         ("install", Some(v)) => n.installed = v,
         ("restart-kubelet", _) => n.running = n.installed,
+        ("kubeadm-upgrade-apply" | "kubeadm-upgrade-node", Some(v))
+            if n.control_plane.is_some() =>
+        {
+            n.control_plane = Some(v);
+        }
         _ => {}
     }
+}
+
+fn fake_control_plane(v: Version) -> ControlPlane {
+    ControlPlane {
+        apiserver: v,
+        controller_manager: v,
+        scheduler: v,
+        etcd: Some("3.5.21-0".into()),
+        observed: true,
+    }
+}
+
+/// A node's stand-in pods: `pods` replicas of one Deployment, until it is drained.
+fn fake_pods(n: &NodeNow) -> Vec<PodInv> {
+    if n.drained {
+        return Vec::new();
+    }
+    (0..n.spec.pods)
+        .map(|i| PodInv {
+            namespace: "default".into(),
+            name: format!("{}-app-{i}", n.spec.name),
+            node: Some(n.spec.name.clone()),
+            labels: Default::default(),
+            owner: Some(Owner {
+                kind: "ReplicaSet".into(),
+                name: "app".into(),
+            }),
+            requests: Resources::ZERO,
+            node_selector: Default::default(),
+            tolerations: Vec::new(),
+            empty_dir: false,
+            local_storage: false,
+            mirror: false,
+            phase: "Running".into(),
+            ready: true,
+            crash_looping: false,
+            uid: format!("{}-{i}", n.spec.name),
+        })
+        .collect()
 }
 
 /// Reads `effects.jsonl`; a torn last line (a kill mid-write) is ignored.
@@ -244,8 +302,59 @@ pub fn read_effects(path: &Path) -> Result<Vec<Effect>, FakeError> {
 }
 
 impl ClusterApi for FakeWorld {
-    fn list_nodes(&self) -> BoxFut<'_, Result<Vec<NodeInfo>, PortError>> {
-        Box::pin(async move { Ok(self.inventory()) })
+    fn observe(&self) -> BoxFut<'_, Result<Observed, PortError>> {
+        Box::pin(async move {
+            let nodes = self.lock();
+            let inventory = PlannerInventory {
+                nodes: nodes
+                    .values()
+                    .map(|n| {
+                        let mut labels: upgraded_events::planner::inventory::Labels = [(
+                            "node.kubernetes.io/instance-type".to_string(),
+                            "fake".to_string(),
+                        )]
+                        .into();
+                        if n.spec.role == Role::ControlPlane {
+                            labels.insert(
+                                "node-role.kubernetes.io/control-plane".into(),
+                                String::new(),
+                            );
+                        }
+                        NodeInv {
+                            name: n.spec.name.clone(),
+                            role: n.spec.role,
+                            labels,
+                            created: None,
+                            kubelet: n.running,
+                            kube_proxy: None,
+                            kernel: "6.1.0".into(),
+                            os_image: "Debian GNU/Linux 12 (bookworm)".into(),
+                            runtime: "containerd://1.7.24".into(),
+                            arch: "amd64".into(),
+                            cgroup: Some(2),
+                            allocatable: Resources {
+                                cpu_millis: 64_000,
+                                memory_bytes: 256 << 30,
+                            },
+                            taints: Vec::new(),
+                            unschedulable: n.unschedulable,
+                            ready: true,
+                            control_plane: n.control_plane.map(fake_control_plane),
+                        }
+                    })
+                    .collect(),
+                ..Default::default()
+            };
+            let apiserver = nodes
+                .values()
+                .filter_map(|n| n.control_plane)
+                .max()
+                .unwrap_or(Version::new(1, 32, 4));
+            Ok(Observed {
+                apiserver,
+                inventory,
+            })
+        })
     }
 
     fn node_status<'a>(&'a self, node: &'a str) -> BoxFut<'a, Result<NodeStatus, PortError>> {
@@ -255,6 +364,7 @@ impl ClusterApi for FakeWorld {
                 ready: true,
                 unschedulable: n.unschedulable,
                 kubelet_version: n.running,
+                control_plane: n.control_plane.map(fake_control_plane),
             })
         })
     }
@@ -267,12 +377,37 @@ impl ClusterApi for FakeWorld {
         Box::pin(self.effect(node, "uncordon", None))
     }
 
-    fn drain<'a>(&'a self, node: &'a str) -> BoxFut<'a, Result<Facts, PortError>> {
+    fn pods_on<'a>(&'a self, node: &'a str) -> BoxFut<'a, Result<Vec<PodInv>, PortError>> {
+        Box::pin(async move { Ok(fake_pods(&self.status(node)?)) })
+    }
+
+    fn all_pods(&self) -> BoxFut<'_, Result<Vec<PodInv>, PortError>> {
+        Box::pin(async move { Ok(self.lock().values().flat_map(fake_pods).collect()) })
+    }
+
+    /// The first eviction on a node drains all of its stand-in pods (one effect line).
+    fn evict<'a>(
+        &'a self,
+        _namespace: &'a str,
+        name: &'a str,
+        _uid: &'a str,
+    ) -> BoxFut<'a, Result<Eviction, PortError>> {
         Box::pin(async move {
-            let pods = self.status(node)?.spec.pods;
-            self.effect(node, "drain", None).await?;
-            Ok([("evicted".to_string(), pods.to_string())].into())
+            let node = name.rsplit_once("-app-").map(|(n, _)| n.to_string());
+            let Some(node) = node.filter(|n| self.status(n).is_ok_and(|s| !s.drained)) else {
+                return Ok(Eviction::Gone);
+            };
+            self.effect(&node, "drain", None).await?;
+            Ok(Eviction::Evicted)
         })
+    }
+
+    fn pdb<'a>(
+        &'a self,
+        _namespace: &'a str,
+        _name: &'a str,
+    ) -> BoxFut<'a, Result<Option<PdbInv>, PortError>> {
+        Box::pin(async move { Ok(None) })
     }
 }
 
@@ -286,7 +421,7 @@ impl NodeExecutor for FakeWorld {
         Box::pin(async move {
             let mut facts = Facts::new();
             match cmd {
-                RemoteCommand::Preflight => {
+                RemoteCommand::Preflight { .. } => {
                     tokio::time::sleep(self.delay).await;
                     facts.insert("cgroup".into(), "v2".into());
                 }

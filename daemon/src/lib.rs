@@ -3,8 +3,11 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod drain;
 pub mod engine;
 pub mod fake;
+pub mod kube;
 pub mod log;
 pub mod ports;
+pub mod simagent;
 pub mod steps;

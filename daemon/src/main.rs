@@ -8,10 +8,13 @@ use anyhow::Context;
 use clap::Parser;
 use upgraded_daemon::engine::{Daemon, RunDefaults};
 use upgraded_daemon::fake::{FakeWorld, Inventory};
+use upgraded_daemon::kube::KubeCluster;
 use upgraded_daemon::log::SledLog;
-use upgraded_daemon::ports::{Clock, SystemClock};
+use upgraded_daemon::ports::{Clock, NodeExecutor, SystemClock};
+use upgraded_daemon::simagent::SimAgents;
 use upgraded_daemon::steps::Ports;
-use upgraded_events::{Policy, Timestamp, Version};
+use upgraded_events::planner::policy::PlanPolicy;
+use upgraded_events::{Timestamp, Version};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -30,9 +33,23 @@ struct Args {
         default_value = "/run/upgraded/api.sock"
     )]
     socket: PathBuf,
-    /// Act on the file-backed fake world in this directory (until real adapters are configured).
+    /// The policy file (YAML, `kind: UpgradePolicy`); without one, the defaults apply.
+    #[arg(long, env = "UPGRADED_POLICY")]
+    policy: Option<PathBuf>,
+    /// The cluster's kubeconfig; without one, `$KUBECONFIG`, `~/.kube/config` or the
+    /// in-cluster service account.
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context (default: its current context).
     #[arg(long)]
-    fake_world: PathBuf,
+    context: Option<String>,
+    /// Run node commands through the node agents of a simulated cluster at this URL (the
+    /// demo and rehearsals) instead of SSH.
+    #[arg(long, conflicts_with = "fake_world")]
+    sim_agents: Option<String>,
+    /// Act on the file-backed fake world in this directory instead of a cluster.
+    #[arg(long)]
+    fake_world: Option<PathBuf>,
     /// Nodes of a newly created fake world: control-plane count and worker count.
     #[arg(long, default_value_t = 1)]
     fake_control_planes: usize,
@@ -46,15 +63,9 @@ struct Args {
     /// Virtual seconds per real second (demos run hours of soaks in seconds).
     #[arg(long, default_value_t = 1.0)]
     time_scale: f64,
-    /// Nodes upgraded at once among workers.
-    #[arg(long, default_value_t = 2)]
-    max_unavailable: usize,
-    #[arg(long, default_value_t = 1800)]
-    soak_secs: u64,
-    #[arg(long, default_value_t = 300)]
-    wait_between_batches_secs: u64,
-    #[arg(long, default_value_t = 10)]
-    retry_backoff_secs: u64,
+    /// Upper bound of one remote command (it is also wrapped in `timeout` on the node).
+    #[arg(long, default_value_t = 900)]
+    command_timeout_secs: u64,
     /// Move an unreadable tail of a run's log to the quarantine tree and open anyway.
     #[arg(long)]
     repair_tail: bool,
@@ -79,35 +90,54 @@ async fn main() -> anyhow::Result<()> {
         records = report.records,
         "event log verified"
     );
-    let inventory = Inventory::generate(
-        args.fake_control_planes,
-        args.fake_workers,
-        args.fake_version,
-    );
-    let world = Arc::new(
-        FakeWorld::open(
-            &args.fake_world,
-            Some(&inventory),
-            Duration::from_millis(args.fake_delay_ms),
-        )
-        .context("opening the fake world")?,
-    );
+    let policy = match &args.policy {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading the policy {}", path.display()))?;
+            PlanPolicy::from_yaml(&text)
+                .map_err(|e| anyhow::anyhow!("policy {}: {e}", path.display()))?
+        }
+        None => PlanPolicy::default(),
+    };
     let last_at = log_last_time(&log)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock::new(args.time_scale, last_at));
-    let ports = Ports {
-        cluster: world.clone(),
-        nodes: world,
-        command_timeout: Duration::from_secs(600),
+    let command_timeout = Duration::from_secs(args.command_timeout_secs);
+    let ports = if let Some(dir) = &args.fake_world {
+        let inventory = Inventory::generate(
+            args.fake_control_planes,
+            args.fake_workers,
+            args.fake_version,
+        );
+        let world = Arc::new(
+            FakeWorld::open(
+                dir,
+                Some(&inventory),
+                Duration::from_millis(args.fake_delay_ms),
+            )
+            .context("opening the fake world")?,
+        );
+        Ports {
+            cluster: world.clone(),
+            nodes: world,
+            command_timeout,
+        }
+    } else {
+        let cluster = KubeCluster::connect(args.kubeconfig.as_deref(), args.context.as_deref())
+            .await
+            .context("connecting to the Kubernetes API")?;
+        let nodes: Arc<dyn NodeExecutor> = match &args.sim_agents {
+            Some(url) => Arc::new(SimAgents::new(url).context("--sim-agents")?),
+            None => anyhow::bail!(
+                "no node access configured: pass --sim-agents URL (simulated cluster) or --fake-world DIR; SSH access is not available in this build yet"
+            ),
+        };
+        Ports {
+            cluster: Arc::new(cluster),
+            nodes,
+            command_timeout,
+        }
     };
-    let defaults = RunDefaults {
-        policy: Policy {
-            soak_secs: args.soak_secs,
-            wait_between_batches_secs: args.wait_between_batches_secs,
-            retry_backoff_secs: args.retry_backoff_secs,
-            ..Policy::default()
-        },
-        max_unavailable: args.max_unavailable,
-    };
+    let defaults = RunDefaults { policy };
     let (daemon, mut fatal) = Daemon::new(log, clock, ports, defaults);
     daemon
         .recover()

@@ -1,14 +1,16 @@
 //! The ports the engine acts through: a clock, the cluster API and a node executor.
 //!
-//! Adapters: [`SystemClock`] here; the file-backed fake world in `fake`; kube-rs and SSH come
-//! with the end-to-end work. Remote commands are typed ([`RemoteCommand`]), never shell
-//! strings: an adapter renders them to argv with every value quoted.
+//! Adapters: [`SystemClock`] here; the Kubernetes API through kube-rs in `kube`; node agents
+//! for the simulated cluster in `simagent`; the file-backed fake world in `fake`. Remote
+//! commands are typed ([`RemoteCommand`]), never shell strings: an adapter renders them to
+//! argv with every value quoted.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
-use upgraded_events::{Facts, NodeInfo, Timestamp, Version};
+use upgraded_events::planner::inventory::{ControlPlane, Inventory, PdbInv, PodInv};
+use upgraded_events::{Event, Facts, Timestamp, Version};
 
 pub type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -19,6 +21,8 @@ pub type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub struct PortError {
     pub what: String,
     pub retryable: bool,
+    /// What was observed before the failure (recorded in the `StepFailed` event).
+    pub facts: Facts,
 }
 
 impl PortError {
@@ -26,13 +30,19 @@ impl PortError {
         PortError {
             what: what.into(),
             retryable: true,
+            facts: Facts::new(),
         }
     }
     pub fn fatal(what: impl Into<String>) -> Self {
         PortError {
             what: what.into(),
             retryable: false,
+            facts: Facts::new(),
         }
+    }
+    pub fn with_fact(mut self, key: &str, value: impl Into<String>) -> Self {
+        self.facts.insert(key.to_string(), value.into());
+        self
     }
 }
 
@@ -89,23 +99,69 @@ pub struct NodeStatus {
     pub unschedulable: bool,
     /// What the running kubelet reports.
     pub kubelet_version: Version,
+    /// Versions of the static control-plane pods on the node (from their images).
+    pub control_plane: Option<ControlPlane>,
+}
+
+/// The cluster as read before a run: the planner's inventory and `/version`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observed {
+    pub apiserver: Version,
+    pub inventory: Inventory,
+}
+
+/// The answer to one eviction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Eviction {
+    /// Accepted: the pod is terminating.
+    Evicted,
+    /// The pod (or that incarnation of it) no longer exists.
+    Gone,
+    /// A PodDisruptionBudget refused it (HTTP 429); `pdb` when the answer names it.
+    Blocked {
+        pdb: Option<String>,
+        message: String,
+    },
 }
 
 pub trait ClusterApi: Send + Sync + 'static {
-    /// The nodes as the planner needs them (name, role, running kubelet version).
-    fn list_nodes(&self) -> BoxFut<'_, Result<Vec<NodeInfo>, PortError>>;
+    /// Every node, pod, budget and controller, and the apiserver's version.
+    fn observe(&self) -> BoxFut<'_, Result<Observed, PortError>>;
     fn node_status<'a>(&'a self, node: &'a str) -> BoxFut<'a, Result<NodeStatus, PortError>>;
     fn cordon<'a>(&'a self, node: &'a str) -> BoxFut<'a, Result<(), PortError>>;
     fn uncordon<'a>(&'a self, node: &'a str) -> BoxFut<'a, Result<(), PortError>>;
-    /// Evicts the node's pods; returns what it observed (`evicted`, `skipped_daemonset`, …).
-    fn drain<'a>(&'a self, node: &'a str) -> BoxFut<'a, Result<Facts, PortError>>;
+    /// The pods bound to `node` (a `spec.nodeName` field selector).
+    fn pods_on<'a>(&'a self, node: &'a str) -> BoxFut<'a, Result<Vec<PodInv>, PortError>>;
+    /// Every pod of the cluster (for the health gates).
+    fn all_pods(&self) -> BoxFut<'_, Result<Vec<PodInv>, PortError>>;
+    /// POSTs a policy/v1 Eviction for that incarnation (`uid`) of the pod. A refusal by a
+    /// budget is an answer, not an error: it is never retried by the client.
+    fn evict<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+        uid: &'a str,
+    ) -> BoxFut<'a, Result<Eviction, PortError>>;
+    /// The budget's current status.
+    fn pdb<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> BoxFut<'a, Result<Option<PdbInv>, PortError>>;
+}
+
+/// Where a step reports what it observes while it runs (recorded as events in the log).
+pub trait Notes: Send + Sync {
+    fn note(&self, event: Event) -> BoxFut<'_, Result<(), PortError>>;
 }
 
 /// A command to run on a node. Typed so that no value is ever pasted into a shell.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RemoteCommand {
-    /// cgroup v2, free disk, container runtime answering.
-    Preflight,
+    /// Read-only checks before a node is touched: cgroup v2 when `target` ≥ 1.35, free disk
+    /// on /var/lib/kubelet, the container runtime answering, the package repository for
+    /// `target`'s minor reachable, swap off.
+    Preflight { target: Version },
     /// unhold → install kubelet/kubectl at `version` → hold.
     InstallPackages { version: Version },
     /// unhold → install kubeadm at `version` → hold; then `kubeadm upgrade apply VERSION`

@@ -3,9 +3,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use upgraded_events::{Facts, Step, Version};
+use upgraded_events::state::Baseline;
+use upgraded_events::{Facts, Policy, Step, Version};
 
-use crate::ports::{ClusterApi, NodeExecutor, PortError, RemoteCommand};
+use crate::drain::{self, DrainRules};
+use crate::ports::{Clock, ClusterApi, NodeExecutor, NodeStatus, Notes, PortError, RemoteCommand};
 
 /// The adapters a step may use.
 #[derive(Clone)]
@@ -24,7 +26,34 @@ impl std::fmt::Debug for Ports {
     }
 }
 
-/// The version a node should run once its upgrade steps are done: its last hop.
+/// Everything one step of one plan entry needs.
+pub struct StepEnv<'a> {
+    pub ports: &'a Ports,
+    pub clock: &'a dyn Clock,
+    pub notes: &'a dyn Notes,
+    pub policy: &'a Policy,
+    pub baseline: Option<Baseline>,
+    /// The plan entry (what events name) and the Kubernetes node it works on.
+    pub entry: &'a str,
+    pub host: &'a str,
+    /// The entry's whole step list (the versions it should end at).
+    pub steps: &'a [Step],
+    pub target: Option<Version>,
+}
+
+impl std::fmt::Debug for StepEnv<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StepEnv")
+            .field("entry", &self.entry)
+            .field("host", &self.host)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How often a gate looks again while it waits.
+const GATE_POLL: Duration = Duration::from_secs(5);
+
+/// The kubelet version the entry should leave running: its last package hop.
 pub fn final_version(steps: &[Step]) -> Option<Version> {
     steps.iter().rev().find_map(|s| match s {
         Step::UpgradePackages { version } => Some(*version),
@@ -32,70 +61,159 @@ pub fn final_version(steps: &[Step]) -> Option<Version> {
     })
 }
 
-/// Runs one remote command with the configured timeout; its facts.
-async fn remote(ports: &Ports, node: &str, cmd: &RemoteCommand) -> Result<Facts, PortError> {
-    Ok(ports
-        .nodes
-        .run(node, cmd, ports.command_timeout)
-        .await?
-        .facts)
+/// The control-plane version the entry should leave running: its last kubeadm hop on a
+/// control-plane node.
+fn control_plane_version(steps: &[Step]) -> Option<Version> {
+    steps.iter().rev().find_map(|s| match s {
+        Step::KubeadmUpgrade { version, .. } => Some(*version),
+        _ => None,
+    })
+}
+
+impl StepEnv<'_> {
+    async fn remote(&self, cmd: &RemoteCommand) -> Result<Facts, PortError> {
+        Ok(self
+            .ports
+            .nodes
+            .run(self.host, cmd, self.ports.command_timeout)
+            .await?
+            .facts)
+    }
+
+    /// What is still wrong with the node for its verify gate, if anything.
+    fn unmet(&self, status: &NodeStatus) -> Option<String> {
+        let node = self.host;
+        if !status.ready {
+            return Some(format!("node {node} is not Ready"));
+        }
+        if let Some(want) = final_version(self.steps).filter(|w| *w != status.kubelet_version) {
+            return Some(format!(
+                "node {node} runs kubelet {}, expected {want}",
+                status.kubelet_version
+            ));
+        }
+        if let (Some(want), Some(cp)) = (control_plane_version(self.steps), &status.control_plane) {
+            for (what, have) in [
+                ("kube-apiserver", cp.apiserver),
+                ("kube-controller-manager", cp.controller_manager),
+                ("kube-scheduler", cp.scheduler),
+            ] {
+                if have < want {
+                    return Some(format!("node {node}: {what} runs {have}, expected {want}"));
+                }
+            }
+        }
+        None
+    }
+
+    /// Node Ready at its versions (waiting up to the policy's timeout), then the cluster's
+    /// CrashLoopBackOff share against the baseline.
+    async fn verify(&self, facts: &mut Facts) -> Result<(), PortError> {
+        let cluster = &self.ports.cluster;
+        let deadline = self
+            .clock
+            .now()
+            .plus_secs(self.policy.node_ready_timeout_secs);
+        loop {
+            let status = cluster.node_status(self.host).await?;
+            match self.unmet(&status) {
+                None => {
+                    facts.insert("kubelet_version".into(), status.kubelet_version.to_string());
+                    if let Some(cp) = &status.control_plane {
+                        facts.insert("apiserver_version".into(), cp.apiserver.to_string());
+                    }
+                    break;
+                }
+                Some(why) if self.clock.now() >= deadline => {
+                    return Err(PortError::retryable(format!(
+                        "{why} {}s after its restart",
+                        self.policy.node_ready_timeout_secs
+                    ))
+                    .with_fact("gate", "node"));
+                }
+                Some(_) => {
+                    let at = self.clock.now().plus_millis(GATE_POLL.as_millis() as u64);
+                    self.clock.sleep_until(at.min(deadline)).await;
+                }
+            }
+        }
+        if let Some(before) = self.baseline {
+            let pods = cluster.all_pods().await?;
+            let inv = upgraded_events::planner::inventory::Inventory {
+                pods,
+                ..Default::default()
+            };
+            let now = Baseline::of(&inv);
+            facts.insert("crash_loop_bp".into(), now.crash_loop_bp().to_string());
+            let points = self.policy.crash_loop_increase_percent;
+            if before.exceeded_by(&now, points) {
+                return Err(PortError::retryable(format!(
+                    "health gate: {} of {} pods in CrashLoopBackOff ({:.1}%), more than {points} points over the {:.1}% before the upgrade",
+                    now.crash_looping,
+                    now.pods,
+                    f64::from(now.crash_loop_bp()) / 100.0,
+                    f64::from(before.crash_loop_bp()) / 100.0,
+                ))
+                .with_fact("gate", "crash-loop"));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Executes one step on one node; the facts go into the outcome event.
 pub async fn execute(
-    ports: &Ports,
-    node: &str,
+    env: &StepEnv<'_>,
     step: &Step,
-    all_steps: &[Step],
     leave_cordoned: bool,
 ) -> Result<Facts, PortError> {
+    let ports = env.ports;
+    let node = env.host;
     let mut facts = Facts::new();
     match step {
         Step::Preflight => {
             let status = ports.cluster.node_status(node).await?;
-            let out = ports
-                .nodes
-                .run(node, &RemoteCommand::Preflight, ports.command_timeout)
-                .await?;
-            facts.extend(out.facts);
+            let target = env
+                .target
+                .or_else(|| final_version(env.steps))
+                .unwrap_or(status.kubelet_version);
+            facts.extend(env.remote(&RemoteCommand::Preflight { target }).await?);
             facts.insert("unschedulable".into(), status.unschedulable.to_string());
             facts.insert("kubelet_before".into(), status.kubelet_version.to_string());
         }
         Step::Cordon => ports.cluster.cordon(node).await?,
-        Step::Drain => facts.extend(ports.cluster.drain(node).await?),
+        Step::Drain => {
+            let rules = DrainRules::of(env.policy);
+            facts.extend(
+                drain::drain(
+                    ports.cluster.as_ref(),
+                    env.clock,
+                    env.notes,
+                    env.entry,
+                    node,
+                    rules,
+                )
+                .await?,
+            );
+        }
         Step::UpgradePackages { version } => {
             let cmd = RemoteCommand::InstallPackages { version: *version };
-            facts.extend(remote(ports, node, &cmd).await?);
+            facts.extend(env.remote(&cmd).await?);
         }
         Step::KubeadmUpgrade { version, apply } => {
             let cmd = RemoteCommand::KubeadmUpgrade {
                 version: *version,
                 apply: *apply,
             };
-            facts.extend(remote(ports, node, &cmd).await?);
+            facts.extend(env.remote(&cmd).await?);
         }
         Step::EtcdSnapshot => {
-            facts.extend(remote(ports, node, &RemoteCommand::EtcdSnapshot).await?);
+            facts.extend(env.remote(&RemoteCommand::EtcdSnapshot).await?);
         }
         Step::RestartKubelet => {
-            ports
-                .nodes
-                .run(node, &RemoteCommand::RestartKubelet, ports.command_timeout)
-                .await?;
+            facts.extend(env.remote(&RemoteCommand::RestartKubelet).await?);
         }
-        Step::Verify => {
-            let status = ports.cluster.node_status(node).await?;
-            if !status.ready {
-                return Err(PortError::retryable(format!("node {node} is not Ready")));
-            }
-            if let Some(want) = final_version(all_steps).filter(|w| *w != status.kubelet_version) {
-                return Err(PortError::retryable(format!(
-                    "node {node} runs kubelet {}, expected {want}",
-                    status.kubelet_version
-                )));
-            }
-            facts.insert("kubelet_version".into(), status.kubelet_version.to_string());
-        }
+        Step::Verify => env.verify(&mut facts).await?,
         Step::Uncordon => {
             if leave_cordoned {
                 facts.insert("left_cordoned".into(), "cordoned before the run".into());
@@ -116,17 +234,11 @@ pub async fn execute(
 }
 
 /// For steps that must not run twice: did the in-doubt attempt take effect?
-pub async fn probe(ports: &Ports, node: &str, step: &Step) -> Result<(bool, Facts), PortError> {
+pub async fn probe(env: &StepEnv<'_>, step: &Step) -> Result<(bool, Facts), PortError> {
+    let node = env.host;
     let installed = || async {
-        let out = ports
-            .nodes
-            .run(
-                node,
-                &RemoteCommand::InstalledKubelet,
-                ports.command_timeout,
-            )
-            .await?;
-        out.facts
+        env.remote(&RemoteCommand::InstalledKubelet)
+            .await?
             .get("installed")
             .and_then(|v| v.parse::<Version>().ok())
             .ok_or_else(|| {
@@ -144,7 +256,7 @@ pub async fn probe(ports: &Ports, node: &str, step: &Step) -> Result<(bool, Fact
         Step::RestartKubelet => {
             // Restarted means: the running kubelet is the installed one.
             let have = installed().await?;
-            let running = ports.cluster.node_status(node).await?.kubelet_version;
+            let running = env.ports.cluster.node_status(node).await?.kubelet_version;
             let facts = [
                 ("installed".to_string(), have.to_string()),
                 ("running".to_string(), running.to_string()),

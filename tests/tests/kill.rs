@@ -26,17 +26,18 @@ const DAEMON_ARGS: &[&str] = &[
     "4",
     "--fake-delay-ms",
     "15",
-    "--max-unavailable",
-    "2",
-    "--soak-secs",
-    "30",
-    "--wait-between-batches-secs",
-    "10",
-    "--retry-backoff-secs",
-    "1",
     "--time-scale",
     "100",
 ];
+
+/// Two workers at a time after one canary, short soaks and waits, fast retries.
+const POLICY: &str = "apiVersion: upgraded.dev/v1alpha1
+kind: UpgradePolicy
+generations: {maxUnavailable: 2, canaries: 1}
+canarySoak: 30s
+waitBetweenBatches: 10s
+retries: {backoff: 1s}
+";
 
 /// Follows the run's event stream in the background, keeping every line it was sent.
 fn follow(
@@ -85,9 +86,17 @@ async fn kill_9_at_random_moments_loses_nothing_and_repeats_nothing() {
     while kills < want_kills {
         rounds += 1;
         let tmp = tempfile::tempdir().expect("tempdir");
+        let policy = tmp.path().join("policy.yaml");
+        std::fs::write(&policy, POLICY).expect("write policy");
+        let policy = policy.to_str().expect("utf-8 temp path");
+        let extra: Vec<&str> = DAEMON_ARGS
+            .iter()
+            .copied()
+            .chain(["--policy", policy])
+            .collect();
         let opts = DaemonOpts {
             base: tmp.path(),
-            extra: DAEMON_ARGS,
+            extra: &extra,
         };
         let client = Client::new(&tmp.path().join("api.sock"));
         let mut child = spawn_daemon(&opts);
@@ -183,15 +192,22 @@ async fn kill_9_at_random_moments_loses_nothing_and_repeats_nothing() {
         let effects = read_effects(&tmp.path().join("world/effects.jsonl")).expect("effects");
         let mut once: HashMap<(String, String, String), usize> = HashMap::new();
         let mut cordoned: HashMap<String, bool> = HashMap::new();
-        let mut kubelet_restarts: HashMap<String, usize> = HashMap::new();
+        // Kubelet restarts per node and installed version: a control-plane node restarts once
+        // per hop, a worker once after all of its hops.
+        let mut kubelet_restarts: HashMap<(String, String), usize> = HashMap::new();
+        let mut installed: HashMap<String, String> = HashMap::new();
         for e in &effects {
             match e.op.as_str() {
                 "install" => {
+                    installed.insert(e.node.clone(), format!("{:?}", e.version));
                     *once
                         .entry((e.node.clone(), e.op.clone(), format!("{:?}", e.version)))
                         .or_default() += 1
                 }
-                "restart-kubelet" => *kubelet_restarts.entry(e.node.clone()).or_default() += 1,
+                "restart-kubelet" => {
+                    let v = installed.get(&e.node).cloned().unwrap_or_default();
+                    *kubelet_restarts.entry((e.node.clone(), v)).or_default() += 1
+                }
                 "cordon" => {
                     cordoned.insert(e.node.clone(), true);
                 }
@@ -208,7 +224,11 @@ async fn kill_9_at_random_moments_loses_nothing_and_repeats_nothing() {
             );
         }
         assert_eq!(once.len(), 5 * 3, "5 nodes x 3 hops installed");
-        assert_eq!(kubelet_restarts.len(), 5);
+        assert_eq!(
+            kubelet_restarts.len(),
+            3 + 4,
+            "cp-1 once per hop, workers once"
+        );
         assert!(
             kubelet_restarts.values().all(|&n| n == 1),
             "kubelet restarted twice: {kubelet_restarts:?}"

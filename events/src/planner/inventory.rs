@@ -266,6 +266,11 @@ pub struct PdbInv {
 }
 
 impl PdbInv {
+    /// One PodDisruptionBudget object as the API returns it.
+    pub fn from_value(v: &Value) -> PdbInv {
+        parse_pdb(v)
+    }
+
     /// The budget can never allow an eviction at the workload's full size (not only now).
     pub fn never_allows(&self) -> bool {
         let expected = self.expected_pods;
@@ -314,6 +319,23 @@ pub enum InventoryError {
     DuplicateNode(String),
     #[error("the snapshot has no nodes: include `nodes` in the kubectl get")]
     NoNodes,
+}
+
+/// Kubernetes object names of nodes are DNS-1123 subdomains: lowercase letters, digits, `-`
+/// and `.`, at most 253 characters, alphanumeric at both ends. A name that is not (a hostile
+/// or corrupted API answer) is refused before it goes anywhere near a selector or a shell.
+pub fn check_node_name(name: &str) -> Result<(), String> {
+    let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.';
+    let alnum = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    if name.is_empty() || name.len() > 253 {
+        return Err(format!("node name {name:?} must be 1 to 253 characters"));
+    }
+    if !name.chars().all(ok_char) || !alnum(name.chars().next()) || !alnum(name.chars().last()) {
+        return Err(format!(
+            "node name {name:?} is not a DNS-1123 subdomain (lowercase letters, digits, '-' and '.')"
+        ));
+    }
+    Ok(())
 }
 
 fn str_of(v: &Value) -> String {
@@ -687,5 +709,31 @@ fn parse_pdb(it: &Value) -> PdbInv {
         current_healthy: n(&st["currentHealthy"]),
         desired_healthy: n(&st["desiredHealthy"]),
         expected_pods: n(&st["expectedPods"]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_names_are_dns_subdomains() {
+        for ok in ["w-1", "r640-01.dc1.example", "a"] {
+            assert!(check_node_name(ok).is_ok(), "{ok}");
+        }
+        let long = "a".repeat(254);
+        for bad in [
+            "",
+            "W1",
+            "w;rm -rf /",
+            "-w",
+            "w-",
+            "a b",
+            "n$(id)",
+            "ü",
+            long.as_str(),
+        ] {
+            assert!(check_node_name(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -1,4 +1,6 @@
 //! Helpers shared by the end-to-end tests: locating the built binaries, running the daemon.
+// Each test binary uses a part of these.
+#![allow(dead_code)]
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -15,6 +17,10 @@ pub struct DaemonOpts<'a> {
 pub struct Daemon(Child);
 
 impl Daemon {
+    pub fn from_child(child: Child) -> Daemon {
+        Daemon(child)
+    }
+
     /// `kill -9` and reap.
     pub fn kill_now(&mut self) {
         let _ = self.0.kill();

@@ -1,0 +1,315 @@
+//! The Kubernetes port through kube-rs: inventory, cordon/uncordon, pods by node, evictions,
+//! budgets, node status.
+//!
+//! Two clients share one configuration: the general one keeps kube's retry of 429/503/504;
+//! the eviction client has it off, because a PodDisruptionBudget refusal *is* a 429 and must
+//! reach the drain, which records it and backs off on its own schedule. Evictions are POSTed
+//! with `create_subresource` (kube 5's `Api::evict` sends a misspelled `delete_options`).
+
+use std::path::Path;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::policy::v1::{Eviction as EvictionBody, PodDisruptionBudget};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{DeleteOptions, ObjectMeta, Preconditions};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use upgraded_events::Version;
+use upgraded_events::planner::inventory::{Inventory, PdbInv, PodInv};
+
+use crate::ports::{BoxFut, ClusterApi, Eviction, NodeStatus, Observed, PortError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum KubeSetupError {
+    #[error("reading kubeconfig {path}: {source}")]
+    Kubeconfig {
+        path: String,
+        #[source]
+        source: kube::config::KubeconfigError,
+    },
+    #[error(
+        "no Kubernetes configuration (no --kubeconfig, $KUBECONFIG, ~/.kube/config or in-cluster service account): {0}"
+    )]
+    Infer(#[from] kube::config::InferConfigError),
+    #[error("building the Kubernetes client: {0}")]
+    Client(#[from] kube::Error),
+}
+
+/// The cluster, through its API server.
+#[derive(Clone)]
+pub struct KubeCluster {
+    client: Client,
+    /// Same configuration, without kube's automatic retry of 429s: for evictions.
+    no_retry: Client,
+}
+
+impl std::fmt::Debug for KubeCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubeCluster").finish_non_exhaustive()
+    }
+}
+
+/// Page size of list calls (an apiserver serves large lists in pages).
+const PAGE: u32 = 500;
+
+impl KubeCluster {
+    /// From a kubeconfig file (and optional context), or else inferred: `$KUBECONFIG`,
+    /// `~/.kube/config`, or the in-cluster service account.
+    pub async fn connect(
+        kubeconfig: Option<&Path>,
+        context: Option<&str>,
+    ) -> Result<Self, KubeSetupError> {
+        let mut config = match kubeconfig {
+            Some(path) => {
+                let kc =
+                    Kubeconfig::read_from(path).map_err(|source| KubeSetupError::Kubeconfig {
+                        path: path.display().to_string(),
+                        source,
+                    })?;
+                let options = KubeConfigOptions {
+                    context: context.map(str::to_string),
+                    ..KubeConfigOptions::default()
+                };
+                Config::from_custom_kubeconfig(kc, &options)
+                    .await
+                    .map_err(|source| KubeSetupError::Kubeconfig {
+                        path: path.display().to_string(),
+                        source,
+                    })?
+            }
+            None => Config::infer().await?,
+        };
+        // kube's rustls needs a process-wide provider; a second call finds it installed.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        config.connect_timeout = Some(Duration::from_secs(10));
+        config.read_timeout = Some(Duration::from_secs(60));
+        config.write_timeout = Some(Duration::from_secs(60));
+        let client = Client::try_from(config.clone())?;
+        config.default_retry = false;
+        let no_retry = Client::try_from(config)?;
+        Ok(KubeCluster { client, no_retry })
+    }
+
+    async fn list_all<K>(&self, params: ListParams) -> Result<Vec<K>, PortError>
+    where
+        K: kube::Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+    {
+        let api: Api<K> = Api::all(self.client.clone());
+        let mut out = Vec::new();
+        let mut params = params.limit(PAGE);
+        loop {
+            let page = api.list(&params).await.map_err(api_error)?;
+            out.extend(page.items);
+            match page.metadata.continue_.filter(|c| !c.is_empty()) {
+                Some(token) => params = params.continue_token(&token),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    /// Objects as the `List` JSON the planner's inventory reader takes.
+    async fn list_values<K>(&self) -> Result<Vec<Value>, PortError>
+    where
+        K: kube::Resource<DynamicType = ()>
+            + Clone
+            + DeserializeOwned
+            + Serialize
+            + std::fmt::Debug,
+    {
+        self.list_all::<K>(ListParams::default())
+            .await?
+            .iter()
+            .map(|o| {
+                let mut v = serde_json::to_value(o).map_err(|e| PortError::fatal(e.to_string()))?;
+                v["kind"] = json!(K::kind(&()));
+                v["apiVersion"] = json!(K::api_version(&()));
+                Ok(v)
+            })
+            .collect()
+    }
+
+    async fn pods(&self, params: ListParams) -> Result<Vec<PodInv>, PortError> {
+        self.list_all::<Pod>(params)
+            .await?
+            .iter()
+            .map(|p| {
+                let v = serde_json::to_value(p).map_err(|e| PortError::fatal(e.to_string()))?;
+                PodInv::from_value(&v).map_err(|e| {
+                    PortError::fatal(format!(
+                        "pod {}: {e}",
+                        p.metadata.name.as_deref().unwrap_or("?")
+                    ))
+                })
+            })
+            .collect()
+    }
+
+    async fn set_unschedulable(&self, node: &str, value: bool) -> Result<(), PortError> {
+        let api: Api<Node> = Api::all(self.client.clone());
+        api.patch(
+            node,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "unschedulable": value } })),
+        )
+        .await
+        .map_err(api_error)?;
+        Ok(())
+    }
+}
+
+/// Maps a kube error to a port error: 5xx, 429 and transport errors are worth retrying.
+fn api_error(e: kube::Error) -> PortError {
+    match &e {
+        kube::Error::Api(s) if s.code >= 500 || s.code == 429 => {
+            PortError::retryable(format!("API server: {} ({})", s.message, s.code))
+        }
+        kube::Error::Api(s) => PortError::fatal(format!("API server: {} ({})", s.message, s.code)),
+        other => PortError::retryable(format!("Kubernetes API unreachable: {other}")),
+    }
+}
+
+fn version_of(s: &str, what: &str) -> Result<Version, PortError> {
+    // `v1.33.5+k3s1`, `v1.33.5-eks-…`: the release is what counts.
+    let core = s.split(['+', '-']).next().unwrap_or(s);
+    core.parse()
+        .map_err(|e| PortError::fatal(format!("{what} reports version {s:?}: {e}")))
+}
+
+impl ClusterApi for KubeCluster {
+    fn observe(&self) -> BoxFut<'_, Result<Observed, PortError>> {
+        Box::pin(async move {
+            let info = self.client.apiserver_version().await.map_err(api_error)?;
+            let apiserver = version_of(&info.git_version, "the API server")?;
+            let mut items = Vec::new();
+            items.extend(self.list_values::<Node>().await?);
+            items.extend(self.list_values::<Pod>().await?);
+            items.extend(self.list_values::<PodDisruptionBudget>().await?);
+            items.extend(self.list_values::<Deployment>().await?);
+            items.extend(self.list_values::<StatefulSet>().await?);
+            items.extend(self.list_values::<DaemonSet>().await?);
+            items.extend(self.list_values::<ReplicaSet>().await?);
+            let list = json!({ "kind": "List", "apiVersion": "v1", "items": items });
+            let inventory = Inventory::from_kubectl_value(&list)
+                .map_err(|e| PortError::fatal(format!("reading the cluster: {e}")))?;
+            Ok(Observed {
+                apiserver,
+                inventory,
+            })
+        })
+    }
+
+    fn node_status<'a>(&'a self, node: &'a str) -> BoxFut<'a, Result<NodeStatus, PortError>> {
+        Box::pin(async move {
+            let api: Api<Node> = Api::all(self.client.clone());
+            let n = api.get(node).await.map_err(api_error)?;
+            let mut v = serde_json::to_value(&n).map_err(|e| PortError::fatal(e.to_string()))?;
+            v["kind"] = json!("Node");
+            // The node's static pods tell its control-plane versions.
+            let mut items = vec![v];
+            let pods: Api<Pod> = Api::namespaced(self.client.clone(), "kube-system");
+            let statics = pods
+                .list(&ListParams::default().fields(&format!("spec.nodeName={node}")))
+                .await
+                .map_err(api_error)?;
+            for p in statics.items {
+                let mut pv =
+                    serde_json::to_value(&p).map_err(|e| PortError::fatal(e.to_string()))?;
+                pv["kind"] = json!("Pod");
+                items.push(pv);
+            }
+            let inv = Inventory::from_kubectl_value(&json!({"kind": "List", "items": items}))
+                .map_err(|e| PortError::fatal(format!("node {node}: {e}")))?;
+            let n = inv
+                .nodes
+                .into_iter()
+                .next()
+                .ok_or_else(|| PortError::fatal(format!("node {node}: not in the answer")))?;
+            Ok(NodeStatus {
+                ready: n.ready,
+                unschedulable: n.unschedulable,
+                kubelet_version: n.kubelet,
+                control_plane: n.control_plane.filter(|c| c.observed),
+            })
+        })
+    }
+
+    fn cordon<'a>(&'a self, node: &'a str) -> BoxFut<'a, Result<(), PortError>> {
+        Box::pin(self.set_unschedulable(node, true))
+    }
+
+    fn uncordon<'a>(&'a self, node: &'a str) -> BoxFut<'a, Result<(), PortError>> {
+        Box::pin(self.set_unschedulable(node, false))
+    }
+
+    fn pods_on<'a>(&'a self, node: &'a str) -> BoxFut<'a, Result<Vec<PodInv>, PortError>> {
+        Box::pin(self.pods(ListParams::default().fields(&format!("spec.nodeName={node}"))))
+    }
+
+    fn all_pods(&self) -> BoxFut<'_, Result<Vec<PodInv>, PortError>> {
+        Box::pin(self.pods(ListParams::default()))
+    }
+
+    fn evict<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+        uid: &'a str,
+    ) -> BoxFut<'a, Result<Eviction, PortError>> {
+        Box::pin(async move {
+            let api: Api<Pod> = Api::namespaced(self.no_retry.clone(), namespace);
+            let body = EvictionBody {
+                metadata: ObjectMeta {
+                    name: Some(name.to_string()),
+                    namespace: Some(namespace.to_string()),
+                    ..ObjectMeta::default()
+                },
+                delete_options: Some(DeleteOptions {
+                    preconditions: (!uid.is_empty()).then(|| Preconditions {
+                        uid: Some(uid.to_string()),
+                        resource_version: None,
+                    }),
+                    ..DeleteOptions::default()
+                }),
+            };
+            let answer: Result<Value, kube::Error> = api
+                .create_subresource("eviction", name, &PostParams::default(), &body)
+                .await;
+            match answer {
+                Ok(_) => Ok(Eviction::Evicted),
+                Err(kube::Error::Api(s)) if s.code == 404 => Ok(Eviction::Gone),
+                // A uid precondition that no longer holds: a new pod of the same name.
+                Err(kube::Error::Api(s)) if s.code == 409 => Ok(Eviction::Gone),
+                Err(kube::Error::Api(s)) if s.code == 429 => {
+                    let cause = s
+                        .details
+                        .as_ref()
+                        .and_then(|d| d.causes.iter().find(|c| c.reason == "DisruptionBudget"))
+                        .map(|c| c.message.clone());
+                    let message = cause.unwrap_or_else(|| s.message.clone());
+                    Ok(Eviction::Blocked { pdb: None, message })
+                }
+                Err(e) => Err(api_error(e)),
+            }
+        })
+    }
+
+    fn pdb<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> BoxFut<'a, Result<Option<PdbInv>, PortError>> {
+        Box::pin(async move {
+            let api: Api<PodDisruptionBudget> = Api::namespaced(self.client.clone(), namespace);
+            let Some(b) = api.get_opt(name).await.map_err(api_error)? else {
+                return Ok(None);
+            };
+            let v = serde_json::to_value(&b).map_err(|e| PortError::fatal(e.to_string()))?;
+            Ok(Some(PdbInv::from_value(&v)))
+        })
+    }
+}

@@ -1,0 +1,230 @@
+//! Node agents for the simulated cluster: the node-side commands (packages, kubeadm, kubelet,
+//! etcd) carried out on the sim's machines through its `/sim/v1` endpoints, over plain HTTP
+//! on loopback or a lab bridge. The demo and rehearsals use them where a real cluster uses
+//! SSH; everything on the Kubernetes side still goes through the real API adapter.
+//!
+//! The machines' package state lives in the sim, so a restarted daemon finds it as it was
+//! left, like a real node's package database.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::{Method, Request};
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use upgraded_events::Version;
+use upgraded_events::planner::inventory::CGROUP_KEY;
+
+use crate::ports::{BoxFut, CommandOutput, NodeExecutor, PortError, RemoteCommand};
+
+/// The sim at `http://HOST:PORT`.
+#[derive(Debug, Clone)]
+pub struct SimAgents {
+    authority: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0:?} is not a plain http://HOST:PORT URL")]
+pub struct BadUrl(String);
+
+impl SimAgents {
+    pub fn new(url: &str) -> Result<SimAgents, BadUrl> {
+        let authority = url
+            .strip_prefix("http://")
+            .map(|r| r.trim_end_matches('/'))
+            .filter(|a| !a.is_empty() && !a.contains('/'))
+            .ok_or_else(|| BadUrl(url.to_string()))?;
+        Ok(SimAgents {
+            authority: authority.to_string(),
+        })
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, PortError> {
+        let unreachable = |e: &dyn std::fmt::Display| {
+            PortError::retryable(format!("sim node agent at {}: {e}", self.authority))
+        };
+        let stream = tokio::net::TcpStream::connect(&self.authority)
+            .await
+            .map_err(|e| unreachable(&e))?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| unreachable(&e))?;
+        tokio::spawn(conn);
+        let bytes = body.map(|b| b.to_string()).unwrap_or_default();
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", &self.authority)
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(bytes)))
+            .map_err(|e| PortError::fatal(e.to_string()))?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| unreachable(&e))?;
+        let status = resp.status();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| unreachable(&e))?
+            .to_bytes();
+        let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        if status.is_success() {
+            Ok(v)
+        } else {
+            let msg = v["message"].as_str().unwrap_or("no message").to_string();
+            let what = format!("{path}: {status}: {msg}");
+            Err(if status.is_server_error() {
+                PortError::retryable(what)
+            } else {
+                PortError::fatal(what)
+            })
+        }
+    }
+
+    fn node_path(node: &str, what: &str) -> String {
+        let seg: String = percent_encode(node);
+        format!("/sim/v1/nodes/{seg}/{what}")
+    }
+
+    async fn packages(&self, node: &str) -> Result<BTreeMap<String, Version>, PortError> {
+        let v = self
+            .call(Method::GET, &Self::node_path(node, "packages"), None)
+            .await?;
+        serde_json::from_value(v)
+            .map_err(|e| PortError::retryable(format!("node {node}: package list unreadable: {e}")))
+    }
+
+    async fn install(&self, node: &str, package: &str, version: Version) -> Result<(), PortError> {
+        self.call(
+            Method::POST,
+            &Self::node_path(node, "packages"),
+            Some(json!({ "package": package, "version": version.to_string() })),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn run_command(
+        &self,
+        node: &str,
+        cmd: &RemoteCommand,
+    ) -> Result<CommandOutput, PortError> {
+        let mut facts = upgraded_events::Facts::new();
+        match cmd {
+            RemoteCommand::Preflight { target } => {
+                let path = format!("/api/v1/nodes/{}", percent_encode(node));
+                let n = self.call(Method::GET, &path, None).await?;
+                let cgroup = n["metadata"]["annotations"][CGROUP_KEY]
+                    .as_str()
+                    .or_else(|| n["metadata"]["labels"][CGROUP_KEY].as_str())
+                    .unwrap_or("v2")
+                    .to_string();
+                if target.minor >= 35 && cgroup == "v1" {
+                    return Err(PortError::fatal(format!(
+                        "preflight: node {node} runs cgroup v1; kubelet {target} refuses to start on it (boot with systemd.unified_cgroup_hierarchy=1 first)"
+                    ))
+                    .with_fact("cgroup", cgroup));
+                }
+                facts.insert("cgroup".into(), cgroup);
+                facts.insert("runtime".into(), "containerd answering".into());
+                facts.insert("swap".into(), "off".into());
+            }
+            RemoteCommand::InstallPackages { version } => {
+                for p in ["kubelet", "kubectl"] {
+                    self.install(node, p, *version).await?;
+                }
+                facts.insert("installed".into(), version.to_string());
+            }
+            RemoteCommand::KubeadmUpgrade { version, apply } => {
+                self.install(node, "kubeadm", *version).await?;
+                let path = Self::node_path(node, "control-plane");
+                let body = json!({ "version": version.to_string() });
+                match self.call(Method::POST, &path, Some(body)).await {
+                    Ok(_) => {
+                        facts.insert("control_plane".into(), version.to_string());
+                    }
+                    // `kubeadm upgrade node` on a worker only refreshes its kubelet config.
+                    Err(e) if !*apply && e.what.contains("runs no control plane") => {
+                        facts.insert("kubelet_config".into(), version.to_string());
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            RemoteCommand::EtcdSnapshot => {
+                // The sim has no etcd; the lab's nodes run a real one.
+                facts.insert("snapshot".into(), "simulated".into());
+            }
+            RemoteCommand::InstalledKubelet => {
+                let installed = self
+                    .packages(node)
+                    .await?
+                    .get("kubelet")
+                    .copied()
+                    .ok_or_else(|| {
+                        PortError::retryable(format!("node {node}: no kubelet package"))
+                    })?;
+                facts.insert("installed".into(), installed.to_string());
+            }
+            RemoteCommand::RestartKubelet => {
+                let installed = self
+                    .packages(node)
+                    .await?
+                    .get("kubelet")
+                    .copied()
+                    .ok_or_else(|| {
+                        PortError::retryable(format!("node {node}: no kubelet package"))
+                    })?;
+                self.call(
+                    Method::POST,
+                    &Self::node_path(node, "kubelet-restart"),
+                    Some(json!({ "version": installed.to_string() })),
+                )
+                .await?;
+                facts.insert("restarted".into(), installed.to_string());
+            }
+        }
+        Ok(CommandOutput { facts })
+    }
+}
+
+/// A path segment: everything but unreserved characters percent-encoded.
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+impl NodeExecutor for SimAgents {
+    fn run<'a>(
+        &'a self,
+        node: &'a str,
+        cmd: &'a RemoteCommand,
+        timeout: Duration,
+    ) -> BoxFut<'a, Result<CommandOutput, PortError>> {
+        Box::pin(async move {
+            tokio::time::timeout(timeout, self.run_command(node, cmd))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(PortError::retryable(format!(
+                        "node {node}: {cmd:?} did not finish within {}s",
+                        timeout.as_secs()
+                    )))
+                })
+        })
+    }
+}
