@@ -254,20 +254,9 @@ async fn active_run(client: &Client) -> anyhow::Result<String> {
 }
 
 fn print_plan(plan: &Value) {
-    println!("plan to {}:", s(&plan["target"]));
-    for (i, b) in plan["batches"].as_array().into_iter().flatten().enumerate() {
-        let nodes: Vec<String> = b["nodes"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|n| s(&n["name"]))
-            .collect();
-        println!(
-            "  {:>2}. {:<24} {}",
-            i + 1,
-            s(&b["label"]),
-            nodes.join(", ")
-        );
+    match serde_json::from_value::<upgraded_events::planner::PlanReport>(plan.clone()) {
+        Ok(report) => print!("{}", upgraded_events::planner::render::table(&report)),
+        Err(_) => println!("{}", serde_json::to_string_pretty(plan).unwrap_or_default()),
     }
 }
 
@@ -393,7 +382,57 @@ fn demo_world(base: &std::path::Path) -> anyhow::Result<upgraded_sim::SimServer>
     Ok(server)
 }
 
-/// Runs a private daemon on a fake world and upgrades it, showing every step as it happens.
+/// The demo's policy: the seed's generations two at a time after one canary each, real
+/// soaks and waits (time runs 600x), and consent to lose the batch jobs' emptyDir scratch.
+const DEMO_POLICY: &str = "apiVersion: upgraded.dev/v1alpha1
+kind: UpgradePolicy
+generations:
+  label: node.kubernetes.io/instance-type
+  maxUnavailable: 2
+  canaries: 1
+canarySoak: 30m
+waitBetweenBatches: 5m
+drainTimeout: 10m
+drain:
+  deleteEmptyDirData: true
+";
+
+/// What an operator does about the seed's two blockers before starting, done to the sim.
+fn demo_fix_blockers(server: &upgraded_sim::SimServer) -> anyhow::Result<()> {
+    let mut w = server.sim.world();
+    if w.pods
+        .contains_key(&("default".to_string(), "debug-shell".to_string()))
+    {
+        w.delete_pod("default", "debug-shell", Some(0))?;
+        println!(
+            "  operator: deleted the unmanaged pod default/debug-shell (nothing would recreate it)"
+        );
+    }
+    let v1: Vec<String> = w
+        .nodes
+        .values()
+        .filter(|n| {
+            n.annotations
+                .get(upgraded_sim::scenario::CGROUP_KEY)
+                .map(String::as_str)
+                == Some("v1")
+        })
+        .map(|n| n.name.clone())
+        .collect();
+    for name in v1 {
+        let n = &w.nodes[&name];
+        let (labels, mut annotations, taints) =
+            (n.labels.clone(), n.annotations.clone(), n.taints.clone());
+        annotations.insert(upgraded_sim::scenario::CGROUP_KEY.into(), "v2".into());
+        w.set_node_meta(&name, labels, annotations, taints)?;
+        println!("  operator: rebooted {name} with cgroup v2 (kubelet 1.35 refuses cgroup v1)");
+    }
+    Ok(())
+}
+
+/// Runs a private daemon against the embedded sim — the real Kubernetes adapter over the
+/// sim's HTTP API, node agents acting on its machines — and upgrades the seed cluster,
+/// showing every step as it happens.
 async fn demo(to: &str, keep: Option<PathBuf>) -> anyhow::Result<()> {
     let tmp = tempfile::Builder::new()
         .prefix("upgraded-demo-")
@@ -401,7 +440,9 @@ async fn demo(to: &str, keep: Option<PathBuf>) -> anyhow::Result<()> {
     let base = keep.unwrap_or_else(|| tmp.path().to_path_buf());
     std::fs::create_dir_all(&base)?;
     let socket = base.join("api.sock");
-    let _sim = demo_world(&base)?;
+    let sim = demo_world(&base)?;
+    let policy = base.join("policy.yaml");
+    std::fs::write(&policy, DEMO_POLICY)?;
     let exe = std::env::current_exe()?;
     let daemon_bin = exe.with_file_name("upgraded");
     if !daemon_bin.exists() {
@@ -415,46 +456,62 @@ async fn demo(to: &str, keep: Option<PathBuf>) -> anyhow::Result<()> {
         .arg(base.join("data"))
         .args(["--socket"])
         .arg(&socket)
-        .args(["--fake-world"])
-        .arg(base.join("world"))
-        .args([
-            "--fake-control-planes",
-            "1",
-            "--fake-workers",
-            "5",
-            "--fake-delay-ms",
-            "120",
-        ])
-        .args([
-            "--max-unavailable",
-            "2",
-            "--soak-secs",
-            "1800",
-            "--wait-between-batches-secs",
-            "300",
-            "--time-scale",
-            "600",
-        ])
+        .args(["--kubeconfig"])
+        .arg(base.join("kubeconfig"))
+        .args(["--sim-agents", &sim.url()])
+        .args(["--policy"])
+        .arg(&policy)
+        .args(["--time-scale", "600"])
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .kill_on_drop(true)
         .spawn()
         .with_context(|| format!("starting {}", daemon_bin.display()))?;
     let client = Client::new(&socket);
-    for _ in 0..100 {
+    let mut ready = false;
+    for _ in 0..200 {
         if client.json(Method::GET, "/v1/status", None).await.is_ok() {
+            ready = true;
             break;
+        }
+        if let Some(status) = child.try_wait()? {
+            bail!("the daemon exited before it was ready: {status}");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    if !ready {
+        bail!(
+            "the daemon did not answer on {} within 10 s",
+            socket.display()
+        );
+    }
     println!(
-        "upgraded demo: the daemon's Kubernetes and SSH adapters are not wired to the sim yet, so the\n\
-         upgrade below runs on the daemon's built-in fake world: 1 control-plane node and 5 workers at v1.32.4"
-    );
-    println!(
-        "(time runs 600x: 30-minute soaks take 3 s; a second terminal can run `upgradectl --socket {} status|pause|resume`)\n",
+        "(time runs 600x: a 30-minute soak takes 3 s; a second terminal can run `upgradectl --socket {} watch|status|pause|resume`)\n",
         socket.display()
     );
+    let dry = client
+        .json(
+            Method::POST,
+            "/v1/runs",
+            Some(&json!({ "target": to, "dryRun": true })),
+        )
+        .await?;
+    let blockers = dry["plan"]["findings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|f| f["severity"] == "blocker")
+        .count();
+    if blockers > 0 {
+        println!("the daemon's plan (from the live cluster) has {blockers} blocker(s):");
+        for f in dry["plan"]["findings"].as_array().into_iter().flatten() {
+            if f["severity"] == "blocker" {
+                println!("  {}: {}", s(&f["code"]), s(&f["message"]));
+            }
+        }
+        demo_fix_blockers(&sim)?;
+        println!();
+    }
     let v = client
         .json(Method::POST, "/v1/runs", Some(&json!({ "target": to })))
         .await?;
@@ -479,6 +536,34 @@ async fn demo(to: &str, keep: Option<PathBuf>) -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
     print_status(&st);
+    let w = sim.sim.world();
+    let at: std::collections::BTreeMap<String, usize> =
+        w.nodes.values().fold(Default::default(), |mut m, n| {
+            *m.entry(n.kubelet.to_string()).or_default() += 1;
+            m
+        });
+    let cordoned: Vec<&str> = w
+        .nodes
+        .values()
+        .filter(|n| n.unschedulable)
+        .map(|n| n.name.as_str())
+        .collect();
+    let ready_pods = w
+        .pods
+        .values()
+        .filter(|p| p.is_ready(w.now(), &w.nodes))
+        .count();
+    println!(
+        "cluster now: kubelets {at:?}; {} of {} pods Ready; cordoned: {}",
+        ready_pods,
+        w.pods.len(),
+        if cordoned.is_empty() {
+            "none".to_string()
+        } else {
+            cordoned.join(", ")
+        }
+    );
+    drop(w);
     let _ = child.start_kill();
     Ok(())
 }
@@ -526,6 +611,41 @@ fn describe(r: &Value) -> String {
             s(&body["node"]),
             step(&body),
             body["done"]
+        ),
+        "ClusterObserved" => format!(
+            "run: cluster observed: {} nodes, {} pods, {} budgets; apiserver {}",
+            body["inventory"]["nodes"].as_array().map_or(0, Vec::len),
+            body["inventory"]["pods"].as_array().map_or(0, Vec::len),
+            body["inventory"]["pdbs"].as_array().map_or(0, Vec::len),
+            s(&body["apiserver"])
+        ),
+        "RunPlanned" => format!(
+            "run: plan recorded: {} batch(es), {} node pass(es) to {}",
+            body["plan"]["batches"].as_array().map_or(0, Vec::len),
+            body["plan"]["batches"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|b| b["nodes"].as_array().map_or(0, Vec::len))
+                .sum::<usize>(),
+            s(&body["target"])
+        ),
+        "EvictionBlocked" => format!(
+            "{:<12} ⏸ eviction of {} refused by {} (disruptionsAllowed {}); retrying",
+            s(&body["node"]),
+            s(&body["pod"]),
+            s(&body["pdb"]),
+            body["disruptions_allowed"]
+        ),
+        "NodeParked" => format!(
+            "{:<12} ⏏ parked{}: {}",
+            s(&body["node"]),
+            if body["uncordon"] == true {
+                " (uncordoned)"
+            } else {
+                " (left cordoned)"
+            },
+            s(&body["reason"])
         ),
         other => format!(
             "run: {other} {}",

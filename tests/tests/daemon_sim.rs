@@ -1,0 +1,219 @@
+//! The real daemon against the simulated cluster: the kube-rs adapter over the sim's HTTP API
+//! and node agents acting on its machines, time running 600x.
+//!
+//! Covers: a PodDisruptionBudget that refuses every eviction → `EvictionBlocked`, the nodes
+//! parked (uncordoned), the run halted with a message naming the budget; the budget fixed →
+//! `resume` finishes the run; a node cordoned by someone else stays cordoned; hostile node
+//! names are refused before anything is done.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hyper::Method;
+use serde_json::{Value, json};
+use upgraded_ctl::Client;
+use upgraded_sim::{Clock, SimServer, scenario};
+
+const POLICY: &str = "apiVersion: upgraded.dev/v1alpha1
+kind: UpgradePolicy
+generations: {maxUnavailable: 1, canaries: 0}
+waitBetweenBatches: 1m
+drainTimeout: 2m
+retries: {backoff: 1s, maxBackoff: 5s}
+drain: {onBlocked: park, uncordonParked: true}
+";
+
+struct Running {
+    daemon: common::Daemon,
+    client: Client,
+    _sim_url: String,
+}
+
+async fn daemon_on(base: &Path, sim: &SimServer) -> Running {
+    std::fs::write(
+        base.join("kubeconfig"),
+        upgraded_sim::kubeconfig(&sim.url()),
+    )
+    .expect("kc");
+    std::fs::write(base.join("policy.yaml"), POLICY).expect("policy");
+    let child = Command::new(common::binary("upgraded"))
+        .arg("--data-dir")
+        .arg(base.join("data"))
+        .arg("--socket")
+        .arg(base.join("api.sock"))
+        .arg("--kubeconfig")
+        .arg(base.join("kubeconfig"))
+        .arg("--policy")
+        .arg(base.join("policy.yaml"))
+        .args(["--sim-agents", &sim.url(), "--time-scale", "600"])
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn upgraded");
+    let mut daemon = common::Daemon::from_child(child);
+    let client = Client::new(&base.join("api.sock"));
+    common::wait_ready(&client, &mut daemon).await;
+    Running {
+        daemon,
+        client,
+        _sim_url: sim.url(),
+    }
+}
+
+async fn wait_phase(client: &Client, want: &str, secs: u64) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let v = client
+            .json(Method::GET, "/v1/status", None)
+            .await
+            .expect("status");
+        if v["active"]["phase"] == want {
+            return v["active"].clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "run not {want} within {secs} s: {:#}",
+            v["active"]
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn events(client: &Client, run: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    client
+        .lines(&format!("/v1/runs/{run}/events"), |l| {
+            out.push(serde_json::from_str(l).expect("JSON line"));
+            true
+        })
+        .await
+        .expect("events");
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocked_budget_parks_then_resume_finishes_and_foreign_cordon_stays() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut world = scenario::build("lab", Clock::real(600.0), 7).expect("lab");
+    world.set_unschedulable("w-3", true).expect("cordon w-3");
+    let sim = SimServer::start(world, ([127, 0, 0, 1], 0).into()).expect("sim");
+    let mut r = daemon_on(tmp.path(), &sim).await;
+
+    let v = r
+        .client
+        .json(
+            Method::POST,
+            "/v1/runs",
+            Some(&json!({ "target": "v1.35.3" })),
+        )
+        .await
+        .expect("start");
+    let run = v["run"].as_str().expect("run id").to_string();
+    // The planner saw a healthy budget; during the control-plane phase its replicas become
+    // unhealthy and it refuses every eviction.
+    sim.sim
+        .world()
+        .faults
+        .blocking_pdbs
+        .insert("default/app".into());
+
+    let halted = wait_phase(&r.client, "halted", 120).await;
+    let reason = halted["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("parked") && reason.contains("pdb/default/app"),
+        "the halt says which nodes and which budget: {reason}"
+    );
+    let evs = events(&r.client, &run).await;
+    let blocked: Vec<&Value> = evs
+        .iter()
+        .filter_map(|e| e["event"].get("EvictionBlocked"))
+        .collect();
+    let app: Vec<&&Value> = blocked
+        .iter()
+        .filter(|b| b["pdb"] == "pdb/default/app")
+        .collect();
+    assert!(
+        !app.is_empty(),
+        "no EvictionBlocked for the app: {blocked:?}"
+    );
+    assert!(app.iter().all(|b| b["disruptions_allowed"] == 0), "{app:?}");
+    let parked: Vec<&Value> = evs
+        .iter()
+        .filter_map(|e| e["event"].get("NodeParked"))
+        .collect();
+    assert!(!parked.is_empty());
+    {
+        // Parked nodes were uncordoned; only the foreign cordon remains.
+        let w = sim.sim.world();
+        for n in w.nodes.values() {
+            assert_eq!(n.unschedulable, n.name == "w-3", "{}", n.name);
+        }
+    }
+
+    // The operator fixes the budget and resumes.
+    sim.sim.world().faults.blocking_pdbs.clear();
+    r.client
+        .json(Method::POST, "/v1/run/resume", None)
+        .await
+        .expect("resume");
+    wait_phase(&r.client, "completed", 120).await;
+    let w = sim.sim.world();
+    for n in w.nodes.values() {
+        assert_eq!(n.kubelet.to_string(), "v1.35.3", "{}", n.name);
+        assert_eq!(
+            n.unschedulable,
+            n.name == "w-3",
+            "{}: cordoned by someone else stays cordoned, the rest are schedulable",
+            n.name
+        );
+    }
+    for p in w.pdbs.values() {
+        assert!(w.pdb_status(p).current_healthy >= w.pdb_status(p).desired_healthy);
+    }
+    drop(w);
+    r.daemon.kill_now();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_node_names_are_refused_before_anything_happens() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut world = scenario::build("lab", Clock::real(600.0), 7).expect("lab");
+    scenario::add_machine(
+        &mut world,
+        "w-4;reboot",
+        "dell-r640",
+        None,
+        "v1.33.5".parse().expect("v"),
+        "v2",
+        10,
+    )
+    .expect("hostile node");
+    let sim = SimServer::start(world, ([127, 0, 0, 1], 0).into()).expect("sim");
+    let r = daemon_on(tmp.path(), &sim).await;
+    let err = r
+        .client
+        .json(
+            Method::POST,
+            "/v1/runs",
+            Some(&json!({ "target": "v1.35.3" })),
+        )
+        .await
+        .expect_err("must refuse");
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("w-4;reboot") && msg.contains("DNS-1123"),
+        "clear error naming the node: {msg}"
+    );
+    let runs = r
+        .client
+        .json(Method::GET, "/v1/runs", None)
+        .await
+        .expect("runs");
+    assert_eq!(runs, json!([]), "nothing recorded");
+    assert!(sim.sim.world().nodes.values().all(|n| !n.unschedulable));
+}
