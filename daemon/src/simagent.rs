@@ -103,6 +103,14 @@ impl SimAgents {
             .map_err(|e| PortError::retryable(format!("node {node}: package list unreadable: {e}")))
     }
 
+    async fn installed_kubelet(&self, node: &str) -> Result<Version, PortError> {
+        self.packages(node)
+            .await?
+            .get("kubelet")
+            .copied()
+            .ok_or_else(|| PortError::retryable(format!("node {node}: no kubelet package")))
+    }
+
     async fn install(&self, node: &str, package: &str, version: Version) -> Result<(), PortError> {
         self.call(
             Method::POST,
@@ -164,25 +172,11 @@ impl SimAgents {
                 facts.insert("snapshot".into(), "simulated".into());
             }
             RemoteCommand::InstalledKubelet => {
-                let installed = self
-                    .packages(node)
-                    .await?
-                    .get("kubelet")
-                    .copied()
-                    .ok_or_else(|| {
-                        PortError::retryable(format!("node {node}: no kubelet package"))
-                    })?;
+                let installed = self.installed_kubelet(node).await?;
                 facts.insert("installed".into(), installed.to_string());
             }
             RemoteCommand::RestartKubelet => {
-                let installed = self
-                    .packages(node)
-                    .await?
-                    .get("kubelet")
-                    .copied()
-                    .ok_or_else(|| {
-                        PortError::retryable(format!("node {node}: no kubelet package"))
-                    })?;
+                let installed = self.installed_kubelet(node).await?;
                 self.call(
                     Method::POST,
                     &Self::node_path(node, "kubelet-restart"),

@@ -181,7 +181,7 @@ impl Node {
                 self.note_attempt(0, *attempt);
                 Transition(state)
             }
-            Event::AbortRequested { .. } => Transition(State::aborted()),
+            Event::AbortRequested { .. } => self.abort_outside_cordon(),
             e => self.unexpected(context, e),
         }
     }
@@ -199,10 +199,13 @@ impl Node {
     }
 
     #[state(superstate = "disrupted")]
-    fn cordoning(cursor: &mut Cursor, event: &Event) -> Outcome<State> {
+    fn cordoning(&mut self, cursor: &mut Cursor, event: &Event) -> Outcome<State> {
         match event {
-            // Nothing was done yet: there is nothing to undo.
-            Event::AbortRequested { .. } if cursor.status == StepStatus::Ready => {
+            // Nothing was done yet: there is nothing to undo (unless the node is still
+            // cordoned from being parked).
+            Event::AbortRequested { .. }
+                if cursor.status == StepStatus::Ready && !self.parked_cordoned =>
+            {
                 Transition(State::aborted())
             }
             _ => Super,
@@ -391,7 +394,7 @@ impl Node {
                     self.abort_requested = true;
                     Handled
                 } else {
-                    Transition(State::aborted())
+                    self.abort_outside_cordon()
                 }
             }
             _ => Handled,
@@ -413,8 +416,9 @@ impl Node {
     fn parked(&mut self, context: &mut NodeCtx, event: &Event) -> Outcome<State> {
         match event {
             Event::RunResumed { .. } => {
+                // `parked_cordoned` stays until the node is cordoned by its workflow again:
+                // an abort before that must still uncordon it.
                 self.parked = None;
-                self.parked_cordoned = false;
                 self.failures = 0;
                 self.last_error = None;
                 self.failure_facts.clear();
@@ -465,6 +469,17 @@ impl Node {
         Handled
     }
 
+    /// An abort of a node that is not in the `disrupted` states: nothing to undo, unless it
+    /// was parked cordoned and not yet cordoned again by its workflow.
+    fn abort_outside_cordon(&mut self) -> Outcome<State> {
+        if self.parked_cordoned {
+            self.abort_requested = true;
+            Transition(self.unwind_state())
+        } else {
+            Transition(State::aborted())
+        }
+    }
+
     fn note_attempt(&mut self, index: usize, attempt: u32) {
         if let Some(a) = self.attempts.get_mut(index) {
             *a = (*a).max(attempt);
@@ -491,13 +506,23 @@ impl Node {
     }
 
     fn absorb(&mut self, step: &Step, facts: &Facts) {
+        if matches!(step, Step::Cordon | Step::Uncordon) {
+            self.parked_cordoned = false;
+        }
         // Only the first preflight tells whether someone else had cordoned the node: a
         // node parked cordoned by us and resumed must not look cordoned by others.
         if *step == Step::Preflight && !self.facts.contains_key("unschedulable") {
             self.cordoned_before = facts.get("unschedulable").is_some_and(|v| v == "true");
         }
-        self.facts
-            .extend(facts.iter().map(|(k, v)| (k.clone(), v.clone())));
+        // `unschedulable` is the state before the run; a later preflight (after a park) sees
+        // our own cordon and must not replace it.
+        let keep_first = self.facts.contains_key("unschedulable");
+        self.facts.extend(
+            facts
+                .iter()
+                .filter(|(k, _)| !(keep_first && k.as_str() == "unschedulable"))
+                .map(|(k, v)| (k.clone(), v.clone())),
+        );
     }
 
     /// After an outcome that did not complete the step: an abort that was waiting for it now
@@ -505,7 +530,7 @@ impl Node {
     fn settle(&self, cursor: &Cursor) -> Outcome<State> {
         if !self.abort_requested || self.steps.get(cursor.index) == Some(&Step::Uncordon) {
             Handled
-        } else if self.disrupted {
+        } else if self.disrupted || self.parked_cordoned {
             Transition(self.unwind_state())
         } else {
             Transition(State::aborted())
@@ -523,7 +548,7 @@ impl Node {
             return Transition(State::parked());
         }
         if self.abort_requested {
-            return if self.disrupted && !finished_uncordon {
+            return if (self.disrupted || self.parked_cordoned) && !finished_uncordon {
                 Transition(self.unwind_state())
             } else {
                 Transition(State::aborted())

@@ -84,6 +84,16 @@ async fn wait_phase(client: &Client, want: &str, secs: u64) -> Value {
     }
 }
 
+async fn start(client: &Client) -> Result<Value, upgraded_ctl::ClientError> {
+    client
+        .json(
+            Method::POST,
+            "/v1/runs",
+            Some(&json!({ "target": "v1.35.3" })),
+        )
+        .await
+}
+
 async fn events(client: &Client, run: &str) -> Vec<Value> {
     let mut out = Vec::new();
     client
@@ -104,15 +114,7 @@ async fn blocked_budget_parks_then_resume_finishes_and_foreign_cordon_stays() {
     let sim = SimServer::start(world, ([127, 0, 0, 1], 0).into()).expect("sim");
     let mut r = daemon_on(tmp.path(), &sim).await;
 
-    let v = r
-        .client
-        .json(
-            Method::POST,
-            "/v1/runs",
-            Some(&json!({ "target": "v1.35.3" })),
-        )
-        .await
-        .expect("start");
+    let v = start(&r.client).await.expect("start");
     let run = v["run"].as_str().expect("run id").to_string();
     // The planner saw a healthy budget; during the control-plane phase its replicas become
     // unhealthy and it refuses every eviction.
@@ -195,15 +197,7 @@ async fn hostile_node_names_are_refused_before_anything_happens() {
     .expect("hostile node");
     let sim = SimServer::start(world, ([127, 0, 0, 1], 0).into()).expect("sim");
     let r = daemon_on(tmp.path(), &sim).await;
-    let err = r
-        .client
-        .json(
-            Method::POST,
-            "/v1/runs",
-            Some(&json!({ "target": "v1.35.3" })),
-        )
-        .await
-        .expect_err("must refuse");
+    let err = start(&r.client).await.expect_err("must refuse");
     let msg = format!("{err:#}");
     assert!(
         msg.contains("w-4;reboot") && msg.contains("DNS-1123"),
