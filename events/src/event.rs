@@ -253,15 +253,6 @@ pub enum Event {
         reason: String,
         uncordon: bool,
     },
-    /// A workload was scaled while draining `node` (up to unblock its budget, or back to
-    /// the recorded count). Recorded before the change: a crash in between still restores.
-    WorkloadScaled {
-        node: String,
-        /// `Deployment/prod/redis`.
-        workload: String,
-        from: u32,
-        to: u32,
-    },
 }
 
 /// The variant names, for golden samples, subjects and schema docs.
@@ -283,11 +274,10 @@ pub enum EventKind {
     ClusterObserved,
     EvictionBlocked,
     NodeParked,
-    WorkloadScaled,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 17] = [
+    pub const ALL: [EventKind; 16] = [
         EventKind::RunPlanned,
         EventKind::RunStarted,
         EventKind::RunPaused,
@@ -304,7 +294,6 @@ impl EventKind {
         EventKind::ClusterObserved,
         EventKind::EvictionBlocked,
         EventKind::NodeParked,
-        EventKind::WorkloadScaled,
     ];
 
     pub fn name(self) -> &'static str {
@@ -325,7 +314,6 @@ impl EventKind {
             EventKind::ClusterObserved => "ClusterObserved",
             EventKind::EvictionBlocked => "EvictionBlocked",
             EventKind::NodeParked => "NodeParked",
-            EventKind::WorkloadScaled => "WorkloadScaled",
         }
     }
 }
@@ -350,7 +338,6 @@ impl Event {
             Event::ClusterObserved { .. } => EventKind::ClusterObserved,
             Event::EvictionBlocked { .. } => EventKind::EvictionBlocked,
             Event::NodeParked { .. } => EventKind::NodeParked,
-            Event::WorkloadScaled { .. } => EventKind::WorkloadScaled,
         }
     }
 
@@ -362,8 +349,7 @@ impl Event {
             | Event::StepFailed { node, .. }
             | Event::StepProbed { node, .. }
             | Event::EvictionBlocked { node, .. }
-            | Event::NodeParked { node, .. }
-            | Event::WorkloadScaled { node, .. } => Some(node),
+            | Event::NodeParked { node, .. } => Some(node),
             _ => None,
         }
     }

@@ -129,8 +129,6 @@ pub struct Node {
     pub blocked: Option<Blocked>,
     /// Why the node was parked; set until a resume restarts it.
     pub parked: Option<String>,
-    /// Workloads scaled up to unblock this node's drain, with their recorded replica count.
-    pub scaled: std::collections::BTreeMap<String, u32>,
     /// Parked without an uncordon: still cordoned by us (an abort uncordons it).
     pub parked_cordoned: bool,
     /// The last attempt number of each step, so a node started again after a park keeps
@@ -378,10 +376,6 @@ impl Node {
                 });
                 Handled
             }
-            Event::WorkloadScaled { .. } => {
-                self.note_scaled(event);
-                Handled
-            }
             Event::NodeParked { .. } => {
                 context.anomalies.push(format!(
                     "{}: parked while its step was not settled",
@@ -435,10 +429,6 @@ impl Node {
             }
             Event::AbortRequested { .. } => Transition(State::aborted()),
             Event::RunRecovered { .. } => Handled,
-            Event::WorkloadScaled { .. } => {
-                self.note_scaled(event);
-                Handled
-            }
             e => self.unexpected(context, e),
         }
     }
@@ -483,25 +473,6 @@ impl Node {
     fn note_attempt(&mut self, index: usize, attempt: u32) {
         if let Some(a) = self.attempts.get_mut(index) {
             *a = (*a).max(attempt);
-        }
-    }
-
-    /// Remembers the replica count a workload had before we first scaled it.
-    fn note_scaled(&mut self, event: &Event) {
-        if let Event::WorkloadScaled {
-            workload, from, to, ..
-        } = event
-        {
-            match self.scaled.get(workload) {
-                Some(original) if to == original => {
-                    self.scaled.remove(workload);
-                }
-                Some(_) => {}
-                None if to > from => {
-                    self.scaled.insert(workload.clone(), *from);
-                }
-                None => {}
-            }
         }
     }
 
@@ -666,7 +637,6 @@ impl NodeState {
             failure_facts: Facts::new(),
             blocked: None,
             parked: None,
-            scaled: Default::default(),
             parked_cordoned: false,
             attempts: vec![0; plan.steps.len()],
         };

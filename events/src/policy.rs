@@ -51,9 +51,6 @@ pub struct Policy {
     pub evict_unmanaged_pods: bool,
     /// Evict pods with emptyDir volumes, losing that data (`--delete-emptydir-data`).
     pub delete_empty_dir_data: bool,
-    /// When a budget blocks a drain, scale its Deployment/StatefulSet up by one until the
-    /// drain is done, then back to the recorded replica count.
-    pub scale_up_to_unblock: bool,
     /// Halt when the share of pods in CrashLoopBackOff rises more than this many percentage
     /// points over the pre-upgrade baseline.
     pub crash_loop_increase_percent: u32,
@@ -76,7 +73,6 @@ impl Default for Policy {
             uncordon_parked: true,
             evict_unmanaged_pods: false,
             delete_empty_dir_data: false,
-            scale_up_to_unblock: false,
             crash_loop_increase_percent: 5,
             node_ready_timeout_secs: 600,
         }

@@ -115,12 +115,6 @@ fn sample(kind: EventKind) -> Event {
             reason: "drain blocked for 300s by PDB prod/redis".into(),
             uncordon: true,
         },
-        EventKind::WorkloadScaled => Event::WorkloadScaled {
-            node,
-            workload: "Deployment/prod/redis".into(),
-            from: 3,
-            to: 4,
-        },
     }
 }
 

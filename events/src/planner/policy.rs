@@ -70,8 +70,6 @@ pub struct DrainFile {
     pub evict_unmanaged_pods: Option<bool>,
     /// Evict pods with emptyDir volumes, losing their data (default false: refused).
     pub delete_empty_dir_data: Option<bool>,
-    /// Scale a blocking Deployment/StatefulSet up by one until the node is drained.
-    pub scale_up_to_unblock: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -258,7 +256,6 @@ pub struct PlanPolicy {
     pub uncordon_parked: bool,
     pub evict_unmanaged_pods: bool,
     pub delete_empty_dir_data: bool,
-    pub scale_up_to_unblock: bool,
 }
 
 impl Default for PlanPolicy {
@@ -290,7 +287,6 @@ impl Default for PlanPolicy {
             uncordon_parked: true,
             evict_unmanaged_pods: false,
             delete_empty_dir_data: false,
-            scale_up_to_unblock: false,
         }
     }
 }
@@ -316,7 +312,6 @@ impl PlanPolicy {
             uncordon_parked: self.uncordon_parked,
             evict_unmanaged_pods: self.evict_unmanaged_pods,
             delete_empty_dir_data: self.delete_empty_dir_data,
-            scale_up_to_unblock: self.scale_up_to_unblock,
             crash_loop_increase_percent: self.crash_loop_increase_percent,
             node_ready_timeout_secs: self.node_ready_timeout_secs,
             ..Policy::default()
@@ -561,7 +556,6 @@ impl PolicyFile {
             p.uncordon_parked = d.uncordon_parked.unwrap_or(p.uncordon_parked);
             p.evict_unmanaged_pods = d.evict_unmanaged_pods.unwrap_or(false);
             p.delete_empty_dir_data = d.delete_empty_dir_data.unwrap_or(false);
-            p.scale_up_to_unblock = d.scale_up_to_unblock.unwrap_or(false);
         }
         if let Some(g) = &self.gates {
             if let Some(c) = g.crash_loop_increase_percent {
