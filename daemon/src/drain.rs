@@ -91,14 +91,6 @@ fn select(
     Ok(evict)
 }
 
-/// `The disruption budget web needs 9 healthy pods…` → `web`: the apiserver names the budget
-/// only in its message.
-fn budget_in(message: &str) -> Option<String> {
-    let rest = message.split("disruption budget ").nth(1)?;
-    let name = rest.split_whitespace().next()?;
-    (!name.is_empty()).then(|| name.trim_end_matches(['.', ',']).to_string())
-}
-
 /// Drains `node` (the Kubernetes node name); `entry` is the plan entry events name.
 pub async fn drain(
     cluster: &dyn ClusterApi,
@@ -125,11 +117,13 @@ pub async fn drain(
                     evicted.insert(key(&p), p.uid.clone());
                 }
                 Eviction::Gone => {}
-                Eviction::Blocked { pdb, message } => {
+                Eviction::Blocked {
+                    pdb: pdb_name,
+                    message,
+                } => {
                     refusals += 1;
-                    let pdb_name = pdb.or_else(|| budget_in(&message));
                     let label = pdb_name.as_ref().map_or_else(
-                        || "an unnamed budget".into(),
+                        || format!("a disruption budget ({message})"),
                         |b| format!("pdb/{}/{b}", p.namespace),
                     );
                     if reported.get(&key(&p)) != Some(&label) {
@@ -203,22 +197,4 @@ pub async fn drain(
     facts.insert("evicted".into(), evicted.len().to_string());
     facts.insert("eviction_refusals".into(), refusals.to_string());
     Ok(facts)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_budget_is_read_from_the_apiservers_message() {
-        assert_eq!(
-            budget_in("The disruption budget web needs 9 healthy pods and has 9 currently")
-                .as_deref(),
-            Some("web")
-        );
-        assert_eq!(
-            budget_in("Cannot evict pod as it would violate the pod's disruption budget."),
-            None
-        );
-    }
 }

@@ -173,6 +173,14 @@ fn api_error(e: kube::Error) -> PortError {
     }
 }
 
+/// `The disruption budget web needs 9 healthy pods…` → `web`: the apiserver names the budget
+/// only in its message.
+fn budget_in(message: &str) -> Option<String> {
+    let rest = message.split("disruption budget ").nth(1)?;
+    let name = rest.split_whitespace().next()?;
+    (!name.is_empty()).then(|| name.trim_end_matches(['.', ',']).to_string())
+}
+
 fn version_of(s: &str, what: &str) -> Result<Version, PortError> {
     // `v1.33.5+k3s1`, `v1.33.5-eks-…`: the release is what counts.
     let core = s.split(['+', '-']).next().unwrap_or(s);
@@ -291,7 +299,10 @@ impl ClusterApi for KubeCluster {
                         .and_then(|d| d.causes.iter().find(|c| c.reason == "DisruptionBudget"))
                         .map(|c| c.message.clone());
                     let message = cause.unwrap_or_else(|| s.message.clone());
-                    Ok(Eviction::Blocked { pdb: None, message })
+                    Ok(Eviction::Blocked {
+                        pdb: budget_in(&message),
+                        message,
+                    })
                 }
                 Err(e) => Err(api_error(e)),
             }
@@ -311,5 +322,23 @@ impl ClusterApi for KubeCluster {
             let v = serde_json::to_value(&b).map_err(|e| PortError::fatal(e.to_string()))?;
             Ok(Some(PdbInv::from_value(&v)))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_budget_is_read_from_the_apiservers_message() {
+        assert_eq!(
+            budget_in("The disruption budget web needs 9 healthy pods and has 9 currently")
+                .as_deref(),
+            Some("web")
+        );
+        assert_eq!(
+            budget_in("Cannot evict pod as it would violate the pod's disruption budget."),
+            None
+        );
     }
 }

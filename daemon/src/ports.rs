@@ -117,7 +117,8 @@ pub enum Eviction {
     Evicted,
     /// The pod (or that incarnation of it) no longer exists.
     Gone,
-    /// A PodDisruptionBudget refused it (HTTP 429); `pdb` when the answer names it.
+    /// A PodDisruptionBudget refused it (HTTP 429); `pdb` (in the pod's namespace) when the
+    /// answer names it.
     Blocked {
         pdb: Option<String>,
         message: String,

@@ -138,12 +138,7 @@ impl StepEnv<'_> {
             }
         }
         if let Some(before) = self.baseline {
-            let pods = cluster.all_pods().await?;
-            let inv = upgraded_events::planner::inventory::Inventory {
-                pods,
-                ..Default::default()
-            };
-            let now = Baseline::of(&inv);
+            let now = Baseline::of(&cluster.all_pods().await?);
             facts.insert("crash_loop_bp".into(), now.crash_loop_bp().to_string());
             let points = self.policy.crash_loop_increase_percent;
             if before.exceeded_by(&now, points) {

@@ -7,7 +7,7 @@ use serde::Serialize;
 use crate::event::{Event, Record, RunId, Timestamp};
 use crate::node::{Blocked, Cursor, NodeCtx, NodeState, Phase};
 use crate::plan::Plan;
-use crate::planner::inventory::Inventory;
+use crate::planner::inventory::PodInv;
 use crate::policy::Policy;
 use crate::run::{RunMachineState, RunPhase};
 use crate::version::Version;
@@ -49,8 +49,8 @@ pub struct Baseline {
 }
 
 impl Baseline {
-    pub fn of(inv: &Inventory) -> Baseline {
-        let live = inv.pods.iter().filter(|p| !p.is_finished() && !p.mirror);
+    pub fn of(pods: &[PodInv]) -> Baseline {
+        let live = pods.iter().filter(|p| !p.is_finished() && !p.mirror);
         let (mut pods, mut crash_looping) = (0u32, 0u32);
         for p in live {
             pods += 1;
@@ -145,7 +145,7 @@ impl RunState {
                 inventory,
             } => {
                 self.apiserver_before = Some(*apiserver);
-                self.baseline = Some(Baseline::of(&inventory.0));
+                self.baseline = Some(Baseline::of(&inventory.0.pods));
             }
             Event::StepStarted { node, .. }
             | Event::StepSucceeded { node, .. }

@@ -411,16 +411,18 @@ fn group(name: &str) -> meta::APIGroup {
     }
 }
 
-fn discovery(path: &[&str], apiserver: Option<Version>) -> Option<Response> {
-    let git = apiserver.map_or_else(|| GIT_VERSION.to_string(), |v| v.to_string());
+fn discovery(path: &[&str], apiserver: impl FnOnce() -> Option<Version>) -> Option<Response> {
     Some(match path {
-        ["version"] => ok(&json!({
-            "major": "1", "minor": git.split('.').nth(1).unwrap_or("33"),
-            "gitVersion": git, "gitCommit": "0000000000000000000000000000000000000000",
-            "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z",
-            "goVersion": "go1.24.0", "compiler": "gc", "platform": "linux/amd64",
-            "emulationMajor": "1", "minCompatibilityMajor": "1",
-        })),
+        ["version"] => {
+            let git = apiserver().map_or_else(|| GIT_VERSION.to_string(), |v| v.to_string());
+            ok(&json!({
+                "major": "1", "minor": git.split('.').nth(1).unwrap_or("33"),
+                "gitVersion": git, "gitCommit": "0000000000000000000000000000000000000000",
+                "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z",
+                "goVersion": "go1.24.0", "compiler": "gc", "platform": "linux/amd64",
+                "emulationMajor": "1", "minCompatibilityMajor": "1",
+            }))
+        }
         ["api"] => ok(&meta::APIVersions {
             versions: vec!["v1".into()],
             server_address_by_client_cidrs: vec![meta::ServerAddressByClientCIDR {
@@ -631,7 +633,7 @@ async fn handle(
         );
     }
     if method == Method::GET
-        && let Some(r) = discovery(&raw, sim.world().apiserver_version())
+        && let Some(r) = discovery(&raw, || sim.world().apiserver_version())
     {
         return r;
     }
