@@ -443,7 +443,15 @@ impl NodeExecutor for FakeWorld {
                     };
                     self.effect(node, op, Some(*version)).await?;
                 }
-                RemoteCommand::EtcdSnapshot => {
+                // The fake world has no clock of its own: a snapshot it holds is fresh.
+                RemoteCommand::EtcdSnapshot {
+                    reuse_younger_than_secs: Some(_),
+                } => {
+                    facts.insert("reused".into(), "true".into());
+                }
+                RemoteCommand::EtcdSnapshot {
+                    reuse_younger_than_secs: None,
+                } => {
                     self.effect(node, "etcd-snapshot", None).await?;
                     facts.insert("snapshot".into(), format!("{node}.db"));
                 }

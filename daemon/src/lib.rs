@@ -9,5 +9,7 @@ pub mod fake;
 pub mod kube;
 pub mod log;
 pub mod ports;
+pub mod remote;
 pub mod simagent;
+pub mod ssh;
 pub mod steps;

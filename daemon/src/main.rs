@@ -11,7 +11,9 @@ use upgraded_daemon::fake::{FakeWorld, Inventory};
 use upgraded_daemon::kube::KubeCluster;
 use upgraded_daemon::log::SledLog;
 use upgraded_daemon::ports::{Clock, NodeExecutor, SystemClock};
+use upgraded_daemon::remote::Scripts;
 use upgraded_daemon::simagent::SimAgents;
+use upgraded_daemon::ssh::{SshNodes, SshOptions};
 use upgraded_daemon::steps::Ports;
 use upgraded_events::planner::policy::PlanPolicy;
 use upgraded_events::{Timestamp, Version};
@@ -66,6 +68,34 @@ struct Args {
     /// Upper bound of one remote command (it is also wrapped in `timeout` on the node).
     #[arg(long, default_value_t = 900)]
     command_timeout_secs: u64,
+    /// SSH to the nodes (used unless --sim-agents or --fake-world): an ssh_config file
+    /// instead of `~/.ssh/config`. Node names are the SSH destinations, so `Host` entries
+    /// map them to addresses, users, ports and `ProxyJump` bastions.
+    #[arg(long)]
+    ssh_config: Option<PathBuf>,
+    #[arg(long)]
+    ssh_user: Option<String>,
+    /// The private key to use (and only that one).
+    #[arg(long)]
+    ssh_identity: Option<PathBuf>,
+    #[arg(long)]
+    ssh_known_hosts: Option<PathBuf>,
+    /// Trust and remember host keys not seen before (a changed key is still refused).
+    #[arg(long)]
+    ssh_accept_new_host_keys: bool,
+    /// Where SSH control sockets live (default: `ssh/` next to the API socket).
+    #[arg(long)]
+    ssh_control_dir: Option<PathBuf>,
+    /// An idle SSH master exits after this long (also after a `kill -9` of the daemon).
+    #[arg(long, default_value_t = 60)]
+    ssh_control_persist_secs: u64,
+    /// Concurrent commands per node, below sshd's MaxSessions (10).
+    #[arg(long, default_value_t = 4)]
+    ssh_max_sessions: usize,
+    #[arg(long, default_value_t = 10)]
+    ssh_connect_timeout_secs: u64,
+    #[arg(long, default_value_t = 5)]
+    ssh_alive_interval_secs: u64,
     /// Move an unreadable tail of a run's log to the quarantine tree and open anyway.
     #[arg(long)]
     repair_tail: bool,
@@ -102,6 +132,7 @@ async fn main() -> anyhow::Result<()> {
     let last_at = log_last_time(&log)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock::new(args.time_scale, last_at));
     let command_timeout = Duration::from_secs(args.command_timeout_secs);
+    let mut ssh_for_shutdown: Option<Arc<SshNodes>> = None;
     let ports = if let Some(dir) = &args.fake_world {
         let inventory = Inventory::generate(
             args.fake_control_planes,
@@ -127,9 +158,11 @@ async fn main() -> anyhow::Result<()> {
             .context("connecting to the Kubernetes API")?;
         let nodes: Arc<dyn NodeExecutor> = match &args.sim_agents {
             Some(url) => Arc::new(SimAgents::new(url).context("--sim-agents")?),
-            None => anyhow::bail!(
-                "no node access configured: pass --sim-agents URL (simulated cluster) or --fake-world DIR; SSH access is not available in this build yet"
-            ),
+            None => {
+                let ssh = Arc::new(ssh_nodes(&args, &policy)?);
+                ssh_for_shutdown = Some(ssh.clone());
+                ssh
+            }
         };
         Ports {
             cluster: Arc::new(cluster),
@@ -149,7 +182,32 @@ async fn main() -> anyhow::Result<()> {
         Some(e) = fatal.recv() => return Err(anyhow::Error::new(e).context("the engine stopped")),
         _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; in-flight steps will be resolved on the next start"),
     }
+    if let Some(ssh) = ssh_for_shutdown {
+        ssh.close().await;
+    }
     Ok(())
+}
+
+fn ssh_nodes(args: &Args, policy: &PlanPolicy) -> anyhow::Result<SshNodes> {
+    let control_root = match &args.ssh_control_dir {
+        Some(d) => d.clone(),
+        None => args
+            .socket
+            .parent()
+            .map(|p| p.join("ssh"))
+            .unwrap_or_else(|| PathBuf::from("/run/upgraded/ssh")),
+    };
+    let mut o = SshOptions::new(control_root, args.data_dir.join("etcd-snapshots"));
+    o.config_file = args.ssh_config.clone();
+    o.user = args.ssh_user.clone();
+    o.identity = args.ssh_identity.clone();
+    o.known_hosts = args.ssh_known_hosts.clone();
+    o.accept_new_host_keys = args.ssh_accept_new_host_keys;
+    o.control_persist_secs = args.ssh_control_persist_secs;
+    o.max_sessions = args.ssh_max_sessions;
+    o.connect_timeout_secs = args.ssh_connect_timeout_secs;
+    o.alive_interval_secs = args.ssh_alive_interval_secs;
+    SshNodes::new(o, Scripts::of(policy)).context("setting up SSH to the nodes")
 }
 
 /// The newest record time, so an accelerated clock never restarts in the past.

@@ -168,8 +168,12 @@ pub enum RemoteCommand {
     /// unhold → install kubeadm at `version` → hold; then `kubeadm upgrade apply VERSION`
     /// (`apply`) or `kubeadm upgrade node`.
     KubeadmUpgrade { version: Version, apply: bool },
-    /// `etcdctl snapshot save`, then a trial restore to prove the file is usable.
-    EtcdSnapshot,
+    /// `etcdctl snapshot save`, then a trial restore to prove the file is usable, and a copy
+    /// kept off the node. With `reuse_younger_than_secs`, a snapshot on the node younger than
+    /// that is verified and kept instead of taking a new one.
+    EtcdSnapshot {
+        reuse_younger_than_secs: Option<u64>,
+    },
     /// The kubelet version installed on disk (not necessarily running).
     InstalledKubelet,
     /// daemon-reload and restart kubelet.

@@ -168,7 +168,7 @@ impl SimAgents {
                     Err(e) => return Err(e),
                 }
             }
-            RemoteCommand::EtcdSnapshot => {
+            RemoteCommand::EtcdSnapshot { .. } => {
                 // The sim has no etcd; the lab's nodes run a real one.
                 facts.insert("snapshot".into(), "simulated".into());
             }

@@ -196,6 +196,16 @@ pub async fn execute(
             facts.extend(env.remote(&cmd).await?);
         }
         Step::KubeadmUpgrade { version, apply } => {
+            if *apply {
+                // The snapshot taken before the control-plane phase may be hours old by now
+                // (a pause, a window): take it again if it is older than the policy allows.
+                let fresh = RemoteCommand::EtcdSnapshot {
+                    reuse_younger_than_secs: Some(env.policy.etcd_snapshot_max_age_secs),
+                };
+                for (k, v) in env.remote(&fresh).await? {
+                    facts.insert(format!("snapshot_{k}"), v);
+                }
+            }
             let cmd = RemoteCommand::KubeadmUpgrade {
                 version: *version,
                 apply: *apply,
@@ -203,7 +213,10 @@ pub async fn execute(
             facts.extend(env.remote(&cmd).await?);
         }
         Step::EtcdSnapshot => {
-            facts.extend(env.remote(&RemoteCommand::EtcdSnapshot).await?);
+            let cmd = RemoteCommand::EtcdSnapshot {
+                reuse_younger_than_secs: None,
+            };
+            facts.extend(env.remote(&cmd).await?);
         }
         Step::RestartKubelet => {
             facts.extend(env.remote(&RemoteCommand::RestartKubelet).await?);

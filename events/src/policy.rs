@@ -57,6 +57,9 @@ pub struct Policy {
     /// A node not Ready (or not at its versions) this long after its kubelet restart fails
     /// its verify step.
     pub node_ready_timeout_secs: u64,
+    /// The etcd snapshot is taken again when `kubeadm upgrade apply` begins and the last one
+    /// is older than this.
+    pub etcd_snapshot_max_age_secs: u64,
 }
 
 impl Default for Policy {
@@ -75,6 +78,7 @@ impl Default for Policy {
             delete_empty_dir_data: false,
             crash_loop_increase_percent: 5,
             node_ready_timeout_secs: 600,
+            etcd_snapshot_max_age_secs: 3600,
         }
     }
 }

@@ -375,6 +375,9 @@ impl Lab {
             );
         }
         s.push_str("mount -t tmpfs -o mode=1777 tmpfs /tmp\n");
+        // `ip netns exec` gives the node a fresh /sys: a unified (v2) cgroup hierarchy, as
+        // kubelet 1.35 requires, whatever the host runs.
+        s.push_str("mount -t cgroup2 none /sys/fs/cgroup\n");
         let _ = writeln!(
             s,
             "mkdir -p /var/lib/lab && mount --bind {d}/ctl /var/lib/lab"
@@ -469,6 +472,23 @@ impl Lab {
             "LogLevel=ERROR".into(),
             format!("root@{addr}"),
         ]
+    }
+
+    /// An ssh_config naming every node by its node name (`Host cp-1` → its address), with
+    /// this lab's key and known hosts: what an operator's `~/.ssh/config` does for a real
+    /// cluster.
+    pub fn ssh_config(&self) -> String {
+        let mut c = String::new();
+        for n in &self.nodes {
+            let _ = writeln!(c, "Host {}\n  HostName {}", n.name, n.addr);
+        }
+        let _ = writeln!(
+            c,
+            "Host *\n  User root\n  IdentityFile {}\n  IdentitiesOnly yes\n  UserKnownHostsFile {}\n  LogLevel ERROR",
+            self.client_key.display(),
+            self.known_hosts.display()
+        );
+        c
     }
 
     /// Runs `command` (a shell command line) on a node as root over SSH.

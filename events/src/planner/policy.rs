@@ -56,6 +56,49 @@ pub struct PolicyFile {
     pub retries: Option<RetriesFile>,
     /// What a drain may evict, and what happens when a PodDisruptionBudget refuses.
     pub drain: Option<DrainFile>,
+    /// How the node-side commands are carried out: package repository, etcd, backups.
+    pub node: Option<NodeFile>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct NodeFile {
+    /// The package repository file on every node, rewritten for each minor hop.
+    pub repository: Option<RepositoryFile>,
+    pub etcd: Option<EtcdFile>,
+    /// Where each control-plane node keeps its copies of `/etc/kubernetes/manifests` and
+    /// `/etc/kubernetes/*.conf`, one folder per hop (default `/var/lib/upgraded/backup`).
+    pub backup_dir: Option<String>,
+    /// Preflight refuses a node whose `/var/lib/kubelet` file system is fuller than this
+    /// (default 85).
+    pub max_disk_used_percent: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct RepositoryFile {
+    /// Default `/etc/apt/sources.list.d/kubernetes.list` (apt) or
+    /// `/etc/yum.repos.d/kubernetes.repo` (dnf).
+    pub file: Option<String>,
+    /// The file's content, `{minor}` standing for `1.35` (pkgs.k8s.io has one repository
+    /// per minor).
+    pub template: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct EtcdFile {
+    /// Default `https://127.0.0.1:2379`.
+    pub endpoints: Option<String>,
+    /// kubeadm's paths by default; an empty string leaves the flag out (plain-http etcd).
+    pub cacert: Option<String>,
+    pub cert: Option<String>,
+    pub key: Option<String>,
+    /// Where snapshots are written on the node (default `/var/lib/upgraded/etcd`).
+    pub snapshot_dir: Option<String>,
+    /// A snapshot older than this is taken again when the control-plane step begins
+    /// (default `1h`).
+    pub max_snapshot_age: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -256,6 +299,57 @@ pub struct PlanPolicy {
     pub uncordon_parked: bool,
     pub evict_unmanaged_pods: bool,
     pub delete_empty_dir_data: bool,
+    pub node: NodeCommands,
+}
+
+/// How node-side commands are rendered (validated values; the daemon quotes every one).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeCommands {
+    pub repository_file: String,
+    /// `{minor}` stands for `1.35`.
+    pub repository_template: String,
+    pub etcd_endpoints: String,
+    /// Empty: the flag is left out.
+    pub etcd_cacert: String,
+    pub etcd_cert: String,
+    pub etcd_key: String,
+    pub etcd_snapshot_dir: String,
+    pub etcd_max_snapshot_age_secs: u64,
+    pub backup_dir: String,
+    pub max_disk_used_percent: u32,
+}
+
+pub const APT_REPOSITORY_FILE: &str = "/etc/apt/sources.list.d/kubernetes.list";
+pub const APT_REPOSITORY_TEMPLATE: &str = "deb [signed-by=/etc/apt/keyrings/kubernetes-apt-keyring.gpg] https://pkgs.k8s.io/core:/stable:/v{minor}/deb/ /";
+pub const DNF_REPOSITORY_FILE: &str = "/etc/yum.repos.d/kubernetes.repo";
+pub const DNF_REPOSITORY_TEMPLATE: &str = "[kubernetes]\nname=Kubernetes\nbaseurl=https://pkgs.k8s.io/core:/stable:/v{minor}/rpm/\nenabled=1\ngpgcheck=1\ngpgkey=https://pkgs.k8s.io/core:/stable:/v{minor}/rpm/repodata/repomd.xml.key\nexclude=kubelet kubeadm kubectl cri-tools kubernetes-cni";
+
+impl NodeCommands {
+    pub fn defaults(pm: PackageManager) -> NodeCommands {
+        let (file, template) = match pm {
+            PackageManager::Apt => (APT_REPOSITORY_FILE, APT_REPOSITORY_TEMPLATE),
+            PackageManager::Dnf => (DNF_REPOSITORY_FILE, DNF_REPOSITORY_TEMPLATE),
+        };
+        NodeCommands {
+            repository_file: file.into(),
+            repository_template: template.into(),
+            etcd_endpoints: "https://127.0.0.1:2379".into(),
+            etcd_cacert: "/etc/kubernetes/pki/etcd/ca.crt".into(),
+            etcd_cert: "/etc/kubernetes/pki/etcd/server.crt".into(),
+            etcd_key: "/etc/kubernetes/pki/etcd/server.key".into(),
+            etcd_snapshot_dir: "/var/lib/upgraded/etcd".into(),
+            etcd_max_snapshot_age_secs: 3600,
+            backup_dir: "/var/lib/upgraded/backup".into(),
+            max_disk_used_percent: 85,
+        }
+    }
+
+    /// The repository file's content for `minor` (`1.35`).
+    pub fn repository(&self, major: u16, minor: u16) -> String {
+        self.repository_template
+            .replace("{minor}", &format!("{major}.{minor}"))
+    }
 }
 
 impl Default for PlanPolicy {
@@ -287,6 +381,7 @@ impl Default for PlanPolicy {
             uncordon_parked: true,
             evict_unmanaged_pods: false,
             delete_empty_dir_data: false,
+            node: NodeCommands::defaults(PackageManager::Apt),
         }
     }
 }
@@ -314,6 +409,7 @@ impl PlanPolicy {
             delete_empty_dir_data: self.delete_empty_dir_data,
             crash_loop_increase_percent: self.crash_loop_increase_percent,
             node_ready_timeout_secs: self.node_ready_timeout_secs,
+            etcd_snapshot_max_age_secs: self.node.etcd_max_snapshot_age_secs,
             ..Policy::default()
         }
     }
@@ -422,6 +518,7 @@ impl PolicyFile {
             Some("dnf") => {
                 p.package_manager = PackageManager::Dnf;
                 p.catalog.package_format = "{version}-150500.1.1".into();
+                p.node = NodeCommands::defaults(PackageManager::Dnf);
             }
             Some(o) => return Err(err("packageManager", format!("{o:?}: expected apt or dnf"))),
         }
@@ -600,6 +697,9 @@ impl PolicyFile {
             };
             *slot = s;
         }
+        if let Some(n) = &self.node {
+            n.apply(&mut p.node)?;
+        }
         if let Some(r) = &self.retries {
             if let Some(m) = r.max_attempts {
                 if m == 0 {
@@ -615,6 +715,92 @@ impl PolicyFile {
             )?;
         }
         Ok(p)
+    }
+}
+
+/// A path on a node: absolute, printable, no `..` (it is quoted, but should also be sane).
+fn node_path(field: &str, v: &str) -> Result<String, PolicyError> {
+    if !v.starts_with('/')
+        || v.split('/').any(|c| c == "..")
+        || v.chars().any(|c| c.is_control())
+        || v.len() > 200
+    {
+        return Err(err(
+            field,
+            format!("{v:?}: expected an absolute path without `..` or control characters"),
+        ));
+    }
+    let trimmed = v.trim_end_matches('/');
+    Ok(if trimmed.is_empty() { "/" } else { trimmed }.to_string())
+}
+
+impl NodeFile {
+    fn apply(&self, n: &mut NodeCommands) -> Result<(), PolicyError> {
+        if let Some(r) = &self.repository {
+            if let Some(f) = &r.file {
+                n.repository_file = node_path("node.repository.file", f)?;
+            }
+            if let Some(t) = &r.template {
+                if !t.contains("{minor}") {
+                    return Err(err(
+                        "node.repository.template",
+                        "must contain {minor}: pkgs.k8s.io has one repository per minor",
+                    ));
+                }
+                if t.chars().any(|c| c.is_control() && c != '\n') {
+                    return Err(err(
+                        "node.repository.template",
+                        "contains control characters other than line breaks",
+                    ));
+                }
+                n.repository_template = t.clone();
+            }
+        }
+        if let Some(e) = &self.etcd {
+            if let Some(ep) = &e.endpoints {
+                let ok = !ep.is_empty()
+                    && ep.split(',').all(|u| {
+                        (u.starts_with("https://") || u.starts_with("http://"))
+                            && u.chars().all(|c| c.is_ascii_graphic())
+                    });
+                if !ok {
+                    return Err(err(
+                        "node.etcd.endpoints",
+                        format!("{ep:?}: expected comma-separated http(s):// URLs"),
+                    ));
+                }
+                n.etcd_endpoints = ep.clone();
+            }
+            for (field, v, slot) in [
+                ("node.etcd.cacert", &e.cacert, &mut n.etcd_cacert),
+                ("node.etcd.cert", &e.cert, &mut n.etcd_cert),
+                ("node.etcd.key", &e.key, &mut n.etcd_key),
+            ] {
+                match v.as_deref() {
+                    None => {}
+                    Some("") => slot.clear(),
+                    Some(p) => *slot = node_path(field, p)?,
+                }
+            }
+            if let Some(d) = &e.snapshot_dir {
+                n.etcd_snapshot_dir = node_path("node.etcd.snapshotDir", d)?;
+            }
+            n.etcd_max_snapshot_age_secs = secs(
+                "node.etcd.maxSnapshotAge",
+                &e.max_snapshot_age,
+                n.etcd_max_snapshot_age_secs,
+            )?;
+        }
+        if let Some(b) = &self.backup_dir {
+            n.backup_dir = node_path("node.backupDir", b)?;
+        }
+        if let Some(d) = self.max_disk_used_percent {
+            if !(1..=100).contains(&d) {
+                return Err(err("node.maxDiskUsedPercent", "must be 1 to 100"));
+            }
+            n.max_disk_used_percent = d;
+        }
+        Ok(())
     }
 }
 
@@ -668,6 +854,50 @@ durations: { drain: 3m }
         assert_eq!(p.windows[0].start_minute, 22 * 60);
         assert_eq!(p.durations.drain, 180);
         assert_eq!(p.catalog.latest(1, 36), Some(Version::new(1, 36, 1)));
+    }
+
+    #[test]
+    fn node_commands_default_per_package_manager_and_validate() {
+        let apt = PlanPolicy::default().node;
+        assert_eq!(
+            apt.repository(1, 35),
+            "deb [signed-by=/etc/apt/keyrings/kubernetes-apt-keyring.gpg] https://pkgs.k8s.io/core:/stable:/v1.35/deb/ /"
+        );
+        let dnf = PlanPolicy::from_yaml("packageManager: dnf")
+            .expect("ok")
+            .node;
+        assert_eq!(dnf.repository_file, DNF_REPOSITORY_FILE);
+        assert!(
+            dnf.repository(1, 34)
+                .contains("baseurl=https://pkgs.k8s.io/core:/stable:/v1.34/rpm/\n")
+        );
+        let p = PlanPolicy::from_yaml(
+            "node: { etcd: { endpoints: 'http://127.0.0.1:2379', cacert: '', cert: '', key: '', maxSnapshotAge: 30m }, backupDir: /srv/backup/ }",
+        )
+        .expect("ok");
+        assert_eq!(p.node.etcd_cacert, "");
+        assert_eq!(p.node.etcd_max_snapshot_age_secs, 1800);
+        assert_eq!(p.node.backup_dir, "/srv/backup");
+        check_err(
+            "node: { repository: { template: 'deb https://x/v1.35/ /' } }",
+            "node.repository.template",
+            "{minor}",
+        );
+        check_err(
+            "node: { backupDir: ../etc }",
+            "node.backupDir",
+            "absolute path",
+        );
+        check_err(
+            "node: { etcd: { endpoints: '127.0.0.1:2379; reboot' } }",
+            "node.etcd.endpoints",
+            "http(s)://",
+        );
+        check_err(
+            "node: { maxDiskUsedPercent: 0 }",
+            "node.maxDiskUsedPercent",
+            "1 to 100",
+        );
     }
 
     #[test]

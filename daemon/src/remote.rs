@@ -1,0 +1,459 @@
+//! Node-side commands as shell scripts: what the runbook has a person type, rendered from
+//! typed [`RemoteCommand`]s and validated policy values. Every value is quoted with
+//! [`shell_quote`]; node names never appear in a script at all. The script prints `key=value`
+//! lines for the facts the daemon records; [`parse_facts`] reads them back.
+//!
+//! Pure: nothing here runs anything. The SSH adapter wraps a script in `timeout N sh -c …`.
+
+use std::fmt::Write as _;
+
+use upgraded_events::planner::catalog::package_version;
+use upgraded_events::planner::policy::{NodeCommands, PackageManager, PlanPolicy};
+use upgraded_events::planner::render::shell_quote;
+use upgraded_events::{Facts, Version};
+
+use crate::ports::{PortError, RemoteCommand};
+
+/// What the package tools and node commands look like on this cluster's nodes.
+#[derive(Debug, Clone)]
+pub struct Scripts {
+    pub package_manager: PackageManager,
+    /// `{version}-1.1`.
+    pub package_format: String,
+    pub node: NodeCommands,
+}
+
+/// The packages kubeadm's upgrade touches, held between upgrades.
+const KUBELET_PACKAGES: [&str; 2] = ["kubelet", "kubectl"];
+
+/// A command line from already-separated words, each quoted.
+fn words(ws: &[&str]) -> String {
+    ws.iter()
+        .map(|w| shell_quote(w))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+impl Scripts {
+    pub fn of(policy: &PlanPolicy) -> Scripts {
+        Scripts {
+            package_manager: policy.package_manager,
+            package_format: policy.catalog.package_format.clone(),
+            node: policy.node.clone(),
+        }
+    }
+
+    /// Whether running `cmd` twice is harmless (so a lost connection may simply retry it).
+    pub fn read_only(cmd: &RemoteCommand) -> bool {
+        matches!(
+            cmd,
+            RemoteCommand::Preflight { .. } | RemoteCommand::InstalledKubelet
+        )
+    }
+
+    pub fn render(&self, cmd: &RemoteCommand) -> String {
+        let mut s = String::from("set -e\nexport LC_ALL=C DEBIAN_FRONTEND=noninteractive\n");
+        match cmd {
+            RemoteCommand::Preflight { .. } => self.preflight(&mut s),
+            RemoteCommand::InstallPackages { version } => {
+                self.repository(&mut s, *version);
+                self.install(&mut s, &KUBELET_PACKAGES, *version);
+                s.push_str("echo installed=\"$(kubelet --version | sed 's/^Kubernetes //')\"\n");
+            }
+            RemoteCommand::KubeadmUpgrade { version, apply } => {
+                self.backup(&mut s, *version);
+                self.repository(&mut s, *version);
+                self.install(&mut s, &["kubeadm"], *version);
+                let v = version.to_string();
+                if *apply {
+                    let _ = writeln!(s, "{}", words(&["kubeadm", "upgrade", "plan", &v]));
+                    let _ = writeln!(s, "{}", words(&["kubeadm", "upgrade", "apply", &v, "-y"]));
+                } else {
+                    let _ = writeln!(s, "{}", words(&["kubeadm", "upgrade", "node"]));
+                }
+                let _ = writeln!(s, "echo kubeadm={}", shell_quote(&v));
+            }
+            RemoteCommand::EtcdSnapshot {
+                reuse_younger_than_secs,
+            } => self.etcd_snapshot(&mut s, *reuse_younger_than_secs),
+            RemoteCommand::InstalledKubelet => {
+                s.push_str("echo installed=\"$(kubelet --version | sed 's/^Kubernetes //')\"\n");
+            }
+            RemoteCommand::RestartKubelet => {
+                s.push_str("systemctl daemon-reload\nsystemctl restart kubelet\n");
+                s.push_str("echo restarted=\"$(kubelet --version | sed 's/^Kubernetes //')\"\n");
+            }
+        }
+        s
+    }
+
+    /// Read-only checks, each reported; [`preflight_verdict`] judges them.
+    fn preflight(&self, s: &mut String) {
+        s.push_str(
+            "echo cgroup=\"$(stat -fc %T /sys/fs/cgroup 2>/dev/null || echo unknown)\"\n\
+             p=/var/lib/kubelet; [ -d \"$p\" ] || p=/var/lib\n\
+             echo disk_used_percent=\"$(df --output=pcent \"$p\" | tail -n 1 | tr -dc 0-9)\"\n\
+             if crictl info >/dev/null 2>&1; then echo runtime=ok; else echo runtime=down; fi\n\
+             echo swap_devices=\"$(tail -n +2 /proc/swaps | wc -l)\"\n",
+        );
+        let refresh = match self.package_manager {
+            PackageManager::Apt => words(&["apt-get", "update", "-q"]),
+            PackageManager::Dnf => words(&["dnf", "makecache", "-q"]),
+        };
+        let _ = writeln!(
+            s,
+            "if {refresh} >/dev/null 2>&1; then echo repository=ok; else echo repository=unreachable; fi"
+        );
+    }
+
+    /// Points the package repository at `v`'s minor (pkgs.k8s.io: one repository per minor).
+    fn repository(&self, s: &mut String, v: Version) {
+        let _ = writeln!(s, "f={}", shell_quote(&self.node.repository_file));
+        let _ = writeln!(
+            s,
+            "want={}",
+            shell_quote(&self.node.repository(v.major, v.minor))
+        );
+        s.push_str(
+            "if [ \"$(cat \"$f\" 2>/dev/null)\" != \"$want\" ]; then\n  \
+             printf '%s\\n' \"$want\" > \"$f.upgraded-tmp\" && mv \"$f.upgraded-tmp\" \"$f\"\n  \
+             echo repository_switched=true\nfi\n",
+        );
+    }
+
+    /// unhold → install → hold (apt); dnf bypasses the repository's `exclude=` for this one
+    /// install. A failed install puts the holds back.
+    fn install(&self, s: &mut String, pkgs: &[&str], v: Version) {
+        let ver = package_version(&self.package_format, v);
+        match self.package_manager {
+            PackageManager::Apt => {
+                let mut unhold = vec!["apt-mark", "unhold"];
+                unhold.extend_from_slice(pkgs);
+                let mut hold = vec!["apt-mark", "hold"];
+                hold.extend_from_slice(pkgs);
+                let specs: Vec<String> = pkgs.iter().map(|p| format!("{p}={ver}")).collect();
+                let mut install = vec!["apt-get", "install", "-y"];
+                install.extend(specs.iter().map(String::as_str));
+                let _ = writeln!(s, "{} >/dev/null", words(&unhold));
+                let _ = writeln!(s, "trap '{} >/dev/null' EXIT", words(&hold));
+                let _ = writeln!(s, "{}", words(&["apt-get", "update", "-q"]));
+                let _ = writeln!(s, "{}", words(&install));
+                s.push_str("trap - EXIT\n");
+                let _ = writeln!(s, "{}", words(&hold));
+            }
+            PackageManager::Dnf => {
+                let specs: Vec<String> = pkgs.iter().map(|p| format!("{p}-{ver}")).collect();
+                let mut install = vec!["dnf", "install", "-y"];
+                install.extend(specs.iter().map(String::as_str));
+                install.push("--disableexcludes=kubernetes");
+                let _ = writeln!(s, "{}", words(&install));
+            }
+        }
+    }
+
+    /// Copies of the static-pod manifests and kubeconfigs, once per hop: a re-run after a
+    /// half-done `kubeadm upgrade` keeps the copy from before it.
+    fn backup(&self, s: &mut String, v: Version) {
+        let dir = format!("{}/{v}", self.node.backup_dir);
+        let _ = writeln!(s, "b={}", shell_quote(&dir));
+        s.push_str(
+            "if [ ! -e \"$b/complete\" ]; then\n  \
+             rm -rf \"$b\" && mkdir -p \"$b\"\n  \
+             if [ -d /etc/kubernetes/manifests ]; then cp -a /etc/kubernetes/manifests \"$b/\"; fi\n  \
+             for c in /etc/kubernetes/*.conf; do if [ -e \"$c\" ]; then cp -a \"$c\" \"$b/\"; fi; done\n  \
+             touch \"$b/complete\"\nfi\necho backup=\"$b\"\n",
+        );
+    }
+
+    fn etcdctl(&self) -> String {
+        let n = &self.node;
+        let mut w = vec![
+            "etcdctl".to_string(),
+            format!("--endpoints={}", n.etcd_endpoints),
+        ];
+        for (flag, v) in [
+            ("--cacert", &n.etcd_cacert),
+            ("--cert", &n.etcd_cert),
+            ("--key", &n.etcd_key),
+        ] {
+            if !v.is_empty() {
+                w.push(format!("{flag}={v}"));
+            }
+        }
+        let refs: Vec<&str> = w.iter().map(String::as_str).collect();
+        words(&refs)
+    }
+
+    /// Save (or keep a young one), prove it by a trial restore (`snapshot status` does not
+    /// check integrity), and report path, size, sha256 and revision.
+    fn etcd_snapshot(&self, s: &mut String, reuse: Option<u64>) {
+        let _ = writeln!(
+            s,
+            "export ETCDCTL_API=3\nd={}\nmkdir -p \"$d\"\nf=",
+            shell_quote(&self.node.etcd_snapshot_dir)
+        );
+        if let Some(age) = reuse {
+            let _ = writeln!(
+                s,
+                "latest=$(ls -1t \"$d\"/snapshot-*.db 2>/dev/null | head -n 1)\n\
+                 if [ -n \"$latest\" ] && [ $(( $(date +%s) - $(stat -c %Y \"$latest\") )) -lt {age} ]; then f=$latest; echo reused=true; fi"
+            );
+        }
+        let _ = writeln!(
+            s,
+            "if [ -z \"$f\" ]; then\n  \
+             f=\"$d/snapshot-$(date -u +%Y%m%dT%H%M%SZ).db\"\n  \
+             {etcdctl} snapshot save \"$f.part\" >&2\n  \
+             mv \"$f.part\" \"$f\"\n  \
+             echo reused=false\nfi",
+            etcdctl = self.etcdctl()
+        );
+        s.push_str(
+            "t=$(mktemp -d)\n\
+             trap 'rm -rf \"$t\"' EXIT\n\
+             if command -v etcdutl >/dev/null 2>&1; then restore=etcdutl; else restore=etcdctl; fi\n\
+             if ! $restore snapshot restore \"$f\" --data-dir \"$t/restore\" >&2 || [ ! -d \"$t/restore/member\" ]; then\n  \
+             echo \"the trial restore of $f failed: the snapshot is not usable\" >&2; exit 3\nfi\n\
+             echo path=\"$f\"\n\
+             echo size=\"$(stat -c %s \"$f\")\"\n\
+             echo sha256=\"$(sha256sum \"$f\" | cut -d ' ' -f 1)\"\n\
+             echo status=\"$($restore snapshot status \"$f\" -w json 2>/dev/null | tr -d '\\n')\"\n",
+        );
+    }
+}
+
+/// `key=value` lines of a script's standard output (other lines are ignored).
+pub fn parse_facts(stdout: &str) -> Facts {
+    stdout
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .filter(|(k, _)| {
+            !k.is_empty()
+                && k.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        })
+        .map(|(k, v)| (k.to_string(), v.trim().to_string()))
+        .collect()
+}
+
+/// The snapshot's revision from `snapshot status -w json` (`{"hash":…,"revision":N,…}`).
+pub fn snapshot_revision(status: &str) -> Option<u64> {
+    let v: serde_json::Value = serde_json::from_str(status).ok()?;
+    v["revision"].as_u64()
+}
+
+/// Whether the node may be upgraded to `target`, from what [`Scripts::render`]'s preflight
+/// reported. Refusals are not retryable: a person has to change the machine.
+pub fn preflight_verdict(
+    node: &str,
+    target: Version,
+    facts: &Facts,
+    max_disk_used_percent: u32,
+) -> Result<(), PortError> {
+    let get = |k: &str| facts.get(k).map(String::as_str).unwrap_or("");
+    let refuse = |what: String| Err(PortError::fatal(format!("preflight: node {node}: {what}")));
+    if target.minor >= 35 && get("cgroup") != "cgroup2fs" {
+        return refuse(format!(
+            "/sys/fs/cgroup is {:?}, not cgroup v2; kubelet {target} refuses to start on cgroup v1 (boot with systemd.unified_cgroup_hierarchy=1 first)",
+            get("cgroup")
+        ));
+    }
+    match get("disk_used_percent").parse::<u32>() {
+        Ok(p) if p > max_disk_used_percent => {
+            return refuse(format!(
+                "/var/lib/kubelet is {p}% full (the policy allows {max_disk_used_percent}%); image pulls during the upgrade need room"
+            ));
+        }
+        Ok(_) => {}
+        Err(_) => return refuse("free disk on /var/lib/kubelet could not be read".into()),
+    }
+    if get("runtime") != "ok" {
+        return refuse("the container runtime does not answer `crictl info`".into());
+    }
+    if get("swap_devices") != "0" {
+        return refuse(format!(
+            "{} swap device(s) active; the kubelet fails to start with swap on unless configured for it",
+            get("swap_devices")
+        ));
+    }
+    if get("repository") != "ok" {
+        return refuse("the package repository cannot be refreshed".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scripts(pm: &str) -> Scripts {
+        let p = PlanPolicy::from_yaml(&format!("packageManager: {pm}")).expect("policy");
+        Scripts::of(&p)
+    }
+
+    fn v(s: &str) -> Version {
+        s.parse().expect("version")
+    }
+
+    #[test]
+    fn apt_install_unholds_installs_and_holds_again() {
+        let s = scripts("apt").render(&RemoteCommand::InstallPackages {
+            version: v("v1.34.6"),
+        });
+        let order = [
+            "apt-mark unhold kubelet kubectl",
+            "trap 'apt-mark hold kubelet kubectl >/dev/null' EXIT",
+            "apt-get update -q",
+            "apt-get install -y kubelet=1.34.6-1.1 kubectl=1.34.6-1.1",
+            "trap - EXIT",
+            "apt-mark hold kubelet kubectl",
+        ];
+        let mut at = 0;
+        for line in order {
+            let i = s[at..]
+                .find(line)
+                .unwrap_or_else(|| panic!("{line:?} missing or out of order in:\n{s}"));
+            at += i + line.len();
+        }
+        assert!(
+            s.contains("https://pkgs.k8s.io/core:/stable:/v1.34/deb/ /"),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn dnf_install_bypasses_excludes_and_points_at_the_minor() {
+        let s = scripts("dnf").render(&RemoteCommand::KubeadmUpgrade {
+            version: v("v1.35.3"),
+            apply: false,
+        });
+        assert!(
+            s.contains("dnf install -y kubeadm-1.35.3-150500.1.1 --disableexcludes=kubernetes")
+        );
+        assert!(s.contains("baseurl=https://pkgs.k8s.io/core:/stable:/v1.35/rpm/"));
+        assert!(s.contains("kubeadm upgrade node\n"));
+        assert!(!s.contains("apt-"));
+    }
+
+    #[test]
+    fn kubeadm_apply_backs_up_then_plans_then_applies() {
+        let s = scripts("apt").render(&RemoteCommand::KubeadmUpgrade {
+            version: v("v1.34.6"),
+            apply: true,
+        });
+        let b = s.find("cp -a /etc/kubernetes/manifests").expect("backup");
+        let i = s
+            .find("apt-get install -y kubeadm=1.34.6-1.1")
+            .expect("install");
+        let p = s.find("kubeadm upgrade plan v1.34.6").expect("plan");
+        let a = s.find("kubeadm upgrade apply v1.34.6 -y").expect("apply");
+        assert!(b < i && i < p && p < a, "{s}");
+        assert!(s.contains("b=/var/lib/upgraded/backup/v1.34.6"));
+    }
+
+    #[test]
+    fn etcd_snapshot_uses_kubeadm_certs_or_none_and_verifies_by_restore() {
+        let s = scripts("apt").render(&RemoteCommand::EtcdSnapshot {
+            reuse_younger_than_secs: None,
+        });
+        assert!(s.contains("etcdctl --endpoints=https://127.0.0.1:2379 --cacert=/etc/kubernetes/pki/etcd/ca.crt --cert=/etc/kubernetes/pki/etcd/server.crt --key=/etc/kubernetes/pki/etcd/server.key snapshot save"), "{s}");
+        assert!(s.contains("snapshot restore \"$f\" --data-dir \"$t/restore\""));
+        assert!(!s.contains("latest="));
+        let plain = PlanPolicy::from_yaml(
+            "node: { etcd: { endpoints: 'http://127.0.0.1:2379', cacert: '', cert: '', key: '' } }",
+        )
+        .expect("policy");
+        let s = Scripts::of(&plain).render(&RemoteCommand::EtcdSnapshot {
+            reuse_younger_than_secs: Some(3600),
+        });
+        assert!(
+            s.contains("etcdctl --endpoints=http://127.0.0.1:2379 snapshot save"),
+            "{s}"
+        );
+        assert!(s.contains("-lt 3600 ]"));
+    }
+
+    #[test]
+    fn hostile_policy_values_stay_quoted() {
+        let p = PlanPolicy::from_yaml(
+            "node: { backupDir: \"/srv/it's $(reboot)\", repository: { template: \"deb x/v{minor}/ /'; reboot; '\" } }",
+        )
+        .expect("policy");
+        let s = Scripts::of(&p).render(&RemoteCommand::KubeadmUpgrade {
+            version: v("v1.34.6"),
+            apply: false,
+        });
+        assert!(s.contains(r"b='/srv/it'\''s $(reboot)/v1.34.6'"), "{s}");
+        assert!(
+            s.contains(r"want='deb x/v1.34/ /'\''; reboot; '\'''"),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn every_script_is_valid_sh() {
+        let cmds = [
+            RemoteCommand::Preflight {
+                target: v("v1.35.3"),
+            },
+            RemoteCommand::InstallPackages {
+                version: v("v1.34.6"),
+            },
+            RemoteCommand::KubeadmUpgrade {
+                version: v("v1.34.6"),
+                apply: true,
+            },
+            RemoteCommand::KubeadmUpgrade {
+                version: v("v1.34.6"),
+                apply: false,
+            },
+            RemoteCommand::EtcdSnapshot {
+                reuse_younger_than_secs: None,
+            },
+            RemoteCommand::EtcdSnapshot {
+                reuse_younger_than_secs: Some(60),
+            },
+            RemoteCommand::InstalledKubelet,
+            RemoteCommand::RestartKubelet,
+        ];
+        for pm in ["apt", "dnf"] {
+            for c in &cmds {
+                let script = scripts(pm).render(c);
+                let out = std::process::Command::new("sh")
+                    .args(["-n", "-c", &script])
+                    .output()
+                    .expect("sh runs");
+                assert!(
+                    out.status.success(),
+                    "{pm} {c:?}: {}\n{script}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn facts_and_verdicts() {
+        let f = parse_facts(
+            "noise\ncgroup=cgroup2fs\ndisk_used_percent=40\nruntime=ok\nswap_devices=0\nrepository=ok\nBad Key=x\n",
+        );
+        assert_eq!(f.len(), 5);
+        assert!(preflight_verdict("w-1", v("v1.35.3"), &f, 85).is_ok());
+        let mut v1 = f.clone();
+        v1.insert("cgroup".into(), "tmpfs".into());
+        let e = preflight_verdict("w-1", v("v1.35.3"), &v1, 85).expect_err("cgroup v1");
+        assert!(e.what.contains("not cgroup v2") && !e.retryable, "{e}");
+        assert!(preflight_verdict("w-1", v("v1.34.6"), &v1, 85).is_ok());
+        let mut full = f.clone();
+        full.insert("disk_used_percent".into(), "93".into());
+        let e = preflight_verdict("w-1", v("v1.34.6"), &full, 85).expect_err("disk");
+        assert!(e.what.contains("93% full"), "{e}");
+        let mut swap = f;
+        swap.insert("swap_devices".into(), "1".into());
+        assert!(preflight_verdict("w-1", v("v1.34.6"), &swap, 85).is_err());
+        assert_eq!(
+            snapshot_revision(r#"{"hash":1,"revision":42,"totalKey":3,"totalSize":20480}"#),
+            Some(42)
+        );
+    }
+}
