@@ -8,6 +8,7 @@ pub mod engine;
 pub mod fake;
 pub mod kube;
 pub mod log;
+pub mod outbox;
 pub mod ports;
 pub mod remote;
 pub mod simagent;

@@ -10,7 +10,8 @@ use upgraded_daemon::engine::{Daemon, RunDefaults};
 use upgraded_daemon::fake::{FakeWorld, Inventory};
 use upgraded_daemon::kube::KubeCluster;
 use upgraded_daemon::log::SledLog;
-use upgraded_daemon::ports::{Clock, NodeExecutor, SystemClock};
+use upgraded_daemon::outbox::{Outbox, OutboxConfig};
+use upgraded_daemon::ports::{Clock, ClockAnchor, NodeExecutor, SystemClock};
 use upgraded_daemon::remote::Scripts;
 use upgraded_daemon::simagent::SimAgents;
 use upgraded_daemon::ssh::{SshNodes, SshOptions};
@@ -96,6 +97,18 @@ struct Args {
     ssh_connect_timeout_secs: u64,
     #[arg(long, default_value_t = 5)]
     ssh_alive_interval_secs: u64,
+    /// Publish progress to this NATS server's JetStream (optional; without it `watch` reads
+    /// the daemon's own stream).
+    #[arg(long, env = "UPGRADED_NATS_URL")]
+    nats_url: Option<String>,
+    /// The cluster's name in subjects: `upgrades.<cluster>.<run>.<node>.<event>`.
+    #[arg(long, default_value = "cluster")]
+    cluster_name: String,
+    /// The JetStream stream (created on `upgrades.>` when missing).
+    #[arg(long, default_value = upgraded_daemon::outbox::DEFAULT_STREAM)]
+    nats_stream: String,
+    #[arg(long, default_value_t = 5)]
+    nats_ack_timeout_secs: u64,
     /// Move an unreadable tail of a run's log to the quarantine tree and open anyway.
     #[arg(long)]
     repair_tail: bool,
@@ -130,7 +143,7 @@ async fn main() -> anyhow::Result<()> {
         None => PlanPolicy::default(),
     };
     let last_at = log_last_time(&log)?;
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock::new(args.time_scale, last_at));
+    let clock: Arc<dyn Clock> = Arc::new(clock(&args, last_at)?);
     let command_timeout = Duration::from_secs(args.command_timeout_secs);
     let mut ssh_for_shutdown: Option<Arc<SshNodes>> = None;
     let ports = if let Some(dir) = &args.fake_world {
@@ -170,6 +183,19 @@ async fn main() -> anyhow::Result<()> {
             command_timeout,
         }
     };
+    if let Some(url) = &args.nats_url {
+        let cfg = OutboxConfig {
+            url: url.clone(),
+            cluster: args.cluster_name.clone(),
+            stream: args.nats_stream.clone(),
+            ack_timeout: Duration::from_secs(args.nats_ack_timeout_secs.max(1)),
+            cursor_path: args.data_dir.join("outbox-cursor.json"),
+            duplicate_window: Duration::from_secs(3600),
+        };
+        Outbox::new(log.clone(), cfg)
+            .context("starting the NATS outbox")?
+            .spawn();
+    }
     let defaults = RunDefaults { policy };
     let (daemon, mut fatal) = Daemon::new(log, clock, ports, defaults);
     daemon
@@ -208,6 +234,36 @@ fn ssh_nodes(args: &Args, policy: &PlanPolicy) -> anyhow::Result<SshNodes> {
     o.connect_timeout_secs = args.ssh_connect_timeout_secs;
     o.alive_interval_secs = args.ssh_alive_interval_secs;
     SshNodes::new(o, Scripts::of(policy)).context("setting up SSH to the nodes")
+}
+
+/// Real time, or an accelerated clock anchored in the data dir (so virtual time keeps
+/// passing while the daemon is down, as real time would).
+fn clock(args: &Args, last_at: Timestamp) -> anyhow::Result<SystemClock> {
+    if args.time_scale == 1.0 {
+        return Ok(SystemClock::new(1.0, last_at));
+    }
+    let path = args.data_dir.join("clock-anchor.json");
+    let anchor = match std::fs::read(&path) {
+        Ok(b) => serde_json::from_slice::<ClockAnchor>(&b).with_context(|| {
+            format!(
+                "{} is unreadable; remove it to restart the accelerated clock",
+                path.display()
+            )
+        })?,
+        Err(_) => {
+            let a = SystemClock::new_anchor(last_at);
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, serde_json::to_vec(&a)?)
+                .with_context(|| format!("writing {}", tmp.display()))?;
+            std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+            a
+        }
+    };
+    Ok(SystemClock::anchored(
+        args.time_scale,
+        last_at,
+        Some(anchor),
+    ))
 }
 
 /// The newest record time, so an accelerated clock never restarts in the past.

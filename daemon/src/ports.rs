@@ -52,8 +52,11 @@ pub trait Clock: Send + Sync + 'static {
 }
 
 /// Wall-clock time, optionally accelerated (`scale` virtual seconds per real second) for
-/// demos. Never earlier than `not_before` (the last recorded time), so a restarted
-/// accelerated daemon does not travel back.
+/// demos and rehearsals. Never earlier than `not_before` (the last recorded time).
+///
+/// An accelerated clock is anchored: virtual time is `virtual0 + (wall − wall0) × scale`
+/// from an anchor kept in the data dir, so time keeps passing while the daemon is down (as
+/// it does for a real cluster) instead of restarting from the last record after a crash.
 #[derive(Debug, Clone)]
 pub struct SystemClock {
     origin_real: Instant,
@@ -61,20 +64,53 @@ pub struct SystemClock {
     scale: f64,
 }
 
+/// Where an accelerated clock started: (wall ms, virtual ms).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ClockAnchor {
+    pub wall_ms: i64,
+    pub virtual_ms: i64,
+}
+
+fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
 impl SystemClock {
     pub fn new(scale: f64, not_before: Timestamp) -> Self {
-        let wall = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-            .unwrap_or(0);
+        Self::anchored(scale, not_before, None)
+    }
+
+    /// With an anchor, virtual time continues from it at `scale`.
+    pub fn anchored(scale: f64, not_before: Timestamp, anchor: Option<ClockAnchor>) -> Self {
+        let scale = if scale.is_finite() && scale > 0.0 {
+            scale
+        } else {
+            1.0
+        };
+        let wall = wall_ms();
+        let now = match anchor {
+            Some(a) => {
+                let elapsed = (wall.saturating_sub(a.wall_ms)).max(0) as f64 * scale;
+                a.virtual_ms.saturating_add(elapsed as i64)
+            }
+            None => wall,
+        };
         SystemClock {
             origin_real: Instant::now(),
-            origin: Timestamp(wall.max(not_before.0)),
-            scale: if scale.is_finite() && scale > 0.0 {
-                scale
-            } else {
-                1.0
-            },
+            origin: Timestamp(now.max(not_before.0)),
+            scale,
+        }
+    }
+
+    /// The anchor to keep for a clock starting now at `not_before` or later.
+    pub fn new_anchor(not_before: Timestamp) -> ClockAnchor {
+        let wall = wall_ms();
+        ClockAnchor {
+            wall_ms: wall,
+            virtual_ms: wall.max(not_before.0),
         }
     }
 }

@@ -1,0 +1,331 @@
+//! Progress to NATS JetStream, from the log: an outbox.
+//!
+//! A publisher task reads each run's records from a persisted cursor and publishes them in
+//! order, one at a time, to `upgrades.<cluster>.<run>.<node>.<event>` (tokens escaped by
+//! [`token`]; run-level events use the node token `_run`), with `Nats-Msg-Id` =
+//! `<run>:<seq>` and the record as JSON. The cursor moves only when the stream acknowledges a
+//! record; a timeout is "unknown", so the same record is sent again with the same id and the
+//! stream's duplicate window drops the copy. The upgrade never waits for any of this: a NATS
+//! outage only grows the backlog, which is delivered in order when NATS is back.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, stream};
+use upgraded_events::{Record, RunId};
+
+use crate::log::EventLog;
+
+/// The stream the daemon creates when it is missing (an existing one is used as it is).
+pub const DEFAULT_STREAM: &str = "UPGRADES";
+pub const SUBJECT_ROOT: &str = "upgrades";
+/// The node token of run-level events (escapes are `_` + two hex digits, so it cannot
+/// collide with an escaped name).
+pub const RUN_TOKEN: &str = "_run";
+
+#[derive(Debug, Clone)]
+pub struct OutboxConfig {
+    pub url: String,
+    /// The cluster's name in subjects.
+    pub cluster: String,
+    pub stream: String,
+    /// How long a publish waits for the stream's acknowledgement before it is retried.
+    pub ack_timeout: Duration,
+    /// The cursor file (`<data dir>/outbox-cursor.json`).
+    pub cursor_path: PathBuf,
+    /// The duplicate window of a stream the daemon creates: longer than any outage after
+    /// which a record might be sent twice (the cursor is saved right after each ack).
+    pub duplicate_window: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OutboxError {
+    #[error("outbox cursor {path}: {problem}")]
+    Cursor { path: PathBuf, problem: String },
+    #[error("reading the event log: {0}")]
+    Log(#[from] crate::log::LogError),
+}
+
+/// A subject token: ASCII letters, digits and `-` as they are; every other byte as `_XX`.
+/// Reversible, and never `.`, `*`, `>` or whitespace.
+pub fn token(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'-' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("_{b:02X}"));
+        }
+    }
+    if out.is_empty() { "_".into() } else { out }
+}
+
+pub fn subject(cluster: &str, r: &Record) -> String {
+    let node = r.event.node().map_or_else(|| RUN_TOKEN.to_string(), token);
+    format!(
+        "{SUBJECT_ROOT}.{}.{}.{node}.{}",
+        token(cluster),
+        r.run,
+        r.event.kind().name()
+    )
+}
+
+/// The message id JetStream de-duplicates on.
+pub fn msg_id(r: &Record) -> String {
+    format!("{}:{}", r.run, r.seq)
+}
+
+/// Per run, the next sequence number to publish.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Cursor(BTreeMap<RunId, u64>);
+
+impl Cursor {
+    pub fn load(path: &Path) -> Result<Cursor, OutboxError> {
+        match std::fs::read(path) {
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| OutboxError::Cursor {
+                path: path.to_path_buf(),
+                problem: format!("unreadable ({e}); move it away to publish every run again"),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Cursor::default()),
+            Err(e) => Err(OutboxError::Cursor {
+                path: path.to_path_buf(),
+                problem: e.to_string(),
+            }),
+        }
+    }
+
+    /// Written to a temporary file, synced, then renamed over the old one.
+    pub fn save(&self, path: &Path) -> Result<(), OutboxError> {
+        let err = |e: std::io::Error| OutboxError::Cursor {
+            path: path.to_path_buf(),
+            problem: e.to_string(),
+        };
+        let tmp = path.with_extension("tmp");
+        let text = serde_json::to_vec(self).map_err(|e| OutboxError::Cursor {
+            path: path.to_path_buf(),
+            problem: e.to_string(),
+        })?;
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp).map_err(err)?;
+            f.write_all(&text).map_err(err)?;
+            f.sync_all().map_err(err)?;
+        }
+        std::fs::rename(&tmp, path).map_err(err)
+    }
+
+    pub fn next(&self, run: RunId) -> u64 {
+        self.0.get(&run).copied().unwrap_or(0)
+    }
+
+    pub fn set(&mut self, run: RunId, next: u64) {
+        self.0.insert(run, next);
+    }
+}
+
+/// The publisher. Runs until the process ends.
+#[derive(Debug)]
+pub struct Outbox<L> {
+    log: L,
+    cfg: OutboxConfig,
+    cursor: Cursor,
+}
+
+const BACKOFF_START: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+impl<L: EventLog + Clone> Outbox<L> {
+    pub fn new(log: L, cfg: OutboxConfig) -> Result<Outbox<L>, OutboxError> {
+        let cursor = Cursor::load(&cfg.cursor_path)?;
+        Ok(Outbox { log, cfg, cursor })
+    }
+
+    /// Starts the publisher in the background.
+    pub fn spawn(self) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            if let Err(e) = self.run().await {
+                tracing::error!(error = %e, "the NATS outbox stopped; progress is still in the log");
+            }
+        })
+    }
+
+    async fn connect(&self) -> jetstream::Context {
+        let opts = async_nats::ConnectOptions::new()
+            .retry_on_initial_connect()
+            .max_reconnects(None)
+            .connection_timeout(Duration::from_secs(5));
+        let mut backoff = BACKOFF_START;
+        loop {
+            match opts.clone().connect(self.cfg.url.as_str()).await {
+                Ok(client) => {
+                    let mut js = jetstream::new(client);
+                    js.set_timeout(self.cfg.ack_timeout);
+                    return js;
+                }
+                Err(e) => {
+                    tracing::warn!(url = %self.cfg.url, error = %e, "NATS not reachable; the upgrade goes on, progress waits");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
+            }
+        }
+    }
+
+    async fn ensure_stream(&self, js: &jetstream::Context) -> Result<(), async_nats::Error> {
+        js.get_or_create_stream(stream::Config {
+            name: self.cfg.stream.clone(),
+            subjects: vec![format!("{SUBJECT_ROOT}.>")],
+            duplicate_window: self.cfg.duplicate_window,
+            storage: stream::StorageType::File,
+            ..Default::default()
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Publishes one record until the stream acknowledges it (a duplicate ack counts).
+    async fn publish(&self, js: &jetstream::Context, r: &Record, stream_ready: &mut bool) {
+        let subject = subject(&self.cfg.cluster, r);
+        let id = msg_id(r);
+        let payload = match serde_json::to_vec(r) {
+            Ok(p) => p,
+            Err(e) => format!(
+                "{{\"run\":\"{}\",\"seq\":{},\"error\":\"{e}\"}}",
+                r.run, r.seq
+            )
+            .into_bytes(),
+        };
+        let mut backoff = BACKOFF_START;
+        loop {
+            if !*stream_ready {
+                match self.ensure_stream(js).await {
+                    Ok(()) => *stream_ready = true,
+                    Err(e) => {
+                        tracing::warn!(error = %e, stream = %self.cfg.stream, "JetStream stream not available yet");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(BACKOFF_MAX);
+                        continue;
+                    }
+                }
+            }
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("Nats-Msg-Id", id.as_str());
+            let sent = js
+                .publish_with_headers(subject.clone(), headers, payload.clone().into())
+                .await;
+            let outcome = match sent {
+                Ok(ack) => match tokio::time::timeout(self.cfg.ack_timeout, ack).await {
+                    Ok(Ok(_)) => return,
+                    Ok(Err(e)) => e.to_string(),
+                    Err(_) => {
+                        "no acknowledgement in time (it may be stored: retrying with the same id)"
+                            .into()
+                    }
+                },
+                Err(e) => e.to_string(),
+            };
+            if outcome.contains("no responders") || outcome.contains("stream not found") {
+                *stream_ready = false;
+            }
+            tracing::warn!(%id, %subject, problem = %outcome, "publish not acknowledged; retrying");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+
+    async fn run(mut self) -> Result<(), OutboxError> {
+        let mut sub = self.log.subscribe();
+        let js = self.connect().await;
+        let mut stream_ready = false;
+        loop {
+            for run in self.log.runs()? {
+                let from = self.cursor.next(run);
+                for r in self.log.read(run, from)? {
+                    self.publish(&js, &r, &mut stream_ready).await;
+                    self.cursor.set(run, r.seq + 1);
+                    self.cursor.save(&self.cfg.cursor_path)?;
+                }
+            }
+            // New records wake us; a missed wake-up costs at most a second.
+            let _ = tokio::time::timeout(Duration::from_secs(1), sub.recv()).await;
+            while let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(5), sub.recv()).await {
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use upgraded_events::{Event, Step, Timestamp};
+
+    #[test]
+    fn tokens_escape_everything_a_subject_cannot_hold() {
+        assert_eq!(token("w-1"), "w-1");
+        assert_eq!(token("node.example.com"), "node_2Eexample_2Ecom");
+        assert_eq!(token("a b*c>d_e"), "a_20b_2Ac_3Ed_5Fe");
+        assert_eq!(token(""), "_");
+        assert_ne!(
+            token("_run"),
+            RUN_TOKEN,
+            "an escaped name never equals the run token"
+        );
+        for s in ["w.1", "x*", ">", "tab\there", "ünï"] {
+            let t = token(s);
+            assert!(
+                t.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+                "{t}"
+            );
+        }
+    }
+
+    #[test]
+    fn subjects_and_ids() {
+        let run = RunId::now_v7();
+        let r = Record {
+            run,
+            seq: 7,
+            at: Timestamp(0),
+            event: Event::StepStarted {
+                node: "r640-01.dc1".into(),
+                step: Step::Cordon,
+                attempt: 1,
+            },
+        };
+        assert_eq!(
+            subject("prod eu", &r),
+            format!("upgrades.prod_20eu.{run}.r640-01_2Edc1.StepStarted")
+        );
+        assert_eq!(msg_id(&r), format!("{run}:7"));
+        let started = Record {
+            event: Event::RunStarted {
+                by: upgraded_events::Actor::daemon(),
+            },
+            ..r
+        };
+        assert_eq!(
+            subject("c", &started),
+            format!("upgrades.c.{run}._run.RunStarted")
+        );
+    }
+
+    #[test]
+    fn cursor_round_trips_and_refuses_garbage() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let p = tmp.path().join("cursor.json");
+        assert_eq!(
+            Cursor::load(&p).expect("missing is empty"),
+            Cursor::default()
+        );
+        let mut c = Cursor::default();
+        let run = RunId::now_v7();
+        c.set(run, 42);
+        c.save(&p).expect("save");
+        assert_eq!(Cursor::load(&p).expect("load").next(run), 42);
+        std::fs::write(&p, b"{not json").expect("write");
+        let e = Cursor::load(&p).expect_err("garbage");
+        assert!(e.to_string().contains("move it away"), "{e}");
+    }
+}
