@@ -23,6 +23,9 @@ pub struct Scripts {
     pub node: NodeCommands,
 }
 
+/// Where the daemon keeps its lock and markers on a node.
+pub const STATE_DIR: &str = "/var/lib/upgraded";
+
 /// The packages kubeadm's upgrade touches, held between upgrades.
 const KUBELET_PACKAGES: [&str; 2] = ["kubelet", "kubectl"];
 
@@ -53,11 +56,33 @@ impl Scripts {
 
     pub fn render(&self, cmd: &RemoteCommand) -> String {
         let mut s = String::from("set -e\nexport LC_ALL=C DEBIAN_FRONTEND=noninteractive\n");
+        if !Self::read_only(cmd) {
+            // One changing command at a time per node: a command left running by a killed
+            // daemon finishes (or hits its `timeout`) before the re-run looks at the node.
+            let _ = writeln!(
+                s,
+                "mkdir -p {state}\nexec 9>{state}/node.lock\nflock 9",
+                state = shell_quote(STATE_DIR)
+            );
+        }
         match cmd {
             RemoteCommand::Preflight { .. } => self.preflight(&mut s),
             RemoteCommand::InstallPackages { version } => {
                 self.repository(&mut s, *version);
+                // Installed already (a re-run after a lost answer): only the holds again.
+                let _ = writeln!(
+                    s,
+                    "if [ \"$(kubelet --version 2>/dev/null)\" = {} ]; then\n  echo already_installed=true",
+                    shell_quote(&format!("Kubernetes {version}"))
+                );
+                if self.package_manager == PackageManager::Apt {
+                    let mut hold = vec!["apt-mark", "hold"];
+                    hold.extend_from_slice(&KUBELET_PACKAGES);
+                    let _ = writeln!(s, "  {} >/dev/null", words(&hold));
+                }
+                s.push_str("else\n");
                 self.install(&mut s, &KUBELET_PACKAGES, *version);
+                s.push_str("fi\n");
                 s.push_str("echo installed=\"$(kubelet --version | sed 's/^Kubernetes //')\"\n");
             }
             RemoteCommand::KubeadmUpgrade { version, apply } => {
@@ -80,8 +105,15 @@ impl Scripts {
                 s.push_str("echo installed=\"$(kubelet --version | sed 's/^Kubernetes //')\"\n");
             }
             RemoteCommand::RestartKubelet => {
-                s.push_str("systemctl daemon-reload\nsystemctl restart kubelet\n");
-                s.push_str("echo restarted=\"$(kubelet --version | sed 's/^Kubernetes //')\"\n");
+                // Once per installed version: the marker makes a re-run a no-op.
+                let _ = writeln!(
+                    s,
+                    "v=$(kubelet --version | sed 's/^Kubernetes //')\nm={}/kubelet-restarted-$v\n\
+                     if [ -e \"$m\" ]; then echo already_restarted=true; else\n  \
+                     systemctl daemon-reload\n  systemctl restart kubelet\n  touch \"$m\"\nfi\n\
+                     echo restarted=\"$v\"",
+                    shell_quote(STATE_DIR)
+                );
             }
         }
         s

@@ -1,0 +1,554 @@
+//! End to end in the lab: the real daemon upgrades 1 control-plane node + 3 workers from
+//! 1.33.5 to 1.35.3 over real SSH (stub kubeadm/apt/systemctl moving the sim), with real etcd
+//! snapshots, the sim's Kubernetes API through the kube adapter, and progress published to a
+//! real nats-server's JetStream. Then the same with `kill -9` of the daemon at 20+ random
+//! moments and a NATS outage in the middle.
+//!
+//! Needs root (CI runs as root); without it these tests fail, they never skip.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, consumer};
+use futures_util::StreamExt;
+use hyper::Method;
+use rand::Rng;
+use serde_json::{Value, json};
+use upgraded_ctl::Client;
+use upgraded_sim::{Clock, SimServer, scenario};
+use upgraded_tests::lab::{Lab, LabSpec, NodeSpec, leftovers};
+use upgraded_tests::nats::NatsServer;
+
+/// Labs are heavy on two cores: one test at a time in this binary.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+const POLICY: &str = "apiVersion: upgraded.dev/v1alpha1
+kind: UpgradePolicy
+generations: {maxUnavailable: 1, canaries: 1}
+canarySoak: 5m
+waitBetweenBatches: 1m
+drainTimeout: 5m
+retries: {maxAttempts: 5, backoff: 2s, maxBackoff: 10s}
+node:
+  etcd: {endpoints: 'http://127.0.0.1:2379', cacert: '', cert: '', key: ''}
+";
+
+const NODES: [&str; 4] = ["cp-1", "w-1", "w-2", "w-3"];
+
+struct Setup {
+    lab: Lab,
+    sim: SimServer,
+    nats: NatsServer,
+    base: tempfile::TempDir,
+    time_scale: u32,
+}
+
+impl Setup {
+    fn new(time_scale: u32) -> Setup {
+        let node = |name: &str, cp: bool| NodeSpec {
+            name: name.into(),
+            control_plane: cp,
+        };
+        let lab = Lab::start(LabSpec {
+            nodes: vec![
+                node("cp-1", true),
+                node("w-1", false),
+                node("w-2", false),
+                node("w-3", false),
+            ],
+            version: (1, 33, 5),
+            stub: env!("CARGO_BIN_EXE_labstub").into(),
+        })
+        .expect("the lab starts (needs root)");
+        let world = scenario::build("lab", Clock::real(f64::from(time_scale)), 11).expect("lab");
+        let sim = SimServer::start(world, std::net::SocketAddr::new(lab.host_addr.into(), 0))
+            .expect("the sim serves on the lab bridge");
+        lab.set_sim_url(&sim.url()).expect("sim URL");
+        let nats =
+            NatsServer::start().expect("nats-server starts (the README's setup installs it)");
+        let base = tempfile::tempdir().expect("tmp");
+        std::fs::write(
+            base.path().join("kubeconfig"),
+            upgraded_sim::kubeconfig(&sim.url()),
+        )
+        .expect("kubeconfig");
+        std::fs::write(base.path().join("policy.yaml"), POLICY).expect("policy");
+        std::fs::write(lab.root.join("ssh_config"), lab.ssh_config()).expect("ssh_config");
+        Setup {
+            lab,
+            sim,
+            nats,
+            base,
+            time_scale,
+        }
+    }
+
+    fn control_dir(&self) -> PathBuf {
+        self.lab.root.join("ssh")
+    }
+
+    fn data(&self) -> PathBuf {
+        self.base.path().join("data")
+    }
+
+    async fn daemon(&self) -> (common::Daemon, Client) {
+        let b = self.base.path();
+        let child = Command::new(common::binary("upgraded"))
+            .arg("--data-dir")
+            .arg(self.data())
+            .arg("--socket")
+            .arg(b.join("api.sock"))
+            .arg("--kubeconfig")
+            .arg(b.join("kubeconfig"))
+            .arg("--policy")
+            .arg(b.join("policy.yaml"))
+            .arg("--ssh-config")
+            .arg(self.lab.root.join("ssh_config"))
+            .arg("--ssh-control-dir")
+            .arg(self.control_dir())
+            .args([
+                "--ssh-control-persist-secs",
+                "3",
+                "--ssh-alive-interval-secs",
+                "1",
+                "--ssh-connect-timeout-secs",
+                "3",
+                "--command-timeout-secs",
+                "60",
+                "--cluster-name",
+                "lab",
+                "--nats-ack-timeout-secs",
+                "1",
+            ])
+            .arg("--nats-url")
+            .arg(self.nats.url())
+            .arg("--time-scale")
+            .arg(self.time_scale.to_string())
+            .env("RUST_LOG", "warn,upgraded_daemon::outbox=error")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn upgraded");
+        let mut daemon = common::Daemon::from_child(child);
+        let client = Client::new(&b.join("api.sock"));
+        common::wait_ready(&client, &mut daemon).await;
+        (daemon, client)
+    }
+
+    /// Samples every budget's slack (healthy − desired) until stopped; returns the minimum.
+    fn watch_budgets(&self) -> (Arc<AtomicBool>, Arc<AtomicI64>, std::thread::JoinHandle<()>) {
+        let stop = Arc::new(AtomicBool::new(false));
+        let min = Arc::new(AtomicI64::new(i64::MAX));
+        let sim = self.sim.sim.clone();
+        let (s, m) = (stop.clone(), min.clone());
+        let h = std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                {
+                    let w = sim.world();
+                    for p in w.pdbs.values() {
+                        let st = w.pdb_status(p);
+                        let slack = i64::from(st.current_healthy) - i64::from(st.desired_healthy);
+                        m.fetch_min(slack, Ordering::Relaxed);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        (stop, min, h)
+    }
+}
+
+async fn status(client: &Client) -> Option<Value> {
+    client.json(Method::GET, "/v1/status", None).await.ok()
+}
+
+async fn events(client: &Client, run: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    client
+        .lines(&format!("/v1/runs/{run}/events"), |l| {
+            out.push(serde_json::from_str(l).expect("JSON line"));
+            true
+        })
+        .await
+        .expect("events");
+    out
+}
+
+fn step_of(e: &Value, kind: &str) -> Option<(String, String)> {
+    let s = e["event"].get(kind)?;
+    let step = match &s["step"] {
+        Value::String(n) => n.clone(),
+        Value::Object(m) => m.keys().next().cloned().unwrap_or_default(),
+        _ => String::new(),
+    };
+    Some((s["node"].as_str()?.to_string(), step))
+}
+
+/// The most nodes ever between the start of their cordon and the success of their uncordon.
+fn most_nodes_down(evs: &[Value]) -> usize {
+    let mut down = std::collections::BTreeSet::new();
+    let mut most = 0;
+    for e in evs {
+        if let Some((node, step)) = step_of(e, "StepStarted")
+            && step == "Cordon"
+        {
+            down.insert(node);
+        }
+        if let Some((node, step)) = step_of(e, "StepSucceeded")
+            && step == "Uncordon"
+        {
+            down.remove(&node);
+        }
+        most = most.max(down.len());
+    }
+    most
+}
+
+/// The stub calls that change a node (package tools, kubeadm, systemctl), completed ones.
+fn changing_calls(lab: &Lab, node: &str) -> Vec<String> {
+    lab.calls(node)
+        .expect("calls")
+        .iter()
+        .filter(|c| c.exit != -1)
+        .filter(|c| ["apt-get", "apt-mark", "kubeadm", "systemctl"].contains(&c.tool.as_str()))
+        .filter(|c| c.args.first().map(String::as_str) != Some("version"))
+        .map(|c| {
+            let line = c.line();
+            if c.exit == 0 {
+                line
+            } else {
+                format!("{line} (exit {})", c.exit)
+            }
+        })
+        .collect()
+}
+
+fn install(pkgs: &[&str], v: &str) -> Vec<String> {
+    let names = pkgs.join(" ");
+    let specs: Vec<String> = pkgs.iter().map(|p| format!("{p}={v}-1.1")).collect();
+    vec![
+        format!("apt-mark unhold {names}"),
+        "apt-get update -q".into(),
+        format!("apt-get install -y {}", specs.join(" ")),
+        format!("apt-mark hold {names}"),
+    ]
+}
+
+fn expected_control_plane() -> Vec<String> {
+    let mut want = vec![];
+    for v in ["1.34.6", "1.35.3"] {
+        want.push("apt-get update -q".to_string()); // preflight
+        want.extend(install(&["kubeadm"], v));
+        want.push(format!("kubeadm upgrade plan v{v}"));
+        want.push(format!("kubeadm upgrade apply v{v} -y"));
+        want.extend(install(&["kubelet", "kubectl"], v));
+        want.push("systemctl daemon-reload".into());
+        want.push("systemctl restart kubelet".into());
+    }
+    want
+}
+
+fn expected_worker() -> Vec<String> {
+    let mut want = vec!["apt-get update -q".to_string()];
+    for v in ["1.34.6", "1.35.3"] {
+        want.extend(install(&["kubeadm"], v));
+        want.push("kubeadm upgrade node".into());
+        want.extend(install(&["kubelet", "kubectl"], v));
+    }
+    want.push("systemctl daemon-reload".into());
+    want.push("systemctl restart kubelet".into());
+    want
+}
+
+/// Every message of the run on the stream, by a fresh consumer: (seq, Nats-Msg-Id).
+async fn published(nats_url: &str, run: &str, want: usize) -> Vec<(u64, String)> {
+    let client = async_nats::connect(nats_url).await.expect("connect");
+    let js = jetstream::new(client);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let stream = js
+            .get_stream("UPGRADES")
+            .await
+            .expect("the daemon made the stream");
+        let c = stream
+            .create_consumer(consumer::pull::Config {
+                filter_subject: format!("upgrades.lab.{run}.>"),
+                ..Default::default()
+            })
+            .await
+            .expect("consumer");
+        let mut out = vec![];
+        let mut batch = c
+            .fetch()
+            .max_messages(5000)
+            .expires(Duration::from_secs(1))
+            .messages()
+            .await
+            .expect("fetch");
+        while let Some(m) = batch.next().await {
+            let m = m.expect("message");
+            let v: Value = serde_json::from_slice(&m.payload).expect("JSON payload");
+            let id = m
+                .headers
+                .as_ref()
+                .and_then(|h| h.get("Nats-Msg-Id"))
+                .map(|v| v.to_string())
+                .unwrap_or_default();
+            out.push((v["seq"].as_u64().expect("seq"), id));
+        }
+        if out.len() >= want || Instant::now() > deadline {
+            return out;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn assert_exactly_once_in_order(got: &[(u64, String)], run: &str, n: usize) {
+    let seqs: Vec<u64> = got.iter().map(|(s, _)| *s).collect();
+    assert_eq!(
+        seqs,
+        (0..n as u64).collect::<Vec<_>>(),
+        "every event exactly once, in order"
+    );
+    for (s, id) in got {
+        assert_eq!(id, &format!("{run}:{s}"));
+    }
+}
+
+fn masters_gone(dir: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let out = Command::new("pgrep")
+            .args(["-af", &dir.display().to_string()])
+            .output()
+            .expect("pgrep");
+        let left: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.contains("ssh"))
+            .map(str::to_string)
+            .collect();
+        if left.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "SSH masters left: {left:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn snapshots_restore(data: &Path) -> usize {
+    let dir = data.join("etcd-snapshots/cp-1");
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir).expect("snapshot copies").flatten() {
+        let p = e.path();
+        if p.extension().is_some_and(|x| x == "db") {
+            let target = tempfile::tempdir().expect("tmp");
+            let out = Command::new("etcdctl")
+                .args(["snapshot", "restore"])
+                .arg(&p)
+                .arg("--data-dir")
+                .arg(target.path().join("r"))
+                .env("ETCDCTL_API", "3")
+                .output()
+                .expect("etcdctl");
+            assert!(
+                out.status.success(),
+                "{} restores: {}",
+                p.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            n += 1;
+        }
+    }
+    n
+}
+
+fn final_cluster_checks(s: &Setup) {
+    let w = s.sim.sim.world();
+    for n in NODES {
+        let node = &w.nodes[n];
+        assert_eq!(node.kubelet.to_string(), "v1.35.3", "{n}");
+        assert!(!node.unschedulable, "{n} left cordoned");
+        assert!(node.ready, "{n} Ready");
+    }
+    let cp = w.nodes["cp-1"].control_plane.clone().expect("cp");
+    assert_eq!(cp.apiserver.to_string(), "v1.35.3");
+    for n in NODES {
+        assert_eq!(
+            s.lab.packages(n).expect("state")["kubelet"],
+            "1.35.3-1.1",
+            "{n}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lab_cluster_upgrades_over_ssh_with_snapshots_and_jetstream() {
+    let _serial = SERIAL.lock().await;
+    let mut s = Setup::new(600);
+    let id = s.lab.id.clone();
+    let (stop, min_slack, watcher) = s.watch_budgets();
+    let (mut daemon, client) = s.daemon().await;
+    let v = client
+        .json(
+            Method::POST,
+            "/v1/runs",
+            Some(&json!({ "target": "v1.35.3" })),
+        )
+        .await
+        .expect("start");
+    let run = v["run"].as_str().expect("run id").to_string();
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        let st = status(&client).await.expect("status");
+        let phase = st["active"]["phase"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        if phase == "completed" {
+            break;
+        }
+        assert!(phase != "halted", "halted: {:#}", st["active"]);
+        assert!(
+            Instant::now() < deadline,
+            "not done in time: {:#}",
+            st["active"]
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let _ = watcher.join();
+
+    // The exact kubeadm/apt/systemctl sequence on every node.
+    assert_eq!(changing_calls(&s.lab, "cp-1"), expected_control_plane());
+    for w in ["w-1", "w-2", "w-3"] {
+        assert_eq!(changing_calls(&s.lab, w), expected_worker(), "{w}");
+    }
+    final_cluster_checks(&s);
+    assert!(
+        min_slack.load(Ordering::Relaxed) >= 0,
+        "a budget was violated"
+    );
+    let evs = events(&client, &run).await;
+    assert_eq!(most_nodes_down(&evs), 1, "never two nodes down at once");
+    // Snapshots: one per hop, recorded with digest and revision, and they restore.
+    let snaps: Vec<&Value> = evs
+        .iter()
+        .filter_map(|e| e["event"].get("StepSucceeded"))
+        .filter(|e| e["step"] == "EtcdSnapshot")
+        .collect();
+    assert_eq!(snaps.len(), 2);
+    for sn in &snaps {
+        assert_eq!(
+            sn["facts"]["sha256"].as_str().map(str::len),
+            Some(64),
+            "{sn}"
+        );
+        assert!(sn["facts"]["revision"].as_str().is_some(), "{sn}");
+    }
+    assert!(snapshots_restore(&s.data()) >= 1);
+    // JetStream: everything, once, in order.
+    let got = published(&s.nats.url(), &run, evs.len()).await;
+    assert_exactly_once_in_order(&got, &run, evs.len());
+
+    daemon.kill_now();
+    masters_gone(&s.control_dir());
+    drop(s.nats);
+    drop(s.sim);
+    s.lab.teardown();
+    assert_eq!(leftovers(&id), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lab_upgrade_survives_kill_9_at_random_moments_and_a_nats_restart() {
+    let _serial = SERIAL.lock().await;
+    let mut s = Setup::new(40);
+    let id = s.lab.id.clone();
+    let (stop, min_slack, watcher) = s.watch_budgets();
+    let (mut daemon, mut client) = s.daemon().await;
+    let v = client
+        .json(
+            Method::POST,
+            "/v1/runs",
+            Some(&json!({ "target": "v1.35.3" })),
+        )
+        .await
+        .expect("start");
+    let run = v["run"].as_str().expect("run id").to_string();
+    let mut kills = 0;
+    let mut rng = rand::rng();
+    let deadline = Instant::now() + Duration::from_secs(420);
+    loop {
+        let wait = Duration::from_millis(rng.random_range(100..1500));
+        tokio::time::sleep(wait).await;
+        let st = status(&client).await;
+        let phase = st
+            .as_ref()
+            .and_then(|v| v["active"]["phase"].as_str())
+            .unwrap_or_default()
+            .to_string();
+        if phase == "completed" {
+            break;
+        }
+        assert!(phase != "halted", "halted: {st:#?}");
+        assert!(
+            Instant::now() < deadline,
+            "not done in time after {kills} kills: {st:#?}"
+        );
+        daemon.kill_now();
+        kills += 1;
+        if kills == 6 {
+            s.nats.stop();
+        }
+        if kills == 10 {
+            s.nats.resume().expect("NATS back");
+        }
+        (daemon, client) = s.daemon().await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let _ = watcher.join();
+    assert!(kills >= 20, "only {kills} kills before the run completed");
+
+    // No step that must not run twice ran twice: one install per kubelet version, one
+    // kubelet restart per version the node ran.
+    for n in NODES {
+        let calls = changing_calls(&s.lab, n);
+        let mut installs: BTreeMap<String, usize> = BTreeMap::new();
+        for c in calls
+            .iter()
+            .filter(|c| c.starts_with("apt-get install -y kubelet="))
+        {
+            *installs.entry(c.clone()).or_default() += 1;
+        }
+        assert!(installs.values().all(|&k| k == 1), "{n}: {installs:?}");
+        assert_eq!(installs.len(), 2, "{n}: {installs:?}");
+        let restarts = calls
+            .iter()
+            .filter(|c| *c == "systemctl restart kubelet")
+            .count();
+        assert_eq!(restarts, if n == "cp-1" { 2 } else { 1 }, "{n}: {calls:#?}");
+    }
+    final_cluster_checks(&s);
+    assert!(
+        min_slack.load(Ordering::Relaxed) >= 0,
+        "a budget was violated"
+    );
+    let evs = events(&client, &run).await;
+    assert_eq!(most_nodes_down(&evs), 1, "never two nodes down at once");
+    let got = published(&s.nats.url(), &run, evs.len()).await;
+    assert_exactly_once_in_order(&got, &run, evs.len());
+    eprintln!("kill -9 ×{kills}, {} events, all published once", evs.len());
+
+    daemon.kill_now();
+    masters_gone(&s.control_dir());
+    drop(s.nats);
+    drop(s.sim);
+    s.lab.teardown();
+    assert_eq!(leftovers(&id), Vec::<String>::new());
+}
