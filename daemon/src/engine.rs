@@ -300,13 +300,16 @@ impl<L: EventLog + Clone> Daemon<L> {
         let mut busy: HashSet<String> = HashSet::new();
         let mut probe_after: HashMap<String, Timestamp> = HashMap::new();
         loop {
-            self.status.send_replace(Some(state.summary()));
             if state.phase().is_terminal() && tasks.is_empty() {
+                self.status.send_replace(Some(state.summary()));
                 tracing::info!(%run, phase = ?state.phase(), "run finished");
                 return Ok(());
             }
             let now = self.clock.now();
             let decision = decide(&state, &state.policy, now);
+            let mut summary = state.summary();
+            summary.waiting = decision.waiting.clone().filter(|_| tasks.is_empty());
+            self.status.send_replace(Some(summary));
             let mut intents = Vec::new();
             let mut work = Vec::new();
             let mut wake = decision.wake_at;

@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use crate::event::{Event, InDoubt, Step, Timestamp};
 use crate::node::{NodeState, Phase, StepStatus};
+use crate::planner::schedule::{earliest_start, rfc3339};
 use crate::policy::{OnDrainBlocked, Policy};
 use crate::run::RunPhase;
 use crate::state::RunState;
@@ -88,6 +89,8 @@ impl Command {
 pub struct Decision {
     pub commands: Vec<Command>,
     pub wake_at: Option<Timestamp>,
+    /// Why nothing starts now although work remains (a maintenance window), for status.
+    pub waiting: Option<String>,
 }
 
 impl Decision {
@@ -144,10 +147,44 @@ fn decide_running(state: &RunState, policy: &Policy, now: Timestamp, d: &mut Dec
         .checked_sub(1)
         .and_then(|prev| state.batch(prev).map(|n| n.node().since).max())
         .map(|t| t.plus_secs(policy.wait_between_batches_secs));
+    let estimates: std::collections::BTreeMap<&str, u64> = state.plan.batches[current]
+        .nodes
+        .iter()
+        .map(|n| (n.name.as_str(), n.estimate_secs))
+        .collect();
     for node in state.batch(current) {
         if let Some(open) = batch_open_at.filter(|&t| node.phase() == Phase::Pending && now < t) {
             d.wake(open);
             continue;
+        }
+        // Maintenance windows gate only the start of a node: one already under way is
+        // finished (leaving it half-done and cordoned is worse).
+        if node.phase() == Phase::Pending && !policy.windows.is_empty() {
+            let name = node.node().name.as_str();
+            let est = estimates.get(name).copied().unwrap_or(0);
+            match earliest_start(&policy.windows, now, est) {
+                Some(t) if t <= now => {}
+                Some(t) => {
+                    d.wake(t);
+                    d.waiting.get_or_insert_with(|| {
+                        format!(
+                            "outside the maintenance windows: {name} (about {}) starts at {}",
+                            human(est),
+                            rfc3339(t)
+                        )
+                    });
+                    continue;
+                }
+                None => {
+                    d.commands.push(Command::Halt {
+                        reason: format!(
+                            "no maintenance window in the coming weeks is long enough for {name} (about {} of work): widen the windows in the policy, then `upgradectl resume`",
+                            human(est)
+                        ),
+                    });
+                    return;
+                }
+            }
         }
         match next_for_node(node, policy, now, true, d) {
             Some(Stop::Halt(reason)) => {
@@ -160,6 +197,14 @@ fn decide_running(state: &RunState, policy: &Policy, now: Timestamp, d: &mut Dec
             }
             None => {}
         }
+    }
+}
+
+fn human(secs: u64) -> String {
+    match secs {
+        s if s >= 3600 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+        s if s >= 60 => format!("{}m", s.div_ceil(60)),
+        s => format!("{s}s"),
     }
 }
 
@@ -268,4 +313,116 @@ fn next_for_node(
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Actor, Json, Record, RunId};
+    use crate::plan::{Batch, NodePlan, Plan, Role};
+    use crate::planner::policy::Window;
+    use crate::version::Version;
+
+    /// 2026-11-24 (a Tuesday) at `h`:`m` UTC.
+    fn at(day: i64, h: i64, m: i64) -> Timestamp {
+        Timestamp(1_795_478_400_000 + ((day * 24 + h) * 60 + m) * 60_000)
+    }
+
+    fn state(policy: &Policy) -> RunState {
+        let run = RunId::nil();
+        let node = NodePlan {
+            name: "w-1".into(),
+            host: None,
+            role: Role::Worker,
+            from: Version::new(1, 34, 6),
+            steps: vec![Step::Preflight, Step::Cordon, Step::Uncordon],
+            estimate_secs: 3600,
+        };
+        let plan = Plan {
+            target: Some(Version::new(1, 35, 3)),
+            batches: vec![Batch {
+                label: "workers".into(),
+                nodes: vec![node],
+            }],
+        };
+        let events = [
+            Event::RunPlanned {
+                target: Version::new(1, 35, 3),
+                plan: Json(plan),
+                policy: Json(policy.clone()),
+                by: Actor::daemon(),
+            },
+            Event::RunStarted {
+                by: Actor::daemon(),
+            },
+        ];
+        let log: Vec<Record> = events
+            .into_iter()
+            .enumerate()
+            .map(|(i, event)| Record {
+                run,
+                seq: i as u64,
+                at: at(0, 12, 0),
+                event,
+            })
+            .collect();
+        RunState::replay(&log)
+    }
+
+    #[test]
+    fn nodes_start_only_when_their_estimate_fits_in_a_window() {
+        let policy = Policy {
+            windows: vec![Window {
+                days: (0..7).collect(),
+                start_minute: 22 * 60,
+                end_minute: 4 * 60,
+                timezone: "UTC".into(),
+            }],
+            ..Policy::default()
+        };
+        let s = state(&policy);
+        // Noon: wait for 22:00, and say so.
+        let d = decide(&s, &policy, at(0, 12, 0));
+        assert!(d.commands.is_empty(), "{d:?}");
+        assert_eq!(d.wake_at, Some(at(0, 22, 0)));
+        let why = d.waiting.expect("a reason");
+        assert!(
+            why.contains("w-1") && why.contains("2026-11-24T22:00:00Z"),
+            "{why}"
+        );
+        // Inside, with room: start.
+        let d = decide(&s, &policy, at(0, 23, 0));
+        assert!(
+            matches!(d.commands.as_slice(), [Command::RunStep { .. }]),
+            "{d:?}"
+        );
+        // 03:30: an hour of work does not fit before 04:00; the next window.
+        let d = decide(&s, &policy, at(1, 3, 30));
+        assert!(d.commands.is_empty());
+        assert_eq!(d.wake_at, Some(at(1, 22, 0)));
+        // Without windows: at once.
+        let none = Policy::default();
+        let d = decide(&state(&none), &none, at(0, 12, 0));
+        assert!(matches!(d.commands.as_slice(), [Command::RunStep { .. }]));
+    }
+
+    #[test]
+    fn a_window_too_short_for_the_node_halts_with_what_to_change() {
+        let policy = Policy {
+            windows: vec![Window {
+                days: vec![1],
+                start_minute: 22 * 60,
+                end_minute: 22 * 60 + 30,
+                timezone: "Europe/Berlin".into(),
+            }],
+            ..Policy::default()
+        };
+        let d = decide(&state(&policy), &policy, at(0, 12, 0));
+        match d.commands.as_slice() {
+            [Command::Halt { reason }] => {
+                assert!(reason.contains("widen the windows"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 }

@@ -28,6 +28,14 @@ pub struct NodePlan {
     pub role: Role,
     pub from: Version,
     pub steps: Vec<Step>,
+    /// How long the node's steps are expected to take (the planner's estimate), for
+    /// maintenance windows; 0 when unknown.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub estimate_secs: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -135,6 +143,7 @@ impl Plan {
                 role: n.role,
                 from: n.version,
                 steps,
+                estimate_secs: 0,
             }
         };
         let pending = |role| {

@@ -7,6 +7,8 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::planner::policy::Window;
+
 /// What happens when a PodDisruptionBudget still refuses an eviction at the drain timeout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
@@ -60,6 +62,9 @@ pub struct Policy {
     /// The etcd snapshot is taken again when `kubeadm upgrade apply` begins and the last one
     /// is older than this.
     pub etcd_snapshot_max_age_secs: u64,
+    /// Maintenance windows: a node only starts inside one, and only when its estimate fits
+    /// before the window closes. Empty: any time.
+    pub windows: Vec<Window>,
 }
 
 impl Default for Policy {
@@ -79,6 +84,7 @@ impl Default for Policy {
             crash_loop_increase_percent: 5,
             node_ready_timeout_secs: 600,
             etcd_snapshot_max_age_secs: 3600,
+            windows: Vec::new(),
         }
     }
 }

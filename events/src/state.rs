@@ -225,6 +225,7 @@ impl RunState {
                 .collect(),
             anomalies: self.anomalies.clone(),
             baseline: self.baseline,
+            waiting: None,
         }
     }
 }
@@ -232,6 +233,9 @@ impl RunState {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RunSummary {
+    /// Why nothing is starting now (set by the engine from its decision).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<String>,
     pub run: Option<RunId>,
     pub phase: RunPhase,
     pub target: Option<String>,

@@ -50,6 +50,7 @@ fn sample(kind: EventKind) -> Event {
                             step,
                             Step::Uncordon,
                         ],
+                        estimate_secs: 0,
                     }],
                 }],
             }),

@@ -33,12 +33,16 @@ struct Running {
 }
 
 async fn daemon_on(base: &Path, sim: &SimServer) -> Running {
+    daemon_with(base, sim, POLICY).await
+}
+
+async fn daemon_with(base: &Path, sim: &SimServer, policy: &str) -> Running {
     std::fs::write(
         base.join("kubeconfig"),
         upgraded_sim::kubeconfig(&sim.url()),
     )
     .expect("kc");
-    std::fs::write(base.join("policy.yaml"), POLICY).expect("policy");
+    std::fs::write(base.join("policy.yaml"), policy).expect("policy");
     let child = Command::new(common::binary("upgraded"))
         .arg("--data-dir")
         .arg(base.join("data"))
@@ -210,4 +214,111 @@ async fn hostile_node_names_are_refused_before_anything_happens() {
         .expect("runs");
     assert_eq!(runs, json!([]), "nothing recorded");
     assert!(sim.sim.world().nodes.values().all(|n| !n.unschedulable));
+}
+
+/// `HH:MM` UTC of now + `minutes`.
+fn hh_mm_from_now(minutes: i64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64;
+    let m = (now / 60 + minutes).rem_euclid(24 * 60);
+    format!("{:02}:{:02}", m / 60, m % 60)
+}
+
+fn millis(minutes_from_now: i64) -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64;
+    (now / 60_000 + minutes_from_now) * 60_000
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closing_maintenance_window_makes_the_run_wait_then_it_resumes_by_itself() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let world = scenario::build("lab", Clock::real(600.0), 7).expect("lab");
+    let sim = SimServer::start(world, ([127, 0, 0, 1], 0).into()).expect("sim");
+    // Window A is open now and closes in 12 minutes; window B opens in 40. Each node is
+    // estimated at about 8 minutes, so only the first ones fit in A; nothing may start in
+    // between, and the rest start in B by themselves.
+    let (a0, a1, b0, b1) = (-10, 12, 40, 600);
+    let policy = format!(
+        "{POLICY}durations: {{preflight: 1m, etcdSnapshot: 1m, kubeadmApply: 1m, kubeadmNode: 1m, drain: 1m, upgradePackages: 1m, restartKubelet: 1m, verify: 1m}}\nmaintenanceWindows:\n  - {{days: [mon, tue, wed, thu, fri, sat, sun], start: '{}', end: '{}'}}\n  - {{days: [mon, tue, wed, thu, fri, sat, sun], start: '{}', end: '{}'}}\n",
+        hh_mm_from_now(a0),
+        hh_mm_from_now(a1),
+        hh_mm_from_now(b0),
+        hh_mm_from_now(b1)
+    );
+    let mut r = daemon_with(tmp.path(), &sim, &policy).await;
+    let v = start(&r.client).await.expect("start");
+    let run = v["run"].as_str().expect("run id").to_string();
+
+    let mut waited = None;
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let st = r
+            .client
+            .json(Method::GET, "/v1/status", None)
+            .await
+            .expect("status");
+        let a = &st["active"];
+        if let Some(w) = a["waiting"].as_str() {
+            let busy: Vec<&Value> = a["nodes"]
+                .as_array()
+                .map(|ns| {
+                    ns.iter()
+                        .filter(|n| !matches!(n["phase"].as_str(), Some("pending" | "done")))
+                        .collect()
+                })
+                .unwrap_or_default();
+            assert!(busy.is_empty(), "waiting with nodes under way: {busy:?}");
+            waited.get_or_insert_with(|| w.to_string());
+        }
+        if a["phase"] == "completed" {
+            break;
+        }
+        assert!(a["phase"] != "halted", "halted: {a:#}");
+        assert!(Instant::now() < deadline, "not done: {a:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let waited = waited.expect("the run waited for the next window");
+    assert!(
+        waited.contains("outside the maintenance windows"),
+        "{waited}"
+    );
+
+    // Every node started inside a window with its estimate fitting; some only in B.
+    let evs = events(&r.client, &run).await;
+    let plan = evs
+        .iter()
+        .find_map(|e| e["event"].get("RunPlanned"))
+        .expect("planned");
+    let mut estimate = std::collections::BTreeMap::new();
+    for b in plan["plan"]["batches"].as_array().expect("batches") {
+        for n in b["nodes"].as_array().expect("nodes") {
+            let name = n["name"].as_str().expect("name").to_string();
+            estimate.insert(name, n["estimateSecs"].as_i64().unwrap_or(0) * 1000);
+        }
+    }
+    let mut started = std::collections::BTreeMap::new();
+    for e in &evs {
+        if let Some(s) = e["event"].get("StepStarted") {
+            let name = s["node"].as_str().expect("node").to_string();
+            started.entry(name).or_insert(e["at"].as_i64().expect("at"));
+        }
+    }
+    let (a0, a1, b0, b1) = (millis(a0), millis(a1), millis(b0), millis(b1));
+    let mut in_b = 0;
+    for (name, t) in &started {
+        let est = estimate[name];
+        let fits = |s: i64, e: i64| *t >= s && t + est <= e;
+        assert!(
+            fits(a0, a1) || fits(b0, b1),
+            "{name} started at {t} (estimate {est} ms) outside the windows"
+        );
+        in_b += usize::from(fits(b0, b1));
+    }
+    assert!(in_b > 0, "nothing waited for window B: {started:?}");
+    r.daemon.kill_now();
 }

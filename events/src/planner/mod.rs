@@ -193,6 +193,7 @@ impl PlanReport {
                             role: u.role,
                             from: u.from,
                             steps: u.steps.clone(),
+                            estimate_secs: u.estimate_secs,
                         })
                         .collect(),
                 })

@@ -410,6 +410,7 @@ impl PlanPolicy {
             crash_loop_increase_percent: self.crash_loop_increase_percent,
             node_ready_timeout_secs: self.node_ready_timeout_secs,
             etcd_snapshot_max_age_secs: self.node.etcd_max_snapshot_age_secs,
+            windows: self.windows.clone(),
             ..Policy::default()
         }
     }

@@ -80,6 +80,13 @@ fn slot(windows: &[Window], t: Timestamp, secs: u64, occ: &[(i64, i64)]) -> Opti
         .map(|(s, _)| Timestamp(s))
 }
 
+/// The earliest moment at or after `t` when `secs` of work fit inside one maintenance
+/// window (`t` itself when there are no windows); `None` when no window in the next weeks is
+/// long enough.
+pub fn earliest_start(windows: &[Window], t: Timestamp, secs: u64) -> Option<Timestamp> {
+    slot(windows, t, secs, &occurrences(windows, t))
+}
+
 /// Fills every batch's and phase's estimate, start, end and window fit; returns the plan's
 /// start.
 pub fn place(phases: &mut [PhaseReport], policy: &PlanPolicy, start: Timestamp) -> String {
