@@ -137,6 +137,12 @@ impl StepEnv<'_> {
                 }
             }
         }
+        self.health_gate(facts).await
+    }
+
+    /// The cluster's CrashLoopBackOff share against the pre-upgrade baseline.
+    async fn health_gate(&self, facts: &mut Facts) -> Result<(), PortError> {
+        let cluster = &self.ports.cluster;
         if let Some(before) = self.baseline {
             let now = Baseline::of(&cluster.all_pods().await?);
             facts.insert("crash_loop_bp".into(), now.crash_loop_bp().to_string());
@@ -229,6 +235,7 @@ pub async fn execute(
                 ports.cluster.uncordon(node).await?;
             }
         }
+        // The end of a canary's soak: still Ready, and the cluster no less healthy.
         Step::Soak => {
             let status = ports.cluster.node_status(node).await?;
             if !status.ready {
@@ -236,6 +243,7 @@ pub async fn execute(
                     "node {node} became NotReady during its soak"
                 )));
             }
+            env.health_gate(&mut facts).await?;
         }
     }
     Ok(facts)

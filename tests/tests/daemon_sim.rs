@@ -322,3 +322,75 @@ async fn a_closing_maintenance_window_makes_the_run_wait_then_it_resumes_by_itse
     assert!(in_b > 0, "nothing waited for window B: {started:?}");
     r.daemon.kill_now();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_failing_its_health_gate_halts_before_the_rest_of_its_generation() {
+    use upgraded_events::planner::inventory::LabelSelector;
+    use upgraded_sim::model::CrashLoopFault;
+
+    let tmp = tempfile::tempdir().expect("tempdir");
+    // Two workers per generation: w-1 and w-4 are dell-r640 (the oldest), and so on.
+    let mut world = upgraded_sim::World::new(Clock::real(600.0), 7);
+    scenario::small(&mut world, 1, 6, "v1.33.5".parse().expect("v")).expect("cluster");
+    world.tick();
+    world.settle(30 * 24 * 3600 * 1000);
+    let sim = SimServer::start(world, ([127, 0, 0, 1], 0).into()).expect("sim");
+    let policy = "apiVersion: upgraded.dev/v1alpha1
+kind: UpgradePolicy
+generations: {maxUnavailable: 1, canaries: 1, order: [dell-r640, dell-r740, hp-dl380]}
+canarySoak: 10m
+waitBetweenBatches: 1m
+retries: {maxAttempts: 2, backoff: 1s, maxBackoff: 2s}
+";
+    let mut r = daemon_with(tmp.path(), &sim, policy).await;
+    let v = start(&r.client).await.expect("start");
+    let run = v["run"].as_str().expect("run id").to_string();
+
+    // When the first canary starts, its new kubelet turns out to crash-loop kube-proxy.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let st = r
+            .client
+            .json(Method::GET, "/v1/status", None)
+            .await
+            .expect("status");
+        let w1 = st["active"]["nodes"]
+            .as_array()
+            .and_then(|ns| ns.iter().find(|n| n["name"] == "w-1"))
+            .map(|n| n["phase"].clone())
+            .unwrap_or(Value::Null);
+        if w1 != "pending" && !w1.is_null() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "w-1 never started: {st:#}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    sim.sim.world().faults.crash_loops.push(CrashLoopFault {
+        selector: LabelSelector {
+            match_labels: [("k8s-app".to_string(), "kube-proxy".to_string())].into(),
+            match_expressions: vec![],
+        },
+        from: "v1.35.0".parse().expect("v"),
+    });
+
+    let halted = wait_phase(&r.client, "halted", 120).await;
+    let reason = halted["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("w-1") && reason.contains("CrashLoopBackOff"),
+        "the halt names the canary and the gate: {reason}"
+    );
+    let evs = events(&r.client, &run).await;
+    let started: std::collections::BTreeSet<String> = evs
+        .iter()
+        .filter_map(|e| e["event"].get("StepStarted"))
+        .filter_map(|s| s["node"].as_str().map(str::to_string))
+        .collect();
+    assert!(started.contains("w-1"));
+    for rest in ["w-4", "w-2", "w-3", "w-5", "w-6"] {
+        assert!(
+            !started.contains(rest),
+            "{rest} started after the canary failed: {started:?}"
+        );
+    }
+    r.daemon.kill_now();
+}
