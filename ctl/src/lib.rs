@@ -10,6 +10,8 @@ use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use tokio::net::UnixStream;
 
+pub mod watch;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error(

@@ -53,6 +53,15 @@ enum Cmd {
         /// Print the plan without recording or starting anything.
         #[arg(long)]
         dry_run: bool,
+        /// Start although the plan has blockers (recorded in the log as forced).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Live progress: the run, each batch and each node under way, with blocked reasons.
+    Watch {
+        /// Redraw interval in milliseconds.
+        #[arg(long, default_value_t = 500)]
+        interval_ms: u64,
     },
     /// The active (or last) run, node by node.
     Status {
@@ -149,12 +158,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 std::process::exit(2);
             }
         }
-        Cmd::Start { to, dry_run } => {
+        Cmd::Watch { interval_ms } => watch(&client, interval_ms).await?,
+        Cmd::Start { to, dry_run, force } => {
             let v = client
                 .json(
                     Method::POST,
                     "/v1/runs",
-                    Some(&json!({ "target": to, "dryRun": dry_run })),
+                    Some(&json!({ "target": to, "dryRun": dry_run, "force": force })),
                 )
                 .await?;
             print_plan(&v["plan"]);
@@ -257,6 +267,31 @@ fn print_plan(plan: &Value) {
     match serde_json::from_value::<upgraded_events::planner::PlanReport>(plan.clone()) {
         Ok(report) => print!("{}", upgraded_events::planner::render::table(&report)),
         Err(_) => println!("{}", serde_json::to_string_pretty(plan).unwrap_or_default()),
+    }
+}
+
+/// Redraws the progress view until the run completes or is aborted (Ctrl-C stops watching,
+/// not the run). On a terminal the screen is redrawn; otherwise a view is printed when it
+/// changes.
+async fn watch(client: &Client, interval_ms: u64) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    let tty = std::io::stdout().is_terminal();
+    let mut last = String::new();
+    loop {
+        let v = client.json(Method::GET, "/v1/status", None).await?;
+        let a = &v["active"];
+        let view = upgraded_ctl::watch::render(a);
+        if view != last {
+            if tty {
+                print!("\x1b[H\x1b[2J");
+            }
+            println!("{view}");
+            last = view;
+        }
+        if upgraded_ctl::watch::finished(a) || a.is_null() {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(interval_ms.max(50))).await;
     }
 }
 

@@ -206,6 +206,7 @@ impl RunState {
             next_seq: self.next_seq,
             recoveries: self.recoveries,
             batches: self.plan.batches.len(),
+            batch_labels: self.plan.batches.iter().map(|b| b.label.clone()).collect(),
             nodes: self
                 .nodes
                 .iter()
@@ -243,6 +244,8 @@ pub struct RunSummary {
     pub next_seq: u64,
     pub recoveries: u32,
     pub batches: usize,
+    /// What each batch is (`canary dell-r640`, `dell-r640 2/4`), in order.
+    pub batch_labels: Vec<String>,
     pub nodes: Vec<NodeSummary>,
     pub anomalies: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
