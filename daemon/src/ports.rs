@@ -216,6 +216,21 @@ pub enum RemoteCommand {
     RestartKubelet,
 }
 
+impl RemoteCommand {
+    /// What the command is, in an operator's words.
+    pub fn name(&self) -> &'static str {
+        match self {
+            RemoteCommand::Preflight { .. } => "preflight",
+            RemoteCommand::InstallPackages { .. } => "package install",
+            RemoteCommand::KubeadmUpgrade { apply: true, .. } => "kubeadm upgrade apply",
+            RemoteCommand::KubeadmUpgrade { apply: false, .. } => "kubeadm upgrade node",
+            RemoteCommand::EtcdSnapshot { .. } => "etcd snapshot",
+            RemoteCommand::InstalledKubelet => "kubelet --version",
+            RemoteCommand::RestartKubelet => "kubelet restart",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct CommandOutput {
     pub facts: Facts,

@@ -213,7 +213,8 @@ impl NodeExecutor for SimAgents {
                 .await
                 .unwrap_or_else(|_| {
                     Err(PortError::retryable(format!(
-                        "node {node}: {cmd:?} did not finish within {}s",
+                        "node {node}: {} did not finish within {}s",
+                        cmd.name(),
                         timeout.as_secs()
                     )))
                 })

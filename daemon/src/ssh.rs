@@ -418,7 +418,7 @@ impl SshNodes {
             Some(124) | Some(137) => {
                 let mut e = PortError::retryable(format!(
                     "node {node}: {} did not finish within {}s and was stopped on the node",
-                    cmd_name(cmd),
+                    cmd.name(),
                     timeout.as_secs()
                 ));
                 e.facts = output;
@@ -427,7 +427,7 @@ impl SshNodes {
             code => {
                 let mut e = PortError::retryable(format!(
                     "node {node}: {} failed (exit {}): {}",
-                    cmd_name(cmd),
+                    cmd.name(),
                     code.map_or("by signal".to_string(), |c| c.to_string()),
                     ran.last_stderr_line()
                 ));
@@ -589,18 +589,6 @@ impl SshNodes {
             facts.extend(output);
         }
         Ok(CommandOutput { facts })
-    }
-}
-
-fn cmd_name(cmd: &RemoteCommand) -> &'static str {
-    match cmd {
-        RemoteCommand::Preflight { .. } => "preflight",
-        RemoteCommand::InstallPackages { .. } => "package install",
-        RemoteCommand::KubeadmUpgrade { apply: true, .. } => "kubeadm upgrade apply",
-        RemoteCommand::KubeadmUpgrade { apply: false, .. } => "kubeadm upgrade node",
-        RemoteCommand::EtcdSnapshot { .. } => "etcd snapshot",
-        RemoteCommand::InstalledKubelet => "kubelet --version",
-        RemoteCommand::RestartKubelet => "kubelet restart",
     }
 }
 

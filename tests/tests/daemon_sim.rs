@@ -89,26 +89,10 @@ async fn wait_phase(client: &Client, want: &str, secs: u64) -> Value {
 }
 
 async fn start(client: &Client) -> Result<Value, upgraded_ctl::ClientError> {
-    client
-        .json(
-            Method::POST,
-            "/v1/runs",
-            Some(&json!({ "target": "v1.35.3" })),
-        )
-        .await
+    common::start_run(client, "v1.35.3").await
 }
 
-async fn events(client: &Client, run: &str) -> Vec<Value> {
-    let mut out = Vec::new();
-    client
-        .lines(&format!("/v1/runs/{run}/events"), |l| {
-            out.push(serde_json::from_str(l).expect("JSON line"));
-            true
-        })
-        .await
-        .expect("events");
-    out
-}
+use common::run_events as events;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blocked_budget_parks_then_resume_finishes_and_foreign_cordon_stays() {
@@ -257,12 +241,7 @@ async fn a_closing_maintenance_window_makes_the_run_wait_then_it_resumes_by_itse
     let mut waited = None;
     let deadline = Instant::now() + Duration::from_secs(180);
     loop {
-        let st = r
-            .client
-            .json(Method::GET, "/v1/status", None)
-            .await
-            .expect("status");
-        let a = &st["active"];
+        let a = &common::active(&r.client).await;
         if let Some(w) = a["waiting"].as_str() {
             let busy: Vec<&Value> = a["nodes"]
                 .as_array()
@@ -349,12 +328,8 @@ retries: {maxAttempts: 2, backoff: 1s, maxBackoff: 2s}
     // When the first canary starts, its new kubelet turns out to crash-loop kube-proxy.
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let st = r
-            .client
-            .json(Method::GET, "/v1/status", None)
-            .await
-            .expect("status");
-        let w1 = st["active"]["nodes"]
+        let st = common::active(&r.client).await;
+        let w1 = st["nodes"]
             .as_array()
             .and_then(|ns| ns.iter().find(|n| n["name"] == "w-1"))
             .map(|n| n["phase"].clone())

@@ -19,7 +19,7 @@ use async_nats::jetstream::{self, consumer};
 use futures_util::StreamExt;
 use hyper::Method;
 use rand::Rng;
-use serde_json::{Value, json};
+use serde_json::Value;
 use upgraded_ctl::Client;
 use upgraded_sim::{Clock, SimServer, scenario};
 use upgraded_tests::lab::{Lab, LabSpec, NodeSpec, leftovers};
@@ -169,17 +169,7 @@ async fn status(client: &Client) -> Option<Value> {
     client.json(Method::GET, "/v1/status", None).await.ok()
 }
 
-async fn events(client: &Client, run: &str) -> Vec<Value> {
-    let mut out = Vec::new();
-    client
-        .lines(&format!("/v1/runs/{run}/events"), |l| {
-            out.push(serde_json::from_str(l).expect("JSON line"));
-            true
-        })
-        .await
-        .expect("events");
-    out
-}
+use common::run_events as events;
 
 fn step_of(e: &Value, kind: &str) -> Option<(String, String)> {
     let s = e["event"].get(kind)?;
@@ -395,14 +385,7 @@ async fn lab_cluster_upgrades_over_ssh_with_snapshots_and_jetstream() {
     let id = s.lab.id.clone();
     let (stop, min_slack, watcher) = s.watch_budgets();
     let (mut daemon, client) = s.daemon().await;
-    let v = client
-        .json(
-            Method::POST,
-            "/v1/runs",
-            Some(&json!({ "target": "v1.35.3" })),
-        )
-        .await
-        .expect("start");
+    let v = common::start_run(&client, "v1.35.3").await.expect("start");
     let run = v["run"].as_str().expect("run id").to_string();
     let deadline = Instant::now() + Duration::from_secs(240);
     loop {
@@ -472,14 +455,7 @@ async fn lab_upgrade_survives_kill_9_at_random_moments_and_a_nats_restart() {
     let id = s.lab.id.clone();
     let (stop, min_slack, watcher) = s.watch_budgets();
     let (mut daemon, mut client) = s.daemon().await;
-    let v = client
-        .json(
-            Method::POST,
-            "/v1/runs",
-            Some(&json!({ "target": "v1.35.3" })),
-        )
-        .await
-        .expect("start");
+    let v = common::start_run(&client, "v1.35.3").await.expect("start");
     let run = v["run"].as_str().expect("run id").to_string();
     let mut kills = 0;
     let mut rng = rand::rng();

@@ -74,3 +74,39 @@ pub async fn wait_ready(client: &upgraded_ctl::Client, daemon: &mut Daemon) {
 pub fn hyper_get() -> hyper::Method {
     hyper::Method::GET
 }
+
+/// `POST /v1/runs` for `target`.
+pub async fn start_run(
+    client: &upgraded_ctl::Client,
+    target: &str,
+) -> Result<serde_json::Value, upgraded_ctl::ClientError> {
+    client
+        .json(
+            hyper::Method::POST,
+            "/v1/runs",
+            Some(&serde_json::json!({ "target": target })),
+        )
+        .await
+}
+
+/// The active run's status (`/v1/status`'s `active`).
+pub async fn active(client: &upgraded_ctl::Client) -> serde_json::Value {
+    client
+        .json(hyper_get(), "/v1/status", None)
+        .await
+        .expect("status")["active"]
+        .clone()
+}
+
+/// Every record of a run, as JSON.
+pub async fn run_events(client: &upgraded_ctl::Client, run: &str) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    client
+        .lines(&format!("/v1/runs/{run}/events"), |l| {
+            out.push(serde_json::from_str(l).expect("JSON line"));
+            true
+        })
+        .await
+        .expect("events");
+    out
+}
