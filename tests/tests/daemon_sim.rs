@@ -200,22 +200,23 @@ async fn hostile_node_names_are_refused_before_anything_happens() {
     assert!(sim.sim.world().nodes.values().all(|n| !n.unschedulable));
 }
 
-/// `HH:MM` UTC of now + `minutes`.
-fn hh_mm_from_now(minutes: i64) -> String {
-    let now = std::time::SystemTime::now()
+/// The current minute since the epoch (taken once: the windows and the checks must agree).
+fn this_minute() -> i64 {
+    std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")
-        .as_secs() as i64;
-    let m = (now / 60 + minutes).rem_euclid(24 * 60);
+        .as_secs() as i64
+        / 60
+}
+
+/// `HH:MM` UTC of `base` + `minutes`.
+fn hh_mm(base: i64, minutes: i64) -> String {
+    let m = (base + minutes).rem_euclid(24 * 60);
     format!("{:02}:{:02}", m / 60, m % 60)
 }
 
-fn millis(minutes_from_now: i64) -> i64 {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_millis() as i64;
-    (now / 60_000 + minutes_from_now) * 60_000
+fn millis(base: i64, minutes: i64) -> i64 {
+    (base + minutes) * 60_000
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -227,12 +228,13 @@ async fn a_closing_maintenance_window_makes_the_run_wait_then_it_resumes_by_itse
     // estimated at about 8 minutes, so only the first ones fit in A; nothing may start in
     // between, and the rest start in B by themselves.
     let (a0, a1, b0, b1) = (-10, 12, 40, 600);
+    let base = this_minute();
     let policy = format!(
         "{POLICY}durations: {{preflight: 1m, etcdSnapshot: 1m, kubeadmApply: 1m, kubeadmNode: 1m, drain: 1m, upgradePackages: 1m, restartKubelet: 1m, verify: 1m}}\nmaintenanceWindows:\n  - {{days: [mon, tue, wed, thu, fri, sat, sun], start: '{}', end: '{}'}}\n  - {{days: [mon, tue, wed, thu, fri, sat, sun], start: '{}', end: '{}'}}\n",
-        hh_mm_from_now(a0),
-        hh_mm_from_now(a1),
-        hh_mm_from_now(b0),
-        hh_mm_from_now(b1)
+        hh_mm(base, a0),
+        hh_mm(base, a1),
+        hh_mm(base, b0),
+        hh_mm(base, b1)
     );
     let mut r = daemon_with(tmp.path(), &sim, &policy).await;
     let v = start(&r.client).await.expect("start");
@@ -287,7 +289,12 @@ async fn a_closing_maintenance_window_makes_the_run_wait_then_it_resumes_by_itse
             started.entry(name).or_insert(e["at"].as_i64().expect("at"));
         }
     }
-    let (a0, a1, b0, b1) = (millis(a0), millis(a1), millis(b0), millis(b1));
+    let (a0, a1, b0, b1) = (
+        millis(base, a0),
+        millis(base, a1),
+        millis(base, b0),
+        millis(base, b1),
+    );
     let mut in_b = 0;
     for (name, t) in &started {
         let est = estimate[name];
