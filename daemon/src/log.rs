@@ -428,6 +428,20 @@ mod tests {
     use super::*;
     use upgraded_events::Actor;
 
+    /// A dropped `sled::Db` releases its file lock when its flusher thread ends, a moment
+    /// later: the raw handles these tests use to damage records may still hold it.
+    fn open_when_unlocked(dir: &Path, repair: bool) -> Result<(SledLog, OpenReport), LogError> {
+        for _ in 0..250 {
+            match SledLog::open(dir, repair) {
+                Err(e) if e.to_string().contains("could not acquire lock") => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => return other,
+            }
+        }
+        SledLog::open(dir, repair)
+    }
+
     fn ev(i: u32) -> (Timestamp, Event) {
         (Timestamp(i64::from(i)), Event::RunRecovered { pid: i })
     }
@@ -502,13 +516,13 @@ mod tests {
             t.insert(k, v).expect("insert");
             db.flush().expect("flush");
         }
-        let err = SledLog::open(dir.path(), false).expect_err("must refuse");
+        let err = open_when_unlocked(dir.path(), false).expect_err("must refuse");
         let msg = err.to_string();
         assert!(
             msg.contains(&run.to_string()) && msg.contains("seq 4") && msg.contains("checksum"),
             "{msg}"
         );
-        let (log, report) = SledLog::open(dir.path(), true).expect("repair");
+        let (log, report) = open_when_unlocked(dir.path(), true).expect("repair");
         assert_eq!(report.quarantined, vec![(run, 4)]);
         assert_eq!(log.read(run, 0).expect("read").len(), 4);
         assert_eq!(
@@ -523,7 +537,7 @@ mod tests {
             t.insert(key(run, 1), b"garbage".to_vec()).expect("insert");
             db.flush().expect("flush");
         }
-        let err = SledLog::open(dir.path(), true).expect_err("middle damage");
+        let err = open_when_unlocked(dir.path(), true).expect_err("middle damage");
         assert!(
             matches!(err, LogError::CorruptMiddle { seq: 1, .. }),
             "{err}"
