@@ -9,7 +9,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use hyper::Method;
@@ -43,25 +42,21 @@ async fn daemon_with(base: &Path, sim: &SimServer, policy: &str) -> Running {
     )
     .expect("kc");
     std::fs::write(base.join("policy.yaml"), policy).expect("policy");
-    let child = Command::new(common::binary("upgraded"))
-        .arg("--data-dir")
-        .arg(base.join("data"))
-        .arg("--socket")
-        .arg(base.join("api.sock"))
-        .arg("--kubeconfig")
-        .arg(base.join("kubeconfig"))
-        .arg("--policy")
-        .arg(base.join("policy.yaml"))
-        .args(["--sim-agents", &sim.url(), "--time-scale", "600"])
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn upgraded");
-    let mut daemon = common::Daemon::from_child(child);
-    let client = Client::new(&base.join("api.sock"));
-    common::wait_ready(&client, &mut daemon).await;
+    let args: Vec<std::ffi::OsString> = vec![
+        "--data-dir".into(),
+        base.join("data").into(),
+        "--socket".into(),
+        base.join("api.sock").into(),
+        "--kubeconfig".into(),
+        base.join("kubeconfig").into(),
+        "--policy".into(),
+        base.join("policy.yaml").into(),
+        "--sim-agents".into(),
+        sim.url().into(),
+        "--time-scale".into(),
+        "600".into(),
+    ];
+    let (daemon, client) = common::spawn_upgraded(&base.join("api.sock"), &args, "warn").await;
     Running {
         daemon,
         client,

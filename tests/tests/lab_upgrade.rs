@@ -10,7 +10,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, Instant};
@@ -99,47 +99,46 @@ impl Setup {
 
     async fn daemon(&self) -> (common::Daemon, Client) {
         let b = self.base.path();
-        let child = Command::new(common::binary("upgraded"))
-            .arg("--data-dir")
-            .arg(self.data())
-            .arg("--socket")
-            .arg(b.join("api.sock"))
-            .arg("--kubeconfig")
-            .arg(b.join("kubeconfig"))
-            .arg("--policy")
-            .arg(b.join("policy.yaml"))
-            .arg("--ssh-config")
-            .arg(self.lab.root.join("ssh_config"))
-            .arg("--ssh-control-dir")
-            .arg(self.control_dir())
-            .args([
-                "--ssh-control-persist-secs",
-                "3",
-                "--ssh-alive-interval-secs",
-                "1",
-                "--ssh-connect-timeout-secs",
-                "3",
-                "--command-timeout-secs",
-                "60",
-                "--cluster-name",
-                "lab",
-                "--nats-ack-timeout-secs",
-                "1",
-            ])
-            .arg("--nats-url")
-            .arg(self.nats.url())
-            .arg("--time-scale")
-            .arg(self.time_scale.to_string())
-            .env("RUST_LOG", "warn,upgraded_daemon::outbox=error")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn upgraded");
-        let mut daemon = common::Daemon::from_child(child);
-        let client = Client::new(&b.join("api.sock"));
-        common::wait_ready(&client, &mut daemon).await;
-        (daemon, client)
+        let mut args: Vec<std::ffi::OsString> = vec![
+            "--data-dir".into(),
+            self.data().into(),
+            "--socket".into(),
+            b.join("api.sock").into(),
+            "--kubeconfig".into(),
+            b.join("kubeconfig").into(),
+            "--policy".into(),
+            b.join("policy.yaml").into(),
+            "--ssh-config".into(),
+            self.lab.root.join("ssh_config").into(),
+            "--ssh-control-dir".into(),
+            self.control_dir().into(),
+            "--nats-url".into(),
+            self.nats.url().into(),
+            "--time-scale".into(),
+            self.time_scale.to_string().into(),
+        ];
+        for a in [
+            "--ssh-control-persist-secs",
+            "3",
+            "--ssh-alive-interval-secs",
+            "1",
+            "--ssh-connect-timeout-secs",
+            "3",
+            "--command-timeout-secs",
+            "60",
+            "--cluster-name",
+            "lab",
+            "--nats-ack-timeout-secs",
+            "1",
+        ] {
+            args.push(a.into());
+        }
+        common::spawn_upgraded(
+            &b.join("api.sock"),
+            &args,
+            "warn,upgraded_daemon::outbox=error",
+        )
+        .await
     }
 
     /// Samples every budget's slack (healthy − desired) until stopped; returns the minimum.
@@ -359,6 +358,31 @@ fn snapshots_restore(data: &Path) -> usize {
     n
 }
 
+/// What both lab tests check once the run completed; returns the run's records.
+async fn after_the_run(s: &Setup, min_slack: &AtomicI64, client: &Client, run: &str) -> Vec<Value> {
+    final_cluster_checks(s);
+    assert!(
+        min_slack.load(Ordering::Relaxed) >= 0,
+        "a budget was violated"
+    );
+    let evs = events(client, run).await;
+    assert_eq!(most_nodes_down(&evs), 1, "never two nodes down at once");
+    let got = published(&s.nats.url(), run, evs.len()).await;
+    assert_exactly_once_in_order(&got, run, evs.len());
+    evs
+}
+
+/// Stops the daemon, checks its SSH masters are gone, and leaves nothing of the lab.
+fn tear_down(mut s: Setup, mut daemon: common::Daemon) {
+    let id = s.lab.id.clone();
+    daemon.kill_now();
+    masters_gone(&s.control_dir());
+    drop(s.nats);
+    drop(s.sim);
+    s.lab.teardown();
+    assert_eq!(leftovers(&id), Vec::<String>::new());
+}
+
 fn final_cluster_checks(s: &Setup) {
     let w = s.sim.sim.world();
     for n in NODES {
@@ -381,10 +405,9 @@ fn final_cluster_checks(s: &Setup) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lab_cluster_upgrades_over_ssh_with_snapshots_and_jetstream() {
     let _serial = SERIAL.lock().await;
-    let mut s = Setup::new(600);
-    let id = s.lab.id.clone();
+    let s = Setup::new(600);
     let (stop, min_slack, watcher) = s.watch_budgets();
-    let (mut daemon, client) = s.daemon().await;
+    let (daemon, client) = s.daemon().await;
     let v = common::start_run(&client, "v1.35.3").await.expect("start");
     let run = v["run"].as_str().expect("run id").to_string();
     let deadline = Instant::now() + Duration::from_secs(240);
@@ -413,13 +436,7 @@ async fn lab_cluster_upgrades_over_ssh_with_snapshots_and_jetstream() {
     for w in ["w-1", "w-2", "w-3"] {
         assert_eq!(changing_calls(&s.lab, w), expected_worker(), "{w}");
     }
-    final_cluster_checks(&s);
-    assert!(
-        min_slack.load(Ordering::Relaxed) >= 0,
-        "a budget was violated"
-    );
-    let evs = events(&client, &run).await;
-    assert_eq!(most_nodes_down(&evs), 1, "never two nodes down at once");
+    let evs = after_the_run(&s, &min_slack, &client, &run).await;
     // Snapshots: one per hop, recorded with digest and revision, and they restore.
     let snaps: Vec<&Value> = evs
         .iter()
@@ -436,23 +453,13 @@ async fn lab_cluster_upgrades_over_ssh_with_snapshots_and_jetstream() {
         assert!(sn["facts"]["revision"].as_str().is_some(), "{sn}");
     }
     assert!(snapshots_restore(&s.data()) >= 1);
-    // JetStream: everything, once, in order.
-    let got = published(&s.nats.url(), &run, evs.len()).await;
-    assert_exactly_once_in_order(&got, &run, evs.len());
-
-    daemon.kill_now();
-    masters_gone(&s.control_dir());
-    drop(s.nats);
-    drop(s.sim);
-    s.lab.teardown();
-    assert_eq!(leftovers(&id), Vec::<String>::new());
+    tear_down(s, daemon);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lab_upgrade_survives_kill_9_at_random_moments_and_a_nats_restart() {
     let _serial = SERIAL.lock().await;
     let mut s = Setup::new(40);
-    let id = s.lab.id.clone();
     let (stop, min_slack, watcher) = s.watch_budgets();
     let (mut daemon, mut client) = s.daemon().await;
     let v = common::start_run(&client, "v1.35.3").await.expect("start");
@@ -510,21 +517,7 @@ async fn lab_upgrade_survives_kill_9_at_random_moments_and_a_nats_restart() {
             .count();
         assert_eq!(restarts, if n == "cp-1" { 2 } else { 1 }, "{n}: {calls:#?}");
     }
-    final_cluster_checks(&s);
-    assert!(
-        min_slack.load(Ordering::Relaxed) >= 0,
-        "a budget was violated"
-    );
-    let evs = events(&client, &run).await;
-    assert_eq!(most_nodes_down(&evs), 1, "never two nodes down at once");
-    let got = published(&s.nats.url(), &run, evs.len()).await;
-    assert_exactly_once_in_order(&got, &run, evs.len());
+    let evs = after_the_run(&s, &min_slack, &client, &run).await;
     eprintln!("kill -9 ×{kills}, {} events, all published once", evs.len());
-
-    daemon.kill_now();
-    masters_gone(&s.control_dir());
-    drop(s.nats);
-    drop(s.sim);
-    s.lab.teardown();
-    assert_eq!(leftovers(&id), Vec::<String>::new());
+    tear_down(s, daemon);
 }

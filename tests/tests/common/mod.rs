@@ -110,3 +110,24 @@ pub async fn run_events(client: &upgraded_ctl::Client, run: &str) -> Vec<serde_j
         .expect("events");
     out
 }
+
+/// Starts `upgraded` with `args` (which must include `--socket <socket>`), output quiet except
+/// errors, and waits until it answers.
+pub async fn spawn_upgraded(
+    socket: &Path,
+    args: &[std::ffi::OsString],
+    rust_log: &str,
+) -> (Daemon, upgraded_ctl::Client) {
+    let child = Command::new(binary("upgraded"))
+        .args(args)
+        .env("RUST_LOG", rust_log)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn upgraded");
+    let mut daemon = Daemon(child);
+    let client = upgraded_ctl::Client::new(socket);
+    wait_ready(&client, &mut daemon).await;
+    (daemon, client)
+}
