@@ -58,6 +58,18 @@ pub fn render(a: &Value) -> String {
     if let Some(w) = a["waiting"].as_str() {
         let _ = writeln!(o, "waiting: {w}");
     }
+    for w in a["scaled"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            o,
+            "scaled up to unblock {}: {}/{}/{} {} → {} replicas (restored after its drain)",
+            truncate(text(&w["node"]), 40),
+            text(&w["kind"]),
+            truncate(text(&w["namespace"]), 63),
+            truncate(text(&w["name"]), 63),
+            w["original"],
+            w["scaled"]
+        );
+    }
     let labels: Vec<&str> = a["batchLabels"]
         .as_array()
         .map(|l| l.iter().map(text).collect())
@@ -163,6 +175,8 @@ mod tests {
         let a = json!({
             "run": "r1", "phase": "running", "target": "v1.35.3",
             "waiting": null,
+            "scaled": [{"node": "w-1", "kind": "Deployment", "namespace": "default",
+                        "name": "app", "original": 3, "scaled": 4}],
             "batchLabels": ["control plane v1.34.6: cp-1", "canary dell-r640", "dell-r640 1/2"],
             "nodes": [
                 {"name": "cp-1", "batch": 0, "phase": "done", "steps": 10, "cursor": null},
@@ -188,6 +202,10 @@ mod tests {
             v.contains(
                 "BLOCKED: pdb/default/app refuses evicting default/app-1 (0 disruptions allowed)"
             ),
+            "{v}"
+        );
+        assert!(
+            v.contains("scaled up to unblock w-1: Deployment/default/app 3 → 4 replicas"),
             "{v}"
         );
         assert!(!v.contains("w-4"), "idle batches show no nodes: {v}");

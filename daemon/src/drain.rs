@@ -6,14 +6,22 @@
 //! consents. A budget's refusal (HTTP 429) is a state, not an error: it is recorded once per
 //! pod as `EvictionBlocked` and retried with backoff until the drain timeout. Then the step
 //! fails with an `eviction_blocked` fact, and `decide` parks the node or pauses the run.
+//!
+//! With `drain.scaleUpToUnblock`, a pod whose budget allows no eviction although every pod
+//! it covers is healthy (refused twice in a row) has its Deployment scaled up by one: the
+//! scale-up is recorded (`WorkloadScaled`) before it is made, and the drain restores the
+//! original replicas when it ends, whatever the outcome. A drain re-run after a crash gets
+//! the run's unrestored scale-ups and restores them too. StatefulSets are not scaled (a new
+//! ordinal can bring a volume or a quorum member with it).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use upgraded_events::planner::inventory::PodInv;
+use upgraded_events::planner::inventory::{PdbInv, PodInv};
+use upgraded_events::state::ScaledWorkload;
 use upgraded_events::{Event, Facts, Policy};
 
-use crate::ports::{Clock, ClusterApi, Eviction, Notes, PortError};
+use crate::ports::{Clock, ClusterApi, Eviction, Notes, PortError, ScaleChange, Workload};
 
 /// First retry of refused evictions; doubles up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_secs(5);
@@ -27,6 +35,7 @@ pub struct DrainRules {
     pub timeout_secs: u64,
     pub evict_unmanaged: bool,
     pub delete_empty_dir_data: bool,
+    pub scale_up: bool,
 }
 
 impl DrainRules {
@@ -35,6 +44,7 @@ impl DrainRules {
             timeout_secs: policy.drain_timeout_secs.max(1),
             evict_unmanaged: policy.evict_unmanaged_pods,
             delete_empty_dir_data: policy.delete_empty_dir_data,
+            scale_up: policy.scale_up_to_unblock,
         }
     }
 }
@@ -91,7 +101,10 @@ fn select(
     Ok(evict)
 }
 
-/// Drains `node` (the Kubernetes node name); `entry` is the plan entry events name.
+/// Drains `node` (the Kubernetes node name); `entry` is the plan entry events name;
+/// `scaled`: workloads this entry's earlier drain attempts scaled up and nobody restored.
+/// Every scale-up is restored before this returns (a failed restore fails the drain, whose
+/// re-run restores again).
 pub async fn drain(
     cluster: &dyn ClusterApi,
     clock: &dyn Clock,
@@ -99,6 +112,32 @@ pub async fn drain(
     entry: &str,
     node: &str,
     rules: DrainRules,
+    scaled: Vec<ScaledWorkload>,
+) -> Result<Facts, PortError> {
+    let mut scaler = Scaler::new(cluster, notes, entry, scaled);
+    let drained = evict_all(cluster, clock, notes, entry, node, rules, &mut scaler).await;
+    let restored = scaler.restore_all().await;
+    match (drained, restored) {
+        (Ok(mut facts), Ok(more)) => {
+            facts.extend(more);
+            Ok(facts)
+        }
+        (Err(mut e), Ok(more)) => {
+            e.facts.extend(more);
+            Err(e)
+        }
+        (_, Err(e)) => Err(e),
+    }
+}
+
+async fn evict_all(
+    cluster: &dyn ClusterApi,
+    clock: &dyn Clock,
+    notes: &dyn Notes,
+    entry: &str,
+    node: &str,
+    rules: DrainRules,
+    scaler: &mut Scaler<'_>,
 ) -> Result<Facts, PortError> {
     let mut facts = Facts::new();
     let deadline = clock.now().plus_secs(rules.timeout_secs);
@@ -108,9 +147,12 @@ pub async fn drain(
     let mut reported: BTreeMap<String, String> = BTreeMap::new();
     let mut backoff = FIRST_BACKOFF;
     let mut refusals = 0u64;
+    // Consecutive refused rounds per pod (a scale-up waits for the second).
+    let mut refused_rounds: BTreeMap<String, u32> = BTreeMap::new();
     loop {
         let mut still = Vec::new();
         let mut blocked_now = Vec::new();
+        let mut refused_now = BTreeMap::new();
         for p in pending {
             match cluster.evict(&p.namespace, &p.name, &p.uid).await? {
                 Eviction::Evicted => {
@@ -144,12 +186,22 @@ pub async fn drain(
                             .await?;
                         reported.insert(key(&p), label.clone());
                     }
+                    let rounds = refused_rounds.get(&key(&p)).copied().unwrap_or(0) + 1;
+                    refused_now.insert(key(&p), rounds);
+                    if rules.scale_up
+                        && rounds >= 2
+                        && let Some(b) = &pdb_name
+                        && let Some(budget) = cluster.pdb(&p.namespace, b).await?
+                    {
+                        scaler.unblock(&p, &budget).await?;
+                    }
                     blocked_now.push(format!("{} by {label}", key(&p)));
                     still.push(p);
                 }
             }
         }
         pending = still;
+        refused_rounds = refused_now;
         if pending.is_empty() {
             break;
         }
@@ -157,12 +209,17 @@ pub async fn drain(
         if now >= deadline {
             facts.insert("eviction_refusals".into(), refusals.to_string());
             let what = blocked_now.join("; ");
-            return Err(PortError::retryable(format!(
+            let skipped = scaler.skipped();
+            let mut e = PortError::retryable(format!(
                 "drain timed out after {}s: eviction refused for {}",
                 rules.timeout_secs, what
             ))
             .with_fact("eviction_blocked", what)
-            .with_fact("evicted", evicted.len().to_string()));
+            .with_fact("evicted", evicted.len().to_string());
+            if !skipped.is_empty() {
+                e = e.with_fact("scale_skipped", skipped);
+            }
+            return Err(e);
         }
         let wake = now.plus_millis(backoff.as_millis() as u64).min(deadline);
         clock.sleep_until(wake).await;
@@ -197,4 +254,181 @@ pub async fn drain(
     facts.insert("evicted".into(), evicted.len().to_string());
     facts.insert("eviction_refusals".into(), refusals.to_string());
     Ok(facts)
+}
+
+/// Scale-ups to unblock a drain, and their restore.
+struct Scaler<'a> {
+    cluster: &'a dyn ClusterApi,
+    notes: &'a dyn Notes,
+    entry: &'a str,
+    /// Scaled up and not restored (from earlier attempts, and this one).
+    scaled: Vec<ScaledWorkload>,
+    /// Workloads already considered in this drain, and why some were not scaled.
+    tried: BTreeSet<Workload>,
+    skipped: Vec<String>,
+}
+
+impl<'a> Scaler<'a> {
+    fn new(
+        cluster: &'a dyn ClusterApi,
+        notes: &'a dyn Notes,
+        entry: &'a str,
+        scaled: Vec<ScaledWorkload>,
+    ) -> Self {
+        Scaler {
+            cluster,
+            notes,
+            entry,
+            scaled,
+            tried: BTreeSet::new(),
+            skipped: Vec::new(),
+        }
+    }
+
+    fn skipped(&self) -> String {
+        self.skipped.join("; ")
+    }
+
+    async fn record(
+        &self,
+        w: &Workload,
+        from: u32,
+        to: u32,
+        restore: bool,
+    ) -> Result<(), PortError> {
+        self.notes
+            .note(Event::WorkloadScaled {
+                node: self.entry.to_string(),
+                kind: w.kind.clone(),
+                namespace: w.namespace.clone(),
+                name: w.name.clone(),
+                from,
+                to,
+                restore,
+            })
+            .await
+    }
+
+    /// `p` was refused again by `budget`: scale its Deployment up by one when that is what
+    /// stands in the way (every covered pod healthy, and one more pod makes room).
+    async fn unblock(&mut self, p: &PodInv, budget: &PdbInv) -> Result<(), PortError> {
+        if budget.disruptions_allowed > 0 || budget.current_healthy < budget.expected_pods {
+            // Pods are starting or failing: waiting is the remedy, not more replicas.
+            return Ok(());
+        }
+        let Some(owner) = &p.owner else {
+            return Ok(());
+        };
+        let Some(w) = self.cluster.workload_of(&p.namespace, owner).await? else {
+            return Ok(());
+        };
+        if !self.tried.insert(w.clone()) || self.scaled.iter().any(|s| s.key() == w.to_string()) {
+            return Ok(());
+        }
+        let budget_name = format!("pdb/{}/{}", budget.namespace, budget.name);
+        if w.kind != "Deployment" {
+            self.skipped.push(format!(
+                "{w} not scaled: a StatefulSet's new ordinal may bring a volume or a quorum member"
+            ));
+            return Ok(());
+        }
+        if !budget.allows_at(budget.expected_pods.saturating_add(1)) {
+            self.skipped.push(format!(
+                "{w} not scaled: {budget_name} allows no eviction at any size"
+            ));
+            return Ok(());
+        }
+        let from = self.cluster.replicas(&w).await?;
+        let Some(to) = from.checked_add(1) else {
+            return Ok(());
+        };
+        // Recorded first: a crash after the change still finds it in the log and restores.
+        self.record(&w, from, to, false).await?;
+        match self.cluster.change_replicas(&w, from, to).await {
+            Ok(ScaleChange::Changed) => {
+                self.scaled.push(ScaledWorkload {
+                    node: self.entry.to_string(),
+                    kind: w.kind.clone(),
+                    namespace: w.namespace.clone(),
+                    name: w.name.clone(),
+                    original: from,
+                    scaled: to,
+                });
+                Ok(())
+            }
+            Ok(ScaleChange::Found(now)) => {
+                // Someone else scaled it between our read and write: not ours to change.
+                self.record(&w, now, now, true).await?;
+                self.skipped.push(format!(
+                    "{w} not scaled: changed to {now} replicas meanwhile"
+                ));
+                Ok(())
+            }
+            Err(e) => {
+                // Unknown whether it took: keep it as scaled, the restore checks.
+                self.scaled.push(ScaledWorkload {
+                    node: self.entry.to_string(),
+                    kind: w.kind,
+                    namespace: w.namespace,
+                    name: w.name,
+                    original: from,
+                    scaled: to,
+                });
+                Err(e)
+            }
+        }
+    }
+
+    /// Puts every scaled workload back to its original replicas, unless someone else has
+    /// changed it since (then it is left as found). Each restore is recorded after it.
+    async fn restore_all(&mut self) -> Result<Facts, PortError> {
+        let mut restored = Vec::new();
+        let mut left = Vec::new();
+        while let Some(s) = self.scaled.first().cloned() {
+            let w = Workload {
+                kind: s.kind.clone(),
+                namespace: s.namespace.clone(),
+                name: s.name.clone(),
+            };
+            let (from, to) = match self
+                .cluster
+                .change_replicas(&w, s.scaled, s.original)
+                .await?
+            {
+                ScaleChange::Changed => {
+                    restored.push(format!("{w} {}→{}", s.scaled, s.original));
+                    (s.scaled, s.original)
+                }
+                ScaleChange::Found(now) => {
+                    if now != s.original {
+                        left.push(format!("{w} at {now} (scaled by someone else)"));
+                    }
+                    (now, now)
+                }
+            };
+            self.record(&w, from, to, true).await?;
+            self.scaled.remove(0);
+        }
+        let mut facts = Facts::new();
+        if !restored.is_empty() {
+            facts.insert("scale_restored".into(), restored.join(","));
+        }
+        if !left.is_empty() {
+            facts.insert("scale_left".into(), left.join(","));
+        }
+        Ok(facts)
+    }
+}
+
+/// Restores what `entry`'s drains scaled up (for steps after a drain that did not finish,
+/// e.g. the uncordon of an aborted run).
+pub async fn restore_scaled(
+    cluster: &dyn ClusterApi,
+    notes: &dyn Notes,
+    entry: &str,
+    scaled: Vec<ScaledWorkload>,
+) -> Result<Facts, PortError> {
+    Scaler::new(cluster, notes, entry, scaled)
+        .restore_all()
+        .await
 }

@@ -408,6 +408,7 @@ impl<L: EventLog + Clone> Daemon<L> {
             |n| (n.node().host.clone(), n.node().steps.clone()),
         );
         let policy = state.policy.clone();
+        let scaled = state.scaled_by(&node);
         let baseline = state.baseline;
         let target = state.target;
         let name = node.clone();
@@ -427,6 +428,7 @@ impl<L: EventLog + Clone> Daemon<L> {
                 host: &host,
                 steps: &all_steps,
                 target,
+                scaled,
             };
             let outcome = match cmd {
                 Command::RunStep {

@@ -21,7 +21,7 @@ use upgraded_events::{Facts, NodeInfo, Role, Version};
 
 use crate::ports::{
     BoxFut, ClusterApi, CommandOutput, Eviction, NodeExecutor, NodeStatus, Observed, PortError,
-    RemoteCommand,
+    RemoteCommand, ScaleChange, Workload,
 };
 
 /// `inventory.json`: the world before any effect.
@@ -409,6 +409,32 @@ impl ClusterApi for FakeWorld {
     ) -> BoxFut<'a, Result<Option<PdbInv>, PortError>> {
         Box::pin(async move { Ok(None) })
     }
+
+    /// Stand-in pods have no budgets, so no drain here ever needs a scale-up.
+    fn workload_of<'a>(
+        &'a self,
+        _namespace: &'a str,
+        _owner: &'a Owner,
+    ) -> BoxFut<'a, Result<Option<Workload>, PortError>> {
+        Box::pin(async move { Ok(None) })
+    }
+
+    fn replicas<'a>(&'a self, workload: &'a Workload) -> BoxFut<'a, Result<u32, PortError>> {
+        Box::pin(async move { Err(no_workloads(workload)) })
+    }
+
+    fn change_replicas<'a>(
+        &'a self,
+        workload: &'a Workload,
+        _from: u32,
+        _to: u32,
+    ) -> BoxFut<'a, Result<ScaleChange, PortError>> {
+        Box::pin(async move { Err(no_workloads(workload)) })
+    }
+}
+
+fn no_workloads(w: &Workload) -> PortError {
+    PortError::fatal(format!("{w}: the fake world has no workloads"))
 }
 
 impl NodeExecutor for FakeWorld {

@@ -10,6 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::autoscaling::v1::{Scale, ScaleSpec};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::policy::v1::{Eviction as EvictionBody, PodDisruptionBudget};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{DeleteOptions, ObjectMeta, Preconditions};
@@ -20,9 +21,11 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use upgraded_events::Version;
-use upgraded_events::planner::inventory::{Inventory, PdbInv, PodInv};
+use upgraded_events::planner::inventory::{Inventory, Owner, PdbInv, PodInv};
 
-use crate::ports::{BoxFut, ClusterApi, Eviction, NodeStatus, Observed, PortError};
+use crate::ports::{
+    BoxFut, ClusterApi, Eviction, NodeStatus, Observed, PortError, ScaleChange, Workload,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum KubeSetupError {
@@ -159,6 +162,43 @@ impl KubeCluster {
         .await
         .map_err(api_error)?;
         Ok(())
+    }
+}
+
+/// Reads or replaces the `scale` of a Deployment or StatefulSet.
+async fn scale_of(
+    client: &Client,
+    w: &Workload,
+    replace: Option<&Scale>,
+) -> Result<Scale, kube::Error> {
+    macro_rules! on {
+        ($k:ty) => {{
+            let api: Api<$k> = Api::namespaced(client.clone(), &w.namespace);
+            match replace {
+                None => api.get_scale(&w.name).await,
+                Some(s) => api.replace_scale(&w.name, &PostParams::default(), s).await,
+            }
+        }};
+    }
+    match w.kind.as_str() {
+        "Deployment" => on!(Deployment),
+        _ => on!(StatefulSet),
+    }
+}
+
+fn replicas_in(s: &Scale) -> u32 {
+    s.spec
+        .as_ref()
+        .and_then(|s| s.replicas)
+        .map_or(0, |r| u32::try_from(r).unwrap_or(0))
+}
+
+fn scalable(w: &Workload) -> Result<(), PortError> {
+    match w.kind.as_str() {
+        "Deployment" | "StatefulSet" => Ok(()),
+        other => Err(PortError::fatal(format!(
+            "{w}: a {other} has no scale the daemon may change"
+        ))),
     }
 }
 
@@ -321,6 +361,82 @@ impl ClusterApi for KubeCluster {
             };
             let v = serde_json::to_value(&b).map_err(|e| PortError::fatal(e.to_string()))?;
             Ok(Some(PdbInv::from_value(&v)))
+        })
+    }
+
+    fn workload_of<'a>(
+        &'a self,
+        namespace: &'a str,
+        owner: &'a Owner,
+    ) -> BoxFut<'a, Result<Option<Workload>, PortError>> {
+        Box::pin(async move {
+            let named = |kind: &str, name: &str| Workload {
+                kind: kind.to_string(),
+                namespace: namespace.to_string(),
+                name: name.to_string(),
+            };
+            match owner.kind.as_str() {
+                "StatefulSet" | "Deployment" => Ok(Some(named(&owner.kind, &owner.name))),
+                "ReplicaSet" => {
+                    let api: Api<ReplicaSet> = Api::namespaced(self.client.clone(), namespace);
+                    let Some(rs) = api.get_opt(&owner.name).await.map_err(api_error)? else {
+                        return Ok(None);
+                    };
+                    Ok(rs
+                        .metadata
+                        .owner_references
+                        .unwrap_or_default()
+                        .iter()
+                        .find(|o| o.controller == Some(true) && o.kind == "Deployment")
+                        .map(|o| named("Deployment", &o.name)))
+                }
+                _ => Ok(None),
+            }
+        })
+    }
+
+    fn replicas<'a>(&'a self, workload: &'a Workload) -> BoxFut<'a, Result<u32, PortError>> {
+        Box::pin(async move {
+            scalable(workload)?;
+            let s = scale_of(&self.client, workload, None)
+                .await
+                .map_err(api_error)?;
+            Ok(replicas_in(&s))
+        })
+    }
+
+    fn change_replicas<'a>(
+        &'a self,
+        workload: &'a Workload,
+        from: u32,
+        to: u32,
+    ) -> BoxFut<'a, Result<ScaleChange, PortError>> {
+        Box::pin(async move {
+            scalable(workload)?;
+            let want = i32::try_from(to)
+                .map_err(|_| PortError::fatal(format!("{workload}: {to} replicas")))?;
+            // A conflict means the object changed between read and write: read again.
+            for _ in 0..5 {
+                let mut s = scale_of(&self.client, workload, None)
+                    .await
+                    .map_err(api_error)?;
+                let have = replicas_in(&s);
+                if have != from {
+                    return Ok(ScaleChange::Found(have));
+                }
+                s.spec = Some(ScaleSpec {
+                    replicas: Some(want),
+                });
+                s.status = None;
+                match scale_of(&self.client, workload, Some(&s)).await {
+                    Ok(_) => return Ok(ScaleChange::Changed),
+                    Err(kube::Error::Api(e)) if e.code == 409 => continue,
+                    Err(e) => return Err(api_error(e)),
+                }
+            }
+            Err(PortError::retryable(format!(
+                "{workload}: the scale kept changing under us (5 conflicts)"
+            )))
         })
     }
 }

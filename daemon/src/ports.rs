@@ -9,7 +9,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
-use upgraded_events::planner::inventory::{ControlPlane, Inventory, PdbInv, PodInv};
+use upgraded_events::planner::inventory::{ControlPlane, Inventory, Owner, PdbInv, PodInv};
 use upgraded_events::{Event, Facts, Timestamp, Version};
 
 pub type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -161,6 +161,30 @@ pub enum Eviction {
     },
 }
 
+/// A Deployment or StatefulSet (what has a `scale` subresource and owns pods).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Workload {
+    /// `Deployment` or `StatefulSet`.
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl std::fmt::Display for Workload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}/{}", self.kind, self.namespace, self.name)
+    }
+}
+
+/// The answer to a compare-and-set of a workload's replicas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScaleChange {
+    /// The replicas were `from` and are now `to`.
+    Changed,
+    /// The replicas were not `from` (someone else scaled it): nothing was changed.
+    Found(u32),
+}
+
 pub trait ClusterApi: Send + Sync + 'static {
     /// Every node, pod, budget and controller, and the apiserver's version.
     fn observe(&self) -> BoxFut<'_, Result<Observed, PortError>>;
@@ -185,6 +209,23 @@ pub trait ClusterApi: Send + Sync + 'static {
         namespace: &'a str,
         name: &'a str,
     ) -> BoxFut<'a, Result<Option<PdbInv>, PortError>>;
+    /// The Deployment (through the pod's ReplicaSet) or StatefulSet that owns a pod with
+    /// controller `owner`; `None` for anything else (DaemonSet, Job, a bare ReplicaSet).
+    fn workload_of<'a>(
+        &'a self,
+        namespace: &'a str,
+        owner: &'a Owner,
+    ) -> BoxFut<'a, Result<Option<Workload>, PortError>>;
+    /// `spec.replicas` through the `scale` subresource.
+    fn replicas<'a>(&'a self, workload: &'a Workload) -> BoxFut<'a, Result<u32, PortError>>;
+    /// Sets the replicas to `to` only if they are `from` (resourceVersion-checked, so a
+    /// concurrent change by someone else is never overwritten).
+    fn change_replicas<'a>(
+        &'a self,
+        workload: &'a Workload,
+        from: u32,
+        to: u32,
+    ) -> BoxFut<'a, Result<ScaleChange, PortError>>;
 }
 
 /// Where a step reports what it observes while it runs (recorded as events in the log).

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use upgraded_events::state::Baseline;
+use upgraded_events::state::{Baseline, ScaledWorkload};
 use upgraded_events::{Facts, Policy, Step, Version};
 
 use crate::drain::{self, DrainRules};
@@ -39,6 +39,8 @@ pub struct StepEnv<'a> {
     /// The entry's whole step list (the versions it should end at).
     pub steps: &'a [Step],
     pub target: Option<Version>,
+    /// Workloads this entry's drains scaled up and nobody restored yet (from the log).
+    pub scaled: Vec<ScaledWorkload>,
 }
 
 impl std::fmt::Debug for StepEnv<'_> {
@@ -193,6 +195,7 @@ pub async fn execute(
                     env.entry,
                     node,
                     rules,
+                    env.scaled.clone(),
                 )
                 .await?,
             );
@@ -229,6 +232,18 @@ pub async fn execute(
         }
         Step::Verify => env.verify(&mut facts).await?,
         Step::Uncordon => {
+            // A drain that never finished (abort after a crash) leaves its scale-ups here.
+            if !env.scaled.is_empty() {
+                facts.extend(
+                    drain::restore_scaled(
+                        ports.cluster.as_ref(),
+                        env.notes,
+                        env.entry,
+                        env.scaled.clone(),
+                    )
+                    .await?,
+                );
+            }
             if leave_cordoned {
                 facts.insert("left_cordoned".into(), "cordoned before the run".into());
             } else {

@@ -370,6 +370,39 @@ mod tests {
     }
 
     #[test]
+    fn scale_ups_stay_outstanding_until_restored_and_keep_the_first_original() {
+        let mut s = state(&Policy::default());
+        let scaled = |from, to, restore| Event::WorkloadScaled {
+            node: "w-1".into(),
+            kind: "Deployment".into(),
+            namespace: "prod".into(),
+            name: "redis".into(),
+            from,
+            to,
+            restore,
+        };
+        let push = |s: &mut RunState, e| {
+            let r = Record {
+                run: RunId::nil(),
+                seq: s.next_seq,
+                at: at(0, 12, 1),
+                event: e,
+            };
+            s.apply(&r);
+        };
+        push(&mut s, scaled(3, 4, false));
+        // A re-run drain that found it at 4 and scaled once more: 3 is still what goes back.
+        push(&mut s, scaled(4, 5, false));
+        let out = s.scaled_by("w-1");
+        assert_eq!((out.len(), out[0].original, out[0].scaled), (1, 3, 5));
+        assert_eq!(s.summary().scaled.len(), 1);
+        assert!(s.scaled_by("w-2").is_empty());
+        push(&mut s, scaled(5, 3, true));
+        assert!(s.scaled_by("w-1").is_empty());
+        assert!(s.anomalies.is_empty(), "{:?}", s.anomalies);
+    }
+
+    #[test]
     fn nodes_start_only_when_their_estimate_fits_in_a_window() {
         let policy = Policy {
             windows: vec![Window {

@@ -253,6 +253,21 @@ pub enum Event {
         reason: String,
         uncordon: bool,
     },
+    /// The daemon changed a workload's replicas to unblock a drain (policy
+    /// `drain.scaleUpToUnblock`). A scale-up (`restore: false`, `to = from + 1`) is recorded
+    /// *before* the change, so a crash in between still restores it; a restore (`restore:
+    /// true`) is recorded *after* the change (`from` = replicas found, `to` = replicas left;
+    /// equal when someone else had changed the workload meanwhile and it was left alone).
+    WorkloadScaled {
+        node: String,
+        /// `Deployment` or `StatefulSet`.
+        kind: String,
+        namespace: String,
+        name: String,
+        from: u32,
+        to: u32,
+        restore: bool,
+    },
 }
 
 /// The variant names, for golden samples, subjects and schema docs.
@@ -274,10 +289,11 @@ pub enum EventKind {
     ClusterObserved,
     EvictionBlocked,
     NodeParked,
+    WorkloadScaled,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 16] = [
+    pub const ALL: [EventKind; 17] = [
         EventKind::RunPlanned,
         EventKind::RunStarted,
         EventKind::RunPaused,
@@ -294,6 +310,7 @@ impl EventKind {
         EventKind::ClusterObserved,
         EventKind::EvictionBlocked,
         EventKind::NodeParked,
+        EventKind::WorkloadScaled,
     ];
 
     pub fn name(self) -> &'static str {
@@ -314,6 +331,7 @@ impl EventKind {
             EventKind::ClusterObserved => "ClusterObserved",
             EventKind::EvictionBlocked => "EvictionBlocked",
             EventKind::NodeParked => "NodeParked",
+            EventKind::WorkloadScaled => "WorkloadScaled",
         }
     }
 }
@@ -338,6 +356,7 @@ impl Event {
             Event::ClusterObserved { .. } => EventKind::ClusterObserved,
             Event::EvictionBlocked { .. } => EventKind::EvictionBlocked,
             Event::NodeParked { .. } => EventKind::NodeParked,
+            Event::WorkloadScaled { .. } => EventKind::WorkloadScaled,
         }
     }
 
@@ -349,7 +368,8 @@ impl Event {
             | Event::StepFailed { node, .. }
             | Event::StepProbed { node, .. }
             | Event::EvictionBlocked { node, .. }
-            | Event::NodeParked { node, .. } => Some(node),
+            | Event::NodeParked { node, .. }
+            | Event::WorkloadScaled { node, .. } => Some(node),
             _ => None,
         }
     }

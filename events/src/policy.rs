@@ -53,6 +53,10 @@ pub struct Policy {
     pub evict_unmanaged_pods: bool,
     /// Evict pods with emptyDir volumes, losing that data (`--delete-emptydir-data`).
     pub delete_empty_dir_data: bool,
+    /// When a budget that can never allow an eviction at the workload's size blocks a drain,
+    /// scale the pod's Deployment or StatefulSet up by one, drain, and scale it back
+    /// (`WorkloadScaled` events, restored even after a crash).
+    pub scale_up_to_unblock: bool,
     /// Halt when the share of pods in CrashLoopBackOff rises more than this many percentage
     /// points over the pre-upgrade baseline.
     pub crash_loop_increase_percent: u32,
@@ -81,6 +85,7 @@ impl Default for Policy {
             uncordon_parked: true,
             evict_unmanaged_pods: false,
             delete_empty_dir_data: false,
+            scale_up_to_unblock: false,
             crash_loop_increase_percent: 5,
             node_ready_timeout_secs: 600,
             etcd_snapshot_max_age_secs: 3600,

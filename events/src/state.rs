@@ -1,6 +1,6 @@
 //! The fold: a run's state is the result of applying its records in order. Infallible and pure.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
@@ -37,6 +37,29 @@ pub struct RunState {
     pub apiserver_before: Option<Version>,
     /// Health measured before the run, which the gates compare against.
     pub baseline: Option<Baseline>,
+    /// Workloads scaled up to unblock a drain and not restored yet, by `kind/ns/name`.
+    pub scaled: BTreeMap<String, ScaledWorkload>,
+}
+
+/// A workload the run scaled up (`WorkloadScaled`, not yet restored).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScaledWorkload {
+    /// The plan entry whose drain scaled it (its drain or uncordon restores it).
+    pub node: String,
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    /// Replicas before the run touched it: what the restore puts back.
+    pub original: u32,
+    /// Replicas the run set.
+    pub scaled: u32,
+}
+
+impl ScaledWorkload {
+    pub fn key(&self) -> String {
+        format!("{}/{}/{}", self.kind, self.namespace, self.name)
+    }
 }
 
 /// The cluster's health before the run.
@@ -147,6 +170,36 @@ impl RunState {
                 self.apiserver_before = Some(*apiserver);
                 self.baseline = Some(Baseline::of(&inventory.0.pods));
             }
+            Event::WorkloadScaled {
+                node,
+                kind,
+                namespace,
+                name,
+                from,
+                to,
+                restore,
+            } => {
+                if !self.index.contains_key(node) {
+                    ctx.anomalies
+                        .push(format!("event for node {node:?}, which is not in the plan"));
+                }
+                let w = ScaledWorkload {
+                    node: node.clone(),
+                    kind: kind.clone(),
+                    namespace: namespace.clone(),
+                    name: name.clone(),
+                    original: *from,
+                    scaled: *to,
+                };
+                if *restore {
+                    self.scaled.remove(&w.key());
+                } else {
+                    // Scaled again before a restore: the first original is what goes back.
+                    let original = self.scaled.get(&w.key()).map_or(*from, |s| s.original);
+                    self.scaled
+                        .insert(w.key(), ScaledWorkload { original, ..w });
+                }
+            }
             Event::StepStarted { node, .. }
             | Event::StepSucceeded { node, .. }
             | Event::StepFailed { node, .. }
@@ -227,7 +280,17 @@ impl RunState {
             anomalies: self.anomalies.clone(),
             baseline: self.baseline,
             waiting: None,
+            scaled: self.scaled.values().cloned().collect(),
         }
+    }
+
+    /// The workloads `node`'s drain scaled up and nobody restored yet.
+    pub fn scaled_by(&self, node: &str) -> Vec<ScaledWorkload> {
+        self.scaled
+            .values()
+            .filter(|w| w.node == node)
+            .cloned()
+            .collect()
     }
 }
 
@@ -250,6 +313,9 @@ pub struct RunSummary {
     pub anomalies: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub baseline: Option<Baseline>,
+    /// Workloads scaled up to unblock a drain and not restored yet.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scaled: Vec<ScaledWorkload>,
 }
 
 #[derive(Debug, Clone, Serialize)]

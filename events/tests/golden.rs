@@ -116,6 +116,15 @@ fn sample(kind: EventKind) -> Event {
             reason: "drain blocked for 300s by PDB prod/redis".into(),
             uncordon: true,
         },
+        EventKind::WorkloadScaled => Event::WorkloadScaled {
+            node,
+            kind: "Deployment".into(),
+            namespace: "prod".into(),
+            name: "redis".into(),
+            from: 3,
+            to: 4,
+            restore: false,
+        },
     }
 }
 

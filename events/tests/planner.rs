@@ -268,6 +268,58 @@ fn refusals_are_clear() {
     );
 }
 
+/// A budget at `minAvailable` = replicas, all healthy: without the policy it blocks the plan
+/// and its nodes are never canaries; with `drain.scaleUpToUnblock` it is a warning and the
+/// capacity model lets one of its pods go at a time.
+#[test]
+fn a_budget_allowing_nothing_is_planned_around_by_scaling_up_when_the_policy_says_so() {
+    let (mut inv, mut policy) = seed();
+    let redis = inv
+        .pdbs
+        .iter_mut()
+        .find(|b| b.name == "redis")
+        .expect("redis budget");
+    redis.min_available = Some(upgraded_events::planner::inventory::IntOrPercent::Int(3));
+    redis.expected_pods = 3;
+    redis.current_healthy = 3;
+    redis.desired_healthy = 3;
+    redis.disruptions_allowed = 0;
+    let finding = |r: &PlanReport, code: &str| {
+        r.findings
+            .iter()
+            .find(|f| f.code == code && f.subjects == ["pdb/prod/redis"])
+            .map(|f| (f.severity, f.fix.clone()))
+    };
+    let before = plan_to_1_35(&inv, &policy);
+    let (sev, fix) = finding(&before, "pdb-never-allows").expect("blocker without the policy");
+    assert_eq!(sev, Severity::Blocker);
+    assert!(
+        fix.contains("kubectl scale statefulset redis -n prod --replicas=4"),
+        "{fix}"
+    );
+
+    let yaml =
+        "apiVersion: upgraded.dev/v1alpha1\nkind: UpgradePolicy\ndrain: {scaleUpToUnblock: true}\n";
+    let parsed = PlanPolicy::from_yaml(yaml).expect("policy");
+    assert!(parsed.scale_up_to_unblock && parsed.run_policy().scale_up_to_unblock);
+    policy.scale_up_to_unblock = true;
+    // A StatefulSet is never scaled (a new ordinal may bring a volume or a quorum member).
+    let sts = plan_to_1_35(&inv, &policy);
+    assert_eq!(
+        finding(&sts, "pdb-never-allows").map(|f| f.0),
+        Some(Severity::Blocker)
+    );
+    for p in inv.pods.iter_mut().filter(|p| p.namespace == "prod") {
+        if let Some(o) = p.owner.as_mut().filter(|o| o.name == "redis") {
+            o.kind = "Deployment".into();
+        }
+    }
+    let after = plan_to_1_35(&inv, &policy);
+    assert!(finding(&after, "pdb-never-allows").is_none());
+    let (sev, _) = finding(&after, "pdb-scaled-to-unblock").expect("warning");
+    assert_eq!(sev, Severity::Warning);
+}
+
 #[test]
 fn hostile_names_are_quoted_in_the_runbook() {
     let mut inv = Inventory::default();

@@ -180,6 +180,34 @@ fn select_app(app: &str) -> LabelSelector {
     }
 }
 
+/// A Deployment of `replicas` pods (500m, 512Mi) whose budget's `minAvailable` equals its
+/// replicas: no eviction is ever allowed while it is healthy, only a scale-up makes room.
+/// Its pods are scheduled and Ready when this returns.
+pub fn strict_budget(
+    w: &mut World,
+    namespace: &str,
+    name: &str,
+    replicas: u32,
+) -> Result<(), ScenarioError> {
+    w.add_workload(
+        Kind::Deployment,
+        namespace,
+        name,
+        replicas,
+        template(name, 500, GI / 2),
+    )?;
+    w.add_pdb(
+        namespace,
+        name,
+        select_app(name),
+        Some(IntOrPercent::Int(replicas)),
+        None,
+    )?;
+    w.tick();
+    w.settle(DAY);
+    Ok(())
+}
+
 /// The seed's cluster: 3 control-plane nodes (dell-r740) and 12 workers — 5 dell-r640 (one
 /// still on cgroup v1), 4 dell-r740, 3 hp-dl380 — with about 80% of worker CPU requested, a
 /// redis Deployment under a PDB (minAvailable 2), web and api behind maxUnavailable PDBs,

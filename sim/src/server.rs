@@ -1057,6 +1057,20 @@ fn workloads(
                     } else if let Err(r) = apply_patch(&mut doc, content_type, body) {
                         return r;
                     }
+                    // Optimistic concurrency, as the apiserver: a stale resourceVersion
+                    // in the body is a conflict.
+                    if let Some(rv) = doc["metadata"]["resourceVersion"].as_str()
+                        && rv != d.resource_version.to_string()
+                    {
+                        return status(
+                            StatusCode::CONFLICT,
+                            "Conflict",
+                            format!(
+                                "Operation cannot be fulfilled on {resource} \"{name}\": the object has been modified; please apply your changes to the latest version and try again"
+                            ),
+                            None,
+                        );
+                    }
                     let Some(replicas) = doc["spec"]["replicas"].as_u64() else {
                         return bad_request("spec.replicas must be a non-negative integer".into());
                     };

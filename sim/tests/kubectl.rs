@@ -314,6 +314,27 @@ fn scale_goes_through_the_scale_subresource() {
         let v: serde_json::Value = serde_json::from_str(&pdb).expect("JSON");
         assert_eq!(v["status"]["expectedPods"], 4);
         assert_eq!(v["status"]["desiredHealthy"], 2);
+        // A PUT with a stale resourceVersion is a conflict (optimistic concurrency).
+        let uri = "/apis/apps/v1/namespaces/prod/deployments/redis/scale";
+        let scale: serde_json::Value =
+            serde_json::from_str(&env.ok(&["get", "--raw", uri])).expect("Scale JSON");
+        let mut stale = scale.clone();
+        stale["metadata"]["resourceVersion"] = "1".into();
+        stale["spec"]["replicas"] = 5.into();
+        let file = env.dir.path().join("scale.json");
+        std::fs::write(&file, stale.to_string()).expect("write");
+        let path = file.to_str().expect("utf-8 path");
+        let out = env.run(&["replace", "--raw", uri, "-f", path]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{stderr}");
+        assert!(stderr.contains("the object has been modified"), "{stderr}");
+        let mut fresh = scale;
+        fresh["spec"]["replicas"] = 3.into();
+        std::fs::write(&file, fresh.to_string()).expect("write");
+        env.ok(&["replace", "--raw", uri, "-f", path]);
+        let w = env.server.sim.world();
+        let redis = w.workloads.values().find(|d| d.name == "redis");
+        assert_eq!(redis.map(|d| d.replicas), Some(3));
     });
 }
 

@@ -371,3 +371,114 @@ retries: {maxAttempts: 2, backoff: 1s, maxBackoff: 2s}
     }
     r.daemon.kill_now();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_budget_allowing_nothing_is_unblocked_by_a_scale_up_that_a_crash_does_not_leave_behind() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut world = scenario::build("lab", Clock::real(600.0), 7).expect("lab");
+    // Two replicas under minAvailable 2: no eviction allowed while healthy.
+    scenario::strict_budget(&mut world, "prod", "solo", 2).expect("solo");
+    // Evicted pods take 20 virtual minutes (2 s here) to go: the scale-up stays in place
+    // long enough for the daemon to be killed in the middle of it.
+    for w in ["w-1", "w-2", "w-3"] {
+        world
+            .faults
+            .slow_termination_ms
+            .insert(w.into(), 20 * 60 * 1000);
+    }
+    let sim = SimServer::start(world, ([127, 0, 0, 1], 0).into()).expect("sim");
+    let policy = "apiVersion: upgraded.dev/v1alpha1
+kind: UpgradePolicy
+generations: {maxUnavailable: 1, canaries: 0}
+waitBetweenBatches: 1m
+drainTimeout: 2h
+retries: {backoff: 1s, maxBackoff: 5s}
+drain: {onBlocked: pause, scaleUpToUnblock: true}
+";
+    let mut r = daemon_with(tmp.path(), &sim, policy).await;
+    let v = start(&r.client)
+        .await
+        .expect("start: a warning, not a blocker");
+    let run = v["run"].as_str().expect("run id").to_string();
+
+    // Kill -9 as soon as the first scale-up is recorded.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let first = loop {
+        let evs = events(&r.client, &run).await;
+        if let Some(up) = evs
+            .iter()
+            .filter_map(|e| e["event"].get("WorkloadScaled"))
+            .find(|s| s["restore"] == false)
+        {
+            break up.clone();
+        }
+        assert!(Instant::now() < deadline, "no scale-up: {evs:#?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    r.daemon.kill_now();
+    assert_eq!(
+        (first["from"].clone(), first["to"].clone()),
+        (json!(2), json!(3))
+    );
+    assert_eq!(first["name"], "solo");
+
+    let mut r = daemon_with(tmp.path(), &sim, policy).await;
+    wait_phase(&r.client, "completed", 180).await;
+    let evs = events(&r.client, &run).await;
+    // Every scale-up is followed by its restore, by the same node, before that node's
+    // uncordon; the first one's restore came from the restarted daemon.
+    let mut open: Option<(String, u64)> = None;
+    let mut ups = 0;
+    let mut recovered_between = false;
+    for e in &evs {
+        let seq = e["seq"].as_u64().expect("seq");
+        if e["event"].get("RunRecovered").is_some() && open.is_some() && ups == 1 {
+            recovered_between = true;
+        }
+        if let Some(s) = e["event"].get("WorkloadScaled") {
+            let node = s["node"].as_str().expect("node").to_string();
+            if s["restore"] == false {
+                assert!(open.is_none(), "scaled twice without a restore: {s}");
+                open = Some((node, seq));
+                ups += 1;
+            } else {
+                let (n, _) = open.take().expect("a restore without a scale-up");
+                assert_eq!(n, node);
+                assert_eq!(s["to"], 2, "restored to the original replicas: {s}");
+            }
+        }
+        if let Some(s) = e["event"].get("StepSucceeded")
+            && s["step"] == "Uncordon"
+            && let Some((n, at)) = &open
+        {
+            assert_ne!(
+                s["node"].as_str(),
+                Some(n.as_str()),
+                "{n} uncordoned with its scale-up (seq {at}) not restored"
+            );
+        }
+    }
+    assert!(open.is_none(), "a scale-up was never restored");
+    assert!(recovered_between, "the kill did not land inside a scale-up");
+    assert!(ups >= 2, "each worker holding a solo pod scales it: {ups}");
+    let status = common::active(&r.client).await;
+    assert!(status.get("scaled").is_none(), "{status:#}");
+
+    let w = sim.sim.world();
+    let solo = w
+        .workloads
+        .values()
+        .find(|d| d.name == "solo")
+        .expect("solo");
+    assert_eq!(solo.replicas, 2, "the original replicas are back");
+    for p in w.pdbs.values() {
+        let s = w.pdb_status(p);
+        assert!(s.current_healthy >= s.desired_healthy, "{}: {s:?}", p.name);
+    }
+    for n in w.nodes.values() {
+        assert_eq!(n.kubelet.to_string(), "v1.35.3", "{}", n.name);
+        assert!(!n.unschedulable, "{} left cordoned", n.name);
+    }
+    drop(w);
+    r.daemon.kill_now();
+}

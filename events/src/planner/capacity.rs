@@ -264,6 +264,13 @@ impl Capacity {
         need
     }
 
+    /// Plans as if budget `pdb` allowed `n` evictions at once (the drain makes room).
+    pub fn assume_allowed(&mut self, pdb: usize, n: u32) {
+        if let Some(a) = self.pdb_allowed.get_mut(pdb) {
+            *a = (*a).max(n);
+        }
+    }
+
     pub fn pdb_allowed(&self, pdb: usize) -> u32 {
         self.pdb_allowed[pdb]
     }

@@ -273,11 +273,16 @@ impl PdbInv {
 
     /// The budget can never allow an eviction at the workload's full size (not only now).
     pub fn never_allows(&self) -> bool {
-        let expected = self.expected_pods;
+        !self.allows_at(self.expected_pods)
+    }
+
+    /// Whether the budget allows an eviction when `pods` pods are expected and all healthy
+    /// (what scaling the workload to `pods` would give).
+    pub fn allows_at(&self, pods: u32) -> bool {
         match (&self.max_unavailable, &self.min_available) {
-            (Some(mu), _) => mu.of(expected) == 0,
-            (None, Some(ma)) => ma.of(expected) >= expected,
-            (None, None) => false,
+            (Some(mu), _) => mu.of(pods) > 0,
+            (None, Some(ma)) => ma.of(pods) < pods,
+            (None, None) => true,
         }
     }
 }

@@ -383,6 +383,12 @@ pub fn plan(input: PlanInput<'_>) -> Result<PlanReport, PlanError> {
         gen_of: BTreeMap::new(),
         gen_order: Vec::new(),
     };
+    // Budgets the drain unblocks by scaling up allow one eviction at a time.
+    for (i, pdb) in inv.pdbs.iter().enumerate() {
+        if ctx.scale_unblocks(pdb).is_some() {
+            ctx.cap.assume_allowed(i, 1);
+        }
+    }
     ctx.generations();
     ctx.static_findings(target);
 
@@ -1012,7 +1018,18 @@ impl Ctx<'_> {
                 }
                 _ => "scale the workload up by one replica".into(),
             };
-            if pdb.never_allows() {
+            if self.scale_unblocks(pdb).is_some() {
+                self.findings.insert(finding(
+                    Severity::Warning,
+                    "pdb-scaled-to-unblock",
+                    subj,
+                    format!(
+                        "PodDisruptionBudget {}/{} allows no eviction with its {} healthy pod(s): each drain of a node running its pods will scale its Deployment up by one and back (drain.scaleUpToUnblock)",
+                        pdb.namespace, pdb.name, pdb.current_healthy
+                    ),
+                    format!("make sure one more replica fits and is harmless; or give the workload a spare replica for good ({scale})"),
+                ));
+            } else if pdb.never_allows() {
                 self.findings.insert(finding(
                     Severity::Blocker,
                     "pdb-never-allows",
@@ -1043,6 +1060,25 @@ impl Ctx<'_> {
                 ));
             }
         }
+    }
+
+    /// With `drain.scaleUpToUnblock`: the Deployment a drain will scale up by one because
+    /// `pdb` allows no eviction although all its pods are healthy (and one more pod helps).
+    fn scale_unblocks(&self, pdb: &inventory::PdbInv) -> Option<inventory::Owner> {
+        if !self.policy.scale_up_to_unblock
+            || pdb.disruptions_allowed > 0
+            || pdb.expected_pods == 0
+            || pdb.current_healthy < pdb.expected_pods
+            || !pdb.allows_at(pdb.expected_pods.saturating_add(1))
+        {
+            return None;
+        }
+        self.inv
+            .pods
+            .iter()
+            .find(|p| p.namespace == pdb.namespace && pdb.selector.matches(&p.labels))
+            .and_then(|p| p.owner.clone())
+            .filter(|o| o.kind == "Deployment")
     }
 
     fn estimate(&self, steps: &[Step], evicted: usize) -> u64 {

@@ -113,6 +113,9 @@ pub struct DrainFile {
     pub evict_unmanaged_pods: Option<bool>,
     /// Evict pods with emptyDir volumes, losing their data (default false: refused).
     pub delete_empty_dir_data: Option<bool>,
+    /// When a budget allows no eviction although all its pods are healthy, scale the pod's
+    /// Deployment or StatefulSet up by one, drain, and restore the replicas (default false).
+    pub scale_up_to_unblock: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -299,6 +302,7 @@ pub struct PlanPolicy {
     pub uncordon_parked: bool,
     pub evict_unmanaged_pods: bool,
     pub delete_empty_dir_data: bool,
+    pub scale_up_to_unblock: bool,
     pub node: NodeCommands,
 }
 
@@ -381,6 +385,7 @@ impl Default for PlanPolicy {
             uncordon_parked: true,
             evict_unmanaged_pods: false,
             delete_empty_dir_data: false,
+            scale_up_to_unblock: false,
             node: NodeCommands::defaults(PackageManager::Apt),
         }
     }
@@ -407,6 +412,7 @@ impl PlanPolicy {
             uncordon_parked: self.uncordon_parked,
             evict_unmanaged_pods: self.evict_unmanaged_pods,
             delete_empty_dir_data: self.delete_empty_dir_data,
+            scale_up_to_unblock: self.scale_up_to_unblock,
             crash_loop_increase_percent: self.crash_loop_increase_percent,
             node_ready_timeout_secs: self.node_ready_timeout_secs,
             etcd_snapshot_max_age_secs: self.node.etcd_max_snapshot_age_secs,
@@ -654,6 +660,7 @@ impl PolicyFile {
             p.uncordon_parked = d.uncordon_parked.unwrap_or(p.uncordon_parked);
             p.evict_unmanaged_pods = d.evict_unmanaged_pods.unwrap_or(false);
             p.delete_empty_dir_data = d.delete_empty_dir_data.unwrap_or(false);
+            p.scale_up_to_unblock = d.scale_up_to_unblock.unwrap_or(false);
         }
         if let Some(g) = &self.gates {
             if let Some(c) = g.crash_loop_increase_percent {
