@@ -381,6 +381,10 @@ impl ClusterApi for FakeWorld {
         Box::pin(async move { Ok(fake_pods(&self.status(node)?)) })
     }
 
+    fn apiserver_ready(&self) -> BoxFut<'_, Result<(), PortError>> {
+        Box::pin(async move { Ok(()) })
+    }
+
     fn all_pods(&self) -> BoxFut<'_, Result<Vec<PodInv>, PortError>> {
         Box::pin(async move { Ok(self.lock().values().flat_map(fake_pods).collect()) })
     }
@@ -460,6 +464,16 @@ impl NodeExecutor for FakeWorld {
                 }
                 RemoteCommand::RestartKubelet => {
                     self.effect(node, "restart-kubelet", None).await?;
+                }
+                // One member per control-plane node, all answering (the fake has no outages).
+                RemoteCommand::EtcdHealth => {
+                    let members = self
+                        .lock()
+                        .values()
+                        .filter(|n| n.control_plane.is_some())
+                        .count();
+                    facts.insert("members".into(), members.to_string());
+                    facts.insert("healthy".into(), members.to_string());
                 }
                 RemoteCommand::KubeadmUpgrade { version, apply } => {
                     let op = if *apply {

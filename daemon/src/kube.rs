@@ -98,6 +98,15 @@ impl KubeCluster {
         Ok(KubeCluster { client, no_retry })
     }
 
+    /// Over an existing client (e.g. one built on an in-process service for benchmarks).
+    /// Such a client has no retry layer, so evictions and the rest behave alike.
+    pub fn from_client(client: Client) -> Self {
+        KubeCluster {
+            client: client.clone(),
+            no_retry: client,
+        }
+    }
+
     async fn list_all<K>(&self, params: ListParams) -> Result<Vec<K>, PortError>
     where
         K: kube::Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
@@ -300,6 +309,22 @@ impl ClusterApi for KubeCluster {
 
     fn all_pods(&self) -> BoxFut<'_, Result<Vec<PodInv>, PortError>> {
         Box::pin(self.pods(ListParams::default()))
+    }
+
+    fn apiserver_ready(&self) -> BoxFut<'_, Result<(), PortError>> {
+        Box::pin(async move {
+            let req = hyper::Request::get("/readyz")
+                .body(Vec::new())
+                .map_err(|e| PortError::fatal(e.to_string()))?;
+            match self.client.request_text(req).await {
+                Ok(body) if body.trim() == "ok" => Ok(()),
+                Ok(body) => Err(PortError::retryable(format!(
+                    "API server /readyz: {}",
+                    body.trim()
+                ))),
+                Err(e) => Err(PortError::retryable(format!("API server /readyz: {e}"))),
+            }
+        })
     }
 
     fn evict<'a>(

@@ -195,6 +195,8 @@ pub trait ClusterApi: Send + Sync + 'static {
     fn pods_on<'a>(&'a self, node: &'a str) -> BoxFut<'a, Result<Vec<PodInv>, PortError>>;
     /// Every pod of the cluster (for the health gates).
     fn all_pods(&self) -> BoxFut<'_, Result<Vec<PodInv>, PortError>>;
+    /// The API server's `/readyz`: `Err` with its answer when it is not ready.
+    fn apiserver_ready(&self) -> BoxFut<'_, Result<(), PortError>>;
     /// POSTs a policy/v1 Eviction for that incarnation (`uid`) of the pod. A refusal by a
     /// budget is an answer, not an error: it is never retried by the client.
     fn evict<'a>(
@@ -255,6 +257,8 @@ pub enum RemoteCommand {
     InstalledKubelet,
     /// daemon-reload and restart kubelet.
     RestartKubelet,
+    /// `etcdctl endpoint health --cluster`: how many members answer (`members`, `healthy`).
+    EtcdHealth,
 }
 
 impl RemoteCommand {
@@ -268,6 +272,7 @@ impl RemoteCommand {
             RemoteCommand::EtcdSnapshot { .. } => "etcd snapshot",
             RemoteCommand::InstalledKubelet => "kubelet --version",
             RemoteCommand::RestartKubelet => "kubelet restart",
+            RemoteCommand::EtcdHealth => "etcd health",
         }
     }
 }

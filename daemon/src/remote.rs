@@ -50,7 +50,9 @@ impl Scripts {
     pub fn read_only(cmd: &RemoteCommand) -> bool {
         matches!(
             cmd,
-            RemoteCommand::Preflight { .. } | RemoteCommand::InstalledKubelet
+            RemoteCommand::Preflight { .. }
+                | RemoteCommand::InstalledKubelet
+                | RemoteCommand::EtcdHealth
         )
     }
 
@@ -103,6 +105,16 @@ impl Scripts {
             } => self.etcd_snapshot(&mut s, *reuse_younger_than_secs),
             RemoteCommand::InstalledKubelet => {
                 s.push_str("echo installed=\"$(kubelet --version | sed 's/^Kubernetes //')\"\n");
+            }
+            RemoteCommand::EtcdHealth => {
+                // etcdctl exits non-zero when a member is down: the counts say how many.
+                let _ = writeln!(
+                    s,
+                    "export ETCDCTL_API=3\nout=$({} endpoint health --cluster -w json 2>&1) || true\n\
+                     echo members=\"$(printf '%s' \"$out\" | grep -o '\"health\":[a-z]*' | wc -l)\"\n\
+                     echo healthy=\"$(printf '%s' \"$out\" | grep -o '\"health\":true' | wc -l)\"",
+                    self.etcdctl()
+                );
             }
             RemoteCommand::RestartKubelet => {
                 // Once per installed version: the marker makes a re-run a no-op.
@@ -327,6 +339,37 @@ mod tests {
         s.parse().expect("version")
     }
 
+    /// The etcd health script counts members and healthy ones from `etcdctl`'s JSON, also
+    /// when etcdctl exits non-zero because a member is down.
+    #[test]
+    fn etcd_health_counts_members_from_etcdctl_json() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fake = dir.path().join("etcdctl");
+        std::fs::write(
+            &fake,
+            "#!/bin/sh\necho '[{\"endpoint\":\"https://10.0.0.1:2379\",\"health\":true},{\"endpoint\":\"https://10.0.0.2:2379\",\"health\":false,\"error\":\"context deadline exceeded\"},{\"endpoint\":\"https://10.0.0.3:2379\",\"health\":true}]'\nexit 1\n",
+        )
+        .expect("write");
+        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("chmod");
+        let script = scripts("apt").render(&RemoteCommand::EtcdHealth);
+        assert!(!script.contains("flock"), "read-only: {script}");
+        let path = format!(
+            "{}:{}",
+            dir.path().display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let out = std::process::Command::new("sh")
+            .args(["-c", &script])
+            .env("PATH", path)
+            .output()
+            .expect("sh runs");
+        assert!(out.status.success(), "{out:?}");
+        let facts = parse_facts(&String::from_utf8_lossy(&out.stdout));
+        assert_eq!(facts.get("members").map(String::as_str), Some("3"));
+        assert_eq!(facts.get("healthy").map(String::as_str), Some("2"));
+    }
+
     #[test]
     fn apt_install_unholds_installs_and_holds_again() {
         let s = scripts("apt").render(&RemoteCommand::InstallPackages {
@@ -447,6 +490,7 @@ mod tests {
             },
             RemoteCommand::InstalledKubelet,
             RemoteCommand::RestartKubelet,
+            RemoteCommand::EtcdHealth,
         ];
         for pm in ["apt", "dnf"] {
             for c in &cmds {

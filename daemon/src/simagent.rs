@@ -172,6 +172,28 @@ impl SimAgents {
                 // The sim has no etcd; the lab's nodes run a real one.
                 facts.insert("snapshot".into(), "simulated".into());
             }
+            RemoteCommand::EtcdHealth => {
+                // The etcd static pods stand for the members.
+                let pods = self
+                    .call(
+                        Method::GET,
+                        "/api/v1/namespaces/kube-system/pods?labelSelector=component%3Detcd",
+                        None,
+                    )
+                    .await?;
+                let items = pods["items"].as_array().cloned().unwrap_or_default();
+                let healthy = items
+                    .iter()
+                    .filter(|p| {
+                        p["status"]["conditions"].as_array().is_some_and(|cs| {
+                            cs.iter()
+                                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                        })
+                    })
+                    .count();
+                facts.insert("members".into(), items.len().to_string());
+                facts.insert("healthy".into(), healthy.to_string());
+            }
             RemoteCommand::InstalledKubelet => {
                 let installed = self.installed_kubelet(node).await?;
                 facts.insert("installed".into(), installed.to_string());

@@ -118,7 +118,11 @@ impl StepEnv<'_> {
             .plus_secs(self.policy.node_ready_timeout_secs);
         loop {
             let status = cluster.node_status(self.host).await?;
-            match self.unmet(&status) {
+            let mut unmet = self.unmet(&status);
+            if unmet.is_none() && status.control_plane.is_some() {
+                unmet = self.control_plane_unhealthy(facts).await?;
+            }
+            match unmet {
                 None => {
                     facts.insert("kubelet_version".into(), status.kubelet_version.to_string());
                     if let Some(cp) = &status.control_plane {
@@ -127,11 +131,15 @@ impl StepEnv<'_> {
                     break;
                 }
                 Some(why) if self.clock.now() >= deadline => {
-                    return Err(PortError::retryable(format!(
+                    let mut e = PortError::retryable(format!(
                         "{why} {}s after its restart",
                         self.policy.node_ready_timeout_secs
-                    ))
-                    .with_fact("gate", "node"));
+                    ));
+                    e.facts.extend(std::mem::take(facts));
+                    e.facts
+                        .entry("gate".into())
+                        .or_insert_with(|| "node".into());
+                    return Err(e);
                 }
                 Some(_) => {
                     let at = self.clock.now().plus_millis(GATE_POLL.as_millis() as u64);
@@ -140,6 +148,31 @@ impl StepEnv<'_> {
             }
         }
         self.health_gate(facts).await
+    }
+
+    /// After a control-plane node's upgrade: the API server ready (`/readyz`) and etcd with
+    /// a quorum of healthy members (asked on the node). `None` when both hold.
+    async fn control_plane_unhealthy(
+        &self,
+        facts: &mut Facts,
+    ) -> Result<Option<String>, PortError> {
+        if let Err(e) = self.ports.cluster.apiserver_ready().await {
+            facts.insert("gate".into(), "apiserver".into());
+            return Ok(Some(format!("the API server is not ready: {}", e.what)));
+        }
+        let etcd = self.remote(&RemoteCommand::EtcdHealth).await?;
+        let count = |k: &str| etcd.get(k).and_then(|v| v.trim().parse::<u32>().ok());
+        let (members, healthy) = (count("members").unwrap_or(0), count("healthy").unwrap_or(0));
+        facts.insert("etcd_members".into(), members.to_string());
+        facts.insert("etcd_healthy".into(), healthy.to_string());
+        if members == 0 || healthy * 2 <= members {
+            facts.insert("gate".into(), "etcd".into());
+            return Ok(Some(format!(
+                "etcd has no quorum: {healthy} of {members} member(s) healthy"
+            )));
+        }
+        facts.remove("gate");
+        Ok(None)
     }
 
     /// The cluster's CrashLoopBackOff share against the pre-upgrade baseline.

@@ -453,6 +453,19 @@ async fn lab_cluster_upgrades_over_ssh_with_snapshots_and_jetstream() {
         assert!(sn["facts"]["revision"].as_str().is_some(), "{sn}");
     }
     assert!(snapshots_restore(&s.data()) >= 1);
+    // The control plane's gate asked the real etcd for its members' health after each hop.
+    let cp_gates: Vec<&Value> = evs
+        .iter()
+        .filter_map(|e| e["event"].get("StepSucceeded"))
+        .filter(|e| {
+            e["step"] == "Verify" && e["node"].as_str().is_some_and(|n| n.starts_with("cp-1"))
+        })
+        .collect();
+    assert!(!cp_gates.is_empty());
+    for g in cp_gates {
+        assert_eq!(g["facts"]["etcd_members"], "1", "{g}");
+        assert_eq!(g["facts"]["etcd_healthy"], "1", "{g}");
+    }
     tear_down(s, daemon);
 }
 
