@@ -442,6 +442,20 @@ mod tests {
         SledLog::open(dir, repair)
     }
 
+    /// A raw sled handle, once the closed log's writer thread has released the lock.
+    fn raw_when_unlocked(dir: &Path) -> sled::Db {
+        for _ in 0..250 {
+            match sled::open(dir) {
+                Ok(db) => return db,
+                Err(e) if e.to_string().contains("could not acquire lock") => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => panic!("sled: {e}"),
+            }
+        }
+        sled::open(dir).expect("sled")
+    }
+
     fn ev(i: u32) -> (Timestamp, Event) {
         (Timestamp(i64::from(i)), Event::RunRecovered { pid: i })
     }
@@ -507,7 +521,7 @@ mod tests {
         }
         // Damage the last record of `run` behind the log's back.
         {
-            let db = sled::open(dir.path()).expect("sled");
+            let db = raw_when_unlocked(dir.path());
             let t = db.open_tree("events").expect("tree");
             let k = key(run, 4);
             let mut v = t.get(k).expect("get").expect("present").to_vec();
@@ -532,7 +546,7 @@ mod tests {
         log.close();
         // Now damage a record in the middle: no repair may drop what follows it.
         {
-            let db = sled::open(dir.path()).expect("sled");
+            let db = raw_when_unlocked(dir.path());
             let t = db.open_tree("events").expect("tree");
             t.insert(key(run, 1), b"garbage".to_vec()).expect("insert");
             db.flush().expect("flush");
