@@ -394,6 +394,7 @@ waitBetweenBatches: 1m
 drainTimeout: 2h
 retries: {backoff: 1s, maxBackoff: 5s}
 drain: {onBlocked: pause, scaleUpToUnblock: true}
+gates: {nodeReadyTimeout: 2h}
 ";
     let mut r = daemon_with(tmp.path(), &sim, policy).await;
     let v = start(&r.client)
