@@ -20,6 +20,13 @@ pub enum Clock {
     /// Time only moves when [`Clock::set`] is called: hours of simulated upgrade cost
     /// microseconds.
     Virtual { now: Millis },
+    /// Tokio's clock since `origin`, added to `base`: with the runtime's time paused it is
+    /// virtual and moves when every task waits on a timer (a daemon and a sim in one process,
+    /// in virtual time: the benchmarks).
+    Tokio {
+        origin: tokio::time::Instant,
+        base: Millis,
+    },
 }
 
 impl Clock {
@@ -44,6 +51,14 @@ impl Clock {
         Clock::Virtual { now }
     }
 
+    /// Tokio's clock from now on, reading `base` now (call inside a runtime).
+    pub fn tokio_at(base: Millis) -> Clock {
+        Clock::Tokio {
+            origin: tokio::time::Instant::now(),
+            base,
+        }
+    }
+
     pub fn now(&self) -> Millis {
         match self {
             Clock::Real {
@@ -52,6 +67,7 @@ impl Clock {
                 speed,
             } => base + (origin.elapsed().as_secs_f64() * 1000.0 * speed) as Millis,
             Clock::Virtual { now } => *now,
+            Clock::Tokio { origin, base } => base + origin.elapsed().as_millis() as Millis,
         }
     }
 

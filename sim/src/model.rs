@@ -293,6 +293,17 @@ pub struct Faults {
     pub slow_termination_ms: BTreeMap<String, Millis>,
 }
 
+/// A pod as its controller sees it while reconciling.
+#[derive(Debug)]
+struct OwnedPod {
+    key: (String, String),
+    node: Option<String>,
+    deleting: bool,
+    finished: bool,
+    ready: bool,
+    created: Millis,
+}
+
 /// Why an eviction was refused; the API layer turns each into the real status code and body.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EvictError {
@@ -749,11 +760,21 @@ impl World {
                 continue;
             };
             let owner = w.pod_owner();
-            let owned: Vec<SimPod> = owned_by
+            // What reconciling needs of each pod (cloning whole pods made every tick of a
+            // large cluster allocate megabytes).
+            let owned: Vec<OwnedPod> = owned_by
                 .get(&owner.uid)
                 .map(|ks| {
                     ks.iter()
-                        .filter_map(|k| self.pods.get(k).cloned())
+                        .filter_map(|k| self.pods.get(k))
+                        .map(|p| OwnedPod {
+                            key: p.key(),
+                            node: p.node.clone(),
+                            deleting: p.deleting_at.is_some(),
+                            finished: p.is_finished(),
+                            ready: p.is_ready(self.now, &self.nodes),
+                            created: p.created,
+                        })
                         .collect()
                 })
                 .unwrap_or_default();
@@ -765,10 +786,10 @@ impl World {
         }
     }
 
-    fn reconcile_replica_set(&mut self, w: &Workload, owner: &OwnerRef, owned: &[SimPod]) {
-        let active: Vec<&SimPod> = owned
+    fn reconcile_replica_set(&mut self, w: &Workload, owner: &OwnerRef, owned: &[OwnedPod]) {
+        let active: Vec<&OwnedPod> = owned
             .iter()
-            .filter(|p| p.deleting_at.is_none() && !p.is_finished())
+            .filter(|p| !p.deleting && !p.finished)
             .collect();
         let want = w.replicas as usize;
         for _ in active.len()..want {
@@ -785,16 +806,10 @@ impl World {
         if active.len() > want {
             // Scale down: unscheduled first, then not ready, then the newest.
             let mut victims = active.clone();
-            victims.sort_by_key(|p| {
-                (
-                    p.node.is_some(),
-                    p.is_ready(self.now, &self.nodes),
-                    std::cmp::Reverse(p.created),
-                )
-            });
+            victims.sort_by_key(|p| (p.node.is_some(), p.ready, std::cmp::Reverse(p.created)));
             let gone: Vec<_> = victims[..active.len() - want]
                 .iter()
-                .map(|p| p.key())
+                .map(|p| p.key.clone())
                 .collect();
             for k in gone {
                 self.start_termination(&k, None);
@@ -804,7 +819,7 @@ impl World {
 
     /// Ordered identities: pod N is recreated (same name, new uid) only once the old one is
     /// completely gone.
-    fn reconcile_stateful_set(&mut self, w: &Workload, owner: &OwnerRef, owned: &[SimPod]) {
+    fn reconcile_stateful_set(&mut self, w: &Workload, owner: &OwnerRef, owned: &[OwnedPod]) {
         for i in 0..w.replicas {
             let name = format!("{}-{i}", w.name);
             if !self.pods.contains_key(&(w.namespace.clone(), name.clone())) {
@@ -823,21 +838,22 @@ impl World {
         }
         for p in owned {
             let ordinal = p
-                .name
+                .key
+                .1
                 .rsplit('-')
                 .next()
                 .and_then(|s| s.parse::<u32>().ok());
-            if ordinal.is_none_or(|o| o >= w.replicas) && p.deleting_at.is_none() {
-                self.start_termination(&p.key(), None);
+            if ordinal.is_none_or(|o| o >= w.replicas) && !p.deleting {
+                self.start_termination(&p.key, None);
             }
         }
     }
 
     /// One pod per eligible node, bound directly (DaemonSet pods tolerate cordons).
-    fn reconcile_daemon_set(&mut self, w: &Workload, owner: &OwnerRef, owned: &[SimPod]) {
+    fn reconcile_daemon_set(&mut self, w: &Workload, owner: &OwnerRef, owned: &[OwnedPod]) {
         let covered: BTreeSet<&str> = owned
             .iter()
-            .filter(|p| p.deleting_at.is_none())
+            .filter(|p| !p.deleting)
             .filter_map(|p| p.node.as_deref())
             .collect();
         let missing: Vec<String> = self
