@@ -17,7 +17,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use upgraded_events::planner::inventory::{PdbInv, PodInv};
+use upgraded_events::planner::inventory::PodInv;
 use upgraded_events::state::ScaledWorkload;
 use upgraded_events::{Event, Facts, Policy};
 
@@ -191,9 +191,8 @@ async fn evict_all(
                     if rules.scale_up
                         && rounds >= 2
                         && let Some(b) = &pdb_name
-                        && let Some(budget) = cluster.pdb(&p.namespace, b).await?
                     {
-                        scaler.unblock(&p, &budget).await?;
+                        scaler.unblock(&p, b).await?;
                     }
                     blocked_now.push(format!("{} by {label}", key(&p)));
                     still.push(p);
@@ -266,6 +265,8 @@ struct Scaler<'a> {
     /// Workloads already considered in this drain, and why some were not scaled.
     tried: BTreeSet<Workload>,
     skipped: Vec<String>,
+    /// Pod owners (namespace, kind, name) already decided on.
+    settled: BTreeSet<(String, String, String)>,
 }
 
 impl<'a> Scaler<'a> {
@@ -282,6 +283,7 @@ impl<'a> Scaler<'a> {
             scaled,
             tried: BTreeSet::new(),
             skipped: Vec::new(),
+            settled: BTreeSet::new(),
         }
     }
 
@@ -311,14 +313,23 @@ impl<'a> Scaler<'a> {
 
     /// `p` was refused again by `budget`: scale its Deployment up by one when that is what
     /// stands in the way (every covered pod healthy, and one more pod makes room).
-    async fn unblock(&mut self, p: &PodInv, budget: &PdbInv) -> Result<(), PortError> {
+    async fn unblock(&mut self, p: &PodInv, budget: &str) -> Result<(), PortError> {
+        let Some(owner) = &p.owner else {
+            return Ok(());
+        };
+        // Decided already for this owner in this drain: no more API calls for it.
+        let owner_key = (p.namespace.clone(), owner.kind.clone(), owner.name.clone());
+        if self.settled.contains(&owner_key) {
+            return Ok(());
+        }
+        let Some(budget) = self.cluster.pdb(&p.namespace, budget).await? else {
+            return Ok(());
+        };
         if budget.disruptions_allowed > 0 || budget.current_healthy < budget.expected_pods {
             // Pods are starting or failing: waiting is the remedy, not more replicas.
             return Ok(());
         }
-        let Some(owner) = &p.owner else {
-            return Ok(());
-        };
+        self.settled.insert(owner_key);
         let Some(w) = self.cluster.workload_of(&p.namespace, owner).await? else {
             return Ok(());
         };
