@@ -355,16 +355,17 @@ impl<'a> Scaler<'a> {
         };
         // Recorded first: a crash after the change still finds it in the log and restores.
         self.record(&w, from, to, false).await?;
+        let scaled = ScaledWorkload {
+            node: self.entry.to_string(),
+            kind: w.kind.clone(),
+            namespace: w.namespace.clone(),
+            name: w.name.clone(),
+            original: from,
+            scaled: to,
+        };
         match self.cluster.change_replicas(&w, from, to).await {
             Ok(ScaleChange::Changed) => {
-                self.scaled.push(ScaledWorkload {
-                    node: self.entry.to_string(),
-                    kind: w.kind.clone(),
-                    namespace: w.namespace.clone(),
-                    name: w.name.clone(),
-                    original: from,
-                    scaled: to,
-                });
+                self.scaled.push(scaled);
                 Ok(())
             }
             Ok(ScaleChange::Found(now)) => {
@@ -377,14 +378,7 @@ impl<'a> Scaler<'a> {
             }
             Err(e) => {
                 // Unknown whether it took: keep it as scaled, the restore checks.
-                self.scaled.push(ScaledWorkload {
-                    node: self.entry.to_string(),
-                    kind: w.kind,
-                    namespace: w.namespace,
-                    name: w.name,
-                    original: from,
-                    scaled: to,
-                });
+                self.scaled.push(scaled);
                 Err(e)
             }
         }
