@@ -56,13 +56,41 @@ fn appends(c: &mut Criterion) {
         });
     });
 
+    // The same, through a one-insert `Batch`, as the log's writer applies its group commits.
+    g.bench_function("raw_sled_batch_flush", |b| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = sled::Config::new()
+            .path(dir.path())
+            .mode(sled::Mode::HighThroughput)
+            .open()
+            .expect("sled");
+        let tree = db.open_tree("events").expect("tree");
+        let run = Uuid::now_v7();
+        let mut seq = 0u64;
+        b.iter(|| {
+            for _ in 0..EVENTS {
+                let r = Record {
+                    run,
+                    seq,
+                    at: Timestamp(0),
+                    event: event(seq),
+                };
+                let mut batch = sled::Batch::default();
+                batch.insert(&key(run, seq), encode(&r).expect("encode"));
+                tree.apply_batch(batch).expect("batch");
+                db.flush().expect("flush");
+                seq += 1;
+            }
+        });
+    });
+
     for producers in [1usize, 64] {
         g.bench_with_input(
             BenchmarkId::new("sledlog_group_commit", producers),
             &producers,
             |b, &producers| {
                 let dir = tempfile::tempdir().expect("tempdir");
-                let (log, _) = SledLog::open(dir.path(), false).expect("open");
+                let (log, _) = SledLog::open(dir.path(), Default::default()).expect("open");
                 let run = Uuid::now_v7();
                 b.iter(|| {
                     rt.block_on(async {
@@ -98,7 +126,7 @@ fn replay_from_disk(c: &mut Criterion) {
         .build()
         .expect("runtime");
     let dir = tempfile::tempdir().expect("tempdir");
-    let (log, _) = SledLog::open(dir.path(), false).expect("open");
+    let (log, _) = SledLog::open(dir.path(), Default::default()).expect("open");
     let run = Uuid::now_v7();
     let n = 20_000u64;
     rt.block_on(async {

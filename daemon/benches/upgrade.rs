@@ -367,7 +367,7 @@ fn upgrade(name: &str, policy: &str) -> Result<Outcome, String> {
             command_timeout: Duration::from_secs(3600),
         };
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let (log, _) = SledLog::open(dir.path(), false).map_err(|e| e.to_string())?;
+        let (log, _) = SledLog::open(dir.path(), Default::default()).map_err(|e| e.to_string())?;
         let log = BlockingLog {
             log,
             rt: tokio::runtime::Handle::current(),
