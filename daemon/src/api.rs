@@ -6,12 +6,12 @@
 
 use std::convert::Infallible;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use axum::extract::connect_info::{ConnectInfo, Connected};
 use axum::extract::{Path as UrlPath, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::serve::IncomingStream;
@@ -40,28 +40,154 @@ impl Connected<IncomingStream<'_, UnixListener>> for Peer {
     }
 }
 
-/// Binds the socket (replacing a stale one), restricts it to its owner, and serves.
+#[derive(Debug, thiserror::Error)]
+pub enum SocketError {
+    #[error(
+        "the API socket {socket} is inside the data dir {data_dir}; choose a path outside it \
+         (e.g. /run/upgraded/api.sock), so a socket can never replace a file of the log"
+    )]
+    InsideDataDir { socket: PathBuf, data_dir: PathBuf },
+    #[error(
+        "{socket} exists and is not a socket; refusing to remove it (choose another --socket \
+         or move the file away)"
+    )]
+    NotASocket { socket: PathBuf },
+    #[error(
+        "another daemon is already listening on {socket}; stop it first, or give this one \
+         another --socket"
+    )]
+    InUse { socket: PathBuf },
+    #[error("API socket {socket}: {source}")]
+    Io {
+        socket: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The bound API socket; the socket file is removed when this is dropped.
+#[derive(Debug)]
+pub struct ApiSocket {
+    listener: Option<UnixListener>,
+    path: PathBuf,
+    /// (device, inode) of the socket we bound.
+    id: (u64, u64),
+}
+
+fn file_id(p: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(p)
+        .ok()
+        .map(|m| (m.dev(), m.ino()))
+}
+
+impl Drop for ApiSocket {
+    fn drop(&mut self) {
+        // Only our own socket: one that replaced it meanwhile has another inode.
+        if file_id(&self.path) == Some(self.id) {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// The absolute form of `p` with its existing parent resolved (the file may not exist yet).
+fn resolved(p: &Path) -> PathBuf {
+    let abs = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir().unwrap_or_default().join(p)
+    };
+    match (abs.parent(), abs.file_name()) {
+        (Some(dir), Some(name)) => dir
+            .canonicalize()
+            .map(|d| d.join(name))
+            .unwrap_or(abs.clone()),
+        _ => abs,
+    }
+}
+
+/// Claims the API socket: refuses a path inside `data_dir`, a path that holds anything but a
+/// socket, and a socket another process still answers on; removes only a dead socket; binds
+/// and restricts it to `mode`. Call it before anything else starts, so a second daemon fails
+/// before it touches a log.
+pub fn claim_socket(socket: &Path, data_dir: &Path, mode: u32) -> Result<ApiSocket, SocketError> {
+    use std::os::unix::fs::FileTypeExt;
+    let io = |source| SocketError::Io {
+        socket: socket.to_path_buf(),
+        source,
+    };
+    let data = data_dir
+        .canonicalize()
+        .unwrap_or_else(|_| resolved(data_dir));
+    if resolved(socket).starts_with(&data) {
+        return Err(SocketError::InsideDataDir {
+            socket: socket.to_path_buf(),
+            data_dir: data_dir.to_path_buf(),
+        });
+    }
+    if let Some(dir) = socket.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    match std::fs::symlink_metadata(socket) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(e)),
+        Ok(m) if !m.file_type().is_socket() => {
+            return Err(SocketError::NotASocket {
+                socket: socket.to_path_buf(),
+            });
+        }
+        Ok(_) => match std::os::unix::net::UnixStream::connect(socket) {
+            Ok(_) => {
+                return Err(SocketError::InUse {
+                    socket: socket.to_path_buf(),
+                });
+            }
+            // Nobody listens: a socket left by a daemon that was killed.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                tracing::info!(socket = %socket.display(), "removing a stale API socket");
+                std::fs::remove_file(socket).map_err(io)?;
+            }
+            Err(e) => return Err(io(e)),
+        },
+    }
+    let listener = UnixListener::bind(socket).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AddrInUse {
+            SocketError::InUse {
+                socket: socket.to_path_buf(),
+            }
+        } else {
+            io(e)
+        }
+    })?;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(mode)).map_err(io)?;
+    Ok(ApiSocket {
+        listener: Some(listener),
+        path: socket.to_path_buf(),
+        id: file_id(socket).unwrap_or_default(),
+    })
+}
+
+/// Serves the API on a claimed socket until the future is dropped.
 pub async fn serve<L: EventLog + Clone>(
     daemon: Arc<Daemon<L>>,
-    socket: &Path,
-    mode: u32,
+    socket: &mut ApiSocket,
 ) -> std::io::Result<()> {
-    if let Some(dir) = socket.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    match std::fs::remove_file(socket) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-        _ => {}
-    }
-    let listener = UnixListener::bind(socket)?;
-    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(mode))?;
-    tracing::info!(socket = %socket.display(), "API listening");
+    let listener = socket
+        .listener
+        .take()
+        .ok_or_else(|| std::io::Error::other("the API socket is already being served"))?;
+    tracing::info!(socket = %socket.path.display(), "API listening");
     axum::serve(
         listener,
         router(daemon).into_make_service_with_connect_info::<Peer>(),
     )
     .await
 }
+
+/// The largest request body the API reads.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// The longest operator reason (bytes) recorded in the log.
+pub const MAX_REASON_BYTES: usize = 1024;
 
 pub fn router<L: EventLog + Clone>(daemon: Arc<Daemon<L>>) -> Router {
     Router::new()
@@ -72,7 +198,73 @@ pub fn router<L: EventLog + Clone>(daemon: Arc<Daemon<L>>) -> Router {
         .route("/v1/run/pause", post(pause::<L>))
         .route("/v1/run/resume", post(resume::<L>))
         .route("/v1/run/abort", post(abort::<L>))
+        .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such API path".into()) })
+        .method_not_allowed_fallback(|| async {
+            ApiError(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed on this API path".into(),
+            )
+        })
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(daemon)
+}
+
+/// A JSON body whose rejection (bad JSON, unknown field, wrong type, too large) is a JSON
+/// error like every other.
+struct Body<T>(T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|e| ApiError(e.status(), e.body_text()))?;
+        parse_body(&bytes).map(Body)
+    }
+}
+
+/// An optional body: none (or empty) is the default.
+fn parse_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("request body: {e}")))
+}
+
+/// A query string whose rejection is a JSON error.
+struct Q<T>(T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequestParts<S> for Q<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| Q(q.0))
+            .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))
+    }
+}
+
+/// A reason as recorded: bounded, one line, no control characters.
+fn reason(r: String) -> Result<String, ApiError> {
+    if r.len() > MAX_REASON_BYTES {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "the reason is {} bytes; at most {MAX_REASON_BYTES} are recorded",
+                r.len()
+            ),
+        ));
+    }
+    if r.chars().any(char::is_control) {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "the reason must be one line without control characters".into(),
+        ));
+    }
+    Ok(r)
 }
 
 struct ApiError(StatusCode, String);
@@ -102,22 +294,24 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
 }
 
-/// The operator: the kernel-reported uid, and the name the client claims (bounded, printable).
-fn actor(peer: Peer, headers: &HeaderMap) -> Actor {
-    let name = headers
-        .get("x-upgradectl-user")
-        .and_then(|v| v.to_str().ok())
-        .map(|s| {
-            s.chars()
-                .filter(|c| !c.is_control())
-                .take(64)
-                .collect::<String>()
-        })
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "unknown".into());
+/// The operator: the uid the kernel reports for the connection, and that uid's name in the
+/// system's user database. Nothing the client says about itself is believed.
+fn actor(peer: Peer) -> Actor {
+    let name = match peer.uid {
+        Some(uid) => user_name(uid),
+        None => "unknown".into(),
+    };
     Actor {
         uid: peer.uid,
         name,
+    }
+}
+
+/// `uid`'s login name (`getpwuid`), or `uid N` when the system has no such user.
+pub fn user_name(uid: u32) -> String {
+    match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
+        Ok(Some(u)) => u.name,
+        _ => format!("uid {uid}"),
     }
 }
 
@@ -157,7 +351,7 @@ async fn run_status<L: EventLog + Clone>(
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct StartBody {
     target: String,
     #[serde(default)]
@@ -170,8 +364,7 @@ struct StartBody {
 async fn start<L: EventLog + Clone>(
     State(d): State<Arc<Daemon<L>>>,
     ConnectInfo(peer): ConnectInfo<Peer>,
-    headers: HeaderMap,
-    Json(body): Json<StartBody>,
+    Body(body): Body<StartBody>,
 ) -> Result<Response, ApiError> {
     let target: Version =
         body.target
@@ -180,7 +373,7 @@ async fn start<L: EventLog + Clone>(
                 ApiError(StatusCode::BAD_REQUEST, e.to_string())
             })?;
     let (run, plan) = d
-        .start(target, actor(peer, &headers), body.dry_run, body.force)
+        .start(target, actor(peer), body.dry_run, body.force)
         .await?;
     Ok(Json(json!({ "run": run, "plan": plan })).into_response())
 }
@@ -192,6 +385,7 @@ async fn act<L: EventLog + Clone>(d: &Daemon<L>, event: Event) -> Result<Respons
 }
 
 #[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 struct ReasonBody {
     #[serde(default)]
     reason: String,
@@ -200,14 +394,13 @@ struct ReasonBody {
 async fn pause<L: EventLog + Clone>(
     State(d): State<Arc<Daemon<L>>>,
     ConnectInfo(peer): ConnectInfo<Peer>,
-    headers: HeaderMap,
-    body: Option<Json<ReasonBody>>,
+    body: Bytes,
 ) -> Result<Response, ApiError> {
-    let reason = body.map(|b| b.0.reason).unwrap_or_default();
+    let reason = reason(optional_reason(&body)?)?;
     act(
         &d,
         Event::RunPaused {
-            by: actor(peer, &headers),
+            by: actor(peer),
             reason,
         },
     )
@@ -217,35 +410,36 @@ async fn pause<L: EventLog + Clone>(
 async fn resume<L: EventLog + Clone>(
     State(d): State<Arc<Daemon<L>>>,
     ConnectInfo(peer): ConnectInfo<Peer>,
-    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    act(
-        &d,
-        Event::RunResumed {
-            by: actor(peer, &headers),
-        },
-    )
-    .await
+    act(&d, Event::RunResumed { by: actor(peer) }).await
 }
 
 async fn abort<L: EventLog + Clone>(
     State(d): State<Arc<Daemon<L>>>,
     ConnectInfo(peer): ConnectInfo<Peer>,
-    headers: HeaderMap,
-    body: Option<Json<ReasonBody>>,
+    body: Bytes,
 ) -> Result<Response, ApiError> {
-    let reason = body.map(|b| b.0.reason).unwrap_or_default();
+    let reason = reason(optional_reason(&body)?)?;
     act(
         &d,
         Event::AbortRequested {
-            by: actor(peer, &headers),
+            by: actor(peer),
             reason,
         },
     )
     .await
 }
 
+/// The reason of a pause or abort body, which may be absent.
+fn optional_reason(body: &[u8]) -> Result<String, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(String::new());
+    }
+    parse_body::<ReasonBody>(body).map(|b| b.reason)
+}
+
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct EventsQuery {
     #[serde(default)]
     from: u64,
@@ -267,7 +461,7 @@ fn ends_run(e: &Event) -> bool {
 async fn events<L: EventLog + Clone>(
     State(d): State<Arc<Daemon<L>>>,
     UrlPath(id): UrlPath<String>,
-    Query(q): Query<EventsQuery>,
+    Q(q): Q<EventsQuery>,
 ) -> Result<Response, ApiError> {
     let run = parse_run(&id)?;
     // Subscribe before reading, so nothing falls between the stored part and the live part.
@@ -316,4 +510,48 @@ async fn events<L: EventLog + Clone>(
     });
     use futures_util::StreamExt;
     Ok(axum::body::Body::from_stream(head.chain(tail)).into_response())
+}
+
+#[cfg(test)]
+mod socket_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn only_a_dead_socket_outside_the_data_dir_is_replaced() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).expect("mkdir");
+
+        // Inside the data dir: refused, the log's file untouched.
+        std::fs::write(data.join("db"), b"log").expect("write");
+        let err = claim_socket(&data.join("db"), &data, 0o600).expect_err("inside");
+        assert!(matches!(err, SocketError::InsideDataDir { .. }), "{err}");
+        assert_eq!(std::fs::read(data.join("db")).expect("kept"), b"log");
+
+        // A regular file: refused and kept.
+        let file = dir.path().join("file.sock");
+        std::fs::write(&file, b"not a socket").expect("write");
+        let err = claim_socket(&file, &data, 0o600).expect_err("file");
+        assert!(matches!(err, SocketError::NotASocket { .. }), "{err}");
+        assert!(file.exists());
+
+        // A live socket: refused, still answering.
+        let path = dir.path().join("api.sock");
+        let first = claim_socket(&path, &data, 0o600).expect("claim");
+        let err = claim_socket(&path, &data, 0o600).expect_err("in use");
+        assert!(err.to_string().contains("another daemon"), "{err}");
+        assert!(std::os::unix::net::UnixStream::connect(&path).is_ok());
+
+        // Dropping it removes it; a stale socket (nobody listening) is replaced.
+        drop(first);
+        assert!(!path.exists());
+        let stale = std::os::unix::net::UnixListener::bind(&path).expect("bind");
+        drop(stale);
+        assert!(path.exists(), "a closed listener leaves its file");
+        let again = claim_socket(&path, &data, 0o600).expect("stale replaced");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        drop(again);
+    }
 }

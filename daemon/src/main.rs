@@ -9,7 +9,7 @@ use clap::Parser;
 use upgraded_daemon::engine::{Daemon, RunDefaults};
 use upgraded_daemon::fake::{FakeWorld, Inventory};
 use upgraded_daemon::kube::KubeCluster;
-use upgraded_daemon::log::SledLog;
+use upgraded_daemon::log::{EventLog, OpenReport, Recovery, SledLog};
 use upgraded_daemon::outbox::{Outbox, OutboxConfig};
 use upgraded_daemon::ports::{Clock, ClockAnchor, NodeExecutor, SystemClock};
 use upgraded_daemon::remote::Scripts;
@@ -109,9 +109,20 @@ struct Args {
     nats_stream: String,
     #[arg(long, default_value_t = 5)]
     nats_ack_timeout_secs: u64,
-    /// Move an unreadable tail of a run's log to the quarantine tree and open anyway.
+    /// Accept the loss of records that neither sled nor the witness holds intact at the
+    /// *end* of a run: their damaged bytes go to the quarantine tree and the run goes on from
+    /// its last intact record (the daemon refuses to start until told so).
     #[arg(long)]
     repair_tail: bool,
+    /// Rebuild one copy of the log from the other: sled's files, when sled cannot open them,
+    /// are moved to `<data-dir>/damaged-<time>/` and the log rebuilt from the witness; a
+    /// missing witness is written anew from sled's records.
+    #[arg(long)]
+    rebuild_log: bool,
+    /// Open and check the log (restoring from one copy what the other lost, as a start
+    /// would), print every record as a JSON line on stdout and exit.
+    #[arg(long)]
+    check_log: bool,
 }
 
 #[tokio::main]
@@ -123,16 +134,22 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
-    let (log, report) = SledLog::open(&args.data_dir, args.repair_tail)
-        .with_context(|| format!("opening the event log in {}", args.data_dir.display()))?;
-    for (run, seq) in &report.quarantined {
-        tracing::warn!(%run, seq, "quarantined an unreadable record at the tail of the run");
+    // Everything the daemon writes (log, witness, snapshots, exports) is private to its user.
+    private_files();
+    private_dir(&args.data_dir)?;
+    let recovery = Recovery {
+        repair_tail: args.repair_tail,
+        rebuild: args.rebuild_log,
+    };
+    if args.check_log {
+        let (log, report) = SledLog::open(&args.data_dir, recovery)?;
+        report_open(&report);
+        return print_log(&log);
     }
-    tracing::info!(
-        runs = report.runs,
-        records = report.records,
-        "event log verified"
-    );
+    // Before the log: a second daemon on a live socket stops here, having touched nothing.
+    let mut socket = upgraded_daemon::api::claim_socket(&args.socket, &args.data_dir, 0o600)?;
+    let (log, report) = SledLog::open(&args.data_dir, recovery)?;
+    report_open(&report);
     let policy = match &args.policy {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -202,16 +219,26 @@ async fn main() -> anyhow::Result<()> {
         .recover()
         .await
         .context("resuming the unfinished run")?;
-    let api = upgraded_daemon::api::serve(daemon.clone(), &args.socket, 0o600);
-    tokio::select! {
-        r = api => r.with_context(|| format!("serving the API on {}", args.socket.display()))?,
-        Some(e) = fatal.recv() => return Err(anyhow::Error::new(e).context("the engine stopped")),
-        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; in-flight steps will be resolved on the next start"),
-    }
+    let api = upgraded_daemon::api::serve(daemon.clone(), &mut socket);
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    let stopped = tokio::select! {
+        r = api => r.with_context(|| format!("serving the API on {}", args.socket.display())),
+        Some(e) = fatal.recv() => Err(anyhow::Error::new(e).context("the engine stopped")),
+        _ = tokio::signal::ctrl_c() => {
+            tracing::info!("interrupted (SIGINT); in-flight steps will be resolved on the next start");
+            Ok(())
+        }
+        _ = sigterm.recv() => {
+            tracing::info!("stopping (SIGTERM); in-flight steps will be resolved on the next start");
+            Ok(())
+        }
+    };
     if let Some(ssh) = ssh_for_shutdown {
         ssh.close().await;
     }
-    Ok(())
+    drop(socket);
+    stopped
 }
 
 fn ssh_nodes(args: &Args, policy: &PlanPolicy) -> anyhow::Result<SshNodes> {
@@ -266,9 +293,87 @@ fn clock(args: &Args, last_at: Timestamp) -> anyhow::Result<SystemClock> {
     ))
 }
 
+/// New files get mode 0600 and directories 0700, whoever creates them (sled, snapshots).
+fn private_files() {
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+}
+
+/// Creates the data dir, or tightens an existing one, to 0700.
+fn private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating the data dir {}", dir.display()))?;
+    let mode = std::fs::metadata(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .permissions()
+        .mode()
+        & 0o777;
+    if mode != 0o700 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("making the data dir {} private (0700)", dir.display()))?;
+        tracing::warn!(dir = %dir.display(), was = format!("{mode:o}"), "the data dir was readable by others; it is 0700 now");
+    }
+    Ok(())
+}
+
+/// Logs what opening the log found and did, loudly when it repaired something.
+fn report_open(report: &OpenReport) {
+    if let Some(aside) = &report.moved_aside {
+        tracing::warn!(aside = %aside.display(), "sled's unreadable files were moved aside; the log was rebuilt from the witness");
+    }
+    if !report.restored.is_empty() {
+        let first = report.restored[0];
+        tracing::warn!(
+            count = report.restored.len(),
+            first_run = %first.0,
+            first_seq = first.1,
+            "records lost or damaged in sled were restored from the witness"
+        );
+    }
+    if let Some(d) = &report.witness_damage {
+        tracing::warn!(damage = %d, "the witness was damaged; it was made whole from sled's records");
+    }
+    for (run, seq) in &report.quarantined {
+        tracing::warn!(%run, seq, "quarantined a lost record at the tail of the run (--repair-tail)");
+    }
+    if report.stray_keys > 0 {
+        tracing::warn!(
+            count = report.stray_keys,
+            "keys that are no record's were moved to the quarantine tree"
+        );
+    }
+    if report.witnessed > 0 {
+        tracing::info!(
+            records = report.witnessed,
+            "records written to the witness that it did not hold yet"
+        );
+    }
+    tracing::info!(
+        runs = report.runs,
+        records = report.records,
+        "event log verified against its witness"
+    );
+}
+
+/// `--check-log`: every record as a JSON line.
+fn print_log(log: &SledLog) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for run in log.runs()? {
+        for r in log.read(run, 0)? {
+            serde_json::to_writer(&mut out, &r)?;
+            out.write_all(b"\n")?;
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
 /// The newest record time, so an accelerated clock never restarts in the past.
 fn log_last_time(log: &SledLog) -> anyhow::Result<Timestamp> {
-    use upgraded_daemon::log::EventLog;
     let mut last = Timestamp(0);
     for run in log.runs()? {
         if let Some(r) = log.read(run, 0)?.last() {
