@@ -1,6 +1,8 @@
 //! upgradectl's library: a small HTTP/1.1 client for the daemon's Unix-socket API.
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -28,7 +30,17 @@ pub enum ClientError {
     Refused { status: u16, message: String },
     #[error("upgraded sent a response that is not JSON: {0}")]
     BadResponse(String),
+    #[error(
+        "upgraded at {socket} did not answer within {} s; it may be busy or hung (wait \
+         longer with --timeout SECS)",
+        .after.as_secs_f64()
+    )]
+    Timeout { socket: PathBuf, after: Duration },
 }
+
+/// How long a request may take unless told otherwise (streams that follow a run are exempt
+/// once their answer has begun).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Where the daemon listens unless told otherwise.
 pub fn default_socket() -> PathBuf {
@@ -41,16 +53,33 @@ pub fn default_socket() -> PathBuf {
 #[derive(Debug, Clone)]
 pub struct Client {
     socket: PathBuf,
-    user: String,
+    timeout: Duration,
 }
 
 impl Client {
     pub fn new(socket: &Path) -> Self {
-        let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
         Client {
             socket: socket.to_path_buf(),
-            user,
+            timeout: DEFAULT_TIMEOUT,
         }
+    }
+
+    /// The bound on connecting and on each request (a followed stream's body is exempt).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    async fn bounded<T>(
+        &self,
+        f: impl Future<Output = Result<T, ClientError>>,
+    ) -> Result<T, ClientError> {
+        tokio::time::timeout(self.timeout, f)
+            .await
+            .map_err(|_| ClientError::Timeout {
+                socket: self.socket.clone(),
+                after: self.timeout,
+            })?
     }
 
     async fn send(
@@ -76,7 +105,6 @@ impl Client {
             .uri(path)
             .header("host", "upgraded")
             .header("content-type", "application/json")
-            .header("x-upgradectl-user", self.user.as_str())
             .body(Full::new(bytes))
             .map_err(|e| ClientError::Http(e.to_string()))?;
         sender
@@ -92,14 +120,19 @@ impl Client {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Value, ClientError> {
-        let resp = self.send(method, path, body).await?;
-        let status = resp.status();
-        let bytes = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| ClientError::Http(e.to_string()))?
-            .to_bytes();
+        let (status, bytes) = self
+            .bounded(async {
+                let resp = self.send(method, path, body).await?;
+                let status = resp.status();
+                let bytes = resp
+                    .into_body()
+                    .collect()
+                    .await
+                    .map_err(|e| ClientError::Http(e.to_string()))?
+                    .to_bytes();
+                Ok((status, bytes))
+            })
+            .await?;
         let value: Value = serde_json::from_slice(&bytes).map_err(|_| {
             ClientError::BadResponse(String::from_utf8_lossy(&bytes).chars().take(200).collect())
         })?;
@@ -115,7 +148,7 @@ impl Client {
         path: &str,
         mut each: impl FnMut(&str) -> bool,
     ) -> Result<(), ClientError> {
-        let resp = self.send(Method::GET, path, None).await?;
+        let resp = self.bounded(self.send(Method::GET, path, None)).await?;
         let status = resp.status();
         let mut body = resp.into_body();
         let mut buf: Vec<u8> = Vec::new();

@@ -16,8 +16,21 @@ struct Cli {
     /// The daemon's API socket.
     #[arg(long, global = true, env = "UPGRADED_SOCKET", default_value_os_t = default_socket())]
     socket: PathBuf,
+    /// Seconds to wait for the daemon to connect and answer (a followed stream, once it
+    /// has begun, is not bounded).
+    #[arg(long, global = true, env = "UPGRADECTL_TIMEOUT", default_value_t = 60.0, value_parser = positive_secs)]
+    timeout: f64,
     #[command(subcommand)]
     cmd: Cmd,
+}
+
+fn positive_secs(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v <= 86_400.0 => Ok(v),
+        _ => Err(format!(
+            "{s:?} is not a number of seconds between 0 and 86400"
+        )),
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -135,6 +148,7 @@ enum SimCmd {
 
 #[tokio::main]
 async fn main() {
+    quiet_on_closed_pipe();
     let cli = Cli::parse();
     if let Err(e) = run(cli).await {
         eprintln!("upgradectl: {e:#}");
@@ -142,8 +156,26 @@ async fn main() {
     }
 }
 
+/// `upgradectl events | head`: when the reader goes away, stop quietly instead of panicking
+/// in `println!` (Rust ignores SIGPIPE, so the write fails with EPIPE).
+fn quiet_on_closed_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.contains("failed printing to stdout") && msg.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default(info)
+    }));
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let client = Client::new(&cli.socket);
+    let client = Client::new(&cli.socket).with_timeout(Duration::from_secs_f64(cli.timeout));
     match cli.cmd {
         Cmd::Plan {
             snapshot,
