@@ -756,7 +756,7 @@ fn plan(
     };
     let target = match to {
         Some(t) => Some(
-            t.parse::<upgraded_events::Version>()
+            upgraded_events::Version::parse_release(&t)
                 .with_context(|| format!("--to {t:?}: expected a version like v1.35.3"))?,
         ),
         None => None,

@@ -366,12 +366,11 @@ async fn start<L: EventLog + Clone>(
     ConnectInfo(peer): ConnectInfo<Peer>,
     Body(body): Body<StartBody>,
 ) -> Result<Response, ApiError> {
-    let target: Version =
-        body.target
-            .parse()
-            .map_err(|e: upgraded_events::version::VersionError| {
-                ApiError(StatusCode::BAD_REQUEST, e.to_string())
-            })?;
+    let target: Version = Version::parse_release(&body.target).map_err(
+        |e: upgraded_events::version::VersionError| {
+            ApiError(StatusCode::BAD_REQUEST, e.to_string())
+        },
+    )?;
     let (run, plan) = d
         .start(target, actor(peer), body.dry_run, body.force)
         .await?;

@@ -57,6 +57,9 @@ impl std::fmt::Debug for KubeCluster {
     }
 }
 
+/// What the daemon calls itself in its requests to the apiserver (its audit log shows it).
+pub const USER_AGENT: &str = concat!("upgraded/", env!("CARGO_PKG_VERSION"));
+
 /// Page size of list calls (an apiserver serves large lists in pages).
 const PAGE: u32 = 500;
 
@@ -92,6 +95,11 @@ impl KubeCluster {
         config.connect_timeout = Some(Duration::from_secs(10));
         config.read_timeout = Some(Duration::from_secs(60));
         config.write_timeout = Some(Duration::from_secs(60));
+        // Named in the apiserver's audit log, not anonymous.
+        config.headers.push((
+            hyper::header::USER_AGENT,
+            hyper::header::HeaderValue::from_static(USER_AGENT),
+        ));
         let client = Client::try_from(config.clone())?;
         config.default_retry = false;
         let no_retry = Client::try_from(config)?;

@@ -124,6 +124,24 @@ impl fmt::Display for Version {
     }
 }
 
+impl Version {
+    /// A version an operator names as a *target*: a release, `v1.35.3`. Pre-release and build
+    /// suffixes (`-rc.1`, `+abc`), which `FromStr` tolerates in what nodes report, are
+    /// refused rather than silently dropped.
+    pub fn parse_release(input: &str) -> Result<Version, VersionError> {
+        let s = input.trim();
+        let s = s.strip_prefix('v').unwrap_or(s);
+        if s.contains(['-', '+']) {
+            return Err(VersionError {
+                input: input.to_string(),
+                reason: "pre-release (-rc.1) and build (+abc) suffixes are not upgrade targets; \
+                         name a release",
+            });
+        }
+        input.parse()
+    }
+}
+
 impl FromStr for Version {
     type Err = VersionError;
 
@@ -183,6 +201,21 @@ mod tests {
             "v-1.2.3",
         ] {
             assert!(bad.parse::<Version>().is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn a_target_is_a_release_without_suffixes() {
+        assert_eq!(
+            Version::parse_release("v1.35.3"),
+            Ok(Version::new(1, 35, 3))
+        );
+        for bad in ["v1.35.3-rc.1+abc", "v1.35.3-rc.1", "1.35.3+abc"] {
+            let e = Version::parse_release(bad).expect_err(bad);
+            assert!(
+                e.to_string().contains("suffixes are not upgrade targets"),
+                "{e}"
+            );
         }
     }
 

@@ -774,3 +774,26 @@ proptest! {
         prop_assert_eq!(names.len(), plan.nodes().count());
     }
 }
+
+#[test]
+fn a_target_outside_1_x_names_its_own_major() {
+    let (inv, policy) = seed();
+    for (target, want) in [
+        (
+            "v2.0.0",
+            "Kubernetes 2.x is not a version upgraded can go to",
+        ),
+        ("v1.99.0", "the catalog has no 1.99 release"),
+    ] {
+        let err = planner::plan(PlanInput {
+            inventory: &inv,
+            policy: &policy,
+            target: Some(v(target)),
+            start: t("2026-11-24T08:00:00Z"),
+        })
+        .expect_err(target)
+        .to_string();
+        assert!(err.contains(want), "{target}: {err}");
+        assert!(!err.contains("1.0 release"), "{err}");
+    }
+}

@@ -53,6 +53,8 @@ pub struct ApiFault {
 pub struct Sim {
     world: Mutex<World>,
     api_faults: Mutex<Vec<ApiFault>>,
+    /// Like an apiserver's audit log, in short: changing requests per User-Agent.
+    audit: Mutex<std::collections::BTreeMap<String, u64>>,
 }
 
 impl Sim {
@@ -60,7 +62,13 @@ impl Sim {
         Arc::new(Sim {
             world: Mutex::new(world),
             api_faults: Mutex::new(vec![]),
+            audit: Mutex::new(Default::default()),
         })
+    }
+
+    /// Changing requests (not GET) counted by their User-Agent (`-` when none was sent).
+    pub fn user_agents(&self) -> std::collections::BTreeMap<String, u64> {
+        self.audit.lock().map(|a| a.clone()).unwrap_or_default()
     }
 
     /// The world, brought up to the clock's time. A poisoned lock (a panic elsewhere) still
@@ -614,6 +622,16 @@ async fn handle(
     body: Bytes,
 ) -> Response {
     let raw: Vec<&str> = uri.path().trim_matches('/').split('/').collect();
+    if method != Method::GET && raw.first() != Some(&"sim") {
+        let agent = headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-")
+            .to_string();
+        if let Ok(mut a) = sim.audit.lock() {
+            *a.entry(agent).or_default() += 1;
+        }
+    }
     if let Some(f) = sim.take_api_fault(&method, uri.path()) {
         if f.delay_ms > 0 {
             tokio::time::sleep(Duration::from_millis(f.delay_ms)).await;
@@ -1128,6 +1146,7 @@ fn control(sim: &Sim, method: &Method, path: &[String], body: &[u8]) -> Response
     };
     match (method.clone(), parts.as_slice()) {
         (Method::GET, ["v1", "state"]) => ok(&summary(&sim.world())),
+        (Method::GET, ["v1", "audit", "user-agents"]) => ok(&sim.user_agents()),
         (Method::POST, ["v1", "advance"]) => {
             let b: AdvanceBody = match serde_json::from_slice(body) {
                 Ok(b) => b,

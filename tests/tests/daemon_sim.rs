@@ -161,6 +161,15 @@ async fn blocked_budget_parks_then_resume_finishes_and_foreign_cordon_stays() {
         assert!(w.pdb_status(p).current_healthy >= w.pdb_status(p).desired_healthy);
     }
     drop(w);
+    // Every change the daemon made is named in the apiserver's audit trail.
+    let agents = sim.sim.user_agents();
+    assert!(
+        !agents.is_empty()
+            && agents
+                .keys()
+                .all(|a| a == upgraded_daemon::kube::USER_AGENT),
+        "changing requests by User-Agent: {agents:?}"
+    );
     r.daemon.kill_now();
 }
 

@@ -292,3 +292,27 @@ async fn upgradectl_gives_up_on_a_silent_daemon_and_ends_quietly_on_a_closed_pip
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0", "{err}");
     daemon.kill_now();
 }
+
+#[test]
+fn the_systemd_unit_is_hardened() {
+    let unit = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/upgraded.service");
+    let out = Command::new("systemd-analyze")
+        .args(["security", "--offline=yes"])
+        .arg(&unit)
+        .output()
+        .expect("systemd-analyze (Debian's systemd package) is needed by this test");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let exposure: f64 = text
+        .lines()
+        .find_map(|l| {
+            l.split("Overall exposure level for upgraded.service: ")
+                .nth(1)
+        })
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure level in:\n{text}"));
+    assert!(
+        exposure <= 2.0,
+        "exposure {exposure} (was 9.6 UNSAFE):\n{text}"
+    );
+}

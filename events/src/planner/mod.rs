@@ -241,10 +241,16 @@ pub enum PlanError {
         latest: Version,
     },
     #[error(
-        "unknown target {0}: the catalog has no 1.{minor} release; add it under catalog.patches in the policy",
+        "unknown target {0}: the catalog has no {major}.{minor} release; add it under catalog.patches in the policy",
+        major = .0.major,
         minor = .0.minor
     )]
     UnknownMinor(Version),
+    #[error(
+        "target {0}: Kubernetes {major}.x is not a version upgraded can go to; it upgrades within 1.x, one minor at a time",
+        major = .0.major
+    )]
+    UnsupportedMajor(Version),
     #[error(
         "the path to {target} passes 1.{minor}, which the catalog does not list; add it under catalog.patches"
     )]
@@ -335,6 +341,9 @@ pub fn plan(input: PlanInput<'_>) -> Result<PlanReport, PlanError> {
     let inv = input.inventory;
     let policy = input.policy;
     let target = input.target.or(policy.target).ok_or(PlanError::NoTarget)?;
+    if target.major != 1 {
+        return Err(PlanError::UnsupportedMajor(target));
+    }
     match policy.catalog.latest(target.major, target.minor) {
         None => return Err(PlanError::UnknownMinor(target)),
         Some(latest) if target.patch > latest.patch => {
