@@ -316,3 +316,100 @@ fn the_systemd_unit_is_hardened() {
         "exposure {exposure} (was 9.6 UNSAFE):\n{text}"
     );
 }
+
+/// A small tmpfs, unmounted when dropped.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(at: &Path, size: &str) -> SmallDisk {
+        std::fs::create_dir_all(at).expect("mkdir");
+        let ok = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(at)
+            .status()
+            .expect("mount (this test needs root, as CI has)");
+        assert!(ok.success(), "mount tmpfs on {}", at.display());
+        SmallDisk(at.to_path_buf())
+    }
+
+    /// Writes until the disk is full.
+    fn fill(&self) {
+        use std::io::Write;
+        let mut f = std::fs::File::create(self.0.join("fill")).expect("fill file");
+        let block = vec![0u8; 64 * 1024];
+        while f.write_all(&block).is_ok() {}
+        let _ = f.sync_all();
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_fails_an_append_with_the_reason_and_leaves_no_trace() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let disk = SmallDisk::mount(&tmp.path().join("disk"), "8m");
+    let data = tmp.path().join("disk").join("data");
+    let spawn = || {
+        common::Daemon::from_child(
+            Command::new(binary("upgraded"))
+                .arg("--data-dir")
+                .arg(&data)
+                .arg("--socket")
+                .arg(tmp.path().join("api.sock"))
+                .arg("--fake-world")
+                .arg(tmp.path().join("world"))
+                .args(SLOW)
+                .env("RUST_LOG", "error")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn"),
+        )
+    };
+    let client = Client::new(&tmp.path().join("api.sock"));
+    let mut daemon = spawn();
+    wait_ready(&client, &mut daemon).await;
+    disk.fill();
+    let err = start_run(&client, "v1.35.3")
+        .await
+        .expect_err("no room for the log");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("event log write failed") && msg.contains("nothing of it was recorded"),
+        "{msg}"
+    );
+    let runs = client
+        .json(Method::GET, "/v1/runs", None)
+        .await
+        .expect("runs");
+    assert_eq!(runs, json!([]), "a failed append is not shown");
+    // Room again, and a restart: still nothing, and a run starts.
+    std::fs::remove_file(tmp.path().join("disk").join("fill")).expect("rm fill");
+    daemon.kill_now();
+    let mut daemon = spawn();
+    wait_ready(&client, &mut daemon).await;
+    let runs = client
+        .json(Method::GET, "/v1/runs", None)
+        .await
+        .expect("runs");
+    assert_eq!(
+        runs,
+        json!([]),
+        "nothing of the failed append became durable"
+    );
+    start_run(&client, "v1.35.3")
+        .await
+        .expect("start with room");
+    daemon.kill_now();
+}

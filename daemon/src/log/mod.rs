@@ -1,11 +1,11 @@
 //! The durable event log: the [`EventLog`] port and its sled implementation.
 //!
 //! One writer thread owns all writes. Appends from any number of tasks queue up; the writer
-//! takes everything queued, writes it as one frame to the witness file (`witness.rs`), a
-//! second copy outside sled, and acknowledges it once that frame is durable (group commit);
-//! the same records go into sled, which its own flusher makes durable within `SLED_FLUSH_MS`
-//! (a crash before that loses them from sled only: the next open restores them). After
-//! that the writer publishes the records, in commit order, to subscribers (the engine, `watch`
+//! takes everything queued and writes it as one frame to the witness file (`witness.rs`), a
+//! second copy outside sled; once that frame is durable it puts the same records into sled
+//! and acknowledges them (group commit). sled's own flusher makes them durable there within
+//! `SLED_FLUSH_MS` (a crash before that loses them from sled only: the next open restores
+//! them from the witness). After that the writer publishes the records, in commit order, to subscribers (the engine, `watch`
 //! streams), so every subscriber sees a run's records in sequence order.
 //!
 //! Keys are `run id (16 bytes) ‖ seq (8 bytes, big endian)`, so a run's records are contiguous
@@ -184,8 +184,8 @@ pub enum LogError {
     #[error("event log is closed")]
     Closed,
     #[error(
-        "event log write failed: {0}; nothing of this append was acknowledged, and the log \
-         accepts no more writes until the daemon is restarted"
+        "event log write failed: {0}. The log accepts no more writes until the daemon is \
+         restarted"
     )]
     WriteFailed(String),
     #[error("event log stopped accepting writes after an earlier storage error: {0}")]
@@ -354,20 +354,29 @@ impl Writer {
             }
         }
         if !stored.is_empty() {
-            // The witness is the write-ahead copy: its frame is durable before the ack. sled
-            // gets the same records in memory and is flushed behind it by its own flusher
-            // (`SLED_FLUSH_MS`); what a crash takes from sled is restored from the witness at
-            // the next open. sled's `apply_batch` costs as much again as an insert (it writes a
-            // batch manifest too), and a lone record needs no atomicity an insert lacks.
+            // The witness is the write-ahead copy: its frame is durable before anything else
+            // happens, so a failed append leaves no trace, not even in sled's memory (where
+            // `runs` and `status` would show it and sled's flusher could make it durable
+            // alone). sled then gets the records and is flushed behind the witness by its own
+            // flusher (`SLED_FLUSH_MS`); what a crash takes from sled is restored from the
+            // witness at the next open. A lone record goes in with `insert`: sled's
+            // `apply_batch` costs as much again (it writes a batch manifest too).
             let frame = witness::commit_frame(stored.iter().map(|(k, v)| (k, v.as_slice())));
-            let applied = match stored.as_slice() {
-                [(k, v)] => self.tree.insert(k, v.as_slice()).map(|_| ()),
-                _ => self.tree.apply_batch(batch),
-            }
-            .map_err(|e| format!("sled: {e}"));
-            let durable =
-                applied.and_then(|()| self.witness.append(&frame).map_err(|e| e.to_string()));
-            if let Err(e) = durable {
+            let failed = match self.witness.append(&frame) {
+                Err(e) => Some(format!("{e}; nothing of it was recorded")),
+                Ok(()) => match stored.as_slice() {
+                    [(k, v)] => self.tree.insert(k, v.as_slice()).map(|_| ()),
+                    _ => self.tree.apply_batch(batch),
+                }
+                .err()
+                .map(|e| {
+                    format!(
+                        "sled: {e}; the witness holds the records, so they will be there \
+                         once the daemon is restarted"
+                    )
+                }),
+            };
+            if let Some(e) = failed {
                 let msg = format!("{}: {e}", self.path.display());
                 self.poisoned = Some(msg.clone());
                 for (ack, _) in staged {
