@@ -797,3 +797,98 @@ fn a_target_outside_1_x_names_its_own_major() {
         assert!(!err.contains("1.0 release"), "{err}");
     }
 }
+
+/// The seed snapshot with one string replaced by `hostile`, as a forged List would carry it.
+fn seed_with(pointer: &str, hostile: &str) -> Result<Inventory, String> {
+    let mut v: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("tests/fixtures/seed-cluster.json")).expect("read"),
+    )
+    .expect("json");
+    *v.pointer_mut(pointer).expect("pointer") = serde_json::Value::String(hostile.into());
+    Inventory::from_kubectl_value(&v).map_err(|e| e.to_string())
+}
+
+#[test]
+fn names_the_apiserver_would_refuse_are_refused_with_the_item_index() {
+    let payload = "w-1\ntouch /tmp/pwned #";
+    let items: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("tests/fixtures/seed-cluster.json")).expect("read"),
+    )
+    .expect("json");
+    let items = items["items"].as_array().expect("items");
+    let first = |kind: &str| {
+        items
+            .iter()
+            .position(|i| i["kind"] == kind)
+            .unwrap_or_else(|| panic!("no {kind} in the seed"))
+    };
+    let node = first("Node");
+    let pod = first("Pod");
+    for (pointer, index, what) in [
+        (format!("/items/{node}/metadata/name"), node, "name"),
+        (format!("/items/{pod}/metadata/name"), pod, "name"),
+        (format!("/items/{pod}/metadata/namespace"), pod, "namespace"),
+        (
+            format!("/items/{node}/metadata/labels/kubernetes.io~1hostname"),
+            node,
+            "label",
+        ),
+    ] {
+        let err = seed_with(&pointer, payload).expect_err(&pointer);
+        assert!(
+            err.contains(&format!("item {index} ")) && err.contains(what),
+            "{pointer}: {err}"
+        );
+        assert!(
+            !err.contains('\n'),
+            "the message itself stays on one line: {err:?}"
+        );
+    }
+}
+
+#[test]
+fn a_hostile_name_never_starts_a_line_of_the_runbook() {
+    // Past the inventory's checks (a report built by other means): the renderers still keep
+    // every character of data inside a comment's line or a quoted word.
+    let (inv, policy) = seed();
+    let mut r = plan_to_1_35(&inv, &policy);
+    let payload = "touch /tmp/pwned";
+    for phase in &mut r.phases {
+        for batch in &mut phase.batches {
+            for u in &mut batch.units {
+                u.node = format!("{}\n{payload} #\r\u{2028}", u.node);
+                u.stays_cordoned = true;
+            }
+        }
+    }
+    let book = planner::render::runbook(&r);
+    let table = planner::render::table(&r);
+    let mut in_sh = false;
+    let mut seen = 0;
+    for line in book.lines() {
+        if line.starts_with("```") {
+            in_sh = line.starts_with("```sh");
+            continue;
+        }
+        if let Some(at) = line.find(payload) {
+            seen += 1;
+            let before = &line[..at];
+            assert!(
+                !before.trim().is_empty(),
+                "the payload starts a line: {line:?}"
+            );
+            if in_sh {
+                assert!(
+                    before.contains('#') || before.matches('\'').count() % 2 == 1,
+                    "the payload is neither commented nor quoted: {line:?}"
+                );
+            }
+        }
+    }
+    assert!(seen > 0, "the payload is rendered somewhere");
+    for line in table.lines() {
+        if let Some(at) = line.find(payload) {
+            assert!(!line[..at].trim().is_empty(), "{line:?}");
+        }
+    }
+}

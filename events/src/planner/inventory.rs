@@ -313,7 +313,7 @@ pub enum InventoryError {
         "the snapshot is not a Kubernetes List (`kubectl get nodes,pods,pdb,deploy,sts,ds -A -o json`): {0}"
     )]
     NotAList(String),
-    #[error("{kind} item {index} ({name}): {what}")]
+    #[error("{kind} item {index} ({}): {what}", printable(.name))]
     Item {
         kind: String,
         index: usize,
@@ -326,19 +326,85 @@ pub enum InventoryError {
     NoNodes,
 }
 
+/// A name for a message: as it is when it is plain, quoted and escaped when it holds control
+/// characters (a forged snapshot's name must not break the message's line).
+fn printable(name: &str) -> String {
+    if name.chars().any(|c| c.is_control() || c == '"') {
+        format!("{name:?}")
+    } else {
+        name.to_string()
+    }
+}
+
 /// Kubernetes object names of nodes are DNS-1123 subdomains: lowercase letters, digits, `-`
 /// and `.`, at most 253 characters, alphanumeric at both ends. A name that is not (a hostile
 /// or corrupted API answer) is refused before it goes anywhere near a selector or a shell.
 pub fn check_node_name(name: &str) -> Result<(), String> {
-    let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.';
+    check_name("node name", name, 253, true)
+}
+
+/// The apiserver's rule for object names (`subdomain`: DNS-1123 subdomain, ≤ 253) and
+/// namespaces (DNS-1123 label, ≤ 63, no dots). Every name the planner reads is checked, so
+/// nothing that reaches a rendered command or a selector is other than the apiserver allows.
+fn check_name(what: &str, name: &str, max: usize, subdomain: bool) -> Result<(), String> {
+    let ok_char = |c: char| {
+        c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || (subdomain && c == '.')
+    };
     let alnum = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
-    if name.is_empty() || name.len() > 253 {
-        return Err(format!("node name {name:?} must be 1 to 253 characters"));
+    if name.is_empty() || name.len() > max {
+        return Err(format!("{what} {name:?} must be 1 to {max} characters"));
     }
     if !name.chars().all(ok_char) || !alnum(name.chars().next()) || !alnum(name.chars().last()) {
-        return Err(format!(
-            "node name {name:?} is not a DNS-1123 subdomain (lowercase letters, digits, '-' and '.')"
-        ));
+        let kind = if subdomain {
+            "a DNS-1123 subdomain (lowercase letters, digits, '-' and '.')"
+        } else {
+            "a DNS-1123 label (lowercase letters, digits and '-')"
+        };
+        return Err(format!("{what} {name:?} is not {kind}"));
+    }
+    Ok(())
+}
+
+/// A label value as the apiserver allows it: at most 63 characters of `[A-Za-z0-9_.-]`,
+/// alphanumeric at both ends, or empty.
+fn check_label_value(key: &str, value: &str) -> Result<(), String> {
+    let alnum = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    let ok = value.is_empty()
+        || (value.len() <= 63
+            && value
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            && alnum(value.chars().next())
+            && alnum(value.chars().last()));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "label {key:?} has the value {value:?}, which the apiserver would refuse \
+             (at most 63 of A-Z a-z 0-9 - _ ., alphanumeric at both ends)"
+        ))
+    }
+}
+
+/// The names of one List item: its own, its namespace, its owner's, and a node's label values.
+fn check_item_names(it: &Value) -> Result<(), String> {
+    let name = str_of(&it["metadata"]["name"]);
+    if !name.is_empty() {
+        check_name("name", &name, 253, true)?;
+    }
+    let ns = str_of(&it["metadata"]["namespace"]);
+    if !ns.is_empty() {
+        check_name("namespace", &ns, 63, false)?;
+    }
+    if let Some(o) = controller_ref(it)
+        && !o.name.is_empty()
+    {
+        check_name("owner name", &o.name, 253, true)?;
+    }
+    if it["kind"] == "Node" {
+        for (k, v) in string_map(&it["metadata"]["labels"]) {
+            check_label_value(&k, &v)?;
+        }
     }
     Ok(())
 }
@@ -421,6 +487,7 @@ impl Inventory {
             if name.is_empty() && matches!(kind, "Node" | "Pod" | "PodDisruptionBudget") {
                 return Err(err("metadata.name is missing".into()));
             }
+            check_item_names(it).map_err(err)?;
             match kind {
                 "Node" => inv.nodes.push(parse_node(it).map_err(err)?),
                 "Pod" => {}

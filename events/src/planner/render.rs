@@ -21,17 +21,42 @@ pub fn shell_quote(s: &str) -> String {
     }
 }
 
-/// Text for one Markdown table cell or line: no pipes, backticks or line breaks from data.
+/// Data as one printable line: control characters (and Unicode line separators) become `?`.
+fn one_line(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_control() || c == '\u{2028}' || c == '\u{2029}' {
+                '?'
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
+/// A name as one quoted shell word on one line: a quoted line break is still a line break to
+/// someone pasting a runbook line by line (and no name the apiserver allows contains one).
+fn word(s: &str) -> String {
+    shell_quote(&one_line(s))
+}
+
+/// Text for one Markdown table cell or line, or a `#` comment in a shell block: no pipes,
+/// backticks, angle brackets, line breaks or other control characters from data, so nothing
+/// from a snapshot can end a comment and become a command.
 fn md(s: &str) -> String {
     s.chars()
         .map(|c| match c {
-            '|' | '`' | '\n' | '\r' | '<' | '>' => ' ',
+            '|' | '`' | '<' | '>' => ' ',
+            c if c.is_control() || c == '\u{2028}' || c == '\u{2029}' => ' ',
             c => c,
         })
         .collect()
 }
 
+/// One cell of the terminal table, padded, on one line.
 fn pad(s: &str, w: usize) -> String {
+    let s = one_line(s);
+    let s = s.as_str();
     let n = s.chars().count();
     if n >= w {
         s.to_string()
@@ -48,7 +73,7 @@ fn short_time(rfc: &str) -> String {
 }
 
 fn unit_label(u: &Unit) -> String {
-    let mut s = u.node.clone();
+    let mut s = one_line(&u.node);
     if u.from != u.to {
         let _ = write!(s, " {}→{}", u.from, u.to);
     }
@@ -158,9 +183,9 @@ pub fn table(r: &PlanReport) -> String {
                 Severity::Blocker => "BLOCKER",
                 Severity::Warning => "warning",
             };
-            let _ = writeln!(o, "{} {}: {}", pad(sev, 8), f.code, f.message);
+            let _ = writeln!(o, "{} {}: {}", pad(sev, 8), f.code, one_line(&f.message));
             if !f.subjects.is_empty() {
-                let shown: Vec<&str> = f.subjects.iter().take(6).map(String::as_str).collect();
+                let shown: Vec<String> = f.subjects.iter().take(6).map(|s| one_line(s)).collect();
                 let more = f.subjects.len().saturating_sub(6);
                 let _ = writeln!(
                     o,
@@ -173,7 +198,7 @@ pub fn table(r: &PlanReport) -> String {
                     }
                 );
             }
-            let _ = writeln!(o, "         fix: {}", f.fix);
+            let _ = writeln!(o, "         fix: {}", one_line(&f.fix));
         }
     }
     o
@@ -224,7 +249,7 @@ impl Cmds<'_> {
     }
 
     fn step(&self, u: &Unit, s: &Step, drain_timeout: u64) -> String {
-        let node = shell_quote(&u.node);
+        let node = word(&u.node);
         match s {
             Step::Preflight => "# on the node: cgroup v2, disk, container runtime\nstat -fc %T /sys/fs/cgroup   # cgroup2fs\ndf --output=pcent /var/lib/kubelet | tail -1   # below 85%\ncrictl info > /dev/null && echo runtime ok".into(),
             Step::EtcdSnapshot => "ETCDCTL_API=3 etcdctl snapshot save /backup/etcd-pre-upgrade.db \\\n  --endpoints=https://127.0.0.1:2379 \\\n  --cacert=/etc/kubernetes/pki/etcd/ca.crt \\\n  --cert=/etc/kubernetes/pki/etcd/server.crt \\\n  --key=/etc/kubernetes/pki/etcd/server.key\n# verify by a trial restore (status alone does not read every page)\nrm -rf /tmp/etcd-verify && ETCDCTL_API=3 etcdctl snapshot restore /backup/etcd-pre-upgrade.db --data-dir /tmp/etcd-verify && rm -rf /tmp/etcd-verify\ncp -a /etc/kubernetes/manifests /backup/manifests-pre-upgrade\nsha256sum /backup/etcd-pre-upgrade.db".into(),
@@ -247,7 +272,7 @@ impl Cmds<'_> {
                 "kubectl wait --for=condition=Ready node/{node} --timeout=600s\nkubectl get node {node} -o jsonpath='{{.status.nodeInfo.kubeletVersion}}'   # {}",
                 u.to
             ),
-            Step::Uncordon if u.stays_cordoned => format!("# {node} was cordoned before the upgrade: leave it cordoned"),
+            Step::Uncordon if u.stays_cordoned => format!("# {} was cordoned before the upgrade: leave it cordoned", md(&u.node)),
             Step::Uncordon => format!("kubectl uncordon {node}"),
             Step::Soak => format!(
                 "# soak: watch for {} before the next batch\nkubectl get pods -A --field-selector spec.nodeName={node} | grep -v Running\nkubectl get pods -A | grep -c CrashLoopBackOff   # must not rise over the baseline",
@@ -378,7 +403,7 @@ pub fn runbook(r: &PlanReport) -> String {
         if !seen.insert(u.node.clone()) {
             continue;
         }
-        let node = shell_quote(&u.node);
+        let node = word(&u.node);
         let _ = writeln!(o, "```sh\n# {} back to {}", md(&u.node), u.from);
         let _ = writeln!(
             o,
