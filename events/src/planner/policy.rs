@@ -423,6 +423,25 @@ impl PlanPolicy {
 
     /// Parses and validates a policy file.
     pub fn from_yaml(text: &str) -> Result<PlanPolicy, PolicyError> {
+        if text.len() > MAX_POLICY_BYTES {
+            return Err(err(
+                "",
+                format!(
+                    "the file is {} bytes; a policy is at most {MAX_POLICY_BYTES}",
+                    text.len()
+                ),
+            ));
+        }
+        let aliases = yaml_aliases(text);
+        if aliases > MAX_YAML_ALIASES {
+            return Err(err(
+                "",
+                format!(
+                    "{aliases} YAML aliases (*name); a policy may use at most {MAX_YAML_ALIASES}, \
+                     since each is expanded in full"
+                ),
+            ));
+        }
         let de = serde_yaml::Deserializer::from_str(text);
         let file: PolicyFile = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
@@ -459,11 +478,62 @@ fn err(field: impl Into<String>, problem: impl Into<String>) -> PolicyError {
     }
 }
 
+/// The longest duration a policy may name: a week. Soaks, waits, timeouts and step
+/// estimates beyond it are typing mistakes, and they would push a plan's times past what a
+/// timestamp holds.
+pub const MAX_DURATION_SECS: u64 = 7 * 86_400;
+
+/// A policy duration, bounded by [`MAX_DURATION_SECS`].
+fn bounded_secs(field: &str, s: &str) -> Result<u64, PolicyError> {
+    let n = duration_secs(s).map_err(|e| err(field, e))?;
+    if n > MAX_DURATION_SECS {
+        return Err(err(
+            field,
+            format!("{s:?} is longer than the 7d (168h) a policy duration may be"),
+        ));
+    }
+    Ok(n)
+}
+
 fn secs(field: &str, v: &Option<String>, default: u64) -> Result<u64, PolicyError> {
     match v {
         None => Ok(default),
-        Some(s) => duration_secs(s).map_err(|e| err(field, e)),
+        Some(s) => bounded_secs(field, s),
     }
+}
+
+/// At most this many YAML aliases (`*name`) in a policy file: each is expanded in full, so a
+/// few lines of nested aliases can ask for gigabytes ("billion laughs").
+pub const MAX_YAML_ALIASES: usize = 64;
+/// The largest policy file read.
+pub const MAX_POLICY_BYTES: usize = 1 << 20;
+
+/// Counts alias tokens (`*name` where a value starts), outside quotes and comments. An
+/// over-count only refuses a strange file; it never lets one through.
+fn yaml_aliases(text: &str) -> usize {
+    let mut n = 0;
+    for line in text.lines() {
+        let mut quote: Option<char> = None;
+        let mut prev = ' ';
+        let mut chars = line.chars().peekable();
+        while let Some(c) = chars.next() {
+            match quote {
+                Some(q) if c == q => quote = None,
+                Some(_) => {}
+                None if c == '#' && prev.is_whitespace() => break,
+                None if c == '\'' || c == '"' => quote = Some(c),
+                None if c == '*'
+                    && (prev.is_whitespace() || "[{,:-".contains(prev))
+                    && chars.peek().is_some_and(|d| !d.is_whitespace()) =>
+                {
+                    n += 1
+                }
+                None => {}
+            }
+            prev = c;
+        }
+    }
+    n
 }
 
 fn max_unavailable(field: &str, v: &CountOrPercent) -> Result<MaxUnavailable, PolicyError> {
@@ -504,6 +574,15 @@ fn hh_mm(field: &str, s: &str) -> Result<u16, PolicyError> {
 }
 
 const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+const DAY_NAMES: [&str; 7] = [
+    "monday",
+    "tuesday",
+    "wednesday",
+    "thursday",
+    "friday",
+    "saturday",
+    "sunday",
+];
 
 impl PolicyFile {
     pub fn validate(&self) -> Result<PlanPolicy, PolicyError> {
@@ -516,7 +595,7 @@ impl PolicyFile {
         }
         if let Some(t) = &self.target {
             p.target =
-                Some(t.parse().map_err(|e| {
+                Some(crate::version::Version::parse_release(t).map_err(|e| {
                     err("target", format!("{e} (expected a version like v1.35.3)"))
                 })?);
         }
@@ -618,11 +697,15 @@ impl PolicyFile {
                 let lower = d.to_ascii_lowercase();
                 let idx = DAYS
                     .iter()
-                    .position(|x| lower.starts_with(x))
+                    .zip(DAY_NAMES)
+                    .position(|(short, long)| lower == *short || lower == long)
                     .ok_or_else(|| {
                         err(
                             format!("maintenanceWindows[{i}].days[{j}]"),
-                            format!("{d:?}: expected mon, tue, wed, thu, fri, sat or sun"),
+                            format!(
+                                "{d:?}: expected mon, tue, wed, thu, fri, sat or sun (or the \
+                                 day's full name)"
+                            ),
                         )
                     })?;
                 days.push(idx as u8);
@@ -682,7 +765,7 @@ impl PolicyFile {
         }
         for (k, v) in &self.durations {
             let field = format!("durations.{k}");
-            let s = duration_secs(v).map_err(|e| err(&field, e))?;
+            let s = bounded_secs(&field, v)?;
             let d = &mut p.durations;
             let slot = match k.as_str() {
                 "preflight" => &mut d.preflight,
@@ -905,6 +988,43 @@ durations: { drain: 3m }
             "node: { maxDiskUsedPercent: 0 }",
             "node.maxDiskUsedPercent",
             "1 to 100",
+        );
+    }
+
+    #[test]
+    fn limits_have_names_and_bounds() {
+        check_err("canarySoak: 999999999999h", "canarySoak", "7d");
+        check_err("durations: { drain: 8d }", "durations.drain", "7d");
+        assert_eq!(
+            PlanPolicy::from_yaml("canarySoak: 7d")
+                .expect("a week is allowed")
+                .canary_soak_secs,
+            7 * 86_400
+        );
+        check_err(
+            "maintenanceWindows: [{days: [monkey], start: '22:00', end: '02:00'}]",
+            "maintenanceWindows[0].days[0]",
+            "\"monkey\"",
+        );
+        let w = PlanPolicy::from_yaml(
+            "maintenanceWindows: [{days: [Monday, tue], start: '22:00', end: '02:00'}]",
+        )
+        .expect("full names and short names");
+        assert_eq!(w.windows[0].days, vec![0, 1]);
+        check_err("target: v1.35.3-rc.1+abc", "target", "suffixes");
+        // A billion laughs: refused before anything is expanded.
+        let mut laughs = String::from("a: &a [lol]\n");
+        for i in 0..200 {
+            laughs.push_str(&format!("b{i}: &b{i} [*a, *a, *a]\n"));
+        }
+        let started = std::time::Instant::now();
+        let e = PlanPolicy::from_yaml(&laughs).expect_err("aliases");
+        assert!(e.to_string().contains("600 YAML aliases"), "{e}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        // Quoted and commented stars are no aliases.
+        assert_eq!(
+            yaml_aliases("a: '*x'\nb: \"*y\" # *z\nc: [*w, *v]\nd: 2*3"),
+            2
         );
     }
 
