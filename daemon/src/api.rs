@@ -284,6 +284,7 @@ impl From<RequestError> for ApiError {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             RequestError::Inventory(_) => StatusCode::BAD_GATEWAY,
+            RequestError::Forbidden { .. } => StatusCode::FORBIDDEN,
             RequestError::Log(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError(code, e.to_string())

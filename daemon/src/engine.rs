@@ -48,6 +48,11 @@ pub enum RequestError {
     Plan(String),
     #[error("the plan has {count} blocker(s); fix them or start with --force:\n{list}")]
     Blocked { count: usize, list: String },
+    #[error(
+        "the daemon's Kubernetes identity may not do what the run needs (nothing was \
+         recorded); grant these in its RBAC role:\n{list}"
+    )]
+    Forbidden { list: String },
     #[error(transparent)]
     Log(#[from] LogError),
 }
@@ -212,6 +217,24 @@ impl<L: EventLog + Clone> Daemon<L> {
             return Err(RequestError::Blocked {
                 count: blockers.len(),
                 list: blockers.join("\n"),
+            });
+        }
+        // Permissions first: a right missing now would halt the run after its first node.
+        let needed = planner::permissions::required(policy);
+        let allowed = self
+            .ports
+            .cluster
+            .can_i(&needed)
+            .await
+            .map_err(|e| RequestError::Inventory(format!("cannot check permissions: {e}")))?;
+        let missing = planner::permissions::missing(&needed, &allowed);
+        if !missing.is_empty() {
+            return Err(RequestError::Forbidden {
+                list: missing
+                    .iter()
+                    .map(|p| format!("  {p}"))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
             });
         }
         let run = uuid::Uuid::now_v7();

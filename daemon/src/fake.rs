@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use upgraded_events::planner::inventory::{
     ControlPlane, Inventory as PlannerInventory, NodeInv, Owner, PdbInv, PodInv, Resources,
 };
+use upgraded_events::planner::permissions::Permission;
 use upgraded_events::{Facts, NodeInfo, Role, Version};
 
 use crate::ports::{
@@ -302,6 +303,11 @@ pub fn read_effects(path: &Path) -> Result<Vec<Effect>, FakeError> {
 }
 
 impl ClusterApi for FakeWorld {
+    /// The fake world has no authorization: it lets anyone do anything.
+    fn can_i<'a>(&'a self, perms: &'a [Permission]) -> BoxFut<'a, Result<Vec<bool>, PortError>> {
+        Box::pin(async move { Ok(vec![true; perms.len()]) })
+    }
+
     fn observe(&self) -> BoxFut<'_, Result<Observed, PortError>> {
         Box::pin(async move {
             let nodes = self.lock();

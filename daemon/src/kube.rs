@@ -10,6 +10,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
+};
 use k8s_openapi::api::autoscaling::v1::{Scale, ScaleSpec};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::policy::v1::{Eviction as EvictionBody, PodDisruptionBudget};
@@ -22,6 +25,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use upgraded_events::Version;
 use upgraded_events::planner::inventory::{Inventory, Owner, PdbInv, PodInv};
+use upgraded_events::planner::permissions::Permission;
 
 use crate::ports::{
     BoxFut, ClusterApi, Eviction, NodeStatus, Observed, PortError, ScaleChange, Workload,
@@ -246,6 +250,34 @@ fn version_of(s: &str, what: &str) -> Result<Version, PortError> {
 }
 
 impl ClusterApi for KubeCluster {
+    fn can_i<'a>(&'a self, perms: &'a [Permission]) -> BoxFut<'a, Result<Vec<bool>, PortError>> {
+        Box::pin(async move {
+            let api: Api<SelfSubjectAccessReview> = Api::all(self.client.clone());
+            let mut out = Vec::with_capacity(perms.len());
+            for p in perms {
+                let review = SelfSubjectAccessReview {
+                    spec: SelfSubjectAccessReviewSpec {
+                        resource_attributes: Some(ResourceAttributes {
+                            verb: Some(p.verb.clone()),
+                            group: Some(p.group.clone()),
+                            resource: Some(p.resource.clone()),
+                            subresource: Some(p.subresource.clone()).filter(|s| !s.is_empty()),
+                            ..ResourceAttributes::default()
+                        }),
+                        ..SelfSubjectAccessReviewSpec::default()
+                    },
+                    ..SelfSubjectAccessReview::default()
+                };
+                let answer = api
+                    .create(&PostParams::default(), &review)
+                    .await
+                    .map_err(api_error)?;
+                out.push(answer.status.is_some_and(|s| s.allowed));
+            }
+            Ok(out)
+        })
+    }
+
     fn observe(&self) -> BoxFut<'_, Result<Observed, PortError>> {
         Box::pin(async move {
             let info = self.client.apiserver_version().await.map_err(api_error)?;

@@ -10,6 +10,7 @@ use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use upgraded_events::planner::inventory::{ControlPlane, Inventory, Owner, PdbInv, PodInv};
+use upgraded_events::planner::permissions::Permission;
 use upgraded_events::{Event, Facts, Timestamp, Version};
 
 pub type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -228,6 +229,9 @@ pub trait ClusterApi: Send + Sync + 'static {
         from: u32,
         to: u32,
     ) -> BoxFut<'a, Result<ScaleChange, PortError>>;
+    /// For each permission, whether the API server lets this identity do it
+    /// (SelfSubjectAccessReview), answered in order.
+    fn can_i<'a>(&'a self, perms: &'a [Permission]) -> BoxFut<'a, Result<Vec<bool>, PortError>>;
 }
 
 /// Where a step reports what it observes while it runs (recorded as events in the log).

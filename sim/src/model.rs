@@ -291,6 +291,10 @@ pub struct Faults {
     pub blocking_pdbs: BTreeSet<String>,
     /// Nodes whose pods take this long to terminate once evicted (a slow drain).
     pub slow_termination_ms: BTreeMap<String, Millis>,
+    /// What the caller may not do, as `verb resource[/subresource]` (e.g. `patch nodes`,
+    /// `create pods/eviction`): SelfSubjectAccessReviews answer "no", as a narrow RBAC role
+    /// would.
+    pub denied: BTreeSet<String>,
 }
 
 /// A pod as its controller sees it while reconciling.

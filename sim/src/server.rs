@@ -680,8 +680,39 @@ async fn handle(
         ("apps", "deployments" | "statefulsets" | "daemonsets" | "replicasets") => {
             workloads(&mut w, &method, &t, &q, &content_type, &body)
         }
+        ("authorization.k8s.io", "selfsubjectaccessreviews") if method == Method::POST => {
+            access_review(&w, &body)
+        }
         _ => not_found("resource", &t.resource),
     }
+}
+
+/// `SelfSubjectAccessReview`: allowed unless the world's faults deny that verb on that
+/// resource (`verb resource[/subresource]`).
+fn access_review(w: &World, body: &[u8]) -> Response {
+    let mut review: Value = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(e) => return bad_request(format!("the review is not JSON: {e}")),
+    };
+    let a = &review["spec"]["resourceAttributes"];
+    let (verb, resource) = (str_at(&a["verb"]), str_at(&a["resource"]));
+    let sub = str_at(&a["subresource"]);
+    let key = if sub.is_empty() {
+        format!("{verb} {resource}")
+    } else {
+        format!("{verb} {resource}/{sub}")
+    };
+    let allowed = !w.faults.denied.contains(&key);
+    review["status"] = if allowed {
+        json!({"allowed": true, "reason": "the sim allows it"})
+    } else {
+        json!({"allowed": false, "reason": format!("the sim's faults deny {key}")})
+    };
+    json_response(StatusCode::CREATED, &review)
+}
+
+fn str_at(v: &Value) -> String {
+    v.as_str().unwrap_or_default().to_string()
 }
 
 fn list_json(kind: &str, api_version: &str, rv: u64, items: Vec<Value>) -> Value {

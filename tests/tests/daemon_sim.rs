@@ -492,3 +492,39 @@ gates: {nodeReadyTimeout: 2h}
     drop(w);
     r.daemon.kill_now();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_missing_a_right_is_refused_before_the_plan_is_recorded() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let world = scenario::build("lab", Clock::real(600.0), 7).expect("lab");
+    let sim = SimServer::start(world, ([127, 0, 0, 1], 0).into()).expect("sim");
+    {
+        let mut w = sim.sim.world();
+        w.faults.denied.insert("patch nodes".into());
+        w.faults.denied.insert("create pods/eviction".into());
+    }
+    let mut r = daemon_on(tmp.path(), &sim).await;
+    let err = start(&r.client).await.expect_err("must refuse");
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("HTTP 403")
+            && msg.contains("patch nodes (cordon and uncordon)")
+            && msg.contains("create pods/eviction (drains through the Eviction API)")
+            && !msg.contains("list pods"),
+        "names every missing right, and only those: {msg}"
+    );
+    let runs = r
+        .client
+        .json(Method::GET, "/v1/runs", None)
+        .await
+        .expect("runs");
+    assert_eq!(runs, serde_json::json!([]), "nothing was recorded");
+    assert!(
+        sim.sim.world().nodes.values().all(|n| !n.unschedulable),
+        "no node was touched"
+    );
+    // Granted, the same start goes ahead.
+    sim.sim.world().faults.denied.clear();
+    start(&r.client).await.expect("start with the rights");
+    r.daemon.kill_now();
+}

@@ -13,6 +13,7 @@
 pub mod capacity;
 pub mod catalog;
 pub mod inventory;
+pub mod permissions;
 pub mod policy;
 pub mod quantity;
 pub mod render;

@@ -1,0 +1,145 @@
+//! What the daemon's Kubernetes identity must be allowed to do for a run, asked of the API
+//! server (SelfSubjectAccessReview) before the run records its plan, so a missing right
+//! refuses the start instead of halting the run after its first node was touched.
+
+use serde::{Deserialize, Serialize};
+
+use super::policy::PlanPolicy;
+
+/// One verb on one resource, as RBAC spells it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Permission {
+    pub verb: String,
+    /// API group, `""` for the core group.
+    pub group: String,
+    pub resource: String,
+    /// `""` when none (`eviction`, `scale`).
+    pub subresource: String,
+    /// What the run needs it for, for the refusal's message.
+    pub why: String,
+}
+
+impl std::fmt::Display for Permission {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ", self.verb)?;
+        f.write_str(&self.resource)?;
+        if !self.subresource.is_empty() {
+            write!(f, "/{}", self.subresource)?;
+        }
+        if !self.group.is_empty() {
+            write!(f, ".{}", self.group)?;
+        }
+        write!(f, " ({})", self.why)
+    }
+}
+
+fn p(verb: &str, group: &str, resource: &str, subresource: &str, why: &str) -> Permission {
+    Permission {
+        verb: verb.into(),
+        group: group.into(),
+        resource: resource.into(),
+        subresource: subresource.into(),
+        why: why.into(),
+    }
+}
+
+/// Every permission a run under `policy` uses, in the order a refusal lists them.
+pub fn required(policy: &PlanPolicy) -> Vec<Permission> {
+    let mut out = vec![
+        p("list", "", "nodes", "", "inventory"),
+        p("get", "", "nodes", "", "node readiness and versions"),
+        p("patch", "", "nodes", "", "cordon and uncordon"),
+        p("list", "", "pods", "", "inventory, drains and health gates"),
+        p(
+            "create",
+            "",
+            "pods",
+            "eviction",
+            "drains through the Eviction API",
+        ),
+        p("list", "policy", "poddisruptionbudgets", "", "inventory"),
+        p(
+            "get",
+            "policy",
+            "poddisruptionbudgets",
+            "",
+            "drains waiting on a budget",
+        ),
+        p("list", "apps", "deployments", "", "inventory"),
+        p("list", "apps", "statefulsets", "", "inventory"),
+        p("list", "apps", "daemonsets", "", "inventory"),
+        p("list", "apps", "replicasets", "", "pod owners"),
+    ];
+    if policy.scale_up_to_unblock {
+        out.push(p(
+            "get",
+            "apps",
+            "deployments",
+            "scale",
+            "drain.scaleUpToUnblock",
+        ));
+        out.push(p(
+            "update",
+            "apps",
+            "deployments",
+            "scale",
+            "drain.scaleUpToUnblock",
+        ));
+        out.push(p(
+            "get",
+            "apps",
+            "replicasets",
+            "",
+            "drain.scaleUpToUnblock",
+        ));
+    }
+    out
+}
+
+/// The permissions of `required` whose answer was "no" (`allowed[i]` answers `required[i]`).
+pub fn missing(required: &[Permission], allowed: &[bool]) -> Vec<Permission> {
+    required
+        .iter()
+        .zip(allowed.iter().copied().chain(std::iter::repeat(false)))
+        .filter(|(_, ok)| !ok)
+        .map(|(p, _)| p.clone())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scaling_rights_are_asked_only_when_the_policy_scales() {
+        let plain = required(&PlanPolicy::default());
+        assert!(plain.iter().all(|p| p.subresource != "scale"));
+        assert!(
+            plain
+                .iter()
+                .any(|p| p.to_string() == "create pods/eviction (drains through the Eviction API)")
+        );
+        assert!(
+            plain
+                .iter()
+                .any(|p| p.verb == "patch" && p.resource == "nodes")
+        );
+        let scaling = PlanPolicy::from_yaml("drain: {scaleUpToUnblock: true}").expect("policy");
+        let with = required(&scaling);
+        assert!(
+            with.iter()
+                .any(|p| p.to_string().starts_with("update deployments/scale.apps"))
+        );
+    }
+
+    #[test]
+    fn what_was_not_answered_counts_as_missing() {
+        let req = required(&PlanPolicy::default());
+        let mut answers = vec![true; req.len()];
+        answers[2] = false;
+        let m = missing(&req, &answers);
+        assert_eq!(m.len(), 1);
+        assert_eq!(m[0].verb, "patch");
+        assert_eq!(missing(&req, &answers[..3]).len(), 1 + req.len() - 3);
+    }
+}
