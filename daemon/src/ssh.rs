@@ -465,7 +465,13 @@ impl SshNodes {
         let io = |e: std::io::Error| {
             PortError::retryable(format!("copying the snapshot to {}: {e}", local.display()))
         };
-        tokio::fs::create_dir_all(&dir).await.map_err(io)?;
+        // The snapshot holds every Secret of the cluster: private whatever the umask.
+        tokio::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .await
+            .map_err(io)?;
         if let Ok(bytes) = tokio::fs::read(&local).await
             && sha256_hex(&bytes) == want_sha
         {
@@ -491,7 +497,14 @@ impl SshNodes {
                 .stdout()
                 .take()
                 .ok_or_else(|| PortError::retryable("no stdout from cat"))?;
-            let mut file = tokio::fs::File::create(&tmp).await.map_err(io)?;
+            let mut file = tokio::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)
+                .await
+                .map_err(io)?;
             let mut hasher = Sha256::new();
             let mut buf = vec![0u8; 64 * 1024];
             loop {

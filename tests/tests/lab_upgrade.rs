@@ -337,6 +337,12 @@ fn snapshots_restore(data: &Path) -> usize {
     for e in std::fs::read_dir(&dir).expect("snapshot copies").flatten() {
         let p = e.path();
         if p.extension().is_some_and(|x| x == "db") {
+            // A snapshot holds every Secret of the cluster: its copy is private.
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&p).expect("meta").permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{} is {mode:o}", p.display());
+            let dmode = std::fs::metadata(&dir).expect("meta").permissions().mode() & 0o777;
+            assert_eq!(dmode, 0o700, "{} is {dmode:o}", dir.display());
             let target = tempfile::tempdir().expect("tmp");
             let out = Command::new("etcdctl")
                 .args(["snapshot", "restore"])
