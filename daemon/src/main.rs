@@ -324,13 +324,20 @@ fn report_open(report: &OpenReport) {
     if let Some(aside) = &report.moved_aside {
         tracing::warn!(aside = %aside.display(), "sled's unreadable files were moved aside; the log was rebuilt from the witness");
     }
-    if !report.restored.is_empty() {
+    if report.restored_damage > 0 {
         let first = report.restored[0];
         tracing::warn!(
-            count = report.restored.len(),
+            count = report.restored_damage,
             first_run = %first.0,
             first_seq = first.1,
-            "records lost or damaged in sled were restored from the witness"
+            "records damaged or lost in sled's files were restored from the witness; check the disk"
+        );
+    }
+    let unflushed = report.restored.len() - report.restored_damage;
+    if unflushed > 0 {
+        tracing::info!(
+            count = unflushed,
+            "the last records before the stop, not yet flushed by sled, were taken from the witness"
         );
     }
     if let Some(d) = &report.witness_damage {

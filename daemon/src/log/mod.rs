@@ -608,6 +608,7 @@ mod tests {
         damage_in_sled(dir.path(), run, &[1, 4]);
         let (log, report) = open_when_unlocked(dir.path(), PLAIN).expect("open");
         assert_eq!(report.restored, vec![(run, 1), (run, 4)]);
+        assert_eq!(report.restored_damage, 2, "both were damaged bytes");
         let all = log.read(run, 0).expect("read");
         assert_eq!(all.len(), 5);
         assert_eq!(all[4].event, Event::RunRecovered { pid: 4 });
@@ -686,6 +687,10 @@ mod tests {
         }
         let (log, report) = open_when_unlocked(dir.path(), PLAIN).expect("open");
         assert_eq!(report.restored.len(), 3);
+        assert_eq!(
+            report.restored_damage, 0,
+            "a missing tail is what a crash leaves"
+        );
         assert_eq!(log.read(run, 0).expect("read").len(), 5);
     }
 

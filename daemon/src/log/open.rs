@@ -39,8 +39,12 @@ pub struct OpenReport {
     pub records: u64,
     /// (run, seq) of records moved to the quarantine tree by `repair_tail`.
     pub quarantined: Vec<(RunId, u64)>,
-    /// Records sled had lost or damaged, written back from the witness.
+    /// Records sled lacked or had damaged, written back from the witness.
     pub restored: Vec<(RunId, u64)>,
+    /// How many of `restored` were damage: bytes sled holds that fail their checks, or a
+    /// record missing below one sled still has (sled stops reading at a bad message). The
+    /// rest were the last records before a stop, which sled had not flushed yet: normal.
+    pub restored_damage: usize,
     /// Records sled had that the witness did not (written just before a crash, or a log
     /// from before the witness), now in the witness too.
     pub witnessed: u64,
@@ -305,7 +309,20 @@ pub(super) fn open(dir: &Path, recovery: Recovery) -> Result<Opened, LogError> {
             }
         }
     }
+    // The highest seq sled holds intact, per run: a missing record below it is damage.
+    let mut sled_top: HashMap<RunId, u64> = HashMap::new();
+    for k in good.keys() {
+        if let Some((run, seq)) = split_key(k) {
+            let t = sled_top.entry(run).or_insert(0);
+            *t = (*t).max(seq);
+        }
+    }
     for k in &to_sled {
+        let below_intact =
+            split_key(k).is_some_and(|(run, seq)| sled_top.get(&run).is_some_and(|top| *top > seq));
+        if below_intact || damaged.contains_key(k) {
+            report.restored_damage += 1;
+        }
         if let Some(bad) = damaged.remove(k) {
             sled.quarantine.insert(k, bad).map_err(storage)?;
         }
