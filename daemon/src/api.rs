@@ -247,6 +247,25 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequestP
     }
 }
 
+/// A path parameter whose rejection (e.g. bad percent-encoding) is a JSON error.
+struct P<T>(T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> axum::extract::FromRequestParts<S>
+    for P<T>
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        UrlPath::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| P(p.0))
+            .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))
+    }
+}
+
 /// A reason as recorded: bounded, one line, no control characters.
 fn reason(r: String) -> Result<String, ApiError> {
     if r.len() > MAX_REASON_BYTES {
@@ -341,7 +360,7 @@ fn parse_run(id: &str) -> Result<RunId, ApiError> {
 
 async fn run_status<L: EventLog + Clone>(
     State(d): State<Arc<Daemon<L>>>,
-    UrlPath(id): UrlPath<String>,
+    P(id): P<String>,
 ) -> Result<Response, ApiError> {
     let run = parse_run(&id)?;
     let records = d.log().read(run, 0).map_err(internal)?;
@@ -460,7 +479,7 @@ fn ends_run(e: &Event) -> bool {
 
 async fn events<L: EventLog + Clone>(
     State(d): State<Arc<Daemon<L>>>,
-    UrlPath(id): UrlPath<String>,
+    P(id): P<String>,
     Q(q): Q<EventsQuery>,
 ) -> Result<Response, ApiError> {
     let run = parse_run(&id)?;

@@ -89,6 +89,8 @@ async fn the_api_refuses_what_it_does_not_know_and_records_who_acted() {
     assert_eq!(status, 405);
     let (status, msg) = refused(&client, Method::GET, "/v1/runs/x/events?folow=true", None).await;
     assert_eq!(status, 400, "{msg}");
+    let (status, msg) = refused(&client, Method::GET, "/v1/runs/%FF/events", None).await;
+    assert_eq!(status, 400, "{msg}");
 
     // A real run; a pause with an oversized reason is refused, a plain one recorded with the
     // kernel's uid and the system's name for it.
