@@ -136,16 +136,14 @@ async fn the_api_refuses_what_it_does_not_know_and_records_who_acted() {
 
     // A second daemon on the same socket, with its own data dir: it exits, saying why, and
     // the first one still answers.
-    let out = Command::new(binary("upgraded"))
-        .arg("--data-dir")
-        .arg(tmp.path().join("other-data"))
-        .arg("--socket")
-        .arg(tmp.path().join("api.sock"))
-        .arg("--fake-world")
-        .arg(tmp.path().join("other-world"))
-        .stdin(Stdio::null())
-        .output()
-        .expect("second daemon");
+    let out = common::fake_world_daemon(
+        &tmp.path().join("other-data"),
+        &tmp.path().join("api.sock"),
+        &tmp.path().join("other-world"),
+    )
+    .stderr(Stdio::piped())
+    .output()
+    .expect("second daemon");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("another daemon is already listening"), "{err}");
@@ -156,16 +154,14 @@ async fn the_api_refuses_what_it_does_not_know_and_records_who_acted() {
     assert_eq!(active(&client).await["phase"], "paused");
 
     // A socket inside the data dir would replace a file of the log: refused.
-    let out = Command::new(binary("upgraded"))
-        .arg("--data-dir")
-        .arg(tmp.path().join("third"))
-        .arg("--socket")
-        .arg(tmp.path().join("third").join("db"))
-        .arg("--fake-world")
-        .arg(tmp.path().join("third-world"))
-        .stdin(Stdio::null())
-        .output()
-        .expect("third daemon");
+    let out = common::fake_world_daemon(
+        &tmp.path().join("third"),
+        &tmp.path().join("third").join("db"),
+        &tmp.path().join("third-world"),
+    )
+    .stderr(Stdio::piped())
+    .output()
+    .expect("third daemon");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("inside the data dir"));
 
@@ -188,17 +184,9 @@ async fn sigterm_stops_the_daemon_cleanly_and_the_run_resumes() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let socket = tmp.path().join("api.sock");
     let spawn = || {
-        Command::new(binary("upgraded"))
-            .arg("--data-dir")
-            .arg(tmp.path().join("data"))
-            .arg("--socket")
-            .arg(&socket)
-            .arg("--fake-world")
-            .arg(tmp.path().join("world"))
+        common::fake_world_daemon(&tmp.path().join("data"), &socket, &tmp.path().join("world"))
             .args(SLOW)
             .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn")
@@ -363,20 +351,16 @@ async fn a_full_disk_fails_an_append_with_the_reason_and_leaves_no_trace() {
     let data = tmp.path().join("disk").join("data");
     let spawn = || {
         common::Daemon::from_child(
-            Command::new(binary("upgraded"))
-                .arg("--data-dir")
-                .arg(&data)
-                .arg("--socket")
-                .arg(tmp.path().join("api.sock"))
-                .arg("--fake-world")
-                .arg(tmp.path().join("world"))
-                .args(SLOW)
-                .env("RUST_LOG", "error")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("spawn"),
+            common::fake_world_daemon(
+                &data,
+                &tmp.path().join("api.sock"),
+                &tmp.path().join("world"),
+            )
+            .args(SLOW)
+            .env("RUST_LOG", "error")
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn"),
         )
     };
     let client = Client::new(&tmp.path().join("api.sock"));

@@ -30,15 +30,6 @@ const DAEMON_ARGS: &[&str] = &[
     "100",
 ];
 
-/// Two workers at a time after one canary, short soaks and waits, fast retries.
-const POLICY: &str = "apiVersion: upgraded.dev/v1alpha1
-kind: UpgradePolicy
-generations: {maxUnavailable: 2, canaries: 1}
-canarySoak: 30s
-waitBetweenBatches: 10s
-retries: {backoff: 1s}
-";
-
 /// Follows the run's event stream in the background, keeping every line it was sent.
 fn follow(
     client: &Client,
@@ -87,7 +78,7 @@ async fn kill_9_at_random_moments_loses_nothing_and_repeats_nothing() {
         rounds += 1;
         let tmp = tempfile::tempdir().expect("tempdir");
         let policy = tmp.path().join("policy.yaml");
-        std::fs::write(&policy, POLICY).expect("write policy");
+        std::fs::write(&policy, common::FAKE_RUN_POLICY).expect("write policy");
         let policy = policy.to_str().expect("utf-8 temp path");
         let extra: Vec<&str> = DAEMON_ARGS
             .iter()

@@ -33,14 +33,6 @@ const DAEMON_ARGS: &[&str] = &[
     "200",
 ];
 
-const POLICY: &str = "apiVersion: upgraded.dev/v1alpha1
-kind: UpgradePolicy
-generations: {maxUnavailable: 2, canaries: 1}
-canarySoak: 30s
-waitBetweenBatches: 10s
-retries: {backoff: 1s}
-";
-
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("mkdir");
     for entry in std::fs::read_dir(from).expect("read_dir") {
@@ -258,7 +250,7 @@ async fn damaged_sled_files_never_lose_an_acknowledged_record_silently() {
     let mut rng = StdRng::seed_from_u64(seed);
     let tmp = tempfile::tempdir().expect("tempdir");
     let policy = tmp.path().join("policy.yaml");
-    std::fs::write(&policy, POLICY).expect("policy");
+    std::fs::write(&policy, common::FAKE_RUN_POLICY).expect("policy");
     let policy = policy.to_str().expect("utf-8").to_string();
 
     // A real run, killed right after a random acknowledged record.

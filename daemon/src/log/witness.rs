@@ -203,40 +203,8 @@ fn scan_bytes(buf: &[u8]) -> Scan {
         ..Scan::default()
     };
     let mut at = 0usize;
-    loop {
+    while at < buf.len() {
         match parse_at(buf, at) {
-            Parsed::End => break,
-            Parsed::Bad => {
-                // Is there an intact frame further on? Then the damage is in the middle.
-                let middle = (at + 8..buf.len().saturating_sub(HEAD))
-                    .step_by(8)
-                    .any(|i| matches!(parse_at(buf, i), Parsed::Frame { .. }));
-                s.damage = Some(Damage {
-                    offset: at as u64,
-                    middle,
-                });
-                if middle {
-                    // Keep what the frames after the damage hold; only the damaged frames'
-                    // records are unknown.
-                    let mut i = at + 8;
-                    while i + HEAD <= buf.len() {
-                        match parse_at(buf, i) {
-                            Parsed::Frame {
-                                kind,
-                                payload_at,
-                                len,
-                                next,
-                            } => {
-                                apply(&mut s, kind, &buf[payload_at..payload_at + len]);
-                                i = next;
-                            }
-                            Parsed::End => break,
-                            Parsed::Bad => i += 8,
-                        }
-                    }
-                }
-                break;
-            }
             Parsed::Frame {
                 kind,
                 payload_at,
@@ -244,8 +212,22 @@ fn scan_bytes(buf: &[u8]) -> Scan {
                 next,
             } => {
                 apply(&mut s, kind, &buf[payload_at..payload_at + len]);
+                match &mut s.damage {
+                    // Intact frames after damage: only the damaged frames' records are unknown.
+                    Some(d) => d.middle = true,
+                    None => s.end = next as u64,
+                }
                 at = next;
-                s.end = at as u64;
+            }
+            // The end: zeros from here on (a zeroed block with data after it is damage).
+            Parsed::End if s.damage.is_none() && buf[at..].iter().all(|b| *b == 0) => break,
+            // Past damage, look for intact frames at every 8-byte boundary.
+            Parsed::End | Parsed::Bad => {
+                s.damage.get_or_insert(Damage {
+                    offset: at as u64,
+                    middle: false,
+                });
+                at += 8;
             }
         }
     }

@@ -34,22 +34,42 @@ impl Drop for Daemon {
     }
 }
 
+/// `upgraded` on a fake world: its data dir, socket and world, quiet output but errors.
+pub fn fake_world_daemon(data: &Path, socket: &Path, world: &Path) -> Command {
+    let mut c = Command::new(binary("upgraded"));
+    c.arg("--data-dir")
+        .arg(data)
+        .arg("--socket")
+        .arg(socket)
+        .arg("--fake-world")
+        .arg(world)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    c
+}
+
+/// A fake-world run: one canary, then two workers at a time; short soaks and waits, fast
+/// retries (the kill and log damage tests).
+pub const FAKE_RUN_POLICY: &str = "apiVersion: upgraded.dev/v1alpha1
+kind: UpgradePolicy
+generations: {maxUnavailable: 2, canaries: 1}
+canarySoak: 30s
+waitBetweenBatches: 10s
+retries: {backoff: 1s}
+";
+
 pub fn spawn_daemon(o: &DaemonOpts<'_>) -> Daemon {
     Daemon(
-        Command::new(binary("upgraded"))
-            .arg("--data-dir")
-            .arg(o.base.join("data"))
-            .arg("--socket")
-            .arg(o.base.join("api.sock"))
-            .arg("--fake-world")
-            .arg(o.base.join("world"))
-            .args(o.extra)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn upgraded"),
+        fake_world_daemon(
+            &o.base.join("data"),
+            &o.base.join("api.sock"),
+            &o.base.join("world"),
+        )
+        .args(o.extra)
+        .spawn()
+        .expect("spawn upgraded"),
     )
 }
 
