@@ -9,7 +9,7 @@ use clap::Parser;
 use upgraded_daemon::engine::{Daemon, RunDefaults};
 use upgraded_daemon::fake::{FakeWorld, Inventory};
 use upgraded_daemon::kube::KubeCluster;
-use upgraded_daemon::log::{EventLog, OpenReport, Recovery, SledLog};
+use upgraded_daemon::log::{EventLog, OpenReport, Recovery, SledLog, witness};
 use upgraded_daemon::outbox::{Outbox, OutboxConfig};
 use upgraded_daemon::ports::{Clock, ClockAnchor, NodeExecutor, SystemClock};
 use upgraded_daemon::remote::Scripts;
@@ -126,7 +126,15 @@ struct Args {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() {
+    // One line an operator can read (with its causes), not a Debug dump with a backtrace.
+    if let Err(e) = run().await {
+        eprintln!("upgraded: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -136,6 +144,16 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     // Everything the daemon writes (log, witness, snapshots, exports) is private to its user.
     private_files();
+    if args.check_log
+        && !args.data_dir.join("db").exists()
+        && !args.data_dir.join(witness::FILE).exists()
+    {
+        anyhow::bail!(
+            "{} holds no event log (neither sled's db nor {}); nothing to check",
+            args.data_dir.display(),
+            witness::FILE
+        );
+    }
     private_dir(&args.data_dir)?;
     let recovery = Recovery {
         repair_tail: args.repair_tail,
