@@ -296,8 +296,8 @@ async fn active_run(client: &Client) -> anyhow::Result<String> {
 }
 
 fn print_plan(plan: &Value) {
-    match serde_json::from_value::<upgraded_events::planner::PlanReport>(plan.clone()) {
-        Ok(report) => print!("{}", upgraded_events::planner::render::table(&report)),
+    match serde_json::from_value::<upgraded_planner::PlanReport>(plan.clone()) {
+        Ok(report) => print!("{}", upgraded_planner::render::table(&report)),
         Err(_) => println!("{}", serde_json::to_string_pretty(plan).unwrap_or_default()),
     }
 }
@@ -735,7 +735,8 @@ fn plan(
     runbook: bool,
     start: Option<String>,
 ) -> anyhow::Result<bool> {
-    use upgraded_events::planner::{self, PlanInput, inventory::Inventory, policy::PlanPolicy};
+    use upgraded_events::inventory::Inventory;
+    use upgraded_planner::{self as planner, PlanInput, policy::PlanPolicy};
     let text = if snapshot.as_os_str() == "-" {
         let mut s = String::new();
         std::io::Read::read_to_string(&mut std::io::stdin(), &mut s).context("reading stdin")?;

@@ -35,9 +35,9 @@ use upgraded_daemon::ports::{
     BoxFut, Clock, CommandOutput, NodeExecutor, PortError, RemoteCommand,
 };
 use upgraded_daemon::steps::Ports;
-use upgraded_events::planner::inventory::{CGROUP_KEY, Inventory};
-use upgraded_events::planner::policy::{Durations, PlanPolicy};
+use upgraded_events::inventory::{CGROUP_KEY, Inventory};
 use upgraded_events::{Actor, Event, Facts, Record, Role, RunId, Step, Timestamp, Version};
+use upgraded_planner::policy::{Durations, PlanPolicy};
 use upgraded_sim::clock::VIRTUAL_EPOCH;
 use upgraded_sim::{Sim, scenario};
 

@@ -17,7 +17,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use upgraded_events::planner::inventory::PodInv;
+use upgraded_events::inventory::PodInv;
 use upgraded_events::state::ScaledWorkload;
 use upgraded_events::{Event, Facts, Policy};
 

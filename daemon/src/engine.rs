@@ -10,14 +10,14 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinSet;
-use upgraded_events::planner::inventory::check_node_name;
-use upgraded_events::planner::policy::PlanPolicy;
-use upgraded_events::planner::{self, PlanInput, PlanReport, Severity};
+use upgraded_events::inventory::check_node_name;
 use upgraded_events::run::RunPhase;
 use upgraded_events::state::RunSummary;
 use upgraded_events::{
     Actor, Command, Event, Json, Record, RunId, RunState, Timestamp, Version, decide,
 };
+use upgraded_planner::policy::PlanPolicy;
+use upgraded_planner::{self as planner, PlanInput, PlanReport, Severity};
 
 use crate::log::{EventLog, LogError};
 use crate::ports::{BoxFut, Clock, Notes, PortError};

@@ -14,11 +14,11 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use upgraded_events::planner::inventory::{
+use upgraded_events::inventory::{
     ControlPlane, Inventory as PlannerInventory, NodeInv, Owner, PdbInv, PodInv, Resources,
 };
-use upgraded_events::planner::permissions::Permission;
 use upgraded_events::{Facts, NodeInfo, Role, Version};
+use upgraded_planner::permissions::Permission;
 
 use crate::ports::{
     BoxFut, ClusterApi, CommandOutput, Eviction, NodeExecutor, NodeStatus, Observed, PortError,
@@ -315,7 +315,7 @@ impl ClusterApi for FakeWorld {
                 nodes: nodes
                     .values()
                     .map(|n| {
-                        let mut labels: upgraded_events::planner::inventory::Labels = [(
+                        let mut labels: upgraded_events::inventory::Labels = [(
                             "node.kubernetes.io/instance-type".to_string(),
                             "fake".to_string(),
                         )]

@@ -24,8 +24,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use upgraded_events::Version;
-use upgraded_events::planner::inventory::{Inventory, Owner, PdbInv, PodInv};
-use upgraded_events::planner::permissions::Permission;
+use upgraded_events::inventory::{Inventory, Owner, PdbInv, PodInv};
+use upgraded_planner::permissions::Permission;
 
 use crate::ports::{
     BoxFut, ClusterApi, Eviction, NodeStatus, Observed, PortError, ScaleChange, Workload,

@@ -16,8 +16,8 @@ use upgraded_daemon::remote::Scripts;
 use upgraded_daemon::simagent::SimAgents;
 use upgraded_daemon::ssh::{SshNodes, SshOptions};
 use upgraded_daemon::steps::Ports;
-use upgraded_events::planner::policy::PlanPolicy;
 use upgraded_events::{Timestamp, Version};
+use upgraded_planner::policy::PlanPolicy;
 
 #[derive(Debug, Parser)]
 #[command(

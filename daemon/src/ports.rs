@@ -9,9 +9,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
-use upgraded_events::planner::inventory::{ControlPlane, Inventory, Owner, PdbInv, PodInv};
-use upgraded_events::planner::permissions::Permission;
+use upgraded_events::inventory::{ControlPlane, Inventory, Owner, PdbInv, PodInv};
 use upgraded_events::{Event, Facts, Timestamp, Version};
+use upgraded_planner::permissions::Permission;
 
 pub type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 

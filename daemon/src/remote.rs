@@ -7,10 +7,10 @@
 
 use std::fmt::Write as _;
 
-use upgraded_events::planner::catalog::package_version;
-use upgraded_events::planner::policy::{NodeCommands, PackageManager, PlanPolicy};
-use upgraded_events::planner::render::shell_quote;
 use upgraded_events::{Facts, Version};
+use upgraded_planner::catalog::package_version;
+use upgraded_planner::policy::{NodeCommands, PackageManager, PlanPolicy};
+use upgraded_planner::render::shell_quote;
 
 use crate::ports::{PortError, RemoteCommand};
 

@@ -16,7 +16,7 @@ use hyper_util::rt::TokioIo;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::{Value, json};
 use upgraded_events::Version;
-use upgraded_events::planner::inventory::CGROUP_KEY;
+use upgraded_events::inventory::CGROUP_KEY;
 
 use crate::ports::{BoxFut, CommandOutput, NodeExecutor, PortError, RemoteCommand};
 

@@ -24,8 +24,8 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Semaphore;
 use upgraded_events::Facts;
-use upgraded_events::planner::inventory::check_node_name;
-use upgraded_events::planner::render::shell_quote;
+use upgraded_events::inventory::check_node_name;
+use upgraded_planner::render::shell_quote;
 
 use crate::ports::{BoxFut, CommandOutput, NodeExecutor, PortError, RemoteCommand};
 use crate::remote::{Scripts, parse_facts, preflight_verdict, snapshot_revision};

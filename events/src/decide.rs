@@ -7,10 +7,10 @@ use serde::Serialize;
 
 use crate::event::{Event, InDoubt, Step, Timestamp};
 use crate::node::{NodeState, Phase, StepStatus};
-use crate::planner::schedule::{earliest_start, rfc3339};
 use crate::policy::{OnDrainBlocked, Policy};
 use crate::run::RunPhase;
 use crate::state::RunState;
+use crate::window::{earliest_start, rfc3339};
 
 /// What the engine should do. Imperative names: these are orders, not facts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -320,8 +320,8 @@ mod tests {
     use super::*;
     use crate::event::{Actor, Json, Record, RunId};
     use crate::plan::{Batch, NodePlan, Plan, Role};
-    use crate::planner::policy::Window;
     use crate::version::Version;
+    use crate::window::Window;
 
     /// 2026-11-24 (a Tuesday) at `h`:`m` UTC.
     fn at(day: i64, h: i64, m: i64) -> Timestamp {

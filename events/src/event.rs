@@ -12,9 +12,11 @@ use std::fmt;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use uuid::Uuid;
 
+use crate::inventory::Inventory;
 use crate::plan::Plan;
-use crate::planner::inventory::Inventory;
+pub use crate::plan::Step;
 use crate::policy::Policy;
+pub use crate::time::Timestamp;
 use crate::version::Version;
 
 /// A run's id: a UUID v7, so ids sort by creation time.
@@ -22,50 +24,6 @@ pub type RunId = Uuid;
 
 /// Observed facts attached to an outcome (`kubelet_version=v1.35.3`, `evicted=12`, …).
 pub type Facts = BTreeMap<String, String>;
-
-/// Milliseconds since the Unix epoch, as read from the clock port (real or virtual).
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
-)]
-pub struct Timestamp(pub i64);
-
-impl Timestamp {
-    pub fn plus_secs(self, secs: u64) -> Timestamp {
-        Timestamp(
-            self.0
-                .saturating_add(i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX)),
-        )
-    }
-    pub fn plus_millis(self, ms: u64) -> Timestamp {
-        Timestamp(self.0.saturating_add(i64::try_from(ms).unwrap_or(i64::MAX)))
-    }
-}
-
-impl fmt::Display for Timestamp {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Civil-from-days (H. Hinnant), to print UTC without a date crate.
-        let secs = self.0.div_euclid(1000);
-        let ms = self.0.rem_euclid(1000);
-        let days = secs.div_euclid(86_400);
-        let sod = secs.rem_euclid(86_400);
-        let z = days + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z.rem_euclid(146_097);
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let d = doy - (153 * mp + 2) / 5 + 1;
-        let m = if mp < 10 { mp + 3 } else { mp - 9 };
-        let y = yoe + era * 400 + i64::from(m <= 2);
-        write!(
-            f,
-            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z",
-            sod / 3600,
-            sod % 3600 / 60,
-            sod % 60
-        )
-    }
-}
 
 /// Who did an operator action: the peer uid the kernel reported on the API socket (trusted)
 /// and the name the client gave (informational).
@@ -83,33 +41,6 @@ impl Actor {
             name: "upgraded".into(),
         }
     }
-}
-
-/// One step of a node's workflow. Append-only enum (see the module doc).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
-pub enum Step {
-    /// Read-only checks on the node (cgroup, disk, runtime); records the pre-upgrade facts,
-    /// including whether someone else had already cordoned it.
-    Preflight,
-    /// Mark the node unschedulable.
-    Cordon,
-    /// Evict the node's pods through the Eviction API, honouring PodDisruptionBudgets.
-    Drain,
-    /// Install this hop's kubelet and kubectl packages (unhold → install → hold).
-    UpgradePackages { version: Version },
-    /// daemon-reload and restart kubelet.
-    RestartKubelet,
-    /// Node Ready and reporting the target versions.
-    Verify,
-    /// Make the node schedulable again (unless someone else had cordoned it).
-    Uncordon,
-    /// Watch the node for the policy's soak time before the next batch may start.
-    Soak,
-    /// Save an etcd snapshot and verify it by a trial restore (before a control-plane hop).
-    EtcdSnapshot,
-    /// unhold → install → hold kubeadm at `version`, then `kubeadm upgrade apply` (`apply`,
-    /// the first control-plane node of a hop) or `kubeadm upgrade node` (every other node).
-    KubeadmUpgrade { version: Version, apply: bool },
 }
 
 /// How a step whose intent was recorded but whose outcome was not (the daemon died in

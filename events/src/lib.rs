@@ -8,13 +8,16 @@
 pub mod codec;
 pub mod decide;
 pub mod event;
+pub mod inventory;
 pub mod node;
 pub mod plan;
-pub mod planner;
 pub mod policy;
+pub mod quantity;
 pub mod run;
 pub mod state;
+pub mod time;
 pub mod version;
+pub mod window;
 
 pub use decide::{Command, Decision, decide};
 pub use event::{Actor, Event, EventKind, Facts, InDoubt, Json, Record, RunId, Step, Timestamp};

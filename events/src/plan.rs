@@ -6,8 +6,35 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::Step;
 use crate::version::Version;
+
+// Stored records carry no names (see `event.rs`); `in_doubt` and `name` live with the events.
+/// One step of a node's workflow. Append-only enum (see the module doc).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+pub enum Step {
+    /// Read-only checks on the node (cgroup, disk, runtime); records the pre-upgrade facts,
+    /// including whether someone else had already cordoned it.
+    Preflight,
+    /// Mark the node unschedulable.
+    Cordon,
+    /// Evict the node's pods through the Eviction API, honouring PodDisruptionBudgets.
+    Drain,
+    /// Install this hop's kubelet and kubectl packages (unhold → install → hold).
+    UpgradePackages { version: Version },
+    /// daemon-reload and restart kubelet.
+    RestartKubelet,
+    /// Node Ready and reporting the target versions.
+    Verify,
+    /// Make the node schedulable again (unless someone else had cordoned it).
+    Uncordon,
+    /// Watch the node for the policy's soak time before the next batch may start.
+    Soak,
+    /// Save an etcd snapshot and verify it by a trial restore (before a control-plane hop).
+    EtcdSnapshot,
+    /// unhold → install → hold kubeadm at `version`, then `kubeadm upgrade apply` (`apply`,
+    /// the first control-plane node of a hop) or `kubeadm upgrade node` (every other node).
+    KubeadmUpgrade { version: Version, apply: bool },
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]

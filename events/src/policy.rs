@@ -7,7 +7,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::planner::policy::Window;
+use crate::window::Window;
 
 /// What happens when a PodDisruptionBudget still refuses an eviction at the drain timeout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, JsonSchema)]

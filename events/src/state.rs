@@ -5,9 +5,9 @@ use std::collections::{BTreeMap, HashMap};
 use serde::Serialize;
 
 use crate::event::{Event, Record, RunId, Timestamp};
+use crate::inventory::PodInv;
 use crate::node::{Blocked, Cursor, NodeCtx, NodeState, Phase};
 use crate::plan::Plan;
-use crate::planner::inventory::PodInv;
 use crate::policy::Policy;
 use crate::run::{RunMachineState, RunPhase};
 use crate::version::Version;

@@ -8,8 +8,8 @@
 use std::path::PathBuf;
 
 use upgraded_events::codec::{decode, encode};
+use upgraded_events::inventory::Inventory;
 use upgraded_events::plan::{Batch, NodePlan, Role};
-use upgraded_events::planner::inventory::Inventory;
 use upgraded_events::{
     Actor, Event, EventKind, Facts, Json, Plan, Policy, Record, Step, Timestamp, Version,
 };
@@ -101,8 +101,10 @@ fn sample(kind: EventKind) -> Event {
         EventKind::ClusterObserved => Event::ClusterObserved {
             apiserver: Version::new(1, 33, 5),
             inventory: Json(
-                Inventory::from_kubectl_json(include_str!("fixtures/seed-cluster.json"))
-                    .expect("seed fixture"),
+                Inventory::from_kubectl_json(include_str!(
+                    "../../planner/tests/fixtures/seed-cluster.json"
+                ))
+                .expect("seed fixture"),
             ),
         },
         EventKind::EvictionBlocked => Event::EvictionBlocked {

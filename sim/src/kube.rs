@@ -10,7 +10,7 @@ use k8s_openapi::api::policy::v1 as policy;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use upgraded_events::planner::inventory::{IntOrPercent, LabelSelector, Labels, Taint, Toleration};
+use upgraded_events::inventory::{IntOrPercent, LabelSelector, Labels, Taint, Toleration};
 
 use crate::clock::Millis;
 use crate::model::{Kind, OwnerRef, PodPhase, SimNode, SimPod, Workload, World};

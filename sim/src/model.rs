@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
-use upgraded_events::planner::inventory::{IntOrPercent, LabelSelector, Labels, Taint, Toleration};
+use upgraded_events::inventory::{IntOrPercent, LabelSelector, Labels, Taint, Toleration};
 use upgraded_events::version::Version;
 
 use crate::clock::{Clock, Millis};

@@ -1,7 +1,7 @@
 //! Built-in clusters: the seed's 15 nodes in three hardware generations, a small lab cluster,
 //! and generated large ones. Every scenario is a function of its name and a seed.
 
-use upgraded_events::planner::inventory::{IntOrPercent, LabelSelector, Labels, Toleration};
+use upgraded_events::inventory::{IntOrPercent, LabelSelector, Labels, Toleration};
 use upgraded_events::version::Version;
 
 use crate::clock::{Clock, Millis};
@@ -11,7 +11,7 @@ use crate::model::{
 };
 
 /// Annotation recording a node's cgroup version (the planner reads the same key).
-pub const CGROUP_KEY: &str = upgraded_events::planner::inventory::CGROUP_KEY;
+pub const CGROUP_KEY: &str = upgraded_events::inventory::CGROUP_KEY;
 
 const GI: u64 = 1 << 30;
 const DAY: Millis = 86_400_000;

@@ -24,7 +24,7 @@ use axum::response::{IntoResponse, Response};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use upgraded_events::planner::inventory::Labels;
+use upgraded_events::inventory::Labels;
 use upgraded_events::version::Version;
 
 use crate::clock::Millis;

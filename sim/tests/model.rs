@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use proptest::prelude::*;
-use upgraded_events::planner::inventory::{IntOrPercent, LabelSelector, Labels};
+use upgraded_events::inventory::{IntOrPercent, LabelSelector, Labels};
 use upgraded_events::version::Version;
 use upgraded_sim::clock::VIRTUAL_EPOCH;
 use upgraded_sim::model::{

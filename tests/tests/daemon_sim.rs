@@ -315,7 +315,7 @@ async fn a_closing_maintenance_window_makes_the_run_wait_then_it_resumes_by_itse
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_canary_failing_its_health_gate_halts_before_the_rest_of_its_generation() {
-    use upgraded_events::planner::inventory::LabelSelector;
+    use upgraded_events::inventory::LabelSelector;
     use upgraded_sim::model::CrashLoopFault;
 
     let tmp = tempfile::tempdir().expect("tempdir");

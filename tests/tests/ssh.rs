@@ -13,7 +13,7 @@ use upgraded_daemon::ports::{NodeExecutor, RemoteCommand};
 use upgraded_daemon::remote::Scripts;
 use upgraded_daemon::ssh::{SshNodes, SshOptions};
 use upgraded_events::Version;
-use upgraded_events::planner::policy::PlanPolicy;
+use upgraded_planner::policy::PlanPolicy;
 use upgraded_tests::lab::{Lab, LabSpec, NodeSpec, leftovers};
 
 fn spec() -> LabSpec {

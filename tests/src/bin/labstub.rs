@@ -17,8 +17,8 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
-use upgraded_events::planner::catalog::Catalog;
 use upgraded_events::version::Version;
+use upgraded_planner::catalog::Catalog;
 
 const PACKAGES: [&str; 3] = ["kubeadm", "kubelet", "kubectl"];
 
@@ -323,10 +323,7 @@ impl Ctx {
         (0..=latest)
             .rev()
             .map(|p| {
-                upgraded_events::planner::catalog::package_version(
-                    format,
-                    Version::new(major, minor, p),
-                )
+                upgraded_planner::catalog::package_version(format, Version::new(major, minor, p))
             })
             .collect()
     }

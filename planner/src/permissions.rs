@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::policy::PlanPolicy;
+use crate::policy::PlanPolicy;
 
 /// One verb on one resource, as RBAC spells it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

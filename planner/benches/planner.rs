@@ -5,12 +5,12 @@
 use std::collections::BTreeMap;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use upgraded_events::planner::inventory::{
+use upgraded_events::inventory::{
     ControlPlane, IntOrPercent, Inventory, LabelSelector, NodeInv, Owner, PdbInv, PodInv, Resources,
 };
-use upgraded_events::planner::policy::{MaxUnavailable, PlanPolicy};
-use upgraded_events::planner::{self, PlanInput};
 use upgraded_events::{Role, Timestamp, Version};
+use upgraded_planner::policy::{MaxUnavailable, PlanPolicy};
+use upgraded_planner::{self as planner, PlanInput};
 
 fn big() -> Inventory {
     let v = Version::new(1, 32, 4);

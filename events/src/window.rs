@@ -1,12 +1,23 @@
-//! Estimates laid out in time: each batch starts after the previous one and its wait, inside
-//! a maintenance window it fits in whole (a batch never straddles a window's end).
+//! Maintenance windows in time: when a window is open, and the earliest moment some work
+//! fits inside one. Time zones come from jiff's bundled database (no file reads).
 
 use jiff::civil::{Date, Time};
 use jiff::tz::TimeZone;
+use serde::{Deserialize, Serialize};
 
-use super::PhaseReport;
-use super::policy::{PlanPolicy, Window};
-use crate::event::Timestamp;
+use crate::time::Timestamp;
+
+/// A maintenance window, validated: weekdays, local start and end, and its time zone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Window {
+    /// 0 = Monday … 6 = Sunday.
+    pub days: Vec<u8>,
+    /// Minutes after local midnight.
+    pub start_minute: u16,
+    pub end_minute: u16,
+    pub timezone: String,
+}
 
 /// How far ahead windows are searched (a year of weeks).
 const HORIZON_DAYS: i64 = 400;
@@ -17,12 +28,12 @@ pub fn rfc3339(t: Timestamp) -> String {
         .unwrap_or_default()
 }
 
-fn tz(w: &Window) -> TimeZone {
+pub fn tz(w: &Window) -> TimeZone {
     TimeZone::get(&w.timezone).unwrap_or(TimeZone::UTC)
 }
 
 /// Window occurrences `[start, end)` in ms that end after `after`, in order.
-fn occurrences(windows: &[Window], after: Timestamp) -> Vec<(i64, i64)> {
+pub fn occurrences(windows: &[Window], after: Timestamp) -> Vec<(i64, i64)> {
     let mut out = Vec::new();
     for w in windows {
         let zone = tz(w);
@@ -68,7 +79,7 @@ fn occurrences(windows: &[Window], after: Timestamp) -> Vec<(i64, i64)> {
 
 /// The earliest start at or after `t` where `secs` fit in one window; `None` when no
 /// window is long enough.
-fn slot(windows: &[Window], t: Timestamp, secs: u64, occ: &[(i64, i64)]) -> Option<Timestamp> {
+pub fn slot(windows: &[Window], t: Timestamp, secs: u64, occ: &[(i64, i64)]) -> Option<Timestamp> {
     if windows.is_empty() {
         return Some(t);
     }
@@ -85,62 +96,6 @@ fn slot(windows: &[Window], t: Timestamp, secs: u64, occ: &[(i64, i64)]) -> Opti
 /// long enough.
 pub fn earliest_start(windows: &[Window], t: Timestamp, secs: u64) -> Option<Timestamp> {
     slot(windows, t, secs, &occurrences(windows, t))
-}
-
-/// Fills every batch's and phase's estimate, start, end and window fit; returns the plan's
-/// start.
-pub fn place(phases: &mut [PhaseReport], policy: &PlanPolicy, start: Timestamp) -> String {
-    let occ = occurrences(&policy.windows, start);
-    let mut t = start;
-    let mut first = None;
-    let n_batches: usize = phases.iter().map(|p| p.batches.len()).sum();
-    let mut seen = 0;
-    for p in phases.iter_mut() {
-        let mut phase_secs = 0;
-        for b in &mut p.batches {
-            seen += 1;
-            b.estimate_secs = b.units.iter().map(|u| u.estimate_secs).max().unwrap_or(0);
-            let (at, fits) = match slot(&policy.windows, t, b.estimate_secs, &occ) {
-                Some(at) => (at, true),
-                // Too long for any window: start when the next one opens, and say so.
-                None => (
-                    occ.iter()
-                        .find(|(_, e)| *e > t.0)
-                        .map_or(t, |&(s, _)| Timestamp(s.max(t.0))),
-                    false,
-                ),
-            };
-            let end = at.plus_secs(b.estimate_secs);
-            b.start = rfc3339(at);
-            b.end = rfc3339(end);
-            b.fits_window = fits;
-            first.get_or_insert(at);
-            phase_secs += b.estimate_secs;
-            t = end;
-            if seen < n_batches {
-                t = t.plus_secs(policy.wait_between_batches_secs);
-                phase_secs += policy.wait_between_batches_secs;
-            }
-        }
-        p.estimate_secs = phase_secs;
-        p.start = p
-            .batches
-            .first()
-            .map(|b| b.start.clone())
-            .unwrap_or_default();
-        p.end = p.batches.last().map(|b| b.end.clone()).unwrap_or_default();
-        p.fits_windows = p.batches.iter().all(|b| b.fits_window);
-    }
-    rfc3339(first.unwrap_or(start))
-}
-
-/// Friday from noon, in the first window's time zone (UTC without windows).
-pub fn is_friday_afternoon(rfc: &str, policy: &PlanPolicy) -> bool {
-    let zone = policy.windows.first().map_or(TimeZone::UTC, tz);
-    rfc.parse::<jiff::Timestamp>().is_ok_and(|t| {
-        let z = t.to_zoned(zone);
-        z.weekday() == jiff::civil::Weekday::Friday && z.hour() >= 12
-    })
 }
 
 #[cfg(test)]
@@ -171,13 +126,5 @@ mod tests {
         let late = Timestamp(at.0 + 2 * 3600 * 1000);
         let at2 = slot(std::slice::from_ref(&w), late, 5 * 3600, &occ).expect("fits");
         assert_eq!(rfc3339(at2), "2026-11-26T21:00:00Z");
-    }
-
-    #[test]
-    fn friday_afternoon() {
-        let p = PlanPolicy::default();
-        assert!(is_friday_afternoon("2026-11-27T14:00:00Z", &p));
-        assert!(!is_friday_afternoon("2026-11-27T09:00:00Z", &p));
-        assert!(!is_friday_afternoon("2026-11-26T14:00:00Z", &p));
     }
 }

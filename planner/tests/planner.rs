@@ -1,19 +1,19 @@
 //! The planner: property tests of its invariants over random clusters, snapshot tests of its
 //! three outputs for hand-made clusters, and the JSON Schemas generated from its types.
 //!
-//! `UPDATE_SNAPSHOTS=1 cargo test -p upgraded-events --test planner` rewrites the snapshots
+//! `UPDATE_SNAPSHOTS=1 cargo test -p upgraded-planner --test planner` rewrites the snapshots
 //! and schemas after an intended change; review the diff.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use proptest::prelude::*;
-use upgraded_events::planner::inventory::{
+use upgraded_events::inventory::{
     ControlPlane, Inventory, LabelSelector, NodeInv, Owner, PdbInv, PodInv, Resources,
 };
-use upgraded_events::planner::policy::{MaxUnavailable, PlanPolicy};
-use upgraded_events::planner::{self, PhaseKind, PlanInput, PlanReport, Severity};
 use upgraded_events::{Role, Step, Timestamp, Version};
+use upgraded_planner::policy::{MaxUnavailable, PlanPolicy};
+use upgraded_planner::{self as planner, PhaseKind, PlanInput, PlanReport, Severity};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -279,7 +279,7 @@ fn a_budget_allowing_nothing_is_planned_around_by_scaling_up_when_the_policy_say
         .iter_mut()
         .find(|b| b.name == "redis")
         .expect("redis budget");
-    redis.min_available = Some(upgraded_events::planner::inventory::IntOrPercent::Int(3));
+    redis.min_available = Some(upgraded_events::inventory::IntOrPercent::Int(3));
     redis.expected_pods = 3;
     redis.current_healthy = 3;
     redis.desired_healthy = 3;
@@ -356,7 +356,7 @@ fn schemas_are_current() {
         dir.join("plan.schema.json"),
         &(serde_json::to_string_pretty(&plan).expect("json") + "\n"),
     );
-    let policy = schemars::schema_for!(upgraded_events::planner::policy::PolicyFile);
+    let policy = schemars::schema_for!(upgraded_planner::policy::PolicyFile);
     check(
         dir.join("policy.schema.json"),
         &(serde_json::to_string_pretty(&policy).expect("json") + "\n"),
@@ -389,7 +389,7 @@ fn node(name: &str, role: Role, kubelet: &str, generation: &str, age: i64, cpu: 
             memory_bytes: cpu << 22,
         },
         taints: if role == Role::ControlPlane {
-            vec![upgraded_events::planner::inventory::Taint {
+            vec![upgraded_events::inventory::Taint {
                 key: "node-role.kubernetes.io/control-plane".into(),
                 value: String::new(),
                 effect: "NoSchedule".into(),
@@ -497,7 +497,7 @@ fn cluster() -> impl Strategy<Value = Cluster> {
                         match_expressions: Vec::new(),
                     },
                     min_available: None,
-                    max_unavailable: Some(upgraded_events::planner::inventory::IntOrPercent::Int(
+                    max_unavailable: Some(upgraded_events::inventory::IntOrPercent::Int(
                         allowed.max(1),
                     )),
                     disruptions_allowed: allowed,

@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::quantity;
-use crate::event::Timestamp;
 use crate::plan::Role;
+use crate::quantity;
+use crate::time::Timestamp;
 use crate::version::Version;
 
 /// Labels, annotations and node selectors.

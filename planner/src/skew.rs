@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::version::Version;
+use upgraded_events::Version;
 
 /// The versions the skew rules talk about, per node.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

@@ -3,11 +3,11 @@
 
 use std::fmt::Write as _;
 
-use super::policy::PackageManager;
-use super::quantity::human_secs;
-use super::{PlanReport, Severity, Unit};
-use crate::event::Step;
-use crate::version::Version;
+use crate::policy::PackageManager;
+use crate::{PlanReport, Severity, Unit};
+use upgraded_events::Step;
+use upgraded_events::Version;
+use upgraded_events::quantity::human_secs;
 
 /// Quotes a word for POSIX shells: `'it'\''s'`. Plain words stay as they are.
 pub fn shell_quote(s: &str) -> String {
@@ -211,7 +211,7 @@ struct Cmds<'a> {
 
 impl Cmds<'_> {
     fn pkg(&self, v: Version) -> String {
-        super::catalog::package_version(&self.r.package_format, v)
+        crate::catalog::package_version(&self.r.package_format, v)
     }
 
     fn repo(&self, v: Version) -> String {

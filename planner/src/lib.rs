@@ -10,12 +10,12 @@
 //!
 //! Pure: time comes in as the planned start; nothing here reads files or the network.
 
+#![forbid(unsafe_code)]
+
 pub mod capacity;
 pub mod catalog;
-pub mod inventory;
 pub mod permissions;
 pub mod policy;
-pub mod quantity;
 pub mod render;
 pub mod schedule;
 pub mod skew;
@@ -25,13 +25,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::event::{Step, Timestamp};
-use crate::plan::{Batch, NodePlan, Plan, Role};
-use crate::version::Version;
 use capacity::{Capacity, Refusal};
-use inventory::Inventory;
 use policy::PlanPolicy;
 use skew::ClusterVersions;
+use upgraded_events::Version;
+use upgraded_events::inventory::{self, Inventory};
+use upgraded_events::plan::{Batch, NodePlan, Plan, Role};
+use upgraded_events::{Step, Timestamp};
 
 pub const REPORT_API_VERSION: &str = "upgraded.dev/v1alpha1";
 

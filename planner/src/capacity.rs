@@ -9,8 +9,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::inventory::{Inventory, Labels, Taint, Toleration};
-use super::quantity::{human_bytes, human_cpu};
+use upgraded_events::inventory::{Inventory, Labels, Taint, Toleration};
+use upgraded_events::quantity::{human_bytes, human_cpu};
 
 #[derive(Debug, Clone)]
 struct CapNode {

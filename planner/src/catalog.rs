@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::version::Version;
+use upgraded_events::Version;
 
 /// Latest patch per Kubernetes 1.x minor, as known when this release was cut (2026-11).
 /// The policy's `catalog.patches` adds newer ones or replaces the list.

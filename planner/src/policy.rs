@@ -16,10 +16,11 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::catalog::Catalog;
-use super::quantity::duration_secs;
-use crate::policy::{OnDrainBlocked, Policy};
-use crate::version::Version;
+use crate::catalog::Catalog;
+use upgraded_events::Version;
+use upgraded_events::policy::{OnDrainBlocked, Policy};
+use upgraded_events::quantity::duration_secs;
+use upgraded_events::window::Window;
 
 pub const API_VERSION: &str = "upgraded.dev/v1alpha1";
 pub const KIND: &str = "UpgradePolicy";
@@ -227,17 +228,6 @@ impl MaxUnavailable {
 pub struct GenerationRule {
     pub max_unavailable: MaxUnavailable,
     pub canaries: u32,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Window {
-    /// 0 = Monday … 6 = Sunday.
-    pub days: Vec<u8>,
-    /// Minutes after local midnight.
-    pub start_minute: u16,
-    pub end_minute: u16,
-    pub timezone: String,
 }
 
 /// Per-step duration estimates, seconds.
@@ -595,7 +585,7 @@ impl PolicyFile {
         }
         if let Some(t) = &self.target {
             p.target =
-                Some(crate::version::Version::parse_release(t).map_err(|e| {
+                Some(upgraded_events::Version::parse_release(t).map_err(|e| {
                     err("target", format!("{e} (expected a version like v1.35.3)"))
                 })?);
         }
