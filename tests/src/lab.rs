@@ -238,8 +238,9 @@ impl Lab {
         for node in lab.nodes.clone() {
             lab.boot(&node)?;
         }
+        // Generous: on a loaded 2-core machine several labs boot at once.
         for node in lab.nodes.clone() {
-            lab.wait_ssh(&node, Duration::from_secs(10))?;
+            lab.wait_ssh(&node, Duration::from_secs(30))?;
         }
         Ok(lab)
     }
@@ -432,17 +433,20 @@ impl Lab {
     pub fn wait_ssh(&self, n: &LabNode, limit: Duration) -> Result<(), LabError> {
         let start = Instant::now();
         loop {
-            match self.ssh(&n.name, "true") {
+            let last = match self.ssh(&n.name, "true") {
                 Ok(o) if o.status.success() => return Ok(()),
-                _ if start.elapsed() > limit => {
-                    let log = std::fs::read_to_string(n.dir.join("boot.log")).unwrap_or_default();
-                    return Err(LabError::Timeout(format!(
-                        "node {} did not answer over SSH within {limit:?}; boot log:\n{log}",
-                        n.name
-                    )));
-                }
-                _ => std::thread::sleep(Duration::from_millis(50)),
+                Ok(o) => String::from_utf8_lossy(&o.stderr).into_owned(),
+                Err(e) => e.to_string(),
+            };
+            if start.elapsed() > limit {
+                let log = std::fs::read_to_string(n.dir.join("boot.log")).unwrap_or_default();
+                return Err(LabError::Timeout(format!(
+                    "node {} did not answer over SSH within {limit:?}; last ssh error: {last}; \
+                     boot log:\n{log}",
+                    n.name
+                )));
             }
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 
