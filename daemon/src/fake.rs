@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use upgraded_events::inventory::{
     ControlPlane, Inventory as PlannerInventory, NodeInv, Owner, PdbInv, PodInv, Resources,
 };
-use upgraded_events::{Facts, NodeInfo, Role, Version};
+use upgraded_events::{Facts, Role, Version};
 use upgraded_planner::permissions::Permission;
 
 use crate::ports::{
@@ -171,18 +171,6 @@ impl FakeWorld {
 
     pub fn dir(&self) -> &Path {
         &self.dir
-    }
-
-    /// The nodes as a planner sees them now.
-    pub fn inventory(&self) -> Vec<NodeInfo> {
-        self.lock()
-            .values()
-            .map(|n| NodeInfo {
-                name: n.spec.name.clone(),
-                role: n.spec.role,
-                version: n.running,
-            })
-            .collect()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, NodeNow>> {

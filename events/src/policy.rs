@@ -22,18 +22,21 @@ pub enum OnDrainBlocked {
 }
 
 /// What happens to the run when a node's step has failed `max_attempts` times.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum OnFailure {
-    /// Stop starting new steps and wait for an operator (`upgradectl resume` retries).
-    #[default]
-    Halt,
+/// A key that records written by older builds carry and this build reads and ignores.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Retired;
+
+impl<'de> Deserialize<'de> for Retired {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        serde::de::IgnoredAny::deserialize(d).map(|_| Retired)
+    }
 }
 
+/// The run's policy, stored as JSON inside `RunPlanned`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub struct Policy {
-    /// Attempts per step before `on_failure` applies (a resume grants as many again).
+    /// Attempts per step before the run halts (a resume grants as many again).
     pub max_attempts: u32,
     /// First retry delay; doubles with each failed attempt, capped at `retry_backoff_max_secs`.
     pub retry_backoff_secs: u64,
@@ -42,7 +45,6 @@ pub struct Policy {
     pub wait_between_batches_secs: u64,
     /// How long a node is watched after it is uncordoned (the `Soak` step).
     pub soak_secs: u64,
-    pub on_failure: OnFailure,
     /// How long a drain keeps retrying refused evictions and waiting for pods to go.
     pub drain_timeout_secs: u64,
     pub on_drain_blocked: OnDrainBlocked,
@@ -69,6 +71,10 @@ pub struct Policy {
     /// Maintenance windows: a node only starts inside one, and only when its estimate fits
     /// before the window closes. Empty: any time.
     pub windows: Vec<Window>,
+    /// `onFailure`, which runs recorded before 2026-12 carry (it only ever said `halt`, which
+    /// is what a failing step does); read and ignored, never written.
+    #[serde(rename = "onFailure", skip_serializing)]
+    pub retired_on_failure: Retired,
 }
 
 impl Default for Policy {
@@ -79,7 +85,6 @@ impl Default for Policy {
             retry_backoff_max_secs: 300,
             wait_between_batches_secs: 300,
             soak_secs: 1800,
-            on_failure: OnFailure::Halt,
             drain_timeout_secs: 300,
             on_drain_blocked: OnDrainBlocked::Park,
             uncordon_parked: true,
@@ -90,6 +95,7 @@ impl Default for Policy {
             node_ready_timeout_secs: 600,
             etcd_snapshot_max_age_secs: 3600,
             windows: Vec::new(),
+            retired_on_failure: Retired,
         }
     }
 }
@@ -124,5 +130,14 @@ mod tests {
         assert_eq!(p.soak_secs, 5);
         assert_eq!(p.max_attempts, 3);
         assert!(serde_json::from_str::<Policy>(r#"{"soakSec": 5}"#).is_err());
+    }
+
+    #[test]
+    fn the_retired_on_failure_key_is_read_and_never_written() {
+        let p: Policy = serde_json::from_str(r#"{"onFailure": "halt", "soakSecs": 5}"#)
+            .expect("records from older builds still decode");
+        assert_eq!(p.soak_secs, 5);
+        let json = serde_json::to_string(&p).expect("json");
+        assert!(!json.contains("onFailure"), "{json}");
     }
 }

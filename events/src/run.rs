@@ -5,7 +5,7 @@
 use serde::Serialize;
 use statig::prelude::*;
 
-use crate::event::{Actor, Event};
+use crate::event::Event;
 
 /// The run's phase, for people and for `decide`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -26,10 +26,9 @@ impl RunPhase {
     }
 }
 
-/// Shared storage: the last operator and the last reason, for `status`.
+/// Shared storage: the last reason given, for `status`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RunMachine {
-    pub last_actor: Option<Actor>,
     pub reason: Option<String>,
 }
 
@@ -42,12 +41,9 @@ impl RunMachine {
     #[state]
     fn planned(&mut self, event: &Event) -> Outcome<State> {
         match event {
-            Event::RunStarted { by } => {
-                self.last_actor = Some(by.clone());
-                Transition(State::running())
-            }
-            Event::AbortRequested { by, reason } => {
-                self.note(by, reason);
+            Event::RunStarted { .. } => Transition(State::running()),
+            Event::AbortRequested { reason, .. } => {
+                self.note(reason);
                 Transition(State::aborted())
             }
             _ => Handled,
@@ -57,8 +53,8 @@ impl RunMachine {
     #[state(superstate = "active")]
     fn running(&mut self, event: &Event) -> Outcome<State> {
         match event {
-            Event::RunPaused { by, reason } => {
-                self.note(by, reason);
+            Event::RunPaused { reason, .. } => {
+                self.note(reason);
                 Transition(State::paused())
             }
             Event::RunHalted { reason } => {
@@ -73,8 +69,7 @@ impl RunMachine {
     #[state(superstate = "active")]
     fn paused(&mut self, event: &Event) -> Outcome<State> {
         match event {
-            Event::RunResumed { by } => {
-                self.last_actor = Some(by.clone());
+            Event::RunResumed { .. } => {
                 self.reason = None;
                 Transition(State::running())
             }
@@ -90,13 +85,12 @@ impl RunMachine {
     #[state(superstate = "active")]
     fn halted(&mut self, event: &Event) -> Outcome<State> {
         match event {
-            Event::RunResumed { by } => {
-                self.last_actor = Some(by.clone());
+            Event::RunResumed { .. } => {
                 self.reason = None;
                 Transition(State::running())
             }
-            Event::RunPaused { by, reason } => {
-                self.note(by, reason);
+            Event::RunPaused { reason, .. } => {
+                self.note(reason);
                 Transition(State::paused())
             }
             _ => Super,
@@ -106,8 +100,8 @@ impl RunMachine {
     #[superstate]
     fn active(&mut self, event: &Event) -> Outcome<State> {
         match event {
-            Event::AbortRequested { by, reason } => {
-                self.note(by, reason);
+            Event::AbortRequested { reason, .. } => {
+                self.note(reason);
                 Transition(State::aborting())
             }
             _ => Handled,
@@ -134,8 +128,7 @@ impl RunMachine {
 }
 
 impl RunMachine {
-    fn note(&mut self, by: &Actor, reason: &str) {
-        self.last_actor = Some(by.clone());
+    fn note(&mut self, reason: &str) {
         self.reason = Some(reason.to_string());
     }
 }
