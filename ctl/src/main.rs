@@ -202,7 +202,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             print_plan(&v["plan"]);
             match v["run"].as_str() {
                 Some(run) => println!("\nstarted run {run}; follow it with `upgradectl events -f`"),
-                None => println!("\n(dry run: nothing recorded)"),
+                None if dry_run => println!("\n(dry run: nothing recorded)"),
+                None => println!("\nnothing to do: no run was recorded"),
             }
         }
         Cmd::Status { json } => {

@@ -176,7 +176,8 @@ impl<L: EventLog + Clone> Daemon<L> {
         dry_run: bool,
         force: bool,
     ) -> Result<(Option<RunId>, PlanReport), RequestError> {
-        if let Some(run) = self.active() {
+        // A dry run records nothing, so it is allowed whatever another run is doing.
+        if let Some(run) = self.active().filter(|_| !dry_run) {
             let phase = self
                 .status
                 .borrow()
@@ -204,7 +205,8 @@ impl<L: EventLog + Clone> Daemon<L> {
             start: now,
         })
         .map_err(|e| RequestError::Plan(e.to_string()))?;
-        if dry_run {
+        // Nothing recorded for a dry run, nor when every node is already at the target.
+        if dry_run || report.nothing_to_do() {
             return Ok((None, report));
         }
         let blockers: Vec<String> = report

@@ -215,6 +215,13 @@ impl PlanReport {
             .filter(|f| f.severity == Severity::Blocker)
             .count()
     }
+
+    /// Every node is already at the target: the plan has no step to run.
+    pub fn nothing_to_do(&self) -> bool {
+        self.phases
+            .iter()
+            .all(|p| p.batches.iter().all(|b| b.units.is_empty()))
+    }
 }
 
 /// Plans that cannot be made at all (as opposed to plans with blockers).
@@ -669,7 +676,16 @@ pub fn plan(input: PlanInput<'_>) -> Result<PlanReport, PlanError> {
     let estimate_secs = phases.iter().map(|p| p.estimate_secs).sum();
     let end = phases.last().map_or(start.clone(), |p| p.end.clone());
     let fits_windows = phases.iter().all(|p| p.fits_windows);
-    let findings: Vec<Finding> = ctx.findings.iter().cloned().collect();
+    // Every node already at the target: no node is drained, so what would block a drain
+    // (budgets, unmanaged pods, local data, capacity) blocks nothing.
+    let touches_nothing = phases
+        .iter()
+        .all(|p| p.batches.iter().all(|b| b.units.is_empty()));
+    let findings: Vec<Finding> = if touches_nothing {
+        Vec::new()
+    } else {
+        ctx.findings.iter().cloned().collect()
+    };
     let generations = ctx.generation_summaries();
     Ok(PlanReport {
         api_version: REPORT_API_VERSION.into(),

@@ -125,6 +125,14 @@ pub fn table(r: &PlanReport) -> String {
     );
     let blockers = r.blockers();
     let warnings = r.findings.len() - blockers;
+    if r.nothing_to_do() {
+        let _ = writeln!(
+            o,
+            "Status: nothing to do: the control plane and every kubelet are at {}\n",
+            r.target
+        );
+        return o;
+    }
     let _ = writeln!(
         o,
         "Status: {} ({blockers} blocker(s), {warnings} warning(s)); estimate {} of work, {} → {}{}\n",
@@ -290,6 +298,14 @@ pub fn runbook(r: &PlanReport) -> String {
     };
     let mut o = String::new();
     let _ = writeln!(o, "# Runbook: upgrade to {}\n", r.target);
+    if r.nothing_to_do() {
+        let _ = writeln!(
+            o,
+            "Nothing to do: the control plane and every kubelet are at {}.",
+            r.target
+        );
+        return o;
+    }
     let _ = writeln!(
         o,
         "Control plane {} → {} one minor at a time; {} control-plane node(s), {} worker(s). \

@@ -892,3 +892,27 @@ fn a_hostile_name_never_starts_a_line_of_the_runbook() {
         }
     }
 }
+
+#[test]
+fn a_cluster_at_the_target_has_nothing_to_do_and_nothing_blocks_it() {
+    // The seed runs v1.32.4 everywhere, with budgets and pods that would block drains.
+    let (inv, policy) = seed();
+    let r = planner::plan(PlanInput {
+        inventory: &inv,
+        policy: &policy,
+        target: Some(v("v1.32.4")),
+        start: t("2026-11-24T08:00:00Z"),
+    })
+    .expect("plan");
+    assert!(r.nothing_to_do());
+    assert!(!r.blocked, "{:?}", r.findings);
+    assert!(r.findings.is_empty(), "{:?}", r.findings);
+    assert!(
+        planner::render::table(&r).contains("Status: nothing to do"),
+        "{}",
+        planner::render::table(&r)
+    );
+    assert!(planner::render::runbook(&r).contains("Nothing to do"));
+    // The same cluster to v1.35.3 still has its blockers.
+    assert!(plan_to_1_35(&inv, &policy).blocked);
+}

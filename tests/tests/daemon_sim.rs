@@ -140,6 +140,23 @@ async fn blocked_budget_parks_then_resume_finishes_and_foreign_cordon_stays() {
         }
     }
 
+    // While it is halted, a dry run plans (recording nothing); a real start is refused.
+    let dry = r
+        .client
+        .json(
+            Method::POST,
+            "/v1/runs",
+            Some(&serde_json::json!({"target": "v1.35.3", "dryRun": true})),
+        )
+        .await
+        .expect("a dry run while another run is halted");
+    assert!(
+        dry["run"].is_null() && dry["plan"]["target"] == "v1.35.3",
+        "{dry:#}"
+    );
+    let busy = start(&r.client).await.expect_err("busy");
+    assert!(busy.to_string().contains("HTTP 409"), "{busy}");
+
     // The operator fixes the budget and resumes.
     sim.sim.world().faults.blocking_pdbs.clear();
     r.client

@@ -399,3 +399,37 @@ async fn a_full_disk_fails_an_append_with_the_reason_and_leaves_no_trace() {
         .expect("start with room");
     daemon.kill_now();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_to_the_version_the_cluster_runs_records_nothing() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let opts = DaemonOpts {
+        base: tmp.path(),
+        extra: SLOW,
+    };
+    let client = Client::new(&tmp.path().join("api.sock"));
+    let mut daemon = spawn_daemon(&opts);
+    wait_ready(&client, &mut daemon).await;
+    // The fake world runs v1.32.4 everywhere.
+    let v = start_run(&client, "v1.32.4")
+        .await
+        .expect("nothing to do is no error");
+    assert!(v["run"].is_null(), "{v:#}");
+    let runs = client
+        .json(Method::GET, "/v1/runs", None)
+        .await
+        .expect("runs");
+    assert_eq!(runs, json!([]));
+    let out = Command::new(binary("upgradectl"))
+        .arg("--socket")
+        .arg(tmp.path().join("api.sock"))
+        .args(["start", "--to", "v1.32.4"])
+        .output()
+        .expect("upgradectl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("nothing to do"),
+        "{text}"
+    );
+    daemon.kill_now();
+}
