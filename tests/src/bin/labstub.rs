@@ -128,12 +128,15 @@ impl Ctx {
             "t": t as u64, "node": self.node, "tool": self.tool, "args": self.args,
             "exit": exit, "note": note,
         });
+        // One write(2) per line: O_APPEND keeps a single write whole, while `writeln!` may
+        // write the line and its newline separately, and concurrent stubs then interleave
+        // into lines that do not parse (and calls that seem never to have ended).
         if let Ok(mut f) = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.ctl.join("calls.jsonl"))
         {
-            let _ = writeln!(f, "{line}");
+            let _ = f.write_all(format!("{line}\n").as_bytes());
         }
     }
 
