@@ -17,6 +17,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use upgraded_events::drain::{self as evictable, Refusal};
 use upgraded_events::inventory::PodInv;
 use upgraded_events::state::ScaledWorkload;
 use upgraded_events::{Event, Facts, Policy};
@@ -29,12 +30,11 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// How often the drain looks whether evicted pods are gone.
 const POLL: Duration = Duration::from_secs(2);
 
-/// What a drain may evict.
+/// How a drain runs: what it may evict (the core's rule) and how long it keeps trying.
 #[derive(Debug, Clone, Copy)]
 pub struct DrainRules {
     pub timeout_secs: u64,
-    pub evict_unmanaged: bool,
-    pub delete_empty_dir_data: bool,
+    pub may_evict: evictable::DrainRules,
     pub scale_up: bool,
 }
 
@@ -42,8 +42,7 @@ impl DrainRules {
     pub fn of(policy: &Policy) -> Self {
         DrainRules {
             timeout_secs: policy.drain_timeout_secs.max(1),
-            evict_unmanaged: policy.evict_unmanaged_pods,
-            delete_empty_dir_data: policy.delete_empty_dir_data,
+            may_evict: evictable::DrainRules::of(policy),
             scale_up: policy.scale_up_to_unblock,
         }
     }
@@ -53,52 +52,35 @@ fn key(p: &PodInv) -> String {
     format!("{}/{}", p.namespace, p.name)
 }
 
-/// The pods to evict, after what stays and what is refused.
+/// The pods to evict, by the core's rule (`events::drain::triage`): every refused pod and
+/// every reason are named at once, in the error and in facts. Two budgets over one pod are
+/// left to the API server's answer (a non-retried refusal, see the kube adapter), since
+/// the node's pods are all the drain reads.
 fn select(
     pods: Vec<PodInv>,
     rules: DrainRules,
     facts: &mut Facts,
 ) -> Result<Vec<PodInv>, PortError> {
-    let (mut daemonsets, mut mirrors) = (0, 0);
-    let mut unmanaged = Vec::new();
-    let mut local = Vec::new();
-    let mut evict = Vec::new();
-    for p in pods {
-        if p.mirror {
-            mirrors += 1;
-        } else if p.is_daemonset() && !p.is_finished() {
-            daemonsets += 1;
-        } else {
-            if p.is_unmanaged() && !p.is_finished() && !rules.evict_unmanaged {
-                unmanaged.push(key(&p));
+    let t = evictable::triage(pods, &[], rules.may_evict);
+    facts.insert("skipped_daemonset".into(), t.daemonsets.to_string());
+    facts.insert("skipped_mirror".into(), t.mirrors.to_string());
+    if let Some(message) = t.refusal_message() {
+        let mut e = PortError::fatal(message);
+        for (fact, kind) in [
+            (
+                "refused_unmanaged",
+                (|r: &Refusal| matches!(r, Refusal::Unmanaged)) as fn(&Refusal) -> bool,
+            ),
+            ("refused_empty_dir", |r| matches!(r, Refusal::EmptyDirData)),
+        ] {
+            let pods = t.refused_for(kind);
+            if !pods.is_empty() {
+                e = e.with_fact(fact, pods.join(","));
             }
-            if p.empty_dir && !p.is_finished() && !rules.delete_empty_dir_data {
-                local.push(key(&p));
-            }
-            evict.push(p);
         }
+        return Err(e);
     }
-    facts.insert("skipped_daemonset".into(), daemonsets.to_string());
-    facts.insert("skipped_mirror".into(), mirrors.to_string());
-    if !unmanaged.is_empty() {
-        return Err(PortError::fatal(format!(
-            "refusing to drain: {} pod(s) have no controller and would not come back: {} \
-             (recreate them under a controller, delete them, or set drain.evictUnmanagedPods)",
-            unmanaged.len(),
-            unmanaged.join(", ")
-        ))
-        .with_fact("refused_unmanaged", unmanaged.join(",")));
-    }
-    if !local.is_empty() {
-        return Err(PortError::fatal(format!(
-            "refusing to drain: {} pod(s) keep emptyDir data that eviction deletes: {} \
-             (set drain.deleteEmptyDirData once that data may go)",
-            local.len(),
-            local.join(", ")
-        ))
-        .with_fact("refused_empty_dir", local.join(",")));
-    }
-    Ok(evict)
+    Ok(t.evict)
 }
 
 /// Drains `node` (the Kubernetes node name); `entry` is the plan entry events name;

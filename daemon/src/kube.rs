@@ -397,6 +397,19 @@ impl ClusterApi for KubeCluster {
                 Err(kube::Error::Api(s)) if s.code == 404 => Ok(Eviction::Gone),
                 // A uid precondition that no longer holds: a new pod of the same name.
                 Err(kube::Error::Api(s)) if s.code == 409 => Ok(Eviction::Gone),
+                // The apiserver's answer for a pod under several budgets: it never says yes,
+                // so retrying until the drain timeout only hides the cause.
+                Err(kube::Error::Api(s))
+                    if s.code == 500 && s.message.contains("more than one PodDisruptionBudget") =>
+                {
+                    Err(PortError::fatal(format!(
+                        "refusing to drain: pod {namespace}/{name} is covered by more than one \
+                         PodDisruptionBudget, which the API server never evicts (leave one \
+                         budget per pod): {}",
+                        s.message
+                    ))
+                    .with_fact("refused_several_budgets", format!("{namespace}/{name}")))
+                }
                 Err(kube::Error::Api(s)) if s.code == 429 => {
                     let cause = s
                         .details

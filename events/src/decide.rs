@@ -295,12 +295,19 @@ fn next_for_node(
                 }
                 return None;
             }
-            if may_give_up && n.failures >= policy.max_attempts.max(1) {
+            // A failure the executor called permanent (`retryable=false`: a refusal, a
+            // missing right, a name that is not allowed) would only fail the same way again.
+            let permanent = n
+                .failure_facts
+                .get("retryable")
+                .is_some_and(|r| r == "false");
+            if may_give_up && (permanent || n.failures >= policy.max_attempts.max(1)) {
                 return Some(Stop::Halt(format!(
-                    "node {}: {} failed {} time(s): {}",
+                    "node {}: {} failed {} time(s){}: {}",
                     n.name,
                     step,
                     n.failures,
+                    if permanent { ", not retried" } else { "" },
                     n.last_error.as_deref().unwrap_or("no error recorded")
                 )));
             }
@@ -400,6 +407,64 @@ mod tests {
         push(&mut s, scaled(5, 3, true));
         assert!(s.scaled_by("w-1").is_empty());
         assert!(s.anomalies.is_empty(), "{:?}", s.anomalies);
+    }
+
+    /// The run of `state` after `events` on w-1 (recorded at noon).
+    fn after(mut s: RunState, events: Vec<Event>) -> RunState {
+        for event in events {
+            let r = Record {
+                run: RunId::nil(),
+                seq: s.next_seq,
+                at: at(0, 12, 0),
+                event,
+            };
+            s.apply(&r);
+        }
+        s
+    }
+
+    fn failed(attempt: u32, retryable: bool) -> Vec<Event> {
+        vec![
+            Event::StepStarted {
+                node: "w-1".into(),
+                step: Step::Preflight,
+                attempt,
+            },
+            Event::StepFailed {
+                node: "w-1".into(),
+                step: Step::Preflight,
+                attempt,
+                error: "refused".into(),
+                facts: crate::event::Facts::from([(
+                    "retryable".to_string(),
+                    retryable.to_string(),
+                )]),
+            },
+        ]
+    }
+
+    #[test]
+    fn a_permanent_failure_halts_at_once_a_passing_one_is_retried() {
+        let policy = Policy::default();
+        // Given a failure the executor calls permanent, when deciding, then halt now.
+        let s = after(state(&policy), failed(1, false));
+        let d = decide(&s, &policy, at(0, 13, 0));
+        match d.commands.as_slice() {
+            [Command::Halt { reason }] => {
+                assert!(
+                    reason.contains("not retried") && reason.contains("refused"),
+                    "{reason}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        // Given a passing failure, the step is tried again after its backoff.
+        let s = after(state(&policy), failed(1, true));
+        let d = decide(&s, &policy, at(0, 13, 0));
+        assert!(
+            matches!(d.commands.as_slice(), [Command::RunStep { attempt: 2, .. }]),
+            "{d:?}"
+        );
     }
 
     #[test]

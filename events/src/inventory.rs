@@ -18,7 +18,7 @@ pub type Labels = BTreeMap<String, String>;
 /// (or a preflight run) records it as this annotation or label (`v1` or `v2`).
 pub const CGROUP_KEY: &str = "upgraded.dev/cgroup-version";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Resources {
     pub cpu_millis: u64,
     pub memory_bytes: u64,
@@ -101,7 +101,7 @@ pub struct Owner {
     pub name: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PodInv {
     pub namespace: String,
     pub name: String,
@@ -251,7 +251,7 @@ impl LabelSelector {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PdbInv {
     pub namespace: String,
     pub name: String,

@@ -7,6 +7,7 @@
 
 pub mod codec;
 pub mod decide;
+pub mod drain;
 pub mod event;
 pub mod inventory;
 pub mod node;

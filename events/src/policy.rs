@@ -53,7 +53,9 @@ pub struct Policy {
     /// Evict pods without a controller (they are not recreated anywhere: `kubectl drain
     /// --force`). Off: such a node is refused and the run halts.
     pub evict_unmanaged_pods: bool,
-    /// Evict pods with emptyDir volumes, losing that data (`--delete-emptydir-data`).
+    /// Evict pods with emptyDir volumes, losing that data (`--delete-emptydir-data`). New
+    /// runs get the planner's default (true); `false` here is what records written before
+    /// the field existed meant, so it stays this document's default.
     pub delete_empty_dir_data: bool,
     /// When a budget that can never allow an eviction at the workload's size blocks a drain,
     /// scale the pod's Deployment or StatefulSet up by one, drain, and scale it back

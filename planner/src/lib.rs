@@ -29,6 +29,7 @@ use capacity::{Capacity, Refusal};
 use policy::PlanPolicy;
 use skew::ClusterVersions;
 use upgraded_events::Version;
+use upgraded_events::drain::{self, DrainRules, Refusal as DrainRefusal};
 use upgraded_events::inventory::{self, Inventory};
 use upgraded_events::plan::{Batch, NodePlan, Plan, Role};
 use upgraded_events::{Step, Timestamp};
@@ -980,40 +981,70 @@ impl Ctx<'_> {
                 ));
             }
         }
-        // Pods a drain without --force refuses, and pods whose local data a drain loses.
-        let mut unmanaged: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        let mut local: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        // What the drain of each node refuses, and whose local data it loses: the same rule
+        // the drain applies (`events::drain::triage`), under this policy's consents.
+        let rules = DrainRules {
+            evict_unmanaged: self.policy.evict_unmanaged_pods,
+            delete_empty_dir_data: self.policy.delete_empty_dir_data,
+        };
+        let mut by_node: BTreeMap<String, Vec<inventory::PodInv>> = BTreeMap::new();
         for p in &inv.pods {
-            let Some(node) = &p.node else { continue };
-            if p.is_unmanaged() {
-                unmanaged
-                    .entry(node.clone())
-                    .or_default()
-                    .push(format!("pod/{}/{}", p.namespace, p.name));
-            } else if p.is_evicted_and_replaced() && (p.empty_dir || p.local_storage) {
-                local
-                    .entry(node.clone())
-                    .or_default()
-                    .push(format!("pod/{}/{}", p.namespace, p.name));
+            if let Some(node) = &p.node {
+                by_node.entry(node.clone()).or_default().push(p.clone());
             }
         }
-        for (node, pods) in unmanaged {
-            self.findings.insert(finding(
-                Severity::Blocker,
-                "pod-unmanaged",
-                pods.clone(),
-                format!("node {node} runs {} pod(s) without a controller: a drain without --force refuses them, and --force would delete them for good", pods.len()),
-                "recreate them under a Deployment or StatefulSet, or delete them deliberately".into(),
-            ));
-        }
-        for (node, pods) in local {
-            self.findings.insert(finding(
-                Severity::Warning,
-                "pod-local-data",
-                pods.clone(),
-                format!("node {node} runs {} pod(s) with emptyDir or local volumes: their data on the node is lost by the drain", pods.len()),
-                "make sure they keep nothing they need there (the drain uses --delete-emptydir-data)".into(),
-            ));
+        let pod = |k: &String| format!("pod/{k}");
+        for (node, pods) in by_node {
+            let t = drain::triage(pods, &inv.pdbs, rules);
+            let unmanaged = t.refused_for(|r| matches!(r, DrainRefusal::Unmanaged));
+            if !unmanaged.is_empty() {
+                self.findings.insert(finding(
+                    Severity::Blocker,
+                    "pod-unmanaged",
+                    unmanaged.iter().map(pod).collect(),
+                    format!("node {node} runs {} pod(s) without a controller: a drain without --force refuses them, and --force would delete them for good", unmanaged.len()),
+                    "recreate them under a Deployment or StatefulSet, or delete them deliberately".into(),
+                ));
+            }
+            let empty_dir = t.refused_for(|r| matches!(r, DrainRefusal::EmptyDirData));
+            if !empty_dir.is_empty() {
+                self.findings.insert(finding(
+                    Severity::Blocker,
+                    "pod-local-data",
+                    empty_dir.iter().map(pod).collect(),
+                    format!("node {node} runs {} pod(s) with emptyDir data, which the drain refuses to delete (drain.deleteEmptyDirData: false)", empty_dir.len()),
+                    "set drain.deleteEmptyDirData: true once that data may go, or move it off the node".into(),
+                ));
+            }
+            let several = t.refused_for(|r| matches!(r, DrainRefusal::SeveralBudgets(_)));
+            if !several.is_empty() {
+                let budgets: BTreeSet<String> = t
+                    .refused
+                    .iter()
+                    .flat_map(|(_, why)| why.iter())
+                    .filter_map(|r| match r {
+                        DrainRefusal::SeveralBudgets(b) => Some(b.clone()),
+                        _ => None,
+                    })
+                    .flatten()
+                    .collect();
+                self.findings.insert(finding(
+                    Severity::Blocker,
+                    "pod-several-budgets",
+                    several.iter().map(pod).collect(),
+                    format!("node {node} runs {} pod(s) covered by more than one PodDisruptionBudget ({}): the API server refuses every eviction of such a pod", several.len(), budgets.into_iter().collect::<Vec<_>>().join(", ")),
+                    "leave one budget per pod: merge or narrow the budgets' selectors".into(),
+                ));
+            }
+            if !t.losing_local_data.is_empty() {
+                self.findings.insert(finding(
+                    Severity::Warning,
+                    "pod-local-data",
+                    t.losing_local_data.iter().map(pod).collect(),
+                    format!("node {node} runs {} pod(s) with emptyDir or local volumes: their data on the node is lost by the drain", t.losing_local_data.len()),
+                    "make sure they keep nothing they need there (the drain uses --delete-emptydir-data)".into(),
+                ));
+            }
         }
         let controllers: BTreeMap<(String, String), u32> = inv
             .controllers

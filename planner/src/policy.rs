@@ -112,7 +112,9 @@ pub struct DrainFile {
     pub uncordon_parked: Option<bool>,
     /// Evict pods that no controller will recreate (default false: the node is refused).
     pub evict_unmanaged_pods: Option<bool>,
-    /// Evict pods with emptyDir volumes, losing their data (default false: refused).
+    /// Evict pods with emptyDir volumes, losing their data (default true, as the runbook's
+    /// `kubectl drain --delete-emptydir-data`; the plan warns about each such pod). False:
+    /// such pods are refused, and the plan says so as a blocker.
     pub delete_empty_dir_data: Option<bool>,
     /// When a budget allows no eviction although all its pods are healthy, scale the pod's
     /// Deployment or StatefulSet up by one, drain, and restore the replicas (default false).
@@ -374,7 +376,7 @@ impl Default for PlanPolicy {
             on_drain_blocked: OnDrainBlocked::Park,
             uncordon_parked: true,
             evict_unmanaged_pods: false,
-            delete_empty_dir_data: false,
+            delete_empty_dir_data: true,
             scale_up_to_unblock: false,
             node: NodeCommands::defaults(PackageManager::Apt),
         }
@@ -732,7 +734,7 @@ impl PolicyFile {
             };
             p.uncordon_parked = d.uncordon_parked.unwrap_or(p.uncordon_parked);
             p.evict_unmanaged_pods = d.evict_unmanaged_pods.unwrap_or(false);
-            p.delete_empty_dir_data = d.delete_empty_dir_data.unwrap_or(false);
+            p.delete_empty_dir_data = d.delete_empty_dir_data.unwrap_or(p.delete_empty_dir_data);
             p.scale_up_to_unblock = d.scale_up_to_unblock.unwrap_or(false);
         }
         if let Some(g) = &self.gates {

@@ -916,3 +916,58 @@ fn a_cluster_at_the_target_has_nothing_to_do_and_nothing_blocks_it() {
     // The same cluster to v1.35.3 still has its blockers.
     assert!(plan_to_1_35(&inv, &policy).blocked);
 }
+
+#[test]
+fn the_plan_refuses_what_the_drain_refuses() {
+    let (inv, policy) = seed();
+    // The default lets emptyDir data go, as the drain does: a warning.
+    let r = plan_to_1_35(&inv, &policy);
+    let local: Vec<&planner::Finding> = r
+        .findings
+        .iter()
+        .filter(|f| f.code == "pod-local-data")
+        .collect();
+    assert!(!local.is_empty() && local.iter().all(|f| f.severity == Severity::Warning));
+    // A policy that keeps emptyDir data: the drain refuses those pods, so the plan blocks.
+    let strict = PlanPolicy::from_yaml(
+        &(std::fs::read_to_string(root().join("tests/fixtures/seed-policy.yaml")).expect("read")
+            + "drain: {deleteEmptyDirData: false}\n"),
+    )
+    .expect("policy");
+    let r = plan_to_1_35(&inv, &strict);
+    let blocker = r
+        .findings
+        .iter()
+        .find(|f| f.code == "pod-local-data")
+        .expect("finding");
+    assert_eq!(blocker.severity, Severity::Blocker, "{blocker:?}");
+    assert!(
+        blocker.fix.contains("deleteEmptyDirData"),
+        "{}",
+        blocker.fix
+    );
+    // A pod under two budgets: the API server never evicts it, so the plan blocks.
+    let mut two = inv.clone();
+    let web = two
+        .pdbs
+        .iter()
+        .find(|p| p.namespace == "shop")
+        .cloned()
+        .expect("a shop budget");
+    let mut second = web.clone();
+    second.name = format!("{}-again", web.name);
+    two.pdbs.push(second);
+    let r = plan_to_1_35(&two, &policy);
+    let f = r
+        .findings
+        .iter()
+        .find(|f| f.code == "pod-several-budgets")
+        .expect("several budgets found");
+    assert_eq!(f.severity, Severity::Blocker);
+    assert!(
+        f.message.contains(&format!("shop/{}-again", web.name)),
+        "{}",
+        f.message
+    );
+    assert!(r.blocked);
+}

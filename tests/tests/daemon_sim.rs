@@ -545,3 +545,50 @@ async fn a_role_missing_a_right_is_refused_before_the_plan_is_recorded() {
     start(&r.client).await.expect("start with the rights");
     r.daemon.kill_now();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_under_two_budgets_halts_the_drain_at_once_with_the_reason() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let world = scenario::build("lab", Clock::real(600.0), 7).expect("lab");
+    let sim = SimServer::start(world, ([127, 0, 0, 1], 0).into()).expect("sim");
+    let r = daemon_on(tmp.path(), &sim).await;
+    let v = start(&r.client).await.expect("start");
+    let run = v["run"].as_str().expect("run id").to_string();
+    // After the plan (which would have refused it), someone adds a second budget over the
+    // same pods: the API server answers their evictions with 500, never with a yes.
+    {
+        let mut w = sim.sim.world();
+        let selector = w
+            .pdbs
+            .get(&("default".to_string(), "app".to_string()))
+            .expect("the lab's budget")
+            .selector
+            .clone();
+        w.add_pdb(
+            "default",
+            "app-again",
+            selector,
+            None,
+            Some(upgraded_events::inventory::IntOrPercent::Int(1)),
+        )
+        .expect("second budget");
+    }
+    let halted = wait_phase(&r.client, "halted", 120).await;
+    let reason = halted["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("more than one PodDisruptionBudget"),
+        "the halt names the cause: {reason}"
+    );
+    let failed: Vec<Value> = events(&r.client, &run)
+        .await
+        .into_iter()
+        .filter_map(|e| e["event"].get("StepFailed").cloned())
+        .filter(|f| f["step"] == "Drain")
+        .collect();
+    assert!(!failed.is_empty());
+    assert!(
+        failed.iter().all(|f| f["attempt"] == 1),
+        "refused once, not retried: {failed:?}"
+    );
+    drop(r);
+}
