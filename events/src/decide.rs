@@ -467,6 +467,85 @@ mod tests {
         );
     }
 
+    fn cordon_failed(attempt: u32, retryable: bool) -> Vec<Event> {
+        vec![
+            Event::StepStarted {
+                node: "w-1".into(),
+                step: Step::Cordon,
+                attempt,
+            },
+            Event::StepFailed {
+                node: "w-1".into(),
+                step: Step::Cordon,
+                attempt,
+                error: "nodes \"w-1\" is forbidden (403)".into(),
+                facts: crate::event::Facts::from([(
+                    "retryable".to_string(),
+                    retryable.to_string(),
+                )]),
+            },
+        ]
+    }
+
+    fn preflight_done_then(mut more: Vec<Event>) -> Vec<Event> {
+        let mut events = vec![
+            Event::StepStarted {
+                node: "w-1".into(),
+                step: Step::Preflight,
+                attempt: 1,
+            },
+            Event::StepSucceeded {
+                node: "w-1".into(),
+                step: Step::Preflight,
+                attempt: 1,
+                facts: crate::event::Facts::new(),
+            },
+        ];
+        events.append(&mut more);
+        events
+    }
+
+    fn abort() -> Event {
+        Event::AbortRequested {
+            by: Actor::daemon(),
+            reason: "giving up".into(),
+        }
+    }
+
+    #[test]
+    fn an_abort_undoes_only_a_cordon_that_may_have_taken_effect() {
+        let policy = Policy::default();
+        // Given a cordon the API server refused outright (403), and the run halted,
+        let mut refused = cordon_failed(1, false);
+        refused.push(Event::RunHalted {
+            reason: "cordon refused".into(),
+        });
+        refused.push(abort());
+        let s = after(state(&policy), preflight_done_then(refused));
+        // when the abort is decided, then nothing is uncordoned and the abort finishes.
+        let d = decide(&s, &policy, at(0, 13, 0));
+        assert!(
+            matches!(d.commands.as_slice(), [Command::FinishAbort]),
+            "{d:?}"
+        );
+        // Given a cordon whose failure leaves its effect unknown (a timeout), the abort
+        // uncordons: the node may be cordoned.
+        let mut unknown = cordon_failed(1, true);
+        unknown.push(abort());
+        let s = after(state(&policy), preflight_done_then(unknown));
+        let d = decide(&s, &policy, at(0, 13, 0));
+        assert!(
+            matches!(
+                d.commands.as_slice(),
+                [Command::RunStep {
+                    step: Step::Uncordon,
+                    ..
+                }]
+            ),
+            "{d:?}"
+        );
+    }
+
     #[test]
     fn nodes_start_only_when_their_estimate_fits_in_a_window() {
         let policy = Policy {

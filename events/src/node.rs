@@ -131,6 +131,10 @@ pub struct Node {
     pub parked: Option<String>,
     /// Parked without an uncordon: still cordoned by us (an abort uncordons it).
     pub parked_cordoned: bool,
+    /// Our cordon may have taken effect: it succeeded, or an attempt's outcome is unknown (in
+    /// doubt, or a failure that was not a definite refusal). An abort undoes only what may
+    /// have taken effect: a cordon the API server refused outright is not "uncordoned".
+    pub cordon_may_have_applied: bool,
     /// The last attempt number of each step, so a node started again after a park keeps
     /// counting instead of repeating attempt numbers.
     pub attempts: Vec<u32>,
@@ -199,10 +203,12 @@ impl Node {
     #[state(superstate = "disrupted")]
     fn cordoning(&mut self, cursor: &mut Cursor, event: &Event) -> Outcome<State> {
         match event {
-            // Nothing was done yet: there is nothing to undo (unless the node is still
-            // cordoned from being parked).
+            // Nothing took effect yet (not started, or every attempt refused outright): there
+            // is nothing to undo, unless the node is still cordoned from being parked.
             Event::AbortRequested { .. }
-                if cursor.status == StepStatus::Ready && !self.parked_cordoned =>
+                if matches!(cursor.status, StepStatus::Ready | StepStatus::Failed)
+                    && !self.cordon_may_have_applied
+                    && !self.parked_cordoned =>
             {
                 Transition(State::aborted())
             }
@@ -344,6 +350,11 @@ impl Node {
                 if !self.is_current(cursor, step, context) {
                     return Handled;
                 }
+                if *step == Step::Cordon
+                    && facts.get("retryable").map(String::as_str) != Some("false")
+                {
+                    self.cordon_may_have_applied = true;
+                }
                 self.failure_facts = facts.clone();
                 cursor.status = StepStatus::Failed;
                 self.failures = self.failures.saturating_add(1);
@@ -354,6 +365,9 @@ impl Node {
             Event::RunRecovered { .. } => {
                 if cursor.status == StepStatus::InFlight {
                     cursor.status = StepStatus::InDoubt;
+                    if self.steps.get(cursor.index) == Some(&Step::Cordon) {
+                        self.cordon_may_have_applied = true;
+                    }
                 }
                 Handled
             }
@@ -479,6 +493,7 @@ impl Node {
     fn absorb(&mut self, step: &Step, facts: &Facts) {
         if matches!(step, Step::Cordon | Step::Uncordon) {
             self.parked_cordoned = false;
+            self.cordon_may_have_applied = *step == Step::Cordon;
         }
         // Only the first preflight tells whether someone else had cordoned the node: a
         // node parked cordoned by us and resumed must not look cordoned by others.
@@ -499,8 +514,15 @@ impl Node {
     /// After an outcome that did not complete the step: an abort that was waiting for it now
     /// abandons the step (unless it is the uncordon itself, which is retried until it works).
     fn settle(&self, cursor: &Cursor) -> Outcome<State> {
-        if !self.abort_requested || self.steps.get(cursor.index) == Some(&Step::Uncordon) {
+        let step = self.steps.get(cursor.index);
+        if !self.abort_requested || step == Some(&Step::Uncordon) {
             Handled
+        } else if step == Some(&Step::Cordon)
+            && !self.cordon_may_have_applied
+            && !self.parked_cordoned
+        {
+            // The cordon we were waiting for was refused outright: nothing to undo.
+            Transition(State::aborted())
         } else if self.disrupted || self.parked_cordoned {
             Transition(self.unwind_state())
         } else {
@@ -638,6 +660,7 @@ impl NodeState {
             blocked: None,
             parked: None,
             parked_cordoned: false,
+            cordon_may_have_applied: false,
             attempts: vec![0; plan.steps.len()],
         };
         let mut ctx = NodeCtx {
