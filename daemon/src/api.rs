@@ -25,6 +25,7 @@ use upgraded_events::{Actor, Event, RunId, RunState, Version};
 
 use crate::engine::{Daemon, RequestError};
 use crate::log::EventLog;
+use upgraded_events::request::{Rejection, Request};
 
 /// The peer of an API connection, from `SO_PEERCRED`.
 #[derive(Debug, Clone, Copy)]
@@ -296,14 +297,15 @@ impl IntoResponse for ApiError {
 
 impl From<RequestError> for ApiError {
     fn from(e: RequestError) -> Self {
-        let code = match e {
-            RequestError::Busy { .. } | RequestError::WrongPhase(..) => StatusCode::CONFLICT,
-            RequestError::NoRun => StatusCode::NOT_FOUND,
-            RequestError::Plan(_) | RequestError::Blocked { .. } => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
+        let code = match &e {
+            RequestError::Rejected(r) => match r {
+                Rejection::Busy { .. } | Rejection::WrongPhase(..) => StatusCode::CONFLICT,
+                Rejection::NoRun => StatusCode::NOT_FOUND,
+                Rejection::Blocked { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+                Rejection::Forbidden { .. } => StatusCode::FORBIDDEN,
+            },
+            RequestError::Plan(_) => StatusCode::UNPROCESSABLE_ENTITY,
             RequestError::Inventory(_) => StatusCode::BAD_GATEWAY,
-            RequestError::Forbidden { .. } => StatusCode::FORBIDDEN,
             RequestError::Log(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError(code, e.to_string())
@@ -398,8 +400,8 @@ async fn start<L: EventLog + Clone>(
 }
 
 /// Records an operator action on the active run.
-async fn act<L: EventLog + Clone>(d: &Daemon<L>, event: Event) -> Result<Response, ApiError> {
-    let run = d.operator(event).await?;
+async fn act<L: EventLog + Clone>(d: &Daemon<L>, req: Request) -> Result<Response, ApiError> {
+    let run = d.operator(req).await?;
     Ok(Json(json!({ "run": run })).into_response())
 }
 
@@ -418,7 +420,7 @@ async fn pause<L: EventLog + Clone>(
     let reason = reason(optional_reason(&body)?)?;
     act(
         &d,
-        Event::RunPaused {
+        Request::Pause {
             by: actor(peer),
             reason,
         },
@@ -430,7 +432,7 @@ async fn resume<L: EventLog + Clone>(
     State(d): State<Arc<Daemon<L>>>,
     ConnectInfo(peer): ConnectInfo<Peer>,
 ) -> Result<Response, ApiError> {
-    act(&d, Event::RunResumed { by: actor(peer) }).await
+    act(&d, Request::Resume { by: actor(peer) }).await
 }
 
 async fn abort<L: EventLog + Clone>(
@@ -441,7 +443,7 @@ async fn abort<L: EventLog + Clone>(
     let reason = reason(optional_reason(&body)?)?;
     act(
         &d,
-        Event::AbortRequested {
+        Request::Abort {
             by: actor(peer),
             reason,
         },

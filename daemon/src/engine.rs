@@ -22,6 +22,7 @@ use upgraded_planner::{self as planner, PlanInput, PlanReport, Severity};
 use crate::log::{EventLog, LogError};
 use crate::ports::{BoxFut, Clock, Notes, PortError};
 use crate::steps::{self, Ports, StepEnv};
+use upgraded_events::request::{self, Rejection, Request};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -36,23 +37,13 @@ pub enum EngineError {
 /// Why an operator request was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum RequestError {
-    #[error("run {run} is {phase:?}; wait for it to finish or abort it before starting another")]
-    Busy { run: RunId, phase: RunPhase },
-    #[error("no run is in progress")]
-    NoRun,
-    #[error("the run is {0:?}: {1}")]
-    WrongPhase(RunPhase, &'static str),
+    /// The core's answer (`events::request`): busy, wrong phase, blocked, forbidden.
+    #[error(transparent)]
+    Rejected(#[from] Rejection),
     #[error("cannot read the cluster's nodes: {0}")]
     Inventory(String),
     #[error("cannot plan: {0}")]
     Plan(String),
-    #[error("the plan has {count} blocker(s); fix them or start with --force:\n{list}")]
-    Blocked { count: usize, list: String },
-    #[error(
-        "the daemon's Kubernetes identity may not do what the run needs (nothing was \
-         recorded); grant these in its RBAC role:\n{list}"
-    )]
-    Forbidden { list: String },
     #[error(transparent)]
     Log(#[from] LogError),
 }
@@ -176,17 +167,7 @@ impl<L: EventLog + Clone> Daemon<L> {
         dry_run: bool,
         force: bool,
     ) -> Result<(Option<RunId>, PlanReport), RequestError> {
-        // A dry run records nothing, so it is allowed whatever another run is doing.
-        if let Some(run) = self.active().filter(|_| !dry_run) {
-            let phase = self
-                .status
-                .borrow()
-                .as_ref()
-                .map_or(RunPhase::Running, |s| s.phase);
-            if !phase.is_terminal() {
-                return Err(RequestError::Busy { run, phase });
-            }
-        }
+        request::may_plan(self.active_phase(), dry_run)?;
         let observed = self
             .ports
             .cluster
@@ -205,21 +186,20 @@ impl<L: EventLog + Clone> Daemon<L> {
             start: now,
         })
         .map_err(|e| RequestError::Plan(e.to_string()))?;
-        // Nothing recorded for a dry run, nor when every node is already at the target.
-        if dry_run || report.nothing_to_do() {
+        let mut admission = request::Admission {
+            dry_run,
+            nothing_to_do: report.nothing_to_do(),
+            blockers: report
+                .findings
+                .iter()
+                .filter(|f| f.severity == Severity::Blocker)
+                .map(|f| format!("  {}: {} (fix: {})", f.code, f.message, f.fix))
+                .collect(),
+            force,
+            missing_rights: Vec::new(),
+        };
+        if !request::admit(&admission)? {
             return Ok((None, report));
-        }
-        let blockers: Vec<String> = report
-            .findings
-            .iter()
-            .filter(|f| f.severity == Severity::Blocker)
-            .map(|f| format!("  {}: {} (fix: {})", f.code, f.message, f.fix))
-            .collect();
-        if !blockers.is_empty() && !force {
-            return Err(RequestError::Blocked {
-                count: blockers.len(),
-                list: blockers.join("\n"),
-            });
         }
         // Permissions first: a right missing now would halt the run after its first node.
         let needed = planner::permissions::required(policy);
@@ -229,16 +209,11 @@ impl<L: EventLog + Clone> Daemon<L> {
             .can_i(&needed)
             .await
             .map_err(|e| RequestError::Inventory(format!("cannot check permissions: {e}")))?;
-        let missing = planner::permissions::missing(&needed, &allowed);
-        if !missing.is_empty() {
-            return Err(RequestError::Forbidden {
-                list: missing
-                    .iter()
-                    .map(|p| format!("  {p}"))
-                    .collect::<Vec<_>>()
-                    .join("\n"),
-            });
-        }
+        admission.missing_rights = planner::permissions::missing(&needed, &allowed)
+            .iter()
+            .map(|p| format!("  {p}"))
+            .collect();
+        request::admit(&admission)?;
         let run = uuid::Uuid::now_v7();
         let records = self
             .log
@@ -270,33 +245,24 @@ impl<L: EventLog + Clone> Daemon<L> {
         Ok((Some(run), report))
     }
 
-    /// Pause, resume or abort the active run.
-    pub async fn operator(&self, event: Event) -> Result<RunId, RequestError> {
-        let run = self.active().ok_or(RequestError::NoRun)?;
+    /// The active run and its phase, if there is one.
+    fn active_phase(&self) -> Option<(RunId, RunPhase)> {
+        let run = self.active()?;
         let phase = self
             .status
             .borrow()
             .as_ref()
             .map_or(RunPhase::Planned, |s| s.phase);
-        let ok = match &event {
-            Event::RunPaused { .. } => matches!(phase, RunPhase::Running | RunPhase::Halted),
-            Event::RunResumed { .. } => matches!(phase, RunPhase::Paused | RunPhase::Halted),
-            Event::AbortRequested { .. } => {
-                matches!(
-                    phase,
-                    RunPhase::Running | RunPhase::Paused | RunPhase::Halted
-                )
-            }
-            _ => false,
+        Some((run, phase))
+    }
+
+    /// Pause, resume or abort the active run, as the core decides (`events::request`).
+    pub async fn operator(&self, req: Request) -> Result<RunId, RequestError> {
+        let active = self.active_phase();
+        let event = request::operator(active.map(|(_, phase)| phase), req)?;
+        let Some((run, _)) = active else {
+            return Err(Rejection::NoRun.into());
         };
-        if !ok {
-            let what = match &event {
-                Event::RunPaused { .. } => "only a running or halted run can be paused",
-                Event::RunResumed { .. } => "only a paused or halted run can be resumed",
-                _ => "only an unfinished run can be aborted",
-            };
-            return Err(RequestError::WrongPhase(phase, what));
-        }
         self.log
             .append(run, vec![(self.clock.now(), event)])
             .await?;

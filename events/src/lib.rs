@@ -14,6 +14,7 @@ pub mod node;
 pub mod plan;
 pub mod policy;
 pub mod quantity;
+pub mod request;
 pub mod run;
 pub mod state;
 pub mod time;
