@@ -9,7 +9,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
-use upgraded_events::inventory::{ControlPlane, Inventory, Owner, PdbInv, PodInv};
+use upgraded_events::inventory::{Inventory, Owner, PdbInv, PodInv};
 use upgraded_events::{Event, Facts, Timestamp, Version};
 use upgraded_planner::permissions::Permission;
 
@@ -129,16 +129,8 @@ impl Clock for SystemClock {
     }
 }
 
-/// What the engine needs to know about a node from the cluster.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NodeStatus {
-    pub ready: bool,
-    pub unschedulable: bool,
-    /// What the running kubelet reports.
-    pub kubelet_version: Version,
-    /// Versions of the static control-plane pods on the node (from their images).
-    pub control_plane: Option<ControlPlane>,
-}
+/// What the engine reads about a node (defined with the gates that judge it).
+pub use upgraded_events::gate::NodeStatus;
 
 /// The cluster as read before a run: the planner's inventory and `/version`.
 #[derive(Debug, Clone, PartialEq)]

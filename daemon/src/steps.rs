@@ -3,11 +3,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use upgraded_events::gate;
 use upgraded_events::state::{Baseline, ScaledWorkload};
 use upgraded_events::{Facts, Policy, Step, Version};
 
 use crate::drain::{self, DrainRules};
-use crate::ports::{Clock, ClusterApi, NodeExecutor, NodeStatus, Notes, PortError, RemoteCommand};
+use crate::ports::{Clock, ClusterApi, NodeExecutor, Notes, PortError, RemoteCommand};
 
 /// The adapters a step may use.
 #[derive(Clone)]
@@ -55,23 +56,6 @@ impl std::fmt::Debug for StepEnv<'_> {
 /// How often a gate looks again while it waits.
 const GATE_POLL: Duration = Duration::from_secs(5);
 
-/// The kubelet version the entry should leave running: its last package hop.
-pub fn final_version(steps: &[Step]) -> Option<Version> {
-    steps.iter().rev().find_map(|s| match s {
-        Step::UpgradePackages { version } => Some(*version),
-        _ => None,
-    })
-}
-
-/// The control-plane version the entry should leave running: its last kubeadm hop on a
-/// control-plane node.
-fn control_plane_version(steps: &[Step]) -> Option<Version> {
-    steps.iter().rev().find_map(|s| match s {
-        Step::KubeadmUpgrade { version, .. } => Some(*version),
-        _ => None,
-    })
-}
-
 impl StepEnv<'_> {
     async fn remote(&self, cmd: &RemoteCommand) -> Result<Facts, PortError> {
         Ok(self
@@ -80,32 +64,6 @@ impl StepEnv<'_> {
             .run(self.host, cmd, self.ports.command_timeout)
             .await?
             .facts)
-    }
-
-    /// What is still wrong with the node for its verify gate, if anything.
-    fn unmet(&self, status: &NodeStatus) -> Option<String> {
-        let node = self.host;
-        if !status.ready {
-            return Some(format!("node {node} is not Ready"));
-        }
-        if let Some(want) = final_version(self.steps).filter(|w| *w != status.kubelet_version) {
-            return Some(format!(
-                "node {node} runs kubelet {}, expected {want}",
-                status.kubelet_version
-            ));
-        }
-        if let (Some(want), Some(cp)) = (control_plane_version(self.steps), &status.control_plane) {
-            for (what, have) in [
-                ("kube-apiserver", cp.apiserver),
-                ("kube-controller-manager", cp.controller_manager),
-                ("kube-scheduler", cp.scheduler),
-            ] {
-                if have < want {
-                    return Some(format!("node {node}: {what} runs {have}, expected {want}"));
-                }
-            }
-        }
-        None
     }
 
     /// Node Ready at its versions (waiting up to the policy's timeout), then the cluster's
@@ -118,7 +76,7 @@ impl StepEnv<'_> {
             .plus_secs(self.policy.node_ready_timeout_secs);
         loop {
             let status = cluster.node_status(self.host).await?;
-            let mut unmet = self.unmet(&status);
+            let mut unmet = gate::node_unmet(self.host, self.steps, &status);
             if unmet.is_none() && status.control_plane.is_some() {
                 unmet = self.control_plane_unhealthy(facts).await?;
             }
@@ -165,11 +123,9 @@ impl StepEnv<'_> {
         let (members, healthy) = (count("members").unwrap_or(0), count("healthy").unwrap_or(0));
         facts.insert("etcd_members".into(), members.to_string());
         facts.insert("etcd_healthy".into(), healthy.to_string());
-        if members == 0 || healthy * 2 <= members {
+        if let Err(why) = gate::etcd_quorum(members, healthy) {
             facts.insert("gate".into(), "etcd".into());
-            return Ok(Some(format!(
-                "etcd has no quorum: {healthy} of {members} member(s) healthy"
-            )));
+            return Ok(Some(why));
         }
         facts.remove("gate");
         Ok(None)
@@ -181,17 +137,8 @@ impl StepEnv<'_> {
         if let Some(before) = self.baseline {
             let now = Baseline::of(&cluster.all_pods().await?);
             facts.insert("crash_loop_bp".into(), now.crash_loop_bp().to_string());
-            let points = self.policy.crash_loop_increase_percent;
-            if before.exceeded_by(&now, points) {
-                return Err(PortError::retryable(format!(
-                    "health gate: {} of {} pods in CrashLoopBackOff ({:.1}%), more than {points} points over the {:.1}% before the upgrade",
-                    now.crash_looping,
-                    now.pods,
-                    f64::from(now.crash_loop_bp()) / 100.0,
-                    f64::from(before.crash_loop_bp()) / 100.0,
-                ))
-                .with_fact("gate", "crash-loop"));
-            }
+            gate::crash_loop(&before, &now, self.policy.crash_loop_increase_percent)
+                .map_err(|why| PortError::retryable(why).with_fact("gate", "crash-loop"))?;
         }
         Ok(())
     }
@@ -211,7 +158,7 @@ pub async fn execute(
             let status = ports.cluster.node_status(node).await?;
             let target = env
                 .target
-                .or_else(|| final_version(env.steps))
+                .or_else(|| gate::final_version(env.steps))
                 .unwrap_or(status.kubelet_version);
             facts.extend(env.remote(&RemoteCommand::Preflight { target }).await?);
             facts.insert("unschedulable".into(), status.unschedulable.to_string());

@@ -9,6 +9,7 @@ pub mod codec;
 pub mod decide;
 pub mod drain;
 pub mod event;
+pub mod gate;
 pub mod inventory;
 pub mod node;
 pub mod plan;
