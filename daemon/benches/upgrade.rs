@@ -124,7 +124,7 @@ impl SimNodes {
                     .get(node)
                     .ok_or_else(|| PortError::fatal(format!("no node {node}")))?;
                 let cgroup = n.annotations.get(CGROUP_KEY).cloned().unwrap_or_default();
-                if target.minor >= 35 && cgroup == "v1" {
+                if target.needs_cgroup_v2() && cgroup == "v1" {
                     return Err(PortError::fatal(format!("{node} runs cgroup v1")));
                 }
                 facts.insert("cgroup".into(), cgroup);

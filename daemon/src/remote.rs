@@ -296,7 +296,7 @@ pub fn preflight_verdict(
 ) -> Result<(), PortError> {
     let get = |k: &str| facts.get(k).map(String::as_str).unwrap_or("");
     let refuse = |what: String| Err(PortError::fatal(format!("preflight: node {node}: {what}")));
-    if target.minor >= 35 && get("cgroup") != "cgroup2fs" {
+    if target.needs_cgroup_v2() && get("cgroup") != "cgroup2fs" {
         return refuse(format!(
             "/sys/fs/cgroup is {:?}, not cgroup v2; kubelet {target} refuses to start on cgroup v1 (boot with systemd.unified_cgroup_hierarchy=1 first)",
             get("cgroup")

@@ -137,7 +137,7 @@ impl SimAgents {
                     .or_else(|| n["metadata"]["labels"][CGROUP_KEY].as_str())
                     .unwrap_or("v2")
                     .to_string();
-                if target.minor >= 35 && cgroup == "v1" {
+                if target.needs_cgroup_v2() && cgroup == "v1" {
                     return Err(PortError::fatal(format!(
                         "preflight: node {node} runs cgroup v1; kubelet {target} refuses to start on it (boot with systemd.unified_cgroup_hierarchy=1 first)"
                     ))

@@ -124,7 +124,17 @@ impl fmt::Display for Version {
     }
 }
 
+/// The first release whose kubelet refuses to start on cgroup v1.
+pub const CGROUP_V2_FROM: Version = Version::new(1, 35, 0);
+
 impl Version {
+    /// Does a kubelet of this version need cgroup v2? (1.35 removed cgroup v1 support.)
+    /// The one place the rule lives: the planner's findings, the preflight's verdict and the
+    /// sim's agents all ask here.
+    pub fn needs_cgroup_v2(self) -> bool {
+        self.minor_version() >= CGROUP_V2_FROM.minor_version()
+    }
+
     /// A version an operator names as a *target*: a release, `v1.35.3`. Pre-release and build
     /// suffixes (`-rc.1`, `+abc`), which `FromStr` tolerates in what nodes report, are
     /// refused rather than silently dropped.
@@ -217,6 +227,13 @@ mod tests {
                 "{e}"
             );
         }
+    }
+
+    #[test]
+    fn cgroup_v2_from_1_35() {
+        assert!(!Version::new(1, 34, 9).needs_cgroup_v2());
+        assert!(Version::new(1, 35, 0).needs_cgroup_v2());
+        assert!(Version::new(1, 36, 1).needs_cgroup_v2());
     }
 
     #[test]

@@ -920,7 +920,7 @@ impl Ctx<'_> {
         let inv = self.inv;
         for n in &inv.nodes {
             let subj = vec![format!("node/{}", n.name)];
-            if target.minor >= 35 && n.cgroup == Some(1) {
+            if target.needs_cgroup_v2() && n.cgroup == Some(1) {
                 self.findings.insert(finding(
                     Severity::Blocker,
                     "cgroup-v1",
@@ -929,7 +929,7 @@ impl Ctx<'_> {
                     "move the node to cgroup v2 (systemd.unified_cgroup_hierarchy=1 on the kernel command line, or a newer OS image) and reboot it before the upgrade".into(),
                 ));
             }
-            if target.minor >= 35 && n.cgroup.is_none() {
+            if target.needs_cgroup_v2() && n.cgroup.is_none() {
                 self.findings.insert(finding(
                     Severity::Warning,
                     "cgroup-unknown",
