@@ -171,7 +171,7 @@ async fn evict_all(
                     let rounds = refused_rounds.get(&key(&p)).copied().unwrap_or(0) + 1;
                     refused_now.insert(key(&p), rounds);
                     if rules.scale_up
-                        && rounds >= 2
+                        && rounds >= evictable::SCALE_AFTER_REFUSALS
                         && let Some(b) = &pdb_name
                     {
                         scaler.unblock(&p, b).await?;
@@ -307,8 +307,7 @@ impl<'a> Scaler<'a> {
         let Some(budget) = self.cluster.pdb(&p.namespace, budget).await? else {
             return Ok(());
         };
-        if budget.disruptions_allowed > 0 || budget.current_healthy < budget.expected_pods {
-            // Pods are starting or failing: waiting is the remedy, not more replicas.
+        if !evictable::budget_lacks_a_replica(&budget) {
             return Ok(());
         }
         self.settled.insert(owner_key);
@@ -318,17 +317,8 @@ impl<'a> Scaler<'a> {
         if !self.tried.insert(w.clone()) || self.scaled.iter().any(|s| s.key() == w.to_string()) {
             return Ok(());
         }
-        let budget_name = format!("pdb/{}/{}", budget.namespace, budget.name);
-        if w.kind != "Deployment" {
-            self.skipped.push(format!(
-                "{w} not scaled: a StatefulSet's new ordinal may bring a volume or a quorum member"
-            ));
-            return Ok(());
-        }
-        if !budget.allows_at(budget.expected_pods.saturating_add(1)) {
-            self.skipped.push(format!(
-                "{w} not scaled: {budget_name} allows no eviction at any size"
-            ));
+        if let Err(why) = evictable::may_scale_up(&w.kind, &budget) {
+            self.skipped.push(format!("{w}: {why}"));
             return Ok(());
         }
         let from = self.cluster.replicas(&w).await?;

@@ -107,6 +107,33 @@ impl Triage {
     }
 }
 
+/// A budget refusing a pod this many rounds in a row is considered for a scale-up (one
+/// refusal is often a replacement pod still starting).
+pub const SCALE_AFTER_REFUSALS: u32 = 2;
+
+/// Is one more replica what `budget` lacks? Every pod it covers is healthy and it still
+/// allows no eviction. (Pods starting or failing: waiting is the remedy, not more replicas.)
+pub fn budget_lacks_a_replica(budget: &PdbInv) -> bool {
+    budget.disruptions_allowed == 0 && budget.current_healthy >= budget.expected_pods
+}
+
+/// Whether a workload of `kind` (`Deployment`, `StatefulSet`) behind `budget` may be scaled
+/// up by one to unblock a drain: `Err` says why not.
+pub fn may_scale_up(kind: &str, budget: &PdbInv) -> Result<(), String> {
+    if kind != "Deployment" {
+        return Err(format!(
+            "a {kind}'s new replica may bring a volume or a quorum member: not scaled"
+        ));
+    }
+    if !budget.allows_at(budget.expected_pods.saturating_add(1)) {
+        return Err(format!(
+            "pdb/{}/{} allows no eviction at any size: not scaled",
+            budget.namespace, budget.name
+        ));
+    }
+    Ok(())
+}
+
 /// Sorts a node's pods for a drain under `rules`; `budgets` are the cluster's (only the
 /// pods' namespaces matter).
 pub fn triage(
@@ -232,6 +259,39 @@ mod tests {
         assert!(t.refused.is_empty());
         assert_eq!(t.evict.len(), 1);
         assert_eq!(t.losing_local_data, vec!["shop/bare".to_string()]);
+    }
+
+    #[test]
+    fn a_replica_is_added_only_where_a_replica_is_what_is_missing() {
+        // Given a budget that allows nothing while all its pods are healthy,
+        let tight = PdbInv {
+            min_available: Some(IntOrPercent::Int(2)),
+            max_unavailable: None,
+            disruptions_allowed: 0,
+            current_healthy: 2,
+            desired_healthy: 2,
+            expected_pods: 2,
+            ..budget("redis")
+        };
+        // then one more replica is what it lacks, and a Deployment may get it;
+        assert!(budget_lacks_a_replica(&tight));
+        assert_eq!(may_scale_up("Deployment", &tight), Ok(()));
+        // a StatefulSet is never scaled;
+        assert!(may_scale_up("StatefulSet", &tight).is_err());
+        // a budget still starting pods is waited for, not scaled;
+        let starting = PdbInv {
+            current_healthy: 1,
+            ..tight.clone()
+        };
+        assert!(!budget_lacks_a_replica(&starting));
+        // and a budget no size unblocks (maxUnavailable 0) is not scaled either.
+        let never = PdbInv {
+            min_available: None,
+            max_unavailable: Some(IntOrPercent::Int(0)),
+            ..tight
+        };
+        let why = may_scale_up("Deployment", &never).expect_err("never");
+        assert!(why.contains("at any size"), "{why}");
     }
 
     #[test]
