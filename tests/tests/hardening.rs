@@ -25,6 +25,15 @@ const SLOW: &[&str] = &[
     "200",
 ];
 
+/// A daemon on a slow fake world under `base` (data, world and socket inside), answering.
+async fn slow_fake_daemon(base: &Path) -> (common::Daemon, Client) {
+    let opts = DaemonOpts { base, extra: SLOW };
+    let client = Client::new(&base.join("api.sock"));
+    let mut daemon = spawn_daemon(&opts);
+    wait_ready(&client, &mut daemon).await;
+    (daemon, client)
+}
+
 /// Every file under `dir` is 0600 and every directory 0700.
 fn assert_private(dir: &Path) {
     let mode = std::fs::metadata(dir).expect("meta").permissions().mode() & 0o777;
@@ -60,13 +69,7 @@ async fn the_api_refuses_what_it_does_not_know_and_records_who_acted() {
     let data = tmp.path().join("data");
     std::fs::create_dir(&data).expect("mkdir");
     std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    let opts = DaemonOpts {
-        base: tmp.path(),
-        extra: SLOW,
-    };
-    let client = Client::new(&tmp.path().join("api.sock"));
-    let mut daemon = spawn_daemon(&opts);
-    wait_ready(&client, &mut daemon).await;
+    let (mut daemon, client) = slow_fake_daemon(tmp.path()).await;
 
     // snake_case `dry_run` is not `dryRun`: refused, and nothing started.
     let (status, msg) = refused(
@@ -258,13 +261,7 @@ async fn upgradectl_gives_up_on_a_silent_daemon_and_ends_quietly_on_a_closed_pip
     let _ = holder.join();
 
     // `upgradectl events | head -1` on a daemon with a run.
-    let opts = DaemonOpts {
-        base: tmp.path(),
-        extra: SLOW,
-    };
-    let client = Client::new(&tmp.path().join("api.sock"));
-    let mut daemon = spawn_daemon(&opts);
-    wait_ready(&client, &mut daemon).await;
+    let (mut daemon, client) = slow_fake_daemon(tmp.path()).await;
     let v = start_run(&client, "v1.35.3").await.expect("start");
     let run = v["run"].as_str().expect("run").to_string();
     let script = format!(
@@ -403,13 +400,7 @@ async fn a_full_disk_fails_an_append_with_the_reason_and_leaves_no_trace() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_start_to_the_version_the_cluster_runs_records_nothing() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let opts = DaemonOpts {
-        base: tmp.path(),
-        extra: SLOW,
-    };
-    let client = Client::new(&tmp.path().join("api.sock"));
-    let mut daemon = spawn_daemon(&opts);
-    wait_ready(&client, &mut daemon).await;
+    let (mut daemon, client) = slow_fake_daemon(tmp.path()).await;
     // The fake world runs v1.32.4 everywhere.
     let v = start_run(&client, "v1.32.4")
         .await
