@@ -22,6 +22,7 @@ use upgraded_planner::{self as planner, PlanInput, PlanReport, Severity};
 use crate::log::{EventLog, LogError};
 use crate::ports::{BoxFut, Clock, Notes, PortError};
 use crate::steps::{self, Ports, StepEnv};
+use upgraded_events::Observation;
 use upgraded_events::request::{self, Rejection, Request};
 
 #[derive(Debug, thiserror::Error)]
@@ -421,51 +422,36 @@ impl<L: EventLog + Clone> Daemon<L> {
                 target,
                 scaled,
             };
-            let outcome = match cmd {
+            let seen = match &cmd {
                 Command::RunStep {
                     node,
                     step,
                     attempt,
                     leave_cordoned,
-                } => match steps::execute(&env, &step, leave_cordoned).await {
-                    Ok(facts) => Event::StepSucceeded {
-                        node,
-                        step,
-                        attempt,
-                        facts,
-                    },
+                } => match steps::execute(&env, step, *leave_cordoned).await {
+                    Ok(facts) => Observation::Succeeded(facts),
                     Err(e) => {
                         tracing::warn!(%node, %step, attempt, error = %e, "step failed");
-                        let mut facts = e.facts.clone();
-                        facts.insert("retryable".to_string(), e.retryable.to_string());
-                        Event::StepFailed {
-                            node,
-                            step,
-                            attempt,
+                        Observation::Failed {
                             error: e.what,
-                            facts,
+                            retryable: e.retryable,
+                            facts: e.facts,
                         }
                     }
                 },
-                Command::Probe {
-                    node,
-                    step,
-                    attempt,
-                } => match steps::probe(&env, &step).await {
-                    Ok((done, facts)) => Event::StepProbed {
-                        node,
-                        step,
-                        attempt,
-                        done,
-                        facts,
-                    },
+                Command::Probe { node, step, .. } => match steps::probe(&env, step).await {
+                    Ok((done, facts)) => Observation::Probed { done, facts },
                     Err(e) => {
-                        // Unknown stays unknown: nothing is recorded, the probe is retried.
                         tracing::warn!(%node, %step, error = %e, "probe failed; will retry");
-                        return Ok(TaskEnd::ProbeFailed(node));
+                        Observation::Unknown
                     }
                 },
                 _ => return Ok(TaskEnd::Done(node)),
+            };
+            // What the core says records this observation; an unknown probe records nothing
+            // and is tried again.
+            let Some(outcome) = cmd.outcome(seen) else {
+                return Ok(TaskEnd::ProbeFailed(node));
             };
             log.append(run, vec![(clock.now(), outcome)]).await?;
             Ok(TaskEnd::Done(node))

@@ -5,7 +5,7 @@
 
 use serde::Serialize;
 
-use crate::event::{Event, InDoubt, Step, Timestamp};
+use crate::event::{Event, Facts, InDoubt, Step, Timestamp};
 use crate::node::{NodeState, Phase, StepStatus};
 use crate::policy::{OnDrainBlocked, Policy};
 use crate::run::RunPhase;
@@ -46,7 +46,80 @@ pub enum Command {
     FinishAbort,
 }
 
+/// What executing a `RunStep` or a `Probe` observed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Observation {
+    /// The step did what it should; the facts it saw.
+    Succeeded(Facts),
+    /// It did not. `retryable`: the same attempt may work later (`false`: a refusal, a
+    /// missing right, an input that is not allowed).
+    Failed {
+        error: String,
+        retryable: bool,
+        facts: Facts,
+    },
+    /// A probe looked: whether the in-doubt step took effect.
+    Probed { done: bool, facts: Facts },
+    /// A probe could not look: unknown stays unknown, and nothing is recorded.
+    Unknown,
+}
+
 impl Command {
+    /// The event that records what executing this command observed; `None` when nothing
+    /// is to be recorded (an unknown probe, or a command whose intent is its record).
+    pub fn outcome(&self, seen: Observation) -> Option<Event> {
+        match (self, seen) {
+            (
+                Command::RunStep {
+                    node,
+                    step,
+                    attempt,
+                    ..
+                },
+                seen,
+            ) => Some(match seen {
+                Observation::Succeeded(facts) | Observation::Probed { facts, .. } => {
+                    Event::StepSucceeded {
+                        node: node.clone(),
+                        step: step.clone(),
+                        attempt: *attempt,
+                        facts,
+                    }
+                }
+                Observation::Failed {
+                    error,
+                    retryable,
+                    mut facts,
+                } => {
+                    facts.insert("retryable".to_string(), retryable.to_string());
+                    Event::StepFailed {
+                        node: node.clone(),
+                        step: step.clone(),
+                        attempt: *attempt,
+                        error,
+                        facts,
+                    }
+                }
+                Observation::Unknown => return None,
+            }),
+            (
+                Command::Probe {
+                    node,
+                    step,
+                    attempt,
+                },
+                Observation::Probed { done, facts },
+            ) => Some(Event::StepProbed {
+                node: node.clone(),
+                step: step.clone(),
+                attempt: *attempt,
+                done,
+                facts,
+            }),
+            _ => None,
+        }
+    }
+
     /// The event to make durable before executing the command (for `Probe`, which only
     /// reads, the outcome is the first record).
     pub fn intent(&self) -> Option<Event> {
@@ -441,6 +514,50 @@ mod tests {
                 )]),
             },
         ]
+    }
+
+    #[test]
+    fn what_a_command_observed_is_recorded_as_its_outcome() {
+        let step = Command::RunStep {
+            node: "w-1".into(),
+            step: Step::Drain,
+            attempt: 2,
+            leave_cordoned: false,
+        };
+        // Given a refused drain, when it is recorded, then the failure says it is permanent.
+        let refused = step.outcome(Observation::Failed {
+            error: "refusing to drain".into(),
+            retryable: false,
+            facts: Facts::from([("refused_unmanaged".to_string(), "a/b".to_string())]),
+        });
+        match refused {
+            Some(Event::StepFailed {
+                attempt: 2, facts, ..
+            }) => {
+                assert_eq!(facts["retryable"], "false");
+                assert_eq!(facts["refused_unmanaged"], "a/b");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            step.outcome(Observation::Succeeded(Facts::new())),
+            Some(Event::StepSucceeded { attempt: 2, .. })
+        ));
+        // A probe that could not look records nothing; one that looked records what it saw.
+        let probe = Command::Probe {
+            node: "w-1".into(),
+            step: Step::RestartKubelet,
+            attempt: 1,
+        };
+        assert_eq!(probe.outcome(Observation::Unknown), None);
+        assert!(matches!(
+            probe.outcome(Observation::Probed {
+                done: true,
+                facts: Facts::new()
+            }),
+            Some(Event::StepProbed { done: true, .. })
+        ));
+        assert_eq!(Command::Complete.outcome(Observation::Unknown), None);
     }
 
     #[test]

@@ -22,7 +22,7 @@ pub mod time;
 pub mod version;
 pub mod window;
 
-pub use decide::{Command, Decision, decide};
+pub use decide::{Command, Decision, Observation, decide};
 pub use event::{Actor, Event, EventKind, Facts, InDoubt, Json, Record, RunId, Step, Timestamp};
 pub use plan::{Batch, NodeInfo, NodePlan, Plan, Role};
 pub use policy::Policy;

@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;
+use upgraded_events::Observation;
 use upgraded_events::node::Phase;
 use upgraded_events::policy::OnDrainBlocked;
 use upgraded_events::run::RunPhase;
@@ -179,51 +180,41 @@ impl Engine<'_> {
             for c in todo {
                 match c {
                     Command::RunStep {
-                        node,
-                        step,
+                        ref node,
+                        ref step,
                         attempt,
                         leave_cordoned,
                     } => {
                         self.tick()?;
-                        let outcome = self.world.execute(&node, &step, attempt, leave_cordoned);
-                        self.append(match outcome {
-                            Ok(facts) => Event::StepSucceeded {
-                                node,
-                                step,
-                                attempt,
-                                facts,
-                            },
-                            Err(error) => {
-                                // A failed drain is a budget refusing to the end: parked
-                                // or paused, per the scenario's policy.
-                                let facts: Facts = if error.starts_with(BLOCKED) {
+                        let seen = match self.world.execute(node, step, attempt, leave_cordoned) {
+                            Ok(facts) => Observation::Succeeded(facts),
+                            // A failed drain is a budget refusing to the end: parked or
+                            // paused, per the scenario's policy.
+                            Err(error) => Observation::Failed {
+                                facts: if error.starts_with(BLOCKED) {
                                     [("eviction_blocked".to_string(), "pdb/x".to_string())].into()
                                 } else {
                                     Facts::new()
-                                };
-                                Event::StepFailed {
-                                    node,
-                                    step,
-                                    attempt,
-                                    error,
-                                    facts,
-                                }
-                            }
-                        })?;
+                                },
+                                error,
+                                retryable: true,
+                            },
+                        };
+                        if let Some(e) = c.outcome(seen) {
+                            self.append(e)?;
+                        }
                     }
                     Command::Probe {
-                        node,
-                        step,
-                        attempt,
+                        ref node, ref step, ..
                     } => {
-                        let done = self.world.probe(&node, &step);
-                        self.append(Event::StepProbed {
-                            node,
-                            step,
-                            attempt,
+                        let done = self.world.probe(node, step);
+                        let seen = Observation::Probed {
                             done,
                             facts: Facts::new(),
-                        })?;
+                        };
+                        if let Some(e) = c.outcome(seen) {
+                            self.append(e)?;
+                        }
                     }
                     Command::Halt { .. }
                     | Command::Pause { .. }
