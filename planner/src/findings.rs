@@ -1,0 +1,236 @@
+//! The plan's findings: what would block or endanger the run, found in the inventory before
+//! anything is batched (versions, skew, cgroup, control-plane pods, what drains would refuse,
+//! budgets, capacity).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use upgraded_events::Version;
+use upgraded_events::drain::{self, DrainRules, Refusal as DrainRefusal};
+use upgraded_events::inventory;
+
+use crate::{Ctx, Severity, finding};
+
+impl Ctx<'_> {
+    /// Findings that depend on the inventory alone.
+    pub(crate) fn static_findings(&mut self, target: Version) {
+        let inv = self.inv;
+        for n in &inv.nodes {
+            let subj = vec![format!("node/{}", n.name)];
+            if target.needs_cgroup_v2() && n.cgroup == Some(1) {
+                self.findings.insert(finding(
+                    Severity::Blocker,
+                    "cgroup-v1",
+                    subj.clone(),
+                    format!("node {} runs cgroup v1: the kubelet {target} refuses to start on cgroup v1", n.name),
+                    "move the node to cgroup v2 (systemd.unified_cgroup_hierarchy=1 on the kernel command line, or a newer OS image) and reboot it before the upgrade".into(),
+                ));
+            }
+            if target.needs_cgroup_v2() && n.cgroup.is_none() {
+                self.findings.insert(finding(
+                    Severity::Warning,
+                    "cgroup-unknown",
+                    subj.clone(),
+                    format!("node {}'s cgroup version is unknown; {target} needs cgroup v2 (preflight checks it on the node)", n.name),
+                    format!("annotate the node: kubectl annotate node {} {}=v2", n.name, inventory::CGROUP_KEY),
+                ));
+            }
+            if n.unschedulable {
+                self.findings.insert(finding(
+                    Severity::Warning,
+                    "node-cordoned",
+                    subj.clone(),
+                    format!("node {} is already cordoned: it is upgraded and left cordoned", n.name),
+                    "nothing, unless it should take workloads again (then uncordon it yourself afterwards)".into(),
+                ));
+            }
+            if !n.ready {
+                self.findings.insert(finding(
+                    Severity::Warning,
+                    "node-not-ready",
+                    subj.clone(),
+                    format!(
+                        "node {} is NotReady: its upgrade will fail verification",
+                        n.name
+                    ),
+                    "repair the node first, or drain it and remove it from the cluster".into(),
+                ));
+            }
+            if n.runtime.starts_with("docker://") {
+                self.findings.insert(finding(
+                    Severity::Blocker,
+                    "runtime-docker",
+                    subj.clone(),
+                    format!(
+                        "node {} uses {} (dockershim was removed in 1.24)",
+                        n.name, n.runtime
+                    ),
+                    "switch the node to containerd or CRI-O (or cri-dockerd) first".into(),
+                ));
+            }
+            if n.control_plane.as_ref().is_some_and(|c| !c.observed) {
+                self.findings.insert(finding(
+                    Severity::Warning,
+                    "control-plane-versions-unknown",
+                    subj.clone(),
+                    format!("no static control-plane pods found for {}; its components are assumed at the kubelet's {}", n.name, n.kubelet),
+                    "include kube-system pods in the snapshot (kubectl get … -A)".into(),
+                ));
+            }
+        }
+        // What the drain of each node refuses, and whose local data it loses: the same rule
+        // the drain applies (`events::drain::triage`), under this policy's consents.
+        let rules = DrainRules {
+            evict_unmanaged: self.policy.evict_unmanaged_pods,
+            delete_empty_dir_data: self.policy.delete_empty_dir_data,
+        };
+        let mut by_node: BTreeMap<String, Vec<inventory::PodInv>> = BTreeMap::new();
+        for p in &inv.pods {
+            if let Some(node) = &p.node {
+                by_node.entry(node.clone()).or_default().push(p.clone());
+            }
+        }
+        let pod = |k: &String| format!("pod/{k}");
+        for (node, pods) in by_node {
+            let t = drain::triage(pods, &inv.pdbs, rules);
+            let unmanaged = t.refused_for(|r| matches!(r, DrainRefusal::Unmanaged));
+            if !unmanaged.is_empty() {
+                self.findings.insert(finding(
+                    Severity::Blocker,
+                    "pod-unmanaged",
+                    unmanaged.iter().map(pod).collect(),
+                    format!("node {node} runs {} pod(s) without a controller: a drain without --force refuses them, and --force would delete them for good", unmanaged.len()),
+                    "recreate them under a Deployment or StatefulSet, or delete them deliberately".into(),
+                ));
+            }
+            let empty_dir = t.refused_for(|r| matches!(r, DrainRefusal::EmptyDirData));
+            if !empty_dir.is_empty() {
+                self.findings.insert(finding(
+                    Severity::Blocker,
+                    "pod-local-data",
+                    empty_dir.iter().map(pod).collect(),
+                    format!("node {node} runs {} pod(s) with emptyDir data, which the drain refuses to delete (drain.deleteEmptyDirData: false)", empty_dir.len()),
+                    "set drain.deleteEmptyDirData: true once that data may go, or move it off the node".into(),
+                ));
+            }
+            let several = t.refused_for(|r| matches!(r, DrainRefusal::SeveralBudgets(_)));
+            if !several.is_empty() {
+                let budgets: BTreeSet<String> = t
+                    .refused
+                    .iter()
+                    .flat_map(|(_, why)| why.iter())
+                    .filter_map(|r| match r {
+                        DrainRefusal::SeveralBudgets(b) => Some(b.clone()),
+                        _ => None,
+                    })
+                    .flatten()
+                    .collect();
+                self.findings.insert(finding(
+                    Severity::Blocker,
+                    "pod-several-budgets",
+                    several.iter().map(pod).collect(),
+                    format!("node {node} runs {} pod(s) covered by more than one PodDisruptionBudget ({}): the API server refuses every eviction of such a pod", several.len(), budgets.into_iter().collect::<Vec<_>>().join(", ")),
+                    "leave one budget per pod: merge or narrow the budgets' selectors".into(),
+                ));
+            }
+            if !t.losing_local_data.is_empty() {
+                self.findings.insert(finding(
+                    Severity::Warning,
+                    "pod-local-data",
+                    t.losing_local_data.iter().map(pod).collect(),
+                    format!("node {node} runs {} pod(s) with emptyDir or local volumes: their data on the node is lost by the drain", t.losing_local_data.len()),
+                    "make sure they keep nothing they need there (the drain uses --delete-emptydir-data)".into(),
+                ));
+            }
+        }
+        let controllers: BTreeMap<(String, String), u32> = inv
+            .controllers
+            .iter()
+            .map(|c| ((c.namespace.clone(), c.name.clone()), c.replicas))
+            .collect();
+        for pdb in &inv.pdbs {
+            let subj = vec![format!("pdb/{}/{}", pdb.namespace, pdb.name)];
+            // The workload behind the budget, for the fix.
+            let owner = inv
+                .pods
+                .iter()
+                .find(|p| p.namespace == pdb.namespace && pdb.selector.matches(&p.labels))
+                .and_then(|p| p.owner.clone());
+            let scale = match &owner {
+                Some(o) if o.kind == "Deployment" || o.kind == "StatefulSet" => {
+                    let now = controllers
+                        .get(&(pdb.namespace.clone(), o.name.clone()))
+                        .copied()
+                        .unwrap_or(pdb.expected_pods);
+                    format!(
+                        "kubectl scale {} {} -n {} --replicas={}",
+                        o.kind.to_ascii_lowercase(),
+                        o.name,
+                        pdb.namespace,
+                        now + 1
+                    )
+                }
+                _ => "scale the workload up by one replica".into(),
+            };
+            if self.scale_unblocks(pdb).is_some() {
+                self.findings.insert(finding(
+                    Severity::Warning,
+                    "pdb-scaled-to-unblock",
+                    subj,
+                    format!(
+                        "PodDisruptionBudget {}/{} allows no eviction with its {} healthy pod(s): each drain of a node running its pods will scale its Deployment up by one and back (drain.scaleUpToUnblock)",
+                        pdb.namespace, pdb.name, pdb.current_healthy
+                    ),
+                    format!("make sure one more replica fits and is harmless; or give the workload a spare replica for good ({scale})"),
+                ));
+            } else if pdb.never_allows() {
+                self.findings.insert(finding(
+                    Severity::Blocker,
+                    "pdb-never-allows",
+                    subj,
+                    format!(
+                        "PodDisruptionBudget {}/{} can never allow an eviction ({} with {} pod(s)): every drain of a node running its pods hangs until the timeout",
+                        pdb.namespace,
+                        pdb.name,
+                        pdb.max_unavailable
+                            .as_ref()
+                            .map(|m| format!("maxUnavailable {m}"))
+                            .or_else(|| pdb.min_available.as_ref().map(|m| format!("minAvailable {m}")))
+                            .unwrap_or_default(),
+                        pdb.expected_pods
+                    ),
+                    format!("give the workload a spare replica ({scale}) or relax the budget (maxUnavailable: 1)"),
+                ));
+            } else if pdb.disruptions_allowed == 0 && pdb.expected_pods > 0 {
+                self.findings.insert(finding(
+                    Severity::Blocker,
+                    "pdb-zero-disruptions",
+                    subj,
+                    format!(
+                        "PodDisruptionBudget {}/{} allows 0 disruptions now ({} healthy, {} needed): drains of its nodes would hang",
+                        pdb.namespace, pdb.name, pdb.current_healthy, pdb.desired_healthy
+                    ),
+                    format!("wait until its replicas are healthy, or scale up temporarily: {scale}"),
+                ));
+            }
+        }
+    }
+
+    /// With `drain.scaleUpToUnblock`: the Deployment a drain will scale up by one because
+    /// `pdb` allows no eviction although all its pods are healthy (and one more pod helps).
+    pub(crate) fn scale_unblocks(&self, pdb: &inventory::PdbInv) -> Option<inventory::Owner> {
+        if !self.policy.scale_up_to_unblock
+            || pdb.disruptions_allowed > 0
+            || pdb.expected_pods == 0
+            || pdb.current_healthy < pdb.expected_pods
+            || !pdb.allows_at(pdb.expected_pods.saturating_add(1))
+        {
+            return None;
+        }
+        self.inv
+            .pods
+            .iter()
+            .find(|p| p.namespace == pdb.namespace && pdb.selector.matches(&p.labels))
+            .and_then(|p| p.owner.clone())
+            .filter(|o| o.kind == "Deployment")
+    }
+}

@@ -1,0 +1,379 @@
+//! Units and phases: the control-plane hop (snapshot, `kubeadm upgrade apply`/`node`, the
+//! kubelets after), workers by generation with their canaries, and each unit's steps and
+//! estimate.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use upgraded_events::inventory;
+use upgraded_events::{Role, Step, Version};
+
+use crate::capacity::Refusal;
+use crate::{
+    BatchReport, Ctx, PhaseKind, PhaseReport, PlanError, Unit, hops_between, placeholder_unit, solo,
+};
+
+impl Ctx<'_> {
+    pub(crate) fn estimate(&self, steps: &[Step], evicted: usize) -> u64 {
+        let d = &self.policy.durations;
+        steps
+            .iter()
+            .map(|s| match s {
+                Step::Preflight => d.preflight,
+                Step::EtcdSnapshot => d.etcd_snapshot,
+                Step::KubeadmUpgrade { apply: true, .. } => d.kubeadm_apply,
+                Step::KubeadmUpgrade { apply: false, .. } => d.kubeadm_node,
+                Step::Cordon => d.cordon,
+                Step::Drain => {
+                    (d.drain + d.drain_per_pod * evicted as u64).min(self.policy.drain_timeout_secs)
+                }
+                Step::UpgradePackages { .. } => d.upgrade_packages,
+                Step::RestartKubelet => d.restart_kubelet,
+                Step::Verify => d.verify,
+                Step::Uncordon => d.uncordon,
+                Step::Soak => self.policy.canary_soak_secs,
+            })
+            .sum()
+    }
+
+    pub(crate) fn node(&self, name: &str) -> Option<&inventory::NodeInv> {
+        self.cap
+            .node_index(name)
+            .and_then(|i| self.inv.nodes.get(i))
+    }
+
+    pub(crate) fn evicted(&self, name: &str) -> usize {
+        self.cap.node_index(name).map_or(0, |i| self.cap.evicted(i))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn unit(
+        &self,
+        node: &str,
+        from: Version,
+        to: Version,
+        steps: Vec<Step>,
+        canary: bool,
+        blocked: Option<String>,
+        evicted: usize,
+    ) -> Unit {
+        let n = self.node(node);
+        Unit {
+            name: node.to_string(),
+            node: node.to_string(),
+            role: n.map_or(Role::Worker, |n| n.role),
+            generation: self.gen_of.get(node).cloned(),
+            from,
+            to,
+            canary,
+            stays_cordoned: n.is_some_and(|n| n.unschedulable),
+            evicted_pods: evicted,
+            blocked,
+            estimate_secs: self.estimate(&steps, evicted),
+            steps,
+        }
+    }
+
+    pub(crate) fn control_plane_phase(
+        &mut self,
+        version: Version,
+        apply_on: Option<&str>,
+        nodes: &[String],
+        from_now: &mut BTreeMap<String, Version>,
+    ) -> PhaseReport {
+        // kubeadm on every control-plane node first, kubelets after: a kubelet must not be
+        // newer than any apiserver, and until the last node's kubeadm ran, some are older.
+        // The last node does both in one pass.
+        let mut batches = Vec::new();
+        let last = nodes.len().saturating_sub(1);
+        let mut second = Vec::new();
+        for (i, name) in nodes.iter().enumerate() {
+            let apply = apply_on == Some(name.as_str());
+            let mut steps = vec![Step::Preflight];
+            if i == 0 {
+                steps.push(Step::EtcdSnapshot);
+            }
+            steps.push(Step::KubeadmUpgrade { version, apply });
+            let from = from_now.get(name).copied().unwrap_or(version);
+            let what = if apply {
+                " (kubeadm upgrade apply)"
+            } else {
+                " (kubeadm upgrade node)"
+            };
+            if i == last {
+                steps.extend(Self::kubelet_steps(version));
+                let evicted = self.evicted(name);
+                let blocked = self.drain_in_model(name);
+                let u = self.unit(name, from, version, steps, false, blocked, evicted);
+                batches.push(solo(
+                    format!("control plane {version}: {name}{what} + kubelet"),
+                    u,
+                ));
+            } else {
+                let u = self.unit(name, from, version, steps, false, None, 0);
+                batches.push(solo(format!("control plane {version}: {name}{what}"), u));
+                second.push((name.clone(), from));
+            }
+        }
+        for (name, from) in second {
+            let mut steps = vec![Step::Preflight];
+            steps.extend(Self::kubelet_steps(version));
+            let evicted = self.evicted(&name);
+            let blocked = self.drain_in_model(&name);
+            let u = self.unit(&name, from, version, steps, false, blocked, evicted);
+            batches.push(solo(format!("control plane {version}: {name} kubelet"), u));
+        }
+        for name in nodes {
+            from_now.insert(name.clone(), version);
+        }
+        PhaseReport {
+            name: format!("control plane {version}"),
+            kind: PhaseKind::ControlPlane,
+            version,
+            batches,
+            estimate_secs: 0,
+            start: String::new(),
+            end: String::new(),
+            fits_windows: true,
+        }
+    }
+
+    pub(crate) fn kubelet_steps(version: Version) -> [Step; 6] {
+        [
+            Step::Cordon,
+            Step::Drain,
+            Step::UpgradePackages { version },
+            Step::RestartKubelet,
+            Step::Verify,
+            Step::Uncordon,
+        ]
+    }
+
+    /// Drains a node alone in the capacity model; the refusal, if any, as text.
+    pub(crate) fn drain_in_model(&mut self, name: &str) -> Option<String> {
+        let i = self.cap.node_index(name)?;
+        if let Err(r) = self.cap.check_pdbs(&[i]) {
+            return Some(r.describe());
+        }
+        if !self.cap.unmanaged_pods(i).is_empty() {
+            return Some(format!(
+                "{} pod(s) without a controller (drain refuses them without --force)",
+                self.cap.unmanaged_pods(i).len()
+            ));
+        }
+        self.cap.drain_alone(i).err().map(|r| r.describe())
+    }
+
+    pub(crate) fn worker_steps(
+        &self,
+        from: Version,
+        to: Version,
+        canary: bool,
+    ) -> Result<Vec<Step>, PlanError> {
+        let mut steps = vec![Step::Preflight, Step::Cordon, Step::Drain];
+        for hop in hops_between(from, to, self.policy)? {
+            steps.push(Step::KubeadmUpgrade {
+                version: hop,
+                apply: false,
+            });
+            steps.push(Step::UpgradePackages { version: hop });
+        }
+        steps.extend([Step::RestartKubelet, Step::Verify, Step::Uncordon]);
+        if canary {
+            steps.push(Step::Soak);
+        }
+        Ok(steps)
+    }
+
+    /// Canaries (one phase for all generations, oldest first), then one phase per generation.
+    pub(crate) fn worker_phases(
+        &mut self,
+        to: Version,
+        nodes: &[String],
+        catch_up_for: Option<Version>,
+        from_now: &mut BTreeMap<String, Version>,
+        only_hop: Option<Version>,
+    ) -> Result<Vec<PhaseReport>, PlanError> {
+        let suffix = match (catch_up_for, only_hop) {
+            (Some(h), _) => format!(" (before control plane {h})"),
+            (None, Some(h)) => format!(" (hop {h})"),
+            (None, None) => String::new(),
+        };
+        let kind_rest = if catch_up_for.is_some() {
+            PhaseKind::WorkerCatchUp
+        } else {
+            PhaseKind::Generation
+        };
+        let mut by_gen: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for n in nodes {
+            by_gen
+                .entry(
+                    self.gen_of
+                        .get(n)
+                        .cloned()
+                        .unwrap_or_else(|| "unlabelled".into()),
+                )
+                .or_default()
+                .push(n.clone());
+        }
+        // Oldest machines first inside a generation, then by name.
+        for list in by_gen.values_mut() {
+            list.sort_by_key(|n| {
+                (
+                    self.node(n)
+                        .and_then(|x| x.created)
+                        .map_or(i64::MAX, |t| t.0),
+                    n.clone(),
+                )
+            });
+        }
+        let order: Vec<String> = self
+            .gen_order
+            .iter()
+            .filter(|g| by_gen.contains_key(*g))
+            .cloned()
+            .collect();
+        let mut canary_batches = Vec::new();
+        let mut rest_phases = Vec::new();
+        let mut canaries: BTreeSet<String> = BTreeSet::new();
+        for g in &order {
+            let want = self.policy.generation_rule(g).canaries as usize;
+            let list = by_gen.get(g).cloned().unwrap_or_default();
+            let mut picked = 0;
+            for n in &list {
+                if picked >= want {
+                    break;
+                }
+                let Some(i) = self.cap.node_index(n) else {
+                    continue;
+                };
+                let cordoned = self.node(n).is_some_and(|x| x.unschedulable);
+                if cordoned
+                    || !self.cap.unmanaged_pods(i).is_empty()
+                    || self.cap.check_alone(i).is_err()
+                {
+                    continue;
+                }
+                let evicted = self.cap.evicted(i);
+                let _ = self.cap.drain_alone(i);
+                let from = from_now.get(n).copied().unwrap_or(to);
+                let steps = self.worker_steps(from, to, true)?;
+                let u = self.unit(n, from, to, steps, true, None, evicted);
+                canaries.insert(n.clone());
+                picked += 1;
+                canary_batches.push(solo(format!("canary {g}: {n}"), u));
+            }
+        }
+        for g in &order {
+            let mut remaining: Vec<String> = by_gen
+                .get(g)
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|n| !canaries.contains(n))
+                .collect();
+            let size = by_gen.get(g).map_or(0, Vec::len);
+            let max = self.policy.generation_rule(g).max_unavailable.of(size);
+            let mut batches = Vec::new();
+            while !remaining.is_empty() {
+                let idx: Vec<usize> = remaining
+                    .iter()
+                    .filter_map(|n| self.cap.node_index(n))
+                    .collect();
+                // Before the drains move them.
+                let evicted: BTreeMap<String, usize> = remaining
+                    .iter()
+                    .take(max + 17)
+                    .map(|n| (n.clone(), self.evicted(n)))
+                    .collect();
+                // Nodes with unmanaged pods go alone and blocked; so do nodes that fit nowhere.
+                let first = remaining[0].clone();
+                let first_i = self.cap.node_index(&first);
+                let unmanaged = first_i.is_some_and(|i| !self.cap.unmanaged_pods(i).is_empty());
+                let mut limited_by = None;
+                let (members, refusal): (Vec<String>, Option<String>) = if unmanaged {
+                    (
+                        vec![first.clone()],
+                        Some(format!(
+                            "{} pod(s) without a controller (drain refuses them without --force)",
+                            first_i.map_or(0, |i| self.cap.unmanaged_pods(i).len())
+                        )),
+                    )
+                } else {
+                    let eligible: Vec<usize> = idx
+                        .iter()
+                        .copied()
+                        .filter(|&i| self.cap.unmanaged_pods(i).is_empty())
+                        .collect();
+                    let (batch, refusal, limit) = self.cap.next_batch(&eligible, max);
+                    if batch.len() < max && eligible.len() > batch.len() {
+                        limited_by = limit.map(|r| r.describe());
+                    }
+                    if batch.is_empty() {
+                        (
+                            vec![first.clone()],
+                            refusal
+                                .map(|r: Refusal| r.describe())
+                                .or(Some("does not fit".into())),
+                        )
+                    } else {
+                        let names = batch
+                            .iter()
+                            .filter_map(|&i| {
+                                remaining
+                                    .iter()
+                                    .find(|n| self.cap.node_index(n) == Some(i))
+                                    .cloned()
+                            })
+                            .collect();
+                        (names, None)
+                    }
+                };
+                let mut units = Vec::new();
+                for n in &members {
+                    let from = from_now.get(n).copied().unwrap_or(to);
+                    let steps = self.worker_steps(from, to, false)?;
+                    let ev = evicted.get(n).copied().unwrap_or(0);
+                    units.push(self.unit(n, from, to, steps, false, refusal.clone(), ev));
+                }
+                remaining.retain(|n| !members.contains(n));
+                batches.push(BatchReport {
+                    limited_by,
+                    units,
+                    ..solo(String::new(), placeholder_unit())
+                });
+            }
+            let total = batches.len();
+            for (i, b) in batches.iter_mut().enumerate() {
+                b.label = format!("{g} {}/{total}", i + 1);
+            }
+            rest_phases.push(PhaseReport {
+                name: format!("{g} {to}{suffix}"),
+                kind: kind_rest,
+                version: to,
+                batches,
+                estimate_secs: 0,
+                start: String::new(),
+                end: String::new(),
+                fits_windows: true,
+            });
+        }
+        for n in nodes {
+            from_now.insert(n.clone(), to);
+        }
+        let mut out = Vec::new();
+        if !canary_batches.is_empty() {
+            out.push(PhaseReport {
+                name: format!("canaries {to}{suffix}"),
+                kind: PhaseKind::Canaries,
+                version: to,
+                batches: canary_batches,
+                estimate_secs: 0,
+                start: String::new(),
+                end: String::new(),
+                fits_windows: true,
+            });
+        }
+        out.extend(rest_phases.into_iter().filter(|p| !p.batches.is_empty()));
+        Ok(out)
+    }
+}
