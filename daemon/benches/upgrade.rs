@@ -34,7 +34,7 @@ use upgraded_daemon::log::{EventLog, LogError, SledLog};
 use upgraded_daemon::ports::{
     BoxFut, Clock, CommandOutput, NodeExecutor, PortError, RemoteCommand,
 };
-use upgraded_daemon::steps::Ports;
+use upgraded_daemon::steps::Adapters;
 use upgraded_events::inventory::{CGROUP_KEY, Inventory};
 use upgraded_events::{Actor, Event, Facts, Record, Role, RunId, Step, Timestamp, Version};
 use upgraded_planner::policy::{Durations, PlanPolicy};
@@ -358,7 +358,7 @@ fn upgrade(name: &str, policy: &str) -> Result<Outcome, String> {
                 },
             ));
         let cluster = KubeCluster::from_client(kube::Client::new(router, "default"));
-        let ports = Ports {
+        let ports = Adapters {
             cluster: Arc::new(cluster),
             nodes: Arc::new(SimNodes {
                 sim: Arc::clone(&sim),

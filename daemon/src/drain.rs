@@ -22,7 +22,7 @@ use upgraded_events::inventory::PodInv;
 use upgraded_events::state::ScaledWorkload;
 use upgraded_events::{Event, Facts, Policy};
 
-use crate::ports::{Clock, ClusterApi, Eviction, Notes, PortError, ScaleChange, Workload};
+use crate::ports::{Clock, ClusterApi, Eviction, PortError, Recorder, ScaleChange, Workload};
 
 /// First retry of refused evictions; doubles up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_secs(5);
@@ -90,7 +90,7 @@ fn select(
 pub async fn drain(
     cluster: &dyn ClusterApi,
     clock: &dyn Clock,
-    notes: &dyn Notes,
+    notes: &dyn Recorder,
     entry: &str,
     node: &str,
     rules: DrainRules,
@@ -115,7 +115,7 @@ pub async fn drain(
 async fn evict_all(
     cluster: &dyn ClusterApi,
     clock: &dyn Clock,
-    notes: &dyn Notes,
+    notes: &dyn Recorder,
     entry: &str,
     node: &str,
     rules: DrainRules,
@@ -240,7 +240,7 @@ async fn evict_all(
 /// Scale-ups to unblock a drain, and their restore.
 struct Scaler<'a> {
     cluster: &'a dyn ClusterApi,
-    notes: &'a dyn Notes,
+    notes: &'a dyn Recorder,
     entry: &'a str,
     /// Scaled up and not restored (from earlier attempts, and this one).
     scaled: Vec<ScaledWorkload>,
@@ -254,7 +254,7 @@ struct Scaler<'a> {
 impl<'a> Scaler<'a> {
     fn new(
         cluster: &'a dyn ClusterApi,
-        notes: &'a dyn Notes,
+        notes: &'a dyn Recorder,
         entry: &'a str,
         scaled: Vec<ScaledWorkload>,
     ) -> Self {
@@ -401,7 +401,7 @@ impl<'a> Scaler<'a> {
 /// e.g. the uncordon of an aborted run).
 pub async fn restore_scaled(
     cluster: &dyn ClusterApi,
-    notes: &dyn Notes,
+    notes: &dyn Recorder,
     entry: &str,
     scaled: Vec<ScaledWorkload>,
 ) -> Result<Facts, PortError> {

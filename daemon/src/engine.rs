@@ -20,8 +20,8 @@ use upgraded_planner::policy::PlanPolicy;
 use upgraded_planner::{self as planner, PlanInput, PlanReport, Severity};
 
 use crate::log::{EventLog, LogError};
-use crate::ports::{BoxFut, Clock, Notes, PortError};
-use crate::steps::{self, Ports, StepEnv};
+use crate::ports::{BoxFut, Clock, PortError, Recorder};
+use crate::steps::{self, Adapters, StepEnv};
 use upgraded_events::Observation;
 use upgraded_events::request::{self, Rejection, Request};
 
@@ -56,13 +56,13 @@ pub struct RunDefaults {
 }
 
 /// Steps report observations (blocked evictions, scaled workloads) into the run's log.
-struct LogNotes<L> {
+struct LogRecorder<L> {
     log: L,
     run: RunId,
     clock: Arc<dyn Clock>,
 }
 
-impl<L: EventLog + Clone> Notes for LogNotes<L> {
+impl<L: EventLog + Clone> Recorder for LogRecorder<L> {
     fn note(&self, event: Event) -> BoxFut<'_, Result<(), PortError>> {
         Box::pin(async move {
             self.log
@@ -77,7 +77,7 @@ impl<L: EventLog + Clone> Notes for LogNotes<L> {
 pub struct Daemon<L: EventLog + Clone> {
     log: L,
     clock: Arc<dyn Clock>,
-    ports: Ports,
+    ports: Adapters,
     defaults: RunDefaults,
     status: watch::Sender<Option<RunSummary>>,
     active: Mutex<Option<RunId>>,
@@ -97,7 +97,7 @@ impl<L: EventLog + Clone> Daemon<L> {
     pub fn new(
         log: L,
         clock: Arc<dyn Clock>,
-        ports: Ports,
+        ports: Adapters,
         defaults: RunDefaults,
     ) -> (Arc<Self>, tokio::sync::mpsc::UnboundedReceiver<EngineError>) {
         let (fatal, fatal_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -405,7 +405,7 @@ impl<L: EventLog + Clone> Daemon<L> {
         let target = state.target;
         let name = node.clone();
         (name, async move {
-            let notes = LogNotes {
+            let notes = LogRecorder {
                 log: log.clone(),
                 run,
                 clock: Arc::clone(&clock),

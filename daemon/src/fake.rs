@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use upgraded_events::inventory::{
-    ControlPlane, Inventory as PlannerInventory, NodeInv, Owner, PdbInv, PodInv, Resources,
+    ControlPlane, Inventory, NodeInv, Owner, PdbInv, PodInv, Resources,
 };
 use upgraded_events::{Facts, Role, Version};
 use upgraded_planner::permissions::Permission;
@@ -27,7 +27,7 @@ use crate::ports::{
 
 /// `inventory.json`: the world before any effect.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Inventory {
+pub struct WorldSpec {
     pub nodes: Vec<FakeNodeSpec>,
 }
 
@@ -88,9 +88,9 @@ pub enum FakeError {
     },
 }
 
-impl Inventory {
+impl WorldSpec {
     /// `control` control-plane nodes and `workers` workers at `version`.
-    pub fn generate(control: usize, workers: usize, version: Version) -> Inventory {
+    pub fn generate(control: usize, workers: usize, version: Version) -> WorldSpec {
         let node = |name: String, role| FakeNodeSpec {
             name,
             role,
@@ -102,7 +102,7 @@ impl Inventory {
             .map(|i| node(format!("cp-{i}"), Role::ControlPlane))
             .collect();
         nodes.extend((1..=workers).map(|i| node(format!("worker-{i:02}"), Role::Worker)));
-        Inventory { nodes }
+        WorldSpec { nodes }
     }
 }
 
@@ -111,7 +111,7 @@ impl FakeWorld {
     /// replaying the effects recorded so far.
     pub fn open(
         dir: &Path,
-        inventory: Option<&Inventory>,
+        inventory: Option<&WorldSpec>,
         delay: Duration,
     ) -> Result<FakeWorld, FakeError> {
         let io = |path: &Path| {
@@ -123,7 +123,7 @@ impl FakeWorld {
         if !inv_path.exists() {
             let inv = inventory
                 .cloned()
-                .unwrap_or_else(|| Inventory::generate(1, 5, Version::new(1, 32, 4)));
+                .unwrap_or_else(|| WorldSpec::generate(1, 5, Version::new(1, 32, 4)));
             let text = serde_json::to_vec_pretty(&inv).map_err(|source| FakeError::Json {
                 path: inv_path.clone(),
                 source,
@@ -131,7 +131,7 @@ impl FakeWorld {
             std::fs::write(&inv_path, text).map_err(io(&inv_path))?;
         }
         let text = std::fs::read(&inv_path).map_err(io(&inv_path))?;
-        let inv: Inventory = serde_json::from_slice(&text).map_err(|source| FakeError::Json {
+        let inv: WorldSpec = serde_json::from_slice(&text).map_err(|source| FakeError::Json {
             path: inv_path.clone(),
             source,
         })?;
@@ -299,7 +299,7 @@ impl ClusterApi for FakeWorld {
     fn observe(&self) -> BoxFut<'_, Result<Observed, PortError>> {
         Box::pin(async move {
             let nodes = self.lock();
-            let inventory = PlannerInventory {
+            let inventory = Inventory {
                 nodes: nodes
                     .values()
                     .map(|n| {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use upgraded_daemon::engine::{Daemon, RunDefaults};
-use upgraded_daemon::fake::{FakeWorld, Inventory};
+use upgraded_daemon::fake::{FakeWorld, WorldSpec};
 use upgraded_daemon::kube::KubeCluster;
 use upgraded_daemon::log::{EventLog, OpenReport, Recovery, SledLog, witness};
 use upgraded_daemon::outbox::{Outbox, OutboxConfig};
@@ -15,7 +15,7 @@ use upgraded_daemon::ports::{Clock, ClockAnchor, NodeExecutor, SystemClock};
 use upgraded_daemon::remote::Scripts;
 use upgraded_daemon::simagent::SimAgents;
 use upgraded_daemon::ssh::{SshNodes, SshOptions};
-use upgraded_daemon::steps::Ports;
+use upgraded_daemon::steps::Adapters;
 use upgraded_events::{Timestamp, Version};
 use upgraded_planner::policy::PlanPolicy;
 
@@ -182,7 +182,7 @@ async fn run() -> anyhow::Result<()> {
     let command_timeout = Duration::from_secs(args.command_timeout_secs);
     let mut ssh_for_shutdown: Option<Arc<SshNodes>> = None;
     let ports = if let Some(dir) = &args.fake_world {
-        let inventory = Inventory::generate(
+        let inventory = WorldSpec::generate(
             args.fake_control_planes,
             args.fake_workers,
             args.fake_version,
@@ -195,7 +195,7 @@ async fn run() -> anyhow::Result<()> {
             )
             .context("opening the fake world")?,
         );
-        Ports {
+        Adapters {
             cluster: world.clone(),
             nodes: world,
             command_timeout,
@@ -212,7 +212,7 @@ async fn run() -> anyhow::Result<()> {
                 ssh
             }
         };
-        Ports {
+        Adapters {
             cluster: Arc::new(cluster),
             nodes,
             command_timeout,

@@ -227,7 +227,7 @@ pub trait ClusterApi: Send + Sync + 'static {
 }
 
 /// Where a step reports what it observes while it runs (recorded as events in the log).
-pub trait Notes: Send + Sync {
+pub trait Recorder: Send + Sync {
     fn note(&self, event: Event) -> BoxFut<'_, Result<(), PortError>>;
 }
 

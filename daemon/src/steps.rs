@@ -8,20 +8,20 @@ use upgraded_events::state::{Baseline, ScaledWorkload};
 use upgraded_events::{Facts, Policy, Step, Version};
 
 use crate::drain::{self, DrainRules};
-use crate::ports::{Clock, ClusterApi, NodeExecutor, Notes, PortError, RemoteCommand};
+use crate::ports::{Clock, ClusterApi, NodeExecutor, PortError, Recorder, RemoteCommand};
 
 /// The adapters a step may use.
 #[derive(Clone)]
-pub struct Ports {
+pub struct Adapters {
     pub cluster: Arc<dyn ClusterApi>,
     pub nodes: Arc<dyn NodeExecutor>,
     /// Upper bound for one remote command.
     pub command_timeout: Duration,
 }
 
-impl std::fmt::Debug for Ports {
+impl std::fmt::Debug for Adapters {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Ports")
+        f.debug_struct("Adapters")
             .field("command_timeout", &self.command_timeout)
             .finish_non_exhaustive()
     }
@@ -29,9 +29,9 @@ impl std::fmt::Debug for Ports {
 
 /// Everything one step of one plan entry needs.
 pub struct StepEnv<'a> {
-    pub ports: &'a Ports,
+    pub ports: &'a Adapters,
     pub clock: &'a dyn Clock,
-    pub notes: &'a dyn Notes,
+    pub notes: &'a dyn Recorder,
     pub policy: &'a Policy,
     pub baseline: Option<Baseline>,
     /// The plan entry (what events name) and the Kubernetes node it works on.
