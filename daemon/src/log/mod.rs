@@ -695,6 +695,31 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn damaged_keys_are_set_aside_not_taken_for_lost_records() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (run, _) = five_records(dir.path()).await;
+        {
+            let db = raw_when_unlocked(dir.path());
+            let t = db.open_tree("events").expect("tree");
+            // An intact record under a key past the end of its run (a flipped key byte),
+            let v = t.get(key(run, 2)).expect("get").expect("present");
+            t.insert(key(run, 9), v).expect("insert");
+            // and garbage under a run nobody knows.
+            t.insert(key(Uuid::now_v7(), 0), b"garbage".to_vec())
+                .expect("insert");
+            db.flush().expect("flush");
+        }
+        let (log, report) = open_when_unlocked(dir.path(), PLAIN).expect("opens");
+        assert_eq!(report.stray_keys, 2);
+        assert_eq!(log.read(run, 0).expect("read").len(), 5);
+        assert_eq!(
+            log.runs().expect("runs").len(),
+            2,
+            "the phantom run is gone"
+        );
+    }
+
+    #[tokio::test]
     async fn a_deleted_witness_is_noticed_and_rebuilt_only_on_request() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (run, _) = five_records(dir.path()).await;

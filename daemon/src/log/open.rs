@@ -209,11 +209,16 @@ pub(super) fn open(dir: &Path, recovery: Recovery) -> Result<Opened, LogError> {
             stray.push((k.clone(), v.clone()));
             continue;
         };
-        let ok = matches!(codec::decode(v), Ok(r) if r.run == run && r.seq == seq);
-        if ok {
-            good.insert(key(run, seq), v.to_vec());
-        } else {
-            damaged.insert(key(run, seq), v.clone());
+        match codec::decode(v) {
+            Ok(r) if r.run == run && r.seq == seq => {
+                good.insert(key(run, seq), v.to_vec());
+            }
+            // An intact record under another record's key: the key is what was damaged.
+            // Its own key is checked through the copies like any other.
+            Ok(_) => stray.push((k.clone(), v.clone())),
+            Err(_) => {
+                damaged.insert(key(run, seq), v.clone());
+            }
         }
     }
     // The witness's records are checked the same way (its frames have their own CRC too).
@@ -225,6 +230,24 @@ pub(super) fn open(dir: &Path, recovery: Recovery) -> Result<Opened, LogError> {
         })
         .map(|(k, v)| (*k, v.clone()))
         .collect();
+
+    // Damaged bytes under a run that neither copy otherwise knows are a damaged key, not a
+    // lost run: they are set aside like other stray keys.
+    let known: BTreeSet<RunId> = good
+        .keys()
+        .chain(witnessed.keys())
+        .filter_map(|k| split_key(k).map(|(run, _)| run))
+        .collect();
+    let phantom: Vec<[u8; KEY_LEN]> = damaged
+        .keys()
+        .filter(|k| split_key(&k[..]).is_some_and(|(run, _)| !known.contains(&run)))
+        .copied()
+        .collect();
+    for k in phantom {
+        if let Some(v) = damaged.remove(&k) {
+            stray.push((sled::IVec::from(&k[..]), v));
+        }
+    }
 
     // The union, and what each copy lacks.
     let mut union: BTreeMap<[u8; KEY_LEN], &[u8]> = BTreeMap::new();
