@@ -5,6 +5,7 @@
 pub mod api;
 pub mod drain;
 pub mod engine;
+#[cfg(feature = "fake-world")]
 pub mod fake;
 pub mod kube;
 pub mod log;

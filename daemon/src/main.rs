@@ -7,7 +7,6 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use upgraded_daemon::engine::{Daemon, RunDefaults};
-use upgraded_daemon::fake::{FakeWorld, WorldSpec};
 use upgraded_daemon::kube::KubeCluster;
 use upgraded_daemon::log::{EventLog, OpenReport, Recovery, SledLog, witness};
 use upgraded_daemon::outbox::{Outbox, OutboxConfig};
@@ -50,7 +49,8 @@ struct Args {
     /// demo and rehearsals) instead of SSH.
     #[arg(long, conflicts_with = "fake_world")]
     sim_agents: Option<String>,
-    /// Act on the file-backed fake world in this directory instead of a cluster.
+    /// Act on the file-backed fake world in this directory instead of a cluster (test
+    /// builds only: the `fake-world` feature, which scripts/test turns on).
     #[arg(long)]
     fake_world: Option<PathBuf>,
     /// Nodes of a newly created fake world: control-plane count and worker count.
@@ -142,6 +142,10 @@ async fn run() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    if args.fake_world.is_some() && !cfg!(feature = "fake-world") {
+        // Before anything is created or opened.
+        return fake_world(&args, std::path::Path::new(""), Duration::ZERO).map(|_| ());
+    }
     // Everything the daemon writes (log, witness, snapshots, exports) is private to its user.
     private_files();
     if args.check_log
@@ -182,24 +186,7 @@ async fn run() -> anyhow::Result<()> {
     let command_timeout = Duration::from_secs(args.command_timeout_secs);
     let mut ssh_for_shutdown: Option<Arc<SshNodes>> = None;
     let ports = if let Some(dir) = &args.fake_world {
-        let inventory = WorldSpec::generate(
-            args.fake_control_planes,
-            args.fake_workers,
-            args.fake_version,
-        );
-        let world = Arc::new(
-            FakeWorld::open(
-                dir,
-                Some(&inventory),
-                Duration::from_millis(args.fake_delay_ms),
-            )
-            .context("opening the fake world")?,
-        );
-        Adapters {
-            cluster: world.clone(),
-            nodes: world,
-            command_timeout,
-        }
+        fake_world(&args, dir, command_timeout)?
     } else {
         let cluster = KubeCluster::connect(args.kubeconfig.as_deref(), args.context.as_deref())
             .await
@@ -257,6 +244,42 @@ async fn run() -> anyhow::Result<()> {
     }
     drop(socket);
     stopped
+}
+
+/// The file-backed fake world (`--fake-world`).
+#[cfg(feature = "fake-world")]
+fn fake_world(
+    args: &Args,
+    dir: &std::path::Path,
+    command_timeout: Duration,
+) -> anyhow::Result<Adapters> {
+    use upgraded_daemon::fake::{FakeWorld, WorldSpec};
+    let spec = WorldSpec::generate(
+        args.fake_control_planes,
+        args.fake_workers,
+        args.fake_version,
+    );
+    let world = Arc::new(
+        FakeWorld::open(dir, Some(&spec), Duration::from_millis(args.fake_delay_ms))
+            .context("opening the fake world")?,
+    );
+    Ok(Adapters {
+        cluster: world.clone(),
+        nodes: world,
+        command_timeout,
+    })
+}
+
+#[cfg(not(feature = "fake-world"))]
+fn fake_world(
+    _args: &Args,
+    _dir: &std::path::Path,
+    _command_timeout: Duration,
+) -> anyhow::Result<Adapters> {
+    anyhow::bail!(
+        "this build of upgraded has no fake world: --fake-world is for the tests (build with \
+         `cargo build --features upgraded-daemon/fake-world`, as scripts/test does)"
+    )
 }
 
 fn ssh_nodes(args: &Args, policy: &PlanPolicy) -> anyhow::Result<SshNodes> {
