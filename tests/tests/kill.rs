@@ -61,14 +61,8 @@ async fn phase(client: &Client) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_at_random_moments_loses_nothing_and_repeats_nothing() {
-    let want_kills: usize = std::env::var("KILL_ITERATIONS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20);
-    let seed: u64 = std::env::var("KILL_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(rand::random);
+    let want_kills: usize = common::env_number("KILL_ITERATIONS", 20);
+    let seed = common::env_seed("KILL_SEED");
     eprintln!("kill test: {want_kills} kills, KILL_SEED={seed}");
     let mut rng = StdRng::seed_from_u64(seed);
     let mut kills = 0;

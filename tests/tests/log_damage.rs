@@ -238,14 +238,8 @@ async fn complete(base: &Path, policy: &str) -> Vec<(String, String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn damaged_sled_files_never_lose_an_acknowledged_record_silently() {
-    let damages: usize = std::env::var("LOG_DAMAGES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(200);
-    let seed: u64 = std::env::var("LOG_DAMAGE_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(rand::random);
+    let damages: usize = common::env_number("LOG_DAMAGES", 200);
+    let seed = common::env_seed("LOG_DAMAGE_SEED");
     eprintln!("log damage test: {damages} damages, LOG_DAMAGE_SEED={seed}");
     let mut rng = StdRng::seed_from_u64(seed);
     let tmp = tempfile::tempdir().expect("tempdir");

@@ -34,6 +34,19 @@ impl Drop for Daemon {
     }
 }
 
+/// A number from the environment (`KILL_ITERATIONS`, …), or `default`.
+pub fn env_number<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A replayable seed: `name` from the environment, or a random one (print it).
+pub fn env_seed(name: &str) -> u64 {
+    env_number(name, rand::random())
+}
+
 /// `upgraded` on a fake world: its data dir, socket and world, quiet output but errors.
 pub fn fake_world_daemon(data: &Path, socket: &Path, world: &Path) -> Command {
     let mut c = Command::new(binary("upgraded"));
