@@ -66,14 +66,12 @@ fn select(
     facts.insert("skipped_mirror".into(), t.mirrors.to_string());
     if let Some(message) = t.refusal_message() {
         let mut e = PortError::fatal(message);
-        for (fact, kind) in [
-            (
-                "refused_unmanaged",
-                (|r: &Refusal| matches!(r, Refusal::Unmanaged)) as fn(&Refusal) -> bool,
-            ),
-            ("refused_empty_dir", |r| matches!(r, Refusal::EmptyDirData)),
+        let unmanaged = t.refused_for(|r| matches!(r, Refusal::Unmanaged));
+        let empty_dir = t.refused_for(|r| matches!(r, Refusal::EmptyDirData));
+        for (fact, pods) in [
+            ("refused_unmanaged", unmanaged),
+            ("refused_empty_dir", empty_dir),
         ] {
-            let pods = t.refused_for(kind);
             if !pods.is_empty() {
                 e = e.with_fact(fact, pods.join(","));
             }

@@ -142,9 +142,9 @@ async fn run() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    // Before anything is created or opened.
     if args.fake_world.is_some() && !cfg!(feature = "fake-world") {
-        // Before anything is created or opened.
-        return fake_world(&args, std::path::Path::new(""), Duration::ZERO).map(|_| ());
+        anyhow::bail!(NO_FAKE_WORLD);
     }
     // Everything the daemon writes (log, witness, snapshots, exports) is private to its user.
     private_files();
@@ -276,11 +276,11 @@ fn fake_world(
     _dir: &std::path::Path,
     _command_timeout: Duration,
 ) -> anyhow::Result<Adapters> {
-    anyhow::bail!(
-        "this build of upgraded has no fake world: --fake-world is for the tests (build with \
-         `cargo build --features upgraded-daemon/fake-world`, as scripts/test does)"
-    )
+    anyhow::bail!(NO_FAKE_WORLD)
 }
+
+const NO_FAKE_WORLD: &str = "this build of upgraded has no fake world: --fake-world is for the \
+     tests (build with `cargo build --features upgraded-daemon/fake-world`, as scripts/test does)";
 
 fn ssh_nodes(args: &Args, policy: &PlanPolicy) -> anyhow::Result<SshNodes> {
     let control_root = match &args.ssh_control_dir {

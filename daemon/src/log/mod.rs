@@ -311,7 +311,6 @@ impl Writer {
             }
             return;
         }
-        let mut batch = sled::Batch::default();
         let mut staged: Vec<(oneshot::Sender<_>, Result<Vec<Record>, LogError>)> = Vec::new();
         let mut stored: Vec<([u8; KEY_LEN], Vec<u8>)> = Vec::new();
         let mut next = self.next.clone();
@@ -344,9 +343,6 @@ impl Writer {
                 // All or nothing per request: a request whose events do not encode writes none.
                 Some(e) => staged.push((req.ack, Err(e))),
                 None => {
-                    for (k, v) in &encoded {
-                        batch.insert(k, v.as_slice());
-                    }
                     stored.extend(encoded);
                     next.insert(req.run, seq);
                     staged.push((req.ack, Ok(records)));
@@ -366,7 +362,13 @@ impl Writer {
                 Err(e) => Some(format!("{e}; nothing of it was recorded")),
                 Ok(()) => match stored.as_slice() {
                     [(k, v)] => self.tree.insert(k, v.as_slice()).map(|_| ()),
-                    _ => self.tree.apply_batch(batch),
+                    many => {
+                        let mut batch = sled::Batch::default();
+                        for (k, v) in many {
+                            batch.insert(k, v.as_slice());
+                        }
+                        self.tree.apply_batch(batch)
+                    }
                 }
                 .err()
                 .map(|e| {
