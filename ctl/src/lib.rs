@@ -1,4 +1,6 @@
-//! upgradectl's library: a small HTTP/1.1 client for the daemon's Unix-socket API.
+//! upgradectl's library: a typed HTTP/1.1 client for the daemon's Unix-socket API (the types
+//! are [`upgraded_api`]'s, shared with the daemon), and the renderers that turn its answers
+//! into text. The verbs themselves live in the binary (`src/verbs/`).
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -9,10 +11,18 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::net::UnixStream;
+use upgraded_api::{
+    ErrorBody, EventsQuery, ReasonRequest, RunAck, RunEntry, StartRequest, StartResponse, Status,
+    path,
+};
+use upgraded_events::state::RunSummary;
+use upgraded_events::{Record, RunId};
 
-pub mod watch;
+pub mod render;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -30,6 +40,11 @@ pub enum ClientError {
     Refused { status: u16, message: String },
     #[error("upgraded sent a response that is not JSON: {0}")]
     BadResponse(String),
+    #[error(
+        "upgraded sent an answer upgradectl does not understand ({0}); are the daemon and \
+         upgradectl the same version?"
+    )]
+    Decode(String),
     #[error(
         "upgraded at {socket} did not answer within {} s; it may be busy or hung (wait \
          longer with --timeout SECS)",
@@ -86,7 +101,7 @@ impl Client {
         &self,
         method: Method,
         path: &str,
-        body: Option<&Value>,
+        body: Option<Bytes>,
     ) -> Result<Response<Incoming>, ClientError> {
         let stream =
             UnixStream::connect(&self.socket)
@@ -99,7 +114,7 @@ impl Client {
             .await
             .map_err(|e| ClientError::Http(e.to_string()))?;
         tokio::spawn(conn);
-        let bytes = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
+        let bytes = body.unwrap_or_default();
         let req = Request::builder()
             .method(method)
             .uri(path)
@@ -113,13 +128,19 @@ impl Client {
             .map_err(|e| ClientError::Http(e.to_string()))
     }
 
-    /// A JSON request; non-2xx answers become [`ClientError::Refused`] with the daemon's words.
-    pub async fn json(
+    /// A request whose answer is JSON; non-2xx answers become [`ClientError::Refused`] with
+    /// the daemon's words.
+    async fn call<T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
-        body: Option<&Value>,
-    ) -> Result<Value, ClientError> {
+        body: Option<&impl Serialize>,
+    ) -> Result<T, ClientError> {
+        let body = body
+            .map(serde_json::to_vec)
+            .transpose()
+            .map_err(|e| ClientError::Http(e.to_string()))?
+            .map(Bytes::from);
         let (status, bytes) = self
             .bounded(async {
                 let resp = self.send(method, path, body).await?;
@@ -133,13 +154,85 @@ impl Client {
                 Ok((status, bytes))
             })
             .await?;
+        if !status.is_success() {
+            return Err(refused(status, &bytes));
+        }
         let value: Value = serde_json::from_slice(&bytes).map_err(|_| {
             ClientError::BadResponse(String::from_utf8_lossy(&bytes).chars().take(200).collect())
         })?;
-        if !status.is_success() {
-            return Err(refused(status, &value));
-        }
-        Ok(value)
+        serde_json::from_value(value).map_err(|e| ClientError::Decode(e.to_string()))
+    }
+
+    /// Any request, its answer as untyped JSON: for tests and tools that probe the API itself
+    /// (upgradectl's verbs use the typed calls below).
+    pub async fn json(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, ClientError> {
+        self.call(method, path, body).await
+    }
+
+    /// `GET /v1/status`: the active (or last) run.
+    pub async fn status(&self) -> Result<Option<RunSummary>, ClientError> {
+        let s: Status = self.call(Method::GET, path::STATUS, None::<&()>).await?;
+        Ok(s.active)
+    }
+
+    /// Plans an upgrade and starts it (or only plans it: `dry_run`).
+    pub async fn start(&self, req: &StartRequest) -> Result<StartResponse, ClientError> {
+        self.call(Method::POST, path::RUNS, Some(req)).await
+    }
+
+    pub async fn pause(&self, reason: &str) -> Result<RunAck, ClientError> {
+        let body = ReasonRequest {
+            reason: reason.to_string(),
+        };
+        self.call(Method::POST, path::PAUSE, Some(&body)).await
+    }
+
+    pub async fn resume(&self) -> Result<RunAck, ClientError> {
+        self.call(Method::POST, path::RESUME, None::<&()>).await
+    }
+
+    pub async fn abort(&self, reason: &str) -> Result<RunAck, ClientError> {
+        let body = ReasonRequest {
+            reason: reason.to_string(),
+        };
+        self.call(Method::POST, path::ABORT, Some(&body)).await
+    }
+
+    /// Every run in the log, oldest first.
+    pub async fn runs(&self) -> Result<Vec<RunEntry>, ClientError> {
+        self.call(Method::GET, path::RUNS, None::<&()>).await
+    }
+
+    /// One run's state, folded from its records.
+    pub async fn run(&self, run: RunId) -> Result<RunSummary, ClientError> {
+        self.call(Method::GET, &path::run(run), None::<&()>).await
+    }
+
+    /// A run's records from `q.from`, following live ones when `q.follow`; `each` returns
+    /// false to stop early.
+    pub async fn records(
+        &self,
+        run: RunId,
+        q: EventsQuery,
+        mut each: impl FnMut(Record) -> bool,
+    ) -> Result<(), ClientError> {
+        let mut bad = None;
+        self.lines(&path::events(run, &q), |l| {
+            match serde_json::from_str::<Record>(l) {
+                Ok(r) => each(r),
+                Err(e) => {
+                    bad = Some(ClientError::Decode(format!("a record: {e}")));
+                    false
+                }
+            }
+        })
+        .await?;
+        bad.map_or(Ok(()), Err)
     }
 
     /// Streams JSON lines; `each` returns false to stop early.
@@ -158,8 +251,7 @@ impl Client {
                 .await
                 .map_err(|e| ClientError::Http(e.to_string()))?
                 .to_bytes();
-            let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-            return Err(refused(status, &value));
+            return Err(refused(status, &bytes));
         }
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| ClientError::Http(e.to_string()))?;
@@ -177,13 +269,10 @@ impl Client {
     }
 }
 
-fn refused(status: StatusCode, value: &Value) -> ClientError {
+fn refused(status: StatusCode, body: &[u8]) -> ClientError {
     ClientError::Refused {
         status: status.as_u16(),
-        message: value
-            .get("error")
-            .and_then(Value::as_str)
-            .unwrap_or("no reason given")
-            .to_string(),
+        message: serde_json::from_slice::<ErrorBody>(body)
+            .map_or_else(|_| "no reason given".to_string(), |b| b.error),
     }
 }

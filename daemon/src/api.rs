@@ -18,9 +18,11 @@ use axum::serve::IncomingStream;
 use axum::{Json, Router};
 use bytes::Bytes;
 use futures_util::stream;
-use serde::Deserialize;
-use serde_json::json;
 use tokio::net::UnixListener;
+use upgraded_api::{
+    ErrorBody, EventsQuery, ReasonRequest, RunAck, RunEntry, StartRequest, StartResponse, Status,
+    path,
+};
 use upgraded_events::{Actor, Event, RunId, RunState, Version};
 
 use crate::engine::{Daemon, RequestError};
@@ -185,20 +187,17 @@ pub async fn serve<L: EventLog + Clone>(
     .await
 }
 
-/// The largest request body the API reads.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
-/// The longest operator reason (bytes) recorded in the log.
-pub const MAX_REASON_BYTES: usize = 1024;
+pub use upgraded_api::{MAX_BODY_BYTES, MAX_REASON_BYTES};
 
 pub fn router<L: EventLog + Clone>(daemon: Arc<Daemon<L>>) -> Router {
     Router::new()
-        .route("/v1/status", get(status::<L>))
-        .route("/v1/runs", get(list_runs::<L>).post(start::<L>))
+        .route(path::STATUS, get(status::<L>))
+        .route(path::RUNS, get(list_runs::<L>).post(start::<L>))
         .route("/v1/runs/{id}", get(run_status::<L>))
         .route("/v1/runs/{id}/events", get(events::<L>))
-        .route("/v1/run/pause", post(pause::<L>))
-        .route("/v1/run/resume", post(resume::<L>))
-        .route("/v1/run/abort", post(abort::<L>))
+        .route(path::PAUSE, post(pause::<L>))
+        .route(path::RESUME, post(resume::<L>))
+        .route(path::ABORT, post(abort::<L>))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such API path".into()) })
         .method_not_allowed_fallback(|| async {
             ApiError(
@@ -291,7 +290,7 @@ struct ApiError(StatusCode, String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, Json(json!({ "error": self.1 }))).into_response()
+        (self.0, Json(ErrorBody { error: self.1 })).into_response()
     }
 }
 
@@ -338,8 +337,8 @@ pub fn user_name(uid: u32) -> String {
 }
 
 async fn status<L: EventLog + Clone>(State(d): State<Arc<Daemon<L>>>) -> Response {
-    let s = d.status().borrow().clone();
-    Json(json!({ "active": s })).into_response()
+    let active = d.status().borrow().clone();
+    Json(Status { active }).into_response()
 }
 
 async fn list_runs<L: EventLog + Clone>(
@@ -348,9 +347,12 @@ async fn list_runs<L: EventLog + Clone>(
     let mut out = Vec::new();
     for run in d.log().runs().map_err(internal)? {
         let s = RunState::replay(&d.log().read(run, 0).map_err(internal)?).summary();
-        out.push(
-            json!({ "run": run, "phase": s.phase, "target": s.target, "records": s.next_seq }),
-        );
+        out.push(RunEntry {
+            run,
+            phase: s.phase,
+            target: s.target,
+            records: s.next_seq,
+        });
     }
     Ok(Json(out).into_response())
 }
@@ -372,21 +374,10 @@ async fn run_status<L: EventLog + Clone>(
     Ok(Json(RunState::replay(&records).summary()).into_response())
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct StartBody {
-    target: String,
-    #[serde(default)]
-    dry_run: bool,
-    /// Start despite blockers in the plan.
-    #[serde(default)]
-    force: bool,
-}
-
 async fn start<L: EventLog + Clone>(
     State(d): State<Arc<Daemon<L>>>,
     ConnectInfo(peer): ConnectInfo<Peer>,
-    Body(body): Body<StartBody>,
+    Body(body): Body<StartRequest>,
 ) -> Result<Response, ApiError> {
     let target: Version = Version::parse_release(&body.target).map_err(
         |e: upgraded_events::version::VersionError| {
@@ -396,20 +387,13 @@ async fn start<L: EventLog + Clone>(
     let (run, plan) = d
         .start(target, actor(peer), body.dry_run, body.force)
         .await?;
-    Ok(Json(json!({ "run": run, "plan": plan })).into_response())
+    Ok(Json(StartResponse { run, plan }).into_response())
 }
 
 /// Records an operator action on the active run.
 async fn act<L: EventLog + Clone>(d: &Daemon<L>, req: Request) -> Result<Response, ApiError> {
     let run = d.operator(req).await?;
-    Ok(Json(json!({ "run": run })).into_response())
-}
-
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct ReasonBody {
-    #[serde(default)]
-    reason: String,
+    Ok(Json(RunAck { run }).into_response())
 }
 
 async fn pause<L: EventLog + Clone>(
@@ -456,16 +440,7 @@ fn optional_reason(body: &[u8]) -> Result<String, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(String::new());
     }
-    parse_body::<ReasonBody>(body).map(|b| b.reason)
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct EventsQuery {
-    #[serde(default)]
-    from: u64,
-    #[serde(default)]
-    follow: bool,
+    parse_body::<ReasonRequest>(body).map(|b| b.reason)
 }
 
 fn line(r: &upgraded_events::Record) -> Bytes {

@@ -15,14 +15,14 @@
 //! entry and exit actions only flip [`Node::disrupted`]: actions never do I/O, because
 //! replaying the log re-runs them.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use statig::prelude::*;
 
 use crate::event::{Event, Facts, Step, Timestamp};
 use crate::plan::NodePlan;
 
 /// Where a node's current step stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum StepStatus {
     /// Not started (or to be started again).
@@ -35,7 +35,7 @@ pub enum StepStatus {
     Failed,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cursor {
     /// Index into the node's step list.
     pub index: usize,
@@ -55,7 +55,7 @@ impl Cursor {
 }
 
 /// The node's phase, for people and for `decide`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Phase {
     Pending,
@@ -94,6 +94,25 @@ impl Phase {
 
     pub fn is_terminal(self) -> bool {
         matches!(self, Phase::Done | Phase::Aborted)
+    }
+
+    /// The name people and the API see (the serde spelling).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Pending => "pending",
+            Phase::Preflight => "preflight",
+            Phase::Preparing => "preparing",
+            Phase::Cordoning => "cordoning",
+            Phase::Draining => "draining",
+            Phase::Upgrading => "upgrading",
+            Phase::Restarting => "restarting",
+            Phase::Verifying => "verifying",
+            Phase::Uncordoning => "uncordoning",
+            Phase::Soaking => "soaking",
+            Phase::Done => "done",
+            Phase::Aborted => "aborted",
+            Phase::Parked => "parked",
+        }
     }
 
     /// Nothing more happens to the node in this pass (done, or parked until a resume).
@@ -141,7 +160,7 @@ pub struct Node {
 }
 
 /// A refused eviction, as the last `EvictionBlocked` told it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Blocked {
     pub pod: String,

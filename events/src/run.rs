@@ -2,13 +2,13 @@
 //!
 //! `active` groups the states in which an operator may still abort.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use statig::prelude::*;
 
 use crate::event::Event;
 
 /// The run's phase, for people and for `decide`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum RunPhase {
     Planned,
@@ -23,6 +23,19 @@ pub enum RunPhase {
 impl RunPhase {
     pub fn is_terminal(self) -> bool {
         matches!(self, RunPhase::Completed | RunPhase::Aborted)
+    }
+
+    /// The name people and the API see (the serde spelling).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunPhase::Planned => "planned",
+            RunPhase::Running => "running",
+            RunPhase::Paused => "paused",
+            RunPhase::Halted => "halted",
+            RunPhase::Aborting => "aborting",
+            RunPhase::Completed => "completed",
+            RunPhase::Aborted => "aborted",
+        }
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::event::{Event, Record, RunId, Timestamp};
 use crate::inventory::PodInv;
@@ -42,7 +42,7 @@ pub struct RunState {
 }
 
 /// A workload the run scaled up (`WorkloadScaled`, not yet restored).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ScaledWorkload {
     /// The plan entry whose drain scaled it (its drain or uncordon restores it).
@@ -63,7 +63,7 @@ impl ScaledWorkload {
 }
 
 /// The cluster's health before the run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Baseline {
     /// Pods that count (not finished, not mirror pods).
@@ -294,11 +294,11 @@ impl RunState {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RunSummary {
     /// Why nothing is starting now (set by the engine from its decision).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting: Option<String>,
     pub run: Option<RunId>,
     pub phase: RunPhase,
@@ -311,14 +311,14 @@ pub struct RunSummary {
     pub batch_labels: Vec<String>,
     pub nodes: Vec<NodeSummary>,
     pub anomalies: Vec<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub baseline: Option<Baseline>,
     /// Workloads scaled up to unblock a drain and not restored yet.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub scaled: Vec<ScaledWorkload>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NodeSummary {
     pub name: String,
@@ -329,8 +329,8 @@ pub struct NodeSummary {
     pub steps: usize,
     pub failures: u32,
     pub last_error: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blocked: Option<Blocked>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parked: Option<String>,
 }

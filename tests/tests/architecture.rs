@@ -76,6 +76,10 @@ fn the_pure_crates_depend_only_on_what_does_no_io() {
             ][..],
         ),
         (
+            "api",
+            &["upgraded-events", "upgraded-planner", "serde"][..],
+        ),
+        (
             "planner",
             &[
                 "upgraded-events",

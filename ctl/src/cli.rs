@@ -1,0 +1,142 @@
+//! The command line: every verb, flag and environment variable `upgradectl` accepts.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use upgraded_ctl::default_socket;
+
+#[derive(Debug, Parser)]
+#[command(name = "upgradectl", version, about = "Drive and observe upgraded")]
+pub struct Cli {
+    /// The daemon's API socket.
+    #[arg(long, global = true, env = "UPGRADED_SOCKET", default_value_os_t = default_socket())]
+    pub socket: PathBuf,
+    /// Seconds to wait for the daemon to connect and answer (a followed stream, once it
+    /// has begun, is not bounded).
+    #[arg(long, global = true, env = "UPGRADECTL_TIMEOUT", default_value_t = 60.0, value_parser = positive_secs)]
+    pub timeout: f64,
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+fn positive_secs(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v <= 86_400.0 => Ok(v),
+        _ => Err(format!(
+            "{s:?} is not a number of seconds above 0 and at most 86400"
+        )),
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Plan an upgrade offline from a cluster snapshot; no daemon, no cluster.
+    ///
+    /// The snapshot is what `kubectl get nodes,pods,pdb,deploy,sts,ds -A -o json` prints.
+    /// Exits 2 when the plan has blockers.
+    Plan {
+        /// The kubectl List (JSON); `-` reads standard input.
+        #[arg(long)]
+        snapshot: PathBuf,
+        /// Target version (default: the policy's `target`).
+        #[arg(long)]
+        to: Option<String>,
+        /// Policy file (YAML); built-in defaults without it.
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// `table` (default) or `json`.
+        #[arg(long, short = 'o', default_value = "table")]
+        output: String,
+        /// Print the plan as a Markdown runbook instead.
+        #[arg(long)]
+        runbook: bool,
+        /// Planned start, RFC 3339 (default: now); places batches in the maintenance windows.
+        #[arg(long)]
+        start: Option<String>,
+    },
+    /// Plan and start an upgrade to a version (e.g. v1.35.3).
+    Start {
+        #[arg(long)]
+        to: String,
+        /// Print the plan without recording or starting anything.
+        #[arg(long)]
+        dry_run: bool,
+        /// Start although the plan has blockers (recorded in the log as forced).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Live progress: the run, each batch and each node under way, with blocked reasons.
+    Watch {
+        /// Redraw interval in milliseconds.
+        #[arg(long, default_value_t = 500)]
+        interval_ms: u64,
+    },
+    /// The active (or last) run, node by node.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop starting new steps; steps in flight finish.
+    Pause {
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Continue a paused or halted run (a halted step gets fresh attempts).
+    Resume,
+    /// Stop the run, uncordoning every node it cordoned.
+    Abort {
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// A run's records as JSON lines.
+    Events {
+        /// Run id (default: the active run).
+        #[arg(long)]
+        run: Option<String>,
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        /// Keep streaming until the run ends.
+        #[arg(long, short)]
+        follow: bool,
+    },
+    /// List runs.
+    Runs,
+    /// A simulated cluster behind the Kubernetes API, to point kubectl at and rehearse drains.
+    Sim {
+        #[command(subcommand)]
+        cmd: SimCmd,
+    },
+    /// Upgrade a built-in fake cluster (1 control plane + 5 workers, v1.32 → v1.35), live.
+    Demo {
+        #[arg(long, default_value = "v1.35.3")]
+        to: String,
+        /// Keep the demo's data directory afterwards.
+        #[arg(long)]
+        keep: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SimCmd {
+    /// Serve a built-in scenario until interrupted (Ctrl-C).
+    Serve {
+        /// seed (3 control planes + 12 workers), lab (1 + 3), or large-N (N nodes).
+        #[arg(long, default_value = "seed")]
+        scenario: String,
+        /// Port on 127.0.0.1 (0: any free port).
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+        /// Address to listen on; only loopback unless you mean it.
+        #[arg(long, default_value = "127.0.0.1")]
+        address: std::net::IpAddr,
+        /// Where to write a kubeconfig for kubectl (`kubectl --kubeconfig FILE get nodes`).
+        #[arg(long)]
+        kubeconfig: PathBuf,
+        /// Seed of the sim's randomness (pod names, uids).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// How much faster than real time the sim's clock runs.
+        #[arg(long, default_value_t = 1.0)]
+        speed: f64,
+    },
+}

@@ -1,0 +1,261 @@
+//! `upgradectl demo`: a private daemon upgrades the embedded simulated cluster (the sim's
+//! `seed` scenario: 15 nodes, three hardware generations), shown live.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use upgraded_api::{EventsQuery, StartRequest};
+use upgraded_ctl::Client;
+use upgraded_ctl::render::one_line;
+use upgraded_ctl::render::record::describe;
+use upgraded_planner::Severity;
+
+/// Brings up the embedded demo world — the seed's 15-node, three-generation cluster in the sim,
+/// served over the Kubernetes API on loopback with a kubeconfig for kubectl — and shows it.
+fn demo_world(base: &std::path::Path) -> anyhow::Result<upgraded_sim::SimServer> {
+    let world = upgraded_sim::scenario::build("seed", upgraded_sim::Clock::real(600.0), 1)?;
+    let server = upgraded_sim::SimServer::start(world, ([127, 0, 0, 1], 0).into())
+        .context("serving the demo world on loopback")?;
+    let kubeconfig = base.join("kubeconfig");
+    std::fs::write(&kubeconfig, upgraded_sim::kubeconfig(&server.url()))?;
+    let w = server.sim.world();
+    let used = w.used();
+    println!(
+        "upgraded demo: the embedded cluster (sim scenario `seed`) serves the Kubernetes API at {}",
+        server.url()
+    );
+    println!(
+        "  {} nodes, {} pods, {} PodDisruptionBudgets; from another terminal: kubectl --kubeconfig {} get nodes -o wide\n",
+        w.nodes.len(),
+        w.pods.len(),
+        w.pdbs.len(),
+        kubeconfig.display()
+    );
+    println!(
+        "  {:<10} {:<14} {:<10} {:<8} {:<7} {:>9}",
+        "NODE", "ROLE", "HARDWARE", "KUBELET", "CGROUP", "CPU REQ"
+    );
+    for n in w.nodes.values() {
+        let (cpu, _, _) = used.get(n.name.as_str()).copied().unwrap_or_default();
+        println!(
+            "  {:<10} {:<14} {:<10} {:<8} {:<7} {:>8}%",
+            n.name,
+            if n.is_control_plane() {
+                "control-plane"
+            } else {
+                "worker"
+            },
+            n.labels
+                .get(upgraded_sim::model::GENERATION_LABEL)
+                .map(String::as_str)
+                .unwrap_or("?"),
+            n.kubelet.to_string(),
+            n.annotations
+                .get(upgraded_sim::scenario::CGROUP_KEY)
+                .map(String::as_str)
+                .unwrap_or("?"),
+            cpu * 100 / n.cpu_millis.max(1)
+        );
+    }
+    println!();
+    drop(w);
+    Ok(server)
+}
+
+/// The demo's policy: the seed's generations two at a time after one canary each, real
+/// soaks and waits (time runs 600x), and consent to lose the batch jobs' emptyDir scratch.
+const DEMO_POLICY: &str = "apiVersion: upgraded.dev/v1alpha1
+kind: UpgradePolicy
+generations:
+  label: node.kubernetes.io/instance-type
+  maxUnavailable: 2
+  canaries: 1
+canarySoak: 30m
+waitBetweenBatches: 5m
+drainTimeout: 10m
+drain:
+  deleteEmptyDirData: true
+";
+
+/// What an operator does about the seed's two blockers before starting, done to the sim.
+fn demo_fix_blockers(server: &upgraded_sim::SimServer) -> anyhow::Result<()> {
+    let mut w = server.sim.world();
+    if w.pods
+        .contains_key(&("default".to_string(), "debug-shell".to_string()))
+    {
+        w.delete_pod("default", "debug-shell", Some(0))?;
+        println!(
+            "  operator: deleted the unmanaged pod default/debug-shell (nothing would recreate it)"
+        );
+    }
+    let v1: Vec<String> = w
+        .nodes
+        .values()
+        .filter(|n| {
+            n.annotations
+                .get(upgraded_sim::scenario::CGROUP_KEY)
+                .map(String::as_str)
+                == Some("v1")
+        })
+        .map(|n| n.name.clone())
+        .collect();
+    for name in v1 {
+        let n = &w.nodes[&name];
+        let (labels, mut annotations, taints) =
+            (n.labels.clone(), n.annotations.clone(), n.taints.clone());
+        annotations.insert(upgraded_sim::scenario::CGROUP_KEY.into(), "v2".into());
+        w.set_node_meta(&name, labels, annotations, taints)?;
+        println!("  operator: rebooted {name} with cgroup v2 (kubelet 1.35 refuses cgroup v1)");
+    }
+    Ok(())
+}
+
+/// Runs a private daemon against the embedded sim — the real Kubernetes adapter over the
+/// sim's HTTP API, node agents acting on its machines — and upgrades the seed cluster,
+/// showing every step as it happens.
+pub async fn run(to: &str, keep: Option<PathBuf>) -> anyhow::Result<()> {
+    let tmp = tempfile::Builder::new()
+        .prefix("upgraded-demo-")
+        .tempdir()?;
+    let base = keep.unwrap_or_else(|| tmp.path().to_path_buf());
+    std::fs::create_dir_all(&base)?;
+    let socket = base.join("api.sock");
+    let sim = demo_world(&base)?;
+    let policy = base.join("policy.yaml");
+    std::fs::write(&policy, DEMO_POLICY)?;
+    let exe = std::env::current_exe()?;
+    let daemon_bin = exe.with_file_name("upgraded");
+    if !daemon_bin.exists() {
+        bail!(
+            "{} not found next to upgradectl; build it with `cargo build --bins`",
+            daemon_bin.display()
+        );
+    }
+    let mut child = tokio::process::Command::new(&daemon_bin)
+        .args(["--data-dir"])
+        .arg(base.join("data"))
+        .args(["--socket"])
+        .arg(&socket)
+        .args(["--kubeconfig"])
+        .arg(base.join("kubeconfig"))
+        .args(["--sim-agents", &sim.url()])
+        .args(["--policy"])
+        .arg(&policy)
+        .args(["--time-scale", "600"])
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {}", daemon_bin.display()))?;
+    let client = Client::new(&socket);
+    let mut ready = false;
+    for _ in 0..200 {
+        if client.status().await.is_ok() {
+            ready = true;
+            break;
+        }
+        if let Some(status) = child.try_wait()? {
+            bail!("the daemon exited before it was ready: {status}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if !ready {
+        bail!(
+            "the daemon did not answer on {} within 10 s",
+            socket.display()
+        );
+    }
+    println!(
+        "(time runs 600x: a 30-minute soak takes 3 s; a second terminal can run `upgradectl --socket {} watch|status|pause|resume`)\n",
+        socket.display()
+    );
+    let dry = client
+        .start(&StartRequest {
+            target: to.to_string(),
+            dry_run: true,
+            force: false,
+        })
+        .await?;
+    let blockers: Vec<_> = dry
+        .plan
+        .findings
+        .iter()
+        .filter(|f| f.severity == Severity::Blocker)
+        .collect();
+    if !blockers.is_empty() {
+        println!(
+            "the daemon's plan (from the live cluster) has {} blocker(s):",
+            blockers.len()
+        );
+        for f in blockers {
+            println!("  {}: {}", f.code, one_line(&f.message));
+        }
+        demo_fix_blockers(&sim)?;
+        println!();
+    }
+    let v = client
+        .start(&StartRequest {
+            target: to.to_string(),
+            dry_run: false,
+            force: false,
+        })
+        .await?;
+    crate::verbs::print_plan(&v.plan);
+    println!();
+    let run = v
+        .run
+        .context("the daemon recorded no run: the demo cluster is already at the target")?;
+    let started = std::time::Instant::now();
+    client
+        .records(
+            run,
+            EventsQuery {
+                from: 0,
+                follow: true,
+            },
+            |r| {
+                println!("{}", describe(&r));
+                true
+            },
+        )
+        .await?;
+    let st = client.run(run).await?;
+    println!(
+        "\nrun {run}: {} in {:.1} s (real time)",
+        st.phase.as_str(),
+        started.elapsed().as_secs_f64()
+    );
+    print!("{}", upgraded_ctl::render::status(Some(&st)));
+    let w = sim.sim.world();
+    let at: std::collections::BTreeMap<String, usize> =
+        w.nodes.values().fold(Default::default(), |mut m, n| {
+            *m.entry(n.kubelet.to_string()).or_default() += 1;
+            m
+        });
+    let cordoned: Vec<&str> = w
+        .nodes
+        .values()
+        .filter(|n| n.unschedulable)
+        .map(|n| n.name.as_str())
+        .collect();
+    let ready_pods = w
+        .pods
+        .values()
+        .filter(|p| p.is_ready(w.now(), &w.nodes))
+        .count();
+    println!(
+        "cluster now: kubelets {at:?}; {} of {} pods Ready; cordoned: {}",
+        ready_pods,
+        w.pods.len(),
+        if cordoned.is_empty() {
+            "none".to_string()
+        } else {
+            cordoned.join(", ")
+        }
+    );
+    drop(w);
+    let _ = child.start_kill();
+    Ok(())
+}

@@ -1,0 +1,121 @@
+//! Text for people, from the API's typed answers. Pure: every function returns a `String`
+//! (tested here); the verbs print it. Names and reasons come from the cluster or from
+//! operators, so they go through [`one_line`] before they reach a terminal.
+
+use std::fmt::Write as _;
+
+use upgraded_api::RunEntry;
+use upgraded_events::state::RunSummary;
+
+pub mod record;
+pub mod watch;
+
+/// `s` on one line with control characters (escape sequences, line breaks) made spaces.
+pub fn one_line(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+/// At most `n` characters of [`one_line`]`(s)`, an ellipsis marking a cut.
+pub fn truncate(s: &str, n: usize) -> String {
+    let clean = one_line(s);
+    if clean.chars().count() <= n {
+        clean
+    } else {
+        clean
+            .chars()
+            .take(n.saturating_sub(1))
+            .chain(std::iter::once('…'))
+            .collect()
+    }
+}
+
+/// `upgradectl status`: the run, then one line per node.
+pub fn status(a: Option<&RunSummary>) -> String {
+    let Some(a) = a else {
+        return "no run yet\n".into();
+    };
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "run {}  {}  target {}",
+        a.run.map_or_else(|| "-".to_string(), |r| r.to_string()),
+        a.phase.as_str(),
+        a.target.as_deref().map_or("-".into(), one_line)
+    );
+    if let Some(r) = &a.reason {
+        let _ = writeln!(o, "  reason: {}", one_line(r));
+    }
+    let width = a
+        .nodes
+        .iter()
+        .map(|n| one_line(&n.name).chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(14);
+    for n in &a.nodes {
+        let err = n
+            .last_error
+            .as_deref()
+            .map(|e| format!("  ({})", one_line(e)))
+            .unwrap_or_default();
+        let _ = writeln!(
+            o,
+            "  {:<width$} batch {:<3} {:<12} {}{}",
+            one_line(&n.name),
+            n.batch,
+            n.phase.as_str(),
+            n.step.as_deref().unwrap_or("-"),
+            err
+        );
+    }
+    o
+}
+
+/// `upgradectl runs`: one line per run.
+pub fn runs(runs: &[RunEntry]) -> String {
+    let mut o = String::new();
+    for r in runs {
+        let _ = writeln!(
+            o,
+            "{}  {:<10} {:<8} {} records",
+            r.run,
+            r.phase.as_str(),
+            r.target.as_deref().map_or("-".into(), one_line),
+            r.records
+        );
+    }
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_prints_each_node_on_one_line_whatever_its_name() {
+        let a: RunSummary = serde_json::from_value(serde_json::json!({
+            "run": "0190f8a4-0000-7000-8000-000000000001", "phase": "halted",
+            "target": "v1.35.3", "reason": "cp-1 failed\nverify", "nextSeq": 9,
+            "recoveries": 0, "batches": 1, "batchLabels": ["control plane"],
+            "anomalies": [],
+            "nodes": [{"name": "cp-1\u{1b}[2J", "batch": 0, "phase": "verifying",
+                       "step": "verify", "cursor": null, "steps": 9, "failures": 3,
+                       "lastError": "kubelet is v1.34.6"}]
+        }))
+        .expect("a summary");
+        let v = status(Some(&a));
+        assert!(
+            v.starts_with("run 0190f8a4-0000-7000-8000-000000000001  halted  target v1.35.3\n"),
+            "{v}"
+        );
+        assert!(v.contains("  reason: cp-1 failed verify\n"), "{v}");
+        assert!(
+            v.contains("cp-1 [2J       batch 0   verifying    verify  (kubelet is v1.34.6)"),
+            "{v}"
+        );
+        assert!(!v.contains('\u{1b}'));
+        assert_eq!(status(None), "no run yet\n");
+    }
+}

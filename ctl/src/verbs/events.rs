@@ -1,0 +1,40 @@
+//! `upgradectl events [--run ID] [--from SEQ] [-f]`: a run's records as JSON lines.
+
+use anyhow::Context;
+use upgraded_api::EventsQuery;
+use upgraded_ctl::Client;
+use upgraded_events::RunId;
+
+pub async fn run(
+    client: &Client,
+    run: Option<String>,
+    from: u64,
+    follow: bool,
+) -> anyhow::Result<()> {
+    let run = match run {
+        Some(r) => r
+            .parse::<RunId>()
+            .with_context(|| format!("--run {r:?} is not a run id (see `upgradectl runs`)"))?,
+        None => active_run(client).await?,
+    };
+    let mut out = Ok(());
+    client
+        .records(run, EventsQuery { from, follow }, |r| {
+            match serde_json::to_string(&r) {
+                Ok(line) => println!("{line}"),
+                Err(e) => out = Err(e),
+            }
+            out.is_ok()
+        })
+        .await?;
+    Ok(out?)
+}
+
+/// The active (or last) run's id.
+pub async fn active_run(client: &Client) -> anyhow::Result<RunId> {
+    client
+        .status()
+        .await?
+        .and_then(|a| a.run)
+        .context("no run yet: start one with `upgradectl start --to vX.Y.Z`")
+}

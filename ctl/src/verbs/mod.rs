@@ -1,0 +1,63 @@
+//! One module per verb: each takes its flags and the client, calls the daemon through the
+//! typed API (or works offline), and prints what `upgraded_ctl::render` makes of the answer.
+
+use std::time::Duration;
+
+use upgraded_ctl::Client;
+
+use crate::cli::{Cli, Cmd, SimCmd};
+
+pub mod events;
+pub mod operator;
+pub mod plan;
+pub mod runs;
+pub mod sim;
+pub mod start;
+pub mod status;
+pub mod watch;
+
+/// Runs the verb the command line names.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let client = Client::new(&cli.socket).with_timeout(Duration::from_secs_f64(cli.timeout));
+    match cli.cmd {
+        Cmd::Plan {
+            snapshot,
+            to,
+            policy,
+            output,
+            runbook,
+            start,
+        } => {
+            let blocked = plan::run(&snapshot, to, policy, &output, runbook, start)?;
+            if blocked {
+                std::process::exit(2);
+            }
+        }
+        Cmd::Watch { interval_ms } => watch::run(&client, interval_ms).await?,
+        Cmd::Start { to, dry_run, force } => start::run(&client, to, dry_run, force).await?,
+        Cmd::Status { json } => status::run(&client, json).await?,
+        Cmd::Pause { reason } => operator::pause(&client, &reason).await?,
+        Cmd::Resume => operator::resume(&client).await?,
+        Cmd::Abort { reason } => operator::abort(&client, &reason).await?,
+        Cmd::Events { run, from, follow } => events::run(&client, run, from, follow).await?,
+        Cmd::Runs => runs::run(&client).await?,
+        Cmd::Demo { to, keep } => crate::demo::run(&to, keep).await?,
+        Cmd::Sim {
+            cmd:
+                SimCmd::Serve {
+                    scenario,
+                    port,
+                    address,
+                    kubeconfig,
+                    seed,
+                    speed,
+                },
+        } => sim::serve(&scenario, address, port, &kubeconfig, seed, speed).await?,
+    }
+    Ok(())
+}
+
+/// Prints a plan as the table `upgradectl plan` prints.
+pub fn print_plan(plan: &upgraded_planner::PlanReport) {
+    print!("{}", upgraded_planner::render::table(plan));
+}
