@@ -95,7 +95,10 @@ pub async fn drain(
     scaled: Vec<ScaledWorkload>,
 ) -> Result<Facts, PortError> {
     let mut scaler = Scaler::new(cluster, notes, entry, scaled);
-    let drained = evict_all(cluster, clock, notes, entry, node, rules, &mut scaler).await;
+    let drained = match scaler.complete_recorded().await {
+        Ok(()) => evict_all(cluster, clock, notes, entry, node, rules, &mut scaler).await,
+        Err(e) => Err(e),
+    };
     let restored = scaler.restore_all().await;
     match (drained, restored) {
         (Ok(mut facts), Ok(more)) => {
@@ -265,6 +268,29 @@ impl<'a> Scaler<'a> {
             skipped: Vec::new(),
             settled: BTreeSet::new(),
         }
+    }
+
+    /// Scale-ups earlier attempts recorded: a change the daemon died before making is made
+    /// now (`events::drain::recorded_scale_up` decides); the rest are left as found.
+    async fn complete_recorded(&mut self) -> Result<(), PortError> {
+        for s in self.scaled.clone() {
+            let w = Workload {
+                kind: s.kind.clone(),
+                namespace: s.namespace.clone(),
+                name: s.name.clone(),
+            };
+            let found = self.cluster.replicas(&w).await?;
+            if evictable::recorded_scale_up(s.original, s.scaled, found)
+                == evictable::RecordedScaleUp::NotApplied
+            {
+                // Changed: the promised replica comes. Found: someone else got there first;
+                // the restore sees it and leaves it.
+                self.cluster
+                    .change_replicas(&w, s.original, s.scaled)
+                    .await?;
+            }
+        }
+        Ok(())
     }
 
     fn skipped(&self) -> String {

@@ -111,6 +111,30 @@ impl Triage {
 /// refusal is often a replacement pod still starting).
 pub const SCALE_AFTER_REFUSALS: u32 = 2;
 
+/// What became of a scale-up an earlier drain attempt recorded (`original` → `scaled`
+/// replicas), now that the workload has `found`. The record is written before the change,
+/// so a crash may fall between them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordedScaleUp {
+    /// The change took: the extra replica is there (or on its way).
+    Applied,
+    /// The daemon stopped between the record and the change: make the change now, so the
+    /// drain gets the replica its intent promised.
+    NotApplied,
+    /// Someone else has set the replicas since: not ours to touch; the restore reports it.
+    ChangedElsewhere,
+}
+
+pub fn recorded_scale_up(original: u32, scaled: u32, found: u32) -> RecordedScaleUp {
+    if found == scaled {
+        RecordedScaleUp::Applied
+    } else if found == original {
+        RecordedScaleUp::NotApplied
+    } else {
+        RecordedScaleUp::ChangedElsewhere
+    }
+}
+
 /// Is one more replica what `budget` lacks? Every pod it covers is healthy and it still
 /// allows no eviction. (Pods starting or failing: waiting is the remedy, not more replicas.)
 pub fn budget_lacks_a_replica(budget: &PdbInv) -> bool {
@@ -184,6 +208,24 @@ pub fn triage(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_recorded_scale_up_is_completed_only_when_it_never_took() {
+        // Given a scale-up of 2 → 3 recorded by a drain attempt that then died,
+        // when the next attempt finds 3 replicas, then the change took;
+        assert_eq!(recorded_scale_up(2, 3, 3), RecordedScaleUp::Applied);
+        // when it finds 2, then the daemon died before the change: make it now;
+        assert_eq!(recorded_scale_up(2, 3, 2), RecordedScaleUp::NotApplied);
+        // when it finds anything else, someone else scaled it: leave it alone.
+        assert_eq!(
+            recorded_scale_up(2, 3, 5),
+            RecordedScaleUp::ChangedElsewhere
+        );
+        assert_eq!(
+            recorded_scale_up(2, 3, 1),
+            RecordedScaleUp::ChangedElsewhere
+        );
+    }
     use crate::inventory::{IntOrPercent, LabelSelector, Labels, Owner};
 
     fn pod(name: &str, owner: Option<&str>, empty_dir: bool) -> PodInv {
