@@ -23,6 +23,7 @@ use crate::log::{EventLog, LogError};
 use crate::ports::{BoxFut, Clock, PortError, Recorder};
 use crate::steps::{self, Adapters, StepEnv};
 use upgraded_events::Observation;
+use upgraded_events::decide::probe_retry_at;
 use upgraded_events::request::{self, Rejection, Request};
 
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +83,8 @@ pub struct Daemon<L: EventLog + Clone> {
     status: watch::Sender<Option<RunSummary>>,
     active: Mutex<Option<RunId>>,
     fatal: tokio::sync::mpsc::UnboundedSender<EngineError>,
+    /// The drive loops running (one per started or recovered run), for [`Daemon::stop`].
+    drives: Mutex<Vec<tokio::task::AbortHandle>>,
 }
 
 impl<L: EventLog + Clone> std::fmt::Debug for Daemon<L> {
@@ -111,6 +114,7 @@ impl<L: EventLog + Clone> Daemon<L> {
                 status,
                 active: Mutex::new(None),
                 fatal,
+                drives: Mutex::new(Vec::new()),
             }),
             fatal_rx,
         )
@@ -274,12 +278,29 @@ impl<L: EventLog + Clone> Daemon<L> {
         *self.active.lock().unwrap_or_else(|p| p.into_inner()) = Some(run);
         self.status.send_replace(Some(state.summary()));
         let me = Arc::clone(self);
-        tokio::spawn(async move {
+        let handle = tokio::spawn(async move {
             if let Err(e) = Arc::clone(&me).drive(run, state).await {
                 tracing::error!(%run, error = %e, "engine stopped");
                 let _ = me.fatal.send(e);
             }
         });
+        let mut drives = self.drives.lock().unwrap_or_else(|p| p.into_inner());
+        drives.retain(|d| !d.is_finished());
+        drives.push(handle.abort_handle());
+    }
+
+    /// Stops every drive loop and the steps it is running, at whatever point they are, as
+    /// a dying process would: what the log holds is what a restart resumes from. (The
+    /// in-process harness's crash; the binary simply exits.)
+    pub fn stop(&self) {
+        for d in self
+            .drives
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
+            d.abort();
+        }
     }
 
     async fn drive(self: Arc<Self>, run: RunId, mut state: RunState) -> Result<(), EngineError> {
@@ -290,7 +311,8 @@ impl<L: EventLog + Clone> Daemon<L> {
         }
         let mut tasks: JoinSet<Result<TaskEnd, EngineError>> = JoinSet::new();
         let mut busy: HashSet<String> = HashSet::new();
-        let mut probe_after: HashMap<String, Timestamp> = HashMap::new();
+        // Probes that could not tell, per node: how many in a row, and when to look again.
+        let mut probe_after: HashMap<String, (u32, Timestamp)> = HashMap::new();
         loop {
             if state.phase().is_terminal() && tasks.is_empty() {
                 self.status.send_replace(Some(state.summary()));
@@ -313,7 +335,7 @@ impl<L: EventLog + Clone> Daemon<L> {
                         continue;
                     }
                     Command::Probe { node, .. } => {
-                        if let Some(&t) = probe_after.get(node).filter(|&&t| t > now) {
+                        if let Some(&(_, t)) = probe_after.get(node).filter(|(_, t)| *t > now) {
                             wake = Some(wake.map_or(t, |w| w.min(t)));
                             continue;
                         }
@@ -362,10 +384,15 @@ impl<L: EventLog + Clone> Daemon<L> {
                     r = next_record(&self.log, &mut sub, run, &mut state) => r?,
                     Some(joined) = tasks.join_next() => {
                         match joined.map_err(|e| EngineError::Task(e.to_string()))?? {
-                            TaskEnd::Done(node) => { busy.remove(&node); }
+                            TaskEnd::Done(node) => {
+                                busy.remove(&node);
+                                probe_after.remove(&node);
+                            }
                             TaskEnd::ProbeFailed(node) => {
                                 busy.remove(&node);
-                                probe_after.insert(node, self.clock.now().plus_secs(5));
+                                let failed = probe_after.get(&node).map_or(0, |p| p.0) + 1;
+                                let at = probe_retry_at(&state.policy, failed, self.clock.now());
+                                probe_after.insert(node, (failed, at));
                             }
                         }
                     }

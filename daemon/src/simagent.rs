@@ -7,6 +7,7 @@
 //! left, like a real node's package database.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Full};
@@ -20,10 +21,33 @@ use upgraded_events::inventory::CGROUP_KEY;
 
 use crate::ports::{BoxFut, CommandOutput, NodeExecutor, PortError, RemoteCommand};
 
-/// The sim at `http://HOST:PORT`.
-#[derive(Debug, Clone)]
+/// The sim at `http://HOST:PORT`, or reached in process.
+#[derive(Clone)]
 pub struct SimAgents {
     authority: String,
+    via: Via,
+}
+
+impl std::fmt::Debug for SimAgents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimAgents")
+            .field("authority", &self.authority)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One HTTP exchange with the sim: the request in, the status and body out (an `Err` is a
+/// transport failure). The in-process harness passes the sim's router as one.
+pub type Exchange = Arc<
+    dyn Fn(Request<Full<Bytes>>) -> BoxFut<'static, Result<(hyper::StatusCode, Bytes), String>>
+        + Send
+        + Sync,
+>;
+
+#[derive(Clone)]
+enum Via {
+    Tcp,
+    InProcess(Exchange),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -39,7 +63,44 @@ impl SimAgents {
             .ok_or_else(|| BadUrl(url.to_string()))?;
         Ok(SimAgents {
             authority: authority.to_string(),
+            via: Via::Tcp,
         })
+    }
+
+    /// Agents whose requests go to `exchange` (the sim's router, in process) instead of TCP.
+    pub fn in_process(exchange: Exchange) -> SimAgents {
+        SimAgents {
+            authority: "sim.in-process".into(),
+            via: Via::InProcess(exchange),
+        }
+    }
+
+    async fn exchange(
+        &self,
+        req: Request<Full<Bytes>>,
+    ) -> Result<(hyper::StatusCode, Bytes), String> {
+        match &self.via {
+            Via::InProcess(f) => f(req).await,
+            Via::Tcp => {
+                let stream = tokio::net::TcpStream::connect(&self.authority)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let (mut sender, conn) =
+                    hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                        .await
+                        .map_err(|e| e.to_string())?;
+                tokio::spawn(conn);
+                let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+                let status = resp.status();
+                let body = resp
+                    .into_body()
+                    .collect()
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .to_bytes();
+                Ok((status, body))
+            }
+        }
     }
 
     async fn call(
@@ -51,13 +112,6 @@ impl SimAgents {
         let unreachable = |e: &dyn std::fmt::Display| {
             PortError::retryable(format!("sim node agent at {}: {e}", self.authority))
         };
-        let stream = tokio::net::TcpStream::connect(&self.authority)
-            .await
-            .map_err(|e| unreachable(&e))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| unreachable(&e))?;
-        tokio::spawn(conn);
         let bytes = body.map(|b| b.to_string()).unwrap_or_default();
         let req = Request::builder()
             .method(method)
@@ -66,17 +120,7 @@ impl SimAgents {
             .header("content-type", "application/json")
             .body(Full::new(Bytes::from(bytes)))
             .map_err(|e| PortError::fatal(e.to_string()))?;
-        let resp = sender
-            .send_request(req)
-            .await
-            .map_err(|e| unreachable(&e))?;
-        let status = resp.status();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| unreachable(&e))?
-            .to_bytes();
+        let (status, body) = self.exchange(req).await.map_err(|e| unreachable(&e))?;
         let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         if status.is_success() {
             Ok(v)

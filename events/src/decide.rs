@@ -172,6 +172,13 @@ impl Decision {
     }
 }
 
+/// When to look at a node again after `failed` probes in a row could not tell whether its
+/// in-doubt step took effect (the node unreachable, say). A probe only reads, so it is
+/// retried for as long as it takes, with the policy's backoff; the step waits meanwhile.
+pub fn probe_retry_at(policy: &Policy, failed: u32, now: Timestamp) -> Timestamp {
+    now.plus_secs(policy.backoff_secs(failed.max(1)))
+}
+
 pub fn decide(state: &RunState, policy: &Policy, now: Timestamp) -> Decision {
     let mut d = Decision::default();
     match state.phase() {
@@ -398,6 +405,23 @@ fn next_for_node(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_probe_is_retried_with_the_policys_backoff() {
+        // Given retries backing off from 10 s to at most 60 s,
+        let policy = Policy {
+            retry_backoff_secs: 10,
+            retry_backoff_max_secs: 60,
+            ..Policy::default()
+        };
+        let now = Timestamp(1_000_000);
+        // when the first probe fails, then the next one is 10 s later;
+        assert_eq!(probe_retry_at(&policy, 1, now), now.plus_secs(10));
+        // when more fail in a row, the wait doubles, up to the cap.
+        assert_eq!(probe_retry_at(&policy, 2, now), now.plus_secs(20));
+        assert_eq!(probe_retry_at(&policy, 3, now), now.plus_secs(40));
+        assert_eq!(probe_retry_at(&policy, 9, now), now.plus_secs(60));
+    }
     use crate::event::{Actor, Json, Record, RunId};
     use crate::plan::{Batch, NodePlan, Plan, Role};
     use crate::version::Version;

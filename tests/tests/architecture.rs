@@ -75,10 +75,7 @@ fn the_pure_crates_depend_only_on_what_does_no_io() {
                 "schemars",
             ][..],
         ),
-        (
-            "api",
-            &["upgraded-events", "upgraded-planner", "serde"][..],
-        ),
+        ("api", &["upgraded-events", "upgraded-planner", "serde"][..]),
         (
             "planner",
             &[

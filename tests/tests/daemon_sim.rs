@@ -1,20 +1,22 @@
-//! The real daemon against the simulated cluster: the kube-rs adapter over the sim's HTTP API
-//! and node agents acting on its machines, time running 600x.
+//! The daemon's engine against the simulated cluster, on the in-process harness
+//! (`upgraded_harness`): the real engine, sled log, kube-rs adapter, node agents and API on
+//! the sim's router, in paused virtual time. Hours of upgrade take seconds; every wait is
+//! bounded in virtual time, nothing sleeps, and each scenario ends the same on every run.
+//! (The real binaries over real sockets: `sim_serve.rs`, `kill.rs`, the lab.)
 //!
 //! Covers: a PodDisruptionBudget that refuses every eviction → `EvictionBlocked`, the nodes
 //! parked (uncordoned), the run halted with a message naming the budget; the budget fixed →
 //! `resume` finishes the run; a node cordoned by someone else stays cordoned; hostile node
-//! names are refused before anything is done.
+//! names are refused before anything is done; maintenance windows; a canary's health gate;
+//! a scale-up to unblock a drain that a crash does not leave behind; missing rights; a pod
+//! under two budgets.
 
-mod common;
-
-use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hyper::Method;
 use serde_json::{Value, json};
-use upgraded_ctl::Client;
-use upgraded_sim::{Clock, SimServer, scenario};
+use upgraded_harness::{Harness, scenario, sim_clock};
+use upgraded_sim::scenario as sim_scenario;
 
 const POLICY: &str = "apiVersion: upgraded.dev/v1alpha1
 kind: UpgradePolicy
@@ -25,95 +27,37 @@ retries: {backoff: 1s, maxBackoff: 5s}
 drain: {onBlocked: park, uncordonParked: true}
 ";
 
-struct Running {
-    daemon: common::Daemon,
-    client: Client,
-    _sim_url: String,
+/// Virtual time a scenario may take before it fails (the lab's upgrade takes about two
+/// hours of it).
+const DAY: Duration = Duration::from_secs(24 * 3600);
+
+fn run_id(v: &Value) -> String {
+    v["run"].as_str().expect("run id").to_string()
 }
 
-async fn daemon_on(base: &Path, sim: &SimServer) -> Running {
-    daemon_with(base, sim, POLICY).await
-}
-
-async fn daemon_with(base: &Path, sim: &SimServer, policy: &str) -> Running {
-    std::fs::write(
-        base.join("kubeconfig"),
-        upgraded_sim::kubeconfig(&sim.url()),
-    )
-    .expect("kc");
-    std::fs::write(base.join("policy.yaml"), policy).expect("policy");
-    let args: Vec<std::ffi::OsString> = vec![
-        "--data-dir".into(),
-        base.join("data").into(),
-        "--socket".into(),
-        base.join("api.sock").into(),
-        "--kubeconfig".into(),
-        base.join("kubeconfig").into(),
-        "--policy".into(),
-        base.join("policy.yaml").into(),
-        "--sim-agents".into(),
-        sim.url().into(),
-        "--time-scale".into(),
-        "600".into(),
-    ];
-    let (daemon, client) = common::spawn_upgraded(&base.join("api.sock"), &args, "warn").await;
-    Running {
-        daemon,
-        client,
-        _sim_url: sim.url(),
-    }
-}
-
-async fn wait_phase(client: &Client, want: &str, secs: u64) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        let v = client
-            .json(Method::GET, "/v1/status", None)
-            .await
-            .expect("status");
-        if v["active"]["phase"] == want {
-            return v["active"].clone();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "run not {want} within {secs} s: {:#}",
-            v["active"]
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn start(client: &Client) -> Result<Value, upgraded_ctl::ClientError> {
-    common::start_run(client, "v1.35.3").await
-}
-
-use common::run_events as events;
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn blocked_budget_parks_then_resume_finishes_and_foreign_cordon_stays() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let mut world = scenario::build("lab", Clock::real(600.0), 7).expect("lab");
+    let mut world = scenario("lab", 7);
     world.set_unschedulable("w-3", true).expect("cordon w-3");
-    let sim = SimServer::start(world, ([127, 0, 0, 1], 0).into()).expect("sim");
-    let mut r = daemon_on(tmp.path(), &sim).await;
+    let mut h = Harness::new(world, POLICY).await;
 
-    let v = start(&r.client).await.expect("start");
-    let run = v["run"].as_str().expect("run id").to_string();
+    let v = h.start("v1.35.3").await.expect("start");
+    let run = run_id(&v);
     // The planner saw a healthy budget; during the control-plane phase its replicas become
     // unhealthy and it refuses every eviction.
-    sim.sim
+    h.sim
         .world()
         .faults
         .blocking_pdbs
         .insert("default/app".into());
 
-    let halted = wait_phase(&r.client, "halted", 120).await;
+    let halted = h.until_phase("halted", DAY).await;
     let reason = halted["reason"].as_str().unwrap_or_default();
     assert!(
         reason.contains("parked") && reason.contains("pdb/default/app"),
         "the halt says which nodes and which budget: {reason}"
     );
-    let evs = events(&r.client, &run).await;
+    let evs = h.events(&run).await;
     let blocked: Vec<&Value> = evs
         .iter()
         .filter_map(|e| e["event"].get("EvictionBlocked"))
@@ -134,15 +78,14 @@ async fn blocked_budget_parks_then_resume_finishes_and_foreign_cordon_stays() {
     assert!(!parked.is_empty());
     {
         // Parked nodes were uncordoned; only the foreign cordon remains.
-        let w = sim.sim.world();
+        let w = h.sim.world();
         for n in w.nodes.values() {
             assert_eq!(n.unschedulable, n.name == "w-3", "{}", n.name);
         }
     }
 
     // While it is halted, a dry run plans (recording nothing); a real start is refused.
-    let dry = r
-        .client
+    let dry = h
         .json(
             Method::POST,
             "/v1/runs",
@@ -154,17 +97,16 @@ async fn blocked_budget_parks_then_resume_finishes_and_foreign_cordon_stays() {
         dry["run"].is_null() && dry["plan"]["target"] == "v1.35.3",
         "{dry:#}"
     );
-    let busy = start(&r.client).await.expect_err("busy");
+    let busy = h.start("v1.35.3").await.expect_err("busy");
     assert!(busy.to_string().contains("HTTP 409"), "{busy}");
 
     // The operator fixes the budget and resumes.
-    sim.sim.world().faults.blocking_pdbs.clear();
-    r.client
-        .json(Method::POST, "/v1/run/resume", None)
+    h.sim.world().faults.blocking_pdbs.clear();
+    h.json(Method::POST, "/v1/run/resume", None)
         .await
         .expect("resume");
-    wait_phase(&r.client, "completed", 120).await;
-    let w = sim.sim.world();
+    h.until_phase("completed", DAY).await;
+    let w = h.sim.world();
     for n in w.nodes.values() {
         assert_eq!(n.kubelet.to_string(), "v1.35.3", "{}", n.name);
         assert_eq!(
@@ -177,24 +119,14 @@ async fn blocked_budget_parks_then_resume_finishes_and_foreign_cordon_stays() {
     for p in w.pdbs.values() {
         assert!(w.pdb_status(p).current_healthy >= w.pdb_status(p).desired_healthy);
     }
-    drop(w);
-    // Every change the daemon made is named in the apiserver's audit trail.
-    let agents = sim.sim.user_agents();
-    assert!(
-        !agents.is_empty()
-            && agents
-                .keys()
-                .all(|a| a == upgraded_daemon::kube::USER_AGENT),
-        "changing requests by User-Agent: {agents:?}"
-    );
-    r.daemon.kill_now();
+    // (That the daemon names itself in the apiserver's audit trail is a property of its
+    // real HTTP client: `sim_serve.rs` checks it on the real binaries.)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn hostile_node_names_are_refused_before_anything_happens() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let mut world = scenario::build("lab", Clock::real(600.0), 7).expect("lab");
-    scenario::add_machine(
+    let mut world = scenario("lab", 7);
+    sim_scenario::add_machine(
         &mut world,
         "w-4;reboot",
         "dell-r640",
@@ -204,30 +136,22 @@ async fn hostile_node_names_are_refused_before_anything_happens() {
         10,
     )
     .expect("hostile node");
-    let sim = SimServer::start(world, ([127, 0, 0, 1], 0).into()).expect("sim");
-    let r = daemon_on(tmp.path(), &sim).await;
-    let err = start(&r.client).await.expect_err("must refuse");
+    let h = Harness::new(world, POLICY).await;
+    let err = h.start("v1.35.3").await.expect_err("must refuse");
     let msg = format!("{err:#}");
     assert!(
         msg.contains("w-4;reboot") && msg.contains("DNS-1123"),
         "clear error naming the node: {msg}"
     );
-    let runs = r
-        .client
-        .json(Method::GET, "/v1/runs", None)
-        .await
-        .expect("runs");
+    let runs = h.json(Method::GET, "/v1/runs", None).await.expect("runs");
     assert_eq!(runs, json!([]), "nothing recorded");
-    assert!(sim.sim.world().nodes.values().all(|n| !n.unschedulable));
+    assert!(h.sim.world().nodes.values().all(|n| !n.unschedulable));
 }
 
-/// The current minute since the epoch (taken once: the windows and the checks must agree).
-fn this_minute() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs() as i64
-        / 60
+/// The current minute since the epoch, on the harness's clock (taken once: the windows and
+/// the checks must agree).
+fn this_minute(h: &Harness) -> i64 {
+    h.now().0 / 60_000
 }
 
 /// `HH:MM` UTC of `base` + `minutes`.
@@ -240,16 +164,13 @@ fn millis(base: i64, minutes: i64) -> i64 {
     (base + minutes) * 60_000
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_closing_maintenance_window_makes_the_run_wait_then_it_resumes_by_itself() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let world = scenario::build("lab", Clock::real(600.0), 7).expect("lab");
-    let sim = SimServer::start(world, ([127, 0, 0, 1], 0).into()).expect("sim");
     // Window A is open now and closes in 12 minutes; window B opens in 40. Each node is
     // estimated at about 8 minutes, so only the first ones fit in A; nothing may start in
     // between, and the rest start in B by themselves.
     let (a0, a1, b0, b1) = (-10, 12, 40, 600);
-    let base = this_minute();
+    let base = upgraded_sim::clock::VIRTUAL_EPOCH as i64 / 60_000;
     let policy = format!(
         "{POLICY}durations: {{preflight: 1m, etcdSnapshot: 1m, kubeadmApply: 1m, kubeadmNode: 1m, drain: 1m, upgradePackages: 1m, restartKubelet: 1m, verify: 1m}}\nmaintenanceWindows:\n  - {{days: [mon, tue, wed, thu, fri, sat, sun], start: '{}', end: '{}'}}\n  - {{days: [mon, tue, wed, thu, fri, sat, sun], start: '{}', end: '{}'}}\n",
         hh_mm(base, a0),
@@ -257,14 +178,18 @@ async fn a_closing_maintenance_window_makes_the_run_wait_then_it_resumes_by_itse
         hh_mm(base, b0),
         hh_mm(base, b1)
     );
-    let mut r = daemon_with(tmp.path(), &sim, &policy).await;
-    let v = start(&r.client).await.expect("start");
-    let run = v["run"].as_str().expect("run id").to_string();
+    let mut h = Harness::new(scenario("lab", 7), &policy).await;
+    assert_eq!(
+        this_minute(&h),
+        base,
+        "both harnesses start at the same minute"
+    );
+    let v = h.start("v1.35.3").await.expect("start");
+    let run = run_id(&v);
 
-    let mut waited = None;
-    let deadline = Instant::now() + Duration::from_secs(180);
-    loop {
-        let a = &common::active(&r.client).await;
+    // Every status the engine publishes is checked (not a sample of them).
+    let waited = std::cell::RefCell::new(None);
+    h.until(2 * DAY, |a| {
         if let Some(w) = a["waiting"].as_str() {
             let busy: Vec<&Value> = a["nodes"]
                 .as_array()
@@ -275,23 +200,20 @@ async fn a_closing_maintenance_window_makes_the_run_wait_then_it_resumes_by_itse
                 })
                 .unwrap_or_default();
             assert!(busy.is_empty(), "waiting with nodes under way: {busy:?}");
-            waited.get_or_insert_with(|| w.to_string());
-        }
-        if a["phase"] == "completed" {
-            break;
+            waited.borrow_mut().get_or_insert_with(|| w.to_string());
         }
         assert!(a["phase"] != "halted", "halted: {a:#}");
-        assert!(Instant::now() < deadline, "not done: {a:#}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let waited = waited.expect("the run waited for the next window");
+        a["phase"] == "completed"
+    })
+    .await;
+    let waited = waited.take().expect("the run waited for the next window");
     assert!(
         waited.contains("outside the maintenance windows"),
         "{waited}"
     );
 
     // Every node started inside a window with its estimate fitting; some only in B.
-    let evs = events(&r.client, &run).await;
+    let evs = h.events(&run).await;
     let plan = evs
         .iter()
         .find_map(|e| e["event"].get("RunPlanned"))
@@ -327,21 +249,18 @@ async fn a_closing_maintenance_window_makes_the_run_wait_then_it_resumes_by_itse
         in_b += usize::from(fits(b0, b1));
     }
     assert!(in_b > 0, "nothing waited for window B: {started:?}");
-    r.daemon.kill_now();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_canary_failing_its_health_gate_halts_before_the_rest_of_its_generation() {
     use upgraded_events::inventory::LabelSelector;
     use upgraded_sim::model::CrashLoopFault;
 
-    let tmp = tempfile::tempdir().expect("tempdir");
     // Two workers per generation: w-1 and w-4 are dell-r640 (the oldest), and so on.
-    let mut world = upgraded_sim::World::new(Clock::real(600.0), 7);
-    scenario::small(&mut world, 1, 6, "v1.33.5".parse().expect("v")).expect("cluster");
+    let mut world = upgraded_sim::World::new(sim_clock(), 7);
+    sim_scenario::small(&mut world, 1, 6, "v1.33.5".parse().expect("v")).expect("cluster");
     world.tick();
     world.settle(30 * 24 * 3600 * 1000);
-    let sim = SimServer::start(world, ([127, 0, 0, 1], 0).into()).expect("sim");
     let policy = "apiVersion: upgraded.dev/v1alpha1
 kind: UpgradePolicy
 generations: {maxUnavailable: 1, canaries: 1, order: [dell-r640, dell-r740, hp-dl380]}
@@ -349,26 +268,21 @@ canarySoak: 10m
 waitBetweenBatches: 1m
 retries: {maxAttempts: 2, backoff: 1s, maxBackoff: 2s}
 ";
-    let mut r = daemon_with(tmp.path(), &sim, policy).await;
-    let v = start(&r.client).await.expect("start");
-    let run = v["run"].as_str().expect("run id").to_string();
+    let mut h = Harness::new(world, policy).await;
+    let v = h.start("v1.35.3").await.expect("start");
+    let run = run_id(&v);
 
     // When the first canary starts, its new kubelet turns out to crash-loop kube-proxy.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let st = common::active(&r.client).await;
+    h.until(DAY, |st| {
         let w1 = st["nodes"]
             .as_array()
             .and_then(|ns| ns.iter().find(|n| n["name"] == "w-1"))
             .map(|n| n["phase"].clone())
             .unwrap_or(Value::Null);
-        if w1 != "pending" && !w1.is_null() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "w-1 never started: {st:#}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    sim.sim.world().faults.crash_loops.push(CrashLoopFault {
+        w1 != "pending" && !w1.is_null()
+    })
+    .await;
+    h.sim.world().faults.crash_loops.push(CrashLoopFault {
         selector: LabelSelector {
             match_labels: [("k8s-app".to_string(), "kube-proxy".to_string())].into(),
             match_expressions: vec![],
@@ -376,13 +290,13 @@ retries: {maxAttempts: 2, backoff: 1s, maxBackoff: 2s}
         from: "v1.35.0".parse().expect("v"),
     });
 
-    let halted = wait_phase(&r.client, "halted", 120).await;
+    let halted = h.until_phase("halted", DAY).await;
     let reason = halted["reason"].as_str().unwrap_or_default();
     assert!(
         reason.contains("w-1") && reason.contains("CrashLoopBackOff"),
         "the halt names the canary and the gate: {reason}"
     );
-    let evs = events(&r.client, &run).await;
+    let evs = h.events(&run).await;
     let started: std::collections::BTreeSet<String> = evs
         .iter()
         .filter_map(|e| e["event"].get("StepStarted"))
@@ -395,24 +309,21 @@ retries: {maxAttempts: 2, backoff: 1s, maxBackoff: 2s}
             "{rest} started after the canary failed: {started:?}"
         );
     }
-    r.daemon.kill_now();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_budget_allowing_nothing_is_unblocked_by_a_scale_up_that_a_crash_does_not_leave_behind() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let mut world = scenario::build("lab", Clock::real(600.0), 7).expect("lab");
+    let mut world = scenario("lab", 7);
     // Two replicas under minAvailable 2: no eviction allowed while healthy.
-    scenario::strict_budget(&mut world, "prod", "solo", 2).expect("solo");
-    // Evicted pods take 20 virtual minutes (2 s here) to go: the scale-up stays in place
-    // long enough for the daemon to be killed in the middle of it.
+    sim_scenario::strict_budget(&mut world, "prod", "solo", 2).expect("solo");
+    // Evicted pods take 20 minutes to go: the scale-up stays in place long enough for the
+    // daemon to crash in the middle of it.
     for w in ["w-1", "w-2", "w-3"] {
         world
             .faults
             .slow_termination_ms
             .insert(w.into(), 20 * 60 * 1000);
     }
-    let sim = SimServer::start(world, ([127, 0, 0, 1], 0).into()).expect("sim");
     let policy = "apiVersion: upgraded.dev/v1alpha1
 kind: UpgradePolicy
 generations: {maxUnavailable: 1, canaries: 0}
@@ -422,36 +333,30 @@ retries: {backoff: 1s, maxBackoff: 5s}
 drain: {onBlocked: pause, scaleUpToUnblock: true}
 gates: {nodeReadyTimeout: 2h}
 ";
-    let mut r = daemon_with(tmp.path(), &sim, policy).await;
-    let v = start(&r.client)
+    let mut h = Harness::new(world, policy).await;
+    let v = h
+        .start("v1.35.3")
         .await
         .expect("start: a warning, not a blocker");
-    let run = v["run"].as_str().expect("run id").to_string();
+    let run = run_id(&v);
 
-    // Kill -9 as soon as the first scale-up is recorded.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let first = loop {
-        let evs = events(&r.client, &run).await;
-        if let Some(up) = evs
-            .iter()
-            .filter_map(|e| e["event"].get("WorkloadScaled"))
-            .find(|s| s["restore"] == false)
-        {
-            break up.clone();
-        }
-        assert!(Instant::now() < deadline, "no scale-up: {evs:#?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    r.daemon.kill_now();
+    // The daemon dies as soon as the first scale-up is recorded.
+    let first = h
+        .until_record(&run, DAY, |e| {
+            e["event"]["WorkloadScaled"]["restore"] == false
+        })
+        .await["event"]["WorkloadScaled"]
+        .clone();
+    h.crash();
     assert_eq!(
         (first["from"].clone(), first["to"].clone()),
         (json!(2), json!(3))
     );
     assert_eq!(first["name"], "solo");
 
-    let mut r = daemon_with(tmp.path(), &sim, policy).await;
-    wait_phase(&r.client, "completed", 180).await;
-    let evs = events(&r.client, &run).await;
+    h.restart().await;
+    h.until_phase("completed", DAY).await;
+    let evs = h.events(&run).await;
     // Every scale-up is followed by its restore, by the same node, before that node's
     // uncordon; the first one's restore came from the restarted daemon.
     let mut open: Option<(String, u64)> = None;
@@ -488,10 +393,10 @@ gates: {nodeReadyTimeout: 2h}
     assert!(open.is_none(), "a scale-up was never restored");
     assert!(recovered_between, "the kill did not land inside a scale-up");
     assert!(ups >= 2, "each worker holding a solo pod scales it: {ups}");
-    let status = common::active(&r.client).await;
+    let status = h.active().await;
     assert!(status.get("scaled").is_none(), "{status:#}");
 
-    let w = sim.sim.world();
+    let w = h.sim.world();
     let solo = w
         .workloads
         .values()
@@ -506,22 +411,17 @@ gates: {nodeReadyTimeout: 2h}
         assert_eq!(n.kubelet.to_string(), "v1.35.3", "{}", n.name);
         assert!(!n.unschedulable, "{} left cordoned", n.name);
     }
-    drop(w);
-    r.daemon.kill_now();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_role_missing_a_right_is_refused_before_the_plan_is_recorded() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let world = scenario::build("lab", Clock::real(600.0), 7).expect("lab");
-    let sim = SimServer::start(world, ([127, 0, 0, 1], 0).into()).expect("sim");
+    let h = Harness::new(scenario("lab", 7), POLICY).await;
     {
-        let mut w = sim.sim.world();
+        let mut w = h.sim.world();
         w.faults.denied.insert("patch nodes".into());
         w.faults.denied.insert("create pods/eviction".into());
     }
-    let mut r = daemon_on(tmp.path(), &sim).await;
-    let err = start(&r.client).await.expect_err("must refuse");
+    let err = h.start("v1.35.3").await.expect_err("must refuse");
     let msg = format!("{err:#}");
     assert!(
         msg.contains("HTTP 403")
@@ -530,34 +430,26 @@ async fn a_role_missing_a_right_is_refused_before_the_plan_is_recorded() {
             && !msg.contains("list pods"),
         "names every missing right, and only those: {msg}"
     );
-    let runs = r
-        .client
-        .json(Method::GET, "/v1/runs", None)
-        .await
-        .expect("runs");
+    let runs = h.json(Method::GET, "/v1/runs", None).await.expect("runs");
     assert_eq!(runs, serde_json::json!([]), "nothing was recorded");
     assert!(
-        sim.sim.world().nodes.values().all(|n| !n.unschedulable),
+        h.sim.world().nodes.values().all(|n| !n.unschedulable),
         "no node was touched"
     );
     // Granted, the same start goes ahead.
-    sim.sim.world().faults.denied.clear();
-    start(&r.client).await.expect("start with the rights");
-    r.daemon.kill_now();
+    h.sim.world().faults.denied.clear();
+    h.start("v1.35.3").await.expect("start with the rights");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_pod_under_two_budgets_halts_the_drain_at_once_with_the_reason() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let world = scenario::build("lab", Clock::real(600.0), 7).expect("lab");
-    let sim = SimServer::start(world, ([127, 0, 0, 1], 0).into()).expect("sim");
-    let r = daemon_on(tmp.path(), &sim).await;
-    let v = start(&r.client).await.expect("start");
-    let run = v["run"].as_str().expect("run id").to_string();
+    let mut h = Harness::new(scenario("lab", 7), POLICY).await;
+    let v = h.start("v1.35.3").await.expect("start");
+    let run = run_id(&v);
     // After the plan (which would have refused it), someone adds a second budget over the
     // same pods: the API server answers their evictions with 500, never with a yes.
     {
-        let mut w = sim.sim.world();
+        let mut w = h.sim.world();
         let selector = w
             .pdbs
             .get(&("default".to_string(), "app".to_string()))
@@ -573,13 +465,14 @@ async fn a_pod_under_two_budgets_halts_the_drain_at_once_with_the_reason() {
         )
         .expect("second budget");
     }
-    let halted = wait_phase(&r.client, "halted", 120).await;
+    let halted = h.until_phase("halted", DAY).await;
     let reason = halted["reason"].as_str().unwrap_or_default();
     assert!(
         reason.contains("more than one PodDisruptionBudget"),
         "the halt names the cause: {reason}"
     );
-    let failed: Vec<Value> = events(&r.client, &run)
+    let failed: Vec<Value> = h
+        .events(&run)
         .await
         .into_iter()
         .filter_map(|e| e["event"].get("StepFailed").cloned())
@@ -590,5 +483,46 @@ async fn a_pod_under_two_budgets_halts_the_drain_at_once_with_the_reason() {
         failed.iter().all(|f| f["attempt"] == 1),
         "refused once, not retried: {failed:?}"
     );
-    drop(r);
+}
+
+/// A run's records with what differs between two runs by design taken out: the run id and
+/// the absolute time (each harness starts where virtual time stands).
+async fn normalized(h: &Harness, run: &str) -> Vec<Value> {
+    let evs = h.events(run).await;
+    let t0 = evs.first().and_then(|e| e["at"].as_i64()).unwrap_or(0);
+    evs.into_iter()
+        .map(|mut e| {
+            e["at"] = json!(e["at"].as_i64().unwrap_or(0) - t0);
+            e["run"] = Value::Null;
+            e
+        })
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_same_scenario_records_the_same_run_twice() {
+    let mut runs = Vec::new();
+    for _ in 0..2 {
+        let mut world = scenario("lab", 7);
+        world.set_unschedulable("w-3", true).expect("cordon w-3");
+        let mut h = Harness::new(world, POLICY).await;
+        let run = run_id(&h.start("v1.35.3").await.expect("start"));
+        h.sim
+            .world()
+            .faults
+            .blocking_pdbs
+            .insert("default/app".into());
+        h.until_phase("halted", DAY).await;
+        h.sim.world().faults.blocking_pdbs.clear();
+        h.json(Method::POST, "/v1/run/resume", None)
+            .await
+            .expect("resume");
+        h.until_phase("completed", DAY).await;
+        runs.push(normalized(&h, &run).await);
+    }
+    assert!(runs[0].len() > 50, "a whole run: {} records", runs[0].len());
+    for (a, b) in runs[0].iter().zip(&runs[1]) {
+        assert_eq!(a, b, "the runs differ");
+    }
+    assert_eq!(runs[0].len(), runs[1].len());
 }

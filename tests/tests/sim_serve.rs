@@ -1,4 +1,9 @@
-//! `upgradectl sim serve`: the sandbox users point kubectl at to rehearse drains.
+//! `upgradectl sim serve`: the sandbox users point kubectl at to rehearse drains; and the
+//! real binaries over the sim's real HTTP: `upgradectl` drives `upgraded`, which upgrades
+//! the sim through its kubeconfig and node agents (what the in-process harness cannot show:
+//! sockets, the kubeconfig, the CLI's flags and output, the daemon's own HTTP client).
+
+mod common;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -46,4 +51,104 @@ fn sim_serve_writes_a_kubeconfig_that_kubectl_uses() {
         .expect("upgradectl runs");
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown scenario \"nope\""));
+}
+
+/// `upgradectl` with the daemon's socket; its output, failing the test when it fails.
+fn ctl(socket: &std::path::Path, args: &[&str]) -> String {
+    let out = Command::new(upgraded_tests::binary("upgradectl"))
+        .arg("--socket")
+        .arg(socket)
+        .args(args)
+        .output()
+        .expect("upgradectl runs");
+    assert!(
+        out.status.success(),
+        "upgradectl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgradectl_drives_the_real_daemon_over_the_sims_http_and_the_audit_trail_names_it() {
+    use upgraded_sim::{Clock, SimServer, scenario};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let base = dir.path();
+    let world = scenario::build("lab", Clock::real(600.0), 7).expect("lab");
+    let sim = SimServer::start(world, ([127, 0, 0, 1], 0).into()).expect("sim");
+    std::fs::write(
+        base.join("kubeconfig"),
+        upgraded_sim::kubeconfig(&sim.url()),
+    )
+    .expect("kc");
+    std::fs::write(
+        base.join("policy.yaml"),
+        "apiVersion: upgraded.dev/v1alpha1\nkind: UpgradePolicy\ngenerations: {maxUnavailable: 1, canaries: 0}\nwaitBetweenBatches: 1m\nretries: {backoff: 1s, maxBackoff: 5s}\n",
+    )
+    .expect("policy");
+    let socket = base.join("api.sock");
+    let args: Vec<std::ffi::OsString> = vec![
+        "--data-dir".into(),
+        base.join("data").into(),
+        "--socket".into(),
+        socket.clone().into(),
+        "--kubeconfig".into(),
+        base.join("kubeconfig").into(),
+        "--policy".into(),
+        base.join("policy.yaml").into(),
+        "--sim-agents".into(),
+        sim.url().into(),
+        "--time-scale".into(),
+        "600".into(),
+    ];
+    let (mut daemon, _client) = common::spawn_upgraded(&socket, &args, "warn").await;
+
+    let socket2 = socket.clone();
+    let started = tokio::task::spawn_blocking(move || ctl(&socket2, &["start", "--to", "v1.35.3"]))
+        .await
+        .expect("start");
+    assert!(started.contains("started run "), "{started}");
+    // `watch` returns when the run is over (not a terminal: one view per change).
+    let mut watch = Command::new(upgraded_tests::binary("upgradectl"))
+        .arg("--socket")
+        .arg(&socket)
+        .args(["watch", "--interval-ms", "200"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("watch");
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        if let Some(status) = watch.try_wait().expect("watch") {
+            assert!(status.success(), "watch failed: {status}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the lab upgrade took over 240 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let socket2 = socket.clone();
+    let status = tokio::task::spawn_blocking(move || ctl(&socket2, &["status"]))
+        .await
+        .expect("status");
+    assert!(status.contains("completed  target v1.35.3"), "{status}");
+    let socket2 = socket.clone();
+    let runs = tokio::task::spawn_blocking(move || ctl(&socket2, &["runs"]))
+        .await
+        .expect("runs");
+    assert!(
+        runs.contains("completed") && runs.contains("records"),
+        "{runs}"
+    );
+    for n in sim.sim.world().nodes.values() {
+        assert_eq!(n.kubelet.to_string(), "v1.35.3", "{}", n.name);
+    }
+    // Every change the daemon made is named in the apiserver's audit trail.
+    let agents = sim.sim.user_agents();
+    assert!(
+        !agents.is_empty()
+            && agents
+                .keys()
+                .all(|a| a == upgraded_daemon::kube::USER_AGENT),
+        "changing requests by User-Agent: {agents:?}"
+    );
+    daemon.kill_now();
 }

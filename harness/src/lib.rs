@@ -1,0 +1,481 @@
+//! The in-process harness: the daemon's real engine, sled log and API on the sim's router,
+//! in tokio's paused time. Hours of upgrade take seconds, nothing sleeps on the wall clock,
+//! and a scenario gives the same result on every run.
+//!
+//! What is real: the engine (`decide`, the fold, steps, drains through the Eviction API,
+//! gates), the sled log in a temp dir (fsync per group commit), the kube-rs adapter, the
+//! node agents (`SimAgents`) and the API's router. What is not: sockets (the sim's router is
+//! kube's service and the agents' transport; the API's router is called directly, with the
+//! peer uid 0) and processes ([`Harness::crash`] aborts the engine's tasks where they are).
+//!
+//! Use it in a current-thread runtime with paused time: `#[tokio::test(start_paused =
+//! true)]`. Time jumps to the next timer whenever every task waits on one; a log append
+//! runs on a blocking thread, which holds time still, so an fsync never looks like minutes.
+//! Waits are bounded in virtual time, so a stuck scenario fails with the status it was in.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::connect_info::ConnectInfo;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request, StatusCode};
+use serde_json::Value;
+use tokio::sync::{broadcast, mpsc};
+use tower::ServiceExt;
+use upgraded_daemon::api::Peer;
+use upgraded_daemon::engine::{Daemon, EngineError, RunDefaults};
+use upgraded_daemon::kube::KubeCluster;
+use upgraded_daemon::log::{EventLog, LogError, SledLog};
+use upgraded_daemon::ports::{BoxFut, Clock, NodeExecutor};
+use upgraded_daemon::simagent::{Exchange, SimAgents};
+use upgraded_daemon::steps::Adapters;
+use upgraded_events::{Event, Record, RunId, Timestamp};
+use upgraded_planner::policy::PlanPolicy;
+use upgraded_sim::clock::VIRTUAL_EPOCH;
+use upgraded_sim::{Sim, World};
+
+/// The sim's clock for a harness world: tokio's (paused) time from [`VIRTUAL_EPOCH`], the
+/// same time the daemon reads. Call it inside the test's runtime.
+pub fn sim_clock() -> upgraded_sim::Clock {
+    upgraded_sim::Clock::tokio_at(VIRTUAL_EPOCH)
+}
+
+/// A built-in sim scenario (`lab`, `seed`, `large-N`) on [`sim_clock`].
+pub fn scenario(name: &str, seed: u64) -> World {
+    upgraded_sim::scenario::build(name, sim_clock(), seed)
+        .unwrap_or_else(|e| panic!("scenario {name}: {e}"))
+}
+
+/// The daemon's clock on tokio's time, from the epoch the sim starts at.
+#[derive(Debug)]
+pub struct TokioClock {
+    origin: tokio::time::Instant,
+    base: i64,
+}
+
+impl TokioClock {
+    pub fn new() -> TokioClock {
+        TokioClock {
+            origin: tokio::time::Instant::now(),
+            base: VIRTUAL_EPOCH as i64,
+        }
+    }
+}
+
+impl Default for TokioClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Clock for TokioClock {
+    fn now(&self) -> Timestamp {
+        Timestamp(self.base + self.origin.elapsed().as_millis() as i64)
+    }
+
+    fn sleep_until(&self, at: Timestamp) -> BoxFut<'_, ()> {
+        let ms = at.0.saturating_sub(self.now().0).max(0) as u64;
+        Box::pin(tokio::time::sleep(Duration::from_millis(ms)))
+    }
+}
+
+/// The sled log as one engine sees it: each append waited for on a blocking thread (which
+/// holds paused time still), and a handle a crash takes away, so a stopped engine can
+/// record nothing more.
+#[derive(Clone)]
+pub struct HarnessLog {
+    slot: Arc<Mutex<Option<SledLog>>>,
+    rt: tokio::runtime::Handle,
+}
+
+impl std::fmt::Debug for HarnessLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HarnessLog").finish_non_exhaustive()
+    }
+}
+
+impl HarnessLog {
+    fn new(log: SledLog) -> HarnessLog {
+        HarnessLog {
+            slot: Arc::new(Mutex::new(Some(log))),
+            rt: tokio::runtime::Handle::current(),
+        }
+    }
+
+    fn current(&self) -> Result<SledLog, LogError> {
+        self.slot
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or(LogError::Closed)
+    }
+
+    /// Takes the log away from this handle's engine; returns it for the next one.
+    fn sever(&self) -> Option<SledLog> {
+        self.slot.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+impl EventLog for HarnessLog {
+    async fn append(
+        &self,
+        run: RunId,
+        entries: Vec<(Timestamp, Event)>,
+    ) -> Result<Vec<Record>, LogError> {
+        let (log, rt) = (self.current()?, self.rt.clone());
+        tokio::task::spawn_blocking(move || rt.block_on(log.append(run, entries)))
+            .await
+            .map_err(|_| LogError::Closed)?
+    }
+    fn read(&self, run: RunId, from: u64) -> Result<Vec<Record>, LogError> {
+        self.current()?.read(run, from)
+    }
+    fn runs(&self) -> Result<Vec<RunId>, LogError> {
+        self.current()?.runs()
+    }
+    fn subscribe(&self) -> broadcast::Receiver<Arc<Record>> {
+        match self.current() {
+            Ok(log) => log.subscribe(),
+            Err(_) => broadcast::channel(1).1,
+        }
+    }
+}
+
+/// An API answer that was not a success, worded as `upgradectl`'s client words it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    pub status: u16,
+    pub message: String,
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "upgraded refused: {} (HTTP {})",
+            self.message, self.status
+        )
+    }
+}
+
+impl std::error::Error for Refused {}
+
+/// The node executor a harness gives its engine, built from the sim.
+pub type Nodes = Box<dyn Fn(&Arc<Sim>) -> Arc<dyn NodeExecutor>>;
+
+/// One daemon (and its restarts) on one simulated cluster, in virtual time.
+pub struct Harness {
+    pub sim: Arc<Sim>,
+    _dir: tempfile::TempDir,
+    log: SledLog,
+    clock: Arc<TokioClock>,
+    policy: PlanPolicy,
+    kube: axum::Router,
+    nodes: Arc<dyn NodeExecutor>,
+    engine: Engine,
+}
+
+/// The engine of the current daemon "process".
+struct Engine {
+    daemon: Arc<Daemon<HarnessLog>>,
+    log: HarnessLog,
+    fatal: mpsc::UnboundedReceiver<EngineError>,
+    api: axum::Router,
+}
+
+impl std::fmt::Debug for Harness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Harness").finish_non_exhaustive()
+    }
+}
+
+/// The sim's router as one HTTP exchange (the node agents' transport).
+fn exchange(router: axum::Router) -> Exchange {
+    Arc::new(move |req: Request<Full<Bytes>>| {
+        let router = router.clone();
+        Box::pin(async move {
+            let resp = router
+                .oneshot(req.map(axum::body::Body::new))
+                .await
+                .map_err(|e| e.to_string())?;
+            let status = resp.status();
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?
+                .to_bytes();
+            Ok((status, body))
+        })
+    })
+}
+
+/// What a harness may change about the daemon's surroundings.
+#[derive(Default)]
+pub struct Options {
+    /// The node executor, built from the sim (default: the sim's node agents, as
+    /// `--sim-agents`; the benchmark's takes each command's estimated time instead).
+    pub nodes: Option<Nodes>,
+    /// A layer around the sim's router as the kube adapter sees it (the benchmark times the
+    /// sim's share with one).
+    pub kube_layer: Option<Box<dyn Fn(axum::Router) -> axum::Router>>,
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options").finish_non_exhaustive()
+    }
+}
+
+impl Harness {
+    /// A daemon with `policy` (YAML) on `world` (built on [`sim_clock`]), its node agents
+    /// acting on the sim's machines as `--sim-agents` does.
+    pub async fn new(world: World, policy: &str) -> Harness {
+        let policy = PlanPolicy::from_yaml(policy).unwrap_or_else(|e| panic!("policy: {e}"));
+        Self::with(world, policy, Options::default()).await
+    }
+
+    /// A daemon with `policy` on `world`, with `options`.
+    pub async fn with(world: World, policy: PlanPolicy, options: Options) -> Harness {
+        let sim = Sim::new(world);
+        let router = upgraded_sim::server::router(Arc::clone(&sim));
+        let kube = match &options.kube_layer {
+            Some(layer) => layer(router.clone()),
+            None => router.clone(),
+        };
+        let nodes: Arc<dyn NodeExecutor> = match &options.nodes {
+            Some(f) => f(&sim),
+            None => Arc::new(SimAgents::in_process(exchange(router))),
+        };
+        let dir = tempfile::tempdir().expect("a temp dir for the log");
+        let (log, _) = SledLog::open(dir.path(), Default::default()).expect("the sled log");
+        let clock = Arc::new(TokioClock::new());
+        let engine = Self::engine(&log, &clock, &policy, &kube, &nodes);
+        let mut h = Harness {
+            sim,
+            _dir: dir,
+            log,
+            clock,
+            policy,
+            kube,
+            nodes,
+            engine,
+        };
+        h.recover().await;
+        h
+    }
+
+    fn engine(
+        log: &SledLog,
+        clock: &Arc<TokioClock>,
+        policy: &PlanPolicy,
+        kube: &axum::Router,
+        nodes: &Arc<dyn NodeExecutor>,
+    ) -> Engine {
+        let cluster = KubeCluster::from_client(kube::Client::new(kube.clone(), "default"));
+        let ports = Adapters {
+            cluster: Arc::new(cluster),
+            nodes: Arc::clone(nodes),
+            command_timeout: Duration::from_secs(3600),
+        };
+        let log = HarnessLog::new(log.clone());
+        let clock: Arc<dyn Clock> = clock.clone();
+        let (daemon, fatal) = Daemon::new(
+            log.clone(),
+            clock,
+            ports,
+            RunDefaults {
+                policy: policy.clone(),
+            },
+        );
+        let api = upgraded_daemon::api::router(Arc::clone(&daemon));
+        Engine {
+            daemon,
+            log,
+            fatal,
+            api,
+        }
+    }
+
+    async fn recover(&mut self) {
+        self.engine
+            .daemon
+            .recover()
+            .await
+            .expect("the engine resumes from the log");
+    }
+
+    /// The engine, for what the API does not show.
+    pub fn daemon(&self) -> &Arc<Daemon<HarnessLog>> {
+        &self.engine.daemon
+    }
+
+    /// The time the daemon and the sim read.
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    /// The daemon dies where it is, as under `kill -9`: its drive loops and steps are
+    /// aborted, and it can record nothing more. Steps are cut between awaits; a record
+    /// being written finishes (it was on its way to the disk).
+    pub fn crash(&mut self) {
+        self.engine.daemon.stop();
+        self.engine.log.sever();
+    }
+
+    /// A new daemon on the same log and cluster, which resumes the unfinished run.
+    pub async fn restart(&mut self) {
+        self.engine.daemon.stop();
+        self.engine.log.sever();
+        self.engine = Self::engine(
+            &self.log,
+            &self.clock,
+            &self.policy,
+            &self.kube,
+            &self.nodes,
+        );
+        self.recover().await;
+    }
+
+    /// One API call, as `upgradectl` makes it (peer uid 0); the answer as JSON.
+    pub async fn json(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, Refused> {
+        let (status, bytes) = self.call(method, path, body).await;
+        let value: Value = serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+            panic!(
+                "{path}: not JSON ({e}): {}",
+                String::from_utf8_lossy(&bytes)
+            )
+        });
+        if status.is_success() {
+            Ok(value)
+        } else {
+            Err(Refused {
+                status: status.as_u16(),
+                message: value["error"].as_str().unwrap_or("no reason").to_string(),
+            })
+        }
+    }
+
+    async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> (StatusCode, Bytes) {
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(body))
+            .expect("a request");
+        req.extensions_mut()
+            .insert(ConnectInfo(Peer { uid: Some(0) }));
+        let resp = self
+            .engine
+            .api
+            .clone()
+            .oneshot(req)
+            .await
+            .unwrap_or_else(|e| match e {});
+        let status = resp.status();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .expect("the API's answer")
+            .to_bytes();
+        (status, bytes)
+    }
+
+    /// `POST /v1/runs` for `target`.
+    pub async fn start(&self, target: &str) -> Result<Value, Refused> {
+        self.json(
+            Method::POST,
+            "/v1/runs",
+            Some(&serde_json::json!({ "target": target })),
+        )
+        .await
+    }
+
+    /// `/v1/status`'s `active`.
+    pub async fn active(&self) -> Value {
+        self.json(Method::GET, "/v1/status", None)
+            .await
+            .expect("status")["active"]
+            .clone()
+    }
+
+    /// Every record of a run so far, as the API sends them (JSON).
+    pub async fn events(&self, run: &str) -> Vec<Value> {
+        let (status, bytes) = self
+            .call(Method::GET, &format!("/v1/runs/{run}/events"), None)
+            .await;
+        assert!(status.is_success(), "events of {run}: {status}");
+        bytes
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).expect("a JSON record"))
+            .collect()
+    }
+
+    /// Waits, at most `within` of virtual time, until the status (`/v1/status`'s `active`
+    /// as JSON) satisfies `done`; returns it. Fails with the last status when time runs out
+    /// or the engine stops.
+    pub async fn until(&mut self, within: Duration, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + within;
+        let mut status = self.engine.daemon.status();
+        loop {
+            let now =
+                serde_json::to_value(status.borrow_and_update().clone()).expect("status as JSON");
+            if done(&now) {
+                return now;
+            }
+            tokio::select! {
+                changed = status.changed() => {
+                    changed.expect("the engine is gone");
+                }
+                Some(e) = self.engine.fatal.recv() => panic!("the engine stopped: {e}; status {now:#}"),
+                () = tokio::time::sleep_until(deadline) => {
+                    panic!("not done within {} s of virtual time; status {now:#}", within.as_secs())
+                }
+            }
+        }
+    }
+
+    /// [`Harness::until`] the run's phase is `phase`.
+    pub async fn until_phase(&mut self, phase: &str, within: Duration) -> Value {
+        self.until(within, |a| a["phase"] == phase).await
+    }
+
+    /// Waits, at most `within` of virtual time, until a record of `run` satisfies `found`
+    /// (the record as JSON); returns it.
+    pub async fn until_record(
+        &mut self,
+        run: &str,
+        within: Duration,
+        found: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = tokio::time::Instant::now() + within;
+        let mut sub = self.engine.log.subscribe();
+        if let Some(r) = self.events(run).await.into_iter().find(|r| found(r)) {
+            return r;
+        }
+        loop {
+            tokio::select! {
+                r = sub.recv() => {
+                    let r = r.expect("the log's feed");
+                    let v = serde_json::to_value(&*r).expect("a record as JSON");
+                    if r.run.to_string() == run && found(&v) {
+                        return v;
+                    }
+                }
+                Some(e) = self.engine.fatal.recv() => panic!("the engine stopped: {e}"),
+                () = tokio::time::sleep_until(deadline) => {
+                    panic!("no such record within {} s of virtual time", within.as_secs())
+                }
+            }
+        }
+    }
+}
