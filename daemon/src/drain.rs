@@ -20,7 +20,7 @@ use std::time::Duration;
 use upgraded_events::drain::{self as evictable, Refusal};
 use upgraded_events::inventory::PodInv;
 use upgraded_events::state::ScaledWorkload;
-use upgraded_events::{Event, Facts, Policy};
+use upgraded_events::{Entry, Event, Facts, Host, Policy};
 
 use crate::ports::{Clock, ClusterApi, Eviction, PortError, Recorder, ScaleChange, Workload};
 
@@ -89,8 +89,8 @@ pub async fn drain(
     cluster: &dyn ClusterApi,
     clock: &dyn Clock,
     notes: &dyn Recorder,
-    entry: &str,
-    node: &str,
+    entry: &Entry,
+    node: &Host,
     rules: DrainRules,
     scaled: Vec<ScaledWorkload>,
 ) -> Result<Facts, PortError> {
@@ -117,8 +117,8 @@ async fn evict_all(
     cluster: &dyn ClusterApi,
     clock: &dyn Clock,
     notes: &dyn Recorder,
-    entry: &str,
-    node: &str,
+    entry: &Entry,
+    node: &Host,
     rules: DrainRules,
     scaler: &mut Scaler<'_>,
 ) -> Result<Facts, PortError> {
@@ -242,7 +242,7 @@ async fn evict_all(
 struct Scaler<'a> {
     cluster: &'a dyn ClusterApi,
     notes: &'a dyn Recorder,
-    entry: &'a str,
+    entry: &'a Entry,
     /// Scaled up and not restored (from earlier attempts, and this one).
     scaled: Vec<ScaledWorkload>,
     /// Workloads already considered in this drain, and why some were not scaled.
@@ -256,7 +256,7 @@ impl<'a> Scaler<'a> {
     fn new(
         cluster: &'a dyn ClusterApi,
         notes: &'a dyn Recorder,
-        entry: &'a str,
+        entry: &'a Entry,
         scaled: Vec<ScaledWorkload>,
     ) -> Self {
         Scaler {
@@ -426,7 +426,7 @@ impl<'a> Scaler<'a> {
 pub async fn restore_scaled(
     cluster: &dyn ClusterApi,
     notes: &dyn Recorder,
-    entry: &str,
+    entry: &Entry,
     scaled: Vec<ScaledWorkload>,
 ) -> Result<Facts, PortError> {
     Scaler::new(cluster, notes, entry, scaled)

@@ -25,6 +25,7 @@ use crate::steps::{self, Adapters, StepEnv};
 use upgraded_events::Observation;
 use upgraded_events::decide::probe_retry_at;
 use upgraded_events::request::{self, Rejection, Request};
+use upgraded_events::{Entry, Host};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -443,8 +444,8 @@ impl<L: EventLog + Clone> Daemon<L> {
                 notes: &notes,
                 policy: &policy,
                 baseline,
-                entry: &node,
-                host: &host,
+                entry: &Entry::new(node.as_str()),
+                host: &Host::new(host),
                 steps: &all_steps,
                 target,
                 scaled,

@@ -14,6 +14,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use upgraded_events::Host;
 use upgraded_events::inventory::{
     ControlPlane, Inventory, NodeInv, Owner, PdbInv, PodInv, Resources,
 };
@@ -351,7 +352,8 @@ impl ClusterApi for FakeWorld {
         })
     }
 
-    fn node_status<'a>(&'a self, node: &'a str) -> BoxFut<'a, Result<NodeStatus, PortError>> {
+    fn node_status<'a>(&'a self, host: &'a Host) -> BoxFut<'a, Result<NodeStatus, PortError>> {
+        let node = host.as_str();
         Box::pin(async move {
             let n = self.status(node)?;
             Ok(NodeStatus {
@@ -363,15 +365,18 @@ impl ClusterApi for FakeWorld {
         })
     }
 
-    fn cordon<'a>(&'a self, node: &'a str) -> BoxFut<'a, Result<(), PortError>> {
+    fn cordon<'a>(&'a self, host: &'a Host) -> BoxFut<'a, Result<(), PortError>> {
+        let node = host.as_str();
         Box::pin(self.effect(node, "cordon", None))
     }
 
-    fn uncordon<'a>(&'a self, node: &'a str) -> BoxFut<'a, Result<(), PortError>> {
+    fn uncordon<'a>(&'a self, host: &'a Host) -> BoxFut<'a, Result<(), PortError>> {
+        let node = host.as_str();
         Box::pin(self.effect(node, "uncordon", None))
     }
 
-    fn pods_on<'a>(&'a self, node: &'a str) -> BoxFut<'a, Result<Vec<PodInv>, PortError>> {
+    fn pods_on<'a>(&'a self, host: &'a Host) -> BoxFut<'a, Result<Vec<PodInv>, PortError>> {
+        let node = host.as_str();
         Box::pin(async move { Ok(fake_pods(&self.status(node)?)) })
     }
 
@@ -438,10 +443,11 @@ fn no_workloads(w: &Workload) -> PortError {
 impl NodeExecutor for FakeWorld {
     fn run<'a>(
         &'a self,
-        node: &'a str,
+        host: &'a Host,
         cmd: &'a RemoteCommand,
         _timeout: Duration,
     ) -> BoxFut<'a, Result<CommandOutput, PortError>> {
+        let node = host.as_str();
         Box::pin(async move {
             let mut facts = Facts::new();
             match cmd {

@@ -23,6 +23,7 @@ use kube::{Client, Config};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
+use upgraded_events::Host;
 use upgraded_events::Version;
 use upgraded_events::inventory::{Inventory, Owner, PdbInv, PodInv};
 use upgraded_planner::permissions::Permission;
@@ -300,7 +301,8 @@ impl ClusterApi for KubeCluster {
         })
     }
 
-    fn node_status<'a>(&'a self, node: &'a str) -> BoxFut<'a, Result<NodeStatus, PortError>> {
+    fn node_status<'a>(&'a self, host: &'a Host) -> BoxFut<'a, Result<NodeStatus, PortError>> {
+        let node = host.as_str();
         Box::pin(async move {
             let api: Api<Node> = Api::all(self.client.clone());
             let n = api.get(node).await.map_err(api_error)?;
@@ -335,15 +337,18 @@ impl ClusterApi for KubeCluster {
         })
     }
 
-    fn cordon<'a>(&'a self, node: &'a str) -> BoxFut<'a, Result<(), PortError>> {
+    fn cordon<'a>(&'a self, host: &'a Host) -> BoxFut<'a, Result<(), PortError>> {
+        let node = host.as_str();
         Box::pin(self.set_unschedulable(node, true))
     }
 
-    fn uncordon<'a>(&'a self, node: &'a str) -> BoxFut<'a, Result<(), PortError>> {
+    fn uncordon<'a>(&'a self, host: &'a Host) -> BoxFut<'a, Result<(), PortError>> {
+        let node = host.as_str();
         Box::pin(self.set_unschedulable(node, false))
     }
 
-    fn pods_on<'a>(&'a self, node: &'a str) -> BoxFut<'a, Result<Vec<PodInv>, PortError>> {
+    fn pods_on<'a>(&'a self, host: &'a Host) -> BoxFut<'a, Result<Vec<PodInv>, PortError>> {
+        let node = host.as_str();
         Box::pin(self.pods(ListParams::default().fields(&format!("spec.nodeName={node}"))))
     }
 

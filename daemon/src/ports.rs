@@ -10,7 +10,7 @@ use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use upgraded_events::inventory::{Inventory, Owner, PdbInv, PodInv};
-use upgraded_events::{Event, Facts, Timestamp, Version};
+use upgraded_events::{Event, Facts, Host, Timestamp, Version};
 use upgraded_planner::permissions::Permission;
 
 pub type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -181,11 +181,11 @@ pub enum ScaleChange {
 pub trait ClusterApi: Send + Sync + 'static {
     /// Every node, pod, budget and controller, and the apiserver's version.
     fn observe(&self) -> BoxFut<'_, Result<Observed, PortError>>;
-    fn node_status<'a>(&'a self, node: &'a str) -> BoxFut<'a, Result<NodeStatus, PortError>>;
-    fn cordon<'a>(&'a self, node: &'a str) -> BoxFut<'a, Result<(), PortError>>;
-    fn uncordon<'a>(&'a self, node: &'a str) -> BoxFut<'a, Result<(), PortError>>;
+    fn node_status<'a>(&'a self, node: &'a Host) -> BoxFut<'a, Result<NodeStatus, PortError>>;
+    fn cordon<'a>(&'a self, node: &'a Host) -> BoxFut<'a, Result<(), PortError>>;
+    fn uncordon<'a>(&'a self, node: &'a Host) -> BoxFut<'a, Result<(), PortError>>;
     /// The pods bound to `node` (a `spec.nodeName` field selector).
-    fn pods_on<'a>(&'a self, node: &'a str) -> BoxFut<'a, Result<Vec<PodInv>, PortError>>;
+    fn pods_on<'a>(&'a self, node: &'a Host) -> BoxFut<'a, Result<Vec<PodInv>, PortError>>;
     /// Every pod of the cluster (for the health gates).
     fn all_pods(&self) -> BoxFut<'_, Result<Vec<PodInv>, PortError>>;
     /// The API server's `/readyz`: `Err` with its answer when it is not ready.
@@ -281,7 +281,7 @@ pub struct CommandOutput {
 pub trait NodeExecutor: Send + Sync + 'static {
     fn run<'a>(
         &'a self,
-        node: &'a str,
+        node: &'a Host,
         cmd: &'a RemoteCommand,
         timeout: Duration,
     ) -> BoxFut<'a, Result<CommandOutput, PortError>>;

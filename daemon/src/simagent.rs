@@ -16,6 +16,7 @@ use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::{Value, json};
+use upgraded_events::Host;
 use upgraded_events::Version;
 use upgraded_events::inventory::CGROUP_KEY;
 
@@ -270,10 +271,11 @@ fn percent_encode(s: &str) -> String {
 impl NodeExecutor for SimAgents {
     fn run<'a>(
         &'a self,
-        node: &'a str,
+        host: &'a Host,
         cmd: &'a RemoteCommand,
         timeout: Duration,
     ) -> BoxFut<'a, Result<CommandOutput, PortError>> {
+        let node = host.as_str();
         Box::pin(async move {
             tokio::time::timeout(timeout, self.run_command(node, cmd))
                 .await

@@ -23,8 +23,8 @@ use openssh::{ControlPersist, KnownHosts, Session, SessionBuilder};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Semaphore;
-use upgraded_events::Facts;
 use upgraded_events::inventory::check_node_name;
+use upgraded_events::{Facts, Host};
 use upgraded_planner::render::shell_quote;
 
 use crate::ports::{BoxFut, CommandOutput, NodeExecutor, PortError, RemoteCommand};
@@ -608,10 +608,11 @@ impl SshNodes {
 impl NodeExecutor for SshNodes {
     fn run<'a>(
         &'a self,
-        node: &'a str,
+        host: &'a Host,
         cmd: &'a RemoteCommand,
         timeout: Duration,
     ) -> BoxFut<'a, Result<CommandOutput, PortError>> {
+        let node = host.as_str();
         Box::pin(self.run_command(node, cmd, timeout))
     }
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use upgraded_events::gate;
 use upgraded_events::state::{Baseline, ScaledWorkload};
-use upgraded_events::{Facts, Policy, Step, Version};
+use upgraded_events::{Entry, Facts, Host, Policy, Step, Version};
 
 use crate::drain::{self, DrainRules};
 use crate::ports::{Clock, ClusterApi, NodeExecutor, PortError, Recorder, RemoteCommand};
@@ -35,8 +35,8 @@ pub struct StepEnv<'a> {
     pub policy: &'a Policy,
     pub baseline: Option<Baseline>,
     /// The plan entry (what events name) and the Kubernetes node it works on.
-    pub entry: &'a str,
-    pub host: &'a str,
+    pub entry: &'a Entry,
+    pub host: &'a Host,
     /// The entry's whole step list (the versions it should end at).
     pub steps: &'a [Step],
     pub target: Option<Version>,

@@ -4,6 +4,7 @@
 
 use crate::event::Step;
 use crate::inventory::ControlPlane;
+use crate::names::Host;
 use crate::state::Baseline;
 use crate::version::Version;
 
@@ -35,7 +36,7 @@ pub fn control_plane_version(steps: &[Step]) -> Option<Version> {
 }
 
 /// What is still wrong with `host` for its verify gate after `steps`; `None`: nothing.
-pub fn node_unmet(host: &str, steps: &[Step], status: &NodeStatus) -> Option<String> {
+pub fn node_unmet(host: &Host, steps: &[Step], status: &NodeStatus) -> Option<String> {
     if !status.ready {
         return Some(format!("node {host} is not Ready"));
     }
@@ -121,16 +122,18 @@ mod tests {
         ];
         // Given the last hop's version, when the kubelet reports it and the node is Ready,
         assert_eq!(
-            node_unmet("w-1", &worker, &status(true, "v1.35.3", None)),
+            node_unmet(&Host::new("w-1"), &worker, &status(true, "v1.35.3", None)),
             None
         );
         // then it passes; an older kubelet, or NotReady, does not, and says why.
-        let why = node_unmet("w-1", &worker, &status(true, "v1.34.6", None)).expect("unmet");
+        let why =
+            node_unmet(&Host::new("w-1"), &worker, &status(true, "v1.34.6", None)).expect("unmet");
         assert!(
             why.contains("runs kubelet v1.34.6, expected v1.35.3"),
             "{why}"
         );
-        let why = node_unmet("w-1", &worker, &status(false, "v1.35.3", None)).expect("unmet");
+        let why =
+            node_unmet(&Host::new("w-1"), &worker, &status(false, "v1.35.3", None)).expect("unmet");
         assert!(why.contains("not Ready"), "{why}");
         // A control-plane entry also needs its static pods at the kubeadm hop.
         let cp = [Step::KubeadmUpgrade {
@@ -138,11 +141,19 @@ mod tests {
             apply: true,
         }];
         assert_eq!(
-            node_unmet("cp-1", &cp, &status(true, "v1.34.6", Some("v1.35.3"))),
+            node_unmet(
+                &Host::new("cp-1"),
+                &cp,
+                &status(true, "v1.34.6", Some("v1.35.3"))
+            ),
             None
         );
-        let why =
-            node_unmet("cp-1", &cp, &status(true, "v1.34.6", Some("v1.34.6"))).expect("unmet");
+        let why = node_unmet(
+            &Host::new("cp-1"),
+            &cp,
+            &status(true, "v1.34.6", Some("v1.34.6")),
+        )
+        .expect("unmet");
         assert!(why.contains("kube-apiserver runs v1.34.6"), "{why}");
     }
 

@@ -11,6 +11,7 @@ pub mod drain;
 pub mod event;
 pub mod gate;
 pub mod inventory;
+pub mod names;
 pub mod node;
 pub mod plan;
 pub mod policy;
@@ -24,6 +25,7 @@ pub mod window;
 
 pub use decide::{Command, Decision, Observation, decide};
 pub use event::{Actor, Event, EventKind, Facts, InDoubt, Json, Record, RunId, Step, Timestamp};
+pub use names::{Entry, Host};
 pub use plan::{Batch, NodeInfo, NodePlan, Plan, Role};
 pub use policy::Policy;
 pub use state::RunState;

@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, criterion_group, criterion_main};
 use upgraded_daemon::log::EventLog;
 use upgraded_daemon::ports::{BoxFut, CommandOutput, NodeExecutor, PortError, RemoteCommand};
+use upgraded_events::Host;
 use upgraded_events::inventory::{CGROUP_KEY, Inventory};
 use upgraded_events::{Actor, Event, Facts, Record, Role, Step, Version};
 use upgraded_harness::{Harness, Options};
@@ -124,10 +125,11 @@ impl SimNodes {
 impl NodeExecutor for SimNodes {
     fn run<'a>(
         &'a self,
-        node: &'a str,
+        host: &'a Host,
         cmd: &'a RemoteCommand,
         _timeout: Duration,
     ) -> BoxFut<'a, Result<CommandOutput, PortError>> {
+        let node = host.as_str();
         Box::pin(async move {
             Ok(CommandOutput {
                 facts: self.exec(node, cmd).await?,

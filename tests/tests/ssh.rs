@@ -8,6 +8,7 @@
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
+use upgraded_events::Host;
 
 use upgraded_daemon::ports::{NodeExecutor, RemoteCommand};
 use upgraded_daemon::remote::Scripts;
@@ -133,7 +134,7 @@ async fn ssh_adapter_runs_quoted_scripts_with_caps_timeouts_and_reconnects() {
     // Preflight: every check reported, the node passes for 1.35 (cgroup v2 in the lab).
     let pre = nodes
         .run(
-            "w-1",
+            &Host::new("w-1"),
             &RemoteCommand::Preflight {
                 target: v("v1.35.3"),
             },
@@ -149,7 +150,7 @@ async fn ssh_adapter_runs_quoted_scripts_with_caps_timeouts_and_reconnects() {
     // Packages: repository switched to the hop's minor, unhold → install → hold, in order.
     let out = nodes
         .run(
-            "w-1",
+            &Host::new("w-1"),
             &RemoteCommand::InstallPackages {
                 version: v("v1.34.6"),
             },
@@ -193,7 +194,7 @@ async fn ssh_adapter_runs_quoted_scripts_with_caps_timeouts_and_reconnects() {
     // A failed install puts the holds back and reports apt's own words.
     let e = nodes
         .run(
-            "w-1",
+            &Host::new("w-1"),
             &RemoteCommand::InstallPackages {
                 version: v("v1.34.99"),
             },
@@ -215,7 +216,7 @@ async fn ssh_adapter_runs_quoted_scripts_with_caps_timeouts_and_reconnects() {
         "the firewall blocks the direct path"
     );
     let installed = nodes
-        .run("w-2", &RemoteCommand::InstalledKubelet, t)
+        .run(&Host::new("w-2"), &RemoteCommand::InstalledKubelet, t)
         .await
         .expect("via ProxyJump");
     assert_eq!(installed.facts["installed"], "v1.33.5");
@@ -228,7 +229,7 @@ async fn ssh_adapter_runs_quoted_scripts_with_caps_timeouts_and_reconnects() {
         "W-1",
     ] {
         let e = nodes
-            .run(bad, &RemoteCommand::InstalledKubelet, t)
+            .run(&Host::new(bad), &RemoteCommand::InstalledKubelet, t)
             .await
             .expect_err("refused");
         assert!(!e.retryable && e.what.contains("DNS"), "{bad}: {e}");
@@ -240,7 +241,7 @@ async fn ssh_adapter_runs_quoted_scripts_with_caps_timeouts_and_reconnects() {
     let started = Instant::now();
     let e = nodes
         .run(
-            "w-1",
+            &Host::new("w-1"),
             &RemoteCommand::KubeadmUpgrade {
                 version: v("v1.34.6"),
                 apply: false,
@@ -273,7 +274,8 @@ async fn ssh_adapter_runs_quoted_scripts_with_caps_timeouts_and_reconnects() {
         target: v("v1.34.6"),
     };
     let since = lab.calls("w-1").expect("calls").len();
-    let runs = (0..12).map(|_| nodes.run("w-1", &cmd, t));
+    let w1 = Host::new("w-1");
+    let runs = (0..12).map(|_| nodes.run(&w1, &cmd, t));
     let results = futures_util::future::join_all(runs).await;
     assert!(results.iter().all(Result::is_ok), "{results:?}");
     lab.set_tool_fault("w-1", "crictl", None).expect("clear");
@@ -294,7 +296,7 @@ async fn ssh_adapter_runs_quoted_scripts_with_caps_timeouts_and_reconnects() {
     // while young.
     let snap = nodes
         .run(
-            "cp-1",
+            &Host::new("cp-1"),
             &RemoteCommand::EtcdSnapshot {
                 reuse_younger_than_secs: None,
             },
@@ -318,7 +320,7 @@ async fn ssh_adapter_runs_quoted_scripts_with_caps_timeouts_and_reconnects() {
     assert!(f["revision"].parse::<u64>().is_ok(), "{f:?}");
     let again = nodes
         .run(
-            "cp-1",
+            &Host::new("cp-1"),
             &RemoteCommand::EtcdSnapshot {
                 reuse_younger_than_secs: Some(3600),
             },
@@ -340,13 +342,13 @@ async fn ssh_adapter_runs_quoted_scripts_with_caps_timeouts_and_reconnects() {
     // A crashed node: the next command reconnects once it is back.
     lab.crash("w-1").expect("crash");
     let e = nodes
-        .run("w-1", &RemoteCommand::InstalledKubelet, t)
+        .run(&Host::new("w-1"), &RemoteCommand::InstalledKubelet, t)
         .await
         .expect_err("down");
     assert!(e.retryable, "{e}");
     lab.restart("w-1").expect("restart");
     let back = nodes
-        .run("w-1", &RemoteCommand::InstalledKubelet, t)
+        .run(&Host::new("w-1"), &RemoteCommand::InstalledKubelet, t)
         .await
         .expect("reconnected");
     assert_eq!(back.facts["installed"], "v1.34.6");
@@ -356,7 +358,7 @@ async fn ssh_adapter_runs_quoted_scripts_with_caps_timeouts_and_reconnects() {
     let started = Instant::now();
     let e = nodes
         .run(
-            "cp-1",
+            &Host::new("cp-1"),
             &RemoteCommand::InstalledKubelet,
             Duration::from_secs(5),
         )
@@ -371,7 +373,7 @@ async fn ssh_adapter_runs_quoted_scripts_with_caps_timeouts_and_reconnects() {
     assert!(!e.what.contains("multiplex server"), "{e}");
     lab.freeze("cp-1", false).expect("thaw");
     nodes
-        .run("cp-1", &RemoteCommand::InstalledKubelet, t)
+        .run(&Host::new("cp-1"), &RemoteCommand::InstalledKubelet, t)
         .await
         .expect("answers after the thaw");
 
@@ -387,7 +389,7 @@ async fn ssh_adapter_runs_quoted_scripts_with_caps_timeouts_and_reconnects() {
     strict.control_root = lab.root.join("ssh2");
     let strict_nodes = SshNodes::new(strict, Scripts::of(&policy)).expect("adapter");
     let e = strict_nodes
-        .run("w-1", &RemoteCommand::InstalledKubelet, t)
+        .run(&Host::new("w-1"), &RemoteCommand::InstalledKubelet, t)
         .await
         .expect_err("refused");
     assert!(!e.retryable && e.what.contains("host key"), "{e}");
