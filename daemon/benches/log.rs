@@ -7,8 +7,7 @@ use std::time::Duration;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use upgraded_daemon::log::{EventLog, SledLog, key};
 use upgraded_events::codec::encode;
-use upgraded_events::{Event, Facts, Record, RunState, Step, Timestamp};
-use uuid::Uuid;
+use upgraded_events::{Event, Facts, Record, RunId, RunState, Step, Timestamp};
 
 const EVENTS: u64 = 512;
 
@@ -54,7 +53,7 @@ fn appends(c: &mut Criterion) {
                 .open()
                 .expect("sled");
             let tree = db.open_tree("events").expect("tree");
-            let run = Uuid::now_v7();
+            let run = RunId::new();
             let mut seq = 0u64;
             b.iter(|| {
                 for _ in 0..EVENTS {
@@ -79,7 +78,7 @@ fn appends(c: &mut Criterion) {
             |b, &producers| {
                 let dir = tempfile::tempdir().expect("tempdir");
                 let (log, _) = SledLog::open(dir.path(), Default::default()).expect("open");
-                let run = Uuid::now_v7();
+                let run = RunId::new();
                 b.iter(|| {
                     rt.block_on(async {
                         let per = EVENTS as usize / producers;
@@ -115,7 +114,7 @@ fn replay_from_disk(c: &mut Criterion) {
         .expect("runtime");
     let dir = tempfile::tempdir().expect("tempdir");
     let (log, _) = SledLog::open(dir.path(), Default::default()).expect("open");
-    let run = Uuid::now_v7();
+    let run = RunId::new();
     let n = 20_000u64;
     rt.block_on(async {
         for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {

@@ -220,7 +220,7 @@ impl<L: EventLog + Clone> Daemon<L> {
             .map(|p| format!("  {p}"))
             .collect();
         request::admit(&admission)?;
-        let run = uuid::Uuid::now_v7();
+        let run = RunId::new();
         let records = self
             .log
             .append(

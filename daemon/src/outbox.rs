@@ -283,7 +283,7 @@ mod tests {
 
     #[test]
     fn subjects_and_ids() {
-        let run = RunId::now_v7();
+        let run = RunId::new();
         let r = Record {
             run,
             seq: 7,
@@ -320,7 +320,7 @@ mod tests {
             Cursor::default()
         );
         let mut c = Cursor::default();
-        let run = RunId::now_v7();
+        let run = RunId::new();
         c.set(run, 42);
         c.save(&p).expect("save");
         assert_eq!(Cursor::load(&p).expect("load").next(run), 42);

@@ -21,7 +21,7 @@ fn run_log(nodes: usize) -> Vec<Record> {
         .collect();
     let target = Version::new(1, 35, 3);
     let plan = Plan::basic_rolling(&inv, target, 10, true, |_, m| m % 10).expect("plan");
-    let run = uuid::Uuid::from_u128(9);
+    let run = upgraded_events::RunId::from_u128(9);
     let mut events = vec![
         Event::RunPlanned {
             target,

@@ -90,7 +90,7 @@ mod tests {
 
     fn sample() -> Record {
         Record {
-            run: uuid::Uuid::from_u128(7),
+            run: crate::RunId::from_u128(7),
             seq: 3,
             at: Timestamp(1_700_000_000_000),
             event: Event::RunHalted {

@@ -132,7 +132,7 @@ fn sample(kind: EventKind) -> Event {
 
 fn record(kind: EventKind) -> Record {
     Record {
-        run: uuid::Uuid::from_u128(0x0193_0000_0000_7000_8000_0000_0000_0001),
+        run: upgraded_events::RunId::from_u128(0x0193_0000_0000_7000_8000_0000_0000_0001),
         seq: 42,
         at: Timestamp(1_795_000_000_000),
         event: sample(kind),

@@ -126,7 +126,7 @@ impl Engine<'_> {
     fn append(&mut self, event: Event) -> Result<(), Crashed> {
         self.tick()?;
         let rec = Record {
-            run: uuid::Uuid::from_u128(1),
+            run: upgraded_events::RunId::from_u128(1),
             seq: self.log.len() as u64,
             at: *self.now,
             event,

@@ -230,7 +230,7 @@ fn split_key(k: &[u8]) -> Option<(RunId, u64)> {
     if k.len() != KEY_LEN {
         return None;
     }
-    let run = Uuid::from_slice(&k[..16]).ok()?;
+    let run = RunId::from_slice(&k[..16])?;
     let mut seq = [0u8; 8];
     seq.copy_from_slice(&k[16..]);
     Some((run, u64::from_be_bytes(seq)))
@@ -440,8 +440,8 @@ impl EventLog for SledLog {
             let (k, _) = item.map_err(|e| self.storage(e))?;
             let Some((run, _)) = split_key(&k) else { break };
             runs.push(run);
-            match run.as_u128().checked_add(1) {
-                Some(n) => from = key(Uuid::from_u128(n), 0),
+            match u128::from_be_bytes(*run.as_bytes()).checked_add(1) {
+                Some(n) => from = key(RunId::from_bytes(n.to_be_bytes()), 0),
                 None => break,
             }
         }
@@ -513,7 +513,7 @@ mod tests {
     async fn concurrent_appends_get_contiguous_sequences_and_survive_reopen() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (log, _) = SledLog::open(dir.path(), PLAIN).expect("open");
-        let run = Uuid::now_v7();
+        let run = RunId::new();
         let mut sub = log.subscribe();
         let mut tasks = Vec::new();
         for i in 0..50 {
@@ -551,8 +551,8 @@ mod tests {
 
     /// A log with run `run` (seq 0..=4) and another run of one record, closed.
     async fn five_records(dir: &Path) -> (RunId, RunId) {
-        let run = Uuid::now_v7();
-        let other = Uuid::now_v7();
+        let run = RunId::new();
+        let other = RunId::new();
         let (log, _) = SledLog::open(dir, PLAIN).expect("open");
         log.append(run, (0..5).map(ev).collect())
             .await
@@ -707,7 +707,7 @@ mod tests {
             let v = t.get(key(run, 2)).expect("get").expect("present");
             t.insert(key(run, 9), v).expect("insert");
             // and garbage under a run nobody knows.
-            t.insert(key(Uuid::now_v7(), 0), b"garbage".to_vec())
+            t.insert(key(RunId::new(), 0), b"garbage".to_vec())
                 .expect("insert");
             db.flush().expect("flush");
         }
@@ -744,7 +744,7 @@ mod tests {
     #[tokio::test]
     async fn a_log_from_before_the_witness_gets_one() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let run = Uuid::now_v7();
+        let run = RunId::new();
         {
             let db = sled::open(dir.path()).expect("sled");
             let t = db.open_tree("events").expect("tree");

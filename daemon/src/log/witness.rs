@@ -392,7 +392,7 @@ mod tests {
     fn frames_round_trip_and_truncations_apply_in_order() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join(FILE);
-        let run = Uuid::now_v7();
+        let run = RunId::new();
         let id = Uuid::now_v7();
         let (k0, k1, k2) = (k(run, 0), k(run, 1), k(run, 2));
         let mut w = Witness::create(&path, id, [(&k0, &b"zero"[..])]).expect("create");
@@ -413,7 +413,7 @@ mod tests {
     fn damage_is_told_apart_at_the_end_and_in_the_middle() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join(FILE);
-        let run = Uuid::now_v7();
+        let run = RunId::new();
         let keys: Vec<_> = (0..4).map(|s| k(run, s)).collect();
         let mut w =
             Witness::create(&path, Uuid::now_v7(), [(&keys[0], &b"a"[..])]).expect("create");
