@@ -1,6 +1,7 @@
 //! The plan's findings: what would block or endanger the run, found in the inventory before
 //! anything is batched (versions, skew, cgroup, control-plane pods, what drains would refuse,
-//! budgets, capacity).
+//! budgets, capacity), and in the batched plan (skew batch by batch, time and windows, the
+//! drains the model refused).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -8,9 +9,115 @@ use upgraded_events::Version;
 use upgraded_events::drain::{self, DrainRules, Refusal as DrainRefusal};
 use upgraded_events::inventory;
 
-use crate::{Ctx, Severity, finding};
+use crate::skew::ClusterVersions;
+use crate::{Ctx, PhaseReport, Severity, finding, schedule, simulate_skew};
 
 impl Ctx<'_> {
+    /// The cluster is outside the skew policy before anything is done.
+    pub(crate) fn skew_now(&mut self, versions: &ClusterVersions) {
+        for v in versions.violations() {
+            self.findings.insert(finding(
+                Severity::Blocker,
+                "skew-now",
+                vec![],
+                format!("the cluster is already outside the version-skew policy: {v}"),
+                "bring the component named into the supported window by hand first (kubelets: upgrade them to the control plane's minor)".into(),
+            ));
+        }
+    }
+
+    /// Every intermediate state checked against the skew policy, independently of how the
+    /// stages were built.
+    pub(crate) fn skew_during(&mut self, versions: &ClusterVersions, phases: &[PhaseReport]) {
+        for (batch, v) in simulate_skew(versions, phases) {
+            self.findings.insert(finding(
+                Severity::Blocker,
+                "skew-during-plan",
+                vec![],
+                format!("batch {batch} would break the version-skew policy: {v}"),
+                "report this plan: the planner should never produce it".into(),
+            ));
+        }
+    }
+
+    /// What the placement in time says: a Friday-afternoon start, a batch longer than any
+    /// maintenance window.
+    pub(crate) fn time_findings(&mut self, phases: &[PhaseReport]) {
+        if let Some(first) = phases.first().and_then(|p| p.batches.first())
+            && schedule::is_friday_afternoon(&first.start, self.policy)
+        {
+            self.findings.insert(finding(
+                Severity::Warning,
+                "friday-afternoon",
+                vec![],
+                format!("the plan starts on a Friday afternoon ({})", first.start),
+                "start on Monday to Thursday morning, when people are around for the next hours"
+                    .into(),
+            ));
+        }
+        for p in phases {
+            if !p.fits_windows {
+                self.findings.insert(finding(
+                    Severity::Warning,
+                    "window-overrun",
+                    vec![format!("phase/{}", p.name)],
+                    format!("a batch of phase {} is longer than any maintenance window", p.name),
+                    "widen the maintenance windows or make batches shorter (fewer pods per node, a lower drain estimate)".into(),
+                ));
+            }
+        }
+    }
+
+    /// The units whose drain the model refused: one finding per reason, naming every node it
+    /// stops.
+    pub(crate) fn drain_findings(&mut self, phases: &[PhaseReport]) {
+        let mut blocked: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for u in phases
+            .iter()
+            .flat_map(|p| &p.batches)
+            .flat_map(|b| &b.units)
+        {
+            if let Some(why) = &u.blocked {
+                let nodes = blocked.entry(why.clone()).or_default();
+                let subject = format!("node/{}", u.node);
+                if !nodes.contains(&subject) {
+                    nodes.push(subject);
+                }
+            }
+        }
+        for (why, nodes) in blocked {
+            let (code, fix) = if why.contains("without a controller") {
+                (
+                    "drain-refused",
+                    "see pod-unmanaged: recreate those pods under a controller or delete them",
+                )
+            } else if why.contains("PodDisruptionBudget") {
+                (
+                    "pdb-blocks-drain",
+                    "scale the workload up (kubectl scale) or wait until its replicas are healthy, so the budget allows an eviction",
+                )
+            } else {
+                (
+                    "capacity",
+                    "free capacity where the message says (scale down, move workloads, add a node), or relax the pods' node selectors",
+                )
+            };
+            self.findings.insert(finding(
+                Severity::Blocker,
+                code,
+                nodes.clone(),
+                format!(
+                    "{} cannot be drained: {why}",
+                    nodes
+                        .iter()
+                        .map(|n| n.trim_start_matches("node/"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                fix.into(),
+            ));
+        }
+    }
     /// Findings that depend on the inventory alone.
     pub(crate) fn static_findings(&mut self, target: Version) {
         let inv = self.inv;

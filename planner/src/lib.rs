@@ -33,6 +33,7 @@ use upgraded_events::plan::Role;
 mod findings;
 mod phases;
 mod report;
+mod stages;
 
 pub use report::*;
 
@@ -59,20 +60,6 @@ pub(crate) fn finding(
         message,
         fix,
     }
-}
-
-/// A stage of the plan before batching.
-enum Stage {
-    ControlPlane {
-        version: Version,
-        apply_on: Option<String>,
-        nodes: Vec<String>,
-    },
-    Workers {
-        to: Version,
-        nodes: Vec<String>,
-        catch_up_for: Option<Version>,
-    },
 }
 
 /// The hops a node from `from` to `to` takes: each minor's release (the catalog's latest for
@@ -105,336 +92,41 @@ pub(crate) fn hops_between(
         .collect()
 }
 
+/// Plans an upgrade, stage by stage (each a function named for what it does):
+/// 1. [`stages::Start::survey`]: the target and the cluster as it stands (refusals);
+/// 2. the context: generations, the budgets a scale-up unblocks, the inventory's findings,
+///    and the skew of the starting point;
+/// 3. [`stages::path_and_stages`]: one minor hop at a time, with worker catch-ups;
+/// 4. [`stages::phases`]: units and batches per stage, named and numbered;
+/// 5. the checks of the result: skew simulated batch by batch, time and windows, and what
+///    stops a drain;
+/// 6. the report.
 pub fn plan(input: PlanInput<'_>) -> Result<PlanReport, PlanError> {
-    let inv = input.inventory;
     let policy = input.policy;
-    let target = input.target.or(policy.target).ok_or(PlanError::NoTarget)?;
-    if target.major != 1 {
-        return Err(PlanError::UnsupportedMajor(target));
-    }
-    match policy.catalog.latest(target.major, target.minor) {
-        None => return Err(PlanError::UnknownMinor(target)),
-        Some(latest) if target.patch > latest.patch => {
-            return Err(PlanError::UnknownPatch {
-                target,
-                minor: target.minor,
-                latest,
-            });
-        }
-        Some(_) => {}
-    }
-    let mut cps: Vec<&inventory::NodeInv> = inv
-        .nodes
-        .iter()
-        .filter(|n| n.role == Role::ControlPlane)
-        .collect();
-    cps.sort_by(|a, b| a.name.cmp(&b.name));
-    if cps.is_empty() {
-        return Err(PlanError::NoControlPlane);
-    }
-    let api_of =
-        |n: &inventory::NodeInv| n.control_plane.as_ref().map_or(n.kubelet, |c| c.apiserver);
-    for n in &inv.nodes {
-        if n.kubelet > target {
-            return Err(PlanError::Downgrade {
-                target,
-                node: n.name.clone(),
-                what: "kubelet",
-                current: n.kubelet,
-            });
-        }
-        if n.role == Role::ControlPlane && api_of(n) > target {
-            return Err(PlanError::Downgrade {
-                target,
-                node: n.name.clone(),
-                what: "kube-apiserver",
-                current: api_of(n),
-            });
-        }
-    }
-    let mut ctx = Ctx {
-        inv,
-        policy,
-        findings: BTreeSet::new(),
-        cap: Capacity::new(inv),
-        gen_of: BTreeMap::new(),
-        gen_order: Vec::new(),
-    };
-    // Budgets the drain unblocks by scaling up allow one eviction at a time.
-    for (i, pdb) in inv.pdbs.iter().enumerate() {
-        if ctx.scale_unblocks(pdb).is_some() {
-            ctx.cap.assume_allowed(i, 1);
-        }
-    }
-    ctx.generations();
-    ctx.static_findings(target);
+    let start = stages::Start::survey(&input)?;
+    let mut ctx = Ctx::new(input.inventory, policy, start.target);
+    let versions = stages::versions_now(input.inventory);
+    ctx.skew_now(&versions);
+    let (path, stages) = stages::path_and_stages(&mut ctx, &start)?;
+    let mut phases = stages::phases(&mut ctx, &stages)?;
+    ctx.skew_during(&versions, &phases);
+    let begin = schedule::place(&mut phases, policy, input.start);
+    ctx.time_findings(&phases);
+    ctx.drain_findings(&phases);
+    Ok(report(&ctx, &start, &path, phases, begin))
+}
 
-    // Current versions, and the skew check of the starting point.
-    let mut versions = ClusterVersions::default();
-    for n in &inv.nodes {
-        let proxy = n.kube_proxy.unwrap_or(n.kubelet);
-        versions.nodes.insert(n.name.clone(), (n.kubelet, proxy));
-        if let Some(c) = &n.control_plane {
-            versions.control_plane.insert(
-                n.name.clone(),
-                [c.apiserver, c.controller_manager, c.scheduler, n.kubelet],
-            );
-        } else if n.role == Role::ControlPlane {
-            versions
-                .control_plane
-                .insert(n.name.clone(), [n.kubelet; 4]);
-        }
-    }
-    for v in versions.violations() {
-        ctx.findings.insert(finding(
-            Severity::Blocker,
-            "skew-now",
-            vec![],
-            format!("the cluster is already outside the version-skew policy: {v}"),
-            "bring the component named into the supported window by hand first (kubelets: upgrade them to the control plane's minor)".into(),
-        ));
-    }
-
-    // The stages: control-plane hops, with worker catch-ups where the skew window needs them.
-    let cluster_version = cps.iter().map(|n| api_of(n)).max().unwrap_or(target);
-    let oldest_kubelet = inv.nodes.iter().map(|n| n.kubelet).min().unwrap_or(target);
-    let mut path = Vec::new();
-    if cps.iter().any(|n| api_of(n) < cluster_version) {
-        path.push(cluster_version); // finish a hop a previous upgrade left half done
-    }
-    path.extend(hops_between(cluster_version, target, policy)?);
-    let mut kubelets: BTreeMap<String, Version> = inv
-        .nodes
-        .iter()
-        .filter(|n| n.role == Role::Worker)
-        .map(|n| (n.name.clone(), n.kubelet))
-        .collect();
-    let mut stages = Vec::new();
-    let mut cp_now = cps
-        .iter()
-        .map(|n| api_of(n))
-        .min()
-        .unwrap_or(cluster_version);
-    let mut applied = cluster_version;
-    for &hop in &path {
-        let floor = i32::from(hop.minor) - i32::from(skew::kubelet_skew(hop.minor));
-        let lagging: Vec<String> = kubelets
-            .iter()
-            .filter(|(_, v)| i32::from(v.minor) < floor)
-            .map(|(n, _)| n.clone())
-            .collect();
-        if !lagging.is_empty() {
-            ctx.findings.insert(finding(
-                Severity::Warning,
-                "worker-catch-up",
-                lagging.iter().map(|n| format!("node/{n}")).collect(),
-                format!(
-                    "{} worker(s) would fall out of the kubelet skew window when the control plane reaches {hop}; they are upgraded to {cp_now} first",
-                    lagging.len()
-                ),
-                "nothing to do: the plan upgrades them first (keeping workers within two minors of the control plane avoids the extra drain)".into(),
-            ));
-            for n in &lagging {
-                kubelets.insert(n.clone(), cp_now);
-            }
-            stages.push(Stage::Workers {
-                to: cp_now,
-                nodes: lagging,
-                catch_up_for: Some(hop),
-            });
-        }
-        let apply_on = (hop > applied).then(|| {
-            cps.iter()
-                .find(|n| api_of(n) >= applied)
-                .or(cps.first())
-                .map(|n| n.name.clone())
-                .unwrap_or_default()
-        });
-        let mut nodes: Vec<String> = cps.iter().map(|n| n.name.clone()).collect();
-        if let Some(first) = &apply_on {
-            nodes.retain(|n| n != first);
-            nodes.insert(0, first.clone());
-        }
-        // A node already at this hop (finishing a half-done one) is left alone.
-        nodes.retain(|n| {
-            let node = inv.nodes.iter().find(|x| &x.name == n);
-            node.is_some_and(|x| api_of(x) < hop || x.kubelet < hop)
-        });
-        stages.push(Stage::ControlPlane {
-            version: hop,
-            apply_on,
-            nodes,
-        });
-        applied = applied.max(hop);
-        cp_now = hop;
-    }
-    let finals: Vec<String> = kubelets
-        .iter()
-        .filter(|(_, v)| **v < target)
-        .map(|(n, _)| n.clone())
-        .collect();
-    if !finals.is_empty() {
-        stages.push(Stage::Workers {
-            to: target,
-            nodes: finals,
-            catch_up_for: None,
-        });
-    }
-
-    // Units and batches.
-    let mut from_now: BTreeMap<String, Version> = inv
-        .nodes
-        .iter()
-        .map(|n| (n.name.clone(), n.kubelet))
-        .collect();
-    let mut phases = Vec::new();
-    for stage in &stages {
-        match stage {
-            Stage::ControlPlane {
-                version,
-                apply_on,
-                nodes,
-            } => {
-                phases.push(ctx.control_plane_phase(
-                    *version,
-                    apply_on.as_deref(),
-                    nodes,
-                    &mut from_now,
-                ));
-            }
-            Stage::Workers {
-                to,
-                nodes,
-                catch_up_for,
-            } => {
-                if policy.all_hops_in_one_drain {
-                    phases.extend(ctx.worker_phases(
-                        *to,
-                        nodes,
-                        *catch_up_for,
-                        &mut from_now,
-                        None,
-                    )?);
-                } else {
-                    // One drain per minor: every worker takes hop 1, then hop 2, …
-                    let lowest = nodes
-                        .iter()
-                        .filter_map(|n| from_now.get(n))
-                        .min()
-                        .copied()
-                        .unwrap_or(*to);
-                    for hop in hops_between(lowest, *to, policy)? {
-                        let these: Vec<String> = nodes
-                            .iter()
-                            // A node on this minor already only takes the last (patch) hop.
-                            .filter(|n| {
-                                from_now.get(*n).is_some_and(|v| {
-                                    v.minor < hop.minor || (hop == *to && *v < hop)
-                                })
-                            })
-                            .cloned()
-                            .collect();
-                        phases.extend(ctx.worker_phases(
-                            hop,
-                            &these,
-                            *catch_up_for,
-                            &mut from_now,
-                            Some(hop),
-                        )?);
-                    }
-                }
-            }
-        }
-    }
-    name_units(&mut phases);
-    number_batches(&mut phases);
-
-    // Check every intermediate state against the skew policy, independently of how the
-    // stages were built.
-    for (batch, v) in simulate_skew(&versions, &phases) {
-        ctx.findings.insert(finding(
-            Severity::Blocker,
-            "skew-during-plan",
-            vec![],
-            format!("batch {batch} would break the version-skew policy: {v}"),
-            "report this plan: the planner should never produce it".into(),
-        ));
-    }
-
-    // Durations and the maintenance windows.
-    let start = schedule::place(&mut phases, policy, input.start);
-    if let Some(first) = phases.first().and_then(|p| p.batches.first())
-        && schedule::is_friday_afternoon(&first.start, policy)
-    {
-        ctx.findings.insert(finding(
-            Severity::Warning,
-            "friday-afternoon",
-            vec![],
-            format!("the plan starts on a Friday afternoon ({})", first.start),
-            "start on Monday to Thursday morning, when people are around for the next hours".into(),
-        ));
-    }
-    for p in &phases {
-        if !p.fits_windows {
-            ctx.findings.insert(finding(
-                Severity::Warning,
-                "window-overrun",
-                vec![format!("phase/{}", p.name)],
-                format!("a batch of phase {} is longer than any maintenance window", p.name),
-                "widen the maintenance windows or make batches shorter (fewer pods per node, a lower drain estimate)".into(),
-            ));
-        }
-    }
-    // One finding per reason, naming every node it stops.
-    let mut blocked: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for u in phases
-        .iter()
-        .flat_map(|p| &p.batches)
-        .flat_map(|b| &b.units)
-    {
-        if let Some(why) = &u.blocked {
-            let nodes = blocked.entry(why.clone()).or_default();
-            let subject = format!("node/{}", u.node);
-            if !nodes.contains(&subject) {
-                nodes.push(subject);
-            }
-        }
-    }
-    for (why, nodes) in blocked {
-        let (code, fix) = if why.contains("without a controller") {
-            (
-                "drain-refused",
-                "see pod-unmanaged: recreate those pods under a controller or delete them",
-            )
-        } else if why.contains("PodDisruptionBudget") {
-            (
-                "pdb-blocks-drain",
-                "scale the workload up (kubectl scale) or wait until its replicas are healthy, so the budget allows an eviction",
-            )
-        } else {
-            (
-                "capacity",
-                "free capacity where the message says (scale down, move workloads, add a node), or relax the pods' node selectors",
-            )
-        };
-        ctx.findings.insert(finding(
-            Severity::Blocker,
-            code,
-            nodes.clone(),
-            format!(
-                "{} cannot be drained: {why}",
-                nodes
-                    .iter()
-                    .map(|n| n.trim_start_matches("node/"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-            fix.into(),
-        ));
-    }
-
+/// The report of a plan whose phases are placed in time.
+fn report(
+    ctx: &Ctx<'_>,
+    start: &stages::Start,
+    path: &[Version],
+    phases: Vec<PhaseReport>,
+    begin: String,
+) -> PlanReport {
+    let (inv, policy) = (ctx.inv, ctx.policy);
     let estimate_secs = phases.iter().map(|p| p.estimate_secs).sum();
-    let end = phases.last().map_or(start.clone(), |p| p.end.clone());
+    let end = phases.last().map_or(begin.clone(), |p| p.end.clone());
     let fits_windows = phases.iter().all(|p| p.fits_windows);
     // Every node already at the target: no node is drained, so what would block a drain
     // (budgets, unmanaged pods, local data, capacity) blocks nothing.
@@ -446,13 +138,12 @@ pub fn plan(input: PlanInput<'_>) -> Result<PlanReport, PlanError> {
     } else {
         ctx.findings.iter().cloned().collect()
     };
-    let generations = ctx.generation_summaries();
-    Ok(PlanReport {
+    PlanReport {
         api_version: REPORT_API_VERSION.into(),
         kind: "UpgradePlan".into(),
-        target,
-        control_plane_from: cluster_version,
-        oldest_kubelet,
+        target: start.target,
+        control_plane_from: start.cluster_version,
+        oldest_kubelet: start.oldest_kubelet,
         path: path
             .iter()
             .map(|v| Hop {
@@ -463,26 +154,22 @@ pub fn plan(input: PlanInput<'_>) -> Result<PlanReport, PlanError> {
         package_manager: policy.package_manager,
         package_format: policy.catalog.package_format.clone(),
         generation_label: policy.generation_label.clone(),
-        generations,
-        control_plane_nodes: cps.iter().map(|n| n.name.clone()).collect(),
-        external_etcd: cps.iter().all(|n| {
-            n.control_plane
-                .as_ref()
-                .is_some_and(|c| c.observed && c.etcd.is_none())
-        }),
+        generations: ctx.generation_summaries(),
+        control_plane_nodes: start.control_planes.clone(),
+        external_etcd: start.external_etcd,
         workers: inv.nodes.iter().filter(|n| n.role == Role::Worker).count(),
         pods: inv.pods.len(),
         blocked: findings.iter().any(|f| f.severity == Severity::Blocker),
         findings,
         phases,
         estimate_secs,
-        start,
+        start: begin,
         end,
         fits_windows,
         drain_timeout_secs: policy.drain_timeout_secs,
         canary_soak_secs: policy.canary_soak_secs,
         wait_between_batches_secs: policy.wait_between_batches_secs,
-    })
+    }
 }
 
 pub(crate) fn placeholder_unit() -> Unit {
@@ -517,7 +204,7 @@ pub(crate) fn solo(label: String, u: Unit) -> BatchReport {
 
 /// A node with several passes gets `NODE@vMAJOR.MINOR` names (`-kubeadm` / `-kubelet` when a
 /// hop is split in two passes), so entries stay unique.
-fn name_units(phases: &mut [PhaseReport]) {
+pub(crate) fn name_units(phases: &mut [PhaseReport]) {
     let mut count: BTreeMap<String, usize> = BTreeMap::new();
     for u in phases
         .iter()
@@ -550,7 +237,7 @@ fn name_units(phases: &mut [PhaseReport]) {
     }
 }
 
-fn number_batches(phases: &mut [PhaseReport]) {
+pub(crate) fn number_batches(phases: &mut [PhaseReport]) {
     let mut n = 0;
     for b in phases.iter_mut().flat_map(|p| &mut p.batches) {
         n += 1;
@@ -603,7 +290,28 @@ pub fn simulate_skew(start: &ClusterVersions, phases: &[PhaseReport]) -> Vec<(us
     out
 }
 
-impl Ctx<'_> {
+impl<'a> Ctx<'a> {
+    /// The context of a plan to `target`: generations, the budgets a scale-up unblocks (they
+    /// allow one eviction at a time), and the findings the inventory alone gives.
+    fn new(inv: &'a Inventory, policy: &'a PlanPolicy, target: Version) -> Ctx<'a> {
+        let mut ctx = Ctx {
+            inv,
+            policy,
+            findings: BTreeSet::new(),
+            cap: Capacity::new(inv),
+            gen_of: BTreeMap::new(),
+            gen_order: Vec::new(),
+        };
+        for (i, pdb) in inv.pdbs.iter().enumerate() {
+            if ctx.scale_unblocks(pdb).is_some() {
+                ctx.cap.assume_allowed(i, 1);
+            }
+        }
+        ctx.generations();
+        ctx.static_findings(target);
+        ctx
+    }
+
     fn generations(&mut self) {
         let label = &self.policy.generation_label;
         let mut oldest: BTreeMap<String, (i64, String)> = BTreeMap::new();
