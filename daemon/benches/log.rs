@@ -13,7 +13,7 @@ const EVENTS: u64 = 512;
 
 fn event(i: u64) -> Event {
     Event::StepSucceeded {
-        node: format!("worker-{:03}", i % 200),
+        node: format!("worker-{:03}", i % 200).into(),
         step: Step::Drain,
         attempt: 1,
         facts: Facts::from([("evicted".to_string(), "12".to_string())]),

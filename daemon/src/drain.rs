@@ -161,7 +161,7 @@ async fn evict_all(
                         };
                         notes
                             .note(Event::EvictionBlocked {
-                                node: entry.to_string(),
+                                node: entry.clone(),
                                 pod: key(&p),
                                 pdb: label.clone(),
                                 disruptions_allowed: allowed,
@@ -306,7 +306,7 @@ impl<'a> Scaler<'a> {
     ) -> Result<(), PortError> {
         self.notes
             .note(Event::WorkloadScaled {
-                node: self.entry.to_string(),
+                node: self.entry.clone(),
                 kind: w.kind.clone(),
                 namespace: w.namespace.clone(),
                 name: w.name.clone(),
@@ -352,7 +352,7 @@ impl<'a> Scaler<'a> {
         // Recorded first: a crash after the change still finds it in the log and restores.
         self.record(&w, from, to, false).await?;
         let scaled = ScaledWorkload {
-            node: self.entry.to_string(),
+            node: self.entry.clone(),
             kind: w.kind.clone(),
             namespace: w.namespace.clone(),
             name: w.name.clone(),

@@ -311,9 +311,9 @@ impl<L: EventLog + Clone> Daemon<L> {
             state.apply(&r);
         }
         let mut tasks: JoinSet<Result<TaskEnd, EngineError>> = JoinSet::new();
-        let mut busy: HashSet<String> = HashSet::new();
+        let mut busy: HashSet<Entry> = HashSet::new();
         // Probes that could not tell, per node: how many in a row, and when to look again.
-        let mut probe_after: HashMap<String, (u32, Timestamp)> = HashMap::new();
+        let mut probe_after: HashMap<Entry, (u32, Timestamp)> = HashMap::new();
         loop {
             if state.phase().is_terminal() && tasks.is_empty() {
                 self.status.send_replace(Some(state.summary()));
@@ -413,7 +413,7 @@ impl<L: EventLog + Clone> Daemon<L> {
         state: &RunState,
         cmd: Command,
     ) -> (
-        String,
+        Entry,
         impl std::future::Future<Output = Result<TaskEnd, EngineError>> + Send + 'static,
     ) {
         let log = self.log.clone();
@@ -421,14 +421,14 @@ impl<L: EventLog + Clone> Daemon<L> {
         let ports = self.ports.clone();
         let node = match &cmd {
             Command::RunStep { node, .. } | Command::Probe { node, .. } => node.clone(),
-            _ => String::new(),
+            _ => Entry::default(),
         };
-        let (host, all_steps) = state.node(&node).map_or_else(
-            || (node.clone(), Vec::new()),
+        let (host, all_steps) = state.node(node.as_str()).map_or_else(
+            || (Host::new(node.as_str()), Vec::new()),
             |n| (n.node().host.clone(), n.node().steps.clone()),
         );
         let policy = state.policy.clone();
-        let scaled = state.scaled_by(&node);
+        let scaled = state.scaled_by(node.as_str());
         let baseline = state.baseline;
         let target = state.target;
         let name = node.clone();
@@ -444,8 +444,8 @@ impl<L: EventLog + Clone> Daemon<L> {
                 notes: &notes,
                 policy: &policy,
                 baseline,
-                entry: &Entry::new(node.as_str()),
-                host: &Host::new(host),
+                entry: &node,
+                host: &host,
                 steps: &all_steps,
                 target,
                 scaled,
@@ -488,8 +488,8 @@ impl<L: EventLog + Clone> Daemon<L> {
 }
 
 enum TaskEnd {
-    Done(String),
-    ProbeFailed(String),
+    Done(Entry),
+    ProbeFailed(Entry),
 }
 
 /// Waits for the next record of `run` from the log's publication and applies it; catches up

@@ -62,7 +62,10 @@ pub fn token(s: &str) -> String {
 }
 
 pub fn subject(cluster: &str, r: &Record) -> String {
-    let node = r.event.node().map_or_else(|| RUN_TOKEN.to_string(), token);
+    let node = r
+        .event
+        .node()
+        .map_or_else(|| RUN_TOKEN.to_string(), |n| token(n.as_str()));
     format!(
         "{SUBJECT_ROOT}.{}.{}.{node}.{}",
         token(cluster),

@@ -6,6 +6,7 @@
 use serde::Serialize;
 
 use crate::event::{Event, Facts, InDoubt, Step, Timestamp};
+use crate::names::Entry;
 use crate::node::{NodeState, Phase, StepStatus};
 use crate::policy::{OnDrainBlocked, Policy};
 use crate::run::RunPhase;
@@ -17,7 +18,7 @@ use crate::window::{earliest_start, rfc3339};
 pub enum Command {
     /// Record `StepStarted`, execute the step, record its outcome.
     RunStep {
-        node: String,
+        node: Entry,
         step: Step,
         attempt: u32,
         /// Uncordon only: someone else had cordoned the node, so it stays cordoned.
@@ -25,7 +26,7 @@ pub enum Command {
     },
     /// Look at the node to learn whether an in-doubt step took effect; record `StepProbed`.
     Probe {
-        node: String,
+        node: Entry,
         step: Step,
         attempt: u32,
     },
@@ -38,7 +39,7 @@ pub enum Command {
     },
     /// Set a node aside after its drain stayed blocked (policy `park`).
     Park {
-        node: String,
+        node: Entry,
         reason: String,
         uncordon: bool,
     },

@@ -13,6 +13,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use uuid::Uuid;
 
 use crate::inventory::Inventory;
+use crate::names::Entry;
 use crate::plan::Plan;
 pub use crate::plan::Step;
 use crate::policy::Policy;
@@ -184,18 +185,18 @@ pub enum Event {
     },
     /// Intent: the step is about to be executed. Durable before the side effect.
     StepStarted {
-        node: String,
+        node: Entry,
         step: Step,
         attempt: u32,
     },
     StepSucceeded {
-        node: String,
+        node: Entry,
         step: Step,
         attempt: u32,
         facts: Facts,
     },
     StepFailed {
-        node: String,
+        node: Entry,
         step: Step,
         attempt: u32,
         error: String,
@@ -203,7 +204,7 @@ pub enum Event {
     },
     /// An in-doubt step was probed instead of re-run: `done` says whether its effect was found.
     StepProbed {
-        node: String,
+        node: Entry,
         step: Step,
         attempt: u32,
         done: bool,
@@ -218,7 +219,7 @@ pub enum Event {
     /// A PodDisruptionBudget refused an eviction; the drain keeps retrying with backoff
     /// until its timeout. Recorded once per pod per drain attempt.
     EvictionBlocked {
-        node: String,
+        node: Entry,
         pod: String,
         pdb: String,
         disruptions_allowed: i64,
@@ -227,7 +228,7 @@ pub enum Event {
     /// run goes on with the others and halts at the end; `resume` retries it. `uncordon`:
     /// the node is made schedulable again first.
     NodeParked {
-        node: String,
+        node: Entry,
         reason: String,
         uncordon: bool,
     },
@@ -237,7 +238,7 @@ pub enum Event {
     /// true`) is recorded *after* the change (`from` = replicas found, `to` = replicas left;
     /// equal when someone else had changed the workload meanwhile and it was left alone).
     WorkloadScaled {
-        node: String,
+        node: Entry,
         /// `Deployment` or `StatefulSet`.
         kind: String,
         namespace: String,
@@ -338,8 +339,8 @@ impl Event {
         }
     }
 
-    /// The node this event is about, if any.
-    pub fn node(&self) -> Option<&str> {
+    /// The plan entry this event is about, if any.
+    pub fn node(&self) -> Option<&Entry> {
         match self {
             Event::StepStarted { node, .. }
             | Event::StepSucceeded { node, .. }

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use statig::prelude::*;
 
 use crate::event::{Event, Facts, Step, Timestamp};
+use crate::names::{Entry, Host};
 use crate::plan::NodePlan;
 
 /// Where a node's current step stands.
@@ -125,9 +126,9 @@ impl Phase {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Node {
     /// The plan entry's name (what events say).
-    pub name: String,
+    pub name: Entry,
     /// The Kubernetes node the entry works on.
-    pub host: String,
+    pub host: Host,
     pub steps: Vec<Step>,
     /// When the current status began (start of backoff, of a soak, of a batch wait).
     pub since: Timestamp,
@@ -666,7 +667,7 @@ impl NodeState {
     pub fn new(plan: &NodePlan, at: Timestamp) -> Self {
         let node = Node {
             name: plan.name.clone(),
-            host: plan.host().to_string(),
+            host: plan.host(),
             steps: plan.steps.clone(),
             since: at,
             failures: 0,

@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::names::{Entry, Host};
 use crate::version::Version;
 
 // Stored records carry no names (see `event.rs`); `in_doubt` and `name` live with the events.
@@ -49,9 +50,9 @@ pub struct NodePlan {
     /// Unique within the plan; events name it. A node upgraded in several separate
     /// passes (a control-plane node, once per minor hop) has one entry per pass, named
     /// `NODE@vMAJOR.MINOR`, with `host` naming the node itself.
-    pub name: String,
+    pub name: Entry,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub host: Option<String>,
+    pub host: Option<Host>,
     pub role: Role,
     pub from: Version,
     pub steps: Vec<Step>,
@@ -104,8 +105,10 @@ pub enum PlanError {
 
 impl NodePlan {
     /// The Kubernetes node (and machine) this entry works on.
-    pub fn host(&self) -> &str {
-        self.host.as_deref().unwrap_or(&self.name)
+    pub fn host(&self) -> Host {
+        self.host
+            .clone()
+            .unwrap_or_else(|| Host::new(self.name.as_str()))
     }
 }
 
@@ -165,7 +168,7 @@ impl Plan {
                 steps.push(Step::Soak);
             }
             NodePlan {
-                name: n.name.clone(),
+                name: Entry::new(n.name.as_str()),
                 host: None,
                 role: n.role,
                 from: n.version,

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::event::{Event, Record, RunId, Timestamp};
 use crate::inventory::PodInv;
+use crate::names::Entry;
 use crate::node::{Blocked, Cursor, NodeCtx, NodeState, Phase};
 use crate::plan::Plan;
 use crate::policy::Policy;
@@ -24,7 +25,7 @@ pub struct RunState {
     pub nodes: Vec<NodeState>,
     /// Batch index of each entry of `nodes`.
     pub batch_of: Vec<usize>,
-    index: HashMap<String, usize>,
+    index: HashMap<Entry, usize>,
     /// The sequence number the next record must have.
     pub next_seq: u64,
     pub planned_at: Option<Timestamp>,
@@ -46,7 +47,7 @@ pub struct RunState {
 #[serde(rename_all = "camelCase")]
 pub struct ScaledWorkload {
     /// The plan entry whose drain scaled it (its drain or uncordon restores it).
-    pub node: String,
+    pub node: Entry,
     pub kind: String,
     pub namespace: String,
     pub name: String,
@@ -321,7 +322,7 @@ pub struct RunSummary {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NodeSummary {
-    pub name: String,
+    pub name: Entry,
     pub batch: usize,
     pub phase: Phase,
     pub step: Option<String>,

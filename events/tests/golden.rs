@@ -27,7 +27,7 @@ fn facts() -> Facts {
 
 /// One sample per kind. Exhaustive over `EventKind::ALL`, so a new kind needs a sample.
 fn sample(kind: EventKind) -> Event {
-    let node = "worker-07".to_string();
+    let node = upgraded_events::Entry::new("worker-07");
     let step = Step::UpgradePackages {
         version: Version::new(1, 33, 7),
     };

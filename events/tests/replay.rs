@@ -186,20 +186,25 @@ impl Engine<'_> {
                         leave_cordoned,
                     } => {
                         self.tick()?;
-                        let seen = match self.world.execute(node, step, attempt, leave_cordoned) {
-                            Ok(facts) => Observation::Succeeded(facts),
-                            // A failed drain is a budget refusing to the end: parked or
-                            // paused, per the scenario's policy.
-                            Err(error) => Observation::Failed {
-                                facts: if error.starts_with(BLOCKED) {
-                                    [("eviction_blocked".to_string(), "pdb/x".to_string())].into()
-                                } else {
-                                    Facts::new()
+                        let seen =
+                            match self
+                                .world
+                                .execute(node.as_str(), step, attempt, leave_cordoned)
+                            {
+                                Ok(facts) => Observation::Succeeded(facts),
+                                // A failed drain is a budget refusing to the end: parked or
+                                // paused, per the scenario's policy.
+                                Err(error) => Observation::Failed {
+                                    facts: if error.starts_with(BLOCKED) {
+                                        [("eviction_blocked".to_string(), "pdb/x".to_string())]
+                                            .into()
+                                    } else {
+                                        Facts::new()
+                                    },
+                                    error,
+                                    retryable: true,
                                 },
-                                error,
-                                retryable: true,
-                            },
-                        };
+                            };
                         if let Some(e) = c.outcome(seen) {
                             self.append(e)?;
                         }
@@ -207,7 +212,7 @@ impl Engine<'_> {
                     Command::Probe {
                         ref node, ref step, ..
                     } => {
-                        let done = self.world.probe(node, step);
+                        let done = self.world.probe(node.as_str(), step);
                         let seen = Observation::Probed {
                             done,
                             facts: Facts::new(),
@@ -433,7 +438,7 @@ fn outcome(state: &RunState) -> Vec<(String, Phase, Facts, bool)> {
         .iter()
         .map(|n| {
             (
-                n.node().name.clone(),
+                n.node().name.to_string(),
                 n.phase(),
                 n.node().facts.clone(),
                 n.node().disrupted,
@@ -475,8 +480,8 @@ proptest! {
         for n in &state.nodes {
             prop_assert!(n.phase().is_terminal() || n.phase() == Phase::Pending, "{} is {:?}", n.node().name, n.phase());
             prop_assert!(!n.node().disrupted);
-            let cordoned = world.cordoned.get(&n.node().name).copied().unwrap_or(false);
-            prop_assert_eq!(cordoned, s.cordoned_before.contains(&n.node().name), "node {}", n.node().name);
+            let cordoned = world.cordoned.get(n.node().name.as_str()).copied().unwrap_or(false);
+            prop_assert_eq!(cordoned, s.cordoned_before.contains(n.node().name.as_str()), "node {}", n.node().name);
         }
     }
 }

@@ -226,7 +226,7 @@ fn measure(records: &[Record], out: &mut Outcome) -> Result<(), String> {
             Event::RunPlanned { plan, .. } => {
                 out.batches = plan.0.batches.len();
                 for (_, n) in plan.0.nodes() {
-                    roles.insert(n.name.clone(), n.role);
+                    roles.insert(n.name.to_string(), n.role);
                 }
             }
             Event::ClusterObserved { inventory, .. } => {
@@ -243,13 +243,13 @@ fn measure(records: &[Record], out: &mut Outcome) -> Result<(), String> {
             Event::RunHalted { reason } => return Err(format!("halted: {reason}")),
             Event::StepStarted { node, .. } => {
                 out.steps += 1;
-                first.entry(node).or_insert(r.at.0);
+                first.entry(node.as_str()).or_insert(r.at.0);
             }
             Event::StepSucceeded { node, step, .. } => {
                 if *step != Step::Soak {
-                    last.insert(node, r.at.0);
+                    last.insert(node.as_str(), r.at.0);
                 }
-                if roles.get(node) == Some(&Role::Worker) {
+                if roles.get(node.as_str()) == Some(&Role::Worker) {
                     match step {
                         Step::Cordon => down.push((r.at.0, 1)),
                         Step::Uncordon => down.push((r.at.0, -1)),

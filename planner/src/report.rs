@@ -6,7 +6,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use upgraded_events::inventory::Inventory;
 use upgraded_events::plan::{Batch, NodePlan, Plan, Role};
-use upgraded_events::{Step, Timestamp, Version};
+use upgraded_events::{Entry, Host, Step, Timestamp, Version};
 
 use crate::policy::{self, PlanPolicy};
 
@@ -166,8 +166,8 @@ impl PlanReport {
                         .units
                         .iter()
                         .map(|u| NodePlan {
-                            name: u.name.clone(),
-                            host: (u.name != u.node).then(|| u.node.clone()),
+                            name: Entry::new(u.name.as_str()),
+                            host: (u.name != u.node).then(|| Host::new(u.node.as_str())),
                             role: u.role,
                             from: u.from,
                             steps: u.steps.clone(),

@@ -50,7 +50,7 @@ pub fn status(a: Option<&RunSummary>) -> String {
     let width = a
         .nodes
         .iter()
-        .map(|n| one_line(&n.name).chars().count())
+        .map(|n| one_line(n.name.as_str()).chars().count())
         .max()
         .unwrap_or(0)
         .max(14);
@@ -63,7 +63,7 @@ pub fn status(a: Option<&RunSummary>) -> String {
         let _ = writeln!(
             o,
             "  {:<width$} batch {:<3} {:<12} {}{}",
-            one_line(&n.name),
+            one_line(n.name.as_str()),
             n.batch,
             n.phase.as_str(),
             n.step.as_deref().unwrap_or("-"),

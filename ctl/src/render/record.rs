@@ -30,7 +30,7 @@ fn because(reason: &str) -> String {
 
 /// `seq  what happened`, on one line whatever the record holds.
 pub fn describe(r: &Record) -> String {
-    let node = |n: &str| format!("{:<12}", one_line(n));
+    let node = |n: &upgraded_events::Entry| format!("{:<12}", one_line(n.as_str()));
     let what = match &r.event {
         Event::StepStarted {
             node: n,

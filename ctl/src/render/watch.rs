@@ -54,7 +54,7 @@ pub fn render(a: Option<&RunSummary>) -> String {
         let _ = writeln!(
             o,
             "scaled up to unblock {}: {}/{}/{} {} → {} replicas (restored after its drain)",
-            truncate(&w.node, 40),
+            truncate(w.node.as_str(), 40),
             truncate(&w.kind, 20),
             truncate(&w.namespace, 63),
             truncate(&w.name, 63),
@@ -103,7 +103,7 @@ pub fn render(a: Option<&RunSummary>) -> String {
             let _ = write!(
                 o,
                 "    {:<20} {} {}/{} {step}",
-                truncate(&n.name, 20),
+                truncate(n.name.as_str(), 20),
                 bar(node_done(n), n.steps),
                 node_done(n),
                 n.steps
