@@ -454,6 +454,20 @@ impl NodeExecutor for FakeWorld {
                 RemoteCommand::Preflight { .. } => {
                     tokio::time::sleep(self.delay).await;
                     facts.insert("cgroup".into(), "v2".into());
+                    let installed = self.status(node)?.installed.to_string();
+                    for p in ["kubeadm", "kubelet", "kubectl"] {
+                        facts.insert(format!("pkg_{p}"), installed.clone());
+                    }
+                    facts.insert("held".into(), "kubeadm,kubectl,kubelet".into());
+                    facts.insert(
+                        "kubelet_config_backup".into(),
+                        format!("/var/lib/upgraded/kubelet-config/{installed}.yaml"),
+                    );
+                    facts.insert("kubelet_installed".into(), installed);
+                }
+                RemoteCommand::DowngradePackages { version, .. } => {
+                    self.effect(node, "install", Some(*version)).await?;
+                    facts.insert("installed".into(), version.to_string());
                 }
                 RemoteCommand::InstallPackages { version } => {
                     self.effect(node, "install", Some(*version)).await?;

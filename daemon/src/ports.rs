@@ -255,6 +255,12 @@ pub enum RemoteCommand {
     RestartKubelet,
     /// `etcdctl endpoint health --cluster`: how many members answer (`members`, `healthy`).
     EtcdHealth,
+    /// A rollback: unhold → install kubelet/kubectl at the older `version` → hold, then the
+    /// kubelet config backed up at `kubelet_config` put back.
+    DowngradePackages {
+        version: Version,
+        kubelet_config: Option<String>,
+    },
 }
 
 impl RemoteCommand {
@@ -269,6 +275,7 @@ impl RemoteCommand {
             RemoteCommand::InstalledKubelet => "kubelet --version",
             RemoteCommand::RestartKubelet => "kubelet restart",
             RemoteCommand::EtcdHealth => "etcd health",
+            RemoteCommand::DowngradePackages { .. } => "package downgrade",
         }
     }
 }

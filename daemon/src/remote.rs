@@ -87,6 +87,38 @@ impl Scripts {
                 s.push_str("fi\n");
                 s.push_str("echo installed=\"$(kubelet --version | sed 's/^Kubernetes //')\"\n");
             }
+            RemoteCommand::DowngradePackages {
+                version,
+                kubelet_config,
+            } => {
+                self.repository(&mut s, *version);
+                let _ = writeln!(
+                    s,
+                    "if [ \"$(kubelet --version 2>/dev/null)\" = {} ]; then\n  echo already_installed=true",
+                    shell_quote(&format!("Kubernetes {version}"))
+                );
+                if self.package_manager == PackageManager::Apt {
+                    let mut hold = vec!["apt-mark", "hold"];
+                    hold.extend_from_slice(&KUBELET_PACKAGES);
+                    let _ = writeln!(s, "  {} >/dev/null", words(&hold));
+                }
+                s.push_str("else\n");
+                self.downgrade(&mut s, &KUBELET_PACKAGES, *version);
+                s.push_str("fi\n");
+                if let Some(path) = kubelet_config {
+                    // The config the forward run backed up while the node ran `version`;
+                    // missing means the node lost it: stop, a person must look.
+                    let _ = writeln!(
+                        s,
+                        "b={}\nif [ ! -f \"$b\" ]; then echo \"the kubelet config backup $b is gone\" >&2; exit 4; fi\n\
+                         cp -a \"$b\" /var/lib/kubelet/config.yaml.upgraded-tmp\n\
+                         mv /var/lib/kubelet/config.yaml.upgraded-tmp /var/lib/kubelet/config.yaml\n\
+                         echo kubelet_config_restored=\"$b\"",
+                        shell_quote(path)
+                    );
+                }
+                s.push_str("echo installed=\"$(kubelet --version | sed 's/^Kubernetes //')\"\n");
+            }
             RemoteCommand::KubeadmUpgrade { version, apply } => {
                 self.backup(&mut s, *version);
                 self.repository(&mut s, *version);
@@ -148,6 +180,38 @@ impl Scripts {
             s,
             "if {refresh} >/dev/null 2>&1; then echo repository=ok; else echo repository=unreachable; fi"
         );
+        self.before(s);
+    }
+
+    /// What a rollback needs, recorded before the node is touched: the installed and held
+    /// versions of kubeadm, kubelet and kubectl, and a copy of the kubelet config kept under
+    /// the version it belongs to (made once; a copy that exists is never overwritten, so a
+    /// later preflight cannot replace the original).
+    fn before(&self, s: &mut String) {
+        let query = match self.package_manager {
+            PackageManager::Apt => "dpkg-query -W -f='${Version}' \"$p\" 2>/dev/null",
+            PackageManager::Dnf => "rpm -q --qf '%{VERSION}-%{RELEASE}' \"$p\" 2>/dev/null",
+        };
+        let held = match self.package_manager {
+            PackageManager::Apt => "apt-mark showhold 2>/dev/null",
+            PackageManager::Dnf => {
+                "dnf versionlock list 2>/dev/null | sed -n 's/^\\([a-z]*\\)-[0-9].*/\\1/p'"
+            }
+        };
+        let _ = writeln!(
+            s,
+            "for p in kubeadm kubelet kubectl; do echo \"pkg_$p=$({query} || true)\"; done\n\
+             echo held=\"$({held} | grep -xE 'kubeadm|kubelet|kubectl' | sort | tr '\\n' ',' | sed 's/,$//' || true)\"\n\
+             kv=$(kubelet --version 2>/dev/null | sed 's/^Kubernetes //' || true)\n\
+             echo kubelet_installed=\"$kv\"\n\
+             c=/var/lib/kubelet/config.yaml\n\
+             if [ -n \"$kv\" ] && [ -f \"$c\" ]; then\n  \
+             d={dir}\n  mkdir -p \"$d\"\n  b=\"$d/$kv.yaml\"\n  \
+             if [ ! -e \"$b\" ]; then cp -a \"$c\" \"$b.upgraded-tmp\" && mv \"$b.upgraded-tmp\" \"$b\"; fi\n  \
+             echo kubelet_config_backup=\"$b\"\n  \
+             echo kubelet_config_sha256=\"$(sha256sum \"$b\" | cut -d ' ' -f 1)\"\nfi",
+            dir = shell_quote(&format!("{STATE_DIR}/kubelet-config"))
+        );
     }
 
     /// Points the package repository at `v`'s minor (pkgs.k8s.io: one repository per minor).
@@ -191,6 +255,42 @@ impl Scripts {
                 install.extend(specs.iter().map(String::as_str));
                 install.push("--disableexcludes=kubernetes");
                 let _ = writeln!(s, "{}", words(&install));
+            }
+        }
+    }
+
+    /// unhold → install the older version, allowing apt to downgrade held packages → hold;
+    /// dnf `downgrade`. A failed downgrade puts the holds back.
+    fn downgrade(&self, s: &mut String, pkgs: &[&str], v: Version) {
+        let ver = package_version(&self.package_format, v);
+        match self.package_manager {
+            PackageManager::Apt => {
+                let mut unhold = vec!["apt-mark", "unhold"];
+                unhold.extend_from_slice(pkgs);
+                let mut hold = vec!["apt-mark", "hold"];
+                hold.extend_from_slice(pkgs);
+                let specs: Vec<String> = pkgs.iter().map(|p| format!("{p}={ver}")).collect();
+                let mut install = vec![
+                    "apt-get",
+                    "install",
+                    "-y",
+                    "--allow-downgrades",
+                    "--allow-change-held-packages",
+                ];
+                install.extend(specs.iter().map(String::as_str));
+                let _ = writeln!(s, "{} >/dev/null", words(&unhold));
+                let _ = writeln!(s, "trap '{} >/dev/null' EXIT", words(&hold));
+                let _ = writeln!(s, "{}", words(&["apt-get", "update", "-q"]));
+                let _ = writeln!(s, "{}", words(&install));
+                s.push_str("trap - EXIT\n");
+                let _ = writeln!(s, "{}", words(&hold));
+            }
+            PackageManager::Dnf => {
+                let specs: Vec<String> = pkgs.iter().map(|p| format!("{p}-{ver}")).collect();
+                let mut cmd = vec!["dnf", "downgrade", "-y"];
+                cmd.extend(specs.iter().map(String::as_str));
+                cmd.push("--disableexcludes=kubernetes");
+                let _ = writeln!(s, "{}", words(&cmd));
             }
         }
     }
@@ -393,6 +493,133 @@ mod tests {
         assert!(
             s.contains("https://pkgs.k8s.io/core:/stable:/v1.34/deb/ /"),
             "{s}"
+        );
+    }
+
+    #[test]
+    fn apt_downgrade_allows_held_packages_to_go_back_then_restores_the_kubelet_config() {
+        let s = scripts("apt").render(&RemoteCommand::DowngradePackages {
+            version: v("v1.33.5"),
+            kubelet_config: Some("/var/lib/upgraded/kubelet-config/v1.33.5.yaml".into()),
+        });
+        let order = [
+            "flock 9",
+            "https://pkgs.k8s.io/core:/stable:/v1.33/deb/ /",
+            "apt-mark unhold kubelet kubectl",
+            "trap 'apt-mark hold kubelet kubectl >/dev/null' EXIT",
+            "apt-get install -y --allow-downgrades --allow-change-held-packages kubelet=1.33.5-1.1 kubectl=1.33.5-1.1",
+            "apt-mark hold kubelet kubectl",
+            "b=/var/lib/upgraded/kubelet-config/v1.33.5.yaml",
+            "mv /var/lib/kubelet/config.yaml.upgraded-tmp /var/lib/kubelet/config.yaml",
+            "echo installed=",
+        ];
+        let mut at = 0;
+        for line in order {
+            let i = s[at..]
+                .find(line)
+                .unwrap_or_else(|| panic!("{line:?} missing or out of order in:\n{s}"));
+            at += i + line.len();
+        }
+        let d = scripts("dnf").render(&RemoteCommand::DowngradePackages {
+            version: v("v1.33.5"),
+            kubelet_config: None,
+        });
+        assert!(
+            d.contains("dnf downgrade -y kubelet-1.33.5-150500.1.1 kubectl-1.33.5-150500.1.1 --disableexcludes=kubernetes"),
+            "{d}"
+        );
+        assert!(
+            !d.contains("config.yaml"),
+            "no backup recorded, none restored: {d}"
+        );
+        for script in [&s, &d] {
+            let out = std::process::Command::new("sh")
+                .args(["-n", "-c", script])
+                .output()
+                .expect("sh runs");
+            assert!(out.status.success(), "{out:?}");
+        }
+    }
+
+    /// The preflight records what a rollback needs, and its config copy is made once.
+    #[test]
+    fn preflight_records_packages_holds_and_one_kubelet_config_copy() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).expect("mkdir");
+        for (name, body) in [
+            ("kubelet", "echo 'Kubernetes v1.33.5'"),
+            ("dpkg-query", "echo -n \"1.33.5-1.1\""),
+            ("apt-mark", "printf 'kubeadm\\nkubectl\\nkubelet\\nvim\\n'"),
+            ("apt-get", "exit 0"),
+            ("crictl", "exit 0"),
+        ] {
+            let f = bin.join(name);
+            std::fs::write(&f, format!("#!/bin/sh\n{body}\n")).expect("write");
+            std::fs::set_permissions(&f, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+                .expect("chmod");
+        }
+        let config = dir.path().join("config.yaml");
+        std::fs::write(&config, "kind: KubeletConfiguration\n").expect("config");
+        let state = dir.path().join("state");
+        let script = scripts("apt")
+            .render(&RemoteCommand::Preflight {
+                target: v("v1.34.6"),
+            })
+            .replace(
+                "/var/lib/kubelet/config.yaml",
+                &config.display().to_string(),
+            )
+            .replace(STATE_DIR, &state.display().to_string());
+        assert!(!script.contains("flock"), "read-only: {script}");
+        let path = format!(
+            "{}:{}",
+            bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let run = || {
+            let out = std::process::Command::new("sh")
+                .args(["-c", &script])
+                .env("PATH", &path)
+                .output()
+                .expect("sh runs");
+            assert!(out.status.success(), "{out:?}");
+            parse_facts(&String::from_utf8_lossy(&out.stdout))
+        };
+        let facts = run();
+        for p in ["kubeadm", "kubelet", "kubectl"] {
+            assert_eq!(
+                facts.get(&format!("pkg_{p}")).map(String::as_str),
+                Some("1.33.5-1.1")
+            );
+        }
+        assert_eq!(
+            facts.get("held").map(String::as_str),
+            Some("kubeadm,kubectl,kubelet")
+        );
+        assert_eq!(
+            facts.get("kubelet_installed").map(String::as_str),
+            Some("v1.33.5")
+        );
+        let backup = state.join("kubelet-config/v1.33.5.yaml");
+        assert_eq!(
+            facts.get("kubelet_config_backup").map(String::as_str),
+            Some(backup.display().to_string().as_str())
+        );
+        assert_eq!(
+            facts.get("kubelet_config_sha256").map(String::len),
+            Some(64)
+        );
+        // A later preflight (the config changed meanwhile) keeps the first copy.
+        std::fs::write(&config, "kind: KubeletConfiguration\nchanged: true\n").expect("config");
+        let again = run();
+        assert_eq!(
+            again.get("kubelet_config_sha256"),
+            facts.get("kubelet_config_sha256")
+        );
+        assert_eq!(
+            std::fs::read_to_string(&backup).expect("backup"),
+            "kind: KubeletConfiguration\n"
         );
     }
 

@@ -191,6 +191,33 @@ impl SimAgents {
                 facts.insert("cgroup".into(), cgroup);
                 facts.insert("runtime".into(), "containerd answering".into());
                 facts.insert("swap".into(), "off".into());
+                // What a rollback needs, as the node script records it: packages, holds
+                // (the sim's machines hold all three) and the kubelet config's backup.
+                let packages = self.packages(node).await?;
+                for p in ["kubeadm", "kubelet", "kubectl"] {
+                    let v = packages.get(p).map(ToString::to_string).unwrap_or_default();
+                    facts.insert(format!("pkg_{p}"), v);
+                }
+                facts.insert("held".into(), "kubeadm,kubectl,kubelet".into());
+                if let Some(kv) = packages.get("kubelet") {
+                    facts.insert("kubelet_installed".into(), kv.to_string());
+                    facts.insert(
+                        "kubelet_config_backup".into(),
+                        format!("/var/lib/upgraded/kubelet-config/{kv}.yaml"),
+                    );
+                }
+            }
+            RemoteCommand::DowngradePackages {
+                version,
+                kubelet_config,
+            } => {
+                for p in ["kubelet", "kubectl"] {
+                    self.install(node, p, *version).await?;
+                }
+                if let Some(path) = kubelet_config {
+                    facts.insert("kubelet_config_restored".into(), path.clone());
+                }
+                facts.insert("installed".into(), version.to_string());
             }
             RemoteCommand::InstallPackages { version } => {
                 for p in ["kubelet", "kubectl"] {

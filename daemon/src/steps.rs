@@ -184,6 +184,16 @@ pub async fn execute(
             let cmd = RemoteCommand::InstallPackages { version: *version };
             facts.extend(env.remote(&cmd).await?);
         }
+        Step::DowngradePackages {
+            version,
+            kubelet_config,
+        } => {
+            let cmd = RemoteCommand::DowngradePackages {
+                version: *version,
+                kubelet_config: kubelet_config.clone(),
+            };
+            facts.extend(env.remote(&cmd).await?);
+        }
         Step::KubeadmUpgrade { version, apply } => {
             if *apply {
                 // The snapshot taken before the control-plane phase may be hours old by now
@@ -264,6 +274,7 @@ pub async fn probe(env: &StepEnv<'_>, step: &Step) -> Result<(bool, Facts), Port
                 [("installed".to_string(), have.to_string())].into(),
             ))
         }
+
         Step::RestartKubelet => {
             // Restarted means: the running kubelet is the installed one.
             let have = installed().await?;

@@ -116,7 +116,10 @@ impl Step {
             // A fresh snapshot replaces a half-written one; kubeadm upgrade is idempotent
             // (its documentation: fix the cause and run it again).
             | Step::EtcdSnapshot
-            | Step::KubeadmUpgrade { .. } => InDoubt::Rerun,
+            | Step::KubeadmUpgrade { .. }
+            // Its script installs only when the version differs and then puts the recorded
+            // kubelet config back: running it again finishes what a crash cut short.
+            | Step::DowngradePackages { .. } => InDoubt::Rerun,
         }
     }
 
@@ -134,6 +137,7 @@ impl Step {
             Step::EtcdSnapshot => "etcd-snapshot",
             Step::KubeadmUpgrade { apply: true, .. } => "kubeadm-upgrade-apply",
             Step::KubeadmUpgrade { apply: false, .. } => "kubeadm-upgrade-node",
+            Step::DowngradePackages { .. } => "downgrade-packages",
         }
     }
 }
@@ -142,6 +146,7 @@ impl fmt::Display for Step {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Step::UpgradePackages { version } => write!(f, "upgrade-packages {version}"),
+            Step::DowngradePackages { version, .. } => write!(f, "downgrade-packages {version}"),
             Step::KubeadmUpgrade { version, .. } => write!(f, "{} {version}", self.name()),
             other => f.write_str(other.name()),
         }

@@ -22,7 +22,9 @@ pub struct NodeStatus {
 /// The kubelet version the entry's steps leave running: its last package hop.
 pub fn final_version(steps: &[Step]) -> Option<Version> {
     steps.iter().rev().find_map(|s| match s {
-        Step::UpgradePackages { version } => Some(*version),
+        Step::UpgradePackages { version } | Step::DowngradePackages { version, .. } => {
+            Some(*version)
+        }
         _ => None,
     })
 }

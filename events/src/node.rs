@@ -85,7 +85,7 @@ impl Phase {
             Step::Preflight => Phase::Preflight,
             Step::Cordon => Phase::Cordoning,
             Step::Drain => Phase::Draining,
-            Step::UpgradePackages { .. } => Phase::Upgrading,
+            Step::UpgradePackages { .. } | Step::DowngradePackages { .. } => Phase::Upgrading,
             Step::RestartKubelet => Phase::Restarting,
             Step::Verify => Phase::Verifying,
             Step::Uncordon => Phase::Uncordoning,

@@ -35,6 +35,14 @@ pub enum Step {
     /// unhold → install → hold kubeadm at `version`, then `kubeadm upgrade apply` (`apply`,
     /// the first control-plane node of a hop) or `kubeadm upgrade node` (every other node).
     KubeadmUpgrade { version: Version, apply: bool },
+    /// A rollback's package step: unhold → install kubelet/kubectl at the older `version`
+    /// (apt allowing the downgrade of held packages; dnf `downgrade`) → hold; then the kubelet
+    /// config the forward run backed up while the node ran `version` is put back
+    /// (`kubelet_config`, a path on the node; none when the run recorded none to restore).
+    DowngradePackages {
+        version: Version,
+        kubelet_config: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]

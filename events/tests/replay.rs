@@ -59,7 +59,7 @@ impl World {
                     self.cordoned.insert(node.into(), false);
                 }
             }
-            Step::UpgradePackages { version } => {
+            Step::UpgradePackages { version } | Step::DowngradePackages { version, .. } => {
                 self.installed.insert(node.into(), *version);
             }
             Step::RestartKubelet => {

@@ -48,7 +48,9 @@ impl SimNodes {
         let d = &self.durations;
         let secs = match cmd {
             RemoteCommand::Preflight { .. } => d.preflight,
-            RemoteCommand::InstallPackages { .. } => d.upgrade_packages,
+            RemoteCommand::InstallPackages { .. } | RemoteCommand::DowngradePackages { .. } => {
+                d.upgrade_packages
+            }
             RemoteCommand::KubeadmUpgrade { apply: true, .. } => d.kubeadm_apply,
             RemoteCommand::KubeadmUpgrade { apply: false, .. } => d.kubeadm_node,
             RemoteCommand::EtcdSnapshot { .. } => d.etcd_snapshot,
@@ -78,7 +80,8 @@ impl SimNodes {
                 }
                 facts.insert("cgroup".into(), cgroup);
             }
-            RemoteCommand::InstallPackages { version } => {
+            RemoteCommand::InstallPackages { version }
+            | RemoteCommand::DowngradePackages { version, .. } => {
                 for p in ["kubelet", "kubectl"] {
                     w.install_package(node, p, *version).map_err(model)?;
                 }

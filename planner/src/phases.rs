@@ -26,7 +26,7 @@ impl Ctx<'_> {
                 Step::Drain => {
                     (d.drain + d.drain_per_pod * evicted as u64).min(self.policy.drain_timeout_secs)
                 }
-                Step::UpgradePackages { .. } => d.upgrade_packages,
+                Step::UpgradePackages { .. } | Step::DowngradePackages { .. } => d.upgrade_packages,
                 Step::RestartKubelet => d.restart_kubelet,
                 Step::Verify => d.verify,
                 Step::Uncordon => d.uncordon,

@@ -256,6 +256,28 @@ impl Cmds<'_> {
         }
     }
 
+    /// The rollback's package command: a downgrade of held packages.
+    fn downgrade(&self, pkgs: &[&str], v: Version) -> String {
+        let ver = shell_quote(&self.pkg(v));
+        let names = pkgs.join(" ");
+        match self.pm {
+            PackageManager::Apt => {
+                let list: Vec<String> = pkgs.iter().map(|p| format!("{p}={}", ver)).collect();
+                format!(
+                    "apt-mark unhold {names}\napt-get update && apt-get install -y --allow-downgrades --allow-change-held-packages {}\napt-mark hold {names}",
+                    list.join(" ")
+                )
+            }
+            PackageManager::Dnf => {
+                let list: Vec<String> = pkgs.iter().map(|p| format!("{p}-{}", ver)).collect();
+                format!(
+                    "dnf downgrade -y {} --disableexcludes=kubernetes",
+                    list.join(" ")
+                )
+            }
+        }
+    }
+
     fn step(&self, u: &Unit, s: &Step, drain_timeout: u64) -> String {
         let node = word(&u.node);
         match s {
@@ -275,6 +297,20 @@ impl Cmds<'_> {
                 "kubectl drain {node} --ignore-daemonsets --delete-emptydir-data --timeout={drain_timeout}s\n# never --force or --disable-eviction: a refusal means a PDB or an unmanaged pod needs a person"
             ),
             Step::UpgradePackages { version } => self.install(&["kubelet", "kubectl"], *version),
+            Step::DowngradePackages {
+                version,
+                kubelet_config,
+            } => {
+                let mut c = self.downgrade(&["kubelet", "kubectl"], *version);
+                if let Some(path) = kubelet_config {
+                    let _ = write!(
+                        c,
+                        "\ncp -a {} /var/lib/kubelet/config.yaml   # the kubelet config from before the upgrade",
+                        shell_quote(path)
+                    );
+                }
+                c
+            }
             Step::RestartKubelet => "systemctl daemon-reload\nsystemctl restart kubelet".into(),
             Step::Verify => format!(
                 "kubectl wait --for=condition=Ready node/{node} --timeout=600s\nkubectl get node {node} -o jsonpath='{{.status.nodeInfo.kubeletVersion}}'   # {}",
