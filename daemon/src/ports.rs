@@ -260,6 +260,7 @@ pub enum RemoteCommand {
     DowngradePackages {
         version: Version,
         kubelet_config: Option<String>,
+        kubeadm: bool,
     },
 }
 

@@ -90,7 +90,13 @@ impl Scripts {
             RemoteCommand::DowngradePackages {
                 version,
                 kubelet_config,
+                kubeadm,
             } => {
+                let pkgs: &[&str] = if *kubeadm {
+                    &["kubeadm", "kubelet", "kubectl"]
+                } else {
+                    &KUBELET_PACKAGES
+                };
                 self.repository(&mut s, *version);
                 let _ = writeln!(
                     s,
@@ -99,11 +105,11 @@ impl Scripts {
                 );
                 if self.package_manager == PackageManager::Apt {
                     let mut hold = vec!["apt-mark", "hold"];
-                    hold.extend_from_slice(&KUBELET_PACKAGES);
+                    hold.extend_from_slice(pkgs);
                     let _ = writeln!(s, "  {} >/dev/null", words(&hold));
                 }
                 s.push_str("else\n");
-                self.downgrade(&mut s, &KUBELET_PACKAGES, *version);
+                self.downgrade(&mut s, pkgs, *version);
                 s.push_str("fi\n");
                 if let Some(path) = kubelet_config {
                     // The config the forward run backed up while the node ran `version`;
@@ -501,6 +507,7 @@ mod tests {
         let s = scripts("apt").render(&RemoteCommand::DowngradePackages {
             version: v("v1.33.5"),
             kubelet_config: Some("/var/lib/upgraded/kubelet-config/v1.33.5.yaml".into()),
+            kubeadm: false,
         });
         let order = [
             "flock 9",
@@ -523,9 +530,10 @@ mod tests {
         let d = scripts("dnf").render(&RemoteCommand::DowngradePackages {
             version: v("v1.33.5"),
             kubelet_config: None,
+            kubeadm: true,
         });
         assert!(
-            d.contains("dnf downgrade -y kubelet-1.33.5-150500.1.1 kubectl-1.33.5-150500.1.1 --disableexcludes=kubernetes"),
+            d.contains("dnf downgrade -y kubeadm-1.33.5-150500.1.1 kubelet-1.33.5-150500.1.1 kubectl-1.33.5-150500.1.1 --disableexcludes=kubernetes"),
             "{d}"
         );
         assert!(

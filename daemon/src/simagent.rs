@@ -210,8 +210,14 @@ impl SimAgents {
             RemoteCommand::DowngradePackages {
                 version,
                 kubelet_config,
+                kubeadm,
             } => {
-                for p in ["kubelet", "kubectl"] {
+                let pkgs: &[&str] = if *kubeadm {
+                    &["kubeadm", "kubelet", "kubectl"]
+                } else {
+                    &["kubelet", "kubectl"]
+                };
+                for p in pkgs {
                     self.install(node, p, *version).await?;
                 }
                 if let Some(path) = kubelet_config {

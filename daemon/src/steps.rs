@@ -187,10 +187,12 @@ pub async fn execute(
         Step::DowngradePackages {
             version,
             kubelet_config,
+            kubeadm,
         } => {
             let cmd = RemoteCommand::DowngradePackages {
                 version: *version,
                 kubelet_config: kubelet_config.clone(),
+                kubeadm: *kubeadm,
             };
             facts.extend(env.remote(&cmd).await?);
         }

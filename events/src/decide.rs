@@ -444,6 +444,7 @@ mod tests {
             estimate_secs: 3600,
         };
         let plan = Plan {
+            undoes: None,
             target: Some(Version::new(1, 35, 3)),
             batches: vec![Batch {
                 label: "workers".into(),

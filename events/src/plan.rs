@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::event::RunId;
 use crate::names::{Entry, Host};
 use crate::version::Version;
 
@@ -35,13 +36,15 @@ pub enum Step {
     /// unhold → install → hold kubeadm at `version`, then `kubeadm upgrade apply` (`apply`,
     /// the first control-plane node of a hop) or `kubeadm upgrade node` (every other node).
     KubeadmUpgrade { version: Version, apply: bool },
-    /// A rollback's package step: unhold → install kubelet/kubectl at the older `version`
+    /// A rollback's package step (kubeadm too with `kubeadm`, when the run had changed it):
+    /// unhold → install kubelet/kubectl at the older `version`
     /// (apt allowing the downgrade of held packages; dnf `downgrade`) → hold; then the kubelet
     /// config the forward run backed up while the node ran `version` is put back
     /// (`kubelet_config`, a path on the node; none when the run recorded none to restore).
     DowngradePackages {
         version: Version,
         kubelet_config: Option<String>,
+        kubeadm: bool,
     },
 }
 
@@ -87,6 +90,9 @@ pub struct Batch {
 pub struct Plan {
     pub target: Option<Version>,
     pub batches: Vec<Batch>,
+    /// A rollback's plan: the run it undoes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undoes: Option<RunId>,
 }
 
 /// A node as the basic planner needs it.
@@ -204,6 +210,7 @@ impl Plan {
             });
         }
         Ok(Plan {
+            undoes: None,
             target: Some(target),
             batches,
         })

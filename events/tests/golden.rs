@@ -35,6 +35,7 @@ fn sample(kind: EventKind) -> Event {
         EventKind::RunPlanned => Event::RunPlanned {
             target: Version::new(1, 35, 3),
             plan: Json(Plan {
+                undoes: None,
                 target: Some(Version::new(1, 35, 3)),
                 batches: vec![Batch {
                     label: "workers 1/1".into(),

@@ -17,6 +17,7 @@ pub mod catalog;
 pub mod permissions;
 pub mod policy;
 pub mod render;
+pub mod rollback;
 pub mod schedule;
 pub mod skew;
 
@@ -254,31 +255,10 @@ pub fn simulate_skew(start: &ClusterVersions, phases: &[PhaseReport]) -> Vec<(us
     for b in phases.iter().flat_map(|p| &p.batches) {
         for u in &b.units {
             for s in &u.steps {
-                match s {
-                    Step::KubeadmUpgrade { version, .. } => {
-                        if let Some(c) = v.control_plane.get_mut(&u.node) {
-                            c[0] = *version;
-                            c[1] = *version;
-                            c[2] = *version;
-                        }
-                        // Since 1.28 kubeadm upgrades the kube-proxy DaemonSet once the last
-                        // control-plane node of the hop is done (apply or node).
-                        if v.control_plane.values().all(|c| c[0] >= *version) {
-                            for (_, proxy) in v.nodes.values_mut() {
-                                *proxy = (*proxy).max(*version);
-                            }
-                        }
-                    }
-                    Step::UpgradePackages { version } => {
-                        if let Some((kubelet, _)) = v.nodes.get_mut(&u.node) {
-                            *kubelet = *version;
-                        }
-                        if let Some(c) = v.control_plane.get_mut(&u.node) {
-                            c[3] = *version;
-                        }
-                    }
-                    _ => continue,
+                if !ClusterVersions::changes_versions(s) {
+                    continue;
                 }
+                v.apply(&u.node, s);
                 for violation in v.violations() {
                     if seen.insert(violation.clone()) {
                         out.push((b.number, violation));

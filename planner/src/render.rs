@@ -300,8 +300,14 @@ impl Cmds<'_> {
             Step::DowngradePackages {
                 version,
                 kubelet_config,
+                kubeadm,
             } => {
-                let mut c = self.downgrade(&["kubelet", "kubectl"], *version);
+                let pkgs: &[&str] = if *kubeadm {
+                    &["kubeadm", "kubelet", "kubectl"]
+                } else {
+                    &["kubelet", "kubectl"]
+                };
+                let mut c = self.downgrade(pkgs, *version);
                 if let Some(path) = kubelet_config {
                     let _ = write!(
                         c,

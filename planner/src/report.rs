@@ -155,6 +155,7 @@ impl PlanReport {
     /// What the engine runs: the batches in order, each entry with its steps.
     pub fn execution_plan(&self) -> Plan {
         Plan {
+            undoes: None,
             target: Some(self.target),
             batches: self
                 .phases

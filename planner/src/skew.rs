@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 
-use upgraded_events::Version;
+use upgraded_events::{Step, Version};
 
 /// The versions the skew rules talk about, per node.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -32,6 +32,45 @@ fn minor(v: Version) -> i32 {
 }
 
 impl ClusterVersions {
+    /// The versions after `step` has run on `host` (steps that change no version leave them).
+    pub fn apply(&mut self, host: &str, step: &Step) {
+        match step {
+            Step::KubeadmUpgrade { version, .. } => {
+                if let Some(c) = self.control_plane.get_mut(host) {
+                    c[0] = *version;
+                    c[1] = *version;
+                    c[2] = *version;
+                }
+                // Since 1.28 kubeadm upgrades the kube-proxy DaemonSet once the last
+                // control-plane node of the hop is done (apply or node).
+                if self.control_plane.values().all(|c| c[0] >= *version) {
+                    for (_, proxy) in self.nodes.values_mut() {
+                        *proxy = (*proxy).max(*version);
+                    }
+                }
+            }
+            Step::UpgradePackages { version } | Step::DowngradePackages { version, .. } => {
+                if let Some((kubelet, _)) = self.nodes.get_mut(host) {
+                    *kubelet = *version;
+                }
+                if let Some(c) = self.control_plane.get_mut(host) {
+                    c[3] = *version;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Whether `step` can change a version.
+    pub fn changes_versions(step: &Step) -> bool {
+        matches!(
+            step,
+            Step::KubeadmUpgrade { .. }
+                | Step::UpgradePackages { .. }
+                | Step::DowngradePackages { .. }
+        )
+    }
+
     pub fn oldest_apiserver(&self) -> Option<Version> {
         self.control_plane.values().map(|c| c[0]).min()
     }
