@@ -7,6 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 use upgraded_events::RunId;
+use upgraded_events::plan::Plan;
 use upgraded_events::run::RunPhase;
 use upgraded_events::state::RunSummary;
 use upgraded_planner::PlanReport;
@@ -24,6 +25,8 @@ pub mod path {
     pub const PAUSE: &str = "/v1/run/pause";
     /// `POST`: [`super::RunAck`].
     pub const RESUME: &str = "/v1/run/resume";
+    /// `POST` a [`super::RollbackRequest`]: [`super::RollbackResponse`].
+    pub const ROLLBACKS: &str = "/v1/rollbacks";
     /// `POST` an optional [`super::ReasonRequest`]: [`super::RunAck`].
     pub const ABORT: &str = "/v1/run/abort";
 
@@ -60,6 +63,33 @@ pub struct StartRequest {
 pub struct StartResponse {
     pub run: Option<RunId>,
     pub plan: PlanReport,
+}
+
+/// `POST /v1/rollbacks`: plan a rollback of a finished run, and start it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RollbackRequest {
+    /// Nodes to take back to the versions recorded before the run.
+    #[serde(default)]
+    pub nodes: Vec<String>,
+    /// The run to undo (default: the newest).
+    #[serde(default)]
+    pub run: Option<RunId>,
+    /// Plan only; record nothing.
+    #[serde(default)]
+    pub plan_only: bool,
+}
+
+/// The answer to a [`RollbackRequest`]: the rollback run recorded (none when only planned),
+/// the run it undoes, and what it does, in order, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RollbackResponse {
+    pub run: Option<RunId>,
+    pub undoes: RunId,
+    pub plan: Plan,
+    pub why: Vec<String>,
+    pub etcd: String,
 }
 
 /// The body of a pause or an abort; it may be absent.

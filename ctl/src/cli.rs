@@ -88,6 +88,25 @@ pub enum Cmd {
         #[arg(long, default_value = "")]
         reason: String,
     },
+    /// Roll nodes back to the versions the last run recorded before touching them.
+    ///
+    /// Derived from the run's log: each node is cordoned and drained, its kubelet, kubectl
+    /// (and kubeadm, if the run changed it) go back with the kubelet config it had, then it
+    /// is verified and uncordoned. The run must be finished (abort it first).
+    Rollback {
+        /// A node to roll back (repeat for several).
+        #[arg(long = "node", value_name = "NAME", required = true)]
+        nodes: Vec<String>,
+        /// The run to undo (default: the newest).
+        #[arg(long)]
+        run: Option<String>,
+        /// Print what would be done, in order, and why; start nothing.
+        #[arg(long)]
+        plan: bool,
+        /// `table` (default) or `json`.
+        #[arg(long, short = 'o', default_value = "table")]
+        output: String,
+    },
     /// A run's records as JSON lines.
     Events {
         /// Run id (default: the active run).

@@ -16,8 +16,8 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::net::UnixStream;
 use upgraded_api::{
-    ErrorBody, EventsQuery, ReasonRequest, RunAck, RunEntry, StartRequest, StartResponse, Status,
-    path,
+    ErrorBody, EventsQuery, ReasonRequest, RollbackRequest, RollbackResponse, RunAck, RunEntry,
+    StartRequest, StartResponse, Status, path,
 };
 use upgraded_events::state::RunSummary;
 use upgraded_events::{Record, RunId};
@@ -183,6 +183,11 @@ impl Client {
     /// Plans an upgrade and starts it (or only plans it: `dry_run`).
     pub async fn start(&self, req: &StartRequest) -> Result<StartResponse, ClientError> {
         self.call(Method::POST, path::RUNS, Some(req)).await
+    }
+
+    /// Plans a rollback of a finished run and, unless `plan_only`, starts it.
+    pub async fn rollback(&self, req: &RollbackRequest) -> Result<RollbackResponse, ClientError> {
+        self.call(Method::POST, path::ROLLBACKS, Some(req)).await
     }
 
     pub async fn pause(&self, reason: &str) -> Result<RunAck, ClientError> {

@@ -20,10 +20,11 @@ use bytes::Bytes;
 use futures_util::stream;
 use tokio::net::UnixListener;
 use upgraded_api::{
-    ErrorBody, EventsQuery, ReasonRequest, RunAck, RunEntry, StartRequest, StartResponse, Status,
-    path,
+    ErrorBody, EventsQuery, ReasonRequest, RollbackRequest, RollbackResponse, RunAck, RunEntry,
+    StartRequest, StartResponse, Status, path,
 };
 use upgraded_events::{Actor, Event, RunId, RunState, Version};
+use upgraded_planner::rollback::{self as rollback_plan, RollbackError};
 
 use crate::engine::{Daemon, RequestError};
 use crate::log::EventLog;
@@ -198,6 +199,7 @@ pub fn router<L: EventLog + Clone>(daemon: Arc<Daemon<L>>) -> Router {
         .route(path::PAUSE, post(pause::<L>))
         .route(path::RESUME, post(resume::<L>))
         .route(path::ABORT, post(abort::<L>))
+        .route(path::ROLLBACKS, post(rollback::<L>))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such API path".into()) })
         .method_not_allowed_fallback(|| async {
             ApiError(
@@ -304,6 +306,11 @@ impl From<RequestError> for ApiError {
                 Rejection::Forbidden { .. } => StatusCode::FORBIDDEN,
             },
             RequestError::Plan(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            RequestError::Rollback(r) => match r {
+                RollbackError::NoRun | RollbackError::UnknownNode { .. } => StatusCode::NOT_FOUND,
+                RollbackError::NotFinished { .. } => StatusCode::CONFLICT,
+                _ => StatusCode::UNPROCESSABLE_ENTITY,
+            },
             RequestError::Inventory(_) => StatusCode::BAD_GATEWAY,
             RequestError::Log(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
@@ -388,6 +395,39 @@ async fn start<L: EventLog + Clone>(
         .start(target, actor(peer), body.dry_run, body.force)
         .await?;
     Ok(Json(StartResponse { run, plan }).into_response())
+}
+
+async fn rollback<L: EventLog + Clone>(
+    State(d): State<Arc<Daemon<L>>>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    Body(body): Body<RollbackRequest>,
+) -> Result<Response, ApiError> {
+    let mut nodes = Vec::new();
+    for n in &body.nodes {
+        upgraded_events::inventory::check_node_name(n).map_err(|e| {
+            ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("node {}: {e}", n.escape_debug()),
+            )
+        })?;
+        nodes.push(upgraded_events::Host::new(n.as_str()));
+    }
+    let (run, planned) = d
+        .rollback(
+            rollback_plan::RollbackRequest { nodes },
+            body.run,
+            actor(peer),
+            body.plan_only,
+        )
+        .await?;
+    Ok(Json(RollbackResponse {
+        run,
+        undoes: planned.undoes,
+        plan: planned.plan,
+        why: planned.why,
+        etcd: planned.etcd,
+    })
+    .into_response())
 }
 
 /// Records an operator action on the active run.

@@ -27,6 +27,8 @@ use upgraded_events::decide::probe_retry_at;
 use upgraded_events::request::{self, Rejection, Request};
 use upgraded_events::{Entry, Host};
 
+mod rollback;
+
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     #[error(transparent)]
@@ -47,6 +49,8 @@ pub enum RequestError {
     Inventory(String),
     #[error("cannot plan: {0}")]
     Plan(String),
+    #[error("cannot roll back: {0}")]
+    Rollback(upgraded_planner::rollback::RollbackError),
     #[error(transparent)]
     Log(#[from] LogError),
 }

@@ -10,7 +10,6 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use uuid::Uuid;
 
 use crate::inventory::Inventory;
 use crate::names::Entry;
@@ -20,55 +19,7 @@ use crate::policy::Policy;
 pub use crate::time::Timestamp;
 use crate::version::Version;
 
-/// A run's id: a UUID v7, so ids sort by creation time. Stored and sent as the UUID itself.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
-)]
-#[serde(transparent)]
-pub struct RunId(Uuid);
-
-impl RunId {
-    /// A new id, after every earlier one.
-    pub fn new() -> RunId {
-        RunId(Uuid::now_v7())
-    }
-
-    /// The all-zero id (examples and tests).
-    pub fn nil() -> RunId {
-        RunId(Uuid::nil())
-    }
-
-    /// The id whose 128 bits are `n` (fixed ids for tests and samples).
-    pub fn from_u128(n: u128) -> RunId {
-        RunId(Uuid::from_u128(n))
-    }
-
-    pub fn from_bytes(bytes: [u8; 16]) -> RunId {
-        RunId(Uuid::from_bytes(bytes))
-    }
-
-    /// From exactly 16 bytes (a log key's run part).
-    pub fn from_slice(bytes: &[u8]) -> Option<RunId> {
-        Uuid::from_slice(bytes).ok().map(RunId)
-    }
-
-    pub fn as_bytes(&self) -> &[u8; 16] {
-        self.0.as_bytes()
-    }
-}
-
-impl fmt::Display for RunId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl std::str::FromStr for RunId {
-    type Err = uuid::Error;
-    fn from_str(s: &str) -> Result<RunId, uuid::Error> {
-        s.parse().map(RunId)
-    }
-}
+pub use crate::names::RunId;
 
 /// Observed facts attached to an outcome (`kubelet_version=v1.35.3`, `evicted=12`, …).
 pub type Facts = BTreeMap<String, String>;

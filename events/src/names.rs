@@ -1,4 +1,4 @@
-//! Names that say what they name. A plan entry (`cp-1@v1.34`: one pass over a node) and a
+//! Names that say what they name: a run's id, and two kinds of node name. A plan entry (`cp-1@v1.34`: one pass over a node) and a
 //! host (`cp-1`: the Kubernetes node and its machine) are both strings on the wire, and an
 //! entry is often spelled like its host; these types keep them apart in code, so a drain
 //! cannot be pointed at an entry or an event at a host. Serialized as plain strings.
@@ -7,6 +7,7 @@ use std::borrow::Borrow;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
 macro_rules! name {
     ($(#[$doc:meta])* $t:ident) => {
@@ -82,6 +83,56 @@ name!(
     /// the node executor act on it.
     Host
 );
+
+/// A run's id: a UUID v7, so ids sort by creation time. Stored and sent as the UUID itself.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct RunId(Uuid);
+
+impl RunId {
+    /// A new id, after every earlier one.
+    pub fn new() -> RunId {
+        RunId(Uuid::now_v7())
+    }
+
+    /// The all-zero id (examples and tests).
+    pub fn nil() -> RunId {
+        RunId(Uuid::nil())
+    }
+
+    /// The id whose 128 bits are `n` (fixed ids for tests and samples).
+    pub fn from_u128(n: u128) -> RunId {
+        RunId(Uuid::from_u128(n))
+    }
+
+    pub fn from_bytes(bytes: [u8; 16]) -> RunId {
+        RunId(Uuid::from_bytes(bytes))
+    }
+
+    /// From exactly 16 bytes (a log key's run part).
+    pub fn from_slice(bytes: &[u8]) -> Option<RunId> {
+        Uuid::from_slice(bytes).ok().map(RunId)
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 16] {
+        self.0.as_bytes()
+    }
+}
+
+impl fmt::Display for RunId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::str::FromStr for RunId {
+    type Err = uuid::Error;
+    fn from_str(s: &str) -> Result<RunId, uuid::Error> {
+        s.parse().map(RunId)
+    }
+}
 
 #[cfg(test)]
 mod tests {

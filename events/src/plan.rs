@@ -6,8 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::RunId;
-use crate::names::{Entry, Host};
+use crate::names::{Entry, Host, RunId};
 use crate::version::Version;
 
 // Stored records carry no names (see `event.rs`); `in_doubt` and `name` live with the events.

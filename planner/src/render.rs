@@ -446,7 +446,9 @@ pub fn runbook(r: &PlanReport) -> String {
         o,
         "Trigger it when a control-plane node fails to rejoin, when CrashLoopBackOff pods rise \
          over the baseline, or when networking or storage fails on upgraded nodes. kubeadm has \
-         no rollback command: packages go back by hand, newest node first.\n"
+         no rollback command. `upgradectl rollback --node NAME` takes nodes back to the versions \
+         (and kubelet config) the run recorded before touching them, derived from the log \
+         (`--plan` shows it first); by hand, packages go back newest node first.\n"
     );
     let _ = writeln!(
         o,
@@ -472,7 +474,7 @@ pub fn runbook(r: &PlanReport) -> String {
         let _ = writeln!(
             o,
             "{}",
-            c.install(&["kubeadm", "kubelet", "kubectl"], u.from)
+            c.downgrade(&["kubeadm", "kubelet", "kubectl"], u.from)
         );
         let _ = writeln!(
             o,

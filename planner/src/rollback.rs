@@ -49,6 +49,11 @@ pub enum RollbackError {
     NotFinished { run: RunId, phase: &'static str },
     #[error("name the nodes to roll back (--node NAME)")]
     NothingAsked,
+    #[error(
+        "run {run} is itself the rollback of run {undoes}: a rollback is not rolled back (start \
+         an upgrade to go forward again)"
+    )]
+    IsRollback { run: RunId, undoes: RunId },
     #[error("node {node:?} is not in run {run}'s plan")]
     UnknownNode { node: String, run: RunId },
     #[error("run {run} never changed node {node}'s packages: there is nothing to roll back on it")]
@@ -102,6 +107,9 @@ impl Forward {
     fn read(records: &[Record]) -> Result<Forward, RollbackError> {
         let state = RunState::replay(records);
         let run = state.id.ok_or(RollbackError::NoRun)?;
+        if let Some(undoes) = state.plan.undoes {
+            return Err(RollbackError::IsRollback { run, undoes });
+        }
         if !state.phase().is_terminal() {
             return Err(RollbackError::NotFinished {
                 run,

@@ -141,6 +141,42 @@ async fn upgradectl_drives_the_real_daemon_over_the_sims_http_and_the_audit_trai
     for n in sim.sim.world().nodes.values() {
         assert_eq!(n.kubelet.to_string(), "v1.35.3", "{}", n.name);
     }
+    // `upgradectl rollback`: the plan first, then the rollback, watched to its end.
+    let socket2 = socket.clone();
+    let plan = tokio::task::spawn_blocking(move || {
+        ctl(&socket2, &["rollback", "--node", "w-2", "--plan"])
+    })
+    .await
+    .expect("rollback --plan");
+    assert!(
+        plan.contains("1. w-2: kubelet and kubectl v1.35.3 → v1.33.5")
+            && plan.contains("(plan only: nothing recorded)"),
+        "{plan}"
+    );
+    let socket2 = socket.clone();
+    let started =
+        tokio::task::spawn_blocking(move || ctl(&socket2, &["rollback", "--node", "w-2"]))
+            .await
+            .expect("rollback");
+    assert!(started.contains("started rollback run "), "{started}");
+    let mut watch = Command::new(upgraded_tests::binary("upgradectl"))
+        .arg("--socket")
+        .arg(&socket)
+        .args(["watch", "--interval-ms", "200"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("watch");
+    let deadline = Instant::now() + Duration::from_secs(240);
+    while watch.try_wait().expect("watch").is_none() {
+        assert!(Instant::now() < deadline, "the rollback took over 240 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    {
+        let w = sim.sim.world();
+        assert_eq!(w.nodes["w-2"].kubelet.to_string(), "v1.33.5");
+        assert!(!w.nodes["w-2"].unschedulable);
+        assert_eq!(w.nodes["w-1"].kubelet.to_string(), "v1.35.3");
+    }
     // Every change the daemon made is named in the apiserver's audit trail.
     let agents = sim.sim.user_agents();
     assert!(

@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use upgraded_api::RunEntry;
+use upgraded_api::{RollbackResponse, RunEntry};
 use upgraded_events::state::RunSummary;
 
 pub mod record;
@@ -69,6 +69,33 @@ pub fn status(a: Option<&RunSummary>) -> String {
             n.step.as_deref().unwrap_or("-"),
             err
         );
+    }
+    o
+}
+
+/// `upgradectl rollback`: what the rollback does, in order, and why.
+pub fn rollback(r: &RollbackResponse) -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "rollback of run {}: {} node(s), one at a time, in this order:",
+        r.undoes,
+        r.why.len()
+    );
+    for (i, w) in r.why.iter().enumerate() {
+        let _ = writeln!(o, "  {}. {}", i + 1, one_line(w));
+    }
+    let _ = writeln!(o, "etcd: {}", one_line(&r.etcd));
+    match r.run {
+        Some(run) => {
+            let _ = writeln!(
+                o,
+                "\nstarted rollback run {run}; follow it with `upgradectl watch`"
+            );
+        }
+        None => {
+            let _ = writeln!(o, "\n(plan only: nothing recorded)");
+        }
     }
     o
 }

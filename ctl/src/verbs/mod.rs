@@ -10,6 +10,7 @@ use crate::cli::{Cli, Cmd, SimCmd};
 pub mod events;
 pub mod operator;
 pub mod plan;
+pub mod rollback;
 pub mod runs;
 pub mod sim;
 pub mod start;
@@ -38,6 +39,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Status { json } => status::run(&client, json).await?,
         Cmd::Pause { reason } => operator::pause(&client, &reason).await?,
         Cmd::Resume => operator::resume(&client).await?,
+        Cmd::Rollback {
+            nodes,
+            run,
+            plan,
+            output,
+        } => rollback::run(&client, nodes, run, plan, &output).await?,
         Cmd::Abort { reason } => operator::abort(&client, &reason).await?,
         Cmd::Events { run, from, follow } => events::run(&client, run, from, follow).await?,
         Cmd::Runs => runs::run(&client).await?,

@@ -1,0 +1,37 @@
+//! `upgradectl rollback --node NAME... [--run ID] [--plan] [-o table|json]`.
+
+use anyhow::{Context, bail};
+use upgraded_api::RollbackRequest;
+use upgraded_ctl::Client;
+use upgraded_events::RunId;
+
+pub async fn run(
+    client: &Client,
+    nodes: Vec<String>,
+    run: Option<String>,
+    plan_only: bool,
+    output: &str,
+) -> anyhow::Result<()> {
+    if !matches!(output, "table" | "json") {
+        bail!("-o {output:?}: expected table or json");
+    }
+    let run = run
+        .map(|r| {
+            r.parse::<RunId>()
+                .with_context(|| format!("--run {r:?} is not a run id (see `upgradectl runs`)"))
+        })
+        .transpose()?;
+    let answer = client
+        .rollback(&RollbackRequest {
+            nodes,
+            run,
+            plan_only,
+        })
+        .await?;
+    if output == "json" {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+    } else {
+        print!("{}", upgraded_ctl::render::rollback(&answer));
+    }
+    Ok(())
+}

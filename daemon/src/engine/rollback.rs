@@ -1,0 +1,87 @@
+//! `upgradectl rollback`: the engine records a rollback run, linked to the run it undoes,
+//! and drives it like any run. What it contains is the core's (`planner::rollback`); this
+//! only reads the log, observes the cluster for the health baseline, and records.
+
+use std::sync::Arc;
+
+use upgraded_events::event::Json;
+use upgraded_events::request;
+use upgraded_events::{Actor, Event, RunId, RunState};
+use upgraded_planner::rollback::{self, RollbackError, RollbackPlan, RollbackRequest};
+
+use super::{Daemon, RequestError};
+use crate::log::EventLog;
+
+impl<L: EventLog + Clone> Daemon<L> {
+    /// Plans the rollback `req` asks for of `of` (default: the newest run); unless
+    /// `plan_only`, records it as a new run and starts it.
+    pub async fn rollback(
+        self: &Arc<Self>,
+        req: RollbackRequest,
+        of: Option<RunId>,
+        by: Actor,
+        plan_only: bool,
+    ) -> Result<(Option<RunId>, RollbackPlan), RequestError> {
+        request::may_plan(self.active_phase(), plan_only)?;
+        let undone = match of {
+            Some(run) => run,
+            None => self
+                .log
+                .runs()?
+                .last()
+                .copied()
+                .ok_or(RequestError::Rollback(RollbackError::NoRun))?,
+        };
+        let records = self.log.read(undone, 0)?;
+        if records.is_empty() {
+            return Err(RequestError::Rollback(RollbackError::NoRun));
+        }
+        let planned = rollback::plan(&records, &req).map_err(RequestError::Rollback)?;
+        if plan_only {
+            return Ok((None, planned));
+        }
+        // The health the gates compare against: the cluster as the rollback finds it.
+        let observed = self
+            .ports
+            .cluster
+            .observe()
+            .await
+            .map_err(|e| RequestError::Inventory(e.to_string()))?;
+        let forward = RunState::replay(&records);
+        let now = self.clock.now();
+        let run = RunId::new();
+        let target = planned
+            .plan
+            .target
+            .or(forward.target)
+            .unwrap_or(observed.apiserver);
+        let recorded = self
+            .log
+            .append(
+                run,
+                vec![
+                    (
+                        now,
+                        Event::ClusterObserved {
+                            apiserver: observed.apiserver,
+                            inventory: Json(observed.inventory),
+                        },
+                    ),
+                    (
+                        now,
+                        Event::RunPlanned {
+                            target,
+                            plan: Json(planned.plan.clone()),
+                            policy: Json(forward.policy.clone()),
+                            by: by.clone(),
+                        },
+                    ),
+                    (now, Event::RunStarted { by }),
+                ],
+            )
+            .await?;
+        tracing::info!(%run, undoes = %undone, "rollback started");
+        self.spawn_drive(run, RunState::replay(&recorded));
+        Ok((Some(run), planned))
+    }
+}

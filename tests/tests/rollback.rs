@@ -1,0 +1,203 @@
+//! Rollback on the in-process harness: the real engine rolls nodes of a finished run back
+//! on the simulated cluster, in virtual time, and survives a crash at any of its records.
+
+use std::time::Duration;
+
+use hyper::Method;
+use serde_json::{Value, json};
+use upgraded_harness::{Harness, scenario};
+
+const POLICY: &str = "apiVersion: upgraded.dev/v1alpha1
+kind: UpgradePolicy
+generations: {maxUnavailable: 1, canaries: 0}
+waitBetweenBatches: 1m
+drainTimeout: 10m
+retries: {backoff: 1s, maxBackoff: 5s}
+";
+
+const DAY: Duration = Duration::from_secs(24 * 3600);
+
+/// The lab (cp-1, w-1..w-3 at v1.33.5) upgraded to v1.35.3; the forward run's id.
+async fn upgraded_lab() -> (Harness, String) {
+    let mut h = Harness::new(scenario("lab", 7), POLICY).await;
+    let v = h.start("v1.35.3").await.expect("start");
+    let run = v["run"].as_str().expect("run id").to_string();
+    h.until_phase("completed", DAY).await;
+    (h, run)
+}
+
+async fn rollback(h: &Harness, body: Value) -> Result<Value, upgraded_harness::Refused> {
+    h.json(Method::POST, "/v1/rollbacks", Some(&body)).await
+}
+
+/// (kubelet running, packages kubelet/kubectl/kubeadm, cordoned) of a sim node.
+fn node_state(h: &Harness, name: &str) -> (String, Vec<String>, bool) {
+    let w = h.sim.world();
+    let n = &w.nodes[name];
+    let pkgs = ["kubelet", "kubectl", "kubeadm"]
+        .iter()
+        .map(|p| {
+            n.packages
+                .get(*p)
+                .map(ToString::to_string)
+                .unwrap_or_default()
+        })
+        .collect();
+    (n.kubelet.to_string(), pkgs, n.unschedulable)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_node_of_a_finished_run_goes_back_to_what_the_run_recorded() {
+    let (mut h, forward) = upgraded_lab().await;
+
+    // The plan: what, in order, and why; nothing recorded.
+    let p = rollback(&h, json!({"nodes": ["w-1"], "planOnly": true}))
+        .await
+        .expect("plan");
+    assert!(p["run"].is_null(), "{p:#}");
+    assert_eq!(p["undoes"], forward.as_str());
+    let why = p["why"][0].as_str().unwrap_or_default();
+    assert!(
+        why.contains("w-1") && why.contains("v1.35.3 → v1.33.5"),
+        "{why}"
+    );
+    let runs = h.json(Method::GET, "/v1/runs", None).await.expect("runs");
+    assert_eq!(
+        runs.as_array().map(Vec::len),
+        Some(1),
+        "a plan records nothing"
+    );
+
+    // What cannot be rolled back is refused by name.
+    let e = rollback(&h, json!({"nodes": ["nope"]}))
+        .await
+        .expect_err("unknown");
+    assert_eq!(e.status, 404, "{e}");
+    let e = rollback(&h, json!({"nodes": ["cp-1"]}))
+        .await
+        .expect_err("cp");
+    assert!(e.message.contains("control plane"), "{e}");
+    let e = rollback(&h, json!({"nodes": ["w-1;reboot"]}))
+        .await
+        .expect_err("hostile");
+    assert_eq!(e.status, 400, "{e}");
+    let e = rollback(&h, json!({"nodes": ["w-1"], "plan": true}))
+        .await
+        .expect_err("a mistyped field");
+    assert!(e.message.contains("unknown field `plan`"), "{e}");
+
+    // The rollback itself.
+    let r = rollback(&h, json!({"nodes": ["w-1"]}))
+        .await
+        .expect("rollback");
+    let run = r["run"].as_str().expect("a rollback run").to_string();
+    // Only one run at a time.
+    let busy = h.start("v1.35.3").await.expect_err("busy");
+    assert_eq!(busy.status, 409, "{busy}");
+    h.until_phase("completed", DAY).await;
+    assert_eq!(
+        node_state(&h, "w-1"),
+        (
+            "v1.33.5".to_string(),
+            vec![
+                "v1.33.5".to_string(),
+                "v1.33.5".to_string(),
+                "v1.33.5".to_string()
+            ],
+            false
+        ),
+        "kubelet, kubectl and kubeadm back, uncordoned"
+    );
+    for other in ["w-2", "w-3", "cp-1"] {
+        assert_eq!(node_state(&h, other).0, "v1.35.3", "{other} left alone");
+    }
+    let evs = h.events(&run).await;
+    let planned = evs
+        .iter()
+        .find_map(|e| e["event"].get("RunPlanned"))
+        .expect("planned");
+    assert_eq!(
+        planned["plan"]["undoes"],
+        forward.as_str(),
+        "linked to the run it undoes"
+    );
+    let restored = evs
+        .iter()
+        .filter_map(|e| e["event"].get("StepSucceeded"))
+        .find(|s| s["step"].get("DowngradePackages").is_some())
+        .expect("downgraded");
+    assert_eq!(
+        restored["facts"]["kubelet_config_restored"],
+        "/var/lib/upgraded/kubelet-config/v1.33.5.yaml"
+    );
+    // A rollback is not rolled back.
+    let e = rollback(&h, json!({"nodes": ["w-1"]}))
+        .await
+        .expect_err("again");
+    assert!(e.message.contains("is itself the rollback"), "{e}");
+}
+
+/// Every record of the rollback run is a place the daemon can die: each time, the restarted
+/// daemon finishes it, no step succeeds twice, and the cluster ends as after an
+/// uninterrupted rollback.
+#[tokio::test(start_paused = true)]
+async fn a_rollback_crashed_at_any_record_finishes_the_same_with_nothing_done_twice() {
+    let mut crashed_at = 0;
+    for cut in 0.. {
+        let (mut h, _) = upgraded_lab().await;
+        let r = rollback(&h, json!({"nodes": ["w-1", "w-2"]}))
+            .await
+            .expect("rollback");
+        let run = r["run"].as_str().expect("run").to_string();
+        let total = {
+            // Run to the end once to know how many records an uninterrupted rollback has.
+            let found = h
+                .until_record(&run, DAY, |e| {
+                    e["seq"].as_u64() == Some(cut) || e["event"] == "RunCompleted"
+                })
+                .await;
+            if found["event"] == "RunCompleted" {
+                break;
+            }
+            found
+        };
+        assert_eq!(total["seq"].as_u64(), Some(cut));
+        h.crash();
+        h.restart().await;
+        h.until_phase("completed", DAY).await;
+        crashed_at += 1;
+        for n in ["w-1", "w-2"] {
+            assert_eq!(
+                node_state(&h, n),
+                (
+                    "v1.33.5".to_string(),
+                    vec![
+                        "v1.33.5".to_string(),
+                        "v1.33.5".to_string(),
+                        "v1.33.5".to_string()
+                    ],
+                    false
+                ),
+                "crash at record {cut}: {n}"
+            );
+        }
+        assert_eq!(node_state(&h, "w-3").0, "v1.35.3");
+        let mut done = std::collections::BTreeMap::new();
+        for e in h.events(&run).await {
+            let ok = e["event"]
+                .get("StepSucceeded")
+                .or_else(|| e["event"].get("StepProbed").filter(|p| p["done"] == true));
+            if let Some(s) = ok {
+                *done
+                    .entry((s["node"].to_string(), s["step"].to_string()))
+                    .or_insert(0) += 1;
+            }
+        }
+        assert!(
+            done.values().all(|&n| n == 1),
+            "crash at record {cut}: a step succeeded twice: {done:?}"
+        );
+        assert_eq!(done.len(), 14, "two nodes of seven steps each: {done:?}");
+    }
+    assert!(crashed_at >= 20, "only {crashed_at} records to crash at");
+}
