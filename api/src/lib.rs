@@ -72,6 +72,9 @@ pub struct RollbackRequest {
     /// Nodes to take back to the versions recorded before the run.
     #[serde(default)]
     pub nodes: Vec<String>,
+    /// Take the whole cluster back to this release, one minor below the control plane.
+    #[serde(default)]
+    pub to: Option<String>,
     /// The run to undo (default: the newest).
     #[serde(default)]
     pub run: Option<RunId>,

@@ -88,15 +88,25 @@ pub enum Cmd {
         #[arg(long, default_value = "")]
         reason: String,
     },
-    /// Roll nodes back to the versions the last run recorded before touching them.
+    /// Roll nodes, or the cluster by one minor, back as the last run recorded them.
     ///
-    /// Derived from the run's log: each node is cordoned and drained, its kubelet, kubectl
-    /// (and kubeadm, if the run changed it) go back with the kubelet config it had, then it
-    /// is verified and uncordoned. The run must be finished (abort it first).
+    /// Derived from the run's log. `--node`: each node is cordoned and drained, its kubelet,
+    /// kubectl (and kubeadm, if the run changed it) go back with the kubelet config it had,
+    /// then it is verified and uncordoned. `--to`: every kubelet newer than the target the
+    /// same way, then kube-proxy, then the control plane one node at a time through the
+    /// target's kubeadm; etcd stays as it is. The run must be finished (abort it first).
     Rollback {
         /// A node to roll back (repeat for several).
-        #[arg(long = "node", value_name = "NAME", required = true)]
+        #[arg(
+            long = "node",
+            value_name = "NAME",
+            required_unless_present = "to",
+            conflicts_with = "to"
+        )]
         nodes: Vec<String>,
+        /// Take the cluster back to this release, one minor below its control plane.
+        #[arg(long)]
+        to: Option<String>,
         /// The run to undo (default: the newest).
         #[arg(long)]
         run: Option<String>,

@@ -412,9 +412,15 @@ async fn rollback<L: EventLog + Clone>(
         })?;
         nodes.push(upgraded_events::Host::new(n.as_str()));
     }
+    let to = body
+        .to
+        .as_deref()
+        .map(Version::parse_release)
+        .transpose()
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("to: {e}")))?;
     let (run, planned) = d
         .rollback(
-            rollback_plan::RollbackRequest { nodes },
+            rollback_plan::RollbackRequest { nodes, to },
             body.run,
             actor(peer),
             body.plan_only,

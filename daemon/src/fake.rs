@@ -293,6 +293,11 @@ pub fn read_effects(path: &Path) -> Result<Vec<Effect>, FakeError> {
 
 impl ClusterApi for FakeWorld {
     /// The fake world has no authorization: it lets anyone do anything.
+    fn set_kube_proxy<'a>(&'a self, _version: Version) -> BoxFut<'a, Result<Facts, PortError>> {
+        // The fake world runs no DaemonSets.
+        Box::pin(async { Ok([("kube_proxy".to_string(), "absent".to_string())].into()) })
+    }
+
     fn can_i<'a>(&'a self, perms: &'a [Permission]) -> BoxFut<'a, Result<Vec<bool>, PortError>> {
         Box::pin(async move { Ok(vec![true; perms.len()]) })
     }
@@ -489,7 +494,8 @@ impl NodeExecutor for FakeWorld {
                     facts.insert("members".into(), members.to_string());
                     facts.insert("healthy".into(), members.to_string());
                 }
-                RemoteCommand::KubeadmUpgrade { version, apply } => {
+                RemoteCommand::KubeadmDowngrade { version, apply }
+                | RemoteCommand::KubeadmUpgrade { version, apply } => {
                     let op = if *apply {
                         "kubeadm-upgrade-apply"
                     } else {

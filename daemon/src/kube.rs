@@ -23,9 +23,9 @@ use kube::{Client, Config};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
-use upgraded_events::Host;
 use upgraded_events::Version;
 use upgraded_events::inventory::{Inventory, Owner, PdbInv, PodInv};
+use upgraded_events::{Facts, Host};
 use upgraded_planner::permissions::Permission;
 
 use crate::ports::{
@@ -485,6 +485,53 @@ impl ClusterApi for KubeCluster {
                 .await
                 .map_err(api_error)?;
             Ok(replicas_in(&s))
+        })
+    }
+
+    fn set_kube_proxy<'a>(&'a self, version: Version) -> BoxFut<'a, Result<Facts, PortError>> {
+        Box::pin(async move {
+            let api: Api<DaemonSet> = Api::namespaced(self.client.clone(), "kube-system");
+            let mut facts = Facts::new();
+            let Some(ds) = api.get_opt("kube-proxy").await.map_err(api_error)? else {
+                facts.insert("kube_proxy".into(), "absent".into());
+                return Ok(facts);
+            };
+            let containers = ds
+                .spec
+                .and_then(|s| s.template.spec)
+                .map(|s| s.containers)
+                .unwrap_or_default();
+            let Some(image) = containers
+                .iter()
+                .find(|c| c.name == "kube-proxy")
+                .and_then(|c| c.image.clone())
+            else {
+                return Err(PortError::fatal(
+                    "daemonset kube-system/kube-proxy has no kube-proxy container image",
+                ));
+            };
+            // The registry and repository stay; only the tag changes.
+            let repo = match image.rsplit_once(':') {
+                Some((r, tag)) if !tag.contains('/') => r.to_string(),
+                _ => image.clone(),
+            };
+            let want = format!("{repo}:{version}");
+            facts.insert("image_before".into(), image.clone());
+            facts.insert("image".into(), want.clone());
+            if image != want {
+                // Strategic merge: the container is matched by name, the others are kept.
+                let patch = json!({"spec": {"template": {"spec": {"containers": [
+                    {"name": "kube-proxy", "image": want}
+                ]}}}});
+                api.patch(
+                    "kube-proxy",
+                    &PatchParams::default(),
+                    &Patch::Strategic(patch),
+                )
+                .await
+                .map_err(api_error)?;
+            }
+            Ok(facts)
         })
     }
 

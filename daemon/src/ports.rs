@@ -224,6 +224,9 @@ pub trait ClusterApi: Send + Sync + 'static {
     /// For each permission, whether the API server lets this identity do it
     /// (SelfSubjectAccessReview), answered in order.
     fn can_i<'a>(&'a self, perms: &'a [Permission]) -> BoxFut<'a, Result<Vec<bool>, PortError>>;
+    /// Sets the kube-proxy DaemonSet's image tag to `version` (`kubectl set image`); facts
+    /// say what it was and is (`kube_proxy=absent` on a cluster without it).
+    fn set_kube_proxy<'a>(&'a self, version: Version) -> BoxFut<'a, Result<Facts, PortError>>;
 }
 
 /// Where a step reports what it observes while it runs (recorded as events in the log).
@@ -255,6 +258,10 @@ pub enum RemoteCommand {
     RestartKubelet,
     /// `etcdctl endpoint health --cluster`: how many members answer (`members`, `healthy`).
     EtcdHealth,
+    /// A rollback of the control plane: unhold → install kubeadm at the older `version`
+    /// (allowing the downgrade) → hold; `kubeadm upgrade apply VERSION` (`apply`) or
+    /// `kubeadm upgrade node`, after our own backup of the manifests.
+    KubeadmDowngrade { version: Version, apply: bool },
     /// A rollback: unhold → install kubelet/kubectl at the older `version` → hold, then the
     /// kubelet config backed up at `kubelet_config` put back.
     DowngradePackages {
@@ -277,6 +284,8 @@ impl RemoteCommand {
             RemoteCommand::RestartKubelet => "kubelet restart",
             RemoteCommand::EtcdHealth => "etcd health",
             RemoteCommand::DowngradePackages { .. } => "package downgrade",
+            RemoteCommand::KubeadmDowngrade { apply: true, .. } => "kubeadm downgrade (apply)",
+            RemoteCommand::KubeadmDowngrade { apply: false, .. } => "kubeadm downgrade (node)",
         }
     }
 }

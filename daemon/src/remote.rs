@@ -125,6 +125,19 @@ impl Scripts {
                 }
                 s.push_str("echo installed=\"$(kubelet --version | sed 's/^Kubernetes //')\"\n");
             }
+            RemoteCommand::KubeadmDowngrade { version, apply } => {
+                // Our copy of what is there now (the hop's own backup keeps what was before).
+                self.backup_as(&mut s, &format!("before-rollback-to-{version}"));
+                self.repository(&mut s, *version);
+                self.downgrade(&mut s, &["kubeadm"], *version);
+                let v = version.to_string();
+                if *apply {
+                    let _ = writeln!(s, "{}", words(&["kubeadm", "upgrade", "apply", &v, "-y"]));
+                } else {
+                    let _ = writeln!(s, "{}", words(&["kubeadm", "upgrade", "node"]));
+                }
+                let _ = writeln!(s, "echo kubeadm={}", shell_quote(&v));
+            }
             RemoteCommand::KubeadmUpgrade { version, apply } => {
                 self.backup(&mut s, *version);
                 self.repository(&mut s, *version);
@@ -304,7 +317,12 @@ impl Scripts {
     /// Copies of the static-pod manifests and kubeconfigs, once per hop: a re-run after a
     /// half-done `kubeadm upgrade` keeps the copy from before it.
     fn backup(&self, s: &mut String, v: Version) {
-        let dir = format!("{}/{v}", self.node.backup_dir);
+        self.backup_as(s, &v.to_string());
+    }
+
+    /// [`Scripts::backup`] into `<backup dir>/<name>`.
+    fn backup_as(&self, s: &mut String, name: &str) {
+        let dir = format!("{}/{name}", self.node.backup_dir);
         let _ = writeln!(s, "b={}", shell_quote(&dir));
         s.push_str(
             "if [ ! -e \"$b/complete\" ]; then\n  \
@@ -629,6 +647,37 @@ mod tests {
             std::fs::read_to_string(&backup).expect("backup"),
             "kind: KubeletConfiguration\n"
         );
+    }
+
+    #[test]
+    fn kubeadm_downgrade_backs_up_downgrades_kubeadm_then_applies_the_older_version() {
+        let s = scripts("apt").render(&RemoteCommand::KubeadmDowngrade {
+            version: v("v1.34.6"),
+            apply: true,
+        });
+        let order = [
+            "flock 9",
+            "/before-rollback-to-v1.34.6",
+            "cp -a /etc/kubernetes/manifests",
+            "https://pkgs.k8s.io/core:/stable:/v1.34/deb/ /",
+            "apt-mark unhold kubeadm",
+            "apt-get install -y --allow-downgrades --allow-change-held-packages kubeadm=1.34.6-1.1",
+            "apt-mark hold kubeadm",
+            "kubeadm upgrade apply v1.34.6 -y",
+            "echo kubeadm=v1.34.6",
+        ];
+        let mut at = 0;
+        for line in order {
+            let i = s[at..]
+                .find(line)
+                .unwrap_or_else(|| panic!("{line:?} missing or out of order in:\n{s}"));
+            at += i + line.len();
+        }
+        let node = scripts("apt").render(&RemoteCommand::KubeadmDowngrade {
+            version: v("v1.34.6"),
+            apply: false,
+        });
+        assert!(node.contains("kubeadm upgrade node\n") && !node.contains("upgrade apply"));
     }
 
     #[test]

@@ -219,6 +219,16 @@ pub async fn execute(
             };
             facts.extend(env.remote(&cmd).await?);
         }
+        Step::KubeProxy { version } => {
+            facts.extend(ports.cluster.set_kube_proxy(*version).await?);
+        }
+        Step::KubeadmDowngrade { version, apply } => {
+            let cmd = RemoteCommand::KubeadmDowngrade {
+                version: *version,
+                apply: *apply,
+            };
+            facts.extend(env.remote(&cmd).await?);
+        }
         Step::RestartKubelet => {
             facts.extend(env.remote(&RemoteCommand::RestartKubelet).await?);
         }

@@ -70,7 +70,10 @@ impl Step {
             | Step::KubeadmUpgrade { .. }
             // Its script installs only when the version differs and then puts the recorded
             // kubelet config back: running it again finishes what a crash cut short.
-            | Step::DowngradePackages { .. } => InDoubt::Rerun,
+            | Step::DowngradePackages { .. }
+            // Setting an image, and kubeadm's own idempotence, as for an upgrade.
+            | Step::KubeProxy { .. }
+            | Step::KubeadmDowngrade { .. } => InDoubt::Rerun,
         }
     }
 
@@ -89,6 +92,9 @@ impl Step {
             Step::KubeadmUpgrade { apply: true, .. } => "kubeadm-upgrade-apply",
             Step::KubeadmUpgrade { apply: false, .. } => "kubeadm-upgrade-node",
             Step::DowngradePackages { .. } => "downgrade-packages",
+            Step::KubeProxy { .. } => "kube-proxy-image",
+            Step::KubeadmDowngrade { apply: true, .. } => "kubeadm-downgrade-apply",
+            Step::KubeadmDowngrade { apply: false, .. } => "kubeadm-downgrade-node",
         }
     }
 }
@@ -98,6 +104,9 @@ impl fmt::Display for Step {
         match self {
             Step::UpgradePackages { version } => write!(f, "upgrade-packages {version}"),
             Step::DowngradePackages { version, .. } => write!(f, "downgrade-packages {version}"),
+            Step::KubeProxy { version } | Step::KubeadmDowngrade { version, .. } => {
+                write!(f, "{} {version}", self.name())
+            }
             Step::KubeadmUpgrade { version, .. } => write!(f, "{} {version}", self.name()),
             other => f.write_str(other.name()),
         }

@@ -32,7 +32,9 @@ pub fn final_version(steps: &[Step]) -> Option<Version> {
 /// The control-plane version the entry's steps leave running: its last kubeadm hop.
 pub fn control_plane_version(steps: &[Step]) -> Option<Version> {
     steps.iter().rev().find_map(|s| match s {
-        Step::KubeadmUpgrade { version, .. } => Some(*version),
+        Step::KubeadmUpgrade { version, .. } | Step::KubeadmDowngrade { version, .. } => {
+            Some(*version)
+        }
         _ => None,
     })
 }

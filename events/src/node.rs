@@ -81,7 +81,10 @@ impl Phase {
     /// `kubeadm upgrade` inside the cordon window to `Upgrading`.
     pub fn of_step(step: &Step) -> Phase {
         match step {
-            Step::EtcdSnapshot | Step::KubeadmUpgrade { .. } => Phase::Preparing,
+            Step::EtcdSnapshot
+            | Step::KubeadmUpgrade { .. }
+            | Step::KubeProxy { .. }
+            | Step::KubeadmDowngrade { .. } => Phase::Preparing,
             Step::Preflight => Phase::Preflight,
             Step::Cordon => Phase::Cordoning,
             Step::Drain => Phase::Draining,

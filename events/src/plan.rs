@@ -45,6 +45,15 @@ pub enum Step {
         kubelet_config: Option<String>,
         kubeadm: bool,
     },
+    /// A rollback's first control-plane step: the kube-proxy DaemonSet's image to the older
+    /// `version`, through the API (`kubectl set image`), so kube-proxy is never newer than an
+    /// apiserver while the control plane goes back.
+    KubeProxy { version: Version },
+    /// A rollback's control-plane step: unhold → install kubeadm at the older `version`
+    /// (allowing the downgrade) → hold; then `kubeadm upgrade apply VERSION` (`apply`, the
+    /// first node) or `kubeadm upgrade node`. kubeadm allows one minor down and leaves etcd
+    /// at its newer version ("won't downgrade etcd").
+    KubeadmDowngrade { version: Version, apply: bool },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]

@@ -74,7 +74,9 @@ impl World {
             | Step::Verify
             | Step::Soak
             | Step::EtcdSnapshot
-            | Step::KubeadmUpgrade { .. } => {}
+            | Step::KubeadmUpgrade { .. }
+            | Step::KubeProxy { .. }
+            | Step::KubeadmDowngrade { .. } => {}
         }
         self.effects
             .entry(node.into())

@@ -51,8 +51,10 @@ impl SimNodes {
             RemoteCommand::InstallPackages { .. } | RemoteCommand::DowngradePackages { .. } => {
                 d.upgrade_packages
             }
-            RemoteCommand::KubeadmUpgrade { apply: true, .. } => d.kubeadm_apply,
-            RemoteCommand::KubeadmUpgrade { apply: false, .. } => d.kubeadm_node,
+            RemoteCommand::KubeadmUpgrade { apply: true, .. }
+            | RemoteCommand::KubeadmDowngrade { apply: true, .. } => d.kubeadm_apply,
+            RemoteCommand::KubeadmUpgrade { apply: false, .. }
+            | RemoteCommand::KubeadmDowngrade { apply: false, .. } => d.kubeadm_node,
             RemoteCommand::EtcdSnapshot { .. } => d.etcd_snapshot,
             RemoteCommand::InstalledKubelet
             | RemoteCommand::RestartKubelet
@@ -87,7 +89,8 @@ impl SimNodes {
                 }
                 facts.insert("installed".into(), version.to_string());
             }
-            RemoteCommand::KubeadmUpgrade { version, apply } => {
+            RemoteCommand::KubeadmUpgrade { version, apply }
+            | RemoteCommand::KubeadmDowngrade { version, apply } => {
                 w.install_package(node, "kubeadm", *version)
                     .map_err(model)?;
                 let is_cp = w.nodes.get(node).is_some_and(|n| n.control_plane.is_some());

@@ -22,6 +22,9 @@ impl Ctx<'_> {
                 Step::EtcdSnapshot => d.etcd_snapshot,
                 Step::KubeadmUpgrade { apply: true, .. } => d.kubeadm_apply,
                 Step::KubeadmUpgrade { apply: false, .. } => d.kubeadm_node,
+                Step::KubeadmDowngrade { apply: true, .. } => d.kubeadm_apply,
+                Step::KubeadmDowngrade { apply: false, .. } => d.kubeadm_node,
+                Step::KubeProxy { .. } => d.verify,
                 Step::Cordon => d.cordon,
                 Step::Drain => {
                     (d.drain + d.drain_per_pod * evicted as u64).min(self.policy.drain_timeout_secs)

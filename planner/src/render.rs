@@ -292,6 +292,27 @@ impl Cmds<'_> {
                 }
                 c
             }
+            Step::KubeProxy { version } => format!(
+                "kubectl -n kube-system set image daemonset/kube-proxy kube-proxy=registry.k8s.io/kube-proxy:{}",
+                shell_quote(&version.to_string())
+            ),
+            Step::KubeadmDowngrade { version, apply } => {
+                let mut c = format!(
+                    "{}\n{}\n",
+                    self.repo(*version),
+                    self.downgrade(&["kubeadm"], *version)
+                );
+                if *apply {
+                    let _ = write!(
+                        c,
+                        "kubeadm upgrade apply {} --yes   # one minor down; etcd stays at its newer version",
+                        shell_quote(&version.to_string())
+                    );
+                } else {
+                    c.push_str("kubeadm upgrade node");
+                }
+                c
+            }
             Step::Cordon => format!("kubectl cordon {node}"),
             Step::Drain => format!(
                 "kubectl drain {node} --ignore-daemonsets --delete-emptydir-data --timeout={drain_timeout}s\n# never --force or --disable-eviction: a refusal means a PDB or an unmanaged pod needs a person"

@@ -4,10 +4,20 @@
 //! plan takes back exactly that, in an order whose every intermediate state keeps the skew
 //! rules (checked with the planner's own simulator), and names any input it lacks.
 //!
-//! This module plans rollbacks of nodes (`--node`): each node's kubelet and kubectl go back
-//! to the versions recorded before the run, with the kubelet config the node had then. A
-//! kubelet may be older than the apiserver, so this is legal whenever the skew rules hold
-//! for the result, which the plan checks.
+//! Two scopes:
+//! - `--node`: each named node's kubelet and kubectl (and kubeadm) go back to the versions
+//!   recorded before the run, with the kubelet config the node had then. A kubelet may be
+//!   older than the apiserver, so this is legal whenever the skew rules hold for the result,
+//!   which the plan checks.
+//! - `--to`: the cluster goes back exactly one minor, as kubeadm allows. First every kubelet
+//!   newer than the target (workers, then control-plane nodes), each cordoned, drained,
+//!   downgraded with its config from when it ran the target, verified and uncordoned; then
+//!   kube-proxy's image; then the control plane one node at a time through the target's
+//!   kubeadm (`upgrade apply` on the first, `upgrade node` on the others), which also puts
+//!   the addons and kubeadm's ConfigMaps back and leaves etcd at its newer version. kubeadm
+//!   is the way rather than restoring the manifest backups because it also takes back what
+//!   those do not hold (ConfigMaps, CoreDNS, certificates' settings); the backups (ours and
+//!   kubeadm's, recorded by the forward run) are the by-hand fallback the runbook names.
 
 use std::collections::BTreeMap;
 
@@ -23,6 +33,8 @@ use crate::stages::versions_now;
 pub struct RollbackRequest {
     /// Nodes (hosts) to take back to the versions recorded before the run.
     pub nodes: Vec<Host>,
+    /// The version to take the whole cluster back to: one minor below the control plane.
+    pub to: Option<Version>,
 }
 
 /// What a rollback will do, in order, and why.
@@ -47,8 +59,43 @@ pub enum RollbackError {
          uncordoned), then roll back"
     )]
     NotFinished { run: RunId, phase: &'static str },
-    #[error("name the nodes to roll back (--node NAME)")]
+    #[error("say what to roll back: --node NAME (nodes) or --to VERSION (the cluster, one minor)")]
     NothingAsked,
+    #[error("--to rolls the whole cluster back; --node rolls single nodes back: choose one")]
+    BothScopes,
+    #[error("--to {to}: the control plane runs {current}; a rollback goes to an older version")]
+    NotOlder { to: Version, current: Version },
+    #[error(
+        "--to {to}: the control plane runs {current}, and a rollback goes back exactly one minor \
+         (kubeadm can downgrade only one minor at a time): roll back to v{major}.{minor}.x \
+         first, then repeat"
+    )]
+    NotOneMinor {
+        to: Version,
+        current: Version,
+        major: u16,
+        minor: u16,
+    },
+    #[error(
+        "--to {to}: run {run} started with the control plane at {before}; a rollback undoes the \
+         run and does not go below where it started"
+    )]
+    BelowRun {
+        to: Version,
+        before: Version,
+        run: RunId,
+    },
+    #[error(
+        "node {node} runs {what} {version}, newer than {to}, but run {run} did not put it there: \
+         a rollback only takes back what the run changed"
+    )]
+    NotByThisRun {
+        node: String,
+        what: &'static str,
+        version: Version,
+        to: Version,
+        run: RunId,
+    },
     #[error(
         "run {run} is itself the rollback of run {undoes}: a rollback is not rolled back (start \
          an upgrade to go forward again)"
@@ -214,8 +261,11 @@ fn node_steps(version: Version, kubelet_config: String, kubeadm: bool) -> Vec<St
 pub fn plan(records: &[Record], req: &RollbackRequest) -> Result<RollbackPlan, RollbackError> {
     let fwd = Forward::read(records)?;
     let run = fwd.run();
-    if req.nodes.is_empty() {
-        return Err(RollbackError::NothingAsked);
+    match (req.to, req.nodes.is_empty()) {
+        (Some(_), false) => return Err(RollbackError::BothScopes),
+        (Some(to), true) => return plan_to(&fwd, to),
+        (None, true) => return Err(RollbackError::NothingAsked),
+        (None, false) => {}
     }
     // Workers first, then control-plane nodes; each group in the order the run took them.
     let mut chosen: Vec<(&Host, &HostHistory)> = Vec::new();
@@ -256,77 +306,286 @@ pub fn plan(records: &[Record], req: &RollbackRequest) -> Result<RollbackPlan, R
     });
     chosen.dedup_by_key(|(host, _)| (*host).clone());
 
-    let mut versions = fwd.versions.clone();
-    let mut batches = Vec::new();
-    let mut why = Vec::new();
+    let mut out = Rollback::new(&fwd);
     for (host, h) in chosen {
         let missing = |what| RollbackError::MissingInput {
             node: host.to_string(),
             run,
             what,
         };
-        let before = h.before.as_ref().ok_or(missing("preflight facts"))?;
-        let version: Version = before
+        let version: Version = h
+            .before
+            .as_ref()
+            .ok_or(missing("preflight facts"))?
             .get("kubelet_before")
             .and_then(|v| v.parse().ok())
             .ok_or(missing("kubelet version (kubelet_before)"))?;
+        out.kubelet(
+            host,
+            h,
+            version,
+            h.kubeadm_changed,
+            "recorded before the run",
+        )?;
+    }
+    Ok(out.finish(
+        "etcd is not touched: a rollback of nodes leaves the control plane and its data as they are".into(),
+    ))
+}
+
+/// A rollback plan being built: batches in order, the versions after each, and why.
+struct Rollback<'a> {
+    fwd: &'a Forward,
+    versions: ClusterVersions,
+    batches: Vec<Batch>,
+    why: Vec<String>,
+}
+
+impl<'a> Rollback<'a> {
+    fn new(fwd: &'a Forward) -> Self {
+        Rollback {
+            fwd,
+            versions: fwd.versions.clone(),
+            batches: Vec::new(),
+            why: Vec::new(),
+        }
+    }
+
+    /// Applies `steps` of `entry` on `host` and checks the skew rules after each.
+    fn push(&mut self, label: String, node: NodePlan, why: String) -> Result<(), RollbackError> {
+        let host = node.host();
+        for s in &node.steps {
+            self.versions.apply(host.as_str(), s);
+            if let Some(v) = self.versions.violations().into_iter().next() {
+                return Err(RollbackError::Skew {
+                    node: host.to_string(),
+                    why: v,
+                });
+            }
+        }
+        self.batches.push(Batch {
+            label,
+            nodes: vec![node],
+        });
+        self.why.push(why);
+        Ok(())
+    }
+
+    /// The batch that takes `host`'s kubelet and kubectl (and kubeadm with `kubeadm`) to
+    /// `version`, with the kubelet config the node had when it ran `version`.
+    fn kubelet(
+        &mut self,
+        host: &Host,
+        h: &HostHistory,
+        version: Version,
+        kubeadm: bool,
+        source: &str,
+    ) -> Result<(), RollbackError> {
+        let run = self.fwd.run();
+        let missing = |what| RollbackError::MissingInput {
+            node: host.to_string(),
+            run,
+            what,
+        };
+        let before = h.before.as_ref().ok_or(missing("preflight facts"))?;
         if before.get("pkg_kubelet").is_none_or(String::is_empty) {
             return Err(missing("installed kubelet package (pkg_kubelet)"));
         }
-        let config = h
-            .configs
-            .get(&version.to_string())
-            .cloned()
-            .ok_or(missing("kubelet config backup (kubelet_config_backup)"))?;
-        let now = versions
-            .nodes
-            .get(host.as_str())
-            .map(|(k, _)| *k)
-            .unwrap_or(version);
-        if h.kubeadm_changed && before.get("pkg_kubeadm").is_none_or(String::is_empty) {
+        if kubeadm && before.get("pkg_kubeadm").is_none_or(String::is_empty) {
             return Err(missing("installed kubeadm package (pkg_kubeadm)"));
         }
-        let steps = node_steps(version, config, h.kubeadm_changed);
-        for s in &steps {
-            versions.apply(host.as_str(), s);
-        }
-        if let Some(v) = versions.violations().into_iter().next() {
-            return Err(RollbackError::Skew {
-                node: host.to_string(),
-                why: v,
-            });
-        }
-        why.push(format!(
-            "{host}: kubelet and kubectl {now} → {version} (recorded before run {run}, package {}), its kubelet config from then put back; cordoned and drained first{}",
+        // The config the node had at `version`; a node that never ran it (all hops in one
+        // drain) gets the newest it had below it: a kubelet reads older configs.
+        let (config_version, config) = h
+            .configs
+            .iter()
+            .filter_map(|(v, path)| v.parse::<Version>().ok().map(|v| (v, path)))
+            .filter(|(v, _)| *v <= version)
+            .max_by_key(|(v, _)| *v)
+            .map(|(v, path)| (v, path.clone()))
+            .ok_or(missing(
+                "kubelet config backup (kubelet_config_backup) of that version or older",
+            ))?;
+        let now = self
+            .versions
+            .nodes
+            .get(host.as_str())
+            .map_or(version, |(k, _)| *k);
+        let config_note = if config_version == version {
+            "the kubelet config it had then put back".to_string()
+        } else {
+            format!("its kubelet config from {config_version} put back (it never ran {version})")
+        };
+        let why = format!(
+            "{host}: kubelet and kubectl {now} → {version} ({source}, package {}), {config_note}; cordoned and drained first{}",
             before.get("pkg_kubelet").map_or("?", String::as_str),
             if before.get("unschedulable").map(String::as_str) == Some("true") {
                 ", left cordoned (it was cordoned before the run)"
             } else {
                 ", uncordoned after"
             }
-        ));
-        batches.push(Batch {
-            label: format!("rollback {host} to {version}"),
-            nodes: vec![NodePlan {
-                name: Entry::new(host.as_str()),
-                host: None,
-                role: h.role.unwrap_or(Role::Worker),
-                from: now,
-                steps,
-                estimate_secs: 0,
-            }],
+        );
+        let node = NodePlan {
+            name: Entry::new(host.as_str()),
+            host: None,
+            role: h.role.unwrap_or(Role::Worker),
+            from: now,
+            steps: node_steps(version, config, kubeadm),
+            estimate_secs: 0,
+        };
+        self.push(format!("rollback {host} to {version}"), node, why)
+    }
+
+    fn finish(self, etcd: String) -> RollbackPlan {
+        let run = self.fwd.run();
+        RollbackPlan {
+            undoes: run,
+            plan: Plan {
+                target: self.versions.newest_apiserver(),
+                batches: self.batches,
+                undoes: Some(run),
+            },
+            why: self.why,
+            etcd,
+        }
+    }
+}
+
+/// `--to`: the whole cluster one minor back (see the module doc for the order and why).
+fn plan_to(fwd: &Forward, to: Version) -> Result<RollbackPlan, RollbackError> {
+    let run = fwd.run();
+    let current = fwd
+        .versions
+        .newest_apiserver()
+        .ok_or(RollbackError::NoRun)?;
+    if to >= current {
+        return Err(RollbackError::NotOlder { to, current });
+    }
+    if to.major != current.major || to.minor + 1 != current.minor {
+        return Err(RollbackError::NotOneMinor {
+            to,
+            current,
+            major: current.major,
+            minor: current.minor.saturating_sub(1),
         });
     }
-    Ok(RollbackPlan {
-        undoes: run,
-        plan: Plan {
-            target: versions.newest_apiserver(),
-            batches,
-            undoes: Some(run),
-        },
-        why,
-        etcd: "etcd is not touched: a rollback of nodes leaves the control plane and its data as they are".into(),
-    })
+    if let Some(before) = fwd.state.apiserver_before.filter(|b| to < *b) {
+        return Err(RollbackError::BelowRun { to, before, run });
+    }
+    let mut out = Rollback::new(fwd);
+    // 1. Every kubelet newer than the target: workers, then control-plane nodes.
+    let mut kubelets: Vec<(&Host, Version)> = Vec::new();
+    for (name, (kubelet, _)) in &fwd.versions.nodes {
+        if *kubelet > to {
+            let host = fwd
+                .hosts
+                .keys()
+                .find(|h| h.as_str() == name)
+                .ok_or_else(|| RollbackError::NotByThisRun {
+                    node: name.clone(),
+                    what: "kubelet",
+                    version: *kubelet,
+                    to,
+                    run,
+                })?;
+            kubelets.push((host, *kubelet));
+        }
+    }
+    let rank = |host: &Host| {
+        let h = &fwd.hosts[host];
+        (
+            h.role == Some(Role::ControlPlane),
+            fwd.order.iter().position(|o| o == host),
+        )
+    };
+    kubelets.sort_by_key(|(host, _)| rank(host));
+    for (host, version) in kubelets {
+        let h = &fwd.hosts[host];
+        if !h.packages_changed {
+            return Err(RollbackError::NotByThisRun {
+                node: host.to_string(),
+                what: "kubelet",
+                version,
+                to,
+                run,
+            });
+        }
+        // A control-plane node's kubeadm goes back with its control plane, below.
+        let worker_kubeadm = h.kubeadm_changed && h.role != Some(Role::ControlPlane);
+        out.kubelet(
+            host,
+            h,
+            to,
+            worker_kubeadm,
+            "the version it ran during the run",
+        )?;
+    }
+    // 2. kube-proxy, so it is never newer than an apiserver on the way down.
+    let mut cps: Vec<(&String, Version)> = fwd
+        .versions
+        .control_plane
+        .iter()
+        .filter(|(_, c)| c[0] > to)
+        .map(|(n, c)| (n, c[0]))
+        .collect();
+    cps.sort();
+    let proxy_newer = fwd.versions.nodes.values().any(|(_, p)| *p > to);
+    // 3. The control plane, one node at a time, through the target's kubeadm.
+    for (i, (name, version)) in cps.iter().enumerate() {
+        let host = fwd
+            .hosts
+            .keys()
+            .find(|h| h.as_str() == name.as_str())
+            .filter(|h| fwd.hosts[*h].control_plane_changed)
+            .ok_or_else(|| RollbackError::NotByThisRun {
+                node: name.to_string(),
+                what: "kube-apiserver",
+                version: *version,
+                to,
+                run,
+            })?;
+        let mut steps = Vec::new();
+        if i == 0 && proxy_newer {
+            steps.push(Step::KubeProxy { version: to });
+        }
+        steps.push(Step::KubeadmDowngrade {
+            version: to,
+            apply: i == 0,
+        });
+        steps.push(Step::Verify);
+        let how = if i == 0 {
+            format!(
+                "kubeadm {to} then `kubeadm upgrade apply {to}`{}",
+                if proxy_newer {
+                    ", after kube-proxy's image goes to the same version"
+                } else {
+                    ""
+                }
+            )
+        } else {
+            format!("kubeadm {to} then `kubeadm upgrade node`")
+        };
+        let node = NodePlan {
+            name: Entry::new(format!("{host}@control-plane")),
+            host: Some(host.clone()),
+            role: Role::ControlPlane,
+            from: *version,
+            steps,
+            estimate_secs: 0,
+        };
+        out.push(
+            format!("rollback control plane {host} to {to}"),
+            node,
+            format!("{host}: control plane {version} → {to}: {how}; etcd stays as it is"),
+        )?;
+    }
+    let etcd = "etcd stays at its newer version, with its data: kubeadm does not downgrade etcd \
+                (\"won't downgrade etcd\"), so the older apiservers talk to the newer etcd, as \
+                after kubeadm's own one-minor downgrade (1.34 ships etcd 3.6, 1.33 ships 3.5). \
+                Restoring the snapshot taken before the upgrade loses every write since; a \
+                rollback never chooses it by itself"
+        .to_string();
+    Ok(out.finish(etcd))
 }
 
 #[cfg(test)]
@@ -459,6 +718,7 @@ mod tests {
     fn hosts(names: &[&str]) -> RollbackRequest {
         RollbackRequest {
             nodes: names.iter().map(|n| Host::new(*n)).collect(),
+            to: None,
         }
     }
 
@@ -540,6 +800,108 @@ mod tests {
         );
     }
 
+    fn to(v: &str) -> RollbackRequest {
+        RollbackRequest {
+            nodes: Vec::new(),
+            to: Some(v.parse().expect("version")),
+        }
+    }
+
+    #[test]
+    fn the_cluster_goes_back_one_minor_kubelets_first_then_kube_proxy_then_the_control_plane() {
+        let records = forward(false);
+        let r = plan(&records, &to("v1.34.6")).expect("rollback --to");
+        assert_eq!(r.plan.target, Some(Version::new(1, 34, 6)));
+        let order: Vec<(String, Vec<String>)> = r
+            .plan
+            .nodes()
+            .map(|(_, n)| {
+                (
+                    n.name.to_string(),
+                    n.steps.iter().map(|s| s.name().to_string()).collect(),
+                )
+            })
+            .collect();
+        let first_cp_pass = order
+            .iter()
+            .position(|(n, _)| n.ends_with("@control-plane"))
+            .expect("control plane passes");
+        // Every kubelet pass comes before the control plane, workers before control planes.
+        assert!(
+            order[..first_cp_pass]
+                .iter()
+                .all(|(_, s)| s.contains(&"downgrade-packages".to_string()))
+        );
+        let first_cp_kubelet = order[..first_cp_pass]
+            .iter()
+            .position(|(n, _)| n.starts_with("cp-"))
+            .expect("control-plane kubelets");
+        assert!(
+            order[first_cp_kubelet..first_cp_pass]
+                .iter()
+                .all(|(n, _)| n.starts_with("cp-"))
+        );
+        assert_eq!(
+            order.len() - first_cp_pass,
+            3,
+            "three control-plane nodes: {order:?}"
+        );
+        assert_eq!(
+            order[first_cp_pass].1,
+            ["kube-proxy-image", "kubeadm-downgrade-apply", "verify"],
+            "{order:?}"
+        );
+        assert_eq!(
+            order[first_cp_pass + 1].1,
+            ["kubeadm-downgrade-node", "verify"]
+        );
+        assert!(r.etcd.contains("won't downgrade etcd"), "{}", r.etcd);
+        // Each state was checked; the end state is the target everywhere.
+        let fwd = Forward::read(&records).expect("forward");
+        let mut v = fwd.versions.clone();
+        for (_, n) in r.plan.nodes() {
+            for s in &n.steps {
+                v.apply(n.host().as_str(), s);
+                assert_eq!(v.violations(), Vec::<String>::new(), "after {} {s}", n.name);
+            }
+        }
+        assert!(
+            v.control_plane
+                .values()
+                .all(|c| c[0] == Version::new(1, 34, 6))
+        );
+        assert!(
+            v.nodes
+                .values()
+                .all(|(k, p)| *k <= Version::new(1, 34, 6) && *p <= Version::new(1, 34, 6))
+        );
+    }
+
+    #[test]
+    fn more_than_one_minor_or_below_the_run_is_refused_as_kubeadm_would() {
+        let records = forward(false);
+        let e = plan(&records, &to("v1.33.7")).expect_err("two minors");
+        assert!(
+            e.to_string()
+                .contains("kubeadm can downgrade only one minor at a time")
+                && e.to_string().contains("roll back to v1.34.x first"),
+            "{e}"
+        );
+        assert!(matches!(
+            plan(&records, &to("v1.35.1")),
+            Err(RollbackError::NotOneMinor { .. })
+        ));
+        assert!(matches!(
+            plan(&records, &to("v1.35.3")),
+            Err(RollbackError::NotOlder { .. })
+        ));
+        let both = RollbackRequest {
+            nodes: vec![Host::new("r640-01")],
+            to: Some(Version::new(1, 34, 6)),
+        };
+        assert_eq!(plan(&records, &both), Err(RollbackError::BothScopes));
+    }
+
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig { cases: 64, ..Default::default() })]
 
@@ -562,7 +924,7 @@ mod tests {
             if changed.is_empty() {
                 return Ok(());
             }
-            let r = plan(&stopped, &RollbackRequest { nodes: changed.clone() })
+            let r = plan(&stopped, &RollbackRequest { nodes: changed.clone(), to: None })
                 .map_err(|e| proptest::test_runner::TestCaseError::fail(e.to_string()))?;
             let mut v = fwd.versions.clone();
             let mut seen = Vec::new();

@@ -49,6 +49,18 @@ impl ClusterVersions {
                     }
                 }
             }
+            Step::KubeadmDowngrade { version, .. } => {
+                if let Some(c) = self.control_plane.get_mut(host) {
+                    c[0] = *version;
+                    c[1] = *version;
+                    c[2] = *version;
+                }
+            }
+            Step::KubeProxy { version } => {
+                for (_, proxy) in self.nodes.values_mut() {
+                    *proxy = *version;
+                }
+            }
             Step::UpgradePackages { version } | Step::DowngradePackages { version, .. } => {
                 if let Some((kubelet, _)) = self.nodes.get_mut(host) {
                     *kubelet = *version;
@@ -68,6 +80,8 @@ impl ClusterVersions {
             Step::KubeadmUpgrade { .. }
                 | Step::UpgradePackages { .. }
                 | Step::DowngradePackages { .. }
+                | Step::KubeProxy { .. }
+                | Step::KubeadmDowngrade { .. }
         )
     }
 

@@ -1278,6 +1278,41 @@ impl World {
         Ok(())
     }
 
+    /// The image of a workload's pods (`kubectl set image`): the template changes and, as a
+    /// finished rolling update leaves it, every pod it owns runs the new image.
+    pub fn set_image(
+        &mut self,
+        kind: Kind,
+        namespace: &str,
+        name: &str,
+        image: &str,
+    ) -> Result<(), ModelError> {
+        let rv = self.bump();
+        let w = self
+            .workloads
+            .get_mut(&(kind, namespace.to_string(), name.to_string()))
+            .ok_or_else(|| not_found(kind_plural(kind), name))?;
+        if w.template.image == image {
+            return Ok(());
+        }
+        w.template.image = image.to_string();
+        w.generation += 1;
+        w.resource_version = rv;
+        let owner = match kind {
+            Kind::Deployment => w.replica_set.as_ref().map(|(rs, _)| rs.clone()),
+            _ => Some(name.to_string()),
+        };
+        for p in self.pods.values_mut() {
+            let owned = p.namespace == namespace
+                && p.owner.as_ref().map(|o| Some(&o.name)) == Some(owner.as_ref());
+            if owned {
+                p.spec.image = image.to_string();
+            }
+        }
+        self.tick();
+        Ok(())
+    }
+
     // ----- what the node agents (the lab's stub tools) do ----------------------------------
 
     /// `systemctl restart kubelet` with `version` installed: NotReady for a while, then Ready

@@ -317,7 +317,7 @@ const APPS: &[Res] = &[
         name: "daemonsets",
         kind: "DaemonSet",
         namespaced: true,
-        verbs: READ,
+        verbs: &["get", "list", "patch"],
         short: &["ds"],
         group_version: None,
     },
@@ -1093,6 +1093,30 @@ fn workloads(
                     Err(e) => bad_request(e.to_string()),
                 },
                 (Method::GET, Some("scale")) if kind != Kind::DaemonSet => ok(&kube::scale(&d, w)),
+                // A DaemonSet's pod image (kube-proxy's, in a rollback).
+                (Method::PATCH, None) if kind == Kind::DaemonSet => {
+                    let mut doc = match kube::workload_json(&d, w) {
+                        Ok(v) => v,
+                        Err(e) => return bad_request(e.to_string()),
+                    };
+                    if let Err(r) = apply_patch(&mut doc, content_type, body) {
+                        return r;
+                    }
+                    let Some(image) = doc["spec"]["template"]["spec"]["containers"][0]["image"]
+                        .as_str()
+                        .map(str::to_string)
+                    else {
+                        return bad_request("the patched DaemonSet has no container image".into());
+                    };
+                    if let Err(e) = w.set_image(kind, &key.1, name, &image) {
+                        return model_error(e);
+                    }
+                    match w.workloads.get(&key).map(|d| kube::workload_json(d, w)) {
+                        Some(Ok(v)) => ok(&v),
+                        Some(Err(e)) => bad_request(e.to_string()),
+                        None => not_found(&resource, name),
+                    }
+                }
                 (Method::PATCH | Method::PUT, Some("scale")) if kind != Kind::DaemonSet => {
                     let mut doc = match serde_json::to_value(kube::scale(&d, w)) {
                         Ok(v) => v,

@@ -201,3 +201,99 @@ async fn a_rollback_crashed_at_any_record_finishes_the_same_with_nothing_done_tw
     }
     assert!(crashed_at >= 20, "only {crashed_at} records to crash at");
 }
+
+/// `--to` one minor back: kubelets first, kube-proxy, then the control plane through the
+/// target's kubeadm; the cluster ends at the target everywhere, nothing cordoned.
+#[tokio::test(start_paused = true)]
+async fn the_cluster_goes_back_one_minor_and_no_further() {
+    let (mut h, forward) = upgraded_lab().await;
+    // The hop the run took through 1.34.
+    let via = h
+        .events(&forward)
+        .await
+        .iter()
+        .filter_map(|e| e["event"]["StepStarted"]["step"]["KubeadmUpgrade"]["version"].as_str())
+        .find(|v| v.starts_with("v1.34."))
+        .expect("a hop through 1.34")
+        .to_string();
+    let e = rollback(&h, json!({"to": "v1.33.5"}))
+        .await
+        .expect_err("two minors");
+    assert!(e.message.contains("only one minor at a time"), "{e}");
+    let e = rollback(&h, json!({"to": via, "nodes": ["w-1"]}))
+        .await
+        .expect_err("both");
+    assert!(e.message.contains("choose one"), "{e}");
+
+    let p = rollback(&h, json!({"to": via, "planOnly": true}))
+        .await
+        .expect("plan");
+    let why: Vec<&str> = p["why"]
+        .as_array()
+        .expect("why")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(
+        why.len(),
+        5,
+        "3 workers, cp-1's kubelet, cp-1's control plane: {why:#?}"
+    );
+    assert!(
+        why[4].starts_with("cp-1: control plane v1.35.3 →"),
+        "{why:#?}"
+    );
+    assert!(
+        p["etcd"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("won't downgrade etcd")
+    );
+
+    let r = rollback(&h, json!({"to": via})).await.expect("rollback");
+    let run = r["run"].as_str().expect("run").to_string();
+    h.until_phase("completed", DAY).await;
+    {
+        let w = h.sim.world();
+        for n in w.nodes.values() {
+            assert_eq!(n.kubelet.to_string(), via, "{}", n.name);
+            assert!(!n.unschedulable, "{} left cordoned", n.name);
+            if let Some(cp) = &n.control_plane {
+                assert_eq!(cp.apiserver.to_string(), via);
+                assert_eq!(cp.controller_manager.to_string(), via);
+                assert_eq!(cp.scheduler.to_string(), via);
+            }
+        }
+        let proxies: Vec<&str> = w
+            .pods
+            .values()
+            .filter(|p| p.name.starts_with("kube-proxy"))
+            .map(|p| p.spec.image.as_str())
+            .collect();
+        assert!(!proxies.is_empty());
+        assert!(
+            proxies.iter().all(|i| i.ends_with(&format!(":{via}"))),
+            "{proxies:?}"
+        );
+    }
+    let steps: Vec<String> = h
+        .events(&run)
+        .await
+        .iter()
+        .filter_map(|e| e["event"].get("StepSucceeded"))
+        .map(|s| format!("{} {}", s["node"].as_str().unwrap_or(""), s["step"]))
+        .collect();
+    let proxy = steps
+        .iter()
+        .position(|s| s.contains("KubeProxy"))
+        .expect("kube-proxy");
+    let apply = steps
+        .iter()
+        .position(|s| s.contains("KubeadmDowngrade"))
+        .expect("kubeadm");
+    let last_kubelet = steps
+        .iter()
+        .rposition(|s| s.contains("DowngradePackages"))
+        .expect("pkgs");
+    assert!(last_kubelet < proxy && proxy < apply, "{steps:#?}");
+}

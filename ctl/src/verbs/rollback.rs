@@ -1,4 +1,4 @@
-//! `upgradectl rollback --node NAME... [--run ID] [--plan] [-o table|json]`.
+//! `upgradectl rollback (--node NAME... | --to vX.Y.Z) [--run ID] [--plan] [-o table|json]`.
 
 use anyhow::{Context, bail};
 use upgraded_api::RollbackRequest;
@@ -8,6 +8,7 @@ use upgraded_events::RunId;
 pub async fn run(
     client: &Client,
     nodes: Vec<String>,
+    to: Option<String>,
     run: Option<String>,
     plan_only: bool,
     output: &str,
@@ -24,6 +25,7 @@ pub async fn run(
     let answer = client
         .rollback(&RollbackRequest {
             nodes,
+            to,
             run,
             plan_only,
         })
