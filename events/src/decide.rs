@@ -8,9 +8,11 @@ use serde::Serialize;
 use crate::event::{Event, Facts, InDoubt, Step, Timestamp};
 use crate::names::Entry;
 use crate::node::{NodeState, Phase, StepStatus};
-use crate::policy::{OnDrainBlocked, Policy};
+use crate::plan::Role;
+use crate::policy::{OnDrainBlocked, OnGateFailure, Policy};
 use crate::run::RunPhase;
 use crate::state::RunState;
+use crate::undo::node_rollback_steps;
 use crate::window::{earliest_start, rfc3339};
 
 /// What the engine should do. Imperative names: these are orders, not facts.
@@ -45,6 +47,13 @@ pub enum Command {
     },
     Complete,
     FinishAbort,
+    /// Take a node back after its gate failed (policy `rollback-node`): its remaining steps
+    /// become `steps`, then it parks and the run halts with `reason`.
+    RollBackNode {
+        node: Entry,
+        reason: String,
+        steps: Vec<Step>,
+    },
 }
 
 /// What executing a `RunStep` or a `Probe` observed.
@@ -152,6 +161,15 @@ impl Command {
                 reason: reason.clone(),
                 uncordon: *uncordon,
             }),
+            Command::RollBackNode {
+                node,
+                reason,
+                steps,
+            } => Some(Event::NodeRollingBack {
+                node: node.clone(),
+                reason: reason.clone(),
+                steps: steps.clone(),
+            }),
             Command::Complete => Some(Event::RunCompleted),
             Command::FinishAbort => Some(Event::RunAborted),
         }
@@ -195,6 +213,28 @@ pub fn decide(state: &RunState, policy: &Policy, now: Timestamp) -> Decision {
 }
 
 fn decide_running(state: &RunState, policy: &Policy, now: Timestamp, d: &mut Decision) {
+    // A node rolled back after its gate failed: nothing more starts; the operator decides.
+    if let Some(n) = state
+        .nodes
+        .iter()
+        .map(NodeState::node)
+        .find(|n| n.rolling_back && n.parked.is_some())
+        .filter(|n| state.node(n.name.as_str()).map(NodeState::phase) == Some(Phase::Parked))
+    {
+        let to = n.steps.iter().rev().find_map(|s| match s {
+            Step::DowngradePackages { version, .. } => Some(version.to_string()),
+            _ => None,
+        });
+        d.commands.push(Command::Halt {
+            reason: format!(
+                "{}; {} was rolled back to {} and parked. Fix the cause on that machine (its kernel, OS or container runtime), then `upgradectl resume` upgrades it again, or `upgradectl abort`",
+                n.parked.as_deref().unwrap_or("its gate failed"),
+                n.host,
+                to.as_deref().unwrap_or("its recorded versions")
+            ),
+        });
+        return;
+    }
     // The current batch is the first one with an unfinished node (parked ones wait for a
     // resume and do not hold up the others).
     let Some(current) =
@@ -383,14 +423,39 @@ fn next_for_node(
                 .get("retryable")
                 .is_some_and(|r| r == "false");
             if may_give_up && (permanent || n.failures >= policy.max_attempts.max(1)) {
-                return Some(Stop::Halt(format!(
+                let why = format!(
                     "node {}: {} failed {} time(s){}: {}",
                     n.name,
                     step,
                     n.failures,
                     if permanent { ", not retried" } else { "" },
                     n.last_error.as_deref().unwrap_or("no error recorded")
-                )));
+                );
+                if n.rolling_back {
+                    // Never a rollback of a rollback: a person looks at the node.
+                    return Some(Stop::Halt(format!(
+                        "the automatic rollback of {} failed: {why}. Halted, nothing else is tried: look at the node, then `upgradectl resume` retries that step",
+                        n.name
+                    )));
+                }
+                let gate = matches!(step, Step::Verify | Step::Soak);
+                if gate
+                    && n.role == Role::Worker
+                    && policy.on_gate_failure == OnGateFailure::RollbackNode
+                {
+                    return match node_rollback_steps(n, step) {
+                        Ok(steps) => {
+                            d.commands.push(Command::RollBackNode {
+                                node: n.name.clone(),
+                                reason: why,
+                                steps,
+                            });
+                            None
+                        }
+                        Err(missing) => Some(Stop::Halt(format!("{why}. {} {missing}", n.name))),
+                    };
+                }
+                return Some(Stop::Halt(why));
             }
             let retry_at = n.since.plus_secs(policy.backoff_secs(n.failures));
             if now < retry_at {
@@ -608,6 +673,229 @@ mod tests {
             matches!(d.commands.as_slice(), [Command::RunStep { attempt: 2, .. }]),
             "{d:?}"
         );
+    }
+
+    /// A one-node run of `role` whose verify failed `policy.max_attempts` times, after a
+    /// preflight that recorded what a rollback needs.
+    fn verify_failed(policy: &Policy, role: Role) -> RunState {
+        let steps = vec![
+            Step::Preflight,
+            Step::Cordon,
+            Step::UpgradePackages {
+                version: Version::new(1, 35, 3),
+            },
+            Step::RestartKubelet,
+            Step::Verify,
+            Step::Uncordon,
+        ];
+        let s = {
+            // The run of `state`, with this node's steps and role.
+            let plan = Plan {
+                undoes: None,
+                target: Some(Version::new(1, 35, 3)),
+                batches: vec![Batch {
+                    label: "canary".into(),
+                    nodes: vec![NodePlan {
+                        name: "w-1".into(),
+                        host: None,
+                        role,
+                        from: Version::new(1, 34, 6),
+                        steps: steps.clone(),
+                        estimate_secs: 0,
+                    }],
+                }],
+            };
+            let mut fresh = RunState::default();
+            for (i, event) in [
+                Event::RunPlanned {
+                    target: Version::new(1, 35, 3),
+                    plan: Json(plan),
+                    policy: Json(policy.clone()),
+                    by: Actor::daemon(),
+                },
+                Event::RunStarted {
+                    by: Actor::daemon(),
+                },
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                fresh.apply(&Record {
+                    run: RunId::nil(),
+                    seq: i as u64,
+                    at: at(0, 12, 0),
+                    event,
+                });
+            }
+            fresh
+        };
+        let recorded = Facts::from([
+            ("kubelet_before".to_string(), "v1.34.6".to_string()),
+            ("kubelet_installed".to_string(), "v1.34.6".to_string()),
+            ("pkg_kubelet".to_string(), "1.34.6-1.1".to_string()),
+            (
+                "kubelet_config_backup".to_string(),
+                "/var/lib/upgraded/kubelet-config/v1.34.6.yaml".to_string(),
+            ),
+        ]);
+        let mut events = Vec::new();
+        for step in &steps[..4] {
+            events.push(Event::StepStarted {
+                node: "w-1".into(),
+                step: step.clone(),
+                attempt: 1,
+            });
+            events.push(Event::StepSucceeded {
+                node: "w-1".into(),
+                step: step.clone(),
+                attempt: 1,
+                facts: if *step == Step::Preflight {
+                    recorded.clone()
+                } else {
+                    Facts::new()
+                },
+            });
+        }
+        for attempt in 1..=policy.max_attempts {
+            events.push(Event::StepStarted {
+                node: "w-1".into(),
+                step: Step::Verify,
+                attempt,
+            });
+            events.push(Event::StepFailed {
+                node: "w-1".into(),
+                step: Step::Verify,
+                attempt,
+                error: "node w-1 is not Ready".into(),
+                facts: Facts::new(),
+            });
+        }
+        after(s, events)
+    }
+
+    #[test]
+    fn a_worker_failing_its_gate_is_rolled_back_parked_and_the_run_halts() {
+        let policy = Policy {
+            on_gate_failure: OnGateFailure::RollbackNode,
+            ..Policy::default()
+        };
+        // Given a worker whose verify failed three times, when deciding, then roll it back.
+        let s = verify_failed(&policy, Role::Worker);
+        let d = decide(&s, &policy, at(0, 13, 0));
+        let [
+            Command::RollBackNode {
+                node,
+                reason,
+                steps,
+            },
+        ] = d.commands.as_slice()
+        else {
+            panic!("{d:?}");
+        };
+        assert_eq!(node.as_str(), "w-1");
+        assert!(
+            reason.contains("verify failed 3 time(s): node w-1 is not Ready"),
+            "{reason}"
+        );
+        assert_eq!(
+            steps.len(),
+            4,
+            "downgrade, restart, verify, uncordon: {steps:?}"
+        );
+        let intent = d.commands[0].intent().expect("recorded first");
+        // When its rollback runs, then the next step is the downgrade, and a failure of it
+        // halts instead of rolling back again.
+        let s = after(s, vec![intent]);
+        let d = decide(&s, &policy, at(0, 13, 1));
+        assert!(
+            matches!(
+                d.commands.as_slice(),
+                [Command::RunStep {
+                    step: Step::DowngradePackages { .. },
+                    ..
+                }]
+            ),
+            "{d:?}"
+        );
+        let mut failing = Vec::new();
+        for attempt in 1..=policy.max_attempts {
+            failing.push(Event::StepStarted {
+                node: "w-1".into(),
+                step: steps[0].clone(),
+                attempt,
+            });
+            failing.push(Event::StepFailed {
+                node: "w-1".into(),
+                step: steps[0].clone(),
+                attempt,
+                error: "apt refused".into(),
+                facts: Facts::new(),
+            });
+        }
+        let broken = after(s.clone(), failing);
+        match decide(&broken, &policy, at(0, 14, 0)).commands.as_slice() {
+            [Command::Halt { reason }] => assert!(
+                reason.starts_with("the automatic rollback of w-1 failed")
+                    && reason.contains("apt refused"),
+                "{reason}"
+            ),
+            other => panic!("{other:?}"),
+        }
+        // When the rollback's steps succeed, then the node parks and the run halts saying so.
+        let mut done = Vec::new();
+        for step in steps {
+            done.push(Event::StepStarted {
+                node: "w-1".into(),
+                step: step.clone(),
+                attempt: 1,
+            });
+            done.push(Event::StepSucceeded {
+                node: "w-1".into(),
+                step: step.clone(),
+                attempt: 1,
+                facts: Facts::new(),
+            });
+        }
+        let parked = after(s, done);
+        assert_eq!(parked.nodes[0].phase(), Phase::Parked);
+        match decide(&parked, &policy, at(0, 14, 0)).commands.as_slice() {
+            [Command::Halt { reason }] => assert!(
+                reason.contains("w-1 was rolled back to v1.34.6 and parked"),
+                "{reason}"
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_control_plane_node_or_policy_halt_only_halts() {
+        for (policy, role) in [
+            (
+                Policy {
+                    on_gate_failure: OnGateFailure::Halt,
+                    ..Policy::default()
+                },
+                Role::Worker,
+            ),
+            (
+                Policy {
+                    on_gate_failure: OnGateFailure::RollbackNode,
+                    ..Policy::default()
+                },
+                Role::ControlPlane,
+            ),
+        ] {
+            let s = verify_failed(&policy, role);
+            match decide(&s, &policy, at(0, 13, 0)).commands.as_slice() {
+                [Command::Halt { reason }] => {
+                    assert!(
+                        reason.starts_with("node w-1: verify failed 3 time(s)"),
+                        "{reason}"
+                    )
+                }
+                other => panic!("{role:?}: {other:?}"),
+            }
+        }
     }
 
     fn cordon_failed(attempt: u32, retryable: bool) -> Vec<Event> {

@@ -212,6 +212,15 @@ pub enum Event {
         to: u32,
         restore: bool,
     },
+    /// A worker failed its verify gate (or a canary its soak) past its attempts and policy
+    /// says `rollback-node`: its remaining steps are replaced by `steps`, which take it back
+    /// to the versions its preflight recorded; then it is parked and the run halts with
+    /// `reason`. Recorded before any of those steps.
+    NodeRollingBack {
+        node: Entry,
+        reason: String,
+        steps: Vec<Step>,
+    },
 }
 
 /// The variant names, for golden samples, subjects and schema docs.
@@ -234,10 +243,11 @@ pub enum EventKind {
     EvictionBlocked,
     NodeParked,
     WorkloadScaled,
+    NodeRollingBack,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 17] = [
+    pub const ALL: [EventKind; 18] = [
         EventKind::RunPlanned,
         EventKind::RunStarted,
         EventKind::RunPaused,
@@ -255,6 +265,7 @@ impl EventKind {
         EventKind::EvictionBlocked,
         EventKind::NodeParked,
         EventKind::WorkloadScaled,
+        EventKind::NodeRollingBack,
     ];
 
     pub fn name(self) -> &'static str {
@@ -276,6 +287,7 @@ impl EventKind {
             EventKind::EvictionBlocked => "EvictionBlocked",
             EventKind::NodeParked => "NodeParked",
             EventKind::WorkloadScaled => "WorkloadScaled",
+            EventKind::NodeRollingBack => "NodeRollingBack",
         }
     }
 }
@@ -301,6 +313,7 @@ impl Event {
             Event::EvictionBlocked { .. } => EventKind::EvictionBlocked,
             Event::NodeParked { .. } => EventKind::NodeParked,
             Event::WorkloadScaled { .. } => EventKind::WorkloadScaled,
+            Event::NodeRollingBack { .. } => EventKind::NodeRollingBack,
         }
     }
 
@@ -313,7 +326,8 @@ impl Event {
             | Event::StepProbed { node, .. }
             | Event::EvictionBlocked { node, .. }
             | Event::NodeParked { node, .. }
-            | Event::WorkloadScaled { node, .. } => Some(node),
+            | Event::WorkloadScaled { node, .. }
+            | Event::NodeRollingBack { node, .. } => Some(node),
             _ => None,
         }
     }

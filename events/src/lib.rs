@@ -20,6 +20,7 @@ pub mod request;
 pub mod run;
 pub mod state;
 pub mod time;
+pub mod undo;
 pub mod version;
 pub mod window;
 

@@ -20,7 +20,7 @@ use statig::prelude::*;
 
 use crate::event::{Event, Facts, Step, Timestamp};
 use crate::names::{Entry, Host};
-use crate::plan::NodePlan;
+use crate::plan::{NodePlan, Role};
 
 /// Where a node's current step stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -161,6 +161,13 @@ pub struct Node {
     /// The last attempt number of each step, so a node started again after a park keeps
     /// counting instead of repeating attempt numbers.
     pub attempts: Vec<u32>,
+    /// The entry's role in the plan.
+    pub role: Role,
+    /// The plan's steps, kept while `steps` holds a rollback's (a resume starts them again).
+    pub planned_steps: Vec<Step>,
+    /// Its steps are an automatic rollback's (`NodeRollingBack`): a failure now halts the run
+    /// and is never answered by another rollback.
+    pub rolling_back: bool,
 }
 
 /// A refused eviction, as the last `EvictionBlocked` told it.
@@ -420,6 +427,31 @@ impl Node {
                 ));
                 Handled
             }
+            Event::NodeRollingBack { reason, steps, .. }
+                if matches!(cursor.status, StepStatus::Ready | StepStatus::Failed)
+                    && !self.rolling_back =>
+            {
+                // The failed step stays in the list (its attempts are history); the
+                // rollback's steps replace the rest, then the node parks.
+                let next = cursor.index + 1;
+                self.steps.truncate(next);
+                self.steps.extend(steps.iter().cloned());
+                self.attempts.resize(self.steps.len(), 0);
+                self.parked = Some(reason.clone());
+                self.parked_cordoned = false;
+                self.rolling_back = true;
+                self.failures = 0;
+                self.failure_facts.clear();
+                self.since = at;
+                Transition(self.state_at(next))
+            }
+            Event::NodeRollingBack { .. } => {
+                context.anomalies.push(format!(
+                    "{}: a rollback recorded while its step was not settled, or twice",
+                    self.name
+                ));
+                Handled
+            }
             Event::AbortRequested { .. } => {
                 if matches!(cursor.status, StepStatus::InFlight | StepStatus::InDoubt) {
                     self.abort_requested = true;
@@ -449,6 +481,12 @@ impl Node {
             Event::RunResumed { .. } => {
                 // `parked_cordoned` stays until the node is cordoned by its workflow again:
                 // an abort before that must still uncordon it.
+                if self.rolling_back {
+                    // Rolled back: the resume retries the upgrade from its first step.
+                    self.steps = self.planned_steps.clone();
+                    self.attempts.resize(self.steps.len(), 0);
+                    self.rolling_back = false;
+                }
                 self.parked = None;
                 self.failures = 0;
                 self.last_error = None;
@@ -672,6 +710,9 @@ impl NodeState {
             name: plan.name.clone(),
             host: plan.host(),
             steps: plan.steps.clone(),
+            role: plan.role,
+            planned_steps: plan.steps.clone(),
+            rolling_back: false,
             since: at,
             failures: 0,
             last_error: None,

@@ -21,7 +21,19 @@ pub enum OnDrainBlocked {
     Pause,
 }
 
-/// What happens to the run when a node's step has failed `max_attempts` times.
+/// What happens when a worker fails its verify gate, or a canary its soak, `max_attempts`
+/// times in a row. A control-plane node always halts the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnGateFailure {
+    /// Halt the run (what runs recorded before the field existed did).
+    #[default]
+    Halt,
+    /// Roll the node back to the versions its preflight recorded, park it, and halt the run
+    /// with the reason: the rest of its generation never starts.
+    RollbackNode,
+}
+
 /// A key that records written by older builds carry and this build reads and ignores.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Retired;
@@ -73,6 +85,9 @@ pub struct Policy {
     /// Maintenance windows: a node only starts inside one, and only when its estimate fits
     /// before the window closes. Empty: any time.
     pub windows: Vec<Window>,
+    /// What a worker's failed verify gate (or a canary's failed soak) does. New runs get
+    /// the planner's default (`rollback-node`); `halt` is what older records meant.
+    pub on_gate_failure: OnGateFailure,
     /// `onFailure`, which runs recorded before 2026-12 carry (it only ever said `halt`, which
     /// is what a failing step does); read and ignored, never written.
     #[serde(rename = "onFailure", skip_serializing)]
@@ -97,6 +112,7 @@ impl Default for Policy {
             node_ready_timeout_secs: 600,
             etcd_snapshot_max_age_secs: 3600,
             windows: Vec::new(),
+            on_gate_failure: OnGateFailure::Halt,
             retired_on_failure: Retired,
         }
     }

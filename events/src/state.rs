@@ -206,7 +206,8 @@ impl RunState {
             | Event::StepFailed { node, .. }
             | Event::StepProbed { node, .. }
             | Event::EvictionBlocked { node, .. }
-            | Event::NodeParked { node, .. } => match self.index.get(node) {
+            | Event::NodeParked { node, .. }
+            | Event::NodeRollingBack { node, .. } => match self.index.get(node) {
                 Some(&i) => self.nodes[i].handle(&record.event, &mut ctx),
                 None => ctx
                     .anomalies

@@ -128,6 +128,20 @@ fn sample(kind: EventKind) -> Event {
             to: 4,
             restore: false,
         },
+        EventKind::NodeRollingBack => Event::NodeRollingBack {
+            node,
+            reason: "node worker-07: verify failed 3 time(s): node worker-07 is not Ready".into(),
+            steps: vec![
+                Step::DowngradePackages {
+                    version: Version::new(1, 32, 4),
+                    kubelet_config: Some("/var/lib/upgraded/kubelet-config/v1.32.4.yaml".into()),
+                    kubeadm: true,
+                },
+                Step::RestartKubelet,
+                Step::Verify,
+                Step::Uncordon,
+            ],
+        },
     }
 }
 

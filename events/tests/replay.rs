@@ -226,6 +226,7 @@ impl Engine<'_> {
                     Command::Halt { .. }
                     | Command::Pause { .. }
                     | Command::Park { .. }
+                    | Command::RollBackNode { .. }
                     | Command::Complete
                     | Command::FinishAbort => {}
                 }

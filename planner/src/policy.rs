@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::catalog::Catalog;
 use upgraded_events::Version;
-use upgraded_events::policy::{OnDrainBlocked, Policy};
+use upgraded_events::policy::{OnDrainBlocked, OnGateFailure, Policy};
 use upgraded_events::quantity::duration_secs;
 use upgraded_events::window::Window;
 
@@ -189,6 +189,10 @@ pub struct GatesFile {
     /// A control-plane node whose apiserver is not healthy this long after kubeadm fails
     /// the hop (default `10m`).
     pub control_plane_rejoin_timeout: Option<String>,
+    /// What a worker failing its verify gate (or a canary its soak) after `retries.maxAttempts`
+    /// attempts in a row does: `rollback-node` (default: back to its recorded versions,
+    /// parked, the run halted) or `halt`. The control plane always halts.
+    pub on_failure: Option<OnGateFailure>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -286,6 +290,8 @@ pub struct PlanPolicy {
     pub crash_loop_increase_percent: u32,
     pub node_ready_timeout_secs: u64,
     pub control_plane_rejoin_timeout_secs: u64,
+    /// What a worker's failed gate does (`gates.onFailure`).
+    pub on_gate_failure: OnGateFailure,
     pub durations: Durations,
     pub max_attempts: u32,
     pub retry_backoff_secs: u64,
@@ -374,6 +380,7 @@ impl Default for PlanPolicy {
             retry_backoff_secs: 10,
             retry_backoff_max_secs: 300,
             on_drain_blocked: OnDrainBlocked::Park,
+            on_gate_failure: OnGateFailure::RollbackNode,
             uncordon_parked: true,
             evict_unmanaged_pods: false,
             delete_empty_dir_data: true,
@@ -409,6 +416,7 @@ impl PlanPolicy {
             node_ready_timeout_secs: self.node_ready_timeout_secs,
             etcd_snapshot_max_age_secs: self.node.etcd_max_snapshot_age_secs,
             windows: self.windows.clone(),
+            on_gate_failure: self.on_gate_failure,
             ..Policy::default()
         }
     }
@@ -754,6 +762,7 @@ impl PolicyFile {
                 &g.control_plane_rejoin_timeout,
                 p.control_plane_rejoin_timeout_secs,
             )?;
+            p.on_gate_failure = g.on_failure.unwrap_or(p.on_gate_failure);
         }
         for (k, v) in &self.durations {
             let field = format!("durations.{k}");

@@ -286,6 +286,9 @@ pub struct CrashLoopFault {
 pub struct Faults {
     /// Nodes whose kubelet never reports Ready again after a restart.
     pub never_ready: BTreeSet<String>,
+    /// Nodes whose machine cannot run a kubelet from this version on (an old kernel, say):
+    /// restarted into such a version it never becomes Ready; an older one runs fine.
+    pub kubelet_fails_from: BTreeMap<String, Version>,
     pub crash_loops: Vec<CrashLoopFault>,
     /// PDBs (`namespace/name`) that refuse every eviction, whatever their numbers say.
     pub blocking_pdbs: BTreeSet<String>,
@@ -1318,7 +1321,12 @@ impl World {
     /// `systemctl restart kubelet` with `version` installed: NotReady for a while, then Ready
     /// reporting the new version (unless the node is set never to come back).
     pub fn restart_kubelet(&mut self, node: &str, version: Version) -> Result<(), ModelError> {
-        let never = self.faults.never_ready.contains(node);
+        let never = self.faults.never_ready.contains(node)
+            || self
+                .faults
+                .kubelet_fails_from
+                .get(node)
+                .is_some_and(|from| version >= *from);
         self.edit_node(node, |n, now| {
             n.kubelet = version;
             n.ready = false;

@@ -297,3 +297,131 @@ async fn the_cluster_goes_back_one_minor_and_no_further() {
         .expect("pkgs");
     assert!(last_kubelet < proxy && proxy < apply, "{steps:#?}");
 }
+
+/// Two workers per generation; w-1 and w-4 are dell-r640, the oldest, so w-1 is the first
+/// canary. `fails_from`: w-1's machine cannot run a kubelet from that version on.
+async fn canary_cluster(policy: &str, fails_from: Option<&str>) -> Harness {
+    let mut world = upgraded_sim::World::new(upgraded_harness::sim_clock(), 7);
+    upgraded_sim::scenario::small(&mut world, 1, 6, "v1.33.5".parse().expect("v"))
+        .expect("cluster");
+    world.tick();
+    world.settle(30 * 24 * 3600 * 1000);
+    if let Some(v) = fails_from {
+        world
+            .faults
+            .kubelet_fails_from
+            .insert("w-1".into(), v.parse().expect("v"));
+    }
+    Harness::new(world, policy).await
+}
+
+const CANARY_POLICY: &str = "apiVersion: upgraded.dev/v1alpha1
+kind: UpgradePolicy
+generations: {maxUnavailable: 1, canaries: 1, order: [dell-r640, dell-r740, hp-dl380]}
+canarySoak: 10m
+waitBetweenBatches: 1m
+retries: {maxAttempts: 2, backoff: 1s, maxBackoff: 2s}
+gates: {nodeReadyTimeout: 5m}
+";
+
+fn started_nodes(evs: &[Value]) -> std::collections::BTreeSet<String> {
+    evs.iter()
+        .filter_map(|e| e["event"].get("StepStarted"))
+        .filter_map(|s| s["node"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// The operator guide's story: one generation's machines cannot run the new kubelet. The
+/// canary never comes back Ready; the daemon rolls it back to its recorded versions, parks
+/// it, and halts before the rest of its generation starts.
+#[tokio::test(start_paused = true)]
+async fn a_canary_that_never_comes_back_is_rolled_back_parked_and_the_run_halts() {
+    let mut h = canary_cluster(CANARY_POLICY, Some("v1.35.0")).await;
+    let v = h.start("v1.35.3").await.expect("start");
+    let run = v["run"].as_str().expect("run").to_string();
+    let halted = h.until_phase("halted", DAY).await;
+    let reason = halted["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("node w-1: verify failed 2 time(s)")
+            && reason.contains("w-1 was rolled back to v1.33.5 and parked")
+            && reason.contains("upgradectl resume"),
+        "the halt says what failed, what was done and what next: {reason}"
+    );
+    {
+        let w = h.sim.world();
+        let n = &w.nodes["w-1"];
+        assert_eq!(n.kubelet.to_string(), "v1.33.5");
+        assert!(n.ready, "back on the version its machine runs");
+        assert!(!n.unschedulable, "uncordoned after the rollback");
+    }
+    let evs = h.events(&run).await;
+    let rollbacks: Vec<&Value> = evs
+        .iter()
+        .filter_map(|e| e["event"].get("NodeRollingBack"))
+        .collect();
+    assert_eq!(rollbacks.len(), 1, "{rollbacks:?}");
+    assert_eq!(rollbacks[0]["node"], "w-1");
+    let started = started_nodes(&evs);
+    for rest in ["w-4", "w-2", "w-3", "w-5", "w-6"] {
+        assert!(!started.contains(rest), "{rest} started: {started:?}");
+    }
+    assert_eq!(
+        halted["nodes"]
+            .as_array()
+            .and_then(|ns| ns.iter().find(|n| n["name"] == "w-1"))
+            .map(|n| n["phase"].clone()),
+        Some(json!("parked"))
+    );
+}
+
+/// A rollback that fails halts and says so; it never answers itself with another.
+#[tokio::test(start_paused = true)]
+async fn a_failing_rollback_halts_and_never_loops() {
+    let mut world_fault = canary_cluster(CANARY_POLICY, None).await;
+    world_fault
+        .sim
+        .world()
+        .faults
+        .never_ready
+        .insert("w-1".into());
+    let mut h = world_fault;
+    let v = h.start("v1.35.3").await.expect("start");
+    let run = v["run"].as_str().expect("run").to_string();
+    let halted = h.until_phase("halted", DAY).await;
+    let reason = halted["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with("the automatic rollback of w-1 failed")
+            && reason.contains("nothing else is tried"),
+        "{reason}"
+    );
+    let evs = h.events(&run).await;
+    assert_eq!(
+        evs.iter()
+            .filter(|e| e["event"].get("NodeRollingBack").is_some())
+            .count(),
+        1
+    );
+}
+
+/// `gates.onFailure: halt`: no rollback, the run halts on the failed gate as before.
+#[tokio::test(start_paused = true)]
+async fn with_on_failure_halt_a_failed_gate_only_halts() {
+    let policy = format!("{CANARY_POLICY}gates: {{nodeReadyTimeout: 5m, onFailure: halt}}\n")
+        .replacen("gates: {nodeReadyTimeout: 5m}\n", "", 1);
+    let mut h = canary_cluster(&policy, Some("v1.35.0")).await;
+    let v = h.start("v1.35.3").await.expect("start");
+    let run = v["run"].as_str().expect("run").to_string();
+    let halted = h.until_phase("halted", DAY).await;
+    let reason = halted["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with("node w-1: verify failed 2 time(s)"),
+        "{reason}"
+    );
+    assert!(
+        h.events(&run)
+            .await
+            .iter()
+            .all(|e| e["event"].get("NodeRollingBack").is_none())
+    );
+    assert_eq!(h.sim.world().nodes["w-1"].kubelet.to_string(), "v1.35.3");
+}

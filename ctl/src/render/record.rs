@@ -107,6 +107,16 @@ pub fn describe(r: &Record) -> String {
             one_line(namespace),
             one_line(name)
         ),
+        Event::NodeRollingBack {
+            node: n,
+            reason,
+            steps,
+        } => format!(
+            "{} ↩ rolling back ({}): {}",
+            node(n),
+            steps.iter().map(step).collect::<Vec<_>>().join(", "),
+            one_line(reason)
+        ),
         Event::RunStarted { by: a } => format!("run: started by {}", by(a)),
         Event::RunPaused { by: a, reason } => {
             format!("run: paused by {}{}", by(a), because(reason))
