@@ -377,14 +377,8 @@ async fn a_canary_that_never_comes_back_is_rolled_back_parked_and_the_run_halts(
 /// A rollback that fails halts and says so; it never answers itself with another.
 #[tokio::test(start_paused = true)]
 async fn a_failing_rollback_halts_and_never_loops() {
-    let mut world_fault = canary_cluster(CANARY_POLICY, None).await;
-    world_fault
-        .sim
-        .world()
-        .faults
-        .never_ready
-        .insert("w-1".into());
-    let mut h = world_fault;
+    let mut h = canary_cluster(CANARY_POLICY, None).await;
+    h.sim.world().faults.never_ready.insert("w-1".into());
     let v = h.start("v1.35.3").await.expect("start");
     let run = v["run"].as_str().expect("run").to_string();
     let halted = h.until_phase("halted", DAY).await;
