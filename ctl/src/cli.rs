@@ -139,6 +139,11 @@ pub enum Cmd {
     Demo {
         #[arg(long, default_value = "v1.35.3")]
         to: String,
+        /// `upgrade` (to the end) or `rollback`: one hardware generation cannot run the new
+        /// kubelet; its canary is rolled back by the daemon, then the operator rolls the
+        /// control plane back one minor.
+        #[arg(long, default_value = "upgrade", value_parser = ["upgrade", "rollback"])]
+        scenario: String,
         /// Keep the demo's data directory afterwards.
         #[arg(long)]
         keep: Option<PathBuf>,

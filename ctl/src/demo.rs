@@ -115,7 +115,7 @@ fn demo_fix_blockers(server: &upgraded_sim::SimServer) -> anyhow::Result<()> {
 /// Runs a private daemon against the embedded sim — the real Kubernetes adapter over the
 /// sim's HTTP API, node agents acting on its machines — and upgrades the seed cluster,
 /// showing every step as it happens.
-pub async fn run(to: &str, keep: Option<PathBuf>) -> anyhow::Result<()> {
+pub async fn run(to: &str, keep: Option<PathBuf>, rollback: bool) -> anyhow::Result<()> {
     let tmp = tempfile::Builder::new()
         .prefix("upgraded-demo-")
         .tempdir()?;
@@ -195,6 +195,10 @@ pub async fn run(to: &str, keep: Option<PathBuf>) -> anyhow::Result<()> {
         demo_fix_blockers(&sim)?;
         println!();
     }
+    let target: upgraded_events::Version = to.parse().context("--to")?;
+    if rollback {
+        demo_kernel_fault(&sim, target)?;
+    }
     let v = client
         .start(&StartRequest {
             target: to.to_string(),
@@ -208,19 +212,7 @@ pub async fn run(to: &str, keep: Option<PathBuf>) -> anyhow::Result<()> {
         .run
         .context("the daemon recorded no run: the demo cluster is already at the target")?;
     let started = std::time::Instant::now();
-    client
-        .records(
-            run,
-            EventsQuery {
-                from: 0,
-                follow: true,
-            },
-            |r| {
-                println!("{}", describe(&r));
-                true
-            },
-        )
-        .await?;
+    let next = follow(&client, run, 0).await?;
     let st = client.run(run).await?;
     println!(
         "\nrun {run}: {} in {:.1} s (real time)",
@@ -228,6 +220,9 @@ pub async fn run(to: &str, keep: Option<PathBuf>) -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
     print!("{}", upgraded_ctl::render::status(Some(&st)));
+    if rollback && st.phase == upgraded_events::run::RunPhase::Halted {
+        operator_rolls_back(&client, run, next, &v.plan, target).await?;
+    }
     let w = sim.sim.world();
     let at: std::collections::BTreeMap<String, usize> =
         w.nodes.values().fold(Default::default(), |mut m, n| {
@@ -246,7 +241,9 @@ pub async fn run(to: &str, keep: Option<PathBuf>) -> anyhow::Result<()> {
         .filter(|p| p.is_ready(w.now(), &w.nodes))
         .count();
     println!(
-        "cluster now: kubelets {at:?}; {} of {} pods Ready; cordoned: {}",
+        "cluster now: control plane {}; kubelets {at:?}; {} of {} pods Ready; cordoned: {}",
+        w.apiserver_version()
+            .map_or_else(|| "?".to_string(), |v| v.to_string()),
         ready_pods,
         w.pods.len(),
         if cordoned.is_empty() {
@@ -257,5 +254,97 @@ pub async fn run(to: &str, keep: Option<PathBuf>) -> anyhow::Result<()> {
     );
     drop(w);
     let _ = child.start_kill();
+    Ok(())
+}
+
+/// Prints a run's records from `from` as they are committed, until it completes, aborts or
+/// halts; returns the seq after the last one printed.
+async fn follow(client: &Client, run: upgraded_events::RunId, from: u64) -> anyhow::Result<u64> {
+    use upgraded_events::Event;
+    let mut next = from;
+    client
+        .records(run, EventsQuery { from, follow: true }, |r| {
+            println!("{}", describe(&r));
+            next = r.seq + 1;
+            !matches!(
+                r.event,
+                Event::RunCompleted | Event::RunAborted | Event::RunHalted { .. }
+            )
+        })
+        .await?;
+    Ok(next)
+}
+
+/// The rollback story's fault: the oldest generation's machines (their kernel) cannot run
+/// the target's kubelet. The preflight cannot see it; only the canary's restart shows it.
+fn demo_kernel_fault(
+    server: &upgraded_sim::SimServer,
+    target: upgraded_events::Version,
+) -> anyhow::Result<()> {
+    let mut w = server.sim.world();
+    let generation = "dell-r640";
+    let from = upgraded_events::Version::new(target.major, target.minor, 0);
+    let machines: Vec<String> = w
+        .nodes
+        .values()
+        .filter(|n| {
+            n.labels
+                .get(upgraded_sim::model::GENERATION_LABEL)
+                .map(String::as_str)
+                == Some(generation)
+        })
+        .map(|n| n.name.clone())
+        .collect();
+    for m in &machines {
+        w.faults.kubelet_fails_from.insert(m.clone(), from);
+    }
+    println!(
+        "  sim: the {generation} machines ({}) run a kernel that cannot run kubelet {}.{}; no preflight can see it\n",
+        machines.join(", "),
+        from.major,
+        from.minor
+    );
+    Ok(())
+}
+
+/// What the operator does after the daemon rolled the canary back and halted: abort the
+/// run, then take the control plane back one minor with `upgradectl rollback --to`.
+async fn operator_rolls_back(
+    client: &Client,
+    run: upgraded_events::RunId,
+    next: u64,
+    plan: &upgraded_planner::PlanReport,
+    target: upgraded_events::Version,
+) -> anyhow::Result<()> {
+    let back = plan
+        .path
+        .iter()
+        .map(|h| h.version)
+        .rfind(|v| v.minor + 1 == target.minor)
+        .context("the plan took no hop through the previous minor: nothing to roll back to")?;
+    println!(
+        "\noperator: `upgradectl abort` (nodes the run cordoned are uncordoned), then `upgradectl rollback --to {back}`\n"
+    );
+    client.abort("rolling the control plane back").await?;
+    follow(client, run, next).await?;
+    let plan = client
+        .rollback(&upgraded_api::RollbackRequest {
+            nodes: Vec::new(),
+            to: Some(back.to_string()),
+            run: Some(run),
+            plan_only: false,
+        })
+        .await?;
+    print!("\n{}", upgraded_ctl::render::rollback(&plan));
+    let rollback = plan.run.context("the daemon recorded no rollback run")?;
+    let started = std::time::Instant::now();
+    follow(client, rollback, 0).await?;
+    let st = client.run(rollback).await?;
+    println!(
+        "\nrollback run {rollback}: {} in {:.1} s (real time)",
+        st.phase.as_str(),
+        started.elapsed().as_secs_f64()
+    );
+    print!("{}", upgraded_ctl::render::status(Some(&st)));
     Ok(())
 }

@@ -366,6 +366,7 @@ impl ClusterApi for FakeWorld {
                 unschedulable: n.unschedulable,
                 kubelet_version: n.running,
                 control_plane: n.control_plane.map(fake_control_plane),
+                control_plane_ready: true,
             })
         })
     }

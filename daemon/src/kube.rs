@@ -328,11 +328,24 @@ impl ClusterApi for KubeCluster {
                 .into_iter()
                 .next()
                 .ok_or_else(|| PortError::fatal(format!("node {node}: not in the answer")))?;
+            let control_plane_ready = inv
+                .pods
+                .iter()
+                .filter(|p| {
+                    p.labels.get("component").is_some_and(|c| {
+                        matches!(
+                            c.as_str(),
+                            "kube-apiserver" | "kube-controller-manager" | "kube-scheduler"
+                        )
+                    })
+                })
+                .all(|p| p.ready);
             Ok(NodeStatus {
                 ready: n.ready,
                 unschedulable: n.unschedulable,
                 kubelet_version: n.kubelet,
                 control_plane: n.control_plane.filter(|c| c.observed),
+                control_plane_ready,
             })
         })
     }

@@ -17,6 +17,9 @@ pub struct NodeStatus {
     pub kubelet_version: Version,
     /// Versions of the static control-plane pods on the node (from their images).
     pub control_plane: Option<ControlPlane>,
+    /// Every control-plane static pod on the node (apiserver, controller-manager,
+    /// scheduler) is Ready; true on a node that runs none.
+    pub control_plane_ready: bool,
 }
 
 /// The kubelet version the entry's steps leave running: its last package hop.
@@ -56,9 +59,15 @@ pub fn node_unmet(host: &Host, steps: &[Step], status: &NodeStatus) -> Option<St
             ("kube-controller-manager", cp.controller_manager),
             ("kube-scheduler", cp.scheduler),
         ] {
-            if have < want {
+            // Not `<`: a rollback's kubeadm takes them to an older version.
+            if have != want {
                 return Some(format!("node {host}: {what} runs {have}, expected {want}"));
             }
+        }
+        if !status.control_plane_ready {
+            return Some(format!(
+                "node {host}: its control-plane pods are not Ready yet"
+            ));
         }
     }
     None
@@ -111,6 +120,7 @@ mod tests {
                 etcd: None,
                 observed: true,
             }),
+            control_plane_ready: true,
         }
     }
 
@@ -159,6 +169,31 @@ mod tests {
         )
         .expect("unmet");
         assert!(why.contains("kube-apiserver runs v1.34.6"), "{why}");
+        // At the version but still starting: not yet. Newer than wanted (a rollback's
+        // target): not yet either.
+        let starting = NodeStatus {
+            control_plane_ready: false,
+            ..status(true, "v1.34.6", Some("v1.35.3"))
+        };
+        let why = node_unmet(&Host::new("cp-1"), &cp, &starting).expect("unmet");
+        assert!(
+            why.contains("control-plane pods are not Ready yet"),
+            "{why}"
+        );
+        let back = [Step::KubeadmDowngrade {
+            version: v("v1.34.6"),
+            apply: true,
+        }];
+        let why = node_unmet(
+            &Host::new("cp-1"),
+            &back,
+            &status(true, "v1.34.6", Some("v1.35.3")),
+        )
+        .expect("unmet");
+        assert!(
+            why.contains("kube-apiserver runs v1.35.3, expected v1.34.6"),
+            "{why}"
+        );
     }
 
     #[test]

@@ -419,3 +419,124 @@ async fn with_on_failure_halt_a_failed_gate_only_halts() {
     );
     assert_eq!(h.sim.world().nodes["w-1"].kubelet.to_string(), "v1.35.3");
 }
+
+/// `upgradectl demo --scenario rollback`, on the harness: the seed cluster, whose oldest
+/// generation's machines cannot run kubelet 1.35. The daemon rolls that generation's canary
+/// back and halts; the operator aborts and rolls the control plane back one minor. The
+/// cluster ends at the previous minor: no kubelet newer, nothing cordoned, every pod Ready.
+#[tokio::test(start_paused = true)]
+async fn the_demos_rollback_story() {
+    const DEMO_POLICY: &str = "apiVersion: upgraded.dev/v1alpha1
+kind: UpgradePolicy
+generations:
+  label: node.kubernetes.io/instance-type
+  maxUnavailable: 2
+  canaries: 1
+canarySoak: 30m
+waitBetweenBatches: 5m
+drainTimeout: 10m
+drain:
+  deleteEmptyDirData: true
+";
+    let mut world = scenario("seed", 1);
+    // What the demo's operator fixes before starting (the seed's blockers).
+    let _ = world.delete_pod("default", "debug-shell", Some(0));
+    let v1: Vec<String> = world
+        .nodes
+        .values()
+        .filter(|n| {
+            n.annotations
+                .get(upgraded_sim::scenario::CGROUP_KEY)
+                .map(String::as_str)
+                == Some("v1")
+        })
+        .map(|n| n.name.clone())
+        .collect();
+    for name in v1 {
+        let n = &world.nodes[&name];
+        let (labels, mut annotations, taints) =
+            (n.labels.clone(), n.annotations.clone(), n.taints.clone());
+        annotations.insert(upgraded_sim::scenario::CGROUP_KEY.into(), "v2".into());
+        world
+            .set_node_meta(&name, labels, annotations, taints)
+            .expect("cgroup v2");
+    }
+    let r640: Vec<String> = world
+        .nodes
+        .values()
+        .filter(|n| {
+            n.labels
+                .get(upgraded_sim::model::GENERATION_LABEL)
+                .map(String::as_str)
+                == Some("dell-r640")
+        })
+        .map(|n| n.name.clone())
+        .collect();
+    for m in &r640 {
+        world
+            .faults
+            .kubelet_fails_from
+            .insert(m.clone(), "v1.35.0".parse().expect("v"));
+    }
+    let mut h = Harness::new(world, DEMO_POLICY).await;
+    let v = h.start("v1.35.3").await.expect("start");
+    let run = v["run"].as_str().expect("run").to_string();
+    let back = v["plan"]["path"]
+        .as_array()
+        .expect("path")
+        .iter()
+        .filter_map(|hop| hop["version"].as_str())
+        .rfind(|v| v.starts_with("v1.34."))
+        .expect("a hop through 1.34")
+        .to_string();
+    let halted = h.until_phase("halted", 7 * DAY).await;
+    let reason = halted["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("verify failed") && reason.contains("rolled back to v1.32.4 and parked"),
+        "{reason}"
+    );
+    let canary = r640
+        .iter()
+        .find(|m| reason.contains(&format!("{m} was rolled back")))
+        .expect("an r640 canary")
+        .clone();
+    let started = started_nodes(&h.events(&run).await);
+    for m in r640.iter().filter(|m| **m != canary) {
+        assert!(
+            !started.contains(m.as_str()),
+            "{m} started after its canary failed"
+        );
+    }
+    h.json(
+        Method::POST,
+        "/v1/run/abort",
+        Some(&json!({"reason": "rolling back"})),
+    )
+    .await
+    .expect("abort");
+    h.until_phase("aborted", DAY).await;
+    let r = rollback(&h, json!({"to": back, "run": run}))
+        .await
+        .expect("rollback --to");
+    assert!(r["run"].is_string(), "{r:#}");
+    h.until_phase("completed", 7 * DAY).await;
+    let w = h.sim.world();
+    let back_v: upgraded_events::Version = back.parse().expect("v");
+    assert_eq!(
+        w.apiserver_version(),
+        Some(back_v),
+        "the control plane is one minor back"
+    );
+    for n in w.nodes.values() {
+        assert!(n.kubelet <= back_v, "{} runs kubelet {}", n.name, n.kubelet);
+        assert!(!n.unschedulable, "{} left cordoned", n.name);
+    }
+    assert_eq!(w.nodes[&canary].kubelet.to_string(), "v1.32.4");
+    let not_ready: Vec<&str> = w
+        .pods
+        .values()
+        .filter(|p| !p.is_ready(w.now(), &w.nodes))
+        .map(|p| p.name.as_str())
+        .collect();
+    assert!(not_ready.is_empty(), "pods not Ready: {not_ready:?}");
+}

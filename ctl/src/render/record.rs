@@ -5,12 +5,7 @@ use upgraded_events::{Actor, Event, Record, Step};
 use super::one_line;
 
 fn step(s: &Step) -> String {
-    match s {
-        Step::UpgradePackages { version } | Step::KubeadmUpgrade { version, .. } => {
-            format!("{} {version}", s.name())
-        }
-        other => other.name().to_string(),
-    }
+    s.to_string()
 }
 
 fn by(a: &Actor) -> String {

@@ -49,7 +49,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Abort { reason } => operator::abort(&client, &reason).await?,
         Cmd::Events { run, from, follow } => events::run(&client, run, from, follow).await?,
         Cmd::Runs => runs::run(&client).await?,
-        Cmd::Demo { to, keep } => crate::demo::run(&to, keep).await?,
+        Cmd::Demo { to, keep, scenario } => {
+            crate::demo::run(&to, keep, scenario == "rollback").await?
+        }
         Cmd::Sim {
             cmd:
                 SimCmd::Serve {
