@@ -471,8 +471,13 @@ impl NodeExecutor for FakeWorld {
                     );
                     facts.insert("kubelet_installed".into(), installed);
                 }
+                // Like the node script: installed already (a re-run after a crash), nothing.
                 RemoteCommand::DowngradePackages { version, .. } => {
-                    self.effect(node, "install", Some(*version)).await?;
+                    if self.status(node)?.installed == *version {
+                        facts.insert("already_installed".into(), "true".into());
+                    } else {
+                        self.effect(node, "install", Some(*version)).await?;
+                    }
                     facts.insert("installed".into(), version.to_string());
                 }
                 RemoteCommand::InstallPackages { version } => {

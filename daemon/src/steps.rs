@@ -94,6 +94,14 @@ impl StepEnv<'_> {
                         self.policy.node_ready_timeout_secs
                     ));
                     e.facts.extend(std::mem::take(facts));
+                    // The verdict's inputs, recorded with it.
+                    e.facts.insert("ready".into(), status.ready.to_string());
+                    e.facts
+                        .insert("kubelet_version".into(), status.kubelet_version.to_string());
+                    e.facts.insert(
+                        "control_plane_ready".into(),
+                        status.control_plane_ready.to_string(),
+                    );
                     e.facts
                         .entry("gate".into())
                         .or_insert_with(|| "node".into());
@@ -136,9 +144,23 @@ impl StepEnv<'_> {
         let cluster = &self.ports.cluster;
         if let Some(before) = self.baseline {
             let now = Baseline::of(&cluster.all_pods().await?);
+            // The verdict's inputs, recorded whichever way it goes.
             facts.insert("crash_loop_bp".into(), now.crash_loop_bp().to_string());
-            gate::crash_loop(&before, &now, self.policy.crash_loop_increase_percent)
-                .map_err(|why| PortError::retryable(why).with_fact("gate", "crash-loop"))?;
+            facts.insert(
+                "crash_loop_baseline_bp".into(),
+                before.crash_loop_bp().to_string(),
+            );
+            facts.insert(
+                "crash_loop_max_increase_points".into(),
+                self.policy.crash_loop_increase_percent.to_string(),
+            );
+            gate::crash_loop(&before, &now, self.policy.crash_loop_increase_percent).map_err(
+                |why| {
+                    let mut e = PortError::retryable(why).with_fact("gate", "crash-loop");
+                    e.facts.extend(facts.clone());
+                    e
+                },
+            )?;
         }
         Ok(())
     }

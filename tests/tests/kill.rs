@@ -227,3 +227,138 @@ async fn kill_9_at_random_moments_loses_nothing_and_repeats_nothing() {
     }
     eprintln!("kill test: {kills} kills over {rounds} runs, {probes} in-doubt steps probed");
 }
+
+/// `kill -9` during a rollback run: after each restart it carries on, and it ends with each
+/// node back at its recorded version, installed once, restarted once, uncordoned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_a_rollback_loses_nothing_and_repeats_nothing() {
+    let want_kills = common::env_number::<usize>("KILL_ITERATIONS", 20).div_ceil(2);
+    let seed = common::env_seed("KILL_SEED");
+    eprintln!("rollback kill test: {want_kills} kills, KILL_SEED={seed}");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut kills = 0;
+    let mut rounds = 0;
+    while kills < want_kills {
+        rounds += 1;
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let policy = tmp.path().join("policy.yaml");
+        std::fs::write(&policy, common::FAKE_RUN_POLICY).expect("write policy");
+        let policy = policy.to_str().expect("utf-8 temp path");
+        let extra: Vec<&str> = DAEMON_ARGS
+            .iter()
+            .copied()
+            .chain(["--policy", policy])
+            .collect();
+        let opts = DaemonOpts {
+            base: tmp.path(),
+            extra: &extra,
+        };
+        let client = Client::new(&tmp.path().join("api.sock"));
+        let mut child = spawn_daemon(&opts);
+        wait_ready(&client, &mut child).await;
+        client
+            .json(
+                Method::POST,
+                "/v1/runs",
+                Some(&json!({ "target": "v1.35.3" })),
+            )
+            .await
+            .expect("start");
+        for _ in 0..1200 {
+            if phase(&client).await.as_deref() == Some("completed") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(
+            phase(&client).await.as_deref(),
+            Some("completed"),
+            "the forward run"
+        );
+        let effects_before = read_effects(&tmp.path().join("world/effects.jsonl"))
+            .expect("effects")
+            .len();
+        let v = client
+            .json(
+                Method::POST,
+                "/v1/rollbacks",
+                Some(&json!({ "nodes": ["worker-01", "worker-02"] })),
+            )
+            .await
+            .expect("rollback");
+        let run = v["run"].as_str().expect("rollback run").to_string();
+        let seen = Arc::new(Mutex::new(BTreeMap::new()));
+        let mut follower = follow(&client, &run, &seen);
+        let mut round_kills = 0;
+        loop {
+            tokio::time::sleep(Duration::from_millis(rng.random_range(10..150))).await;
+            if phase(&client).await.as_deref() == Some("completed") || round_kills >= 5 {
+                break;
+            }
+            child.kill_now();
+            kills += 1;
+            round_kills += 1;
+            follower.abort();
+            child = spawn_daemon(&opts);
+            wait_ready(&client, &mut child).await;
+            follower = follow(&client, &run, &seen);
+        }
+        for _ in 0..600 {
+            if phase(&client).await.as_deref() == Some("completed") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(
+            phase(&client).await.as_deref(),
+            Some("completed"),
+            "the rollback (round {rounds}, seed {seed})"
+        );
+        let mut log = Vec::new();
+        client
+            .lines(&format!("/v1/runs/{run}/events"), |l| {
+                log.push(l.to_string());
+                true
+            })
+            .await
+            .expect("read log");
+        for (seq, line) in seen.lock().expect("lock").iter() {
+            assert_eq!(
+                log.get(*seq as usize),
+                Some(line),
+                "record {seq} was acknowledged, then lost or changed"
+            );
+        }
+        // What the rollback did: each node's install of its old version and its restart once.
+        let effects = read_effects(&tmp.path().join("world/effects.jsonl")).expect("effects");
+        let mut count: HashMap<(String, String), usize> = HashMap::new();
+        for e in &effects[effects_before..] {
+            if matches!(e.op.as_str(), "install" | "restart-kubelet") {
+                *count.entry((e.node.clone(), e.op.clone())).or_default() += 1;
+            }
+        }
+        for n in ["worker-01", "worker-02"] {
+            for op in ["install", "restart-kubelet"] {
+                assert_eq!(
+                    count.get(&(n.to_string(), op.to_string())),
+                    Some(&1),
+                    "{n} {op} (round {rounds}, seed {seed}): {count:?}"
+                );
+            }
+        }
+        assert_eq!(count.len(), 4, "nothing else was touched: {count:?}");
+        let status = client
+            .json(Method::GET, "/v1/status", None)
+            .await
+            .expect("status");
+        assert!(
+            status["active"]["nodes"]
+                .as_array()
+                .is_some_and(|ns| ns.iter().all(|n| n["phase"] == "done")),
+            "{status:#}"
+        );
+        follower.abort();
+        child.kill_now();
+    }
+    eprintln!("rollback kill test: {kills} kills over {rounds} rollbacks");
+}

@@ -361,6 +361,19 @@ async fn a_canary_that_never_comes_back_is_rolled_back_parked_and_the_run_halts(
         .collect();
     assert_eq!(rollbacks.len(), 1, "{rollbacks:?}");
     assert_eq!(rollbacks[0]["node"], "w-1");
+    // Every evaluation of the trigger is recorded with its inputs and verdict.
+    let verdicts: Vec<&Value> = evs
+        .iter()
+        .filter_map(|e| e["event"].get("StepFailed"))
+        .filter(|f| f["step"] == "Verify")
+        .collect();
+    assert_eq!(verdicts.len(), 2, "maxAttempts 2: {verdicts:#?}");
+    for f in verdicts {
+        assert_eq!(f["facts"]["gate"], "node");
+        assert_eq!(f["facts"]["ready"], "false");
+        assert_eq!(f["facts"]["kubelet_version"], "v1.35.3");
+        assert!(f["error"].as_str().unwrap_or("").contains("not Ready"));
+    }
     let started = started_nodes(&evs);
     for rest in ["w-4", "w-2", "w-3", "w-5", "w-6"] {
         assert!(!started.contains(rest), "{rest} started: {started:?}");
