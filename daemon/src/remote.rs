@@ -26,6 +26,15 @@ pub struct Scripts {
 /// Where the daemon keeps its lock and markers on a node.
 pub const STATE_DIR: &str = "/var/lib/upgraded";
 
+/// A file older than whatever kubeadm writes next, to tell its new backup folders.
+const KUBEADM_MARK: &str = "mark=$(mktemp)\n";
+
+/// kubeadm copies the local etcd member's data before touching etcd but does not print
+/// where: the folder it made after the mark is that copy (`kubeadm_backup_etcd_data`; the
+/// etcd manifest's copy is `kubeadm_backup_etcd`).
+const KUBEADM_ETCD_BACKUP: &str = "e=$(find /etc/kubernetes/tmp -maxdepth 1 -name 'kubeadm-backup-etcd-*' -newer \"$mark\" 2>/dev/null | head -n 1)\n\
+if [ -n \"$e\" ]; then echo kubeadm_backup_etcd_data=\"$e\"; fi\nrm -f \"$mark\"\n";
+
 /// The packages kubeadm's upgrade touches, held between upgrades.
 const KUBELET_PACKAGES: [&str; 2] = ["kubelet", "kubectl"];
 
@@ -131,11 +140,13 @@ impl Scripts {
                 self.repository(&mut s, *version);
                 self.downgrade(&mut s, &["kubeadm"], *version);
                 let v = version.to_string();
+                s.push_str(KUBEADM_MARK);
                 if *apply {
                     let _ = writeln!(s, "{}", words(&["kubeadm", "upgrade", "apply", &v, "-y"]));
                 } else {
                     let _ = writeln!(s, "{}", words(&["kubeadm", "upgrade", "node"]));
                 }
+                s.push_str(KUBEADM_ETCD_BACKUP);
                 let _ = writeln!(s, "echo kubeadm={}", shell_quote(&v));
             }
             RemoteCommand::KubeadmUpgrade { version, apply } => {
@@ -143,12 +154,14 @@ impl Scripts {
                 self.repository(&mut s, *version);
                 self.install(&mut s, &["kubeadm"], *version);
                 let v = version.to_string();
+                s.push_str(KUBEADM_MARK);
                 if *apply {
                     let _ = writeln!(s, "{}", words(&["kubeadm", "upgrade", "plan", &v]));
                     let _ = writeln!(s, "{}", words(&["kubeadm", "upgrade", "apply", &v, "-y"]));
                 } else {
                     let _ = writeln!(s, "{}", words(&["kubeadm", "upgrade", "node"]));
                 }
+                s.push_str(KUBEADM_ETCD_BACKUP);
                 let _ = writeln!(s, "echo kubeadm={}", shell_quote(&v));
             }
             RemoteCommand::EtcdSnapshot {
@@ -388,6 +401,43 @@ impl Scripts {
              echo status=\"$($restore snapshot status \"$f\" -w json 2>/dev/null | tr -d '\\n')\"\n",
         );
     }
+}
+
+/// kubeadm's own backups, from what `kubeadm upgrade apply|node` printed: for each static
+/// pod it replaced, `kubeadm_backup_<component>` = the old manifest's copy (and
+/// `kubeadm_backup_manifests` = their folder); a component whose manifest did not change has
+/// no copy and is recorded as `unchanged`.
+pub fn kubeadm_backups(stdout: &str) -> Facts {
+    let mut facts = Facts::new();
+    let key = |c: &str| format!("kubeadm_backup_{}", c.replace('-', "_"));
+    let component_ok =
+        |c: &str| !c.is_empty() && c.chars().all(|ch| ch.is_ascii_lowercase() || ch == '-');
+    for line in stdout.lines() {
+        if let Some((_, rest)) = line.split_once("backed up old manifest to \"") {
+            let Some(path) = rest.split('"').next() else {
+                continue;
+            };
+            if path.chars().any(char::is_control) {
+                continue;
+            }
+            let Some((dir, file)) = path.rsplit_once('/') else {
+                continue;
+            };
+            let Some(component) = file.strip_suffix(".yaml").filter(|c| component_ok(c)) else {
+                continue;
+            };
+            facts.insert(key(component), path.to_string());
+            facts
+                .entry("kubeadm_backup_manifests".to_string())
+                .or_insert_with(|| dir.to_string());
+        } else if let Some((_, rest)) = line.split_once("Current and new manifests of ")
+            && let Some((component, _)) = rest.split_once(" are equal")
+            && component_ok(component)
+        {
+            facts.insert(key(component), "unchanged".into());
+        }
+    }
+    facts
 }
 
 /// `key=value` lines of a script's standard output (other lines are ignored).
@@ -678,6 +728,56 @@ mod tests {
             apply: false,
         });
         assert!(node.contains("kubeadm upgrade node\n") && !node.contains("upgrade apply"));
+    }
+
+    /// What kubeadm prints when it replaces static pods, and when one is unchanged.
+    #[test]
+    fn kubeadm_backups_are_read_from_its_output_unchanged_components_included() {
+        let out = "[upgrade/staticpods] Preparing for \"etcd\" upgrade
+[upgrade/staticpods] Moved new manifest to \"/etc/kubernetes/manifests/etcd.yaml\" and backed up old manifest to \"/etc/kubernetes/tmp/kubeadm-backup-manifests-2026-11-30-05-20-01/etcd.yaml\"
+[upgrade/staticpods] Component \"etcd\" upgraded successfully!
+[upgrade/staticpods] Moved new manifest to \"/etc/kubernetes/manifests/kube-apiserver.yaml\" and backed up old manifest to \"/etc/kubernetes/tmp/kubeadm-backup-manifests-2026-11-30-05-20-01/kube-apiserver.yaml\"
+[upgrade/staticpods] Current and new manifests of kube-scheduler are equal, skipping upgrade
+kubeadm=v1.35.3
+";
+        let f = kubeadm_backups(out);
+        assert_eq!(
+            f.get("kubeadm_backup_kube_apiserver").map(String::as_str),
+            Some(
+                "/etc/kubernetes/tmp/kubeadm-backup-manifests-2026-11-30-05-20-01/kube-apiserver.yaml"
+            )
+        );
+        assert_eq!(
+            f.get("kubeadm_backup_etcd").map(String::as_str),
+            Some("/etc/kubernetes/tmp/kubeadm-backup-manifests-2026-11-30-05-20-01/etcd.yaml")
+        );
+        assert_eq!(
+            f.get("kubeadm_backup_kube_scheduler").map(String::as_str),
+            Some("unchanged")
+        );
+        assert_eq!(
+            f.get("kubeadm_backup_manifests").map(String::as_str),
+            Some("/etc/kubernetes/tmp/kubeadm-backup-manifests-2026-11-30-05-20-01")
+        );
+        assert!(
+            !f.contains_key("kubeadm_backup_kube_controller_manager"),
+            "not mentioned: {f:?}"
+        );
+        // Nothing a hostile line could smuggle in.
+        let f = kubeadm_backups(
+            "backed up old manifest to \"/x/a;b.yaml\"\nCurrent and new manifests of $(x) are equal",
+        );
+        assert!(f.is_empty(), "{f:?}");
+        let s = scripts("apt").render(&RemoteCommand::KubeadmUpgrade {
+            version: v("v1.35.3"),
+            apply: true,
+        });
+        let mark = s.find("mark=$(mktemp)").expect("mark");
+        let apply = s.find("kubeadm upgrade apply").expect("apply");
+        let find = s
+            .find("-name 'kubeadm-backup-etcd-*' -newer")
+            .expect("etcd copy");
+        assert!(mark < apply && apply < find, "{s}");
     }
 
     #[test]

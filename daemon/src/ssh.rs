@@ -28,7 +28,7 @@ use upgraded_events::{Facts, Host};
 use upgraded_planner::render::shell_quote;
 
 use crate::ports::{BoxFut, CommandOutput, NodeExecutor, PortError, RemoteCommand};
-use crate::remote::{Scripts, parse_facts, preflight_verdict, snapshot_revision};
+use crate::remote::{Scripts, kubeadm_backups, parse_facts, preflight_verdict, snapshot_revision};
 
 /// sshd's default `MaxSessions`: one more concurrent channel than this fails.
 pub const SSHD_MAX_SESSIONS: usize = 10;
@@ -414,7 +414,17 @@ impl SshNodes {
         };
         let output = ran.facts(self.opts.output_limit);
         match ran.code {
-            Some(0) => Ok((parse_facts(&String::from_utf8_lossy(&ran.stdout)), output)),
+            Some(0) => {
+                let stdout = String::from_utf8_lossy(&ran.stdout);
+                let mut facts = parse_facts(&stdout);
+                if matches!(
+                    cmd,
+                    RemoteCommand::KubeadmUpgrade { .. } | RemoteCommand::KubeadmDowngrade { .. }
+                ) {
+                    facts.extend(kubeadm_backups(&stdout));
+                }
+                Ok((facts, output))
+            }
             Some(124) | Some(137) => {
                 let mut e = PortError::retryable(format!(
                     "node {node}: {} did not finish within {}s and was stopped on the node",
