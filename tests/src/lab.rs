@@ -24,6 +24,9 @@ use serde::Deserialize;
 /// Where every lab lives (not under /tmp: nodes get a private /tmp).
 pub const LAB_ROOT: &str = "/run/upgraded-lab";
 
+/// Every lab node's `/var/lib/kubelet/config.yaml` at boot.
+pub const LAB_KUBELET_CONFIG: &str = "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\ncgroupDriver: systemd\n";
+
 /// The tools the stub stands in for.
 pub const STUB_TOOLS: &[&str] = &[
     "kubeadm",
@@ -32,6 +35,7 @@ pub const STUB_TOOLS: &[&str] = &[
     "apt-get",
     "apt-mark",
     "apt-cache",
+    "dpkg-query",
     "dnf",
     "systemctl",
     "crictl",
@@ -284,6 +288,10 @@ impl Lab {
                 "deb [signed-by=/etc/apt/keyrings/kubernetes-apt-keyring.gpg] https://pkgs.k8s.io/core:/stable:/v{ma}.{mi}/deb/ /\n"
             ),
         )?;
+        // The kubelet config a preflight copies before the node is touched.
+        let var = n.dir.join("var.up");
+        std::fs::create_dir_all(var.join("lib/kubelet"))?;
+        std::fs::write(var.join("lib/kubelet/config.yaml"), LAB_KUBELET_CONFIG)?;
         std::fs::create_dir_all(etc.join("kubernetes/manifests"))?;
         std::fs::write(
             etc.join("kubernetes/kubelet.conf"),

@@ -207,7 +207,11 @@ fn changing_calls(lab: &Lab, node: &str) -> Vec<String> {
         .iter()
         .filter(|c| c.exit != -1)
         .filter(|c| ["apt-get", "apt-mark", "kubeadm", "systemctl"].contains(&c.tool.as_str()))
+        // Reads: kubeadm's version, the preflight's look at the holds.
         .filter(|c| c.args.first().map(String::as_str) != Some("version"))
+        .filter(|c| {
+            !(c.tool == "apt-mark" && c.args.first().map(String::as_str) == Some("showhold"))
+        })
         .map(|c| {
             let line = c.line();
             if c.exit == 0 {
@@ -472,6 +476,94 @@ async fn lab_cluster_upgrades_over_ssh_with_snapshots_and_jetstream() {
         assert_eq!(g["facts"]["etcd_members"], "1", "{g}");
         assert_eq!(g["facts"]["etcd_healthy"], "1", "{g}");
     }
+
+    // Rollback of a worker over SSH: held packages go back (apt refuses a downgrade of held
+    // packages without both flags, as the stub copies), and its kubelet config with them.
+    // What apt says to a downgrade of held packages without the flags the rollback passes.
+    let v133 = "printf 'deb [signed-by=/etc/apt/keyrings/kubernetes-apt-keyring.gpg] https://pkgs.k8s.io/core:/stable:/v1.33/deb/ /\\n' > /etc/apt/sources.list.d/kubernetes.list";
+    for (flags, says) in [
+        (
+            "--allow-change-held-packages",
+            "E: Packages were downgraded and -y was used without --allow-downgrades.",
+        ),
+        (
+            "--allow-downgrades",
+            "E: Held packages were changed and -y was used without --allow-change-held-packages.",
+        ),
+    ] {
+        let out = s
+            .lab
+            .ssh(
+                "w-1",
+                &format!("{v133}; apt-get install -y {flags} kubelet=1.33.5-1.1"),
+            )
+            .expect("ssh");
+        assert_eq!(out.status.code(), Some(100), "{out:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(says),
+            "{out:?}"
+        );
+    }
+    let before = changing_calls(&s.lab, "w-1").len();
+    let r = client
+        .json(
+            Method::POST,
+            "/v1/rollbacks",
+            Some(&serde_json::json!({ "nodes": ["w-1"] })),
+        )
+        .await
+        .expect("rollback");
+    let rollback = r["run"].as_str().expect("rollback run").to_string();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let st = status(&client).await.expect("status");
+        if st["active"]["run"] == rollback.as_str() && st["active"]["phase"] == "completed" {
+            break;
+        }
+        assert!(
+            st["active"]["phase"] != "halted",
+            "halted: {:#}",
+            st["active"]
+        );
+        assert!(
+            Instant::now() < deadline,
+            "rollback not done: {:#}",
+            st["active"]
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let all = ["kubeadm", "kubelet", "kubectl"].join(" ");
+    assert_eq!(
+        changing_calls(&s.lab, "w-1")[before..].to_vec(),
+        vec![
+            "apt-get update -q".to_string(), // preflight
+            format!("apt-mark unhold {all}"),
+            "apt-get update -q".into(),
+            "apt-get install -y --allow-downgrades --allow-change-held-packages kubeadm=1.33.5-1.1 kubelet=1.33.5-1.1 kubectl=1.33.5-1.1".into(),
+            format!("apt-mark hold {all}"),
+            "systemctl daemon-reload".into(),
+            "systemctl restart kubelet".into(),
+        ]
+    );
+    let pkgs = s.lab.packages("w-1").expect("packages");
+    for p in ["kubeadm", "kubelet", "kubectl"] {
+        assert_eq!(pkgs.get(p).map(String::as_str), Some("1.33.5-1.1"), "{p}");
+    }
+    let down = events(&client, &rollback)
+        .await
+        .into_iter()
+        .filter_map(|e| e["event"].get("StepSucceeded").cloned())
+        .find(|s| s["step"].get("DowngradePackages").is_some())
+        .expect("downgraded");
+    assert_eq!(
+        down["facts"]["kubelet_config_restored"], "/var/lib/upgraded/kubelet-config/v1.33.5.yaml",
+        "{down}"
+    );
+    let config = s
+        .lab
+        .ssh_ok("w-1", "cat /var/lib/kubelet/config.yaml")
+        .expect("config");
+    assert_eq!(config, upgraded_tests::lab::LAB_KUBELET_CONFIG);
     tear_down(s, daemon);
 }
 

@@ -1,6 +1,6 @@
 //! The lab's node tools: one program installed on every lab node as `kubeadm`, `kubelet`,
-//! `kubectl`, `apt-get`, `apt-mark`, `apt-cache`, `dnf`, `systemctl` and `crictl` (it reads its
-//! name from argv[0]).
+//! `kubectl`, `apt-get`, `apt-mark`, `apt-cache`, `dpkg-query`, `dnf`, `systemctl` and `crictl`
+//! (it reads its name from argv[0]).
 //!
 //! Each call is appended to `$LAB_CTL/calls.jsonl`; the node's package state lives in
 //! `$LAB_CTL/state.json`; effects on the cluster go to the sim's `/sim/v1` API (URL in
@@ -200,6 +200,7 @@ impl Ctx {
             "apt-get" => self.apt_get(&a),
             "apt-mark" => self.apt_mark(&a),
             "apt-cache" => self.apt_cache(&a),
+            "dpkg-query" => self.dpkg_query(&a),
             "dnf" => self.dnf(&a),
             "systemctl" => self.systemctl(&a),
             "crictl" => crictl(&a),
@@ -331,7 +332,36 @@ impl Ctx {
             .collect()
     }
 
+    /// `dpkg-query -W -f='${Version}' PKG`: the installed version, no newline.
+    fn dpkg_query(&self, a: &[&str]) -> Out {
+        let st = self.state();
+        match a {
+            ["-W", format, pkg] if format.starts_with("-f=") => match st.packages.get(*pkg) {
+                Some(v) => ok(v.clone()),
+                None => fail(1, format!("dpkg-query: no packages found matching {pkg}\n")),
+            },
+            _ => fail(2, format!("dpkg-query: unsupported call {a:?}\n")),
+        }
+    }
+
+    /// `1.34.6-1.1` → v1.34.6.
+    fn package_release(v: &str) -> Option<Version> {
+        format!("v{}", v.split('-').next()?).parse().ok()
+    }
+
     fn install(&self, specs: &[(&str, &str)], allow_held: bool, format: &str) -> Out {
+        self.install_allowing(specs, allow_held, true, format)
+    }
+
+    /// apt's checks, in apt's words: a held package changed needs
+    /// `--allow-change-held-packages`, an older version `--allow-downgrades`.
+    fn install_allowing(
+        &self,
+        specs: &[(&str, &str)],
+        allow_held: bool,
+        allow_downgrades: bool,
+        format: &str,
+    ) -> Out {
         let mut st = self.state();
         let available = self.available(format);
         for (pkg, ver) in specs {
@@ -349,6 +379,16 @@ impl Ctx {
                 return fail(
                     100,
                     "E: Held packages were changed and -y was used without --allow-change-held-packages.\n",
+                );
+            }
+            let older = matches!(
+                (Self::package_release(ver), Self::package_release(&current)),
+                (Some(new), Some(old)) if new < old
+            );
+            if older && !allow_downgrades {
+                return fail(
+                    100,
+                    "E: Packages were downgraded and -y was used without --allow-downgrades.\n",
                 );
             }
         }
@@ -385,12 +425,13 @@ impl Ctx {
                     return fail(1, "Do you want to continue? [Y/n] Abort.\n");
                 }
                 let allow = a.contains(&"--allow-change-held-packages");
+                let downgrades = a.contains(&"--allow-downgrades");
                 let specs: Vec<(&str, &str)> = a
                     .iter()
                     .filter(|s| !s.starts_with('-') && **s != "install")
                     .map(|s| s.split_once('=').unwrap_or((s, "")))
                     .collect();
-                self.install(&specs, allow, "deb")
+                self.install_allowing(&specs, allow, downgrades, "deb")
             }
             _ => fail(100, format!("E: Invalid operation {a:?}\n")),
         }
