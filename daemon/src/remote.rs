@@ -26,6 +26,10 @@ pub struct Scripts {
 /// Where the daemon keeps its lock and markers on a node.
 pub const STATE_DIR: &str = "/var/lib/upgraded";
 
+/// A kubelet just installed has not been restarted: the markers of earlier restarts (of
+/// this very version too, when a rollback brings it back) no longer hold.
+const FORGET_RESTARTS: &str = "rm -f /var/lib/upgraded/kubelet-restarted-*\n";
+
 /// A file older than whatever kubeadm writes next, to tell its new backup folders.
 const KUBEADM_MARK: &str = "mark=$(mktemp)\n";
 
@@ -93,6 +97,7 @@ impl Scripts {
                 }
                 s.push_str("else\n");
                 self.install(&mut s, &KUBELET_PACKAGES, *version);
+                s.push_str(FORGET_RESTARTS);
                 s.push_str("fi\n");
                 s.push_str("echo installed=\"$(kubelet --version | sed 's/^Kubernetes //')\"\n");
             }
@@ -119,6 +124,7 @@ impl Scripts {
                 }
                 s.push_str("else\n");
                 self.downgrade(&mut s, pkgs, *version);
+                s.push_str(FORGET_RESTARTS);
                 s.push_str("fi\n");
                 if let Some(path) = kubelet_config {
                     // The config the forward run backed up while the node ran `version`;
@@ -584,6 +590,8 @@ mod tests {
             "trap 'apt-mark hold kubelet kubectl >/dev/null' EXIT",
             "apt-get install -y --allow-downgrades --allow-change-held-packages kubelet=1.33.5-1.1 kubectl=1.33.5-1.1",
             "apt-mark hold kubelet kubectl",
+            // A restart of this version before the upgrade does not count for this one.
+            "rm -f /var/lib/upgraded/kubelet-restarted-*",
             "b=/var/lib/upgraded/kubelet-config/v1.33.5.yaml",
             "mv /var/lib/kubelet/config.yaml.upgraded-tmp /var/lib/kubelet/config.yaml",
             "echo installed=",

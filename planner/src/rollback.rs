@@ -151,7 +151,9 @@ struct Forward {
 }
 
 impl Forward {
-    fn read(records: &[Record]) -> Result<Forward, RollbackError> {
+    /// The forward run in `records`, then what the rollbacks already made of it did
+    /// (`rollbacks`, each a run's records, oldest first): the versions they set count.
+    fn read(records: &[Record], rollbacks: &[Vec<Record>]) -> Result<Forward, RollbackError> {
         let state = RunState::replay(records);
         let run = state.id.ok_or(RollbackError::NoRun)?;
         if let Some(undoes) = state.plan.undoes {
@@ -226,6 +228,22 @@ impl Forward {
         for (host, step) in &changes {
             versions.apply(host.as_str(), step);
         }
+        for earlier in rollbacks {
+            let r = RunState::replay(earlier);
+            if r.plan.undoes != state.id {
+                continue;
+            }
+            let hosts_of: BTreeMap<&Entry, Host> =
+                r.plan.nodes().map(|(_, n)| (&n.name, n.host())).collect();
+            for rec in earlier {
+                if let Event::StepStarted { node, step, .. } = &rec.event
+                    && let Some(host) = hosts_of.get(node)
+                    && ClusterVersions::changes_versions(step)
+                {
+                    versions.apply(host.as_str(), step);
+                }
+            }
+        }
         Ok(Forward {
             state,
             hosts,
@@ -257,9 +275,14 @@ fn node_steps(version: Version, kubelet_config: String, kubeadm: bool) -> Vec<St
     ]
 }
 
-/// Plans the rollback `req` asks for of the (finished) run in `records`.
-pub fn plan(records: &[Record], req: &RollbackRequest) -> Result<RollbackPlan, RollbackError> {
-    let fwd = Forward::read(records)?;
+/// Plans the rollback `req` asks for of the (finished) run in `records`, after the
+/// rollbacks of it already recorded (`rollbacks`: their records, oldest first).
+pub fn plan(
+    records: &[Record],
+    rollbacks: &[Vec<Record>],
+    req: &RollbackRequest,
+) -> Result<RollbackPlan, RollbackError> {
+    let fwd = Forward::read(records, rollbacks)?;
     let run = fwd.run();
     match (req.to, req.nodes.is_empty()) {
         (Some(_), false) => return Err(RollbackError::BothScopes),
@@ -725,7 +748,7 @@ mod tests {
     #[test]
     fn a_worker_goes_back_to_what_its_preflight_recorded_with_its_config() {
         let records = forward(false);
-        let r = plan(&records, &hosts(&["r640-01"])).expect("rollback");
+        let r = plan(&records, &[], &hosts(&["r640-01"])).expect("rollback");
         assert_eq!(r.undoes, RunId::from_u128(42));
         assert_eq!(r.plan.undoes, Some(RunId::from_u128(42)));
         assert_eq!(r.plan.batches.len(), 1);
@@ -757,34 +780,34 @@ mod tests {
         // Still running: abort first.
         let running: Vec<Record> = records[..records.len() - 1].to_vec();
         assert!(matches!(
-            plan(&running, &hosts(&["r640-01"])),
+            plan(&running, &[], &hosts(&["r640-01"])),
             Err(RollbackError::NotFinished {
                 phase: "running",
                 ..
             })
         ));
         assert_eq!(
-            plan(&records, &hosts(&["nope"])),
+            plan(&records, &[], &hosts(&["nope"])),
             Err(RollbackError::UnknownNode {
                 node: "nope".into(),
                 run
             })
         );
         assert_eq!(
-            plan(&records, &RollbackRequest::default()),
+            plan(&records, &[], &RollbackRequest::default()),
             Err(RollbackError::NothingAsked)
         );
-        let cp = plan(&records, &hosts(&["cp-1"])).expect_err("control plane");
+        let cp = plan(&records, &[], &hosts(&["cp-1"])).expect_err("control plane");
         assert!(matches!(cp, RollbackError::ControlPlane { .. }), "{cp}");
         // A run stopped before it reached a worker: nothing changed there.
         let early = stopped_at(&records, 10);
         assert!(matches!(
-            plan(&early, &hosts(&["r640-01"])),
+            plan(&early, &[], &hosts(&["r640-01"])),
             Err(RollbackError::Untouched { .. })
         ));
         // A run recorded before the preflight recorded packages: never a guess.
         let legacy = forward(true);
-        let e = plan(&legacy, &hosts(&["r640-01"])).expect_err("legacy");
+        let e = plan(&legacy, &[], &hosts(&["r640-01"])).expect_err("legacy");
         assert_eq!(
             e,
             RollbackError::MissingInput {
@@ -810,7 +833,7 @@ mod tests {
     #[test]
     fn the_cluster_goes_back_one_minor_kubelets_first_then_kube_proxy_then_the_control_plane() {
         let records = forward(false);
-        let r = plan(&records, &to("v1.34.6")).expect("rollback --to");
+        let r = plan(&records, &[], &to("v1.34.6")).expect("rollback --to");
         assert_eq!(r.plan.target, Some(Version::new(1, 34, 6)));
         let order: Vec<(String, Vec<String>)> = r
             .plan
@@ -857,7 +880,7 @@ mod tests {
         );
         assert!(r.etcd.contains("won't downgrade etcd"), "{}", r.etcd);
         // Each state was checked; the end state is the target everywhere.
-        let fwd = Forward::read(&records).expect("forward");
+        let fwd = Forward::read(&records, &[]).expect("forward");
         let mut v = fwd.versions.clone();
         for (_, n) in r.plan.nodes() {
             for s in &n.steps {
@@ -880,7 +903,7 @@ mod tests {
     #[test]
     fn more_than_one_minor_or_below_the_run_is_refused_as_kubeadm_would() {
         let records = forward(false);
-        let e = plan(&records, &to("v1.33.7")).expect_err("two minors");
+        let e = plan(&records, &[], &to("v1.33.7")).expect_err("two minors");
         assert!(
             e.to_string()
                 .contains("kubeadm can downgrade only one minor at a time")
@@ -888,18 +911,18 @@ mod tests {
             "{e}"
         );
         assert!(matches!(
-            plan(&records, &to("v1.35.1")),
+            plan(&records, &[], &to("v1.35.1")),
             Err(RollbackError::NotOneMinor { .. })
         ));
         assert!(matches!(
-            plan(&records, &to("v1.35.3")),
+            plan(&records, &[], &to("v1.35.3")),
             Err(RollbackError::NotOlder { .. })
         ));
         let both = RollbackRequest {
             nodes: vec![Host::new("r640-01")],
             to: Some(Version::new(1, 34, 6)),
         };
-        assert_eq!(plan(&records, &both), Err(RollbackError::BothScopes));
+        assert_eq!(plan(&records, &[], &both), Err(RollbackError::BothScopes));
     }
 
     proptest::proptest! {
@@ -914,7 +937,7 @@ mod tests {
             let records = forward(false);
             let cut = cut % records.len();
             let stopped = stopped_at(&records, cut.max(3));
-            let fwd = Forward::read(&stopped).expect("a finished run");
+            let fwd = Forward::read(&stopped, &[]).expect("a finished run");
             let changed: Vec<Host> = fwd
                 .hosts
                 .iter()
@@ -924,7 +947,7 @@ mod tests {
             if changed.is_empty() {
                 return Ok(());
             }
-            let r = plan(&stopped, &RollbackRequest { nodes: changed.clone(), to: None })
+            let r = plan(&stopped, &[], &RollbackRequest { nodes: changed.clone(), to: None })
                 .map_err(|e| proptest::test_runner::TestCaseError::fail(e.to_string()))?;
             let mut v = fwd.versions.clone();
             let mut seen = Vec::new();

@@ -564,6 +564,93 @@ async fn lab_cluster_upgrades_over_ssh_with_snapshots_and_jetstream() {
         .ssh_ok("w-1", "cat /var/lib/kubelet/config.yaml")
         .expect("config");
     assert_eq!(config, upgraded_tests::lab::LAB_KUBELET_CONFIG);
+
+    // The control plane one minor back through kubeadm, which refuses more and keeps etcd.
+    let out = s
+        .lab
+        .ssh("cp-1", "kubeadm upgrade apply v1.33.5 -y")
+        .expect("ssh");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("is too low; kubeadm can downgrade only 1 minor version at a time"),
+        "{out:?}"
+    );
+    let r = client
+        .json(
+            Method::POST,
+            "/v1/rollbacks",
+            Some(&serde_json::json!({ "to": "v1.34.6", "run": run })),
+        )
+        .await
+        .expect("rollback --to");
+    let to = r["run"].as_str().expect("rollback run").to_string();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let st = status(&client).await.expect("status");
+        if st["active"]["run"] == to.as_str() && st["active"]["phase"] == "completed" {
+            break;
+        }
+        assert!(
+            st["active"]["phase"] != "halted",
+            "halted: {:#}",
+            st["active"]
+        );
+        assert!(
+            Instant::now() < deadline,
+            "rollback --to not done: {:#}",
+            st["active"]
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for (n, want) in [
+        ("cp-1", "1.34.6-1.1"),
+        ("w-2", "1.34.6-1.1"),
+        ("w-3", "1.34.6-1.1"),
+        ("w-1", "1.33.5-1.1"),
+    ] {
+        assert_eq!(
+            s.lab
+                .packages(n)
+                .expect("packages")
+                .get("kubelet")
+                .map(String::as_str),
+            Some(want),
+            "{n}"
+        );
+    }
+    let cp_calls = changing_calls(&s.lab, "cp-1");
+    // The last apply of v1.34.6 (the forward run applied it too, on its way up).
+    let apply = cp_calls
+        .iter()
+        .rposition(|c| c == "kubeadm upgrade apply v1.34.6 -y")
+        .expect("kubeadm downgrade");
+    assert!(
+        cp_calls[..apply].iter().any(|c| c
+            == "apt-get install -y --allow-downgrades --allow-change-held-packages kubeadm=1.34.6-1.1"),
+        "{cp_calls:#?}"
+    );
+    let kept = events(&client, &to)
+        .await
+        .into_iter()
+        .filter_map(|e| e["event"].get("StepSucceeded").cloned())
+        .find(|s| s["step"].get("KubeadmDowngrade").is_some())
+        .expect("kubeadm downgrade recorded");
+    assert!(
+        kept["facts"]["stdout"]
+            .as_str()
+            .is_some_and(|o| o.contains("Won't downgrade etcd")),
+        "{kept}"
+    );
+    assert_eq!(
+        s.sim
+            .sim
+            .world()
+            .apiserver_version()
+            .map(|v| v.to_string())
+            .as_deref(),
+        Some("v1.34.6")
+    );
     tear_down(s, daemon);
 }
 

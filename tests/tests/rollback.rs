@@ -553,3 +553,51 @@ drain:
         .collect();
     assert!(not_ready.is_empty(), "pods not Ready: {not_ready:?}");
 }
+
+/// Rollbacks of one run compose: after `--node w-1`, a `--to` of the same run leaves w-1
+/// where the first rollback put it and takes the rest one minor back.
+#[tokio::test(start_paused = true)]
+async fn a_second_rollback_of_the_same_run_builds_on_the_first() {
+    let (mut h, forward) = upgraded_lab().await;
+    rollback(&h, json!({"nodes": ["w-1"]}))
+        .await
+        .expect("--node");
+    h.until_phase("completed", DAY).await;
+    let via = h
+        .events(&forward)
+        .await
+        .iter()
+        .filter_map(|e| e["event"]["StepStarted"]["step"]["KubeadmUpgrade"]["version"].as_str())
+        .find(|v| v.starts_with("v1.34."))
+        .expect("a hop through 1.34")
+        .to_string();
+    // The newest run is a rollback: name the run to undo.
+    let e = rollback(&h, json!({"to": via}))
+        .await
+        .expect_err("newest is a rollback");
+    assert!(e.message.contains("is itself the rollback"), "{e}");
+    let p = rollback(&h, json!({"to": via, "run": forward, "planOnly": true}))
+        .await
+        .expect("plan");
+    let hosts: Vec<&str> = p["plan"]["batches"]
+        .as_array()
+        .expect("batches")
+        .iter()
+        .flat_map(|b| b["nodes"].as_array().into_iter().flatten())
+        .filter_map(|n| n["host"].as_str().or(n["name"].as_str()))
+        .collect();
+    assert!(
+        !hosts.contains(&"w-1"),
+        "w-1 is below the target already: {hosts:?}"
+    );
+    rollback(&h, json!({"to": via, "run": forward}))
+        .await
+        .expect("--to");
+    h.until_phase("completed", DAY).await;
+    let w = h.sim.world();
+    assert_eq!(w.nodes["w-1"].kubelet.to_string(), "v1.33.5");
+    for n in ["w-2", "w-3", "cp-1"] {
+        assert_eq!(w.nodes[n].kubelet.to_string(), via, "{n}");
+    }
+    assert_eq!(w.apiserver_version().map(|v| v.to_string()), Some(via));
+}

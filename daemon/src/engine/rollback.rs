@@ -36,7 +36,18 @@ impl<L: EventLog + Clone> Daemon<L> {
         if records.is_empty() {
             return Err(RequestError::Rollback(RollbackError::NoRun));
         }
-        let planned = rollback::plan(&records, &req).map_err(RequestError::Rollback)?;
+        // Rollbacks already made of it: what they set back counts.
+        let mut rollbacks = Vec::new();
+        for other in self.log.runs()? {
+            if other == undone {
+                continue;
+            }
+            let r = self.log.read(other, 0)?;
+            if RunState::replay(&r).plan.undoes == Some(undone) {
+                rollbacks.push(r);
+            }
+        }
+        let planned = rollback::plan(&records, &rollbacks, &req).map_err(RequestError::Rollback)?;
         if plan_only {
             return Ok((None, planned));
         }

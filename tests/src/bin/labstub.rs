@@ -97,6 +97,14 @@ fn apply_fault(rule: &str) -> Option<u8> {
 
 type Out = (u8, String, String);
 
+/// The etcd image tag kubeadm pairs with a Kubernetes minor (what the lab needs of it).
+fn etcd_of(v: Version) -> &'static str {
+    match v.minor {
+        m if m >= 34 => "3.6.4-0",
+        _ => "3.5.21-0",
+    }
+}
+
 fn ok(s: impl Into<String>) -> Out {
     (0, s.into(), String::new())
 }
@@ -155,7 +163,23 @@ impl Ctx {
     }
 
     /// POSTs to the sim's control API.
+    /// The cluster's version as the API server reports it (`GET /version`).
+    fn cluster_version(&self) -> Option<Version> {
+        let v: serde_json::Value =
+            serde_json::from_str(&self.sim_request("GET", "/version", None).ok()?).ok()?;
+        v["gitVersion"].as_str()?.parse().ok()
+    }
+
     fn sim(&self, path: &str, body: &serde_json::Value) -> Result<String, String> {
+        self.sim_request("POST", path, Some(body))
+    }
+
+    fn sim_request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<String, String> {
         let url = std::fs::read_to_string(self.ctl.join("sim"))
             .map_err(|e| format!("no sim URL: {e}"))?;
         let host = url
@@ -166,9 +190,9 @@ impl Ctx {
         let mut s = TcpStream::connect(host)
             .map_err(|e| format!("connecting to the sim at {host}: {e}"))?;
         let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-        let body = body.to_string();
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
         let req = format!(
-            "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
             body.len()
         );
         s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
@@ -252,12 +276,34 @@ impl Ctx {
                         ),
                     );
                 }
+                // kubeadm's version policy on the way down: one minor at a time, and etcd
+                // stays where it is.
+                let cluster = self.cluster_version();
+                if let Some(c) = cluster
+                    && target.major == c.major
+                    && target.minor + 1 < c.minor
+                {
+                    return fail(
+                        1,
+                        format!(
+                            "[upgrade/version] FATAL: the --version argument is invalid due to these errors:\n\n\t- Specified version to downgrade to \"{target}\" is too low; kubeadm can downgrade only 1 minor version at a time\n"
+                        ),
+                    );
+                }
+                let etcd_note = match cluster {
+                    Some(c) if target < c => format!(
+                        "[upgrade/etcd] Non fatal issue encountered during upgrade: the desired etcd version for this Kubernetes version \"{target}\" is \"{}\", but the current etcd version is \"{}\". Won't downgrade etcd, instead just continue\n",
+                        etcd_of(target),
+                        etcd_of(c)
+                    ),
+                    _ => String::new(),
+                };
                 match self.sim(
                     &self.node_path("control-plane"),
                     &serde_json::json!({"version": target.to_string()}),
                 ) {
                     Ok(_) => ok(format!(
-                        "[upgrade/successful] SUCCESS! A control plane node of your cluster was upgraded to \"{target}\".\n\n[upgrade/kubelet] Now that your control plane is upgraded, please proceed with upgrading your kubelets if you haven't already done so.\n"
+                        "{etcd_note}[upgrade/successful] SUCCESS! A control plane node of your cluster was upgraded to \"{target}\".\n\n[upgrade/kubelet] Now that your control plane is upgraded, please proceed with upgrading your kubelets if you haven't already done so.\n"
                     )),
                     Err(e) => fail(1, format!("[upgrade/apply] FATAL: {e}\n")),
                 }
