@@ -601,3 +601,49 @@ async fn a_second_rollback_of_the_same_run_builds_on_the_first() {
     }
     assert_eq!(w.apiserver_version().map(|v| v.to_string()), Some(via));
 }
+
+/// A rollback run is a run: pause, resume and abort act on it as on any run, and an abort
+/// uncordons what it cordoned.
+#[tokio::test(start_paused = true)]
+async fn pause_resume_and_abort_work_on_a_rollback_run() {
+    let (mut h, _) = upgraded_lab().await;
+    let r = rollback(&h, json!({"nodes": ["w-1", "w-2"]}))
+        .await
+        .expect("rollback");
+    let run = r["run"].as_str().expect("run").to_string();
+    h.until_record(&run, DAY, |e| {
+        e["event"]["StepSucceeded"]["step"] == "Cordon"
+    })
+    .await;
+    h.json(
+        Method::POST,
+        "/v1/run/pause",
+        Some(&json!({"reason": "look first"})),
+    )
+    .await
+    .expect("pause");
+    let paused = h.until_phase("paused", DAY).await;
+    assert_eq!(paused["run"], run.as_str());
+    h.json(Method::POST, "/v1/run/resume", None)
+        .await
+        .expect("resume");
+    h.until_phase("running", DAY).await;
+    h.json(
+        Method::POST,
+        "/v1/run/abort",
+        Some(&json!({"reason": "enough"})),
+    )
+    .await
+    .expect("abort");
+    h.until_phase("aborted", DAY).await;
+    let w = h.sim.world();
+    assert!(
+        w.nodes.values().all(|n| !n.unschedulable),
+        "an abort uncordons"
+    );
+    let evs = h.events(&run).await;
+    for kind in ["RunPaused", "RunResumed", "AbortRequested"] {
+        assert!(evs.iter().any(|e| e["event"].get(kind).is_some()), "{kind}");
+    }
+    assert!(evs.iter().any(|e| e["event"] == "RunAborted"));
+}
