@@ -636,9 +636,8 @@ async fn pause_resume_and_abort_work_on_a_rollback_run() {
     .await
     .expect("abort");
     h.until_phase("aborted", DAY).await;
-    let w = h.sim.world();
     assert!(
-        w.nodes.values().all(|n| !n.unschedulable),
+        h.sim.world().nodes.values().all(|n| !n.unschedulable),
         "an abort uncordons"
     );
     let evs = h.events(&run).await;
