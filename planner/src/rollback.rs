@@ -440,8 +440,14 @@ impl<'a> Rollback<'a> {
             format!("its kubelet config from {config_version} put back (it never ran {version})")
         };
         let why = format!(
-            "{host}: kubelet and kubectl {now} → {version} ({source}, package {}), {config_note}; cordoned and drained first{}",
-            before.get("pkg_kubelet").map_or("?", String::as_str),
+            "{host}: kubelet and kubectl {now} → {version} ({source}{}), {config_note}; cordoned and drained first{}",
+            // The package the preflight saw installed, when that is where it goes back to.
+            match before.get("pkg_kubelet") {
+                Some(p) if before.get("kubelet_before") == Some(&version.to_string()) => {
+                    format!(", package {p}")
+                }
+                _ => String::new(),
+            },
             if before.get("unschedulable").map(String::as_str) == Some("true") {
                 ", left cordoned (it was cordoned before the run)"
             } else {
