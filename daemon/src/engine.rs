@@ -224,6 +224,29 @@ impl<L: EventLog + Clone> Daemon<L> {
             .map(|p| format!("  {p}"))
             .collect();
         request::admit(&admission)?;
+        let run = self
+            .record_and_drive(
+                observed,
+                report.target,
+                report.execution_plan(),
+                policy.run_policy(),
+                by,
+            )
+            .await?;
+        Ok((Some(run), report))
+    }
+
+    /// Records a new run (the cluster as observed, its plan and policy, its start by `by`)
+    /// and drives it.
+    async fn record_and_drive(
+        self: &Arc<Self>,
+        observed: crate::ports::Observed,
+        target: Version,
+        plan: upgraded_events::Plan,
+        policy: upgraded_events::Policy,
+        by: Actor,
+    ) -> Result<RunId, RequestError> {
+        let now = self.clock.now();
         let run = RunId::new();
         let records = self
             .log
@@ -240,9 +263,9 @@ impl<L: EventLog + Clone> Daemon<L> {
                     (
                         now,
                         Event::RunPlanned {
-                            target: report.target,
-                            plan: Json(report.execution_plan()),
-                            policy: Json(policy.run_policy()),
+                            target,
+                            plan: Json(plan),
+                            policy: Json(policy),
                             by: by.clone(),
                         },
                     ),
@@ -250,9 +273,8 @@ impl<L: EventLog + Clone> Daemon<L> {
                 ],
             )
             .await?;
-        let state = RunState::replay(&records);
-        self.spawn_drive(run, state);
-        Ok((Some(run), report))
+        self.spawn_drive(run, RunState::replay(&records));
+        Ok(run)
     }
 
     /// The active run and its phase, if there is one.

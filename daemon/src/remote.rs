@@ -270,6 +270,16 @@ impl Scripts {
     /// unhold → install → hold (apt); dnf bypasses the repository's `exclude=` for this one
     /// install. A failed install puts the holds back.
     fn install(&self, s: &mut String, pkgs: &[&str], v: Version) {
+        self.packages(s, pkgs, v, false);
+    }
+
+    /// unhold → install the older version, allowing apt to downgrade held packages → hold;
+    /// dnf `downgrade`. A failed downgrade puts the holds back.
+    fn downgrade(&self, s: &mut String, pkgs: &[&str], v: Version) {
+        self.packages(s, pkgs, v, true);
+    }
+
+    fn packages(&self, s: &mut String, pkgs: &[&str], v: Version, down: bool) {
         let ver = package_version(&self.package_format, v);
         match self.package_manager {
             PackageManager::Apt => {
@@ -279,6 +289,9 @@ impl Scripts {
                 hold.extend_from_slice(pkgs);
                 let specs: Vec<String> = pkgs.iter().map(|p| format!("{p}={ver}")).collect();
                 let mut install = vec!["apt-get", "install", "-y"];
+                if down {
+                    install.extend(["--allow-downgrades", "--allow-change-held-packages"]);
+                }
                 install.extend(specs.iter().map(String::as_str));
                 let _ = writeln!(s, "{} >/dev/null", words(&unhold));
                 let _ = writeln!(s, "trap '{} >/dev/null' EXIT", words(&hold));
@@ -289,43 +302,8 @@ impl Scripts {
             }
             PackageManager::Dnf => {
                 let specs: Vec<String> = pkgs.iter().map(|p| format!("{p}-{ver}")).collect();
-                let mut install = vec!["dnf", "install", "-y"];
-                install.extend(specs.iter().map(String::as_str));
-                install.push("--disableexcludes=kubernetes");
-                let _ = writeln!(s, "{}", words(&install));
-            }
-        }
-    }
-
-    /// unhold → install the older version, allowing apt to downgrade held packages → hold;
-    /// dnf `downgrade`. A failed downgrade puts the holds back.
-    fn downgrade(&self, s: &mut String, pkgs: &[&str], v: Version) {
-        let ver = package_version(&self.package_format, v);
-        match self.package_manager {
-            PackageManager::Apt => {
-                let mut unhold = vec!["apt-mark", "unhold"];
-                unhold.extend_from_slice(pkgs);
-                let mut hold = vec!["apt-mark", "hold"];
-                hold.extend_from_slice(pkgs);
-                let specs: Vec<String> = pkgs.iter().map(|p| format!("{p}={ver}")).collect();
-                let mut install = vec![
-                    "apt-get",
-                    "install",
-                    "-y",
-                    "--allow-downgrades",
-                    "--allow-change-held-packages",
-                ];
-                install.extend(specs.iter().map(String::as_str));
-                let _ = writeln!(s, "{} >/dev/null", words(&unhold));
-                let _ = writeln!(s, "trap '{} >/dev/null' EXIT", words(&hold));
-                let _ = writeln!(s, "{}", words(&["apt-get", "update", "-q"]));
-                let _ = writeln!(s, "{}", words(&install));
-                s.push_str("trap - EXIT\n");
-                let _ = writeln!(s, "{}", words(&hold));
-            }
-            PackageManager::Dnf => {
-                let specs: Vec<String> = pkgs.iter().map(|p| format!("{p}-{ver}")).collect();
-                let mut cmd = vec!["dnf", "downgrade", "-y"];
+                let verb = if down { "downgrade" } else { "install" };
+                let mut cmd = vec!["dnf", verb, "-y"];
                 cmd.extend(specs.iter().map(String::as_str));
                 cmd.push("--disableexcludes=kubernetes");
                 let _ = writeln!(s, "{}", words(&cmd));
@@ -519,6 +497,17 @@ mod tests {
         s.parse().expect("version")
     }
 
+    /// Every line of `order` occurs in `s`, in that order.
+    fn in_order(s: &str, order: &[&str]) {
+        let mut at = 0;
+        for line in order {
+            let i = s[at..]
+                .find(line)
+                .unwrap_or_else(|| panic!("{line:?} missing or out of order in:\n{s}"));
+            at += i + line.len();
+        }
+    }
+
     /// The etcd health script counts members and healthy ones from `etcdctl`'s JSON, also
     /// when etcdctl exits non-zero because a member is down.
     #[test]
@@ -563,13 +552,7 @@ mod tests {
             "trap - EXIT",
             "apt-mark hold kubelet kubectl",
         ];
-        let mut at = 0;
-        for line in order {
-            let i = s[at..]
-                .find(line)
-                .unwrap_or_else(|| panic!("{line:?} missing or out of order in:\n{s}"));
-            at += i + line.len();
-        }
+        in_order(&s, &order);
         assert!(
             s.contains("https://pkgs.k8s.io/core:/stable:/v1.34/deb/ /"),
             "{s}"
@@ -596,13 +579,7 @@ mod tests {
             "mv /var/lib/kubelet/config.yaml.upgraded-tmp /var/lib/kubelet/config.yaml",
             "echo installed=",
         ];
-        let mut at = 0;
-        for line in order {
-            let i = s[at..]
-                .find(line)
-                .unwrap_or_else(|| panic!("{line:?} missing or out of order in:\n{s}"));
-            at += i + line.len();
-        }
+        in_order(&s, &order);
         let d = scripts("dnf").render(&RemoteCommand::DowngradePackages {
             version: v("v1.33.5"),
             kubelet_config: None,
@@ -724,13 +701,7 @@ mod tests {
             "kubeadm upgrade apply v1.34.6 -y",
             "echo kubeadm=v1.34.6",
         ];
-        let mut at = 0;
-        for line in order {
-            let i = s[at..]
-                .find(line)
-                .unwrap_or_else(|| panic!("{line:?} missing or out of order in:\n{s}"));
-            at += i + line.len();
-        }
+        in_order(&s, &order);
         let node = scripts("apt").render(&RemoteCommand::KubeadmDowngrade {
             version: v("v1.34.6"),
             apply: false,

@@ -231,21 +231,9 @@ impl SimAgents {
                 }
                 facts.insert("installed".into(), version.to_string());
             }
-            RemoteCommand::KubeadmDowngrade { version, apply } => {
-                self.install(node, "kubeadm", *version).await?;
-                let path = Self::node_path(node, "control-plane");
-                let body = json!({ "version": version.to_string() });
-                match self.call(Method::POST, &path, Some(body)).await {
-                    Ok(_) => {
-                        facts.insert("control_plane".into(), version.to_string());
-                    }
-                    Err(e) if !*apply && e.what.contains("runs no control plane") => {
-                        facts.insert("kubelet_config".into(), version.to_string());
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
-            RemoteCommand::KubeadmUpgrade { version, apply } => {
+            // The sim's machines take a control plane to any version, up or down.
+            RemoteCommand::KubeadmUpgrade { version, apply }
+            | RemoteCommand::KubeadmDowngrade { version, apply } => {
                 self.install(node, "kubeadm", *version).await?;
                 let path = Self::node_path(node, "control-plane");
                 let body = json!({ "version": version.to_string() });

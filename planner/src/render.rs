@@ -236,42 +236,35 @@ impl Cmds<'_> {
     }
 
     fn install(&self, pkgs: &[&str], v: Version) -> String {
-        let ver = shell_quote(&self.pkg(v));
-        let names = pkgs.join(" ");
-        match self.pm {
-            PackageManager::Apt => {
-                let list: Vec<String> = pkgs.iter().map(|p| format!("{p}={}", ver)).collect();
-                format!(
-                    "apt-mark unhold {names}\napt-get update && apt-get install -y {}\napt-mark hold {names}",
-                    list.join(" ")
-                )
-            }
-            PackageManager::Dnf => {
-                let list: Vec<String> = pkgs.iter().map(|p| format!("{p}-{}", ver)).collect();
-                format!(
-                    "dnf install -y {} --disableexcludes=kubernetes",
-                    list.join(" ")
-                )
-            }
-        }
+        self.packages(pkgs, v, false)
     }
 
     /// The rollback's package command: a downgrade of held packages.
     fn downgrade(&self, pkgs: &[&str], v: Version) -> String {
+        self.packages(pkgs, v, true)
+    }
+
+    fn packages(&self, pkgs: &[&str], v: Version, down: bool) -> String {
         let ver = shell_quote(&self.pkg(v));
         let names = pkgs.join(" ");
         match self.pm {
             PackageManager::Apt => {
                 let list: Vec<String> = pkgs.iter().map(|p| format!("{p}={}", ver)).collect();
+                let flags = if down {
+                    " --allow-downgrades --allow-change-held-packages"
+                } else {
+                    ""
+                };
                 format!(
-                    "apt-mark unhold {names}\napt-get update && apt-get install -y --allow-downgrades --allow-change-held-packages {}\napt-mark hold {names}",
+                    "apt-mark unhold {names}\napt-get update && apt-get install -y{flags} {}\napt-mark hold {names}",
                     list.join(" ")
                 )
             }
             PackageManager::Dnf => {
                 let list: Vec<String> = pkgs.iter().map(|p| format!("{p}-{}", ver)).collect();
+                let verb = if down { "downgrade" } else { "install" };
                 format!(
-                    "dnf downgrade -y {} --disableexcludes=kubernetes",
+                    "dnf {verb} -y {} --disableexcludes=kubernetes",
                     list.join(" ")
                 )
             }

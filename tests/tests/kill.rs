@@ -30,6 +30,17 @@ const DAEMON_ARGS: &[&str] = &[
     "100",
 ];
 
+/// The daemon's arguments for a round in `dir`, its policy written there.
+fn round_args(dir: &std::path::Path) -> Vec<String> {
+    let policy = dir.join("policy.yaml");
+    std::fs::write(&policy, common::FAKE_RUN_POLICY).expect("write policy");
+    DAEMON_ARGS
+        .iter()
+        .map(|a| a.to_string())
+        .chain(["--policy".to_string(), policy.display().to_string()])
+        .collect()
+}
+
 /// Follows the run's event stream in the background, keeping every line it was sent.
 fn follow(
     client: &Client,
@@ -59,6 +70,47 @@ async fn phase(client: &Client) -> Option<String> {
     v["active"]["phase"].as_str().map(str::to_string)
 }
 
+/// Kills the daemon at random moments (up to `max` times, `pause_ms` apart at most) until the
+/// run completes, restarting it and the follower each time; returns the kills, the daemon
+/// and the follower running now.
+#[allow(clippy::too_many_arguments)]
+async fn kill_until_done(
+    client: &Client,
+    opts: &DaemonOpts<'_>,
+    mut child: common::Daemon,
+    run: &str,
+    seen: &Arc<Mutex<BTreeMap<u64, String>>>,
+    rng: &mut StdRng,
+    max: usize,
+    pause_ms: u64,
+) -> (usize, common::Daemon, tokio::task::JoinHandle<()>) {
+    let mut follower = follow(client, run, seen);
+    let mut kills = 0;
+    loop {
+        tokio::time::sleep(Duration::from_millis(rng.random_range(10..pause_ms))).await;
+        if phase(client).await.as_deref() == Some("completed") || kills >= max {
+            break;
+        }
+        child.kill_now();
+        kills += 1;
+        follower.abort();
+        child = spawn_daemon(opts);
+        wait_ready(client, &mut child).await;
+        follower = follow(client, run, seen);
+    }
+    (kills, child, follower)
+}
+
+/// Waits (up to 30 s) for the active run to complete.
+async fn until_completed(client: &Client) {
+    for _ in 0..600 {
+        if phase(client).await.as_deref() == Some("completed") {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_at_random_moments_loses_nothing_and_repeats_nothing() {
     let want_kills: usize = common::env_number("KILL_ITERATIONS", 20);
@@ -71,14 +123,8 @@ async fn kill_9_at_random_moments_loses_nothing_and_repeats_nothing() {
     while kills < want_kills {
         rounds += 1;
         let tmp = tempfile::tempdir().expect("tempdir");
-        let policy = tmp.path().join("policy.yaml");
-        std::fs::write(&policy, common::FAKE_RUN_POLICY).expect("write policy");
-        let policy = policy.to_str().expect("utf-8 temp path");
-        let extra: Vec<&str> = DAEMON_ARGS
-            .iter()
-            .copied()
-            .chain(["--policy", policy])
-            .collect();
+        let args = round_args(tmp.path());
+        let extra: Vec<&str> = args.iter().map(String::as_str).collect();
         let opts = DaemonOpts {
             base: tmp.path(),
             extra: &extra,
@@ -96,28 +142,11 @@ async fn kill_9_at_random_moments_loses_nothing_and_repeats_nothing() {
             .expect("start");
         let run = v["run"].as_str().expect("run id").to_string();
         let seen = Arc::new(Mutex::new(BTreeMap::new()));
-        let mut follower = follow(&client, &run, &seen);
-        let mut round_kills = 0;
-        loop {
-            tokio::time::sleep(Duration::from_millis(rng.random_range(10..250))).await;
-            if phase(&client).await.as_deref() == Some("completed") || round_kills >= 7 {
-                break;
-            }
-            child.kill_now();
-            kills += 1;
-            round_kills += 1;
-            follower.abort();
-            child = spawn_daemon(&opts);
-            wait_ready(&client, &mut child).await;
-            follower = follow(&client, &run, &seen);
-        }
+        let (round_kills, mut child, follower) =
+            kill_until_done(&client, &opts, child, &run, &seen, &mut rng, 7, 250).await;
+        kills += round_kills;
         // Let the run finish.
-        for _ in 0..600 {
-            if phase(&client).await.as_deref() == Some("completed") {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        until_completed(&client).await;
         if phase(&client).await.as_deref() != Some("completed") {
             let status = client.json(Method::GET, "/v1/status", None).await;
             let mut tail = Vec::new();
@@ -241,14 +270,8 @@ async fn kill_9_during_a_rollback_loses_nothing_and_repeats_nothing() {
     while kills < want_kills {
         rounds += 1;
         let tmp = tempfile::tempdir().expect("tempdir");
-        let policy = tmp.path().join("policy.yaml");
-        std::fs::write(&policy, common::FAKE_RUN_POLICY).expect("write policy");
-        let policy = policy.to_str().expect("utf-8 temp path");
-        let extra: Vec<&str> = DAEMON_ARGS
-            .iter()
-            .copied()
-            .chain(["--policy", policy])
-            .collect();
+        let args = round_args(tmp.path());
+        let extra: Vec<&str> = args.iter().map(String::as_str).collect();
         let opts = DaemonOpts {
             base: tmp.path(),
             extra: &extra,
@@ -288,27 +311,10 @@ async fn kill_9_during_a_rollback_loses_nothing_and_repeats_nothing() {
             .expect("rollback");
         let run = v["run"].as_str().expect("rollback run").to_string();
         let seen = Arc::new(Mutex::new(BTreeMap::new()));
-        let mut follower = follow(&client, &run, &seen);
-        let mut round_kills = 0;
-        loop {
-            tokio::time::sleep(Duration::from_millis(rng.random_range(10..150))).await;
-            if phase(&client).await.as_deref() == Some("completed") || round_kills >= 5 {
-                break;
-            }
-            child.kill_now();
-            kills += 1;
-            round_kills += 1;
-            follower.abort();
-            child = spawn_daemon(&opts);
-            wait_ready(&client, &mut child).await;
-            follower = follow(&client, &run, &seen);
-        }
-        for _ in 0..600 {
-            if phase(&client).await.as_deref() == Some("completed") {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let (round_kills, mut child, follower) =
+            kill_until_done(&client, &opts, child, &run, &seen, &mut rng, 5, 150).await;
+        kills += round_kills;
+        until_completed(&client).await;
         assert_eq!(
             phase(&client).await.as_deref(),
             Some("completed"),

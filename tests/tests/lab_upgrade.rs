@@ -200,6 +200,28 @@ fn most_nodes_down(evs: &[Value]) -> usize {
     most
 }
 
+/// Waits (up to `secs`) until `run` is the active run and has completed; a halt fails.
+async fn until_run_completed(client: &Client, run: &str, secs: u64) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let st = status(client).await.expect("status");
+        if st["active"]["run"] == run && st["active"]["phase"] == "completed" {
+            return;
+        }
+        assert!(
+            st["active"]["phase"] != "halted",
+            "halted: {:#}",
+            st["active"]
+        );
+        assert!(
+            Instant::now() < deadline,
+            "{run} not done: {:#}",
+            st["active"]
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// The stub calls that change a node (package tools, kubeadm, systemctl), completed ones.
 fn changing_calls(lab: &Lab, node: &str) -> Vec<String> {
     lab.calls(node)
@@ -514,24 +536,7 @@ async fn lab_cluster_upgrades_over_ssh_with_snapshots_and_jetstream() {
         .await
         .expect("rollback");
     let rollback = r["run"].as_str().expect("rollback run").to_string();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let st = status(&client).await.expect("status");
-        if st["active"]["run"] == rollback.as_str() && st["active"]["phase"] == "completed" {
-            break;
-        }
-        assert!(
-            st["active"]["phase"] != "halted",
-            "halted: {:#}",
-            st["active"]
-        );
-        assert!(
-            Instant::now() < deadline,
-            "rollback not done: {:#}",
-            st["active"]
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    until_run_completed(&client, &rollback, 120).await;
     let all = ["kubeadm", "kubelet", "kubectl"].join(" ");
     assert_eq!(
         changing_calls(&s.lab, "w-1")[before..].to_vec(),
@@ -585,24 +590,7 @@ async fn lab_cluster_upgrades_over_ssh_with_snapshots_and_jetstream() {
         .await
         .expect("rollback --to");
     let to = r["run"].as_str().expect("rollback run").to_string();
-    let deadline = Instant::now() + Duration::from_secs(180);
-    loop {
-        let st = status(&client).await.expect("status");
-        if st["active"]["run"] == to.as_str() && st["active"]["phase"] == "completed" {
-            break;
-        }
-        assert!(
-            st["active"]["phase"] != "halted",
-            "halted: {:#}",
-            st["active"]
-        );
-        assert!(
-            Instant::now() < deadline,
-            "rollback --to not done: {:#}",
-            st["active"]
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    until_run_completed(&client, &to, 180).await;
     for (n, want) in [
         ("cp-1", "1.34.6-1.1"),
         ("w-2", "1.34.6-1.1"),

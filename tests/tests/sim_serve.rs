@@ -69,6 +69,27 @@ fn ctl(socket: &std::path::Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `upgradectl watch`, which returns when the run is over (one view per change, not a
+/// terminal); `what` took over 240 s fails.
+async fn watch_to_the_end(socket: &std::path::Path, what: &str) {
+    let mut watch = Command::new(upgraded_tests::binary("upgradectl"))
+        .arg("--socket")
+        .arg(socket)
+        .args(["watch", "--interval-ms", "200"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("watch");
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        if let Some(status) = watch.try_wait().expect("watch") {
+            assert!(status.success(), "watch failed: {status}");
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what} took over 240 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upgradectl_drives_the_real_daemon_over_the_sims_http_and_the_audit_trail_names_it() {
     use upgraded_sim::{Clock, SimServer, scenario};
@@ -109,22 +130,7 @@ async fn upgradectl_drives_the_real_daemon_over_the_sims_http_and_the_audit_trai
         .expect("start");
     assert!(started.contains("started run "), "{started}");
     // `watch` returns when the run is over (not a terminal: one view per change).
-    let mut watch = Command::new(upgraded_tests::binary("upgradectl"))
-        .arg("--socket")
-        .arg(&socket)
-        .args(["watch", "--interval-ms", "200"])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("watch");
-    let deadline = Instant::now() + Duration::from_secs(240);
-    loop {
-        if let Some(status) = watch.try_wait().expect("watch") {
-            assert!(status.success(), "watch failed: {status}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "the lab upgrade took over 240 s");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    watch_to_the_end(&socket, "the lab upgrade").await;
     let socket2 = socket.clone();
     let status = tokio::task::spawn_blocking(move || ctl(&socket2, &["status"]))
         .await
@@ -159,18 +165,7 @@ async fn upgradectl_drives_the_real_daemon_over_the_sims_http_and_the_audit_trai
             .await
             .expect("rollback");
     assert!(started.contains("started rollback run "), "{started}");
-    let mut watch = Command::new(upgraded_tests::binary("upgradectl"))
-        .arg("--socket")
-        .arg(&socket)
-        .args(["watch", "--interval-ms", "200"])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("watch");
-    let deadline = Instant::now() + Duration::from_secs(240);
-    while watch.try_wait().expect("watch").is_none() {
-        assert!(Instant::now() < deadline, "the rollback took over 240 s");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    watch_to_the_end(&socket, "the rollback").await;
     {
         let w = sim.sim.world();
         assert_eq!(w.nodes["w-2"].kubelet.to_string(), "v1.33.5");

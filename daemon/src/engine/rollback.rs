@@ -4,9 +4,8 @@
 
 use std::sync::Arc;
 
-use upgraded_events::event::Json;
 use upgraded_events::request;
-use upgraded_events::{Actor, Event, RunId, RunState};
+use upgraded_events::{Actor, RunId, RunState};
 use upgraded_planner::rollback::{self, RollbackError, RollbackPlan, RollbackRequest};
 
 use super::{Daemon, RequestError};
@@ -59,40 +58,15 @@ impl<L: EventLog + Clone> Daemon<L> {
             .await
             .map_err(|e| RequestError::Inventory(e.to_string()))?;
         let forward = RunState::replay(&records);
-        let now = self.clock.now();
-        let run = RunId::new();
         let target = planned
             .plan
             .target
             .or(forward.target)
             .unwrap_or(observed.apiserver);
-        let recorded = self
-            .log
-            .append(
-                run,
-                vec![
-                    (
-                        now,
-                        Event::ClusterObserved {
-                            apiserver: observed.apiserver,
-                            inventory: Json(observed.inventory),
-                        },
-                    ),
-                    (
-                        now,
-                        Event::RunPlanned {
-                            target,
-                            plan: Json(planned.plan.clone()),
-                            policy: Json(forward.policy.clone()),
-                            by: by.clone(),
-                        },
-                    ),
-                    (now, Event::RunStarted { by }),
-                ],
-            )
+        let run = self
+            .record_and_drive(observed, target, planned.plan.clone(), forward.policy, by)
             .await?;
         tracing::info!(%run, undoes = %undone, "rollback started");
-        self.spawn_drive(run, RunState::replay(&recorded));
         Ok((Some(run), planned))
     }
 }
