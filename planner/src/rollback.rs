@@ -970,5 +970,55 @@ mod tests {
             want.sort();
             proptest::prop_assert_eq!(seen, want);
         }
+
+        /// Stopped anywhere after its control plane moved on, the cluster rolled back one
+        /// minor keeps skew in every state, touches only what the run changed, and ends with
+        /// every apiserver at the target and nothing newer: or it is refused by name.
+        #[test]
+        fn a_rollback_to_one_minor_back_of_a_run_stopped_anywhere_keeps_skew(
+            cut in 3usize..2000,
+        ) {
+            let records = forward(false);
+            let cut = cut % records.len();
+            let stopped = stopped_at(&records, cut.max(3));
+            let fwd = Forward::read(&stopped, &[]).expect("a finished run");
+            let Some(current) = fwd.versions.newest_apiserver() else {
+                return Ok(());
+            };
+            // The release of the previous minor the run passed through, if it did.
+            let Some(to) = fwd.state.plan.batches.iter()
+                .flat_map(|b| &b.nodes)
+                .flat_map(|n| &n.steps)
+                .filter_map(|s| match s {
+                    Step::KubeadmUpgrade { version, .. } if version.minor + 1 == current.minor => Some(*version),
+                    _ => None,
+                })
+                .next()
+            else {
+                return Ok(());
+            };
+            match plan(&stopped, &[], &RollbackRequest { nodes: vec![], to: Some(to) }) {
+                Ok(r) => {
+                    let mut v = fwd.versions.clone();
+                    for (_, n) in r.plan.nodes() {
+                        let h = fwd.hosts.get(&n.host());
+                        proptest::prop_assert!(
+                            h.is_some_and(|h| h.packages_changed || h.control_plane_changed),
+                            "{} was not changed by the run", n.host()
+                        );
+                        for s in &n.steps {
+                            v.apply(n.host().as_str(), s);
+                            proptest::prop_assert_eq!(v.violations(), Vec::<String>::new());
+                        }
+                    }
+                    proptest::prop_assert!(v.control_plane.values().all(|c| c[0] == to));
+                    proptest::prop_assert!(v.nodes.values().all(|(k, p)| *k <= to && *p <= to));
+                }
+                // A run stopped where something it did not change is newer than the target,
+                // or before it recorded a needed input: refused by name, never guessed.
+                Err(RollbackError::NotByThisRun { .. } | RollbackError::MissingInput { .. }) => {}
+                Err(e) => return Err(proptest::test_runner::TestCaseError::fail(e.to_string())),
+            }
+        }
     }
 }
