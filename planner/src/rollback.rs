@@ -362,6 +362,8 @@ struct Rollback<'a> {
     versions: ClusterVersions,
     batches: Vec<Batch>,
     why: Vec<String>,
+    /// Entries carry the version they go to (a host may then have several).
+    tagged: bool,
 }
 
 impl<'a> Rollback<'a> {
@@ -371,6 +373,16 @@ impl<'a> Rollback<'a> {
             versions: fwd.versions.clone(),
             batches: Vec::new(),
             why: Vec::new(),
+            tagged: false,
+        }
+    }
+
+    /// `name`, or `name@vMAJOR.MINOR` in a plan where a host may have several passes.
+    fn entry(&self, name: String, to: Version) -> Entry {
+        if self.tagged {
+            Entry::new(format!("{name}-v{}.{}", to.major, to.minor))
+        } else {
+            Entry::new(name)
         }
     }
 
@@ -454,9 +466,14 @@ impl<'a> Rollback<'a> {
                 ", uncordoned after"
             }
         );
+        let name = self.entry(format!("{host}@kubelet"), version);
         let node = NodePlan {
-            name: Entry::new(host.as_str()),
-            host: None,
+            name: if self.tagged {
+                name
+            } else {
+                Entry::new(host.as_str())
+            },
+            host: Some(host.clone()).filter(|_| self.tagged),
             role: h.role.unwrap_or(Role::Worker),
             from: now,
             steps: node_steps(version, config, kubeadm),
@@ -502,9 +519,111 @@ fn plan_to(fwd: &Forward, to: Version) -> Result<RollbackPlan, RollbackError> {
         return Err(RollbackError::BelowRun { to, before, run });
     }
     let mut out = Rollback::new(fwd);
+    one_minor_back(&mut out, to)?;
+    let etcd = "etcd stays at its newer version, with its data: kubeadm does not downgrade etcd \
+                (\"won't downgrade etcd\"), so the older apiservers talk to the newer etcd, as \
+                after kubeadm's own one-minor downgrade (1.34 ships etcd 3.6, 1.33 ships 3.5). \
+                Restoring the snapshot taken before the upgrade loses every write since; a \
+                rollback never chooses it by itself"
+        .to_string();
+    Ok(out.finish(etcd))
+}
+
+/// The whole run back (policy `gates.onFailure: rollback-run`): the control plane down one
+/// minor at a time to where the run started (each minor as `--to` does it), then every node
+/// the run changed to the versions its preflight recorded. etcd is kept.
+pub fn whole_run(
+    records: &[Record],
+    rollbacks: &[Vec<Record>],
+) -> Result<RollbackPlan, RollbackError> {
+    let fwd = Forward::read(records, rollbacks)?;
+    let run = fwd.run();
+    let before = fwd
+        .state
+        .apiserver_before
+        .ok_or(RollbackError::MissingInput {
+            node: "the cluster".into(),
+            run,
+            what: "apiserver version before the run (ClusterObserved)",
+        })?;
+    let hops: Vec<Version> = fwd
+        .state
+        .plan
+        .nodes()
+        .flat_map(|(_, n)| &n.steps)
+        .filter_map(|s| match s {
+            Step::KubeadmUpgrade { version, .. } => Some(*version),
+            _ => None,
+        })
+        .collect();
+    let mut out = Rollback::new(&fwd);
+    out.tagged = true;
+    while let Some(current) = out.versions.newest_apiserver().filter(|c| *c > before) {
+        let next = if current.major == before.major && current.minor <= before.minor + 1 {
+            before
+        } else {
+            hops.iter()
+                .copied()
+                .filter(|v| v.major == current.major && v.minor + 1 == current.minor)
+                .max()
+                .ok_or(RollbackError::MissingInput {
+                    node: "the cluster".into(),
+                    run,
+                    what: "the release of the minor between (a kubeadm hop through it)",
+                })?
+        };
+        one_minor_back(&mut out, next)?;
+    }
+    // Then every node the run changed, back to what its preflight recorded.
+    let mut rest: Vec<(&Host, &HostHistory, Version)> = Vec::new();
+    for (host, h) in &fwd.hosts {
+        let Some(was) = h
+            .before
+            .as_ref()
+            .and_then(|b| b.get("kubelet_before"))
+            .and_then(|v| v.parse::<Version>().ok())
+        else {
+            if h.packages_changed {
+                return Err(RollbackError::MissingInput {
+                    node: host.to_string(),
+                    run,
+                    what: "kubelet version (kubelet_before)",
+                });
+            }
+            continue;
+        };
+        let now = out.versions.nodes.get(host.as_str()).map(|(k, _)| *k);
+        if h.packages_changed && now != Some(was) {
+            rest.push((host, h, was));
+        }
+    }
+    rest.sort_by_key(|(host, h, _)| {
+        (
+            h.role == Some(Role::ControlPlane),
+            fwd.order.iter().position(|o| o == *host),
+        )
+    });
+    for (host, h, was) in rest {
+        let kubeadm = h.kubeadm_changed && h.role != Some(Role::ControlPlane);
+        out.kubelet(host, h, was, kubeadm, "recorded before the run")?;
+    }
+    Ok(out.finish(
+        "etcd stays at its newer version, with its data: the whole run goes back through \
+         kubeadm one minor at a time, and kubeadm does not downgrade etcd"
+            .into(),
+    ))
+}
+
+/// Every kubelet newer than `to` (workers, then control-plane nodes), then kube-proxy, then
+/// the control plane one node at a time through `to`'s kubeadm; from the versions `out` has
+/// reached so far.
+fn one_minor_back(out: &mut Rollback<'_>, to: Version) -> Result<(), RollbackError> {
+    let fwd = out.fwd;
+    let run = fwd.run();
+    let versions = out.versions.clone();
     // 1. Every kubelet newer than the target: workers, then control-plane nodes.
     let mut kubelets: Vec<(&Host, Version)> = Vec::new();
-    for (name, (kubelet, _)) in &fwd.versions.nodes {
+    for (name, (kubelet, _)) in &versions.nodes {
         if *kubelet > to {
             let host = fwd
                 .hosts
@@ -550,15 +669,14 @@ fn plan_to(fwd: &Forward, to: Version) -> Result<RollbackPlan, RollbackError> {
         )?;
     }
     // 2. kube-proxy, so it is never newer than an apiserver on the way down.
-    let mut cps: Vec<(&String, Version)> = fwd
-        .versions
+    let mut cps: Vec<(&String, Version)> = versions
         .control_plane
         .iter()
         .filter(|(_, c)| c[0] > to)
         .map(|(n, c)| (n, c[0]))
         .collect();
     cps.sort();
-    let proxy_newer = fwd.versions.nodes.values().any(|(_, p)| *p > to);
+    let proxy_newer = versions.nodes.values().any(|(_, p)| *p > to);
     // 3. The control plane, one node at a time, through the target's kubeadm.
     for (i, (name, version)) in cps.iter().enumerate() {
         let host = fwd
@@ -595,7 +713,7 @@ fn plan_to(fwd: &Forward, to: Version) -> Result<RollbackPlan, RollbackError> {
             format!("kubeadm {to} then `kubeadm upgrade node`")
         };
         let node = NodePlan {
-            name: Entry::new(format!("{host}@control-plane")),
+            name: out.entry(format!("{host}@control-plane"), to),
             host: Some(host.clone()),
             role: Role::ControlPlane,
             from: *version,
@@ -608,13 +726,7 @@ fn plan_to(fwd: &Forward, to: Version) -> Result<RollbackPlan, RollbackError> {
             format!("{host}: control plane {version} → {to}: {how}; etcd stays as it is"),
         )?;
     }
-    let etcd = "etcd stays at its newer version, with its data: kubeadm does not downgrade etcd \
-                (\"won't downgrade etcd\"), so the older apiservers talk to the newer etcd, as \
-                after kubeadm's own one-minor downgrade (1.34 ships etcd 3.6, 1.33 ships 3.5). \
-                Restoring the snapshot taken before the upgrade loses every write since; a \
-                rollback never chooses it by itself"
-        .to_string();
-    Ok(out.finish(etcd))
+    Ok(())
 }
 
 #[cfg(test)]
@@ -929,6 +1041,50 @@ mod tests {
             to: Some(Version::new(1, 34, 6)),
         };
         assert_eq!(plan(&records, &[], &both), Err(RollbackError::BothScopes));
+    }
+
+    #[test]
+    fn the_whole_run_goes_back_one_minor_at_a_time_to_where_it_started() {
+        let records = forward(false);
+        let r = whole_run(&records, &[]).expect("whole run");
+        let fwd = Forward::read(&records, &[]).expect("forward");
+        let mut v = fwd.versions.clone();
+        let mut downgrades = Vec::new();
+        for (_, n) in r.plan.nodes() {
+            for s in &n.steps {
+                v.apply(n.host().as_str(), s);
+                assert_eq!(v.violations(), Vec::<String>::new(), "after {} {s}", n.name);
+                if let Step::KubeadmDowngrade {
+                    version,
+                    apply: true,
+                } = s
+                {
+                    downgrades.push(version.to_string());
+                }
+            }
+        }
+        // 1.35 → 1.34 → 1.33 → where it started, 1.32.4.
+        assert_eq!(
+            downgrades,
+            ["v1.34.6", "v1.33.7", "v1.32.4"],
+            "{:#?}",
+            r.why
+        );
+        // Everything is where the run found it.
+        let (inv, _) = seed();
+        let start = versions_now(&inv);
+        for (n, c) in &start.control_plane {
+            assert_eq!(v.control_plane[n][0], c[0], "{n}");
+        }
+        for (n, (k, _)) in &start.nodes {
+            assert_eq!(v.nodes[n].0, *k, "{n}");
+        }
+        // Entry names stay unique though hosts have several passes.
+        let mut names: Vec<String> = r.plan.nodes().map(|(_, n)| n.name.to_string()).collect();
+        let all = names.len();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), all);
     }
 
     proptest::proptest! {
