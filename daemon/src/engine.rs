@@ -141,7 +141,7 @@ impl<L: EventLog + Clone> Daemon<L> {
     pub async fn recover(self: &Arc<Self>) -> Result<Option<RunId>, EngineError> {
         let runs = self.log.runs()?;
         let mut newest = None;
-        for run in runs {
+        for &run in &runs {
             let state = RunState::replay(&self.log.read(run, 0)?);
             self.status.send_replace(Some(state.summary()));
             if !state.phase().is_terminal() {
@@ -149,6 +149,11 @@ impl<L: EventLog + Clone> Daemon<L> {
             }
         }
         let Some((run, state)) = newest else {
+            // Nothing to resume; a finished run may still owe its follow-up (a crash came
+            // between its end and the rollback it asked for).
+            if let Some(&last) = runs.last() {
+                self.after_run(last).await;
+            }
             return Ok(None);
         };
         self.log
@@ -306,9 +311,12 @@ impl<L: EventLog + Clone> Daemon<L> {
         self.status.send_replace(Some(state.summary()));
         let me = Arc::clone(self);
         let handle = tokio::spawn(async move {
-            if let Err(e) = Arc::clone(&me).drive(run, state).await {
-                tracing::error!(%run, error = %e, "engine stopped");
-                let _ = me.fatal.send(e);
+            match Arc::clone(&me).drive(run, state).await {
+                Err(e) => {
+                    tracing::error!(%run, error = %e, "engine stopped");
+                    let _ = me.fatal.send(e);
+                }
+                Ok(()) => me.after_run(run).await,
             }
         });
         let mut drives = self.drives.lock().unwrap_or_else(|p| p.into_inner());

@@ -54,6 +54,10 @@ pub enum Command {
         reason: String,
         steps: Vec<Step>,
     },
+    /// Abort the run and roll the whole of it back afterwards (policy `rollback-run`).
+    RollBackRun {
+        reason: String,
+    },
 }
 
 /// What executing a `RunStep` or a `Probe` observed.
@@ -169,6 +173,9 @@ impl Command {
                 node: node.clone(),
                 reason: reason.clone(),
                 steps: steps.clone(),
+            }),
+            Command::RollBackRun { reason } => Some(Event::RollbackRequested {
+                reason: reason.clone(),
             }),
             Command::Complete => Some(Event::RunCompleted),
             Command::FinishAbort => Some(Event::RunAborted),
@@ -439,6 +446,12 @@ fn next_for_node(
                     )));
                 }
                 let gate = matches!(step, Step::Verify | Step::Soak);
+                if gate && policy.on_gate_failure == OnGateFailure::RollbackRun {
+                    d.commands.push(Command::RollBackRun {
+                        reason: format!("{why}; rolling the whole run back (policy rollback-run)"),
+                    });
+                    return None;
+                }
                 if gate
                     && n.role == Role::Worker
                     && policy.on_gate_failure == OnGateFailure::RollbackNode
@@ -864,6 +877,67 @@ mod tests {
                 "{reason}"
             ),
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn rollback_run_aborts_the_run_and_asks_for_the_whole_run_back_once() {
+        use crate::request::{FollowUp, follow_up};
+        let policy = Policy {
+            on_gate_failure: OnGateFailure::RollbackRun,
+            ..Policy::default()
+        };
+        for role in [Role::Worker, Role::ControlPlane] {
+            // Given a node whose gate failed three times, when deciding, then roll the run back.
+            let s = verify_failed(&policy, role);
+            let d = decide(&s, &policy, at(0, 13, 0));
+            let [Command::RollBackRun { reason }] = d.commands.as_slice() else {
+                panic!("{role:?}: {d:?}");
+            };
+            assert!(reason.contains("verify failed 3 time(s)") && reason.contains("rollback-run"));
+            // When that is recorded, the run aborts as for an operator (the node unwinds first),
+            let s = after(s, vec![d.commands[0].intent().expect("intent")]);
+            assert_eq!(s.phase(), RunPhase::Aborting);
+            assert_eq!(follow_up(&s, false), None, "not before the run has ended");
+            let d = decide(&s, &policy, at(0, 13, 1));
+            assert!(
+                matches!(
+                    d.commands.as_slice(),
+                    [Command::RunStep {
+                        step: Step::Uncordon,
+                        ..
+                    }]
+                ),
+                "{d:?}"
+            );
+            // and once aborted, the whole run is rolled back, once.
+            let s = after(
+                s,
+                vec![
+                    Event::StepStarted {
+                        node: "w-1".into(),
+                        step: Step::Uncordon,
+                        attempt: 1,
+                    },
+                    Event::StepSucceeded {
+                        node: "w-1".into(),
+                        step: Step::Uncordon,
+                        attempt: 1,
+                        facts: Facts::new(),
+                    },
+                    Event::RunAborted,
+                ],
+            );
+            assert_eq!(s.phase(), RunPhase::Aborted);
+            assert!(matches!(
+                follow_up(&s, false),
+                Some(FollowUp::RollbackWholeRun { .. })
+            ));
+            assert_eq!(
+                follow_up(&s, true),
+                None,
+                "a rollback run of it exists already"
+            );
         }
     }
 

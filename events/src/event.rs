@@ -221,6 +221,12 @@ pub enum Event {
         reason: String,
         steps: Vec<Step>,
     },
+    /// A gate failed and policy says `rollback-run`: the run is aborted (every node put back
+    /// in a recorded state, as for an operator's abort), then the whole run is rolled back
+    /// in a rollback run of its own. Recorded before either.
+    RollbackRequested {
+        reason: String,
+    },
 }
 
 /// The variant names, for golden samples, subjects and schema docs.
@@ -244,10 +250,11 @@ pub enum EventKind {
     NodeParked,
     WorkloadScaled,
     NodeRollingBack,
+    RollbackRequested,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 18] = [
+    pub const ALL: [EventKind; 19] = [
         EventKind::RunPlanned,
         EventKind::RunStarted,
         EventKind::RunPaused,
@@ -266,6 +273,7 @@ impl EventKind {
         EventKind::NodeParked,
         EventKind::WorkloadScaled,
         EventKind::NodeRollingBack,
+        EventKind::RollbackRequested,
     ];
 
     pub fn name(self) -> &'static str {
@@ -288,6 +296,7 @@ impl EventKind {
             EventKind::NodeParked => "NodeParked",
             EventKind::WorkloadScaled => "WorkloadScaled",
             EventKind::NodeRollingBack => "NodeRollingBack",
+            EventKind::RollbackRequested => "RollbackRequested",
         }
     }
 }
@@ -314,6 +323,7 @@ impl Event {
             Event::NodeParked { .. } => EventKind::NodeParked,
             Event::WorkloadScaled { .. } => EventKind::WorkloadScaled,
             Event::NodeRollingBack { .. } => EventKind::NodeRollingBack,
+            Event::RollbackRequested { .. } => EventKind::RollbackRequested,
         }
     }
 

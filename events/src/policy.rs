@@ -32,6 +32,9 @@ pub enum OnGateFailure {
     /// Roll the node back to the versions its preflight recorded, park it, and halt the run
     /// with the reason: the rest of its generation never starts.
     RollbackNode,
+    /// Abort the run, then roll the whole run back (control plane one minor at a time, every
+    /// node it changed to its recorded versions), keeping etcd.
+    RollbackRun,
 }
 
 /// A key that records written by older builds carry and this build reads and ignores.

@@ -108,6 +108,23 @@ pub fn admit(a: &Admission) -> Result<bool, Rejection> {
     Ok(true)
 }
 
+/// What the daemon does once a run has ended, as the log says: a run a gate asked to roll
+/// back (`RollbackRequested`) and that is aborted gets its whole-run rollback, unless one was
+/// recorded already (`rolled_back`: a rollback run of it exists).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FollowUp {
+    RollbackWholeRun { reason: String },
+}
+
+pub fn follow_up(state: &crate::state::RunState, rolled_back: bool) -> Option<FollowUp> {
+    match (&state.rollback_requested, state.phase()) {
+        (Some(reason), RunPhase::Aborted) if !rolled_back => Some(FollowUp::RollbackWholeRun {
+            reason: reason.clone(),
+        }),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::{Event, Record, RunId, Timestamp};
+use crate::event::{Actor, Event, Record, RunId, Timestamp};
 use crate::inventory::PodInv;
 use crate::names::Entry;
 use crate::node::{Blocked, Cursor, NodeCtx, NodeState, Phase};
@@ -38,6 +38,8 @@ pub struct RunState {
     pub apiserver_before: Option<Version>,
     /// Health measured before the run, which the gates compare against.
     pub baseline: Option<Baseline>,
+    /// A gate asked for the whole run to be rolled back (`RollbackRequested`): why.
+    pub rollback_requested: Option<String>,
     /// Workloads scaled up to unblock a drain and not restored yet, by `kind/ns/name`.
     pub scaled: BTreeMap<String, ScaledWorkload>,
 }
@@ -143,7 +145,20 @@ impl RunState {
             at: record.at,
             anomalies: Vec::new(),
         };
-        match &record.event {
+        // A rollback request aborts the run as an operator's abort would, and is remembered.
+        let as_abort;
+        let event = match &record.event {
+            Event::RollbackRequested { reason } => {
+                self.rollback_requested = Some(reason.clone());
+                as_abort = Event::AbortRequested {
+                    by: Actor::daemon(),
+                    reason: reason.clone(),
+                };
+                &as_abort
+            }
+            e => e,
+        };
+        match event {
             Event::RunPlanned {
                 target,
                 plan,
@@ -208,7 +223,7 @@ impl RunState {
             | Event::EvictionBlocked { node, .. }
             | Event::NodeParked { node, .. }
             | Event::NodeRollingBack { node, .. } => match self.index.get(node) {
-                Some(&i) => self.nodes[i].handle(&record.event, &mut ctx),
+                Some(&i) => self.nodes[i].handle(event, &mut ctx),
                 None => ctx
                     .anomalies
                     .push(format!("event for node {node:?}, which is not in the plan")),

@@ -128,6 +128,9 @@ fn sample(kind: EventKind) -> Event {
             to: 4,
             restore: false,
         },
+        EventKind::RollbackRequested => Event::RollbackRequested {
+            reason: "node worker-07: verify failed 3 time(s): not Ready; rolling the whole run back (policy rollback-run)".into(),
+        },
         EventKind::NodeRollingBack => Event::NodeRollingBack {
             node,
             reason: "node worker-07: verify failed 3 time(s): node worker-07 is not Ready".into(),

@@ -227,6 +227,7 @@ impl Engine<'_> {
                     | Command::Pause { .. }
                     | Command::Park { .. }
                     | Command::RollBackNode { .. }
+                    | Command::RollBackRun { .. }
                     | Command::Complete
                     | Command::FinishAbort => {}
                 }

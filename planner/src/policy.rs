@@ -189,9 +189,11 @@ pub struct GatesFile {
     /// A control-plane node whose apiserver is not healthy this long after kubeadm fails
     /// the hop (default `10m`).
     pub control_plane_rejoin_timeout: Option<String>,
-    /// What a worker failing its verify gate (or a canary its soak) after `retries.maxAttempts`
-    /// attempts in a row does: `rollback-node` (default: back to its recorded versions,
-    /// parked, the run halted) or `halt`. The control plane always halts.
+    /// What a node failing its verify gate (or a canary its soak) after `retries.maxAttempts`
+    /// attempts in a row does: `rollback-node` (default; workers: back to its recorded
+    /// versions, parked, the run halted; a control-plane node halts), `halt`, or
+    /// `rollback-run` (any node: the run is aborted, then the whole run rolled back, the
+    /// control plane one minor at a time, etcd kept).
     pub on_failure: Option<OnGateFailure>,
 }
 

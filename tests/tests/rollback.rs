@@ -646,3 +646,86 @@ async fn pause_resume_and_abort_work_on_a_rollback_run() {
     }
     assert!(evs.iter().any(|e| e["event"] == "RunAborted"));
 }
+
+/// `gates.onFailure: rollback-run`: a worker that cannot run the new kubelet fails its gate
+/// after the control plane has moved two minors; the run is aborted and the whole of it
+/// rolled back by itself: the control plane one minor at a time to where it started, every
+/// node it changed to its recorded version. Nothing is left newer, cordoned or unready.
+#[tokio::test(start_paused = true)]
+async fn rollback_run_takes_the_whole_run_back_by_itself() {
+    let policy =
+        format!("{CANARY_POLICY}gates: {{nodeReadyTimeout: 5m, onFailure: rollback-run}}\n")
+            .replacen("gates: {nodeReadyTimeout: 5m}\n", "", 1);
+    let mut h = canary_cluster(&policy, Some("v1.35.0")).await;
+    let v = h.start("v1.35.3").await.expect("start");
+    let forward = v["run"].as_str().expect("run").to_string();
+    // The forward run ends aborted; its whole-run rollback starts and completes.
+    let done = h
+        .until(7 * DAY, |a| {
+            a["run"] != forward.as_str() && a["phase"] == "completed"
+        })
+        .await;
+    let rollback = done["run"].as_str().expect("the rollback run").to_string();
+    let evs = h.events(&forward).await;
+    assert!(
+        evs.iter()
+            .any(|e| e["event"].get("RollbackRequested").is_some())
+    );
+    assert!(evs.iter().any(|e| e["event"] == "RunAborted"));
+    let planned = h
+        .events(&rollback)
+        .await
+        .into_iter()
+        .find_map(|e| e["event"].get("RunPlanned").cloned())
+        .expect("planned");
+    assert_eq!(planned["plan"]["undoes"], forward.as_str());
+    assert_eq!(
+        planned["by"]["name"], "upgraded",
+        "started by the daemon itself"
+    );
+    let w = h.sim.world();
+    assert_eq!(
+        w.apiserver_version().map(|v| v.to_string()).as_deref(),
+        Some("v1.33.5")
+    );
+    for n in w.nodes.values() {
+        assert_eq!(n.kubelet.to_string(), "v1.33.5", "{}", n.name);
+        assert!(n.ready, "{} not Ready", n.name);
+        assert!(!n.unschedulable, "{} left cordoned", n.name);
+    }
+}
+
+/// A crash as the run is aborted for `rollback-run`: the restarted daemon still rolls the
+/// run back, and only once.
+#[tokio::test(start_paused = true)]
+async fn a_crash_between_the_abort_and_the_whole_run_rollback_loses_neither() {
+    let policy =
+        format!("{CANARY_POLICY}gates: {{nodeReadyTimeout: 5m, onFailure: rollback-run}}\n")
+            .replacen("gates: {nodeReadyTimeout: 5m}\n", "", 1);
+    let mut h = canary_cluster(&policy, Some("v1.35.0")).await;
+    let v = h.start("v1.35.3").await.expect("start");
+    let forward = v["run"].as_str().expect("run").to_string();
+    h.until_record(&forward, 7 * DAY, |e| e["event"] == "RunAborted")
+        .await;
+    h.crash();
+    h.restart().await;
+    let done = h
+        .until(7 * DAY, |a| {
+            a["run"] != forward.as_str() && a["phase"] == "completed"
+        })
+        .await;
+    let runs = h.json(Method::GET, "/v1/runs", None).await.expect("runs");
+    assert_eq!(
+        runs.as_array().map(Vec::len),
+        Some(2),
+        "one forward, one rollback: {runs:#}"
+    );
+    assert_eq!(done["target"], "v1.33.5");
+    assert!(
+        h.sim
+            .world()
+            .nodes
+            .values()
+            .all(|n| n.kubelet.to_string() == "v1.33.5" && !n.unschedulable)
+    );
+}

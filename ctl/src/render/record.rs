@@ -123,6 +123,12 @@ pub fn describe(r: &Record) -> String {
             format!("run: abort requested by {}{}", by(a), because(reason))
         }
         Event::RunAborted => "run: aborted".to_string(),
+        Event::RollbackRequested { reason } => {
+            format!(
+                "run: aborting, then rolling the whole run back: {}",
+                one_line(reason)
+            )
+        }
         Event::RunRecovered { pid } => format!("run: recovered by daemon pid {pid}"),
     };
     format!("{:>4}  {what}", r.seq)

@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
-use upgraded_events::request;
-use upgraded_events::{Actor, RunId, RunState};
+use upgraded_events::request::{self, FollowUp};
+use upgraded_events::{Actor, Record, RunId, RunState};
 use upgraded_planner::rollback::{self, RollbackError, RollbackPlan, RollbackRequest};
 
 use super::{Daemon, RequestError};
@@ -31,21 +31,7 @@ impl<L: EventLog + Clone> Daemon<L> {
                 .copied()
                 .ok_or(RequestError::Rollback(RollbackError::NoRun))?,
         };
-        let records = self.log.read(undone, 0)?;
-        if records.is_empty() {
-            return Err(RequestError::Rollback(RollbackError::NoRun));
-        }
-        // Rollbacks already made of it: what they set back counts.
-        let mut rollbacks = Vec::new();
-        for other in self.log.runs()? {
-            if other == undone {
-                continue;
-            }
-            let r = self.log.read(other, 0)?;
-            if RunState::replay(&r).plan.undoes == Some(undone) {
-                rollbacks.push(r);
-            }
-        }
+        let (records, rollbacks) = self.history(undone)?;
         let planned = rollback::plan(&records, &rollbacks, &req).map_err(RequestError::Rollback)?;
         if plan_only {
             return Ok((None, planned));
@@ -68,5 +54,67 @@ impl<L: EventLog + Clone> Daemon<L> {
             .await?;
         tracing::info!(%run, undoes = %undone, "rollback started");
         Ok((Some(run), planned))
+    }
+
+    /// The run's records and those of the rollbacks already made of it (what they set back
+    /// counts), oldest first.
+    fn history(&self, undone: RunId) -> Result<(Vec<Record>, Vec<Vec<Record>>), RequestError> {
+        let records = self.log.read(undone, 0)?;
+        if records.is_empty() {
+            return Err(RequestError::Rollback(RollbackError::NoRun));
+        }
+        let mut rollbacks = Vec::new();
+        for other in self.log.runs()? {
+            if other == undone {
+                continue;
+            }
+            let r = self.log.read(other, 0)?;
+            if RunState::replay(&r).plan.undoes == Some(undone) {
+                rollbacks.push(r);
+            }
+        }
+        Ok((records, rollbacks))
+    }
+
+    /// Once `run` has ended: what the core says it still owes (`request::follow_up`), done.
+    pub(super) async fn after_run(self: &Arc<Self>, run: RunId) {
+        let Ok((records, rollbacks)) = self.history(run) else {
+            return;
+        };
+        let state = RunState::replay(&records);
+        let Some(FollowUp::RollbackWholeRun { reason }) =
+            request::follow_up(&state, !rollbacks.is_empty())
+        else {
+            return;
+        };
+        tracing::warn!(%run, %reason, "rolling the whole run back (policy rollback-run)");
+        let planned = match rollback::whole_run(&records, &rollbacks) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(%run, error = %e, "cannot roll the run back: do it by hand (see the runbook)");
+                return;
+            }
+        };
+        let observed = match self.ports.cluster.observe().await {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::error!(%run, error = %e, "cannot read the cluster to roll the run back; the next start tries again");
+                return;
+            }
+        };
+        let target = planned.plan.target.unwrap_or(observed.apiserver);
+        match self
+            .record_and_drive(
+                observed,
+                target,
+                planned.plan,
+                state.policy,
+                Actor::daemon(),
+            )
+            .await
+        {
+            Ok(rollback) => tracing::info!(%run, %rollback, "whole-run rollback started"),
+            Err(e) => tracing::error!(%run, error = %e, "cannot record the rollback run"),
+        }
     }
 }
