@@ -75,6 +75,10 @@ pub struct RollbackRequest {
     /// Take the whole cluster back to this release, one minor below the control plane.
     #[serde(default)]
     pub to: Option<String>,
+    /// Take the whole run back: the control plane one minor at a time to where it started,
+    /// every node it changed to its recorded versions.
+    #[serde(default)]
+    pub all: bool,
     /// The run to undo (default: the newest).
     #[serde(default)]
     pub run: Option<RunId>,

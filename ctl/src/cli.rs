@@ -100,13 +100,17 @@ pub enum Cmd {
         #[arg(
             long = "node",
             value_name = "NAME",
-            required_unless_present = "to",
-            conflicts_with = "to"
+            required_unless_present_any = ["to", "all"],
+            conflicts_with_all = ["to", "all"]
         )]
         nodes: Vec<String>,
         /// Take the cluster back to this release, one minor below its control plane.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "all")]
         to: Option<String>,
+        /// Take the whole run back: the control plane one minor at a time to where the run
+        /// started, then every node it changed to its recorded versions (etcd kept).
+        #[arg(long)]
+        all: bool,
         /// The run to undo (default: the newest).
         #[arg(long)]
         run: Option<String>,

@@ -331,6 +331,7 @@ async fn operator_rolls_back(
         .rollback(&upgraded_api::RollbackRequest {
             nodes: Vec::new(),
             to: Some(back.to_string()),
+            all: false,
             run: Some(run),
             plan_only: false,
         })

@@ -420,7 +420,11 @@ async fn rollback<L: EventLog + Clone>(
         .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("to: {e}")))?;
     let (run, planned) = d
         .rollback(
-            rollback_plan::RollbackRequest { nodes, to },
+            rollback_plan::RollbackRequest {
+                nodes,
+                to,
+                all: body.all,
+            },
             body.run,
             actor(peer),
             body.plan_only,

@@ -35,6 +35,9 @@ pub struct RollbackRequest {
     pub nodes: Vec<Host>,
     /// The version to take the whole cluster back to: one minor below the control plane.
     pub to: Option<Version>,
+    /// The whole run back: the control plane one minor at a time to where it started, then
+    /// every node it changed to its recorded versions.
+    pub all: bool,
 }
 
 /// What a rollback will do, in order, and why.
@@ -59,9 +62,13 @@ pub enum RollbackError {
          uncordoned), then roll back"
     )]
     NotFinished { run: RunId, phase: &'static str },
-    #[error("say what to roll back: --node NAME (nodes) or --to VERSION (the cluster, one minor)")]
+    #[error(
+        "say what to roll back: --node NAME (nodes), --to VERSION (the cluster, one minor) or --all (the whole run)"
+    )]
     NothingAsked,
-    #[error("--to rolls the whole cluster back; --node rolls single nodes back: choose one")]
+    #[error(
+        "--all rolls the whole run back, --to the cluster one minor, --node single nodes: choose one"
+    )]
     BothScopes,
     #[error("--to {to}: the control plane runs {current}; a rollback goes to an older version")]
     NotOlder { to: Version, current: Version },
@@ -282,6 +289,12 @@ pub fn plan(
     rollbacks: &[Vec<Record>],
     req: &RollbackRequest,
 ) -> Result<RollbackPlan, RollbackError> {
+    if req.all {
+        if req.to.is_some() || !req.nodes.is_empty() {
+            return Err(RollbackError::BothScopes);
+        }
+        return whole_run(records, rollbacks);
+    }
     let fwd = Forward::read(records, rollbacks)?;
     let run = fwd.run();
     match (req.to, req.nodes.is_empty()) {
@@ -860,6 +873,7 @@ mod tests {
         RollbackRequest {
             nodes: names.iter().map(|n| Host::new(*n)).collect(),
             to: None,
+            all: false,
         }
     }
 
@@ -945,6 +959,7 @@ mod tests {
         RollbackRequest {
             nodes: Vec::new(),
             to: Some(v.parse().expect("version")),
+            all: false,
         }
     }
 
@@ -1039,6 +1054,7 @@ mod tests {
         let both = RollbackRequest {
             nodes: vec![Host::new("r640-01")],
             to: Some(Version::new(1, 34, 6)),
+            all: false,
         };
         assert_eq!(plan(&records, &[], &both), Err(RollbackError::BothScopes));
     }
@@ -1109,7 +1125,7 @@ mod tests {
             if changed.is_empty() {
                 return Ok(());
             }
-            let r = plan(&stopped, &[], &RollbackRequest { nodes: changed.clone(), to: None })
+            let r = plan(&stopped, &[], &RollbackRequest { nodes: changed.clone(), to: None, all: false })
                 .map_err(|e| proptest::test_runner::TestCaseError::fail(e.to_string()))?;
             let mut v = fwd.versions.clone();
             let mut seen = Vec::new();
@@ -1153,7 +1169,7 @@ mod tests {
             else {
                 return Ok(());
             };
-            match plan(&stopped, &[], &RollbackRequest { nodes: vec![], to: Some(to) }) {
+            match plan(&stopped, &[], &RollbackRequest { nodes: vec![], to: Some(to), all: false }) {
                 Ok(r) => {
                     let mut v = fwd.versions.clone();
                     for (_, n) in r.plan.nodes() {

@@ -729,3 +729,43 @@ async fn a_crash_between_the_abort_and_the_whole_run_rollback_loses_neither() {
             .all(|n| n.kubelet.to_string() == "v1.33.5" && !n.unschedulable)
     );
 }
+
+/// `upgradectl rollback --all`: the operator's whole-run rollback, the same plan rollback-run
+/// makes by itself.
+#[tokio::test(start_paused = true)]
+async fn rollback_all_takes_a_finished_run_back_to_where_it_started() {
+    let (mut h, forward) = upgraded_lab().await;
+    let e = rollback(&h, json!({"all": true, "nodes": ["w-1"]}))
+        .await
+        .expect_err("both");
+    assert!(e.message.contains("choose one"), "{e}");
+    let p = rollback(&h, json!({"all": true, "planOnly": true}))
+        .await
+        .expect("plan");
+    let why: Vec<&str> = p["why"]
+        .as_array()
+        .expect("why")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        why.iter()
+            .any(|w| w.starts_with("cp-1: control plane v1.35.3 →")),
+        "{why:#?}"
+    );
+    assert!(why.iter().any(|w| w.contains("→ v1.33.5")), "{why:#?}");
+    let r = rollback(&h, json!({"all": true}))
+        .await
+        .expect("rollback --all");
+    assert_eq!(r["undoes"], forward.as_str());
+    h.until_phase("completed", DAY).await;
+    let w = h.sim.world();
+    assert_eq!(
+        w.apiserver_version().map(|v| v.to_string()).as_deref(),
+        Some("v1.33.5")
+    );
+    for n in w.nodes.values() {
+        assert_eq!(n.kubelet.to_string(), "v1.33.5", "{}", n.name);
+        assert!(!n.unschedulable, "{}", n.name);
+    }
+}

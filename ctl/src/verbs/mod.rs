@@ -42,10 +42,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Rollback {
             nodes,
             to,
+            all,
             run,
             plan,
             output,
-        } => rollback::run(&client, nodes, to, run, plan, &output).await?,
+        } => rollback::run(&client, (nodes, to, all), run, plan, &output).await?,
         Cmd::Abort { reason } => operator::abort(&client, &reason).await?,
         Cmd::Events { run, from, follow } => events::run(&client, run, from, follow).await?,
         Cmd::Runs => runs::run(&client).await?,

@@ -1,4 +1,5 @@
-//! `upgradectl rollback (--node NAME... | --to vX.Y.Z) [--run ID] [--plan] [-o table|json]`.
+//! `upgradectl rollback (--node NAME... | --to vX.Y.Z | --all) [--run ID] [--plan]
+//! [-o table|json]`.
 
 use anyhow::{Context, bail};
 use upgraded_api::RollbackRequest;
@@ -7,8 +8,7 @@ use upgraded_events::RunId;
 
 pub async fn run(
     client: &Client,
-    nodes: Vec<String>,
-    to: Option<String>,
+    (nodes, to, all): (Vec<String>, Option<String>, bool),
     run: Option<String>,
     plan_only: bool,
     output: &str,
@@ -26,6 +26,7 @@ pub async fn run(
         .rollback(&RollbackRequest {
             nodes,
             to,
+            all,
             run,
             plan_only,
         })
