@@ -155,6 +155,19 @@ struct Forward {
     versions: ClusterVersions,
     /// Hosts in the order the run first touched them.
     order: Vec<Host>,
+    /// Verified etcd snapshots the run took, in order.
+    snapshots: Vec<Snapshot>,
+    /// When each control-plane hop's kubeadm first started, by its version.
+    hops_started: Vec<(Version, upgraded_events::Timestamp)>,
+}
+
+/// A verified etcd snapshot the run recorded.
+#[derive(Debug, Clone)]
+struct Snapshot {
+    at: upgraded_events::Timestamp,
+    host: Host,
+    path: String,
+    revision: Option<String>,
 }
 
 impl Forward {
@@ -181,6 +194,8 @@ impl Forward {
         let mut hosts: BTreeMap<Host, HostHistory> = BTreeMap::new();
         let mut order = Vec::new();
         let mut changes: Vec<(Host, Step)> = Vec::new();
+        let mut snapshots = Vec::new();
+        let mut hops_started: Vec<(Version, upgraded_events::Timestamp)> = Vec::new();
         for r in records {
             match &r.event {
                 Event::ClusterObserved { inventory: i, .. } => inventory = i.0.clone(),
@@ -205,6 +220,35 @@ impl Forward {
                     }
                     if ClusterVersions::changes_versions(step) {
                         changes.push((host.clone(), step.clone()));
+                    }
+                    if let Step::KubeadmUpgrade { version, .. } = step
+                        && !hops_started.iter().any(|(v, _)| v == version)
+                    {
+                        hops_started.push((*version, r.at));
+                    }
+                }
+                // A snapshot, on its own or re-taken at `kubeadm upgrade apply` (`snapshot_*`).
+                Event::StepSucceeded {
+                    node,
+                    step: step @ (Step::EtcdSnapshot | Step::KubeadmUpgrade { .. }),
+                    facts,
+                    ..
+                } => {
+                    let prefix = if *step == Step::EtcdSnapshot {
+                        ""
+                    } else {
+                        "snapshot_"
+                    };
+                    let get = |k: &str| facts.get(&format!("{prefix}{k}")).cloned();
+                    if let (Some((host, _)), Some(path)) = (host_of.get(node), get("path"))
+                        && get("reused").as_deref() != Some("true")
+                    {
+                        snapshots.push(Snapshot {
+                            at: r.at,
+                            host: host.clone(),
+                            path,
+                            revision: get("revision"),
+                        });
                     }
                 }
                 Event::StepSucceeded {
@@ -256,6 +300,8 @@ impl Forward {
             hosts,
             versions,
             order,
+            snapshots,
+            hops_started,
         })
     }
 
@@ -533,12 +579,37 @@ fn plan_to(fwd: &Forward, to: Version) -> Result<RollbackPlan, RollbackError> {
     }
     let mut out = Rollback::new(fwd);
     one_minor_back(&mut out, to)?;
-    let etcd = "etcd stays at its newer version, with its data: kubeadm does not downgrade etcd \
-                (\"won't downgrade etcd\"), so the older apiservers talk to the newer etcd, as \
-                after kubeadm's own one-minor downgrade (1.34 ships etcd 3.6, 1.33 ships 3.5). \
-                Restoring the snapshot taken before the upgrade loses every write since; a \
-                rollback never chooses it by itself"
+    let mut etcd = "etcd stays at its newer version, with its data: kubeadm does not downgrade \
+                    etcd (\"won't downgrade etcd\"), so the older apiservers talk to the newer \
+                    etcd, as after kubeadm's own one-minor downgrade (1.34 ships etcd 3.6, 1.33 \
+                    ships 3.5)."
         .to_string();
+    // The snapshot taken before the control plane went past `to`: named, kept, not restored.
+    let past = fwd
+        .hops_started
+        .iter()
+        .filter(|(v, _)| *v > to)
+        .map(|(_, at)| *at)
+        .min();
+    if let Some(s) = fwd
+        .snapshots
+        .iter()
+        .rfind(|s| past.is_none_or(|p| s.at <= p))
+    {
+        etcd.push_str(&format!(
+            " The snapshot taken before the upgrade past {to} ({} on {}, {}{}) is kept; \
+             restoring it would lose every write since, and a rollback never chooses it by itself.",
+            s.path,
+            s.host,
+            upgraded_events::window::rfc3339(s.at),
+            s.revision
+                .as_deref()
+                .map(|r| format!(", revision {r}"))
+                .unwrap_or_default()
+        ));
+    } else {
+        etcd.push_str(" A rollback never restores an etcd snapshot by itself.");
+    }
     Ok(out.finish(etcd))
 }
 
@@ -823,6 +894,19 @@ mod tests {
                 if let Step::UpgradePackages { version } = step {
                     kubelet.insert(host.clone(), *version);
                 }
+                if *step == Step::EtcdSnapshot {
+                    let hop = n.steps.iter().find_map(|s| match s {
+                        Step::KubeadmUpgrade { version, .. } => Some(*version),
+                        _ => None,
+                    });
+                    if let Some(hop) = hop {
+                        facts.insert(
+                            "path".into(),
+                            format!("/var/lib/etcd-snapshots/before-{hop}.db"),
+                        );
+                        facts.insert("revision".into(), format!("{}", hop.minor * 100));
+                    }
+                }
                 events.push(Event::StepSucceeded {
                     node: n.name.clone(),
                     step: step.clone(),
@@ -1012,6 +1096,15 @@ mod tests {
             ["kubeadm-downgrade-node", "verify"]
         );
         assert!(r.etcd.contains("won't downgrade etcd"), "{}", r.etcd);
+        // The snapshot taken before the control plane went past the target is named, kept.
+        assert!(
+            r.etcd
+                .contains("/var/lib/etcd-snapshots/before-v1.35.3.db on cp-1")
+                && r.etcd.contains("revision 3500")
+                && r.etcd.contains("never chooses it by itself"),
+            "{}",
+            r.etcd
+        );
         // Each state was checked; the end state is the target everywhere.
         let fwd = Forward::read(&records, &[]).expect("forward");
         let mut v = fwd.versions.clone();

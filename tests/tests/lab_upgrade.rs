@@ -590,6 +590,13 @@ async fn lab_cluster_upgrades_over_ssh_with_snapshots_and_jetstream() {
         .await
         .expect("rollback --to");
     let to = r["run"].as_str().expect("rollback run").to_string();
+    // The real snapshot taken before the hop past the target is named in the plan, and kept.
+    let etcd = r["etcd"].as_str().unwrap_or_default();
+    assert!(
+        etcd.contains("The snapshot taken before the upgrade past v1.34.6")
+            && etcd.contains("revision "),
+        "{etcd}"
+    );
     until_run_completed(&client, &to, 180).await;
     for (n, want) in [
         ("cp-1", "1.34.6-1.1"),
