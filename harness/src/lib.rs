@@ -87,6 +87,9 @@ impl Clock for TokioClock {
 pub struct HarnessLog {
     slot: Arc<Mutex<Option<SledLog>>>,
     rt: tokio::runtime::Handle,
+    /// Appends on their way to the disk: a crash waits for them (a dead process writes
+    /// nothing after it died, and a write it began either landed before or never does).
+    in_flight: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl std::fmt::Debug for HarnessLog {
@@ -100,6 +103,7 @@ impl HarnessLog {
         HarnessLog {
             slot: Arc::new(Mutex::new(Some(log))),
             rt: tokio::runtime::Handle::current(),
+            in_flight: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
         }
     }
 
@@ -123,10 +127,20 @@ impl EventLog for HarnessLog {
         run: RunId,
         entries: Vec<(Timestamp, Event)>,
     ) -> Result<Vec<Record>, LogError> {
+        use std::sync::atomic::Ordering;
         let (log, rt) = (self.current()?, self.rt.clone());
-        tokio::task::spawn_blocking(move || rt.block_on(log.append(run, entries)))
-            .await
-            .map_err(|_| LogError::Closed)?
+        let in_flight = Arc::clone(&self.in_flight);
+        in_flight.fetch_add(1, Ordering::SeqCst);
+        // Counted down by the blocking task itself: an abort of this future (a crash) does
+        // not stop the write, so the count must follow the write, not the future.
+        let done = Arc::clone(&in_flight);
+        tokio::task::spawn_blocking(move || {
+            let r = rt.block_on(log.append(run, entries));
+            done.fetch_sub(1, Ordering::SeqCst);
+            r
+        })
+        .await
+        .map_err(|_| LogError::Closed)?
     }
     fn read(&self, run: RunId, from: u64) -> Result<Vec<Record>, LogError> {
         self.current()?.read(run, from)
@@ -328,6 +342,16 @@ impl Harness {
     pub async fn restart(&mut self) {
         self.engine.daemon.stop();
         self.engine.log.sever();
+        // The dead daemon's writes that were already on their way land first.
+        while self
+            .engine
+            .log
+            .in_flight
+            .load(std::sync::atomic::Ordering::SeqCst)
+            > 0
+        {
+            tokio::task::yield_now().await;
+        }
         self.engine = Self::engine(
             &self.log,
             &self.clock,
