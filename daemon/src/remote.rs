@@ -224,7 +224,9 @@ impl Scripts {
     /// What a rollback needs, recorded before the node is touched: the installed and held
     /// versions of kubeadm, kubelet and kubectl, and a copy of the kubelet config kept under
     /// the version it belongs to (made once; a copy that exists is never overwritten, so a
-    /// later preflight cannot replace the original).
+    /// later preflight cannot replace the original). The preflight runs without the node
+    /// lock (it may run many at once): the copy goes to a private name and is hard-linked
+    /// into place, which fails instead of replacing a copy another run made meanwhile.
     fn before(&self, s: &mut String) {
         let query = match self.package_manager {
             PackageManager::Apt => "dpkg-query -W -f='${Version}' \"$p\" 2>/dev/null",
@@ -245,7 +247,7 @@ impl Scripts {
              c=/var/lib/kubelet/config.yaml\n\
              if [ -n \"$kv\" ] && [ -f \"$c\" ]; then\n  \
              d={dir}\n  mkdir -p \"$d\"\n  b=\"$d/$kv.yaml\"\n  \
-             if [ ! -e \"$b\" ]; then cp -a \"$c\" \"$b.upgraded-tmp\" && mv \"$b.upgraded-tmp\" \"$b\"; fi\n  \
+             if [ ! -e \"$b\" ]; then t=\"$b.$$.upgraded-tmp\"; cp -a \"$c\" \"$t\" && {{ ln \"$t\" \"$b\" 2>/dev/null || true; rm -f \"$t\"; }}; fi\n  \
              echo kubelet_config_backup=\"$b\"\n  \
              echo kubelet_config_sha256=\"$(sha256sum \"$b\" | cut -d ' ' -f 1)\"\nfi",
             dir = shell_quote(&format!("{STATE_DIR}/kubelet-config"))
@@ -647,6 +649,22 @@ mod tests {
             assert!(out.status.success(), "{out:?}");
             parse_facts(&String::from_utf8_lossy(&out.stdout))
         };
+        // Many at once (the preflight takes no lock): one copy, every run reports it.
+        let concurrent: Vec<_> = (0..16)
+            .map(|_| {
+                std::process::Command::new("sh")
+                    .args(["-c", &script])
+                    .env("PATH", &path)
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .expect("sh runs")
+            })
+            .collect();
+        for child in concurrent {
+            let out = child.wait_with_output().expect("wait");
+            assert!(out.status.success(), "{out:?}");
+        }
         let facts = run();
         for p in ["kubeadm", "kubelet", "kubectl"] {
             assert_eq!(
