@@ -7,6 +7,7 @@
 
 use std::fmt::Write as _;
 
+use upgraded_events::plan::node_packages;
 use upgraded_events::{Facts, Version};
 use upgraded_planner::catalog::package_version;
 use upgraded_planner::policy::{NodeCommands, PackageManager, PlanPolicy};
@@ -38,9 +39,6 @@ const KUBEADM_MARK: &str = "mark=$(mktemp)\n";
 /// etcd manifest's copy is `kubeadm_backup_etcd`).
 const KUBEADM_ETCD_BACKUP: &str = "e=$(find /etc/kubernetes/tmp -maxdepth 1 -name 'kubeadm-backup-etcd-*' -newer \"$mark\" 2>/dev/null | head -n 1)\n\
 if [ -n \"$e\" ]; then echo kubeadm_backup_etcd_data=\"$e\"; fi\nrm -f \"$mark\"\n";
-
-/// The packages kubeadm's upgrade touches, held between upgrades.
-const KUBELET_PACKAGES: [&str; 2] = ["kubelet", "kubectl"];
 
 /// A command line from already-separated words, each quoted.
 fn words(ws: &[&str]) -> String {
@@ -92,11 +90,11 @@ impl Scripts {
                 );
                 if self.package_manager == PackageManager::Apt {
                     let mut hold = vec!["apt-mark", "hold"];
-                    hold.extend_from_slice(&KUBELET_PACKAGES);
+                    hold.extend_from_slice(node_packages(false));
                     let _ = writeln!(s, "  {} >/dev/null", words(&hold));
                 }
                 s.push_str("else\n");
-                self.install(&mut s, &KUBELET_PACKAGES, *version);
+                self.install(&mut s, node_packages(false), *version);
                 s.push_str(FORGET_RESTARTS);
                 s.push_str("fi\n");
                 s.push_str("echo installed=\"$(kubelet --version | sed 's/^Kubernetes //')\"\n");
@@ -106,11 +104,7 @@ impl Scripts {
                 kubelet_config,
                 kubeadm,
             } => {
-                let pkgs: &[&str] = if *kubeadm {
-                    &["kubeadm", "kubelet", "kubectl"]
-                } else {
-                    &KUBELET_PACKAGES
-                };
+                let pkgs = node_packages(*kubeadm);
                 self.repository(&mut s, *version);
                 let _ = writeln!(
                     s,

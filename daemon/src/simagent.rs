@@ -212,12 +212,7 @@ impl SimAgents {
                 kubelet_config,
                 kubeadm,
             } => {
-                let pkgs: &[&str] = if *kubeadm {
-                    &["kubeadm", "kubelet", "kubectl"]
-                } else {
-                    &["kubelet", "kubectl"]
-                };
-                for p in pkgs {
+                for p in upgraded_events::plan::node_packages(*kubeadm) {
                     self.install(node, p, *version).await?;
                 }
                 if let Some(path) = kubelet_config {
@@ -226,7 +221,7 @@ impl SimAgents {
                 facts.insert("installed".into(), version.to_string());
             }
             RemoteCommand::InstallPackages { version } => {
-                for p in ["kubelet", "kubectl"] {
+                for p in upgraded_events::plan::node_packages(false) {
                     self.install(node, p, *version).await?;
                 }
                 facts.insert("installed".into(), version.to_string());

@@ -56,6 +56,16 @@ pub enum Step {
     KubeadmDowngrade { version: Version, apply: bool },
 }
 
+/// The packages a package step installs: kubelet and kubectl, and kubeadm too with
+/// `kubeadm` (a rollback's, when the run had changed it).
+pub fn node_packages(kubeadm: bool) -> &'static [&'static str] {
+    if kubeadm {
+        &["kubeadm", "kubelet", "kubectl"]
+    } else {
+        &["kubelet", "kubectl"]
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Role {

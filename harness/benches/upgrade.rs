@@ -84,7 +84,8 @@ impl SimNodes {
             }
             RemoteCommand::InstallPackages { version }
             | RemoteCommand::DowngradePackages { version, .. } => {
-                for p in ["kubelet", "kubectl"] {
+                let kubeadm = matches!(cmd, RemoteCommand::DowngradePackages { kubeadm: true, .. });
+                for p in upgraded_events::plan::node_packages(kubeadm) {
                     w.install_package(node, p, *version).map_err(model)?;
                 }
                 facts.insert("installed".into(), version.to_string());

@@ -7,6 +7,7 @@ use crate::policy::PackageManager;
 use crate::{PlanReport, Severity, Unit};
 use upgraded_events::Step;
 use upgraded_events::Version;
+use upgraded_events::plan::node_packages;
 use upgraded_events::quantity::human_secs;
 
 /// Quotes a word for POSIX shells: `'it'\''s'`. Plain words stay as they are.
@@ -310,18 +311,13 @@ impl Cmds<'_> {
             Step::Drain => format!(
                 "kubectl drain {node} --ignore-daemonsets --delete-emptydir-data --timeout={drain_timeout}s\n# never --force or --disable-eviction: a refusal means a PDB or an unmanaged pod needs a person"
             ),
-            Step::UpgradePackages { version } => self.install(&["kubelet", "kubectl"], *version),
+            Step::UpgradePackages { version } => self.install(node_packages(false), *version),
             Step::DowngradePackages {
                 version,
                 kubelet_config,
                 kubeadm,
             } => {
-                let pkgs: &[&str] = if *kubeadm {
-                    &["kubeadm", "kubelet", "kubectl"]
-                } else {
-                    &["kubelet", "kubectl"]
-                };
-                let mut c = self.downgrade(pkgs, *version);
+                let mut c = self.downgrade(node_packages(*kubeadm), *version);
                 if let Some(path) = kubelet_config {
                     let _ = write!(
                         c,
@@ -485,11 +481,7 @@ pub fn runbook(r: &PlanReport) -> String {
             r.drain_timeout_secs
         );
         let _ = writeln!(o, "{}", c.repo(u.from));
-        let _ = writeln!(
-            o,
-            "{}",
-            c.downgrade(&["kubeadm", "kubelet", "kubectl"], u.from)
-        );
+        let _ = writeln!(o, "{}", c.downgrade(node_packages(true), u.from));
         let _ = writeln!(
             o,
             "systemctl daemon-reload && systemctl restart kubelet\nkubectl uncordon {node}\n```\n"
