@@ -224,9 +224,8 @@ fn decide_running(state: &RunState, policy: &Policy, now: Timestamp, d: &mut Dec
     if let Some(n) = state
         .nodes
         .iter()
+        .find(|n| n.phase() == Phase::Parked && n.node().rolling_back)
         .map(NodeState::node)
-        .find(|n| n.rolling_back && n.parked.is_some())
-        .filter(|n| state.node(n.name.as_str()).map(NodeState::phase) == Some(Phase::Parked))
     {
         let to = n.steps.iter().rev().find_map(|s| match s {
             Step::DowngradePackages { version, .. } => Some(version.to_string()),

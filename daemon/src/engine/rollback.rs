@@ -78,10 +78,17 @@ impl<L: EventLog + Clone> Daemon<L> {
 
     /// Once `run` has ended: what the core says it still owes (`request::follow_up`), done.
     pub(super) async fn after_run(self: &Arc<Self>, run: RunId) {
-        let Ok((records, rollbacks)) = self.history(run) else {
+        // Almost every run owes nothing: only then are the other runs read.
+        let Ok(records) = self.log.read(run, 0) else {
             return;
         };
         let state = RunState::replay(&records);
+        if request::follow_up(&state, false).is_none() {
+            return;
+        }
+        let Ok((records, rollbacks)) = self.history(run) else {
+            return;
+        };
         let Some(FollowUp::RollbackWholeRun { reason }) =
             request::follow_up(&state, !rollbacks.is_empty())
         else {
