@@ -81,33 +81,8 @@ drain:
 
 /// What an operator does about the seed's two blockers before starting, done to the sim.
 fn demo_fix_blockers(server: &upgraded_sim::SimServer) -> anyhow::Result<()> {
-    let mut w = server.sim.world();
-    if w.pods
-        .contains_key(&("default".to_string(), "debug-shell".to_string()))
-    {
-        w.delete_pod("default", "debug-shell", Some(0))?;
-        println!(
-            "  operator: deleted the unmanaged pod default/debug-shell (nothing would recreate it)"
-        );
-    }
-    let v1: Vec<String> = w
-        .nodes
-        .values()
-        .filter(|n| {
-            n.annotations
-                .get(upgraded_sim::scenario::CGROUP_KEY)
-                .map(String::as_str)
-                == Some("v1")
-        })
-        .map(|n| n.name.clone())
-        .collect();
-    for name in v1 {
-        let n = &w.nodes[&name];
-        let (labels, mut annotations, taints) =
-            (n.labels.clone(), n.annotations.clone(), n.taints.clone());
-        annotations.insert(upgraded_sim::scenario::CGROUP_KEY.into(), "v2".into());
-        w.set_node_meta(&name, labels, annotations, taints)?;
-        println!("  operator: rebooted {name} with cgroup v2 (kubelet 1.35 refuses cgroup v1)");
+    for done in upgraded_sim::scenario::fix_seed_blockers(&mut server.sim.world())? {
+        println!("  operator: {done}");
     }
     Ok(())
 }
@@ -197,7 +172,7 @@ pub async fn run(to: &str, keep: Option<PathBuf>, rollback: bool) -> anyhow::Res
     }
     let target: upgraded_events::Version = to.parse().context("--to")?;
     if rollback {
-        demo_kernel_fault(&sim, target)?;
+        demo_kernel_fault(&sim, target);
     }
     let v = client
         .start(&StartRequest {
@@ -277,34 +252,20 @@ async fn follow(client: &Client, run: upgraded_events::RunId, from: u64) -> anyh
 
 /// The rollback story's fault: the oldest generation's machines (their kernel) cannot run
 /// the target's kubelet. The preflight cannot see it; only the canary's restart shows it.
-fn demo_kernel_fault(
-    server: &upgraded_sim::SimServer,
-    target: upgraded_events::Version,
-) -> anyhow::Result<()> {
-    let mut w = server.sim.world();
+fn demo_kernel_fault(server: &upgraded_sim::SimServer, target: upgraded_events::Version) {
     let generation = "dell-r640";
     let from = upgraded_events::Version::new(target.major, target.minor, 0);
-    let machines: Vec<String> = w
-        .nodes
-        .values()
-        .filter(|n| {
-            n.labels
-                .get(upgraded_sim::model::GENERATION_LABEL)
-                .map(String::as_str)
-                == Some(generation)
-        })
-        .map(|n| n.name.clone())
-        .collect();
-    for m in &machines {
-        w.faults.kubelet_fails_from.insert(m.clone(), from);
-    }
+    let machines = upgraded_sim::scenario::kubelet_fails_in_generation(
+        &mut server.sim.world(),
+        generation,
+        from,
+    );
     println!(
         "  sim: the {generation} machines ({}) run a kernel that cannot run kubelet {}.{}; no preflight can see it\n",
         machines.join(", "),
         from.major,
         from.minor
     );
-    Ok(())
 }
 
 /// What the operator does after the daemon rolled the canary back and halted: abort the

@@ -180,6 +180,53 @@ fn select_app(app: &str) -> LabelSelector {
     }
 }
 
+/// What an operator does about the seed's two blockers before an upgrade: the unmanaged
+/// `default/debug-shell` pod deleted, the cgroup v1 machines rebooted into cgroup v2.
+/// Returns what was done, a line each.
+pub fn fix_seed_blockers(w: &mut World) -> Result<Vec<String>, ModelError> {
+    let mut done = Vec::new();
+    if w.pods
+        .contains_key(&("default".to_string(), "debug-shell".to_string()))
+    {
+        w.delete_pod("default", "debug-shell", Some(0))?;
+        done.push(
+            "deleted the unmanaged pod default/debug-shell (nothing would recreate it)".into(),
+        );
+    }
+    let v1: Vec<String> = w
+        .nodes
+        .values()
+        .filter(|n| n.annotations.get(CGROUP_KEY).map(String::as_str) == Some("v1"))
+        .map(|n| n.name.clone())
+        .collect();
+    for name in v1 {
+        let n = &w.nodes[&name];
+        let (labels, mut annotations, taints) =
+            (n.labels.clone(), n.annotations.clone(), n.taints.clone());
+        annotations.insert(CGROUP_KEY.into(), "v2".into());
+        w.set_node_meta(&name, labels, annotations, taints)?;
+        done.push(format!(
+            "rebooted {name} with cgroup v2 (kubelet 1.35 refuses cgroup v1)"
+        ));
+    }
+    Ok(done)
+}
+
+/// Every machine of hardware `generation` cannot run a kubelet from `from` on (an old
+/// kernel): restarted into such a kubelet it never becomes Ready. Returns the machines.
+pub fn kubelet_fails_in_generation(w: &mut World, generation: &str, from: Version) -> Vec<String> {
+    let machines: Vec<String> = w
+        .nodes
+        .values()
+        .filter(|n| n.labels.get(GENERATION_LABEL).map(String::as_str) == Some(generation))
+        .map(|n| n.name.clone())
+        .collect();
+    for m in &machines {
+        w.faults.kubelet_fails_from.insert(m.clone(), from);
+    }
+    machines
+}
+
 /// A Deployment of `replicas` pods (500m, 512Mi) whose budget's `minAvailable` equals its
 /// replicas: no eviction is ever allowed while it is healthy, only a scale-up makes room.
 /// Its pods are scheduled and Ready when this returns.

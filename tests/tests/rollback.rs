@@ -6,6 +6,7 @@ use std::time::Duration;
 use hyper::Method;
 use serde_json::{Value, json};
 use upgraded_harness::{Harness, scenario};
+use upgraded_sim::scenario as sim_scenario;
 
 const POLICY: &str = "apiVersion: upgraded.dev/v1alpha1
 kind: UpgradePolicy
@@ -452,45 +453,13 @@ drain:
   deleteEmptyDirData: true
 ";
     let mut world = scenario("seed", 1);
-    // What the demo's operator fixes before starting (the seed's blockers).
-    let _ = world.delete_pod("default", "debug-shell", Some(0));
-    let v1: Vec<String> = world
-        .nodes
-        .values()
-        .filter(|n| {
-            n.annotations
-                .get(upgraded_sim::scenario::CGROUP_KEY)
-                .map(String::as_str)
-                == Some("v1")
-        })
-        .map(|n| n.name.clone())
-        .collect();
-    for name in v1 {
-        let n = &world.nodes[&name];
-        let (labels, mut annotations, taints) =
-            (n.labels.clone(), n.annotations.clone(), n.taints.clone());
-        annotations.insert(upgraded_sim::scenario::CGROUP_KEY.into(), "v2".into());
-        world
-            .set_node_meta(&name, labels, annotations, taints)
-            .expect("cgroup v2");
-    }
-    let r640: Vec<String> = world
-        .nodes
-        .values()
-        .filter(|n| {
-            n.labels
-                .get(upgraded_sim::model::GENERATION_LABEL)
-                .map(String::as_str)
-                == Some("dell-r640")
-        })
-        .map(|n| n.name.clone())
-        .collect();
-    for m in &r640 {
-        world
-            .faults
-            .kubelet_fails_from
-            .insert(m.clone(), "v1.35.0".parse().expect("v"));
-    }
+    // What the demo's operator fixes before starting (the seed's blockers), and its fault.
+    sim_scenario::fix_seed_blockers(&mut world).expect("fixes");
+    let r640 = sim_scenario::kubelet_fails_in_generation(
+        &mut world,
+        "dell-r640",
+        "v1.35.0".parse().expect("v"),
+    );
     let mut h = Harness::new(world, DEMO_POLICY).await;
     let v = h.start("v1.35.3").await.expect("start");
     let run = v["run"].as_str().expect("run").to_string();
