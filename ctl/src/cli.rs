@@ -94,15 +94,12 @@ pub enum Cmd {
     /// kubectl (and kubeadm, if the run changed it) go back with the kubelet config it had,
     /// then it is verified and uncordoned. `--to`: every kubelet newer than the target the
     /// same way, then kube-proxy, then the control plane one node at a time through the
-    /// target's kubeadm; etcd stays as it is. The run must be finished (abort it first).
+    /// target's kubeadm; etcd stays as it is. `--all`: the whole run, one minor at a time.
+    /// The run must be finished (abort it first).
+    #[command(group(clap::ArgGroup::new("scope").required(true).args(["nodes", "to", "all"])))]
     Rollback {
         /// A node to roll back (repeat for several).
-        #[arg(
-            long = "node",
-            value_name = "NAME",
-            required_unless_present_any = ["to", "all"],
-            conflicts_with_all = ["to", "all"]
-        )]
+        #[arg(long = "node", value_name = "NAME", conflicts_with_all = ["to", "all"])]
         nodes: Vec<String>,
         /// Take the cluster back to this release, one minor below its control plane.
         #[arg(long, conflicts_with = "all")]
