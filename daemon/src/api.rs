@@ -307,7 +307,9 @@ impl From<RequestError> for ApiError {
             },
             RequestError::Plan(_) => StatusCode::UNPROCESSABLE_ENTITY,
             RequestError::Rollback(r) => match r {
-                RollbackError::NoRun | RollbackError::UnknownNode { .. } => StatusCode::NOT_FOUND,
+                RollbackError::NoRun
+                | RollbackError::UnknownRun(_)
+                | RollbackError::UnknownNode { .. } => StatusCode::NOT_FOUND,
                 RollbackError::NotFinished { .. } => StatusCode::CONFLICT,
                 _ => StatusCode::UNPROCESSABLE_ENTITY,
             },

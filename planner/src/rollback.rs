@@ -57,6 +57,8 @@ pub struct RollbackPlan {
 pub enum RollbackError {
     #[error("the log holds no run to roll back")]
     NoRun,
+    #[error("the log holds no run {0} (see `upgradectl runs`)")]
+    UnknownRun(RunId),
     #[error(
         "run {run} is still {phase}: abort it first (`upgradectl abort`; nodes it cordoned are \
          uncordoned), then roll back"

@@ -61,7 +61,7 @@ impl<L: EventLog + Clone> Daemon<L> {
     fn history(&self, undone: RunId) -> Result<(Vec<Record>, Vec<Vec<Record>>), RequestError> {
         let records = self.log.read(undone, 0)?;
         if records.is_empty() {
-            return Err(RequestError::Rollback(RollbackError::NoRun));
+            return Err(RequestError::Rollback(RollbackError::UnknownRun(undone)));
         }
         let mut rollbacks = Vec::new();
         for other in self.log.runs()? {
