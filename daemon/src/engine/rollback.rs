@@ -31,7 +31,11 @@ impl<L: EventLog + Clone> Daemon<L> {
                 .copied()
                 .ok_or(RequestError::Rollback(RollbackError::NoRun))?,
         };
-        let (records, rollbacks) = self.history(undone)?;
+        let records = self.log.read(undone, 0)?;
+        if records.is_empty() {
+            return Err(RequestError::Rollback(RollbackError::UnknownRun(undone)));
+        }
+        let rollbacks = self.rollbacks_of(undone)?;
         let planned = rollback::plan(&records, &rollbacks, &req).map_err(RequestError::Rollback)?;
         if plan_only {
             return Ok((None, planned));
@@ -56,13 +60,9 @@ impl<L: EventLog + Clone> Daemon<L> {
         Ok((Some(run), planned))
     }
 
-    /// The run's records and those of the rollbacks already made of it (what they set back
-    /// counts), oldest first.
-    fn history(&self, undone: RunId) -> Result<(Vec<Record>, Vec<Vec<Record>>), RequestError> {
-        let records = self.log.read(undone, 0)?;
-        if records.is_empty() {
-            return Err(RequestError::Rollback(RollbackError::UnknownRun(undone)));
-        }
+    /// The records of the rollbacks already made of `undone` (what they set back counts),
+    /// oldest first.
+    fn rollbacks_of(&self, undone: RunId) -> Result<Vec<Vec<Record>>, RequestError> {
         let mut rollbacks = Vec::new();
         for other in self.log.runs()? {
             if other == undone {
@@ -73,7 +73,7 @@ impl<L: EventLog + Clone> Daemon<L> {
                 rollbacks.push(r);
             }
         }
-        Ok((records, rollbacks))
+        Ok(rollbacks)
     }
 
     /// Once `run` has ended: what the core says it still owes (`request::follow_up`), done.
@@ -86,7 +86,7 @@ impl<L: EventLog + Clone> Daemon<L> {
         if request::follow_up(&state, false).is_none() {
             return;
         }
-        let Ok((records, rollbacks)) = self.history(run) else {
+        let Ok(rollbacks) = self.rollbacks_of(run) else {
             return;
         };
         let Some(FollowUp::RollbackWholeRun { reason }) =
