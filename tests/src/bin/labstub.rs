@@ -72,9 +72,13 @@ fn main() -> ExitCode {
         }
     }
     let (code, out, err) = ctx.dispatch();
-    print!("{out}");
-    eprint!("{err}");
+    // Recorded before the output: when the caller has gone (the daemon was killed and its
+    // ssh session closed), `print!` would panic on the broken pipe and a call whose effect
+    // was made would be missing from the record. Like apt, finish the work and report what
+    // can be reported.
     ctx.record(i32::from(code), "");
+    let _ = std::io::stdout().write_all(out.as_bytes());
+    let _ = std::io::stderr().write_all(err.as_bytes());
     ExitCode::from(code)
 }
 
