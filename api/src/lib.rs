@@ -85,6 +85,25 @@ pub struct RollbackRequest {
     /// Plan only; record nothing.
     #[serde(default)]
     pub plan_only: bool,
+    /// What happens to etcd (`restore-snapshot` only with `to`).
+    #[serde(default)]
+    pub etcd: EtcdMode,
+    /// Required with `etcd: restore-snapshot` (unless `planOnly`): every write made since the
+    /// snapshot is lost.
+    #[serde(default)]
+    pub confirm_data_loss: bool,
+}
+
+/// What a rollback does with etcd.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EtcdMode {
+    /// etcd stays at its newer version, with its data (kubeadm's way).
+    #[default]
+    Keep,
+    /// etcd's data goes back to the snapshot taken before the control plane went past the
+    /// target (etcd's disaster-recovery procedure).
+    RestoreSnapshot,
 }
 
 /// The answer to a [`RollbackRequest`]: the rollback run recorded (none when only planned),

@@ -94,7 +94,8 @@ pub enum Cmd {
     /// kubectl (and kubeadm, if the run changed it) go back with the kubelet config it had,
     /// then it is verified and uncordoned. `--to`: every kubelet newer than the target the
     /// same way, then kube-proxy, then the control plane one node at a time through the
-    /// target's kubeadm; etcd stays as it is. `--all`: the whole run, one minor at a time.
+    /// target's kubeadm; etcd stays as it is unless `--etcd restore-snapshot
+    /// --confirm-data-loss`. `--all`: the whole run, one minor at a time.
     /// The run must be finished (abort it first).
     #[command(group(clap::ArgGroup::new("scope").required(true).args(["nodes", "to", "all"])))]
     Rollback {
@@ -114,6 +115,15 @@ pub enum Cmd {
         /// Print what would be done, in order, and why; start nothing.
         #[arg(long)]
         plan: bool,
+        /// `keep` (default: etcd stays at its newer version with its data, as kubeadm
+        /// leaves it) or `restore-snapshot` (with `--to` only: every apiserver stopped,
+        /// every member restored from the snapshot taken before the control plane went past
+        /// the target, as a new cluster, then everything restarted).
+        #[arg(long, default_value = "keep", value_parser = ["keep", "restore-snapshot"])]
+        etcd: String,
+        /// Needed by `--etcd restore-snapshot`: every write made since the snapshot is lost.
+        #[arg(long)]
+        confirm_data_loss: bool,
         /// `table` (default) or `json`.
         #[arg(long, short = 'o', default_value = "table")]
         output: String,

@@ -295,6 +295,8 @@ async fn operator_rolls_back(
             all: false,
             run: Some(run),
             plan_only: false,
+            etcd: upgraded_api::EtcdMode::Keep,
+            confirm_data_loss: false,
         })
         .await?;
     print!("\n{}", upgraded_ctl::render::rollback(&plan));

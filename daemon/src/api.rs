@@ -426,6 +426,16 @@ async fn rollback<L: EventLog + Clone>(
                 nodes,
                 to,
                 all: body.all,
+                etcd: match body.etcd {
+                    upgraded_api::EtcdMode::Keep => rollback_plan::EtcdChoice::Keep,
+                    upgraded_api::EtcdMode::RestoreSnapshot => {
+                        rollback_plan::EtcdChoice::RestoreSnapshot {
+                            confirm_data_loss: body.confirm_data_loss,
+                        }
+                    }
+                },
+                now: None,
+                preview: body.plan_only,
             },
             body.run,
             actor(peer),

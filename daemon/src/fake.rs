@@ -521,6 +521,11 @@ impl NodeExecutor for FakeWorld {
                     self.effect(node, "etcd-snapshot", None).await?;
                     facts.insert("snapshot".into(), format!("{node}.db"));
                 }
+                RemoteCommand::EtcdRestore(_) => {
+                    return Err(PortError::fatal(format!(
+                        "node {node}: the fake world has no etcd to restore"
+                    )));
+                }
             }
             Ok(CommandOutput { facts })
         })

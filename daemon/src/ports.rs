@@ -10,6 +10,7 @@ use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use upgraded_events::inventory::{Inventory, Owner, PdbInv, PodInv};
+use upgraded_events::plan::EtcdRestoreStage;
 use upgraded_events::{Event, Facts, Host, Timestamp, Version};
 use upgraded_planner::permissions::Permission;
 
@@ -269,6 +270,9 @@ pub enum RemoteCommand {
         kubelet_config: Option<String>,
         kubeadm: bool,
     },
+    /// One stage of etcd's disaster recovery on this node (see [`EtcdRestoreStage`]). For
+    /// `Restore`, the executor first puts the daemon's copy of the snapshot on the node.
+    EtcdRestore(EtcdRestoreStage),
 }
 
 impl RemoteCommand {
@@ -286,6 +290,16 @@ impl RemoteCommand {
             RemoteCommand::DowngradePackages { .. } => "package downgrade",
             RemoteCommand::KubeadmDowngrade { apply: true, .. } => "kubeadm downgrade (apply)",
             RemoteCommand::KubeadmDowngrade { apply: false, .. } => "kubeadm downgrade (node)",
+            RemoteCommand::EtcdRestore(EtcdRestoreStage::StopApiserver) => {
+                "etcd restore: stop kube-apiserver"
+            }
+            RemoteCommand::EtcdRestore(EtcdRestoreStage::Restore(_)) => {
+                "etcd restore: restore the member"
+            }
+            RemoteCommand::EtcdRestore(EtcdRestoreStage::StartEtcd) => "etcd restore: start etcd",
+            RemoteCommand::EtcdRestore(EtcdRestoreStage::StartControlPlane) => {
+                "etcd restore: restart the control plane"
+            }
         }
     }
 }

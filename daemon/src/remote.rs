@@ -7,7 +7,7 @@
 
 use std::fmt::Write as _;
 
-use upgraded_events::plan::node_packages;
+use upgraded_events::plan::{EtcdRestoreStage, node_packages};
 use upgraded_events::{Facts, Version};
 use upgraded_planner::catalog::package_version;
 use upgraded_planner::policy::{NodeCommands, PackageManager, PlanPolicy};
@@ -39,6 +39,34 @@ const KUBEADM_MARK: &str = "mark=$(mktemp)\n";
 /// etcd manifest's copy is `kubeadm_backup_etcd`).
 const KUBEADM_ETCD_BACKUP: &str = "e=$(find /etc/kubernetes/tmp -maxdepth 1 -name 'kubeadm-backup-etcd-*' -newer \"$mark\" 2>/dev/null | head -n 1)\n\
 if [ -n \"$e\" ]; then echo kubeadm_backup_etcd_data=\"$e\"; fi\nrm -f \"$mark\"\n";
+
+/// Static pods, moved out of kubelet's manifest folder and back: `park C` moves C's manifest
+/// aside and waits until its container is gone, `unpark C` puts it back, `running C` waits
+/// until its container runs. Bounded: 120 s each.
+const STATIC_PODS: &str = r#"m=/etc/kubernetes/manifests
+p=/etc/kubernetes/upgraded-parked
+mkdir -p "$p" && chmod 700 "$p"
+wait_for() {
+  end=$(( $(date +%s) + 120 ))
+  while :; do
+    out=$(crictl ps --name "^$2\$" -q) || { echo "crictl ps --name $2 failed" >&2; exit 4; }
+    if [ "$1" = gone ] && [ -z "$out" ]; then break; fi
+    if [ "$1" = running ] && [ -n "$out" ]; then break; fi
+    if [ "$(date +%s)" -gt "$end" ]; then echo "$2 is not $1 120 s after its manifest moved" >&2; exit 4; fi
+    sleep 0.2
+  done
+}
+park() {
+  if [ -e "$m/$1.yaml" ]; then mv "$m/$1.yaml" "$p/$1.yaml"; fi
+  wait_for gone "$1"
+  echo stopped_$(echo "$1" | tr - _)=true
+}
+unpark() { if [ -e "$p/$1.yaml" ]; then mv "$p/$1.yaml" "$m/$1.yaml"; fi; }
+running() {
+  wait_for running "$1"
+  echo started_$(echo "$1" | tr - _)=true
+}
+"#;
 
 /// A command line from already-separated words, each quoted.
 fn words(ws: &[&str]) -> String {
@@ -170,6 +198,7 @@ impl Scripts {
             RemoteCommand::InstalledKubelet => {
                 s.push_str("echo installed=\"$(kubelet --version | sed 's/^Kubernetes //')\"\n");
             }
+            RemoteCommand::EtcdRestore(stage) => self.etcd_restore(&mut s, stage),
             RemoteCommand::EtcdHealth => {
                 // etcdctl exits non-zero when a member is down: the counts say how many.
                 let _ = writeln!(
@@ -380,6 +409,76 @@ impl Scripts {
              echo sha256=\"$(sha256sum \"$f\" | cut -d ' ' -f 1)\"\n\
              echo status=\"$($restore snapshot status \"$f\" -w json 2>/dev/null | tr -d '\\n')\"\n",
         );
+        // The members then, `name=peerURL,…` (the first peer URL of each), for a restore.
+        let _ = writeln!(
+            s,
+            "echo members=\"$({etcdctl} member list -w simple 2>/dev/null | awk -F', ' 'NF >= 4 && $3 != \"\" {{ split($4, u, \",\"); printf \"%s%s=%s\", sep, $3, u[1]; sep = \",\" }}')\"",
+            etcdctl = self.etcdctl()
+        );
+    }
+
+    /// One stage of etcd's disaster recovery. Static pods stop and start as kubelet sees
+    /// their manifests go and come back; `crictl ps` says when they have.
+    fn etcd_restore(&self, s: &mut String, stage: &EtcdRestoreStage) {
+        s.push_str(STATIC_PODS);
+        match stage {
+            EtcdRestoreStage::StopApiserver => {
+                s.push_str(
+                    "if [ ! -e \"$m/kube-apiserver.yaml\" ] && [ ! -e \"$p/kube-apiserver.yaml\" ]; then\n  \
+                     echo \"no kube-apiserver manifest in $m or $p\" >&2; exit 4\nfi\n\
+                     park kube-apiserver\n",
+                );
+            }
+            EtcdRestoreStage::Restore(r) => {
+                let _ = writeln!(
+                    s,
+                    "export ETCDCTL_API=3\nsha={sha}\nf={dir}/restore-\"$sha\".db\ndata={data}\n\
+                     token={token}\nmarker={state}/etcd-restored-\"$token\"\n\
+                     new=\"$data.restore-$token\"\nold=\"$data.before-$token\"",
+                    sha = shell_quote(&r.snapshot_sha256),
+                    dir = shell_quote(&self.node.etcd_snapshot_dir),
+                    data = shell_quote(&self.node.etcd_data_dir),
+                    token = shell_quote(&r.token),
+                    state = shell_quote(STATE_DIR),
+                );
+                let _ = writeln!(
+                    s,
+                    "if [ -e \"$marker\" ]; then\n  echo already_restored=true\nelse\n  \
+                     if [ ! -e \"$m/etcd.yaml\" ] && [ ! -e \"$p/etcd.yaml\" ]; then echo \"no etcd manifest in $m or $p\" >&2; exit 4; fi\n  \
+                     park etcd\n  \
+                     if [ \"$(sha256sum \"$f\" 2>/dev/null | cut -d ' ' -f 1)\" != \"$sha\" ]; then echo \"the snapshot on the node ($f) is not the one recorded (sha256 $sha)\" >&2; exit 5; fi\n  \
+                     if command -v etcdutl >/dev/null 2>&1; then restore=etcdutl; else restore=etcdctl; fi\n  \
+                     rm -rf \"$new\"\n  \
+                     $restore snapshot restore \"$f\" --name {name} --initial-cluster {cluster} --initial-cluster-token \"$token\" --initial-advertise-peer-urls {url} --data-dir \"$new\" >&2\n  \
+                     if [ ! -e \"$old\" ] && [ -e \"$data\" ]; then mv \"$data\" \"$old\"; fi\n  \
+                     rm -rf \"$data\"\n  \
+                     mv \"$new\" \"$data\"\n  chmod 700 \"$data\"\n  \
+                     touch \"$marker\"\nfi\n\
+                     echo data_dir=\"$data\"\necho kept=\"$old\"\necho member={name}",
+                    name = shell_quote(&r.member),
+                    cluster = shell_quote(&r.initial_cluster),
+                    url = shell_quote(&r.peer_url),
+                );
+            }
+            EtcdRestoreStage::StartEtcd => s.push_str("unpark etcd\nrunning etcd\n"),
+            EtcdRestoreStage::StartControlPlane => {
+                let _ = writeln!(
+                    s,
+                    "export ETCDCTL_API=3\nend=$(( $(date +%s) + 120 ))\n\
+                     until {etcdctl} endpoint health --cluster >/dev/null 2>&1; do\n  \
+                     if [ \"$(date +%s)\" -gt \"$end\" ]; then echo \"etcd is not healthy on every member 120 s after the restore\" >&2; {etcdctl} endpoint health --cluster >&2 || true; exit 4; fi\n  \
+                     sleep 0.5\ndone\n\
+                     ids=$({etcdctl} endpoint status --cluster -w json | grep -o '\"cluster_id\":[0-9]*' | sort -u | cut -d : -f 2 | tr '\\n' ' ')\n\
+                     echo etcd_cluster_ids=\"$ids\"\n\
+                     if [ \"$(echo $ids | wc -w)\" != 1 ]; then echo \"etcd's members report cluster IDs '$ids': not one cluster\" >&2; exit 4; fi\n\
+                     unpark kube-apiserver\nrunning kube-apiserver\n\
+                     for c in kube-controller-manager kube-scheduler; do\n  \
+                     if [ -e \"$m/$c.yaml\" ] || [ -e \"$p/$c.yaml\" ]; then park \"$c\"; unpark \"$c\"; running \"$c\"; fi\ndone\n\
+                     systemctl restart kubelet\necho kubelet_restarted=true",
+                    etcdctl = self.etcdctl()
+                );
+            }
+        }
     }
 }
 
@@ -483,6 +582,7 @@ pub fn preflight_verdict(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use upgraded_events::plan::EtcdRestore;
 
     fn scripts(pm: &str) -> Scripts {
         let p = PlanPolicy::from_yaml(&format!("packageManager: {pm}")).expect("policy");
@@ -906,5 +1006,49 @@ kubeadm=v1.35.3
             snapshot_revision(r#"{"hash":1,"revision":42,"totalKey":3,"totalSize":20480}"#),
             Some(42)
         );
+    }
+
+    /// Every stage of a restore is a script `sh` accepts, with the member's values quoted
+    /// (a value that is not plain stays one word), and the restore stage does its work once
+    /// per token.
+    #[test]
+    fn etcd_restore_stages_are_quoted_scripts_that_restore_once() {
+        let r = EtcdRestore {
+            snapshot_sha256: "ab".repeat(32),
+            snapshot_copy: "/var/lib/upgraded/snapshots/cp-1/snapshot-x.db".into(),
+            member: "cp-1".into(),
+            peer_url: "https://10.0.0.1:2380".into(),
+            initial_cluster: "cp-1=https://10.0.0.1:2380,cp-2=https://10.0.0.2:2380;x".into(),
+            token: "upgraded-restore-abababababab-1".into(),
+        };
+        let sc = scripts("apt");
+        for stage in [
+            EtcdRestoreStage::StopApiserver,
+            EtcdRestoreStage::Restore(r.clone()),
+            EtcdRestoreStage::StartEtcd,
+            EtcdRestoreStage::StartControlPlane,
+        ] {
+            let script = sc.render(&RemoteCommand::EtcdRestore(stage.clone()));
+            let out = std::process::Command::new("sh")
+                .args(["-n", "-c", &script])
+                .output()
+                .expect("sh");
+            assert!(out.status.success(), "{stage:?}: {out:?}\n{script}");
+            // Changes the node: under the node lock.
+            assert!(script.contains("flock 9"), "{stage:?}");
+        }
+        let script = sc.render(&RemoteCommand::EtcdRestore(EtcdRestoreStage::Restore(r)));
+        assert!(
+            script.contains(
+                "--initial-cluster 'cp-1=https://10.0.0.1:2380,cp-2=https://10.0.0.2:2380;x'"
+            ),
+            "{script}"
+        );
+        assert!(
+            script.contains("marker=/var/lib/upgraded/etcd-restored-\"$token\""),
+            "{script}"
+        );
+        assert!(script.contains("if [ -e \"$marker\" ]; then\n  echo already_restored=true"));
+        assert!(script.contains("data=/var/lib/etcd\n"), "{script}");
     }
 }

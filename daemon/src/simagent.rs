@@ -247,6 +247,13 @@ impl SimAgents {
                 // The sim has no etcd; the lab's nodes run a real one.
                 facts.insert("snapshot".into(), "simulated".into());
             }
+            // Its snapshots have no path, so no rollback plans a restore here; should one
+            // come anyway, it is refused, never pretended.
+            RemoteCommand::EtcdRestore(_) => {
+                return Err(PortError::fatal(format!(
+                    "node {node}: the simulated cluster has no etcd to restore (the lab's nodes run a real one)"
+                )));
+            }
             RemoteCommand::EtcdHealth => {
                 // The etcd static pods stand for the members.
                 let pods = self

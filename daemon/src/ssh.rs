@@ -24,6 +24,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Semaphore;
 use upgraded_events::inventory::check_node_name;
+use upgraded_events::plan::EtcdRestoreStage;
 use upgraded_events::{Facts, Host};
 use upgraded_planner::render::shell_quote;
 
@@ -550,6 +551,115 @@ impl SshNodes {
         Ok(local)
     }
 
+    /// Puts the daemon's copy of a snapshot (`local`, one of its own copies) on the node as
+    /// `remote`, unless the node already holds it; the digest is checked on both ends.
+    async fn push_snapshot(
+        &self,
+        node: &str,
+        conn: &Conn,
+        local: &str,
+        want_sha: &str,
+        remote: &str,
+        timeout: Duration,
+    ) -> Result<(), PortError> {
+        // Only the daemon's own copies leave the data dir, whatever a record says.
+        let ours = tokio::fs::canonicalize(&self.opts.snapshot_copies)
+            .await
+            .ok();
+        let path = tokio::fs::canonicalize(local).await.map_err(|e| {
+            PortError::fatal(format!(
+                "the daemon's copy of the snapshot, {local}, cannot be read: {e}"
+            ))
+        })?;
+        if !ours.is_some_and(|o| path.starts_with(o)) {
+            return Err(PortError::fatal(format!(
+                "{local} is not one of the daemon's snapshot copies"
+            )));
+        }
+        let have = self
+            .exec(
+                node,
+                conn,
+                &format!("sha256sum -- {}", shell_quote(remote)),
+                timeout,
+            )
+            .await?;
+        if String::from_utf8_lossy(&have.stdout)
+            .split_whitespace()
+            .next()
+            == Some(want_sha)
+        {
+            return Ok(());
+        }
+        let dir = Path::new(remote)
+            .parent()
+            .map(|d| d.display().to_string())
+            .unwrap_or_else(|| "/".into());
+        let line = format!(
+            "timeout -k {KILL_AFTER_SECS} {secs} sh -c {script}",
+            secs = timeout.as_secs().max(1),
+            script = shell_quote(&format!(
+                "umask 077 && mkdir -p {d} && cat > {f}.part && mv {f}.part {f}",
+                d = shell_quote(&dir),
+                f = shell_quote(remote)
+            ))
+        );
+        let session = self.session(node, conn).await?;
+        let io =
+            |e: std::io::Error| PortError::retryable(format!("node {node}: pushing {local}: {e}"));
+        let push = async {
+            let mut child = session
+                .raw_command(&line)
+                .stdin(openssh::Stdio::piped())
+                .stdout(openssh::Stdio::null())
+                .stderr(openssh::Stdio::null())
+                .spawn()
+                .await
+                .map_err(|e| translate(node, &e))?;
+            let mut input = child
+                .stdin()
+                .take()
+                .ok_or_else(|| PortError::retryable("no stdin to the node"))?;
+            let mut file = tokio::fs::File::open(&path).await.map_err(io)?;
+            let mut hasher = Sha256::new();
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                let n = file.read(&mut buf).await.map_err(io)?;
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buf[..n]);
+                input.write_all(&buf[..n]).await.map_err(io)?;
+            }
+            input.shutdown().await.map_err(io)?;
+            drop(input);
+            let status = child.wait().await.map_err(|e| translate(node, &e))?;
+            Ok::<_, PortError>((status, hex(&hasher.finalize())))
+        };
+        let (status, got) = match tokio::time::timeout(timeout + Duration::from_secs(5), push).await
+        {
+            Ok(r) => r?,
+            Err(_) => {
+                self.forget(conn).await;
+                return Err(PortError::retryable(format!(
+                    "node {node}: pushing {local} took longer than {}s",
+                    timeout.as_secs()
+                )));
+            }
+        };
+        if got != want_sha {
+            return Err(PortError::fatal(format!(
+                "the daemon's copy of the snapshot, {local}, is damaged (sha256 {got}, recorded {want_sha}): restore from another copy by hand"
+            )));
+        }
+        if !status.success() {
+            return Err(PortError::retryable(format!(
+                "node {node}: writing {remote} failed ({status})"
+            )));
+        }
+        Ok(())
+    }
+
     async fn run_command(
         &self,
         node: &str,
@@ -565,6 +675,23 @@ impl SshNodes {
             .acquire()
             .await
             .map_err(|_| PortError::fatal("the SSH executor is shut down"))?;
+        if let RemoteCommand::EtcdRestore(EtcdRestoreStage::Restore(r)) = cmd
+            && !r.snapshot_sha256.is_empty()
+        {
+            let remote = format!(
+                "{}/restore-{}.db",
+                self.scripts.node.etcd_snapshot_dir, r.snapshot_sha256
+            );
+            self.push_snapshot(
+                node,
+                &conn,
+                &r.snapshot_copy,
+                &r.snapshot_sha256,
+                &remote,
+                timeout,
+            )
+            .await?;
+        }
         let (mut facts, output) = self.script(node, &conn, cmd, timeout).await?;
         match cmd {
             RemoteCommand::Preflight { target } => {

@@ -254,6 +254,12 @@ pub async fn execute(
         Step::RestartKubelet => {
             facts.extend(env.remote(&RemoteCommand::RestartKubelet).await?);
         }
+        Step::EtcdRestore(stage) => {
+            facts.extend(
+                env.remote(&RemoteCommand::EtcdRestore(stage.clone()))
+                    .await?,
+            );
+        }
         Step::Verify => env.verify(&mut facts).await?,
         Step::Uncordon => {
             // A drain that never finished (abort after a crash) leaves its scale-ups here.

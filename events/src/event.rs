@@ -13,8 +13,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::inventory::Inventory;
 use crate::names::Entry;
-use crate::plan::Plan;
 pub use crate::plan::Step;
+use crate::plan::{EtcdRestoreStage, Plan};
 use crate::policy::Policy;
 pub use crate::time::Timestamp;
 use crate::version::Version;
@@ -73,7 +73,10 @@ impl Step {
             | Step::DowngradePackages { .. }
             // Setting an image, and kubeadm's own idempotence, as for an upgrade.
             | Step::KubeProxy { .. }
-            | Step::KubeadmDowngrade { .. } => InDoubt::Rerun,
+            | Step::KubeadmDowngrade { .. }
+            // Each stage checks where the node is (manifest parked or not, a marker per
+            // restored token) and does only what is left.
+            | Step::EtcdRestore(_) => InDoubt::Rerun,
         }
     }
 
@@ -95,6 +98,12 @@ impl Step {
             Step::KubeProxy { .. } => "kube-proxy-image",
             Step::KubeadmDowngrade { apply: true, .. } => "kubeadm-downgrade-apply",
             Step::KubeadmDowngrade { apply: false, .. } => "kubeadm-downgrade-node",
+            Step::EtcdRestore(EtcdRestoreStage::StopApiserver) => "etcd-restore-stop-apiserver",
+            Step::EtcdRestore(EtcdRestoreStage::Restore(_)) => "etcd-restore-member",
+            Step::EtcdRestore(EtcdRestoreStage::StartEtcd) => "etcd-restore-start-etcd",
+            Step::EtcdRestore(EtcdRestoreStage::StartControlPlane) => {
+                "etcd-restore-start-control-plane"
+            }
         }
     }
 }

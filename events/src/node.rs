@@ -84,7 +84,8 @@ impl Phase {
             Step::EtcdSnapshot
             | Step::KubeadmUpgrade { .. }
             | Step::KubeProxy { .. }
-            | Step::KubeadmDowngrade { .. } => Phase::Preparing,
+            | Step::KubeadmDowngrade { .. }
+            | Step::EtcdRestore(_) => Phase::Preparing,
             Step::Preflight => Phase::Preflight,
             Step::Cordon => Phase::Cordoning,
             Step::Drain => Phase::Draining,

@@ -54,6 +54,44 @@ pub enum Step {
     /// first node) or `kubeadm upgrade node`. kubeadm allows one minor down and leaves etcd
     /// at its newer version ("won't downgrade etcd").
     KubeadmDowngrade { version: Version, apply: bool },
+    /// etcd's disaster recovery from a verified snapshot (`rollback --etcd restore-snapshot
+    /// --confirm-data-loss`; never chosen by the daemon). Each stage is one batch over every
+    /// control-plane node, so a stage is done on all of them before the next starts.
+    EtcdRestore(EtcdRestoreStage),
+}
+
+/// The stages of an etcd restore, in order (etcd's disaster-recovery procedure).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+pub enum EtcdRestoreStage {
+    /// The node's kube-apiserver stopped (its static-pod manifest parked) and gone: nothing
+    /// writes to etcd from here on.
+    StopApiserver,
+    /// The node's etcd member stopped the same way; the daemon's verified copy of the
+    /// snapshot put on the node (its sha256 checked there); restored as this member of a new
+    /// cluster; the fresh data dir swapped in, the old one kept beside it.
+    Restore(EtcdRestore),
+    /// The member started again (its manifest back).
+    StartEtcd,
+    /// Every member healthy and in one cluster; then the apiserver started, the
+    /// controller-manager and the scheduler restarted, and the kubelet restarted.
+    StartControlPlane,
+}
+
+/// What restoring one member needs: the same snapshot and cluster for every member, its own
+/// name and peer URL.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct EtcdRestore {
+    /// The sha256 of the snapshot, checked on the daemon's copy and on the node's.
+    pub snapshot_sha256: String,
+    /// The daemon's own copy (kept off the node when the snapshot was taken).
+    pub snapshot_copy: String,
+    /// This member's name and peer URL, as `etcdctl member list` showed them before.
+    pub member: String,
+    pub peer_url: String,
+    /// Every member, `name=peerURL,…`.
+    pub initial_cluster: String,
+    /// The new cluster's token (a restore makes a new cluster).
+    pub token: String,
 }
 
 /// The packages a package step installs: kubelet and kubectl, and kubeadm too with

@@ -76,7 +76,8 @@ impl World {
             | Step::EtcdSnapshot
             | Step::KubeadmUpgrade { .. }
             | Step::KubeProxy { .. }
-            | Step::KubeadmDowngrade { .. } => {}
+            | Step::KubeadmDowngrade { .. }
+            | Step::EtcdRestore(_) => {}
         }
         self.effects
             .entry(node.into())

@@ -55,7 +55,7 @@ impl SimNodes {
             | RemoteCommand::KubeadmDowngrade { apply: true, .. } => d.kubeadm_apply,
             RemoteCommand::KubeadmUpgrade { apply: false, .. }
             | RemoteCommand::KubeadmDowngrade { apply: false, .. } => d.kubeadm_node,
-            RemoteCommand::EtcdSnapshot { .. } => d.etcd_snapshot,
+            RemoteCommand::EtcdSnapshot { .. } | RemoteCommand::EtcdRestore(_) => d.etcd_snapshot,
             RemoteCommand::InstalledKubelet
             | RemoteCommand::RestartKubelet
             | RemoteCommand::EtcdHealth => 0,
@@ -104,6 +104,11 @@ impl SimNodes {
             }
             RemoteCommand::EtcdSnapshot { .. } => {
                 facts.insert("snapshot".into(), "simulated".into());
+            }
+            RemoteCommand::EtcdRestore(_) => {
+                return Err(PortError::fatal(
+                    "the benchmark's sim has no etcd to restore",
+                ));
             }
             RemoteCommand::InstalledKubelet => {
                 facts.insert("installed".into(), installed(&w)?.to_string());

@@ -34,6 +34,7 @@ impl Ctx<'_> {
                 Step::Verify => d.verify,
                 Step::Uncordon => d.uncordon,
                 Step::Soak => self.policy.canary_soak_secs,
+                Step::EtcdRestore(_) => d.etcd_snapshot,
             })
             .sum()
     }

@@ -97,6 +97,9 @@ pub struct EtcdFile {
     pub key: Option<String>,
     /// Where snapshots are written on the node (default `/var/lib/upgraded/etcd`).
     pub snapshot_dir: Option<String>,
+    /// The etcd member's data dir on a control-plane node, as its manifest's `--data-dir`
+    /// (default `/var/lib/etcd`): where a restore swaps the restored data in.
+    pub data_dir: Option<String>,
     /// A snapshot older than this is taken again when the control-plane step begins
     /// (default `1h`).
     pub max_snapshot_age: Option<String>,
@@ -319,6 +322,7 @@ pub struct NodeCommands {
     pub etcd_cert: String,
     pub etcd_key: String,
     pub etcd_snapshot_dir: String,
+    pub etcd_data_dir: String,
     pub etcd_max_snapshot_age_secs: u64,
     pub backup_dir: String,
     pub max_disk_used_percent: u32,
@@ -343,6 +347,7 @@ impl NodeCommands {
             etcd_cert: "/etc/kubernetes/pki/etcd/server.crt".into(),
             etcd_key: "/etc/kubernetes/pki/etcd/server.key".into(),
             etcd_snapshot_dir: "/var/lib/upgraded/etcd".into(),
+            etcd_data_dir: "/var/lib/etcd".into(),
             etcd_max_snapshot_age_secs: 3600,
             backup_dir: "/var/lib/upgraded/backup".into(),
             max_disk_used_percent: 85,
@@ -878,6 +883,17 @@ impl NodeFile {
             }
             if let Some(d) = &e.snapshot_dir {
                 n.etcd_snapshot_dir = node_path("node.etcd.snapshotDir", d)?;
+            }
+            if let Some(d) = &e.data_dir {
+                n.etcd_data_dir = node_path("node.etcd.dataDir", d)?;
+                if n.etcd_data_dir.matches('/').count() < 2 {
+                    return Err(err(
+                        "node.etcd.dataDir",
+                        format!(
+                            "{d:?}: a restore swaps this directory out; expected a directory below a top-level one"
+                        ),
+                    ));
+                }
             }
             n.etcd_max_snapshot_age_secs = secs(
                 "node.etcd.maxSnapshotAge",

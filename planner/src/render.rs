@@ -7,7 +7,7 @@ use crate::policy::PackageManager;
 use crate::{PlanReport, Severity, Unit};
 use upgraded_events::Step;
 use upgraded_events::Version;
-use upgraded_events::plan::node_packages;
+use upgraded_events::plan::{EtcdRestoreStage, node_packages};
 use upgraded_events::quantity::human_secs;
 
 /// Quotes a word for POSIX shells: `'it'\''s'`. Plain words stay as they are.
@@ -338,7 +338,38 @@ impl Cmds<'_> {
                 "# soak: watch for {} before the next batch\nkubectl get pods -A --field-selector spec.nodeName={node} | grep -v Running\nkubectl get pods -A | grep -c CrashLoopBackOff   # must not rise over the baseline",
                 human_secs(self.r.canary_soak_secs)
             ),
+            Step::EtcdRestore(stage) => etcd_restore(stage),
         }
+    }
+}
+
+/// etcd's disaster recovery, one stage on one control-plane node.
+fn etcd_restore(stage: &EtcdRestoreStage) -> String {
+    let m = "/etc/kubernetes/manifests";
+    let parked = "/etc/kubernetes/upgraded-parked";
+    match stage {
+        EtcdRestoreStage::StopApiserver => format!(
+            "mkdir -p {parked} && mv {m}/kube-apiserver.yaml {parked}/
+# wait until `crictl ps --name kube-apiserver -q` prints nothing"
+        ),
+        EtcdRestoreStage::Restore(r) => format!(
+            "mv {m}/etcd.yaml {parked}/   # wait until `crictl ps --name etcd -q` prints nothing
+             # the same snapshot on every member: sha256 {}
+             etcdutl snapshot restore SNAPSHOT --name {} --initial-cluster {} --initial-cluster-token {} --initial-advertise-peer-urls {} --data-dir /var/lib/etcd.restored
+             mv /var/lib/etcd /var/lib/etcd.before-restore && mv /var/lib/etcd.restored /var/lib/etcd",
+            r.snapshot_sha256,
+            shell_quote(&r.member),
+            shell_quote(&r.initial_cluster),
+            shell_quote(&r.token),
+            shell_quote(&r.peer_url)
+        ),
+        EtcdRestoreStage::StartEtcd => format!("mv {parked}/etcd.yaml {m}/"),
+        EtcdRestoreStage::StartControlPlane => format!(
+            "etcdctl endpoint health --cluster   # every member healthy, one cluster ID in `endpoint status --cluster`
+             mv {parked}/kube-apiserver.yaml {m}/
+             for c in kube-controller-manager kube-scheduler; do mv {m}/$c.yaml {parked}/ && sleep 20 && mv {parked}/$c.yaml {m}/; done
+             systemctl restart kubelet"
+        ),
     }
 }
 
@@ -495,7 +526,19 @@ pub fn runbook(r: &PlanReport) -> String {
     );
     let _ = writeln!(
         o,
-        "4. etcd, only if its data format moved on: on each member, with the apiservers stopped:\n\n```sh\nETCDCTL_API=3 etcdctl snapshot restore /backup/etcd-pre-upgrade.db --data-dir /var/lib/etcd-restored --name \"$(hostname)\" --initial-cluster \"$(hostname)=https://$(hostname):2380\"\nmv /var/lib/etcd /var/lib/etcd-broken && mv /var/lib/etcd-restored /var/lib/etcd\n```\n"
+        "4. etcd's data, only if losing every write since the snapshot is acceptable \
+         (`upgradectl rollback --to VERSION --etcd restore-snapshot --confirm-data-loss` does \
+         this after step 3): stop every kube-apiserver (move its manifest out of \
+         `/etc/kubernetes/manifests`), then on every member stop etcd the same way and restore \
+         the same snapshot as a new cluster, with the member list `etcdctl member list` showed \
+         before and one new token for all:\n\n```sh\nETCDCTL_API=3 etcdctl snapshot restore \
+         /backup/etcd-pre-upgrade.db --data-dir /var/lib/etcd-restored --name \"$(hostname)\" \
+         --initial-cluster 'cp-1=https://CP1:2380,cp-2=https://CP2:2380,cp-3=https://CP3:2380' \
+         --initial-cluster-token etcd-restored-1 --initial-advertise-peer-urls \
+         \"https://THIS-MEMBER:2380\"\nmv /var/lib/etcd /var/lib/etcd-broken && mv \
+         /var/lib/etcd-restored /var/lib/etcd\n```\n\nThen put etcd's manifest back on every \
+         member, wait for `etcdctl endpoint health --cluster`, put the apiservers back, and \
+         restart the controller-managers, the schedulers and the kubelets.\n"
     );
     o
 }

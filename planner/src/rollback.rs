@@ -28,6 +28,9 @@ use upgraded_events::{Entry, Event, Facts, Host, Record, RunId, RunState, Step, 
 use crate::skew::ClusterVersions;
 use crate::stages::versions_now;
 
+mod etcd;
+pub use etcd::{EtcdChoice, parse_members};
+
 /// What an operator asks to roll back.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RollbackRequest {
@@ -38,6 +41,12 @@ pub struct RollbackRequest {
     /// The whole run back: the control plane one minor at a time to where it started, then
     /// every node it changed to its recorded versions.
     pub all: bool,
+    /// What happens to etcd (only `--to` may restore the snapshot).
+    pub etcd: EtcdChoice,
+    /// When the request is made (the snapshot's age is stated from it).
+    pub now: Option<upgraded_events::Timestamp>,
+    /// Only show the plan: a restore needs no confirmation to be shown.
+    pub preview: bool,
 }
 
 /// What a rollback will do, in order, and why.
@@ -131,6 +140,28 @@ pub enum RollbackError {
     },
     #[error("after rolling back {node}, the cluster would break the version-skew policy: {why}")]
     Skew { node: String, why: String },
+    #[error(
+        "--etcd restore-snapshot goes with --to (the control plane back one minor, then its data): \
+         a rollback of nodes or of the whole run keeps etcd"
+    )]
+    RestoreNeedsTo,
+    #[error(
+        "--etcd restore-snapshot: run {run} recorded no verified etcd snapshot taken before the \
+         control plane went past {to}, so there is nothing to restore"
+    )]
+    NoSnapshot { to: Version, run: RunId },
+    #[error("--etcd restore-snapshot: run {run} recorded etcd's members unreadably: {why}")]
+    Members { why: String, run: RunId },
+    #[error(
+        "--etcd restore-snapshot: etcd member {member} is on no control-plane node of run {run}; \
+         every member must be restored from the same snapshot, so restore by hand (see the runbook)"
+    )]
+    MemberElsewhere { member: String, run: RunId },
+    #[error(
+        "--etcd restore-snapshot loses every write made to the cluster since the snapshot \
+         ({snapshot}): add --confirm-data-loss to go ahead, or use --plan to see the plan first"
+    )]
+    Unconfirmed { snapshot: String },
 }
 
 /// What the log says about one host.
@@ -170,6 +201,11 @@ struct Snapshot {
     host: Host,
     path: String,
     revision: Option<String>,
+    sha256: Option<String>,
+    /// The daemon's copy, kept off the node.
+    local_copy: Option<String>,
+    /// etcd's members then, `name=peerURL,…`.
+    members: Option<String>,
 }
 
 impl Forward {
@@ -250,6 +286,9 @@ impl Forward {
                             host: host.clone(),
                             path,
                             revision: get("revision"),
+                            sha256: get("sha256"),
+                            local_copy: get("local_copy"),
+                            members: get("members"),
                         });
                     }
                 }
@@ -341,15 +380,21 @@ pub fn plan(
         if req.to.is_some() || !req.nodes.is_empty() {
             return Err(RollbackError::BothScopes);
         }
+        if req.etcd != EtcdChoice::Keep {
+            return Err(RollbackError::RestoreNeedsTo);
+        }
         return whole_run(records, rollbacks);
     }
     let fwd = Forward::read(records, rollbacks)?;
     let run = fwd.run();
     match (req.to, req.nodes.is_empty()) {
         (Some(_), false) => return Err(RollbackError::BothScopes),
-        (Some(to), true) => return plan_to(&fwd, to),
+        (Some(to), true) => return plan_to(&fwd, to, req),
         (None, true) => return Err(RollbackError::NothingAsked),
         (None, false) => {}
+    }
+    if req.etcd != EtcdChoice::Keep {
+        return Err(RollbackError::RestoreNeedsTo);
     }
     // Workers first, then control-plane nodes; each group in the order the run took them.
     let mut chosen: Vec<(&Host, &HostHistory)> = Vec::new();
@@ -559,7 +604,11 @@ impl<'a> Rollback<'a> {
 }
 
 /// `--to`: the whole cluster one minor back (see the module doc for the order and why).
-fn plan_to(fwd: &Forward, to: Version) -> Result<RollbackPlan, RollbackError> {
+fn plan_to(
+    fwd: &Forward,
+    to: Version,
+    req: &RollbackRequest,
+) -> Result<RollbackPlan, RollbackError> {
     let run = fwd.run();
     let current = fwd
         .versions
@@ -581,23 +630,35 @@ fn plan_to(fwd: &Forward, to: Version) -> Result<RollbackPlan, RollbackError> {
     }
     let mut out = Rollback::new(fwd);
     one_minor_back(&mut out, to)?;
-    let mut etcd = "etcd stays at its newer version, with its data: kubeadm does not downgrade \
-                    etcd (\"won't downgrade etcd\"), so the older apiservers talk to the newer \
-                    etcd, as after kubeadm's own one-minor downgrade (1.34 ships etcd 3.6, 1.33 \
-                    ships 3.5)."
-        .to_string();
-    // The snapshot taken before the control plane went past `to`: named, kept, not restored.
+    // The snapshot taken before the control plane went past `to`.
     let past = fwd
         .hops_started
         .iter()
         .filter(|(v, _)| *v > to)
         .map(|(_, at)| *at)
         .min();
-    if let Some(s) = fwd
+    let snapshot = fwd
         .snapshots
         .iter()
-        .rfind(|s| past.is_none_or(|p| s.at <= p))
-    {
+        .rfind(|s| past.is_none_or(|p| s.at <= p));
+    if let EtcdChoice::RestoreSnapshot { confirm_data_loss } = req.etcd {
+        let etcd = etcd::restore(
+            &mut out,
+            fwd,
+            to,
+            snapshot,
+            req.now,
+            confirm_data_loss || req.preview,
+        )?;
+        return Ok(out.finish(etcd));
+    }
+    let mut etcd = "etcd stays at its newer version, with its data: kubeadm does not downgrade \
+                    etcd (\"won't downgrade etcd\"), so the older apiservers talk to the newer \
+                    etcd, as after kubeadm's own one-minor downgrade (1.34 ships etcd 3.6, 1.33 \
+                    ships 3.5)."
+        .to_string();
+    // Named, kept, not restored.
+    if let Some(s) = snapshot {
         etcd.push_str(&format!(
             " The snapshot taken before the upgrade past {to} ({} on {}, {}{}) is kept; \
              restoring it would lose every write since, and a rollback never chooses it by itself.",
@@ -821,6 +882,7 @@ mod tests {
     use crate::policy::PlanPolicy;
     use crate::{PlanInput, plan as forward_plan};
     use upgraded_events::event::Json;
+    use upgraded_events::plan::{EtcdRestore, EtcdRestoreStage};
     use upgraded_events::{Actor, Timestamp};
 
     fn seed() -> (Inventory, PlanPolicy) {
@@ -907,6 +969,17 @@ mod tests {
                             format!("/var/lib/etcd-snapshots/before-{hop}.db"),
                         );
                         facts.insert("revision".into(), format!("{}", hop.minor * 100));
+                        if !legacy {
+                            facts.insert("sha256".into(), format!("{:064x}", hop.minor));
+                            facts.insert(
+                                "local_copy".into(),
+                                format!("/var/lib/upgraded/snapshots/{host}/before-{hop}.db"),
+                            );
+                            facts.insert(
+                                "members".into(),
+                                "cp-1=https://10.0.0.11:2380,cp-2=https://10.0.0.12:2380,cp-3=https://10.0.0.13:2380".into(),
+                            );
+                        }
                     }
                 }
                 events.push(Event::StepSucceeded {
@@ -958,8 +1031,7 @@ mod tests {
     fn hosts(names: &[&str]) -> RollbackRequest {
         RollbackRequest {
             nodes: names.iter().map(|n| Host::new(*n)).collect(),
-            to: None,
-            all: false,
+            ..Default::default()
         }
     }
 
@@ -1045,7 +1117,7 @@ mod tests {
         RollbackRequest {
             nodes: Vec::new(),
             to: Some(v.parse().expect("version")),
-            all: false,
+            ..Default::default()
         }
     }
 
@@ -1128,6 +1200,220 @@ mod tests {
         );
     }
 
+    fn restore(confirm: bool, preview: bool) -> RollbackRequest {
+        RollbackRequest {
+            etcd: EtcdChoice::RestoreSnapshot {
+                confirm_data_loss: confirm,
+            },
+            // 2 h 5 min after the run's first record.
+            now: Some(Timestamp(7_500_000)),
+            preview,
+            ..to("v1.34.6")
+        }
+    }
+
+    #[test]
+    fn a_restore_stops_every_apiserver_restores_every_member_then_restarts_in_order() {
+        let records = forward(false);
+        let r = plan(&records, &[], &restore(true, false)).expect("restore");
+        // The kubeadm rollback first, unchanged; then the four stages, each over the
+        // control-plane nodes.
+        let kept = plan(&records, &[], &to("v1.34.6")).expect("keep");
+        assert_eq!(
+            r.plan.batches[..kept.plan.batches.len()],
+            kept.plan.batches[..]
+        );
+        let stages: Vec<(String, Vec<String>)> = r.plan.batches[kept.plan.batches.len()..]
+            .iter()
+            .map(|b| {
+                (
+                    b.label.clone(),
+                    b.nodes.iter().map(|n| n.name.to_string()).collect(),
+                )
+            })
+            .collect();
+        let on = |tag: &str| -> Vec<String> {
+            ["cp-1", "cp-2", "cp-3"]
+                .iter()
+                .map(|h| format!("{h}@etcd-{tag}"))
+                .collect()
+        };
+        assert_eq!(
+            stages,
+            vec![
+                (
+                    "etcd restore: stop every apiserver".to_string(),
+                    on("stop-apiserver")
+                ),
+                (
+                    "etcd restore: restore every member".to_string(),
+                    on("restore")
+                ),
+                ("etcd restore: start every member".to_string(), on("start")),
+                (
+                    "etcd restore: restart the control plane".to_string(),
+                    on("restart")
+                ),
+            ]
+        );
+        // Every member from the same snapshot, as a new cluster, each with its own name and
+        // peer URL.
+        let restores: Vec<&EtcdRestore> = r
+            .plan
+            .nodes()
+            .flat_map(|(_, n)| &n.steps)
+            .filter_map(|s| match s {
+                Step::EtcdRestore(EtcdRestoreStage::Restore(x)) => Some(x),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(restores.len(), 3);
+        for (i, x) in restores.iter().enumerate() {
+            assert_eq!(x.member, format!("cp-{}", i + 1));
+            assert_eq!(x.peer_url, format!("https://10.0.0.1{}:2380", i + 1));
+            assert_eq!(x.snapshot_sha256, format!("{:064x}", 35));
+            assert_eq!(
+                x.snapshot_copy,
+                "/var/lib/upgraded/snapshots/cp-1/before-v1.35.3.db"
+            );
+            assert_eq!(x.token, restores[0].token);
+            assert!(
+                x.initial_cluster
+                    .starts_with("cp-1=https://10.0.0.11:2380,cp-2=")
+            );
+        }
+        assert!(
+            restores[0].token.starts_with("upgraded-restore-"),
+            "{}",
+            restores[0].token
+        );
+        assert!(
+            r.etcd.contains("EVERY WRITE MADE SINCE IS LOST")
+                && r.etcd
+                    .contains("/var/lib/etcd-snapshots/before-v1.35.3.db on cp-1")
+                && r.etcd.contains("ago"),
+            "{}",
+            r.etcd
+        );
+        // The control plane is verified after its restart.
+        let last = r.plan.batches.last().expect("stages");
+        assert!(
+            last.nodes
+                .iter()
+                .all(|n| n.steps.last() == Some(&Step::Verify))
+        );
+    }
+
+    #[test]
+    fn a_restore_needs_confirmation_names_its_age_and_goes_only_with_to() {
+        let records = forward(false);
+        let e = plan(&records, &[], &restore(false, false)).expect_err("unconfirmed");
+        let text = e.to_string();
+        assert!(
+            matches!(e, RollbackError::Unconfirmed { .. })
+                && text.contains("--confirm-data-loss")
+                && text.contains("before-v1.35.3.db on cp-1"),
+            "{text}"
+        );
+        // The snapshot is the last before the hop past v1.34.6; its age from `now`.
+        let at = records
+            .iter()
+            .rfind(|r| {
+                matches!(&r.event, Event::StepSucceeded { step: Step::EtcdSnapshot, facts, .. }
+                    if facts.get("path").is_some_and(|p| p.contains("v1.35.3")))
+            })
+            .expect("snapshot")
+            .at;
+        let age = upgraded_events::quantity::human_secs(((7_500_000 - at.0) / 1000) as u64);
+        assert!(text.contains(&format!("{age} ago")), "{text} / {age}");
+        // --plan shows it without the confirmation.
+        assert!(plan(&records, &[], &restore(false, true)).is_ok());
+        // Only with --to.
+        for req in [
+            RollbackRequest {
+                etcd: EtcdChoice::RestoreSnapshot {
+                    confirm_data_loss: true,
+                },
+                ..hosts(&["r640-01"])
+            },
+            RollbackRequest {
+                etcd: EtcdChoice::RestoreSnapshot {
+                    confirm_data_loss: true,
+                },
+                all: true,
+                ..Default::default()
+            },
+        ] {
+            assert_eq!(
+                plan(&records, &[], &req),
+                Err(RollbackError::RestoreNeedsTo)
+            );
+        }
+        // A run that recorded no member list: named, never guessed.
+        let with_snapshots = |f: &dyn Fn(&mut Facts)| {
+            let mut out = forward(false);
+            for r in &mut out {
+                if let Event::StepSucceeded {
+                    step: Step::EtcdSnapshot,
+                    facts,
+                    ..
+                } = &mut r.event
+                {
+                    f(facts);
+                }
+            }
+            out
+        };
+        let e = plan(
+            &with_snapshots(&|f| {
+                f.remove("members");
+            }),
+            &[],
+            &restore(true, false),
+        )
+        .expect_err("no members");
+        assert!(
+            matches!(e, RollbackError::MissingInput { what, .. } if what.contains("(members)")),
+            "{e}"
+        );
+        // A member on a machine the run does not know: every member or none.
+        let odd = with_snapshots(&|f| {
+            if let Some(m) = f.get_mut("members") {
+                *m = m.replace("cp-3=", "etcd-9=");
+            }
+        });
+        assert_eq!(
+            plan(&odd, &[], &restore(true, false)),
+            Err(RollbackError::MemberElsewhere {
+                member: "etcd-9".into(),
+                run: RunId::from_u128(42)
+            })
+        );
+    }
+
+    #[test]
+    fn member_lists_hold_only_names_and_plain_urls() {
+        assert_eq!(
+            parse_members("cp-1=https://10.0.0.1:2380,cp-2=http://[fd00::2]:2380"),
+            Ok(vec![
+                ("cp-1".into(), "https://10.0.0.1:2380".into()),
+                ("cp-2".into(), "http://[fd00::2]:2380".into())
+            ])
+        );
+        for bad in [
+            "",
+            "cp-1",
+            "cp-1=https://a:2380;reboot",
+            "$(reboot)=https://a:2380",
+            "cp-1=https://a:2380,cp-1=https://b:2380",
+            "cp-1=ftp://a",
+            "CP=https://a:2380",
+            "cp-1=https://a b",
+        ] {
+            assert!(parse_members(bad).is_err(), "{bad:?}");
+        }
+    }
+
     #[test]
     fn more_than_one_minor_or_below_the_run_is_refused_as_kubeadm_would() {
         let records = forward(false);
@@ -1149,7 +1435,7 @@ mod tests {
         let both = RollbackRequest {
             nodes: vec![Host::new("r640-01")],
             to: Some(Version::new(1, 34, 6)),
-            all: false,
+            ..Default::default()
         };
         assert_eq!(plan(&records, &[], &both), Err(RollbackError::BothScopes));
     }
@@ -1174,6 +1460,20 @@ mod tests {
                 }
             }
         }
+        // The automatic rollback (`rollback-run`) never restores etcd by itself: it has no
+        // way to ask, and its plan holds no restore stage.
+        assert!(
+            r.plan
+                .nodes()
+                .all(|(_, n)| !n.steps.iter().any(|s| matches!(s, Step::EtcdRestore(_)))),
+            "{:#?}",
+            r.why
+        );
+        assert!(
+            r.etcd.contains("etcd stays at its newer version"),
+            "{}",
+            r.etcd
+        );
         // 1.35 → 1.34 → 1.33 → where it started, 1.32.4.
         assert_eq!(
             downgrades,
@@ -1220,7 +1520,7 @@ mod tests {
             if changed.is_empty() {
                 return Ok(());
             }
-            let r = plan(&stopped, &[], &RollbackRequest { nodes: changed.clone(), to: None, all: false })
+            let r = plan(&stopped, &[], &RollbackRequest { nodes: changed.clone(), ..Default::default() })
                 .map_err(|e| proptest::test_runner::TestCaseError::fail(e.to_string()))?;
             let mut v = fwd.versions.clone();
             let mut seen = Vec::new();
@@ -1264,7 +1564,7 @@ mod tests {
             else {
                 return Ok(());
             };
-            match plan(&stopped, &[], &RollbackRequest { nodes: vec![], to: Some(to), all: false }) {
+            match plan(&stopped, &[], &RollbackRequest { to: Some(to), ..Default::default() }) {
                 Ok(r) => {
                     let mut v = fwd.versions.clone();
                     for (_, n) in r.plan.nodes() {

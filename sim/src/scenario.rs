@@ -17,11 +17,18 @@ const GI: u64 = 1 << 30;
 const DAY: Millis = 86_400_000;
 
 /// The names `sim serve --scenario` and the tests accept.
-pub const NAMES: &[&str] = &["seed", "lab", "large-200", "large-1000", "large-5000"];
+pub const NAMES: &[&str] = &[
+    "seed",
+    "lab",
+    "lab-ha",
+    "large-200",
+    "large-1000",
+    "large-5000",
+];
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ScenarioError {
-    #[error("unknown scenario {0:?}; known: seed, lab, large-N (N nodes, 10 to 20000)")]
+    #[error("unknown scenario {0:?}; known: seed, lab, lab-ha, large-N (N nodes, 10 to 20000)")]
     Unknown(String),
     #[error(transparent)]
     Model(#[from] ModelError),
@@ -64,6 +71,8 @@ pub fn build(name: &str, clock: Clock, seed: u64) -> Result<World, ScenarioError
     match name {
         "seed" => seed_cluster(&mut w, Version::new(1, 32, 4))?,
         "lab" => small(&mut w, 1, 3, Version::new(1, 33, 5))?,
+        // Three control-plane nodes: the lab's etcd cluster of three members.
+        "lab-ha" => small(&mut w, 3, 2, Version::new(1, 33, 5))?,
         _ => {
             let n = name
                 .strip_prefix("large-")

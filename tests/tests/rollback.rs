@@ -225,6 +225,29 @@ async fn the_cluster_goes_back_one_minor_and_no_further() {
         .await
         .expect_err("both");
     assert!(e.message.contains("choose one"), "{e}");
+    // etcd's data goes back only when asked, with --to, and from a snapshot that exists: the
+    // sim's snapshots are not files, so a restore is refused here by name, never pretended.
+    let e = rollback(
+        &h,
+        json!({"nodes": ["w-1"], "etcd": "restore-snapshot", "confirmDataLoss": true}),
+    )
+    .await
+    .expect_err("nodes keep etcd");
+    assert!(e.message.contains("goes with --to"), "{e}");
+    let e = rollback(
+        &h,
+        json!({"to": via, "etcd": "restore-snapshot", "confirmDataLoss": true}),
+    )
+    .await
+    .expect_err("no snapshot file");
+    assert!(
+        e.message.contains("recorded no verified etcd snapshot"),
+        "{e}"
+    );
+    let e = rollback(&h, json!({"to": via, "etcd": "restore"}))
+        .await
+        .expect_err("unknown value");
+    assert!(e.message.contains("restore-snapshot"), "{e}");
 
     let p = rollback(&h, json!({"to": via, "planOnly": true}))
         .await

@@ -78,7 +78,7 @@ pub fn rollback(r: &RollbackResponse) -> String {
     let mut o = String::new();
     let _ = writeln!(
         o,
-        "rollback of run {}: {} step(s) of one node each, in this order:",
+        "rollback of run {}: {} batch(es), one after the other, in this order:",
         r.undoes,
         r.why.len()
     );

@@ -45,8 +45,25 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             all,
             run,
             plan,
+            etcd,
+            confirm_data_loss,
             output,
-        } => rollback::run(&client, (nodes, to, all), run, plan, &output).await?,
+        } => {
+            let etcd = if etcd == "restore-snapshot" {
+                upgraded_api::EtcdMode::RestoreSnapshot
+            } else {
+                upgraded_api::EtcdMode::Keep
+            };
+            rollback::run(
+                &client,
+                (nodes, to, all),
+                (etcd, confirm_data_loss),
+                run,
+                plan,
+                &output,
+            )
+            .await?
+        }
         Cmd::Abort { reason } => operator::abort(&client, &reason).await?,
         Cmd::Events { run, from, follow } => events::run(&client, run, from, follow).await?,
         Cmd::Runs => runs::run(&client).await?,

@@ -1,5 +1,5 @@
 //! `upgradectl rollback (--node NAME... | --to vX.Y.Z | --all) [--run ID] [--plan]
-//! [-o table|json]`.
+//! [--etcd keep|restore-snapshot [--confirm-data-loss]] [-o table|json]`.
 
 use anyhow::{Context, bail};
 use upgraded_api::RollbackRequest;
@@ -9,6 +9,7 @@ use upgraded_events::RunId;
 pub async fn run(
     client: &Client,
     (nodes, to, all): (Vec<String>, Option<String>, bool),
+    (etcd, confirm_data_loss): (upgraded_api::EtcdMode, bool),
     run: Option<String>,
     plan_only: bool,
     output: &str,
@@ -29,6 +30,8 @@ pub async fn run(
             all,
             run,
             plan_only,
+            etcd,
+            confirm_data_loss,
         })
         .await?;
     if output == "json" {

@@ -16,7 +16,7 @@ impl<L: EventLog + Clone> Daemon<L> {
     /// `plan_only`, records it as a new run and starts it.
     pub async fn rollback(
         self: &Arc<Self>,
-        req: RollbackRequest,
+        mut req: RollbackRequest,
         of: Option<RunId>,
         by: Actor,
         plan_only: bool,
@@ -36,6 +36,7 @@ impl<L: EventLog + Clone> Daemon<L> {
             return Err(RequestError::Rollback(RollbackError::UnknownRun(undone)));
         }
         let rollbacks = self.rollbacks_of(undone)?;
+        req.now = Some(self.clock.now());
         let planned = rollback::plan(&records, &rollbacks, &req).map_err(RequestError::Rollback)?;
         if plan_only {
             return Ok((None, planned));
