@@ -1,7 +1,8 @@
 //! The lab: "bare-metal nodes" made of network namespaces on a private bridge, each with its own
 //! `/etc`, `/var`, `/root` (overlays in the node's own mount namespace), a real `sshd` (key
 //! only, host keys known to the client), the `labstub` tools in place of kubeadm/kubelet/apt…,
-//! and on control-plane nodes a real `etcd` on the node's loopback.
+//! and on control-plane nodes a real `etcd`: one cluster of every control-plane node, each
+//! member run like a static pod while its manifest is in `/etc/kubernetes/manifests`.
 //!
 //! Needs root. Everything lives under `/run/upgraded-lab/<id>/` and in names carrying `<id>`;
 //! [`Lab::teardown`] (also on drop, so a failing test cleans up) kills the nodes' processes,
@@ -401,17 +402,46 @@ impl Lab {
             );
         }
         if n.control_plane {
-            s.push_str(
-                "mkdir -p /var/lib/etcd /var/log\n\
-                 nohup etcd --name lab --data-dir /var/lib/etcd \
-                 --listen-client-urls http://127.0.0.1:2379 --advertise-client-urls http://127.0.0.1:2379 \
-                 --listen-peer-urls http://127.0.0.1:2380 --initial-advertise-peer-urls http://127.0.0.1:2380 \
-                 --initial-cluster lab=http://127.0.0.1:2380 >/var/log/etcd.log 2>&1 &\n",
-            );
+            s.push_str(&self.etcd_static_pod(n));
         }
         s.push_str("mkdir -p /run/sshd\n");
         let _ = writeln!(s, "exec /usr/sbin/sshd -D -e -f {d}/sshd_config");
         s
+    }
+
+    /// The member of the lab's etcd cluster (every control-plane node, named after its node,
+    /// on its own address), run as kubelet runs a static pod: while
+    /// `/etc/kubernetes/manifests/etcd.yaml` is there it runs (started again when it dies),
+    /// once the manifest is moved out it is stopped. The pid is in `/var/lib/lab/etcd.pid`,
+    /// which the `crictl ps` stub reads. A restored data dir holds its own membership, so
+    /// the `--initial-*` flags only matter on the first start, as in kubeadm's manifest.
+    fn etcd_static_pod(&self, n: &LabNode) -> String {
+        let cluster = self
+            .nodes
+            .iter()
+            .filter(|m| m.control_plane)
+            .map(|m| format!("{}=http://{}:2380", m.name, m.addr))
+            .collect::<Vec<_>>()
+            .join(",");
+        format!(
+            "mkdir -p /var/lib/etcd /var/log\n\
+             alive() {{ [ -r \"/proc/$1/stat\" ] && [ \"$(cut -d ' ' -f 3 \"/proc/$1/stat\")\" != Z ]; }}\n\
+             lab_etcd() {{\n  while :; do\n    pid=$(cat /var/lib/lab/etcd.pid 2>/dev/null || true)\n    \
+             if [ -e /etc/kubernetes/manifests/etcd.yaml ]; then\n      \
+             if [ -z \"$pid\" ] || ! alive \"$pid\"; then\n        \
+             etcd --name {name} --data-dir /var/lib/etcd \
+             --listen-client-urls http://{addr}:2379,http://127.0.0.1:2379 --advertise-client-urls http://{addr}:2379 \
+             --listen-peer-urls http://{addr}:2380 --initial-advertise-peer-urls http://{addr}:2380 \
+             --initial-cluster {cluster} --initial-cluster-token lab-{id} --initial-cluster-state new \
+             >>/var/log/etcd.log 2>&1 &\n        echo $! > /var/lib/lab/etcd.pid\n      fi\n    \
+             elif [ -n \"$pid\" ] && alive \"$pid\"; then\n      \
+             kill \"$pid\"; wait \"$pid\" 2>/dev/null || true\n      rm -f /var/lib/lab/etcd.pid\n    fi\n    \
+             sleep 0.2\n  done\n}}\n\
+             lab_etcd </dev/null >/dev/null 2>&1 &\n",
+            name = n.name,
+            addr = n.addr,
+            id = self.id,
+        )
     }
 
     /// Starts the node's processes (again, after a crash).

@@ -50,23 +50,26 @@ struct Setup {
 }
 
 impl Setup {
+    /// The sim's `lab` scenario on lab nodes of the same names.
     fn new(time_scale: u32) -> Setup {
-        let node = |name: &str, cp: bool| NodeSpec {
-            name: name.into(),
-            control_plane: cp,
-        };
+        Setup::of("lab", &NODES, time_scale)
+    }
+
+    /// Scenario `name`, whose nodes are `nodes` (`cp-*` control-plane nodes).
+    fn of(name: &str, nodes: &[&str], time_scale: u32) -> Setup {
         let lab = Lab::start(LabSpec {
-            nodes: vec![
-                node("cp-1", true),
-                node("w-1", false),
-                node("w-2", false),
-                node("w-3", false),
-            ],
+            nodes: nodes
+                .iter()
+                .map(|n| NodeSpec {
+                    name: (*n).into(),
+                    control_plane: n.starts_with("cp-"),
+                })
+                .collect(),
             version: (1, 33, 5),
             stub: env!("CARGO_BIN_EXE_labstub").into(),
         })
         .expect("the lab starts (needs root)");
-        let world = scenario::build("lab", Clock::real(f64::from(time_scale)), 11).expect("lab");
+        let world = scenario::build(name, Clock::real(f64::from(time_scale)), 11).expect("lab");
         let sim = SimServer::start(world, std::net::SocketAddr::new(lab.host_addr.into(), 0))
             .expect("the sim serves on the lab bridge");
         lab.set_sim_url(&sim.url()).expect("sim URL");
@@ -712,5 +715,218 @@ async fn lab_upgrade_survives_kill_9_at_random_moments_and_a_nats_restart() {
     }
     let evs = after_the_run(&s, &min_slack, &client, &run).await;
     eprintln!("kill -9 ×{kills}, {} events, all published once", evs.len());
+    tear_down(s, daemon);
+}
+
+/// `etcdctl` on a lab node against its own member (the lab's etcd is plain http).
+fn etcdctl(s: &Setup, node: &str, args: &str) -> String {
+    s.lab
+        .ssh_ok(
+            node,
+            &format!("ETCDCTL_API=3 etcdctl --endpoints=http://127.0.0.1:2379 {args}"),
+        )
+        .unwrap_or_else(|e| panic!("etcdctl {args} on {node}: {e}"))
+}
+
+/// The cluster IDs `endpoint status --cluster` reports, deduplicated.
+fn cluster_ids(s: &Setup, node: &str) -> Vec<u64> {
+    let status: Value =
+        serde_json::from_str(&etcdctl(s, node, "endpoint status --cluster -w json"))
+            .expect("endpoint status JSON");
+    let mut ids: Vec<u64> = status
+        .as_array()
+        .expect("endpoints")
+        .iter()
+        .filter_map(|e| e["Status"]["header"]["cluster_id"].as_u64())
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+const HA_NODES: [&str; 5] = ["cp-1", "cp-2", "cp-3", "w-1", "w-2"];
+
+/// etcd's disaster recovery on a real 3-member cluster across three node namespaces: after an
+/// upgrade to 1.34 and a write made since, `rollback --to v1.33.5 --etcd restore-snapshot
+/// --confirm-data-loss` takes the control plane back and restores every member from the
+/// snapshot taken before the hop: its keys are back, the later write is gone, every member is
+/// healthy, and all report one (new) cluster ID.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lab_etcd_restore_snapshot_brings_back_the_snapshot_on_every_member() {
+    let _serial = SERIAL.lock().await;
+    let s = Setup::of("lab-ha", &HA_NODES, 600);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while s
+        .lab
+        .ssh(
+            "cp-1",
+            "ETCDCTL_API=3 etcdctl --endpoints=http://127.0.0.1:2379 endpoint health --cluster",
+        )
+        .map_or(true, |o| !o.status.success())
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the lab's etcd cluster never became healthy"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        etcdctl(&s, "cp-2", "member list -w simple").lines().count(),
+        3
+    );
+    let before = cluster_ids(&s, "cp-1");
+    assert_eq!(before.len(), 1, "{before:?}");
+    etcdctl(&s, "cp-1", "put /lab/before kept");
+
+    let (daemon, client) = s.daemon().await;
+    let v = common::start_run(&client, "v1.34.6").await.expect("start");
+    let run = v["run"].as_str().expect("run id").to_string();
+    until_run_completed(&client, &run, 240).await;
+    // The snapshot recorded every member, by name and peer URL.
+    let snap = events(&client, &run)
+        .await
+        .into_iter()
+        .filter_map(|e| e["event"].get("StepSucceeded").cloned())
+        .find(|e| e["step"] == "EtcdSnapshot")
+        .expect("snapshot");
+    let members = snap["facts"]["members"].as_str().unwrap_or_default();
+    for n in ["cp-1", "cp-2", "cp-3"] {
+        let addr = s.lab.node(n).expect("node").addr;
+        assert!(
+            members.contains(&format!("{n}=http://{addr}:2380")),
+            "{members}"
+        );
+    }
+    // A write after the snapshot: the restore loses it.
+    etcdctl(&s, "cp-2", "put /lab/after lost");
+
+    let ask = |extra: Value| {
+        let mut body =
+            serde_json::json!({ "to": "v1.33.5", "run": run, "etcd": "restore-snapshot" });
+        if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+            b.extend(e.clone());
+        }
+        body
+    };
+    // Never without the operator's confirmation; the plan shows it without one.
+    let refused = client
+        .json(
+            Method::POST,
+            "/v1/rollbacks",
+            Some(&ask(serde_json::json!({}))),
+        )
+        .await
+        .expect_err("unconfirmed");
+    assert!(
+        refused.to_string().contains("--confirm-data-loss"),
+        "{refused}"
+    );
+    let shown = client
+        .json(
+            Method::POST,
+            "/v1/rollbacks",
+            Some(&ask(serde_json::json!({ "planOnly": true }))),
+        )
+        .await
+        .expect("plan");
+    assert!(shown["run"].is_null(), "{shown}");
+    assert!(
+        shown["etcd"]
+            .as_str()
+            .is_some_and(|e| e.contains("EVERY WRITE MADE SINCE IS LOST") && e.contains(" ago")),
+        "{shown}"
+    );
+    let r = client
+        .json(
+            Method::POST,
+            "/v1/rollbacks",
+            Some(&ask(serde_json::json!({ "confirmDataLoss": true }))),
+        )
+        .await
+        .expect("rollback --etcd restore-snapshot");
+    let rollback = r["run"].as_str().expect("rollback run").to_string();
+    until_run_completed(&client, &rollback, 300).await;
+
+    // Every member answers with the snapshot's data, healthy, in one new cluster.
+    for n in ["cp-1", "cp-2", "cp-3"] {
+        assert_eq!(
+            etcdctl(&s, n, "get /lab/before --print-value-only").trim(),
+            "kept",
+            "{n}"
+        );
+        assert_eq!(
+            etcdctl(&s, n, "get /lab/after --print-value-only").trim(),
+            "",
+            "{n}"
+        );
+        let health = etcdctl(&s, n, "endpoint health --cluster -w json");
+        assert_eq!(
+            health.matches("\"health\":true").count(),
+            3,
+            "{n}: {health}"
+        );
+        let ids = cluster_ids(&s, n);
+        assert_eq!(ids.len(), 1, "{n}: {ids:?}");
+        assert_ne!(ids, before, "{n}: a restore makes a new cluster");
+        // Every static pod back in place, the old data kept beside the new.
+        let ls = s
+            .lab
+            .ssh_ok(
+                n,
+                "ls /etc/kubernetes/manifests; ls /etc/kubernetes/upgraded-parked; ls -d /var/lib/etcd.before-*",
+            )
+            .expect("ls");
+        for c in [
+            "etcd.yaml",
+            "kube-apiserver.yaml",
+            "kube-controller-manager.yaml",
+            "kube-scheduler.yaml",
+        ] {
+            assert!(ls.contains(c), "{n}: {ls}");
+        }
+        assert!(
+            ls.contains("/var/lib/etcd.before-upgraded-restore-"),
+            "{n}: {ls}"
+        );
+        // The snapshot the daemon pushed is private.
+        let mode = s
+            .lab
+            .ssh_ok(n, "stat -c %a /var/lib/upgraded/etcd/restore-*.db")
+            .expect("stat");
+        assert_eq!(mode.trim(), "600", "{n}");
+    }
+    // The stages in order: every apiserver stopped before any member was restored, every
+    // member restored before any started.
+    let stages: Vec<String> = events(&client, &rollback)
+        .await
+        .into_iter()
+        .filter_map(|e| e["event"].get("StepSucceeded").cloned())
+        .filter_map(|e| {
+            e["step"].get("EtcdRestore").map(|st| {
+                st.as_str()
+                    .map(String::from)
+                    .or_else(|| st.as_object().and_then(|o| o.keys().next().cloned()))
+                    .unwrap_or_default()
+            })
+        })
+        .collect();
+    let mut sorted = stages.clone();
+    let rank = |s: &String| {
+        ["StopApiserver", "Restore", "StartEtcd", "StartControlPlane"]
+            .iter()
+            .position(|x| x == s)
+    };
+    sorted.sort_by_key(rank);
+    assert_eq!(stages, sorted);
+    assert_eq!(stages.len(), 12, "{stages:?}");
+    assert_eq!(
+        s.sim
+            .sim
+            .world()
+            .apiserver_version()
+            .map(|v| v.to_string())
+            .as_deref(),
+        Some("v1.33.5")
+    );
     tear_down(s, daemon);
 }

@@ -617,8 +617,48 @@ fn crictl(a: &[&str]) -> Out {
         ["info", ..] => ok(
             "{\"status\":{\"conditions\":[{\"type\":\"RuntimeReady\",\"status\":true},{\"type\":\"NetworkReady\",\"status\":true}]}}\n",
         ),
+        ["ps", rest @ ..] => {
+            // The control plane's static pods: etcd is the real process the node runs while
+            // its manifest is in place; the others are their manifests.
+            let name = rest
+                .windows(2)
+                .find(|w| w[0] == "--name")
+                .map(|w| w[1].trim_start_matches('^').trim_end_matches('$'));
+            let mut out = String::new();
+            for (i, c) in [
+                "etcd",
+                "kube-apiserver",
+                "kube-controller-manager",
+                "kube-scheduler",
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                if name.is_some_and(|n| n != c) {
+                    continue;
+                }
+                let running = if c == "etcd" {
+                    etcd_running()
+                } else {
+                    Path::new(&format!("/etc/kubernetes/manifests/{c}.yaml")).exists()
+                };
+                if running {
+                    out.push_str(&format!("{:013x}\n", i + 1));
+                }
+            }
+            ok(out)
+        }
         _ => ok(""),
     }
+}
+
+/// Whether the node's etcd runs (the lab's static-pod loop keeps its pid).
+fn etcd_running() -> bool {
+    let ctl = std::env::var("LAB_CTL").unwrap_or_else(|_| "/var/lib/lab".into());
+    std::fs::read_to_string(Path::new(&ctl).join("etcd.pid"))
+        .ok()
+        .and_then(|p| std::fs::read_to_string(format!("/proc/{}/stat", p.trim())).ok())
+        .is_some_and(|stat| stat.split(' ').nth(2) != Some("Z"))
 }
 
 /// Percent-encodes a path segment (node names may hold anything in a test).
