@@ -139,6 +139,36 @@ pub enum Cmd {
         #[arg(long, short)]
         follow: bool,
     },
+    /// Write runs' records to one self-checking file (for an incident ticket; replay it
+    /// anywhere with `replay --file`), or check one with `--verify`.
+    Export {
+        /// The run to export (default: every run).
+        #[arg(long, conflicts_with = "verify")]
+        run: Option<String>,
+        /// The file to write (created 0600; never over an existing file).
+        #[arg(long = "output", short = 'o', required_unless_present = "verify")]
+        output: Option<std::path::PathBuf>,
+        /// Check an export instead: intact, or where it is damaged.
+        #[arg(long, value_name = "FILE", conflicts_with = "output")]
+        verify: Option<std::path::PathBuf>,
+    },
+    /// The run as it stood at an instant, folded from its log: phase and who paused or
+    /// aborted it, each node's step and attempt, what was blocked or in flight, scale-ups not
+    /// yet restored, where the daemon was down.
+    Replay {
+        /// `2026-11-30T03:12:00Z`, `+1h30m` (after the run's start) or `seq N`.
+        #[arg(long)]
+        at: String,
+        /// Run id (default: the active run; with --file, the export's last run).
+        #[arg(long)]
+        run: Option<String>,
+        /// Read an export (`upgradectl export`) instead of asking the daemon.
+        #[arg(long)]
+        file: Option<std::path::PathBuf>,
+        /// `table` (default) or `json`.
+        #[arg(long, short = 'o', default_value = "table")]
+        output: String,
+    },
     /// List runs.
     Runs,
     /// A simulated cluster behind the Kubernetes API, to point kubectl at and rehearse drains.

@@ -16,6 +16,7 @@ pub mod node;
 pub mod plan;
 pub mod policy;
 pub mod quantity;
+pub mod replay;
 pub mod request;
 pub mod run;
 pub mod state;

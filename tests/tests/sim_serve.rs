@@ -172,6 +172,65 @@ async fn upgradectl_drives_the_real_daemon_over_the_sims_http_and_the_audit_trai
         assert!(!w.nodes["w-2"].unschedulable);
         assert_eq!(w.nodes["w-1"].kubelet.to_string(), "v1.35.3");
     }
+    // An export for the incident ticket: checked, replayed offline the same as through the
+    // daemon, and refused with the damage's offset once a byte in its middle is flipped.
+    let export = base.join("incident.export");
+    let ex = export.display().to_string();
+    let forward = runs
+        .split_whitespace()
+        .next()
+        .expect("the upgrade's run id")
+        .to_string();
+    let (socket2, ex2) = (socket.clone(), ex.clone());
+    let (wrote, verified, offline, online) = tokio::task::spawn_blocking(move || {
+        (
+            ctl(&socket2, &["export", "-o", &ex2]),
+            ctl(&socket2, &["export", "--verify", &ex2]),
+            ctl(
+                &socket2,
+                &[
+                    "replay", "--file", &ex2, "--run", &forward, "--at", "seq 40", "-o", "json",
+                ],
+            ),
+            ctl(
+                &socket2,
+                &["replay", "--run", &forward, "--at", "seq 40", "-o", "json"],
+            ),
+        )
+    })
+    .await
+    .expect("export and replay");
+    assert!(wrote.contains("of 2 run(s)"), "{wrote}");
+    assert!(verified.contains("intact"), "{verified}");
+    assert_eq!(offline, online);
+    let then: serde_json::Value = serde_json::from_str(&offline).expect("replay JSON");
+    assert_eq!(then["seq"], 40, "{then}");
+    use std::os::unix::fs::PermissionsExt as _;
+    let meta = std::fs::metadata(&export).expect("export");
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    let mut bytes = std::fs::read(&export).expect("read");
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    std::fs::write(&export, &bytes).expect("damage");
+    let out = Command::new(upgraded_tests::binary("upgradectl"))
+        .args(["export", "--verify", &ex])
+        .output()
+        .expect("verify");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("damaged at byte "),
+        "{err}"
+    );
+    let offset: usize = err
+        .split("damaged at byte ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .expect("an offset");
+    assert!(
+        offset <= mid && bytes[offset..mid].iter().all(|b| *b != b'\n'),
+        "{err}"
+    );
     // Every change the daemon made is named in the apiserver's audit trail.
     let agents = sim.sim.user_agents();
     assert!(

@@ -8,6 +8,7 @@ use upgraded_api::{RollbackResponse, RunEntry};
 use upgraded_events::state::RunSummary;
 
 pub mod record;
+pub mod replay;
 pub mod watch;
 
 /// `s` on one line with control characters (escape sequences, line breaks) made spaces.

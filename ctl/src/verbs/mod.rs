@@ -10,6 +10,7 @@ use crate::cli::{Cli, Cmd, SimCmd};
 pub mod events;
 pub mod operator;
 pub mod plan;
+pub mod replay;
 pub mod rollback;
 pub mod runs;
 pub mod sim;
@@ -67,6 +68,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Abort { reason } => operator::abort(&client, &reason).await?,
         Cmd::Events { run, from, follow } => events::run(&client, run, from, follow).await?,
         Cmd::Runs => runs::run(&client).await?,
+        Cmd::Export {
+            run,
+            output,
+            verify,
+        } => match (verify, output) {
+            (Some(f), _) => replay::verify(&f)?,
+            (None, Some(to)) => replay::export(&client, run, &to).await?,
+            (None, None) => anyhow::bail!("export: say -o FILE to write, or --verify FILE"),
+        },
+        Cmd::Replay {
+            at,
+            run,
+            file,
+            output,
+        } => replay::replay(&client, &at, run, file.as_deref(), &output).await?,
         Cmd::Demo { to, keep, scenario } => {
             crate::demo::run(&to, keep, scenario == "rollback").await?
         }

@@ -1,0 +1,122 @@
+//! `upgradectl export [--run R] -o F`, `export --verify F`, and `upgradectl replay --at T
+//! [--run R] [--file F] [-o table|json]`: records from the daemon or from an export, folded
+//! here (`upgraded_events::replay`).
+
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use upgraded_api::EventsQuery;
+use upgraded_ctl::Client;
+use upgraded_ctl::export;
+use upgraded_events::replay::{self, At};
+use upgraded_events::{Record, RunId};
+
+fn run_id(r: &str) -> anyhow::Result<RunId> {
+    r.parse::<RunId>()
+        .with_context(|| format!("--run {r:?} is not a run id (see `upgradectl runs`)"))
+}
+
+async fn records_of(client: &Client, run: RunId) -> anyhow::Result<Vec<Record>> {
+    let mut out = Vec::new();
+    client
+        .records(run, EventsQuery::default(), |r| {
+            out.push(r);
+            true
+        })
+        .await?;
+    Ok(out)
+}
+
+/// `export -o F`: the run's records (every run's without `--run`), private to the user.
+pub async fn export(client: &Client, run: Option<String>, to: &Path) -> anyhow::Result<()> {
+    let runs = match run {
+        Some(r) => vec![run_id(&r)?],
+        None => client.runs().await?.into_iter().map(|e| e.run).collect(),
+    };
+    let mut records = Vec::new();
+    for r in &runs {
+        records.extend(records_of(client, *r).await?);
+    }
+    let bytes = export::write(&records)?;
+    // Cluster data: 0600, never over an existing file.
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(to)
+        .with_context(|| format!("writing {}", to.display()))?;
+    f.write_all(&bytes)?;
+    f.sync_all()?;
+    println!(
+        "wrote {} records of {} run(s) to {} ({} bytes; check it with `upgradectl export --verify {}`)",
+        records.len(),
+        runs.len(),
+        to.display(),
+        bytes.len(),
+        to.display()
+    );
+    Ok(())
+}
+
+fn read_export(file: &Path) -> anyhow::Result<Vec<Record>> {
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    export::read(&bytes).with_context(|| format!("{} is refused", file.display()))
+}
+
+/// `export --verify F`.
+pub fn verify(file: &Path) -> anyhow::Result<()> {
+    let records = read_export(file)?;
+    println!("{}: intact, {} records", file.display(), records.len());
+    for (run, n) in export::runs(&records) {
+        println!("  run {run}: {n} records");
+    }
+    Ok(())
+}
+
+/// `replay --at`.
+pub async fn replay(
+    client: &Client,
+    at: &str,
+    run: Option<String>,
+    file: Option<&Path>,
+    output: &str,
+) -> anyhow::Result<()> {
+    if !matches!(output, "table" | "json") {
+        bail!("-o {output:?}: expected table or json");
+    }
+    let at = At::parse(at).map_err(anyhow::Error::msg)?;
+    let run = run.as_deref().map(run_id).transpose()?;
+    let records = match file {
+        Some(f) => {
+            let all = read_export(f)?;
+            let run = match run {
+                Some(r) => r,
+                None => export::runs(&all)
+                    .last()
+                    .map(|(r, _)| *r)
+                    .context("the export holds no run")?,
+            };
+            let mine: Vec<Record> = all.into_iter().filter(|r| r.run == run).collect();
+            if mine.is_empty() {
+                bail!("the export holds no run {run}");
+            }
+            mine
+        }
+        None => {
+            let run = match run {
+                Some(r) => r,
+                None => super::events::active_run(client).await?,
+            };
+            records_of(client, run).await?
+        }
+    };
+    let then = replay::at(&records, at);
+    if output == "json" {
+        println!("{}", serde_json::to_string_pretty(&then)?);
+    } else {
+        print!("{}", upgraded_ctl::render::replay::replay(&then));
+    }
+    Ok(())
+}
