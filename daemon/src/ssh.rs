@@ -176,6 +176,23 @@ fn tail(bytes: &[u8], limit: usize) -> String {
     format!("…[{cut} bytes cut]…{}", text.trim_start_matches('\u{fffd}'))
 }
 
+/// Copies `from` to `to` and returns the sha256 of what went through.
+async fn stream_hashed(
+    from: &mut (impl tokio::io::AsyncRead + Unpin),
+    to: &mut (impl tokio::io::AsyncWrite + Unpin),
+) -> std::io::Result<String> {
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = from.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(hex(&hasher.finalize()));
+        }
+        hasher.update(&buf[..n]);
+        to.write_all(&buf[..n]).await?;
+    }
+}
+
 fn sha256_hex(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
 }
@@ -516,19 +533,10 @@ impl SshNodes {
                 .open(&tmp)
                 .await
                 .map_err(io)?;
-            let mut hasher = Sha256::new();
-            let mut buf = vec![0u8; 64 * 1024];
-            loop {
-                let n = out.read(&mut buf).await.map_err(io)?;
-                if n == 0 {
-                    break;
-                }
-                hasher.update(&buf[..n]);
-                file.write_all(&buf[..n]).await.map_err(io)?;
-            }
+            let sha = stream_hashed(&mut out, &mut file).await.map_err(io)?;
             file.sync_all().await.map_err(io)?;
             let status = child.wait().await.map_err(|e| translate(node, &e))?;
-            Ok::<_, PortError>((status, hex(&hasher.finalize())))
+            Ok::<_, PortError>((status, sha))
         };
         let (status, got) = match tokio::time::timeout(timeout + Duration::from_secs(5), copy).await
         {
@@ -621,20 +629,11 @@ impl SshNodes {
                 .take()
                 .ok_or_else(|| PortError::retryable("no stdin to the node"))?;
             let mut file = tokio::fs::File::open(&path).await.map_err(io)?;
-            let mut hasher = Sha256::new();
-            let mut buf = vec![0u8; 64 * 1024];
-            loop {
-                let n = file.read(&mut buf).await.map_err(io)?;
-                if n == 0 {
-                    break;
-                }
-                hasher.update(&buf[..n]);
-                input.write_all(&buf[..n]).await.map_err(io)?;
-            }
+            let sha = stream_hashed(&mut file, &mut input).await.map_err(io)?;
             input.shutdown().await.map_err(io)?;
             drop(input);
             let status = child.wait().await.map_err(|e| translate(node, &e))?;
-            Ok::<_, PortError>((status, hex(&hasher.finalize())))
+            Ok::<_, PortError>((status, sha))
         };
         let (status, got) = match tokio::time::timeout(timeout + Duration::from_secs(5), push).await
         {
