@@ -169,6 +169,25 @@ pub enum Cmd {
         #[arg(long, short = 'o', default_value = "table")]
         output: String,
     },
+    /// A run's timeline: a Gantt chart of every node pass and step attempt, the waits,
+    /// the daemon's down stretches and the operators' actions, in real time.
+    Timeline {
+        /// Run id (default: the active run; with --file, the export's last run).
+        #[arg(long)]
+        run: Option<String>,
+        /// Read an export (`upgradectl export`) instead of asking the daemon.
+        #[arg(long)]
+        file: Option<std::path::PathBuf>,
+        /// Also write a self-contained HTML page (SVG, no script) to this new file.
+        #[arg(long, value_name = "FILE")]
+        html: Option<std::path::PathBuf>,
+        /// `text` (default) or `chrome-trace` (Trace Event JSON for Perfetto).
+        #[arg(long, default_value = "text", value_parser = ["text", "chrome-trace"])]
+        format: String,
+        /// Columns (default: $COLUMNS, else 100).
+        #[arg(long)]
+        width: Option<usize>,
+    },
     /// List runs.
     Runs,
     /// A simulated cluster behind the Kubernetes API, to point kubectl at and rehearse drains.

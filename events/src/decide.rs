@@ -190,6 +190,9 @@ pub struct Decision {
     pub wake_at: Option<Timestamp>,
     /// Why nothing starts now although work remains (a maintenance window), for status.
     pub waiting: Option<String>,
+    /// The node that waits for a maintenance window, when that is why (for timelines).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window_wait: Option<Entry>,
 }
 
 impl Decision {
@@ -293,6 +296,8 @@ fn decide_running(state: &RunState, policy: &Policy, now: Timestamp, d: &mut Dec
                 Some(t) if t <= now => {}
                 Some(t) => {
                     d.wake(t);
+                    d.window_wait
+                        .get_or_insert_with(|| node.node().name.clone());
                     d.waiting.get_or_insert_with(|| {
                         format!(
                             "outside the maintenance windows: {name} (about {}) starts at {}",
@@ -525,6 +530,7 @@ mod tests {
             target: Some(Version::new(1, 35, 3)),
             batches: vec![Batch {
                 label: "workers".into(),
+                phase: String::new(),
                 nodes: vec![node],
             }],
         };
@@ -707,6 +713,7 @@ mod tests {
                 target: Some(Version::new(1, 35, 3)),
                 batches: vec![Batch {
                     label: "canary".into(),
+                    phase: String::new(),
                     nodes: vec![NodePlan {
                         name: "w-1".into(),
                         host: None,

@@ -21,6 +21,7 @@ pub mod request;
 pub mod run;
 pub mod state;
 pub mod time;
+pub mod timeline;
 pub mod undo;
 pub mod version;
 pub mod window;

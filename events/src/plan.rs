@@ -138,7 +138,22 @@ fn is_zero(n: &u64) -> bool {
 pub struct Batch {
     /// What this batch is, for people: `control plane`, `canary dell-r640`, `dell-r640 2/4`.
     pub label: String,
+    /// The phase it belongs to (`control plane → v1.34.6`, `workers → v1.35.3`), for
+    /// timelines; empty in plans recorded before it existed (the label stands in).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub phase: String,
     pub nodes: Vec<NodePlan>,
+}
+
+impl Batch {
+    /// The phase, or the label for a plan recorded without phases.
+    pub fn phase_name(&self) -> &str {
+        if self.phase.is_empty() {
+            &self.label
+        } else {
+            &self.phase
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -254,6 +269,7 @@ impl Plan {
         let mut batches: Vec<Batch> = pending(Role::ControlPlane)
             .map(|n| Batch {
                 label: format!("control plane {}", n.name),
+                phase: "control plane".into(),
                 nodes: vec![node_plan(n)],
             })
             .collect();
@@ -262,6 +278,7 @@ impl Plan {
         for (i, chunk) in workers.chunks(max_unavailable).enumerate() {
             batches.push(Batch {
                 label: format!("workers {}/{}", i + 1, total),
+                phase: "workers".into(),
                 nodes: chunk.iter().map(|n| node_plan(n)).collect(),
             });
         }

@@ -39,6 +39,7 @@ fn sample(kind: EventKind) -> Event {
                 target: Some(Version::new(1, 35, 3)),
                 batches: vec![Batch {
                     label: "workers 1/1".into(),
+                    phase: String::new(),
                     nodes: vec![NodePlan {
                         name: node,
                         host: None,

@@ -160,9 +160,10 @@ impl PlanReport {
             batches: self
                 .phases
                 .iter()
-                .flat_map(|p| &p.batches)
-                .map(|b| Batch {
+                .flat_map(|p| p.batches.iter().map(move |b| (p, b)))
+                .map(|(p, b)| Batch {
                     label: b.label.clone(),
+                    phase: p.name.clone(),
                     nodes: b
                         .units
                         .iter()

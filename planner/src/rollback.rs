@@ -504,8 +504,18 @@ impl<'a> Rollback<'a> {
                 });
             }
         }
+        let phase = if node
+            .steps
+            .iter()
+            .any(|s| matches!(s, Step::KubeadmDowngrade { .. }))
+        {
+            "rollback: control plane"
+        } else {
+            "rollback: kubelets"
+        };
         self.batches.push(Batch {
             label,
+            phase: phase.into(),
             nodes: vec![node],
         });
         self.why.push(why);

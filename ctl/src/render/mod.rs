@@ -9,6 +9,7 @@ use upgraded_events::state::RunSummary;
 
 pub mod record;
 pub mod replay;
+pub mod timeline;
 pub mod watch;
 
 /// `s` on one line with control characters (escape sequences, line breaks) made spaces.

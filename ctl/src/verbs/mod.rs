@@ -77,6 +77,28 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             (None, Some(to)) => replay::export(&client, run, &to).await?,
             (None, None) => anyhow::bail!("export: say -o FILE to write, or --verify FILE"),
         },
+        Cmd::Timeline {
+            run,
+            file,
+            html,
+            format,
+            width,
+        } => {
+            let width = width
+                .or_else(|| std::env::var("COLUMNS").ok()?.parse().ok())
+                .unwrap_or(100);
+            replay::timeline(
+                &client,
+                run,
+                file.as_deref(),
+                replay::TimelineOut {
+                    width,
+                    html: html.as_deref(),
+                    chrome_trace: format == "chrome-trace",
+                },
+            )
+            .await?
+        }
         Cmd::Replay {
             at,
             run,

@@ -40,15 +40,7 @@ pub async fn export(client: &Client, run: Option<String>, to: &Path) -> anyhow::
         records.extend(records_of(client, *r).await?);
     }
     let bytes = export::write(&records)?;
-    // Cluster data: 0600, never over an existing file.
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(to)
-        .with_context(|| format!("writing {}", to.display()))?;
-    f.write_all(&bytes)?;
-    f.sync_all()?;
+    write_private(to, &bytes)?;
     println!(
         "wrote {} records of {} run(s) to {} ({} bytes; check it with `upgradectl export --verify {}`)",
         records.len(),
@@ -75,20 +67,15 @@ pub fn verify(file: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `replay --at`.
-pub async fn replay(
+/// One run's records: from an export (`file`; default run: its last) or from the daemon
+/// (default run: the active one).
+async fn records(
     client: &Client,
-    at: &str,
     run: Option<String>,
     file: Option<&Path>,
-    output: &str,
-) -> anyhow::Result<()> {
-    if !matches!(output, "table" | "json") {
-        bail!("-o {output:?}: expected table or json");
-    }
-    let at = At::parse(at).map_err(anyhow::Error::msg)?;
+) -> anyhow::Result<Vec<Record>> {
     let run = run.as_deref().map(run_id).transpose()?;
-    let records = match file {
+    Ok(match file {
         Some(f) => {
             let all = read_export(f)?;
             let run = match run {
@@ -111,7 +98,67 @@ pub async fn replay(
             };
             records_of(client, run).await?
         }
-    };
+    })
+}
+
+/// How `timeline` shows it.
+pub struct TimelineOut<'a> {
+    pub width: usize,
+    pub html: Option<&'a Path>,
+    pub chrome_trace: bool,
+}
+
+/// `timeline`: the terminal chart (and the HTML file with `--html`), or the Chrome trace.
+pub async fn timeline(
+    client: &Client,
+    run: Option<String>,
+    file: Option<&Path>,
+    out: TimelineOut<'_>,
+) -> anyhow::Result<()> {
+    let records = records(client, run, file).await?;
+    let t = upgraded_events::timeline::of(&records);
+    if out.chrome_trace {
+        println!(
+            "{}",
+            serde_json::to_string(&upgraded_ctl::render::timeline::trace::chrome_trace(&t))?
+        );
+        return Ok(());
+    }
+    print!("{}", upgraded_ctl::render::timeline::gantt(&t, out.width));
+    if let Some(path) = out.html {
+        let page = upgraded_ctl::render::timeline::html::html(&t);
+        write_private(path, page.as_bytes())?;
+        println!("wrote {} ({} bytes)", path.display(), page.len());
+    }
+    Ok(())
+}
+
+/// A new file, 0600 (it holds cluster data), never over an existing one.
+fn write_private(to: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(to)
+        .with_context(|| format!("writing {}", to.display()))?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    Ok(())
+}
+
+/// `replay --at`.
+pub async fn replay(
+    client: &Client,
+    at: &str,
+    run: Option<String>,
+    file: Option<&Path>,
+    output: &str,
+) -> anyhow::Result<()> {
+    if !matches!(output, "table" | "json") {
+        bail!("-o {output:?}: expected table or json");
+    }
+    let at = At::parse(at).map_err(anyhow::Error::msg)?;
+    let records = records(client, run, file).await?;
     let then = replay::at(&records, at);
     if output == "json" {
         println!("{}", serde_json::to_string_pretty(&then)?);

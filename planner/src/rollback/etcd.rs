@@ -166,6 +166,7 @@ pub(super) fn restore(
     let mut batch = |label: &str, nodes: Vec<NodePlan>, why: String| {
         out.batches.push(Batch {
             label: label.into(),
+            phase: "rollback: etcd restore".into(),
             nodes,
         });
         out.why.push(why);
