@@ -150,6 +150,9 @@ pub struct RunEntry {
     pub target: Option<String>,
     /// How many records the run has.
     pub records: u64,
+    /// Its place in the history: kind, versions, how it ended, when, by whom, how much.
+    #[serde(default)]
+    pub history: Option<upgraded_events::history::RunHistory>,
 }
 
 /// The query of `GET /v1/runs/{id}/events`.

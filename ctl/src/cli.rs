@@ -188,8 +188,13 @@ pub enum Cmd {
         #[arg(long)]
         width: Option<usize>,
     },
-    /// List runs.
-    Runs,
+    /// The run history: kind (upgrade, or rollback of which run), from and to, how it
+    /// ended, when it started, ended and was last active, who started it, steps and retries.
+    Runs {
+        /// Read an export (`upgradectl export`) instead of asking the daemon.
+        #[arg(long)]
+        file: Option<std::path::PathBuf>,
+    },
     /// A simulated cluster behind the Kubernetes API, to point kubectl at and rehearse drains.
     Sim {
         #[command(subcommand)]

@@ -353,14 +353,21 @@ async fn status<L: EventLog + Clone>(State(d): State<Arc<Daemon<L>>>) -> Respons
 async fn list_runs<L: EventLog + Clone>(
     State(d): State<Arc<Daemon<L>>>,
 ) -> Result<Response, ApiError> {
-    let mut out = Vec::new();
+    let mut all = Vec::new();
     for run in d.log().runs().map_err(internal)? {
-        let s = RunState::replay(&d.log().read(run, 0).map_err(internal)?).summary();
+        all.push(d.log().read(run, 0).map_err(internal)?);
+    }
+    let history = upgraded_events::history::history(&all);
+    let mut out = Vec::new();
+    for records in &all {
+        let s = RunState::replay(records).summary();
+        let Some(run) = s.run else { continue };
         out.push(RunEntry {
             run,
             phase: s.phase,
             target: s.target,
             records: s.next_seq,
+            history: history.iter().find(|h| h.run == run).cloned(),
         });
     }
     Ok(Json(out).into_response())

@@ -10,6 +10,7 @@ pub mod decide;
 pub mod drain;
 pub mod event;
 pub mod gate;
+pub mod history;
 pub mod inventory;
 pub mod names;
 pub mod node;

@@ -320,6 +320,53 @@ async fn the_cluster_goes_back_one_minor_and_no_further() {
         .rposition(|s| s.contains("DowngradePackages"))
         .expect("pkgs");
     assert!(last_kubelet < proxy && proxy < apply, "{steps:#?}");
+
+    // The run history says what happened to both runs.
+    let runs: Vec<upgraded_api::RunEntry> =
+        serde_json::from_value(h.json(Method::GET, "/v1/runs", None).await.expect("runs"))
+            .expect("run entries");
+    let history: Vec<_> = runs.iter().filter_map(|r| r.history.clone()).collect();
+    assert_eq!(history.len(), 2, "{history:#?}");
+    let (up, down) = (&history[0], &history[1]);
+    assert_eq!(up.run.to_string(), forward);
+    assert_eq!(
+        (
+            up.kind.as_str(),
+            up.from.as_deref(),
+            up.to.as_deref(),
+            up.state.as_str()
+        ),
+        ("upgrade", Some("v1.33.5"), Some("v1.35.3"), "rolled back")
+    );
+    assert_eq!(down.run.to_string(), run);
+    assert_eq!(down.undoes, Some(up.run));
+    assert_eq!(
+        (
+            down.kind.as_str(),
+            down.from.as_deref(),
+            down.to.as_deref(),
+            down.state.as_str()
+        ),
+        ("rollback", Some("v1.35.3"), Some(via.as_str()), "completed")
+    );
+    for h in &history {
+        assert!(
+            h.steps > 0 && h.started.is_some() && h.ended >= h.started,
+            "{h:?}"
+        );
+        assert!(h.started_by.is_some(), "{h:?}");
+    }
+    // The table: a header, one line per run, columns aligned.
+    let table = upgraded_ctl::render::runs(&runs);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 3, "{table}");
+    // Columns in characters (an id is shortened with "…").
+    let col = |l: &str, word: &str| l.find(word).map(|i| l[..i].chars().count());
+    let state = col(lines[0], "STATE").expect("STATE");
+    assert_eq!(col(lines[1], "rolled back"), Some(state), "{table}");
+    assert_eq!(col(lines[2], "completed"), Some(state), "{table}");
+    assert!(lines[2].contains("rollback of "), "{table}");
+    assert!(!table.contains('{'), "no raw JSON: {table}");
 }
 
 /// Two workers per generation; w-1 and w-4 are dell-r640, the oldest, so w-1 is the first

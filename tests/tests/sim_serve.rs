@@ -141,7 +141,7 @@ async fn upgradectl_drives_the_real_daemon_over_the_sims_http_and_the_audit_trai
         .await
         .expect("runs");
     assert!(
-        runs.contains("completed") && runs.contains("records"),
+        runs.starts_with("RUN ") && runs.contains(" upgrade ") && runs.contains(" completed "),
         "{runs}"
     );
     for n in sim.sim.world().nodes.values() {
@@ -177,8 +177,9 @@ async fn upgradectl_drives_the_real_daemon_over_the_sims_http_and_the_audit_trai
     let export = base.join("incident.export");
     let ex = export.display().to_string();
     let forward = runs
-        .split_whitespace()
-        .next()
+        .lines()
+        .nth(1)
+        .and_then(|l| l.split_whitespace().next())
         .expect("the upgrade's run id")
         .to_string();
     let (socket2, ex2) = (socket.clone(), ex.clone());
@@ -201,6 +202,21 @@ async fn upgradectl_drives_the_real_daemon_over_the_sims_http_and_the_audit_trai
     .await
     .expect("export and replay");
     assert!(wrote.contains("of 2 run(s)"), "{wrote}");
+    // The history reads the same from the export as from the daemon.
+    let (socket2, ex2) = (socket.clone(), ex.clone());
+    let (history, offline_history) = tokio::task::spawn_blocking(move || {
+        (
+            ctl(&socket2, &["runs"]),
+            ctl(&socket2, &["runs", "--file", &ex2]),
+        )
+    })
+    .await
+    .expect("runs");
+    assert_eq!(history, offline_history);
+    assert!(
+        history.contains("node rollback of ") && history.contains("(nodes rolled back)"),
+        "{history}"
+    );
     assert!(verified.contains("intact"), "{verified}");
     assert_eq!(offline, online);
     let then: serde_json::Value = serde_json::from_str(&offline).expect("replay JSON");

@@ -5,7 +5,9 @@
 use std::fmt::Write as _;
 
 use upgraded_api::{RollbackResponse, RunEntry};
+use upgraded_events::history::RunHistory;
 use upgraded_events::state::RunSummary;
+use upgraded_events::window::rfc3339;
 
 pub mod record;
 pub mod replay;
@@ -102,18 +104,104 @@ pub fn rollback(r: &RollbackResponse) -> String {
     o
 }
 
-/// `upgradectl runs`: one line per run.
+/// `upgradectl runs`: the history, one aligned line per run, oldest first.
 pub fn runs(runs: &[RunEntry]) -> String {
+    let history: Vec<RunHistory> = runs
+        .iter()
+        .map(|r| {
+            r.history.clone().unwrap_or(RunHistory {
+                run: r.run,
+                kind: "-".into(),
+                undoes: None,
+                from: None,
+                to: r.target.clone(),
+                state: r.phase.as_str().to_string(),
+                started_by: None,
+                started: None,
+                ended: None,
+                last_active: None,
+                steps: 0,
+                retries: 0,
+                records: r.records,
+            })
+        })
+        .collect();
+    history_table(&history)
+}
+
+/// The run history as a table.
+pub fn history_table(runs: &[RunHistory]) -> String {
+    if runs.is_empty() {
+        return "no run yet\n".into();
+    }
+    let time = |t: Option<upgraded_events::Timestamp>| {
+        t.map_or_else(
+            || "-".to_string(),
+            |t| rfc3339(t).replace('T', " ").replace('Z', ""),
+        )
+    };
+    let header = [
+        "RUN",
+        "KIND",
+        "FROM",
+        "TO",
+        "STATE",
+        "STARTED (UTC)",
+        "ENDED",
+        "LAST ACTIVE",
+        "BY",
+        "STEPS",
+        "RETRIES",
+    ];
+    let rows: Vec<[String; 11]> = runs
+        .iter()
+        .map(|h| {
+            [
+                h.run.to_string(),
+                match h.undoes {
+                    Some(u) => format!("{} of {}…", h.kind, &u.to_string()[..13]),
+                    None => h.kind.clone(),
+                },
+                h.from.as_deref().map_or("-".into(), one_line),
+                h.to.as_deref().map_or("-".into(), one_line),
+                h.state.clone(),
+                time(h.started),
+                time(h.ended),
+                time(h.last_active),
+                h.started_by
+                    .as_ref()
+                    .map_or("-".into(), |a| one_line(&a.name)),
+                h.steps.to_string(),
+                h.retries.to_string(),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(|h| h.chars().count());
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
     let mut o = String::new();
-    for r in runs {
-        let _ = writeln!(
-            o,
-            "{}  {:<10} {:<8} {} records",
-            r.run,
-            r.phase.as_str(),
-            r.target.as_deref().map_or("-".into(), one_line),
-            r.records
-        );
+    let line = |o: &mut String, cells: &[&str]| {
+        let text: Vec<String> = cells
+            .iter()
+            .zip(widths)
+            .enumerate()
+            .map(|(i, (c, w))| {
+                if i >= 9 {
+                    format!("{c:>w$}")
+                } else {
+                    format!("{c:<w$}")
+                }
+            })
+            .collect();
+        let _ = writeln!(o, "{}", text.join("  ").trim_end());
+    };
+    line(&mut o, &header);
+    for r in &rows {
+        let cells: Vec<&str> = r.iter().map(String::as_str).collect();
+        line(&mut o, &cells);
     }
     o
 }

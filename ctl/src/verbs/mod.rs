@@ -67,7 +67,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Cmd::Abort { reason } => operator::abort(&client, &reason).await?,
         Cmd::Events { run, from, follow } => events::run(&client, run, from, follow).await?,
-        Cmd::Runs => runs::run(&client).await?,
+        Cmd::Runs { file } => runs::run(&client, file.as_deref()).await?,
         Cmd::Export {
             run,
             output,

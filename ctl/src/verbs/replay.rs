@@ -52,7 +52,7 @@ pub async fn export(client: &Client, run: Option<String>, to: &Path) -> anyhow::
     Ok(())
 }
 
-fn read_export(file: &Path) -> anyhow::Result<Vec<Record>> {
+pub fn read_export(file: &Path) -> anyhow::Result<Vec<Record>> {
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
     export::read(&bytes).with_context(|| format!("{} is refused", file.display()))
 }
