@@ -75,6 +75,8 @@ pub enum Cmd {
     Status {
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        offline: Offline,
     },
     /// Stop starting new steps; steps in flight finish.
     Pause {
@@ -136,8 +138,10 @@ pub enum Cmd {
         #[arg(long, default_value_t = 0)]
         from: u64,
         /// Keep streaming until the run ends.
-        #[arg(long, short)]
+        #[arg(long, short, conflicts_with_all = ["file", "data_dir"])]
         follow: bool,
+        #[command(flatten)]
+        offline: Offline,
     },
     /// Write runs' records to one self-checking file (for an incident ticket; replay it
     /// anywhere with `replay --file`), or check one with `--verify`.
@@ -145,6 +149,9 @@ pub enum Cmd {
         /// The run to export (default: every run).
         #[arg(long, conflicts_with = "verify")]
         run: Option<String>,
+        /// Export from a (stopped) daemon's data dir, changing nothing in it.
+        #[arg(long, value_name = "DIR", conflicts_with = "verify")]
+        data_dir: Option<std::path::PathBuf>,
         /// The file to write (created 0600; never over an existing file).
         #[arg(long = "output", short = 'o', required_unless_present = "verify")]
         output: Option<std::path::PathBuf>,
@@ -159,12 +166,11 @@ pub enum Cmd {
         /// `2026-11-30T03:12:00Z`, `+1h30m` (after the run's start) or `seq N`.
         #[arg(long)]
         at: String,
-        /// Run id (default: the active run; with --file, the export's last run).
+        /// Run id (default: the active run; offline, the last run).
         #[arg(long)]
         run: Option<String>,
-        /// Read an export (`upgradectl export`) instead of asking the daemon.
-        #[arg(long)]
-        file: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        offline: Offline,
         /// `table` (default) or `json`.
         #[arg(long, short = 'o', default_value = "table")]
         output: String,
@@ -172,12 +178,11 @@ pub enum Cmd {
     /// A run's timeline: a Gantt chart of every node pass and step attempt, the waits,
     /// the daemon's down stretches and the operators' actions, in real time.
     Timeline {
-        /// Run id (default: the active run; with --file, the export's last run).
+        /// Run id (default: the active run; offline, the last run).
         #[arg(long)]
         run: Option<String>,
-        /// Read an export (`upgradectl export`) instead of asking the daemon.
-        #[arg(long)]
-        file: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        offline: Offline,
         /// Also write a self-contained HTML page (SVG, no script) to this new file.
         #[arg(long, value_name = "FILE")]
         html: Option<std::path::PathBuf>,
@@ -191,9 +196,8 @@ pub enum Cmd {
     /// The run history: kind (upgrade, or rollback of which run), from and to, how it
     /// ended, when it started, ended and was last active, who started it, steps and retries.
     Runs {
-        /// Read an export (`upgradectl export`) instead of asking the daemon.
-        #[arg(long)]
-        file: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        offline: Offline,
     },
     /// A simulated cluster behind the Kubernetes API, to point kubectl at and rehearse drains.
     Sim {
@@ -238,4 +242,16 @@ pub enum SimCmd {
         #[arg(long, default_value_t = 1.0)]
         speed: f64,
     },
+}
+
+/// Where a read-only verb reads the log when not from the daemon.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct Offline {
+    /// Read an export (`upgradectl export`) instead of asking the daemon.
+    #[arg(long, conflicts_with = "data_dir")]
+    pub file: Option<std::path::PathBuf>,
+    /// Read a (stopped) daemon's data dir, changing nothing in it, instead of asking the
+    /// daemon.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<std::path::PathBuf>,
 }

@@ -1,6 +1,8 @@
 //! `upgradectl demo`: a private daemon upgrades the embedded simulated cluster (the sim's
 //! `seed` scenario: 15 nodes, three hardware generations), shown live.
 
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
@@ -195,8 +197,12 @@ pub async fn run(to: &str, keep: Option<PathBuf>, rollback: bool) -> anyhow::Res
         started.elapsed().as_secs_f64()
     );
     print!("{}", upgraded_ctl::render::status(Some(&st)));
+    let mut shown = vec![run];
     if rollback && st.phase == upgraded_events::run::RunPhase::Halted {
-        operator_rolls_back(&client, run, next, &v.plan, target).await?;
+        shown.push(operator_rolls_back(&client, run, next, &v.plan, target).await?);
+    }
+    for r in shown {
+        timeline(&client, r).await?;
     }
     let w = sim.sim.world();
     let at: std::collections::BTreeMap<String, usize> =
@@ -215,10 +221,12 @@ pub async fn run(to: &str, keep: Option<PathBuf>, rollback: bool) -> anyhow::Res
         .values()
         .filter(|p| p.is_ready(w.now(), &w.nodes))
         .count();
+    let kubelets: Vec<String> = at.iter().map(|(v, n)| format!("{n} at {v}")).collect();
     println!(
-        "cluster now: control plane {}; kubelets {at:?}; {} of {} pods Ready; cordoned: {}",
+        "cluster now: control plane {}; kubelets {}; {} of {} pods Ready; cordoned: {}",
         w.apiserver_version()
             .map_or_else(|| "?".to_string(), |v| v.to_string()),
+        kubelets.join(", "),
         ready_pods,
         w.pods.len(),
         if cordoned.is_empty() {
@@ -276,7 +284,7 @@ async fn operator_rolls_back(
     next: u64,
     plan: &upgraded_planner::PlanReport,
     target: upgraded_events::Version,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<upgraded_events::RunId> {
     let back = plan
         .path
         .iter()
@@ -301,6 +309,7 @@ async fn operator_rolls_back(
         .await?;
     print!("\n{}", upgraded_ctl::render::rollback(&plan));
     let rollback = plan.run.context("the daemon recorded no rollback run")?;
+    let undone = rollback;
     let started = std::time::Instant::now();
     follow(client, rollback, 0).await?;
     let st = client.run(rollback).await?;
@@ -310,5 +319,35 @@ async fn operator_rolls_back(
         started.elapsed().as_secs_f64()
     );
     print!("{}", upgraded_ctl::render::status(Some(&st)));
+    Ok(undone)
+}
+
+/// The run's timeline in the terminal, and as an HTML page left in the temp directory (it
+/// outlives the demo's own files); the path is printed.
+async fn timeline(client: &Client, run: upgraded_events::RunId) -> anyhow::Result<()> {
+    let mut records = Vec::new();
+    client
+        .records(run, EventsQuery::default(), |r| {
+            records.push(r);
+            true
+        })
+        .await?;
+    let t = upgraded_events::timeline::of(&records);
+    let width = std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(120);
+    println!("\ntimeline of run {run}:");
+    print!("{}", upgraded_ctl::render::timeline::gantt(&t, width));
+    let path = std::env::temp_dir().join(format!("upgraded-demo-{run}.html"));
+    let page = upgraded_ctl::render::timeline::html::html(&t);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(page.as_bytes())?;
+    println!("HTML timeline: {} (open it in a browser)", path.display());
     Ok(())
 }

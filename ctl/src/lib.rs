@@ -22,6 +22,7 @@ use upgraded_api::{
 use upgraded_events::state::RunSummary;
 use upgraded_events::{Record, RunId};
 
+pub mod datadir;
 pub mod export;
 pub mod render;
 

@@ -26,6 +26,7 @@ pub mod timeline;
 pub mod undo;
 pub mod version;
 pub mod window;
+pub mod witness;
 
 pub use decide::{Command, Decision, Observation, decide};
 pub use event::{Actor, Event, EventKind, Facts, InDoubt, Json, Record, RunId, Step, Timestamp};

@@ -182,7 +182,7 @@ async fn upgradectl_drives_the_real_daemon_over_the_sims_http_and_the_audit_trai
         .and_then(|l| l.split_whitespace().next())
         .expect("the upgrade's run id")
         .to_string();
-    let (socket2, ex2) = (socket.clone(), ex.clone());
+    let (socket2, ex2, fwd) = (socket.clone(), ex.clone(), forward.clone());
     let (wrote, verified, offline, online) = tokio::task::spawn_blocking(move || {
         (
             ctl(&socket2, &["export", "-o", &ex2]),
@@ -190,12 +190,12 @@ async fn upgradectl_drives_the_real_daemon_over_the_sims_http_and_the_audit_trai
             ctl(
                 &socket2,
                 &[
-                    "replay", "--file", &ex2, "--run", &forward, "--at", "seq 40", "-o", "json",
+                    "replay", "--file", &ex2, "--run", &fwd, "--at", "seq 40", "-o", "json",
                 ],
             ),
             ctl(
                 &socket2,
-                &["replay", "--run", &forward, "--at", "seq 40", "-o", "json"],
+                &["replay", "--run", &fwd, "--at", "seq 40", "-o", "json"],
             ),
         )
     })
@@ -257,4 +257,57 @@ async fn upgradectl_drives_the_real_daemon_over_the_sims_http_and_the_audit_trai
         "changing requests by User-Agent: {agents:?}"
     );
     daemon.kill_now();
+
+    // The stopped daemon's data dir, read offline: the same answers, and not a byte of it
+    // changed.
+    let data = base.join("data");
+    let digest = |dir: &std::path::Path| -> Vec<(String, u64, Vec<u8>)> {
+        let mut files = Vec::new();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).expect("read_dir") {
+                let p = e.expect("entry").path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else {
+                    let bytes = std::fs::read(&p).expect("read");
+                    files.push((p.display().to_string(), bytes.len() as u64, bytes));
+                }
+            }
+        }
+        files.sort();
+        files
+    };
+    let before = digest(&data);
+    let d = data.display().to_string();
+    let (offline_runs, offline_at, timeline) = tokio::task::spawn_blocking(move || {
+        let sock = std::path::Path::new("/nonexistent/api.sock");
+        (
+            ctl(sock, &["runs", "--data-dir", &d]),
+            ctl(
+                sock,
+                &[
+                    "replay",
+                    "--data-dir",
+                    &d,
+                    "--run",
+                    &forward,
+                    "--at",
+                    "seq 40",
+                    "-o",
+                    "json",
+                ],
+            ),
+            ctl(sock, &["timeline", "--data-dir", &d, "--width", "100"]),
+        )
+    })
+    .await
+    .expect("offline verbs");
+    assert_eq!(offline_runs, history);
+    assert_eq!(offline_at, online);
+    assert!(
+        timeline.contains("w-2") && timeline.contains("legend:"),
+        "{timeline}"
+    );
+    assert!(digest(&data) == before, "the data dir changed");
 }

@@ -35,6 +35,16 @@ pub fn truncate(s: &str, n: usize) -> String {
     }
 }
 
+/// A refused eviction, in words.
+pub fn blocked(b: &upgraded_events::node::Blocked) -> String {
+    format!(
+        "eviction of {} refused by {} (disruptionsAllowed {})",
+        one_line(&b.pod),
+        one_line(&b.pdb),
+        b.disruptions_allowed
+    )
+}
+
 /// `upgradectl status`: the run, then one line per node.
 pub fn status(a: Option<&RunSummary>) -> String {
     let Some(a) = a else {
@@ -51,28 +61,67 @@ pub fn status(a: Option<&RunSummary>) -> String {
     if let Some(r) = &a.reason {
         let _ = writeln!(o, "  reason: {}", one_line(r));
     }
-    let width = a
+    let rows: Vec<[String; 6]> = a
         .nodes
         .iter()
-        .map(|n| one_line(n.name.as_str()).chars().count())
-        .max()
-        .unwrap_or(0)
-        .max(14);
-    for n in &a.nodes {
-        let err = n
-            .last_error
-            .as_deref()
-            .map(|e| format!("  ({})", one_line(e)))
-            .unwrap_or_default();
-        let _ = writeln!(
-            o,
-            "  {:<width$} batch {:<3} {:<12} {}{}",
-            one_line(n.name.as_str()),
-            n.batch,
-            n.phase.as_str(),
-            n.step.as_deref().unwrap_or("-"),
-            err
-        );
+        .map(|n| {
+            let done = n.cursor.map_or(
+                if n.phase.as_str() == "done" {
+                    n.steps
+                } else {
+                    0
+                },
+                |c| c.index,
+            );
+            let note = n
+                .last_error
+                .as_deref()
+                .map(one_line)
+                .or_else(|| {
+                    n.parked
+                        .as_deref()
+                        .map(|p| format!("parked: {}", one_line(p)))
+                })
+                .or_else(|| n.blocked.as_ref().map(blocked))
+                .unwrap_or_default();
+            [
+                one_line(n.name.as_str()),
+                (n.batch + 1).to_string(),
+                n.phase.as_str().to_string(),
+                n.step.as_deref().map_or("-".into(), one_line),
+                format!(
+                    "{done}/{}{}",
+                    n.steps,
+                    n.cursor
+                        .filter(|c| c.attempt > 1)
+                        .map(|c| format!(" (attempt {})", c.attempt))
+                        .unwrap_or_default()
+                ),
+                note,
+            ]
+        })
+        .collect();
+    let header = ["NODE", "BATCH", "PHASE", "STEP", "DONE", "NOTE"];
+    let mut widths = header.map(|h| h.chars().count());
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |o: &mut String, cells: &[&str]| {
+        let text: Vec<String> = cells
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        let _ = writeln!(o, "  {}", text.join("  ").trim_end());
+    };
+    if !rows.is_empty() {
+        line(&mut o, &header);
+    }
+    for r in &rows {
+        let cells: Vec<&str> = r.iter().map(String::as_str).collect();
+        line(&mut o, &cells);
     }
     o
 }
@@ -229,7 +278,11 @@ mod tests {
         );
         assert!(v.contains("  reason: cp-1 failed verify\n"), "{v}");
         assert!(
-            v.contains("cp-1 [2J       batch 0   verifying    verify  (kubelet is v1.34.6)"),
+            v.contains("  NODE      BATCH  PHASE      STEP    DONE  NOTE\n"),
+            "{v}"
+        );
+        assert!(
+            v.contains("  cp-1 [2J  1      verifying  verify  0/9   kubelet is v1.34.6\n"),
             "{v}"
         );
         assert!(!v.contains('\u{1b}'));

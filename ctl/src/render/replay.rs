@@ -29,7 +29,7 @@ pub fn replay(r: &Replayed) -> String {
                 o,
                 "  blocked: {} — {}",
                 one_line(n.name.as_str()),
-                one_line(&serde_json::to_string(b).unwrap_or_default())
+                super::blocked(b)
             );
         }
         if let Some(p) = &n.parked {

@@ -108,7 +108,7 @@ pub fn gantt(t: &Timeline, width: usize) -> String {
         .max()
         .unwrap_or(0)
         .clamp(12, 28);
-    let bars_w = width - name_w - 3;
+    let bars_w = width - name_w - 4;
     let axis = Axis {
         start: t.start.0,
         span: (t.end.0 - t.start.0).max(1),
@@ -144,7 +144,7 @@ pub fn gantt(t: &Timeline, width: usize) -> String {
         }
         at += tick;
     }
-    let pad = " ".repeat(name_w + 2);
+    let pad = " ".repeat(name_w + 4);
     let _ = writeln!(
         o,
         "{pad}{} UTC",
@@ -194,7 +194,7 @@ pub fn gantt(t: &Timeline, width: usize) -> String {
         let name: String = one_line(r.entry.as_str()).chars().take(name_w).collect();
         let _ = writeln!(
             o,
-            "  {name:<name_w$}│{}",
+            "  {name:<name_w$} │{}",
             line.iter().collect::<String>().trim_end()
         );
     }
@@ -203,7 +203,7 @@ pub fn gantt(t: &Timeline, width: usize) -> String {
         down(&mut line);
         let _ = writeln!(
             o,
-            "  {:<name_w$}│{}",
+            "  {:<name_w$} │{}",
             "daemon down",
             line.iter().collect::<String>().trim_end()
         );
@@ -215,7 +215,7 @@ pub fn gantt(t: &Timeline, width: usize) -> String {
         }
         let _ = writeln!(
             o,
-            "  {:<name_w$}│{}",
+            "  {:<name_w$} │{}",
             "operator",
             line.iter().collect::<String>().trim_end()
         );

@@ -1,4 +1,5 @@
-//! `upgradectl events [--run ID] [--from SEQ] [-f]`: a run's records as JSON lines.
+//! `upgradectl events [--run ID] [--from SEQ] [-f | --file F | --data-dir DIR]`: a run's
+//! records as JSON lines, from the daemon or offline.
 
 use anyhow::Context;
 use upgraded_api::EventsQuery;
@@ -10,7 +11,23 @@ pub async fn run(
     run: Option<String>,
     from: u64,
     follow: bool,
+    offline: &crate::cli::Offline,
 ) -> anyhow::Result<()> {
+    if let Some(all) = super::replay::offline_records(offline)? {
+        let run = match run {
+            Some(r) => r
+                .parse::<RunId>()
+                .with_context(|| format!("--run {r:?} is not a run id (see `upgradectl runs`)"))?,
+            None => upgraded_ctl::export::runs(&all)
+                .last()
+                .map(|(r, _)| *r)
+                .context("the log holds no run")?,
+        };
+        for r in all.iter().filter(|r| r.run == run && r.seq >= from) {
+            println!("{}", serde_json::to_string(r)?);
+        }
+        return Ok(());
+    }
     let run = match run {
         Some(r) => r
             .parse::<RunId>()

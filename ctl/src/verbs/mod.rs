@@ -37,7 +37,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Cmd::Watch { interval_ms } => watch::run(&client, interval_ms).await?,
         Cmd::Start { to, dry_run, force } => start::run(&client, to, dry_run, force).await?,
-        Cmd::Status { json } => status::run(&client, json).await?,
+        Cmd::Status { json, offline } => status::run(&client, json, &offline).await?,
         Cmd::Pause { reason } => operator::pause(&client, &reason).await?,
         Cmd::Resume => operator::resume(&client).await?,
         Cmd::Rollback {
@@ -66,20 +66,26 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             .await?
         }
         Cmd::Abort { reason } => operator::abort(&client, &reason).await?,
-        Cmd::Events { run, from, follow } => events::run(&client, run, from, follow).await?,
-        Cmd::Runs { file } => runs::run(&client, file.as_deref()).await?,
+        Cmd::Events {
+            run,
+            from,
+            follow,
+            offline,
+        } => events::run(&client, run, from, follow, &offline).await?,
+        Cmd::Runs { offline } => runs::run(&client, &offline).await?,
         Cmd::Export {
             run,
+            data_dir,
             output,
             verify,
         } => match (verify, output) {
             (Some(f), _) => replay::verify(&f)?,
-            (None, Some(to)) => replay::export(&client, run, &to).await?,
+            (None, Some(to)) => replay::export(&client, run, data_dir.as_deref(), &to).await?,
             (None, None) => anyhow::bail!("export: say -o FILE to write, or --verify FILE"),
         },
         Cmd::Timeline {
             run,
-            file,
+            offline,
             html,
             format,
             width,
@@ -90,7 +96,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             replay::timeline(
                 &client,
                 run,
-                file.as_deref(),
+                &offline,
                 replay::TimelineOut {
                     width,
                     html: html.as_deref(),
@@ -102,9 +108,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Replay {
             at,
             run,
-            file,
+            offline,
             output,
-        } => replay::replay(&client, &at, run, file.as_deref(), &output).await?,
+        } => replay::replay(&client, &at, run, &offline, &output).await?,
         Cmd::Demo { to, keep, scenario } => {
             crate::demo::run(&to, keep, scenario == "rollback").await?
         }

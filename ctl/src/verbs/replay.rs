@@ -13,6 +13,8 @@ use upgraded_ctl::export;
 use upgraded_events::replay::{self, At};
 use upgraded_events::{Record, RunId};
 
+use crate::cli::Offline;
+
 fn run_id(r: &str) -> anyhow::Result<RunId> {
     r.parse::<RunId>()
         .with_context(|| format!("--run {r:?} is not a run id (see `upgradectl runs`)"))
@@ -29,15 +31,41 @@ async fn records_of(client: &Client, run: RunId) -> anyhow::Result<Vec<Record>> 
     Ok(out)
 }
 
-/// `export -o F`: the run's records (every run's without `--run`), private to the user.
-pub async fn export(client: &Client, run: Option<String>, to: &Path) -> anyhow::Result<()> {
-    let runs = match run {
-        Some(r) => vec![run_id(&r)?],
-        None => client.runs().await?.into_iter().map(|e| e.run).collect(),
+/// `export -o F`: the run's records (every run's without `--run`), from the daemon or a
+/// data dir, private to the user.
+pub async fn export(
+    client: &Client,
+    run: Option<String>,
+    data_dir: Option<&Path>,
+    to: &Path,
+) -> anyhow::Result<()> {
+    let run = run.as_deref().map(run_id).transpose()?;
+    let (runs, records) = match data_dir {
+        Some(d) => {
+            let all = upgraded_ctl::datadir::read(d)?;
+            let records: Vec<Record> = all
+                .into_iter()
+                .filter(|r| run.is_none_or(|want| r.run == want))
+                .collect();
+            let runs: Vec<RunId> = export::runs(&records).into_iter().map(|(r, _)| r).collect();
+            (runs, records)
+        }
+        None => {
+            let runs = match run {
+                Some(r) => vec![r],
+                None => client.runs().await?.into_iter().map(|e| e.run).collect(),
+            };
+            let mut records = Vec::new();
+            for r in &runs {
+                records.extend(records_of(client, *r).await?);
+            }
+            (runs, records)
+        }
     };
-    let mut records = Vec::new();
-    for r in &runs {
-        records.extend(records_of(client, *r).await?);
+    if let Some(r) = run
+        && runs.is_empty()
+    {
+        bail!("the log holds no run {r}");
     }
     let bytes = export::write(&records)?;
     write_private(to, &bytes)?;
@@ -67,27 +95,36 @@ pub fn verify(file: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One run's records: from an export (`file`; default run: its last) or from the daemon
-/// (default run: the active one).
+/// Every record the offline source holds (an export or a data dir), or none when the
+/// daemon is to be asked.
+pub fn offline_records(offline: &Offline) -> anyhow::Result<Option<Vec<Record>>> {
+    Ok(match (&offline.file, &offline.data_dir) {
+        (Some(f), _) => Some(read_export(f)?),
+        (None, Some(d)) => Some(upgraded_ctl::datadir::read(d)?),
+        (None, None) => None,
+    })
+}
+
+/// One run's records: offline (default run: the last) or from the daemon (default run:
+/// the active one).
 async fn records(
     client: &Client,
     run: Option<String>,
-    file: Option<&Path>,
+    offline: &Offline,
 ) -> anyhow::Result<Vec<Record>> {
     let run = run.as_deref().map(run_id).transpose()?;
-    Ok(match file {
-        Some(f) => {
-            let all = read_export(f)?;
+    Ok(match offline_records(offline)? {
+        Some(all) => {
             let run = match run {
                 Some(r) => r,
                 None => export::runs(&all)
                     .last()
                     .map(|(r, _)| *r)
-                    .context("the export holds no run")?,
+                    .context("the log holds no run")?,
             };
             let mine: Vec<Record> = all.into_iter().filter(|r| r.run == run).collect();
             if mine.is_empty() {
-                bail!("the export holds no run {run}");
+                bail!("the log holds no run {run}");
             }
             mine
         }
@@ -112,10 +149,10 @@ pub struct TimelineOut<'a> {
 pub async fn timeline(
     client: &Client,
     run: Option<String>,
-    file: Option<&Path>,
+    offline: &Offline,
     out: TimelineOut<'_>,
 ) -> anyhow::Result<()> {
-    let records = records(client, run, file).await?;
+    let records = records(client, run, offline).await?;
     let t = upgraded_events::timeline::of(&records);
     if out.chrome_trace {
         println!(
@@ -151,14 +188,14 @@ pub async fn replay(
     client: &Client,
     at: &str,
     run: Option<String>,
-    file: Option<&Path>,
+    offline: &Offline,
     output: &str,
 ) -> anyhow::Result<()> {
     if !matches!(output, "table" | "json") {
         bail!("-o {output:?}: expected table or json");
     }
     let at = At::parse(at).map_err(anyhow::Error::msg)?;
-    let records = records(client, run, file).await?;
+    let records = records(client, run, offline).await?;
     let then = replay::at(&records, at);
     if output == "json" {
         println!("{}", serde_json::to_string_pretty(&then)?);

@@ -1,14 +1,14 @@
-//! `upgradectl runs [--file F]`: the run history, from the daemon or from an export.
-
-use std::path::Path;
+//! `upgradectl runs [--file F | --data-dir DIR]`: the run history, from the daemon or
+//! offline.
 
 use upgraded_ctl::Client;
 use upgraded_events::Record;
 
-pub async fn run(client: &Client, file: Option<&Path>) -> anyhow::Result<()> {
-    match file {
-        Some(f) => {
-            let all = super::replay::read_export(f)?;
+use crate::cli::Offline;
+
+pub async fn run(client: &Client, offline: &Offline) -> anyhow::Result<()> {
+    match super::replay::offline_records(offline)? {
+        Some(all) => {
             let runs: Vec<Vec<Record>> = upgraded_ctl::export::runs(&all)
                 .into_iter()
                 .map(|(run, _)| all.iter().filter(|r| r.run == run).cloned().collect())

@@ -1,9 +1,19 @@
-//! `upgradectl status [--json]`: the active (or last) run, node by node.
+//! `upgradectl status [--json] [--file F | --data-dir DIR]`: the active (or last) run, node
+//! by node; offline, the last run as its log left it.
 
 use upgraded_ctl::Client;
+use upgraded_events::RunState;
 
-pub async fn run(client: &Client, json: bool) -> anyhow::Result<()> {
-    let active = client.status().await?;
+use crate::cli::Offline;
+
+pub async fn run(client: &Client, json: bool, offline: &Offline) -> anyhow::Result<()> {
+    let active = match super::replay::offline_records(offline)? {
+        Some(all) => upgraded_ctl::export::runs(&all).last().map(|(run, _)| {
+            let mine: Vec<_> = all.iter().filter(|r| r.run == *run).cloned().collect();
+            RunState::replay(&mine).summary()
+        }),
+        None => client.status().await?,
+    };
     if json {
         println!("{}", serde_json::to_string_pretty(&active)?);
     } else {

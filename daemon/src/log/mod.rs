@@ -217,24 +217,7 @@ impl std::fmt::Debug for AppendReq {
 /// How far sled's own flusher may lag behind the witness (milliseconds).
 pub const SLED_FLUSH_MS: u64 = 100;
 
-const KEY_LEN: usize = 24;
-
-pub fn key(run: RunId, seq: u64) -> [u8; KEY_LEN] {
-    let mut k = [0u8; KEY_LEN];
-    k[..16].copy_from_slice(run.as_bytes());
-    k[16..].copy_from_slice(&seq.to_be_bytes());
-    k
-}
-
-fn split_key(k: &[u8]) -> Option<(RunId, u64)> {
-    if k.len() != KEY_LEN {
-        return None;
-    }
-    let run = RunId::from_slice(&k[..16])?;
-    let mut seq = [0u8; 8];
-    seq.copy_from_slice(&k[16..]);
-    Some((run, u64::from_be_bytes(seq)))
-}
+pub use upgraded_events::witness::{KEY_LEN, key, split_key};
 
 impl SledLog {
     /// Opens (or creates) the log in `dir`, checking every record of sled and of the witness,
