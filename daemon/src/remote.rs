@@ -106,6 +106,66 @@ impl Scripts {
                 state = shell_quote(STATE_DIR)
             );
         }
+        // When the node ran it (its own clock): on every outcome; a changing command also
+        // leaves its times behind, so a re-run after a daemon stop tells when the node
+        // finished the attempt whose outcome was never recorded.
+        let key = Self::done_key(cmd);
+        if let Some(k) = &key {
+            let _ = writeln!(
+                s,
+                "donef={state}/done/{k}\nif [ -r \"$donef\" ]; then\n  read a b < \"$donef\" || true\n  \
+                 echo earlier_node_started_ms=\"$a\"\n  echo earlier_node_ended_ms=\"$b\"\nfi",
+                state = shell_quote(STATE_DIR),
+                k = shell_quote(k)
+            );
+        }
+        s.push_str("node_started_ms=$(date +%s%3N)\necho node_started_ms=\"$node_started_ms\"\n");
+        self.body(&mut s, cmd);
+        s.push_str("node_ended_ms=$(date +%s%3N)\n");
+        if key.is_some() {
+            let _ = writeln!(
+                s,
+                "mkdir -p {state}/done\necho \"$node_started_ms $node_ended_ms\" > \"$donef\"",
+                state = shell_quote(STATE_DIR)
+            );
+        }
+        s.push_str("echo node_ended_ms=\"$node_ended_ms\"\n");
+        s
+    }
+
+    /// A changing command's name for the file its times are left in (plain: versions are
+    /// validated releases).
+    fn done_key(cmd: &RemoteCommand) -> Option<String> {
+        let stage = |s: &EtcdRestoreStage| match s {
+            EtcdRestoreStage::StopApiserver => "stop-apiserver",
+            EtcdRestoreStage::Restore(_) => "restore",
+            EtcdRestoreStage::StartEtcd => "start-etcd",
+            EtcdRestoreStage::StartControlPlane => "start-control-plane",
+        };
+        let how = |apply: bool| if apply { "apply" } else { "node" };
+        Some(match cmd {
+            RemoteCommand::Preflight { .. }
+            | RemoteCommand::InstalledKubelet
+            | RemoteCommand::EtcdHealth => return None,
+            RemoteCommand::InstallPackages { version } => format!("install-packages-{version}"),
+            RemoteCommand::DowngradePackages { version, .. } => {
+                format!("downgrade-packages-{version}")
+            }
+            RemoteCommand::KubeadmUpgrade { version, apply } => {
+                format!("kubeadm-upgrade-{}-{version}", how(*apply))
+            }
+            RemoteCommand::KubeadmDowngrade { version, apply } => {
+                format!("kubeadm-downgrade-{}-{version}", how(*apply))
+            }
+            RemoteCommand::EtcdSnapshot { .. } => "etcd-snapshot".into(),
+            RemoteCommand::RestartKubelet => "restart-kubelet".into(),
+            RemoteCommand::EtcdRestore(s) => format!("etcd-restore-{}", stage(s)),
+        })
+    }
+
+    /// The command itself.
+    fn body(&self, out: &mut String, cmd: &RemoteCommand) {
+        let mut s = std::mem::take(out);
         match cmd {
             RemoteCommand::Preflight { .. } => self.preflight(&mut s),
             RemoteCommand::InstallPackages { version } => {
@@ -221,7 +281,7 @@ impl Scripts {
                 );
             }
         }
-        s
+        *out = s;
     }
 
     /// Read-only checks, each reported; [`preflight_verdict`] judges them.

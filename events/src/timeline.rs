@@ -41,6 +41,22 @@ pub struct Bar {
     pub start: Timestamp,
     pub end: Timestamp,
     pub outcome: Outcome,
+    /// When the node itself started and ended it (its clock, from the node command's
+    /// facts); for an attempt cut short by a daemon stop, what the next attempt found the
+    /// node had done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_node: Option<(Timestamp, Timestamp)>,
+}
+
+/// `(started, ended)` on the node, from facts under `prefix` (`node_` or `earlier_node_`).
+fn node_times(facts: &crate::event::Facts, prefix: &str) -> Option<(Timestamp, Timestamp)> {
+    let get = |k: &str| {
+        facts
+            .get(&format!("{prefix}{k}_ms"))
+            .and_then(|v| v.parse::<i64>().ok())
+            .map(Timestamp)
+    };
+    Some((get("started")?, get("ended")?)).filter(|(a, b)| a <= b)
 }
 
 /// A wait drawn as its own span.
@@ -139,13 +155,25 @@ pub fn of(records: &[Record]) -> Timeline {
                         start: r.at,
                         end: r.at,
                         outcome: Outcome::Running,
+                        on_node: None,
                     });
                 }
             }
-            Event::StepSucceeded { node, .. }
-            | Event::StepFailed { node, .. }
-            | Event::StepProbed { node, .. } => {
+            Event::StepSucceeded { node, facts, .. }
+            | Event::StepFailed { node, facts, .. }
+            | Event::StepProbed { node, facts, .. } => {
                 if let Some(i) = row_of(node, &index) {
+                    // What the node had done of an attempt cut short by a daemon stop.
+                    if let Some((a, b)) = node_times(facts, "earlier_node_")
+                        && let Some(cut) = rows[i]
+                            .bars
+                            .iter_mut()
+                            .rev()
+                            .find(|x| x.outcome == Outcome::Interrupted && x.on_node.is_none())
+                        && b >= cut.start
+                    {
+                        cut.on_node = Some((a, b));
+                    }
                     let outcome = match &r.event {
                         Event::StepFailed { error, .. } => Outcome::Failed(error.clone()),
                         Event::StepProbed { done, .. } => Outcome::Probed { done: *done },
@@ -156,6 +184,7 @@ pub fn of(records: &[Record]) -> Timeline {
                             let bar = &mut rows[i].bars[b];
                             bar.end = r.at;
                             bar.outcome = outcome;
+                            bar.on_node = node_times(facts, "node_");
                         }
                         // The attempt was closed by a restart: the probe is its own mark.
                         None => {
@@ -167,6 +196,7 @@ pub fn of(records: &[Record]) -> Timeline {
                                     start: r.at,
                                     end: r.at,
                                     outcome,
+                                    on_node: node_times(facts, "node_"),
                                 });
                             }
                         }
@@ -252,5 +282,173 @@ pub fn of(records: &[Record]) -> Timeline {
         rows,
         down: replayed.down,
         actions: replayed.actions,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Actor, Facts, Json};
+    use crate::plan::{Batch, NodePlan, Plan, Role, Step};
+    use crate::version::Version;
+
+    fn rec(seq: u64, at: i64, event: Event) -> Record {
+        Record {
+            run: RunId::from_u128(1),
+            seq,
+            at: Timestamp(at),
+            event,
+        }
+    }
+
+    fn facts(pairs: &[(&str, &str)]) -> Facts {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// A run whose daemon stopped while w-1's packages were being installed; the node
+    /// finished them before the restart, which the re-run's facts tell.
+    #[test]
+    fn attempts_spans_gaps_and_what_the_node_did_while_the_daemon_was_down() {
+        let v = Version::new(1, 35, 3);
+        let node = Entry::new("w-1");
+        let install = Step::UpgradePackages { version: v };
+        let plan = Plan {
+            target: Some(v),
+            batches: vec![Batch {
+                label: "workers 1/1".into(),
+                phase: "workers".into(),
+                nodes: vec![NodePlan {
+                    name: node.clone(),
+                    host: None,
+                    role: Role::Worker,
+                    from: Version::new(1, 34, 6),
+                    steps: vec![Step::Drain, install.clone()],
+                    estimate_secs: 0,
+                }],
+            }],
+            undoes: None,
+        };
+        let started = |attempt| Event::StepStarted {
+            node: node.clone(),
+            step: install.clone(),
+            attempt,
+        };
+        let records = vec![
+            rec(
+                0,
+                0,
+                Event::RunPlanned {
+                    target: v,
+                    plan: Json(plan),
+                    policy: Json(Default::default()),
+                    by: Actor::daemon(),
+                },
+            ),
+            rec(
+                1,
+                0,
+                Event::RunStarted {
+                    by: Actor::daemon(),
+                },
+            ),
+            rec(
+                2,
+                1_000,
+                Event::StepStarted {
+                    node: node.clone(),
+                    step: Step::Drain,
+                    attempt: 1,
+                },
+            ),
+            rec(
+                3,
+                2_000,
+                Event::EvictionBlocked {
+                    node: node.clone(),
+                    pod: "default/app-1".into(),
+                    pdb: "pdb/default/app".into(),
+                    disruptions_allowed: 0,
+                },
+            ),
+            rec(
+                4,
+                9_000,
+                Event::StepSucceeded {
+                    node: node.clone(),
+                    step: Step::Drain,
+                    attempt: 1,
+                    facts: Facts::new(),
+                },
+            ),
+            rec(5, 10_000, started(1)),
+            rec(6, 600_000, Event::RunRecovered { pid: 7 }),
+            rec(7, 601_000, started(2)),
+            rec(
+                8,
+                602_000,
+                Event::StepSucceeded {
+                    node: node.clone(),
+                    step: install.clone(),
+                    attempt: 2,
+                    facts: facts(&[
+                        ("earlier_node_started_ms", "10500"),
+                        ("earlier_node_ended_ms", "70000"),
+                        ("node_started_ms", "601500"),
+                        ("node_ended_ms", "601900"),
+                    ]),
+                },
+            ),
+            rec(9, 602_000, Event::RunCompleted),
+        ];
+        let t = of(&records);
+        assert_eq!(t.rows.len(), 1);
+        let r = &t.rows[0];
+        assert_eq!(
+            (r.phase.as_str(), r.batch_label.as_str()),
+            ("workers", "workers 1/1")
+        );
+        let kinds: Vec<(&str, u32, &Outcome)> = r
+            .bars
+            .iter()
+            .map(|b| (b.kind.as_str(), b.attempt, &b.outcome))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("drain", 1, &Outcome::Succeeded),
+                ("upgrade-packages", 1, &Outcome::Interrupted),
+                ("upgrade-packages", 2, &Outcome::Succeeded),
+            ]
+        );
+        // Cut short where the log stops; the node had finished it at 70 s.
+        assert_eq!(r.bars[1].end, Timestamp(10_000));
+        assert_eq!(
+            r.bars[1].on_node,
+            Some((Timestamp(10_500), Timestamp(70_000)))
+        );
+        assert_eq!(
+            r.bars[2].on_node,
+            Some((Timestamp(601_500), Timestamp(601_900)))
+        );
+        assert_eq!(
+            r.spans,
+            [Span {
+                kind: SpanKind::Blocked {
+                    budgets: vec!["pdb/default/app".into()]
+                },
+                start: Timestamp(2_000),
+                end: Timestamp(9_000),
+            }]
+        );
+        assert_eq!(
+            t.down,
+            [Down {
+                from: Timestamp(10_000),
+                to: Timestamp(600_000)
+            }]
+        );
     }
 }

@@ -186,6 +186,37 @@ async fn ssh_adapter_runs_quoted_scripts_with_caps_timeouts_and_reconnects() {
         ]
     );
     assert_eq!(lab.packages("w-1").expect("state")["kubelet"], "1.34.6-1.1");
+    // When the node ran it, by its own clock; the same command again (a re-run after a
+    // daemon stop) also says when the node finished the earlier one.
+    let ms = |f: &upgraded_events::Facts, k: &str| -> i64 {
+        f.get(k)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{k} in {f:?}"))
+    };
+    let (started, ended) = (
+        ms(&out.facts, "node_started_ms"),
+        ms(&out.facts, "node_ended_ms"),
+    );
+    assert!(started <= ended, "{started} {ended}");
+    assert!(
+        !out.facts.contains_key("earlier_node_ended_ms"),
+        "{:?}",
+        out.facts
+    );
+    let again = nodes
+        .run(
+            &Host::new("w-1"),
+            &RemoteCommand::InstallPackages {
+                version: v("v1.34.6"),
+            },
+            t,
+        )
+        .await
+        .expect("install again");
+    assert_eq!(again.facts["already_installed"], "true");
+    assert_eq!(ms(&again.facts, "earlier_node_started_ms"), started);
+    assert_eq!(ms(&again.facts, "earlier_node_ended_ms"), ended);
+    assert!(ms(&again.facts, "node_started_ms") >= ended);
     let list = lab
         .ssh_ok("w-1", "cat /etc/apt/sources.list.d/kubernetes.list")
         .expect("repo file");

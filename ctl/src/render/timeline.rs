@@ -183,7 +183,12 @@ pub fn gantt(t: &Timeline, width: usize) -> String {
                 Outcome::Probed { .. } => '=',
                 Outcome::Succeeded | Outcome::Running => glyph(&b.kind),
             };
-            axis.paint(&mut line, b.start, b.end, ch, true);
+            // An attempt cut short by a stop ran on the node until it ended there.
+            let end = match (&b.outcome, b.on_node) {
+                (Outcome::Interrupted, Some((_, ended))) => ended.max(b.end),
+                _ => b.end,
+            };
+            axis.paint(&mut line, b.start, end, ch, true);
         }
         for s in &r.spans {
             if matches!(s.kind, SpanKind::Blocked { .. }) {

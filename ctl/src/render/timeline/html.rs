@@ -97,6 +97,10 @@ fn bar(o: &mut String, s: &Scale, y: i64, b: &Bar) {
         ),
         Outcome::Running => ("running", "no outcome recorded".into()),
     };
+    let note = match b.on_node {
+        Some((a, e)) => format!("{note}; on the node {}", when(a, e)),
+        None => note,
+    };
     let _ = writeln!(
         o,
         "<rect class=\"bar {} {state}\" x=\"{x0:.1}\" y=\"{}\" width=\"{:.1}\" height=\"{}\"><title>{} attempt {}: {}; {}</title></rect>",

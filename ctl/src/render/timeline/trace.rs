@@ -39,7 +39,11 @@ pub fn chrome_trace(t: &Timeline) -> Value {
                 "name": b.step, "cat": b.kind, "ph": "X",
                 "ts": us(t, b.start), "dur": us(t, b.end) - us(t, b.start),
                 "pid": pid, "tid": tid,
-                "args": {"attempt": b.attempt, "outcome": outcome, "batch": r.batch_label},
+                "args": {
+                    "attempt": b.attempt, "outcome": outcome, "batch": r.batch_label,
+                    "on_node_start_us": b.on_node.map(|(a, _)| us(t, a)),
+                    "on_node_end_us": b.on_node.map(|(_, e)| us(t, e)),
+                },
             }));
         }
         for s in &r.spans {
