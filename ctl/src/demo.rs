@@ -325,14 +325,7 @@ async fn operator_rolls_back(
 /// The run's timeline in the terminal, and as an HTML page left in the temp directory (it
 /// outlives the demo's own files); the path is printed.
 async fn timeline(client: &Client, run: upgraded_events::RunId) -> anyhow::Result<()> {
-    let mut records = Vec::new();
-    client
-        .records(run, EventsQuery::default(), |r| {
-            records.push(r);
-            true
-        })
-        .await?;
-    let t = upgraded_events::timeline::of(&records);
+    let t = upgraded_events::timeline::of(&client.all_records(run).await?);
     let width = std::env::var("COLUMNS")
         .ok()
         .and_then(|c| c.parse().ok())

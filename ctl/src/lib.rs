@@ -242,6 +242,17 @@ impl Client {
         bad.map_or(Ok(()), Err)
     }
 
+    /// Every record of a run so far.
+    pub async fn all_records(&self, run: RunId) -> Result<Vec<Record>, ClientError> {
+        let mut out = Vec::new();
+        self.records(run, EventsQuery::default(), |r| {
+            out.push(r);
+            true
+        })
+        .await?;
+        Ok(out)
+    }
+
     /// Streams JSON lines; `each` returns false to stop early.
     pub async fn lines(
         &self,

@@ -48,6 +48,21 @@ pub struct Bar {
     pub on_node: Option<(Timestamp, Timestamp)>,
 }
 
+impl Bar {
+    /// An attempt of `step` seen at `at`.
+    fn new(step: &crate::plan::Step, attempt: u32, at: Timestamp, outcome: Outcome) -> Bar {
+        Bar {
+            step: step.to_string(),
+            kind: step.name().to_string(),
+            attempt,
+            start: at,
+            end: at,
+            outcome,
+            on_node: None,
+        }
+    }
+}
+
 /// `(started, ended)` on the node, from facts under `prefix` (`node_` or `earlier_node_`).
 fn node_times(facts: &crate::event::Facts, prefix: &str) -> Option<(Timestamp, Timestamp)> {
     let get = |k: &str| {
@@ -148,15 +163,9 @@ pub fn of(records: &[Record]) -> Timeline {
                         });
                     }
                     open.insert(i, rows[i].bars.len());
-                    rows[i].bars.push(Bar {
-                        step: step.to_string(),
-                        kind: step.name().to_string(),
-                        attempt: *attempt,
-                        start: r.at,
-                        end: r.at,
-                        outcome: Outcome::Running,
-                        on_node: None,
-                    });
+                    rows[i]
+                        .bars
+                        .push(Bar::new(step, *attempt, r.at, Outcome::Running));
                 }
             }
             Event::StepSucceeded { node, facts, .. }
@@ -189,15 +198,9 @@ pub fn of(records: &[Record]) -> Timeline {
                         // The attempt was closed by a restart: the probe is its own mark.
                         None => {
                             if let Event::StepProbed { step, attempt, .. } = &r.event {
-                                rows[i].bars.push(Bar {
-                                    step: step.to_string(),
-                                    kind: step.name().to_string(),
-                                    attempt: *attempt,
-                                    start: r.at,
-                                    end: r.at,
-                                    outcome,
-                                    on_node: node_times(facts, "node_"),
-                                });
+                                let mut bar = Bar::new(step, *attempt, r.at, outcome);
+                                bar.on_node = node_times(facts, "node_");
+                                rows[i].bars.push(bar);
                             }
                         }
                     }

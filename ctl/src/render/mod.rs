@@ -35,6 +35,33 @@ pub fn truncate(s: &str, n: usize) -> String {
     }
 }
 
+/// An operator's action, in words: when, what, who, why.
+pub fn action(a: &upgraded_events::replay::Action) -> String {
+    format!(
+        "{} {} by {}{}",
+        rfc3339(a.at),
+        a.what,
+        one_line(&a.by.name),
+        if a.reason.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", one_line(&a.reason))
+        }
+    )
+}
+
+/// A stretch with no daemon, in words.
+pub fn down(d: &upgraded_events::replay::Down) -> String {
+    format!(
+        "daemon down {} → {} ({})",
+        rfc3339(d.from),
+        rfc3339(d.to),
+        upgraded_events::quantity::human_secs(
+            u64::try_from((d.to.0 - d.from.0) / 1000).unwrap_or(0)
+        )
+    )
+}
+
 /// A refused eviction, in words.
 pub fn blocked(b: &upgraded_events::node::Blocked) -> String {
     format!(

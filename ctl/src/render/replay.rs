@@ -2,7 +2,6 @@
 
 use std::fmt::Write as _;
 
-use upgraded_events::quantity::human_secs;
 use upgraded_events::replay::Replayed;
 use upgraded_events::window::rfc3339;
 
@@ -57,27 +56,10 @@ pub fn replay(r: &Replayed) -> String {
         );
     }
     for a in &r.actions {
-        let _ = writeln!(
-            o,
-            "  {} {} by {}{}",
-            rfc3339(a.at),
-            a.what,
-            one_line(&a.by.name),
-            if a.reason.is_empty() {
-                String::new()
-            } else {
-                format!(": {}", one_line(&a.reason))
-            }
-        );
+        let _ = writeln!(o, "  {}", super::action(a));
     }
     for d in &r.down {
-        let _ = writeln!(
-            o,
-            "  daemon down {} → {} ({})",
-            rfc3339(d.from),
-            rfc3339(d.to),
-            human_secs(u64::try_from((d.to.0 - d.from.0) / 1000).unwrap_or(0))
-        );
+        let _ = writeln!(o, "  {}", super::down(d));
     }
     o
 }

@@ -225,28 +225,11 @@ pub fn gantt(t: &Timeline, width: usize) -> String {
             line.iter().collect::<String>().trim_end()
         );
         for a in &t.actions {
-            let _ = writeln!(
-                o,
-                "  ^ {} {} by {}{}",
-                rfc3339(a.at),
-                a.what,
-                one_line(&a.by.name),
-                if a.reason.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {}", one_line(&a.reason))
-                }
-            );
+            let _ = writeln!(o, "  ^ {}", super::action(a));
         }
     }
     for d in &t.down {
-        let _ = writeln!(
-            o,
-            "  # daemon down {} → {} ({})",
-            rfc3339(d.from),
-            rfc3339(d.to),
-            human_secs(u64::try_from((d.to.0 - d.from.0) / 1000).unwrap_or(0))
-        );
+        let _ = writeln!(o, "  # {}", super::down(d));
     }
     // The legend: only what appears.
     let text: String = o.clone();

@@ -7,7 +7,6 @@ use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::Path;
 
 use anyhow::{Context, bail};
-use upgraded_api::EventsQuery;
 use upgraded_ctl::Client;
 use upgraded_ctl::export;
 use upgraded_events::replay::{self, At};
@@ -18,17 +17,6 @@ use crate::cli::Offline;
 fn run_id(r: &str) -> anyhow::Result<RunId> {
     r.parse::<RunId>()
         .with_context(|| format!("--run {r:?} is not a run id (see `upgradectl runs`)"))
-}
-
-async fn records_of(client: &Client, run: RunId) -> anyhow::Result<Vec<Record>> {
-    let mut out = Vec::new();
-    client
-        .records(run, EventsQuery::default(), |r| {
-            out.push(r);
-            true
-        })
-        .await?;
-    Ok(out)
 }
 
 /// `export -o F`: the run's records (every run's without `--run`), from the daemon or a
@@ -57,7 +45,7 @@ pub async fn export(
             };
             let mut records = Vec::new();
             for r in &runs {
-                records.extend(records_of(client, *r).await?);
+                records.extend(client.all_records(*r).await?);
             }
             (runs, records)
         }
@@ -133,7 +121,7 @@ async fn records(
                 Some(r) => r,
                 None => super::events::active_run(client).await?,
             };
-            records_of(client, run).await?
+            client.all_records(run).await?
         }
     })
 }
