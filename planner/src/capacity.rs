@@ -56,11 +56,20 @@ pub enum Refusal {
         /// Where those pods may go, for people.
         where_: String,
     },
-    /// A PodDisruptionBudget allows fewer evictions than the drain needs at once.
+    /// A PodDisruptionBudget allows no eviction (nothing the plan does unblocks it).
     Pdb {
         pdb: String,
         need: u32,
         allowed: u32,
+    },
+    /// The batch's drains would pass a budget's evictions through in more rounds (each
+    /// waiting for replacements to become Ready) than the drain timeout leaves room for.
+    Rounds {
+        pdb: String,
+        need: u32,
+        allowed: u32,
+        rounds: u32,
+        max_rounds: u32,
     },
 }
 
@@ -84,6 +93,16 @@ impl Refusal {
             }
             Refusal::Pdb { pdb, need, allowed } => format!(
                 "PodDisruptionBudget {pdb} allows {allowed} eviction(s) at once, {need} needed"
+            ),
+            Refusal::Rounds {
+                pdb,
+                need,
+                allowed,
+                rounds,
+                max_rounds,
+            } => format!(
+                "PodDisruptionBudget {pdb} lets {allowed} of its {need} evictions through at a \
+                 time: {rounds} rounds, more than the drain timeout leaves room for ({max_rounds})"
             ),
         }
     }
@@ -444,26 +463,47 @@ impl Capacity {
         }
     }
 
-    /// Drains of `batch` would not leave pods without a place and respects PDB headroom; a
-    /// lone node may take more evictions than a PDB allows at once (the drain waits for
-    /// replacements to become ready), but never from a PDB that allows none.
-    pub fn check_pdbs(&self, batch: &[usize]) -> Result<(), Refusal> {
+    /// The budgets `batch`'s drains touch: none may allow no eviction. Evictions beyond what
+    /// a budget allows at once are serialised by the Eviction API, as `kubectl drain` relies
+    /// on: the budget holds at every moment and the drains take longer, one round per
+    /// replacement becoming Ready. A batch (not a lone node) may need at most `max_rounds`.
+    pub fn check_pdbs(&self, batch: &[usize], max_rounds: u32) -> Result<(), Refusal> {
         for (b, need) in self.pdb_need(batch) {
             let allowed = self.pdb_allowed[b];
-            if allowed == 0 || (batch.len() > 1 && need > allowed) {
+            if allowed == 0 {
                 return Err(Refusal::Pdb {
                     pdb: self.pdb_names[b].clone(),
                     need,
                     allowed,
                 });
             }
+            let rounds = need.div_ceil(allowed);
+            if batch.len() > 1 && rounds > max_rounds.max(1) {
+                return Err(Refusal::Rounds {
+                    pdb: self.pdb_names[b].clone(),
+                    need,
+                    allowed,
+                    rounds,
+                    max_rounds: max_rounds.max(1),
+                });
+            }
         }
         Ok(())
     }
 
+    /// Rounds of evictions beyond the first that `batch`'s drains wait through: for the
+    /// slowest budget, ⌈need / allowed⌉ − 1.
+    pub fn extra_rounds(&self, batch: &[usize]) -> u32 {
+        self.pdb_need(batch)
+            .into_iter()
+            .map(|(b, need)| need.div_ceil(self.pdb_allowed[b].max(1)).saturating_sub(1))
+            .max()
+            .unwrap_or(0)
+    }
+
     /// Can `node` be drained alone right now? Does not change the model.
     pub fn check_alone(&mut self, node: usize) -> Result<(), Refusal> {
-        self.check_pdbs(&[node])?;
+        self.check_pdbs(&[node], u32::MAX)?;
         let mut trial = Trial::default();
         let r = self.try_add(&[], node, &mut trial);
         self.undo(&mut trial, 0);
@@ -490,6 +530,7 @@ impl Capacity {
         &mut self,
         candidates: &[usize],
         max: usize,
+        max_rounds: u32,
     ) -> (Vec<usize>, Option<Refusal>, Option<Refusal>) {
         let mut batch: Vec<usize> = Vec::new();
         let mut trial = Trial::default();
@@ -502,7 +543,7 @@ impl Capacity {
             }
             let mut with = batch.clone();
             with.push(c);
-            let pdb = self.check_pdbs(&with);
+            let pdb = self.check_pdbs(&with, max_rounds);
             let fit = pdb.and_then(|()| self.try_add(&batch, c, &mut trial));
             match fit {
                 Ok(()) => batch.push(c),

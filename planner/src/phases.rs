@@ -152,10 +152,18 @@ impl Ctx<'_> {
         ]
     }
 
+    /// Rounds of serialised evictions a drain has room for before its timeout: after the
+    /// drain's own time, one round per replacement becoming Ready.
+    pub(crate) fn max_rounds(&self) -> u32 {
+        let d = &self.policy.durations;
+        let room = self.policy.drain_timeout_secs.saturating_sub(d.drain);
+        u32::try_from(room / d.pod_ready.max(1)).unwrap_or(u32::MAX).max(1)
+    }
+
     /// Drains a node alone in the capacity model; the refusal, if any, as text.
     pub(crate) fn drain_in_model(&mut self, name: &str) -> Option<String> {
         let i = self.cap.node_index(name)?;
-        if let Err(r) = self.cap.check_pdbs(&[i]) {
+        if let Err(r) = self.cap.check_pdbs(&[i], u32::MAX) {
             return Some(r.describe());
         }
         if !self.cap.unmanaged_pods(i).is_empty() {
@@ -308,7 +316,8 @@ impl Ctx<'_> {
                         .copied()
                         .filter(|&i| self.cap.unmanaged_pods(i).is_empty())
                         .collect();
-                    let (batch, refusal, limit) = self.cap.next_batch(&eligible, max);
+                    let (batch, refusal, limit) =
+                        self.cap.next_batch(&eligible, max, self.max_rounds());
                     if batch.len() < max && eligible.len() > batch.len() {
                         limited_by = limit.map(|r| r.describe());
                     }
@@ -332,12 +341,20 @@ impl Ctx<'_> {
                         (names, None)
                     }
                 };
+                // The batch's drains share the budgets: each round beyond the first waits
+                // for replacements to become Ready.
+                let member_idx: Vec<usize> =
+                    members.iter().filter_map(|n| self.cap.node_index(n)).collect();
+                let serial = u64::from(self.cap.extra_rounds(&member_idx))
+                    * self.policy.durations.pod_ready;
                 let mut units = Vec::new();
                 for n in &members {
                     let from = from_now.get(n).copied().unwrap_or(to);
                     let steps = self.worker_steps(from, to, false)?;
                     let ev = evicted.get(n).copied().unwrap_or(0);
-                    units.push(self.unit(n, from, to, steps, false, refusal.clone(), ev));
+                    let mut u = self.unit(n, from, to, steps, false, refusal.clone(), ev);
+                    u.estimate_secs += serial;
+                    units.push(u);
                 }
                 remaining.retain(|n| !members.contains(n));
                 batches.push(BatchReport {

@@ -256,6 +256,9 @@ pub struct Durations {
     pub restart_kubelet: u64,
     pub verify: u64,
     pub uncordon: u64,
+    /// How long an evicted pod's replacement takes to become Ready: the wait between two
+    /// rounds of evictions a budget lets through (drains of a batch share its allowance).
+    pub pod_ready: u64,
 }
 
 impl Default for Durations {
@@ -272,6 +275,7 @@ impl Default for Durations {
             restart_kubelet: 60,
             verify: 120,
             uncordon: 5,
+            pod_ready: 60,
         }
     }
 }
@@ -787,10 +791,11 @@ impl PolicyFile {
                 "restartKubelet" => &mut d.restart_kubelet,
                 "verify" => &mut d.verify,
                 "uncordon" => &mut d.uncordon,
+                "podReady" => &mut d.pod_ready,
                 _ => {
                     return Err(err(
                         field,
-                        "unknown step: expected preflight, etcdSnapshot, kubeadmApply, kubeadmNode, cordon, drain, drainPerPod, upgradePackages, restartKubelet, verify or uncordon",
+                        "unknown step: expected preflight, etcdSnapshot, kubeadmApply, kubeadmNode, cordon, drain, drainPerPod, upgradePackages, restartKubelet, verify, uncordon or podReady",
                     ));
                 }
             };

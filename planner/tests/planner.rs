@@ -633,7 +633,7 @@ fn check_invariants(c: &Cluster, r: &PlanReport) -> Result<(), String> {
             return Err(format!("{}: from {from} took {packages:?}", n.name));
         }
     }
-    // 4. Batches: size, PDB headroom and room, with the pods as they were (the planner's
+    // 4. Batches: size, budgets and room, with the pods as they were (the planner's
     // view only has more pods on a node, never fewer).
     let gen_size = |g: &str| {
         c.inv
@@ -687,9 +687,22 @@ fn check_invariants(c: &Cluster, r: &PlanReport) -> Result<(), String> {
                             && pdb.selector.matches(&p.labels)
                     })
                     .count() as u32;
-                if need > pdb.disruptions_allowed {
+                // A budget a batch touches lets at least one eviction through, and the
+                // drains pass its evictions in no more rounds (one per replacement becoming
+                // Ready) than the drain timeout leaves room for.
+                let d = &c.policy.durations;
+                let max_rounds = (c.policy.drain_timeout_secs.saturating_sub(d.drain)
+                    / d.pod_ready.max(1))
+                .max(1) as u32;
+                if need > 0 && pdb.disruptions_allowed == 0 {
                     return Err(format!(
-                        "batch {} needs {need} evictions from {}, {} allowed",
+                        "batch {} evicts from {}, which allows none",
+                        b.number, pdb.name
+                    ));
+                }
+                if need > 0 && need.div_ceil(pdb.disruptions_allowed) > max_rounds {
+                    return Err(format!(
+                        "batch {} needs {need} evictions from {}, {} at a time: more than {max_rounds} rounds",
                         b.number, pdb.name, pdb.disruptions_allowed
                     ));
                 }
