@@ -4,7 +4,8 @@
 //! DaemonSet pods and static (mirror) pods stay; finished pods are evicted like the rest;
 //! pods without a controller and pods with emptyDir data are refused unless the policy
 //! consents. A budget's refusal (HTTP 429) is a state, not an error: it is recorded once per
-//! pod as `EvictionBlocked` and retried with backoff until the drain timeout. Then the step
+//! pod as `EvictionBlocked` and retried every 5 s plus a per-node jitter (as kubectl does,
+//! so the drains of one batch take turns at a shared budget) until the drain timeout. Then the step
 //! fails with an `eviction_blocked` fact, and `decide` parks the node or pauses the run.
 //!
 //! With `drain.scaleUpToUnblock`, a pod whose budget allows no eviction although every pod
@@ -24,9 +25,22 @@ use upgraded_events::{Entry, Event, Facts, Host, Policy};
 
 use crate::ports::{Clock, ClusterApi, Eviction, PortError, Recorder, ScaleChange, Workload};
 
-/// First retry of refused evictions; doubles up to [`MAX_BACKOFF`].
-const FIRST_BACKOFF: Duration = Duration::from_secs(5);
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Refused evictions are retried every 5 s, as `kubectl drain` does, plus a jitter of up to
+/// [`JITTER_MS`] that differs per node and round: drains of one batch that share a budget
+/// then take turns at the evictions it lets through, none starving while another takes
+/// every allowed disruption. (Deterministic, so a scenario records the same run twice.)
+const RETRY: Duration = Duration::from_secs(5);
+const JITTER_MS: u64 = 2_000;
+
+/// The jitter of `node`'s `round`-th retry, in ms (FNV-1a of both).
+fn jitter_ms(node: &str, round: u64) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in node.bytes().chain(round.to_le_bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h % JITTER_MS
+}
 /// How often the drain looks whether evicted pods are gone.
 const POLL: Duration = Duration::from_secs(2);
 
@@ -128,7 +142,7 @@ async fn evict_all(
     // Evicted pods, by key, with the uid of the incarnation evicted.
     let mut evicted: BTreeMap<String, String> = BTreeMap::new();
     let mut reported: BTreeMap<String, String> = BTreeMap::new();
-    let mut backoff = FIRST_BACKOFF;
+    let mut round = 0u64;
     let mut refusals = 0u64;
     // Consecutive refused rounds per pod (a scale-up waits for the second).
     let mut refused_rounds: BTreeMap<String, u32> = BTreeMap::new();
@@ -203,9 +217,10 @@ async fn evict_all(
             }
             return Err(e);
         }
-        let wake = now.plus_millis(backoff.as_millis() as u64).min(deadline);
+        round += 1;
+        let wait = RETRY.as_millis() as u64 + jitter_ms(node.as_str(), round);
+        let wake = now.plus_millis(wait).min(deadline);
         clock.sleep_until(wake).await;
-        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
     // Wait until the evicted incarnations are gone (terminated and deleted).
     loop {

@@ -157,7 +157,9 @@ impl Ctx<'_> {
     pub(crate) fn max_rounds(&self) -> u32 {
         let d = &self.policy.durations;
         let room = self.policy.drain_timeout_secs.saturating_sub(d.drain);
-        u32::try_from(room / d.pod_ready.max(1)).unwrap_or(u32::MAX).max(1)
+        u32::try_from(room / d.pod_ready.max(1))
+            .unwrap_or(u32::MAX)
+            .max(1)
     }
 
     /// Drains a node alone in the capacity model; the refusal, if any, as text.
@@ -343,10 +345,12 @@ impl Ctx<'_> {
                 };
                 // The batch's drains share the budgets: each round beyond the first waits
                 // for replacements to become Ready.
-                let member_idx: Vec<usize> =
-                    members.iter().filter_map(|n| self.cap.node_index(n)).collect();
-                let serial = u64::from(self.cap.extra_rounds(&member_idx))
-                    * self.policy.durations.pod_ready;
+                let member_idx: Vec<usize> = members
+                    .iter()
+                    .filter_map(|n| self.cap.node_index(n))
+                    .collect();
+                let serial =
+                    u64::from(self.cap.extra_rounds(&member_idx)) * self.policy.durations.pod_ready;
                 let mut units = Vec::new();
                 for n in &members {
                     let from = from_now.get(n).copied().unwrap_or(to);

@@ -352,6 +352,9 @@ pub struct World {
     pub workloads: BTreeMap<(Kind, String, String), Workload>,
     pub pdbs: BTreeMap<(String, String), Pdb>,
     pub faults: Faults,
+    /// When set (`watch_budgets`), each budget's lowest slack (healthy − desired) seen after
+    /// any change, by `namespace/name`: a test asserts none went below zero.
+    pub budget_low_water: Option<BTreeMap<String, i64>>,
     /// Pod IPs handed out so far.
     next_ip: u32,
 }
@@ -370,7 +373,38 @@ impl World {
             workloads: BTreeMap::new(),
             pdbs: BTreeMap::new(),
             faults: Faults::default(),
+            budget_low_water: None,
             next_ip: 0,
+        }
+    }
+
+    /// From now on, every change records each budget's lowest slack (off by default: it
+    /// costs a status per budget per change).
+    pub fn watch_budgets(&mut self) {
+        self.budget_low_water = Some(BTreeMap::new());
+        self.note_budgets();
+    }
+
+    fn note_budgets(&mut self) {
+        if self.budget_low_water.is_none() {
+            return;
+        }
+        let slack: Vec<(String, i64)> = self
+            .pdbs
+            .values()
+            .map(|p| {
+                let s = self.pdb_status(p);
+                (
+                    format!("{}/{}", p.namespace, p.name),
+                    i64::from(s.current_healthy) - i64::from(s.desired_healthy),
+                )
+            })
+            .collect();
+        if let Some(low) = &mut self.budget_low_water {
+            for (k, v) in slack {
+                let e = low.entry(k).or_insert(v);
+                *e = (*e).min(v);
+            }
         }
     }
 
@@ -751,6 +785,7 @@ impl World {
         self.reconcile_workloads();
         self.schedule();
         self.crash_loop();
+        self.note_budgets();
     }
 
     fn reconcile_workloads(&mut self) {
