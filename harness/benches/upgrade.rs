@@ -164,6 +164,8 @@ struct Outcome {
     batches: usize,
     wall: Duration,
     in_sim: Duration,
+    /// The cluster as the run found it.
+    inventory: Option<Inventory>,
 }
 
 impl Outcome {
@@ -242,6 +244,7 @@ fn measure(records: &[Record], out: &mut Outcome) -> Result<(), String> {
                 }
             }
             Event::ClusterObserved { inventory, .. } => {
+                out.inventory = Some(inventory.0.clone());
                 out.capacity_k = capacity_k(&inventory.0);
                 out.workers = inventory
                     .0
@@ -401,6 +404,7 @@ fn makespans() {
         std::env::var("UPGRADE_BENCH_SCENARIO").unwrap_or_else(|_| "large-200".to_string());
     println!("{scenario} → v1.35.3 in virtual time");
     let mut lb = None;
+    let mut rows = Vec::new();
     for (label, policy) in [
         ("planned (20%, canaries, soak 10m)", planned.as_str()),
         (
@@ -413,6 +417,18 @@ fn makespans() {
             Ok(o) => {
                 report(label, &o);
                 lb.get_or_insert((o.lower_bound_ms(), o.capacity_k, o.workers));
+                // The lower bound (planner::bounds) under this run's policy, from its own
+                // control-plane phase and median worker time.
+                let bound = match (&o.inventory, PlanPolicy::from_yaml(policy)) {
+                    (Some(inv), Ok(p)) => Some(upgraded_planner::bounds::lower_bound(
+                        inv,
+                        &p,
+                        (o.control_plane_ms / 1000) as u64,
+                        (o.median_worker_ms() / 1000) as u64,
+                    )),
+                    _ => None,
+                };
+                rows.push((label, o.makespan_ms, bound));
             }
             Err(e) => println!("{label}: FAILED: {e}"),
         }
@@ -422,6 +438,30 @@ fn makespans() {
             "capacity lower bound               makespan {:>8}  (k = {k} of {w} workers fit at once)",
             hours(ms)
         );
+    }
+    let one = rows.last().map_or(0, |(_, m, _)| *m);
+    for (label, m, bound) in &rows {
+        let Some(b) = bound else { continue };
+        println!(
+            "{label:<34} lower bound {:>6} (control plane {}, canaries {}); one-at-a-time / this {:.2}x, this / lower bound {:.2}x",
+            hours(b.total_secs as i64 * 1000),
+            hours(b.control_plane_secs as i64 * 1000),
+            hours(b.canaries_secs as i64 * 1000),
+            one as f64 / (*m).max(1) as f64,
+            *m as f64 / (b.total_secs as f64 * 1000.0).max(1.0)
+        );
+        for g in &b.generations {
+            println!(
+                "{:<34}   {:<12} {:>3} workers: capacity {} (k = {}), budget {} ({})",
+                "",
+                g.generation,
+                g.workers,
+                hours(g.capacity_secs as i64 * 1000),
+                g.capacity_k,
+                hours(g.budget_secs as i64 * 1000),
+                g.budget.as_deref().unwrap_or("-")
+            );
+        }
     }
 }
 

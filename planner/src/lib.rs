@@ -12,6 +12,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod bounds;
 pub mod capacity;
 pub mod catalog;
 pub mod permissions;
