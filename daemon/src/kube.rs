@@ -158,20 +158,30 @@ impl KubeCluster {
             .collect()
     }
 
+    /// Pods read straight from the list's JSON into what the core needs: decoding them as
+    /// typed `Pod`s first and serialising them back cost most of a step's time on a large
+    /// cluster (the health gate reads every pod at every verify).
     async fn pods(&self, params: ListParams) -> Result<Vec<PodInv>, PortError> {
-        self.list_all::<Pod>(params)
-            .await?
-            .iter()
-            .map(|p| {
-                let v = serde_json::to_value(p).map_err(|e| PortError::fatal(e.to_string()))?;
-                PodInv::from_value(&v).map_err(|e| {
+        let mut out = Vec::new();
+        let mut params = params.limit(PAGE);
+        loop {
+            let req = kube::core::Request::new("/api/v1/pods")
+                .list(&params)
+                .map_err(|e| PortError::fatal(e.to_string()))?;
+            let page: PodPage = self.client.request(req).await.map_err(api_error)?;
+            for v in &page.items {
+                out.push(PodInv::from_value(v).map_err(|e| {
                     PortError::fatal(format!(
                         "pod {}: {e}",
-                        p.metadata.name.as_deref().unwrap_or("?")
+                        v["metadata"]["name"].as_str().unwrap_or("?")
                     ))
-                })
-            })
-            .collect()
+                })?);
+            }
+            match page.metadata.continue_.filter(|c| !c.is_empty()) {
+                Some(token) => params = params.continue_token(&token),
+                None => return Ok(out),
+            }
+        }
     }
 
     async fn set_unschedulable(&self, node: &str, value: bool) -> Result<(), PortError> {
@@ -185,6 +195,21 @@ impl KubeCluster {
         .map_err(api_error)?;
         Ok(())
     }
+}
+
+/// A page of a pod list, its items as JSON.
+#[derive(serde::Deserialize)]
+struct PodPage {
+    #[serde(default)]
+    metadata: PageMeta,
+    #[serde(default)]
+    items: Vec<Value>,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct PageMeta {
+    #[serde(default, rename = "continue")]
+    continue_: Option<String>,
 }
 
 /// Reads or replaces the `scale` of a Deployment or StatefulSet.
