@@ -403,6 +403,64 @@ pub fn small(
     Ok(())
 }
 
+/// A cluster for property tests: one control-plane node, workers per generation (oldest
+/// generation first), and applications.
+#[derive(Debug, Clone)]
+pub struct RandomCluster {
+    /// Workers in each of the first generations (at most three).
+    pub workers: Vec<usize>,
+    pub apps: Vec<RandomApp>,
+}
+
+/// A Deployment in `apps`, and its budget.
+#[derive(Debug, Clone)]
+pub struct RandomApp {
+    pub replicas: u32,
+    pub cpu_millis: u64,
+    /// `None`, or `maxUnavailable: n`.
+    pub max_unavailable: Option<u32>,
+}
+
+/// Builds `c` at `v`.
+pub fn random(w: &mut World, c: &RandomCluster, v: Version) -> Result<(), ScenarioError> {
+    add_machine(w, "cp-1", "dell-r740", Some(v), v, "v2", 900)?;
+    for (g, n) in c.workers.iter().take(GENERATIONS.len()).enumerate() {
+        let gen_ = GENERATIONS[g];
+        for i in 1..=*n {
+            add_machine(
+                w,
+                &format!("w-{}-{i}", g + 1),
+                gen_.name,
+                None,
+                v,
+                "v2",
+                gen_.age_days,
+            )?;
+        }
+    }
+    system_workloads(w, v)?;
+    for (i, a) in c.apps.iter().enumerate() {
+        let name = format!("app-{i}");
+        w.add_workload(
+            Kind::Deployment,
+            "apps",
+            &name,
+            a.replicas,
+            template(&name, a.cpu_millis, GI / 4),
+        )?;
+        if let Some(m) = a.max_unavailable {
+            w.add_pdb(
+                "apps",
+                &name,
+                select_app(&name),
+                None,
+                Some(IntOrPercent::Int(m)),
+            )?;
+        }
+    }
+    Ok(())
+}
+
 /// `n` nodes: 3 control-plane nodes and `n - 3` workers, 40/35/25% per generation (oldest
 /// first), one Deployment with a PDB per ten workers, ~80% of worker CPU requested.
 pub fn large(w: &mut World, n: usize, v: Version) -> Result<(), ScenarioError> {
