@@ -8,6 +8,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+// A fast hash for the per-change indexes over every pod (looked up, never iterated, so
+// results do not depend on its seed).
+use foldhash::HashMap;
+
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
@@ -789,37 +793,46 @@ impl World {
     }
 
     fn reconcile_workloads(&mut self) {
-        // One pass over the pods to index them by owner uid.
-        let mut owned_by: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+        // One pass over the pods to index them by owner uid (borrowed: no copies).
+        let mut owned_by: HashMap<&str, Vec<&SimPod>> = HashMap::default();
         for p in self.pods.values() {
             if let Some(o) = &p.owner {
-                owned_by.entry(o.uid.clone()).or_default().push(p.key());
+                owned_by.entry(o.uid.as_str()).or_default().push(p);
             }
         }
-        let keys: Vec<_> = self.workloads.keys().cloned().collect();
-        for key in keys {
-            let Some(w) = self.workloads.get(&key).cloned() else {
-                continue;
-            };
+        // Only what needs a controller's attention is copied out: a Deployment whose active
+        // pods number its replicas has nothing to do (the common case, by far), so most
+        // ticks of a large cluster allocate nothing here.
+        let mut work: Vec<(Workload, OwnerRef, Vec<OwnedPod>)> = Vec::new();
+        for w in self.workloads.values() {
             let owner = w.pod_owner();
-            // What reconciling needs of each pod (cloning whole pods made every tick of a
-            // large cluster allocate megabytes).
-            let owned: Vec<OwnedPod> = owned_by
-                .get(&owner.uid)
-                .map(|ks| {
-                    ks.iter()
-                        .filter_map(|k| self.pods.get(k))
-                        .map(|p| OwnedPod {
-                            key: p.key(),
-                            node: p.node.clone(),
-                            deleting: p.deleting_at.is_some(),
-                            finished: p.is_finished(),
-                            ready: p.is_ready(self.now, &self.nodes),
-                            created: p.created,
-                        })
-                        .collect()
+            let pods = owned_by
+                .get(owner.uid.as_str())
+                .map(Vec::as_slice)
+                .unwrap_or(&[]);
+            if w.kind == Kind::Deployment {
+                let active = pods
+                    .iter()
+                    .filter(|p| p.deleting_at.is_none() && !p.is_finished())
+                    .count();
+                if active == w.replicas as usize {
+                    continue;
+                }
+            }
+            let owned: Vec<OwnedPod> = pods
+                .iter()
+                .map(|p| OwnedPod {
+                    key: p.key(),
+                    node: p.node.clone(),
+                    deleting: p.deleting_at.is_some(),
+                    finished: p.is_finished(),
+                    ready: p.is_ready(self.now, &self.nodes),
+                    created: p.created,
                 })
-                .unwrap_or_default();
+                .collect();
+            work.push((w.clone(), owner, owned));
+        }
+        for (w, owner, owned) in work {
             match w.kind {
                 Kind::Deployment => self.reconcile_replica_set(&w, &owner, &owned),
                 Kind::StatefulSet => self.reconcile_stateful_set(&w, &owner, &owned),
@@ -926,8 +939,8 @@ impl World {
 
     /// Requests in use on each node (pods that hold resources: bound and not finished;
     /// terminating pods still hold theirs, as on a real node).
-    pub fn used(&self) -> BTreeMap<&str, (u64, u64, u32)> {
-        let mut used: BTreeMap<&str, (u64, u64, u32)> =
+    pub fn used(&self) -> HashMap<&str, (u64, u64, u32)> {
+        let mut used: HashMap<&str, (u64, u64, u32)> =
             self.nodes.keys().map(|n| (n.as_str(), (0, 0, 0))).collect();
         for p in self.pods.values() {
             if p.is_finished() {
@@ -1182,38 +1195,40 @@ impl World {
     /// (`unhealthyPodEvictionPolicy: IfHealthyBudget`, the default).
     pub fn evict(&mut self, namespace: &str, name: &str) -> Result<(), EvictError> {
         let key = (namespace.to_string(), name.to_string());
-        let pod = self
-            .pods
-            .get(&key)
-            .cloned()
-            .ok_or_else(|| EvictError::NotFound(name.to_string()))?;
-        if pod.deleting_at.is_some() {
-            return Ok(());
-        }
-        if pod.phase == PodPhase::Running {
-            let pdbs = self.pdbs_for(&pod);
-            if pdbs.len() > 1 {
-                return Err(EvictError::MultiplePdbs(
-                    pdbs.iter().map(|b| b.name.clone()).collect(),
-                ));
+        // Judged on the pod as it is (borrowed: a drain evicts a lot).
+        {
+            let pod = self
+                .pods
+                .get(&key)
+                .ok_or_else(|| EvictError::NotFound(name.to_string()))?;
+            if pod.deleting_at.is_some() {
+                return Ok(());
             }
-            if let Some(pdb) = pdbs.first() {
-                let status = self.pdb_status(pdb);
-                let ready = pod.is_ready(self.now, &self.nodes);
-                let ok = if ready {
-                    status.disruptions_allowed > 0
-                } else {
-                    status.current_healthy >= status.desired_healthy
-                        && !self
-                            .faults
-                            .blocking_pdbs
-                            .contains(&format!("{}/{}", pdb.namespace, pdb.name))
-                };
-                if !ok {
-                    return Err(EvictError::Blocked {
-                        pdb: pdb.name.clone(),
-                        status,
-                    });
+            if pod.phase == PodPhase::Running {
+                let pdbs = self.pdbs_for(pod);
+                if pdbs.len() > 1 {
+                    return Err(EvictError::MultiplePdbs(
+                        pdbs.iter().map(|b| b.name.clone()).collect(),
+                    ));
+                }
+                if let Some(pdb) = pdbs.first() {
+                    let status = self.pdb_status(pdb);
+                    let ready = pod.is_ready(self.now, &self.nodes);
+                    let ok = if ready {
+                        status.disruptions_allowed > 0
+                    } else {
+                        status.current_healthy >= status.desired_healthy
+                            && !self
+                                .faults
+                                .blocking_pdbs
+                                .contains(&format!("{}/{}", pdb.namespace, pdb.name))
+                    };
+                    if !ok {
+                        return Err(EvictError::Blocked {
+                            pdb: pdb.name.clone(),
+                            status,
+                        });
+                    }
                 }
             }
         }
