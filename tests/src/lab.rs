@@ -217,6 +217,11 @@ impl Lab {
         };
         // From here on, a failure tears down what exists (drop).
         lab.record_manifest()?;
+        // The stub tools, where every node sees them: a node mounts its own /tmp, so a
+        // build under /tmp (a CI target dir) would be invisible inside it.
+        let stub = root.join("labstub");
+        std::fs::copy(&spec.stub, &stub)?;
+        lab.spec.stub = stub;
         ip(&["link", "add", &bridge, "type", "bridge"])?;
         ip(&["addr", "add", &format!("{host_addr}/24"), "dev", &bridge])?;
         ip(&["link", "set", &bridge, "up"])?;
