@@ -88,13 +88,18 @@ async fn drains_of_a_batch_share_budgets_without_breaking_or_starving() {
         .collect();
     assert!(failed.is_empty(), "drains failed: {failed:?}");
     // Every budget held at every moment, and every pod found a place.
-    let w = h.sim.world();
+    held_and_placed(&h.sim.world(), "large-40");
+}
+
+/// Every budget the sim watched stayed at or above its desired healthy count, and no pod
+/// is without a node.
+fn held_and_placed(w: &upgraded_sim::World, what: &str) {
     let low = w.budget_low_water.clone().expect("watched");
-    assert!(!low.is_empty());
+    assert!(!low.is_empty(), "{what}: no budget watched");
     for (pdb, slack) in &low {
         assert!(
             *slack >= 0,
-            "{pdb} went {slack} below its desired healthy count"
+            "{what}: {pdb} went {slack} below its desired healthy count"
         );
     }
     let pending: Vec<String> = w
@@ -103,7 +108,7 @@ async fn drains_of_a_batch_share_budgets_without_breaking_or_starving() {
         .filter(|p| p.node.is_none())
         .map(|p| format!("{}/{}", p.namespace, p.name))
         .collect();
-    assert!(pending.is_empty(), "left Pending: {pending:?}");
+    assert!(pending.is_empty(), "{what}: left Pending: {pending:?}");
 }
 
 /// A random cluster, for the property below.
@@ -179,17 +184,7 @@ proptest::proptest! {
                 .await;
             assert_eq!(end["phase"], "completed", "{cluster:?}: {end:#}");
             tokio::time::sleep(Duration::from_secs(600)).await;
-            let w = h.sim.world();
-            for (pdb, slack) in w.budget_low_water.clone().unwrap_or_default() {
-                assert!(slack >= 0, "{cluster:?}: {pdb} went {slack} below its desired count");
-            }
-            let pending: Vec<String> = w
-                .pods
-                .values()
-                .filter(|p| p.node.is_none())
-                .map(|p| format!("{}/{}", p.namespace, p.name))
-                .collect();
-            assert!(pending.is_empty(), "{cluster:?}: left Pending: {pending:?}");
+            held_and_placed(&h.sim.world(), &format!("{cluster:?}"));
         });
     }
 }
