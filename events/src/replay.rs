@@ -124,10 +124,23 @@ pub fn at(records: &[Record], at: At) -> Replayed {
     if !state.phase().is_terminal() && state.id.is_some() && in_flight.is_empty() {
         status.waiting = decide(&state, &state.policy, t).waiting;
     }
+    let (actions, down) = actions_and_down(prefix);
+    Replayed {
+        at: t,
+        seq: prefix.last().map(|r| r.seq),
+        status,
+        actions,
+        in_flight,
+        down,
+    }
+}
+
+/// The operators' requests and the daemon-down stretches in `records`, in order.
+pub fn actions_and_down(records: &[Record]) -> (Vec<Action>, Vec<Down>) {
     let mut actions = Vec::new();
     let mut down = Vec::new();
     let mut last: Option<Timestamp> = None;
-    for r in prefix {
+    for r in records {
         let (what, by, reason) = match &r.event {
             Event::RunPaused { by, reason } => ("pause", by, reason.clone()),
             Event::RunResumed { by } => ("resume", by, String::new()),
@@ -153,12 +166,5 @@ pub fn at(records: &[Record], at: At) -> Replayed {
             reason,
         });
     }
-    Replayed {
-        at: t,
-        seq: prefix.last().map(|r| r.seq),
-        status,
-        actions,
-        in_flight,
-        down,
-    }
+    (actions, down)
 }

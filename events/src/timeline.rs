@@ -275,7 +275,7 @@ pub fn of(records: &[Record]) -> Timeline {
             end,
         });
     }
-    let replayed = crate::replay::at(records, crate::replay::At::Time(end));
+    let (actions, down) = crate::replay::actions_and_down(records);
     Timeline {
         run: state.id,
         target: state.target.map(|v| v.to_string()),
@@ -283,8 +283,8 @@ pub fn of(records: &[Record]) -> Timeline {
         start,
         end,
         rows,
-        down: replayed.down,
-        actions: replayed.actions,
+        down,
+        actions,
     }
 }
 
