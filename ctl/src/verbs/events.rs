@@ -13,25 +13,18 @@ pub async fn run(
     follow: bool,
     offline: &crate::cli::Offline,
 ) -> anyhow::Result<()> {
+    let run = run.as_deref().map(super::replay::run_id).transpose()?;
     if let Some(all) = super::replay::offline_records(offline)? {
-        let run = match run {
-            Some(r) => r
-                .parse::<RunId>()
-                .with_context(|| format!("--run {r:?} is not a run id (see `upgradectl runs`)"))?,
-            None => upgraded_ctl::export::runs(&all)
-                .last()
-                .map(|(r, _)| *r)
-                .context("the log holds no run")?,
-        };
-        for r in all.iter().filter(|r| r.run == run && r.seq >= from) {
+        for r in super::replay::run_records(all, run)?
+            .iter()
+            .filter(|r| r.seq >= from)
+        {
             println!("{}", serde_json::to_string(r)?);
         }
         return Ok(());
     }
     let run = match run {
-        Some(r) => r
-            .parse::<RunId>()
-            .with_context(|| format!("--run {r:?} is not a run id (see `upgradectl runs`)"))?,
+        Some(r) => r,
         None => active_run(client).await?,
     };
     let mut out = Ok(());

@@ -14,7 +14,7 @@ use upgraded_events::{Record, RunId};
 
 use crate::cli::Offline;
 
-fn run_id(r: &str) -> anyhow::Result<RunId> {
+pub fn run_id(r: &str) -> anyhow::Result<RunId> {
     r.parse::<RunId>()
         .with_context(|| format!("--run {r:?} is not a run id (see `upgradectl runs`)"))
 }
@@ -93,6 +93,22 @@ pub fn offline_records(offline: &Offline) -> anyhow::Result<Option<Vec<Record>>>
     })
 }
 
+/// Run `run`'s records among `all` (default: the last run).
+pub fn run_records(all: Vec<Record>, run: Option<RunId>) -> anyhow::Result<Vec<Record>> {
+    let run = match run {
+        Some(r) => r,
+        None => export::runs(&all)
+            .last()
+            .map(|(r, _)| *r)
+            .context("the log holds no run")?,
+    };
+    let mine: Vec<Record> = all.into_iter().filter(|r| r.run == run).collect();
+    if mine.is_empty() {
+        bail!("the log holds no run {run} (see `upgradectl runs`)");
+    }
+    Ok(mine)
+}
+
 /// One run's records: offline (default run: the last) or from the daemon (default run:
 /// the active one).
 async fn records(
@@ -102,20 +118,7 @@ async fn records(
 ) -> anyhow::Result<Vec<Record>> {
     let run = run.as_deref().map(run_id).transpose()?;
     Ok(match offline_records(offline)? {
-        Some(all) => {
-            let run = match run {
-                Some(r) => r,
-                None => export::runs(&all)
-                    .last()
-                    .map(|(r, _)| *r)
-                    .context("the log holds no run")?,
-            };
-            let mine: Vec<Record> = all.into_iter().filter(|r| r.run == run).collect();
-            if mine.is_empty() {
-                bail!("the log holds no run {run}");
-            }
-            mine
-        }
+        Some(all) => run_records(all, run)?,
         None => {
             let run = match run {
                 Some(r) => r,

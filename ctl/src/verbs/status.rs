@@ -8,10 +8,8 @@ use crate::cli::Offline;
 
 pub async fn run(client: &Client, json: bool, offline: &Offline) -> anyhow::Result<()> {
     let active = match super::replay::offline_records(offline)? {
-        Some(all) => upgraded_ctl::export::runs(&all).last().map(|(run, _)| {
-            let mine: Vec<_> = all.iter().filter(|r| r.run == *run).cloned().collect();
-            RunState::replay(&mine).summary()
-        }),
+        Some(all) if all.is_empty() => None,
+        Some(all) => Some(RunState::replay(&super::replay::run_records(all, None)?).summary()),
         None => client.status().await?,
     };
     if json {
