@@ -353,22 +353,25 @@ async fn status<L: EventLog + Clone>(State(d): State<Arc<Daemon<L>>>) -> Respons
 async fn list_runs<L: EventLog + Clone>(
     State(d): State<Arc<Daemon<L>>>,
 ) -> Result<Response, ApiError> {
-    let mut all = Vec::new();
-    for run in d.log().runs().map_err(internal)? {
-        all.push(d.log().read(run, 0).map_err(internal)?);
-    }
-    let history = upgraded_events::history::history(&all);
+    // One fold per run, for its entry and its history alike.
     let mut out = Vec::new();
-    for records in &all {
-        let s = RunState::replay(records).summary();
-        let Some(run) = s.run else { continue };
+    let mut history = Vec::new();
+    for run in d.log().runs().map_err(internal)? {
+        let records = d.log().read(run, 0).map_err(internal)?;
+        let state = RunState::replay(&records);
+        let Some(run) = state.id else { continue };
+        history.extend(upgraded_events::history::entry_of(&state, &records));
         out.push(RunEntry {
             run,
-            phase: s.phase,
-            target: s.target,
-            records: s.next_seq,
-            history: history.iter().find(|h| h.run == run).cloned(),
+            phase: state.phase(),
+            target: state.target.map(|v| v.to_string()),
+            records: state.next_seq,
+            history: None,
         });
+    }
+    upgraded_events::history::mark_undone(&mut history);
+    for (e, h) in out.iter_mut().zip(history) {
+        e.history = Some(h);
     }
     Ok(Json(out).into_response())
 }

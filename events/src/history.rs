@@ -37,8 +37,12 @@ pub struct RunHistory {
 
 /// One run's entry (without what later runs say of it).
 pub fn entry(records: &[Record]) -> Option<RunHistory> {
+    entry_of(&RunState::replay(records), records)
+}
+
+/// [`entry`], for a caller that has folded the records already.
+pub fn entry_of(state: &RunState, records: &[Record]) -> Option<RunHistory> {
     let first = records.first()?;
-    let state = RunState::replay(records);
     let (mut steps, mut retries) = (0, 0);
     let (mut started, mut started_by, mut ended) = (None, None, None);
     for r in records {
@@ -95,12 +99,18 @@ pub fn entry(records: &[Record]) -> Option<RunHistory> {
 /// back is `rolled back`; one with only nodes rolled back says so.
 pub fn history(runs: &[Vec<Record>]) -> Vec<RunHistory> {
     let mut out: Vec<RunHistory> = runs.iter().filter_map(|r| entry(r)).collect();
+    mark_undone(&mut out);
+    out
+}
+
+/// What later runs say of earlier ones: rolled back, or nodes rolled back.
+pub fn mark_undone(out: &mut [RunHistory]) {
     let undone: Vec<(RunId, bool)> = out
         .iter()
         .filter(|h| h.state == RunPhase::Completed.as_str())
         .filter_map(|h| h.undoes.map(|u| (u, h.kind == "rollback")))
         .collect();
-    for h in &mut out {
+    for h in out.iter_mut() {
         let whole = undone.iter().any(|(u, cp)| *u == h.run && *cp);
         let nodes = undone.iter().any(|(u, cp)| *u == h.run && !*cp);
         if whole {
@@ -109,5 +119,4 @@ pub fn history(runs: &[Vec<Record>]) -> Vec<RunHistory> {
             h.state = format!("{} (nodes rolled back)", h.state);
         }
     }
-    out
 }
