@@ -10,15 +10,15 @@ use upgraded_events::{Record, codec};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataDirError {
-    #[error("reading {path}: {source} (is {dir} an upgraded data dir?)")]
+    #[error("reading {path}: {cause} (is {dir} an upgraded data dir?)")]
     Read {
         path: PathBuf,
         dir: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error(
-        "{path} is damaged at byte {offset}, with records after it: some records cannot be \
-         read from it (start upgraded on this data dir, which restores them from sled)"
+        "{path} is damaged at byte {offset}: acknowledged records cannot be read from it \
+         (start upgraded on this data dir, which restores them from sled)"
     )]
     Damaged { path: PathBuf, offset: u64 },
     #[error("{path}: the record of run {run} seq {seq} does not decode: {why}")]
@@ -33,14 +33,18 @@ pub enum DataDirError {
 /// Every record in `dir`'s log, by run and seq.
 pub fn read(dir: &Path) -> Result<Vec<Record>, DataDirError> {
     let path = dir.join(FILE);
-    let bytes = std::fs::read(&path).map_err(|source| DataDirError::Read {
+    let bytes = std::fs::read(&path).map_err(|cause| DataDirError::Read {
         path: path.clone(),
         dir: dir.to_path_buf(),
-        source,
+        cause,
     })?;
     let scan = scan_bytes(&bytes);
-    // A torn last frame is a write that was never acknowledged; damage before intact frames
-    // hides acknowledged records.
+    // A file with bytes but no intact header is not a witness (or is damaged from its
+    // start); a torn last frame is a write that was never acknowledged; damage before
+    // intact frames hides acknowledged records.
+    if scan.id.is_none() && bytes.iter().any(|b| *b != 0) {
+        return Err(DataDirError::Damaged { path, offset: 0 });
+    }
     if let Some(d) = scan.damage.filter(|d| d.middle) {
         return Err(DataDirError::Damaged {
             path,
@@ -113,6 +117,12 @@ mod tests {
             matches!(e, DataDirError::Damaged { offset, .. } if offset == at[1] as u64),
             "{e}"
         );
+        // Garbage from the first byte: not read as an empty log.
+        std::fs::write(dir.path().join(FILE), b"not a witness file at all").expect("write");
+        assert!(matches!(
+            read(dir.path()),
+            Err(DataDirError::Damaged { offset: 0, .. })
+        ));
         // Not a data dir.
         let e = read(&dir.path().join("nope")).expect_err("missing");
         assert!(e.to_string().contains("upgraded data dir"), "{e}");
