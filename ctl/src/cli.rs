@@ -199,6 +199,16 @@ pub enum Cmd {
         #[command(flatten)]
         offline: Offline,
     },
+    /// Rehearse an upgrade on a simulated copy of a cluster: the daemon's engine, planner to
+    /// completion, in virtual time; nothing runs against the cluster. Runs
+    /// `upgraded-rehearse` (installed beside upgradectl); `upgradectl rehearse --help` lists
+    /// its options: --snapshot F [--policy P] [--to V] [-o table|json] [--timeline-html F]
+    /// [--fault ...] [--assume-fixed] [--no-compare].
+    #[command(disable_help_flag = true)]
+    Rehearse {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
     /// A simulated cluster behind the Kubernetes API, to point kubectl at and rehearse drains.
     Sim {
         #[command(subcommand)]
@@ -241,6 +251,22 @@ pub enum SimCmd {
         /// How much faster than real time the sim's clock runs.
         #[arg(long, default_value_t = 1.0)]
         speed: f64,
+    },
+    /// Write a built-in scenario as `kubectl get nodes,pods,pdb,deploy,sts,ds -A -o json`
+    /// prints it: a snapshot for `plan` and `rehearse`.
+    Snapshot {
+        /// seed, lab, lab-ha or large-N.
+        #[arg(long, default_value = "seed")]
+        scenario: String,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// First do what the plan's usual blockers ask: delete pods without a controller,
+        /// move cgroup v1 machines to v2.
+        #[arg(long)]
+        assume_fixed: bool,
+        /// The file to write (new, 0600); `-` for stdout.
+        #[arg(short = 'o', long = "output")]
+        output: PathBuf,
     },
 }
 

@@ -294,3 +294,16 @@ fn refused(status: StatusCode, body: &[u8]) -> ClientError {
             .map_or_else(|_| "no reason given".to_string(), |b| b.error),
     }
 }
+
+/// Writes a new file 0600 (it holds cluster data), never over an existing one, and syncs it.
+pub fn write_private(to: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(to)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}

@@ -5,8 +5,10 @@
 //! pods without a controller and pods with emptyDir data are refused unless the policy
 //! consents. A budget's refusal (HTTP 429) is a state, not an error: it is recorded once per
 //! pod as `EvictionBlocked` and retried every 5 s plus a per-node jitter (as kubectl does,
-//! so the drains of one batch take turns at a shared budget) until the drain timeout. Then the step
-//! fails with an `eviction_blocked` fact, and `decide` parks the node or pauses the run.
+//! so the drains of one batch take turns at a shared budget) until the drain times out: a
+//! timeout is a drain that nothing moved for `drainTimeout` (no eviction let through, no
+//! evicted pod gone), so serialised turns are slow, never failed, and a stuck drain is
+//! bounded. Then the step fails with an `eviction_blocked` fact, and `decide` parks the node or pauses the run.
 //!
 //! With `drain.scaleUpToUnblock`, a pod whose budget allows no eviction although every pod
 //! it covers is healthy (refused twice in a row) has its Deployment scaled up by one: the
@@ -137,7 +139,10 @@ async fn evict_all(
     scaler: &mut Scaler<'_>,
 ) -> Result<Facts, PortError> {
     let mut facts = Facts::new();
-    let deadline = clock.now().plus_secs(rules.timeout_secs);
+    // The timeout is a drain that makes no progress: each eviction let through (and each
+    // evicted pod gone) gives it the whole timeout again, so drains that take turns at a
+    // shared budget are slow, not stuck; one that nothing moves for that long stops.
+    let mut deadline = clock.now().plus_secs(rules.timeout_secs);
     let mut pending = select(cluster.pods_on(node).await?, rules, &mut facts)?;
     // Evicted pods, by key, with the uid of the incarnation evicted.
     let mut evicted: BTreeMap<String, String> = BTreeMap::new();
@@ -150,6 +155,7 @@ async fn evict_all(
         let mut still = Vec::new();
         let mut blocked_now = Vec::new();
         let mut refused_now = BTreeMap::new();
+        let pending_len = pending.len();
         for p in pending {
             match cluster.evict(&p.namespace, &p.name, &p.uid).await? {
                 Eviction::Evicted => {
@@ -196,18 +202,22 @@ async fn evict_all(
                 }
             }
         }
+        let progressed = still.len() < pending_len;
         pending = still;
         refused_rounds = refused_now;
         if pending.is_empty() {
             break;
         }
         let now = clock.now();
+        if progressed {
+            deadline = now.plus_secs(rules.timeout_secs);
+        }
         if now >= deadline {
             facts.insert("eviction_refusals".into(), refusals.to_string());
             let what = blocked_now.join("; ");
             let skipped = scaler.skipped();
             let mut e = PortError::retryable(format!(
-                "drain timed out after {}s: eviction refused for {}",
+                "drain timed out: no eviction let through for {}s: eviction refused for {}",
                 rules.timeout_secs, what
             ))
             .with_fact("eviction_blocked", what)
@@ -223,6 +233,7 @@ async fn evict_all(
         clock.sleep_until(wake).await;
     }
     // Wait until the evicted incarnations are gone (terminated and deleted).
+    let mut terminating = usize::MAX;
     loop {
         let left: Vec<String> = cluster
             .pods_on(node)
@@ -235,11 +246,17 @@ async fn evict_all(
             break;
         }
         let now = clock.now();
+        if left.len() < terminating {
+            if terminating != usize::MAX {
+                deadline = now.plus_secs(rules.timeout_secs);
+            }
+            terminating = left.len();
+        }
         if now >= deadline {
             return Err(PortError::retryable(format!(
-                "drain timed out after {}s: {} evicted pod(s) still terminating: {}",
-                rules.timeout_secs,
+                "drain timed out: none of {} evicted pod(s) went away for {}s: {}",
                 left.len(),
+                rules.timeout_secs,
                 left.join(", ")
             ))
             .with_fact("terminating", left.join(",")));

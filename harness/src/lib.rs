@@ -13,6 +13,8 @@
 //! runs on a blocking thread, which holds time still, so an fsync never looks like minutes.
 //! Waits are bounded in virtual time, so a stuck scenario fails with the status it was in.
 
+pub mod rehearse;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -252,6 +254,17 @@ impl Harness {
 
     /// A daemon with `policy` on `world`, with `options`.
     pub async fn with(world: World, policy: PlanPolicy, options: Options) -> Harness {
+        Self::try_with(world, policy, options)
+            .await
+            .unwrap_or_else(|e| panic!("the harness: {e}"))
+    }
+
+    /// [`Harness::with`], its failures (a temp dir, the log, the engine's recovery) as errors.
+    pub async fn try_with(
+        world: World,
+        policy: PlanPolicy,
+        options: Options,
+    ) -> Result<Harness, String> {
         let sim = Sim::new(world);
         let router = upgraded_sim::server::router(Arc::clone(&sim));
         let kube = match &options.kube_layer {
@@ -262,11 +275,12 @@ impl Harness {
             Some(f) => f(&sim),
             None => Arc::new(SimAgents::in_process(exchange(router))),
         };
-        let dir = tempfile::tempdir().expect("a temp dir for the log");
-        let (log, _) = SledLog::open(dir.path(), Default::default()).expect("the sled log");
+        let dir = tempfile::tempdir().map_err(|e| format!("a temp dir for the log: {e}"))?;
+        let (log, _) = SledLog::open(dir.path(), Default::default())
+            .map_err(|e| format!("the log in {}: {e}", dir.path().display()))?;
         let clock = Arc::new(TokioClock::new());
         let engine = Self::engine(&log, &clock, &policy, &kube, &nodes);
-        let mut h = Harness {
+        let h = Harness {
             sim,
             _dir: dir,
             log,
@@ -276,8 +290,12 @@ impl Harness {
             nodes,
             engine,
         };
-        h.recover().await;
-        h
+        h.engine
+            .daemon
+            .recover()
+            .await
+            .map_err(|e| format!("the engine's start: {e}"))?;
+        Ok(h)
     }
 
     fn engine(

@@ -152,14 +152,18 @@ impl Ctx<'_> {
         ]
     }
 
-    /// Rounds of serialised evictions a drain has room for before its timeout: after the
-    /// drain's own time, one round per replacement becoming Ready.
+    /// Rounds of serialised evictions a batch's drains may take turns through. A drain
+    /// times out when nothing moves for `drainTimeout` (the daemon's drain), and each
+    /// round moves once a replacement is Ready: any number of rounds when that
+    /// (`durations.podReady`, plus kubectl's 5 s retry) fits in the timeout; else none
+    /// beyond the first, as a wait between rounds would look like a stuck drain.
     pub(crate) fn max_rounds(&self) -> u32 {
         let d = &self.policy.durations;
-        let room = self.policy.drain_timeout_secs.saturating_sub(d.drain);
-        u32::try_from(room / d.pod_ready.max(1))
-            .unwrap_or(u32::MAX)
-            .max(1)
+        if d.pod_ready + 5 < self.policy.drain_timeout_secs {
+            u32::MAX
+        } else {
+            1
+        }
     }
 
     /// Drains a node alone in the capacity model; the refusal, if any, as text.

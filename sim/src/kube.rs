@@ -580,3 +580,32 @@ pub fn workload_json(d: &Workload, w: &World) -> serde_json::Result<serde_json::
         Kind::DaemonSet => serde_json::to_value(daemon_set(d, w)),
     }
 }
+
+/// The whole cluster as `kubectl get nodes,pods,pdb,deploy,sts,ds -A -o json` prints it: the
+/// snapshot `upgradectl plan` and `rehearse` read.
+pub fn list_json(w: &World) -> serde_json::Value {
+    let mut items = Vec::new();
+    let mut push = |v: serde_json::Result<serde_json::Value>| {
+        if let Ok(v) = v {
+            items.push(v);
+        }
+    };
+    for n in w.nodes.values() {
+        push(serde_json::to_value(node(n, w.now())));
+    }
+    for p in w.pods.values() {
+        push(serde_json::to_value(pod(p, w)));
+    }
+    for b in w.pdbs.values() {
+        push(serde_json::to_value(pdb(b, w)));
+    }
+    for d in w.workloads.values() {
+        push(workload_json(d, w));
+    }
+    serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "List",
+        "metadata": { "resourceVersion": "" },
+        "items": items,
+    })
+}

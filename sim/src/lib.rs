@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod clock;
+pub mod import;
 pub mod kube;
 pub mod model;
 pub mod scenario;

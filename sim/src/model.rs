@@ -661,6 +661,45 @@ impl World {
         Ok(())
     }
 
+    /// A pod as a snapshot shows it: owned by `owner` (or by nothing), bound to `node` (or
+    /// Pending), Ready since `ready_since` when it is (`None`: Running but not Ready). What
+    /// `import` rebuilds a cluster's pods with; the controllers adopt it by its owner's uid.
+    pub fn place_pod(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        owner: Option<OwnerRef>,
+        spec: PodTemplate,
+        node: Option<&str>,
+        ready_since: Option<Millis>,
+    ) -> Result<(), ModelError> {
+        if self
+            .pods
+            .contains_key(&(namespace.to_string(), name.to_string()))
+        {
+            return Err(ModelError::Invalid(format!(
+                "pod {namespace}/{name} already exists"
+            )));
+        }
+        if let Some(n) = node
+            && !self.nodes.contains_key(n)
+        {
+            return Err(not_found("node", n));
+        }
+        self.create_pod(namespace, name, owner, spec, Labels::new(), node);
+        if let Some(p) = self
+            .pods
+            .get_mut(&(namespace.to_string(), name.to_string()))
+            && p.node.is_some()
+        {
+            p.ready_at = ready_since;
+            if let Some(t) = ready_since {
+                p.created = p.created.min(t);
+            }
+        }
+        Ok(())
+    }
+
     /// A pod with no controller (`kubectl run`), placed by the scheduler.
     pub fn add_bare_pod(&mut self, namespace: &str, name: &str, spec: PodTemplate) {
         self.create_pod(namespace, name, None, spec, Labels::new(), None);

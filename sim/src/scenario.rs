@@ -221,6 +221,41 @@ pub fn fix_seed_blockers(w: &mut World) -> Result<Vec<String>, ModelError> {
     Ok(done)
 }
 
+/// What the planner's usual blockers ask of an operator, on any cluster: every pod without
+/// a controller deleted (a drain without `--force` refuses it), every cgroup v1 machine
+/// rebooted into cgroup v2. Returns what was done, a line each.
+pub fn fix_blockers(w: &mut World) -> Result<Vec<String>, ModelError> {
+    let mut done = Vec::new();
+    let bare: Vec<(String, String)> = w
+        .pods
+        .values()
+        .filter(|p| p.owner.is_none() && !p.is_mirror() && p.deleting_at.is_none())
+        .map(|p| p.key())
+        .collect();
+    for (ns, name) in bare {
+        w.delete_pod(&ns, &name, Some(0))?;
+        done.push(format!(
+            "deleted the unmanaged pod {ns}/{name} (nothing would recreate it)"
+        ));
+    }
+    let v1: Vec<String> = w
+        .nodes
+        .values()
+        .filter(|n| n.annotations.get(CGROUP_KEY).map(String::as_str) == Some("v1"))
+        .map(|n| n.name.clone())
+        .collect();
+    for name in v1 {
+        let n = &w.nodes[&name];
+        let (labels, mut annotations, taints) =
+            (n.labels.clone(), n.annotations.clone(), n.taints.clone());
+        annotations.insert(CGROUP_KEY.into(), "v2".into());
+        w.set_node_meta(&name, labels, annotations, taints)?;
+        done.push(format!("rebooted {name} with cgroup v2"));
+    }
+    w.tick();
+    Ok(done)
+}
+
 /// Every machine of hardware `generation` cannot run a kubelet from `from` on (an old
 /// kernel): restarted into such a kubelet it never becomes Ready. Returns the machines.
 pub fn kubelet_fails_in_generation(w: &mut World, generation: &str, from: Version) -> Vec<String> {

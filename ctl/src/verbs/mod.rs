@@ -125,6 +125,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     speed,
                 },
         } => sim::serve(&scenario, address, port, &kubeconfig, seed, speed).await?,
+        Cmd::Sim {
+            cmd:
+                SimCmd::Snapshot {
+                    scenario,
+                    seed,
+                    assume_fixed,
+                    output,
+                },
+        } => sim::snapshot(&scenario, seed, assume_fixed, &output)?,
+        Cmd::Rehearse { args } => sim::rehearse(args)?,
     }
     Ok(())
 }

@@ -2,8 +2,6 @@
 //! [--run R] [--file F] [-o table|json]`: records from the daemon or from an export, folded
 //! here (`upgraded_events::replay`).
 
-use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::Path;
 
 use anyhow::{Context, bail};
@@ -163,15 +161,7 @@ pub async fn timeline(
 
 /// A new file, 0600 (it holds cluster data), never over an existing one.
 fn write_private(to: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(to)
-        .with_context(|| format!("writing {}", to.display()))?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    Ok(())
+    upgraded_ctl::write_private(to, bytes).with_context(|| format!("writing {}", to.display()))
 }
 
 /// `replay --at`.

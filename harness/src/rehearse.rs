@@ -1,0 +1,924 @@
+//! A rehearsal: the real engine upgrading a simulated copy of a cluster, start to finish, in
+//! virtual time. What `upgradectl rehearse` (through `upgraded-rehearse`) and the upgrade
+//! benchmark run.
+//!
+//! The cluster is a snapshot rebuilt by `sim::import` (or a built-in scenario), faults
+//! applied. The engine is the daemon's own: planner, sled log, `decide`, the fold, steps,
+//! drains through the Eviction API with the sim's budgets, gates. Node commands take the
+//! policy's estimated durations (`durations`) in virtual time and act on the sim's machines
+//! ([`SimNodes`]); drains, kubelet restarts and readiness take what the sim's pods and
+//! kubelets take. The same cluster is rehearsed a second time one node at a time (the same
+//! policy with `maxUnavailable: 1` everywhere), on another thread, for the ratio.
+//!
+//! Nothing here talks to a real cluster: the only network is the sim's router, in process.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use upgraded_daemon::log::EventLog;
+use upgraded_daemon::ports::{BoxFut, CommandOutput, NodeExecutor, PortError, RemoteCommand};
+use upgraded_events::inventory::{CGROUP_KEY, Inventory, LabelSelector};
+use upgraded_events::{Actor, Event, Facts, Host, Record, Role, Step, Version};
+use upgraded_planner::bounds::LowerBound;
+use upgraded_planner::policy::{Durations, MaxUnavailable, PlanPolicy};
+use upgraded_sim::model::CrashLoopFault;
+use upgraded_sim::{Sim, World};
+
+use crate::{Harness, Options};
+
+/// Node commands acting on the sim's machines, each taking its estimated duration.
+#[derive(Debug)]
+pub struct SimNodes {
+    pub sim: Arc<Sim>,
+    pub durations: Durations,
+}
+
+impl SimNodes {
+    async fn exec(&self, node: &str, cmd: &RemoteCommand) -> Result<Facts, PortError> {
+        let d = &self.durations;
+        let secs = match cmd {
+            RemoteCommand::Preflight { .. } => d.preflight,
+            RemoteCommand::InstallPackages { .. } | RemoteCommand::DowngradePackages { .. } => {
+                d.upgrade_packages
+            }
+            RemoteCommand::KubeadmUpgrade { apply: true, .. }
+            | RemoteCommand::KubeadmDowngrade { apply: true, .. } => d.kubeadm_apply,
+            RemoteCommand::KubeadmUpgrade { apply: false, .. }
+            | RemoteCommand::KubeadmDowngrade { apply: false, .. } => d.kubeadm_node,
+            RemoteCommand::EtcdSnapshot { .. } | RemoteCommand::EtcdRestore(_) => d.etcd_snapshot,
+            RemoteCommand::InstalledKubelet
+            | RemoteCommand::RestartKubelet
+            | RemoteCommand::EtcdHealth => 0,
+        };
+        tokio::time::sleep(Duration::from_secs(secs)).await;
+        let model = |e: upgraded_sim::model::ModelError| PortError::fatal(e.to_string());
+        let mut w = self.sim.world();
+        let mut facts = Facts::new();
+        let installed = |w: &World| {
+            w.nodes
+                .get(node)
+                .and_then(|n| n.packages.get("kubelet").copied())
+                .ok_or_else(|| PortError::fatal(format!("node {node}: no kubelet package")))
+        };
+        match cmd {
+            RemoteCommand::Preflight { target } => {
+                let n = w
+                    .nodes
+                    .get(node)
+                    .ok_or_else(|| PortError::fatal(format!("no node {node}")))?;
+                let cgroup = n.annotations.get(CGROUP_KEY).cloned().unwrap_or_default();
+                if target.needs_cgroup_v2() && cgroup == "v1" {
+                    return Err(PortError::fatal(format!(
+                        "{node} runs cgroup v1: the kubelet {target} refuses to start on it"
+                    )));
+                }
+                facts.insert("cgroup".into(), cgroup);
+            }
+            RemoteCommand::InstallPackages { version }
+            | RemoteCommand::DowngradePackages { version, .. } => {
+                let kubeadm = matches!(cmd, RemoteCommand::DowngradePackages { kubeadm: true, .. });
+                for p in upgraded_events::plan::node_packages(kubeadm) {
+                    w.install_package(node, p, *version).map_err(model)?;
+                }
+                facts.insert("installed".into(), version.to_string());
+            }
+            RemoteCommand::KubeadmUpgrade { version, apply }
+            | RemoteCommand::KubeadmDowngrade { version, apply } => {
+                w.install_package(node, "kubeadm", *version)
+                    .map_err(model)?;
+                let is_cp = w.nodes.get(node).is_some_and(|n| n.control_plane.is_some());
+                if is_cp {
+                    w.upgrade_control_plane(node, *version, None)
+                        .map_err(model)?;
+                } else if *apply {
+                    return Err(PortError::fatal(format!("{node} runs no control plane")));
+                }
+            }
+            RemoteCommand::EtcdSnapshot { .. } => {
+                facts.insert("snapshot".into(), "simulated".into());
+            }
+            RemoteCommand::EtcdRestore(_) => {
+                return Err(PortError::fatal("a rehearsal's sim has no etcd to restore"));
+            }
+            RemoteCommand::InstalledKubelet => {
+                facts.insert("installed".into(), installed(&w)?.to_string());
+            }
+            RemoteCommand::EtcdHealth => {
+                let members: Vec<bool> = w
+                    .nodes
+                    .values()
+                    .filter(|n| n.control_plane.is_some())
+                    .map(|n| n.ready && !n.down)
+                    .collect();
+                let healthy = members.iter().filter(|h| **h).count();
+                facts.insert("members".into(), members.len().to_string());
+                facts.insert("healthy".into(), healthy.to_string());
+            }
+            RemoteCommand::RestartKubelet => {
+                let v = installed(&w)?;
+                w.restart_kubelet(node, v).map_err(model)?;
+                facts.insert("restarted".into(), v.to_string());
+            }
+        }
+        Ok(facts)
+    }
+}
+
+impl NodeExecutor for SimNodes {
+    fn run<'a>(
+        &'a self,
+        host: &'a Host,
+        cmd: &'a RemoteCommand,
+        _timeout: Duration,
+    ) -> BoxFut<'a, Result<CommandOutput, PortError>> {
+        let node = host.as_str();
+        Box::pin(async move {
+            Ok(CommandOutput {
+                facts: self.exec(node, cmd).await?,
+            })
+        })
+    }
+}
+
+/// Where the rehearsed cluster comes from.
+#[derive(Debug, Clone)]
+pub enum Cluster {
+    /// A snapshot (`kubectl get nodes,pods,pdb,deploy,sts,ds -A -o json`), parsed.
+    Snapshot(Box<Inventory>),
+    /// A built-in scenario (`seed`, `lab`, `large-N`).
+    Scenario(String),
+}
+
+impl Cluster {
+    fn build(&self) -> Result<World, String> {
+        match self {
+            Cluster::Snapshot(inv) => {
+                upgraded_sim::import::world(inv, crate::sim_clock(), 1).map_err(|e| e.to_string())
+            }
+            Cluster::Scenario(name) => upgraded_sim::scenario::build(name, crate::sim_clock(), 1)
+                .map_err(|e| e.to_string()),
+        }
+    }
+}
+
+/// Something broken on purpose, as the sim can break it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// `kubelet-fails:GENERATION@VERSION`: no machine of the generation runs a kubelet from
+    /// VERSION on (an old kernel): restarted into one, it never becomes Ready.
+    KubeletFails { generation: String, from: Version },
+    /// `never-ready:NODE`: the node's kubelet never comes back after a restart.
+    NeverReady(String),
+    /// `crash-loop:KEY=VALUE@VERSION`: pods labelled KEY=VALUE crash-loop on kubelets at or
+    /// above VERSION.
+    CrashLoop {
+        key: String,
+        value: String,
+        from: Version,
+    },
+    /// `blocking-pdb:NAMESPACE/NAME`: the budget refuses every eviction.
+    BlockingPdb(String),
+    /// `slow-drain:NODE=SECONDS`: the node's evicted pods take that long to terminate.
+    SlowDrain { node: String, secs: u64 },
+}
+
+impl std::str::FromStr for Fault {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Fault, String> {
+        let usage = "expected kubelet-fails:GENERATION@VERSION, never-ready:NODE, \
+                     crash-loop:KEY=VALUE@VERSION, blocking-pdb:NAMESPACE/NAME or slow-drain:NODE=SECONDS";
+        let (kind, arg) = s
+            .split_once(':')
+            .ok_or_else(|| format!("fault {s:?}: {usage}"))?;
+        let at = |arg: &str| -> Result<(String, Version), String> {
+            let (what, v) = arg
+                .rsplit_once('@')
+                .ok_or_else(|| format!("fault {s:?}: no @VERSION"))?;
+            let v = Version::parse_release(v)
+                .map_err(|e| format!("fault {s:?}: {v:?} is not a version: {e}"))?;
+            Ok((what.to_string(), v))
+        };
+        let nonempty = |x: &str| -> Result<String, String> {
+            if x.is_empty() {
+                Err(format!("fault {s:?}: {usage}"))
+            } else {
+                Ok(x.to_string())
+            }
+        };
+        match kind {
+            "kubelet-fails" => {
+                let (generation, from) = at(arg)?;
+                Ok(Fault::KubeletFails {
+                    generation: nonempty(&generation)?,
+                    from,
+                })
+            }
+            "never-ready" => Ok(Fault::NeverReady(nonempty(arg)?)),
+            "crash-loop" => {
+                let (sel, from) = at(arg)?;
+                let (key, value) = sel
+                    .split_once('=')
+                    .ok_or_else(|| format!("fault {s:?}: expected KEY=VALUE@VERSION"))?;
+                Ok(Fault::CrashLoop {
+                    key: nonempty(key)?,
+                    value: value.to_string(),
+                    from,
+                })
+            }
+            "blocking-pdb" => {
+                if !arg.contains('/') {
+                    return Err(format!("fault {s:?}: expected blocking-pdb:NAMESPACE/NAME"));
+                }
+                Ok(Fault::BlockingPdb(arg.to_string()))
+            }
+            "slow-drain" => {
+                let (node, secs) = arg
+                    .split_once('=')
+                    .ok_or_else(|| format!("fault {s:?}: expected slow-drain:NODE=SECONDS"))?;
+                let secs = secs
+                    .parse()
+                    .map_err(|_| format!("fault {s:?}: {secs:?} is not a number of seconds"))?;
+                Ok(Fault::SlowDrain {
+                    node: nonempty(node)?,
+                    secs,
+                })
+            }
+            _ => Err(format!("fault {s:?}: unknown kind {kind:?}; {usage}")),
+        }
+    }
+}
+
+impl Fault {
+    fn apply(&self, w: &mut World) -> Result<(), String> {
+        let node = |w: &World, n: &str| {
+            if w.nodes.contains_key(n) {
+                Ok(())
+            } else {
+                Err(format!("fault on node {n:?}: the cluster has no such node"))
+            }
+        };
+        match self {
+            Fault::KubeletFails { generation, from } => {
+                let hit = upgraded_sim::scenario::kubelet_fails_in_generation(w, generation, *from);
+                if hit.is_empty() {
+                    return Err(format!(
+                        "fault kubelet-fails:{generation}: no node of that generation"
+                    ));
+                }
+            }
+            Fault::NeverReady(n) => {
+                node(w, n)?;
+                w.faults.never_ready.insert(n.clone());
+            }
+            Fault::CrashLoop { key, value, from } => {
+                w.faults.crash_loops.push(CrashLoopFault {
+                    selector: LabelSelector {
+                        match_labels: [(key.clone(), value.clone())].into_iter().collect(),
+                        match_expressions: vec![],
+                    },
+                    from: *from,
+                });
+            }
+            Fault::BlockingPdb(b) => {
+                let known = w
+                    .pdbs
+                    .values()
+                    .any(|p| format!("{}/{}", p.namespace, p.name) == *b);
+                if !known {
+                    return Err(format!("fault blocking-pdb:{b}: no such budget"));
+                }
+                w.faults.blocking_pdbs.insert(b.clone());
+            }
+            Fault::SlowDrain { node: n, secs } => {
+                node(w, n)?;
+                w.faults
+                    .slow_termination_ms
+                    .insert(n.clone(), secs.saturating_mul(1000));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What to rehearse.
+#[derive(Debug, Clone)]
+pub struct Rehearsal {
+    pub cluster: Cluster,
+    pub policy: PlanPolicy,
+    pub target: Version,
+    pub faults: Vec<Fault>,
+    /// Before the run, do what the plan's usual blockers ask of an operator: delete pods
+    /// without a controller, move cgroup v1 machines to v2.
+    pub assume_fixed: bool,
+    /// Also rehearse one node at a time, for the ratio.
+    pub compare: bool,
+}
+
+/// One phase of the rehearsed run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PhaseTime {
+    pub phase: String,
+    pub batches: usize,
+    pub nodes: usize,
+    pub largest_batch: usize,
+    pub secs: u64,
+}
+
+/// A budget whose healthy pods went below what it requires.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Violation {
+    pub budget: String,
+    /// Healthy minus desired, at its lowest (negative: a violation).
+    pub lowest_slack: i64,
+}
+
+/// Evictions one budget refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Blocked {
+    pub budget: String,
+    pub refusals: usize,
+    pub nodes: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Parked {
+    pub node: String,
+    pub reason: String,
+}
+
+/// What a rehearsed run did.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunMeasure {
+    /// `completed`, or `halted: <why>`, or `did not finish within <days> days`.
+    pub outcome: String,
+    pub makespan_secs: u64,
+    pub phases: Vec<PhaseTime>,
+    pub batches: usize,
+    /// Most nodes cordoned at once.
+    pub most_unavailable: usize,
+    pub budget_violations: Vec<Violation>,
+    /// Pods without a node when the run ended, `namespace/name`.
+    pub pending_pods: Vec<String>,
+    pub blocked_evictions: Vec<Blocked>,
+    pub parked: Vec<Parked>,
+    pub control_plane_secs: u64,
+    pub worker_median_secs: u64,
+    pub steps: usize,
+    pub records: usize,
+    /// Wall time of the engine's run, and the share of it inside the sim.
+    pub wall_ms: u64,
+    pub sim_ms: u64,
+}
+
+/// A rehearsal's answer.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Report {
+    pub target: Version,
+    pub nodes: usize,
+    pub workers: usize,
+    pub pods: usize,
+    /// The plan's blockers (a rehearsal runs a blocked plan anyway, as `start --force`).
+    pub blockers: Vec<String>,
+    /// What `--assume-fixed` changed.
+    pub fixed: Vec<String>,
+    pub faults: Vec<String>,
+    pub planned: RunMeasure,
+    pub one_at_a_time: Option<RunMeasure>,
+    pub lower_bound: LowerBound,
+    /// One node at a time's makespan / this one's.
+    pub speedup: Option<f64>,
+    /// This makespan / the lower bound.
+    pub to_lower_bound: f64,
+}
+
+/// The longest a rehearsal may run in virtual time before it is called stuck.
+const HORIZON: Duration = Duration::from_secs(60 * 86_400);
+
+/// Rehearses `r`: the planned run and, with `compare`, one node at a time on another
+/// thread. The planned run's records come back too (for a timeline).
+pub fn rehearse(r: &Rehearsal) -> Result<(Report, Vec<Record>), String> {
+    let one = r.compare.then(|| {
+        let mut r1 = r.clone();
+        r1.policy = one_at_a_time(&r.policy);
+        std::thread::spawn(move || run(&r1))
+    });
+    let (planned, records, start) = run(r)?;
+    let one = match one {
+        Some(h) => Some(
+            h.join()
+                .map_err(|_| "the one-at-a-time rehearsal panicked".to_string())??
+                .0,
+        ),
+        None => None,
+    };
+    let bound = upgraded_planner::bounds::lower_bound(
+        &start.inventory,
+        &r.policy,
+        planned.control_plane_secs,
+        planned.worker_median_secs,
+    );
+    let speedup = one
+        .as_ref()
+        .map(|o| o.makespan_secs as f64 / planned.makespan_secs.max(1) as f64);
+    let to_lower_bound = planned.makespan_secs as f64 / bound.total_secs.max(1) as f64;
+    let inv = &start.inventory;
+    Ok((
+        Report {
+            target: r.target,
+            nodes: inv.nodes.len(),
+            workers: inv.nodes.iter().filter(|n| n.role == Role::Worker).count(),
+            pods: inv.pods.len(),
+            blockers: start.blockers,
+            fixed: start.fixed,
+            faults: r.faults.iter().map(|f| format!("{f:?}")).collect(),
+            planned,
+            one_at_a_time: one,
+            lower_bound: bound,
+            speedup,
+            to_lower_bound,
+        },
+        records,
+    ))
+}
+
+/// The same policy, every generation one node at a time.
+pub fn one_at_a_time(p: &PlanPolicy) -> PlanPolicy {
+    let mut p = p.clone();
+    p.default_generation.max_unavailable = MaxUnavailable::Count(1);
+    for g in p.generation_overrides.values_mut() {
+        g.max_unavailable = MaxUnavailable::Count(1);
+    }
+    p
+}
+
+/// What the run started from.
+struct Start {
+    inventory: Inventory,
+    blockers: Vec<String>,
+    fixed: Vec<String>,
+}
+
+/// One rehearsed run, in a runtime of its own with paused time.
+fn run(r: &Rehearsal) -> Result<(RunMeasure, Vec<Record>, Start), String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .map_err(|e| format!("a runtime: {e}"))?;
+    rt.block_on(async move {
+        let mut world = r.cluster.build()?;
+        let fixed = if r.assume_fixed {
+            upgraded_sim::scenario::fix_blockers(&mut world).map_err(|e| e.to_string())?
+        } else {
+            vec![]
+        };
+        for f in &r.faults {
+            f.apply(&mut world)?;
+        }
+        world.watch_budgets();
+        let start_slack = world.budget_low_water.clone().unwrap_or_default();
+        let in_sim = Arc::new(AtomicU64::new(0));
+        let timed = Arc::clone(&in_sim);
+        let durations = r.policy.durations.clone();
+        let options = Options {
+            nodes: Some(Box::new(move |sim: &Arc<Sim>| {
+                Arc::new(SimNodes {
+                    sim: Arc::clone(sim),
+                    durations: durations.clone(),
+                }) as Arc<dyn NodeExecutor>
+            })),
+            kube_layer: Some(Box::new(move |router: axum::Router| {
+                let timed = Arc::clone(&timed);
+                router.layer(axum::middleware::from_fn(
+                    move |req: axum::extract::Request, next: axum::middleware::Next| {
+                        let timed = Arc::clone(&timed);
+                        async move {
+                            let t = Instant::now();
+                            let resp = next.run(req).await;
+                            timed.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                            resp
+                        }
+                    },
+                ))
+            })),
+        };
+        let h = Harness::try_with(world, r.policy.clone(), options).await?;
+        let daemon = h.daemon();
+        let wall = Instant::now();
+        let mut status = daemon.status();
+        let (run, report) = daemon
+            .start(r.target, Actor::daemon(), false, true)
+            .await
+            .map_err(|e| e.to_string())?;
+        let run = run.ok_or("the planner left nothing to do: every node is at the target")?;
+        let blockers = report
+            .findings
+            .iter()
+            .filter(|f| f.severity == upgraded_planner::Severity::Blocker)
+            .map(|f| format!("{}: {}", f.code, f.message))
+            .collect();
+        let ended = tokio::time::timeout(HORIZON, async {
+            loop {
+                let phase = status.borrow_and_update().as_ref().map(|s| s.phase);
+                if phase
+                    .is_some_and(|p| p.is_terminal() || p == upgraded_events::run::RunPhase::Halted)
+                {
+                    return;
+                }
+                if status.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await
+        .is_ok();
+        let wall = wall.elapsed();
+        let records = daemon.log().read(run, 0).map_err(|e| e.to_string())?;
+        let mut m = measure(&records);
+        if !ended {
+            m.outcome = format!("did not finish within {} days", HORIZON.as_secs() / 86_400);
+        }
+        m.wall_ms = wall.as_millis() as u64;
+        m.sim_ms = in_sim.load(Ordering::Relaxed) / 1_000_000;
+        {
+            let w = h.sim.world();
+            let low = w.budget_low_water.clone().unwrap_or_default();
+            m.budget_violations = low
+                .iter()
+                .filter(|(b, low)| **low < start_slack.get(*b).copied().unwrap_or(0).min(0))
+                .map(|(b, low)| Violation {
+                    budget: b.clone(),
+                    lowest_slack: *low,
+                })
+                .collect();
+            m.pending_pods = w
+                .pods
+                .values()
+                .filter(|p| {
+                    p.node.is_none()
+                        && p.deleting_at.is_none()
+                        && p.phase == upgraded_sim::model::PodPhase::Pending
+                })
+                .map(|p| format!("{}/{}", p.namespace, p.name))
+                .collect();
+        }
+        let inventory = records
+            .iter()
+            .find_map(|r| match &r.event {
+                Event::ClusterObserved { inventory, .. } => Some(inventory.0.clone()),
+                _ => None,
+            })
+            .unwrap_or_default();
+        Ok((
+            m,
+            records,
+            Start {
+                inventory,
+                blockers,
+                fixed,
+            },
+        ))
+    })
+}
+
+/// The run's numbers, from its records.
+pub fn measure(records: &[Record]) -> RunMeasure {
+    let mut roles: BTreeMap<String, Role> = BTreeMap::new();
+    let mut phase_of: BTreeMap<String, String> = BTreeMap::new();
+    let mut phases: Vec<PhaseTime> = Vec::new();
+    let mut batches = 0;
+    let (mut started, mut ended) = (None, None);
+    let mut outcome = "did not finish".to_string();
+    let mut first: BTreeMap<&str, i64> = BTreeMap::new();
+    let mut last: BTreeMap<&str, i64> = BTreeMap::new();
+    let mut span: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+    let mut cordoned: BTreeSet<&str> = BTreeSet::new();
+    let mut most_unavailable = 0;
+    let mut blocked: BTreeMap<String, (usize, BTreeSet<String>)> = BTreeMap::new();
+    let mut parked = Vec::new();
+    let mut steps = 0;
+    for r in records {
+        match &r.event {
+            Event::RunPlanned { plan, .. } => {
+                batches = plan.0.batches.len();
+                for b in &plan.0.batches {
+                    let name = b.phase_name().to_string();
+                    let p = match phases.iter_mut().find(|p| p.phase == name) {
+                        Some(p) => p,
+                        None => {
+                            phases.push(PhaseTime {
+                                phase: name.clone(),
+                                batches: 0,
+                                nodes: 0,
+                                largest_batch: 0,
+                                secs: 0,
+                            });
+                            phases.last_mut().expect("just pushed")
+                        }
+                    };
+                    p.batches += 1;
+                    p.nodes += b.nodes.len();
+                    p.largest_batch = p.largest_batch.max(b.nodes.len());
+                    for n in &b.nodes {
+                        roles.insert(n.name.to_string(), n.role);
+                        phase_of.insert(n.name.to_string(), name.clone());
+                    }
+                }
+            }
+            Event::RunStarted { .. } => started = Some(r.at.0),
+            Event::RunCompleted => {
+                ended = Some(r.at.0);
+                outcome = "completed".into();
+            }
+            Event::RunHalted { reason } => {
+                ended = Some(r.at.0);
+                outcome = format!("halted: {reason}");
+            }
+            Event::RunAborted => {
+                ended = Some(r.at.0);
+                outcome = "aborted".into();
+            }
+            Event::StepStarted { node, .. } => {
+                steps += 1;
+                first.entry(node.as_str()).or_insert(r.at.0);
+                if let Some(p) = phase_of.get(node.as_str()) {
+                    let s = span.entry(p.clone()).or_insert((r.at.0, r.at.0));
+                    s.0 = s.0.min(r.at.0);
+                }
+            }
+            Event::StepSucceeded { node, step, .. } => {
+                if *step != Step::Soak {
+                    last.insert(node.as_str(), r.at.0);
+                }
+                if let Some(p) = phase_of.get(node.as_str()) {
+                    let s = span.entry(p.clone()).or_insert((r.at.0, r.at.0));
+                    s.1 = s.1.max(r.at.0);
+                }
+                match step {
+                    Step::Cordon => {
+                        cordoned.insert(node.as_str());
+                        most_unavailable = most_unavailable.max(cordoned.len());
+                    }
+                    Step::Uncordon => {
+                        cordoned.remove(node.as_str());
+                    }
+                    _ => {}
+                }
+            }
+            Event::EvictionBlocked { node, pdb, .. } => {
+                let b = blocked.entry(pdb.clone()).or_default();
+                b.0 += 1;
+                b.1.insert(node.to_string());
+            }
+            Event::NodeParked { node, reason, .. } => parked.push(Parked {
+                node: node.to_string(),
+                reason: reason.clone(),
+            }),
+            _ => {}
+        }
+    }
+    for p in &mut phases {
+        if let Some((a, b)) = span.get(&p.phase) {
+            p.secs = u64::try_from((b - a) / 1000).unwrap_or(0);
+        }
+    }
+    let start = started.unwrap_or(0);
+    let makespan = ended
+        .or_else(|| records.last().map(|r| r.at.0))
+        .unwrap_or(start)
+        .saturating_sub(start);
+    let mut worker = Vec::new();
+    let mut control_plane = 0;
+    for (node, end) in &last {
+        let begin = first.get(node).copied().unwrap_or(*end);
+        match roles.get(*node) {
+            Some(Role::Worker) => worker.push(end - begin),
+            _ => control_plane = control_plane.max(end - start),
+        }
+    }
+    worker.sort_unstable();
+    let median = worker.get(worker.len() / 2).copied().unwrap_or(0);
+    RunMeasure {
+        outcome,
+        makespan_secs: u64::try_from(makespan / 1000).unwrap_or(0),
+        phases,
+        batches,
+        most_unavailable,
+        budget_violations: vec![],
+        pending_pods: vec![],
+        blocked_evictions: blocked
+            .into_iter()
+            .map(|(budget, (refusals, nodes))| Blocked {
+                budget,
+                refusals,
+                nodes: nodes.into_iter().collect(),
+            })
+            .collect(),
+        parked,
+        control_plane_secs: u64::try_from(control_plane / 1000).unwrap_or(0),
+        worker_median_secs: u64::try_from(median / 1000).unwrap_or(0),
+        steps,
+        records: records.len(),
+        wall_ms: 0,
+        sim_ms: 0,
+    }
+}
+
+/// A duration for people: `3h25m`, `12m30s`, `45s`.
+pub fn human(secs: u64) -> String {
+    let (h, m, s) = (secs / 3600, secs % 3600 / 60, secs % 60);
+    match (h, m, s) {
+        (0, 0, s) => format!("{s}s"),
+        (0, m, 0) => format!("{m}m"),
+        (0, m, s) => format!("{m}m{s}s"),
+        (h, m, _) => format!("{h}h{m:02}m"),
+    }
+}
+
+/// The report as a table, for a terminal.
+pub fn table(r: &Report) -> String {
+    use std::fmt::Write;
+    let mut o = String::new();
+    let p = &r.planned;
+    let _ = writeln!(
+        o,
+        "Rehearsal: {} nodes ({} workers), {} pods → {} in virtual time; nothing ran against a cluster",
+        r.nodes, r.workers, r.pods, r.target
+    );
+    for b in &r.blockers {
+        let _ = writeln!(o, "plan blocker (rehearsed anyway): {b}");
+    }
+    for f in &r.fixed {
+        let _ = writeln!(o, "assumed fixed: {f}");
+    }
+    for f in &r.faults {
+        let _ = writeln!(o, "fault: {f}");
+    }
+    let _ = writeln!(o, "outcome            {}", p.outcome);
+    let _ = writeln!(
+        o,
+        "makespan           {}  ({} batches)",
+        human(p.makespan_secs),
+        p.batches
+    );
+    let _ = writeln!(
+        o,
+        "most unavailable   {} node(s) at once",
+        p.most_unavailable
+    );
+    let _ = writeln!(
+        o,
+        "budget violations  {}",
+        if p.budget_violations.is_empty() {
+            "0".to_string()
+        } else {
+            p.budget_violations
+                .iter()
+                .map(|v| format!("{} (slack {})", v.budget, v.lowest_slack))
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    );
+    let _ = writeln!(
+        o,
+        "pods Pending       {}",
+        if p.pending_pods.is_empty() {
+            "0".to_string()
+        } else {
+            format!("{}: {}", p.pending_pods.len(), p.pending_pods.join(", "))
+        }
+    );
+    match &r.one_at_a_time {
+        Some(one) => {
+            let _ = writeln!(
+                o,
+                "one at a time      {} ({}): this run is {:.2}x faster",
+                human(one.makespan_secs),
+                one.outcome,
+                r.speedup.unwrap_or(0.0)
+            );
+        }
+        None => {
+            let _ = writeln!(o, "one at a time      not rehearsed (--no-compare)");
+        }
+    }
+    let b = &r.lower_bound;
+    let _ = writeln!(
+        o,
+        "lower bound        {} (control plane {}, canaries {}): this run is {:.2}x of it",
+        human(b.total_secs),
+        human(b.control_plane_secs),
+        human(b.canaries_secs),
+        r.to_lower_bound
+    );
+    for g in &b.generations {
+        let _ = writeln!(
+            o,
+            "  {:<16} {:>4} workers: capacity {} (k = {}), budgets {} ({})",
+            g.generation,
+            g.workers,
+            human(g.capacity_secs),
+            g.capacity_k,
+            human(g.budget_secs),
+            g.budget.as_deref().unwrap_or("-")
+        );
+    }
+    let _ = writeln!(
+        o,
+        "\nPHASE                                    BATCHES  NODES  LARGEST  TIME"
+    );
+    for ph in &p.phases {
+        let _ = writeln!(
+            o,
+            "{:<40} {:>7}  {:>5}  {:>7}  {}",
+            ph.phase,
+            ph.batches,
+            ph.nodes,
+            ph.largest_batch,
+            human(ph.secs)
+        );
+    }
+    let _ = writeln!(o, "\nBLOCKED EVICTIONS");
+    if p.blocked_evictions.is_empty() {
+        let _ = writeln!(o, "none");
+    }
+    for b in &p.blocked_evictions {
+        let _ = writeln!(
+            o,
+            "{}: {} refusal(s), on {}",
+            b.budget,
+            b.refusals,
+            b.nodes.join(", ")
+        );
+    }
+    let _ = writeln!(o, "\nPARKED NODES");
+    if p.parked.is_empty() {
+        let _ = writeln!(o, "none");
+    }
+    for n in &p.parked {
+        let _ = writeln!(o, "{}: {}", n.node, n.reason);
+    }
+    let _ = writeln!(
+        o,
+        "\nengine: {} steps, {} records in {:.1} s of wall time ({:.2} ms per step, {:.2} ms of it in the daemon)",
+        p.steps,
+        p.records,
+        p.wall_ms as f64 / 1000.0,
+        p.wall_ms as f64 / p.steps.max(1) as f64,
+        p.wall_ms.saturating_sub(p.sim_ms) as f64 / p.steps.max(1) as f64,
+    );
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn faults_parse_or_say_why() {
+        assert_eq!(
+            "kubelet-fails:dell-r640@v1.35.0".parse::<Fault>(),
+            Ok(Fault::KubeletFails {
+                generation: "dell-r640".into(),
+                from: Version::new(1, 35, 0)
+            })
+        );
+        assert_eq!(
+            "slow-drain:w-1=90".parse::<Fault>(),
+            Ok(Fault::SlowDrain {
+                node: "w-1".into(),
+                secs: 90
+            })
+        );
+        for bad in [
+            "kubelet-fails:dell-r640",
+            "never-ready:",
+            "crash-loop:app@v1.35.0",
+            "slow-drain:w-1=soon",
+            "explode:w-1",
+            "nothing",
+        ] {
+            let e = bad.parse::<Fault>().expect_err(bad);
+            assert!(e.contains(bad), "{e}");
+        }
+    }
+
+    #[test]
+    fn one_at_a_time_keeps_everything_but_the_batch_size() {
+        let p = PlanPolicy::from_yaml(
+            "apiVersion: upgraded.dev/v1alpha1\nkind: UpgradePolicy\ngenerations: {maxUnavailable: 20%, canaries: 1}\ncanarySoak: 10m\n",
+        )
+        .expect("policy");
+        let one = one_at_a_time(&p);
+        assert_eq!(
+            one.default_generation.max_unavailable,
+            MaxUnavailable::Count(1)
+        );
+        assert_eq!(one.canary_soak_secs, p.canary_soak_secs);
+        assert_eq!(one.default_generation.canaries, 1);
+    }
+}
