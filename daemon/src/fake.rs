@@ -18,6 +18,7 @@ use upgraded_events::Host;
 use upgraded_events::inventory::{
     ControlPlane, Inventory, NodeInv, Owner, PdbInv, PodInv, Resources,
 };
+use upgraded_events::state::PodHealth;
 use upgraded_events::{Facts, Role, Version};
 use upgraded_planner::permissions::Permission;
 
@@ -390,8 +391,15 @@ impl ClusterApi for FakeWorld {
         Box::pin(async move { Ok(()) })
     }
 
-    fn all_pods(&self) -> BoxFut<'_, Result<Vec<PodInv>, PortError>> {
-        Box::pin(async move { Ok(self.lock().values().flat_map(fake_pods).collect()) })
+    fn pod_health(&self) -> BoxFut<'_, Result<Vec<PodHealth>, PortError>> {
+        Box::pin(async move {
+            Ok(self
+                .lock()
+                .values()
+                .flat_map(fake_pods)
+                .map(|p| PodHealth::of(&p))
+                .collect())
+        })
     }
 
     /// The first eviction on a node drains all of its stand-in pods (one effect line).

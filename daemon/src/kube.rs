@@ -24,7 +24,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use upgraded_events::Version;
-use upgraded_events::inventory::{Inventory, Owner, PdbInv, PodInv};
+use upgraded_events::inventory::{Inventory, MIRROR_ANNOTATION, Owner, PdbInv, PodInv};
+use upgraded_events::state::PodHealth;
 use upgraded_events::{Facts, Host};
 use upgraded_planner::permissions::Permission;
 
@@ -212,6 +213,76 @@ struct PageMeta {
     continue_: Option<String>,
 }
 
+/// A page of a pod list as the health gate reads it: of each pod only whether it is a
+/// mirror, its phase and its containers' waiting reasons; every other field is skipped
+/// while parsing (a large cluster's list is read at every verify).
+#[derive(serde::Deserialize)]
+struct HealthPage {
+    #[serde(default)]
+    metadata: PageMeta,
+    #[serde(default)]
+    items: Vec<HealthPod>,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct HealthPod {
+    metadata: HealthMeta,
+    status: HealthStatus,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct HealthMeta {
+    annotations: Option<std::collections::BTreeMap<String, serde::de::IgnoredAny>>,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+struct HealthStatus {
+    phase: Option<String>,
+    container_statuses: Option<Vec<HealthContainer>>,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct HealthContainer {
+    state: Option<HealthState>,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct HealthState {
+    waiting: Option<HealthWaiting>,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct HealthWaiting {
+    reason: Option<String>,
+}
+
+impl HealthPod {
+    /// As `PodInv::from_value` reads the same fields.
+    fn health(&self) -> PodHealth {
+        PodHealth {
+            finished: matches!(self.status.phase.as_deref(), Some("Succeeded" | "Failed")),
+            mirror: self
+                .metadata
+                .annotations
+                .as_ref()
+                .is_some_and(|a| a.contains_key(MIRROR_ANNOTATION)),
+            crash_looping: self.status.container_statuses.iter().flatten().any(|c| {
+                c.state
+                    .as_ref()
+                    .and_then(|s| s.waiting.as_ref())
+                    .and_then(|w| w.reason.as_deref())
+                    == Some("CrashLoopBackOff")
+            }),
+        }
+    }
+}
+
 /// Reads or replaces the `scale` of a Deployment or StatefulSet.
 async fn scale_of(
     client: &Client,
@@ -390,8 +461,22 @@ impl ClusterApi for KubeCluster {
         Box::pin(self.pods(ListParams::default().fields(&format!("spec.nodeName={node}"))))
     }
 
-    fn all_pods(&self) -> BoxFut<'_, Result<Vec<PodInv>, PortError>> {
-        Box::pin(self.pods(ListParams::default()))
+    fn pod_health(&self) -> BoxFut<'_, Result<Vec<PodHealth>, PortError>> {
+        Box::pin(async move {
+            let mut out = Vec::new();
+            let mut params = ListParams::default().limit(PAGE);
+            loop {
+                let req = kube::core::Request::new("/api/v1/pods")
+                    .list(&params)
+                    .map_err(|e| PortError::fatal(e.to_string()))?;
+                let page: HealthPage = self.client.request(req).await.map_err(api_error)?;
+                out.extend(page.items.iter().map(HealthPod::health));
+                match page.metadata.continue_.filter(|c| !c.is_empty()) {
+                    Some(token) => params = params.continue_token(&token),
+                    None => return Ok(out),
+                }
+            }
+        })
     }
 
     fn apiserver_ready(&self) -> BoxFut<'_, Result<(), PortError>> {

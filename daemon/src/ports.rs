@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use upgraded_events::inventory::{Inventory, Owner, PdbInv, PodInv};
 use upgraded_events::plan::EtcdRestoreStage;
+use upgraded_events::state::PodHealth;
 use upgraded_events::{Event, Facts, Host, Timestamp, Version};
 use upgraded_planner::permissions::Permission;
 
@@ -187,8 +188,8 @@ pub trait ClusterApi: Send + Sync + 'static {
     fn uncordon<'a>(&'a self, node: &'a Host) -> BoxFut<'a, Result<(), PortError>>;
     /// The pods bound to `node` (a `spec.nodeName` field selector).
     fn pods_on<'a>(&'a self, node: &'a Host) -> BoxFut<'a, Result<Vec<PodInv>, PortError>>;
-    /// Every pod of the cluster (for the health gates).
-    fn all_pods(&self) -> BoxFut<'_, Result<Vec<PodInv>, PortError>>;
+    /// What the health gate reads of every pod of the cluster.
+    fn pod_health(&self) -> BoxFut<'_, Result<Vec<PodHealth>, PortError>>;
     /// The API server's `/readyz`: `Err` with its answer when it is not ready.
     fn apiserver_ready(&self) -> BoxFut<'_, Result<(), PortError>>;
     /// POSTs a policy/v1 Eviction for that incarnation (`uid`) of the pod. A refusal by a

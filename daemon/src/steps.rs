@@ -143,7 +143,7 @@ impl StepEnv<'_> {
     async fn health_gate(&self, facts: &mut Facts) -> Result<(), PortError> {
         let cluster = &self.ports.cluster;
         if let Some(before) = self.baseline {
-            let now = Baseline::of(&cluster.all_pods().await?);
+            let now = Baseline::of_health(cluster.pod_health().await?);
             // The verdict's inputs, recorded whichever way it goes.
             facts.insert("crash_loop_bp".into(), now.crash_loop_bp().to_string());
             facts.insert(

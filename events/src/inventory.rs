@@ -336,6 +336,9 @@ fn printable(name: &str) -> String {
     }
 }
 
+/// The annotation of a static pod's mirror in the API.
+pub const MIRROR_ANNOTATION: &str = "kubernetes.io/config.mirror";
+
 /// Kubernetes object names of nodes are DNS-1123 subdomains: lowercase letters, digits, `-`
 /// and `.`, at most 253 characters, alphanumeric at both ends. A name that is not (a hostile
 /// or corrupted API answer) is refused before it goes anywhere near a selector or a shell.
@@ -751,7 +754,7 @@ fn parse_pod(
             .unwrap_or_default(),
         empty_dir: has("emptyDir"),
         local_storage: has("hostPath") || has("local"),
-        mirror: annotations.contains_key("kubernetes.io/config.mirror"),
+        mirror: annotations.contains_key(MIRROR_ANNOTATION),
         phase: it["status"]["phase"]
             .as_str()
             .unwrap_or("Pending")

@@ -74,9 +74,36 @@ pub struct Baseline {
     pub crash_looping: u32,
 }
 
+/// What the health gate reads of one pod (all it needs of a cluster's pods, so an adapter
+/// may read just this).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PodHealth {
+    /// Succeeded or Failed.
+    pub finished: bool,
+    /// A static pod's mirror.
+    pub mirror: bool,
+    /// A container waits in CrashLoopBackOff.
+    pub crash_looping: bool,
+}
+
+impl PodHealth {
+    pub fn of(p: &PodInv) -> PodHealth {
+        PodHealth {
+            finished: p.is_finished(),
+            mirror: p.mirror,
+            crash_looping: p.crash_looping,
+        }
+    }
+}
+
 impl Baseline {
     pub fn of(pods: &[PodInv]) -> Baseline {
-        let live = pods.iter().filter(|p| !p.is_finished() && !p.mirror);
+        Baseline::of_health(pods.iter().map(PodHealth::of))
+    }
+
+    /// The pods that count (not finished, not mirrors) and those crash-looping.
+    pub fn of_health(pods: impl IntoIterator<Item = PodHealth>) -> Baseline {
+        let live = pods.into_iter().filter(|p| !p.finished && !p.mirror);
         let (mut pods, mut crash_looping) = (0u32, 0u32);
         for p in live {
             pods += 1;

@@ -207,7 +207,7 @@ impl std::fmt::Debug for Harness {
 }
 
 /// The sim's router as one HTTP exchange (the node agents' transport).
-fn exchange(router: axum::Router) -> Exchange {
+pub(crate) fn exchange(router: axum::Router) -> Exchange {
     Arc::new(move |req: Request<Full<Bytes>>| {
         let router = router.clone();
         Box::pin(async move {

@@ -5,8 +5,8 @@
 //! The cluster is a snapshot rebuilt by `sim::import` (or a built-in scenario), faults
 //! applied. The engine is the daemon's own: planner, sled log, `decide`, the fold, steps,
 //! drains through the Eviction API with the sim's budgets, gates. Node commands take the
-//! policy's estimated durations (`durations`) in virtual time and act on the sim's machines
-//! ([`SimNodes`]); drains, kubelet restarts and readiness take what the sim's pods and
+//! policy's estimated durations (`durations`) in virtual time, then go to the sim's node
+//! agents, as the demo's daemon sends them ([`Timed`]); drains, kubelet restarts and readiness take what the sim's pods and
 //! kubelets take. The same cluster is rehearsed a second time one node at a time (the same
 //! policy with `maxUnavailable: 1` everywhere), on another thread, for the ratio.
 //!
@@ -20,8 +20,9 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use upgraded_daemon::log::EventLog;
 use upgraded_daemon::ports::{BoxFut, CommandOutput, NodeExecutor, PortError, RemoteCommand};
-use upgraded_events::inventory::{CGROUP_KEY, Inventory, LabelSelector};
-use upgraded_events::{Actor, Event, Facts, Host, Record, Role, Step, Version};
+use upgraded_daemon::simagent::SimAgents;
+use upgraded_events::inventory::{Inventory, LabelSelector};
+use upgraded_events::{Actor, Event, Host, Record, Role, Step, Version};
 use upgraded_planner::bounds::LowerBound;
 use upgraded_planner::policy::{Durations, MaxUnavailable, PlanPolicy};
 use upgraded_sim::model::CrashLoopFault;
@@ -29,17 +30,34 @@ use upgraded_sim::{Sim, World};
 
 use crate::{Harness, Options};
 
-/// Node commands acting on the sim's machines, each taking its estimated duration.
-#[derive(Debug)]
-pub struct SimNodes {
-    pub sim: Arc<Sim>,
+/// The sim's node agents (what `--sim-agents` runs: the same facts, the same refusals), each
+/// command first taking the policy's estimated duration in virtual time.
+pub struct Timed {
+    pub agents: Arc<dyn NodeExecutor>,
     pub durations: Durations,
 }
 
-impl SimNodes {
-    async fn exec(&self, node: &str, cmd: &RemoteCommand) -> Result<Facts, PortError> {
+impl std::fmt::Debug for Timed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Timed")
+            .field("durations", &self.durations)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Timed {
+    /// The sim's own agents, in process, timed by `durations`.
+    pub fn on(sim: &Arc<Sim>, durations: Durations) -> Timed {
+        let router = upgraded_sim::server::router(Arc::clone(sim));
+        Timed {
+            agents: Arc::new(SimAgents::in_process(crate::exchange(router))),
+            durations,
+        }
+    }
+
+    fn secs(&self, cmd: &RemoteCommand) -> u64 {
         let d = &self.durations;
-        let secs = match cmd {
+        match cmd {
             RemoteCommand::Preflight { .. } => d.preflight,
             RemoteCommand::InstallPackages { .. } | RemoteCommand::DowngradePackages { .. } => {
                 d.upgrade_packages
@@ -52,93 +70,20 @@ impl SimNodes {
             RemoteCommand::InstalledKubelet
             | RemoteCommand::RestartKubelet
             | RemoteCommand::EtcdHealth => 0,
-        };
-        tokio::time::sleep(Duration::from_secs(secs)).await;
-        let model = |e: upgraded_sim::model::ModelError| PortError::fatal(e.to_string());
-        let mut w = self.sim.world();
-        let mut facts = Facts::new();
-        let installed = |w: &World| {
-            w.nodes
-                .get(node)
-                .and_then(|n| n.packages.get("kubelet").copied())
-                .ok_or_else(|| PortError::fatal(format!("node {node}: no kubelet package")))
-        };
-        match cmd {
-            RemoteCommand::Preflight { target } => {
-                let n = w
-                    .nodes
-                    .get(node)
-                    .ok_or_else(|| PortError::fatal(format!("no node {node}")))?;
-                let cgroup = n.annotations.get(CGROUP_KEY).cloned().unwrap_or_default();
-                if target.needs_cgroup_v2() && cgroup == "v1" {
-                    return Err(PortError::fatal(format!(
-                        "{node} runs cgroup v1: the kubelet {target} refuses to start on it"
-                    )));
-                }
-                facts.insert("cgroup".into(), cgroup);
-            }
-            RemoteCommand::InstallPackages { version }
-            | RemoteCommand::DowngradePackages { version, .. } => {
-                let kubeadm = matches!(cmd, RemoteCommand::DowngradePackages { kubeadm: true, .. });
-                for p in upgraded_events::plan::node_packages(kubeadm) {
-                    w.install_package(node, p, *version).map_err(model)?;
-                }
-                facts.insert("installed".into(), version.to_string());
-            }
-            RemoteCommand::KubeadmUpgrade { version, apply }
-            | RemoteCommand::KubeadmDowngrade { version, apply } => {
-                w.install_package(node, "kubeadm", *version)
-                    .map_err(model)?;
-                let is_cp = w.nodes.get(node).is_some_and(|n| n.control_plane.is_some());
-                if is_cp {
-                    w.upgrade_control_plane(node, *version, None)
-                        .map_err(model)?;
-                } else if *apply {
-                    return Err(PortError::fatal(format!("{node} runs no control plane")));
-                }
-            }
-            RemoteCommand::EtcdSnapshot { .. } => {
-                facts.insert("snapshot".into(), "simulated".into());
-            }
-            RemoteCommand::EtcdRestore(_) => {
-                return Err(PortError::fatal("a rehearsal's sim has no etcd to restore"));
-            }
-            RemoteCommand::InstalledKubelet => {
-                facts.insert("installed".into(), installed(&w)?.to_string());
-            }
-            RemoteCommand::EtcdHealth => {
-                let members: Vec<bool> = w
-                    .nodes
-                    .values()
-                    .filter(|n| n.control_plane.is_some())
-                    .map(|n| n.ready && !n.down)
-                    .collect();
-                let healthy = members.iter().filter(|h| **h).count();
-                facts.insert("members".into(), members.len().to_string());
-                facts.insert("healthy".into(), healthy.to_string());
-            }
-            RemoteCommand::RestartKubelet => {
-                let v = installed(&w)?;
-                w.restart_kubelet(node, v).map_err(model)?;
-                facts.insert("restarted".into(), v.to_string());
-            }
         }
-        Ok(facts)
     }
 }
 
-impl NodeExecutor for SimNodes {
+impl NodeExecutor for Timed {
     fn run<'a>(
         &'a self,
         host: &'a Host,
         cmd: &'a RemoteCommand,
-        _timeout: Duration,
+        timeout: Duration,
     ) -> BoxFut<'a, Result<CommandOutput, PortError>> {
-        let node = host.as_str();
         Box::pin(async move {
-            Ok(CommandOutput {
-                facts: self.exec(node, cmd).await?,
-            })
+            tokio::time::sleep(Duration::from_secs(self.secs(cmd))).await;
+            self.agents.run(host, cmd, timeout).await
         })
     }
 }
@@ -248,6 +193,20 @@ impl std::str::FromStr for Fault {
                 })
             }
             _ => Err(format!("fault {s:?}: unknown kind {kind:?}; {usage}")),
+        }
+    }
+}
+
+impl std::fmt::Display for Fault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Fault::KubeletFails { generation, from } => {
+                write!(f, "kubelet-fails:{generation}@{from}")
+            }
+            Fault::NeverReady(n) => write!(f, "never-ready:{n}"),
+            Fault::CrashLoop { key, value, from } => write!(f, "crash-loop:{key}={value}@{from}"),
+            Fault::BlockingPdb(b) => write!(f, "blocking-pdb:{b}"),
+            Fault::SlowDrain { node, secs } => write!(f, "slow-drain:{node}={secs}"),
         }
     }
 }
@@ -434,7 +393,7 @@ pub fn rehearse(r: &Rehearsal) -> Result<(Report, Vec<Record>), String> {
             pods: inv.pods.len(),
             blockers: start.blockers,
             fixed: start.fixed,
-            faults: r.faults.iter().map(|f| format!("{f:?}")).collect(),
+            faults: r.faults.iter().map(ToString::to_string).collect(),
             planned,
             one_at_a_time: one,
             lower_bound: bound,
@@ -486,10 +445,7 @@ fn run(r: &Rehearsal) -> Result<(RunMeasure, Vec<Record>, Start), String> {
         let durations = r.policy.durations.clone();
         let options = Options {
             nodes: Some(Box::new(move |sim: &Arc<Sim>| {
-                Arc::new(SimNodes {
-                    sim: Arc::clone(sim),
-                    durations: durations.clone(),
-                }) as Arc<dyn NodeExecutor>
+                Arc::new(Timed::on(sim, durations.clone())) as Arc<dyn NodeExecutor>
             })),
             kube_layer: Some(Box::new(move |router: axum::Router| {
                 let timed = Arc::clone(&timed);
@@ -677,6 +633,11 @@ pub fn measure(records: &[Record]) -> RunMeasure {
             Event::NodeParked { node, reason, .. } => parked.push(Parked {
                 node: node.to_string(),
                 reason: reason.clone(),
+            }),
+            // A worker whose gate failed is rolled back, then parked.
+            Event::NodeRollingBack { node, reason, .. } => parked.push(Parked {
+                node: node.to_string(),
+                reason: format!("rolled back and parked: {reason}"),
             }),
             _ => {}
         }

@@ -359,6 +359,8 @@ pub struct World {
     /// When set (`watch_budgets`), each budget's lowest slack (healthy − desired) seen after
     /// any change, by `namespace/name`: a test asserts none went below zero.
     pub budget_low_water: Option<BTreeMap<String, i64>>,
+    /// The resource version the low water was last noted at.
+    budgets_noted_at: u64,
     /// Pod IPs handed out so far.
     next_ip: u32,
 }
@@ -378,6 +380,7 @@ impl World {
             pdbs: BTreeMap::new(),
             faults: Faults::default(),
             budget_low_water: None,
+            budgets_noted_at: 0,
             next_ip: 0,
         }
     }
@@ -386,20 +389,23 @@ impl World {
     /// costs a status per budget per change).
     pub fn watch_budgets(&mut self) {
         self.budget_low_water = Some(BTreeMap::new());
+        self.budgets_noted_at = 0;
         self.note_budgets();
     }
 
     fn note_budgets(&mut self) {
-        if self.budget_low_water.is_none() {
+        // Between two changes, time alone only makes pods Ready: a budget's slack can only
+        // have dropped at a change, which bumps the resource version.
+        if self.budget_low_water.is_none() || self.budgets_noted_at == self.resource_version {
             return;
         }
+        self.budgets_noted_at = self.resource_version;
         let slack: Vec<(String, i64)> = self
-            .pdbs
-            .values()
-            .map(|p| {
-                let s = self.pdb_status(p);
+            .pdb_statuses()
+            .into_iter()
+            .map(|(k, s)| {
                 (
-                    format!("{}/{}", p.namespace, p.name),
+                    k,
                     i64::from(s.current_healthy) - i64::from(s.desired_healthy),
                 )
             })
@@ -1177,6 +1183,46 @@ impl World {
             })
             .filter(|p| !p.is_finished())
             .collect();
+        self.status_of(pdb, &pods)
+    }
+
+    /// Every budget's status at once, by `namespace/name`: one pass over the pods, each
+    /// distinct label set matched against the budgets once (a workload's pods share theirs).
+    pub fn pdb_statuses(&self) -> Vec<(String, PdbStatus)> {
+        let budgets: Vec<&Pdb> = self.pdbs.values().collect();
+        let mut members: Vec<Vec<&SimPod>> = vec![Vec::new(); budgets.len()];
+        let mut memo: HashMap<(&str, &Labels), Vec<usize>> = HashMap::default();
+        for p in self.pods.values().filter(|p| !p.is_finished()) {
+            let hit = memo
+                .entry((p.namespace.as_str(), &p.spec.labels))
+                .or_insert_with(|| {
+                    budgets
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, b)| {
+                            b.namespace == p.namespace
+                                && selector_nonempty_matches(&b.selector, &p.spec.labels)
+                        })
+                        .map(|(i, _)| i)
+                        .collect()
+                });
+            for &i in hit.iter() {
+                members[i].push(p);
+            }
+        }
+        budgets
+            .iter()
+            .zip(&members)
+            .map(|(b, pods)| {
+                (
+                    format!("{}/{}", b.namespace, b.name),
+                    self.status_of(b, pods),
+                )
+            })
+            .collect()
+    }
+
+    fn status_of(&self, pdb: &Pdb, pods: &[&SimPod]) -> PdbStatus {
         let healthy = pods
             .iter()
             .filter(|p| p.is_ready(self.now, &self.nodes))
@@ -1186,7 +1232,7 @@ impl World {
         let scale = || -> u32 {
             let mut owners: BTreeSet<String> = BTreeSet::new();
             let mut total = 0;
-            for p in &pods {
+            for p in pods {
                 if let Some(o) = &p.owner
                     && owners.insert(o.uid.clone())
                 {

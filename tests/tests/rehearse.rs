@@ -1,0 +1,241 @@
+//! `upgradectl rehearse` as a user runs it: a snapshot taken by the real kubectl from the
+//! sim's seed cluster, rehearsed by the real binaries (upgradectl → upgraded-rehearse), the
+//! report read as JSON and as a table; a rehearsed failure; bad input refused by name.
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The seed's policy without its maintenance windows (the rehearsal's clock starts on a
+/// Monday morning; windows would only add waiting).
+const POLICY: &str = "apiVersion: upgraded.dev/v1alpha1
+kind: UpgradePolicy
+target: v1.35.3
+packageManager: apt
+generations:
+  label: node.kubernetes.io/instance-type
+  order: [dell-r640, dell-r740, hp-dl380]
+  maxUnavailable: 2
+  canaries: 1
+canarySoak: 30m
+waitBetweenBatches: 5m
+drainTimeout: 5m
+";
+
+fn rehearse(args: &[&str]) -> Output {
+    Command::new(upgraded_tests::binary("upgradectl"))
+        .arg("rehearse")
+        .args(args)
+        .output()
+        .expect("upgradectl runs")
+}
+
+/// The seed cluster as `kubectl get nodes,pods,pdb,deploy,sts,ds -A -o json` prints it.
+fn seed_snapshot(dir: &std::path::Path) -> std::path::PathBuf {
+    let kubeconfig = dir.join("kubeconfig");
+    let mut sim = Command::new(upgraded_tests::binary("upgradectl"))
+        .args(["sim", "serve", "--scenario", "seed", "--kubeconfig"])
+        .arg(&kubeconfig)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("upgradectl sim serve runs");
+    let start = Instant::now();
+    while !kubeconfig.exists() {
+        assert!(start.elapsed() < Duration::from_secs(10), "no kubeconfig");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = Command::new("/usr/bin/kubectl")
+        .args(["get", "nodes,pods,pdb,deploy,sts,ds", "-A", "-o", "json"])
+        .env("KUBECONFIG", &kubeconfig)
+        .env("KUBECACHEDIR", dir.join("cache"))
+        .env("HOME", dir)
+        .output()
+        .expect("kubectl runs");
+    let _ = sim.kill();
+    let _ = sim.wait();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let path = dir.join("seed.json");
+    std::fs::write(&path, &out.stdout).expect("snapshot written");
+    path
+}
+
+#[test]
+fn the_seed_snapshot_rehearses_with_batches_of_two_and_every_budget_kept() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let snapshot = seed_snapshot(dir.path());
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(&policy, POLICY).expect("policy");
+    let html = dir.path().join("timeline.html");
+    let (s, p, h) = (
+        snapshot.to_str().expect("path"),
+        policy.to_str().expect("path"),
+        html.to_str().expect("path"),
+    );
+    let out = rehearse(&[
+        "--snapshot",
+        s,
+        "--policy",
+        p,
+        "--assume-fixed",
+        "-o",
+        "json",
+        "--timeline-html",
+        h,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).expect("a JSON report");
+    let planned = &r["planned"];
+    assert_eq!(planned["outcome"], "completed", "{r:#}");
+    assert_eq!(r["nodes"], 15);
+    // What --assume-fixed did: the seed's two blockers.
+    let fixed = r["fixed"].to_string();
+    assert!(
+        fixed.contains("default/debug-shell") && fixed.contains("r640-03"),
+        "{fixed}"
+    );
+    assert_eq!(planned["budget_violations"], serde_json::json!([]), "{r:#}");
+    assert_eq!(planned["pending_pods"], serde_json::json!([]), "{r:#}");
+    assert_eq!(planned["parked"], serde_json::json!([]), "{r:#}");
+    assert_eq!(planned["most_unavailable"], 2, "{r:#}");
+    // The web and api budgets each allow an eviction: two r740s drain together, taking
+    // turns at them (the refusals are the turns).
+    let phase = |name: &str| {
+        planned["phases"]
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p["phase"] == name))
+            .unwrap_or_else(|| panic!("no phase {name}: {r:#}"))
+            .clone()
+    };
+    assert_eq!(phase("dell-r740 v1.35.3")["largest_batch"], 2, "{r:#}");
+    assert_eq!(phase("dell-r640 v1.35.3")["largest_batch"], 2, "{r:#}");
+    assert!(phase("canaries v1.35.3")["secs"].as_u64() > Some(3 * 1800));
+    let blocked = planned["blocked_evictions"].to_string();
+    assert!(blocked.contains("pdb/shop/api"), "{blocked}");
+    let makespan = planned["makespan_secs"].as_u64().expect("makespan");
+    let one = r["one_at_a_time"]["makespan_secs"].as_u64().expect("one");
+    let bound = r["lower_bound"]["total_secs"].as_u64().expect("bound");
+    assert!(bound > 0 && bound <= makespan && makespan < one, "{r:#}");
+    assert!(r["speedup"].as_f64() > Some(1.0), "{r:#}");
+    assert!(r["to_lower_bound"].as_f64() < Some(1.5), "{r:#}");
+    let mode = std::fs::metadata(&html)
+        .expect("timeline")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let page = std::fs::read_to_string(&html).expect("timeline");
+    assert!(page.contains("r740-02") && page.contains("<svg"));
+
+    // The same as a table: every field named.
+    let out = rehearse(&["--snapshot", s, "--policy", p, "--assume-fixed"]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    for field in [
+        "makespan",
+        "most unavailable   2 node(s)",
+        "budget violations  0",
+        "pods Pending       0",
+        "one at a time",
+        "lower bound",
+        "PHASE",
+        "BLOCKED EVICTIONS",
+        "PARKED NODES",
+        "assumed fixed: deleted the unmanaged pod default/debug-shell",
+    ] {
+        assert!(table.contains(field), "{field:?} missing:\n{table}");
+    }
+    assert!(!table.contains('{'), "{table}");
+}
+
+#[test]
+fn a_generation_that_cannot_run_the_new_kubelet_is_rehearsed_as_a_halt() {
+    let out = rehearse(&[
+        "--scenario",
+        "lab",
+        "--to",
+        "v1.35.3",
+        "--no-compare",
+        "--fault",
+        "kubelet-fails:hp-dl380@v1.34.0",
+    ]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    // Not a success: the rehearsed run did not complete.
+    assert_eq!(out.status.code(), Some(3), "{table}");
+    assert!(table.contains("outcome            halted"), "{table}");
+    // The daemon's own answer to a worker that fails its gate: rolled back and parked.
+    assert!(
+        table.contains("w-3 was rolled back to v1.33.5 and parked"),
+        "{table}"
+    );
+    assert!(table.contains("PARKED NODES\nw-3: "), "{table}");
+    assert!(table.contains("fault: kubelet-fails:hp-dl380@"), "{table}");
+}
+
+#[test]
+fn bad_input_is_refused_by_name() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &[
+                "--scenario",
+                "lab",
+                "--to",
+                "v1.35.3",
+                "--fault",
+                "explode:w-1",
+            ],
+            "unknown kind \"explode\"",
+        ),
+        (
+            &["--snapshot", "/nope.json", "--to", "v1.35.3"],
+            "/nope.json",
+        ),
+        (
+            &["--snapshot", "/etc/hostname", "--to", "v1.35.3"],
+            "not JSON",
+        ),
+        (&["--scenario", "lab"], "--to"),
+        (
+            &[
+                "--scenario",
+                "lab",
+                "--to",
+                "v1.35.3",
+                "--fault",
+                "never-ready:ghost",
+            ],
+            "no such node",
+        ),
+    ];
+    for (args, want) in cases {
+        let out = rehearse(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+    // An existing file is never overwritten.
+    let html = dir.path().join("t.html");
+    std::fs::write(&html, "mine").expect("file");
+    let out = rehearse(&[
+        "--scenario",
+        "lab",
+        "--to",
+        "v1.35.3",
+        "--timeline-html",
+        html.to_str().expect("path"),
+    ]);
+    assert!(!out.status.success());
+    assert_eq!(std::fs::read_to_string(&html).expect("file"), "mine");
+    let help = rehearse(&["--help"]);
+    assert!(String::from_utf8_lossy(&help.stdout).contains("--snapshot"));
+}
