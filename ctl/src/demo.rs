@@ -83,7 +83,7 @@ drain:
 
 /// What an operator does about the seed's two blockers before starting, done to the sim.
 fn demo_fix_blockers(server: &upgraded_sim::SimServer) -> anyhow::Result<()> {
-    for done in upgraded_sim::scenario::fix_seed_blockers(&mut server.sim.world())? {
+    for done in upgraded_sim::scenario::fix_blockers(&mut server.sim.world())? {
         println!("  operator: {done}");
     }
     Ok(())

@@ -189,39 +189,8 @@ fn select_app(app: &str) -> LabelSelector {
     }
 }
 
-/// What an operator does about the seed's two blockers before an upgrade: the unmanaged
-/// `default/debug-shell` pod deleted, the cgroup v1 machines rebooted into cgroup v2.
-/// Returns what was done, a line each.
-pub fn fix_seed_blockers(w: &mut World) -> Result<Vec<String>, ModelError> {
-    let mut done = Vec::new();
-    if w.pods
-        .contains_key(&("default".to_string(), "debug-shell".to_string()))
-    {
-        w.delete_pod("default", "debug-shell", Some(0))?;
-        done.push(
-            "deleted the unmanaged pod default/debug-shell (nothing would recreate it)".into(),
-        );
-    }
-    let v1: Vec<String> = w
-        .nodes
-        .values()
-        .filter(|n| n.annotations.get(CGROUP_KEY).map(String::as_str) == Some("v1"))
-        .map(|n| n.name.clone())
-        .collect();
-    for name in v1 {
-        let n = &w.nodes[&name];
-        let (labels, mut annotations, taints) =
-            (n.labels.clone(), n.annotations.clone(), n.taints.clone());
-        annotations.insert(CGROUP_KEY.into(), "v2".into());
-        w.set_node_meta(&name, labels, annotations, taints)?;
-        done.push(format!(
-            "rebooted {name} with cgroup v2 (kubelet 1.35 refuses cgroup v1)"
-        ));
-    }
-    Ok(done)
-}
-
-/// What the planner's usual blockers ask of an operator, on any cluster: every pod without
+/// What the planner's usual blockers ask of an operator, on any cluster (the seed's two:
+/// `default/debug-shell` and r640-03's cgroup v1): every pod without
 /// a controller deleted (a drain without `--force` refuses it), every cgroup v1 machine
 /// rebooted into cgroup v2. Returns what was done, a line each.
 pub fn fix_blockers(w: &mut World) -> Result<Vec<String>, ModelError> {
@@ -250,7 +219,9 @@ pub fn fix_blockers(w: &mut World) -> Result<Vec<String>, ModelError> {
             (n.labels.clone(), n.annotations.clone(), n.taints.clone());
         annotations.insert(CGROUP_KEY.into(), "v2".into());
         w.set_node_meta(&name, labels, annotations, taints)?;
-        done.push(format!("rebooted {name} with cgroup v2"));
+        done.push(format!(
+            "rebooted {name} with cgroup v2 (kubelet 1.35 refuses cgroup v1)"
+        ));
     }
     w.tick();
     Ok(done)

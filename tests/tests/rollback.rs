@@ -524,7 +524,7 @@ drain:
 ";
     let mut world = scenario("seed", 1);
     // What the demo's operator fixes before starting (the seed's blockers), and its fault.
-    sim_scenario::fix_seed_blockers(&mut world).expect("fixes");
+    sim_scenario::fix_blockers(&mut world).expect("fixes");
     let r640 = sim_scenario::kubelet_fails_in_generation(
         &mut world,
         "dell-r640",
