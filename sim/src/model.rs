@@ -239,6 +239,14 @@ impl Workload {
         }
     }
 
+    /// The uid its pods' owner reference carries.
+    pub fn owner_uid(&self) -> &str {
+        match (&self.kind, &self.replica_set) {
+            (Kind::Deployment, Some((_, uid))) => uid,
+            _ => &self.uid,
+        }
+    }
+
     /// The owner reference its pods carry.
     pub fn pod_owner(&self) -> OwnerRef {
         match (&self.kind, &self.replica_set) {
@@ -315,6 +323,15 @@ struct OwnedPod {
     created: Millis,
 }
 
+/// Whether DaemonSet `w` runs a pod on `n` (its selector, and taints it tolerates).
+fn daemon_set_runs_on(w: &Workload, n: &SimNode) -> bool {
+    w.template
+        .node_selector
+        .iter()
+        .all(|(k, v)| n.labels.get(k) == Some(v))
+        && n.tolerated_by(&w.template.tolerations, true)
+}
+
 /// Why an eviction was refused; the API layer turns each into the real status code and body.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EvictError {
@@ -361,6 +378,12 @@ pub struct World {
     pub budget_low_water: Option<BTreeMap<String, i64>>,
     /// The resource version the low water was last noted at.
     budgets_noted_at: u64,
+    /// Active pods (not terminating, not finished) per owner uid, kept as pods are created
+    /// and terminated: what the controllers compare with what they want.
+    active: HashMap<String, usize>,
+    /// Requests held on each node (CPU, memory, pods) by the pods bound to it and not yet
+    /// gone, kept as pods are bound and removed: what the scheduler places against.
+    usage: HashMap<String, (u64, u64, u32)>,
     /// Pod IPs handed out so far.
     next_ip: u32,
 }
@@ -381,6 +404,8 @@ impl World {
             faults: Faults::default(),
             budget_low_water: None,
             budgets_noted_at: 0,
+            active: HashMap::default(),
+            usage: HashMap::default(),
             next_ip: 0,
         }
     }
@@ -616,13 +641,25 @@ impl World {
         if let Some(n) = node {
             self.bind(&mut pod, n);
         }
-        self.pods.insert(pod.key(), pod);
+        if let Some(o) = &pod.owner {
+            *self.active.entry(o.uid.clone()).or_default() += 1;
+        }
+        if let Some(old) = self.pods.insert(pod.key(), pod) {
+            self.forget(&old);
+            self.release(&old);
+        }
     }
 
     fn bind(&mut self, pod: &mut SimPod, node: &str) {
         self.next_ip += 1;
         let i = self.next_ip;
         pod.node = Some(node.to_string());
+        let u = self.usage.entry(node.to_string()).or_default();
+        *u = (
+            u.0 + pod.spec.cpu_millis,
+            u.1 + pod.spec.memory_bytes,
+            u.2 + 1,
+        );
         pod.phase = PodPhase::Running;
         pod.ready_at = Some(self.now + pod.spec.startup_ms);
         pod.ip = format!("10.244.{}.{}", (i / 250) % 250, i % 250 + 2);
@@ -829,8 +866,17 @@ impl World {
             }
         }
         // Terminating pods that are gone.
-        self.pods
-            .retain(|_, p| p.deleting_at.is_none_or(|t| t > now));
+        let gone: Vec<(String, String)> = self
+            .pods
+            .iter()
+            .filter(|(_, p)| p.deleting_at.is_some_and(|t| t <= now))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in gone {
+            if let Some(p) = self.pods.remove(&k) {
+                self.release(&p);
+            }
+        }
         self.reconcile_workloads();
         self.schedule();
         self.crash_loop();
@@ -838,44 +884,45 @@ impl World {
     }
 
     fn reconcile_workloads(&mut self) {
-        // One pass over the pods to index them by owner uid (borrowed: no copies).
-        let mut owned_by: HashMap<&str, Vec<&SimPod>> = HashMap::default();
-        for p in self.pods.values() {
-            if let Some(o) = &p.owner {
-                owned_by.entry(o.uid.as_str()).or_default().push(p);
-            }
-        }
-        // Only what needs a controller's attention is copied out: a Deployment whose active
-        // pods number its replicas has nothing to do (the common case, by far), so most
-        // ticks of a large cluster allocate nothing here.
+        // Which controllers have something to do, from the active pods counted per owner as
+        // pods come and go (`active`): a controller whose active pods number what it wants
+        // has nothing to do (the common case, by far), so most ticks of a large cluster read
+        // no pod here. (A StatefulSet's ordinals cannot be wrong at equal count: only a
+        // scale-down leaves one out of range, and that makes the count exceed its replicas.)
+        let mut need: HashMap<&str, usize> = HashMap::default();
         let mut work: Vec<(Workload, OwnerRef, Vec<OwnedPod>)> = Vec::new();
         for w in self.workloads.values() {
-            let owner = w.pod_owner();
-            let pods = owned_by
-                .get(owner.uid.as_str())
-                .map(Vec::as_slice)
-                .unwrap_or(&[]);
-            if w.kind == Kind::Deployment {
-                let active = pods
-                    .iter()
-                    .filter(|p| p.deleting_at.is_none() && !p.is_finished())
-                    .count();
-                if active == w.replicas as usize {
-                    continue;
-                }
+            let uid = w.owner_uid();
+            let active = self.active.get(uid).copied().unwrap_or(0);
+            let want = match w.kind {
+                Kind::DaemonSet => self
+                    .nodes
+                    .values()
+                    .filter(|n| daemon_set_runs_on(w, n))
+                    .count(),
+                _ => w.replicas as usize,
+            };
+            if active == want {
+                continue;
             }
-            let owned: Vec<OwnedPod> = pods
-                .iter()
-                .map(|p| OwnedPod {
-                    key: p.key(),
-                    node: p.node.clone(),
-                    deleting: p.deleting_at.is_some(),
-                    finished: p.is_finished(),
-                    ready: p.is_ready(self.now, &self.nodes),
-                    created: p.created,
-                })
-                .collect();
-            work.push((w.clone(), owner, owned));
+            need.insert(uid, work.len());
+            work.push((w.clone(), w.pod_owner(), Vec::new()));
+        }
+        if work.is_empty() {
+            return;
+        }
+        for p in self.pods.values() {
+            let Some(i) = p.owner.as_ref().and_then(|o| need.get(o.uid.as_str())) else {
+                continue;
+            };
+            work[*i].2.push(OwnedPod {
+                key: p.key(),
+                node: p.node.clone(),
+                deleting: p.deleting_at.is_some(),
+                finished: p.is_finished(),
+                ready: p.is_ready(self.now, &self.nodes),
+                created: p.created,
+            });
         }
         for (w, owner, owned) in work {
             match w.kind {
@@ -960,13 +1007,7 @@ impl World {
             .nodes
             .values()
             .filter(|n| !covered.contains(n.name.as_str()))
-            .filter(|n| {
-                w.template
-                    .node_selector
-                    .iter()
-                    .all(|(k, v)| n.labels.get(k) == Some(v))
-                    && n.tolerated_by(&w.template.tolerations, true)
-            })
+            .filter(|n| daemon_set_runs_on(w, n))
             .map(|n| n.name.clone())
             .collect();
         for node in missing {
@@ -985,19 +1026,10 @@ impl World {
     /// Requests in use on each node (pods that hold resources: bound and not finished;
     /// terminating pods still hold theirs, as on a real node).
     pub fn used(&self) -> HashMap<&str, (u64, u64, u32)> {
-        let mut used: HashMap<&str, (u64, u64, u32)> =
-            self.nodes.keys().map(|n| (n.as_str(), (0, 0, 0))).collect();
-        for p in self.pods.values() {
-            if p.is_finished() {
-                continue;
-            }
-            if let Some(u) = p.node.as_deref().and_then(|n| used.get_mut(n)) {
-                u.0 += p.spec.cpu_millis;
-                u.1 += p.spec.memory_bytes;
-                u.2 += 1;
-            }
-        }
-        used
+        self.nodes
+            .keys()
+            .map(|n| (n.as_str(), self.usage.get(n).copied().unwrap_or_default()))
+            .collect()
     }
 
     /// Places pending pods, oldest first, on the schedulable node with the most free CPU that
@@ -1112,6 +1144,27 @@ impl World {
 
     // ----- the API's verbs ------------------------------------------------------------------
 
+    /// `p` is gone from its node: its requests are free again.
+    fn release(&mut self, p: &SimPod) {
+        if let Some(u) = p.node.as_ref().and_then(|n| self.usage.get_mut(n)) {
+            *u = (
+                u.0.saturating_sub(p.spec.cpu_millis),
+                u.1.saturating_sub(p.spec.memory_bytes),
+                u.2.saturating_sub(1),
+            );
+        }
+    }
+
+    /// `p` stops counting as its owner's active pod (it terminates, or is replaced).
+    fn forget(&mut self, p: &SimPod) {
+        if p.deleting_at.is_some() || p.is_finished() {
+            return;
+        }
+        if let Some(n) = p.owner.as_ref().and_then(|o| self.active.get_mut(&o.uid)) {
+            *n = n.saturating_sub(1);
+        }
+    }
+
     fn start_termination(&mut self, key: &(String, String), grace_ms: Option<Millis>) {
         let now = self.now;
         let slow = |w: &World, p: &SimPod| {
@@ -1127,9 +1180,18 @@ impl World {
             return;
         }
         let ms = slow(self, p).or(grace_ms).unwrap_or(p.spec.termination_ms);
+        let at_once = ms == 0 || p.node.is_none() || p.is_finished();
+        let owner = (!p.is_finished())
+            .then(|| p.owner.as_ref().map(|o| o.uid.clone()))
+            .flatten();
+        if let Some(n) = owner.and_then(|uid| self.active.get_mut(&uid)) {
+            *n = n.saturating_sub(1);
+        }
         // Pods that never ran (or are finished) go at once, as the apiserver does.
-        if ms == 0 || p.node.is_none() || p.is_finished() {
-            self.pods.remove(key);
+        if at_once {
+            if let Some(gone) = self.pods.remove(key) {
+                self.release(&gone);
+            }
             self.bump();
         } else {
             let rv = self.bump();

@@ -341,6 +341,16 @@ fn fits_somewhere(w: &World, p: &SimPod) -> Option<String> {
 }
 
 fn check_capacity_and_replicas(w: &World) -> Result<(), TestCaseError> {
+    // The requests the model keeps per node as pods come and go equal a recount.
+    let mut recount: std::collections::BTreeMap<&str, (u64, u64, u32)> =
+        w.nodes.keys().map(|n| (n.as_str(), (0, 0, 0))).collect();
+    for p in w.pods.values() {
+        if let Some(u) = p.node.as_deref().and_then(|n| recount.get_mut(n)) {
+            *u = (u.0 + p.spec.cpu_millis, u.1 + p.spec.memory_bytes, u.2 + 1);
+        }
+    }
+    let kept: std::collections::BTreeMap<&str, (u64, u64, u32)> = w.used().into_iter().collect();
+    prop_assert_eq!(kept, recount, "kept usage = recount");
     for p in w.pods.values().filter(|p| p.node.is_none()) {
         prop_assert!(
             fits_somewhere(w, p).is_none(),
