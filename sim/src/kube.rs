@@ -13,7 +13,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use upgraded_events::inventory::{IntOrPercent, LabelSelector, Labels, Taint, Toleration};
 
 use crate::clock::Millis;
-use crate::model::{Kind, OwnerRef, PodPhase, SimNode, SimPod, Workload, World};
+use crate::model::{CachedPod, Kind, OwnerRef, PodPhase, SimNode, SimPod, Workload, World};
 
 pub fn time(ms: Millis) -> meta::Time {
     let t = k8s_openapi::jiff::Timestamp::from_millisecond(ms as i64)
@@ -608,4 +608,114 @@ pub fn list_json(w: &World) -> serde_json::Value {
         "metadata": { "resourceVersion": "" },
         "items": items,
     })
+}
+
+/// A `PodList` of the pods `keys` names, as JSON bytes. Each pod's JSON is kept between lists
+/// and made again only when the pod changed (its resource version or its readiness, the
+/// only inputs that move; a terminating pod's grace period counts down, so it is never
+/// kept): the health gate lists every pod of a large cluster at every verify.
+pub fn pods_json(w: &mut World, keys: &[(String, String)]) -> Vec<u8> {
+    let now = w.now();
+    let some_down = w.some_node_down();
+    let mut fresh: Vec<((String, String), CachedPod)> = Vec::new();
+    for k in keys {
+        let Some(p) = w.pods.get(k) else { continue };
+        let ready = p.is_ready_where(now, &w.nodes, some_down);
+        let kept = w.pod_json.get(k).is_some_and(|c| {
+            c.uid == p.uid && c.resource_version == p.resource_version && c.ready == ready
+        });
+        if kept {
+            continue;
+        }
+        let json = serde_json::to_vec(&pod(p, w)).unwrap_or_default();
+        fresh.push((
+            k.clone(),
+            CachedPod {
+                uid: p.uid.clone(),
+                resource_version: p.resource_version,
+                ready,
+                json,
+            },
+        ));
+    }
+    let mut out = Vec::with_capacity(keys.len() * 2048 + 128);
+    out.extend_from_slice(
+        format!(
+            r#"{{"kind":"PodList","apiVersion":"v1","metadata":{{"resourceVersion":"{}"}},"items":["#,
+            w.resource_version()
+        )
+        .as_bytes(),
+    );
+    let mut first = true;
+    let mut put = |json: &[u8]| {
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        out.extend_from_slice(json);
+    };
+    let mut uncached: BTreeMap<(String, String), CachedPod> = BTreeMap::new();
+    for (k, c) in fresh {
+        if w.pods.get(&k).is_some_and(|p| p.deleting_at.is_none()) {
+            w.pod_json.insert(k, c);
+        } else {
+            uncached.insert(k, c);
+        }
+    }
+    for k in keys {
+        if let Some(c) = uncached.get(k) {
+            put(&c.json);
+        } else if let Some(c) = w.pod_json.get(k) {
+            put(&c.json);
+        }
+    }
+    out.extend_from_slice(b"]}");
+    if w.pod_json.len() > 2 * w.pods.len() + 64 {
+        let pods = &w.pods;
+        w.pod_json.retain(|k, _| pods.contains_key(k));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A list made from kept JSON equals one made fresh, through evictions, terminations,
+    /// pods becoming Ready and a kubelet restart.
+    #[test]
+    fn kept_pod_json_is_what_a_fresh_list_would_say() {
+        let clock = crate::Clock::virtual_at(crate::clock::VIRTUAL_EPOCH);
+        let mut w = crate::scenario::build("seed", clock, 3).expect("seed");
+        let node = "r740-02";
+        let check = |w: &mut World| {
+            let keys: Vec<(String, String)> = w.pods.keys().cloned().collect();
+            let kept: serde_json::Value =
+                serde_json::from_slice(&pods_json(w, &keys)).expect("JSON");
+            let fresh: Vec<serde_json::Value> = keys
+                .iter()
+                .filter_map(|k| w.pods.get(k))
+                .map(|p| serde_json::to_value(pod(p, w)).expect("pod"))
+                .collect();
+            assert_eq!(kept["items"], serde_json::Value::Array(fresh));
+            assert_eq!(kept["kind"], "PodList");
+        };
+        check(&mut w);
+        let on: Vec<(String, String)> = w
+            .pods_on(node)
+            .filter(|p| !p.is_daemonset() && !p.is_mirror())
+            .map(|p| p.key())
+            .collect();
+        for (ns, name) in on {
+            let _ = w.evict(&ns, &name);
+            check(&mut w);
+        }
+        w.advance(3_000);
+        check(&mut w);
+        w.restart_kubelet(node, upgraded_events::version::Version::new(1, 33, 7))
+            .expect("node");
+        check(&mut w);
+        w.advance(60_000);
+        check(&mut w);
+    }
 }

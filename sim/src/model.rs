@@ -201,6 +201,17 @@ impl SimPod {
 
     /// Running, past its start-up, not crash-looping, not terminating, on a live node.
     pub fn is_ready(&self, now: Millis, nodes: &BTreeMap<String, SimNode>) -> bool {
+        self.is_ready_where(now, nodes, true)
+    }
+
+    /// [`SimPod::is_ready`]; with `some_down` false (no node is down, the usual case) the
+    /// node is not looked up: reading every pod's readiness is then a pass without lookups.
+    pub fn is_ready_where(
+        &self,
+        now: Millis,
+        nodes: &BTreeMap<String, SimNode>,
+        some_down: bool,
+    ) -> bool {
         self.phase == PodPhase::Running
             && self.deleting_at.is_none()
             && self.crash_looping_since.is_none()
@@ -208,8 +219,7 @@ impl SimPod {
             && self
                 .node
                 .as_ref()
-                .and_then(|n| nodes.get(n))
-                .is_some_and(|n| !n.down)
+                .is_some_and(|n| !some_down || nodes.get(n).is_some_and(|n| !n.down))
     }
 }
 
@@ -323,6 +333,15 @@ struct OwnedPod {
     created: Millis,
 }
 
+/// A pod's served JSON and what it depends on.
+#[derive(Debug, Clone)]
+pub(crate) struct CachedPod {
+    pub(crate) uid: String,
+    pub(crate) resource_version: u64,
+    pub(crate) ready: bool,
+    pub(crate) json: Vec<u8>,
+}
+
 /// Whether DaemonSet `w` runs a pod on `n` (its selector, and taints it tolerates).
 fn daemon_set_runs_on(w: &Workload, n: &SimNode) -> bool {
     w.template
@@ -384,6 +403,11 @@ pub struct World {
     /// Requests held on each node (CPU, memory, pods) by the pods bound to it and not yet
     /// gone, kept as pods are bound and removed: what the scheduler places against.
     usage: HashMap<String, (u64, u64, u32)>,
+    /// Each pod's JSON as last served, with what it was made from (resource version and
+    /// readiness): a list serialises only the pods that changed (`kube::pods_json`).
+    pub(crate) pod_json: HashMap<(String, String), CachedPod>,
+    /// Which budgets select each pod (by uid), for the number of budgets it was made with.
+    budget_members: (usize, HashMap<String, Vec<usize>>),
     /// Pod IPs handed out so far.
     next_ip: u32,
 }
@@ -406,6 +430,8 @@ impl World {
             budgets_noted_at: 0,
             active: HashMap::default(),
             usage: HashMap::default(),
+            pod_json: HashMap::default(),
+            budget_members: (0, HashMap::default()),
             next_ip: 0,
         }
     }
@@ -1250,27 +1276,34 @@ impl World {
 
     /// Every budget's status at once, by `namespace/name`: one pass over the pods, each
     /// distinct label set matched against the budgets once (a workload's pods share theirs).
-    pub fn pdb_statuses(&self) -> Vec<(String, PdbStatus)> {
+    pub fn pdb_statuses(&mut self) -> Vec<(String, PdbStatus)> {
+        // A pod's labels and the budgets never change once made, so which budgets select a
+        // pod is worked out once per pod (by uid) and kept until the set of budgets changes.
+        if self.budget_members.0 != self.pdbs.len() {
+            self.budget_members = (self.pdbs.len(), HashMap::default());
+        }
         let budgets: Vec<&Pdb> = self.pdbs.values().collect();
+        let index = &mut self.budget_members.1;
         let mut members: Vec<Vec<&SimPod>> = vec![Vec::new(); budgets.len()];
-        let mut memo: HashMap<(&str, &Labels), Vec<usize>> = HashMap::default();
         for p in self.pods.values().filter(|p| !p.is_finished()) {
-            let hit = memo
-                .entry((p.namespace.as_str(), &p.spec.labels))
-                .or_insert_with(|| {
-                    budgets
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, b)| {
-                            b.namespace == p.namespace
-                                && selector_nonempty_matches(&b.selector, &p.spec.labels)
-                        })
-                        .map(|(i, _)| i)
-                        .collect()
-                });
+            let hit = index.entry(p.uid.clone()).or_insert_with(|| {
+                budgets
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, b)| {
+                        b.namespace == p.namespace
+                            && selector_nonempty_matches(&b.selector, &p.spec.labels)
+                    })
+                    .map(|(i, _)| i)
+                    .collect()
+            });
             for &i in hit.iter() {
                 members[i].push(p);
             }
+        }
+        if index.len() > 2 * self.pods.len() + 64 {
+            let live: BTreeSet<&str> = self.pods.values().map(|p| p.uid.as_str()).collect();
+            index.retain(|uid, _| live.contains(uid.as_str()));
         }
         budgets
             .iter()
@@ -1284,24 +1317,30 @@ impl World {
             .collect()
     }
 
+    /// Whether any node is down (pods on it are not Ready).
+    pub fn some_node_down(&self) -> bool {
+        self.nodes.values().any(|n| n.down)
+    }
+
     fn status_of(&self, pdb: &Pdb, pods: &[&SimPod]) -> PdbStatus {
+        let some_down = self.some_node_down();
         let healthy = pods
             .iter()
-            .filter(|p| p.is_ready(self.now, &self.nodes))
+            .filter(|p| p.is_ready_where(self.now, &self.nodes, some_down))
             .count() as u32;
         // The disruption controller: an integer minAvailable counts the pods themselves; a
         // percentage or maxUnavailable counts the controllers' desired scale.
         let scale = || -> u32 {
-            let mut owners: BTreeSet<String> = BTreeSet::new();
+            let mut owners: BTreeSet<&str> = BTreeSet::new();
             let mut total = 0;
             for p in pods {
                 if let Some(o) = &p.owner
-                    && owners.insert(o.uid.clone())
+                    && owners.insert(o.uid.as_str())
                 {
                     total += self
                         .workloads
                         .values()
-                        .find(|w| w.pod_owner().uid == o.uid)
+                        .find(|w| w.owner_uid() == o.uid)
                         .map(|w| w.replicas)
                         .unwrap_or(0);
                 }

@@ -715,22 +715,6 @@ fn str_at(v: &Value) -> String {
     v.as_str().unwrap_or_default().to_string()
 }
 
-/// A list whose items serialise themselves (their `kind` and `apiVersion` included).
-#[derive(Serialize)]
-struct TypedList<'a, T: Serialize> {
-    kind: &'a str,
-    #[serde(rename = "apiVersion")]
-    api_version: &'a str,
-    metadata: ListMeta,
-    items: &'a [T],
-}
-
-#[derive(Serialize)]
-struct ListMeta {
-    #[serde(rename = "resourceVersion")]
-    resource_version: String,
-}
-
 fn list_json(kind: &str, api_version: &str, rv: u64, items: Vec<Value>) -> Value {
     json!({
         "kind": kind, "apiVersion": api_version,
@@ -880,20 +864,21 @@ fn pods(
                 .filter(|p| t.namespace.as_ref().is_none_or(|ns| &p.namespace == ns))
                 .filter(|p| filter.keep(&p.spec.labels, pod_fields(p)))
                 .collect();
-            let objects: Vec<_> = selected.iter().map(|p| kube::pod(p, w)).collect();
             if table {
+                let objects: Vec<_> = selected.iter().map(|p| kube::pod(p, w)).collect();
                 return ok(&crate::table::pods(&objects, selected.as_slice(), w, q));
             }
-            // Written straight from the typed pods (no JSON tree in between: a large
-            // cluster's pod list is what the health gate reads at every verify).
-            ok(&TypedList {
-                kind: "PodList",
-                api_version: "v1",
-                metadata: ListMeta {
-                    resource_version: w.resource_version().to_string(),
-                },
-                items: &objects,
-            })
+            let keys: Vec<(String, String)> = selected.iter().map(|p| p.key()).collect();
+            let body = kube::pods_json(w, &keys);
+            (
+                StatusCode::OK,
+                [(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                )],
+                body,
+            )
+                .into_response()
         }
         (Method::GET, Some(name), None | Some("status")) => {
             let ns = t.namespace.clone().unwrap_or_default();
