@@ -12,6 +12,9 @@
 //! drain refuses it, as on the real cluster. Mirror pods come back from the control-plane
 //! versions; finished pods are left out.
 //!
+//! A budget's status is computed from the pods, as the disruption controller does, not
+//! copied from the snapshot (whose numbers were true at the moment it was taken).
+//!
 //! Not in a List, so chosen here: pods become Ready 5 s after they start and terminate at
 //! once (the scenarios' defaults), every pod looks 30 days old.
 

@@ -157,6 +157,51 @@ fn the_seed_snapshot_rehearses_with_batches_of_two_and_every_budget_kept() {
     assert!(!table.contains('{'), "{table}");
 }
 
+/// The planner's seed snapshot (`planner/tests/fixtures/seed-cluster.json`, 56 pods): the
+/// web and api budgets allow an eviction each, so every worker generation goes two at a
+/// time, as the seed's runbook suggests.
+#[test]
+fn the_planners_seed_snapshot_rehearses_r740_and_dl380_two_at_a_time() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(&policy, POLICY).expect("policy");
+    let snapshot = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../planner/tests/fixtures/seed-cluster.json"
+    );
+    let out = rehearse(&[
+        "--snapshot",
+        snapshot,
+        "--policy",
+        policy.to_str().expect("path"),
+        "--assume-fixed",
+        "-o",
+        "json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).expect("a JSON report");
+    let planned = &r["planned"];
+    assert_eq!(planned["outcome"], "completed", "{r:#}");
+    for (phase, batches) in [
+        ("dell-r640 v1.35.3", 2),
+        ("dell-r740 v1.35.3", 2),
+        ("hp-dl380 v1.35.3", 1),
+    ] {
+        let p = planned["phases"]
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p["phase"] == phase))
+            .unwrap_or_else(|| panic!("no phase {phase}: {r:#}"));
+        assert_eq!(p["largest_batch"], 2, "{phase}: {r:#}");
+        assert_eq!(p["batches"], batches, "{phase}: {r:#}");
+    }
+    assert_eq!(planned["budget_violations"], serde_json::json!([]));
+    assert_eq!(planned["pending_pods"], serde_json::json!([]));
+}
+
 #[test]
 fn a_generation_that_cannot_run_the_new_kubelet_is_rehearsed_as_a_halt() {
     let out = rehearse(&[
