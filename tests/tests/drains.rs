@@ -91,6 +91,122 @@ async fn drains_of_a_batch_share_budgets_without_breaking_or_starving() {
     held_and_placed(&h.sim.world(), "large-40");
 }
 
+/// The drain timeout is time without progress: a drain that takes turns at a budget for
+/// three times its timeout (4 pods, one eviction at a time, each replacement Ready after
+/// 20 s; timeout 30 s) completes, while one a budget refuses outright stops 30 s after its
+/// last eviction.
+#[tokio::test(start_paused = true)]
+async fn a_drain_taking_turns_is_slow_not_timed_out_and_a_refused_one_stops() {
+    use upgraded_events::inventory::{IntOrPercent, LabelSelector};
+    use upgraded_sim::model::{Kind, PodTemplate};
+    let v = upgraded_events::Version::new(1, 34, 6);
+    let build = |blocked: bool| {
+        let mut w = upgraded_sim::World::new(upgraded_harness::sim_clock(), 5);
+        upgraded_sim::scenario::small(&mut w, 1, 2, v).expect("small");
+        let labels: upgraded_events::inventory::Labels = [("app".to_string(), "slow".to_string())]
+            .into_iter()
+            .collect();
+        let t = PodTemplate {
+            labels: labels.clone(),
+            cpu_millis: 100,
+            memory_bytes: 64 << 20,
+            startup_ms: 20_000,
+            image: "registry.example/slow:1".into(),
+            ..PodTemplate::default()
+        };
+        w.add_workload(Kind::Deployment, "default", "slow", 8, t)
+            .expect("workload");
+        let sel = LabelSelector {
+            match_labels: labels,
+            match_expressions: vec![],
+        };
+        w.add_pdb("default", "slow", sel, None, Some(IntOrPercent::Int(1)))
+            .expect("pdb");
+        if blocked {
+            w.faults.blocking_pdbs.insert("default/slow".into());
+        }
+        w.tick();
+        w.settle(24 * 3600 * 1000);
+        w.watch_budgets();
+        w
+    };
+    let policy = "apiVersion: upgraded.dev/v1alpha1
+kind: UpgradePolicy
+generations: {maxUnavailable: 1, canaries: 0}
+waitBetweenBatches: 0s
+drainTimeout: 30s
+drain: {onBlocked: park}
+";
+    let mut h = Harness::new(build(false), policy).await;
+    let v35 = h.start("v1.35.3").await.expect("start");
+    let run = v35["run"].as_str().expect("run").to_string();
+    h.until(DAY, |a| {
+        assert!(a["phase"] != "halted", "halted: {a:#}");
+        a["phase"] == "completed"
+    })
+    .await;
+    let evs = h.events(&run).await;
+    let drains: Vec<&Value> = evs
+        .iter()
+        .filter_map(|e| e["event"].get("StepSucceeded"))
+        .filter(|s| s["step"] == "Drain" && s["node"].as_str().is_some_and(|n| n.starts_with("w-")))
+        .collect();
+    assert_eq!(drains.len(), 2, "{drains:?}");
+    for d in &drains {
+        let refusals: u32 = d["facts"]["eviction_refusals"]
+            .as_str()
+            .and_then(|r| r.parse().ok())
+            .expect("refusals");
+        assert!(refusals >= 3, "the drain took turns: {d}");
+    }
+    let took: Vec<i64> = evs
+        .iter()
+        .filter(|e| {
+            e["event"]
+                .get("StepStarted")
+                .or_else(|| e["event"].get("StepSucceeded"))
+                .is_some_and(|s| s["step"] == "Drain" && s["node"] == "w-1")
+        })
+        .filter_map(|e| e["at"].as_i64())
+        .collect();
+    assert!(
+        took.len() == 2 && took[1] - took[0] > 60_000,
+        "longer than 2 timeouts: {took:?}"
+    );
+    assert!(
+        !evs.iter().any(|e| e["event"].get("StepFailed").is_some()),
+        "no step failed"
+    );
+    held_and_placed(&h.sim.world(), "turns");
+
+    // The same drain against a budget that refuses everything (the plan says so; started
+    // anyway): it stops 30 s after its last eviction, and the node is parked.
+    let mut h = Harness::new(build(true), policy).await;
+    let body = serde_json::json!({"target": "v1.35.3", "force": true});
+    let v35 = h
+        .json(hyper::Method::POST, "/v1/runs", Some(&body))
+        .await
+        .expect("start");
+    let run = v35["run"].as_str().expect("run").to_string();
+    h.until_record(&run, DAY, |e| e["event"].get("NodeParked").is_some())
+        .await;
+    let evs = h.events(&run).await;
+    let failed = evs
+        .iter()
+        .find_map(|e| {
+            e["event"]
+                .get("StepFailed")
+                .filter(|f| f["step"] == "Drain")
+        })
+        .expect("the drain failed");
+    assert!(
+        failed["error"]
+            .as_str()
+            .is_some_and(|m| m.contains("no eviction let through for 30s")),
+        "{failed}"
+    );
+}
+
 /// Every budget the sim watched stayed at or above its desired healthy count, and no pod
 /// is without a node.
 fn held_and_placed(w: &upgraded_sim::World, what: &str) {
