@@ -40,6 +40,7 @@ fn rehearsal(scenario: &str, policy: &str, compare: bool) -> Rehearsal {
         faults: vec![],
         assume_fixed: false,
         compare,
+        start: upgraded_events::Timestamp(upgraded_sim::clock::VIRTUAL_EPOCH as i64),
     }
 }
 

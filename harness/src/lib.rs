@@ -58,9 +58,14 @@ pub struct TokioClock {
 
 impl TokioClock {
     pub fn new() -> TokioClock {
+        TokioClock::at(VIRTUAL_EPOCH as i64)
+    }
+
+    /// Reading `base` (ms since the Unix epoch) now.
+    pub fn at(base: i64) -> TokioClock {
         TokioClock {
             origin: tokio::time::Instant::now(),
-            base: VIRTUAL_EPOCH as i64,
+            base,
         }
     }
 }
@@ -265,6 +270,10 @@ impl Harness {
         policy: PlanPolicy,
         options: Options,
     ) -> Result<Harness, String> {
+        // The daemon's clock reads what the world's does (a world may start at any time).
+        let clock = Arc::new(TokioClock::at(
+            i64::try_from(world.now()).unwrap_or(i64::MAX),
+        ));
         let sim = Sim::new(world);
         let router = upgraded_sim::server::router(Arc::clone(&sim));
         let kube = match &options.kube_layer {
@@ -278,7 +287,6 @@ impl Harness {
         let dir = tempfile::tempdir().map_err(|e| format!("a temp dir for the log: {e}"))?;
         let (log, _) = SledLog::open(dir.path(), Default::default())
             .map_err(|e| format!("the log in {}: {e}", dir.path().display()))?;
-        let clock = Arc::new(TokioClock::new());
         let engine = Self::engine(&log, &clock, &policy, &kube, &nodes);
         let h = Harness {
             sim,

@@ -22,7 +22,7 @@ use upgraded_daemon::log::EventLog;
 use upgraded_daemon::ports::{BoxFut, CommandOutput, NodeExecutor, PortError, RemoteCommand};
 use upgraded_daemon::simagent::SimAgents;
 use upgraded_events::inventory::{Inventory, LabelSelector};
-use upgraded_events::{Actor, Event, Host, Record, Role, Step, Version};
+use upgraded_events::{Actor, Event, Host, Record, Role, Step, Timestamp, Version};
 use upgraded_planner::bounds::LowerBound;
 use upgraded_planner::policy::{Durations, MaxUnavailable, PlanPolicy};
 use upgraded_sim::model::CrashLoopFault;
@@ -98,13 +98,16 @@ pub enum Cluster {
 }
 
 impl Cluster {
-    fn build(&self) -> Result<World, String> {
+    /// The cluster at `start` (ms since the Unix epoch), on tokio's (paused) time.
+    fn build(&self, start: u64) -> Result<World, String> {
+        let clock = upgraded_sim::Clock::tokio_at(start);
         match self {
             Cluster::Snapshot(inv) => {
-                upgraded_sim::import::world(inv, crate::sim_clock(), 1).map_err(|e| e.to_string())
+                upgraded_sim::import::world(inv, clock, 1).map_err(|e| e.to_string())
             }
-            Cluster::Scenario(name) => upgraded_sim::scenario::build(name, crate::sim_clock(), 1)
-                .map_err(|e| e.to_string()),
+            Cluster::Scenario(name) => {
+                upgraded_sim::scenario::build(name, clock, 1).map_err(|e| e.to_string())
+            }
         }
     }
 }
@@ -275,6 +278,8 @@ pub struct Rehearsal {
     pub assume_fixed: bool,
     /// Also rehearse one node at a time, for the ratio.
     pub compare: bool,
+    /// When the run starts (its maintenance windows are met from then on).
+    pub start: Timestamp,
 }
 
 /// One phase of the rehearsed run.
@@ -337,6 +342,8 @@ pub struct RunMeasure {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Report {
     pub target: Version,
+    /// When the rehearsed run started (RFC 3339, UTC).
+    pub start: String,
     pub nodes: usize,
     pub workers: usize,
     pub pods: usize,
@@ -388,6 +395,7 @@ pub fn rehearse(r: &Rehearsal) -> Result<(Report, Vec<Record>), String> {
     Ok((
         Report {
             target: r.target,
+            start: r.start.to_string(),
             nodes: inv.nodes.len(),
             workers: inv.nodes.iter().filter(|n| n.role == Role::Worker).count(),
             pods: inv.pods.len(),
@@ -429,7 +437,8 @@ fn run(r: &Rehearsal) -> Result<(RunMeasure, Vec<Record>, Start), String> {
         .build()
         .map_err(|e| format!("a runtime: {e}"))?;
     rt.block_on(async move {
-        let mut world = r.cluster.build()?;
+        let start = u64::try_from(r.start.0).map_err(|_| "a start before 1970")?;
+        let mut world = r.cluster.build(start)?;
         let fixed = if r.assume_fixed {
             upgraded_sim::scenario::fix_blockers(&mut world).map_err(|e| e.to_string())?
         } else {
@@ -707,8 +716,8 @@ pub fn table(r: &Report) -> String {
     let p = &r.planned;
     let _ = writeln!(
         o,
-        "Rehearsal: {} nodes ({} workers), {} pods → {} in virtual time; nothing ran against a cluster",
-        r.nodes, r.workers, r.pods, r.target
+        "Rehearsal: {} nodes ({} workers), {} pods → {} from {}, in virtual time; nothing ran against a cluster",
+        r.nodes, r.workers, r.pods, r.target, r.start
     );
     for b in &r.blockers {
         let _ = writeln!(o, "plan blocker (rehearsed anyway): {b}");

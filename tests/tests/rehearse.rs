@@ -202,6 +202,49 @@ fn the_planners_seed_snapshot_rehearses_r740_and_dl380_two_at_a_time() {
     assert_eq!(planned["pending_pods"], serde_json::json!([]));
 }
 
+/// The seed's policy has windows (Tue–Thu 20:00–06:00 Europe/Berlin): started on the
+/// default Monday morning the run first waits a day and a half; started on Tuesday at 19:00
+/// Berlin time it waits an hour.
+#[test]
+fn a_rehearsal_meets_the_maintenance_windows_from_its_start() {
+    let policy = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../planner/tests/fixtures/seed-policy.yaml"
+    );
+    let makespan = |start: Option<&str>| {
+        let mut args = vec![
+            "--scenario",
+            "seed",
+            "--policy",
+            policy,
+            "--assume-fixed",
+            "--no-compare",
+            "-o",
+            "json",
+        ];
+        if let Some(s) = start {
+            args.extend(["--start", s]);
+        }
+        let out = rehearse(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let r: Value = serde_json::from_slice(&out.stdout).expect("a JSON report");
+        (
+            r["start"].as_str().unwrap_or_default().to_string(),
+            r["planned"]["makespan_secs"].as_u64().expect("makespan"),
+        )
+    };
+    let (start, monday) = makespan(None);
+    assert!(start.starts_with("2026-01-05T06:00"), "{start}");
+    let (start, tuesday) = makespan(Some("2026-12-01T18:00:00Z"));
+    assert!(start.starts_with("2026-12-01T18:00"), "{start}");
+    assert!(monday > 36 * 3600, "{monday}");
+    assert!(tuesday < 10 * 3600 && tuesday > 3600, "{tuesday}");
+}
+
 #[test]
 fn a_generation_that_cannot_run_the_new_kubelet_is_rehearsed_as_a_halt() {
     let out = rehearse(&[
@@ -229,7 +272,7 @@ fn a_generation_that_cannot_run_the_new_kubelet_is_rehearsed_as_a_halt() {
 #[test]
 fn bad_input_is_refused_by_name() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 6] = [
         (
             &[
                 "--scenario",
@@ -260,6 +303,17 @@ fn bad_input_is_refused_by_name() {
                 "never-ready:ghost",
             ],
             "no such node",
+        ),
+        (
+            &[
+                "--scenario",
+                "lab",
+                "--to",
+                "v1.35.3",
+                "--start",
+                "yesterday",
+            ],
+            "RFC 3339",
         ),
     ];
     for (args, want) in cases {

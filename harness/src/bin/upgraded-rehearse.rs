@@ -5,8 +5,9 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use upgraded_events::Version;
 use upgraded_events::inventory::Inventory;
+use upgraded_events::replay::At;
+use upgraded_events::{Timestamp, Version};
 use upgraded_harness::rehearse::{self, Cluster, Fault, Rehearsal};
 use upgraded_planner::policy::PlanPolicy;
 
@@ -53,6 +54,11 @@ struct Args {
     /// Skip the second rehearsal, one node at a time (no ratio).
     #[arg(long)]
     no_compare: bool,
+    /// When the rehearsed run starts, RFC 3339 (`2026-12-01T19:00:00Z`): the policy's
+    /// maintenance windows are met from then on. Default: 2026-01-05T06:00:00Z, a Monday,
+    /// so a rehearsal gives the same answer whenever it runs.
+    #[arg(long)]
+    start: Option<String>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -105,7 +111,15 @@ fn run(a: Args) -> anyhow::Result<bool> {
             p.display()
         );
     }
+    let start = match &a.start {
+        None => Timestamp(upgraded_sim::clock::VIRTUAL_EPOCH as i64),
+        Some(s) => match At::parse(s) {
+            Ok(At::Time(t)) => t,
+            _ => bail!("--start {s:?}: expected an RFC 3339 time like 2026-12-01T19:00:00Z"),
+        },
+    };
     let r = Rehearsal {
+        start,
         cluster,
         policy,
         target,
