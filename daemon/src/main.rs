@@ -127,6 +127,19 @@ struct Args {
 
 #[tokio::main]
 async fn main() {
+    // `upgraded rehearse ...` is `upgraded-rehearse ...` (the engine on a simulated copy of a
+    // cluster; its own binary, as the harness it runs on links this crate).
+    if std::env::args_os().nth(1).is_some_and(|a| a == "rehearse") {
+        use std::os::unix::process::CommandExt;
+        let beside = std::env::current_exe()
+            .map(|p| p.with_file_name("upgraded-rehearse"))
+            .unwrap_or_else(|_| "upgraded-rehearse".into());
+        let err = std::process::Command::new(&beside)
+            .args(std::env::args_os().skip(2))
+            .exec();
+        eprintln!("upgraded: running {}: {err}", beside.display());
+        std::process::exit(1);
+    }
     // One line an operator can read (with its causes), not a Debug dump with a backtrace.
     if let Err(e) = run().await {
         eprintln!("upgraded: {e:#}");

@@ -337,4 +337,10 @@ fn bad_input_is_refused_by_name() {
     assert_eq!(std::fs::read_to_string(&html).expect("file"), "mine");
     let help = rehearse(&["--help"]);
     assert!(String::from_utf8_lossy(&help.stdout).contains("--snapshot"));
+    // The daemon's binary answers `rehearse` the same way.
+    let via_daemon = Command::new(upgraded_tests::binary("upgraded"))
+        .args(["rehearse", "--help"])
+        .output()
+        .expect("upgraded runs");
+    assert_eq!(via_daemon.stdout, help.stdout);
 }
