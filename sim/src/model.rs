@@ -1286,8 +1286,8 @@ impl World {
         let index = &mut self.budget_members.1;
         let mut members: Vec<Vec<&SimPod>> = vec![Vec::new(); budgets.len()];
         for p in self.pods.values().filter(|p| !p.is_finished()) {
-            let hit = index.entry(p.uid.clone()).or_insert_with(|| {
-                budgets
+            if !index.contains_key(p.uid.as_str()) {
+                let hit = budgets
                     .iter()
                     .enumerate()
                     .filter(|(_, b)| {
@@ -1295,9 +1295,10 @@ impl World {
                             && selector_nonempty_matches(&b.selector, &p.spec.labels)
                     })
                     .map(|(i, _)| i)
-                    .collect()
-            });
-            for &i in hit.iter() {
+                    .collect();
+                index.insert(p.uid.clone(), hit);
+            }
+            for &i in index.get(p.uid.as_str()).into_iter().flatten() {
                 members[i].push(p);
             }
         }
