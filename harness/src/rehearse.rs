@@ -698,15 +698,9 @@ pub fn measure(records: &[Record]) -> RunMeasure {
     }
 }
 
-/// A duration for people: `3h25m`, `12m30s`, `45s`.
+/// A duration for people: `3h25m`, `12m30s`, `45s` (the planner's tables' wording).
 pub fn human(secs: u64) -> String {
-    let (h, m, s) = (secs / 3600, secs % 3600 / 60, secs % 60);
-    match (h, m, s) {
-        (0, 0, s) => format!("{s}s"),
-        (0, m, 0) => format!("{m}m"),
-        (0, m, s) => format!("{m}m{s}s"),
-        (h, m, _) => format!("{h}h{m:02}m"),
-    }
+    upgraded_events::quantity::human_secs(secs)
 }
 
 /// The report as a table, for a terminal.
