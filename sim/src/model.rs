@@ -406,8 +406,12 @@ pub struct World {
     /// Each pod's JSON as last served, with what it was made from (resource version and
     /// readiness): a list serialises only the pods that changed (`kube::pods_json`).
     pub(crate) pod_json: HashMap<(String, String), CachedPod>,
-    /// Which budgets select each pod (by uid), for the number of budgets it was made with.
-    budget_members: (usize, HashMap<String, Vec<usize>>),
+    /// The pods each budget selects (same namespace, selector matching their labels), kept
+    /// as pods and budgets are made and pods go: labels and selectors never change once
+    /// made, so a budget's status reads only its own pods.
+    selected: BTreeMap<(String, String), BTreeSet<(String, String)>>,
+    /// Budgets whose pods went away since the low water was last noted.
+    budgets_touched: BTreeSet<(String, String)>,
     /// Pod IPs handed out so far.
     next_ip: u32,
 }
@@ -431,7 +435,8 @@ impl World {
             active: HashMap::default(),
             usage: HashMap::default(),
             pod_json: HashMap::default(),
-            budget_members: (0, HashMap::default()),
+            selected: BTreeMap::new(),
+            budgets_touched: BTreeSet::new(),
             next_ip: 0,
         }
     }
@@ -450,13 +455,33 @@ impl World {
         if self.budget_low_water.is_none() || self.budgets_noted_at == self.resource_version {
             return;
         }
-        self.budgets_noted_at = self.resource_version;
-        let slack: Vec<(String, i64)> = self
-            .pdb_statuses()
-            .into_iter()
-            .map(|(k, s)| {
+        let since = std::mem::replace(&mut self.budgets_noted_at, self.resource_version);
+        // Which budgets' slack may have moved: all of them after a node or workload changed
+        // (a node down, a new scale); else those whose pods changed (a pod's every change
+        // bumps its resource version) or went away.
+        let mut touched = std::mem::take(&mut self.budgets_touched);
+        let all = since == 0
+            || self.nodes.values().any(|n| n.resource_version > since)
+            || self.workloads.values().any(|w| w.resource_version > since);
+        if all {
+            touched.extend(self.pdbs.keys().cloned());
+        } else {
+            for p in self.pods.values().filter(|p| p.resource_version > since) {
+                let key = p.key();
+                for (b, pods) in &self.selected {
+                    if pods.contains(&key) {
+                        touched.insert(b.clone());
+                    }
+                }
+            }
+        }
+        let slack: Vec<(String, i64)> = touched
+            .iter()
+            .filter_map(|k| self.pdbs.get(k).map(|b| (k, b)))
+            .map(|(k, b)| {
+                let s = self.status_of(b, &self.selected_by(k));
                 (
-                    k,
+                    format!("{}/{}", b.namespace, b.name),
                     i64::from(s.current_healthy) - i64::from(s.desired_healthy),
                 )
             })
@@ -670,7 +695,12 @@ impl World {
         if let Some(o) = &pod.owner {
             *self.active.entry(o.uid.clone()).or_default() += 1;
         }
-        if let Some(old) = self.pods.insert(pod.key(), pod) {
+        let key = pod.key();
+        if self.pods.contains_key(&key) {
+            self.unselect(&key);
+        }
+        self.select(&pod);
+        if let Some(old) = self.pods.insert(key, pod) {
             self.forget(&old);
             self.release(&old);
         }
@@ -802,6 +832,21 @@ impl World {
                 resource_version: rv,
             },
         );
+        let key = (namespace.to_string(), name.to_string());
+        let members: BTreeSet<(String, String)> = match self.pdbs.get(&key) {
+            Some(b) => self
+                .pods
+                .values()
+                .filter(|p| {
+                    p.namespace == b.namespace
+                        && selector_nonempty_matches(&b.selector, &p.spec.labels)
+                })
+                .map(SimPod::key)
+                .collect(),
+            None => BTreeSet::new(),
+        };
+        self.selected.insert(key.clone(), members);
+        self.budgets_touched.insert(key);
         Ok(())
     }
 
@@ -901,6 +946,7 @@ impl World {
         for k in gone {
             if let Some(p) = self.pods.remove(&k) {
                 self.release(&p);
+                self.unselect(&k);
             }
         }
         self.reconcile_workloads();
@@ -1217,6 +1263,7 @@ impl World {
         if at_once {
             if let Some(gone) = self.pods.remove(key) {
                 self.release(&gone);
+                self.unselect(key);
             }
             self.bump();
         } else {
@@ -1262,60 +1309,55 @@ impl World {
 
     /// A PDB's status, computed from the pods as they are now.
     pub fn pdb_status(&self, pdb: &Pdb) -> PdbStatus {
-        let pods: Vec<&SimPod> = self
-            .pods
-            .values()
-            .filter(|p| {
-                p.namespace == pdb.namespace
-                    && selector_nonempty_matches(&pdb.selector, &p.spec.labels)
-            })
-            .filter(|p| !p.is_finished())
-            .collect();
+        let pods = self.selected_by(&(pdb.namespace.clone(), pdb.name.clone()));
         self.status_of(pdb, &pods)
     }
 
-    /// Every budget's status at once, by `namespace/name`: one pass over the pods, each
-    /// distinct label set matched against the budgets once (a workload's pods share theirs).
-    pub fn pdb_statuses(&mut self) -> Vec<(String, PdbStatus)> {
-        // A pod's labels and the budgets never change once made, so which budgets select a
-        // pod is worked out once per pod (by uid) and kept until the set of budgets changes.
-        if self.budget_members.0 != self.pdbs.len() {
-            self.budget_members = (self.pdbs.len(), HashMap::default());
-        }
-        let budgets: Vec<&Pdb> = self.pdbs.values().collect();
-        let index = &mut self.budget_members.1;
-        let mut members: Vec<Vec<&SimPod>> = vec![Vec::new(); budgets.len()];
-        for p in self.pods.values().filter(|p| !p.is_finished()) {
-            if !index.contains_key(p.uid.as_str()) {
-                let hit = budgets
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, b)| {
-                        b.namespace == p.namespace
-                            && selector_nonempty_matches(&b.selector, &p.spec.labels)
-                    })
-                    .map(|(i, _)| i)
-                    .collect();
-                index.insert(p.uid.clone(), hit);
-            }
-            for &i in index.get(p.uid.as_str()).into_iter().flatten() {
-                members[i].push(p);
-            }
-        }
-        if index.len() > 2 * self.pods.len() + 64 {
-            let live: BTreeSet<&str> = self.pods.values().map(|p| p.uid.as_str()).collect();
-            index.retain(|uid, _| live.contains(uid.as_str()));
-        }
-        budgets
+    /// The live (not finished) pods budget `key` selects.
+    fn selected_by(&self, key: &(String, String)) -> Vec<&SimPod> {
+        self.selected
+            .get(key)
+            .into_iter()
+            .flatten()
+            .filter_map(|k| self.pods.get(k))
+            .filter(|p| !p.is_finished())
+            .collect()
+    }
+
+    /// Every budget's status at once, by `namespace/name`.
+    pub fn pdb_statuses(&self) -> Vec<(String, PdbStatus)> {
+        self.pdbs
             .iter()
-            .zip(&members)
-            .map(|(b, pods)| {
+            .map(|(k, b)| {
                 (
                     format!("{}/{}", b.namespace, b.name),
-                    self.status_of(b, pods),
+                    self.status_of(b, &self.selected_by(k)),
                 )
             })
             .collect()
+    }
+
+    /// `pod` joins the sets of the budgets that select it.
+    fn select(&mut self, pod: &SimPod) {
+        for (k, b) in &self.pdbs {
+            if b.namespace == pod.namespace
+                && selector_nonempty_matches(&b.selector, &pod.spec.labels)
+            {
+                self.selected
+                    .entry(k.clone())
+                    .or_default()
+                    .insert(pod.key());
+            }
+        }
+    }
+
+    /// `key` is gone: it leaves every budget's set, and those budgets are noted again.
+    fn unselect(&mut self, key: &(String, String)) {
+        for (b, pods) in self.selected.iter_mut() {
+            if pods.remove(key) {
+                self.budgets_touched.insert(b.clone());
+            }
+        }
     }
 
     /// Whether any node is down (pods on it are not Ready).

@@ -351,6 +351,30 @@ fn check_capacity_and_replicas(w: &World) -> Result<(), TestCaseError> {
     }
     let kept: std::collections::BTreeMap<&str, (u64, u64, u32)> = w.used().into_iter().collect();
     prop_assert_eq!(kept, recount, "kept usage = recount");
+    // Each budget's status, read from the pods it keeps as selected, counts what a scan of
+    // every pod would.
+    for b in w.pdbs.values() {
+        let matched: Vec<&SimPod> = w
+            .pods
+            .values()
+            .filter(|p| p.namespace == b.namespace && b.selector.matches(&p.spec.labels))
+            .collect();
+        let healthy = matched
+            .iter()
+            .filter(|p| p.is_ready(w.now(), &w.nodes))
+            .count() as u32;
+        let s = w.pdb_status(b);
+        prop_assert_eq!(s.current_healthy, healthy, "{} healthy", &b.name);
+        // An integer minAvailable counts the pods themselves (the rest count scale).
+        if matches!(b.min_available, Some(IntOrPercent::Int(_))) {
+            prop_assert_eq!(
+                s.expected_pods,
+                matched.len() as u32,
+                "{} expected",
+                &b.name
+            );
+        }
+    }
     for p in w.pods.values().filter(|p| p.node.is_none()) {
         prop_assert!(
             fits_somewhere(w, p).is_none(),
@@ -396,8 +420,22 @@ proptest! {
     #[test]
     fn evictions_never_break_a_budget_and_capacity_is_real(s in spec()) {
         let mut w = build(&s);
+        w.watch_budgets();
         check_capacity_and_replicas(&w)?;
         let nodes: Vec<String> = w.nodes.keys().cloned().collect();
+        // Each budget's lowest slack seen from outside, after every operation: the world's
+        // own low water (noted only for the budgets a change touched) may be lower, never
+        // higher.
+        let mut seen: std::collections::BTreeMap<String, i64> = std::collections::BTreeMap::new();
+        let mut look = |w: &World| {
+            for b in w.pdbs.values() {
+                let st = w.pdb_status(b);
+                let slack = i64::from(st.current_healthy) - i64::from(st.desired_healthy);
+                let e = seen.entry(format!("{}/{}", b.namespace, b.name)).or_insert(slack);
+                *e = (*e).min(slack);
+            }
+        };
+        look(&w);
         for op in &s.ops {
             match op {
                 Op::Evict(i) => {
@@ -433,6 +471,12 @@ proptest! {
                 Op::Restart(i) => w.restart_kubelet(&nodes[i % nodes.len()], Version::new(1, 34, 0)).map_err(|e| TestCaseError::fail(e.to_string()))?,
             }
             check_capacity_and_replicas(&w)?;
+            look(&w);
+        }
+        let low = w.budget_low_water.clone().unwrap_or_default();
+        for (b, outside) in &seen {
+            let kept = low.get(b).copied();
+            prop_assert!(kept.is_some_and(|k| k <= *outside), "{b}: kept {kept:?}, seen {outside}");
         }
     }
 }
