@@ -412,6 +412,8 @@ pub struct World {
     selected: BTreeMap<(String, String), BTreeSet<(String, String)>>,
     /// Budgets whose pods went away since the low water was last noted.
     budgets_touched: BTreeSet<(String, String)>,
+    /// The nodes that were down when the low water was last noted.
+    budgets_noted_down: Vec<String>,
     /// Pod IPs handed out so far.
     next_ip: u32,
 }
@@ -437,6 +439,7 @@ impl World {
             pod_json: HashMap::default(),
             selected: BTreeMap::new(),
             budgets_touched: BTreeSet::new(),
+            budgets_noted_down: Vec::new(),
             next_ip: 0,
         }
     }
@@ -456,12 +459,20 @@ impl World {
             return;
         }
         let since = std::mem::replace(&mut self.budgets_noted_at, self.resource_version);
-        // Which budgets' slack may have moved: all of them after a node or workload changed
-        // (a node down, a new scale); else those whose pods changed (a pod's every change
+        // Which budgets' slack may have moved: all of them after a node went down or up or a
+        // workload changed (a new scale); else those whose pods changed (a pod's every change
         // bumps its resource version) or went away.
         let mut touched = std::mem::take(&mut self.budgets_touched);
+        // Of a node, only going down or up moves its pods' readiness (a cordon, a package or
+        // a kubelet restart does not).
+        let down: Vec<String> = self
+            .nodes
+            .values()
+            .filter(|n| n.down)
+            .map(|n| n.name.clone())
+            .collect();
         let all = since == 0
-            || self.nodes.values().any(|n| n.resource_version > since)
+            || down != std::mem::replace(&mut self.budgets_noted_down, down.clone())
             || self.workloads.values().any(|w| w.resource_version > since);
         if all {
             touched.extend(self.pdbs.keys().cloned());
