@@ -164,23 +164,38 @@ impl KubeCluster {
     /// cluster (the health gate reads every pod at every verify).
     async fn pods(&self, params: ListParams) -> Result<Vec<PodInv>, PortError> {
         let mut out = Vec::new();
+        self.pod_pages(params, |v: Value| {
+            out.push(PodInv::from_value(&v).map_err(|e| {
+                PortError::fatal(format!(
+                    "pod {}: {e}",
+                    v["metadata"]["name"].as_str().unwrap_or("?")
+                ))
+            })?);
+            Ok(())
+        })
+        .await?;
+        Ok(out)
+    }
+
+    /// Every page of a pod list (`limit` [`PAGE`], following `continue`), each item decoded
+    /// as `I` (only the fields `I` names are kept while parsing) and handed to `each`.
+    async fn pod_pages<I: DeserializeOwned>(
+        &self,
+        params: ListParams,
+        mut each: impl FnMut(I) -> Result<(), PortError>,
+    ) -> Result<(), PortError> {
         let mut params = params.limit(PAGE);
         loop {
             let req = kube::core::Request::new("/api/v1/pods")
                 .list(&params)
                 .map_err(|e| PortError::fatal(e.to_string()))?;
-            let page: PodPage = self.client.request(req).await.map_err(api_error)?;
-            for v in &page.items {
-                out.push(PodInv::from_value(v).map_err(|e| {
-                    PortError::fatal(format!(
-                        "pod {}: {e}",
-                        v["metadata"]["name"].as_str().unwrap_or("?")
-                    ))
-                })?);
+            let page: Page<I> = self.client.request(req).await.map_err(api_error)?;
+            for item in page.items {
+                each(item)?;
             }
             match page.metadata.continue_.filter(|c| !c.is_empty()) {
                 Some(token) => params = params.continue_token(&token),
-                None => return Ok(out),
+                None => return Ok(()),
             }
         }
     }
@@ -198,13 +213,14 @@ impl KubeCluster {
     }
 }
 
-/// A page of a pod list, its items as JSON.
+/// A page of a list, its items as `I`.
 #[derive(serde::Deserialize)]
-struct PodPage {
+#[serde(bound = "I: DeserializeOwned")]
+struct Page<I> {
     #[serde(default)]
     metadata: PageMeta,
-    #[serde(default)]
-    items: Vec<Value>,
+    #[serde(default = "Vec::new")]
+    items: Vec<I>,
 }
 
 #[derive(serde::Deserialize, Default)]
@@ -213,17 +229,9 @@ struct PageMeta {
     continue_: Option<String>,
 }
 
-/// A page of a pod list as the health gate reads it: of each pod only whether it is a
-/// mirror, its phase and its containers' waiting reasons; every other field is skipped
-/// while parsing (a large cluster's list is read at every verify).
-#[derive(serde::Deserialize)]
-struct HealthPage {
-    #[serde(default)]
-    metadata: PageMeta,
-    #[serde(default)]
-    items: Vec<HealthPod>,
-}
-
+/// A pod as the health gate reads it: only whether it is a mirror, its phase and its
+/// containers' waiting reasons; every other field is skipped while parsing (a large
+/// cluster's list is read at every verify).
 #[derive(serde::Deserialize, Default)]
 #[serde(default)]
 struct HealthPod {
@@ -464,18 +472,12 @@ impl ClusterApi for KubeCluster {
     fn pod_health(&self) -> BoxFut<'_, Result<Vec<PodHealth>, PortError>> {
         Box::pin(async move {
             let mut out = Vec::new();
-            let mut params = ListParams::default().limit(PAGE);
-            loop {
-                let req = kube::core::Request::new("/api/v1/pods")
-                    .list(&params)
-                    .map_err(|e| PortError::fatal(e.to_string()))?;
-                let page: HealthPage = self.client.request(req).await.map_err(api_error)?;
-                out.extend(page.items.iter().map(HealthPod::health));
-                match page.metadata.continue_.filter(|c| !c.is_empty()) {
-                    Some(token) => params = params.continue_token(&token),
-                    None => return Ok(out),
-                }
-            }
+            self.pod_pages(ListParams::default(), |p: HealthPod| {
+                out.push(p.health());
+                Ok(())
+            })
+            .await?;
+            Ok(out)
         })
     }
 
