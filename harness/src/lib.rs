@@ -49,7 +49,7 @@ pub fn scenario(name: &str, seed: u64) -> World {
         .unwrap_or_else(|e| panic!("scenario {name}: {e}"))
 }
 
-/// The daemon's clock on tokio's time, from the epoch the sim starts at.
+/// The daemon's clock on tokio's time, from the instant its world starts at.
 #[derive(Debug)]
 pub struct TokioClock {
     origin: tokio::time::Instant,
@@ -57,22 +57,12 @@ pub struct TokioClock {
 }
 
 impl TokioClock {
-    pub fn new() -> TokioClock {
-        TokioClock::at(VIRTUAL_EPOCH as i64)
-    }
-
     /// Reading `base` (ms since the Unix epoch) now.
     pub fn at(base: i64) -> TokioClock {
         TokioClock {
             origin: tokio::time::Instant::now(),
             base,
         }
-    }
-}
-
-impl Default for TokioClock {
-    fn default() -> Self {
-        Self::new()
     }
 }
 

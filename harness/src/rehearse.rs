@@ -520,16 +520,7 @@ fn run(r: &Rehearsal) -> Result<(RunMeasure, Vec<Record>, Start), String> {
                     lowest_slack: *low,
                 })
                 .collect();
-            m.pending_pods = w
-                .pods
-                .values()
-                .filter(|p| {
-                    p.node.is_none()
-                        && p.deleting_at.is_none()
-                        && p.phase == upgraded_sim::model::PodPhase::Pending
-                })
-                .map(|p| format!("{}/{}", p.namespace, p.name))
-                .collect();
+            m.pending_pods = w.pending_pods();
         }
         let inventory = records
             .iter()

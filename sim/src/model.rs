@@ -1128,14 +1128,13 @@ impl World {
             return;
         }
         pending.sort();
-        let used = self.used();
-        // (node, free cpu, free memory, free pod slots), indexed once.
+        // (node, free cpu, free memory, free pod slots), from the kept usage.
         let mut room: Vec<(&SimNode, u64, u64, u32)> = self
             .nodes
             .values()
             .filter(|n| n.ready && !n.down)
             .map(|n| {
-                let (c, m, k) = used.get(n.name.as_str()).copied().unwrap_or_default();
+                let (c, m, k) = self.usage.get(&n.name).copied().unwrap_or_default();
                 (
                     n,
                     n.cpu_millis.saturating_sub(c),
@@ -1335,19 +1334,6 @@ impl World {
             .collect()
     }
 
-    /// Every budget's status at once, by `namespace/name`.
-    pub fn pdb_statuses(&self) -> Vec<(String, PdbStatus)> {
-        self.pdbs
-            .iter()
-            .map(|(k, b)| {
-                (
-                    format!("{}/{}", b.namespace, b.name),
-                    self.status_of(b, &self.selected_by(k)),
-                )
-            })
-            .collect()
-    }
-
     /// `pod` joins the sets of the budgets that select it.
     fn select(&mut self, pod: &SimPod) {
         for (k, b) in &self.pdbs {
@@ -1369,6 +1355,15 @@ impl World {
                 self.budgets_touched.insert(b.clone());
             }
         }
+    }
+
+    /// Pods no node runs (Pending: unschedulable for now), as `namespace/name`.
+    pub fn pending_pods(&self) -> Vec<String> {
+        self.pods
+            .values()
+            .filter(|p| p.node.is_none())
+            .map(|p| format!("{}/{}", p.namespace, p.name))
+            .collect()
     }
 
     /// Whether any node is down (pods on it are not Ready).

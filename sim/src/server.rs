@@ -1282,12 +1282,7 @@ pub fn summary(w: &World) -> Value {
             })
         })
         .collect();
-    let pending: Vec<String> = w
-        .pods
-        .values()
-        .filter(|p| p.node.is_none())
-        .map(|p| format!("{}/{}", p.namespace, p.name))
-        .collect();
+    let pending = w.pending_pods();
     let pdbs: Vec<Value> = w
         .pdbs
         .values()

@@ -218,12 +218,7 @@ fn held_and_placed(w: &upgraded_sim::World, what: &str) {
             "{what}: {pdb} went {slack} below its desired healthy count"
         );
     }
-    let pending: Vec<String> = w
-        .pods
-        .values()
-        .filter(|p| p.node.is_none())
-        .map(|p| format!("{}/{}", p.namespace, p.name))
-        .collect();
+    let pending = w.pending_pods();
     assert!(pending.is_empty(), "{what}: left Pending: {pending:?}");
 }
 
