@@ -333,6 +333,9 @@ struct OwnedPod {
     created: Millis,
 }
 
+/// A budget's `(namespace, name)`.
+type BudgetKey = (String, String);
+
 /// A pod's served JSON and what it depends on.
 #[derive(Debug, Clone)]
 pub(crate) struct CachedPod {
@@ -410,6 +413,9 @@ pub struct World {
     /// as pods and budgets are made and pods go: labels and selectors never change once
     /// made, so a budget's status reads only its own pods.
     selected: BTreeMap<(String, String), BTreeSet<(String, String)>>,
+    /// Budgets by namespace and their selector's first `matchLabels` pair (("", "") for a
+    /// selector of expressions only): the candidates a new pod is matched against.
+    budgets_by_label: BTreeMap<String, BTreeMap<(String, String), Vec<BudgetKey>>>,
     /// Budgets whose pods went away since the low water was last noted.
     budgets_touched: BTreeSet<(String, String)>,
     /// The nodes that were down when the low water was last noted.
@@ -438,6 +444,7 @@ impl World {
             usage: HashMap::default(),
             pod_json: HashMap::default(),
             selected: BTreeMap::new(),
+            budgets_by_label: BTreeMap::new(),
             budgets_touched: BTreeSet::new(),
             budgets_noted_down: Vec::new(),
             next_ip: 0,
@@ -857,6 +864,22 @@ impl World {
             None => BTreeSet::new(),
         };
         self.selected.insert(key.clone(), members);
+        if let Some(b) = self.pdbs.get(&key) {
+            // Filed under its first `matchLabels` pair, or (expressions only) under ("", "").
+            let first = b
+                .selector
+                .match_labels
+                .iter()
+                .next()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .unwrap_or_default();
+            self.budgets_by_label
+                .entry(namespace.to_string())
+                .or_default()
+                .entry(first)
+                .or_default()
+                .push(key.clone());
+        }
         self.budgets_touched.insert(key);
         Ok(())
     }
@@ -1336,15 +1359,33 @@ impl World {
 
     /// `pod` joins the sets of the budgets that select it.
     fn select(&mut self, pod: &SimPod) {
-        for (k, b) in &self.pdbs {
-            if b.namespace == pod.namespace
-                && selector_nonempty_matches(&b.selector, &pod.spec.labels)
+        // The candidates: budgets of the namespace whose first `matchLabels` pair the pod
+        // carries, and those selecting by expressions only; each is then matched in full.
+        let Some(ns) = self.budgets_by_label.get(&pod.namespace) else {
+            return;
+        };
+        let mut hits = Vec::new();
+        let by_label = pod
+            .spec
+            .labels
+            .iter()
+            .filter_map(|(k, v)| ns.get(&(k.clone(), v.clone())))
+            .flatten();
+        for k in by_label.chain(
+            ns.get(&(String::new(), String::new()))
+                .into_iter()
+                .flatten(),
+        ) {
+            if self
+                .pdbs
+                .get(k)
+                .is_some_and(|b| selector_nonempty_matches(&b.selector, &pod.spec.labels))
             {
-                self.selected
-                    .entry(k.clone())
-                    .or_default()
-                    .insert(pod.key());
+                hits.push(k.clone());
             }
+        }
+        for k in hits {
+            self.selected.entry(k).or_default().insert(pod.key());
         }
     }
 
