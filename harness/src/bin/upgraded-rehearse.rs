@@ -14,6 +14,7 @@ use upgraded_planner::policy::PlanPolicy;
 #[derive(Debug, Parser)]
 #[command(
     name = "upgradectl rehearse",
+    bin_name = "upgradectl rehearse",
     version,
     about = "Rehearse an upgrade: the real engine, planner to completion, on a simulated copy of \
              the cluster, in virtual time (seconds for hours). Nothing runs against a cluster."
