@@ -1,0 +1,133 @@
+//! Nodes and machines: what the API changes on a node (cordon, labels, taints) and what the
+//! node agents (the lab's stub tools) do: packages, kubelet restarts, control-plane upgrades,
+//! machines going down and coming back.
+
+use super::*;
+
+impl World {
+    /// Changes one node: a new resourceVersion, then the controllers run.
+    pub(super) fn edit_node(
+        &mut self,
+        node: &str,
+        f: impl FnOnce(&mut SimNode, Millis) -> Result<(), ModelError>,
+    ) -> Result<(), ModelError> {
+        let now = self.now;
+        let rv = self.bump();
+        let n = self
+            .nodes
+            .get_mut(node)
+            .ok_or_else(|| not_found("nodes", node))?;
+        f(n, now)?;
+        n.resource_version = rv;
+        self.tick();
+        Ok(())
+    }
+
+    /// The package manager installs `package` at `version` on `node` (no restart).
+    pub fn install_package(
+        &mut self,
+        node: &str,
+        package: &str,
+        version: Version,
+    ) -> Result<(), ModelError> {
+        if !PACKAGES.contains(&package) {
+            return Err(ModelError::Invalid(format!(
+                "unknown package {package:?}; the sim's machines have {PACKAGES:?}"
+            )));
+        }
+        self.edit_node(node, |n, _| {
+            n.packages.insert(package.to_string(), version);
+            Ok(())
+        })
+    }
+
+    /// The apiserver version `/version` reports: the newest control plane's (what a load
+    /// balancer in front of a half-upgraded control plane answers with, eventually).
+    pub fn apiserver_version(&self) -> Option<Version> {
+        self.nodes
+            .values()
+            .filter_map(|n| n.control_plane.as_ref().map(|c| c.apiserver))
+            .max()
+    }
+
+    /// `spec.unschedulable` (cordon / uncordon).
+    pub fn set_unschedulable(&mut self, node: &str, value: bool) -> Result<(), ModelError> {
+        self.edit_node(node, |n, _| {
+            n.unschedulable = value;
+            Ok(())
+        })
+    }
+
+    /// Replaces a node's labels, annotations and taints (after a patch).
+    pub fn set_node_meta(
+        &mut self,
+        node: &str,
+        labels: Labels,
+        annotations: Labels,
+        taints: Vec<Taint>,
+    ) -> Result<(), ModelError> {
+        self.edit_node(node, |n, _| {
+            n.labels = labels;
+            n.annotations = annotations;
+            n.taints = taints;
+            Ok(())
+        })
+    }
+
+    /// `systemctl restart kubelet` with `version` installed: NotReady for a while, then Ready
+    /// reporting the new version (unless the node is set never to come back).
+    pub fn restart_kubelet(&mut self, node: &str, version: Version) -> Result<(), ModelError> {
+        let never = self.faults.never_ready.contains(node)
+            || self
+                .faults
+                .kubelet_fails_from
+                .get(node)
+                .is_some_and(|from| version >= *from);
+        self.edit_node(node, |n, now| {
+            n.kubelet = version;
+            n.ready = false;
+            n.ready_at = (!never).then_some(now + KUBELET_RESTART_MS);
+            n.restarted_at = Some(now);
+            Ok(())
+        })
+    }
+
+    /// `kubeadm upgrade apply|node` on a control-plane node: its static pods move to `version`
+    /// (etcd's image tag to `etcd` when given).
+    pub fn upgrade_control_plane(
+        &mut self,
+        node: &str,
+        version: Version,
+        etcd: Option<String>,
+    ) -> Result<(), ModelError> {
+        let mut upgraded = None;
+        self.edit_node(node, |n, _| {
+            let cp = n.control_plane.as_mut().ok_or_else(|| {
+                ModelError::Invalid(format!("node {node:?} runs no control plane"))
+            })?;
+            cp.apiserver = version;
+            cp.controller_manager = version;
+            cp.scheduler = version;
+            if let Some(e) = etcd {
+                cp.etcd = e;
+            }
+            upgraded = Some(cp.clone());
+            Ok(())
+        })?;
+        if let Some(cp) = upgraded {
+            self.write_static_pods(node, &cp);
+        }
+        Ok(())
+    }
+
+    /// The machine dies (`down`) or comes back (its kubelet starts, Ready after a restart).
+    pub fn set_node_down(&mut self, node: &str, down: bool) -> Result<(), ModelError> {
+        let never = self.faults.never_ready.contains(node);
+        self.edit_node(node, |n, now| {
+            n.down = down;
+            n.ready = false;
+            n.ready_at = (!down && !never).then_some(now + KUBELET_RESTART_MS);
+            Ok(())
+        })
+    }
+}
