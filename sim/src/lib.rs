@@ -10,6 +10,7 @@ pub mod clock;
 pub mod import;
 pub mod kube;
 pub mod model;
+pub mod proto;
 pub mod scenario;
 pub mod server;
 pub mod table;
