@@ -23,7 +23,7 @@ fn drain_and_restart(w: &mut World, node: &str) {
             break;
         }
         for (ns, name) in pods {
-            let _ = w.evict(&ns, &name);
+            let _ = w.evict(&ns, &name, None);
         }
         w.advance(5_000);
     }

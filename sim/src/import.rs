@@ -276,6 +276,7 @@ fn template(p: &PodInv) -> PodTemplate {
         image: format!("snapshot/{}:imported", p.namespace),
         startup_ms: STARTUP_MS,
         termination_ms: 0,
+        ..PodTemplate::default()
     }
 }
 

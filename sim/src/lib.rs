@@ -11,6 +11,7 @@ pub mod import;
 pub mod kube;
 pub mod model;
 pub mod proto;
+pub mod resource;
 pub mod scenario;
 pub mod server;
 pub mod table;

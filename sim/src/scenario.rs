@@ -170,6 +170,20 @@ fn system_workloads(w: &mut World, v: Version) -> Result<(), ModelError> {
         effect: "NoSchedule".into(),
     }];
     w.add_workload(Kind::Deployment, "kube-system", "coredns", 2, dns)?;
+    w.add_system_service(
+        "kube-system",
+        "kube-dns",
+        "10.96.0.10",
+        &[("k8s-app", "kube-dns"), ("kubernetes.io/name", "CoreDNS")],
+        Some(&[("k8s-app", "kube-dns")]),
+        &[
+            ("dns", "UDP", 53),
+            ("dns-tcp", "TCP", 53),
+            ("metrics", "TCP", 9153),
+        ],
+    );
+    // The local-path provisioner kind ships, as bare-metal clusters often run it.
+    w.add_storage_class("standard", "rancher.io/local-path", true, true);
     w.add_pdb(
         "kube-system",
         "coredns",

@@ -171,7 +171,7 @@ fn faults_never_ready_crash_loop_slow_termination_and_blocking_pdbs() {
         .values()
         .filter(|p| p.spec.labels.get("app").map(String::as_str) == Some("api"))
         .count();
-    w.evict("shop", &victim).expect("allowed");
+    w.evict("shop", &victim, None).expect("allowed");
     assert!(w.pods[&key("shop", &victim)].deleting_at.is_some());
     let api_now = w
         .pods
@@ -190,12 +190,12 @@ fn faults_never_ready_crash_loop_slow_termination_and_blocking_pdbs() {
     w.faults.blocking_pdbs.insert("prod/redis".into());
     let redis = redis_pod(&w);
     assert!(matches!(
-        w.evict("prod", &redis),
+        w.evict("prod", &redis, None),
         Err(EvictError::Blocked { .. })
     ));
     w.advance(86_400_000);
     assert!(matches!(
-        w.evict("prod", &redis),
+        w.evict("prod", &redis, None),
         Err(EvictError::Blocked { .. })
     ));
 }
@@ -212,9 +212,11 @@ fn a_pod_under_two_pdbs_cannot_be_evicted_and_a_missing_one_is_not_found() {
     )
     .expect("valid");
     let redis = redis_pod(&w);
-    assert!(matches!(w.evict("prod", &redis), Err(EvictError::MultiplePdbs(v)) if v.len() == 2));
+    assert!(
+        matches!(w.evict("prod", &redis, None), Err(EvictError::MultiplePdbs(v)) if v.len() == 2)
+    );
     assert!(matches!(
-        w.evict("prod", "gone"),
+        w.evict("prod", "gone", None),
         Err(EvictError::NotFound(_))
     ));
 }
@@ -444,7 +446,7 @@ proptest! {
                     let Some(pod) = w.pods.get(k).cloned() else { continue };
                     let was_ready = pod.is_ready(w.now(), &w.nodes);
                     let before: Vec<_> = w.pdbs_for(&pod).iter().map(|b| w.pdb_status(b)).collect();
-                    let result = w.evict(&k.0, &k.1);
+                    let result = w.evict(&k.0, &k.1, None);
                     let after: Vec<_> = w.pdbs_for(&pod).iter().map(|b| w.pdb_status(b)).collect();
                     match result {
                         Ok(()) => {

@@ -1,5 +1,7 @@
-//! PodDisruptionBudgets: status computed as the disruption controller does, the Eviction API's
-//! rules, the pods each budget selects, and the low water of every budget's slack.
+//! PodDisruptionBudgets: status computed as the disruption controller does (pods the Eviction
+//! API let go count against the budget until they terminate, at most two minutes), the Eviction
+//! API's rules in the apiserver's order, the pods each budget selects, and the low water of
+//! every budget's slack.
 
 use super::*;
 
@@ -34,17 +36,9 @@ impl World {
         let all = since == 0
             || down != std::mem::replace(&mut self.budgets_noted_down, down.clone())
             || self.workloads.values().any(|w| w.resource_version > since);
+        // (Every change to a pod notes its budgets as it is made: `budget_pod_changed`.)
         if all {
             touched.extend(self.pdbs.keys().cloned());
-        } else {
-            for p in self.pods.values().filter(|p| p.resource_version > since) {
-                let key = p.key();
-                for (b, pods) in &self.selected {
-                    if pods.contains(&key) {
-                        touched.insert(b.clone());
-                    }
-                }
-            }
         }
         let slack: Vec<(String, i64)> = touched
             .iter()
@@ -66,13 +60,22 @@ impl World {
     }
     /// The PDBs whose selector matches a pod (in its namespace).
     pub fn pdbs_for(&self, pod: &SimPod) -> Vec<&Pdb> {
-        self.pdbs
-            .values()
-            .filter(|b| {
-                b.namespace == pod.namespace
-                    && selector_nonempty_matches(&b.selector, &pod.spec.labels)
-            })
+        self.pod_budgets
+            .get(&pod.key())
+            .into_iter()
+            .flatten()
+            .filter_map(|k| self.pdbs.get(k))
             .collect()
+    }
+
+    /// Pod `key` changed: the budgets selecting it are noted for their low water and status.
+    pub(super) fn budget_pod_changed(&mut self, key: &(String, String)) {
+        if let Some(budgets) = self.pod_budgets.get(key) {
+            for b in budgets {
+                self.budgets_touched.insert(b.clone());
+                self.budgets_dirty.insert(b.clone());
+            }
+        }
     }
 
     /// A PDB's status, computed from the pods as they are now.
@@ -119,18 +122,158 @@ impl World {
                 hits.push(k.clone());
             }
         }
-        for k in hits {
-            self.selected.entry(k).or_default().insert(pod.key());
+        for k in &hits {
+            self.selected
+                .entry(k.clone())
+                .or_default()
+                .insert(pod.key());
+            self.budgets_touched.insert(k.clone());
+            self.budgets_dirty.insert(k.clone());
+        }
+        if !hits.is_empty() {
+            self.pod_budgets.insert(pod.key(), hits);
         }
     }
 
-    /// `key` is gone: it leaves every budget's set, and those budgets are noted again.
+    /// `key` is gone (or its labels change): it leaves every budget's set, and those budgets
+    /// are noted again.
     pub(super) fn unselect(&mut self, key: &(String, String)) {
-        for (b, pods) in self.selected.iter_mut() {
-            if pods.remove(key) {
-                self.budgets_touched.insert(b.clone());
+        for b in self.pod_budgets.remove(key).into_iter().flatten() {
+            if let Some(pods) = self.selected.get_mut(&b) {
+                pods.remove(key);
+            }
+            self.budgets_touched.insert(b.clone());
+            self.budgets_dirty.insert(b);
+        }
+    }
+
+    /// Which pods budget `key` selects, found again (it is new, or its selector changed).
+    pub(crate) fn reselect_budget(&mut self, key: &(String, String)) {
+        if let Some(old) = self.selected.remove(key) {
+            for p in old {
+                if let Some(list) = self.pod_budgets.get_mut(&p) {
+                    list.retain(|b| b != key);
+                    if list.is_empty() {
+                        self.pod_budgets.remove(&p);
+                    }
+                }
             }
         }
+        for by_label in self.budgets_by_label.values_mut() {
+            for list in by_label.values_mut() {
+                list.retain(|b| b != key);
+            }
+        }
+        let Some(b) = self.pdbs.get(key) else {
+            return;
+        };
+        let members: BTreeSet<(String, String)> = self
+            .pods
+            .values()
+            .filter(|p| {
+                p.namespace == b.namespace && selector_nonempty_matches(&b.selector, &p.spec.labels)
+            })
+            .map(SimPod::key)
+            .collect();
+        // Filed under its first `matchLabels` pair, or (expressions only) under ("", "").
+        let first = b
+            .selector
+            .match_labels
+            .iter()
+            .next()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .unwrap_or_default();
+        self.budgets_by_label
+            .entry(key.0.clone())
+            .or_default()
+            .entry(first)
+            .or_default()
+            .push(key.clone());
+        for p in &members {
+            self.pod_budgets
+                .entry(p.clone())
+                .or_default()
+                .push(key.clone());
+        }
+        self.selected.insert(key.clone(), members);
+        self.budgets_touched.insert(key.clone());
+        self.budgets_dirty.insert(key.clone());
+    }
+
+    /// Budget `key` was deleted (removed from `pdbs`): no pod is under it any more.
+    pub(crate) fn forget_budget(&mut self, key: &(String, String)) {
+        self.reselect_budget(key);
+        self.budgets_touched.remove(key);
+        self.budgets_dirty.remove(key);
+    }
+
+    /// Whether pod `p` counts against its budget `b` because the Eviction API let it go and it
+    /// has not started terminating yet (for at most [`DISRUPTION_TIMEOUT_MS`]).
+    fn disrupted(&self, b: &Pdb, p: &SimPod) -> bool {
+        p.deleting_at.is_none()
+            && b.disrupted
+                .get(&p.name)
+                .is_some_and(|t| t + DISRUPTION_TIMEOUT_MS > self.now)
+    }
+
+    /// The disruption controller's bookkeeping: entries of pods that terminate or are gone
+    /// leave `disruptedPods`, and one that outlived its timeout goes with a `NotDeleted`
+    /// warning on the pod.
+    pub(super) fn expire_disrupted(&mut self) {
+        let now = self.now;
+        let mut warn = Vec::new();
+        let mut changed = Vec::new();
+        for (key, b) in self.pdbs.iter_mut() {
+            if b.disrupted.is_empty() {
+                continue;
+            }
+            let before = b.disrupted.len();
+            b.disrupted.retain(|name, at| {
+                let pod = self.pods.get(&(key.0.clone(), name.clone()));
+                match pod {
+                    Some(p) if p.deleting_at.is_none() => {
+                        if *at + DISRUPTION_TIMEOUT_MS <= now {
+                            warn.push((p.key(), key.clone()));
+                            false
+                        } else {
+                            true
+                        }
+                    }
+                    _ => false,
+                }
+            });
+            if b.disrupted.len() != before {
+                changed.push(key.clone());
+            }
+        }
+        for k in changed {
+            self.budgets_touched.insert(k.clone());
+            self.budgets_dirty.insert(k);
+        }
+        for (pod, (ns, _)) in warn {
+            if let Some(p) = self.pods.get(&pod) {
+                let about = record::about_pod(p, None);
+                // The controller's message names the namespace twice, as upstream's does.
+                let message =
+                    format!("Pod was expected by PDB {ns}/{ns} to be deleted but it wasn't");
+                self.warning(
+                    about,
+                    record::controller("controllermanager"),
+                    "NotDeleted",
+                    message,
+                );
+            }
+        }
+    }
+
+    /// When the next `disruptedPods` entry times out.
+    pub(super) fn next_budget_change(&self) -> Option<Millis> {
+        self.pdbs
+            .values()
+            .flat_map(|b| b.disrupted.values())
+            .map(|t| t + DISRUPTION_TIMEOUT_MS)
+            .filter(|&t| t > self.now)
+            .min()
     }
 
     pub(super) fn status_of(&self, pdb: &Pdb, pods: &[&SimPod]) -> PdbStatus {
@@ -138,6 +281,7 @@ impl World {
         let healthy = pods
             .iter()
             .filter(|p| p.is_ready_where(self.now, &self.nodes, some_down))
+            .filter(|p| pdb.disrupted.is_empty() || !self.disrupted(pdb, p))
             .count() as u32;
         // The disruption controller: an integer minAvailable counts the pods themselves; a
         // percentage or maxUnavailable counts the controllers' desired scale.
@@ -186,51 +330,113 @@ impl World {
         }
     }
 
-    /// `POST pods/NAME/eviction` (policy/v1), with the apiserver's rules: pods that are not
-    /// running are evicted freely; a pod under several PDBs is an error; a Ready pod needs
-    /// `disruptionsAllowed > 0`; an unready one needs the budget to be healthy
-    /// (`unhealthyPodEvictionPolicy: IfHealthyBudget`, the default).
-    pub fn evict(&mut self, namespace: &str, name: &str) -> Result<(), EvictError> {
+    /// `POST pods/NAME/eviction` (policy/v1), in the apiserver's order: a pod that is not
+    /// running (or already terminating) is deleted without a budget; a pod under several budgets
+    /// is an error; an unready pod goes without using up the budget when the budget is healthy
+    /// (`IfHealthyBudget`, the default) or says `AlwaysAllow`; otherwise the budget must allow
+    /// a disruption, and the pod is recorded in its `disruptedPods` before the delete. The
+    /// delete then checks `preconditions.uid`: a stale uid is a conflict, and the budget stays
+    /// used until the entry times out, as on a real apiserver.
+    pub fn evict(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        uid_precondition: Option<&str>,
+    ) -> Result<(), EvictError> {
         let key = (namespace.to_string(), name.to_string());
-        // Judged on the pod as it is (borrowed: a drain evicts a lot).
-        {
-            let pod = self
-                .pods
-                .get(&key)
-                .ok_or_else(|| EvictError::NotFound(name.to_string()))?;
-            if pod.deleting_at.is_some() {
-                return Ok(());
+        let conflict = |p: &SimPod| {
+            uid_precondition
+                .filter(|u| *u != p.uid)
+                .map(|u| EvictError::Conflict {
+                    message: format!(
+                        "Operation cannot be fulfilled on pods \"{name}\": Precondition failed: UID in precondition: {u}, UID in object meta: {}",
+                        p.uid
+                    ),
+                })
+        };
+        let pod = self
+            .pods
+            .get(&key)
+            .ok_or_else(|| EvictError::NotFound(name.to_string()))?;
+        let ignore_budget = pod.phase != PodPhase::Running || pod.deleting_at.is_some();
+        if ignore_budget {
+            if let Some(e) = conflict(pod) {
+                return Err(e);
             }
-            if pod.phase == PodPhase::Running {
-                let pdbs = self.pdbs_for(pod);
-                if pdbs.len() > 1 {
-                    return Err(EvictError::MultiplePdbs(
-                        pdbs.iter().map(|b| b.name.clone()).collect(),
-                    ));
-                }
-                if let Some(pdb) = pdbs.first() {
-                    let status = self.pdb_status(pdb);
-                    let ready = pod.is_ready(self.now, &self.nodes);
-                    let ok = if ready {
-                        status.disruptions_allowed > 0
-                    } else {
-                        status.current_healthy >= status.desired_healthy
-                            && !self
-                                .faults
-                                .blocking_pdbs
-                                .contains(&format!("{}/{}", pdb.namespace, pdb.name))
-                    };
-                    if !ok {
-                        return Err(EvictError::Blocked {
-                            pdb: pdb.name.clone(),
-                            status,
-                        });
-                    }
-                }
+            if pod.deleting_at.is_none() {
+                self.start_termination(&key, None);
+                self.tick();
             }
+            return Ok(());
+        }
+        let pdbs = self.pdbs_for(pod);
+        if pdbs.len() > 1 {
+            return Err(EvictError::MultiplePdbs(
+                pdbs.iter().map(|b| b.name.clone()).collect(),
+            ));
+        }
+        let mut decrement = None;
+        if let Some(pdb) = pdbs.first() {
+            let status = self.pdb_status(pdb);
+            let ready = pod.is_ready(self.now, &self.nodes);
+            let blocked = self
+                .faults
+                .blocking_pdbs
+                .contains(&format!("{}/{}", pdb.namespace, pdb.name));
+            let unready_goes = !ready
+                && !blocked
+                && (pdb.unhealthy_pod_eviction_policy.as_deref() == Some("AlwaysAllow")
+                    || (status.current_healthy >= status.desired_healthy
+                        && status.desired_healthy > 0));
+            if !unready_goes {
+                if status.disruptions_allowed == 0 {
+                    return Err(EvictError::Blocked {
+                        pdb: pdb.name.clone(),
+                        status,
+                    });
+                }
+                decrement = Some((pdb.namespace.clone(), pdb.name.clone()));
+            }
+        }
+        let stale = conflict(pod);
+        if let Some(b) = decrement.and_then(|k| self.pdbs.get_mut(&k).map(|b| (k, b))) {
+            b.1.disrupted.insert(name.to_string(), self.now);
+            let k = b.0;
+            self.budgets_touched.insert(k.clone());
+            self.budgets_dirty.insert(k);
+        }
+        if let Some(e) = stale {
+            self.tick();
+            return Err(e);
+        }
+        if let Some(p) = self.pods.get_mut(&key) {
+            p.evicted_at = Some(self.now);
         }
         self.start_termination(&key, None);
         self.tick();
         Ok(())
+    }
+
+    /// Each budget whose numbers moved writes its `status` again (a watch sees it).
+    pub(super) fn write_budget_status(&mut self) {
+        if self.budgets_dirty.is_empty() {
+            return;
+        }
+        for key in std::mem::take(&mut self.budgets_dirty) {
+            let Some(b) = self.pdbs.get(&key) else {
+                continue;
+            };
+            let now = self.pdb_status(b);
+            let disrupted = b.disrupted.clone();
+            if b.written == Some((now, disrupted.clone())) {
+                continue;
+            }
+            let rv = self.bump();
+            if let Some(b) = self.pdbs.get_mut(&key) {
+                b.written = Some((now, disrupted));
+                b.resource_version = rv;
+            }
+            self.noted(Res::Budget, &key.0, &key.1, false);
+        }
     }
 }

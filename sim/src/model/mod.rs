@@ -7,6 +7,7 @@
 //! coming back) is processed at the simulated instant it happens.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 // A fast hash for the per-change indexes over every pod (looked up, never iterated, so
 // results do not depend on its seed).
@@ -21,11 +22,31 @@ use upgraded_events::version::Version;
 use crate::clock::{Clock, Millis};
 
 mod budgets;
+pub mod gc;
+mod jobs;
+pub mod journal;
+mod namespaces;
 mod nodes;
 mod pods;
+pub mod record;
 mod scheduler;
+pub mod services;
+mod status;
+mod storage;
+pub mod template;
 mod time;
 mod workloads;
+
+pub use gc::Propagation;
+pub use jobs::{JobEnd, JobStatus, SimJob};
+pub use journal::{Change, Expired, Happened};
+pub use namespaces::NamespaceError;
+use pods::container_names;
+pub use record::{About, Events, Source};
+
+use crate::resource::Res;
+use k8s_openapi::api::core::v1 as core;
+use k8s_openapi::api::storage::v1 as k8s_storage;
 
 /// Label kubeadm puts on control-plane nodes.
 pub const CONTROL_PLANE_LABEL: &str = "node-role.kubernetes.io/control-plane";
@@ -91,6 +112,15 @@ impl SimNode {
         self.control_plane.is_some() || self.labels.contains_key(CONTROL_PLANE_LABEL)
     }
 
+    /// The first `NoSchedule`/`NoExecute` taint `tolerations` do not tolerate, by key.
+    fn untolerated(&self, tolerations: &[Toleration]) -> Option<String> {
+        self.taints
+            .iter()
+            .filter(|t| t.effect == "NoSchedule" || t.effect == "NoExecute")
+            .find(|t| !tolerations.iter().any(|tol| tol.tolerates(t)))
+            .map(|t| t.key.clone())
+    }
+
     fn tolerated_by(&self, tolerations: &[Toleration], daemon: bool) -> bool {
         self.taints
             .iter()
@@ -132,6 +162,8 @@ pub enum Kind {
     Deployment,
     StatefulSet,
     DaemonSet,
+    /// A ReplicaSet of its own (a Deployment's is part of the Deployment).
+    ReplicaSet,
 }
 
 impl Kind {
@@ -140,6 +172,69 @@ impl Kind {
             Kind::Deployment => "Deployment",
             Kind::StatefulSet => "StatefulSet",
             Kind::DaemonSet => "DaemonSet",
+            Kind::ReplicaSet => "ReplicaSet",
+        }
+    }
+}
+
+/// A part of an object as the API was given it (a pod spec, a workload's spec), kept whole so
+/// the object reads back as it was written (a second `kubectl apply` finds nothing to change);
+/// one allocation shared by every pod of a template. The scenarios' objects have none: they
+/// are rendered from the model's fields.
+#[derive(Debug, Clone)]
+pub struct Given<T>(pub Arc<T>);
+
+impl<T> Given<T> {
+    pub fn new(value: T) -> Given<T> {
+        Given(Arc::new(value))
+    }
+}
+
+impl<T> std::ops::Deref for Given<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T: PartialEq> PartialEq for Given<T> {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || *self.0 == *other.0
+    }
+}
+
+impl<T: PartialEq> Eq for Given<T> {}
+
+impl<T: Serialize> Serialize for Given<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Given<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        T::deserialize(d).map(Given::new)
+    }
+}
+
+/// `spec.restartPolicy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Restart {
+    /// Serve until deleted (a Deployment's pods): a container that exits is started again.
+    #[default]
+    Always,
+    /// Run to completion; started again only when it fails.
+    OnFailure,
+    /// Run once.
+    Never,
+}
+
+impl Restart {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Restart::Always => "Always",
+            Restart::OnFailure => "OnFailure",
+            Restart::Never => "Never",
         }
     }
 }
@@ -167,6 +262,19 @@ pub struct PodTemplate {
     pub startup_ms: Millis,
     /// `terminationGracePeriodSeconds` actually used: how long deletion takes.
     pub termination_ms: Millis,
+    pub restart: Restart,
+    /// How long the container runs before it exits by itself, and with which code (pods that
+    /// run to completion: a Job's); `None` serves until deleted.
+    pub run_ms: Option<Millis>,
+    pub exit_code: i32,
+    /// The PersistentVolumeClaims its volumes name.
+    pub claims: Vec<String>,
+    /// `spec.nodeName` as created: bound there by the kubelet, without the scheduler.
+    pub node_name: Option<String>,
+    /// The template's annotations (its pods carry them).
+    pub annotations: Labels,
+    /// The pod spec as the API was given it, with the apiserver's defaults.
+    pub given: Option<Given<k8s_openapi::api::core::v1::PodSpec>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -187,6 +295,18 @@ pub struct SimPod {
     pub deleting_at: Option<Millis>,
     pub ip: String,
     pub resource_version: u64,
+    /// When the scheduler (or the kubelet, for a `nodeName` pod) bound it.
+    pub scheduled_at: Option<Millis>,
+    /// When its container exits by itself (it started `run_ms` before).
+    pub finish_at: Option<Millis>,
+    /// The container's exit code and when it exited.
+    pub exited: Option<(i32, Millis)>,
+    /// Why the pod failed or cannot start, and the message (`OutOfcpu`, `Evicted`).
+    pub reason: Option<(String, String)>,
+    /// When the Eviction API evicted it (its `DisruptionTarget` condition).
+    pub evicted_at: Option<Millis>,
+    /// The revision of its owner's template it was made from.
+    pub revision: u64,
 }
 
 impl SimPod {
@@ -202,7 +322,7 @@ impl SimPod {
         self.owner.as_ref().is_some_and(|o| o.kind == "DaemonSet")
     }
 
-    fn is_finished(&self) -> bool {
+    pub fn is_finished(&self) -> bool {
         matches!(self.phase, PodPhase::Succeeded | PodPhase::Failed)
     }
 
@@ -245,15 +365,45 @@ pub struct Workload {
     pub resource_version: u64,
     /// Bumped on every spec change (`metadata.generation`).
     pub generation: u64,
+    /// The object's own labels and annotations (the scenarios': the template's labels).
+    pub labels: Labels,
+    pub annotations: Labels,
+    /// `spec.selector` (the scenarios': the template's labels, as `kubectl create deployment`
+    /// makes it).
+    pub selector: LabelSelector,
+    /// The spec as the API was given it, with defaults (`spec.replicas` is the model's).
+    pub given: Option<Given<serde_json::Value>>,
+    /// What its controller last wrote in `status`.
+    pub status: WorkloadStatus,
+    /// The template's revision, raised on every template change; each pod keeps the one it was
+    /// made from.
+    pub revision: u64,
+    /// A StatefulSet's or DaemonSet's out-of-date pods are being replaced.
+    pub rolling: bool,
+    /// A Deployment's ReplicaSets of earlier templates that still have pods (name, uid).
+    pub old_sets: Vec<(String, String)>,
+}
+
+/// A workload's `status`, as its controller writes it when its pods change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct WorkloadStatus {
+    /// Pods that are not terminating (`status.replicas`, a DaemonSet's
+    /// `currentNumberScheduled`).
+    pub replicas: u32,
+    pub ready: u32,
+    pub available: u32,
+    pub updated: u32,
+    /// A DaemonSet's `desiredNumberScheduled`.
+    pub desired: u32,
+    pub observed_generation: u64,
+    /// When the numbers last changed (conditions' transition time).
+    pub changed_at: Millis,
 }
 
 impl Workload {
-    /// The selector is the template's labels (as `kubectl create deployment` makes them).
+    /// `spec.selector`.
     pub fn selector(&self) -> LabelSelector {
-        LabelSelector {
-            match_labels: self.template.labels.clone(),
-            match_expressions: vec![],
-        }
+        self.selector.clone()
     }
 
     /// The uid its pods' owner reference carries.
@@ -291,7 +441,23 @@ pub struct Pdb {
     pub min_available: Option<IntOrPercent>,
     pub max_unavailable: Option<IntOrPercent>,
     pub resource_version: u64,
+    pub labels: Labels,
+    pub annotations: Labels,
+    pub generation: u64,
+    /// `spec.unhealthyPodEvictionPolicy` (`IfHealthyBudget` when unset, `AlwaysAllow`).
+    pub unhealthy_pod_eviction_policy: Option<String>,
+    /// `status.disruptedPods`: pods the Eviction API let go, by name, and when. Until such a
+    /// pod is terminating, gone, or two minutes have passed, it does not count as healthy:
+    /// an eviction whose delete was then refused (a stale uid precondition) still holds the
+    /// budget, as the apiserver does.
+    pub disrupted: BTreeMap<String, Millis>,
+    /// The status (and `disruptedPods`) last written, so a watch sees only real changes.
+    pub written: Option<(PdbStatus, BTreeMap<String, Millis>)>,
 }
+
+/// How long an evicted pod counts against its budget while it has not started terminating
+/// (the disruption controller's `DeletionTimeout`).
+pub const DISRUPTION_TIMEOUT_MS: Millis = 120_000;
 
 /// `status` of a PodDisruptionBudget, computed as the disruption controller does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -338,6 +504,7 @@ struct OwnedPod {
     finished: bool,
     ready: bool,
     created: Millis,
+    revision: u64,
 }
 
 /// A budget's `(namespace, name)`.
@@ -372,6 +539,9 @@ pub enum EvictError {
     MultiplePdbs(Vec<String>),
     #[error("Cannot evict pod as it would violate the pod's disruption budget.")]
     Blocked { pdb: String, status: PdbStatus },
+    /// A delete precondition (the pod's uid) does not hold.
+    #[error("{message}")]
+    Conflict { message: String },
 }
 
 /// A refused change to the model.
@@ -401,6 +571,19 @@ pub struct World {
     pub pods: BTreeMap<(String, String), SimPod>,
     pub workloads: BTreeMap<(Kind, String, String), Workload>,
     pub pdbs: BTreeMap<(String, String), Pdb>,
+    pub jobs: BTreeMap<(String, String), SimJob>,
+    /// Objects the sim keeps as the API was given them, with the apiserver's defaults and the
+    /// status its controllers write.
+    pub namespaces: BTreeMap<String, core::Namespace>,
+    pub services: BTreeMap<(String, String), core::Service>,
+    pub config_maps: BTreeMap<(String, String), core::ConfigMap>,
+    pub claims: BTreeMap<(String, String), core::PersistentVolumeClaim>,
+    pub volumes: BTreeMap<String, core::PersistentVolume>,
+    pub storage_classes: BTreeMap<String, k8s_storage::StorageClass>,
+    /// What the components recorded (`kubectl get events`).
+    pub events: Events,
+    /// Every change as the API shows it, for watches.
+    pub(crate) journal: journal::Journal,
     pub faults: Faults,
     /// When set (`watch_budgets`), each budget's lowest slack (healthy − desired) seen after
     /// any change, by `namespace/name`: a test asserts none went below zero.
@@ -413,6 +596,9 @@ pub struct World {
     /// Requests held on each node (CPU, memory, pods) by the pods bound to it and not yet
     /// gone, kept as pods are bound and removed: what the scheduler places against.
     usage: HashMap<String, (u64, u64, u32)>,
+    /// Pods on each node that request no CPU: the scheduler scores them as requesting its
+    /// default.
+    nonzero: HashMap<String, u32>,
     /// Each pod's JSON as last served, with what it was made from (resource version and
     /// readiness): a list serialises only the pods that changed (`kube::pods_json`).
     pub(crate) pod_json: HashMap<(String, String), CachedPod>,
@@ -423,19 +609,37 @@ pub struct World {
     /// Budgets by namespace and their selector's first `matchLabels` pair (("", "") for a
     /// selector of expressions only): the candidates a new pod is matched against.
     budgets_by_label: BTreeMap<String, BTreeMap<(String, String), Vec<BudgetKey>>>,
-    /// Budgets whose pods went away since the low water was last noted.
+    /// Budgets whose pods changed since the low water was last noted.
     budgets_touched: BTreeSet<(String, String)>,
+    /// Budgets whose pods changed since their status was last written.
+    budgets_dirty: BTreeSet<(String, String)>,
+    /// The budgets each pod is under (the reverse of `selected`).
+    pod_budgets: HashMap<(String, String), Vec<BudgetKey>>,
     /// The nodes that were down when the low water was last noted.
     budgets_noted_down: Vec<String>,
     /// Pod IPs handed out so far.
     next_ip: u32,
+    /// Service cluster IPs handed out so far (10.96.0.0/12).
+    next_service_ip: u32,
+    /// Every pod by its owner's uid, kept as pods come and go: what a controller counts.
+    owned: HashMap<String, BTreeSet<(String, String)>>,
+    /// Owners whose pods changed since their controller last wrote `status`.
+    dirty: BTreeSet<String>,
+    /// When pods become Ready, their containers exit by themselves, and terminating pods are
+    /// gone: each change at its instant, without a pass over every pod.
+    due_ready: BTreeSet<(Millis, (String, String))>,
+    due_finish: BTreeSet<(Millis, (String, String))>,
+    due_gone: BTreeSet<(Millis, (String, String))>,
+    /// Pods bound to a node whose containers have not started (the node is not Ready, a claim
+    /// is not bound).
+    waiting: BTreeSet<(String, String)>,
 }
 
 impl World {
     /// An empty cluster at the clock's current time.
     pub fn new(clock: Clock, seed: u64) -> World {
         let now = clock.now();
-        World {
+        let mut w = World {
             clock,
             now,
             rng: StdRng::seed_from_u64(seed),
@@ -449,13 +653,81 @@ impl World {
             budgets_noted_at: 0,
             active: HashMap::default(),
             usage: HashMap::default(),
+            nonzero: HashMap::default(),
             pod_json: HashMap::default(),
             selected: BTreeMap::new(),
             budgets_by_label: BTreeMap::new(),
             budgets_touched: BTreeSet::new(),
+            budgets_dirty: BTreeSet::new(),
+            pod_budgets: HashMap::default(),
             budgets_noted_down: Vec::new(),
             next_ip: 0,
+            next_service_ip: 0,
+            jobs: BTreeMap::new(),
+            namespaces: BTreeMap::new(),
+            services: BTreeMap::new(),
+            config_maps: BTreeMap::new(),
+            claims: BTreeMap::new(),
+            volumes: BTreeMap::new(),
+            storage_classes: BTreeMap::new(),
+            events: Events::default(),
+            journal: journal::Journal::new(1000),
+            owned: HashMap::default(),
+            dirty: BTreeSet::new(),
+            due_ready: BTreeSet::new(),
+            due_finish: BTreeSet::new(),
+            due_gone: BTreeSet::new(),
+            waiting: BTreeSet::new(),
+        };
+        w.bootstrap();
+        w
+    }
+
+    /// The pods `owner_uid` owns (terminating and finished ones too).
+    pub fn owned_by(&self, owner_uid: &str) -> impl Iterator<Item = &SimPod> + '_ {
+        self.owned
+            .get(owner_uid)
+            .into_iter()
+            .flatten()
+            .filter_map(|k| self.pods.get(k))
+    }
+
+    /// A pod changed: a new resourceVersion, its owner's status and the journal are told.
+    pub(crate) fn touch_pod(&mut self, key: &(String, String)) {
+        let rv = self.bump();
+        if let Some(p) = self.pods.get_mut(key) {
+            p.resource_version = rv;
+            if let Some(o) = &p.owner {
+                self.dirty.insert(o.uid.clone());
+            }
         }
+        self.budget_pod_changed(key);
+        self.noted(Res::Pod, &key.0, &key.1, false);
+    }
+
+    /// Pod `key` is no longer in the cluster: every index forgets it and the journal records it
+    /// as it was last.
+    pub(crate) fn remove_pod(&mut self, key: &(String, String)) -> Option<SimPod> {
+        let mut gone = self.pods.remove(key)?;
+        self.release(&gone);
+        self.unselect(key);
+        if let Some(o) = &gone.owner {
+            if let Some(set) = self.owned.get_mut(&o.uid) {
+                set.remove(key);
+                if set.is_empty() {
+                    self.owned.remove(&o.uid);
+                }
+            }
+            self.dirty.insert(o.uid.clone());
+        }
+        gone.resource_version = self.bump();
+        if self.journal_on() {
+            let v = serde_json::to_value(crate::kube::pod(&gone, self)).unwrap_or_default();
+            self.noted_gone(Res::Pod, &key.0, &key.1, v);
+        }
+        self.pod_json.remove(key);
+        self.waiting.remove(key);
+        Some(gone)
     }
 
     pub fn now(&self) -> Millis {
@@ -587,9 +859,10 @@ impl World {
             if let Some(p) = self.pods.get_mut(&key) {
                 if p.spec.image != image {
                     p.spec.image = image;
-                    p.ready_at = Some(self.now + 5_000);
-                    self.resource_version += 1;
-                    p.resource_version = self.resource_version;
+                    let at = self.now + 5_000;
+                    p.ready_at = Some(at);
+                    self.due_ready.insert((at, key.clone()));
+                    self.touch_pod(&key);
                 }
                 continue;
             }
@@ -608,6 +881,7 @@ impl World {
                 image,
                 startup_ms: 0,
                 termination_ms: 0,
+                ..PodTemplate::default()
             };
             let owner = OwnerRef {
                 kind: "Node".into(),
@@ -625,18 +899,29 @@ impl World {
         }
     }
 
-    fn create_pod(
+    /// Makes a pod (Pending, for the scheduler) or, with `node` or a template's `nodeName`, one
+    /// bound there by its kubelet. Returns its key.
+    pub(crate) fn create_pod(
         &mut self,
         namespace: &str,
         name: &str,
         owner: Option<OwnerRef>,
         spec: PodTemplate,
-        annotations: Labels,
+        mut annotations: Labels,
         node: Option<&str>,
-    ) {
+    ) -> (String, String) {
+        let key = (namespace.to_string(), name.to_string());
+        if let Some(old) = self.pods.get(&key).cloned() {
+            self.forget(&old);
+            self.remove_pod(&key);
+        }
+        for (k, v) in &spec.annotations {
+            annotations.entry(k.clone()).or_insert_with(|| v.clone());
+        }
         let uid = self.uid();
         let rv = self.bump();
-        let mut pod = SimPod {
+        let pinned = node.map(str::to_string).or_else(|| spec.node_name.clone());
+        let pod = SimPod {
             namespace: namespace.to_string(),
             name: name.to_string(),
             uid,
@@ -652,38 +937,122 @@ impl World {
             deleting_at: None,
             ip: String::new(),
             resource_version: rv,
+            scheduled_at: None,
+            finish_at: None,
+            exited: None,
+            reason: None,
+            evicted_at: None,
+            revision: 0,
         };
-        if let Some(n) = node {
-            self.bind(&mut pod, n);
-        }
         if let Some(o) = &pod.owner {
             *self.active.entry(o.uid.clone()).or_default() += 1;
-        }
-        let key = pod.key();
-        if self.pods.contains_key(&key) {
-            self.unselect(&key);
+            self.owned
+                .entry(o.uid.clone())
+                .or_default()
+                .insert(key.clone());
+            self.dirty.insert(o.uid.clone());
         }
         self.select(&pod);
-        if let Some(old) = self.pods.insert(key, pod) {
-            self.forget(&old);
-            self.release(&old);
+        self.pods.insert(key.clone(), pod);
+        self.noted(Res::Pod, namespace, name, true);
+        if let Some(n) = pinned {
+            self.bind_pod(&key, &n);
         }
+        key
     }
 
-    fn bind(&mut self, pod: &mut SimPod, node: &str) {
+    /// The scheduler or a kubelet binds pod `key` to `node`: it holds the node's resources from
+    /// now on, and its containers start once the node is Ready and its volumes are bound.
+    pub(crate) fn bind_pod(&mut self, key: &(String, String), node: &str) {
+        let Some(mut pod) = self.pods.remove(key) else {
+            return;
+        };
         self.next_ip += 1;
         let i = self.next_ip;
         pod.node = Some(node.to_string());
+        pod.scheduled_at = Some(self.now);
         let u = self.usage.entry(node.to_string()).or_default();
         *u = (
             u.0 + pod.spec.cpu_millis,
             u.1 + pod.spec.memory_bytes,
             u.2 + 1,
         );
-        pod.phase = PodPhase::Running;
-        pod.ready_at = Some(self.now + pod.spec.startup_ms);
+        *self.nonzero.entry(node.to_string()).or_default() += u32::from(pod.spec.cpu_millis == 0);
         pod.ip = format!("10.244.{}.{}", (i / 250) % 250, i % 250 + 2);
-        pod.resource_version = self.bump();
+        self.pods.insert(key.clone(), pod);
+        self.touch_pod(key);
+        self.start_pod(key);
+    }
+
+    /// The kubelet starts pod `key`'s containers if it can now: its node is up and Ready and
+    /// every claim it mounts is bound. Otherwise it stays Pending on its node (ContainerCreating)
+    /// and is tried again at every tick.
+    pub(crate) fn start_pod(&mut self, key: &(String, String)) {
+        let Some(p) = self.pods.get(key) else {
+            return;
+        };
+        let Some(node) = p.node.clone() else {
+            return;
+        };
+        let node_ok = self.nodes.get(&node).is_some_and(|n| n.ready && !n.down);
+        let claims_ok = p.spec.claims.iter().all(|c| {
+            self.claims
+                .get(&(p.namespace.clone(), c.clone()))
+                .and_then(|c| c.status.as_ref())
+                .and_then(|s| s.phase.as_deref())
+                == Some("Bound")
+        });
+        // The scenarios' pods (made before any node is Ready-checked) start at once.
+        let built = p.spec.given.is_none();
+        if p.phase != PodPhase::Pending || p.deleting_at.is_some() {
+            self.waiting.remove(key);
+            return;
+        }
+        if !(built || (node_ok && claims_ok)) {
+            self.waiting.insert(key.clone());
+            return;
+        }
+        self.waiting.remove(key);
+        let now = self.now;
+        let (containers, image) = (container_names(p), p.spec.image.clone());
+        let ready_at = now + p.spec.startup_ms;
+        let about = record::about_pod(p, None);
+        if let Some(p) = self.pods.get_mut(key) {
+            p.phase = PodPhase::Running;
+            p.ready_at = Some(ready_at);
+            p.finish_at = p.spec.run_ms.map(|r| ready_at + r);
+        }
+        if ready_at > now {
+            self.due_ready.insert((ready_at, key.clone()));
+        }
+        if let Some(at) = self.pods.get(key).and_then(|p| p.finish_at) {
+            self.due_finish.insert((at, key.clone()));
+        }
+        self.touch_pod(key);
+        for c in containers {
+            let about = About {
+                field_path: Some(format!("spec.containers{{{c}}}")),
+                ..about.clone()
+            };
+            self.event(
+                about.clone(),
+                record::kubelet(&node),
+                "Pulled",
+                format!("Container image \"{image}\" already present on machine"),
+            );
+            self.event(
+                about.clone(),
+                record::kubelet(&node),
+                "Created",
+                format!("Created container: {c}"),
+            );
+            self.event(
+                about,
+                record::kubelet(&node),
+                "Started",
+                format!("Started container {c}"),
+            );
+        }
     }
 
     /// Adds a Deployment, StatefulSet or DaemonSet; its pods appear at the next [`World::tick`].
@@ -708,6 +1077,7 @@ impl World {
             (format!("{name}-{hash}"), self.uid())
         });
         let rv = self.bump();
+        self.ensure_namespace(namespace);
         let w = Workload {
             kind,
             namespace: namespace.to_string(),
@@ -715,13 +1085,43 @@ impl World {
             uid,
             created: self.now,
             replicas,
+            labels: template.labels.clone(),
+            annotations: Labels::new(),
+            selector: LabelSelector {
+                match_labels: template.labels.clone(),
+                match_expressions: vec![],
+            },
             template,
             replica_set,
             resource_version: rv,
             generation: 1,
+            given: None,
+            status: WorkloadStatus::default(),
+            revision: 1,
+            rolling: false,
+            old_sets: Vec::new(),
         };
-        self.workloads.insert(key, w);
+        self.workloads.insert(key.clone(), w);
+        self.noted_workload(&key, true);
         Ok(())
+    }
+
+    /// Tells the journal of a workload (and a Deployment's ReplicaSet).
+    pub(crate) fn noted_workload(&mut self, key: &(Kind, String, String), new: bool) {
+        let Some(w) = self.workloads.get(key) else {
+            return;
+        };
+        let rs = w.replica_set.as_ref().map(|(n, _)| n.clone());
+        let res = match key.0 {
+            Kind::Deployment => Res::Deployment,
+            Kind::StatefulSet => Res::StatefulSet,
+            Kind::DaemonSet => Res::DaemonSet,
+            Kind::ReplicaSet => Res::ReplicaSet,
+        };
+        self.noted(res, &key.1, &key.2, new);
+        if let Some(rs) = rs {
+            self.noted(Res::ReplicaSet, &key.1, &rs, new);
+        }
     }
 
     /// A pod as a snapshot shows it: owned by `owner` (or by nothing), bound to `node` (or
@@ -749,6 +1149,7 @@ impl World {
         {
             return Err(not_found("node", n));
         }
+        self.ensure_namespace(namespace);
         self.create_pod(namespace, name, owner, spec, Labels::new(), node);
         if let Some(p) = self
             .pods
@@ -760,11 +1161,13 @@ impl World {
                 p.created = p.created.min(t);
             }
         }
+        self.touch_pod(&(namespace.to_string(), name.to_string()));
         Ok(())
     }
 
     /// A pod with no controller (`kubectl run`), placed by the scheduler.
     pub fn add_bare_pod(&mut self, namespace: &str, name: &str, spec: PodTemplate) {
+        self.ensure_namespace(namespace);
         self.create_pod(namespace, name, None, spec, Labels::new(), None);
     }
 
@@ -781,10 +1184,12 @@ impl World {
                 "PodDisruptionBudget {namespace}/{name}: set exactly one of minAvailable and maxUnavailable"
             )));
         }
+        self.ensure_namespace(namespace);
         let uid = self.uid();
         let rv = self.bump();
+        let key = (namespace.to_string(), name.to_string());
         self.pdbs.insert(
-            (namespace.to_string(), name.to_string()),
+            key.clone(),
             Pdb {
                 namespace: namespace.to_string(),
                 name: name.to_string(),
@@ -794,39 +1199,16 @@ impl World {
                 min_available,
                 max_unavailable,
                 resource_version: rv,
+                labels: Labels::new(),
+                annotations: Labels::new(),
+                generation: 1,
+                unhealthy_pod_eviction_policy: None,
+                disrupted: BTreeMap::new(),
+                written: None,
             },
         );
-        let key = (namespace.to_string(), name.to_string());
-        let members: BTreeSet<(String, String)> = match self.pdbs.get(&key) {
-            Some(b) => self
-                .pods
-                .values()
-                .filter(|p| {
-                    p.namespace == b.namespace
-                        && selector_nonempty_matches(&b.selector, &p.spec.labels)
-                })
-                .map(SimPod::key)
-                .collect(),
-            None => BTreeSet::new(),
-        };
-        self.selected.insert(key.clone(), members);
-        if let Some(b) = self.pdbs.get(&key) {
-            // Filed under its first `matchLabels` pair, or (expressions only) under ("", "").
-            let first = b
-                .selector
-                .match_labels
-                .iter()
-                .next()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .unwrap_or_default();
-            self.budgets_by_label
-                .entry(namespace.to_string())
-                .or_default()
-                .entry(first)
-                .or_default()
-                .push(key.clone());
-        }
-        self.budgets_touched.insert(key);
+        self.reselect_budget(&key);
+        self.noted(Res::Budget, namespace, name, true);
         Ok(())
     }
 
@@ -846,6 +1228,59 @@ impl World {
         for b in self.pdbs.values_mut() {
             b.created = b.created.min(since);
         }
+        for ns in self.namespaces.values_mut() {
+            let t = crate::kube::time(since);
+            if ns
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .is_none_or(|c| c.0 > t.0)
+            {
+                ns.metadata.creation_timestamp = Some(t);
+            }
+        }
+        for ((_, _), svc) in self.services.iter_mut() {
+            let t = crate::kube::time(since);
+            if svc
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .is_none_or(|c| c.0 > t.0)
+            {
+                svc.metadata.creation_timestamp = Some(t);
+            }
+        }
+        for cm in self.config_maps.values_mut() {
+            let t = crate::kube::time(since);
+            if cm
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .is_none_or(|c| c.0 > t.0)
+            {
+                cm.metadata.creation_timestamp = Some(t);
+            }
+        }
+        for sc in self.storage_classes.values_mut() {
+            let t = crate::kube::time(since);
+            if sc
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .is_none_or(|c| c.0 > t.0)
+            {
+                sc.metadata.creation_timestamp = Some(t);
+            }
+        }
+        self.due_ready.clear();
+        // Every controller writes its status again from the settled pods.
+        let owners: Vec<String> = self.owned.keys().cloned().collect();
+        self.dirty.extend(owners);
+        self.budgets_dirty.extend(self.pdbs.keys().cloned());
+        self.write_status();
+        // Nothing happened recently in a settled cluster, and no watch came before it.
+        self.clear_events();
+        self.set_journal(self.journal_on());
     }
 
     // ----- reading ----------------------------------------------------------------------------
@@ -908,6 +1343,7 @@ pub fn kind_plural(kind: Kind) -> &'static str {
         Kind::Deployment => "deployments.apps",
         Kind::StatefulSet => "statefulsets.apps",
         Kind::DaemonSet => "daemonsets.apps",
+        Kind::ReplicaSet => "replicasets.apps",
     }
 }
 

@@ -12,15 +12,23 @@ impl World {
         f: impl FnOnce(&mut SimNode, Millis) -> Result<(), ModelError>,
     ) -> Result<(), ModelError> {
         let now = self.now;
-        let rv = self.bump();
         let n = self
             .nodes
             .get_mut(node)
             .ok_or_else(|| not_found("nodes", node))?;
         f(n, now)?;
-        n.resource_version = rv;
+        self.touch_node(node);
         self.tick();
         Ok(())
+    }
+
+    /// A node changed: a new resourceVersion, and the journal is told.
+    pub(crate) fn touch_node(&mut self, node: &str) {
+        let rv = self.bump();
+        if let Some(n) = self.nodes.get_mut(node) {
+            n.resource_version = rv;
+        }
+        self.noted(Res::Node, "", node, false);
     }
 
     /// The package manager installs `package` at `version` on `node` (no restart).
@@ -50,12 +58,30 @@ impl World {
             .max()
     }
 
-    /// `spec.unschedulable` (cordon / uncordon).
+    /// `spec.unschedulable` (cordon / uncordon); its kubelet records the change as an event.
     pub fn set_unschedulable(&mut self, node: &str, value: bool) -> Result<(), ModelError> {
+        let was = self.nodes.get(node).map(|n| n.unschedulable);
         self.edit_node(node, |n, _| {
             n.unschedulable = value;
             Ok(())
-        })
+        })?;
+        if was != Some(value)
+            && let Some(n) = self.nodes.get(node)
+        {
+            let word = if value {
+                "NodeNotSchedulable"
+            } else {
+                "NodeSchedulable"
+            };
+            let about = record::about_node(n);
+            self.event(
+                about,
+                record::kubelet(node),
+                word,
+                format!("Node {node} status is now: {word}"),
+            );
+        }
+        Ok(())
     }
 
     /// Replaces a node's labels, annotations and taints (after a patch).
@@ -89,7 +115,17 @@ impl World {
             n.ready_at = (!never).then_some(now + KUBELET_RESTART_MS);
             n.restarted_at = Some(now);
             Ok(())
-        })
+        })?;
+        if let Some(n) = self.nodes.get(node) {
+            let about = record::about_node(n);
+            self.event(
+                about,
+                record::kubelet(node),
+                "Starting",
+                "Starting kubelet.".into(),
+            );
+        }
+        Ok(())
     }
 
     /// `kubeadm upgrade apply|node` on a control-plane node: its static pods move to `version`
@@ -121,13 +157,40 @@ impl World {
     }
 
     /// The machine dies (`down`) or comes back (its kubelet starts, Ready after a restart).
+    /// Its pods' readiness follows, and the node controller records a dead machine's
+    /// `NodeNotReady` on it and on each of its pods.
     pub fn set_node_down(&mut self, node: &str, down: bool) -> Result<(), ModelError> {
         let never = self.faults.never_ready.contains(node);
+        let was = self.nodes.get(node).map(|n| n.down);
         self.edit_node(node, |n, now| {
             n.down = down;
             n.ready = false;
             n.ready_at = (!down && !never).then_some(now + KUBELET_RESTART_MS);
             Ok(())
-        })
+        })?;
+        if was == Some(down) {
+            return Ok(());
+        }
+        let on: Vec<(String, String)> = self.pods_on(node).map(SimPod::key).collect();
+        for k in &on {
+            self.touch_pod(k);
+        }
+        if down && let Some(n) = self.nodes.get(node) {
+            let about = record::about_node(n);
+            let source = record::controller("node-controller");
+            self.event(
+                about,
+                source,
+                "NodeNotReady",
+                format!("Node {node} status is now: NodeNotReady"),
+            );
+            for k in on {
+                if let Some(p) = self.pods.get(&k) {
+                    let about = record::about_pod(p, None);
+                    self.warning(about, source, "NodeNotReady", "Node is not ready".into());
+                }
+            }
+        }
+        Ok(())
     }
 }

@@ -1,7 +1,20 @@
-//! Pods going away: graceful termination, deletion, crash loops, and the per-node and per-owner
+//! A pod's life after it is bound: Ready at its instant, containers that exit by themselves (a
+//! Job's pods), crash loops, graceful termination and deletion, and the per-node and per-owner
 //! counts kept as pods come and go.
 
 use super::*;
+
+/// How long a container that failed waits before its kubelet starts it again (the first step
+/// of the kubelet's back-off).
+const RESTART_BACKOFF_MS: Millis = 10_000;
+
+/// The names of a pod's containers, as its kubelet's events name them.
+pub(crate) fn container_names(p: &SimPod) -> Vec<String> {
+    match &p.spec.given {
+        Some(spec) => spec.containers.iter().map(|c| c.name.clone()).collect(),
+        None => vec![crate::kube::container_name(p)],
+    }
+}
 
 impl World {
     pub(super) fn crash_loop(&mut self) {
@@ -38,25 +51,42 @@ impl World {
             }
         }
         for k in bumped {
-            let rv = self.bump();
-            if let Some(p) = self.pods.get_mut(&k) {
-                p.resource_version = rv;
+            self.touch_pod(&k);
+            if let Some(p) = self.pods.get(&k) {
+                let c = container_names(p).into_iter().next().unwrap_or_default();
+                let about = record::about_pod(p, Some(&c));
+                let node = p.node.clone().unwrap_or_default();
+                let message = format!(
+                    "Back-off restarting failed container {c} in pod {}_{}({})",
+                    p.name, p.namespace, p.uid
+                );
+                self.warning(about, record::kubelet(&node), "BackOff", message);
             }
         }
     }
 
-    /// `p` is gone from its node: its requests are free again.
+    /// `p` is gone from its node, or finished: its requests are free again.
     pub(super) fn release(&mut self, p: &SimPod) {
-        if let Some(u) = p.node.as_ref().and_then(|n| self.usage.get_mut(n)) {
+        if p.is_finished() {
+            // Released when it finished.
+            return;
+        }
+        let Some(node) = p.node.as_ref() else {
+            return;
+        };
+        if let Some(u) = self.usage.get_mut(node) {
             *u = (
                 u.0.saturating_sub(p.spec.cpu_millis),
                 u.1.saturating_sub(p.spec.memory_bytes),
                 u.2.saturating_sub(1),
             );
         }
+        if let Some(z) = self.nonzero.get_mut(node) {
+            *z = z.saturating_sub(u32::from(p.spec.cpu_millis == 0));
+        }
     }
 
-    /// `p` stops counting as its owner's active pod (it terminates, or is replaced).
+    /// `p` stops counting as its owner's active pod (it terminates, finishes, or is replaced).
     pub(super) fn forget(&mut self, p: &SimPod) {
         if p.deleting_at.is_some() || p.is_finished() {
             return;
@@ -82,25 +112,29 @@ impl World {
         }
         let ms = slow(self, p).or(grace_ms).unwrap_or(p.spec.termination_ms);
         let at_once = ms == 0 || p.node.is_none() || p.is_finished();
-        let owner = (!p.is_finished())
-            .then(|| p.owner.as_ref().map(|o| o.uid.clone()))
-            .flatten();
-        if let Some(n) = owner.and_then(|uid| self.active.get_mut(&uid)) {
-            *n = n.saturating_sub(1);
+        let running = p.phase == PodPhase::Running;
+        let p = p.clone();
+        self.forget(&p);
+        if running && let Some(node) = p.node.as_deref() {
+            for c in container_names(&p) {
+                let about = record::about_pod(&p, Some(&c));
+                self.event(
+                    about,
+                    record::kubelet(node),
+                    "Killing",
+                    format!("Stopping container {c}"),
+                );
+            }
         }
         // Pods that never ran (or are finished) go at once, as the apiserver does.
         if at_once {
-            if let Some(gone) = self.pods.remove(key) {
-                self.release(&gone);
-                self.unselect(key);
-            }
-            self.bump();
+            self.remove_pod(key);
         } else {
-            let rv = self.bump();
             if let Some(p) = self.pods.get_mut(key) {
                 p.deleting_at = Some(now + ms);
-                p.resource_version = rv;
             }
+            self.due_gone.insert((now + ms, key.clone()));
+            self.touch_pod(key);
         }
     }
 
@@ -123,5 +157,134 @@ impl World {
             self.tick();
         }
         Ok(self.pods.get(&key).cloned().unwrap_or(pod))
+    }
+
+    /// Pods whose start-up ended write that they are Ready (a watch sees the change).
+    pub(super) fn announce_ready(&mut self) {
+        let now = self.now;
+        while let Some((at, key)) = self.due_ready.first().cloned() {
+            if at > now {
+                break;
+            }
+            self.due_ready.pop_first();
+            if self.pods.get(&key).is_some_and(|p| p.ready_at == Some(at)) {
+                self.touch_pod(&key);
+            }
+        }
+    }
+
+    /// The kubelet starts the pods bound to its node that waited for it (or for their volumes).
+    pub(super) fn start_waiting(&mut self) {
+        if self.waiting.is_empty() {
+            return;
+        }
+        let waiting: Vec<(String, String)> = self.waiting.iter().cloned().collect();
+        for k in waiting {
+            self.start_pod(&k);
+        }
+    }
+
+    /// Terminating pods whose grace period ended are gone.
+    pub(super) fn remove_terminated(&mut self) {
+        let now = self.now;
+        while let Some((at, key)) = self.due_gone.first().cloned() {
+            if at > now {
+                break;
+            }
+            self.due_gone.pop_first();
+            if self
+                .pods
+                .get(&key)
+                .is_some_and(|p| p.deleting_at == Some(at))
+            {
+                self.remove_pod(&key);
+            }
+        }
+    }
+
+    /// Containers that ran their course exit: a pod that does not restart them finishes
+    /// (`Succeeded` on 0, `Failed` otherwise) and frees its node's resources; one that does
+    /// (`OnFailure` after a failure, `Always`) runs them again after the kubelet's back-off.
+    pub(super) fn finish_pods(&mut self) {
+        let now = self.now;
+        while let Some((at, key)) = self.due_finish.first().cloned() {
+            if at > now {
+                break;
+            }
+            self.due_finish.pop_first();
+            let Some(p) = self.pods.get(&key).cloned() else {
+                continue;
+            };
+            if p.phase != PodPhase::Running || p.deleting_at.is_some() || p.finish_at != Some(at) {
+                continue;
+            }
+            let code = p.spec.exit_code;
+            let again = match p.spec.restart {
+                Restart::Always => true,
+                Restart::OnFailure => code != 0,
+                Restart::Never => false,
+            };
+            if again {
+                if let Some(p) = self.pods.get_mut(&key) {
+                    p.restarts += 1;
+                    p.exited = Some((code, now));
+                    let start = now + RESTART_BACKOFF_MS;
+                    p.ready_at = Some(start + p.spec.startup_ms);
+                    p.finish_at = p.spec.run_ms.map(|r| start + p.spec.startup_ms + r);
+                }
+                if let Some(p) = self.pods.get(&key) {
+                    let (ready, finish) = (p.ready_at, p.finish_at);
+                    if let Some(at) = ready {
+                        self.due_ready.insert((at, key.clone()));
+                    }
+                    if let Some(at) = finish {
+                        self.due_finish.insert((at, key.clone()));
+                    }
+                }
+                self.touch_pod(&key);
+                continue;
+            }
+            self.forget(&p);
+            self.release(&p);
+            if let Some(p) = self.pods.get_mut(&key) {
+                p.phase = if code == 0 {
+                    PodPhase::Succeeded
+                } else {
+                    PodPhase::Failed
+                };
+                p.exited = Some((code, now));
+                p.finish_at = None;
+            }
+            self.touch_pod(&key);
+        }
+    }
+
+    /// When the next pod is due to become Ready, exit by itself, or be gone.
+    pub(super) fn next_pod_change(&self) -> Option<Millis> {
+        let now = self.now;
+        let after = |set: &BTreeSet<(Millis, (String, String))>| {
+            set.iter().map(|(t, _)| *t).find(|&t| t > now)
+        };
+        let looping = (!self.faults.crash_loops.is_empty())
+            .then(|| {
+                self.pods
+                    .values()
+                    .filter_map(|p| {
+                        p.crash_looping_since
+                            .map(|s| s + CRASHLOOP_PERIOD_MS * (u64::from(p.restarts) + 1))
+                    })
+                    .filter(|&t| t > now)
+                    .min()
+            })
+            .flatten();
+        [
+            after(&self.due_ready),
+            after(&self.due_finish),
+            after(&self.due_gone),
+            looping,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 }

@@ -39,20 +39,28 @@ impl World {
 
     /// The next instant after `now` at which something changes by itself.
     pub fn next_due(&self) -> Option<Millis> {
-        let pods = self.pods.values().flat_map(|p| {
-            [
-                p.deleting_at,
-                p.ready_at,
-                p.crash_looping_since
-                    .map(|s| s + CRASHLOOP_PERIOD_MS * (u64::from(p.restarts) + 1)),
-            ]
-        });
-        let nodes = self.nodes.values().map(|n| n.ready_at);
-        pods.chain(nodes).flatten().filter(|&t| t > self.now).min()
+        let now = self.now;
+        let nodes = self
+            .nodes
+            .values()
+            .filter_map(|n| n.ready_at)
+            .filter(|&t| t > now)
+            .min();
+        [
+            self.next_pod_change(),
+            nodes,
+            self.next_job_change(),
+            self.next_budget_change(),
+            self.next_event_expiry(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
-    /// One step of every controller at `now`: kubelets, terminations, workload controllers, the
-    /// scheduler, crash loops. Idempotent at a fixed instant.
+    /// One step of every controller at `now`: kubelets, terminations, the namespace, workload,
+    /// job and volume controllers, the scheduler, crash loops, then each controller's `status`,
+    /// and the journal. Idempotent at a fixed instant.
     pub fn tick(&mut self) {
         let now = self.now;
         // Kubelets coming back after a restart.
@@ -65,27 +73,32 @@ impl World {
             }
         }
         for name in changed {
-            let rv = self.bump();
-            if let Some(n) = self.nodes.get_mut(&name) {
-                n.resource_version = rv;
+            self.touch_node(&name);
+            if let Some(n) = self.nodes.get(&name) {
+                let about = record::about_node(n);
+                self.event(
+                    about,
+                    record::kubelet(&name),
+                    "NodeReady",
+                    format!("Node {name} status is now: NodeReady"),
+                );
             }
         }
-        // Terminating pods that are gone.
-        let gone: Vec<(String, String)> = self
-            .pods
-            .iter()
-            .filter(|(_, p)| p.deleting_at.is_some_and(|t| t <= now))
-            .map(|(k, _)| k.clone())
-            .collect();
-        for k in gone {
-            if let Some(p) = self.pods.remove(&k) {
-                self.release(&p);
-                self.unselect(&k);
-            }
-        }
+        self.remove_terminated();
+        self.finish_pods();
+        self.announce_ready();
+        self.reconcile_namespaces();
         self.reconcile_workloads();
+        self.reconcile_jobs();
+        self.reconcile_claims();
         self.schedule();
+        self.reconcile_claims();
+        self.start_waiting();
         self.crash_loop();
+        self.expire_disrupted();
+        self.write_status();
         self.note_budgets();
+        self.expire_events();
+        self.write_journal();
     }
 }

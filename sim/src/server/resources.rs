@@ -188,12 +188,18 @@ pub(super) fn evict(w: &mut World, ns: &str, name: &str, body: &[u8]) -> Respons
                 .into(),
         );
     }
-    match w.evict(ns, name) {
+    let uid = eviction["deleteOptions"]["preconditions"]["uid"]
+        .as_str()
+        .map(str::to_string);
+    match w.evict(ns, name, uid.as_deref()) {
         Ok(()) => json_response(
             StatusCode::CREATED,
             &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
         ),
         Err(EvictError::NotFound(n)) => not_found("pods", &n),
+        Err(EvictError::Conflict { message }) => {
+            status(StatusCode::CONFLICT, "Conflict", message, None)
+        }
         Err(e @ EvictError::MultiplePdbs(_)) => status(
             StatusCode::INTERNAL_SERVER_ERROR,
             "InternalError",

@@ -1,0 +1,80 @@
+//! `status` as the controllers write it: for every owner whose pods changed since, its
+//! workload's numbers (replicas, ready, available, up to date; a DaemonSet's desired count) are
+//! counted again from its own pods, and written (a new resourceVersion, a watch event) only when
+//! they moved. Then each budget whose pods changed (`budgets::write_budget_status`).
+
+use super::*;
+
+impl World {
+    pub(super) fn write_status(&mut self) {
+        if !self.dirty.is_empty() {
+            let dirty = std::mem::take(&mut self.dirty);
+            // The workloads those owners are (a Deployment owns through its ReplicaSets).
+            let mut keys: BTreeSet<(Kind, String, String)> = BTreeSet::new();
+            for (key, w) in &self.workloads {
+                let mine = dirty.contains(w.owner_uid())
+                    || dirty.contains(&w.uid)
+                    || w.old_sets.iter().any(|(_, uid)| dirty.contains(uid));
+                if mine {
+                    keys.insert(key.clone());
+                }
+            }
+            for key in keys {
+                self.write_workload_status(&key);
+            }
+        }
+        self.write_budget_status();
+    }
+
+    fn write_workload_status(&mut self, key: &(Kind, String, String)) {
+        let Some(w) = self.workloads.get(key) else {
+            return;
+        };
+        let now = self.now;
+        let mut owners = vec![w.owner_uid().to_string()];
+        owners.extend(w.old_sets.iter().map(|(_, uid)| uid.clone()));
+        let mut s = WorkloadStatus {
+            observed_generation: w.generation,
+            changed_at: w.status.changed_at,
+            ..WorkloadStatus::default()
+        };
+        for (i, uid) in owners.iter().enumerate() {
+            for p in self.owned_by(uid) {
+                if p.deleting_at.is_some() || p.is_finished() {
+                    continue;
+                }
+                s.replicas += 1;
+                // Up to date: the current ReplicaSet's pods, or pods of the current revision.
+                let current = match w.kind {
+                    Kind::Deployment => i == 0,
+                    _ => p.revision >= w.revision,
+                };
+                if current {
+                    s.updated += 1;
+                }
+                if p.is_ready(now, &self.nodes) {
+                    s.ready += 1;
+                    s.available += 1;
+                }
+            }
+        }
+        if w.kind == Kind::DaemonSet {
+            s.desired = self
+                .nodes
+                .values()
+                .filter(|n| daemon_set_runs_on(w, n))
+                .count() as u32;
+        }
+        let counts = |x: &WorkloadStatus| (x.replicas, x.ready, x.available, x.updated, x.desired);
+        if counts(&s) != counts(&w.status) {
+            s.changed_at = now;
+        }
+        if s == w.status {
+            return;
+        }
+        if let Some(w) = self.workloads.get_mut(key) {
+            w.status = s;
+        }
+        self.touch_workload(key);
+    }
+}
