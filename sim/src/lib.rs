@@ -6,10 +6,12 @@
 //! built-in clusters; `kube`/`table` render the model as Kubernetes objects; `server` serves it.
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod clock;
 pub mod import;
 pub mod kube;
 pub mod model;
+pub mod patch;
 pub mod proto;
 pub mod resource;
 pub mod scenario;

@@ -45,6 +45,8 @@ pub struct Def {
     pub namespaced: bool,
     pub short: &'static [&'static str],
     pub subresources: &'static [Sub],
+    /// `kubectl get all` lists the resources of category `all`.
+    pub all: bool,
 }
 
 /// The verbs of every resource in the table (what the API serves for each).
@@ -79,6 +81,7 @@ pub const RESOURCES: &[Def] = &[
         kind: "Namespace",
         namespaced: false,
         short: &["ns"],
+        all: false,
         subresources: &[STATUS],
     },
     Def {
@@ -89,6 +92,7 @@ pub const RESOURCES: &[Def] = &[
         kind: "Node",
         namespaced: false,
         short: &["no"],
+        all: false,
         subresources: &[STATUS],
     },
     Def {
@@ -99,6 +103,7 @@ pub const RESOURCES: &[Def] = &[
         kind: "Pod",
         namespaced: true,
         short: &["po"],
+        all: true,
         subresources: &[
             Sub {
                 name: "eviction",
@@ -117,6 +122,7 @@ pub const RESOURCES: &[Def] = &[
         kind: "Service",
         namespaced: true,
         short: &["svc"],
+        all: true,
         subresources: &[STATUS],
     },
     Def {
@@ -127,6 +133,7 @@ pub const RESOURCES: &[Def] = &[
         kind: "ConfigMap",
         namespaced: true,
         short: &["cm"],
+        all: false,
         subresources: &[],
     },
     Def {
@@ -137,6 +144,7 @@ pub const RESOURCES: &[Def] = &[
         kind: "PersistentVolumeClaim",
         namespaced: true,
         short: &["pvc"],
+        all: false,
         subresources: &[STATUS],
     },
     Def {
@@ -147,6 +155,7 @@ pub const RESOURCES: &[Def] = &[
         kind: "PersistentVolume",
         namespaced: false,
         short: &["pv"],
+        all: false,
         subresources: &[STATUS],
     },
     Def {
@@ -157,6 +166,7 @@ pub const RESOURCES: &[Def] = &[
         kind: "Event",
         namespaced: true,
         short: &["ev"],
+        all: false,
         subresources: &[],
     },
     Def {
@@ -167,6 +177,7 @@ pub const RESOURCES: &[Def] = &[
         kind: "Deployment",
         namespaced: true,
         short: &["deploy"],
+        all: true,
         subresources: &[scale(&["get", "patch", "update"]), STATUS],
     },
     Def {
@@ -177,6 +188,7 @@ pub const RESOURCES: &[Def] = &[
         kind: "ReplicaSet",
         namespaced: true,
         short: &["rs"],
+        all: true,
         subresources: &[scale(&["get", "patch", "update"]), STATUS],
     },
     Def {
@@ -187,6 +199,7 @@ pub const RESOURCES: &[Def] = &[
         kind: "StatefulSet",
         namespaced: true,
         short: &["sts"],
+        all: true,
         subresources: &[scale(&["get", "patch", "update"]), STATUS],
     },
     Def {
@@ -197,6 +210,7 @@ pub const RESOURCES: &[Def] = &[
         kind: "DaemonSet",
         namespaced: true,
         short: &["ds"],
+        all: true,
         subresources: &[STATUS],
     },
     Def {
@@ -207,6 +221,7 @@ pub const RESOURCES: &[Def] = &[
         kind: "Job",
         namespaced: true,
         short: &[],
+        all: true,
         subresources: &[STATUS],
     },
     Def {
@@ -217,6 +232,7 @@ pub const RESOURCES: &[Def] = &[
         kind: "PodDisruptionBudget",
         namespaced: true,
         short: &["pdb"],
+        all: false,
         subresources: &[STATUS],
     },
     Def {
@@ -227,6 +243,7 @@ pub const RESOURCES: &[Def] = &[
         kind: "StorageClass",
         namespaced: false,
         short: &["sc"],
+        all: false,
         subresources: &[],
     },
     Def {
@@ -237,6 +254,7 @@ pub const RESOURCES: &[Def] = &[
         kind: "Event",
         namespaced: true,
         short: &["ev"],
+        all: false,
         subresources: &[],
     },
 ];

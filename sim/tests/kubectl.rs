@@ -39,7 +39,11 @@ struct Env {
 
 impl Env {
     fn new(kubectl: &Path) -> Env {
-        let world = scenario::build("seed", Clock::real(1.0), 7).expect("the seed scenario builds");
+        Env::of("seed", kubectl)
+    }
+
+    fn of(name: &str, kubectl: &Path) -> Env {
+        let world = scenario::build(name, Clock::real(1.0), 7).expect("the scenario builds");
         let addr: SocketAddr = "127.0.0.1:0".parse().expect("literal address");
         let server = SimServer::start(world, addr).expect("the sim serves on loopback");
         let dir = tempfile::tempdir().expect("a temp dir");
@@ -55,14 +59,17 @@ impl Env {
         }
     }
 
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(&self.kubectl)
-            .args(args)
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(&self.kubectl);
+        c.args(args)
             .env("KUBECONFIG", self.dir.path().join("kubeconfig"))
             .env("KUBECACHEDIR", self.dir.path().join("cache"))
-            .env("HOME", self.dir.path())
-            .output()
-            .expect("kubectl runs")
+            .env("HOME", self.dir.path());
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("kubectl runs")
     }
 
     /// Runs kubectl and insists on success; returns stdout.

@@ -138,7 +138,14 @@ fn container_state(
         }),
         ..Default::default()
     };
-    let last = p.exited.filter(|_| p.restarts > 0).map(terminated);
+    let last = match p.crash_looping_since {
+        // A crash loop's last exit: its latest restart.
+        Some(since) if p.restarts > 0 => Some(terminated((
+            1,
+            since + crate::model::CRASHLOOP_PERIOD_MS * u64::from(p.restarts - 1),
+        ))),
+        _ => p.exited.filter(|_| p.restarts > 0).map(terminated),
+    };
     let state = if p.is_finished() {
         p.exited
             .map_or_else(|| terminated((1, started)), terminated)

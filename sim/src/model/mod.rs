@@ -21,11 +21,12 @@ use upgraded_events::version::Version;
 
 use crate::clock::{Clock, Millis};
 
+mod api;
 mod budgets;
 pub mod gc;
 mod jobs;
 pub mod journal;
-mod namespaces;
+pub mod namespaces;
 mod nodes;
 mod pods;
 pub mod record;
@@ -37,11 +38,12 @@ pub mod template;
 mod time;
 mod workloads;
 
+pub use api::WorkloadChange;
 pub use gc::Propagation;
 pub use jobs::{JobEnd, JobStatus, SimJob};
 pub use journal::{Change, Expired, Happened};
 pub use namespaces::NamespaceError;
-use pods::container_names;
+pub(crate) use pods::container_names;
 pub use record::{About, Events, Source};
 
 use crate::resource::Res;
@@ -63,7 +65,7 @@ pub const KUBELET_RESTART_MS: Millis = 15_000;
 pub const PACKAGES: [&str; 3] = ["kubeadm", "kubelet", "kubectl"];
 /// How long a crash-looping container waits between restarts (the back-off cap is 5 min; we
 /// use a short fixed period so restart counts rise visibly).
-const CRASHLOOP_PERIOD_MS: Millis = 30_000;
+pub(crate) const CRASHLOOP_PERIOD_MS: Millis = 30_000;
 
 /// Versions of the control-plane components on one control-plane node (its static pods).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -743,7 +745,7 @@ impl World {
         self.resource_version
     }
 
-    fn bump(&mut self) -> u64 {
+    pub(crate) fn bump(&mut self) -> u64 {
         self.resource_version += 1;
         self.resource_version
     }

@@ -94,11 +94,6 @@ impl World {
         m.managed_fields = None;
     }
 
-    /// A new resourceVersion for an object kept as the API gave it.
-    pub(crate) fn restamp(&mut self, m: &mut meta::ObjectMeta) {
-        m.resource_version = Some(self.bump().to_string());
-    }
-
     /// Stores a ConfigMap (named and in an existing namespace).
     pub(crate) fn add_config_map(&mut self, mut cm: core::ConfigMap) -> core::ConfigMap {
         self.stamp(&mut cm.metadata);

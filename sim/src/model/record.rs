@@ -243,6 +243,17 @@ impl World {
             .filter(|&t| t > self.now)
     }
 
+    /// Stores an Event a client recorded.
+    pub(crate) fn add_api_event(&mut self, mut e: core::Event) -> (String, String) {
+        self.stamp(&mut e.metadata);
+        e.metadata.generation = None;
+        let key = crate::model::namespaces::key_of(&e.metadata);
+        self.events.items.insert(key.clone(), e);
+        self.events.order.push_back((self.now, key.clone()));
+        self.noted(Res::Event, &key.0, &key.1, true);
+        key
+    }
+
     /// Forgets every event (a scenario starts long settled: nothing recent happened).
     pub(crate) fn clear_events(&mut self) {
         self.events.items.clear();

@@ -1,161 +1,123 @@
 //! Legacy discovery (`/api`, `/apis` and each group's resource list) and `/version`: what
-//! kubectl and kube-rs read before they ask for anything else.
+//! kubectl and kube-rs read before they ask for anything else. Every list is made from
+//! `resource::RESOURCES` and `resource::GROUPS`, so what is served is what is discovered.
 
 #![allow(clippy::result_large_err)]
 
 use super::*;
+use crate::resource::{GROUPS, RESOURCES};
 
-pub(super) struct Res {
-    name: &'static str,
-    kind: &'static str,
+fn api_resource(
+    name: String,
+    kind: &str,
     namespaced: bool,
-    verbs: &'static [&'static str],
-    short: &'static [&'static str],
-    /// For subresources served from another group (pods/eviction is policy/v1).
-    group_version: Option<(&'static str, &'static str)>,
-}
-
-pub(super) const READ: &[&str] = &["get", "list"];
-pub(super) const CORE: &[Res] = &[
-    Res {
-        name: "nodes",
-        kind: "Node",
-        namespaced: false,
-        verbs: &["get", "list", "patch"],
-        short: &["no"],
-        group_version: None,
-    },
-    Res {
-        name: "nodes/status",
-        kind: "Node",
-        namespaced: false,
-        verbs: &["get"],
-        short: &[],
-        group_version: None,
-    },
-    Res {
-        name: "pods",
-        kind: "Pod",
-        namespaced: true,
-        verbs: &["delete", "get", "list"],
-        short: &["po"],
-        group_version: None,
-    },
-    Res {
-        name: "pods/eviction",
-        kind: "Eviction",
-        namespaced: true,
-        verbs: &["create"],
-        short: &[],
-        group_version: Some(("policy", "v1")),
-    },
-    Res {
-        name: "pods/status",
-        kind: "Pod",
-        namespaced: true,
-        verbs: &["get"],
-        short: &[],
-        group_version: None,
-    },
-];
-pub(super) const APPS: &[Res] = &[
-    Res {
-        name: "daemonsets",
-        kind: "DaemonSet",
-        namespaced: true,
-        verbs: &["get", "list", "patch"],
-        short: &["ds"],
-        group_version: None,
-    },
-    Res {
-        name: "deployments",
-        kind: "Deployment",
-        namespaced: true,
-        verbs: READ,
-        short: &["deploy"],
-        group_version: None,
-    },
-    Res {
-        name: "deployments/scale",
-        kind: "Scale",
-        namespaced: true,
-        verbs: &["get", "patch", "update"],
-        short: &[],
-        group_version: Some(("autoscaling", "v1")),
-    },
-    Res {
-        name: "replicasets",
-        kind: "ReplicaSet",
-        namespaced: true,
-        verbs: READ,
-        short: &["rs"],
-        group_version: None,
-    },
-    Res {
-        name: "statefulsets",
-        kind: "StatefulSet",
-        namespaced: true,
-        verbs: READ,
-        short: &["sts"],
-        group_version: None,
-    },
-    Res {
-        name: "statefulsets/scale",
-        kind: "Scale",
-        namespaced: true,
-        verbs: &["get", "patch", "update"],
-        short: &[],
-        group_version: Some(("autoscaling", "v1")),
-    },
-];
-pub(super) const POLICY: &[Res] = &[
-    Res {
-        name: "poddisruptionbudgets",
-        kind: "PodDisruptionBudget",
-        namespaced: true,
-        verbs: READ,
-        short: &["pdb"],
-        group_version: None,
-    },
-    Res {
-        name: "poddisruptionbudgets/status",
-        kind: "PodDisruptionBudget",
-        namespaced: true,
-        verbs: &["get"],
-        short: &[],
-        group_version: None,
-    },
-];
-
-pub(super) fn resource_list(group_version: &str, resources: &[Res]) -> meta::APIResourceList {
-    meta::APIResourceList {
-        group_version: group_version.into(),
-        resources: resources
-            .iter()
-            .map(|r| meta::APIResource {
-                name: r.name.into(),
-                kind: r.kind.into(),
-                namespaced: r.namespaced,
-                singular_name: if r.name.contains('/') {
-                    String::new()
-                } else {
-                    r.kind.to_ascii_lowercase()
-                },
-                verbs: r.verbs.iter().map(|v| v.to_string()).collect(),
-                short_names: (!r.short.is_empty())
-                    .then(|| r.short.iter().map(|s| s.to_string()).collect()),
-                group: r.group_version.map(|(g, _)| g.to_string()),
-                version: r.group_version.map(|(_, v)| v.to_string()),
-                ..Default::default()
-            })
-            .collect(),
+    verbs: &[&str],
+    short: &[&str],
+    group_version: Option<(&str, &str)>,
+) -> meta::APIResource {
+    meta::APIResource {
+        singular_name: if name.contains('/') {
+            String::new()
+        } else {
+            kind.to_ascii_lowercase()
+        },
+        name,
+        kind: kind.into(),
+        namespaced,
+        verbs: verbs.iter().map(|v| v.to_string()).collect(),
+        short_names: (!short.is_empty()).then(|| short.iter().map(|s| s.to_string()).collect()),
+        group: group_version.map(|(g, _)| g.to_string()),
+        version: group_version.map(|(_, v)| v.to_string()),
+        ..Default::default()
     }
 }
 
-pub(super) fn group(name: &str) -> meta::APIGroup {
+/// The resources of `group`/`version`, with their subresources.
+pub(super) fn resource_list(group: &str, version: &str) -> Option<meta::APIResourceList> {
+    let group_version = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
+    if group == "metrics.k8s.io" && version == "v1beta1" {
+        return Some(meta::APIResourceList {
+            group_version,
+            resources: vec![
+                api_resource(
+                    "nodes".into(),
+                    "NodeMetrics",
+                    false,
+                    &["get", "list"],
+                    &[],
+                    None,
+                ),
+                api_resource(
+                    "pods".into(),
+                    "PodMetrics",
+                    true,
+                    &["get", "list"],
+                    &[],
+                    None,
+                ),
+            ],
+        });
+    }
+    if group == "authorization.k8s.io" && version == "v1" {
+        return Some(meta::APIResourceList {
+            group_version,
+            resources: vec![api_resource(
+                "selfsubjectaccessreviews".into(),
+                "SelfSubjectAccessReview",
+                false,
+                &["create"],
+                &[],
+                None,
+            )],
+        });
+    }
+    let defs: Vec<_> = RESOURCES
+        .iter()
+        .filter(|d| d.group == group && d.version == version)
+        .collect();
+    if defs.is_empty() {
+        return None;
+    }
+    let mut resources = Vec::new();
+    for d in defs {
+        let mut r = api_resource(
+            d.plural.into(),
+            d.kind,
+            d.namespaced,
+            d.res.verbs(),
+            d.short,
+            None,
+        );
+        if d.all {
+            r.categories = Some(vec!["all".into()]);
+        }
+        resources.push(r);
+        for s in d.subresources {
+            let kind = if s.kind.is_empty() { d.kind } else { s.kind };
+            resources.push(api_resource(
+                format!("{}/{}", d.plural, s.name),
+                kind,
+                d.namespaced,
+                s.verbs,
+                &[],
+                s.group_version,
+            ));
+        }
+    }
+    Some(meta::APIResourceList {
+        group_version,
+        resources,
+    })
+}
+
+fn group(name: &str, version: &str) -> meta::APIGroup {
     let v = meta::GroupVersionForDiscovery {
-        group_version: format!("{name}/v1"),
-        version: "v1".into(),
+        group_version: format!("{name}/{version}"),
+        version: version.into(),
     };
     meta::APIGroup {
         name: name.into(),
@@ -188,11 +150,14 @@ pub(super) fn discovery(
             }],
         }),
         ["apis"] => ok(&meta::APIGroupList {
-            groups: vec![group("apps"), group("policy")],
+            groups: GROUPS.iter().map(|(g, v)| group(g, v)).collect(),
         }),
-        ["api", "v1"] => ok(&resource_list("v1", CORE)),
-        ["apis", "apps", "v1"] => ok(&resource_list("apps/v1", APPS)),
-        ["apis", "policy", "v1"] => ok(&resource_list("policy/v1", POLICY)),
+        ["api", version] => ok(&resource_list("", version)?),
+        ["apis", g, version] => ok(&resource_list(g, version)?),
+        ["apis", g] => {
+            let (_, v) = GROUPS.iter().find(|(name, _)| name == g)?;
+            ok(&group(g, v))
+        }
         ["healthz" | "readyz" | "livez"] => "ok".into_response(),
         _ => return None,
     })

@@ -1,10 +1,14 @@
-//! The sim over HTTP: the part of the Kubernetes REST API that kubectl get/cordon/drain and our
-//! daemon use (legacy discovery, nodes, pods, evictions, PDBs, apps workloads and their scale),
-//! plus `/sim/v1/...` for node agents and tests (kubelet restarts, control-plane upgrades, time,
-//! faults).
+//! The sim over HTTP: the Kubernetes REST API for every resource in `resource::RESOURCES`
+//! (get, list, watch, create, update, patch, delete, as kubectl and kube-rs use them), server-side
+//! Tables, the Eviction and scale subresources, SelfSubjectAccessReviews, `metrics.k8s.io`,
+//! discovery and OpenAPI v3, plus `/sim/v1/...` for node agents and tests (kubelet restarts,
+//! control-plane upgrades, time, faults).
 //!
-//! One handler parses the path itself: the API's URL grammar (`/api/v1/namespaces/NS/pods/N/
-//! eviction`) is regular, and a single match keeps each resource's verbs side by side.
+//! Rooms: `mod.rs` the server's life and the handler that routes a request; `rest.rs` the
+//! verbs; `subresources.rs` eviction, scale and access reviews; `watch.rs` watch streams;
+//! `discovery.rs` and `openapi.rs` what clients read first; `metrics.rs` the metrics API;
+//! `selector.rs` label and field selectors; `response.rs` answers and `Status` failures;
+//! `control.rs` the side door.
 
 // A ready `Response` is the error value of the helpers below (it is what the handler returns);
 // boxing it would only add an allocation to the error path.
@@ -27,20 +31,25 @@ use serde_json::{Value, json};
 use upgraded_events::inventory::Labels;
 use upgraded_events::version::Version;
 
+use crate::admission::ApiError;
 use crate::clock::Millis;
 use crate::kube;
-use crate::model::{EvictError, Faults, Kind, ModelError, SimPod, World};
+use crate::model::{Faults, ModelError, World};
+use crate::resource::Res;
 
 mod control;
 mod discovery;
-mod resources;
+mod metrics;
+mod openapi;
 mod response;
+mod rest;
 mod selector;
+mod subresources;
+mod watch;
 
 use control::control;
 pub use control::summary;
 use discovery::discovery;
-use resources::{nodes, pdbs, pods, workloads};
 use response::*;
 use selector::Filter;
 
@@ -65,6 +74,8 @@ pub struct ApiFault {
 #[derive(Debug)]
 pub struct Sim {
     world: Mutex<World>,
+    /// Woken at every change a request made, so watches send it without waiting.
+    changed: tokio::sync::Notify,
     api_faults: Mutex<Vec<ApiFault>>,
     /// Like an apiserver's audit log, in short: changing requests per User-Agent.
     audit: Mutex<std::collections::BTreeMap<String, u64>>,
@@ -74,6 +85,7 @@ impl Sim {
     pub fn new(world: World) -> Arc<Sim> {
         Arc::new(Sim {
             world: Mutex::new(world),
+            changed: tokio::sync::Notify::new(),
             api_faults: Mutex::new(vec![]),
             audit: Mutex::new(Default::default()),
         })
@@ -200,7 +212,7 @@ impl Drop for SimServer {
 
 // ----- the handler -----------------------------------------------------------------------------
 
-fn decode(segment: &str) -> String {
+fn decode_segment(segment: &str) -> String {
     percent_encoding::percent_decode_str(segment)
         .decode_utf8_lossy()
         .into_owned()
@@ -212,23 +224,28 @@ fn query(uri: &Uri) -> BTreeMap<String, String> {
         .unwrap_or_default()
 }
 
-/// A resource request: `[group, version]`, namespace, resource, name, subresource.
+/// A resource request: group, version, namespace, resource, name, subresource.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Target {
-    group: String,
-    namespace: Option<String>,
-    resource: String,
-    name: Option<String>,
-    sub: Option<String>,
+pub(super) struct Target {
+    pub(super) group: String,
+    pub(super) version: String,
+    pub(super) namespace: Option<String>,
+    pub(super) resource: String,
+    pub(super) name: Option<String>,
+    pub(super) sub: Option<String>,
 }
 
 fn target(path: &[String]) -> Option<Target> {
-    let (group, rest) = match path {
-        [a, v, rest @ ..] if a == "api" && v == "v1" => (String::new(), rest),
-        [a, g, v, rest @ ..] if a == "apis" && v == "v1" => (g.clone(), rest),
+    let (group, version, rest) = match path {
+        [a, v, rest @ ..] if a == "api" => (String::new(), v.clone(), rest),
+        [a, g, v, rest @ ..] if a == "apis" => (g.clone(), v.clone(), rest),
         _ => return None,
     };
+    // `namespaces/NAME/status` is the namespace's subresource, not a resource in it.
     let (namespace, rest) = match rest {
+        [ns, _, sub] if ns == "namespaces" && (sub == "status" || sub == "finalize") => {
+            (None, rest)
+        }
         [ns, n, rest @ ..] if ns == "namespaces" && !rest.is_empty() => (Some(n.clone()), rest),
         _ => (None, rest),
     };
@@ -240,11 +257,47 @@ fn target(path: &[String]) -> Option<Target> {
     };
     Some(Target {
         group,
+        version,
         namespace,
         resource,
         name,
         sub,
     })
+}
+
+/// What a request asks, read from its headers and query.
+#[derive(Debug, Clone)]
+pub(super) struct Ask {
+    pub(super) method: Method,
+    pub(super) query: BTreeMap<String, String>,
+    /// `Accept: application/json;as=Table;...`: a server-side Table.
+    pub(super) table: bool,
+    pub(super) content_type: String,
+    pub(super) body: Bytes,
+}
+
+impl Ask {
+    /// The body as JSON: parsed, or read from the Kubernetes protobuf encoding.
+    pub(super) fn json(&self) -> Result<Value, ApiError> {
+        if self.content_type.starts_with(crate::proto::CONTENT_TYPE) {
+            return crate::proto::decode(&self.body)
+                .map_err(|e| ApiError::BadRequest(e.to_string()));
+        }
+        if self.content_type.contains("yaml") {
+            return Err(ApiError::UnsupportedMediaType(format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json, {}",
+                crate::proto::CONTENT_TYPE
+            )));
+        }
+        serde_json::from_slice(&self.body)
+            .map_err(|e| ApiError::BadRequest(format!("the body of the request is not JSON: {e}")))
+    }
+}
+
+/// The answer to a request that failed as the apiserver fails it.
+pub(super) fn refused(e: &ApiError) -> Response {
+    let code = StatusCode::from_u16(e.code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    json_response(code, &e.status())
 }
 
 async fn handle(
@@ -255,7 +308,8 @@ async fn handle(
     body: Bytes,
 ) -> Response {
     let raw: Vec<&str> = uri.path().trim_matches('/').split('/').collect();
-    if method != Method::GET && raw.first() != Some(&"sim") {
+    let changing = method != Method::GET && raw.first() != Some(&"sim");
+    if changing {
         let agent = headers
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
@@ -288,101 +342,75 @@ async fn handle(
     {
         return r;
     }
-    let path: Vec<String> = raw.iter().map(|s| decode(s)).collect();
-    if path.first().map(String::as_str) == Some("sim") {
-        return control(&sim, &method, &path[1..], &body);
+    let path: Vec<String> = raw.iter().map(|s| decode_segment(s)).collect();
+    match path.first().map(String::as_str) {
+        Some("sim") => return control(&sim, &method, &path[1..], &body),
+        Some("openapi") if method == Method::GET => return openapi::serve(&path[1..]),
+        _ => {}
     }
     let Some(t) = target(&path) else {
-        return not_found("path", uri.path());
+        return refused(&ApiError::NotFound {
+            resource: String::new(),
+            name: uri.path().to_string(),
+        });
     };
-    let q = query(&uri);
-    let table = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.contains("as=Table"));
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("application/json")
-        .to_string();
-    let mut w = sim.world();
-    match (t.group.as_str(), t.resource.as_str()) {
-        ("", "nodes") => nodes(&mut w, &method, &t, &q, table, &content_type, &body),
-        ("", "pods") => pods(&mut w, &method, &t, &q, table, &body),
-        ("policy", "poddisruptionbudgets") => pdbs(&w, &method, &t, &q),
-        ("apps", "deployments" | "statefulsets" | "daemonsets" | "replicasets") => {
-            workloads(&mut w, &method, &t, &q, &content_type, &body)
-        }
-        ("authorization.k8s.io", "selfsubjectaccessreviews") if method == Method::POST => {
-            access_review(&w, &body)
-        }
-        _ => not_found("resource", &t.resource),
+    let ask = Ask {
+        method: method.clone(),
+        query: query(&uri),
+        table: headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|a| a.contains("as=Table")),
+        content_type: headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("application/json")
+            .to_string(),
+        body,
+    };
+    if t.group == "metrics.k8s.io" {
+        return metrics::serve(&sim.world(), &t, &ask);
     }
-}
-
-/// `SelfSubjectAccessReview`: allowed unless the world's faults deny that verb on that
-/// resource (`verb resource[/subresource]`).
-fn access_review(w: &World, body: &[u8]) -> Response {
-    let mut review: Value = match serde_json::from_slice(body) {
-        Ok(v) => v,
-        Err(e) => return bad_request(format!("the review is not JSON: {e}")),
-    };
-    let a = &review["spec"]["resourceAttributes"];
-    let (verb, resource) = (str_at(&a["verb"]), str_at(&a["resource"]));
-    let sub = str_at(&a["subresource"]);
-    let key = if sub.is_empty() {
-        format!("{verb} {resource}")
-    } else {
-        format!("{verb} {resource}/{sub}")
-    };
-    let allowed = !w.faults.denied.contains(&key);
-    review["status"] = if allowed {
-        json!({"allowed": true, "reason": "the sim allows it"})
-    } else {
-        json!({"allowed": false, "reason": format!("the sim's faults deny {key}")})
-    };
-    json_response(StatusCode::CREATED, &review)
-}
-
-fn str_at(v: &Value) -> String {
-    v.as_str().unwrap_or_default().to_string()
-}
-
-fn list_json(kind: &str, api_version: &str, rv: u64, items: Vec<Value>) -> Value {
-    json!({
-        "kind": kind, "apiVersion": api_version,
-        "metadata": { "resourceVersion": rv.to_string() },
-        "items": items,
-    })
-}
-
-/// RFC 7386 merge patch for JSON/strategic-merge content types (the fields we store are scalars
-/// and maps, where the two agree), RFC 6902 for json-patch; server-side apply is not served.
-fn apply_patch(doc: &mut Value, content_type: &str, body: &[u8]) -> Result<(), Response> {
-    let patch: Value = serde_json::from_slice(body)
-        .map_err(|e| bad_request(format!("the patch is not JSON: {e}")))?;
-    if content_type.starts_with("application/json-patch+json") {
-        let ops: json_patch::Patch = serde_json::from_value(patch)
-            .map_err(|e| bad_request(format!("invalid JSON patch: {e}")))?;
-        json_patch::patch(doc, &ops).map_err(|e| {
-            status(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "Invalid",
-                e.to_string(),
-                None,
-            )
-        })
-    } else if content_type.starts_with("application/merge-patch+json")
-        || content_type.starts_with("application/strategic-merge-patch+json")
-    {
-        json_patch::merge(doc, &patch);
-        Ok(())
-    } else {
-        Err(status(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "UnsupportedMediaType",
-            format!("the sim does not serve patches of type {content_type:?}"),
-            None,
-        ))
+    if t.group == "authorization.k8s.io" && t.resource == "selfsubjectaccessreviews" {
+        return match method {
+            Method::POST => subresources::access_review(&sim.world(), &ask.body),
+            _ => refused(&ApiError::MethodNotAllowed),
+        };
     }
+    let Some(res) = Res::at(&t.group, &t.version, &t.resource) else {
+        return not_served(&t);
+    };
+    if method == Method::GET && t.name.is_none() && is_watch(&ask.query) {
+        return watch::serve(sim.clone(), res, t.namespace.clone(), ask).await;
+    }
+    let answer = {
+        let mut w = sim.world();
+        let r = rest::serve(&mut w, res, &t, &ask);
+        if changing {
+            w.write_journal();
+        }
+        r
+    };
+    if changing {
+        sim.changed.notify_waiters();
+    }
+    answer
+}
+
+/// A resource the sim does not serve, as the apiserver answers it.
+fn not_served(t: &Target) -> Response {
+    status(
+        StatusCode::NOT_FOUND,
+        "NotFound",
+        "the server could not find the requested resource".into(),
+        Some(meta::StatusDetails {
+            kind: Some(t.resource.clone()),
+            group: (!t.group.is_empty()).then(|| t.group.clone()),
+            ..Default::default()
+        }),
+    )
+}
+
+fn is_watch(q: &BTreeMap<String, String>) -> bool {
+    q.get("watch").is_some_and(|v| v == "true" || v == "1")
 }

@@ -82,32 +82,99 @@ pub(super) fn matches(terms: &[Term], get: impl Fn(&str) -> Option<String>) -> b
     })
 }
 
-/// `labelSelector` and `fieldSelector` of a list request.
+/// The fields a resource may be selected by (`fieldSelector`), besides `metadata.name` and
+/// `metadata.namespace`, as the apiserver registers them.
+fn selectable(res: Res) -> &'static [&'static str] {
+    match res {
+        Res::Pod => &[
+            "spec.nodeName",
+            "spec.restartPolicy",
+            "spec.schedulerName",
+            "spec.serviceAccountName",
+            "spec.hostNetwork",
+            "status.phase",
+            "status.podIP",
+            "status.nominatedNodeName",
+        ],
+        Res::Node => &["spec.unschedulable"],
+        Res::Namespace => &["status.phase"],
+        Res::Job => &["status.successful"],
+        Res::ReplicaSet => &["status.replicas"],
+        Res::Event => &[
+            "involvedObject.kind",
+            "involvedObject.namespace",
+            "involvedObject.name",
+            "involvedObject.uid",
+            "involvedObject.apiVersion",
+            "involvedObject.resourceVersion",
+            "involvedObject.fieldPath",
+            "reason",
+            "reportingComponent",
+            "source",
+            "type",
+        ],
+        Res::EventV1 => &[
+            "regarding.kind",
+            "regarding.namespace",
+            "regarding.name",
+            "regarding.uid",
+            "reason",
+            "reportingController",
+            "type",
+        ],
+        _ => &[],
+    }
+}
+
+/// A field of an object's JSON as a field selector compares it (absent: its Go zero value).
+pub(super) fn field_of(v: &Value, key: &str) -> Option<String> {
+    let path = match key {
+        "source" => "source.component",
+        "status.successful" => "status.succeeded",
+        k => k,
+    };
+    let mut cur = v;
+    for p in path.split('.') {
+        cur = &cur[p];
+    }
+    Some(match cur {
+        Value::String(s) => s.clone(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => n.to_string(),
+        _ if key == "spec.unschedulable" || key == "spec.hostNetwork" => "false".into(),
+        _ if key == "status.successful" || key == "status.replicas" => "0".into(),
+        _ => String::new(),
+    })
+}
+
+/// `labelSelector` and `fieldSelector` of a list or watch request.
+#[derive(Debug, Clone)]
 pub(super) struct Filter {
     labels: Vec<Term>,
     fields: Vec<Term>,
 }
 
 impl Filter {
-    pub(super) fn parse(q: &BTreeMap<String, String>) -> Result<Filter, Response> {
+    pub(super) fn parse(q: &BTreeMap<String, String>, res: Res) -> Result<Filter, ApiError> {
         let labels = parse_selector(q.get("labelSelector").map(String::as_str).unwrap_or(""))
-            .map_err(bad_request)?;
+            .map_err(ApiError::BadRequest)?;
         let fields = parse_selector(q.get("fieldSelector").map(String::as_str).unwrap_or(""))
-            .map_err(bad_request)?;
+            .map_err(ApiError::BadRequest)?;
         for f in &fields {
             let key = match f {
                 Term::Eq(k, _) | Term::Ne(k, _) => k,
-                _ => return Err(bad_request("field selectors support only = and !=".into())),
+                _ => {
+                    return Err(ApiError::BadRequest(
+                        "field selectors support only = and !=".into(),
+                    ));
+                }
             };
-            const KNOWN: &[&str] = &[
-                "metadata.name",
-                "metadata.namespace",
-                "spec.nodeName",
-                "status.phase",
-                "spec.unschedulable",
-            ];
-            if !KNOWN.contains(&key.as_str()) {
-                return Err(bad_request(format!("field label not supported: {key}")));
+            let known = ["metadata.name", "metadata.namespace"].contains(&key.as_str())
+                || selectable(res).contains(&key.as_str());
+            if !known {
+                return Err(ApiError::BadRequest(format!(
+                    "\"{key}\" is not a known field selector: only \"metadata.name\", \"metadata.namespace\""
+                )));
             }
         }
         Ok(Filter { labels, fields })
@@ -115,5 +182,16 @@ impl Filter {
 
     pub(super) fn keep(&self, labels: &Labels, field: impl Fn(&str) -> Option<String>) -> bool {
         matches(&self.labels, |k| labels.get(k).cloned()) && matches(&self.fields, field)
+    }
+
+    /// Whether an object (as JSON) passes both selectors.
+    pub(super) fn keep_object(&self, v: &Value) -> bool {
+        matches(&self.labels, |k| {
+            v["metadata"]["labels"][k].as_str().map(str::to_string)
+        }) && matches(&self.fields, |k| field_of(v, k))
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.labels.is_empty() && self.fields.is_empty()
     }
 }
