@@ -19,6 +19,7 @@ const DAY: Millis = 86_400_000;
 /// The names `sim serve --scenario` and the tests accept.
 pub const NAMES: &[&str] = &[
     "seed",
+    "kind",
     "lab",
     "lab-ha",
     "large-200",
@@ -28,7 +29,9 @@ pub const NAMES: &[&str] = &[
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ScenarioError {
-    #[error("unknown scenario {0:?}; known: seed, lab, lab-ha, large-N (N nodes, 10 to 20000)")]
+    #[error(
+        "unknown scenario {0:?}; known: seed, kind, lab, lab-ha, large-N (N nodes, 10 to 20000)"
+    )]
     Unknown(String),
     #[error(transparent)]
     Model(#[from] ModelError),
@@ -73,6 +76,7 @@ pub fn build(name: &str, clock: Clock, seed: u64) -> Result<World, ScenarioError
         "lab" => small(&mut w, 1, 3, Version::new(1, 33, 5))?,
         // Three control-plane nodes: the lab's etcd cluster of three members.
         "lab-ha" => small(&mut w, 3, 2, Version::new(1, 33, 5))?,
+        "kind" => kind(&mut w, Version::new(1, 34, 0))?,
         _ => {
             let n = name
                 .strip_prefix("large-")
@@ -83,7 +87,8 @@ pub fn build(name: &str, clock: Clock, seed: u64) -> Result<World, ScenarioError
         }
     }
     w.tick();
-    w.settle(30 * DAY);
+    // A kind cluster was made an hour ago; the others have run for a month.
+    w.settle(if name == "kind" { DAY / 24 } else { 30 * DAY });
     Ok(w)
 }
 
@@ -111,8 +116,77 @@ fn control_plane(v: Version) -> ControlPlane {
         apiserver: v,
         controller_manager: v,
         scheduler: v,
-        etcd: "3.5.16-0".into(),
+        // The etcd kubeadm installs with that release.
+        etcd: if v.minor >= 34 { "3.6.4-0" } else { "3.5.16-0" }.into(),
     }
+}
+
+/// The operator guide's kind cluster (`kind create cluster --name upgrade-lab` with one
+/// control-plane node and two workers): kind's node names, its CNI (kindnet) and its
+/// local-path provisioner with the default `standard` StorageClass; nothing deployed yet. Its
+/// nodes are containers on a laptop: 8 CPUs and 16 GiB each, no hardware generation label.
+pub fn kind(w: &mut World, v: Version) -> Result<(), ScenarioError> {
+    let names = [
+        ("upgrade-lab-control-plane", true),
+        ("upgrade-lab-worker", false),
+        ("upgrade-lab-worker2", false),
+    ];
+    for (i, (name, cp)) in names.iter().enumerate() {
+        let mut l = labels(&[
+            ("kubernetes.io/hostname", name),
+            ("kubernetes.io/os", "linux"),
+            ("kubernetes.io/arch", "amd64"),
+            ("beta.kubernetes.io/os", "linux"),
+            ("beta.kubernetes.io/arch", "amd64"),
+        ]);
+        if *cp {
+            l.insert(CONTROL_PLANE_LABEL.into(), String::new());
+            l.insert(
+                "node.kubernetes.io/exclude-from-external-load-balancers".into(),
+                String::new(),
+            );
+        }
+        let created = w.now().saturating_sub(DAY / 24);
+        w.add_node(
+            name,
+            l,
+            labels(&[(CGROUP_KEY, "v2")]),
+            8000,
+            16 * GI,
+            v,
+            cp.then(|| control_plane(v)),
+            created,
+        )?;
+        if let Some(n) = w.nodes.get_mut(*name) {
+            n.address = format!("172.18.0.{}", i + 2);
+            n.os_image = "Debian GNU/Linux 12 (bookworm)".into();
+            n.kernel = "6.8.0-49-generic".into();
+            n.runtime = "containerd://2.1.3".into();
+        }
+    }
+    system_workloads(w, v)?;
+    let mut cni = template("kindnet", 100, 50 << 20);
+    cni.labels = labels(&[("app", "kindnet"), ("k8s-app", "kindnet"), ("tier", "node")]);
+    cni.image = "docker.io/kindest/kindnetd:v20250512-df8de77b".into();
+    cni.tolerations = vec![exists_toleration()];
+    w.add_workload(Kind::DaemonSet, "kube-system", "kindnet", 0, cni)?;
+    let mut provisioner = template("local-path-provisioner", 0, 0);
+    provisioner.image = "docker.io/kindest/local-path-provisioner:v20250214-acbabc1a".into();
+    provisioner.tolerations = vec![Toleration {
+        key: CONTROL_PLANE_LABEL.into(),
+        operator: "Exists".into(),
+        value: String::new(),
+        effect: "NoSchedule".into(),
+    }];
+    provisioner.node_selector = labels(&[("kubernetes.io/os", "linux")]);
+    w.add_workload(
+        Kind::Deployment,
+        "local-path-storage",
+        "local-path-provisioner",
+        1,
+        provisioner,
+    )?;
+    Ok(())
 }
 
 /// Adds a node of a generation; `cgroup` is `v1` or `v2`.
