@@ -233,7 +233,8 @@ pub enum Cmd {
 pub enum SimCmd {
     /// Serve a built-in scenario until interrupted (Ctrl-C).
     Serve {
-        /// seed (3 control planes + 12 workers), lab (1 + 3), or large-N (N nodes).
+        /// seed (3 control planes + 12 workers), kind (the guide's 1 + 2 at v1.34.0), lab (1 + 3),
+        /// lab-ha (3 + 2) or large-N (N nodes).
         #[arg(long, default_value = "seed")]
         scenario: String,
         /// Port on 127.0.0.1 (0: any free port).
@@ -255,7 +256,7 @@ pub enum SimCmd {
     /// Write a built-in scenario as `kubectl get nodes,pods,pdb,deploy,sts,ds -A -o json`
     /// prints it: a snapshot for `plan` and `rehearse`.
     Snapshot {
-        /// seed, lab, lab-ha or large-N.
+        /// seed, kind, lab, lab-ha or large-N.
         #[arg(long, default_value = "seed")]
         scenario: String,
         #[arg(long, default_value_t = 1)]

@@ -236,7 +236,11 @@ fn system_workloads(w: &mut World, v: Version) -> Result<(), ModelError> {
     w.add_workload(Kind::DaemonSet, "kube-system", "kube-proxy", 0, proxy)?;
     let mut dns = template("coredns", 100, 70 << 20);
     dns.labels = labels(&[("k8s-app", "kube-dns")]);
-    dns.image = "registry.k8s.io/coredns/coredns:v1.11.3".into();
+    // The CoreDNS kubeadm installs with that release.
+    dns.image = format!(
+        "registry.k8s.io/coredns/coredns:{}",
+        if v.minor >= 34 { "v1.12.1" } else { "v1.11.3" }
+    );
     dns.tolerations = vec![Toleration {
         key: CONTROL_PLANE_LABEL.into(),
         operator: "Exists".into(),
@@ -258,6 +262,11 @@ fn system_workloads(w: &mut World, v: Version) -> Result<(), ModelError> {
     );
     // The local-path provisioner kind ships, as bare-metal clusters often run it.
     w.add_storage_class("standard", "rancher.io/local-path", true, true);
+    Ok(())
+}
+
+/// The budget operators add for CoreDNS (kubeadm and kind install none).
+fn dns_budget(w: &mut World) -> Result<(), ModelError> {
     w.add_pdb(
         "kube-system",
         "coredns",
@@ -409,6 +418,7 @@ pub fn seed_cluster(w: &mut World, v: Version) -> Result<(), ScenarioError> {
         )?;
     }
     system_workloads(w, v)?;
+    dns_budget(w)?;
     // Workers: 5×16 + 4×32 + 3×48 = 352 cores; these request 281.5 (80%).
     w.add_workload(
         Kind::Deployment,
@@ -479,6 +489,7 @@ pub fn small(
         add_machine(w, &format!("w-{i}"), g.name, None, v, "v2", g.age_days)?;
     }
     system_workloads(w, v)?;
+    dns_budget(w)?;
     let replicas = (workers as u32).max(1) * 2;
     w.add_workload(
         Kind::Deployment,
@@ -533,6 +544,7 @@ pub fn random(w: &mut World, c: &RandomCluster, v: Version) -> Result<(), Scenar
         }
     }
     system_workloads(w, v)?;
+    dns_budget(w)?;
     for (i, a) in c.apps.iter().enumerate() {
         let name = format!("app-{i}");
         w.add_workload(
@@ -582,6 +594,7 @@ pub fn large(w: &mut World, n: usize, v: Version) -> Result<(), ScenarioError> {
         )?;
     }
     system_workloads(w, v)?;
+    dns_budget(w)?;
     let apps = (workers / 10).max(1);
     // Each app requests an equal share of 80% of worker CPU, in pods of 2 cores.
     let per_app_millis = cores * 1000 * 8 / 10 / apps as u64;

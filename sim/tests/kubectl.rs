@@ -1,8 +1,14 @@
 //! Fidelity of the sim's API, checked with programs nobody here wrote: the real kubectl 1.32
 //! and 1.33 (from the folder `/usr/bin/kubectl` points into) run get, cordon, drain, uncordon
-//! and scale against the seed scenario and must see what a real cluster gives them.
+//! and scale against the seed scenario and must see what a real cluster gives them; the guide's
+//! exercise and inspection commands run against the kind scenario (`exercise`, `inspect`).
 //!
 //! kubectl is on every machine of ours; its absence is a failure, never a skip.
+
+#[path = "kubectl/exercise.rs"]
+mod exercise;
+#[path = "kubectl/inspect.rs"]
+mod inspect;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

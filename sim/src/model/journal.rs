@@ -100,6 +100,14 @@ impl World {
         self.journal.on = on;
     }
 
+    /// Drops every change kept so far, as etcd's compaction does: a watch whose version is
+    /// older than now gets `410 Gone` at its next read and must relist.
+    pub fn compact_journal(&mut self) {
+        self.write_journal();
+        self.journal.entries.clear();
+        self.journal.floor = self.resource_version;
+    }
+
     /// `res ns/name` changed (or was made, with `new`).
     pub(crate) fn noted(&mut self, res: Res, namespace: &str, name: &str, new: bool) {
         if !self.journal.on {

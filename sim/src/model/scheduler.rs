@@ -68,7 +68,13 @@ impl World {
             return Ok(storage::volume_node(v));
         }
         if self.claim_waits_for_consumer(c) {
-            Ok(None)
+            // Provisioning for an earlier pod is under way on the node it chose: kube-scheduler
+            // binds that pod only once the volume exists, so later pods see it pinned there.
+            Ok(c.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(storage::SELECTED_NODE))
+                .cloned())
         } else {
             Err("pod has unbound immediate PersistentVolumeClaims".into())
         }
@@ -105,6 +111,8 @@ impl World {
             .collect();
         let mut placements = vec![];
         let mut misfits: Vec<((String, String), String)> = vec![];
+        // Unbound claims this pass has already chosen a node for.
+        let mut chosen: BTreeMap<(String, String), String> = BTreeMap::new();
         for (_, key) in pending {
             let Some(pod) = self.pods.get(&key) else {
                 continue;
@@ -116,7 +124,11 @@ impl World {
             for c in &spec.claims {
                 match self.claim_node(&pod.namespace, c) {
                     Ok(Some(n)) => pinned = Some(n),
-                    Ok(None) => {}
+                    Ok(None) => {
+                        if let Some(n) = chosen.get(&(pod.namespace.clone(), c.clone())) {
+                            pinned = Some(n.clone());
+                        }
+                    }
                     Err(why) => blocked = Some(why),
                 }
             }
@@ -171,6 +183,11 @@ impl World {
                     r.2 -= spec.memory_bytes;
                     r.3 -= 1;
                     r.4 += spec.cpu_millis.max(NONZERO_CPU);
+                    for c in &spec.claims {
+                        chosen
+                            .entry((key.0.clone(), c.clone()))
+                            .or_insert_with(|| r.0.name.clone());
+                    }
                     placements.push((key, r.0.name.clone()));
                 }
                 None => {
@@ -192,15 +209,16 @@ impl World {
             }
         }
         for (key, node) in placements {
-            self.bind_pod(&key, &node);
-            self.claim_nodes_selected(&key, &node);
-            if let Some(p) = self.pods.get_mut(&key) {
-                p.reason = None;
-            }
+            // The scheduler's event comes before the kubelet's, which binding may start.
             if let Some(p) = self.pods.get(&key) {
                 let about = record::about_pod(p, None);
                 let message = format!("Successfully assigned {}/{} to {node}", key.0, key.1);
                 self.event(about, Source::SCHEDULER, "Scheduled", message);
+            }
+            self.bind_pod(&key, &node);
+            self.claim_nodes_selected(&key, &node);
+            if let Some(p) = self.pods.get_mut(&key) {
+                p.reason = None;
             }
         }
         for (key, message) in misfits {
