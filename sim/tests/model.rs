@@ -4,12 +4,17 @@
 use std::collections::BTreeMap;
 
 use proptest::prelude::*;
+use serde_json::{Value, json};
 use upgraded_events::inventory::{IntOrPercent, LabelSelector, Labels};
 use upgraded_events::version::Version;
+use upgraded_sim::admission::kinds::{self, DeleteOptions};
+use upgraded_sim::admission::{ApiError, FieldValidation};
 use upgraded_sim::clock::VIRTUAL_EPOCH;
+use upgraded_sim::model::Propagation;
 use upgraded_sim::model::{
     CrashLoopFault, EvictError, KUBELET_RESTART_MS, Kind, PodPhase, PodTemplate, SimPod, World,
 };
+use upgraded_sim::resource::Res;
 use upgraded_sim::{Clock, scenario};
 
 fn seed() -> World {
@@ -247,6 +252,19 @@ enum Op {
     Cordon(usize),
     Uncordon(usize),
     Restart(usize),
+    /// Through the API: a Deployment (replicas, CPU millis, budget kind) and its budget.
+    ApiDeployment(u32, u64, u8),
+    /// Through the API: a bare pod of that many CPU millis.
+    ApiPod(u64),
+    /// Through the API: a Job of (completions, parallelism).
+    ApiJob(u32, u32),
+    /// Through the API: a namespace with a Deployment of 2 and a budget in it.
+    ApiNamespace,
+    /// Through the API: delete one of the objects made so far (a namespace takes what is in
+    /// it), with or without a grace period.
+    ApiDelete(usize, bool),
+    /// Through the API: a pod's `app` label changed (its budgets and owner let it go).
+    ApiRelabel(usize),
 }
 
 #[derive(Debug, Clone)]
@@ -269,6 +287,12 @@ fn spec() -> impl Strategy<Value = Spec> {
         1 => any::<usize>().prop_map(Op::Cordon),
         1 => any::<usize>().prop_map(Op::Uncordon),
         1 => any::<usize>().prop_map(Op::Restart),
+        1 => (1u32..5, 100u64..3_000, 0u8..4).prop_map(|(r, c, b)| Op::ApiDeployment(r, c, b)),
+        1 => (100u64..2_000).prop_map(Op::ApiPod),
+        1 => (1u32..4, 1u32..3).prop_map(|(c, p)| Op::ApiJob(c, p)),
+        1 => Just(Op::ApiNamespace),
+        2 => (any::<usize>(), any::<bool>()).prop_map(|(i, g)| Op::ApiDelete(i, g)),
+        1 => any::<usize>().prop_map(Op::ApiRelabel),
     ];
     (nodes, apps, prop::collection::vec(op, 1..60)).prop_map(|(nodes, apps, ops)| Spec {
         nodes,
@@ -333,9 +357,7 @@ fn fits_somewhere(w: &World, p: &SimPod) -> Option<String> {
         let used: u64 = w
             .pods
             .values()
-            .filter(|q| {
-                q.node.as_deref() == Some(n.name.as_str()) && q.phase != PodPhase::Succeeded
-            })
+            .filter(|q| q.node.as_deref() == Some(n.name.as_str()) && !q.is_finished())
             .map(|q| q.spec.cpu_millis)
             .sum();
         (used + p.spec.cpu_millis <= n.cpu_millis).then(|| n.name.clone())
@@ -346,7 +368,8 @@ fn check_capacity_and_replicas(w: &World) -> Result<(), TestCaseError> {
     // The requests the model keeps per node as pods come and go equal a recount.
     let mut recount: std::collections::BTreeMap<&str, (u64, u64, u32)> =
         w.nodes.keys().map(|n| (n.as_str(), (0, 0, 0))).collect();
-    for p in w.pods.values() {
+    // A pod that ran to completion holds nothing (the scheduler skips finished pods).
+    for p in w.pods.values().filter(|p| !p.is_finished()) {
         if let Some(u) = p.node.as_deref().and_then(|n| recount.get_mut(n)) {
             *u = (u.0 + p.spec.cpu_millis, u.1 + p.spec.memory_bytes, u.2 + 1);
         }
@@ -385,6 +408,18 @@ fn check_capacity_and_replicas(w: &World) -> Result<(), TestCaseError> {
             fits_somewhere(w, p)
         );
     }
+    // A pod relabelled out of its controller's selector is no longer its.
+    for p in w.pods.values() {
+        if let Some(o) = &p.owner
+            && let Some(wl) = w.workloads.values().find(|wl| wl.pod_owner().uid == o.uid)
+        {
+            prop_assert!(
+                wl.selector.matches(&p.spec.labels),
+                "{} owned but not selected",
+                p.name
+            );
+        }
+    }
     for wl in w.workloads.values() {
         let uid = wl.pod_owner().uid;
         let owned: Vec<&SimPod> = w
@@ -403,15 +438,204 @@ fn check_capacity_and_replicas(w: &World) -> Result<(), TestCaseError> {
                 );
             }
             _ => {
-                // A StatefulSet pod comes back under its own name once the old one is gone.
-                prop_assert_eq!(
-                    owned.len() as u32,
-                    wl.replicas,
-                    "{} keeps its identities",
+                // A StatefulSet pod comes back under its own name once the old one is gone
+                // (a pod relabelled out of the set keeps the name, and the set waits).
+                let named = (0..wl.replicas)
+                    .filter(|i| {
+                        w.pods
+                            .contains_key(&(wl.namespace.clone(), format!("{}-{i}", wl.name)))
+                    })
+                    .count() as u32;
+                prop_assert_eq!(named, wl.replicas, "{} keeps its identities", &wl.name);
+                prop_assert!(
+                    owned.len() as u32 <= wl.replicas,
+                    "{} owns no extra pods",
                     &wl.name
                 );
             }
         }
+    }
+    Ok(())
+}
+
+// ----- objects made and deleted through the API, as kubectl makes them ------------------------
+
+/// What the property test made through the API: (resource, namespace, name), and how many
+/// Deployments so far (each gets its own label, so budgets never overlap).
+#[derive(Default)]
+struct Made {
+    objects: Vec<(Res, String, String)>,
+    deployments: u32,
+}
+
+fn budget_spec(app: &str, kind: u8, replicas: u32) -> Value {
+    let mut spec = json!({"selector": {"matchLabels": {"app": app}}});
+    match kind {
+        0 => spec["minAvailable"] = json!(replicas.saturating_sub(1)),
+        1 => spec["maxUnavailable"] = json!(1),
+        2 => spec["minAvailable"] = json!("50%"),
+        _ => spec["maxUnavailable"] = json!("34%"),
+    }
+    spec
+}
+
+fn pod_spec(app: &str, cpu: u64, restart: &str) -> Value {
+    json!({
+        "restartPolicy": restart,
+        "containers": [{
+            "name": app, "image": "nginx",
+            "resources": {"requests": {"cpu": format!("{cpu}m"), "memory": "256Mi"}}
+        }]
+    })
+}
+
+/// `POST`s `body` as `res` in `ns`; returns the stored object's name.
+fn post(w: &mut World, res: Res, ns: Option<&str>, body: Value) -> Result<String, TestCaseError> {
+    let (v, _) = kinds::create(w, res, ns, &body, FieldValidation::Strict)
+        .map_err(|e| TestCaseError::fail(format!("creating {res:?}: {e:?} for {body}")))?;
+    Ok(v["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string())
+}
+
+fn api_deployment(
+    w: &mut World,
+    made: &mut Made,
+    ns: &str,
+    replicas: u32,
+    cpu: u64,
+    budget: u8,
+) -> Result<(), TestCaseError> {
+    made.deployments += 1;
+    let app = format!("api-{}", made.deployments);
+    let name = post(
+        w,
+        Res::Deployment,
+        Some(ns),
+        json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": &app},
+            "spec": {
+                "replicas": replicas,
+                "selector": {"matchLabels": {"app": &app}},
+                "template": {"metadata": {"labels": {"app": &app}}, "spec": pod_spec("api", cpu, "Always")}
+            }
+        }),
+    )?;
+    made.objects
+        .push((Res::Deployment, ns.to_string(), name.clone()));
+    let pdb = post(
+        w,
+        Res::Budget,
+        Some(ns),
+        json!({
+            "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+            "metadata": {"name": &name},
+            "spec": budget_spec(&app, budget, replicas)
+        }),
+    )?;
+    made.objects.push((Res::Budget, ns.to_string(), pdb));
+    Ok(())
+}
+
+fn api_op(w: &mut World, made: &mut Made, op: &Op) -> Result<(), TestCaseError> {
+    match op {
+        Op::ApiDeployment(r, cpu, b) => api_deployment(w, made, "ns", *r, *cpu, *b)?,
+        Op::ApiPod(cpu) => {
+            let name = post(
+                w,
+                Res::Pod,
+                Some("ns"),
+                json!({
+                    "apiVersion": "v1", "kind": "Pod",
+                    "metadata": {"generateName": "bare-", "labels": {"app": "bare"}},
+                    "spec": pod_spec("bare", *cpu, "Always")
+                }),
+            )?;
+            made.objects.push((Res::Pod, "ns".into(), name));
+        }
+        Op::ApiJob(completions, parallelism) => {
+            let name = post(
+                w,
+                Res::Job,
+                Some("ns"),
+                json!({
+                    "apiVersion": "batch/v1", "kind": "Job",
+                    "metadata": {"generateName": "job-"},
+                    "spec": {
+                        "completions": completions, "parallelism": parallelism,
+                        "template": {"spec": pod_spec("job", 200, "Never")}
+                    }
+                }),
+            )?;
+            made.objects.push((Res::Job, "ns".into(), name));
+        }
+        Op::ApiNamespace => {
+            let ns = post(
+                w,
+                Res::Namespace,
+                None,
+                json!({
+                    "apiVersion": "v1", "kind": "Namespace", "metadata": {"generateName": "tmp-"}
+                }),
+            )?;
+            made.objects
+                .push((Res::Namespace, String::new(), ns.clone()));
+            api_deployment(w, made, &ns, 2, 300, 1)?;
+        }
+        Op::ApiDelete(i, graceful) => {
+            if made.objects.is_empty() {
+                return Ok(());
+            }
+            let (res, ns, name) = made.objects.remove(i % made.objects.len());
+            let opts = DeleteOptions {
+                grace_ms: (!graceful).then_some(0),
+                propagation: (res == Res::Job).then_some(Propagation::Background),
+                ..DeleteOptions::default()
+            };
+            let ns = (!ns.is_empty()).then_some(ns.as_str());
+            match kinds::delete(w, res, ns, &name, &opts) {
+                // Gone with its namespace already, or by its owner.
+                Ok(_) | Err(ApiError::NotFound { .. }) => {}
+                Err(e) => {
+                    return Err(TestCaseError::fail(format!(
+                        "deleting {res:?} {name}: {e:?}"
+                    )));
+                }
+            }
+        }
+        Op::ApiRelabel(i) => {
+            let pods: Vec<(String, String)> = w.pods.keys().cloned().collect();
+            let (ns, name) = &pods[i % pods.len()];
+            let Some(mut pod) = upgraded_sim::kube::object(w, Res::Pod, ns, name) else {
+                return Ok(());
+            };
+            if !pod["metadata"]["deletionTimestamp"].is_null() {
+                return Ok(());
+            }
+            pod["metadata"]["labels"]["app"] = json!("moved");
+            match kinds::update(w, Res::Pod, Some(ns), name, &pod, FieldValidation::Strict) {
+                Ok(_) | Err(ApiError::NotFound { .. }) => {}
+                Err(e) => return Err(TestCaseError::fail(format!("relabel {name}: {e:?}"))),
+            }
+        }
+        _ => unreachable!("not an API operation"),
+    }
+    Ok(())
+}
+
+/// Nothing outlives its namespace: once a namespace is gone, nothing is left in it.
+fn check_namespaces(w: &World) -> Result<(), TestCaseError> {
+    let live = |ns: &str| w.namespaces.contains_key(ns);
+    for (ns, name) in w.pods.keys() {
+        prop_assert!(live(ns), "pod {ns}/{name} outlived its namespace");
+    }
+    for (_, ns, name) in w.workloads.keys() {
+        prop_assert!(live(ns), "workload {ns}/{name} outlived its namespace");
+    }
+    for (ns, name) in w.pdbs.keys().chain(w.jobs.keys()) {
+        prop_assert!(live(ns), "{ns}/{name} outlived its namespace");
     }
     Ok(())
 }
@@ -438,6 +662,7 @@ proptest! {
             }
         };
         look(&w);
+        let mut made = Made::default();
         for op in &s.ops {
             match op {
                 Op::Evict(i) => {
@@ -471,8 +696,10 @@ proptest! {
                 Op::Cordon(i) => w.set_unschedulable(&nodes[i % nodes.len()], true).map_err(|e| TestCaseError::fail(e.to_string()))?,
                 Op::Uncordon(i) => w.set_unschedulable(&nodes[i % nodes.len()], false).map_err(|e| TestCaseError::fail(e.to_string()))?,
                 Op::Restart(i) => w.restart_kubelet(&nodes[i % nodes.len()], Version::new(1, 34, 0)).map_err(|e| TestCaseError::fail(e.to_string()))?,
+                api => api_op(&mut w, &mut made, api)?,
             }
             check_capacity_and_replicas(&w)?;
+            check_namespaces(&w)?;
             look(&w);
         }
         let low = w.budget_low_water.clone().unwrap_or_default();

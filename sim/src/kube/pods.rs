@@ -179,12 +179,16 @@ fn container_state(
 pub fn pod(p: &SimPod, w: &World) -> core::Pod {
     let now = w.now();
     let ready = p.is_ready(now, &w.nodes);
-    let mut spec = p
-        .spec
-        .given
-        .as_deref()
-        .cloned()
-        .unwrap_or_else(|| built_spec(p));
+    let mut spec = match p.spec.given.as_deref() {
+        // A controller's pod went through pod admission too: a service account, the
+        // not-ready/unreachable tolerations, a priority (idempotent for a bare pod's spec).
+        Some(given) => {
+            let mut s = given.clone();
+            crate::admission::pods::default_spec(&mut s, true);
+            s
+        }
+        None => built_spec(p),
+    };
     spec.node_name = p.node.clone();
     let scheduled_at = p.scheduled_at.unwrap_or(p.created);
     let started = p

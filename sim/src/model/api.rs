@@ -169,12 +169,44 @@ impl World {
             if let Some(p) = self.pods.get(key).cloned() {
                 self.select(&p);
             }
+            self.release_if_unselected(key);
         }
         if let Some(p) = self.pods.get_mut(key) {
             p.annotations = annotations;
         }
         self.touch_pod(key);
         self.tick();
+    }
+
+    /// A pod whose labels no longer match its controller's selector is let go, as the
+    /// ReplicaSet, StatefulSet and DaemonSet controllers let it go: its ownerReference is
+    /// removed, and the controller makes another (a StatefulSet cannot while the released pod
+    /// holds its name, as on a real cluster). A Job's selector is its controller-uid label.
+    fn release_if_unselected(&mut self, key: &(String, String)) {
+        let Some(p) = self.pods.get(key) else {
+            return;
+        };
+        let Some(owner) = p.owner.clone() else {
+            return;
+        };
+        let matches = self
+            .workloads
+            .values()
+            .find(|w| w.pod_owner().uid == owner.uid)
+            .map(|w| w.selector.matches(&p.spec.labels));
+        if matches != Some(false) {
+            return;
+        }
+        let p = p.clone();
+        self.forget(&p);
+        if let Some(set) = self.owned.get_mut(&owner.uid) {
+            set.remove(key);
+        }
+        if let Some(p) = self.pods.get_mut(key) {
+            p.owner = None;
+        }
+        self.dirty.insert(owner.uid);
+        self.touch_pod(key);
     }
 
     /// A pod's containers' images changed through the API (what a pod update may change).
