@@ -526,3 +526,97 @@ async fn the_same_scenario_records_the_same_run_twice() {
     }
     assert_eq!(runs[0].len(), runs[1].len());
 }
+
+/// The operator guide's lab: the `kind` scenario with the exercise's nginx and its budget,
+/// made through the API as `kubectl create` makes them, carried from v1.34.0 to v1.35.3.
+#[tokio::test(start_paused = true)]
+async fn the_guides_kind_cluster_goes_to_v1_35_with_its_budget_kept() {
+    use upgraded_sim::admission::{FieldValidation, kinds};
+    use upgraded_sim::resource::Res;
+
+    let mut world = scenario("kind", 7);
+    let deployment = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "nginx", "labels": {"app": "nginx"}},
+        "spec": {
+            "replicas": 3,
+            "selector": {"matchLabels": {"app": "nginx"}},
+            "template": {
+                "metadata": {"labels": {"app": "nginx"}},
+                "spec": {"containers": [{"name": "nginx", "image": "nginx"}]}
+            }
+        }
+    });
+    let budget = json!({
+        "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+        "metadata": {"name": "nginx-pdb"},
+        "spec": {"minAvailable": 2, "selector": {"matchLabels": {"app": "nginx"}}}
+    });
+    for (res, body) in [(Res::Deployment, deployment), (Res::Budget, budget)] {
+        kinds::create(
+            &mut world,
+            res,
+            Some("default"),
+            &body,
+            FieldValidation::Strict,
+        )
+        .unwrap_or_else(|e| panic!("{res:?}: {e:?}"));
+    }
+    world.advance(60_000);
+    // Watched from when the new pods are Ready: the upgrade must not take the budget lower.
+    world.watch_budgets();
+    assert_eq!(
+        world
+            .budget_low_water
+            .as_ref()
+            .and_then(|l| l.get("default/nginx-pdb")),
+        Some(&1)
+    );
+    let mut h = Harness::new(world, POLICY).await;
+
+    let plan = h
+        .json(
+            Method::POST,
+            "/v1/runs",
+            Some(&json!({"target": "v1.35.3", "dryRun": true})),
+        )
+        .await
+        .expect("a plan for the kind cluster");
+    let hops: Vec<&str> = plan["plan"]["path"]
+        .as_array()
+        .map(|hs| hs.iter().filter_map(|h| h["version"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(hops, ["v1.35.3"], "one minor: {plan:#}");
+    assert_eq!(plan["plan"]["workers"], 2, "{plan:#}");
+
+    let run = run_id(&h.start("v1.35.3").await.expect("start"));
+    h.until_phase("completed", DAY).await;
+    let evs = h.events(&run).await;
+    let blocked = evs
+        .iter()
+        .filter(|e| e["event"].get("EvictionBlocked").is_some())
+        .count();
+    let w = h.sim.world();
+    for n in w.nodes.values() {
+        assert_eq!(n.kubelet.to_string(), "v1.35.3", "{}", n.name);
+        assert!(!n.unschedulable, "{} uncordoned", n.name);
+    }
+    let cp = w.nodes["upgrade-lab-control-plane"]
+        .control_plane
+        .as_ref()
+        .expect("the control plane");
+    assert_eq!(cp.apiserver.to_string(), "v1.35.3");
+    let low = w.budget_low_water.clone().expect("watched");
+    assert!(blocked > 0, "the last worker's drain waited on the budget");
+    assert!(
+        low.get("default/nginx-pdb").is_some_and(|l| *l == 0),
+        "nginx kept two Ready at every change: {low:?} ({blocked} evictions refused on the way)"
+    );
+    let ready = w
+        .pods
+        .values()
+        .filter(|p| p.spec.labels.get("app").map(String::as_str) == Some("nginx"))
+        .filter(|p| p.is_ready(w.now(), &w.nodes))
+        .count();
+    assert_eq!(ready, 3);
+}
