@@ -12,7 +12,7 @@ use upgraded_sim::admission::{ApiError, FieldValidation};
 use upgraded_sim::clock::VIRTUAL_EPOCH;
 use upgraded_sim::model::Propagation;
 use upgraded_sim::model::{
-    CrashLoopFault, EvictError, KUBELET_RESTART_MS, Kind, PodPhase, PodTemplate, SimPod, World,
+    CrashLoopFault, EvictError, KUBELET_RESTART_MS, Kind, PodTemplate, SimPod, World,
 };
 use upgraded_sim::resource::Res;
 use upgraded_sim::{Clock, scenario};
