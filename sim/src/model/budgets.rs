@@ -22,8 +22,8 @@ impl World {
         }
         let since = std::mem::replace(&mut self.budgets_noted_at, self.resource_version);
         // Which budgets' slack may have moved: all of them after a node went down or up or a
-        // workload changed (a new scale); else those whose pods changed (a pod's every change
-        // bumps its resource version) or went away.
+        // workload came, went or changed its spec (a new scale); else those whose pods
+        // changed (a pod's every change bumps its resource version) or went away.
         let mut touched = std::mem::take(&mut self.budgets_touched);
         // Of a node, only going down or up moves its pods' readiness (a cordon, a package or
         // a kubelet restart does not).
@@ -35,7 +35,7 @@ impl World {
             .collect();
         let all = since == 0
             || down != std::mem::replace(&mut self.budgets_noted_down, down.clone())
-            || self.workloads.values().any(|w| w.resource_version > since);
+            || self.workload_specs_changed(since);
         // (Every change to a pod notes its budgets as it is made: `budget_pod_changed`.)
         if all {
             touched.extend(self.pdbs.keys().cloned());
@@ -58,6 +58,29 @@ impl World {
             }
         }
     }
+    /// Whether a workload came, went or changed its spec (its `generation`) since resource
+    /// version `since`. Its status writes (every time its pods change) do not count: they
+    /// move no budget's numbers that the pods' own changes do not.
+    fn workload_specs_changed(&mut self, since: u64) -> bool {
+        let seen = &mut self.budgets_noted_generations;
+        let mut changed = seen.len() != self.workloads.len();
+        for w in self
+            .workloads
+            .values()
+            .filter(|w| w.resource_version > since)
+        {
+            changed |= seen.insert(w.uid.clone(), w.generation) != Some(w.generation);
+        }
+        if changed {
+            *seen = self
+                .workloads
+                .values()
+                .map(|w| (w.uid.clone(), w.generation))
+                .collect();
+        }
+        changed
+    }
+
     /// The PDBs whose selector matches a pod (in its namespace).
     pub fn pdbs_for(&self, pod: &SimPod) -> Vec<&Pdb> {
         self.pod_budgets

@@ -619,6 +619,9 @@ pub struct World {
     pod_budgets: HashMap<(String, String), Vec<BudgetKey>>,
     /// The nodes that were down when the low water was last noted.
     budgets_noted_down: Vec<String>,
+    /// Each workload's `generation` (by uid) when the budgets were last noted: a new scale
+    /// moves the desired count of the budgets over its pods; a status write does not.
+    budgets_noted_generations: HashMap<String, u64>,
     /// Pod IPs handed out so far.
     next_ip: u32,
     /// Service cluster IPs handed out so far (10.96.0.0/12).
@@ -663,6 +666,7 @@ impl World {
             budgets_dirty: BTreeSet::new(),
             pod_budgets: HashMap::default(),
             budgets_noted_down: Vec::new(),
+            budgets_noted_generations: HashMap::default(),
             next_ip: 0,
             next_service_ip: 0,
             jobs: BTreeMap::new(),
