@@ -774,6 +774,16 @@ pub fn sweep_stale() {
         if owner.is_some_and(pid_alive) {
             continue;
         }
+        // A lab another test is starting right now has its directory before its owner file:
+        // without an owner, only a directory left for a minute is stale.
+        let young = std::fs::metadata(&root)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age < std::time::Duration::from_secs(60));
+        if owner.is_none() && young {
+            continue;
+        }
         let manifest = std::fs::read_to_string(root.join("manifest")).unwrap_or_default();
         let mut bridge = String::new();
         let mut netns = vec![];
