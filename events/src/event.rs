@@ -11,6 +11,7 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::check::Boundary;
 use crate::inventory::Inventory;
 use crate::names::Entry;
 pub use crate::plan::Step;
@@ -236,6 +237,39 @@ pub enum Event {
     RollbackRequested {
         reason: String,
     },
+    /// A check of the catalog (`events::check`) is about to run on `subject` (a node, a
+    /// generation, or `cluster`) at `boundary`. Its probe objects are named from the run,
+    /// the check, the subject and the attempt, so a restarted daemon adopts them.
+    CheckStarted {
+        check: String,
+        subject: String,
+        boundary: Boundary,
+        attempt: u32,
+    },
+    /// The check saw what it should (`facts`: what it measured).
+    CheckPassed {
+        check: String,
+        subject: String,
+        attempt: u32,
+        facts: Facts,
+    },
+    /// The check saw the subject broken: `detail` says what was tried and what happened.
+    CheckFailed {
+        check: String,
+        subject: String,
+        attempt: u32,
+        detail: String,
+        facts: Facts,
+    },
+    /// The check gave no answer about the subject (its probe evicted, preempted, stuck on an
+    /// image pull, timed out): retried, never counted as a failure.
+    CheckInconclusive {
+        check: String,
+        subject: String,
+        attempt: u32,
+        why: String,
+        facts: Facts,
+    },
 }
 
 /// The variant names, for golden samples, subjects and schema docs.
@@ -260,10 +294,14 @@ pub enum EventKind {
     WorkloadScaled,
     NodeRollingBack,
     RollbackRequested,
+    CheckStarted,
+    CheckPassed,
+    CheckFailed,
+    CheckInconclusive,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 19] = [
+    pub const ALL: [EventKind; 23] = [
         EventKind::RunPlanned,
         EventKind::RunStarted,
         EventKind::RunPaused,
@@ -283,6 +321,10 @@ impl EventKind {
         EventKind::WorkloadScaled,
         EventKind::NodeRollingBack,
         EventKind::RollbackRequested,
+        EventKind::CheckStarted,
+        EventKind::CheckPassed,
+        EventKind::CheckFailed,
+        EventKind::CheckInconclusive,
     ];
 
     pub fn name(self) -> &'static str {
@@ -306,6 +348,10 @@ impl EventKind {
             EventKind::WorkloadScaled => "WorkloadScaled",
             EventKind::NodeRollingBack => "NodeRollingBack",
             EventKind::RollbackRequested => "RollbackRequested",
+            EventKind::CheckStarted => "CheckStarted",
+            EventKind::CheckPassed => "CheckPassed",
+            EventKind::CheckFailed => "CheckFailed",
+            EventKind::CheckInconclusive => "CheckInconclusive",
         }
     }
 }
@@ -333,6 +379,10 @@ impl Event {
             Event::WorkloadScaled { .. } => EventKind::WorkloadScaled,
             Event::NodeRollingBack { .. } => EventKind::NodeRollingBack,
             Event::RollbackRequested { .. } => EventKind::RollbackRequested,
+            Event::CheckStarted { .. } => EventKind::CheckStarted,
+            Event::CheckPassed { .. } => EventKind::CheckPassed,
+            Event::CheckFailed { .. } => EventKind::CheckFailed,
+            Event::CheckInconclusive { .. } => EventKind::CheckInconclusive,
         }
     }
 

@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
+use crate::check::Boundary;
 use crate::event::{Actor, Event, Record, RunId, Timestamp};
 use crate::inventory::PodInv;
 use crate::names::Entry;
@@ -42,6 +43,36 @@ pub struct RunState {
     pub rollback_requested: Option<String>,
     /// Workloads scaled up to unblock a drain and not restored yet, by `kind/ns/name`.
     pub scaled: BTreeMap<String, ScaledWorkload>,
+    /// What the checks have found, by check and subject.
+    pub checks: BTreeMap<(String, String), CheckState>,
+}
+
+/// One check on one subject, folded from its `Check*` records.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckState {
+    pub check: String,
+    pub subject: String,
+    /// Where the last run of it began.
+    pub boundary: Boundary,
+    pub attempt: u32,
+    pub outcome: CheckOutcome,
+    /// Failures since its last pass (inconclusive runs neither add nor reset).
+    pub failures_in_a_row: u32,
+    /// It failed at the preflight baseline: a finding about the cluster as it was, excluded
+    /// from the verdicts (or blocking, for a control-plane check).
+    pub failed_at_baseline: bool,
+    pub since: Timestamp,
+}
+
+/// The last word of a check on a subject.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "result")]
+pub enum CheckOutcome {
+    Running,
+    Passed,
+    Failed { detail: String },
+    Inconclusive { why: String },
 }
 
 /// A workload the run scaled up (`WorkloadScaled`, not yet restored).
@@ -255,6 +286,72 @@ impl RunState {
                     .anomalies
                     .push(format!("event for node {node:?}, which is not in the plan")),
             },
+            Event::CheckStarted {
+                check,
+                subject,
+                boundary,
+                attempt,
+            } => {
+                let key = (check.clone(), subject.clone());
+                let c = self.checks.entry(key).or_insert_with(|| CheckState {
+                    check: check.clone(),
+                    subject: subject.clone(),
+                    boundary: *boundary,
+                    attempt: *attempt,
+                    outcome: CheckOutcome::Running,
+                    failures_in_a_row: 0,
+                    failed_at_baseline: false,
+                    since: record.at,
+                });
+                c.boundary = *boundary;
+                c.attempt = *attempt;
+                c.outcome = CheckOutcome::Running;
+                c.since = record.at;
+            }
+            Event::CheckPassed {
+                check,
+                subject,
+                attempt,
+                ..
+            }
+            | Event::CheckFailed {
+                check,
+                subject,
+                attempt,
+                ..
+            }
+            | Event::CheckInconclusive {
+                check,
+                subject,
+                attempt,
+                ..
+            } => match self.checks.get_mut(&(check.clone(), subject.clone())) {
+                Some(c) if c.attempt == *attempt => {
+                    c.since = record.at;
+                    match event {
+                        Event::CheckPassed { .. } => {
+                            c.outcome = CheckOutcome::Passed;
+                            c.failures_in_a_row = 0;
+                        }
+                        Event::CheckFailed { detail, .. } => {
+                            c.outcome = CheckOutcome::Failed {
+                                detail: detail.clone(),
+                            };
+                            c.failures_in_a_row += 1;
+                            if c.boundary == Boundary::Preflight {
+                                c.failed_at_baseline = true;
+                            }
+                        }
+                        Event::CheckInconclusive { why, .. } => {
+                            c.outcome = CheckOutcome::Inconclusive { why: why.clone() };
+                        }
+                        _ => {}
+                    }
+                }
+                _ => ctx.anomalies.push(format!(
+                    "result of check {check} on {subject} (attempt {attempt}) that was not started"
+                )),
+            },
             run_event => {
                 if let Event::RunRecovered { .. } = run_event {
                     self.recoveries += 1;
@@ -377,4 +474,91 @@ pub struct NodeSummary {
     pub blocked: Option<Blocked>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parked: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Facts;
+
+    fn rec(seq: u64, event: Event) -> Record {
+        Record {
+            run: RunId::nil(),
+            seq,
+            at: Timestamp(1_000 * seq as i64),
+            event,
+        }
+    }
+
+    fn started(check: &str, subject: &str, boundary: Boundary, attempt: u32) -> Event {
+        Event::CheckStarted {
+            check: check.into(),
+            subject: subject.into(),
+            boundary,
+            attempt,
+        }
+    }
+
+    fn failed(check: &str, subject: &str, attempt: u32) -> Event {
+        Event::CheckFailed {
+            check: check.into(),
+            subject: subject.into(),
+            attempt,
+            detail: "dial 10.0.0.2:8080: timed out".into(),
+            facts: Facts::new(),
+        }
+    }
+
+    #[test]
+    fn checks_fold_into_failures_in_a_row_and_a_baseline() {
+        let log = [
+            // At the baseline, DNS already fails on w-1; pod-network passes.
+            started("dns", "w-1", Boundary::Preflight, 1),
+            failed("dns", "w-1", 1),
+            started("pod-network", "w-1", Boundary::Preflight, 1),
+            Event::CheckPassed {
+                check: "pod-network".into(),
+                subject: "w-1".into(),
+                attempt: 1,
+                facts: Facts::new(),
+            },
+            // After the canary: one failure, one inconclusive (no change), one failure.
+            started("pod-network", "w-1", Boundary::AfterCanary, 2),
+            failed("pod-network", "w-1", 2),
+            started("pod-network", "w-1", Boundary::AfterCanary, 3),
+            Event::CheckInconclusive {
+                check: "pod-network".into(),
+                subject: "w-1".into(),
+                attempt: 3,
+                why: "the probe was evicted".into(),
+                facts: Facts::new(),
+            },
+            started("pod-network", "w-1", Boundary::AfterCanary, 4),
+            failed("pod-network", "w-1", 4),
+            // A result for an attempt never started is an anomaly, not a verdict.
+            failed("pod-network", "w-1", 9),
+        ];
+        let records: Vec<Record> = log
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| rec(i as u64, e))
+            .collect();
+        let state = RunState::replay(&records);
+        let dns = &state.checks[&("dns".to_string(), "w-1".to_string())];
+        assert!(dns.failed_at_baseline);
+        let net = &state.checks[&("pod-network".to_string(), "w-1".to_string())];
+        assert!(!net.failed_at_baseline);
+        assert_eq!(net.failures_in_a_row, 2);
+        assert_eq!(net.attempt, 4);
+        assert_eq!(
+            net.outcome,
+            CheckOutcome::Failed {
+                detail: "dial 10.0.0.2:8080: timed out".into()
+            }
+        );
+        assert_eq!(
+            state.anomalies,
+            ["result of check pod-network on w-1 (attempt 9) that was not started"]
+        );
+    }
 }

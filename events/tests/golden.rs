@@ -7,6 +7,7 @@
 
 use std::path::PathBuf;
 
+use upgraded_events::check::Boundary;
 use upgraded_events::codec::{decode, encode};
 use upgraded_events::inventory::Inventory;
 use upgraded_events::plan::{Batch, NodePlan, Role};
@@ -145,6 +146,32 @@ fn sample(kind: EventKind) -> Event {
                 Step::Verify,
                 Step::Uncordon,
             ],
+        },
+        EventKind::CheckStarted => Event::CheckStarted {
+            check: "pod-network".into(),
+            subject: "worker-07".into(),
+            boundary: Boundary::AfterCanary,
+            attempt: 2,
+        },
+        EventKind::CheckPassed => Event::CheckPassed {
+            check: "pod-network".into(),
+            subject: "worker-07".into(),
+            attempt: 2,
+            facts: [("dialled".to_string(), "4".to_string())].into(),
+        },
+        EventKind::CheckFailed => Event::CheckFailed {
+            check: "storage/local-path".into(),
+            subject: "worker-07".into(),
+            attempt: 1,
+            detail: "the reader read nothing back: the volume is empty".into(),
+            facts: facts(),
+        },
+        EventKind::CheckInconclusive => Event::CheckInconclusive {
+            check: "dns".into(),
+            subject: "worker-07".into(),
+            attempt: 3,
+            why: "the probe was evicted".into(),
+            facts: Facts::new(),
         },
     }
 }

@@ -130,6 +130,44 @@ pub fn describe(r: &Record) -> String {
             )
         }
         Event::RunRecovered { pid } => format!("run: recovered by daemon pid {pid}"),
+        Event::CheckStarted {
+            check,
+            subject,
+            boundary,
+            attempt,
+        } => format!(
+            "{} ▶ check {} ({}, attempt {attempt})",
+            node(&upgraded_events::Entry::new(subject)),
+            one_line(check),
+            boundary.name()
+        ),
+        Event::CheckPassed { check, subject, .. } => format!(
+            "{} ✓ check {}",
+            node(&upgraded_events::Entry::new(subject)),
+            one_line(check)
+        ),
+        Event::CheckFailed {
+            check,
+            subject,
+            detail,
+            ..
+        } => format!(
+            "{} ✗ check {}: {}",
+            node(&upgraded_events::Entry::new(subject)),
+            one_line(check),
+            one_line(detail)
+        ),
+        Event::CheckInconclusive {
+            check,
+            subject,
+            why,
+            ..
+        } => format!(
+            "{} ? check {} inconclusive, retried: {}",
+            node(&upgraded_events::Entry::new(subject)),
+            one_line(check),
+            one_line(why)
+        ),
     };
     format!("{:>4}  {what}", r.seq)
 }

@@ -1,0 +1,1376 @@
+//! The check catalog: what proves that the upgraded cluster works, as data. Each check says
+//! what it looks at (`CheckKind`), over what (`Scope`), at which phase boundaries it runs,
+//! how long it may take, how many failures in a row fire it, what a firing does
+//! (`Severity`), and which of the operator guide's test-matrix rows and rollback triggers it
+//! stands for. `builtin` is the catalog the daemon ships; `catalog` is what one cluster and
+//! one policy turn on. The daemon creates probes and reads their results; what a result
+//! means (`classify`), whether a failure is new since the baseline (`ProblemTally`,
+//! `devices_lost`) and what a fired check does (`effective_severity`) are decided here.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::event::Facts;
+use crate::policy::OnGateFailure;
+
+/// A check's stable name (`pod-network`, `storage/local-path`, `user/smoke`).
+pub type CheckId = String;
+
+/// What a check looks at, and how.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum CheckKind {
+    /// Every kube-apiserver instance's `/readyz`, each asked on its own node, not only
+    /// through the load balancer.
+    ApiserverReadyz,
+    /// The static pods' mirror pods (apiserver, controller-manager, scheduler, etcd) Ready on
+    /// every control-plane node.
+    MirrorPodsReady,
+    /// More than half of etcd's members healthy.
+    EtcdQuorum,
+    /// kube-proxy's and CoreDNS's images at the versions kubeadm sets for the control plane's
+    /// version (kubeadm skips its addon phase silently when a control plane was not upgraded
+    /// one node at a time).
+    Addons,
+    /// A small Job per hardware generation, placed by the scheduler through a nodeSelector.
+    Scheduling,
+    /// Probe pods on the node (pod network and hostNetwork) dial one probe per other
+    /// generation, a node not yet upgraded and a control-plane node, and are dialled back.
+    PodNetwork,
+    /// From a probe on the node: `kubernetes.default.svc` and a probe Service resolve, and
+    /// the Service's ClusterIP answers.
+    Dns,
+    /// A claim of `storage_class`; a writer Job on the node before the kubelet restart leaves
+    /// a nonce, a reader after it reads the same nonce back.
+    Storage { storage_class: String },
+    /// The node's allocatable extended resources (GPUs, SR-IOV VFs) equal their baseline.
+    Devices,
+    /// Prometheus at `url`: no scrape target down and no alert firing that was not at the
+    /// baseline.
+    Prometheus { url: String },
+    /// An HTTP GET through the ingress at `url` answers `expect_status`.
+    Ingress { url: String, expect_status: u16 },
+    /// The share of pods in CrashLoopBackOff against the baseline (the policy's points).
+    CrashLoop,
+    /// The operator's own Job (a manifest); its exit code decides.
+    UserJob { manifest: String },
+    /// The operator's HTTP probe.
+    UserHttp { url: String, expect_status: u16 },
+    /// A command on the daemon's host; its exit code decides.
+    UserCommand { argv: Vec<String> },
+}
+
+impl CheckKind {
+    /// Control-plane checks: failing at the baseline blocks the run (the guide's first
+    /// trigger cannot be judged on a control plane that is already broken).
+    pub fn is_control_plane(&self) -> bool {
+        matches!(
+            self,
+            CheckKind::ApiserverReadyz | CheckKind::MirrorPodsReady | CheckKind::EtcdQuorum
+        )
+    }
+
+    /// Runs as probe pods or Jobs in the cluster (needs the probe namespace and images).
+    pub fn uses_probe_objects(&self) -> bool {
+        matches!(
+            self,
+            CheckKind::Scheduling
+                | CheckKind::PodNetwork
+                | CheckKind::Dns
+                | CheckKind::Storage { .. }
+                | CheckKind::UserJob { .. }
+        )
+    }
+}
+
+/// What one run of a check covers.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scope {
+    /// One node, checked before it is uncordoned.
+    Node,
+    /// One hardware generation.
+    Generation,
+    /// The whole cluster.
+    Cluster,
+}
+
+/// The phase boundaries where checks run. Append-only (recorded in `CheckStarted`).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Boundary {
+    /// Before anything is touched: the baseline.
+    Preflight,
+    /// After each control-plane node's kubeadm upgrade.
+    AfterControlPlaneNode,
+    /// After the last control-plane node of a hop.
+    AfterControlPlane,
+    /// After a canary, before it is uncordoned.
+    AfterCanary,
+    /// After each node of a batch, before it is uncordoned.
+    AfterBatch,
+    /// After the final batch (the guide's smoke tests).
+    Final,
+}
+
+impl Boundary {
+    pub const ALL: [Boundary; 6] = [
+        Boundary::Preflight,
+        Boundary::AfterControlPlaneNode,
+        Boundary::AfterControlPlane,
+        Boundary::AfterCanary,
+        Boundary::AfterBatch,
+        Boundary::Final,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Boundary::Preflight => "preflight",
+            Boundary::AfterControlPlaneNode => "after-control-plane-node",
+            Boundary::AfterControlPlane => "after-control-plane",
+            Boundary::AfterCanary => "after-canary",
+            Boundary::AfterBatch => "after-batch",
+            Boundary::Final => "final",
+        }
+    }
+}
+
+/// What a fired check does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Severity {
+    /// Roll the node back to what its preflight recorded, park it, halt (the node stays
+    /// cordoned until then).
+    RollbackNode,
+    /// Halt the run (or the generation, for a canary) with the check and what it saw.
+    Halt,
+    /// Record it and go on.
+    Warn,
+}
+
+/// The operator guide's rollback triggers.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Trigger {
+    /// Any control-plane node fails to rejoin.
+    ControlPlaneRejoin,
+    /// More pods in CrashLoopBackOff than before the upgrade.
+    CrashLoopBackOff,
+    /// Networking between nodes fails.
+    NodeNetworking,
+    /// Storage mounts fail on upgraded nodes.
+    StorageMounts,
+}
+
+impl Trigger {
+    pub const ALL: [Trigger; 4] = [
+        Trigger::ControlPlaneRejoin,
+        Trigger::CrashLoopBackOff,
+        Trigger::NodeNetworking,
+        Trigger::StorageMounts,
+    ];
+}
+
+/// The rows of the guide's staging test matrix.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum MatrixRow {
+    /// kubeadm upgrade: no errors, all nodes Ready.
+    Kubeadm,
+    /// Pods schedule on all generations.
+    Scheduling,
+    /// Pod-to-pod across nodes works.
+    CniNetworking,
+    /// PVCs bind, data persists.
+    CsiStorage,
+    /// External traffic routes correctly.
+    Ingress,
+    /// CoreDNS resolves internal names.
+    Dns,
+    /// Device plugins register devices.
+    Devices,
+    /// Prometheus scrapes all targets.
+    Monitoring,
+}
+
+impl MatrixRow {
+    pub const ALL: [MatrixRow; 8] = [
+        MatrixRow::Kubeadm,
+        MatrixRow::Scheduling,
+        MatrixRow::CniNetworking,
+        MatrixRow::CsiStorage,
+        MatrixRow::Ingress,
+        MatrixRow::Dns,
+        MatrixRow::Devices,
+        MatrixRow::Monitoring,
+    ];
+}
+
+/// One entry of the catalog.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Check {
+    pub id: CheckId,
+    pub kind: CheckKind,
+    pub scope: Scope,
+    /// The boundaries where it runs.
+    pub at: Vec<Boundary>,
+    /// How long one run may take; a probe still running then is inconclusive.
+    pub timeout_secs: u64,
+    /// Failures in a row that fire it (at least 1).
+    pub fire_after: u32,
+    pub severity: Severity,
+    pub triggers: Vec<Trigger>,
+    pub matrix: Vec<MatrixRow>,
+}
+
+impl Check {
+    pub fn runs_at(&self, boundary: Boundary) -> bool {
+        self.at.contains(&boundary)
+    }
+
+    /// Whether `failures_in_a_row` fire it.
+    pub fn fires(&self, failures_in_a_row: u32) -> bool {
+        failures_in_a_row >= self.fire_after.max(1)
+    }
+}
+
+/// What the cluster has, as the preflight saw it: a check whose subject is missing is off,
+/// with the reason.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterHas {
+    /// kubeadm's etcd runs as static pods on the control-plane nodes.
+    pub stacked_etcd: bool,
+    pub coredns: bool,
+    pub kube_proxy: bool,
+    /// StorageClasses that exist.
+    pub storage_classes: BTreeSet<String>,
+    /// Some node advertises an extended resource (`vendor/resource` in allocatable).
+    pub extended_resources: bool,
+}
+
+/// The policy's `checks` section.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct ChecksPolicy {
+    /// Images the probes run, from the operator's registry (pulled at preflight).
+    pub images: ProbeImages,
+    /// StorageClasses to prove, one storage check each.
+    pub storage_classes: Vec<String>,
+    /// Prometheus's base URL; no Prometheus check without it.
+    pub prometheus_url: Option<String>,
+    /// An URL served through the ingress controller, and the status it answers.
+    pub ingress_url: Option<String>,
+    pub ingress_status: Option<u16>,
+    /// Built-in checks turned off, by id.
+    pub disable: Vec<CheckId>,
+    /// Per-check changes to the built-ins' fields.
+    pub overrides: BTreeMap<CheckId, CheckOverride>,
+    /// The operator's own checks.
+    pub user: Vec<UserCheck>,
+}
+
+/// The images probes run; defaults are upstream's (override for an air-gapped registry).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct ProbeImages {
+    /// The probe pods' image (agnhost carries netexec, dig and a pause mode).
+    pub probe: String,
+    /// The writer and reader Jobs' image.
+    pub storage: String,
+}
+
+impl Default for ProbeImages {
+    fn default() -> Self {
+        ProbeImages {
+            probe: "registry.k8s.io/e2e-test-images/agnhost:2.53".into(),
+            storage: "registry.k8s.io/e2e-test-images/busybox:1.36.1-1".into(),
+        }
+    }
+}
+
+/// Changes to a built-in check.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct CheckOverride {
+    pub at: Option<Vec<Boundary>>,
+    pub timeout_secs: Option<u64>,
+    pub fire_after: Option<u32>,
+    pub severity: Option<Severity>,
+}
+
+/// An operator's check: exactly one of `job`, `http`, `command`, and the catalog's fields.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct UserCheck {
+    pub id: String,
+    /// A Job manifest (YAML or JSON).
+    #[serde(default)]
+    pub job: Option<String>,
+    #[serde(default)]
+    pub http: Option<HttpProbe>,
+    /// argv of a command on the daemon's host (never through a shell).
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
+    #[serde(default = "UserCheck::default_scope")]
+    pub scope: Scope,
+    #[serde(default = "UserCheck::default_at")]
+    pub at: Vec<Boundary>,
+    #[serde(default = "UserCheck::default_timeout")]
+    pub timeout_secs: u64,
+    #[serde(default = "UserCheck::default_fire_after")]
+    pub fire_after: u32,
+    #[serde(default)]
+    pub severity: Option<Severity>,
+}
+
+/// An HTTP probe: GET `url`, expect `status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HttpProbe {
+    pub url: String,
+    #[serde(default = "HttpProbe::default_status")]
+    pub status: u16,
+}
+
+impl HttpProbe {
+    fn default_status() -> u16 {
+        200
+    }
+}
+
+impl UserCheck {
+    fn default_scope() -> Scope {
+        Scope::Cluster
+    }
+    fn default_at() -> Vec<Boundary> {
+        vec![Boundary::Preflight, Boundary::AfterBatch, Boundary::Final]
+    }
+    fn default_timeout() -> u64 {
+        300
+    }
+    fn default_fire_after() -> u32 {
+        1
+    }
+}
+
+/// A check the catalog left out, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Disabled {
+    pub id: CheckId,
+    pub why: String,
+}
+
+/// Why a `checks` section cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CatalogError {
+    #[error(
+        "checks.disable and checks.overrides name {0:?}, which is no built-in check (the built-ins: {1})"
+    )]
+    UnknownCheck(String, String),
+    #[error("checks.user {0:?}: give exactly one of job, http, command")]
+    UserKind(String),
+    #[error("checks.user {0:?}: the id is used twice or by a built-in; user ids are unique")]
+    DuplicateId(String),
+    #[error("checks.user {0:?}: {1}")]
+    Invalid(String, String),
+}
+
+const CP_BOUNDARIES: [Boundary; 4] = [
+    Boundary::Preflight,
+    Boundary::AfterControlPlaneNode,
+    Boundary::AfterControlPlane,
+    Boundary::Final,
+];
+
+const NODE_BOUNDARIES: [Boundary; 4] = [
+    Boundary::Preflight,
+    Boundary::AfterCanary,
+    Boundary::AfterBatch,
+    Boundary::Final,
+];
+
+const EVERY_PHASE: [Boundary; 5] = [
+    Boundary::Preflight,
+    Boundary::AfterControlPlane,
+    Boundary::AfterCanary,
+    Boundary::AfterBatch,
+    Boundary::Final,
+];
+
+/// Every built-in check with its defaults, whether or not a cluster has its subject.
+/// Storage, Prometheus and ingress take their subject from the policy; these rows carry
+/// placeholders that `catalog` fills.
+pub fn builtin() -> Vec<Check> {
+    let row = |id: &str,
+               kind: CheckKind,
+               scope: Scope,
+               at: &[Boundary],
+               timeout_secs: u64,
+               fire_after: u32,
+               severity: Severity,
+               triggers: &[Trigger],
+               matrix: &[MatrixRow]| Check {
+        id: id.into(),
+        kind,
+        scope,
+        at: at.to_vec(),
+        timeout_secs,
+        fire_after,
+        severity,
+        triggers: triggers.to_vec(),
+        matrix: matrix.to_vec(),
+    };
+    use Boundary as B;
+    use MatrixRow as M;
+    use Severity as S;
+    use Trigger as T;
+    vec![
+        row(
+            "apiserver-readyz",
+            CheckKind::ApiserverReadyz,
+            Scope::Cluster,
+            &CP_BOUNDARIES,
+            300,
+            1,
+            S::Halt,
+            &[T::ControlPlaneRejoin],
+            &[M::Kubeadm],
+        ),
+        row(
+            "mirror-pods",
+            CheckKind::MirrorPodsReady,
+            Scope::Cluster,
+            &CP_BOUNDARIES,
+            300,
+            1,
+            S::Halt,
+            &[T::ControlPlaneRejoin],
+            &[M::Kubeadm],
+        ),
+        row(
+            "etcd-quorum",
+            CheckKind::EtcdQuorum,
+            Scope::Cluster,
+            &CP_BOUNDARIES,
+            120,
+            1,
+            S::Halt,
+            &[T::ControlPlaneRejoin],
+            &[M::Kubeadm],
+        ),
+        row(
+            "addons",
+            CheckKind::Addons,
+            Scope::Cluster,
+            &[B::AfterControlPlane, B::Final],
+            300,
+            1,
+            S::Halt,
+            &[T::NodeNetworking],
+            &[M::Kubeadm, M::Dns],
+        ),
+        row(
+            "scheduling",
+            CheckKind::Scheduling,
+            Scope::Generation,
+            &[B::Preflight, B::AfterCanary, B::Final],
+            300,
+            1,
+            S::Halt,
+            &[],
+            &[M::Scheduling],
+        ),
+        row(
+            "pod-network",
+            CheckKind::PodNetwork,
+            Scope::Node,
+            &NODE_BOUNDARIES,
+            180,
+            1,
+            S::RollbackNode,
+            &[T::NodeNetworking],
+            &[M::CniNetworking],
+        ),
+        row(
+            "dns",
+            CheckKind::Dns,
+            Scope::Node,
+            &NODE_BOUNDARIES,
+            120,
+            1,
+            S::RollbackNode,
+            &[T::NodeNetworking],
+            &[M::Dns],
+        ),
+        row(
+            "storage",
+            CheckKind::Storage {
+                storage_class: String::new(),
+            },
+            Scope::Node,
+            &NODE_BOUNDARIES,
+            300,
+            1,
+            S::RollbackNode,
+            &[T::StorageMounts],
+            &[M::CsiStorage],
+        ),
+        row(
+            "devices",
+            CheckKind::Devices,
+            Scope::Node,
+            &NODE_BOUNDARIES,
+            300,
+            1,
+            S::RollbackNode,
+            &[],
+            &[M::Devices],
+        ),
+        row(
+            "prometheus",
+            CheckKind::Prometheus { url: String::new() },
+            Scope::Cluster,
+            &EVERY_PHASE,
+            120,
+            2,
+            S::Halt,
+            &[],
+            &[M::Monitoring],
+        ),
+        row(
+            "ingress",
+            CheckKind::Ingress {
+                url: String::new(),
+                expect_status: 200,
+            },
+            Scope::Cluster,
+            &EVERY_PHASE,
+            60,
+            2,
+            S::Halt,
+            &[],
+            &[M::Ingress],
+        ),
+        row(
+            "crash-loop",
+            CheckKind::CrashLoop,
+            Scope::Node,
+            &[
+                B::Preflight,
+                B::AfterControlPlaneNode,
+                B::AfterCanary,
+                B::AfterBatch,
+                B::Final,
+            ],
+            60,
+            1,
+            S::RollbackNode,
+            &[T::CrashLoopBackOff],
+            &[],
+        ),
+    ]
+}
+
+/// The checks one cluster and one policy turn on, in the built-ins' order and then the
+/// user's, with those left out and why.
+pub fn catalog(
+    policy: &ChecksPolicy,
+    has: &ClusterHas,
+) -> Result<(Vec<Check>, Vec<Disabled>), CatalogError> {
+    let builtins = builtin();
+    let names: Vec<&str> = builtins.iter().map(|c| c.id.as_str()).collect();
+    for id in policy.disable.iter().chain(policy.overrides.keys()) {
+        if !names.contains(&id.as_str()) {
+            return Err(CatalogError::UnknownCheck(id.clone(), names.join(", ")));
+        }
+    }
+    let mut on = Vec::new();
+    let mut off = Vec::new();
+    let mut skip = |id: &str, why: &str| {
+        off.push(Disabled {
+            id: id.into(),
+            why: why.into(),
+        })
+    };
+    for mut check in builtins {
+        if policy.disable.contains(&check.id) {
+            skip(&check.id, "disabled by the policy (checks.disable)");
+            continue;
+        }
+        if let Some(o) = policy.overrides.get(&check.id) {
+            if let Some(at) = &o.at {
+                check.at = at.clone();
+            }
+            if let Some(t) = o.timeout_secs {
+                check.timeout_secs = t;
+            }
+            if let Some(f) = o.fire_after {
+                check.fire_after = f.max(1);
+            }
+            if let Some(s) = o.severity {
+                check.severity = s;
+            }
+        }
+        match &check.kind {
+            CheckKind::EtcdQuorum if !has.stacked_etcd => {
+                skip(&check.id, "etcd does not run on the control-plane nodes");
+            }
+            CheckKind::Addons if !has.coredns && !has.kube_proxy => {
+                skip(&check.id, "neither kube-proxy nor CoreDNS is installed");
+            }
+            CheckKind::Dns if !has.coredns => skip(&check.id, "CoreDNS is not installed"),
+            CheckKind::Devices if !has.extended_resources => {
+                skip(&check.id, "no node advertises an extended resource");
+            }
+            CheckKind::Storage { .. } => {
+                if policy.storage_classes.is_empty() {
+                    skip(
+                        &check.id,
+                        "the policy names no StorageClass (checks.storageClasses)",
+                    );
+                }
+                for class in &policy.storage_classes {
+                    let id = format!("storage/{class}");
+                    if has.storage_classes.contains(class) {
+                        on.push(Check {
+                            id,
+                            kind: CheckKind::Storage {
+                                storage_class: class.clone(),
+                            },
+                            ..check.clone()
+                        });
+                    } else {
+                        skip(&id, "the cluster has no StorageClass of that name");
+                    }
+                }
+            }
+            CheckKind::Prometheus { .. } => match &policy.prometheus_url {
+                Some(url) => on.push(Check {
+                    kind: CheckKind::Prometheus { url: url.clone() },
+                    ..check
+                }),
+                None => skip(&check.id, "the policy gives no checks.prometheusUrl"),
+            },
+            CheckKind::Ingress { .. } => match &policy.ingress_url {
+                Some(url) => on.push(Check {
+                    kind: CheckKind::Ingress {
+                        url: url.clone(),
+                        expect_status: policy.ingress_status.unwrap_or(200),
+                    },
+                    ..check
+                }),
+                None => skip(&check.id, "the policy gives no checks.ingressUrl"),
+            },
+            _ => on.push(check),
+        }
+    }
+    for user in &policy.user {
+        let id = format!("user/{}", user.id);
+        if on.iter().any(|c| c.id == id) {
+            return Err(CatalogError::DuplicateId(user.id.clone()));
+        }
+        if user.id.is_empty()
+            || !user
+                .id
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        {
+            return Err(CatalogError::Invalid(
+                user.id.clone(),
+                "an id is lower-case letters, digits and '-'".into(),
+            ));
+        }
+        let kind = match (&user.job, &user.http, &user.command) {
+            (Some(manifest), None, None) => CheckKind::UserJob {
+                manifest: manifest.clone(),
+            },
+            (None, Some(http), None) => CheckKind::UserHttp {
+                url: http.url.clone(),
+                expect_status: http.status,
+            },
+            (None, None, Some(argv)) if !argv.is_empty() => {
+                CheckKind::UserCommand { argv: argv.clone() }
+            }
+            _ => return Err(CatalogError::UserKind(user.id.clone())),
+        };
+        on.push(Check {
+            id,
+            kind,
+            scope: user.scope,
+            at: user.at.clone(),
+            timeout_secs: user.timeout_secs,
+            fire_after: user.fire_after.max(1),
+            severity: user.severity.unwrap_or(match user.scope {
+                Scope::Node => Severity::RollbackNode,
+                Scope::Generation | Scope::Cluster => Severity::Halt,
+            }),
+            triggers: Vec::new(),
+            matrix: Vec::new(),
+        });
+    }
+    Ok((on, off))
+}
+
+/// What a fired check does to this subject: a node-scope check follows the policy's
+/// `gates.onFailure` (`rollback-node` by default); a canary's failure halts its generation;
+/// generation and cluster scope halt. `Warn` stays a warning.
+pub fn effective_severity(check: &Check, on_gate_failure: OnGateFailure) -> Severity {
+    match (check.severity, check.scope) {
+        (Severity::Warn, _) => Severity::Warn,
+        (Severity::RollbackNode, Scope::Node) => match on_gate_failure {
+            OnGateFailure::Halt => Severity::Halt,
+            OnGateFailure::RollbackNode | OnGateFailure::RollbackRun => Severity::RollbackNode,
+        },
+        // Rolling back "the node" of a generation or of the cluster means nothing.
+        (_, _) => Severity::Halt,
+    }
+}
+
+/// What a probe's pod (or a Job's last pod, or a command) showed when it ended.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProbeEnd {
+    /// The container's exit code; `None` while it has not terminated.
+    pub exit_code: Option<i32>,
+    /// The container's termination message (`terminationMessagePath`).
+    pub message: Option<String>,
+    /// What kept the probe from giving an answer, if anything did.
+    pub disruption: Option<Disruption>,
+}
+
+/// Why a probe gave no answer about the thing it checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Disruption {
+    /// The pod was evicted (node pressure, the Eviction API).
+    Evicted,
+    /// A higher-priority pod took its place.
+    Preempted,
+    /// Its image could not be pulled (`ErrImagePull`, `ImagePullBackOff`, ...).
+    ImagePull(String),
+    /// It was deleted by someone else before it ended.
+    Deleted,
+    /// It did not end within the check's timeout.
+    TimedOut,
+}
+
+/// A check's verdict on one subject.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Passed {
+        facts: Facts,
+    },
+    Failed {
+        detail: String,
+        facts: Facts,
+    },
+    /// No answer about the subject: retried, never counted as a failure.
+    Inconclusive {
+        why: String,
+        facts: Facts,
+    },
+}
+
+/// The JSON line a probe writes to its termination message.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ProbeReport {
+    /// The probe's own reading of its result (the exit code decides; a contradiction is
+    /// inconclusive).
+    pub ok: Option<bool>,
+    /// One sentence an operator reads: what was tried and what happened.
+    pub detail: String,
+    /// Measurements (`dialled=3`, `failed=cp-1:8080`).
+    pub facts: BTreeMap<String, String>,
+}
+
+/// The result classifier: exit code 0 passes, 1 fails, anything else (or no exit, or a
+/// disruption) is inconclusive. The termination message's last line, a `ProbeReport`, gives
+/// the detail and facts.
+pub fn classify(end: &ProbeEnd) -> Verdict {
+    let report = end
+        .message
+        .as_deref()
+        .and_then(|m| m.lines().rev().find(|l| !l.trim().is_empty()))
+        .map(|line| serde_json::from_str::<ProbeReport>(line.trim()));
+    let (detail, facts) = match &report {
+        Some(Ok(r)) => (r.detail.clone(), r.facts.clone()),
+        Some(Err(_)) => (
+            end.message.clone().unwrap_or_default().trim().to_string(),
+            Facts::new(),
+        ),
+        None => (String::new(), Facts::new()),
+    };
+    let stated = match &report {
+        Some(Ok(r)) => r.ok,
+        _ => None,
+    };
+    if let Some(d) = &end.disruption {
+        let why = match d {
+            Disruption::Evicted => "the probe was evicted".to_string(),
+            Disruption::Preempted => "the probe was preempted".to_string(),
+            Disruption::ImagePull(reason) => {
+                format!("the probe's image could not be pulled ({reason})")
+            }
+            Disruption::Deleted => "the probe was deleted before it ended".to_string(),
+            Disruption::TimedOut => "the probe did not end within the check's timeout".to_string(),
+        };
+        return Verdict::Inconclusive { why, facts };
+    }
+    match (end.exit_code, stated) {
+        (None, _) => Verdict::Inconclusive {
+            why: "the probe has not ended".into(),
+            facts,
+        },
+        (Some(0), Some(false)) | (Some(1), Some(true)) => Verdict::Inconclusive {
+            why: format!(
+                "the probe exited {} but reported ok={}",
+                end.exit_code.unwrap_or_default(),
+                stated.unwrap_or_default()
+            ),
+            facts,
+        },
+        (Some(0), _) => Verdict::Passed { facts },
+        (Some(1), _) => Verdict::Failed {
+            detail: if detail.is_empty() {
+                "the probe exited 1 and said nothing".into()
+            } else {
+                detail
+            },
+            facts,
+        },
+        (Some(code), _) => Verdict::Inconclusive {
+            why: format!("the probe exited {code} (0 passes, 1 fails)"),
+            facts,
+        },
+    }
+}
+
+/// The pod conditions and container states that say a probe gave no answer, as the
+/// apiserver reports them.
+pub fn disruption_of(pod_reason: Option<&str>, waiting_reason: Option<&str>) -> Option<Disruption> {
+    match pod_reason {
+        Some("Evicted") => return Some(Disruption::Evicted),
+        Some("Preempting" | "Preempted") => return Some(Disruption::Preempted),
+        _ => {}
+    }
+    match waiting_reason {
+        Some(
+            r @ ("ErrImagePull" | "ImagePullBackOff" | "InvalidImageName" | "ErrImageNeverPull"),
+        ) => Some(Disruption::ImagePull(r.to_string())),
+        _ => None,
+    }
+}
+
+/// Problems that are counted against a baseline (Prometheus targets down, alerts firing):
+/// one present at the baseline never fires; a new one fires after `fire_after` runs in a
+/// row that see it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProblemTally {
+    pub baseline: BTreeSet<String>,
+    /// New problems and how many runs in a row have seen each.
+    pub streak: BTreeMap<String, u32>,
+}
+
+impl ProblemTally {
+    pub fn new(baseline: BTreeSet<String>) -> ProblemTally {
+        ProblemTally {
+            baseline,
+            streak: BTreeMap::new(),
+        }
+    }
+
+    /// One run's problems: new ones extend their streak, gone ones lose it.
+    pub fn observe(&mut self, now: &BTreeSet<String>) {
+        let new: BTreeSet<&String> = now.difference(&self.baseline).collect();
+        self.streak.retain(|p, _| new.contains(p));
+        for p in new {
+            *self.streak.entry(p.clone()).or_insert(0) += 1;
+        }
+    }
+
+    /// The new problems that fire `check`.
+    pub fn fired(&self, check: &Check) -> Vec<&str> {
+        self.streak
+            .iter()
+            .filter(|(_, n)| check.fires(**n))
+            .map(|(p, _)| p.as_str())
+            .collect()
+    }
+}
+
+/// The extended resources a node lost against its baseline (`nvidia.com/gpu: 4 → 2`).
+pub fn devices_lost(baseline: &BTreeMap<String, u64>, now: &BTreeMap<String, u64>) -> Vec<String> {
+    baseline
+        .iter()
+        .filter_map(|(resource, want)| {
+            let have = now.get(resource).copied().unwrap_or(0);
+            (have < *want).then(|| format!("{resource}: {want} → {have}"))
+        })
+        .collect()
+}
+
+/// What a check failing at the baseline means: a control-plane check blocks the run; any
+/// other is excluded for the run (recorded, never blamed on the upgrade).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BaselineFinding {
+    Blocks,
+    Excluded,
+}
+
+pub fn baseline_finding(check: &Check) -> BaselineFinding {
+    if check.kind.is_control_plane() {
+        BaselineFinding::Blocks
+    } else {
+        BaselineFinding::Excluded
+    }
+}
+
+/// The deterministic name of a probe object: the same run, check, subject and attempt give
+/// the same name, so a restarted daemon adopts what it had created. DNS-1123, at most 63
+/// characters: a readable prefix and a hash of the whole.
+pub fn probe_name(run: &str, check: &str, subject: &str, attempt: u32) -> String {
+    let whole = format!("{run}/{check}/{subject}/{attempt}");
+    let hash = crc32fast::hash(whole.as_bytes());
+    let mut readable = String::new();
+    for c in format!("{check}-{subject}").chars() {
+        if c.is_ascii_alphanumeric() {
+            readable.push(c.to_ascii_lowercase());
+        } else if !readable.ends_with('-') {
+            readable.push('-');
+        }
+    }
+    let readable = readable.trim_matches('-');
+    let mut head: String = readable.chars().take(40).collect();
+    while head.ends_with('-') {
+        head.pop();
+    }
+    format!("upg-{head}-a{attempt}-{hash:08x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn everything() -> ClusterHas {
+        ClusterHas {
+            stacked_etcd: true,
+            coredns: true,
+            kube_proxy: true,
+            storage_classes: ["local-path".to_string()].into(),
+            extended_resources: true,
+        }
+    }
+
+    fn full_policy() -> ChecksPolicy {
+        ChecksPolicy {
+            storage_classes: vec!["local-path".into()],
+            prometheus_url: Some("http://prometheus.monitoring:9090".into()),
+            ingress_url: Some("https://shop.example/healthz".into()),
+            ..ChecksPolicy::default()
+        }
+    }
+
+    fn find<'a>(checks: &'a [Check], id: &str) -> &'a Check {
+        checks
+            .iter()
+            .find(|c| c.id == id)
+            .unwrap_or_else(|| panic!("{id} in the catalog"))
+    }
+
+    #[test]
+    fn every_row_of_the_guides_matrix_is_covered_by_a_builtin() {
+        let (on, _) = catalog(&full_policy(), &everything()).expect("catalog");
+        for row in MatrixRow::ALL {
+            assert!(
+                on.iter().any(|c| c.matrix.contains(&row)),
+                "no built-in check covers {row:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn each_of_the_guides_rollback_triggers_is_fed_by_a_builtin() {
+        let (on, _) = catalog(&full_policy(), &everything()).expect("catalog");
+        for t in Trigger::ALL {
+            assert!(
+                on.iter().any(|c| c.triggers.contains(&t)),
+                "no built-in check feeds {t:?}"
+            );
+        }
+        // Networking and storage are judged per node, before its uncordon.
+        for id in ["pod-network", "dns", "storage/local-path"] {
+            let c = find(&on, id);
+            assert_eq!(c.scope, Scope::Node, "{id}");
+            assert!(c.runs_at(Boundary::AfterCanary) && c.runs_at(Boundary::AfterBatch));
+        }
+    }
+
+    #[test]
+    fn a_check_without_its_subject_is_off_and_says_why() {
+        let (on, off) = catalog(&ChecksPolicy::default(), &ClusterHas::default()).expect("ok");
+        let ids: Vec<&str> = on.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            [
+                "apiserver-readyz",
+                "mirror-pods",
+                "scheduling",
+                "pod-network",
+                "crash-loop"
+            ]
+        );
+        let why: BTreeMap<&str, &str> = off
+            .iter()
+            .map(|d| (d.id.as_str(), d.why.as_str()))
+            .collect();
+        assert_eq!(
+            why["etcd-quorum"],
+            "etcd does not run on the control-plane nodes"
+        );
+        assert_eq!(why["dns"], "CoreDNS is not installed");
+        assert_eq!(
+            why["storage"],
+            "the policy names no StorageClass (checks.storageClasses)"
+        );
+        assert_eq!(why["devices"], "no node advertises an extended resource");
+        assert_eq!(
+            why["prometheus"],
+            "the policy gives no checks.prometheusUrl"
+        );
+        // A named class the cluster lacks is reported under its own id.
+        let policy = ChecksPolicy {
+            storage_classes: vec!["ceph-rbd".into()],
+            ..ChecksPolicy::default()
+        };
+        let (_, off) = catalog(&policy, &everything()).expect("ok");
+        assert!(off.contains(&Disabled {
+            id: "storage/ceph-rbd".into(),
+            why: "the cluster has no StorageClass of that name".into()
+        }));
+    }
+
+    #[test]
+    fn the_policy_disables_overrides_and_adds_checks() {
+        let policy = ChecksPolicy {
+            disable: vec!["devices".into()],
+            overrides: [(
+                "dns".to_string(),
+                CheckOverride {
+                    fire_after: Some(3),
+                    severity: Some(Severity::Warn),
+                    ..CheckOverride::default()
+                },
+            )]
+            .into(),
+            user: vec![
+                UserCheck {
+                    id: "smoke".into(),
+                    job: Some("apiVersion: batch/v1\nkind: Job".into()),
+                    http: None,
+                    command: None,
+                    scope: Scope::Cluster,
+                    at: vec![Boundary::Final],
+                    timeout_secs: 600,
+                    fire_after: 1,
+                    severity: None,
+                },
+                UserCheck {
+                    id: "node-exporter".into(),
+                    job: None,
+                    http: None,
+                    command: Some(vec!["/usr/local/bin/check-node".into()]),
+                    scope: Scope::Node,
+                    at: vec![Boundary::AfterBatch],
+                    timeout_secs: 30,
+                    fire_after: 0,
+                    severity: None,
+                },
+            ],
+            ..full_policy()
+        };
+        let (on, off) = catalog(&policy, &everything()).expect("catalog");
+        assert!(off.iter().any(|d| d.id == "devices"));
+        let dns = find(&on, "dns");
+        assert_eq!((dns.fire_after, dns.severity), (3, Severity::Warn));
+        let smoke = find(&on, "user/smoke");
+        assert_eq!(smoke.severity, Severity::Halt);
+        assert!(matches!(smoke.kind, CheckKind::UserJob { .. }));
+        let node = find(&on, "user/node-exporter");
+        assert_eq!(
+            (node.severity, node.fire_after),
+            (Severity::RollbackNode, 1)
+        );
+    }
+
+    #[test]
+    fn a_mistyped_policy_is_refused_by_name() {
+        let policy = ChecksPolicy {
+            disable: vec!["pod-netwrok".into()],
+            ..ChecksPolicy::default()
+        };
+        let err = catalog(&policy, &everything()).expect_err("unknown");
+        assert!(err.to_string().contains("\"pod-netwrok\""), "{err}");
+        assert!(err.to_string().contains("pod-network"), "{err}");
+        let two = ChecksPolicy {
+            user: vec![UserCheck {
+                id: "x".into(),
+                job: Some("{}".into()),
+                http: Some(HttpProbe {
+                    url: "http://a".into(),
+                    status: 200,
+                }),
+                command: None,
+                scope: Scope::Cluster,
+                at: vec![],
+                timeout_secs: 1,
+                fire_after: 1,
+                severity: None,
+            }],
+            ..ChecksPolicy::default()
+        };
+        assert_eq!(
+            catalog(&two, &everything()),
+            Err(CatalogError::UserKind("x".into()))
+        );
+        let yaml_typo = serde_json::from_str::<ChecksPolicy>(r#"{"prometheusURL": "x"}"#);
+        assert!(yaml_typo.is_err(), "unknown fields are refused");
+    }
+
+    #[test]
+    fn severity_follows_scope_and_policy() {
+        let builtins = builtin();
+        let net = find(&builtins, "pod-network");
+        assert_eq!(
+            effective_severity(net, OnGateFailure::RollbackNode),
+            Severity::RollbackNode
+        );
+        assert_eq!(effective_severity(net, OnGateFailure::Halt), Severity::Halt);
+        let sched = find(&builtins, "scheduling");
+        assert_eq!(
+            effective_severity(sched, OnGateFailure::RollbackNode),
+            Severity::Halt
+        );
+        let cluster_rollback = Check {
+            severity: Severity::RollbackNode,
+            ..find(&builtins, "prometheus").clone()
+        };
+        assert_eq!(
+            effective_severity(&cluster_rollback, OnGateFailure::RollbackNode),
+            Severity::Halt
+        );
+        let warn = Check {
+            severity: Severity::Warn,
+            ..net.clone()
+        };
+        assert_eq!(
+            effective_severity(&warn, OnGateFailure::Halt),
+            Severity::Warn
+        );
+    }
+
+    fn end(code: Option<i32>, message: &str) -> ProbeEnd {
+        ProbeEnd {
+            exit_code: code,
+            message: (!message.is_empty()).then(|| message.to_string()),
+            disruption: None,
+        }
+    }
+
+    #[test]
+    fn exit_codes_decide_and_the_message_explains() {
+        let line = r#"{"ok":false,"detail":"10.244.2.7:8080 from w-1: connection timed out","facts":{"dialled":"3","failed":"1"}}"#;
+        match classify(&end(Some(1), &format!("starting\n{line}\n"))) {
+            Verdict::Failed { detail, facts } => {
+                assert_eq!(detail, "10.244.2.7:8080 from w-1: connection timed out");
+                assert_eq!(facts["failed"], "1");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            classify(&end(Some(0), r#"{"ok":true,"facts":{"dialled":"3"}}"#)),
+            Verdict::Passed {
+                facts: [("dialled".to_string(), "3".to_string())].into()
+            }
+        );
+        // No message at all: the exit code alone.
+        assert_eq!(
+            classify(&end(Some(0), "")),
+            Verdict::Passed {
+                facts: Facts::new()
+            }
+        );
+        assert_eq!(
+            classify(&end(Some(1), "plain words")),
+            Verdict::Failed {
+                detail: "plain words".into(),
+                facts: Facts::new()
+            }
+        );
+        for (code, why) in [
+            (Some(2), "the probe exited 2 (0 passes, 1 fails)"),
+            (Some(137), "the probe exited 137 (0 passes, 1 fails)"),
+            (None, "the probe has not ended"),
+        ] {
+            assert_eq!(
+                classify(&end(code, "")),
+                Verdict::Inconclusive {
+                    why: why.into(),
+                    facts: Facts::new()
+                }
+            );
+        }
+        // A probe that contradicts itself is not believed either way.
+        assert!(matches!(
+            classify(&end(Some(0), r#"{"ok":false}"#)),
+            Verdict::Inconclusive { .. }
+        ));
+    }
+
+    #[test]
+    fn a_disrupted_probe_is_inconclusive_whatever_it_exited() {
+        for (pod, waiting, want) in [
+            (Some("Evicted"), None, Disruption::Evicted),
+            (Some("Preempting"), None, Disruption::Preempted),
+            (
+                None,
+                Some("ImagePullBackOff"),
+                Disruption::ImagePull("ImagePullBackOff".into()),
+            ),
+            (
+                None,
+                Some("ErrImagePull"),
+                Disruption::ImagePull("ErrImagePull".into()),
+            ),
+        ] {
+            let d = disruption_of(pod, waiting).expect("a disruption");
+            assert_eq!(d, want);
+            let v = classify(&ProbeEnd {
+                exit_code: Some(1),
+                message: None,
+                disruption: Some(d),
+            });
+            assert!(matches!(v, Verdict::Inconclusive { .. }), "{v:?}");
+        }
+        assert_eq!(disruption_of(None, Some("ContainerCreating")), None);
+        assert_eq!(disruption_of(Some("OOMKilled"), None), None);
+        let timed_out = classify(&ProbeEnd {
+            exit_code: None,
+            message: None,
+            disruption: Some(Disruption::TimedOut),
+        });
+        assert_eq!(
+            timed_out,
+            Verdict::Inconclusive {
+                why: "the probe did not end within the check's timeout".into(),
+                facts: Facts::new()
+            }
+        );
+    }
+
+    #[test]
+    fn a_target_down_at_baseline_never_fires_and_a_new_one_fires_after_its_count() {
+        let prom = find(&builtin(), "prometheus").clone();
+        assert_eq!(prom.fire_after, 2);
+        let set = |xs: &[&str]| xs.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+        let mut tally = ProblemTally::new(set(&["target node-exporter/r640-01"]));
+        tally.observe(&set(&["target node-exporter/r640-01"]));
+        assert!(tally.fired(&prom).is_empty(), "down at the baseline");
+        tally.observe(&set(&[
+            "target node-exporter/r640-01",
+            "target kube-state-metrics",
+        ]));
+        assert!(tally.fired(&prom).is_empty(), "once is not yet twice");
+        tally.observe(&set(&["target kube-state-metrics", "alert KubeletDown"]));
+        assert_eq!(tally.fired(&prom), ["target kube-state-metrics"]);
+        tally.observe(&set(&["alert KubeletDown"]));
+        assert_eq!(tally.fired(&prom), ["alert KubeletDown"]);
+        // A problem that went away lost its streak: back once is not yet twice.
+        tally.observe(&set(&["target kube-state-metrics"]));
+        assert!(tally.fired(&prom).is_empty());
+    }
+
+    #[test]
+    fn devices_lost_are_named_with_before_and_after() {
+        let before: BTreeMap<String, u64> = [
+            ("nvidia.com/gpu".to_string(), 4),
+            ("intel.com/sriov_netdevice".to_string(), 8),
+        ]
+        .into();
+        let mut now = before.clone();
+        assert!(devices_lost(&before, &now).is_empty());
+        now.insert("nvidia.com/gpu".into(), 2);
+        now.remove("intel.com/sriov_netdevice");
+        now.insert("example.com/new".into(), 1);
+        assert_eq!(
+            devices_lost(&before, &now),
+            [
+                "intel.com/sriov_netdevice: 8 → 0".to_string(),
+                "nvidia.com/gpu: 4 → 2".to_string()
+            ]
+        );
+    }
+
+    #[test]
+    fn failing_at_the_baseline_blocks_only_for_the_control_plane() {
+        let all = builtin();
+        assert_eq!(
+            baseline_finding(find(&all, "etcd-quorum")),
+            BaselineFinding::Blocks
+        );
+        assert_eq!(
+            baseline_finding(find(&all, "pod-network")),
+            BaselineFinding::Excluded
+        );
+    }
+
+    #[test]
+    fn probe_names_are_deterministic_dns_labels() {
+        let a = probe_name("0193-run", "pod-network", "r640-01", 1);
+        assert_eq!(a, probe_name("0193-run", "pod-network", "r640-01", 1));
+        assert_ne!(a, probe_name("0193-run", "pod-network", "r640-01", 2));
+        assert_ne!(a, probe_name("0193-run", "pod-network", "r640-02", 1));
+        let long = probe_name("run", "storage/local-path", &"n".repeat(200), 12);
+        for name in [a, long] {
+            assert!(name.len() <= 63, "{name}");
+            assert!(
+                name.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'),
+                "{name}"
+            );
+            assert!(!name.starts_with('-') && !name.ends_with('-'), "{name}");
+        }
+        // Hostile node names never reach the name unescaped.
+        let hostile = probe_name("r", "dns", "a;rm -rf /`x`$(y)", 1);
+        assert!(hostile.starts_with("upg-dns-a-rm-rf-x-y-a1-"), "{hostile}");
+    }
+
+    #[test]
+    fn the_builtins_are_sound() {
+        let all = builtin();
+        let mut ids: Vec<&str> = all.iter().map(|c| c.id.as_str()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), all.len(), "ids are unique");
+        for c in &all {
+            assert!(c.fire_after >= 1 && c.timeout_secs > 0, "{}", c.id);
+            assert!(!c.at.is_empty(), "{} runs somewhere", c.id);
+            // Every check runs at the baseline, so later verdicts are changes from it,
+            // except the addons, whose versions only the upgrade sets.
+            assert!(
+                c.runs_at(Boundary::Preflight) || c.kind == CheckKind::Addons,
+                "{} has no baseline",
+                c.id
+            );
+        }
+    }
+}
