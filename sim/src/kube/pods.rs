@@ -147,8 +147,13 @@ fn container_state(
         _ => p.exited.filter(|_| p.restarts > 0).map(terminated),
     };
     let state = if p.is_finished() {
-        p.exited
-            .map_or_else(|| terminated((1, started)), terminated)
+        let mut state = p
+            .exited
+            .map_or_else(|| terminated((1, started)), terminated);
+        if let Some(t) = state.terminated.as_mut() {
+            t.message = p.termination_message.clone();
+        }
+        state
     } else if p.crash_looping_since.is_some() {
         core::ContainerState {
             waiting: Some(core::ContainerStateWaiting {

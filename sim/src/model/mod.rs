@@ -29,6 +29,7 @@ pub mod journal;
 pub mod namespaces;
 mod nodes;
 mod pods;
+pub mod probes;
 pub mod record;
 mod scheduler;
 pub mod services;
@@ -271,6 +272,9 @@ pub struct PodTemplate {
     pub exit_code: i32,
     /// The PersistentVolumeClaims its volumes name.
     pub claims: Vec<String>,
+    /// A check's probe: what its container tries, which the model answers (`probes.rs`).
+    #[serde(default)]
+    pub probe: Option<probes::ProbeRun>,
     /// `spec.nodeName` as created: bound there by the kubelet, without the scheduler.
     pub node_name: Option<String>,
     /// The template's annotations (its pods carry them).
@@ -303,6 +307,9 @@ pub struct SimPod {
     pub finish_at: Option<Millis>,
     /// The container's exit code and when it exited.
     pub exited: Option<(i32, Millis)>,
+    /// What the container wrote to its termination message (a check's probe: one JSON line).
+    #[serde(default)]
+    pub termination_message: Option<String>,
     /// Why the pod failed or cannot start, and the message (`OutOfcpu`, `Evicted`).
     pub reason: Option<(String, String)>,
     /// When the Eviction API evicted it (its `DisruptionTarget` condition).
@@ -491,6 +498,18 @@ pub struct Faults {
     pub blocking_pdbs: BTreeSet<String>,
     /// Nodes whose pods take this long to terminate once evicted (a slow drain).
     pub slow_termination_ms: BTreeMap<String, Millis>,
+    /// Machines whose pod network stops working once their kubelet is at or above this
+    /// version (a CNI that breaks on an old kernel with the new kubelet): their pods can
+    /// neither dial nor be dialled.
+    #[serde(default)]
+    pub net_broken_from: BTreeMap<String, Version>,
+    /// Machines whose volume mounts fail once their kubelet is at or above this version.
+    #[serde(default)]
+    pub storage_broken_from: BTreeMap<String, Version>,
+    /// CoreDNS stops answering once the control plane (whose upgrade sets CoreDNS's image)
+    /// is at or above this version.
+    #[serde(default)]
+    pub dns_broken_from: Option<Version>,
     /// What the caller may not do, as `verb resource[/subresource]` (e.g. `patch nodes`,
     /// `create pods/eviction`): SelfSubjectAccessReviews answer "no", as a narrow RBAC role
     /// would.
@@ -638,6 +657,9 @@ pub struct World {
     /// Pods bound to a node whose containers have not started (the node is not Ready, a claim
     /// is not bound).
     waiting: BTreeSet<(String, String)>,
+    /// What storage probes wrote on each claim's volume (`namespace/claim` → nonce): the
+    /// volume keeps it across pods, as a real one does.
+    pub volume_data: BTreeMap<String, String>,
 }
 
 impl World {
@@ -684,6 +706,7 @@ impl World {
             due_finish: BTreeSet::new(),
             due_gone: BTreeSet::new(),
             waiting: BTreeSet::new(),
+            volume_data: BTreeMap::new(),
         };
         w.bootstrap();
         w
@@ -946,6 +969,7 @@ impl World {
             scheduled_at: None,
             finish_at: None,
             exited: None,
+            termination_message: None,
             reason: None,
             evicted_at: None,
             revision: 0,

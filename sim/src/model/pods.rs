@@ -218,7 +218,15 @@ impl World {
             if p.phase != PodPhase::Running || p.deleting_at.is_some() || p.finish_at != Some(at) {
                 continue;
             }
-            let code = p.spec.exit_code;
+            // A check's probe answers from the model as it stands now; its verdict is
+            // final (a probe pod never restarts its container).
+            let (code, message) = match &p.spec.probe {
+                Some(probe) => {
+                    let (code, message) = self.probe_result(&p, probe);
+                    (code, Some(message))
+                }
+                None => (p.spec.exit_code, None),
+            };
             let again = match p.spec.restart {
                 Restart::Always => true,
                 Restart::OnFailure => code != 0,
@@ -253,6 +261,7 @@ impl World {
                     PodPhase::Failed
                 };
                 p.exited = Some((code, now));
+                p.termination_message = message;
                 p.finish_at = None;
             }
             self.touch_pod(&key);

@@ -169,6 +169,7 @@ pub fn from_spec(
             .filter_map(|v| v.persistent_volume_claim.as_ref())
             .map(|c| c.claim_name.clone())
             .collect(),
+        probe: probes::probe_of(spec, at)?,
         node_name: spec.node_name.clone().filter(|n| !n.is_empty()),
         annotations: annotations.clone(),
         given: Some(Given::new(spec.clone())),

@@ -1,0 +1,212 @@
+//! What a check's probe pod finds when it runs: the model of each machine's pod network, of
+//! CoreDNS, and of volume mounts, with the faults that break them (`Faults::net_broken_from`,
+//! `dns_broken_from`, `storage_broken_from`).
+//!
+//! A probe is an ordinary pod whose first container says what it tries in its environment,
+//! the same variables the real probe script reads on a real cluster: `UPGRADED_PROBE` (the
+//! kind), `UPGRADED_TARGETS` (comma-separated `IP:port` to dial, or names to resolve) and
+//! `UPGRADED_NONCE` (what a storage writer leaves and its reader expects). When its container
+//! ends, the model decides the exit code (0 passes, 1 fails) and writes the one JSON line a
+//! probe leaves in its termination message (`upgraded_events::check::ProbeReport`).
+
+use k8s_openapi::api::core::v1 as core;
+use upgraded_events::check::ProbeReport;
+
+use super::*;
+
+pub const ENV_PROBE: &str = "UPGRADED_PROBE";
+pub const ENV_TARGETS: &str = "UPGRADED_TARGETS";
+pub const ENV_NONCE: &str = "UPGRADED_NONCE";
+
+/// What a probe container tries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ProbeKind {
+    /// Dial every target (`IP:port`, pod or node addresses) from the probe's node.
+    PodNetwork,
+    /// Resolve every target name through the cluster DNS.
+    Dns,
+    /// Write the nonce on the pod's claim.
+    StorageWrite,
+    /// Read the nonce back from the pod's claim.
+    StorageRead,
+}
+
+impl ProbeKind {
+    fn parse(s: &str) -> Option<ProbeKind> {
+        match s {
+            "pod-network" => Some(ProbeKind::PodNetwork),
+            "dns" => Some(ProbeKind::Dns),
+            "storage-write" => Some(ProbeKind::StorageWrite),
+            "storage-read" => Some(ProbeKind::StorageRead),
+            _ => None,
+        }
+    }
+}
+
+/// A probe container's orders, read from its environment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeRun {
+    pub kind: ProbeKind,
+    pub targets: Vec<String>,
+    pub nonce: String,
+}
+
+/// The probe a pod spec runs, if its first container names one; an unknown kind is refused
+/// (422) rather than run as an ordinary container that always passes.
+pub fn probe_of(spec: &core::PodSpec, at: &str) -> Result<Option<ProbeRun>, template::SpecError> {
+    let Some(c) = spec.containers.first() else {
+        return Ok(None);
+    };
+    let env = |name: &str| {
+        c.env
+            .iter()
+            .flatten()
+            .find(|e| e.name == name)
+            .and_then(|e| e.value.clone())
+    };
+    let Some(kind) = env(ENV_PROBE) else {
+        return Ok(None);
+    };
+    let parsed = ProbeKind::parse(&kind).ok_or_else(|| template::SpecError {
+        field: format!("{at}.containers[0].env[{ENV_PROBE}]"),
+        value: kind.clone(),
+        detail: "the sim runs the probes pod-network, dns, storage-write and storage-read".into(),
+    })?;
+    Ok(Some(ProbeRun {
+        kind: parsed,
+        targets: env(ENV_TARGETS)
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(str::to_string)
+            .collect(),
+        nonce: env(ENV_NONCE).unwrap_or_default(),
+    }))
+}
+
+fn broken_from(faults: &BTreeMap<String, Version>, node: &SimNode) -> bool {
+    faults
+        .get(&node.name)
+        .is_some_and(|from| node.kubelet >= *from)
+}
+
+impl World {
+    /// Whether pods on `node` can reach and be reached over the pod network.
+    pub fn pod_network_works(&self, node: &str) -> bool {
+        self.nodes
+            .get(node)
+            .is_some_and(|n| !n.down && !broken_from(&self.faults.net_broken_from, n))
+    }
+
+    /// Whether volumes mount on `node`.
+    pub fn storage_works(&self, node: &str) -> bool {
+        self.nodes
+            .get(node)
+            .is_some_and(|n| !n.down && !broken_from(&self.faults.storage_broken_from, n))
+    }
+
+    /// Whether CoreDNS answers: it runs the image the control plane's upgrade set.
+    pub fn dns_works(&self) -> bool {
+        let Some(from) = self.faults.dns_broken_from else {
+            return true;
+        };
+        let newest = self
+            .nodes
+            .values()
+            .filter_map(|n| n.control_plane.as_ref())
+            .map(|cp| cp.apiserver)
+            .max();
+        newest.is_none_or(|v| v < from)
+    }
+
+    /// The node an address belongs to: a pod's IP, or a node's own (hostNetwork).
+    fn node_of_address(&self, ip: &str) -> Option<(String, String)> {
+        if let Some(n) = self.nodes.values().find(|n| n.address == ip) {
+            return Some((n.name.clone(), format!("node {}", n.name)));
+        }
+        self.pods
+            .values()
+            .find(|p| p.ip == ip && p.phase == PodPhase::Running && p.deleting_at.is_none())
+            .and_then(|p| {
+                p.node
+                    .clone()
+                    .map(|n| (n.clone(), format!("pod {}/{} on {n}", p.namespace, p.name)))
+            })
+    }
+
+    /// Exit code and termination message of probe `pod` ending now.
+    pub(super) fn probe_result(&mut self, pod: &SimPod, probe: &ProbeRun) -> (i32, String) {
+        let node = pod.node.clone().unwrap_or_default();
+        let mut facts = BTreeMap::new();
+        let failed: Vec<String> = match probe.kind {
+            ProbeKind::PodNetwork => {
+                facts.insert("dialled".to_string(), probe.targets.len().to_string());
+                probe
+                    .targets
+                    .iter()
+                    .filter_map(|target| {
+                        let ip = target.rsplit_once(':').map_or(target.as_str(), |(h, _)| h);
+                        match self.node_of_address(ip) {
+                            None => Some(format!("dial {target}: no route to host")),
+                            Some((peer, what)) => (!self.pod_network_works(&node)
+                                || !self.pod_network_works(&peer))
+                            .then(|| format!("dial {target} ({what}) from {node}: i/o timeout")),
+                        }
+                    })
+                    .collect()
+            }
+            ProbeKind::Dns => {
+                facts.insert("resolved".to_string(), probe.targets.len().to_string());
+                let works = self.pod_network_works(&node) && self.dns_works();
+                probe
+                    .targets
+                    .iter()
+                    .filter(|_| !works)
+                    .map(|name| format!("lookup {name} on 10.96.0.10:53 from {node}: i/o timeout"))
+                    .collect()
+            }
+            ProbeKind::StorageWrite | ProbeKind::StorageRead => {
+                let claim = pod
+                    .spec
+                    .claims
+                    .first()
+                    .map(|c| format!("{}/{c}", pod.namespace));
+                match claim {
+                    None => vec!["the probe mounts no PersistentVolumeClaim".into()],
+                    Some(_) if !self.storage_works(&node) => vec![format!(
+                        "MountVolume.SetUp failed on {node}: the volume could not be mounted"
+                    )],
+                    Some(claim) if probe.kind == ProbeKind::StorageWrite => {
+                        self.volume_data.insert(claim, probe.nonce.clone());
+                        Vec::new()
+                    }
+                    Some(claim) => match self.volume_data.get(&claim) {
+                        Some(found) if *found == probe.nonce => Vec::new(),
+                        Some(found) => vec![format!(
+                            "read {found:?} back from {claim}, expected {:?}",
+                            probe.nonce
+                        )],
+                        None => vec![format!(
+                            "read nothing back from {claim}: the volume is empty"
+                        )],
+                    },
+                }
+            }
+        };
+        facts.insert("failed".to_string(), failed.len().to_string());
+        let ok = failed.is_empty();
+        let detail = if ok {
+            format!("{} target(s) answered from {node}", probe.targets.len())
+        } else {
+            failed.join("; ")
+        };
+        let report = ProbeReport {
+            ok: Some(ok),
+            detail,
+            facts,
+        };
+        let line = serde_json::to_string(&report).unwrap_or_default();
+        (i32::from(!ok), line)
+    }
+}
