@@ -4,15 +4,17 @@
 //! and volumes gives, and `upgraded_events::check::classify` reads them as it would read a
 //! real probe's. Faults break each of them from a kubelet version on.
 
+mod common;
+
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use kube::Client;
 use kube::api::{Api, PostParams};
-use kube::{Client, Config};
 use serde_json::json;
 use upgraded_events::Version;
 use upgraded_events::check::{ProbeEnd, Verdict, classify};
-use upgraded_sim::server::{Sim, serve};
+use upgraded_sim::server::Sim;
 use upgraded_sim::{Clock, scenario};
 
 const WORKER: &str = "upgrade-lab-worker";
@@ -21,15 +23,7 @@ const WORKER2: &str = "upgrade-lab-worker2";
 async fn start() -> (Arc<Sim>, Client) {
     let world =
         scenario::build("kind", Clock::virtual_at(1_800_000_000_000), 3).expect("kind builds");
-    let sim = Sim::new(world);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("loopback");
-    let url = format!("http://{}", listener.local_addr().expect("an address"));
-    tokio::spawn(serve(listener, sim.clone(), std::future::pending()));
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let config = Config::new(url.parse().expect("a URL"));
-    (sim, Client::try_from(config).expect("a client"))
+    common::serve_world(world).await
 }
 
 fn probe(

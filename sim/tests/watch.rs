@@ -3,6 +3,8 @@
 //! `sendInitialEvents`), the changes after it, and a relist after `410 Gone` that drops what
 //! was deleted while the watch could not see it.
 
+mod common;
+
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,26 +12,18 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
+use kube::Client;
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Client, Config};
 use tokio::sync::mpsc;
-use upgraded_sim::server::{Sim, serve};
+use upgraded_sim::server::Sim;
 use upgraded_sim::{Clock, scenario};
 
 /// A kind-scenario sim served on loopback from this runtime, and a client for it.
 async fn start() -> (Arc<Sim>, Client) {
     let world = scenario::build("kind", Clock::real(1.0), 3).expect("the scenario builds");
-    let sim = Sim::new(world);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("loopback");
-    let url = format!("http://{}", listener.local_addr().expect("an address"));
-    tokio::spawn(serve(listener, sim.clone(), std::future::pending()));
-    let config = Config::new(url.parse().expect("a URL"));
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    (sim, Client::try_from(config).expect("a client"))
+    common::serve_world(world).await
 }
 
 /// Polls `f` until it holds, for up to 30 s.
