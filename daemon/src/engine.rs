@@ -466,6 +466,15 @@ impl<L: EventLog + Clone> Daemon<L> {
         let baseline = state.baseline;
         let target = state.target;
         let name = node.clone();
+        let (attempt, checks) = match &cmd {
+            Command::RunStep {
+                step: upgraded_events::Step::Checks { boundary },
+                attempt,
+                ..
+            } => (*attempt, Some(state.node_checks(host.as_str(), *boundary))),
+            Command::RunStep { attempt, .. } | Command::Probe { attempt, .. } => (*attempt, None),
+            _ => (0, None),
+        };
         (name, async move {
             let notes = LogRecorder {
                 log: log.clone(),
@@ -483,6 +492,9 @@ impl<L: EventLog + Clone> Daemon<L> {
                 steps: &all_steps,
                 target,
                 scaled,
+                run,
+                attempt,
+                checks,
             };
             let seen = match &cmd {
                 Command::RunStep {

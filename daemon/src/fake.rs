@@ -6,7 +6,7 @@
 //! Each effect is one `write` of one line on an `O_APPEND` file, so a killed process leaves
 //! either the whole line or nothing.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -14,7 +14,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use upgraded_events::Host;
+use upgraded_events::check::ProbeEnd;
 use upgraded_events::inventory::{
     ControlPlane, Inventory, NodeInv, Owner, PdbInv, PodInv, Resources,
 };
@@ -24,7 +26,7 @@ use upgraded_planner::permissions::Permission;
 
 use crate::ports::{
     BoxFut, ClusterApi, CommandOutput, Eviction, NodeExecutor, NodeStatus, Observed, PortError,
-    RemoteCommand, ScaleChange, Workload,
+    ProbePod, RemoteCommand, ScaleChange, Workload,
 };
 
 /// `inventory.json`: the world before any effect.
@@ -72,6 +74,9 @@ pub struct FakeWorld {
     nodes: Mutex<BTreeMap<String, NodeNow>>,
     effects: Mutex<File>,
     delay: Duration,
+    /// Probe pods created by this process, by `namespace/name`: the fake world's network and
+    /// DNS always work, so each ends at once with the probe's "all answered".
+    probes: Mutex<BTreeSet<String>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -168,6 +173,7 @@ impl FakeWorld {
             nodes: Mutex::new(nodes),
             effects: Mutex::new(effects),
             delay,
+            probes: Mutex::new(BTreeSet::new()),
         })
     }
 
@@ -297,6 +303,64 @@ impl ClusterApi for FakeWorld {
     fn set_kube_proxy<'a>(&'a self, _version: Version) -> BoxFut<'a, Result<Facts, PortError>> {
         // The fake world runs no DaemonSets.
         Box::pin(async { Ok([("kube_proxy".to_string(), "absent".to_string())].into()) })
+    }
+
+    fn ensure_namespace<'a>(&'a self, _name: &'a str) -> BoxFut<'a, Result<(), PortError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn create_probe<'a>(&'a self, manifest: &'a Value) -> BoxFut<'a, Result<(), PortError>> {
+        Box::pin(async move {
+            let key = format!(
+                "{}/{}",
+                manifest["metadata"]["namespace"]
+                    .as_str()
+                    .unwrap_or_default(),
+                manifest["metadata"]["name"].as_str().unwrap_or_default()
+            );
+            self.probes
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(key);
+            Ok(())
+        })
+    }
+
+    fn probe<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> BoxFut<'a, Result<Option<ProbePod>, PortError>> {
+        Box::pin(async move {
+            let known = self
+                .probes
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(&format!("{namespace}/{name}"));
+            Ok(known.then(|| ProbePod {
+                ip: Some("10.0.0.2".into()),
+                running: true,
+                end: Some(ProbeEnd {
+                    exit_code: Some(0),
+                    message: Some(r#"{"ok":true,"detail":"the fake world answers"}"#.into()),
+                    disruption: None,
+                }),
+            }))
+        })
+    }
+
+    fn delete_probe<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> BoxFut<'a, Result<(), PortError>> {
+        Box::pin(async move {
+            self.probes
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&format!("{namespace}/{name}"));
+            Ok(())
+        })
     }
 
     fn can_i<'a>(&'a self, perms: &'a [Permission]) -> BoxFut<'a, Result<Vec<bool>, PortError>> {

@@ -14,23 +14,24 @@ use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
 };
 use k8s_openapi::api::autoscaling::v1::{Scale, ScaleSpec};
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use k8s_openapi::api::policy::v1::{Eviction as EvictionBody, PodDisruptionBudget};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{DeleteOptions, ObjectMeta, Preconditions};
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use upgraded_events::Version;
+use upgraded_events::check;
 use upgraded_events::inventory::{Inventory, MIRROR_ANNOTATION, Owner, PdbInv, PodInv};
 use upgraded_events::state::PodHealth;
 use upgraded_events::{Facts, Host};
 use upgraded_planner::permissions::Permission;
 
 use crate::ports::{
-    BoxFut, ClusterApi, Eviction, NodeStatus, Observed, PortError, ScaleChange, Workload,
+    BoxFut, ClusterApi, Eviction, NodeStatus, Observed, PortError, ProbePod, ScaleChange, Workload,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -329,6 +330,36 @@ fn scalable(w: &Workload) -> Result<(), PortError> {
 }
 
 /// Maps a kube error to a port error: 5xx, 429 and transport errors are worth retrying.
+/// What a probe pod's status says: its IP, whether it runs, and how it ended or what keeps
+/// it from answering (`events::check::disruption_of` reads the reasons).
+fn probe_pod(pod: &Pod) -> ProbePod {
+    let status = pod.status.clone().unwrap_or_default();
+    let container = status
+        .container_statuses
+        .as_ref()
+        .and_then(|cs| cs.first())
+        .and_then(|c| c.state.clone())
+        .unwrap_or_default();
+    let waiting = container.waiting.as_ref().and_then(|w| w.reason.as_deref());
+    let disruption = check::disruption_of(status.reason.as_deref(), waiting);
+    let terminated = container.terminated.as_ref();
+    let finished = matches!(status.phase.as_deref(), Some("Succeeded" | "Failed"));
+    let end = if disruption.is_some() || (finished && terminated.is_some()) {
+        Some(check::ProbeEnd {
+            exit_code: terminated.map(|t| t.exit_code),
+            message: terminated.and_then(|t| t.message.clone()),
+            disruption,
+        })
+    } else {
+        None
+    };
+    ProbePod {
+        ip: status.pod_ip.filter(|ip| !ip.is_empty()),
+        running: status.phase.as_deref() == Some("Running") && container.running.is_some(),
+        end,
+    }
+}
+
 fn api_error(e: kube::Error) -> PortError {
     match &e {
         kube::Error::Api(s) if s.code >= 500 || s.code == 429 => {
@@ -610,6 +641,79 @@ impl ClusterApi for KubeCluster {
                 .await
                 .map_err(api_error)?;
             Ok(replicas_in(&s))
+        })
+    }
+
+    fn ensure_namespace<'a>(&'a self, name: &'a str) -> BoxFut<'a, Result<(), PortError>> {
+        Box::pin(async move {
+            let api: Api<Namespace> = Api::all(self.client.clone());
+            if api.get_opt(name).await.map_err(api_error)?.is_some() {
+                return Ok(());
+            }
+            let ns = Namespace {
+                metadata: ObjectMeta {
+                    name: Some(name.to_string()),
+                    labels: Some(
+                        [(
+                            "app.kubernetes.io/managed-by".to_string(),
+                            "upgraded".to_string(),
+                        )]
+                        .into(),
+                    ),
+                    ..ObjectMeta::default()
+                },
+                ..Namespace::default()
+            };
+            match api.create(&PostParams::default(), &ns).await {
+                Ok(_) => Ok(()),
+                // Made meanwhile (another daemon, an operator): it is there, which is the point.
+                Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+                Err(e) => Err(api_error(e)),
+            }
+        })
+    }
+
+    fn create_probe<'a>(&'a self, manifest: &'a Value) -> BoxFut<'a, Result<(), PortError>> {
+        Box::pin(async move {
+            let pod: Pod = serde_json::from_value(manifest.clone())
+                .map_err(|e| PortError::fatal(format!("a probe manifest is not a Pod: {e}")))?;
+            let ns = pod.metadata.namespace.clone().unwrap_or_default();
+            let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
+            match api.create(&PostParams::default(), &pod).await {
+                Ok(_) => Ok(()),
+                // Its deterministic name says it is ours: a restarted daemon adopts it.
+                Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+                Err(e) => Err(api_error(e)),
+            }
+        })
+    }
+
+    fn probe<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> BoxFut<'a, Result<Option<ProbePod>, PortError>> {
+        Box::pin(async move {
+            let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+            let Some(pod) = api.get_opt(name).await.map_err(api_error)? else {
+                return Ok(None);
+            };
+            Ok(Some(probe_pod(&pod)))
+        })
+    }
+
+    fn delete_probe<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> BoxFut<'a, Result<(), PortError>> {
+        Box::pin(async move {
+            let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+            match api.delete(name, &DeleteParams::default()).await {
+                Ok(_) => Ok(()),
+                Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+                Err(e) => Err(api_error(e)),
+            }
         })
     }
 

@@ -9,6 +9,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
+use serde_json::Value;
+use upgraded_events::check::ProbeEnd;
 use upgraded_events::inventory::{Inventory, Owner, PdbInv, PodInv};
 use upgraded_events::plan::EtcdRestoreStage;
 use upgraded_events::state::PodHealth;
@@ -229,6 +231,34 @@ pub trait ClusterApi: Send + Sync + 'static {
     /// Sets the kube-proxy DaemonSet's image tag to `version` (`kubectl set image`); facts
     /// say what it was and is (`kube_proxy=absent` on a cluster without it).
     fn set_kube_proxy<'a>(&'a self, version: Version) -> BoxFut<'a, Result<Facts, PortError>>;
+    /// Creates namespace `name` unless it exists.
+    fn ensure_namespace<'a>(&'a self, name: &'a str) -> BoxFut<'a, Result<(), PortError>>;
+    /// Creates a probe pod from its manifest (`events::check::probe`); one that already
+    /// exists under that name (created before a restart) is adopted, not created twice.
+    fn create_probe<'a>(&'a self, manifest: &'a Value) -> BoxFut<'a, Result<(), PortError>>;
+    /// What probe pod `namespace/name` shows now; `None` when it does not exist.
+    fn probe<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> BoxFut<'a, Result<Option<ProbePod>, PortError>>;
+    /// Deletes a probe pod (gone already is fine).
+    fn delete_probe<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> BoxFut<'a, Result<(), PortError>>;
+}
+
+/// A probe pod as the API shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProbePod {
+    /// `status.podIP`, once it has one.
+    pub ip: Option<String>,
+    /// Its container runs (an echo pod is ready to be dialled).
+    pub running: bool,
+    /// How it ended, or what keeps it from answering; `None` while it runs or starts.
+    pub end: Option<ProbeEnd>,
 }
 
 /// Where a step reports what it observes while it runs (recorded as events in the log).

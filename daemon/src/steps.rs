@@ -3,12 +3,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use upgraded_events::check::{
+    self, Check, CheckKind, Disruption, ProbeEnd, Severity, StepVerdict, Verdict,
+};
 use upgraded_events::gate;
-use upgraded_events::state::{Baseline, ScaledWorkload};
-use upgraded_events::{Entry, Facts, Host, Policy, Step, Version};
+use upgraded_events::state::{Baseline, NodeChecks, ScaledWorkload};
+use upgraded_events::{Entry, Event, Facts, Host, Policy, RunId, Step, Version};
 
 use crate::drain::{self, DrainRules};
-use crate::ports::{Clock, ClusterApi, NodeExecutor, PortError, Recorder, RemoteCommand};
+use crate::ports::{Clock, ClusterApi, NodeExecutor, PortError, ProbePod, Recorder, RemoteCommand};
 
 /// The adapters a step may use.
 #[derive(Clone)]
@@ -42,6 +45,11 @@ pub struct StepEnv<'a> {
     pub target: Option<Version>,
     /// Workloads this entry's drains scaled up and nobody restored yet (from the log).
     pub scaled: Vec<ScaledWorkload>,
+    /// The run, and the attempt of the step under way (probe objects are named after both).
+    pub run: RunId,
+    pub attempt: u32,
+    /// For a checks step: what the core chose to run on this node.
+    pub checks: Option<NodeChecks>,
 }
 
 impl std::fmt::Debug for StepEnv<'_> {
@@ -166,6 +174,223 @@ impl StepEnv<'_> {
     }
 }
 
+/// How often a probe is looked at while it runs.
+const PROBE_POLL: Duration = Duration::from_secs(2);
+
+impl StepEnv<'_> {
+    /// The node's checks while it is still cordoned: each check recorded before its probes
+    /// are created and after its verdict; the step's verdict is the core's
+    /// (`check::step_verdict`).
+    async fn checks(&self, facts: &mut Facts) -> Result<(), PortError> {
+        let Some(plan) = self.checks.as_ref().filter(|p| !p.checks.is_empty()) else {
+            facts.insert("checks".into(), "none".into());
+            return Ok(());
+        };
+        let cluster = &self.ports.cluster;
+        cluster.ensure_namespace(check::probe::NAMESPACE).await?;
+        let run = self.run.to_string();
+        let node = self.host.as_str();
+        let mut results = Vec::new();
+        let mut echoes: Vec<String> = Vec::new();
+        for c in &plan.checks {
+            self.notes
+                .note(Event::CheckStarted {
+                    check: c.id.clone(),
+                    subject: node.to_string(),
+                    boundary: plan.boundary,
+                    attempt: self.attempt,
+                })
+                .await?;
+            let verdict = match &c.kind {
+                CheckKind::PodNetwork => {
+                    match self.echo_targets(&run, &plan.peers, c, &mut echoes).await? {
+                        Ok(targets) => self.run_probe(&run, c, "pod-network", &targets).await?,
+                        Err(why) => why,
+                    }
+                }
+                CheckKind::Dns => {
+                    self.run_probe(&run, c, "dns", &check::probe::dns_targets())
+                        .await?
+                }
+                // The core hands the step only the checks it runs as probes.
+                _ => continue,
+            };
+            let (check_id, subject, attempt) = (c.id.clone(), node.to_string(), self.attempt);
+            self.notes
+                .note(match &verdict {
+                    Verdict::Passed { facts } => Event::CheckPassed {
+                        check: check_id,
+                        subject,
+                        attempt,
+                        facts: facts.clone(),
+                    },
+                    Verdict::Failed { detail, facts } => Event::CheckFailed {
+                        check: check_id,
+                        subject,
+                        attempt,
+                        detail: detail.clone(),
+                        facts: facts.clone(),
+                    },
+                    Verdict::Inconclusive { why, facts } => Event::CheckInconclusive {
+                        check: check_id,
+                        subject,
+                        attempt,
+                        why: why.clone(),
+                        facts: facts.clone(),
+                    },
+                })
+                .await?;
+            results.push((c.clone(), verdict));
+        }
+        for name in echoes {
+            cluster.delete_probe(check::probe::NAMESPACE, &name).await?;
+        }
+        facts.insert(
+            "checks".into(),
+            plan.checks
+                .iter()
+                .map(|c| c.id.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
+        );
+        match check::step_verdict(&results, self.policy.on_gate_failure) {
+            StepVerdict::Passed => Ok(()),
+            StepVerdict::Failed { severity, why } => {
+                let mut e = PortError::retryable(format!("node {node}: {why}"))
+                    .with_fact("gate", "checks")
+                    .with_fact("verdict", "failed")
+                    .with_fact("severity", severity_name(severity));
+                e.facts.extend(std::mem::take(facts));
+                Err(e)
+            }
+            StepVerdict::Inconclusive { why } => {
+                let mut e = PortError::retryable(format!("node {node}: {why}"))
+                    .with_fact("gate", "checks")
+                    .with_fact("verdict", "inconclusive");
+                e.facts.extend(std::mem::take(facts));
+                Err(e)
+            }
+        }
+    }
+
+    /// Echo pods on the peers, Running with an IP; their `IP:port` to dial, or the verdict
+    /// when they cannot be had (an echo pod is not what is checked: inconclusive).
+    async fn echo_targets(
+        &self,
+        run: &str,
+        peers: &[String],
+        c: &Check,
+        echoes: &mut Vec<String>,
+    ) -> Result<Result<Vec<String>, Verdict>, PortError> {
+        let cluster = &self.ports.cluster;
+        let ns = check::probe::NAMESPACE;
+        let mut names = Vec::new();
+        for peer in peers {
+            let name = check::probe_name(
+                run,
+                &format!("echo-{}", self.host.as_str()),
+                peer,
+                self.attempt,
+            );
+            cluster
+                .create_probe(&check::probe::echo_pod(
+                    &name,
+                    run,
+                    peer,
+                    self.attempt,
+                    &self.policy.checks,
+                ))
+                .await?;
+            echoes.push(name.clone());
+            names.push(name);
+        }
+        let deadline = self.clock.now().plus_secs(c.timeout_secs);
+        let mut targets = Vec::new();
+        for name in &names {
+            loop {
+                match cluster.probe(ns, name).await? {
+                    Some(ProbePod {
+                        ip: Some(ip),
+                        running: true,
+                        ..
+                    }) => {
+                        targets.push(format!("{ip}:{}", check::probe::ECHO_PORT));
+                        break;
+                    }
+                    _ if self.clock.now() >= deadline => {
+                        return Ok(Err(Verdict::Inconclusive {
+                            why: format!("echo pod {name} did not run within {}s", c.timeout_secs),
+                            facts: Facts::new(),
+                        }));
+                    }
+                    _ => self.wait(PROBE_POLL, deadline).await,
+                }
+            }
+        }
+        Ok(Ok(targets))
+    }
+
+    /// One probe pod on the node, run to its end (or its timeout) and classified; deleted
+    /// once its verdict is known.
+    async fn run_probe(
+        &self,
+        run: &str,
+        c: &Check,
+        kind: &str,
+        targets: &[String],
+    ) -> Result<Verdict, PortError> {
+        let cluster = &self.ports.cluster;
+        let ns = check::probe::NAMESPACE;
+        let node = self.host.as_str();
+        let name = check::probe_name(run, &c.id, node, self.attempt);
+        let manifest = check::probe::probe_pod(
+            &name,
+            run,
+            &c.id,
+            node,
+            self.attempt,
+            kind,
+            targets,
+            &self.policy.checks,
+        );
+        cluster.create_probe(&manifest).await?;
+        let deadline = self.clock.now().plus_secs(c.timeout_secs);
+        let end = loop {
+            match cluster.probe(ns, &name).await? {
+                Some(ProbePod { end: Some(end), .. }) => break end,
+                None => {
+                    break ProbeEnd {
+                        disruption: Some(Disruption::Deleted),
+                        ..ProbeEnd::default()
+                    };
+                }
+                Some(_) if self.clock.now() >= deadline => {
+                    break ProbeEnd {
+                        disruption: Some(Disruption::TimedOut),
+                        ..ProbeEnd::default()
+                    };
+                }
+                Some(_) => self.wait(PROBE_POLL, deadline).await,
+            }
+        };
+        cluster.delete_probe(ns, &name).await?;
+        Ok(check::classify(&end))
+    }
+
+    async fn wait(&self, step: Duration, deadline: upgraded_events::Timestamp) {
+        let at = self.clock.now().plus_millis(step.as_millis() as u64);
+        self.clock.sleep_until(at.min(deadline)).await;
+    }
+}
+
+fn severity_name(s: Severity) -> &'static str {
+    match s {
+        Severity::RollbackNode => "rollback-node",
+        Severity::Halt => "halt",
+        Severity::Warn => "warn",
+    }
+}
+
 /// Executes one step on one node; the facts go into the outcome event.
 pub async fn execute(
     env: &StepEnv<'_>,
@@ -261,6 +486,7 @@ pub async fn execute(
             );
         }
         Step::Verify => env.verify(&mut facts).await?,
+        Step::Checks { .. } => env.checks(&mut facts).await?,
         Step::Uncordon => {
             // A drain that never finished (abort after a crash) leaves its scale-ups here.
             if !env.scaled.is_empty() {

@@ -449,7 +449,13 @@ fn next_for_node(
                         n.name
                     )));
                 }
-                let gate = matches!(step, Step::Verify | Step::Soak);
+                // A checks step whose checks gave no answer, or whose failed check halts
+                // (generation or cluster scope, `gates.onFailure: halt`), rolls nothing back.
+                let checks_halt = matches!(step, Step::Checks { .. })
+                    && (n.failure_facts.get("verdict").map(String::as_str) == Some("inconclusive")
+                        || n.failure_facts.get("severity").map(String::as_str) == Some("halt"));
+                let gate =
+                    matches!(step, Step::Verify | Step::Soak | Step::Checks { .. }) && !checks_halt;
                 if gate && policy.on_gate_failure == OnGateFailure::RollbackRun {
                     d.commands.push(Command::RollBackRun {
                         reason: format!("{why}; rolling the whole run back (policy rollback-run)"),

@@ -175,6 +175,12 @@ pub fn triage(
             t.daemonsets += 1;
             continue;
         }
+        // The daemon's own probe pods: their checks delete them, a drain never waits on them.
+        if p.namespace == crate::check::probe::NAMESPACE
+            && p.labels.contains_key(crate::check::probe::LABEL_RUN)
+        {
+            continue;
+        }
         let key = format!("{}/{}", p.namespace, p.name);
         let mut why = Vec::new();
         if !p.is_finished() {

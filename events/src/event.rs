@@ -77,7 +77,9 @@ impl Step {
             | Step::KubeadmDowngrade { .. }
             // Each stage checks where the node is (manifest parked or not, a marker per
             // restored token) and does only what is left.
-            | Step::EtcdRestore(_) => InDoubt::Rerun,
+            | Step::EtcdRestore(_)
+            // Probe objects have deterministic names: a re-run adopts what it had created.
+            | Step::Checks { .. } => InDoubt::Rerun,
         }
     }
 
@@ -105,6 +107,7 @@ impl Step {
             Step::EtcdRestore(EtcdRestoreStage::StartControlPlane) => {
                 "etcd-restore-start-control-plane"
             }
+            Step::Checks { .. } => "checks",
         }
     }
 }
@@ -118,6 +121,7 @@ impl fmt::Display for Step {
                 write!(f, "{} {version}", self.name())
             }
             Step::KubeadmUpgrade { version, .. } => write!(f, "{} {version}", self.name()),
+            Step::Checks { boundary } => write!(f, "checks {}", boundary.name()),
             other => f.write_str(other.name()),
         }
     }

@@ -91,7 +91,7 @@ impl Phase {
             Step::Drain => Phase::Draining,
             Step::UpgradePackages { .. } | Step::DowngradePackages { .. } => Phase::Upgrading,
             Step::RestartKubelet => Phase::Restarting,
-            Step::Verify => Phase::Verifying,
+            Step::Verify | Step::Checks { .. } => Phase::Verifying,
             Step::Uncordon => Phase::Uncordoning,
             Step::Soak => Phase::Soaking,
         }

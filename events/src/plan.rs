@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::check::Boundary;
 use crate::names::{Entry, Host, RunId};
 use crate::version::Version;
 
@@ -58,6 +59,10 @@ pub enum Step {
     /// --confirm-data-loss`; never chosen by the daemon). Each stage is one batch over every
     /// control-plane node, so a stage is done on all of them before the next starts.
     EtcdRestore(EtcdRestoreStage),
+    /// The catalog's node checks (`events::check`) at `boundary`, on the node while it is
+    /// still cordoned: probe pods pinned to it prove its pod network and DNS before any
+    /// workload comes back. Each check is recorded (`CheckStarted`, then its verdict).
+    Checks { boundary: Boundary },
 }
 
 /// The stages of an etcd restore, in order (etcd's disaster-recovery procedure).

@@ -7,6 +7,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::check::ChecksPolicy;
 use crate::window::Window;
 
 /// What happens when a PodDisruptionBudget still refuses an eviction at the drain timeout.
@@ -95,6 +96,11 @@ pub struct Policy {
     /// is what a failing step does); read and ignored, never written.
     #[serde(rename = "onFailure", skip_serializing)]
     pub retired_on_failure: Retired,
+    /// The checks that prove an upgraded node works (`events::check`), as the policy set them.
+    pub checks: ChecksPolicy,
+    /// The node label naming hardware generations (pod-network probes dial one node of each
+    /// other generation). `None` in records from before checks: the planner's default.
+    pub generation_label: Option<String>,
 }
 
 impl Default for Policy {
@@ -117,6 +123,8 @@ impl Default for Policy {
             windows: Vec::new(),
             on_gate_failure: OnGateFailure::Halt,
             retired_on_failure: Retired,
+            checks: ChecksPolicy::default(),
+            generation_label: None,
         }
     }
 }

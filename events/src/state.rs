@@ -4,12 +4,14 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
-use crate::check::Boundary;
+use crate::check::{self, Boundary, Check, ClusterHas, DEFAULT_GENERATION_LABEL, Peer};
 use crate::event::{Actor, Event, Record, RunId, Timestamp};
+use crate::inventory::Labels;
 use crate::inventory::PodInv;
 use crate::names::Entry;
 use crate::node::{Blocked, Cursor, NodeCtx, NodeState, Phase};
 use crate::plan::Plan;
+use crate::plan::Role;
 use crate::policy::Policy;
 use crate::run::{RunMachineState, RunPhase};
 use crate::version::Version;
@@ -45,6 +47,19 @@ pub struct RunState {
     pub scaled: BTreeMap<String, ScaledWorkload>,
     /// What the checks have found, by check and subject.
     pub checks: BTreeMap<(String, String), CheckState>,
+    /// What the pre-upgrade inventory shows the cluster has (for the catalog).
+    pub cluster_has: Option<ClusterHas>,
+    /// The nodes as observed before the run: name, labels, control plane or not.
+    pub observed_nodes: Vec<(String, Labels, bool)>,
+}
+
+/// A node's checks at one boundary, as the core chose them: the catalog's node checks that
+/// run as probes there, the peers its pod-network probe dials, and the probes' images.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeChecks {
+    pub boundary: Boundary,
+    pub checks: Vec<Check>,
+    pub peers: Vec<String>,
 }
 
 /// One check on one subject, folded from its `Check*` records.
@@ -243,6 +258,19 @@ impl RunState {
             } => {
                 self.apiserver_before = Some(*apiserver);
                 self.baseline = Some(Baseline::of(&inventory.0.pods));
+                self.cluster_has = Some(ClusterHas::of(&inventory.0));
+                self.observed_nodes = inventory
+                    .0
+                    .nodes
+                    .iter()
+                    .map(|n| {
+                        (
+                            n.name.clone(),
+                            n.labels.clone(),
+                            n.role == Role::ControlPlane,
+                        )
+                    })
+                    .collect();
             }
             Event::WorkloadScaled {
                 node,
@@ -422,6 +450,56 @@ impl RunState {
             baseline: self.baseline,
             waiting: None,
             scaled: self.scaled.values().cloned().collect(),
+        }
+    }
+
+    /// The checks `host` runs at `boundary`: the policy's catalog for what the cluster has,
+    /// its node probe checks there, and the peers its pod-network probe dials (a node whose
+    /// entries have not started counts as not yet upgraded).
+    pub fn node_checks(&self, host: &str, boundary: Boundary) -> NodeChecks {
+        let has = self
+            .cluster_has
+            .clone()
+            .unwrap_or_else(ClusterHas::everything);
+        let checks = check::catalog(&self.policy.checks, &has)
+            .map(|(on, _)| check::node_probe_checks(&on, boundary))
+            .unwrap_or_default();
+        let label = self
+            .policy
+            .generation_label
+            .as_deref()
+            .unwrap_or(DEFAULT_GENERATION_LABEL);
+        let phases = |name: &str| -> Vec<Phase> {
+            self.nodes
+                .iter()
+                .filter(|n| n.node().host.as_str() == name)
+                .map(NodeState::phase)
+                .collect()
+        };
+        let pending = |name: &str| {
+            let p = phases(name);
+            !p.is_empty() && p.iter().all(|p| *p == Phase::Pending)
+        };
+        let busy = |name: &str| {
+            phases(name)
+                .iter()
+                .any(|p| *p != Phase::Pending && !p.is_settled())
+        };
+        let peers: Vec<Peer> = self
+            .observed_nodes
+            .iter()
+            .map(|(name, labels, control_plane)| Peer {
+                name: name.clone(),
+                generation: labels.get(label).cloned().unwrap_or_default(),
+                control_plane: *control_plane,
+                not_yet_upgraded: pending(name),
+                busy: name != host && busy(name),
+            })
+            .collect();
+        NodeChecks {
+            boundary,
+            checks,
+            peers: check::network_peers(host, &peers),
         }
     }
 

@@ -72,6 +72,7 @@ impl World {
             }
             Step::Drain
             | Step::Verify
+            | Step::Checks { .. }
             | Step::Soak
             | Step::EtcdSnapshot
             | Step::KubeadmUpgrade { .. }

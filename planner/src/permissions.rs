@@ -93,6 +93,19 @@ pub fn required(policy: &PlanPolicy) -> Vec<Permission> {
             "drain.scaleUpToUnblock",
         ));
     }
+    use upgraded_events::check::Boundary;
+    if policy.runs_node_checks(Boundary::AfterCanary)
+        || policy.runs_node_checks(Boundary::AfterBatch)
+    {
+        let why = "node checks (probe pods in namespace upgraded-checks)";
+        out.extend([
+            p("get", "", "namespaces", "", why),
+            p("create", "", "namespaces", "", why),
+            p("create", "", "pods", "", why),
+            p("get", "", "pods", "", why),
+            p("delete", "", "pods", "", why),
+        ]);
+    }
     out
 }
 

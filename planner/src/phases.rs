@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use upgraded_events::check::Boundary;
 use upgraded_events::inventory;
 use upgraded_events::{Role, Step, Version};
 
@@ -32,6 +33,7 @@ impl Ctx<'_> {
                 Step::UpgradePackages { .. } | Step::DowngradePackages { .. } => d.upgrade_packages,
                 Step::RestartKubelet => d.restart_kubelet,
                 Step::Verify => d.verify,
+                Step::Checks { .. } => d.checks,
                 Step::Uncordon => d.uncordon,
                 Step::Soak => self.policy.canary_soak_secs,
                 Step::EtcdRestore(_) => d.etcd_snapshot,
@@ -195,7 +197,18 @@ impl Ctx<'_> {
             });
             steps.push(Step::UpgradePackages { version: hop });
         }
-        steps.extend([Step::RestartKubelet, Step::Verify, Step::Uncordon]);
+        steps.extend([Step::RestartKubelet, Step::Verify]);
+        // The node's checks, while it is still cordoned: nothing returns to a node whose
+        // pod network or DNS does not work.
+        let boundary = if canary {
+            Boundary::AfterCanary
+        } else {
+            Boundary::AfterBatch
+        };
+        if self.policy.runs_node_checks(boundary) {
+            steps.push(Step::Checks { boundary });
+        }
+        steps.push(Step::Uncordon);
         if canary {
             steps.push(Step::Soak);
         }

@@ -18,13 +18,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::catalog::Catalog;
 use upgraded_events::Version;
+use upgraded_events::check::{self, ChecksPolicy};
 use upgraded_events::policy::{OnDrainBlocked, OnGateFailure, Policy};
 use upgraded_events::quantity::duration_secs;
 use upgraded_events::window::Window;
 
 pub const API_VERSION: &str = "upgraded.dev/v1alpha1";
 pub const KIND: &str = "UpgradePolicy";
-pub const DEFAULT_GENERATION_LABEL: &str = "node.kubernetes.io/instance-type";
+pub use upgraded_events::check::DEFAULT_GENERATION_LABEL;
 
 /// The policy file as written. Every field is optional.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -59,6 +60,9 @@ pub struct PolicyFile {
     pub drain: Option<DrainFile>,
     /// How the node-side commands are carried out: package repository, etcd, backups.
     pub node: Option<NodeFile>,
+    /// The checks that prove each upgraded node works before it is uncordoned: probe
+    /// images, StorageClasses, Prometheus, checks turned off or changed, the operator's own.
+    pub checks: Option<ChecksPolicy>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -259,6 +263,8 @@ pub struct Durations {
     /// How long an evicted pod's replacement takes to become Ready: the wait between two
     /// rounds of evictions a budget lets through (drains of a batch share its allowance).
     pub pod_ready: u64,
+    /// A node's checks before its uncordon (probe pods scheduled, run and read).
+    pub checks: u64,
 }
 
 impl Default for Durations {
@@ -276,6 +282,7 @@ impl Default for Durations {
             verify: 120,
             uncordon: 5,
             pod_ready: 60,
+            checks: 60,
         }
     }
 }
@@ -311,6 +318,7 @@ pub struct PlanPolicy {
     pub delete_empty_dir_data: bool,
     pub scale_up_to_unblock: bool,
     pub node: NodeCommands,
+    pub checks: ChecksPolicy,
 }
 
 /// How node-side commands are rendered (validated values; the daemon quotes every one).
@@ -397,6 +405,7 @@ impl Default for PlanPolicy {
             delete_empty_dir_data: true,
             scale_up_to_unblock: false,
             node: NodeCommands::defaults(PackageManager::Apt),
+            checks: ChecksPolicy::default(),
         }
     }
 }
@@ -407,6 +416,13 @@ impl PlanPolicy {
             .get(generation)
             .copied()
             .unwrap_or(self.default_generation)
+    }
+
+    /// Whether a node gets a checks step at `boundary`: some node check runs there as a
+    /// probe (the daemon leaves out, at run time, those the cluster has no subject for).
+    pub fn runs_node_checks(&self, boundary: check::Boundary) -> bool {
+        check::catalog(&self.checks, &check::ClusterHas::everything())
+            .is_ok_and(|(on, _)| !check::node_probe_checks(&on, boundary).is_empty())
     }
 
     /// The part of the policy the engine needs while running.
@@ -428,6 +444,8 @@ impl PlanPolicy {
             etcd_snapshot_max_age_secs: self.node.etcd_max_snapshot_age_secs,
             windows: self.windows.clone(),
             on_gate_failure: self.on_gate_failure,
+            checks: self.checks.clone(),
+            generation_label: Some(self.generation_label.clone()),
             ..Policy::default()
         }
     }
@@ -792,10 +810,11 @@ impl PolicyFile {
                 "verify" => &mut d.verify,
                 "uncordon" => &mut d.uncordon,
                 "podReady" => &mut d.pod_ready,
+                "checks" => &mut d.checks,
                 _ => {
                     return Err(err(
                         field,
-                        "unknown step: expected preflight, etcdSnapshot, kubeadmApply, kubeadmNode, cordon, drain, drainPerPod, upgradePackages, restartKubelet, verify, uncordon or podReady",
+                        "unknown step: expected preflight, etcdSnapshot, kubeadmApply, kubeadmNode, cordon, drain, drainPerPod, upgradePackages, restartKubelet, verify, uncordon, podReady or checks",
                     ));
                 }
             };
@@ -803,6 +822,13 @@ impl PolicyFile {
         }
         if let Some(n) = &self.node {
             n.apply(&mut p.node)?;
+        }
+        if let Some(c) = &self.checks {
+            // Every subject present: a check the cluster turns off at run time is no error,
+            // an id the catalog does not know is.
+            check::catalog(c, &check::ClusterHas::everything())
+                .map_err(|e| err("checks", e.to_string()))?;
+            p.checks = c.clone();
         }
         if let Some(r) = &self.retries {
             if let Some(m) = r.max_attempts {
@@ -927,6 +953,36 @@ mod tests {
         let e = PlanPolicy::from_yaml(yaml).expect_err("must be refused");
         assert_eq!(e.field, field, "{e}");
         assert!(e.to_string().contains(contains), "{e}");
+    }
+
+    #[test]
+    fn the_checks_section_is_read_and_its_mistakes_named() {
+        // The README's example.
+        let p = PlanPolicy::from_yaml(
+            "checks:
+  images: {probe: registry.example/agnhost:2.53}
+  disable: [dns]
+  overrides: {pod-network: {timeoutSecs: 300}}
+",
+        )
+        .expect("ok");
+        assert_eq!(p.checks.images.probe, "registry.example/agnhost:2.53");
+        assert_eq!(p.run_policy().checks, p.checks);
+        assert!(p.runs_node_checks(check::Boundary::AfterBatch));
+        check_err(
+            "checks: {disable: [pod-netwrok]}",
+            "checks",
+            "\"pod-netwrok\"",
+        );
+        check_err(
+            "checks: {user: [{id: smoke, http: {url: 'http://x'}, command: [true]}]}",
+            "checks",
+            "exactly one of job, http, command",
+        );
+        assert!(PlanPolicy::from_yaml("checks: {prometheusURL: x}").is_err());
+        // Every node check off: no checks step, and no rights asked for probes.
+        let off = PlanPolicy::from_yaml("checks: {disable: [pod-network, dns]}").expect("ok");
+        assert!(!off.runs_node_checks(check::Boundary::AfterBatch));
     }
 
     #[test]

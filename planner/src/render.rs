@@ -339,6 +339,10 @@ impl Cmds<'_> {
                 human_secs(self.r.canary_soak_secs)
             ),
             Step::EtcdRestore(stage) => etcd_restore(stage),
+            Step::Checks { .. } => format!(
+                "# checks while {node} is still cordoned: a probe pod pinned to it dials a pod on a node of every\n# other generation, one not yet upgraded and a control-plane node, and resolves a cluster name\nkubectl create namespace upgraded-checks --dry-run=client -o yaml | kubectl apply -f -\nkubectl -n upgraded-checks run upg-echo --image=registry.k8s.io/e2e-test-images/agnhost:2.53 --overrides='{{\"spec\":{{\"nodeName\":\"OTHER-NODE\",\"tolerations\":[{{\"operator\":\"Exists\"}}]}}}}' -- netexec --http-port=8080\nkubectl -n upgraded-checks get pod upg-echo -o jsonpath='{{.status.podIP}}'\nkubectl -n upgraded-checks run upg-net --rm -i --restart=Never --image=registry.k8s.io/e2e-test-images/agnhost:2.53 --overrides='{{\"spec\":{{\"nodeName\":{node_json},\"tolerations\":[{{\"operator\":\"Exists\"}}]}}}}' --command -- sh -c 'nc -z -w 5 ECHO-IP 8080 && nslookup kubernetes.default.svc.cluster.local'   # exit 0: uncordon; otherwise roll the node back",
+                node_json = serde_json::Value::String(u.node.clone())
+            ),
         }
     }
 }

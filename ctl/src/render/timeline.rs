@@ -23,6 +23,7 @@ pub const GLYPHS: &[(&str, char, &str)] = &[
     ("downgrade-packages", 'd', "packages down"),
     ("restart-kubelet", 'R', "kubelet restart"),
     ("verify", 'V', "verify"),
+    ("checks", 'T', "checks (probes)"),
     ("uncordon", 'u', "uncordon"),
     ("soak", 'S', "soak"),
     ("etcd-snapshot", 'E', "etcd snapshot"),

@@ -14,7 +14,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::policy::OnGateFailure;
 
+pub mod probe;
 mod verdict;
+pub use probe::{Peer, StepVerdict, network_peers, node_probe_checks, step_verdict};
+
+/// The node label that names hardware generations unless the policy names another.
+pub const DEFAULT_GENERATION_LABEL: &str = "node.kubernetes.io/instance-type";
 pub use verdict::{
     BaselineFinding, Disruption, ProbeEnd, ProbeReport, ProblemTally, Verdict, baseline_finding,
     classify, devices_lost, disruption_of, probe_name,

@@ -1,0 +1,445 @@
+//! What a node's checks create and how their results become the step's verdict: which peers
+//! a pod-network probe dials (one per other generation, one node not yet upgraded, one
+//! control-plane node: O(generations), never O(n²)), the probe pods' manifests (pinned with
+//! `nodeName`, tolerating every taint, in the namespace the daemon owns, labelled and named
+//! deterministically so a restarted daemon adopts them), and the step's verdict from the
+//! checks' results.
+
+use serde_json::{Value, json};
+
+use super::{Boundary, Check, CheckKind, ChecksPolicy, ClusterHas, Scope, Severity, Verdict};
+use crate::inventory::Inventory;
+use crate::policy::OnGateFailure;
+
+/// The namespace every probe object lives in; the daemon creates it and owns it.
+pub const NAMESPACE: &str = "upgraded-checks";
+/// The port echo pods serve on (agnhost `netexec`).
+pub const ECHO_PORT: u16 = 8080;
+/// Labels on every probe object: the run, the check, the node, the attempt.
+pub const LABEL_RUN: &str = "upgraded.dev/run";
+pub const LABEL_CHECK: &str = "upgraded.dev/check";
+pub const LABEL_NODE: &str = "upgraded.dev/node";
+pub const LABEL_ATTEMPT: &str = "upgraded.dev/attempt";
+
+/// The script a probe container runs on a real cluster (busybox `sh`, `nc`, `nslookup`, as
+/// in agnhost's image): it reads the same variables the sim's model answers, tries every
+/// target, writes one JSON line to its termination message and exits 0 (all answered) or 1.
+pub const PROBE_SCRIPT: &str = r#"set -u
+failed=""; n=0
+for t in $(echo "${UPGRADED_TARGETS:-}" | tr ',' ' '); do
+  n=$((n+1))
+  case "$UPGRADED_PROBE" in
+    pod-network) nc -z -w 5 "${t%:*}" "${t##*:}" >/dev/null 2>&1 || failed="$failed dial $t: no answer;" ;;
+    dns) nslookup "$t" >/dev/null 2>&1 || failed="$failed lookup $t: no answer;" ;;
+    *) echo "{\"ok\":false,\"detail\":\"unknown probe\"}" > /dev/termination-log; exit 2 ;;
+  esac
+done
+if [ -z "$failed" ]; then
+  echo "{\"ok\":true,\"detail\":\"$n target(s) answered\",\"facts\":{\"failed\":\"0\"}}" > /dev/termination-log; exit 0
+fi
+echo "{\"ok\":false,\"detail\":\"${failed# }\"}" > /dev/termination-log; exit 1
+"#;
+
+impl ClusterHas {
+    /// A cluster with every subject: what a policy is validated against.
+    pub fn everything() -> ClusterHas {
+        ClusterHas {
+            stacked_etcd: true,
+            coredns: true,
+            kube_proxy: true,
+            storage_classes: Default::default(),
+            extended_resources: true,
+        }
+    }
+
+    /// What the pre-upgrade inventory shows the cluster has. StorageClasses are not in an
+    /// inventory: storage checks need them named by the policy and found at run time.
+    pub fn of(inventory: &Inventory) -> ClusterHas {
+        let app = |value: &str| {
+            inventory.pods.iter().any(|p| {
+                p.namespace == "kube-system"
+                    && p.labels.get("k8s-app").map(String::as_str) == Some(value)
+            })
+        };
+        ClusterHas {
+            stacked_etcd: inventory
+                .nodes
+                .iter()
+                .any(|n| n.control_plane.as_ref().is_some_and(|cp| cp.etcd.is_some())),
+            coredns: app("kube-dns"),
+            kube_proxy: app("kube-proxy"),
+            storage_classes: Default::default(),
+            extended_resources: false,
+        }
+    }
+}
+
+/// A node as the peer choice sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    pub name: String,
+    pub generation: String,
+    pub control_plane: bool,
+    /// Its upgrade in this run has not started.
+    pub not_yet_upgraded: bool,
+    /// The run is working on it now (cordoned, draining, restarting): never dialled, as its
+    /// answer would say nothing about the node under check.
+    pub busy: bool,
+}
+
+/// The nodes `subject`'s pod-network probe dials, each once, in a stable order: the first
+/// node (by name) of every other generation, the first node not yet upgraded, the first
+/// control-plane node.
+pub fn network_peers(subject: &str, peers: &[Peer]) -> Vec<String> {
+    let mut sorted: Vec<&Peer> = peers
+        .iter()
+        .filter(|p| p.name != subject && !p.busy)
+        .collect();
+    sorted.sort_by(|a, b| a.name.cmp(&b.name));
+    let own = peers
+        .iter()
+        .find(|p| p.name == subject)
+        .map(|p| p.generation.as_str());
+    let mut out: Vec<String> = Vec::new();
+    let mut push = |name: &str| {
+        if !out.iter().any(|o| o == name) {
+            out.push(name.to_string());
+        }
+    };
+    let mut generations: Vec<&str> = Vec::new();
+    for p in sorted.iter().filter(|p| !p.control_plane) {
+        if Some(p.generation.as_str()) != own && !generations.contains(&p.generation.as_str()) {
+            generations.push(&p.generation);
+            push(&p.name);
+        }
+    }
+    if let Some(p) = sorted
+        .iter()
+        .find(|p| p.not_yet_upgraded && !p.control_plane)
+    {
+        push(&p.name);
+    }
+    if let Some(p) = sorted.iter().find(|p| p.control_plane) {
+        push(&p.name);
+    }
+    out
+}
+
+/// The node checks at `boundary` that run as probe pods on the node.
+pub fn node_probe_checks(checks: &[Check], boundary: Boundary) -> Vec<Check> {
+    checks
+        .iter()
+        .filter(|c| c.scope == Scope::Node && c.runs_at(boundary))
+        .filter(|c| matches!(c.kind, CheckKind::PodNetwork | CheckKind::Dns))
+        .cloned()
+        .collect()
+}
+
+/// The names a DNS probe resolves.
+pub fn dns_targets() -> Vec<String> {
+    vec!["kubernetes.default.svc.cluster.local".into()]
+}
+
+fn labels(run: &str, check: &str, node: &str, attempt: u32) -> Value {
+    json!({
+        LABEL_RUN: run,
+        LABEL_CHECK: check.replace('/', "."),
+        LABEL_NODE: node,
+        LABEL_ATTEMPT: attempt.to_string(),
+    })
+}
+
+/// A probe pod on `node`: `kind` is what it tries (`pod-network`, `dns`), `targets` what it
+/// dials or resolves. Pinned with `nodeName` (a cordoned node is checked before any workload
+/// returns), tolerating every taint, never restarted, no service account token.
+#[allow(clippy::too_many_arguments)]
+pub fn probe_pod(
+    name: &str,
+    run: &str,
+    check: &str,
+    node: &str,
+    attempt: u32,
+    kind: &str,
+    targets: &[String],
+    policy: &ChecksPolicy,
+) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": NAMESPACE,
+            "labels": labels(run, check, node, attempt),
+        },
+        "spec": {
+            "nodeName": node,
+            "restartPolicy": "Never",
+            "automountServiceAccountToken": false,
+            "terminationGracePeriodSeconds": 1,
+            "tolerations": [{"operator": "Exists"}],
+            "containers": [{
+                "name": "probe",
+                "image": policy.images.probe,
+                "command": ["sh", "-c", PROBE_SCRIPT],
+                "env": [
+                    {"name": "UPGRADED_PROBE", "value": kind},
+                    {"name": "UPGRADED_TARGETS", "value": targets.join(",")},
+                ],
+                "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}},
+                "terminationMessagePolicy": "File",
+            }],
+        },
+    })
+}
+
+/// An echo pod on `node` that pod-network probes dial (agnhost `netexec`).
+pub fn echo_pod(name: &str, run: &str, node: &str, attempt: u32, policy: &ChecksPolicy) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": NAMESPACE,
+            "labels": labels(run, "echo", node, attempt),
+        },
+        "spec": {
+            "nodeName": node,
+            "automountServiceAccountToken": false,
+            "terminationGracePeriodSeconds": 1,
+            "tolerations": [{"operator": "Exists"}],
+            "containers": [{
+                "name": "echo",
+                "image": policy.images.probe,
+                "args": ["netexec", format!("--http-port={ECHO_PORT}")],
+                "ports": [{"containerPort": ECHO_PORT}],
+                "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}},
+            }],
+        },
+    })
+}
+
+/// What a node's checks at one boundary add up to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StepVerdict {
+    /// Every check passed (or only warned).
+    Passed,
+    /// A check failed: what it does, and why, naming the checks and what they saw.
+    Failed { severity: Severity, why: String },
+    /// Some check gave no answer and none failed: retried, never a rollback.
+    Inconclusive { why: String },
+}
+
+/// The step's verdict from each check's: the harshest failure decides (a halt over a
+/// rollback); warnings never fail the step; with no failure, an inconclusive check makes
+/// the step inconclusive.
+pub fn step_verdict(results: &[(Check, Verdict)], on_gate_failure: OnGateFailure) -> StepVerdict {
+    let mut failed: Vec<(Severity, String)> = Vec::new();
+    let mut unsure: Vec<String> = Vec::new();
+    for (check, verdict) in results {
+        match verdict {
+            Verdict::Passed { .. } => {}
+            Verdict::Failed { detail, .. } => {
+                let severity = super::effective_severity(check, on_gate_failure);
+                if severity != Severity::Warn {
+                    failed.push((severity, format!("check {} failed: {detail}", check.id)));
+                }
+            }
+            Verdict::Inconclusive { why, .. } => {
+                unsure.push(format!("check {} was inconclusive: {why}", check.id));
+            }
+        }
+    }
+    if !failed.is_empty() {
+        let severity = if failed.iter().any(|(s, _)| *s == Severity::Halt) {
+            Severity::Halt
+        } else {
+            Severity::RollbackNode
+        };
+        let why: Vec<String> = failed.into_iter().map(|(_, w)| w).collect();
+        return StepVerdict::Failed {
+            severity,
+            why: why.join("; "),
+        };
+    }
+    if !unsure.is_empty() {
+        return StepVerdict::Inconclusive {
+            why: unsure.join("; "),
+        };
+    }
+    StepVerdict::Passed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::check::builtin;
+    use crate::event::Facts;
+
+    fn peer(name: &str, generation: &str, cp: bool, pending: bool) -> Peer {
+        Peer {
+            name: name.into(),
+            generation: generation.into(),
+            control_plane: cp,
+            not_yet_upgraded: pending,
+            busy: false,
+        }
+    }
+
+    #[test]
+    fn a_node_dials_one_node_per_other_generation_one_pending_and_one_control_plane() {
+        let peers = [
+            peer("cp-1", "", true, false),
+            peer("cp-2", "", true, false),
+            peer("r640-01", "r640", false, false),
+            peer("r640-02", "r640", false, true),
+            peer("r740-01", "r740", false, true),
+            peer("r740-02", "r740", false, true),
+            peer("dl380-01", "dl380", false, true),
+        ];
+        // dl380-01 is both another generation and not yet upgraded: dialled once.
+        assert_eq!(
+            network_peers("r640-01", &peers),
+            ["dl380-01", "r740-01", "cp-1"]
+        );
+        // Once the other generations are done, a pending node of its own is added.
+        let later: Vec<Peer> = peers
+            .iter()
+            .map(|p| Peer {
+                not_yet_upgraded: p.name == "r640-02",
+                ..p.clone()
+            })
+            .collect();
+        assert_eq!(
+            network_peers("r640-01", &later),
+            ["dl380-01", "r740-01", "r640-02", "cp-1"]
+        );
+        // Growing a generation adds nobody: O(generations).
+        let mut many = peers.to_vec();
+        for i in 3..200 {
+            many.push(peer(&format!("r740-{i:03}"), "r740", false, true));
+        }
+        assert_eq!(network_peers("r640-01", &many).len(), 3);
+        // A node the run is working on is never dialled.
+        let busy: Vec<Peer> = peers
+            .iter()
+            .map(|p| Peer {
+                busy: p.name == "dl380-01",
+                ..p.clone()
+            })
+            .collect();
+        assert_eq!(
+            network_peers("r640-01", &busy),
+            ["r740-01", "r640-02", "cp-1"]
+        );
+        // Alone in the cluster but for the control plane.
+        assert_eq!(
+            network_peers(
+                "w",
+                &[peer("w", "g", false, false), peer("cp", "", true, false)]
+            ),
+            ["cp"]
+        );
+    }
+
+    #[test]
+    fn probe_pods_are_pinned_tolerant_and_labelled() {
+        let policy = ChecksPolicy::default();
+        let pod = probe_pod(
+            "upg-pod-network-w-1-a2-0000",
+            "run-1",
+            "storage/local-path",
+            "w-1",
+            2,
+            "pod-network",
+            &["10.244.1.5:8080".into(), "10.244.2.9:8080".into()],
+            &policy,
+        );
+        assert_eq!(pod["spec"]["nodeName"], "w-1");
+        assert_eq!(pod["spec"]["tolerations"], json!([{"operator": "Exists"}]));
+        assert_eq!(pod["spec"]["restartPolicy"], "Never");
+        assert_eq!(pod["metadata"]["namespace"], NAMESPACE);
+        assert_eq!(pod["metadata"]["labels"][LABEL_CHECK], "storage.local-path");
+        assert_eq!(pod["metadata"]["labels"][LABEL_ATTEMPT], "2");
+        assert_eq!(
+            pod["spec"]["containers"][0]["env"][1]["value"],
+            "10.244.1.5:8080,10.244.2.9:8080"
+        );
+        assert_eq!(pod["spec"]["containers"][0]["image"], policy.images.probe);
+        let echo = echo_pod("e", "run-1", "w-2", 1, &policy);
+        assert_eq!(echo["spec"]["nodeName"], "w-2");
+        assert!(
+            echo["spec"]["restartPolicy"].is_null(),
+            "echo pods serve until deleted"
+        );
+    }
+
+    #[test]
+    fn the_harshest_failure_decides_warnings_pass_and_unsure_is_retried() {
+        let all = builtin();
+        let get = |id: &str| all.iter().find(|c| c.id == id).cloned().expect("built-in");
+        let pass = Verdict::Passed {
+            facts: Facts::new(),
+        };
+        let fail = |d: &str| Verdict::Failed {
+            detail: d.into(),
+            facts: Facts::new(),
+        };
+        let unsure = Verdict::Inconclusive {
+            why: "the probe was evicted".into(),
+            facts: Facts::new(),
+        };
+        let net = get("pod-network");
+        let dns = get("dns");
+        assert_eq!(
+            step_verdict(
+                &[(net.clone(), pass.clone()), (dns.clone(), pass.clone())],
+                OnGateFailure::RollbackNode
+            ),
+            StepVerdict::Passed
+        );
+        assert_eq!(
+            step_verdict(
+                &[
+                    (net.clone(), fail("dial 10.244.1.5:8080: i/o timeout")),
+                    (dns.clone(), unsure.clone())
+                ],
+                OnGateFailure::RollbackNode
+            ),
+            StepVerdict::Failed {
+                severity: Severity::RollbackNode,
+                why: "check pod-network failed: dial 10.244.1.5:8080: i/o timeout".into()
+            }
+        );
+        assert_eq!(
+            step_verdict(&[(net.clone(), fail("x"))], OnGateFailure::Halt),
+            StepVerdict::Failed {
+                severity: Severity::Halt,
+                why: "check pod-network failed: x".into()
+            }
+        );
+        let warn = Check {
+            severity: Severity::Warn,
+            ..dns.clone()
+        };
+        assert_eq!(
+            step_verdict(&[(warn, fail("slow"))], OnGateFailure::RollbackNode),
+            StepVerdict::Passed
+        );
+        assert_eq!(
+            step_verdict(&[(net, pass), (dns, unsure)], OnGateFailure::RollbackNode),
+            StepVerdict::Inconclusive {
+                why: "check dns was inconclusive: the probe was evicted".into()
+            }
+        );
+    }
+
+    #[test]
+    fn only_node_probe_checks_run_in_the_step() {
+        let ids: Vec<String> = node_probe_checks(&builtin(), Boundary::AfterBatch)
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
+        assert_eq!(ids, ["pod-network", "dns"]);
+        assert!(node_probe_checks(&builtin(), Boundary::AfterControlPlane).is_empty());
+    }
+}
