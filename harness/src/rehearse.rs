@@ -131,6 +131,11 @@ pub enum Fault {
     BlockingPdb(String),
     /// `slow-drain:NODE=SECONDS`: the node's evicted pods take that long to terminate.
     SlowDrain { node: String, secs: u64 },
+    /// `net-broken:GENERATION@VERSION`: the pod network of the generation's machines breaks
+    /// once they run a kubelet at or above VERSION (a CNI that fails on their old kernel).
+    NetBroken { generation: String, from: Version },
+    /// `dns-broken@VERSION`: CoreDNS stops answering once the control plane is at VERSION.
+    DnsBroken { from: Version },
 }
 
 impl std::str::FromStr for Fault {
@@ -138,7 +143,13 @@ impl std::str::FromStr for Fault {
 
     fn from_str(s: &str) -> Result<Fault, String> {
         let usage = "expected kubelet-fails:GENERATION@VERSION, never-ready:NODE, \
-                     crash-loop:KEY=VALUE@VERSION, blocking-pdb:NAMESPACE/NAME or slow-drain:NODE=SECONDS";
+                     crash-loop:KEY=VALUE@VERSION, blocking-pdb:NAMESPACE/NAME, slow-drain:NODE=SECONDS, \
+                     net-broken:GENERATION@VERSION or dns-broken@VERSION";
+        if let Some(v) = s.strip_prefix("dns-broken@") {
+            let from = Version::parse_release(v)
+                .map_err(|e| format!("fault {s:?}: {v:?} is not a version: {e}"))?;
+            return Ok(Fault::DnsBroken { from });
+        }
         let (kind, arg) = s
             .split_once(':')
             .ok_or_else(|| format!("fault {s:?}: {usage}"))?;
@@ -166,6 +177,13 @@ impl std::str::FromStr for Fault {
                 })
             }
             "never-ready" => Ok(Fault::NeverReady(nonempty(arg)?)),
+            "net-broken" => {
+                let (generation, from) = at(arg)?;
+                Ok(Fault::NetBroken {
+                    generation: nonempty(&generation)?,
+                    from,
+                })
+            }
             "crash-loop" => {
                 let (sel, from) = at(arg)?;
                 let (key, value) = sel
@@ -210,6 +228,8 @@ impl std::fmt::Display for Fault {
             Fault::CrashLoop { key, value, from } => write!(f, "crash-loop:{key}={value}@{from}"),
             Fault::BlockingPdb(b) => write!(f, "blocking-pdb:{b}"),
             Fault::SlowDrain { node, secs } => write!(f, "slow-drain:{node}={secs}"),
+            Fault::NetBroken { generation, from } => write!(f, "net-broken:{generation}@{from}"),
+            Fault::DnsBroken { from } => write!(f, "dns-broken@{from}"),
         }
     }
 }
@@ -232,6 +252,18 @@ impl Fault {
                     ));
                 }
             }
+            Fault::NetBroken { generation, from } => {
+                let hit = upgraded_sim::scenario::machines_of_generation(w, generation);
+                if hit.is_empty() {
+                    return Err(format!(
+                        "fault net-broken:{generation}: no node of that generation"
+                    ));
+                }
+                for m in hit {
+                    w.faults.net_broken_from.insert(m, *from);
+                }
+            }
+            Fault::DnsBroken { from } => w.faults.dns_broken_from = Some(*from),
             Fault::NeverReady(n) => {
                 node(w, n)?;
                 w.faults.never_ready.insert(n.clone());
@@ -851,8 +883,26 @@ mod tests {
                 secs: 90
             })
         );
+        assert_eq!(
+            "net-broken:dell-r640@v1.35.0".parse::<Fault>(),
+            Ok(Fault::NetBroken {
+                generation: "dell-r640".into(),
+                from: Version::new(1, 35, 0)
+            })
+        );
+        assert_eq!(
+            "dns-broken@v1.35.0".parse::<Fault>(),
+            Ok(Fault::DnsBroken {
+                from: Version::new(1, 35, 0)
+            })
+        );
+        for f in ["net-broken:dell-r640@v1.35.0", "dns-broken@v1.35.0"] {
+            assert_eq!(f.parse::<Fault>().map(|f| f.to_string()), Ok(f.to_string()));
+        }
         for bad in [
             "kubelet-fails:dell-r640",
+            "net-broken:@v1.35.0",
+            "dns-broken@soon",
             "never-ready:",
             "crash-loop:app@v1.35.0",
             "slow-drain:w-1=soon",

@@ -327,16 +327,20 @@ pub fn fix_blockers(w: &mut World) -> Result<Vec<String>, ModelError> {
 /// Every machine of hardware `generation` cannot run a kubelet from `from` on (an old
 /// kernel): restarted into such a kubelet it never becomes Ready. Returns the machines.
 pub fn kubelet_fails_in_generation(w: &mut World, generation: &str, from: Version) -> Vec<String> {
-    let machines: Vec<String> = w
-        .nodes
-        .values()
-        .filter(|n| n.labels.get(GENERATION_LABEL).map(String::as_str) == Some(generation))
-        .map(|n| n.name.clone())
-        .collect();
+    let machines = machines_of_generation(w, generation);
     for m in &machines {
         w.faults.kubelet_fails_from.insert(m.clone(), from);
     }
     machines
+}
+
+/// The nodes labelled as machines of `generation`.
+pub fn machines_of_generation(w: &World, generation: &str) -> Vec<String> {
+    w.nodes
+        .values()
+        .filter(|n| n.labels.get(GENERATION_LABEL).map(String::as_str) == Some(generation))
+        .map(|n| n.name.clone())
+        .collect()
 }
 
 /// A Deployment of `replicas` pods (500m, 512Mi) whose budget's `minAvailable` equals its

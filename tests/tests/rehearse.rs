@@ -269,6 +269,32 @@ fn a_generation_that_cannot_run_the_new_kubelet_is_rehearsed_as_a_halt() {
     assert!(table.contains("fault: kubelet-fails:hp-dl380@"), "{table}");
 }
 
+/// The guide's "networking between nodes fails": a generation whose pod network breaks with
+/// the new kubelet passes verify (Ready, at its versions) and is caught by its pod-network
+/// check before its uncordon.
+#[test]
+fn a_generation_whose_pod_network_breaks_is_caught_by_its_check() {
+    let out = rehearse(&[
+        "--scenario",
+        "lab",
+        "--to",
+        "v1.35.3",
+        "--no-compare",
+        "--fault",
+        "net-broken:hp-dl380@v1.34.0",
+    ]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{table}");
+    assert!(table.contains("outcome            halted"), "{table}");
+    assert!(table.contains("check pod-network failed: dial "), "{table}");
+    assert!(
+        table.contains("w-3 was rolled back to v1.33.5 and parked"),
+        "{table}"
+    );
+    assert!(table.contains("PARKED NODES\nw-3: "), "{table}");
+    assert!(table.contains("fault: net-broken:hp-dl380@"), "{table}");
+}
+
 #[test]
 fn bad_input_is_refused_by_name() {
     let dir = tempfile::tempdir().expect("temp dir");
