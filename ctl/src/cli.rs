@@ -218,10 +218,12 @@ pub enum Cmd {
     Demo {
         #[arg(long, default_value = "v1.35.3")]
         to: String,
-        /// `upgrade` (to the end) or `rollback`: one hardware generation cannot run the new
+        /// `upgrade` (to the end); `rollback`: one hardware generation cannot run the new
         /// kubelet; its canary is rolled back by the daemon, then the operator rolls the
-        /// control plane back one minor.
-        #[arg(long, default_value = "upgrade", value_parser = ["upgrade", "rollback"])]
+        /// control plane back one minor; `network`: the oldest generation's pod network
+        /// breaks with the new kubelet; the canary's network check fails before its
+        /// uncordon, the daemon rolls it back, parks it and halts.
+        #[arg(long, default_value = "upgrade", value_parser = ["upgrade", "rollback", "network"])]
         scenario: String,
         /// Keep the demo's data directory afterwards.
         #[arg(long)]

@@ -92,7 +92,8 @@ fn demo_fix_blockers(server: &upgraded_sim::SimServer) -> anyhow::Result<()> {
 /// Runs a private daemon against the embedded sim — the real Kubernetes adapter over the
 /// sim's HTTP API, node agents acting on its machines — and upgrades the seed cluster,
 /// showing every step as it happens.
-pub async fn run(to: &str, keep: Option<PathBuf>, rollback: bool) -> anyhow::Result<()> {
+pub async fn run(to: &str, keep: Option<PathBuf>, story: Story) -> anyhow::Result<()> {
+    let rollback = story == Story::Rollback;
     let tmp = tempfile::Builder::new()
         .prefix("upgraded-demo-")
         .tempdir()?;
@@ -173,8 +174,10 @@ pub async fn run(to: &str, keep: Option<PathBuf>, rollback: bool) -> anyhow::Res
         println!();
     }
     let target: upgraded_events::Version = to.parse().context("--to")?;
-    if rollback {
-        demo_kernel_fault(&sim, target);
+    match story {
+        Story::Upgrade => {}
+        Story::Rollback => demo_kernel_fault(&sim, target),
+        Story::Network => demo_network_fault(&sim, target),
     }
     let v = client
         .start(&StartRequest {
@@ -256,6 +259,36 @@ async fn follow(client: &Client, run: upgraded_events::RunId, from: u64) -> anyh
         })
         .await?;
     Ok(next)
+}
+
+/// The stories the demo tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Story {
+    /// The seed cluster upgraded to the end, its checks passing.
+    Upgrade,
+    /// The oldest generation cannot run the new kubelet; the operator rolls back.
+    Rollback,
+    /// The oldest generation's pod network breaks with the new kubelet; its canary's
+    /// network check catches it before the uncordon.
+    Network,
+}
+
+/// The network story's fault: the oldest generation's CNI stops working on its old kernel
+/// with the new kubelet. The kubelet starts and the node turns Ready: only a probe sees it.
+fn demo_network_fault(server: &upgraded_sim::SimServer, target: upgraded_events::Version) {
+    let generation = "dell-r640";
+    let from = upgraded_events::Version::new(target.major, target.minor, 0);
+    let mut w = server.sim.world();
+    let machines = upgraded_sim::scenario::machines_of_generation(&w, generation);
+    for m in &machines {
+        w.faults.net_broken_from.insert(m.clone(), from);
+    }
+    println!(
+        "  sim: the {generation} machines ({}) lose their pod network with kubelet {}.{}; they still turn Ready\n",
+        machines.join(", "),
+        from.major,
+        from.minor
+    );
 }
 
 /// The rollback story's fault: the oldest generation's machines (their kernel) cannot run

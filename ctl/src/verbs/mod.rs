@@ -112,7 +112,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             output,
         } => replay::replay(&client, &at, run, &offline, &output).await?,
         Cmd::Demo { to, keep, scenario } => {
-            crate::demo::run(&to, keep, scenario == "rollback").await?
+            let story = match scenario.as_str() {
+                "rollback" => crate::demo::Story::Rollback,
+                "network" => crate::demo::Story::Network,
+                _ => crate::demo::Story::Upgrade,
+            };
+            crate::demo::run(&to, keep, story).await?
         }
         Cmd::Sim {
             cmd:
