@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use upgraded_events::check::{
-    self, Check, CheckKind, Disruption, ProbeEnd, Severity, StepVerdict, Verdict,
+    self, Boundary, Check, CheckKind, Disruption, ProbeEnd, Severity, StepVerdict, Verdict,
 };
 use upgraded_events::gate;
 use upgraded_events::state::{Baseline, NodeChecks, ScaledWorkload};
@@ -193,29 +193,50 @@ impl StepEnv<'_> {
         let mut results = Vec::new();
         let mut echoes: Vec<String> = Vec::new();
         for c in &plan.checks {
-            self.notes
-                .note(Event::CheckStarted {
-                    check: c.id.clone(),
-                    subject: node.to_string(),
-                    boundary: plan.boundary,
-                    attempt: self.attempt,
-                })
-                .await?;
+            // A check whose verdict a stopped daemon never recorded keeps its attempt: its
+            // probes (named after it) are adopted, never created twice.
+            let attempt = match plan.resume.get(&c.id) {
+                Some(a) => *a,
+                None => {
+                    self.notes
+                        .note(Event::CheckStarted {
+                            check: c.id.clone(),
+                            subject: node.to_string(),
+                            boundary: plan.boundary,
+                            attempt: self.attempt,
+                        })
+                        .await?;
+                    self.attempt
+                }
+            };
             let verdict = match &c.kind {
                 CheckKind::PodNetwork => {
-                    match self.echo_targets(&run, &plan.peers, c, &mut echoes).await? {
-                        Ok(targets) => self.run_probe(&run, c, "pod-network", &targets).await?,
+                    match self
+                        .echo_targets(&run, &plan.peers, c, plan.boundary, attempt, &mut echoes)
+                        .await?
+                    {
+                        Ok(targets) => {
+                            self.run_probe(&run, c, plan.boundary, attempt, "pod-network", &targets)
+                                .await?
+                        }
                         Err(why) => why,
                     }
                 }
                 CheckKind::Dns => {
-                    self.run_probe(&run, c, "dns", &check::probe::dns_targets())
-                        .await?
+                    self.run_probe(
+                        &run,
+                        c,
+                        plan.boundary,
+                        attempt,
+                        "dns",
+                        &check::probe::dns_targets(),
+                    )
+                    .await?
                 }
                 // The core hands the step only the checks it runs as probes.
                 _ => continue,
             };
-            let (check_id, subject, attempt) = (c.id.clone(), node.to_string(), self.attempt);
+            let (check_id, subject) = (c.id.clone(), node.to_string());
             self.notes
                 .note(match &verdict {
                     Verdict::Passed { facts } => Event::CheckPassed {
@@ -253,7 +274,10 @@ impl StepEnv<'_> {
                 .collect::<Vec<_>>()
                 .join(","),
         );
-        match check::step_verdict(&results, self.policy.on_gate_failure) {
+        if !plan.excluded.is_empty() {
+            facts.insert("excluded_at_baseline".into(), plan.excluded.join(","));
+        }
+        match check::step_verdict(plan.boundary, &results, self.policy.on_gate_failure) {
             StepVerdict::Passed => Ok(()),
             StepVerdict::Failed { severity, why } => {
                 let mut e = PortError::retryable(format!("node {node}: {why}"))
@@ -280,6 +304,8 @@ impl StepEnv<'_> {
         run: &str,
         peers: &[String],
         c: &Check,
+        boundary: Boundary,
+        attempt: u32,
         echoes: &mut Vec<String>,
     ) -> Result<Result<Vec<String>, Verdict>, PortError> {
         let cluster = &self.ports.cluster;
@@ -289,15 +315,16 @@ impl StepEnv<'_> {
             let name = check::probe_name(
                 run,
                 &format!("echo-{}", self.host.as_str()),
+                boundary,
                 peer,
-                self.attempt,
+                attempt,
             );
             cluster
                 .create_probe(&check::probe::echo_pod(
                     &name,
                     run,
                     peer,
-                    self.attempt,
+                    attempt,
                     &self.policy.checks,
                 ))
                 .await?;
@@ -336,19 +363,21 @@ impl StepEnv<'_> {
         &self,
         run: &str,
         c: &Check,
+        boundary: Boundary,
+        attempt: u32,
         kind: &str,
         targets: &[String],
     ) -> Result<Verdict, PortError> {
         let cluster = &self.ports.cluster;
         let ns = check::probe::NAMESPACE;
         let node = self.host.as_str();
-        let name = check::probe_name(run, &c.id, node, self.attempt);
+        let name = check::probe_name(run, &c.id, boundary, node, attempt);
         let manifest = check::probe::probe_pod(
             &name,
             run,
             &c.id,
             node,
-            self.attempt,
+            attempt,
             kind,
             targets,
             &self.policy.checks,

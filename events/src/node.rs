@@ -18,6 +18,7 @@
 use serde::{Deserialize, Serialize};
 use statig::prelude::*;
 
+use crate::check::Boundary;
 use crate::event::{Event, Facts, Step, Timestamp};
 use crate::names::{Entry, Host};
 use crate::plan::{NodePlan, Role};
@@ -86,7 +87,11 @@ impl Phase {
             | Step::KubeProxy { .. }
             | Step::KubeadmDowngrade { .. }
             | Step::EtcdRestore(_) => Phase::Preparing,
-            Step::Preflight => Phase::Preflight,
+            // The baseline: the node is not cordoned yet.
+            Step::Preflight
+            | Step::Checks {
+                boundary: Boundary::Preflight,
+            } => Phase::Preflight,
             Step::Cordon => Phase::Cordoning,
             Step::Drain => Phase::Draining,
             Step::UpgradePackages { .. } | Step::DowngradePackages { .. } => Phase::Upgrading,

@@ -60,6 +60,12 @@ pub struct NodeChecks {
     pub boundary: Boundary,
     pub checks: Vec<Check>,
     pub peers: Vec<String>,
+    /// Checks this node already failed at the baseline: not run again, never blamed on the
+    /// upgrade.
+    pub excluded: Vec<String>,
+    /// Checks started at this boundary whose verdict was never recorded (the daemon stopped
+    /// in between), with that attempt: its probes are adopted, not created again.
+    pub resume: BTreeMap<String, u32>,
 }
 
 /// One check on one subject, folded from its `Check*` records.
@@ -461,9 +467,18 @@ impl RunState {
             .cluster_has
             .clone()
             .unwrap_or_else(ClusterHas::everything);
-        let checks = check::catalog(&self.policy.checks, &has)
-            .map(|(on, _)| check::node_probe_checks(&on, boundary))
-            .unwrap_or_default();
+        let (checks, excluded): (Vec<Check>, Vec<Check>) =
+            check::catalog(&self.policy.checks, &has)
+                .map(|(on, _)| check::node_probe_checks(&on, boundary))
+                .unwrap_or_default()
+                .into_iter()
+                .partition(|c| {
+                    boundary == Boundary::Preflight
+                        || !self
+                            .checks
+                            .get(&(c.id.clone(), host.to_string()))
+                            .is_some_and(|s| s.failed_at_baseline)
+                });
         let label = self
             .policy
             .generation_label
@@ -496,10 +511,20 @@ impl RunState {
                 busy: name != host && busy(name),
             })
             .collect();
+        let resume = checks
+            .iter()
+            .filter_map(|c| {
+                let s = self.checks.get(&(c.id.clone(), host.to_string()))?;
+                (s.boundary == boundary && s.outcome == CheckOutcome::Running)
+                    .then(|| (c.id.clone(), s.attempt))
+            })
+            .collect();
         NodeChecks {
             boundary,
             checks,
             peers: check::network_peers(host, &peers),
+            excluded: excluded.into_iter().map(|c| c.id).collect(),
+            resume,
         }
     }
 

@@ -128,8 +128,19 @@ pub fn of(records: &[Record]) -> Timeline {
     // Open blocked spans per row.
     let mut blocked: BTreeMap<usize, usize> = BTreeMap::new();
     let mut window: Option<(usize, Timestamp)> = None;
+    // When the engine, idle after the last record, looks again by itself (the end of a wait
+    // between batches): a window wait may begin then, with no record to mark it.
+    let mut wakes_at: Option<Timestamp> = None;
     let mut last = start;
     for r in records {
+        if let Some(t) = wakes_at.take().filter(|t| *t < r.at)
+            && window.is_none()
+            && open.is_empty()
+            && let Some(e) = decide(&state, &state.policy, t).window_wait
+            && let Some(i) = index.get(&e).copied()
+        {
+            window = Some((i, t));
+        }
         let row_of = |node: &Entry, index: &BTreeMap<Entry, usize>| index.get(node).copied();
         match &r.event {
             Event::RunPlanned { plan, .. } => {
@@ -255,10 +266,12 @@ pub fn of(records: &[Record]) -> Timeline {
             && !state.policy.windows.is_empty()
             && !state.phase().is_terminal()
             && !state.nodes.is_empty()
-            && let Some(e) = decide(&state, &state.policy, r.at).window_wait
-            && let Some(i) = index.get(&e).copied()
         {
-            window = Some((i, r.at));
+            let d = decide(&state, &state.policy, r.at);
+            match d.window_wait.and_then(|e| index.get(&e).copied()) {
+                Some(i) => window = Some((i, r.at)),
+                None => wakes_at = d.wake_at,
+            }
         }
         last = r.at;
     }

@@ -189,7 +189,15 @@ impl Ctx<'_> {
         to: Version,
         canary: bool,
     ) -> Result<Vec<Step>, PlanError> {
-        let mut steps = vec![Step::Preflight, Step::Cordon, Step::Drain];
+        let mut steps = vec![Step::Preflight];
+        // The baseline: the same checks before anything is touched, so a later failure is a
+        // change the upgrade made.
+        if self.policy.runs_node_checks(Boundary::Preflight) {
+            steps.push(Step::Checks {
+                boundary: Boundary::Preflight,
+            });
+        }
+        steps.extend([Step::Cordon, Step::Drain]);
         for hop in hops_between(from, to, self.policy)? {
             steps.push(Step::KubeadmUpgrade {
                 version: hop,

@@ -143,3 +143,102 @@ async fn a_canary_whose_pod_network_breaks_is_caught_before_uncordon_and_rolled_
         "back on a kubelet its network runs with"
     );
 }
+
+/// A check that already fails before the upgrade is a finding about the cluster as it was:
+/// recorded at the baseline, left out of that node's later checks, never blamed on the
+/// upgrade. Here CoreDNS answers nobody from the start; the run completes.
+#[tokio::test(start_paused = true)]
+async fn what_fails_at_the_baseline_is_recorded_and_never_blamed_on_the_upgrade() {
+    let mut h = cluster(false).await;
+    h.sim.world().faults.dns_broken_from = Some("v1.0.0".parse().expect("v"));
+    let v = h.start("v1.35.3").await.expect("start");
+    let run = v["run"].as_str().expect("run").to_string();
+    h.until_phase("completed", DAY).await;
+    let evs = h.events(&run).await;
+    let started = of(&evs, "CheckStarted");
+    for w in ["w-1", "w-2", "w-3", "w-4", "w-5", "w-6"] {
+        let dns: Vec<&&Value> = started
+            .iter()
+            .filter(|s| s["subject"] == w && s["check"] == "dns")
+            .collect();
+        assert_eq!(dns.len(), 1, "{w}: only at the baseline: {dns:#?}");
+        assert_eq!(dns[0]["boundary"], "preflight");
+        // Its pod network is still proven after the upgrade.
+        assert!(
+            started.iter().any(|s| s["subject"] == w
+                && s["check"] == "pod-network"
+                && s["boundary"] != "preflight"),
+            "{w}"
+        );
+        let excluded = evs.iter().any(|e| {
+            let s = &e["event"]["StepSucceeded"];
+            s["node"] == w && s["facts"]["excluded_at_baseline"] == "dns"
+        });
+        assert!(excluded, "{w}'s checks say what they left out");
+    }
+    let failed = of(&evs, "CheckFailed");
+    assert_eq!(
+        failed.len(),
+        6,
+        "one baseline finding per worker: {failed:#?}"
+    );
+    assert!(failed.iter().all(|f| f["check"] == "dns"));
+}
+
+/// A daemon killed while a probe runs: the restarted one adopts the probe of the check it
+/// had started (the same attempt, the same names) instead of creating it again, records
+/// the one verdict owed, and leaves nothing behind.
+#[tokio::test(start_paused = true)]
+async fn a_restart_while_a_probe_runs_adopts_it() {
+    let mut h = cluster(false).await;
+    let v = h.start("v1.35.3").await.expect("start");
+    let run = v["run"].as_str().expect("run").to_string();
+    h.until_record(&run, DAY, |r| {
+        let s = &r["event"]["CheckStarted"];
+        s["subject"] == "w-1" && s["check"] == "pod-network" && s["boundary"] == "after-canary"
+    })
+    .await;
+    // Let the daemon create the probes, then kill it before their verdict.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    h.crash();
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    h.restart().await;
+    h.until_phase("completed", DAY).await;
+    let evs = h.events(&run).await;
+    let on_w1 = |kind: &str| -> Vec<Value> {
+        of(&evs, kind)
+            .into_iter()
+            .filter(|e| e["subject"] == "w-1" && e["check"] == "pod-network")
+            .cloned()
+            .collect()
+    };
+    let started = on_w1("CheckStarted");
+    let verdicts = on_w1("CheckPassed");
+    // Once at the baseline and once after the canary: the restart started nothing again.
+    assert_eq!(started.len(), 2, "{started:#?}");
+    assert_eq!(verdicts.len(), 2, "{verdicts:#?}");
+    assert_eq!(started[1]["attempt"], verdicts[1]["attempt"]);
+    // Each of the attempt's probe pods was created once (the sim records a pod's start).
+    let w = h.sim.world();
+    let starts: Vec<String> = w
+        .events
+        .iter()
+        .filter(|e| e.reason.as_deref() == Some("Started"))
+        .filter_map(|e| e.involved_object.name.clone())
+        .filter(|n| n.starts_with("upg-pod-network-w-1-"))
+        .collect();
+    let mut unique = starts.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(
+        unique.len(),
+        2,
+        "one probe per boundary and attempt: {starts:?}"
+    );
+    assert_eq!(starts.len(), 2, "none created twice: {starts:?}");
+    assert!(
+        w.pods
+            .values()
+            .all(|p| p.namespace != "upgraded-checks" || p.deleting_at.is_some())
+    );
+}

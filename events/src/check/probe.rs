@@ -229,10 +229,19 @@ pub enum StepVerdict {
     Inconclusive { why: String },
 }
 
-/// The step's verdict from each check's: the harshest failure decides (a halt over a
-/// rollback); warnings never fail the step; with no failure, an inconclusive check makes
-/// the step inconclusive.
-pub fn step_verdict(results: &[(Check, Verdict)], on_gate_failure: OnGateFailure) -> StepVerdict {
+/// The step's verdict from each check's: at the preflight boundary, none (what fails there
+/// is the baseline, a finding about the cluster as it was: recorded, and excluded from
+/// that node's later verdicts, never blamed on the upgrade); after that, the harshest
+/// failure decides (a halt over a rollback); warnings never fail the step; with no
+/// failure, an inconclusive check makes the step inconclusive.
+pub fn step_verdict(
+    boundary: Boundary,
+    results: &[(Check, Verdict)],
+    on_gate_failure: OnGateFailure,
+) -> StepVerdict {
+    if boundary == Boundary::Preflight {
+        return StepVerdict::Passed;
+    }
     let mut failed: Vec<(Severity, String)> = Vec::new();
     let mut unsure: Vec<String> = Vec::new();
     for (check, verdict) in results {
@@ -392,6 +401,7 @@ mod tests {
         let dns = get("dns");
         assert_eq!(
             step_verdict(
+                Boundary::AfterBatch,
                 &[(net.clone(), pass.clone()), (dns.clone(), pass.clone())],
                 OnGateFailure::RollbackNode
             ),
@@ -399,6 +409,7 @@ mod tests {
         );
         assert_eq!(
             step_verdict(
+                Boundary::AfterBatch,
                 &[
                     (net.clone(), fail("dial 10.244.1.5:8080: i/o timeout")),
                     (dns.clone(), unsure.clone())
@@ -411,7 +422,11 @@ mod tests {
             }
         );
         assert_eq!(
-            step_verdict(&[(net.clone(), fail("x"))], OnGateFailure::Halt),
+            step_verdict(
+                Boundary::AfterBatch,
+                &[(net.clone(), fail("x"))],
+                OnGateFailure::Halt
+            ),
             StepVerdict::Failed {
                 severity: Severity::Halt,
                 why: "check pod-network failed: x".into()
@@ -422,14 +437,42 @@ mod tests {
             ..dns.clone()
         };
         assert_eq!(
-            step_verdict(&[(warn, fail("slow"))], OnGateFailure::RollbackNode),
+            step_verdict(
+                Boundary::AfterBatch,
+                &[(warn, fail("slow"))],
+                OnGateFailure::RollbackNode
+            ),
             StepVerdict::Passed
         );
         assert_eq!(
-            step_verdict(&[(net, pass), (dns, unsure)], OnGateFailure::RollbackNode),
+            step_verdict(
+                Boundary::AfterBatch,
+                &[(net, pass), (dns, unsure)],
+                OnGateFailure::RollbackNode
+            ),
             StepVerdict::Inconclusive {
                 why: "check dns was inconclusive: the probe was evicted".into()
             }
+        );
+    }
+
+    #[test]
+    fn what_fails_at_the_baseline_is_a_finding_not_a_failed_step() {
+        let net = builtin()
+            .into_iter()
+            .find(|c| c.id == "pod-network")
+            .expect("built-in");
+        let fail = Verdict::Failed {
+            detail: "dial: i/o timeout".into(),
+            facts: Facts::new(),
+        };
+        assert_eq!(
+            step_verdict(
+                Boundary::Preflight,
+                &[(net, fail)],
+                OnGateFailure::RollbackNode
+            ),
+            StepVerdict::Passed
         );
     }
 

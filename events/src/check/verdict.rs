@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use super::Check;
+use super::{Boundary, Check};
 use crate::event::Facts;
 
 /// What a probe's pod (or a Job's last pod, or a command) showed when it ended.
@@ -207,11 +207,18 @@ pub fn baseline_finding(check: &Check) -> BaselineFinding {
     }
 }
 
-/// The deterministic name of a probe object: the same run, check, subject and attempt give
-/// the same name, so a restarted daemon adopts what it had created. DNS-1123, at most 63
-/// characters: a readable prefix and a hash of the whole.
-pub fn probe_name(run: &str, check: &str, subject: &str, attempt: u32) -> String {
-    let whole = format!("{run}/{check}/{subject}/{attempt}");
+/// The deterministic name of a probe object: the same run, check, boundary, subject and
+/// attempt give the same name, so a restarted daemon adopts what it had created (and a
+/// baseline's probe is never taken for a later one's). DNS-1123, at most 63 characters: a
+/// readable prefix and a hash of the whole.
+pub fn probe_name(
+    run: &str,
+    check: &str,
+    boundary: Boundary,
+    subject: &str,
+    attempt: u32,
+) -> String {
+    let whole = format!("{run}/{check}/{}/{subject}/{attempt}", boundary.name());
     let hash = crc32fast::hash(whole.as_bytes());
     let mut readable = String::new();
     for c in format!("{check}-{subject}").chars() {
@@ -398,11 +405,17 @@ mod tests {
 
     #[test]
     fn probe_names_are_deterministic_dns_labels() {
-        let a = probe_name("0193-run", "pod-network", "r640-01", 1);
-        assert_eq!(a, probe_name("0193-run", "pod-network", "r640-01", 1));
-        assert_ne!(a, probe_name("0193-run", "pod-network", "r640-01", 2));
-        assert_ne!(a, probe_name("0193-run", "pod-network", "r640-02", 1));
-        let long = probe_name("run", "storage/local-path", &"n".repeat(200), 12);
+        const B: Boundary = Boundary::AfterBatch;
+        let a = probe_name("0193-run", "pod-network", B, "r640-01", 1);
+        // The baseline's probe and a later one of the same attempt number differ.
+        assert_ne!(
+            a,
+            probe_name("0193-run", "pod-network", Boundary::Preflight, "r640-01", 1)
+        );
+        assert_eq!(a, probe_name("0193-run", "pod-network", B, "r640-01", 1));
+        assert_ne!(a, probe_name("0193-run", "pod-network", B, "r640-01", 2));
+        assert_ne!(a, probe_name("0193-run", "pod-network", B, "r640-02", 1));
+        let long = probe_name("run", "storage/local-path", B, &"n".repeat(200), 12);
         for name in [a, long] {
             assert!(name.len() <= 63, "{name}");
             assert!(
@@ -413,7 +426,7 @@ mod tests {
             assert!(!name.starts_with('-') && !name.ends_with('-'), "{name}");
         }
         // Hostile node names never reach the name unescaped.
-        let hostile = probe_name("r", "dns", "a;rm -rf /`x`$(y)", 1);
+        let hostile = probe_name("r", "dns", B, "a;rm -rf /`x`$(y)", 1);
         assert!(hostile.starts_with("upg-dns-a-rm-rf-x-y-a1-"), "{hostile}");
     }
 }
