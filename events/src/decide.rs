@@ -702,7 +702,13 @@ mod tests {
     /// A one-node run of `role` whose verify failed `policy.max_attempts` times, after a
     /// preflight that recorded what a rollback needs.
     fn verify_failed(policy: &Policy, role: Role) -> RunState {
-        let steps = vec![
+        gate_failed(policy, role, Step::Verify, Facts::new())
+    }
+
+    /// A run whose node w-1 passed everything up to `gate` (inclusive of a `Verify` before a
+    /// `Checks` gate), then failed `gate` `max_attempts` times with `facts`.
+    fn gate_failed(policy: &Policy, role: Role, gate: Step, facts: Facts) -> RunState {
+        let mut steps = vec![
             Step::Preflight,
             Step::Cordon,
             Step::UpgradePackages {
@@ -710,8 +716,12 @@ mod tests {
             },
             Step::RestartKubelet,
             Step::Verify,
-            Step::Uncordon,
         ];
+        if gate != Step::Verify {
+            steps.push(gate.clone());
+        }
+        steps.push(Step::Uncordon);
+        let passed = steps.len() - 2;
         let s = {
             // The run of `state`, with this node's steps and role.
             let plan = Plan {
@@ -764,7 +774,7 @@ mod tests {
             ),
         ]);
         let mut events = Vec::new();
-        for step in &steps[..4] {
+        for step in &steps[..passed] {
             events.push(Event::StepStarted {
                 node: "w-1".into(),
                 step: step.clone(),
@@ -784,18 +794,65 @@ mod tests {
         for attempt in 1..=policy.max_attempts {
             events.push(Event::StepStarted {
                 node: "w-1".into(),
-                step: Step::Verify,
+                step: gate.clone(),
                 attempt,
             });
             events.push(Event::StepFailed {
                 node: "w-1".into(),
-                step: Step::Verify,
+                step: gate.clone(),
                 attempt,
                 error: "node w-1 is not Ready".into(),
-                facts: Facts::new(),
+                facts: facts.clone(),
             });
         }
         after(s, events)
+    }
+
+    #[test]
+    fn a_failed_check_rolls_the_worker_back_an_inconclusive_or_halting_one_halts() {
+        let policy = Policy {
+            on_gate_failure: OnGateFailure::RollbackNode,
+            ..Policy::default()
+        };
+        let checks = Step::Checks {
+            boundary: crate::check::Boundary::AfterCanary,
+        };
+        let facts = |pairs: &[(&str, &str)]| -> Facts {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let failed = gate_failed(
+            &policy,
+            Role::Worker,
+            checks.clone(),
+            facts(&[
+                ("gate", "checks"),
+                ("verdict", "failed"),
+                ("severity", "rollback-node"),
+            ]),
+        );
+        let d = decide(&failed, &policy, at(0, 13, 0));
+        assert!(
+            matches!(d.commands.as_slice(), [Command::RollBackNode { steps, .. }] if steps.len() == 4),
+            "{d:?}"
+        );
+        for why in [
+            facts(&[("gate", "checks"), ("verdict", "inconclusive")]),
+            facts(&[
+                ("gate", "checks"),
+                ("verdict", "failed"),
+                ("severity", "halt"),
+            ]),
+        ] {
+            let s = gate_failed(&policy, Role::Worker, checks.clone(), why.clone());
+            let d = decide(&s, &policy, at(0, 13, 0));
+            assert!(
+                matches!(d.commands.as_slice(), [Command::Halt { reason }] if reason.contains("checks after-canary failed 3 time(s)")),
+                "{why:?}: {d:?}"
+            );
+        }
     }
 
     #[test]

@@ -456,6 +456,7 @@ impl RunState {
             baseline: self.baseline,
             waiting: None,
             scaled: self.scaled.values().cloned().collect(),
+            checks: self.checks.values().cloned().collect(),
         }
     }
 
@@ -560,6 +561,9 @@ pub struct RunSummary {
     /// Workloads scaled up to unblock a drain and not restored yet.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub scaled: Vec<ScaledWorkload>,
+    /// Every check's last word on each subject.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<CheckState>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -242,3 +242,64 @@ async fn a_restart_while_a_probe_runs_adopts_it() {
             .all(|p| p.namespace != "upgraded-checks" || p.deleting_at.is_some())
     );
 }
+
+/// A probe evicted before it answered says nothing about the node: its check is
+/// inconclusive, the step is tried again, and the node is never rolled back for it.
+#[tokio::test(start_paused = true)]
+async fn an_evicted_probe_is_inconclusive_and_retried() {
+    let mut h = cluster(false).await;
+    let v = h.start("v1.35.3").await.expect("start");
+    let run = v["run"].as_str().expect("run").to_string();
+    h.until_record(&run, DAY, |r| {
+        let s = &r["event"]["CheckStarted"];
+        s["subject"] == "w-1" && s["check"] == "pod-network" && s["boundary"] == "after-canary"
+    })
+    .await;
+    // The echo pods are Running two seconds later; the probe then runs for five.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let evicted: Vec<String> = {
+        let mut w = h.sim.world();
+        let probes: Vec<String> = w
+            .pods
+            .values()
+            .filter(|p| {
+                p.namespace == "upgraded-checks" && p.name.starts_with("upg-pod-network-w-1-")
+            })
+            .filter(|p| p.deleting_at.is_none() && !p.is_finished())
+            .map(|p| p.name.clone())
+            .collect();
+        for name in &probes {
+            w.evict("upgraded-checks", name, None).expect("evicted");
+        }
+        probes
+    };
+    assert_eq!(evicted.len(), 1, "the probe was running: {evicted:?}");
+    h.until_phase("completed", DAY).await;
+    let evs = h.events(&run).await;
+    let unsure: Vec<&Value> = of(&evs, "CheckInconclusive")
+        .into_iter()
+        .filter(|e| e["subject"] == "w-1" && e["check"] == "pod-network")
+        .collect();
+    assert_eq!(unsure.len(), 1, "{unsure:#?}");
+    assert!(
+        unsure[0]["why"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("deleted before it ended"),
+        "{unsure:#?}"
+    );
+    let failed_steps: Vec<&Value> = of(&evs, "StepFailed")
+        .into_iter()
+        .filter(|f| f["node"] == "w-1")
+        .collect();
+    assert_eq!(failed_steps.len(), 1, "{failed_steps:#?}");
+    assert_eq!(failed_steps[0]["facts"]["verdict"], "inconclusive");
+    // Retried and passed: no rollback, no failed check.
+    assert!(of(&evs, "NodeRollingBack").is_empty());
+    assert!(of(&evs, "CheckFailed").is_empty());
+    assert!(
+        of(&evs, "CheckPassed")
+            .iter()
+            .any(|p| p["subject"] == "w-1" && p["check"] == "pod-network" && p["attempt"] == 2)
+    );
+}

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use upgraded_api::{RollbackResponse, RunEntry};
 use upgraded_events::history::RunHistory;
-use upgraded_events::state::RunSummary;
+use upgraded_events::state::{CheckState, RunSummary};
 use upgraded_events::window::rfc3339;
 
 pub mod record;
@@ -149,6 +149,43 @@ pub fn status(a: Option<&RunSummary>) -> String {
     for r in &rows {
         let cells: Vec<&str> = r.iter().map(String::as_str).collect();
         line(&mut o, &cells);
+    }
+    o.push_str(&checks(&a.checks));
+    o
+}
+
+/// The checks' summary under `status`: how many passed, then every one that did not (or
+/// runs now), one line each.
+fn checks(checks: &[CheckState]) -> String {
+    use upgraded_events::state::CheckOutcome;
+    if checks.is_empty() {
+        return String::new();
+    }
+    let passed = checks
+        .iter()
+        .filter(|c| c.outcome == CheckOutcome::Passed)
+        .count();
+    let mut o = format!("  checks: {passed} of {} passing\n", checks.len());
+    for c in checks {
+        let what = match &c.outcome {
+            CheckOutcome::Passed => continue,
+            CheckOutcome::Running => "running".to_string(),
+            CheckOutcome::Failed { detail } => format!("FAILED: {}", one_line(detail)),
+            CheckOutcome::Inconclusive { why } => format!("inconclusive: {}", one_line(why)),
+        };
+        let baseline = if c.failed_at_baseline {
+            " (failed at the baseline: excluded)"
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            o,
+            "    {} on {} ({}, attempt {}){baseline}: {what}",
+            one_line(&c.check),
+            one_line(&c.subject),
+            c.boundary.name(),
+            c.attempt
+        );
     }
     o
 }
@@ -314,5 +351,39 @@ mod tests {
         );
         assert!(!v.contains('\u{1b}'));
         assert_eq!(status(None), "no run yet\n");
+    }
+
+    #[test]
+    fn status_counts_passing_checks_and_names_the_others() {
+        let check = |check: &str, outcome: serde_json::Value, baseline: bool| {
+            serde_json::json!({"check": check, "subject": "w-1", "boundary": "after-canary",
+                "attempt": 2, "outcome": outcome, "failuresInARow": 1,
+                "failedAtBaseline": baseline, "since": 0})
+        };
+        let a: RunSummary = serde_json::from_value(serde_json::json!({
+            "run": null, "phase": "running", "target": "v1.35.3", "reason": null,
+            "nextSeq": 9, "recoveries": 0, "batches": 0, "batchLabels": [], "anomalies": [],
+            "nodes": [],
+            "checks": [
+                check("pod-network", serde_json::json!({"result": "failed", "detail": "dial 10.0.0.2:8080:\ni/o timeout"}), false),
+                check("dns", serde_json::json!({"result": "failed", "detail": "lookup: no answer"}), true),
+                check("user/smoke", serde_json::json!({"result": "passed"}), false),
+            ]
+        }))
+        .expect("a summary");
+        let v = status(Some(&a));
+        assert!(v.contains("  checks: 1 of 3 passing\n"), "{v}");
+        assert!(
+            v.contains("    pod-network on w-1 (after-canary, attempt 2): FAILED: dial 10.0.0.2:8080: i/o timeout\n"),
+            "{v}"
+        );
+        assert!(
+            v.contains("    dns on w-1 (after-canary, attempt 2) (failed at the baseline: excluded): FAILED"),
+            "{v}"
+        );
+        assert!(
+            !v.contains("user/smoke"),
+            "passing checks are only counted: {v}"
+        );
     }
 }
