@@ -349,6 +349,18 @@ impl ClusterApi for FakeWorld {
         })
     }
 
+    fn create_claim<'a>(&'a self, _manifest: &'a Value) -> BoxFut<'a, Result<(), PortError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn delete_claim<'a>(
+        &'a self,
+        _namespace: &'a str,
+        _name: &'a str,
+    ) -> BoxFut<'a, Result<(), PortError>> {
+        Box::pin(async { Ok(()) })
+    }
+
     fn delete_probe<'a>(
         &'a self,
         namespace: &'a str,

@@ -14,8 +14,9 @@ use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
 };
 use k8s_openapi::api::autoscaling::v1::{Scale, ScaleSpec};
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolumeClaim, Pod};
 use k8s_openapi::api::policy::v1::{Eviction as EvictionBody, PodDisruptionBudget};
+use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{DeleteOptions, ObjectMeta, Preconditions};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -426,6 +427,14 @@ impl ClusterApi for KubeCluster {
             items.extend(self.list_values::<StatefulSet>().await?);
             items.extend(self.list_values::<DaemonSet>().await?);
             items.extend(self.list_values::<ReplicaSet>().await?);
+            // What storage checks may prove; an identity that may not list them has none.
+            match self.list_values::<StorageClass>().await {
+                Ok(classes) => items.extend(classes),
+                Err(e) if !e.retryable => {
+                    tracing::warn!(error = %e, "StorageClasses not listed: no storage checks");
+                }
+                Err(e) => return Err(e),
+            }
             let list = json!({ "kind": "List", "apiVersion": "v1", "items": items });
             let inventory = Inventory::from_kubectl_value(&list)
                 .map_err(|e| PortError::fatal(format!("reading the cluster: {e}")))?;
@@ -699,6 +708,35 @@ impl ClusterApi for KubeCluster {
                 return Ok(None);
             };
             Ok(Some(probe_pod(&pod)))
+        })
+    }
+
+    fn create_claim<'a>(&'a self, manifest: &'a Value) -> BoxFut<'a, Result<(), PortError>> {
+        Box::pin(async move {
+            let claim: PersistentVolumeClaim = serde_json::from_value(manifest.clone())
+                .map_err(|e| PortError::fatal(format!("a probe claim is not a PVC: {e}")))?;
+            let ns = claim.metadata.namespace.clone().unwrap_or_default();
+            let api: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), &ns);
+            match api.create(&PostParams::default(), &claim).await {
+                Ok(_) => Ok(()),
+                Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+                Err(e) => Err(api_error(e)),
+            }
+        })
+    }
+
+    fn delete_claim<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> BoxFut<'a, Result<(), PortError>> {
+        Box::pin(async move {
+            let api: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), namespace);
+            match api.delete(name, &DeleteParams::default()).await {
+                Ok(_) => Ok(()),
+                Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+                Err(e) => Err(api_error(e)),
+            }
         })
     }
 

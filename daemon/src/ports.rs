@@ -242,6 +242,14 @@ pub trait ClusterApi: Send + Sync + 'static {
         namespace: &'a str,
         name: &'a str,
     ) -> BoxFut<'a, Result<Option<ProbePod>, PortError>>;
+    /// Creates a probe's PersistentVolumeClaim (one that exists is adopted).
+    fn create_claim<'a>(&'a self, manifest: &'a Value) -> BoxFut<'a, Result<(), PortError>>;
+    /// Deletes a probe's claim (gone already is fine).
+    fn delete_claim<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> BoxFut<'a, Result<(), PortError>>;
     /// Deletes a probe pod (gone already is fine).
     fn delete_probe<'a>(
         &'a self,

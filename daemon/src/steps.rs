@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use upgraded_events::check::probe::ProbeOrders;
 use upgraded_events::check::{
     self, Boundary, Check, CheckKind, Disruption, ProbeEnd, Severity, StepVerdict, Verdict,
 };
@@ -216,22 +217,32 @@ impl StepEnv<'_> {
                         .await?
                     {
                         Ok(targets) => {
-                            self.run_probe(&run, c, plan.boundary, attempt, "pod-network", &targets)
+                            let orders = ProbeOrders {
+                                kind: "pod-network",
+                                targets: &targets,
+                                nonce: "",
+                                claim: None,
+                            };
+                            self.run_probe(&run, c, plan.boundary, attempt, orders)
                                 .await?
                         }
                         Err(why) => why,
                     }
                 }
                 CheckKind::Dns => {
-                    self.run_probe(
-                        &run,
-                        c,
-                        plan.boundary,
-                        attempt,
-                        "dns",
-                        &check::probe::dns_targets(),
-                    )
-                    .await?
+                    let targets = check::probe::dns_targets();
+                    let orders = ProbeOrders {
+                        kind: "dns",
+                        targets: &targets,
+                        nonce: "",
+                        claim: None,
+                    };
+                    self.run_probe(&run, c, plan.boundary, attempt, orders)
+                        .await?
+                }
+                CheckKind::Storage { storage_class } => {
+                    self.storage(&run, c, storage_class, plan.boundary, attempt)
+                        .await?
                 }
                 // The core hands the step only the checks it runs as probes.
                 _ => continue,
@@ -365,21 +376,25 @@ impl StepEnv<'_> {
         c: &Check,
         boundary: Boundary,
         attempt: u32,
-        kind: &str,
-        targets: &[String],
+        orders: ProbeOrders<'_>,
     ) -> Result<Verdict, PortError> {
         let cluster = &self.ports.cluster;
         let ns = check::probe::NAMESPACE;
         let node = self.host.as_str();
-        let name = check::probe_name(run, &c.id, boundary, node, attempt);
+        // A storage check's writer and reader are two pods of one check.
+        let part = if orders.claim.is_some() {
+            format!("{}-{}", c.id, orders.kind)
+        } else {
+            c.id.clone()
+        };
+        let name = check::probe_name(run, &part, boundary, node, attempt);
         let manifest = check::probe::probe_pod(
             &name,
             run,
             &c.id,
             node,
             attempt,
-            kind,
-            targets,
+            orders,
             &self.policy.checks,
         );
         cluster.create_probe(&manifest).await?;
@@ -404,6 +419,57 @@ impl StepEnv<'_> {
         };
         cluster.delete_probe(ns, &name).await?;
         Ok(check::classify(&end))
+    }
+
+    /// A storage check at `boundary`: its claim (named for the baseline, or shared by the
+    /// writer before the kubelet restart and the reader after it), then the boundary's
+    /// probes in order (`check::probe::storage_steps`); the claim goes once it was read.
+    async fn storage(
+        &self,
+        run: &str,
+        c: &Check,
+        class: &str,
+        boundary: Boundary,
+        attempt: u32,
+    ) -> Result<Verdict, PortError> {
+        let cluster = &self.ports.cluster;
+        let node = self.host.as_str();
+        let claim = check::probe_name(
+            run,
+            &c.id,
+            check::probe::storage_claim_boundary(boundary),
+            node,
+            0,
+        );
+        cluster
+            .create_claim(&check::probe::probe_claim(&claim, run, &c.id, node, class))
+            .await?;
+        let nonce = check::probe::storage_nonce(run, node, class);
+        let mut verdict = Verdict::Passed {
+            facts: Facts::new(),
+        };
+        for kind in check::probe::storage_steps(boundary) {
+            let orders = ProbeOrders {
+                kind,
+                targets: &[],
+                nonce: &nonce,
+                claim: Some(&claim),
+            };
+            verdict = self.run_probe(run, c, boundary, attempt, orders).await?;
+            if !matches!(verdict, Verdict::Passed { .. }) {
+                break;
+            }
+        }
+        // Kept for the reader after the restart, and for a retry of a reader that could
+        // not answer (its nonce is still on the volume).
+        if boundary != Boundary::BeforeKubeletRestart
+            && !matches!(verdict, Verdict::Inconclusive { .. })
+        {
+            cluster
+                .delete_claim(check::probe::NAMESPACE, &claim)
+                .await?;
+        }
+        Ok(verdict)
     }
 
     async fn wait(&self, step: Duration, deadline: upgraded_events::Timestamp) {

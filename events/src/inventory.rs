@@ -303,6 +303,9 @@ pub struct Inventory {
     pub pods: Vec<PodInv>,
     pub pdbs: Vec<PdbInv>,
     pub controllers: Vec<ControllerInv>,
+    /// The StorageClasses' names (what storage checks may prove).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub storage_classes: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -495,6 +498,7 @@ impl Inventory {
                 "Node" => inv.nodes.push(parse_node(it).map_err(err)?),
                 "Pod" => {}
                 "PodDisruptionBudget" => inv.pdbs.push(parse_pdb(it)),
+                "StorageClass" if !name.is_empty() => inv.storage_classes.push(name),
                 "Deployment" | "StatefulSet" => {
                     let replicas = it["spec"]["replicas"].as_u64().unwrap_or(1) as u32;
                     inv.controllers.push(ControllerInv {

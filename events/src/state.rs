@@ -467,7 +467,7 @@ impl RunState {
         let has = self
             .cluster_has
             .clone()
-            .unwrap_or_else(ClusterHas::everything);
+            .unwrap_or_else(|| ClusterHas::everything(&self.policy.checks));
         let (checks, excluded): (Vec<Check>, Vec<Check>) =
             check::catalog(&self.policy.checks, &has)
                 .map(|(on, _)| check::node_probe_checks(&on, boundary))

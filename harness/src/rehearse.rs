@@ -136,6 +136,9 @@ pub enum Fault {
     NetBroken { generation: String, from: Version },
     /// `dns-broken@VERSION`: CoreDNS stops answering once the control plane is at VERSION.
     DnsBroken { from: Version },
+    /// `storage-broken:GENERATION@VERSION`: volumes no longer mount on the generation's
+    /// machines once they run a kubelet at or above VERSION.
+    StorageBroken { generation: String, from: Version },
 }
 
 impl std::str::FromStr for Fault {
@@ -144,7 +147,7 @@ impl std::str::FromStr for Fault {
     fn from_str(s: &str) -> Result<Fault, String> {
         let usage = "expected kubelet-fails:GENERATION@VERSION, never-ready:NODE, \
                      crash-loop:KEY=VALUE@VERSION, blocking-pdb:NAMESPACE/NAME, slow-drain:NODE=SECONDS, \
-                     net-broken:GENERATION@VERSION or dns-broken@VERSION";
+                     net-broken:GENERATION@VERSION, storage-broken:GENERATION@VERSION or dns-broken@VERSION";
         if let Some(v) = s.strip_prefix("dns-broken@") {
             let from = Version::parse_release(v)
                 .map_err(|e| format!("fault {s:?}: {v:?} is not a version: {e}"))?;
@@ -180,6 +183,13 @@ impl std::str::FromStr for Fault {
             "net-broken" => {
                 let (generation, from) = at(arg)?;
                 Ok(Fault::NetBroken {
+                    generation: nonempty(&generation)?,
+                    from,
+                })
+            }
+            "storage-broken" => {
+                let (generation, from) = at(arg)?;
+                Ok(Fault::StorageBroken {
                     generation: nonempty(&generation)?,
                     from,
                 })
@@ -230,6 +240,9 @@ impl std::fmt::Display for Fault {
             Fault::SlowDrain { node, secs } => write!(f, "slow-drain:{node}={secs}"),
             Fault::NetBroken { generation, from } => write!(f, "net-broken:{generation}@{from}"),
             Fault::DnsBroken { from } => write!(f, "dns-broken@{from}"),
+            Fault::StorageBroken { generation, from } => {
+                write!(f, "storage-broken:{generation}@{from}")
+            }
         }
     }
 }
@@ -252,15 +265,18 @@ impl Fault {
                     ));
                 }
             }
-            Fault::NetBroken { generation, from } => {
+            Fault::NetBroken { generation, from } | Fault::StorageBroken { generation, from } => {
                 let hit = upgraded_sim::scenario::machines_of_generation(w, generation);
                 if hit.is_empty() {
-                    return Err(format!(
-                        "fault net-broken:{generation}: no node of that generation"
-                    ));
+                    return Err(format!("fault {self}: no node of that generation"));
                 }
+                let faults = if matches!(self, Fault::NetBroken { .. }) {
+                    &mut w.faults.net_broken_from
+                } else {
+                    &mut w.faults.storage_broken_from
+                };
                 for m in hit {
-                    w.faults.net_broken_from.insert(m, *from);
+                    faults.insert(m, *from);
                 }
             }
             Fault::DnsBroken { from } => w.faults.dns_broken_from = Some(*from),
@@ -477,6 +493,12 @@ fn run(r: &Rehearsal) -> Result<(RunMeasure, Vec<Record>, Start), String> {
             vec![]
         };
         for f in &r.faults {
+            // A fault no check of the policy looks at would be rehearsed as nothing at all.
+            if matches!(f, Fault::StorageBroken { .. }) && r.policy.checks.storage_classes.is_empty() {
+                return Err(format!(
+                    "fault {f}: the policy names no StorageClass to check (checks.storageClasses), so nothing would notice it"
+                ));
+            }
             f.apply(&mut world)?;
         }
         world.watch_budgets();
@@ -896,7 +918,11 @@ mod tests {
                 from: Version::new(1, 35, 0)
             })
         );
-        for f in ["net-broken:dell-r640@v1.35.0", "dns-broken@v1.35.0"] {
+        for f in [
+            "net-broken:dell-r640@v1.35.0",
+            "storage-broken:dell-r640@v1.35.0",
+            "dns-broken@v1.35.0",
+        ] {
             assert_eq!(f.parse::<Fault>().map(|f| f.to_string()), Ok(f.to_string()));
         }
         for bad in [

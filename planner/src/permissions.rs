@@ -106,6 +106,14 @@ pub fn required(policy: &PlanPolicy) -> Vec<Permission> {
             p("delete", "", "pods", "", why),
         ]);
     }
+    if !policy.checks.storage_classes.is_empty() {
+        let why = "storage checks (claims in namespace upgraded-checks)";
+        out.extend([
+            p("list", "storage.k8s.io", "storageclasses", "", why),
+            p("create", "", "persistentvolumeclaims", "", why),
+            p("delete", "", "persistentvolumeclaims", "", why),
+        ]);
+    }
     out
 }
 

@@ -205,6 +205,12 @@ impl Ctx<'_> {
             });
             steps.push(Step::UpgradePackages { version: hop });
         }
+        // A storage check's writer, on the drained node before its kubelet restarts.
+        if self.policy.runs_node_checks(Boundary::BeforeKubeletRestart) {
+            steps.push(Step::Checks {
+                boundary: Boundary::BeforeKubeletRestart,
+            });
+        }
         steps.extend([Step::RestartKubelet, Step::Verify]);
         // The node's checks, while it is still cordoned: nothing returns to a node whose
         // pod network or DNS does not work.

@@ -421,7 +421,7 @@ impl PlanPolicy {
     /// Whether a node gets a checks step at `boundary`: some node check runs there as a
     /// probe (the daemon leaves out, at run time, those the cluster has no subject for).
     pub fn runs_node_checks(&self, boundary: check::Boundary) -> bool {
-        check::catalog(&self.checks, &check::ClusterHas::everything())
+        check::catalog(&self.checks, &check::ClusterHas::everything(&self.checks))
             .is_ok_and(|(on, _)| !check::node_probe_checks(&on, boundary).is_empty())
     }
 
@@ -826,7 +826,7 @@ impl PolicyFile {
         if let Some(c) = &self.checks {
             // Every subject present: a check the cluster turns off at run time is no error,
             // an id the catalog does not know is.
-            check::catalog(c, &check::ClusterHas::everything())
+            check::catalog(c, &check::ClusterHas::everything(c))
                 .map_err(|e| err("checks", e.to_string()))?;
             p.checks = c.clone();
         }

@@ -303,3 +303,79 @@ async fn an_evicted_probe_is_inconclusive_and_retried() {
             .any(|p| p["subject"] == "w-1" && p["check"] == "pod-network" && p["attempt"] == 2)
     );
 }
+
+const STORAGE_POLICY: &str = "apiVersion: upgraded.dev/v1alpha1
+kind: UpgradePolicy
+generations: {maxUnavailable: 1, canaries: 1, order: [dell-r640, dell-r740, hp-dl380]}
+canarySoak: 10m
+waitBetweenBatches: 1m
+retries: {maxAttempts: 2, backoff: 1s, maxBackoff: 2s}
+gates: {nodeReadyTimeout: 5m}
+checks: {storageClasses: [standard]}
+";
+
+/// The guide's "storage mounts fail on upgraded nodes": each worker's storage check writes
+/// a nonce on a claim of the policy's StorageClass before its kubelet restarts and reads it
+/// back after; on the canary whose new kubelet cannot mount volumes the read fails, before
+/// its uncordon, and it is rolled back and parked. Elsewhere every read passes and no claim
+/// is left behind.
+#[tokio::test(start_paused = true)]
+async fn storage_is_written_before_the_restart_and_read_back_after_it() {
+    for broken in [false, true] {
+        let mut world = upgraded_sim::World::new(upgraded_harness::sim_clock(), 7);
+        upgraded_sim::scenario::small(&mut world, 1, 6, "v1.33.5".parse().expect("v"))
+            .expect("cluster");
+        world.tick();
+        world.settle(30 * 24 * 3600 * 1000);
+        if broken {
+            world
+                .faults
+                .storage_broken_from
+                .insert("w-1".into(), "v1.35.0".parse().expect("v"));
+        }
+        let mut h = Harness::new(world, STORAGE_POLICY).await;
+        let v = h.start("v1.35.3").await.expect("start");
+        let run = v["run"].as_str().expect("run").to_string();
+        let end = h
+            .until_phase(if broken { "halted" } else { "completed" }, DAY)
+            .await;
+        let evs = h.events(&run).await;
+        let storage = |kind: &str, w: &str| -> Vec<Value> {
+            of(&evs, kind)
+                .into_iter()
+                .filter(|e| e["subject"] == w && e["check"] == "storage/standard")
+                .cloned()
+                .collect()
+        };
+        if broken {
+            let reason = end["reason"].as_str().unwrap_or_default();
+            assert!(
+                reason.contains("check storage/standard failed: MountVolume.SetUp failed on w-1")
+                    && reason.contains("w-1 was rolled back to v1.33.5 and parked"),
+                "{reason}"
+            );
+            // The baseline and the writer before the restart passed: the old kubelet mounts.
+            let passed = storage("CheckPassed", "w-1");
+            assert_eq!(passed.len(), 2, "{passed:#?}");
+            continue;
+        }
+        for w in ["w-1", "w-2", "w-3", "w-4", "w-5", "w-6"] {
+            let started: Vec<String> = storage("CheckStarted", w)
+                .iter()
+                .map(|s| s["boundary"].as_str().unwrap_or_default().to_string())
+                .collect();
+            assert_eq!(started.len(), 3, "{w}: {started:?}");
+            assert_eq!(started[0], "preflight");
+            assert_eq!(started[1], "before-kubelet-restart");
+            assert!(started[2].starts_with("after-"), "{started:?}");
+            assert_eq!(storage("CheckPassed", w).len(), 3, "{w}");
+        }
+        let world = h.sim.world();
+        let claims: Vec<_> = world
+            .claims
+            .keys()
+            .filter(|(ns, _)| ns == "upgraded-checks")
+            .collect();
+        assert!(claims.is_empty(), "claims left: {claims:?}");
+    }
+}

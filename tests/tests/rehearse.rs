@@ -293,6 +293,22 @@ fn a_generation_whose_pod_network_breaks_is_caught_by_its_check() {
     );
     assert!(table.contains("PARKED NODES\nw-3: "), "{table}");
     assert!(table.contains("fault: net-broken:hp-dl380@"), "{table}");
+    // A storage fault without a StorageClass to check would be rehearsed as nothing.
+    let out = rehearse(&[
+        "--scenario",
+        "lab",
+        "--to",
+        "v1.35.3",
+        "--no-compare",
+        "--fault",
+        "storage-broken:hp-dl380@v1.34.0",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("the policy names no StorageClass to check (checks.storageClasses)"),
+        "{stderr}"
+    );
 }
 
 #[test]

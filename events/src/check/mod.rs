@@ -127,16 +127,20 @@ pub enum Boundary {
     AfterBatch,
     /// After the final batch (the guide's smoke tests).
     Final,
+    /// On a drained node, before its kubelet restarts: a storage check's writer leaves
+    /// what its reader must find after the restart.
+    BeforeKubeletRestart,
 }
 
 impl Boundary {
-    pub const ALL: [Boundary; 6] = [
+    pub const ALL: [Boundary; 7] = [
         Boundary::Preflight,
         Boundary::AfterControlPlaneNode,
         Boundary::AfterControlPlane,
         Boundary::AfterCanary,
         Boundary::AfterBatch,
         Boundary::Final,
+        Boundary::BeforeKubeletRestart,
     ];
 
     pub fn name(self) -> &'static str {
@@ -147,6 +151,7 @@ impl Boundary {
             Boundary::AfterCanary => "after-canary",
             Boundary::AfterBatch => "after-batch",
             Boundary::Final => "final",
+            Boundary::BeforeKubeletRestart => "before-kubelet-restart",
         }
     }
 }
@@ -529,7 +534,13 @@ pub fn builtin() -> Vec<Check> {
                 storage_class: String::new(),
             },
             Scope::Node,
-            &NODE_BOUNDARIES,
+            &[
+                B::Preflight,
+                B::BeforeKubeletRestart,
+                B::AfterCanary,
+                B::AfterBatch,
+                B::Final,
+            ],
             300,
             1,
             S::RollbackNode,

@@ -31,9 +31,14 @@ for t in $(echo "${UPGRADED_TARGETS:-}" | tr ',' ' '); do
   case "$UPGRADED_PROBE" in
     pod-network) nc -z -w 5 "${t%:*}" "${t##*:}" >/dev/null 2>&1 || failed="$failed dial $t: no answer;" ;;
     dns) nslookup "$t" >/dev/null 2>&1 || failed="$failed lookup $t: no answer;" ;;
+    storage-*) ;;
     *) echo "{\"ok\":false,\"detail\":\"unknown probe\"}" > /dev/termination-log; exit 2 ;;
   esac
 done
+case "$UPGRADED_PROBE" in
+  storage-write) n=1; echo "$UPGRADED_NONCE" > /data/nonce && sync || failed="write /data/nonce failed;" ;;
+  storage-read) n=1; [ "$(cat /data/nonce 2>/dev/null)" = "$UPGRADED_NONCE" ] || failed="read $(cat /data/nonce 2>/dev/null) back, expected $UPGRADED_NONCE;" ;;
+esac
 if [ -z "$failed" ]; then
   echo "{\"ok\":true,\"detail\":\"$n target(s) answered\",\"facts\":{\"failed\":\"0\"}}" > /dev/termination-log; exit 0
 fi
@@ -41,19 +46,19 @@ echo "{\"ok\":false,\"detail\":\"${failed# }\"}" > /dev/termination-log; exit 1
 "#;
 
 impl ClusterHas {
-    /// A cluster with every subject: what a policy is validated against.
-    pub fn everything() -> ClusterHas {
+    /// A cluster with every subject, the StorageClasses the policy names among them: what
+    /// a policy is validated and planned against.
+    pub fn everything(policy: &ChecksPolicy) -> ClusterHas {
         ClusterHas {
             stacked_etcd: true,
             coredns: true,
             kube_proxy: true,
-            storage_classes: Default::default(),
+            storage_classes: policy.storage_classes.iter().cloned().collect(),
             extended_resources: true,
         }
     }
 
-    /// What the pre-upgrade inventory shows the cluster has. StorageClasses are not in an
-    /// inventory: storage checks need them named by the policy and found at run time.
+    /// What the pre-upgrade inventory shows the cluster has.
     pub fn of(inventory: &Inventory) -> ClusterHas {
         let app = |value: &str| {
             inventory.pods.iter().any(|p| {
@@ -68,7 +73,7 @@ impl ClusterHas {
                 .any(|n| n.control_plane.as_ref().is_some_and(|cp| cp.etcd.is_some())),
             coredns: app("kube-dns"),
             kube_proxy: app("kube-proxy"),
-            storage_classes: Default::default(),
+            storage_classes: inventory.storage_classes.iter().cloned().collect(),
             extended_resources: false,
         }
     }
@@ -130,9 +135,61 @@ pub fn node_probe_checks(checks: &[Check], boundary: Boundary) -> Vec<Check> {
     checks
         .iter()
         .filter(|c| c.scope == Scope::Node && c.runs_at(boundary))
-        .filter(|c| matches!(c.kind, CheckKind::PodNetwork | CheckKind::Dns))
+        .filter(|c| match c.kind {
+            CheckKind::PodNetwork | CheckKind::Dns => boundary != Boundary::BeforeKubeletRestart,
+            CheckKind::Storage { .. } => true,
+            _ => false,
+        })
         .cloned()
         .collect()
+}
+
+/// What a storage check's probes do at `boundary`: at the baseline, write then read back
+/// on a claim of its own; before the kubelet restart, write; after it, read what was
+/// written.
+pub fn storage_steps(boundary: Boundary) -> &'static [&'static str] {
+    match boundary {
+        Boundary::Preflight => &["storage-write", "storage-read"],
+        Boundary::BeforeKubeletRestart => &["storage-write"],
+        _ => &["storage-read"],
+    }
+}
+
+/// The boundary a storage check's claim is named after: the baseline's own, or the one
+/// the writer before the restart and the reader after it share.
+pub fn storage_claim_boundary(boundary: Boundary) -> Boundary {
+    if boundary == Boundary::Preflight {
+        Boundary::Preflight
+    } else {
+        Boundary::BeforeKubeletRestart
+    }
+}
+
+/// The nonce a storage writer leaves and its reader expects: the same for a run, a node and
+/// a class, whoever computes it (a restarted daemon too).
+pub fn storage_nonce(run: &str, node: &str, class: &str) -> String {
+    format!(
+        "{:08x}",
+        crc32fast::hash(format!("{run}/{node}/{class}").as_bytes())
+    )
+}
+
+/// A probe's claim of `class` (1 MiB, ReadWriteOnce), in the probe namespace.
+pub fn probe_claim(name: &str, run: &str, check: &str, node: &str, class: &str) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {
+            "name": name,
+            "namespace": NAMESPACE,
+            "labels": labels(run, check, node, 0),
+        },
+        "spec": {
+            "storageClassName": class,
+            "accessModes": ["ReadWriteOnce"],
+            "resources": {"requests": {"storage": "1Mi"}},
+        },
+    })
 }
 
 /// The names a DNS probe resolves.
@@ -149,21 +206,41 @@ fn labels(run: &str, check: &str, node: &str, attempt: u32) -> Value {
     })
 }
 
-/// A probe pod on `node`: `kind` is what it tries (`pod-network`, `dns`), `targets` what it
-/// dials or resolves. Pinned with `nodeName` (a cordoned node is checked before any workload
-/// returns), tolerating every taint, never restarted, no service account token.
-#[allow(clippy::too_many_arguments)]
+/// What a probe pod tries, and with what.
+#[derive(Debug, Clone, Copy)]
+pub struct ProbeOrders<'a> {
+    /// `pod-network`, `dns`, `storage-write`, `storage-read`.
+    pub kind: &'a str,
+    /// What it dials or resolves.
+    pub targets: &'a [String],
+    /// What a storage writer leaves and its reader expects.
+    pub nonce: &'a str,
+    /// The claim a storage probe mounts at `/data`.
+    pub claim: Option<&'a str>,
+}
+
+/// A probe pod on `node`. Pinned with `nodeName` (a cordoned node is checked before any
+/// workload returns), tolerating every taint, never restarted, no service account token. A
+/// storage probe is placed by a hostname selector instead: a claim that waits for its first
+/// consumer is provisioned where the scheduler puts that pod, and a `nodeName` pod skips
+/// the scheduler (it would wait forever); tolerating every taint still lets it onto the
+/// cordoned node.
 pub fn probe_pod(
     name: &str,
     run: &str,
     check: &str,
     node: &str,
     attempt: u32,
-    kind: &str,
-    targets: &[String],
+    orders: ProbeOrders<'_>,
     policy: &ChecksPolicy,
 ) -> Value {
-    json!({
+    let ProbeOrders {
+        kind,
+        targets,
+        nonce,
+        claim,
+    } = orders;
+    let mut pod = json!({
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {
@@ -184,12 +261,23 @@ pub fn probe_pod(
                 "env": [
                     {"name": "UPGRADED_PROBE", "value": kind},
                     {"name": "UPGRADED_TARGETS", "value": targets.join(",")},
+                    {"name": "UPGRADED_NONCE", "value": nonce},
                 ],
                 "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}},
                 "terminationMessagePolicy": "File",
             }],
         },
-    })
+    });
+    if let Some(claim) = claim {
+        let spec = &mut pod["spec"];
+        if let Some(s) = spec.as_object_mut() {
+            s.remove("nodeName");
+        }
+        spec["nodeSelector"] = json!({"kubernetes.io/hostname": node});
+        spec["volumes"] = json!([{"name": "data", "persistentVolumeClaim": {"claimName": claim}}]);
+        spec["containers"][0]["volumeMounts"] = json!([{"name": "data", "mountPath": "/data"}]);
+    }
+    pod
 }
 
 /// An echo pod on `node` that pod-network probes dial (agnhost `netexec`).
@@ -353,16 +441,49 @@ mod tests {
     #[test]
     fn probe_pods_are_pinned_tolerant_and_labelled() {
         let policy = ChecksPolicy::default();
+        let targets = ["10.244.1.5:8080".to_string(), "10.244.2.9:8080".to_string()];
+        let orders = ProbeOrders {
+            kind: "pod-network",
+            targets: &targets,
+            nonce: "",
+            claim: None,
+        };
         let pod = probe_pod(
             "upg-pod-network-w-1-a2-0000",
             "run-1",
             "storage/local-path",
             "w-1",
             2,
-            "pod-network",
-            &["10.244.1.5:8080".into(), "10.244.2.9:8080".into()],
+            orders,
             &policy,
         );
+        let storage = probe_pod(
+            "s",
+            "run-1",
+            "storage/local-path",
+            "w-1",
+            1,
+            ProbeOrders {
+                kind: "storage-read",
+                targets: &[],
+                nonce: "n-1",
+                claim: Some("c"),
+            },
+            &policy,
+        );
+        assert!(
+            storage["spec"]["nodeName"].is_null(),
+            "placed by the scheduler"
+        );
+        assert_eq!(
+            storage["spec"]["nodeSelector"]["kubernetes.io/hostname"],
+            "w-1"
+        );
+        assert_eq!(
+            storage["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"],
+            "c"
+        );
+        assert_eq!(storage["spec"]["containers"][0]["env"][2]["value"], "n-1");
         assert_eq!(pod["spec"]["nodeName"], "w-1");
         assert_eq!(pod["spec"]["tolerations"], json!([{"operator": "Exists"}]));
         assert_eq!(pod["spec"]["restartPolicy"], "Never");
@@ -478,11 +599,41 @@ mod tests {
 
     #[test]
     fn only_node_probe_checks_run_in_the_step() {
-        let ids: Vec<String> = node_probe_checks(&builtin(), Boundary::AfterBatch)
-            .into_iter()
-            .map(|c| c.id)
-            .collect();
-        assert_eq!(ids, ["pod-network", "dns"]);
-        assert!(node_probe_checks(&builtin(), Boundary::AfterControlPlane).is_empty());
+        let policy = ChecksPolicy {
+            storage_classes: vec!["standard".into()],
+            ..ChecksPolicy::default()
+        };
+        let (on, _) =
+            crate::check::catalog(&policy, &ClusterHas::everything(&policy)).expect("catalog");
+        let ids = |b: Boundary| -> Vec<String> {
+            node_probe_checks(&on, b)
+                .into_iter()
+                .map(|c| c.id)
+                .collect()
+        };
+        assert_eq!(
+            ids(Boundary::AfterBatch),
+            ["pod-network", "dns", "storage/standard"]
+        );
+        // Before the kubelet restart only the storage writer runs.
+        assert_eq!(ids(Boundary::BeforeKubeletRestart), ["storage/standard"]);
+        assert!(ids(Boundary::AfterControlPlane).is_empty());
+        assert_eq!(
+            storage_steps(Boundary::Preflight),
+            ["storage-write", "storage-read"]
+        );
+        assert_eq!(storage_steps(Boundary::AfterBatch), ["storage-read"]);
+        assert_eq!(
+            storage_claim_boundary(Boundary::AfterCanary),
+            storage_claim_boundary(Boundary::BeforeKubeletRestart)
+        );
+        assert_eq!(
+            storage_nonce("r", "w-1", "standard"),
+            storage_nonce("r", "w-1", "standard")
+        );
+        assert_ne!(
+            storage_nonce("r", "w-1", "standard"),
+            storage_nonce("r", "w-2", "standard")
+        );
     }
 }
