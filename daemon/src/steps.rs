@@ -460,11 +460,7 @@ impl StepEnv<'_> {
                 break;
             }
         }
-        // Kept for the reader after the restart, and for a retry of a reader that could
-        // not answer (its nonce is still on the volume).
-        if boundary != Boundary::BeforeKubeletRestart
-            && !matches!(verdict, Verdict::Inconclusive { .. })
-        {
+        if check::probe::claim_done(boundary, &verdict) {
             cluster
                 .delete_claim(check::probe::NAMESPACE, &claim)
                 .await?;

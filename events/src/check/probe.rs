@@ -165,6 +165,13 @@ pub fn storage_claim_boundary(boundary: Boundary) -> Boundary {
     }
 }
 
+/// Whether a storage check's claim may go after `boundary`'s probes gave `verdict`: not
+/// after the writer (the reader after the restart needs it), nor after a read that gave no
+/// answer (its retry reads the same nonce from the same volume).
+pub fn claim_done(boundary: Boundary, verdict: &Verdict) -> bool {
+    boundary != Boundary::BeforeKubeletRestart && !matches!(verdict, Verdict::Inconclusive { .. })
+}
+
 /// The nonce a storage writer leaves and its reader expects: the same for a run, a node and
 /// a class, whoever computes it (a restarted daemon too).
 pub fn storage_nonce(run: &str, node: &str, class: &str) -> String {
@@ -627,6 +634,17 @@ mod tests {
             storage_claim_boundary(Boundary::AfterCanary),
             storage_claim_boundary(Boundary::BeforeKubeletRestart)
         );
+        let pass = Verdict::Passed {
+            facts: Facts::new(),
+        };
+        let unsure = Verdict::Inconclusive {
+            why: "evicted".into(),
+            facts: Facts::new(),
+        };
+        assert!(!claim_done(Boundary::BeforeKubeletRestart, &pass));
+        assert!(claim_done(Boundary::AfterBatch, &pass));
+        assert!(!claim_done(Boundary::AfterBatch, &unsure));
+        assert!(claim_done(Boundary::Preflight, &pass));
         assert_eq!(
             storage_nonce("r", "w-1", "standard"),
             storage_nonce("r", "w-1", "standard")
