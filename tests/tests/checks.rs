@@ -21,18 +21,36 @@ gates: {nodeReadyTimeout: 5m}
 /// One control-plane node and six workers, two per generation; w-1 (dell-r640) is the
 /// first canary. `net_broken`: w-1's pod network breaks from v1.35.0 on.
 async fn cluster(net_broken: bool) -> Harness {
+    cluster_with(POLICY, |f| {
+        if net_broken {
+            f.net_broken_from
+                .insert("w-1".into(), "v1.35.0".parse().expect("v"));
+        }
+    })
+    .await
+}
+
+/// The same cluster under `policy`, with `faults` set before the daemon starts.
+async fn cluster_with(
+    policy: &str,
+    faults: impl FnOnce(&mut upgraded_sim::model::Faults),
+) -> Harness {
     let mut world = upgraded_sim::World::new(upgraded_harness::sim_clock(), 7);
     upgraded_sim::scenario::small(&mut world, 1, 6, "v1.33.5".parse().expect("v"))
         .expect("cluster");
     world.tick();
     world.settle(30 * 24 * 3600 * 1000);
-    if net_broken {
-        world
-            .faults
-            .net_broken_from
-            .insert("w-1".into(), "v1.35.0".parse().expect("v"));
-    }
-    Harness::new(world, POLICY).await
+    faults(&mut world.faults);
+    Harness::new(world, policy).await
+}
+
+/// Waits until the canary w-1's pod-network check after its upgrade has started.
+async fn until_canary_check_started(h: &mut Harness, run: &str) {
+    h.until_record(run, DAY, |r| {
+        let s = &r["event"]["CheckStarted"];
+        s["subject"] == "w-1" && s["check"] == "pod-network" && s["boundary"] == "after-canary"
+    })
+    .await;
 }
 
 fn of<'a>(evs: &'a [Value], kind: &str) -> Vec<&'a Value> {
@@ -193,11 +211,7 @@ async fn a_restart_while_a_probe_runs_adopts_it() {
     let mut h = cluster(false).await;
     let v = h.start("v1.35.3").await.expect("start");
     let run = v["run"].as_str().expect("run").to_string();
-    h.until_record(&run, DAY, |r| {
-        let s = &r["event"]["CheckStarted"];
-        s["subject"] == "w-1" && s["check"] == "pod-network" && s["boundary"] == "after-canary"
-    })
-    .await;
+    until_canary_check_started(&mut h, &run).await;
     // Let the daemon create the probes, then kill it before their verdict.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     h.crash();
@@ -250,11 +264,7 @@ async fn an_evicted_probe_is_inconclusive_and_retried() {
     let mut h = cluster(false).await;
     let v = h.start("v1.35.3").await.expect("start");
     let run = v["run"].as_str().expect("run").to_string();
-    h.until_record(&run, DAY, |r| {
-        let s = &r["event"]["CheckStarted"];
-        s["subject"] == "w-1" && s["check"] == "pod-network" && s["boundary"] == "after-canary"
-    })
-    .await;
+    until_canary_check_started(&mut h, &run).await;
     // The echo pods are Running two seconds later; the probe then runs for five.
     tokio::time::sleep(Duration::from_secs(4)).await;
     let evicted: Vec<String> = {
@@ -322,18 +332,13 @@ checks: {storageClasses: [standard]}
 #[tokio::test(start_paused = true)]
 async fn storage_is_written_before_the_restart_and_read_back_after_it() {
     for broken in [false, true] {
-        let mut world = upgraded_sim::World::new(upgraded_harness::sim_clock(), 7);
-        upgraded_sim::scenario::small(&mut world, 1, 6, "v1.33.5".parse().expect("v"))
-            .expect("cluster");
-        world.tick();
-        world.settle(30 * 24 * 3600 * 1000);
-        if broken {
-            world
-                .faults
-                .storage_broken_from
-                .insert("w-1".into(), "v1.35.0".parse().expect("v"));
-        }
-        let mut h = Harness::new(world, STORAGE_POLICY).await;
+        let mut h = cluster_with(STORAGE_POLICY, |f| {
+            if broken {
+                f.storage_broken_from
+                    .insert("w-1".into(), "v1.35.0".parse().expect("v"));
+            }
+        })
+        .await;
         let v = h.start("v1.35.3").await.expect("start");
         let run = v["run"].as_str().expect("run").to_string();
         let end = h
