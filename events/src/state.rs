@@ -51,6 +51,20 @@ pub struct RunState {
     pub cluster_has: Option<ClusterHas>,
     /// The nodes as observed before the run: name, labels, control plane or not.
     pub observed_nodes: Vec<(String, Labels, bool)>,
+    /// What records changed since a summary was last brought up to date.
+    touched: Touched,
+}
+
+/// The nodes and checks records changed since [`RunState::refresh_summary`] last ran, so a
+/// large run's status is kept up to date record by record without rebuilding every line.
+#[derive(Debug, Clone, Default)]
+struct Touched {
+    /// A record about every node (planned, recovered, resumed, aborted).
+    all: bool,
+    nodes: std::collections::BTreeSet<usize>,
+    checks: std::collections::BTreeSet<(String, String)>,
+    /// `next_seq` of the summary the last refresh produced.
+    refreshed: Option<u64>,
 }
 
 /// A node's checks at one boundary, as the core chose them: the catalog's node checks that
@@ -249,6 +263,7 @@ impl RunState {
                     return;
                 }
                 self.planned_at = Some(record.at);
+                self.touched.all = true;
                 self.target = Some(*target);
                 self.plan = plan.0.clone();
                 self.policy = policy.0.clone();
@@ -315,7 +330,10 @@ impl RunState {
             | Event::EvictionBlocked { node, .. }
             | Event::NodeParked { node, .. }
             | Event::NodeRollingBack { node, .. } => match self.index.get(node) {
-                Some(&i) => self.nodes[i].handle(event, &mut ctx),
+                Some(&i) => {
+                    self.touched.nodes.insert(i);
+                    self.nodes[i].handle(event, &mut ctx);
+                }
                 None => ctx
                     .anomalies
                     .push(format!("event for node {node:?}, which is not in the plan")),
@@ -327,6 +345,7 @@ impl RunState {
                 attempt,
             } => {
                 let key = (check.clone(), subject.clone());
+                self.touched.checks.insert(key.clone());
                 let c = self.checks.entry(key).or_insert_with(|| CheckState {
                     check: check.clone(),
                     subject: subject.clone(),
@@ -361,6 +380,7 @@ impl RunState {
                 ..
             } => match self.checks.get_mut(&(check.clone(), subject.clone())) {
                 Some(c) if c.attempt == *attempt => {
+                    self.touched.checks.insert((check.clone(), subject.clone()));
                     c.since = record.at;
                     match event {
                         Event::CheckPassed { .. } => {
@@ -398,6 +418,7 @@ impl RunState {
                         | Event::RunResumed { .. }
                         | Event::AbortRequested { .. }
                 ) {
+                    self.touched.all = true;
                     for n in &mut self.nodes {
                         n.handle(run_event, &mut ctx);
                     }
@@ -435,22 +456,8 @@ impl RunState {
             recoveries: self.recoveries,
             batches: self.plan.batches.len(),
             batch_labels: self.plan.batches.iter().map(|b| b.label.clone()).collect(),
-            nodes: self
-                .nodes
-                .iter()
-                .zip(&self.batch_of)
-                .map(|(n, &batch)| NodeSummary {
-                    name: n.node().name.clone(),
-                    batch,
-                    phase: n.phase(),
-                    step: n.current_step().map(|s| s.to_string()),
-                    cursor: n.cursor(),
-                    steps: n.node().steps.len(),
-                    failures: n.node().failures,
-                    last_error: n.node().last_error.clone(),
-                    blocked: n.node().blocked.clone(),
-                    parked: n.node().parked.clone(),
-                })
+            nodes: (0..self.nodes.len())
+                .map(|i| self.node_summary(i))
                 .collect(),
             anomalies: self.anomalies.clone(),
             baseline: self.baseline,
@@ -458,6 +465,67 @@ impl RunState {
             scaled: self.scaled.values().cloned().collect(),
             checks: self.checks.values().cloned().collect(),
         }
+    }
+
+    /// The status line of the `i`th entry of the plan.
+    fn node_summary(&self, i: usize) -> NodeSummary {
+        let n = &self.nodes[i];
+        NodeSummary {
+            name: n.node().name.clone(),
+            batch: self.batch_of.get(i).copied().unwrap_or_default(),
+            phase: n.phase(),
+            step: n.current_step().map(|s| s.to_string()),
+            cursor: n.cursor(),
+            steps: n.node().steps.len(),
+            failures: n.node().failures,
+            last_error: n.node().last_error.clone(),
+            blocked: n.node().blocked.clone(),
+            parked: n.node().parked.clone(),
+        }
+    }
+
+    /// `summary` brought up to the state's records: when it is what the last refresh left,
+    /// only the nodes and checks records have changed since are rebuilt (O(changes), where
+    /// [`RunState::summary`] is O(nodes + checks)); otherwise it is built anew. Equal to
+    /// `summary()` either way (except `waiting`, which the engine sets).
+    pub fn refresh_summary(&mut self, summary: &mut RunSummary) {
+        let touched = std::mem::take(&mut self.touched);
+        let incremental = !touched.all
+            && touched.refreshed == Some(summary.next_seq)
+            && summary.run == self.id
+            && summary.nodes.len() == self.nodes.len();
+        if !incremental {
+            *summary = self.summary();
+        } else {
+            for i in touched.nodes {
+                if let Some(line) = summary.nodes.get_mut(i) {
+                    *line = self.node_summary(i);
+                }
+            }
+            for key in touched.checks {
+                let Some(c) = self.checks.get(&key) else {
+                    continue;
+                };
+                let at = summary
+                    .checks
+                    .binary_search_by(|s| (&s.check, &s.subject).cmp(&(&key.0, &key.1)));
+                match at {
+                    Ok(j) => summary.checks[j] = c.clone(),
+                    Err(j) => summary.checks.insert(j, c.clone()),
+                }
+            }
+            summary.phase = self.phase();
+            summary.target = self.target.map(|v| v.to_string());
+            summary.reason.clone_from(&self.run.data().reason);
+            summary.next_seq = self.next_seq;
+            summary.recoveries = self.recoveries;
+            if summary.anomalies.len() != self.anomalies.len() {
+                summary.anomalies.clone_from(&self.anomalies);
+            }
+            summary.baseline = self.baseline;
+            summary.scaled = self.scaled.values().cloned().collect();
+        }
+        self.touched.refreshed = Some(summary.next_seq);
     }
 
     /// The checks `host` runs at `boundary`: the policy's catalog for what the cluster has,
@@ -485,22 +553,17 @@ impl RunState {
             .generation_label
             .as_deref()
             .unwrap_or(DEFAULT_GENERATION_LABEL);
-        let phases = |name: &str| -> Vec<Phase> {
-            self.nodes
-                .iter()
-                .filter(|n| n.node().host.as_str() == name)
-                .map(NodeState::phase)
-                .collect()
-        };
-        let pending = |name: &str| {
-            let p = phases(name);
-            !p.is_empty() && p.iter().all(|p| *p == Phase::Pending)
-        };
-        let busy = |name: &str| {
-            phases(name)
-                .iter()
-                .any(|p| *p != Phase::Pending && !p.is_settled())
-        };
+        // Per host, in one pass over the plan: whether all its entries are still pending,
+        // and whether one of them is under way.
+        let mut hosts: BTreeMap<&str, (bool, bool)> = BTreeMap::new();
+        for n in &self.nodes {
+            let p = n.phase();
+            let h = hosts.entry(n.node().host.as_str()).or_insert((true, false));
+            h.0 &= p == Phase::Pending;
+            h.1 |= p != Phase::Pending && !p.is_settled();
+        }
+        let pending = |name: &str| hosts.get(name).is_some_and(|h| h.0);
+        let busy = |name: &str| hosts.get(name).is_some_and(|h| h.1);
         let peers: Vec<Peer> = self
             .observed_nodes
             .iter()

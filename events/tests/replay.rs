@@ -480,6 +480,24 @@ proptest! {
     }
 
     #[test]
+    fn a_summary_kept_up_to_date_record_by_record_equals_one_built_anew(s in scenario(), abort_at in proptest::option::of(2u64..80), kills in proptest::collection::vec(0usize..60, 0..3), groups in proptest::collection::vec(1usize..6, 1..40)) {
+        let (_, _, _, log) = run_with_kills_log(&s, &kills, abort_at);
+        let mut state = RunState::default();
+        let mut kept = state.summary();
+        let mut sizes = groups.iter().cycle();
+        let mut at = 0;
+        while at < log.len() {
+            let n = (*sizes.next().unwrap_or(&1)).min(log.len() - at);
+            for r in &log[at..at + n] {
+                state.apply(r);
+            }
+            at += n;
+            state.refresh_summary(&mut kept);
+            prop_assert_eq!(&kept, &state.summary(), "after {} records", at);
+        }
+    }
+
+    #[test]
     fn aborts_leave_no_node_cordoned_by_us(s in scenario(), abort_at in 2u64..80, kills in proptest::collection::vec(0usize..60, 0..3)) {
         let (state, world, _) = run_with_kills(&s, &kills, Some(abort_at));
         prop_assert!(state.phase().is_terminal(), "{:?}", state.phase());
