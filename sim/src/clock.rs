@@ -78,6 +78,16 @@ impl Clock {
         }
     }
 
+    /// When tokio's clock reads `at`, for a clock that is tokio's; `None` for the others.
+    pub fn tokio_instant(&self, at: Millis) -> Option<tokio::time::Instant> {
+        match self {
+            Clock::Tokio { origin, base } => {
+                Some(*origin + std::time::Duration::from_millis(at.saturating_sub(*base)))
+            }
+            _ => None,
+        }
+    }
+
     pub fn is_virtual(&self) -> bool {
         matches!(self, Clock::Virtual { .. })
     }

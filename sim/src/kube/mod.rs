@@ -54,9 +54,15 @@ pub fn object(w: &World, res: Res, namespace: &str, name: &str) -> Option<serde_
             if let Some(rs) = kind(Kind::ReplicaSet) {
                 return workload_json(rs, w).ok();
             }
+            // The Deployment whose current or earlier ReplicaSet it is; only its sets built.
             w.workloads
                 .values()
                 .filter(|d| d.kind == Kind::Deployment && d.namespace == namespace)
+                .find(|d| {
+                    d.replica_set.as_ref().is_some_and(|(n, _)| n == name)
+                        || d.old_sets.iter().any(|(n, _)| n == name)
+                })
+                .into_iter()
                 .flat_map(|d| replica_sets(d, w))
                 .find(|r| r.metadata.name.as_deref() == Some(name))
                 .and_then(|r| serde_json::to_value(r).ok())

@@ -107,6 +107,25 @@ impl World {
         self.status_of(pdb, &pods)
     }
 
+    /// `pdb`'s status now: as last written when nothing it counts changed since (what the
+    /// apiserver's eviction reads too: the status the disruption controller wrote), else
+    /// counted again. (Debug builds check that the two agree.)
+    fn current_pdb_status(&self, pdb: &Pdb) -> PdbStatus {
+        let key = (pdb.namespace.clone(), pdb.name.clone());
+        match &pdb.written {
+            // (A blocking-budget fault, set on the model from outside, is read live.)
+            Some((status, disrupted))
+                if !self.budgets_dirty.contains(&key)
+                    && *disrupted == pdb.disrupted
+                    && self.faults.blocking_pdbs.is_empty() =>
+            {
+                debug_assert_eq!(*status, self.pdb_status(pdb), "budget {key:?}");
+                *status
+            }
+            _ => self.pdb_status(pdb),
+        }
+    }
+
     /// The live (not finished) pods budget `key` selects.
     pub(super) fn selected_by(&self, key: &(String, String)) -> Vec<&SimPod> {
         self.selected
@@ -400,7 +419,7 @@ impl World {
         }
         let mut decrement = None;
         if let Some(pdb) = pdbs.first() {
-            let status = self.pdb_status(pdb);
+            let status = self.current_pdb_status(pdb);
             let ready = pod.is_ready(self.now, &self.nodes);
             let blocked = self
                 .faults

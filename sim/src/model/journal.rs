@@ -54,6 +54,8 @@ pub(crate) type ObjKey = (Res, String, String);
 #[derive(Debug, Clone)]
 pub(crate) struct Journal {
     on: bool,
+    /// Only these resources' changes are kept (`None`: every resource's).
+    only: Option<Vec<Res>>,
     entries: VecDeque<Change>,
     /// A watch from a version below this cannot be served (its changes were dropped).
     floor: u64,
@@ -64,9 +66,18 @@ pub(crate) struct Journal {
 }
 
 impl Journal {
+    fn keeps(&self, res: Res) -> bool {
+        self.on
+            && self
+                .only
+                .as_ref()
+                .is_none_or(|only| only.contains(&res.stored()))
+    }
+
     pub(crate) fn new(floor: u64) -> Journal {
         Journal {
             on: true,
+            only: None,
             entries: VecDeque::new(),
             floor,
             pending: BTreeMap::new(),
@@ -100,6 +111,16 @@ impl World {
         self.journal.on = on;
     }
 
+    /// Keeps only `resources`' changes from now on (a rehearsal, in which the daemon watches
+    /// pods and nothing else, does not serialise every other change); a watch on another
+    /// resource gets `410 Gone`.
+    pub fn journal_only(&mut self, resources: &[Res]) {
+        self.write_journal();
+        let only: Vec<Res> = resources.iter().map(|r| r.stored()).collect();
+        self.journal.entries.retain(|c| only.contains(&c.res));
+        self.journal.only = Some(only);
+    }
+
     /// Drops every change kept so far, as etcd's compaction does: a watch whose version is
     /// older than now gets `410 Gone` at its next read and must relist.
     pub fn compact_journal(&mut self) {
@@ -110,7 +131,7 @@ impl World {
 
     /// `res ns/name` changed (or was made, with `new`).
     pub(crate) fn noted(&mut self, res: Res, namespace: &str, name: &str, new: bool) {
-        if !self.journal.on {
+        if !self.journal.keeps(res) {
             return;
         }
         let e = self
@@ -123,7 +144,7 @@ impl World {
 
     /// `res ns/name` is gone; `object` is how it was last, with its removal's version.
     pub(crate) fn noted_gone(&mut self, res: Res, namespace: &str, name: &str, object: Value) {
-        if !self.journal.on {
+        if !self.journal.keeps(res) {
             return;
         }
         let key = (res, namespace.to_string(), name.to_string());
@@ -193,7 +214,12 @@ impl World {
     /// The changes after version `since` of the resources `res` reads, oldest first; `Expired`
     /// when some were dropped (the watch must relist).
     pub fn changes_since(&self, since: u64, res: Res) -> Result<Vec<Change>, Expired> {
-        if since < self.journal.floor || !self.journal.on {
+        if !self.journal.keeps(res) {
+            return Err(Expired {
+                oldest: self.resource_version,
+            });
+        }
+        if since < self.journal.floor {
             return Err(Expired {
                 oldest: self.journal.floor,
             });

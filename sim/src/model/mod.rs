@@ -657,6 +657,13 @@ pub struct World {
     /// Pods bound to a node whose containers have not started (the node is not Ready, a claim
     /// is not bound).
     waiting: BTreeSet<(String, String)>,
+    /// Pods created without a node: what the scheduler looks at (entries bound or gone since
+    /// are dropped as it passes), so a pass is not over every pod.
+    unbound: BTreeSet<(String, String)>,
+    /// The instant and resourceVersion the last tick ended at.
+    ticked: Option<(Millis, u64)>,
+    /// The pods bound to each node, in key order (a pod is bound once and never moves).
+    bound: HashMap<String, BTreeSet<(String, String)>>,
     /// What storage probes wrote on each claim's volume (`namespace/claim` → nonce): the
     /// volume keeps it across pods, as a real one does.
     pub volume_data: BTreeMap<String, String>,
@@ -706,10 +713,22 @@ impl World {
             due_finish: BTreeSet::new(),
             due_gone: BTreeSet::new(),
             waiting: BTreeSet::new(),
+            unbound: BTreeSet::new(),
+            bound: HashMap::default(),
+            ticked: None,
             volume_data: BTreeMap::new(),
         };
         w.bootstrap();
         w
+    }
+
+    /// The pods bound to `node`, in key order.
+    pub fn pods_bound_to<'a>(&'a self, node: &str) -> impl Iterator<Item = &'a SimPod> + 'a {
+        self.bound
+            .get(node)
+            .into_iter()
+            .flatten()
+            .filter_map(|k| self.pods.get(k))
     }
 
     /// The pods `owner_uid` owns (terminating and finished ones too).
@@ -738,6 +757,9 @@ impl World {
     /// as it was last.
     pub(crate) fn remove_pod(&mut self, key: &(String, String)) -> Option<SimPod> {
         let mut gone = self.pods.remove(key)?;
+        if let Some(set) = gone.node.as_ref().and_then(|n| self.bound.get_mut(n)) {
+            set.remove(key);
+        }
         self.release(&gone);
         self.unselect(key);
         if let Some(o) = &gone.owner {
@@ -983,6 +1005,9 @@ impl World {
             self.dirty.insert(o.uid.clone());
         }
         self.select(&pod);
+        if pinned.is_none() {
+            self.unbound.insert(key.clone());
+        }
         self.pods.insert(key.clone(), pod);
         self.noted(Res::Pod, namespace, name, true);
         if let Some(n) = pinned {
@@ -1001,6 +1026,10 @@ impl World {
         let i = self.next_ip;
         pod.node = Some(node.to_string());
         pod.scheduled_at = Some(self.now);
+        self.bound
+            .entry(node.to_string())
+            .or_default()
+            .insert(key.clone());
         let u = self.usage.entry(node.to_string()).or_default();
         *u = (
             u.0 + pod.spec.cpu_millis,
@@ -1330,9 +1359,7 @@ impl World {
     }
 
     pub fn pods_on<'a>(&'a self, node: &'a str) -> impl Iterator<Item = &'a SimPod> + 'a {
-        self.pods
-            .values()
-            .filter(move |p| p.node.as_deref() == Some(node))
+        self.pods_bound_to(node)
     }
 
     pub fn workload_by_owner(&self, owner: &OwnerRef) -> Option<&Workload> {

@@ -83,12 +83,18 @@ impl World {
     /// Places pending pods, oldest first, on the schedulable node with the most free CPU that
     /// fits them (the default scheduler's LeastAllocated scoring, ties by name).
     pub(super) fn schedule(&mut self) {
-        let mut pending: Vec<(Millis, (String, String))> = self
-            .pods
-            .values()
-            .filter(|p| p.node.is_none() && p.deleting_at.is_none() && p.phase == PodPhase::Pending)
-            .map(|p| (p.created, p.key()))
-            .collect();
+        let pods = &self.pods;
+        let mut pending: Vec<(Millis, (String, String))> = Vec::new();
+        self.unbound.retain(|key| {
+            let Some(p) = pods.get(key) else {
+                return false;
+            };
+            let unbound = p.node.is_none() && p.phase == PodPhase::Pending;
+            if unbound && p.deleting_at.is_none() {
+                pending.push((p.created, key.clone()));
+            }
+            unbound
+        });
         if pending.is_empty() {
             return;
         }

@@ -9,7 +9,9 @@ impl World {
         let t = self.clock.now();
         if t > self.now {
             self.advance_to(t);
-        } else {
+        } else if self.ticked != Some((self.now, self.resource_version)) {
+            // Another pass at an instant already passed, over a world nothing changed since,
+            // would change nothing (a tick is idempotent at a fixed instant): skipped.
             self.tick();
         }
     }
@@ -100,5 +102,6 @@ impl World {
         self.note_budgets();
         self.expire_events();
         self.write_journal();
+        self.ticked = Some((self.now, self.resource_version));
     }
 }

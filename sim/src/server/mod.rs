@@ -32,6 +32,7 @@ use upgraded_events::inventory::Labels;
 use upgraded_events::version::Version;
 
 use crate::admission::ApiError;
+use crate::clock::Clock;
 use crate::clock::Millis;
 use crate::kube;
 use crate::model::{Faults, ModelError, World};
@@ -100,8 +101,38 @@ impl Sim {
     /// yields the data: the model has no invariants a half-done request can break.
     pub fn world(&self) -> MutexGuard<'_, World> {
         let mut w = self.world.lock().unwrap_or_else(|e| e.into_inner());
+        let before = w.resource_version();
         w.sync();
+        if w.resource_version() != before {
+            // What changed by itself (a pod Ready, a kubelet back) goes out to the watches.
+            self.changed.notify_waiters();
+        }
         w
+    }
+
+    /// The world for a reader that only needs what has changed: brought to the clock's time
+    /// if that moved, without another pass of the controllers at an instant already passed.
+    pub(crate) fn world_as_is(&self) -> MutexGuard<'_, World> {
+        let mut w = self.world.lock().unwrap_or_else(|e| e.into_inner());
+        if w.clock().now() > w.now() {
+            let before = w.resource_version();
+            w.sync();
+            if w.resource_version() != before {
+                self.changed.notify_waiters();
+            }
+        }
+        w
+    }
+
+    /// When a waiting watch should look again if nothing wakes it: on tokio's clock (virtual
+    /// in the harness), when the world next changes by itself; on a real clock, soon.
+    fn look_again(&self, now: tokio::time::Instant, poll: Duration) -> tokio::time::Instant {
+        let w = self.world.lock().unwrap_or_else(|e| e.into_inner());
+        match w.next_due().and_then(|t| w.clock().tokio_instant(t)) {
+            Some(t) => t.max(now),
+            None if matches!(w.clock(), Clock::Tokio { .. }) => now + Duration::from_secs(3600),
+            None => now + poll,
+        }
     }
 
     pub fn add_api_fault(&self, f: ApiFault) {

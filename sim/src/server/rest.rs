@@ -133,9 +133,12 @@ fn list(w: &mut World, res: Res, ns: Option<&str>, ask: &Ask) -> Result<Response
     let rv = w.resource_version();
     if res == Res::Pod && !ask.table {
         // The health gate lists every pod of a large cluster: kept JSON, filtered on the model.
-        let keys: Vec<(String, String)> = w
-            .pods
-            .values()
+        // A drain's `spec.nodeName=NODE` reads that node's pods, not every pod.
+        let candidates: Box<dyn Iterator<Item = &crate::model::SimPod>> = match filter.node_name() {
+            Some(node) => Box::new(w.pods_bound_to(node)),
+            None => Box::new(w.pods.values()),
+        };
+        let keys: Vec<(String, String)> = candidates
             .filter(|p| ns.is_none_or(|n| p.namespace == n))
             .filter(|p| {
                 filter.keep(&p.spec.labels, |k| match k {

@@ -191,6 +191,14 @@ impl Filter {
         }) && matches(&self.fields, |k| field_of(v, k))
     }
 
+    /// The node a field selector pins the list to (`spec.nodeName=NODE`, NODE not empty).
+    pub(super) fn node_name(&self) -> Option<&str> {
+        self.fields.iter().find_map(|t| match t {
+            Term::Eq(k, v) if k == "spec.nodeName" && !v.is_empty() => Some(v.as_str()),
+            _ => None,
+        })
+    }
+
     pub(super) fn is_empty(&self) -> bool {
         self.labels.is_empty() && self.fields.is_empty()
     }

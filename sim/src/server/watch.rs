@@ -100,7 +100,7 @@ impl Stream {
     /// Takes what changed since the cursor into `lines`.
     fn read(&mut self) {
         let (changes, now, rv) = {
-            let mut w = self.sim.world();
+            let mut w = self.sim.world_as_is();
             w.write_journal();
             let now = w.now();
             let rv = w.resource_version();
@@ -201,7 +201,11 @@ pub(super) async fn serve(
         next_bookmark: start + BOOKMARK_EVERY,
         done: false,
     };
-    {
+    // From a version without selectors, every change is sent as it happened: nothing to
+    // know about the objects that matched at that version (a pod watch resumed every few
+    // minutes does not rebuild every pod).
+    let resumed = from.is_some() && !initial_events && s.filter.is_empty();
+    if !resumed {
         let mut w = sim.world();
         w.write_journal();
         let now = w.now();
@@ -283,7 +287,15 @@ pub(super) async fn serve(
                 s.lines.push_back(b);
                 continue;
             }
-            let wake = (now + POLL).min(s.deadline);
+            let wake = s
+                .sim
+                .look_again(now, POLL)
+                .min(s.deadline)
+                .min(if s.bookmarks {
+                    s.next_bookmark
+                } else {
+                    s.deadline
+                });
             let notified = s.sim.changed.notified();
             tokio::select! {
                 _ = notified => {}
