@@ -356,9 +356,13 @@ impl<L: EventLog + Clone> Daemon<L> {
             }
             let now = self.clock.now();
             let decision = decide(&state, &state.policy, now);
-            let mut summary = state.summary();
-            summary.waiting = decision.waiting.clone().filter(|_| tasks.is_empty());
-            self.status.send_replace(Some(summary));
+            let waiting = decision.waiting.clone().filter(|_| tasks.is_empty());
+            // Brought up to date in place: only what the new records changed is rebuilt.
+            self.status.send_modify(|current| {
+                let summary = current.get_or_insert_with(|| state.summary());
+                state.refresh_summary(summary);
+                summary.waiting = waiting;
+            });
             let mut intents = Vec::new();
             let mut work = Vec::new();
             let mut wake = decision.wake_at;

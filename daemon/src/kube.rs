@@ -26,11 +26,12 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use upgraded_events::Version;
 use upgraded_events::check;
-use upgraded_events::inventory::{Inventory, MIRROR_ANNOTATION, Owner, PdbInv, PodInv};
+use upgraded_events::inventory::{Inventory, Owner, PdbInv, PodInv};
 use upgraded_events::state::PodHealth;
 use upgraded_events::{Facts, Host};
 use upgraded_planner::permissions::Permission;
 
+use crate::podwatch::{HealthPod, PodWatch};
 use crate::ports::{
     BoxFut, ClusterApi, Eviction, NodeStatus, Observed, PortError, ProbePod, ScaleChange, Workload,
 };
@@ -57,6 +58,8 @@ pub struct KubeCluster {
     client: Client,
     /// Same configuration, without kube's automatic retry of 429s: for evictions.
     no_retry: Client,
+    /// Every pod's health, kept by a watch for the health gate.
+    health: PodWatch,
 }
 
 impl std::fmt::Debug for KubeCluster {
@@ -111,7 +114,11 @@ impl KubeCluster {
         let client = Client::try_from(config.clone())?;
         config.default_retry = false;
         let no_retry = Client::try_from(config)?;
-        Ok(KubeCluster { client, no_retry })
+        Ok(KubeCluster {
+            client,
+            no_retry,
+            health: PodWatch::default(),
+        })
     }
 
     /// Over an existing client (e.g. one built on an in-process service for benchmarks).
@@ -120,6 +127,7 @@ impl KubeCluster {
         KubeCluster {
             client: client.clone(),
             no_retry: client,
+            health: PodWatch::default(),
         }
     }
 
@@ -229,68 +237,6 @@ struct Page<I> {
 struct PageMeta {
     #[serde(default, rename = "continue")]
     continue_: Option<String>,
-}
-
-/// A pod as the health gate reads it: only whether it is a mirror, its phase and its
-/// containers' waiting reasons; every other field is skipped while parsing (a large
-/// cluster's list is read at every verify).
-#[derive(serde::Deserialize, Default)]
-#[serde(default)]
-struct HealthPod {
-    metadata: HealthMeta,
-    status: HealthStatus,
-}
-
-#[derive(serde::Deserialize, Default)]
-#[serde(default)]
-struct HealthMeta {
-    annotations: Option<std::collections::BTreeMap<String, serde::de::IgnoredAny>>,
-}
-
-#[derive(serde::Deserialize, Default)]
-#[serde(default, rename_all = "camelCase")]
-struct HealthStatus {
-    phase: Option<String>,
-    container_statuses: Option<Vec<HealthContainer>>,
-}
-
-#[derive(serde::Deserialize, Default)]
-#[serde(default)]
-struct HealthContainer {
-    state: Option<HealthState>,
-}
-
-#[derive(serde::Deserialize, Default)]
-#[serde(default)]
-struct HealthState {
-    waiting: Option<HealthWaiting>,
-}
-
-#[derive(serde::Deserialize, Default)]
-#[serde(default)]
-struct HealthWaiting {
-    reason: Option<String>,
-}
-
-impl HealthPod {
-    /// As `PodInv::from_value` reads the same fields.
-    fn health(&self) -> PodHealth {
-        PodHealth {
-            finished: matches!(self.status.phase.as_deref(), Some("Succeeded" | "Failed")),
-            mirror: self
-                .metadata
-                .annotations
-                .as_ref()
-                .is_some_and(|a| a.contains_key(MIRROR_ANNOTATION)),
-            crash_looping: self.status.container_statuses.iter().flatten().any(|c| {
-                c.state
-                    .as_ref()
-                    .and_then(|s| s.waiting.as_ref())
-                    .and_then(|w| w.reason.as_deref())
-                    == Some("CrashLoopBackOff")
-            }),
-        }
-    }
 }
 
 /// Reads or replaces the `scale` of a Deployment or StatefulSet.
@@ -511,6 +457,9 @@ impl ClusterApi for KubeCluster {
 
     fn pod_health(&self) -> BoxFut<'_, Result<Vec<PodHealth>, PortError>> {
         Box::pin(async move {
+            if let Some(pods) = self.health.read(&self.client) {
+                return Ok(pods);
+            }
             let mut out = Vec::new();
             self.pod_pages(ListParams::default(), |p: HealthPod| {
                 out.push(p.health());

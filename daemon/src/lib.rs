@@ -10,6 +10,7 @@ pub mod fake;
 pub mod kube;
 pub mod log;
 pub mod outbox;
+mod podwatch;
 pub mod ports;
 pub mod remote;
 pub mod simagent;

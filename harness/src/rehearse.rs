@@ -502,8 +502,9 @@ fn run(r: &Rehearsal) -> Result<(RunMeasure, Vec<Record>, Start), String> {
             f.apply(&mut world)?;
         }
         world.watch_budgets();
-        // Nothing in a rehearsal watches (the daemon lists and polls): no journal to keep.
-        world.set_journal(false);
+        // The daemon watches pods (its health gate's cache) and nothing else: only pods'
+        // changes are kept for watches.
+        world.journal_only(&[upgraded_sim::resource::Res::Pod]);
         let start_slack = world.budget_low_water.clone().unwrap_or_default();
         let in_sim = Arc::new(AtomicU64::new(0));
         let timed = Arc::clone(&in_sim);
