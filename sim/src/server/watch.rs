@@ -12,8 +12,9 @@
 //! - `Accept: ...;as=Table` (`kubectl get -w`): each event's object is a Table of its one row,
 //!   the first with the column definitions.
 //!
-//! The stream waits for changes (woken by every changing request, and every 100 ms so that a
-//! real clock's own changes go out too); a client that hangs up ends it.
+//! The stream waits for changes (woken by every request that changed the world, and, for
+//! what changes by itself, every 100 ms on a real clock or, on tokio's clock, at the instant
+//! of the world's next due change); a client that hangs up ends it.
 
 #![allow(clippy::result_large_err)]
 
