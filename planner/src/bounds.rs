@@ -13,10 +13,10 @@
 //!
 //! Waits between batches, maintenance windows and retries are left out: they only add.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
-use upgraded_events::inventory::Inventory;
+use upgraded_events::inventory::{Inventory, NodeInv};
 use upgraded_events::plan::Role;
 
 use crate::policy::PlanPolicy;
@@ -76,10 +76,11 @@ pub fn lower_bound(
             *m = (m.0.saturating_add(r.0), m.1.saturating_add(r.1));
         }
     }
+    let by_name: BTreeMap<&str, &NodeInv> =
+        inv.nodes.iter().map(|n| (n.name.as_str(), n)).collect();
     let free = |name: &str| {
-        inv.nodes
-            .iter()
-            .find(|n| n.name == name)
+        by_name
+            .get(name)
             .filter(|n| !n.unschedulable)
             .map_or((0, 0), |n| {
                 let u = used.get(name).copied().unwrap_or_default();
@@ -126,12 +127,13 @@ pub fn lower_bound(
         // Budgets: the evictions each must let through on this generation.
         let mut budget = None;
         let mut budget_secs = 0;
+        let here: BTreeSet<&str> = nodes.iter().copied().collect();
         for b in &inv.pdbs {
             let pods = inv
                 .pods
                 .iter()
                 .filter(|p| !p.is_finished() && p.namespace == b.namespace)
-                .filter(|p| p.node.as_deref().is_some_and(|n| nodes.contains(&n)))
+                .filter(|p| p.node.as_deref().is_some_and(|n| here.contains(n)))
                 .filter(|p| b.selector.matches(&p.labels))
                 .count() as u64;
             // The canary's own evictions are inside its time already.
