@@ -100,21 +100,21 @@ impl Sim {
     /// The world, brought up to the clock's time. A poisoned lock (a panic elsewhere) still
     /// yields the data: the model has no invariants a half-done request can break.
     pub fn world(&self) -> MutexGuard<'_, World> {
-        let mut w = self.world.lock().unwrap_or_else(|e| e.into_inner());
-        let before = w.resource_version();
-        w.sync();
-        if w.resource_version() != before {
-            // What changed by itself (a pod Ready, a kubelet back) goes out to the watches.
-            self.changed.notify_waiters();
-        }
-        w
+        self.synced(true)
     }
 
     /// The world for a reader that only needs what has changed: brought to the clock's time
     /// if that moved, without another pass of the controllers at an instant already passed.
     pub(crate) fn world_as_is(&self) -> MutexGuard<'_, World> {
+        self.synced(false)
+    }
+
+    /// The world brought to the clock's time (at an instant already passed, only when
+    /// `same_instant`); what changed by itself (a pod Ready, a kubelet back) goes out to the
+    /// watches.
+    fn synced(&self, same_instant: bool) -> MutexGuard<'_, World> {
         let mut w = self.world.lock().unwrap_or_else(|e| e.into_inner());
-        if w.clock().now() > w.now() {
+        if same_instant || w.clock().now() > w.now() {
             let before = w.resource_version();
             w.sync();
             if w.resource_version() != before {
