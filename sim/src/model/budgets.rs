@@ -27,15 +27,19 @@ impl World {
         let mut touched = std::mem::take(&mut self.budgets_touched);
         // Of a node, only going down or up moves its pods' readiness (a cordon, a package or
         // a kubelet restart does not).
-        let down: Vec<String> = self
-            .nodes
-            .values()
-            .filter(|n| n.down)
-            .map(|n| n.name.clone())
-            .collect();
-        let all = since == 0
-            || down != std::mem::replace(&mut self.budgets_noted_down, down.clone())
-            || self.workload_specs_changed(since);
+        // (Looked at again only after some node changed.)
+        let mut nodes_moved = false;
+        if self.budgets_noted_epoch != Some(self.node_epoch) {
+            self.budgets_noted_epoch = Some(self.node_epoch);
+            let down: Vec<String> = self
+                .nodes
+                .values()
+                .filter(|n| n.down)
+                .map(|n| n.name.clone())
+                .collect();
+            nodes_moved = down != std::mem::replace(&mut self.budgets_noted_down, down.clone());
+        }
+        let all = since == 0 || nodes_moved || self.workload_specs_changed(since);
         // (Every change to a pod notes its budgets as it is made: `budget_pod_changed`.)
         if all {
             touched.extend(self.pdbs.keys().cloned());
@@ -62,6 +66,13 @@ impl World {
     /// version `since`. Its status writes (every time its pods change) do not count: they
     /// move no budget's numbers that the pods' own changes do not.
     fn workload_specs_changed(&mut self, since: u64) -> bool {
+        // No workload object changed since the last look: no spec did.
+        if self.budgets_seen_workloads == Some(self.workloads_epoch)
+            && self.budgets_noted_generations.len() == self.workloads.len()
+        {
+            return false;
+        }
+        self.budgets_seen_workloads = Some(self.workloads_epoch);
         let seen = &mut self.budgets_noted_generations;
         let mut changed = seen.len() != self.workloads.len();
         for w in self
@@ -379,7 +390,24 @@ impl World {
     /// a disruption, and the pod is recorded in its `disruptedPods` before the delete. The
     /// delete then checks `preconditions.uid`: a stale uid is a conflict, and the budget stays
     /// used until the entry times out, as on a real apiserver.
+    /// The controllers then take their turn at once (what a caller of the model expects to
+    /// see); the API server's handler uses [`World::evict_deferred`].
     pub fn evict(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        uid_precondition: Option<&str>,
+    ) -> Result<(), EvictError> {
+        let r = self.evict_deferred(namespace, name, uid_precondition);
+        self.tick();
+        r
+    }
+
+    /// An eviction as the API server makes it: the pod's termination starts and its budget
+    /// is charged in the same step, and the controllers react later (at the next reader's
+    /// pass), so a drain's burst of evictions costs the controllers one pass, not one each.
+    /// The budget's numbers stay exact in between: a charged budget is counted afresh.
+    pub(crate) fn evict_deferred(
         &mut self,
         namespace: &str,
         name: &str,
@@ -407,7 +435,6 @@ impl World {
             }
             if pod.deleting_at.is_none() {
                 self.start_termination(&key, None);
-                self.tick();
             }
             return Ok(());
         }
@@ -448,14 +475,12 @@ impl World {
             self.budgets_dirty.insert(k);
         }
         if let Some(e) = stale {
-            self.tick();
             return Err(e);
         }
         if let Some(p) = self.pods.get_mut(&key) {
             p.evicted_at = Some(self.now);
         }
         self.start_termination(&key, None);
-        self.tick();
         Ok(())
     }
 

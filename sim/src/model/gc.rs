@@ -29,6 +29,7 @@ impl World {
     fn orphan(&mut self, uid: &str) {
         let keys: Vec<(String, String)> = self.owned.remove(uid).into_iter().flatten().collect();
         self.active.remove(uid);
+        self.work_epoch += 1;
         for k in keys {
             if let Some(p) = self.pods.get_mut(&k) {
                 p.owner = None;

@@ -130,7 +130,20 @@ impl World {
     }
 
     /// `res ns/name` changed (or was made, with `new`).
+    /// A workload object changed (every change is noted for the watches): the controllers'
+    /// and the budgets' caches look again.
+    fn workload_noted(&mut self, res: Res) {
+        if matches!(
+            res,
+            Res::Deployment | Res::ReplicaSet | Res::StatefulSet | Res::DaemonSet
+        ) {
+            self.work_epoch += 1;
+            self.workloads_epoch += 1;
+        }
+    }
+
     pub(crate) fn noted(&mut self, res: Res, namespace: &str, name: &str, new: bool) {
+        self.workload_noted(res);
         if !self.journal.keeps(res) {
             return;
         }
@@ -144,6 +157,7 @@ impl World {
 
     /// `res ns/name` is gone; `object` is how it was last, with its removal's version.
     pub(crate) fn noted_gone(&mut self, res: Res, namespace: &str, name: &str, object: Value) {
+        self.workload_noted(res);
         if !self.journal.keeps(res) {
             return;
         }

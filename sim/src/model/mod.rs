@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 // A fast hash for the per-change indexes over every pod (looked up, never iterated, so
 // results do not depend on its seed).
-use foldhash::HashMap;
+use foldhash::{HashMap, HashSet};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -108,6 +108,14 @@ pub struct SimNode {
     /// What the machine's package manager has installed (`kubeadm`, `kubelet`, `kubectl`),
     /// which node agents change and the running kubelet only follows after a restart.
     pub packages: BTreeMap<String, Version>,
+    /// Devices its device plugins register (`nvidia.com/gpu` → 2): the node's capacity of
+    /// those extended resources.
+    #[serde(default)]
+    pub extended: BTreeMap<String, u64>,
+    /// Its device plugins failed to register with the running kubelet: every extended
+    /// resource is allocatable 0 (capacity stays), as the kubelet reports unhealthy devices.
+    #[serde(default)]
+    pub devices_lost: bool,
 }
 
 impl SimNode {
@@ -506,6 +514,9 @@ pub struct Faults {
     /// Machines whose volume mounts fail once their kubelet is at or above this version.
     #[serde(default)]
     pub storage_broken_from: BTreeMap<String, Version>,
+    /// Machines whose device plugins fail to register from this kubelet version on.
+    #[serde(default)]
+    pub devices_lost_from: BTreeMap<String, Version>,
     /// CoreDNS stops answering once the control plane (whose upgrade sets CoreDNS's image)
     /// is at or above this version.
     #[serde(default)]
@@ -638,6 +649,8 @@ pub struct World {
     pod_budgets: HashMap<(String, String), Vec<BudgetKey>>,
     /// The nodes that were down when the low water was last noted.
     budgets_noted_down: Vec<String>,
+    /// The node epoch `budgets_noted_down` was taken at.
+    budgets_noted_epoch: Option<u64>,
     /// Each workload's `generation` (by uid) when the budgets were last noted: a new scale
     /// moves the desired count of the budgets over its pods; a status write does not.
     budgets_noted_generations: HashMap<String, u64>,
@@ -664,6 +677,30 @@ pub struct World {
     ticked: Option<(Millis, u64)>,
     /// The pods bound to each node, in key order (a pod is bound once and never moves).
     bound: HashMap<String, BTreeSet<(String, String)>>,
+    /// Bumped at every change to a node (and a new one): what caches of per-node facts key on.
+    node_epoch: u64,
+    /// Each DaemonSet's wanted pod count (by uid), with the node epoch and the generation it
+    /// was counted at: counted again only when a node or the DaemonSet's spec changed.
+    ds_want: HashMap<String, (u64, u64, usize)>,
+    /// The earliest `ready_at` of any node, with the node epoch it was found at (a kubelet
+    /// coming back is a node change): read without a pass over every node.
+    next_ready: std::cell::Cell<Option<(u64, Option<Millis>)>>,
+    /// The workload each owner uid belongs to (its own, its current ReplicaSet's, its old
+    /// ones'), as last indexed; a hit is checked against the workload before it is used.
+    owner_index: HashMap<String, (Kind, String, String)>,
+    /// Owner uids no workload claimed when the index was last built (Jobs, bare owners):
+    /// a uid is made before any pod names it, so none is claimed later.
+    owner_misses: HashSet<String>,
+    /// Bumped when a controller's count of active pods moves or a workload object changes:
+    /// with the node epoch, what the workload controllers' pass depends on.
+    work_epoch: u64,
+    /// The epochs (work, node) of the last pass of the workload controllers that found
+    /// nothing to do: until either moves, the next would find nothing either.
+    idle_at: Option<(u64, u64)>,
+    /// Bumped when a workload object changes (what the budgets' low water watches).
+    workloads_epoch: u64,
+    /// `workloads_epoch` when the budgets last looked at the workloads' specs.
+    budgets_seen_workloads: Option<u64>,
     /// What storage probes wrote on each claim's volume (`namespace/claim` → nonce): the
     /// volume keeps it across pods, as a real one does.
     pub volume_data: BTreeMap<String, String>,
@@ -695,6 +732,16 @@ impl World {
             budgets_dirty: BTreeSet::new(),
             pod_budgets: HashMap::default(),
             budgets_noted_down: Vec::new(),
+            budgets_noted_epoch: None,
+            node_epoch: 0,
+            ds_want: HashMap::default(),
+            next_ready: std::cell::Cell::new(None),
+            owner_index: HashMap::default(),
+            owner_misses: HashSet::default(),
+            work_epoch: 0,
+            idle_at: None,
+            workloads_epoch: 0,
+            budgets_seen_workloads: None,
             budgets_noted_generations: HashMap::default(),
             next_ip: 0,
             next_service_ip: 0,
@@ -878,8 +925,11 @@ impl World {
             resource_version: rv,
             restarted_at: None,
             packages: PACKAGES.iter().map(|p| (p.to_string(), kubelet)).collect(),
+            extended: BTreeMap::new(),
+            devices_lost: false,
         };
         self.nodes.insert(name.to_string(), node);
+        self.node_epoch += 1;
         if let Some(cp) = control_plane {
             self.write_static_pods(name, &cp);
         }
@@ -998,6 +1048,7 @@ impl World {
         };
         if let Some(o) = &pod.owner {
             *self.active.entry(o.uid.clone()).or_default() += 1;
+            self.work_epoch += 1;
             self.owned
                 .entry(o.uid.clone())
                 .or_default()

@@ -25,6 +25,7 @@ impl World {
     /// A node changed: a new resourceVersion, and the journal is told.
     pub(crate) fn touch_node(&mut self, node: &str) {
         let rv = self.bump();
+        self.node_epoch += 1;
         if let Some(n) = self.nodes.get_mut(node) {
             n.resource_version = rv;
         }
@@ -109,8 +110,14 @@ impl World {
                 .kubelet_fails_from
                 .get(node)
                 .is_some_and(|from| version >= *from);
+        let devices_lost = self
+            .faults
+            .devices_lost_from
+            .get(node)
+            .is_some_and(|from| version >= *from);
         self.edit_node(node, |n, now| {
             n.kubelet = version;
+            n.devices_lost = devices_lost;
             n.ready = false;
             n.ready_at = (!never).then_some(now + KUBELET_RESTART_MS);
             n.restarted_at = Some(now);

@@ -93,6 +93,7 @@ impl World {
         }
         if let Some(n) = p.owner.as_ref().and_then(|o| self.active.get_mut(&o.uid)) {
             *n = n.saturating_sub(1);
+            self.work_epoch += 1;
         }
     }
 

@@ -10,20 +10,47 @@ impl World {
         if !self.dirty.is_empty() {
             let dirty = std::mem::take(&mut self.dirty);
             // The workloads those owners are (a Deployment owns through its ReplicaSets).
-            let mut keys: BTreeSet<(Kind, String, String)> = BTreeSet::new();
-            for (key, w) in &self.workloads {
-                let mine = dirty.contains(w.owner_uid())
-                    || dirty.contains(&w.uid)
-                    || w.old_sets.iter().any(|(_, uid)| dirty.contains(uid));
-                if mine {
-                    keys.insert(key.clone());
-                }
-            }
+            let keys: BTreeSet<(Kind, String, String)> = dirty
+                .iter()
+                .filter_map(|uid| self.workload_of_owner(uid))
+                .collect();
             for key in keys {
                 self.write_workload_status(&key);
             }
         }
         self.write_budget_status();
+    }
+
+    /// The workload owner `uid` belongs to, from the index (built again when it misses a
+    /// uid it has not missed before).
+    fn workload_of_owner(&mut self, uid: &str) -> Option<(Kind, String, String)> {
+        let claims = |w: &Workload| {
+            w.uid == uid || w.owner_uid() == uid || w.old_sets.iter().any(|(_, u)| u == uid)
+        };
+        if let Some(k) = self.owner_index.get(uid)
+            && self.workloads.get(k).is_some_and(claims)
+        {
+            return Some(k.clone());
+        }
+        if self.owner_misses.contains(uid) {
+            return None;
+        }
+        self.owner_index.clear();
+        for (k, w) in &self.workloads {
+            let uids = [w.uid.as_str(), w.owner_uid()]
+                .into_iter()
+                .chain(w.old_sets.iter().map(|(_, u)| u.as_str()));
+            for u in uids {
+                self.owner_index.insert(u.to_string(), k.clone());
+            }
+        }
+        match self.owner_index.get(uid) {
+            Some(k) if self.workloads.get(k).is_some_and(claims) => Some(k.clone()),
+            _ => {
+                self.owner_misses.insert(uid.to_string());
+                None
+            }
+        }
     }
 
     fn write_workload_status(&mut self, key: &(Kind, String, String)) {

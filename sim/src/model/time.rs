@@ -39,15 +39,31 @@ impl World {
         self.tick();
     }
 
+    /// The earliest `ready_at` of any node (due or not), counted again only after a node
+    /// changed.
+    fn earliest_ready(&self) -> Option<Millis> {
+        match self.next_ready.get() {
+            Some((epoch, t)) if epoch == self.node_epoch => t,
+            _ => {
+                let t = self.nodes.values().filter_map(|n| n.ready_at).min();
+                self.next_ready.set(Some((self.node_epoch, t)));
+                t
+            }
+        }
+    }
+
     /// The next instant after `now` at which something changes by itself.
     pub fn next_due(&self) -> Option<Millis> {
         let now = self.now;
-        let nodes = self
-            .nodes
-            .values()
-            .filter_map(|n| n.ready_at)
-            .filter(|&t| t > now)
-            .min();
+        let nodes = match self.earliest_ready() {
+            Some(t) if t <= now => self
+                .nodes
+                .values()
+                .filter_map(|n| n.ready_at)
+                .filter(|&t| t > now)
+                .min(),
+            t => t,
+        };
         [
             self.next_pod_change(),
             nodes,
@@ -65,13 +81,15 @@ impl World {
     /// and the journal. Idempotent at a fixed instant.
     pub fn tick(&mut self) {
         let now = self.now;
-        // Kubelets coming back after a restart.
+        // Kubelets coming back after a restart (none is due before the earliest).
         let mut changed = vec![];
-        for n in self.nodes.values_mut() {
-            if n.ready_at.is_some_and(|t| t <= now) && !n.down {
-                n.ready_at = None;
-                n.ready = true;
-                changed.push(n.name.clone());
+        if self.earliest_ready().is_some_and(|t| t <= now) {
+            for n in self.nodes.values_mut() {
+                if n.ready_at.is_some_and(|t| t <= now) && !n.down {
+                    n.ready_at = None;
+                    n.ready = true;
+                    changed.push(n.name.clone());
+                }
             }
         }
         for name in changed {

@@ -88,31 +88,39 @@ impl World {
         // all of its current template, has nothing to do (the common case, by far). (A
         // StatefulSet's ordinals cannot be wrong at equal count: only a scale-down leaves one
         // out of range, and that makes the count exceed its replicas.)
+        // Nothing moved since a pass that found nothing to do: this one would find nothing.
+        let epochs = (self.work_epoch, self.node_epoch);
+        if self.idle_at == Some(epochs) {
+            return;
+        }
         let mut work: Vec<(Kind, String, String)> = Vec::new();
+        let (nodes, epoch, ds_want) = (&self.nodes, self.node_epoch, &mut self.ds_want);
         for (key, w) in &self.workloads {
             let active = self.active.get(w.owner_uid()).copied().unwrap_or(0);
             let want = match w.kind {
-                Kind::DaemonSet => self
-                    .nodes
-                    .values()
-                    .filter(|n| daemon_set_runs_on(w, n))
-                    .count(),
+                // Counted again only after a node or the DaemonSet's spec changed.
+                Kind::DaemonSet => match ds_want.get(&w.uid) {
+                    Some(&(e, g, n)) if e == epoch && g == w.generation => n,
+                    _ => {
+                        let n = nodes.values().filter(|n| daemon_set_runs_on(w, n)).count();
+                        ds_want.insert(w.uid.clone(), (epoch, w.generation, n));
+                        n
+                    }
+                },
                 _ => w.replicas as usize,
             };
             if active != want || !w.old_sets.is_empty() || w.rolling {
                 work.push(key.clone());
             }
         }
+        self.idle_at = work.is_empty().then_some(epochs);
         for key in work {
             let Some(w) = self.workloads.get(&key).cloned() else {
                 continue;
             };
             match w.kind {
                 Kind::Deployment => self.reconcile_deployment(&key, &w),
-                Kind::ReplicaSet => {
-                    let owned = self.owned_pods(&w.uid);
-                    self.reconcile_replica_set(&w, &w.pod_owner(), &owned, w.replicas);
-                }
+                Kind::ReplicaSet => self.reconcile_replica_set(&w, &w.pod_owner(), w.replicas),
                 Kind::StatefulSet => self.reconcile_stateful_set(&key, &w),
                 Kind::DaemonSet => self.reconcile_daemon_set(&key, &w),
             }
@@ -123,11 +131,11 @@ impl World {
     /// more than `replicas + maxSurge` pods nor fewer than `replicas - maxUnavailable` Ready.
     fn reconcile_deployment(&mut self, key: &(Kind, String, String), w: &Workload) {
         let owner = w.pod_owner();
-        let new = self.owned_pods(&owner.uid);
         if w.old_sets.is_empty() {
-            self.reconcile_replica_set(w, &owner, &new, w.replicas);
+            self.reconcile_replica_set(w, &owner, w.replicas);
             return;
         }
+        let new = self.owned_pods(&owner.uid);
         let (surge, unavailable) = allowances(w);
         let live =
             |pods: &[OwnedPod]| pods.iter().filter(|p| !p.deleting && !p.finished).count() as u32;
@@ -148,7 +156,7 @@ impl World {
             .replicas
             .min((w.replicas + surge).saturating_sub(old_live));
         let new_want = new_want.max(live(&new));
-        self.reconcile_replica_set(w, &owner, &new, new_want);
+        self.reconcile_replica_set(w, &owner, new_want);
         // Scale old ones down while enough pods are Ready.
         let min_ready = w.replicas.saturating_sub(unavailable);
         let mut can_remove = (old_ready + ready(&new)).saturating_sub(min_ready);
@@ -194,17 +202,10 @@ impl World {
     }
 
     /// A ReplicaSet's pods towards `want`, each made from the workload's template.
-    fn reconcile_replica_set(
-        &mut self,
-        w: &Workload,
-        owner: &OwnerRef,
-        owned: &[OwnedPod],
-        want: u32,
-    ) {
-        let active: Vec<&OwnedPod> = owned
-            .iter()
-            .filter(|p| !p.deleting && !p.finished)
-            .collect();
+    fn reconcile_replica_set(&mut self, w: &Workload, owner: &OwnerRef, want: u32) {
+        // Its active pods are counted as they come and go; they are listed only to choose
+        // whom a scale-down deletes.
+        let active = self.active.get(&owner.uid).copied().unwrap_or(0);
         let want = want as usize;
         let about = About {
             kind: "ReplicaSet",
@@ -214,7 +215,7 @@ impl World {
             uid: owner.uid.clone(),
             field_path: None,
         };
-        for _ in active.len()..want {
+        for _ in active..want {
             let name = format!("{}-{}", owner.name, self.suffix(5));
             let key = self.create_pod(
                 &w.namespace,
@@ -232,14 +233,16 @@ impl World {
                 format!("Created pod: {name}"),
             );
         }
-        if active.len() > want {
+        if active > want {
             // Scale down: unscheduled first, then not ready, then the newest.
-            let mut victims = active.clone();
-            victims.sort_by_key(|p| (p.node.is_some(), p.ready, std::cmp::Reverse(p.created)));
-            let gone: Vec<_> = victims[..active.len() - want]
+            let owned = self.owned_pods(&owner.uid);
+            let mut victims: Vec<&OwnedPod> = owned
                 .iter()
-                .map(|p| p.key.clone())
+                .filter(|p| !p.deleting && !p.finished)
                 .collect();
+            victims.sort_by_key(|p| (p.node.is_some(), p.ready, std::cmp::Reverse(p.created)));
+            let excess = victims.len().saturating_sub(want);
+            let gone: Vec<_> = victims[..excess].iter().map(|p| p.key.clone()).collect();
             for k in gone {
                 self.start_termination(&k, None);
                 self.event(

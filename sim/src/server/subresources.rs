@@ -33,7 +33,7 @@ pub(super) fn evict(w: &mut World, ns: &str, name: &str, ask: &Ask) -> Response 
     let uid = eviction["deleteOptions"]["preconditions"]["uid"]
         .as_str()
         .map(str::to_string);
-    match w.evict(ns, name, uid.as_deref()) {
+    match w.evict_deferred(ns, name, uid.as_deref()) {
         Ok(()) => json_response(
             StatusCode::CREATED,
             &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
