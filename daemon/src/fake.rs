@@ -413,6 +413,7 @@ impl ClusterApi for FakeWorld {
                                 cpu_millis: 64_000,
                                 memory_bytes: 256 << 30,
                             },
+                            extended: Default::default(),
                             taints: Vec::new(),
                             unschedulable: n.unschedulable,
                             ready: true,
@@ -444,6 +445,7 @@ impl ClusterApi for FakeWorld {
                 kubelet_version: n.running,
                 control_plane: n.control_plane.map(fake_control_plane),
                 control_plane_ready: true,
+                extended: Default::default(),
             })
         })
     }

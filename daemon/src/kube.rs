@@ -436,6 +436,7 @@ impl ClusterApi for KubeCluster {
                 kubelet_version: n.kubelet,
                 control_plane: n.control_plane.filter(|c| c.observed),
                 control_plane_ready,
+                extended: n.extended,
             })
         })
     }

@@ -244,6 +244,7 @@ impl StepEnv<'_> {
                     self.storage(&run, c, storage_class, plan.boundary, attempt)
                         .await?
                 }
+                CheckKind::Devices => self.devices(c, &plan.devices).await?,
                 // The core hands the step only the checks it runs as probes.
                 _ => continue,
             };
@@ -466,6 +467,31 @@ impl StepEnv<'_> {
                 .await?;
         }
         Ok(verdict)
+    }
+
+    /// The devices check: the node's allocatable extended resources against its baseline,
+    /// read until they are all back or the check's time is up (device plugins register
+    /// again some seconds after a kubelet restart).
+    async fn devices(
+        &self,
+        c: &Check,
+        baseline: &std::collections::BTreeMap<String, u64>,
+    ) -> Result<Verdict, PortError> {
+        let deadline = self.clock.now().plus_secs(c.timeout_secs);
+        loop {
+            let verdict = match self.ports.cluster.node_status(&self.host).await {
+                Ok(now) => check::devices_verdict(baseline, &now.extended),
+                Err(e) if e.retryable => Verdict::Inconclusive {
+                    why: format!("the node's status could not be read: {}", e.what),
+                    facts: Facts::new(),
+                },
+                Err(e) => return Err(e),
+            };
+            if matches!(verdict, Verdict::Passed { .. }) || self.clock.now() >= deadline {
+                return Ok(verdict);
+            }
+            self.wait(PROBE_POLL, deadline).await;
+        }
     }
 
     async fn wait(&self, step: Duration, deadline: upgraded_events::Timestamp) {

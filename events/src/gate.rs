@@ -20,6 +20,8 @@ pub struct NodeStatus {
     /// Every control-plane static pod on the node (apiserver, controller-manager,
     /// scheduler) is Ready; true on a node that runs none.
     pub control_plane_ready: bool,
+    /// Allocatable extended resources (the devices check's measure).
+    pub extended: std::collections::BTreeMap<String, u64>,
 }
 
 /// The kubelet version the entry's steps leave running: its last package hop.
@@ -121,6 +123,7 @@ mod tests {
                 observed: true,
             }),
             control_plane_ready: true,
+            extended: Default::default(),
         }
     }
 

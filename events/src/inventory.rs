@@ -89,6 +89,10 @@ pub struct NodeInv {
     /// 1 or 2 when known.
     pub cgroup: Option<u8>,
     pub allocatable: Resources,
+    /// Allocatable extended resources (`nvidia.com/gpu`, SR-IOV VFs: a `domain/name` key),
+    /// as their device plugins registered them: the devices check's baseline.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub extended: BTreeMap<String, u64>,
     pub taints: Vec<Taint>,
     pub unschedulable: bool,
     pub ready: bool,
@@ -631,6 +635,7 @@ fn parse_node(it: &Value) -> Result<NodeInv, String> {
             None => 0,
         },
     };
+    let extended = extended_resources(alloc)?;
     let role = if labels.contains_key("node-role.kubernetes.io/control-plane")
         || labels.contains_key("node-role.kubernetes.io/master")
     {
@@ -673,11 +678,30 @@ fn parse_node(it: &Value) -> Result<NodeInv, String> {
         arch: str_of(&info["architecture"]),
         cgroup,
         allocatable,
+        extended,
         taints,
         unschedulable: it["spec"]["unschedulable"].as_bool().unwrap_or(false),
         ready: condition_true(it, "Ready"),
         control_plane: None,
     })
+}
+
+/// The extended resources among a node's allocatable: names with a domain
+/// (`vendor.com/device`), whole numbers (the API allows no fractions of them).
+fn extended_resources(alloc: &Value) -> Result<BTreeMap<String, u64>, String> {
+    let mut out = BTreeMap::new();
+    let Some(map) = alloc.as_object() else {
+        return Ok(out);
+    };
+    for (name, q) in map {
+        if !name.contains('/') || name.starts_with("hugepages-") {
+            continue;
+        }
+        let q = q.as_str().unwrap_or_default();
+        let n = quantity::bytes(q).map_err(|e| format!("status.allocatable[{name:?}]: {e}"))?;
+        out.insert(name.clone(), n);
+    }
+    Ok(out)
 }
 
 fn requests_of(c: &Value) -> Result<Resources, String> {

@@ -29,6 +29,8 @@ pub struct RunState {
     /// Batch index of each entry of `nodes`.
     pub batch_of: Vec<usize>,
     index: HashMap<Entry, usize>,
+    /// Each host's entries in `nodes` (a control-plane host has one per hop).
+    host_entries: HashMap<String, Vec<usize>>,
     /// The sequence number the next record must have.
     pub next_seq: u64,
     pub planned_at: Option<Timestamp>,
@@ -51,6 +53,9 @@ pub struct RunState {
     pub cluster_has: Option<ClusterHas>,
     /// The nodes as observed before the run: name, labels, control plane or not.
     pub observed_nodes: Vec<(String, Labels, bool)>,
+    /// Each node's allocatable extended resources before the run (nodes that have any):
+    /// the devices check's baseline.
+    pub observed_devices: BTreeMap<String, BTreeMap<String, u64>>,
     /// What records changed since a summary was last brought up to date.
     touched: Touched,
 }
@@ -80,6 +85,8 @@ pub struct NodeChecks {
     /// Checks started at this boundary whose verdict was never recorded (the daemon stopped
     /// in between), with that attempt: its probes are adopted, not created again.
     pub resume: BTreeMap<String, u32>,
+    /// The node's extended resources before the run (what the devices check compares with).
+    pub devices: BTreeMap<String, u64>,
 }
 
 /// One check on one subject, folded from its `Check*` records.
@@ -269,7 +276,12 @@ impl RunState {
                 self.policy = policy.0.clone();
                 for (batch, n) in self.plan.nodes() {
                     self.index.insert(n.name.clone(), self.nodes.len());
-                    self.nodes.push(NodeState::new(n, record.at));
+                    let state = NodeState::new(n, record.at);
+                    self.host_entries
+                        .entry(state.node().host.as_str().to_string())
+                        .or_default()
+                        .push(self.nodes.len());
+                    self.nodes.push(state);
                     self.batch_of.push(batch);
                 }
             }
@@ -280,6 +292,13 @@ impl RunState {
                 self.apiserver_before = Some(*apiserver);
                 self.baseline = Some(Baseline::of(&inventory.0.pods));
                 self.cluster_has = Some(ClusterHas::of(&inventory.0));
+                self.observed_devices = inventory
+                    .0
+                    .nodes
+                    .iter()
+                    .filter(|n| !n.extended.is_empty())
+                    .map(|n| (n.name.clone(), n.extended.clone()))
+                    .collect();
                 self.observed_nodes = inventory
                     .0
                     .nodes
@@ -438,11 +457,11 @@ impl RunState {
 
     /// Nodes of batch `b`.
     pub fn batch(&self, b: usize) -> impl Iterator<Item = &NodeState> {
-        self.nodes
-            .iter()
-            .zip(&self.batch_of)
-            .filter(move |(_, i)| **i == b)
-            .map(|(n, _)| n)
+        // The plan lists its nodes batch by batch: a batch's entries are one run of
+        // `nodes`, found by binary search (`decide` asks for batches at every step).
+        let start = self.batch_of.partition_point(|&i| i < b);
+        let end = self.batch_of.partition_point(|&i| i <= b);
+        self.nodes[start..end.max(start)].iter()
     }
 
     /// A compact, serialisable summary for `status`.
@@ -541,6 +560,10 @@ impl RunState {
                 .map(|(on, _)| check::node_probe_checks(&on, boundary))
                 .unwrap_or_default()
                 .into_iter()
+                // Devices are checked on the nodes that had some before the run.
+                .filter(|c| {
+                    c.kind != check::CheckKind::Devices || self.observed_devices.contains_key(host)
+                })
                 .partition(|c| {
                     boundary == Boundary::Preflight
                         || !self
@@ -553,26 +576,75 @@ impl RunState {
             .generation_label
             .as_deref()
             .unwrap_or(DEFAULT_GENERATION_LABEL);
-        // Per host, in one pass over the plan: whether all its entries are still pending,
-        // and whether one of them is under way.
-        let mut hosts: BTreeMap<&str, (bool, bool)> = BTreeMap::new();
-        for n in &self.nodes {
-            let p = n.phase();
-            let h = hosts.entry(n.node().host.as_str()).or_insert((true, false));
-            h.0 &= p == Phase::Pending;
-            h.1 |= p != Phase::Pending && !p.is_settled();
+        // A host's entries: all still pending (not yet upgraded), one under way (busy).
+        let phases = |name: &str| {
+            let entries = self
+                .host_entries
+                .get(name)
+                .map(Vec::as_slice)
+                .unwrap_or(&[]);
+            let pending = !entries.is_empty()
+                && entries
+                    .iter()
+                    .all(|&i| self.nodes[i].phase() == Phase::Pending);
+            let busy = entries.iter().any(|&i| {
+                let p = self.nodes[i].phase();
+                p != Phase::Pending && !p.is_settled()
+            });
+            (pending, busy)
+        };
+        // `network_peers` picks the first node by name of each category; only those
+        // candidates (and the subject) are handed to it, so a check costs no allocation per
+        // node of a large cluster.
+        let mut own: Option<&(String, Labels, bool)> = None;
+        let mut per_generation: BTreeMap<&str, &(String, Labels, bool)> = BTreeMap::new();
+        let mut first_pending: Option<&(String, Labels, bool)> = None;
+        let mut first_cp: Option<&(String, Labels, bool)> = None;
+        let earlier =
+            |a: Option<&&(String, Labels, bool)>, name: &str| a.is_none_or(|a| name < a.0.as_str());
+        for o in &self.observed_nodes {
+            let (name, labels, control_plane) = o;
+            if name == host {
+                own = Some(o);
+                continue;
+            }
+            let (pending, busy) = phases(name);
+            if busy {
+                continue;
+            }
+            if *control_plane {
+                if earlier(first_cp.as_ref(), name) {
+                    first_cp = Some(o);
+                }
+                continue;
+            }
+            let generation = labels.get(label).map(String::as_str).unwrap_or_default();
+            if earlier(per_generation.get(generation), name) {
+                per_generation.insert(generation, o);
+            }
+            if pending && earlier(first_pending.as_ref(), name) {
+                first_pending = Some(o);
+            }
         }
-        let pending = |name: &str| hosts.get(name).is_some_and(|h| h.0);
-        let busy = |name: &str| hosts.get(name).is_some_and(|h| h.1);
-        let peers: Vec<Peer> = self
-            .observed_nodes
-            .iter()
+        let mut candidates: Vec<&(String, Labels, bool)> = Vec::new();
+        for o in own
+            .into_iter()
+            .chain(per_generation.into_values())
+            .chain(first_pending)
+            .chain(first_cp)
+        {
+            if !candidates.iter().any(|c| c.0 == o.0) {
+                candidates.push(o);
+            }
+        }
+        let peers: Vec<Peer> = candidates
+            .into_iter()
             .map(|(name, labels, control_plane)| Peer {
                 name: name.clone(),
                 generation: labels.get(label).cloned().unwrap_or_default(),
                 control_plane: *control_plane,
-                not_yet_upgraded: pending(name),
-                busy: name != host && busy(name),
+                not_yet_upgraded: phases(name).0,
+                busy: false,
             })
             .collect();
         let resume = checks
@@ -589,6 +661,7 @@ impl RunState {
             peers: check::network_peers(host, &peers),
             excluded: excluded.into_iter().map(|c| c.id).collect(),
             resume,
+            devices: self.observed_devices.get(host).cloned().unwrap_or_default(),
         }
     }
 
@@ -657,6 +730,93 @@ mod tests {
             seq,
             at: Timestamp(1_000 * seq as i64),
             event,
+        }
+    }
+
+    /// `node_checks` hands `network_peers` only the first candidate of each kind; what it
+    /// dials is what the whole list of observed nodes would give, whatever the phases.
+    #[test]
+    fn node_checks_dial_what_the_full_list_of_nodes_would() {
+        use crate::check::{Peer, network_peers};
+        use crate::plan::{NodeInfo, Plan, Role};
+        let nodes: Vec<NodeInfo> = (0..24)
+            .map(|i| NodeInfo {
+                name: format!("n{:02}", (i * 7) % 24),
+                role: if i < 2 {
+                    Role::ControlPlane
+                } else {
+                    Role::Worker
+                },
+                version: Version::new(1, 32, 1),
+            })
+            .collect();
+        let plan = Plan::basic_rolling(&nodes, Version::new(1, 35, 3), 3, false, |_, m| m % 7)
+            .expect("plan");
+        let mut s = RunState::replay(&[rec(
+            0,
+            Event::RunPlanned {
+                target: Version::new(1, 35, 3),
+                plan: crate::event::Json(plan),
+                policy: crate::event::Json(Policy::default()),
+                by: Actor::daemon(),
+            },
+        )]);
+        s.observed_nodes = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let labels: Labels =
+                    [(DEFAULT_GENERATION_LABEL.to_string(), format!("g{}", i % 3))].into();
+                (n.name.clone(), labels, n.role == Role::ControlPlane)
+            })
+            .collect();
+        let full = |s: &RunState, host: &str| -> Vec<String> {
+            let phase = |name: &str| -> (bool, bool) {
+                let mine: Vec<Phase> = s
+                    .nodes
+                    .iter()
+                    .filter(|n| n.node().host.as_str() == name)
+                    .map(NodeState::phase)
+                    .collect();
+                (
+                    !mine.is_empty() && mine.iter().all(|p| *p == Phase::Pending),
+                    mine.iter().any(|p| *p != Phase::Pending && !p.is_settled()),
+                )
+            };
+            let peers: Vec<Peer> = s
+                .observed_nodes
+                .iter()
+                .map(|(name, labels, cp)| Peer {
+                    name: name.clone(),
+                    generation: labels[DEFAULT_GENERATION_LABEL].clone(),
+                    control_plane: *cp,
+                    not_yet_upgraded: phase(name).0,
+                    busy: name != host && phase(name).1,
+                })
+                .collect();
+            network_peers(host, &peers)
+        };
+        // Entry by entry, each started in turn: every host's peers agree at every phase.
+        let entries: Vec<(Entry, Step)> = s
+            .nodes
+            .iter()
+            .map(|n| (n.node().name.clone(), n.node().steps[0].clone()))
+            .collect();
+        let mut seq = 1;
+        for (entry, step) in entries {
+            for n in &nodes {
+                let got = s.node_checks(&n.name, Boundary::AfterBatch).peers;
+                assert_eq!(got, full(&s, &n.name), "{} before {entry}", n.name);
+            }
+            s.apply(&rec(
+                seq,
+                Event::StepStarted {
+                    node: entry,
+                    step,
+                    attempt: 1,
+                },
+            ));
+            seq += 1;
         }
     }
 

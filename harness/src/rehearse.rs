@@ -139,6 +139,9 @@ pub enum Fault {
     /// `storage-broken:GENERATION@VERSION`: volumes no longer mount on the generation's
     /// machines once they run a kubelet at or above VERSION.
     StorageBroken { generation: String, from: Version },
+    /// `devices-lost:NODE@VERSION`: the node's device plugins no longer register once it runs
+    /// a kubelet at or above VERSION (its extended resources read 0).
+    DevicesLost { node: String, from: Version },
 }
 
 impl std::str::FromStr for Fault {
@@ -147,7 +150,8 @@ impl std::str::FromStr for Fault {
     fn from_str(s: &str) -> Result<Fault, String> {
         let usage = "expected kubelet-fails:GENERATION@VERSION, never-ready:NODE, \
                      crash-loop:KEY=VALUE@VERSION, blocking-pdb:NAMESPACE/NAME, slow-drain:NODE=SECONDS, \
-                     net-broken:GENERATION@VERSION, storage-broken:GENERATION@VERSION or dns-broken@VERSION";
+                     net-broken:GENERATION@VERSION, storage-broken:GENERATION@VERSION, \
+                     devices-lost:NODE@VERSION or dns-broken@VERSION";
         if let Some(v) = s.strip_prefix("dns-broken@") {
             let from = Version::parse_release(v)
                 .map_err(|e| format!("fault {s:?}: {v:?} is not a version: {e}"))?;
@@ -191,6 +195,13 @@ impl std::str::FromStr for Fault {
                 let (generation, from) = at(arg)?;
                 Ok(Fault::StorageBroken {
                     generation: nonempty(&generation)?,
+                    from,
+                })
+            }
+            "devices-lost" => {
+                let (node, from) = at(arg)?;
+                Ok(Fault::DevicesLost {
+                    node: nonempty(&node)?,
                     from,
                 })
             }
@@ -243,6 +254,7 @@ impl std::fmt::Display for Fault {
             Fault::StorageBroken { generation, from } => {
                 write!(f, "storage-broken:{generation}@{from}")
             }
+            Fault::DevicesLost { node, from } => write!(f, "devices-lost:{node}@{from}"),
         }
     }
 }
@@ -280,6 +292,15 @@ impl Fault {
                 }
             }
             Fault::DnsBroken { from } => w.faults.dns_broken_from = Some(*from),
+            Fault::DevicesLost { node: n, from } => {
+                node(w, n)?;
+                if w.nodes.get(n).is_some_and(|m| m.extended.is_empty()) {
+                    return Err(format!(
+                        "fault {self}: the node advertises no extended resources; nothing would notice"
+                    ));
+                }
+                w.faults.devices_lost_from.insert(n.clone(), *from);
+            }
             Fault::NeverReady(n) => {
                 node(w, n)?;
                 w.faults.never_ready.insert(n.clone());
@@ -922,6 +943,7 @@ mod tests {
         for f in [
             "net-broken:dell-r640@v1.35.0",
             "storage-broken:dell-r640@v1.35.0",
+            "devices-lost:dl380-01@v1.35.0",
             "dns-broken@v1.35.0",
         ] {
             assert_eq!(f.parse::<Fault>().map(|f| f.to_string()), Ok(f.to_string()));
@@ -929,6 +951,8 @@ mod tests {
         for bad in [
             "kubelet-fails:dell-r640",
             "net-broken:@v1.35.0",
+            "devices-lost:@v1.35.0",
+            "devices-lost:dl380-01",
             "dns-broken@soon",
             "never-ready:",
             "crash-loop:app@v1.35.0",

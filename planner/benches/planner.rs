@@ -45,6 +45,7 @@ fn big() -> Inventory {
                 cpu_millis: 32_000,
                 memory_bytes: 128 << 30,
             },
+            extended: Default::default(),
             taints: Vec::new(),
             unschedulable: false,
             ready: true,

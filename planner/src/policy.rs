@@ -981,7 +981,8 @@ mod tests {
         );
         assert!(PlanPolicy::from_yaml("checks: {prometheusURL: x}").is_err());
         // Every node check off: no checks step, and no rights asked for probes.
-        let off = PlanPolicy::from_yaml("checks: {disable: [pod-network, dns]}").expect("ok");
+        let off =
+            PlanPolicy::from_yaml("checks: {disable: [pod-network, dns, devices]}").expect("ok");
         assert!(!off.runs_node_checks(check::Boundary::AfterBatch));
     }
 

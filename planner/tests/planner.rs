@@ -388,6 +388,7 @@ fn node(name: &str, role: Role, kubelet: &str, generation: &str, age: i64, cpu: 
             cpu_millis: cpu,
             memory_bytes: cpu << 22,
         },
+        extended: Default::default(),
         taints: if role == Role::ControlPlane {
             vec![upgraded_events::inventory::Taint {
                 key: "node-role.kubernetes.io/control-plane".into(),

@@ -214,6 +214,10 @@ fn node(w: &mut World, n: &NodeInv, now: Millis) -> Result<(), ImportError> {
         created,
     )
     .map_err(item)?;
+    // Its devices as their plugins registered them (allocatable, as the snapshot shows).
+    if let Some(node) = w.nodes.get_mut(&n.name) {
+        node.extended = n.extended.clone();
+    }
     w.set_node_meta(&n.name, n.labels.clone(), annotations, n.taints.clone())
         .map_err(item)?;
     if n.unschedulable {

@@ -45,6 +45,8 @@ struct Generation {
     mem_gi: u64,
     /// Days before the clock's start.
     age_days: u64,
+    /// GPUs in each worker (`nvidia.com/gpu`, registered by NVIDIA's device plugin).
+    gpus: u64,
 }
 
 const GENERATIONS: [Generation; 3] = [
@@ -53,18 +55,21 @@ const GENERATIONS: [Generation; 3] = [
         cores: 16,
         mem_gi: 64,
         age_days: 2000,
+        gpus: 0,
     },
     Generation {
         name: "dell-r740",
         cores: 32,
         mem_gi: 128,
         age_days: 1400,
+        gpus: 0,
     },
     Generation {
         name: "hp-dl380",
         cores: 48,
         mem_gi: 192,
         age_days: 800,
+        gpus: 2,
     },
 ];
 
@@ -223,8 +228,18 @@ pub fn add_machine(
         kubelet,
         cp.map(control_plane),
         created,
-    )
+    )?;
+    if cp.is_none()
+        && g.gpus > 0
+        && let Some(n) = w.nodes.get_mut(name)
+    {
+        n.extended.insert(GPU.into(), g.gpus);
+    }
+    Ok(())
 }
+
+/// The extended resource the newest generation's GPUs are advertised as.
+pub const GPU: &str = "nvidia.com/gpu";
 
 /// kube-proxy on every node and CoreDNS on the control plane, as kubeadm installs them.
 fn system_workloads(w: &mut World, v: Version) -> Result<(), ModelError> {

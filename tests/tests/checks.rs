@@ -384,3 +384,70 @@ async fn storage_is_written_before_the_restart_and_read_back_after_it() {
         assert!(claims.is_empty(), "claims left: {claims:?}");
     }
 }
+
+/// The guide's "device plugins register devices" row: the hp-dl380 canary w-3 has two GPUs;
+/// with its new kubelet their plugin no longer registers, so its allocatable
+/// `nvidia.com/gpu` reads 0. Ready at its versions, it passes verify; its devices check,
+/// read until its timeout while it is still cordoned, fails against the baseline; it is
+/// rolled back (its GPUs come back with the old kubelet) and parked, and the run halts.
+/// The other canaries, without GPUs, never ran a devices check.
+#[tokio::test(start_paused = true)]
+async fn a_canary_that_loses_its_devices_is_caught_before_uncordon_and_rolled_back() {
+    let mut h = cluster_with(POLICY, |f| {
+        f.devices_lost_from
+            .insert("w-3".into(), "v1.35.0".parse().expect("v"));
+    })
+    .await;
+    let v = h.start("v1.35.3").await.expect("start");
+    let run = v["run"].as_str().expect("run").to_string();
+    let halted = h.until_phase("halted", DAY).await;
+    let reason = halted["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("check devices failed: allocatable extended resources lost since the baseline: nvidia.com/gpu: 2 → 0")
+            && reason.contains("w-3 was rolled back to v1.33.5 and parked"),
+        "{reason}"
+    );
+    let evs = h.events(&run).await;
+    let devices = |kind: &str| -> Vec<Value> {
+        of(&evs, kind)
+            .into_iter()
+            .filter(|e| e["check"] == "devices")
+            .cloned()
+            .collect()
+    };
+    // The baseline saw both GPUs; only w-3 and w-6 have any.
+    let passed = devices("CheckPassed");
+    assert!(
+        passed
+            .iter()
+            .any(|p| p["subject"] == "w-3" && p["facts"]["devices"] == "nvidia.com/gpu=2"),
+        "{passed:#?}"
+    );
+    for s in devices("CheckStarted") {
+        assert!(
+            s["subject"] == "w-3" || s["subject"] == "w-6",
+            "a node without devices was checked for them: {s}"
+        );
+    }
+    let failed = devices("CheckFailed");
+    assert!(
+        !failed.is_empty() && failed.iter().all(|f| f["subject"] == "w-3"),
+        "{failed:#?}"
+    );
+    // Not uncordoned at the new version: the first Uncordon of w-3 is the rollback's.
+    let first_uncordon = evs
+        .iter()
+        .position(|e| {
+            e["event"]["StepStarted"]["node"] == "w-3"
+                && e["event"]["StepStarted"]["step"] == "Uncordon"
+        })
+        .expect("w-3 uncordoned at last");
+    let rolling_back = evs
+        .iter()
+        .position(|e| e["event"].get("NodeRollingBack").is_some())
+        .expect("rolled back");
+    assert!(rolling_back < first_uncordon);
+    let w = h.sim.world();
+    assert_eq!(w.nodes["w-3"].kubelet.to_string(), "v1.33.5");
+    assert!(!w.nodes["w-3"].devices_lost, "its GPUs are back");
+}

@@ -74,7 +74,7 @@ impl ClusterHas {
             coredns: app("kube-dns"),
             kube_proxy: app("kube-proxy"),
             storage_classes: inventory.storage_classes.iter().cloned().collect(),
-            extended_resources: false,
+            extended_resources: inventory.nodes.iter().any(|n| !n.extended.is_empty()),
         }
     }
 }
@@ -130,13 +130,16 @@ pub fn network_peers(subject: &str, peers: &[Peer]) -> Vec<String> {
     out
 }
 
-/// The node checks at `boundary` that run as probe pods on the node.
+/// The node checks at `boundary` that a node's step runs: probe pods on the node, and the
+/// node's devices read from its status.
 pub fn node_probe_checks(checks: &[Check], boundary: Boundary) -> Vec<Check> {
     checks
         .iter()
         .filter(|c| c.scope == Scope::Node && c.runs_at(boundary))
         .filter(|c| match c.kind {
-            CheckKind::PodNetwork | CheckKind::Dns => boundary != Boundary::BeforeKubeletRestart,
+            CheckKind::PodNetwork | CheckKind::Dns | CheckKind::Devices => {
+                boundary != Boundary::BeforeKubeletRestart
+            }
             CheckKind::Storage { .. } => true,
             _ => false,
         })
@@ -605,7 +608,7 @@ mod tests {
     }
 
     #[test]
-    fn only_node_probe_checks_run_in_the_step() {
+    fn only_node_checks_run_in_the_step() {
         let policy = ChecksPolicy {
             storage_classes: vec!["standard".into()],
             ..ChecksPolicy::default()
@@ -620,7 +623,7 @@ mod tests {
         };
         assert_eq!(
             ids(Boundary::AfterBatch),
-            ["pod-network", "dns", "storage/standard"]
+            ["pod-network", "dns", "storage/standard", "devices"]
         );
         // Before the kubelet restart only the storage writer runs.
         assert_eq!(ids(Boundary::BeforeKubeletRestart), ["storage/standard"]);

@@ -191,6 +191,30 @@ pub fn devices_lost(baseline: &BTreeMap<String, u64>, now: &BTreeMap<String, u64
         .collect()
 }
 
+/// The devices check's verdict on a node: its extended resources now against the baseline
+/// the preflight recorded. A node that lost some fails, naming each with before and after;
+/// more than before is no failure. The facts carry what it has now.
+pub fn devices_verdict(baseline: &BTreeMap<String, u64>, now: &BTreeMap<String, u64>) -> Verdict {
+    let have = now
+        .iter()
+        .map(|(r, n)| format!("{r}={n}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let facts: Facts = [("devices".to_string(), have)].into();
+    let lost = devices_lost(baseline, now);
+    if lost.is_empty() {
+        Verdict::Passed { facts }
+    } else {
+        Verdict::Failed {
+            detail: format!(
+                "allocatable extended resources lost since the baseline: {}",
+                lost.join(", ")
+            ),
+            facts,
+        }
+    }
+}
+
 /// What a check failing at the baseline means: a control-plane check blocks the run; any
 /// other is excluded for the run (recorded, never blamed on the upgrade).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -388,6 +412,27 @@ mod tests {
                 "nvidia.com/gpu: 4 → 2".to_string()
             ]
         );
+    }
+
+    #[test]
+    fn a_node_fails_its_devices_check_only_when_it_has_fewer_than_at_the_baseline() {
+        let before: BTreeMap<String, u64> = [("nvidia.com/gpu".to_string(), 2)].into();
+        assert!(matches!(
+            devices_verdict(&before, &before),
+            Verdict::Passed { facts } if facts["devices"] == "nvidia.com/gpu=2"
+        ));
+        let more: BTreeMap<String, u64> = [("nvidia.com/gpu".to_string(), 3)].into();
+        assert!(matches!(
+            devices_verdict(&before, &more),
+            Verdict::Passed { .. }
+        ));
+        match devices_verdict(&before, &BTreeMap::new()) {
+            Verdict::Failed { detail, facts } => {
+                assert!(detail.contains("nvidia.com/gpu: 2 → 0"), "{detail}");
+                assert_eq!(facts["devices"], "");
+            }
+            other => panic!("lost devices pass: {other:?}"),
+        }
     }
 
     #[test]

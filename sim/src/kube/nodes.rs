@@ -18,6 +18,12 @@ pub fn node(n: &SimNode, now: Millis) -> core::Node {
     allocatable.insert("cpu".to_string(), cpu_quantity(n.cpu_millis));
     allocatable.insert("memory".to_string(), memory_quantity(n.memory_bytes));
     allocatable.insert("pods".to_string(), Quantity(n.max_pods.to_string()));
+    let mut capacity = allocatable.clone();
+    for (resource, count) in &n.extended {
+        capacity.insert(resource.clone(), Quantity(count.to_string()));
+        let usable = if n.devices_lost { 0 } else { *count };
+        allocatable.insert(resource.clone(), Quantity(usable.to_string()));
+    }
     let (ready, reason) = if n.down {
         (false, "NodeStatusUnknown")
     } else if n.ready {
@@ -61,8 +67,8 @@ pub fn node(n: &SimNode, now: Millis) -> core::Node {
                     address: n.name.clone(),
                 },
             ]),
-            allocatable: Some(allocatable.clone()),
-            capacity: Some(allocatable),
+            allocatable: Some(allocatable),
+            capacity: Some(capacity),
             conditions: Some(vec![
                 condition(
                     "MemoryPressure",
