@@ -738,6 +738,7 @@ mod tests {
     #[test]
     fn node_checks_dial_what_the_full_list_of_nodes_would() {
         use crate::check::{Peer, network_peers};
+        use crate::event::Step;
         use crate::plan::{NodeInfo, Plan, Role};
         let nodes: Vec<NodeInfo> = (0..24)
             .map(|i| NodeInfo {
@@ -796,28 +797,49 @@ mod tests {
                 .collect();
             network_peers(host, &peers)
         };
-        // Entry by entry, each started in turn: every host's peers agree at every phase.
-        let entries: Vec<(Entry, Step)> = s
+        // Entry by entry, each step started and finished in turn: hosts go from not yet
+        // upgraded to busy to done, and every host's peers agree at every phase.
+        let entries: Vec<(Entry, Vec<Step>)> = s
             .nodes
             .iter()
-            .map(|n| (n.node().name.clone(), n.node().steps[0].clone()))
+            .map(|n| (n.node().name.clone(), n.node().steps.clone()))
             .collect();
         let mut seq = 1;
-        for (entry, step) in entries {
-            for n in &nodes {
-                let got = s.node_checks(&n.name, Boundary::AfterBatch).peers;
-                assert_eq!(got, full(&s, &n.name), "{} before {entry}", n.name);
+        let mut done = 0;
+        for (entry, steps) in entries {
+            for step in steps {
+                for started in [true, false] {
+                    for n in &nodes {
+                        let got = s.node_checks(&n.name, Boundary::AfterBatch).peers;
+                        assert_eq!(got, full(&s, &n.name), "{} at {entry} {step:?}", n.name);
+                    }
+                    let (node, step, attempt) = (entry.clone(), step.clone(), 1);
+                    s.apply(&rec(
+                        seq,
+                        if started {
+                            Event::StepStarted {
+                                node,
+                                step,
+                                attempt,
+                            }
+                        } else {
+                            Event::StepSucceeded {
+                                node,
+                                step,
+                                attempt,
+                                facts: Facts::new(),
+                            }
+                        },
+                    ));
+                    seq += 1;
+                }
             }
-            s.apply(&rec(
-                seq,
-                Event::StepStarted {
-                    node: entry,
-                    step,
-                    attempt: 1,
-                },
-            ));
-            seq += 1;
+            done += usize::from(
+                s.node(entry.as_str())
+                    .is_some_and(|n| n.phase().is_settled()),
+            );
         }
+        assert!(done > 10, "entries went through to done: {done}");
     }
 
     fn started(check: &str, subject: &str, boundary: Boundary, attempt: u32) -> Event {
