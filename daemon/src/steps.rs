@@ -479,7 +479,7 @@ impl StepEnv<'_> {
     ) -> Result<Verdict, PortError> {
         let deadline = self.clock.now().plus_secs(c.timeout_secs);
         loop {
-            let verdict = match self.ports.cluster.node_status(&self.host).await {
+            let verdict = match self.ports.cluster.node_status(self.host).await {
                 Ok(now) => check::devices_verdict(baseline, &now.extended),
                 Err(e) if e.retryable => Verdict::Inconclusive {
                     why: format!("the node's status could not be read: {}", e.what),
