@@ -53,6 +53,25 @@ async fn until_canary_check_started(h: &mut Harness, run: &str) {
     .await;
 }
 
+/// `node` was never uncordoned at the new version: its first Uncordon is its rollback's.
+fn assert_rolled_back_before_uncordon(evs: &[Value], node: &str) {
+    let first_uncordon = evs
+        .iter()
+        .position(|e| {
+            e["event"]["StepStarted"]["node"] == node
+                && e["event"]["StepStarted"]["step"] == "Uncordon"
+        })
+        .unwrap_or_else(|| panic!("{node} uncordoned at last"));
+    let rolling_back = evs
+        .iter()
+        .position(|e| e["event"].get("NodeRollingBack").is_some())
+        .expect("rolled back");
+    assert!(
+        rolling_back < first_uncordon,
+        "{node}: rolled back at {rolling_back}, first uncordoned at {first_uncordon}"
+    );
+}
+
 fn of<'a>(evs: &'a [Value], kind: &str) -> Vec<&'a Value> {
     evs.iter().filter_map(|e| e["event"].get(kind)).collect()
 }
@@ -134,19 +153,7 @@ async fn a_canary_whose_pod_network_breaks_is_caught_before_uncordon_and_rolled_
         let n = failed.iter().filter(|f| f["check"] == check).count();
         assert_eq!(n, 2, "{check}: {failed:#?}");
     }
-    // Never uncordoned at the new version: the first Uncordon of w-1 is the rollback's.
-    let first_uncordon = evs
-        .iter()
-        .position(|e| {
-            e["event"]["StepStarted"]["node"] == "w-1"
-                && e["event"]["StepStarted"]["step"] == "Uncordon"
-        })
-        .expect("w-1 uncordoned at last");
-    let rolling_back = evs
-        .iter()
-        .position(|e| e["event"].get("NodeRollingBack").is_some())
-        .expect("rolled back");
-    assert!(rolling_back < first_uncordon);
+    assert_rolled_back_before_uncordon(&evs, "w-1");
     let started: std::collections::BTreeSet<&str> = of(&evs, "StepStarted")
         .iter()
         .filter_map(|s| s["node"].as_str())
@@ -434,19 +441,7 @@ async fn a_canary_that_loses_its_devices_is_caught_before_uncordon_and_rolled_ba
         !failed.is_empty() && failed.iter().all(|f| f["subject"] == "w-3"),
         "{failed:#?}"
     );
-    // Not uncordoned at the new version: the first Uncordon of w-3 is the rollback's.
-    let first_uncordon = evs
-        .iter()
-        .position(|e| {
-            e["event"]["StepStarted"]["node"] == "w-3"
-                && e["event"]["StepStarted"]["step"] == "Uncordon"
-        })
-        .expect("w-3 uncordoned at last");
-    let rolling_back = evs
-        .iter()
-        .position(|e| e["event"].get("NodeRollingBack").is_some())
-        .expect("rolled back");
-    assert!(rolling_back < first_uncordon);
+    assert_rolled_back_before_uncordon(&evs, "w-3");
     let w = h.sim.world();
     assert_eq!(w.nodes["w-3"].kubelet.to_string(), "v1.33.5");
     assert!(!w.nodes["w-3"].devices_lost, "its GPUs are back");
