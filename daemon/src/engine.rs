@@ -475,7 +475,10 @@ impl<L: EventLog + Clone> Daemon<L> {
                 step: upgraded_events::Step::Checks { boundary },
                 attempt,
                 ..
-            } => (*attempt, Some(state.node_checks(host.as_str(), *boundary))),
+            } => (
+                *attempt,
+                Some(state.node_checks(node.as_str(), host.as_str(), *boundary)),
+            ),
             Command::RunStep { attempt, .. } | Command::Probe { attempt, .. } => (*attempt, None),
             _ => (0, None),
         };

@@ -361,6 +361,41 @@ impl ClusterApi for FakeWorld {
         Box::pin(async { Ok(()) })
     }
 
+    /// A check's Job is a probe too: it completes at once.
+    fn create_job<'a>(&'a self, manifest: &'a Value) -> BoxFut<'a, Result<(), PortError>> {
+        self.create_probe(manifest)
+    }
+
+    fn job<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> BoxFut<'a, Result<Option<crate::ports::JobSeen>, PortError>> {
+        Box::pin(async move {
+            Ok(self
+                .probe(namespace, name)
+                .await?
+                .map(|p| crate::ports::JobSeen {
+                    complete: true,
+                    pod: p.end,
+                    node: Some("fake".into()),
+                    ..crate::ports::JobSeen::default()
+                }))
+        })
+    }
+
+    fn delete_job<'a>(
+        &'a self,
+        _namespace: &'a str,
+        _name: &'a str,
+    ) -> BoxFut<'a, Result<(), PortError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn addon_images(&self) -> BoxFut<'_, Result<crate::ports::AddonImages, PortError>> {
+        Box::pin(async { Ok(crate::ports::AddonImages::default()) })
+    }
+
     fn delete_probe<'a>(
         &'a self,
         namespace: &'a str,

@@ -14,6 +14,7 @@ use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
 };
 use k8s_openapi::api::autoscaling::v1::{Scale, ScaleSpec};
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolumeClaim, Pod};
 use k8s_openapi::api::policy::v1::{Eviction as EvictionBody, PodDisruptionBudget};
 use k8s_openapi::api::storage::v1::StorageClass;
@@ -33,7 +34,8 @@ use upgraded_planner::permissions::Permission;
 
 use crate::podwatch::{HealthPod, PodWatch};
 use crate::ports::{
-    BoxFut, ClusterApi, Eviction, NodeStatus, Observed, PortError, ProbePod, ScaleChange, Workload,
+    AddonImages, BoxFut, ClusterApi, Eviction, JobSeen, NodeStatus, Observed, PortError, ProbePod,
+    ScaleChange, Workload,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -304,6 +306,46 @@ fn probe_pod(pod: &Pod) -> ProbePod {
         ip: status.pod_ip.filter(|ip| !ip.is_empty()),
         running: status.phase.as_deref() == Some("Running") && container.running.is_some(),
         end,
+    }
+}
+
+/// A check's Job and its (last) pod, as the checks step judges them.
+fn job_seen(job: &Job, pod: Option<&Pod>) -> JobSeen {
+    let conditions = job
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.clone())
+        .unwrap_or_default();
+    let holds = |t: &str| {
+        conditions
+            .iter()
+            .find(|c| c.type_ == t && c.status == "True")
+    };
+    let pod_status = pod.and_then(|p| p.status.clone()).unwrap_or_default();
+    let unschedulable = pod_status
+        .conditions
+        .unwrap_or_default()
+        .into_iter()
+        .find(|c| c.type_ == "PodScheduled" && c.status == "False")
+        .map(|c| {
+            format!(
+                "{}: {}",
+                c.reason.unwrap_or_default(),
+                c.message.unwrap_or_default()
+            )
+        });
+    JobSeen {
+        complete: holds("Complete").is_some(),
+        failed: holds("Failed").map(|c| {
+            format!(
+                "the Job failed ({}): {}",
+                c.reason.clone().unwrap_or_default(),
+                c.message.clone().unwrap_or_default()
+            )
+        }),
+        pod: pod.map(probe_pod).and_then(|p| p.end),
+        node: pod.and_then(|p| p.spec.as_ref().and_then(|s| s.node_name.clone())),
+        unschedulable,
     }
 }
 
@@ -702,6 +744,82 @@ impl ClusterApi for KubeCluster {
                 Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
                 Err(e) => Err(api_error(e)),
             }
+        })
+    }
+
+    fn create_job<'a>(&'a self, manifest: &'a Value) -> BoxFut<'a, Result<(), PortError>> {
+        Box::pin(async move {
+            let job: Job = serde_json::from_value(manifest.clone())
+                .map_err(|e| PortError::fatal(format!("a check's manifest is not a Job: {e}")))?;
+            let ns = job.metadata.namespace.clone().unwrap_or_default();
+            let api: Api<Job> = Api::namespaced(self.client.clone(), &ns);
+            match api.create(&PostParams::default(), &job).await {
+                Ok(_) => Ok(()),
+                // Its deterministic name says it is ours: a restarted daemon adopts it.
+                Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+                Err(e) => Err(api_error(e)),
+            }
+        })
+    }
+
+    fn job<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> BoxFut<'a, Result<Option<JobSeen>, PortError>> {
+        Box::pin(async move {
+            let api: Api<Job> = Api::namespaced(self.client.clone(), namespace);
+            let Some(job) = api.get_opt(name).await.map_err(api_error)? else {
+                return Ok(None);
+            };
+            let pods: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+            let list = pods
+                .list(
+                    &ListParams::default().labels(&format!("batch.kubernetes.io/job-name={name}")),
+                )
+                .await
+                .map_err(api_error)?;
+            Ok(Some(job_seen(&job, list.items.last())))
+        })
+    }
+
+    fn delete_job<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> BoxFut<'a, Result<(), PortError>> {
+        Box::pin(async move {
+            let api: Api<Job> = Api::namespaced(self.client.clone(), namespace);
+            // Its pods go with it (a Job's default is to orphan them).
+            match api.delete(name, &DeleteParams::background()).await {
+                Ok(_) => Ok(()),
+                Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+                Err(e) => Err(api_error(e)),
+            }
+        })
+    }
+
+    fn addon_images(&self) -> BoxFut<'_, Result<AddonImages, PortError>> {
+        Box::pin(async move {
+            let first_image = |spec: Option<k8s_openapi::api::core::v1::PodSpec>| {
+                spec.and_then(|s| s.containers.first().and_then(|c| c.image.clone()))
+            };
+            let ds: Api<DaemonSet> = Api::namespaced(self.client.clone(), "kube-system");
+            let dep: Api<Deployment> = Api::namespaced(self.client.clone(), "kube-system");
+            let kube_proxy = ds
+                .get_opt("kube-proxy")
+                .await
+                .map_err(api_error)?
+                .and_then(|d| first_image(d.spec.and_then(|s| s.template.spec)));
+            let coredns = dep
+                .get_opt("coredns")
+                .await
+                .map_err(api_error)?
+                .and_then(|d| first_image(d.spec.and_then(|s| s.template.spec)));
+            Ok(AddonImages {
+                kube_proxy,
+                coredns,
+            })
         })
     }
 

@@ -7,6 +7,7 @@ pub mod drain;
 pub mod engine;
 #[cfg(feature = "fake-world")]
 pub mod fake;
+pub mod host;
 pub mod kube;
 pub mod log;
 pub mod outbox;

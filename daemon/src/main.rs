@@ -215,6 +215,7 @@ async fn run() -> anyhow::Result<()> {
         Adapters {
             cluster: Arc::new(cluster),
             nodes,
+            host: Arc::new(upgraded_daemon::host::Host::new()),
             command_timeout,
         }
     };
@@ -279,6 +280,7 @@ fn fake_world(
     Ok(Adapters {
         cluster: world.clone(),
         nodes: world,
+        host: Arc::new(upgraded_daemon::host::Host::new()),
         command_timeout,
     })
 }

@@ -256,7 +256,62 @@ pub trait ClusterApi: Send + Sync + 'static {
         namespace: &'a str,
         name: &'a str,
     ) -> BoxFut<'a, Result<(), PortError>>;
+    /// Creates a check's Job (one that exists under that name is adopted).
+    fn create_job<'a>(&'a self, manifest: &'a Value) -> BoxFut<'a, Result<(), PortError>>;
+    /// What check Job `namespace/name` and its pod show now; `None` when it does not exist.
+    fn job<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> BoxFut<'a, Result<Option<JobSeen>, PortError>>;
+    /// Deletes a check's Job and its pods (gone already is fine).
+    fn delete_job<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> BoxFut<'a, Result<(), PortError>>;
+    /// The images kube-proxy's DaemonSet and CoreDNS's Deployment run (`None`: not there).
+    fn addon_images(&self) -> BoxFut<'_, Result<AddonImages, PortError>>;
 }
+
+pub use upgraded_events::check::run::JobSeen;
+
+/// The addons' images, as their workloads' pod templates name them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AddonImages {
+    pub kube_proxy: Option<String>,
+    pub coredns: Option<String>,
+}
+
+/// How a command on the daemon's host ended.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CommandEnd {
+    /// Its exit code; `None` when a signal ended it.
+    pub exit_code: Option<i32>,
+    /// Its output (stdout then stderr), bounded.
+    pub output: String,
+    pub timed_out: bool,
+}
+
+/// What the operator's HTTP and command checks, Prometheus and the ingress check reach:
+/// from the daemon's own host.
+pub trait HostProbes: Send + Sync + 'static {
+    /// GET `url`; its status and body (bounded).
+    fn http_get<'a>(
+        &'a self,
+        url: &'a str,
+        timeout: Duration,
+    ) -> BoxFut<'a, Result<(u16, Vec<u8>), HttpTrouble>>;
+    /// Runs `argv` (never through a shell) with `env` added, killed at `timeout`.
+    fn command<'a>(
+        &'a self,
+        argv: &'a [String],
+        env: &'a [(String, String)],
+        timeout: Duration,
+    ) -> BoxFut<'a, Result<CommandEnd, PortError>>;
+}
+
+pub use upgraded_events::check::run::HttpTrouble;
 
 /// A probe pod as the API shows it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use upgraded_events::check::probe::ProbeOrders;
+use upgraded_events::check::run::RunCheck;
 use upgraded_events::check::{
     self, Boundary, Check, CheckKind, Disruption, ProbeEnd, Severity, StepVerdict, Verdict,
 };
@@ -12,13 +13,17 @@ use upgraded_events::state::{Baseline, NodeChecks, ScaledWorkload};
 use upgraded_events::{Entry, Event, Facts, Host, Policy, RunId, Step, Version};
 
 use crate::drain::{self, DrainRules};
-use crate::ports::{Clock, ClusterApi, NodeExecutor, PortError, ProbePod, Recorder, RemoteCommand};
+use crate::ports::{
+    Clock, ClusterApi, HostProbes, NodeExecutor, PortError, ProbePod, Recorder, RemoteCommand,
+};
 
 /// The adapters a step may use.
 #[derive(Clone)]
 pub struct Adapters {
     pub cluster: Arc<dyn ClusterApi>,
     pub nodes: Arc<dyn NodeExecutor>,
+    /// HTTP and commands from the daemon's host (Prometheus, ingress, operators' checks).
+    pub host: Arc<dyn HostProbes>,
     /// Upper bound for one remote command.
     pub command_timeout: Duration,
 }
@@ -183,7 +188,11 @@ impl StepEnv<'_> {
     /// are created and after its verdict; the step's verdict is the core's
     /// (`check::step_verdict`).
     async fn checks(&self, facts: &mut Facts) -> Result<(), PortError> {
-        let Some(plan) = self.checks.as_ref().filter(|p| !p.checks.is_empty()) else {
+        let Some(plan) = self
+            .checks
+            .as_ref()
+            .filter(|p| !p.checks.is_empty() || !p.run.is_empty())
+        else {
             facts.insert("checks".into(), "none".into());
             return Ok(());
         };
@@ -245,44 +254,57 @@ impl StepEnv<'_> {
                         .await?
                 }
                 CheckKind::Devices => self.devices(c, &plan.devices).await?,
+                kind if kind.is_user() => {
+                    let target = RunTarget {
+                        subject: node,
+                        generation: None,
+                        node: Some(node),
+                    };
+                    self.user_check(&run, c, target, plan.boundary, attempt)
+                        .await?
+                }
                 // The core hands the step only the checks it runs as probes.
                 _ => continue,
             };
-            let (check_id, subject) = (c.id.clone(), node.to_string());
-            self.notes
-                .note(match &verdict {
-                    Verdict::Passed { facts } => Event::CheckPassed {
-                        check: check_id,
-                        subject,
-                        attempt,
-                        facts: facts.clone(),
-                    },
-                    Verdict::Failed { detail, facts } => Event::CheckFailed {
-                        check: check_id,
-                        subject,
-                        attempt,
-                        detail: detail.clone(),
-                        facts: facts.clone(),
-                    },
-                    Verdict::Inconclusive { why, facts } => Event::CheckInconclusive {
-                        check: check_id,
-                        subject,
-                        attempt,
-                        why: why.clone(),
-                        facts: facts.clone(),
-                    },
-                })
-                .await?;
+            self.record_verdict(&c.id, node, attempt, &verdict).await?;
             results.push((c.clone(), verdict));
         }
         for name in echoes {
             cluster.delete_probe(check::probe::NAMESPACE, &name).await?;
         }
+        // The run's own checks, when the core gave them to this step.
+        for rc in &plan.run {
+            let attempt = match rc.resume {
+                Some(a) => a,
+                None => {
+                    self.notes
+                        .note(Event::CheckStarted {
+                            check: rc.check.id.clone(),
+                            subject: rc.subject.clone(),
+                            boundary: plan.boundary,
+                            attempt: self.attempt,
+                        })
+                        .await?;
+                    self.attempt
+                }
+            };
+            let verdict = self
+                .run_check(&run, rc, plan.boundary, attempt, plan.version)
+                .await?;
+            self.record_verdict(&rc.check.id, &rc.subject, attempt, &verdict)
+                .await?;
+            results.push((rc.check.clone(), verdict));
+        }
         facts.insert(
             "checks".into(),
             plan.checks
                 .iter()
-                .map(|c| c.id.as_str())
+                .map(|c| c.id.clone())
+                .chain(
+                    plan.run
+                        .iter()
+                        .map(|r| format!("{} {}", r.check.id, r.subject)),
+                )
                 .collect::<Vec<_>>()
                 .join(","),
         );
@@ -494,10 +516,275 @@ impl StepEnv<'_> {
         }
     }
 
+    /// A check's verdict on a subject, recorded.
+    async fn record_verdict(
+        &self,
+        check: &str,
+        subject: &str,
+        attempt: u32,
+        verdict: &Verdict,
+    ) -> Result<(), PortError> {
+        let (check, subject) = (check.to_string(), subject.to_string());
+        self.notes
+            .note(match verdict {
+                Verdict::Passed { facts } => Event::CheckPassed {
+                    check,
+                    subject,
+                    attempt,
+                    facts: facts.clone(),
+                },
+                Verdict::Failed { detail, facts } => Event::CheckFailed {
+                    check,
+                    subject,
+                    attempt,
+                    detail: detail.clone(),
+                    facts: facts.clone(),
+                },
+                Verdict::Inconclusive { why, facts } => Event::CheckInconclusive {
+                    check,
+                    subject,
+                    attempt,
+                    why: why.clone(),
+                    facts: facts.clone(),
+                },
+            })
+            .await
+    }
+
+    /// One of the run's own checks on its subject.
+    async fn run_check(
+        &self,
+        run: &str,
+        rc: &RunCheck,
+        boundary: Boundary,
+        attempt: u32,
+        version: Option<Version>,
+    ) -> Result<Verdict, PortError> {
+        let c = &rc.check;
+        let target = RunTarget {
+            subject: &rc.subject,
+            generation: rc.generation.as_deref(),
+            node: None,
+        };
+        match &c.kind {
+            CheckKind::Scheduling => {
+                let Some(generation) = rc.generation.as_deref() else {
+                    return Ok(Verdict::Inconclusive {
+                        why: "a scheduling check without a generation".into(),
+                        facts: Facts::new(),
+                    });
+                };
+                let name = check::probe_name(run, &c.id, boundary, &rc.subject, attempt);
+                let label = self
+                    .policy
+                    .generation_label
+                    .as_deref()
+                    .unwrap_or(check::DEFAULT_GENERATION_LABEL);
+                let job = check::run::scheduling_job(
+                    &name,
+                    run,
+                    &c.id,
+                    attempt,
+                    (label, generation),
+                    &self.policy.checks,
+                );
+                self.run_job(c, &name, &job).await
+            }
+            CheckKind::Addons => {
+                let Some(version) = version else {
+                    return Ok(Verdict::Inconclusive {
+                        why: "no control-plane version to compare the addons with".into(),
+                        facts: Facts::new(),
+                    });
+                };
+                let images = self.ports.cluster.addon_images().await?;
+                Ok(check::run::addons_verdict(
+                    version,
+                    images.kube_proxy.as_deref(),
+                    images.coredns.as_deref(),
+                ))
+            }
+            CheckKind::Prometheus { url } => self.prometheus(c, url, &rc.baseline, boundary).await,
+            CheckKind::Ingress { url, expect_status } => self.http(c, url, *expect_status).await,
+            _ => self.user_check(run, c, target, boundary, attempt).await,
+        }
+    }
+
+    /// The operator's own check: their Job (on the node for a node-scope check), an HTTP
+    /// probe, or a command on this host told what it checks through its environment.
+    async fn user_check(
+        &self,
+        run: &str,
+        c: &Check,
+        target: RunTarget<'_>,
+        boundary: Boundary,
+        attempt: u32,
+    ) -> Result<Verdict, PortError> {
+        match &c.kind {
+            CheckKind::UserJob { manifest } => {
+                let manifest: serde_json::Value = serde_json::from_str(manifest).map_err(|e| {
+                    PortError::fatal(format!("check {}: its job is not JSON: {e}", c.id))
+                })?;
+                let name = check::probe_name(run, &c.id, boundary, target.subject, attempt);
+                let job = check::run::user_job(&manifest, &name, run, &c.id, attempt, target.node)
+                    .map_err(|e| PortError::fatal(e.to_string()))?;
+                self.run_job(c, &name, &job).await
+            }
+            CheckKind::UserHttp { url, expect_status } => self.http(c, url, *expect_status).await,
+            CheckKind::UserCommand { argv } => {
+                let mut env = vec![
+                    ("UPGRADED_RUN".to_string(), run.to_string()),
+                    ("UPGRADED_CHECK".to_string(), c.id.clone()),
+                    ("UPGRADED_BOUNDARY".to_string(), boundary.name().to_string()),
+                    ("UPGRADED_SUBJECT".to_string(), target.subject.to_string()),
+                ];
+                if let Some(node) = target.node {
+                    env.push(("UPGRADED_NODE".into(), node.into()));
+                }
+                if let Some(g) = target.generation {
+                    env.push(("UPGRADED_GENERATION".into(), g.into()));
+                }
+                let end = self
+                    .ports
+                    .host
+                    .command(argv, &env, Duration::from_secs(c.timeout_secs))
+                    .await?;
+                Ok(check::run::command_verdict(
+                    end.exit_code,
+                    &end.output,
+                    end.timed_out,
+                ))
+            }
+            other => Ok(Verdict::Inconclusive {
+                why: format!("{other:?} is not an operator's check"),
+                facts: Facts::new(),
+            }),
+        }
+    }
+
+    /// A check's Job, created (or adopted), followed to its end or its timeout, judged
+    /// (`check::run::job_verdict`) and deleted with its pods.
+    async fn run_job(
+        &self,
+        c: &Check,
+        name: &str,
+        job: &serde_json::Value,
+    ) -> Result<Verdict, PortError> {
+        let cluster = &self.ports.cluster;
+        let ns = check::probe::NAMESPACE;
+        cluster.create_job(job).await?;
+        let deadline = self.clock.now().plus_secs(c.timeout_secs);
+        let verdict = loop {
+            let timed_out = self.clock.now() >= deadline;
+            match cluster.job(ns, name).await? {
+                None => {
+                    break Verdict::Inconclusive {
+                        why: format!("Job {name} was deleted before it ended"),
+                        facts: Facts::new(),
+                    };
+                }
+                Some(seen) => {
+                    if let Some(v) = check::run::job_verdict(&c.kind, &seen, timed_out) {
+                        break v;
+                    }
+                }
+            }
+            self.wait(PROBE_POLL, deadline).await;
+        };
+        cluster.delete_job(ns, name).await?;
+        Ok(verdict)
+    }
+
+    /// GET `url` from this host; its status against `expect`.
+    async fn http(&self, c: &Check, url: &str, expect: u16) -> Result<Verdict, PortError> {
+        let answer = self
+            .ports
+            .host
+            .http_get(url, Duration::from_secs(c.timeout_secs))
+            .await
+            .map(|(status, _)| status);
+        Ok(check::run::http_verdict(url, answer, expect))
+    }
+
+    /// Prometheus's targets and alerts against the baseline's, looked at again while a new
+    /// problem waits for its confirmation (`check::run::prometheus_verdict`).
+    async fn prometheus(
+        &self,
+        c: &Check,
+        url: &str,
+        baseline: &std::collections::BTreeSet<String>,
+        boundary: Boundary,
+    ) -> Result<Verdict, PortError> {
+        let base = url.trim_end_matches('/');
+        let timeout = Duration::from_secs(c.timeout_secs);
+        let deadline = self.clock.now().plus_secs(c.timeout_secs);
+        let mut tally = check::ProblemTally::new(baseline.clone());
+        loop {
+            let mut bodies = Vec::new();
+            for what in ["targets", "alerts"] {
+                let at = format!("{base}/api/v1/{what}");
+                match self.ports.host.http_get(&at, timeout).await {
+                    Ok((200, body)) => {
+                        bodies.push(serde_json::from_slice(&body).unwrap_or_default())
+                    }
+                    Ok((status, _)) => {
+                        return Ok(Verdict::Inconclusive {
+                            why: format!("GET {at} answered {status}"),
+                            facts: Facts::new(),
+                        });
+                    }
+                    Err(trouble) => {
+                        return Ok(Verdict::Inconclusive {
+                            why: format!("Prometheus did not answer: {trouble:?}"),
+                            facts: Facts::new(),
+                        });
+                    }
+                }
+            }
+            let problems = match check::run::prometheus_problems(&bodies[0], &bodies[1]) {
+                Ok(p) => p,
+                Err(why) => {
+                    return Ok(Verdict::Inconclusive {
+                        why,
+                        facts: Facts::new(),
+                    });
+                }
+            };
+            if let Some(v) = check::run::prometheus_verdict(c, boundary, &mut tally, &problems) {
+                return Ok(v);
+            }
+            if self.clock.now() >= deadline {
+                return Ok(Verdict::Inconclusive {
+                    why: format!(
+                        "new problems not yet seen {} times in a row within {}s: {}",
+                        c.fire_after,
+                        c.timeout_secs,
+                        tally.streak.keys().cloned().collect::<Vec<_>>().join("; ")
+                    ),
+                    facts: Facts::new(),
+                });
+            }
+            self.wait(
+                Duration::from_secs(check::run::PROMETHEUS_INTERVAL_SECS),
+                deadline,
+            )
+            .await;
+        }
+    }
+
     async fn wait(&self, step: Duration, deadline: upgraded_events::Timestamp) {
         let at = self.clock.now().plus_millis(step.as_millis() as u64);
         self.clock.sleep_until(at.min(deadline)).await;
     }
+}
+
+/// What one of the run's checks is about: its subject, its generation, the node a
+/// node-scope operator's check runs on.
+#[derive(Debug, Clone, Copy)]
+struct RunTarget<'a> {
+    subject: &'a str,
+    generation: Option<&'a str>,
+    node: Option<&'a str>,
 }
 
 fn severity_name(s: Severity) -> &'static str {

@@ -5,6 +5,7 @@
 
 use serde::Serialize;
 
+use crate::check::Boundary;
 use crate::event::{Event, Facts, InDoubt, Step, Timestamp};
 use crate::names::Entry;
 use crate::node::{NodeState, Phase, StepStatus};
@@ -317,6 +318,19 @@ fn decide_running(state: &RunState, policy: &Policy, now: Timestamp, d: &mut Dec
                     return;
                 }
             }
+        }
+        // The final smoke tests run once every other node is done: "after the final batch".
+        if node.current_step()
+            == Some(&Step::Checks {
+                boundary: Boundary::Final,
+            })
+            && node.cursor().is_some_and(|c| c.status == StepStatus::Ready)
+            && state
+                .nodes
+                .iter()
+                .any(|m| m.node().name != node.node().name && !m.phase().is_settled())
+        {
+            continue;
         }
         match next_for_node(node, policy, now, true, d) {
             Some(Stop::Halt(reason)) => {

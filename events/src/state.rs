@@ -1,6 +1,6 @@
 //! The fold: a run's state is the result of applying its records in order. Infallible and pure.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 
@@ -87,6 +87,12 @@ pub struct NodeChecks {
     pub resume: BTreeMap<String, u32>,
     /// The node's extended resources before the run (what the devices check compares with).
     pub devices: BTreeMap<String, u64>,
+    /// The generation- and cluster-scope checks this step runs for the run (the plan's
+    /// first entry at the baseline, each canary, each batch's last entry, the last
+    /// control-plane node, the final entry), with their subjects.
+    pub run: Vec<check::run::RunCheck>,
+    /// The version the entry ends at (what the addons check expects of the control plane).
+    pub version: Option<Version>,
 }
 
 /// One check on one subject, folded from its `Check*` records.
@@ -105,6 +111,9 @@ pub struct CheckState {
     /// from the verdicts (or blocking, for a control-plane check).
     pub failed_at_baseline: bool,
     pub since: Timestamp,
+    /// What its baseline run saw and later runs do not count (Prometheus's problems).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub baseline: BTreeSet<String>,
 }
 
 /// The last word of a check on a subject.
@@ -374,6 +383,7 @@ impl RunState {
                     failures_in_a_row: 0,
                     failed_at_baseline: false,
                     since: record.at,
+                    baseline: BTreeSet::new(),
                 });
                 c.boundary = *boundary;
                 c.attempt = *attempt;
@@ -401,6 +411,12 @@ impl RunState {
                 Some(c) if c.attempt == *attempt => {
                     self.touched.checks.insert((check.clone(), subject.clone()));
                     c.since = record.at;
+                    if c.boundary == Boundary::Preflight
+                        && let Event::CheckPassed { facts, .. } | Event::CheckFailed { facts, .. } =
+                            event
+                    {
+                        c.baseline = check::run::problems_of(facts);
+                    }
                     match event {
                         Event::CheckPassed { .. } => {
                             c.outcome = CheckOutcome::Passed;
@@ -550,7 +566,7 @@ impl RunState {
     /// The checks `host` runs at `boundary`: the policy's catalog for what the cluster has,
     /// its node probe checks there, and the peers its pod-network probe dials (a node whose
     /// entries have not started counts as not yet upgraded).
-    pub fn node_checks(&self, host: &str, boundary: Boundary) -> NodeChecks {
+    pub fn node_checks(&self, entry: &str, host: &str, boundary: Boundary) -> NodeChecks {
         let has = self
             .cluster_has
             .clone()
@@ -560,6 +576,12 @@ impl RunState {
                 .map(|(on, _)| check::node_probe_checks(&on, boundary))
                 .unwrap_or_default()
                 .into_iter()
+                // A control-plane node is proven by the control plane's gates; its entry
+                // carries only the run's checks (the baseline on the plan's first entry).
+                .filter(|_| {
+                    self.node(entry)
+                        .is_none_or(|n| n.node().role == crate::plan::Role::Worker)
+                })
                 // Devices are checked on the nodes that had some before the run.
                 .filter(|c| {
                     c.kind != check::CheckKind::Devices || self.observed_devices.contains_key(host)
@@ -655,6 +677,7 @@ impl RunState {
                     .then(|| (c.id.clone(), s.attempt))
             })
             .collect();
+        let run = self.run_checks(entry, boundary, &has);
         NodeChecks {
             boundary,
             checks,
@@ -662,7 +685,105 @@ impl RunState {
             excluded: excluded.into_iter().map(|c| c.id).collect(),
             resume,
             devices: self.observed_devices.get(host).cloned().unwrap_or_default(),
+            run,
+            version: self
+                .node(entry)
+                .and_then(|n| crate::gate::final_version(&n.node().steps)),
         }
+    }
+
+    /// The generation- and cluster-scope checks `entry`'s checks step at `boundary` runs:
+    /// at the baseline, the plan's first entry that checks there; after a canary, the
+    /// canary (its generation); after a batch, the batch's last entry that checks there
+    /// (the batch's generations); after the control plane and at the end, the entry the
+    /// planner gave that step. A check that failed on a subject at the baseline is left
+    /// out (recorded there, never blamed on the upgrade), unless it is the control plane's.
+    fn run_checks(
+        &self,
+        entry: &str,
+        boundary: Boundary,
+        has: &ClusterHas,
+    ) -> Vec<check::run::RunCheck> {
+        let Some(&i) = self.index.get(entry) else {
+            return Vec::new();
+        };
+        let checks_here = |j: usize| {
+            self.nodes[j]
+                .node()
+                .steps
+                .contains(&crate::plan::Step::Checks { boundary })
+        };
+        let label = self
+            .policy
+            .generation_label
+            .as_deref()
+            .unwrap_or(DEFAULT_GENERATION_LABEL);
+        let generation_of = |host: &str| {
+            self.observed_nodes
+                .iter()
+                .find(|(name, _, _)| name == host)
+                .and_then(|(_, labels, cp)| (!cp).then(|| labels.get(label).cloned()))
+                .flatten()
+        };
+        let all_generations = || -> Vec<String> {
+            self.observed_nodes
+                .iter()
+                .filter(|(_, _, cp)| !cp)
+                .filter_map(|(_, labels, _)| labels.get(label).cloned())
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect()
+        };
+        let generations: Vec<String> = match boundary {
+            Boundary::BeforeKubeletRestart | Boundary::AfterControlPlaneNode => return Vec::new(),
+            Boundary::Preflight => {
+                if (0..self.nodes.len()).find(|&j| checks_here(j)) != Some(i) {
+                    return Vec::new();
+                }
+                all_generations()
+            }
+            Boundary::AfterCanary => generation_of(self.nodes[i].node().host.as_str())
+                .into_iter()
+                .collect(),
+            Boundary::AfterBatch => {
+                let batch = self.batch_of.get(i).copied().unwrap_or(usize::MAX);
+                let members: Vec<usize> = (0..self.nodes.len())
+                    .filter(|&j| self.batch_of.get(j) == Some(&batch) && checks_here(j))
+                    .collect();
+                if members.last() != Some(&i) {
+                    return Vec::new();
+                }
+                members
+                    .iter()
+                    .filter_map(|&j| generation_of(self.nodes[j].node().host.as_str()))
+                    .collect::<BTreeSet<_>>()
+                    .into_iter()
+                    .collect()
+            }
+            Boundary::AfterControlPlane | Boundary::Final => all_generations(),
+        };
+        let on = check::catalog(&self.policy.checks, has)
+            .map(|(on, _)| check::run::run_scope_checks(&on, boundary))
+            .unwrap_or_default();
+        let mut out = Vec::new();
+        for c in on {
+            for (subject, generation) in check::run::subjects(c.scope, &generations) {
+                let state = self.checks.get(&(c.id.clone(), subject.clone()));
+                if boundary != Boundary::Preflight && state.is_some_and(|s| s.failed_at_baseline) {
+                    continue;
+                }
+                out.push(check::run::RunCheck {
+                    resume: state
+                        .filter(|s| s.boundary == boundary && s.outcome == CheckOutcome::Running)
+                        .map(|s| s.attempt),
+                    baseline: state.map(|s| s.baseline.clone()).unwrap_or_default(),
+                    check: c.clone(),
+                    subject,
+                    generation,
+                });
+            }
+        }
+        out
     }
 
     /// The workloads `node`'s drain scaled up and nobody restored yet.
@@ -810,7 +931,7 @@ mod tests {
             for step in steps {
                 for started in [true, false] {
                     for n in &nodes {
-                        let got = s.node_checks(&n.name, Boundary::AfterBatch).peers;
+                        let got = s.node_checks(&n.name, &n.name, Boundary::AfterBatch).peers;
                         assert_eq!(got, full(&s, &n.name), "{} at {entry} {step:?}", n.name);
                     }
                     let (node, step, attempt) = (entry.clone(), step.clone(), 1);

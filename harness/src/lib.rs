@@ -307,6 +307,10 @@ impl Harness {
         let ports = Adapters {
             cluster: Arc::new(cluster),
             nodes: Arc::clone(nodes),
+            // `http://sim.in-process/sim/v1/prometheus` is the sim's Prometheus.
+            host: Arc::new(upgraded_daemon::host::Host::in_process(exchange(
+                kube.clone(),
+            ))),
             command_timeout: Duration::from_secs(3600),
         };
         let log = HarnessLog::new(log.clone());

@@ -111,6 +111,7 @@ pub fn plan(input: PlanInput<'_>) -> Result<PlanReport, PlanError> {
     ctx.skew_now(&versions);
     let (path, stages) = stages::path_and_stages(&mut ctx, &start)?;
     let mut phases = stages::phases(&mut ctx, &stages)?;
+    ctx.add_run_checks(&mut phases);
     ctx.skew_during(&versions, &phases);
     let begin = schedule::place(&mut phases, policy, input.start);
     ctx.time_findings(&phases);

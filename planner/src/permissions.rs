@@ -106,6 +106,29 @@ pub fn required(policy: &PlanPolicy) -> Vec<Permission> {
             p("delete", "", "pods", "", why),
         ]);
     }
+    let run_checks = |b| policy.runs_run_checks(b);
+    if [
+        Boundary::Preflight,
+        Boundary::AfterControlPlane,
+        Boundary::AfterCanary,
+        Boundary::AfterBatch,
+        Boundary::Final,
+    ]
+    .into_iter()
+    .any(run_checks)
+    {
+        let why = "the cluster's checks (scheduling and operators' Jobs in namespace upgraded-checks, the addons' images)";
+        out.extend([
+            p("get", "", "namespaces", "", why),
+            p("create", "", "namespaces", "", why),
+            p("create", "batch", "jobs", "", why),
+            p("get", "batch", "jobs", "", why),
+            p("delete", "batch", "jobs", "", why),
+            p("list", "", "pods", "", why),
+            p("get", "apps", "daemonsets", "", why),
+            p("get", "apps", "deployments", "", why),
+        ]);
+    }
     if !policy.checks.storage_classes.is_empty() {
         let why = "storage checks (claims in namespace upgraded-checks)";
         out.extend([
@@ -114,6 +137,9 @@ pub fn required(policy: &PlanPolicy) -> Vec<Permission> {
             p("delete", "", "persistentvolumeclaims", "", why),
         ]);
     }
+    // Asked once each, where first needed.
+    let mut seen = std::collections::BTreeSet::new();
+    out.retain(|p| seen.insert(p.to_string()));
     out
 }
 

@@ -192,7 +192,7 @@ impl Ctx<'_> {
         let mut steps = vec![Step::Preflight];
         // The baseline: the same checks before anything is touched, so a later failure is a
         // change the upgrade made.
-        if self.policy.runs_node_checks(Boundary::Preflight) {
+        if self.policy.runs_checks(Boundary::Preflight) {
             steps.push(Step::Checks {
                 boundary: Boundary::Preflight,
             });
@@ -219,7 +219,7 @@ impl Ctx<'_> {
         } else {
             Boundary::AfterBatch
         };
-        if self.policy.runs_node_checks(boundary) {
+        if self.policy.runs_checks(boundary) {
             steps.push(Step::Checks { boundary });
         }
         steps.push(Step::Uncordon);
@@ -227,6 +227,70 @@ impl Ctx<'_> {
             steps.push(Step::Soak);
         }
         Ok(steps)
+    }
+
+    /// The checks steps that stand for the run, not one node: the baseline on the plan's
+    /// first entry (the control plane's first node has no node checks of its own), after
+    /// each hop's control plane on its last node (kubeadm and kubelet done, before that
+    /// node's uncordon), and the final smoke tests on the last entry, after its uncordon
+    /// (the engine holds them until every other node is done). Estimates follow.
+    pub(crate) fn add_run_checks(&self, phases: &mut [PhaseReport]) {
+        let mut units = phases
+            .iter_mut()
+            .flat_map(|p| p.batches.iter_mut())
+            .flat_map(|b| b.units.iter_mut());
+        let policy = self.policy;
+        if let Some(first) = units.next()
+            && policy.runs_run_checks(Boundary::Preflight)
+        {
+            let baseline = Step::Checks {
+                boundary: Boundary::Preflight,
+            };
+            if !first.steps.contains(&baseline) {
+                let at = usize::from(first.steps.first() == Some(&Step::Preflight));
+                first.steps.insert(at, baseline);
+                first.estimate_secs = self.estimate(&first.steps, first.evicted_pods);
+            }
+        }
+        for phase in phases.iter_mut() {
+            if phase.kind == PhaseKind::ControlPlane
+                && policy.runs_run_checks(Boundary::AfterControlPlane)
+            {
+                let last = phase
+                    .batches
+                    .iter_mut()
+                    .flat_map(|b| b.units.iter_mut())
+                    .find(|u| {
+                        u.steps
+                            .iter()
+                            .any(|s| matches!(s, Step::KubeadmUpgrade { .. }))
+                            && u.steps.contains(&Step::Verify)
+                    });
+                if let Some(u) = last
+                    && let Some(at) = u.steps.iter().position(|s| *s == Step::Uncordon)
+                {
+                    u.steps.insert(
+                        at,
+                        Step::Checks {
+                            boundary: Boundary::AfterControlPlane,
+                        },
+                    );
+                    u.estimate_secs = self.estimate(&u.steps, u.evicted_pods);
+                }
+            }
+        }
+        if policy.runs_run_checks(Boundary::Final)
+            && let Some(last) = phases
+                .iter_mut()
+                .flat_map(|p| p.batches.iter_mut())
+                .flat_map(|b| b.units.iter_mut())
+                .last()
+        {
+            last.steps.push(Step::Checks {
+                boundary: Boundary::Final,
+            });
+            last.estimate_secs = self.estimate(&last.steps, last.evicted_pods);
+        }
     }
 
     /// Canaries (one phase for all generations, oldest first), then one phase per generation.

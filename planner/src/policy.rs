@@ -425,6 +425,17 @@ impl PlanPolicy {
             .is_ok_and(|(on, _)| !check::node_probe_checks(&on, boundary).is_empty())
     }
 
+    /// Whether some generation- or cluster-scope check runs at `boundary`.
+    pub fn runs_run_checks(&self, boundary: check::Boundary) -> bool {
+        check::catalog(&self.checks, &check::ClusterHas::everything(&self.checks))
+            .is_ok_and(|(on, _)| !check::run::run_scope_checks(&on, boundary).is_empty())
+    }
+
+    /// Whether a checks step at `boundary` has anything to run.
+    pub fn runs_checks(&self, boundary: check::Boundary) -> bool {
+        self.runs_node_checks(boundary) || self.runs_run_checks(boundary)
+    }
+
     /// The part of the policy the engine needs while running.
     pub fn run_policy(&self) -> Policy {
         Policy {
@@ -828,7 +839,41 @@ impl PolicyFile {
             // an id the catalog does not know is.
             check::catalog(c, &check::ClusterHas::everything(c))
                 .map_err(|e| err("checks", e.to_string()))?;
-            p.checks = c.clone();
+            let mut c = c.clone();
+            let http_only = |field: String, url: &str| {
+                if url.starts_with("http://") {
+                    Ok(())
+                } else {
+                    Err(err(
+                        field,
+                        format!(
+                            "{url:?}: the daemon probes plain http:// URLs; for https use a command check (curl)"
+                        ),
+                    ))
+                }
+            };
+            if let Some(u) = &c.prometheus_url {
+                http_only("checks.prometheusUrl".into(), u)?;
+            }
+            if let Some(u) = &c.ingress_url {
+                http_only("checks.ingressUrl".into(), u)?;
+            }
+            for (i, user) in c.user.iter_mut().enumerate() {
+                if let Some(h) = &user.http {
+                    http_only(format!("checks.user[{i}].http.url"), &h.url)?;
+                }
+                // A Job manifest is YAML (JSON is YAML too); the engine gets it as JSON, and
+                // one that is no usable Job is refused here, not at its first boundary.
+                if let Some(text) = &user.job {
+                    let field = format!("checks.user[{i}].job");
+                    let value: serde_json::Value = serde_yaml::from_str(text)
+                        .map_err(|e| err(field.clone(), format!("not YAML: {e}")))?;
+                    check::run::user_job(&value, "x", "x", &user.id, 0, None)
+                        .map_err(|e| err(field.clone(), e.to_string()))?;
+                    user.job = Some(value.to_string());
+                }
+            }
+            p.checks = c;
         }
         if let Some(r) = &self.retries {
             if let Some(m) = r.max_attempts {
@@ -969,6 +1014,28 @@ mod tests {
         assert_eq!(p.checks.images.probe, "registry.example/agnhost:2.53");
         assert_eq!(p.run_policy().checks, p.checks);
         assert!(p.runs_node_checks(check::Boundary::AfterBatch));
+        let with_job = PlanPolicy::from_yaml(
+            "checks:
+  user:
+  - id: smoke
+    job: |
+      kind: Job
+      spec: {template: {spec: {containers: [{name: t, image: curl}]}}}
+",
+        )
+        .expect("ok");
+        let job = with_job.checks.user[0].job.as_deref().expect("job");
+        assert!(job.starts_with('{'), "kept as JSON: {job}");
+        check_err(
+            "checks: {user: [{id: smoke, job: 'kind: Pod'}]}",
+            "checks.user[0].job",
+            "its kind is not Job",
+        );
+        check_err(
+            "checks: {prometheusUrl: 'https://prom:9090'}",
+            "checks.prometheusUrl",
+            "command check (curl)",
+        );
         check_err(
             "checks: {disable: [pod-netwrok]}",
             "checks",

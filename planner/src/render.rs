@@ -7,6 +7,7 @@ use crate::policy::PackageManager;
 use crate::{PlanReport, Severity, Unit};
 use upgraded_events::Step;
 use upgraded_events::Version;
+use upgraded_events::check::Boundary;
 use upgraded_events::plan::{EtcdRestoreStage, node_packages};
 use upgraded_events::quantity::human_secs;
 
@@ -339,12 +340,49 @@ impl Cmds<'_> {
                 human_secs(self.r.canary_soak_secs)
             ),
             Step::EtcdRestore(stage) => etcd_restore(stage),
+            Step::Checks { boundary } if !boundary_checks_node(*boundary) => {
+                run_checks(*boundary, u.to, &self.r.generation_label)
+            }
             Step::Checks { .. } => format!(
                 "# checks while {node} is still cordoned: a probe pod pinned to it dials a pod on a node of every\n# other generation, one not yet upgraded and a control-plane node, and resolves a cluster name\nkubectl create namespace upgraded-checks --dry-run=client -o yaml | kubectl apply -f -\nkubectl -n upgraded-checks run upg-echo --image=registry.k8s.io/e2e-test-images/agnhost:2.53 --overrides='{{\"spec\":{{\"nodeName\":\"OTHER-NODE\",\"tolerations\":[{{\"operator\":\"Exists\"}}]}}}}' -- netexec --http-port=8080\nkubectl -n upgraded-checks get pod upg-echo -o jsonpath='{{.status.podIP}}'\nkubectl -n upgraded-checks run upg-net --rm -i --restart=Never --image=registry.k8s.io/e2e-test-images/agnhost:2.53 --overrides='{{\"spec\":{{\"nodeName\":{node_json},\"tolerations\":[{{\"operator\":\"Exists\"}}]}}}}' --command -- sh -c 'nc -z -w 5 ECHO-IP 8080 && nslookup kubernetes.default.svc.cluster.local'   # exit 0: uncordon; otherwise roll the node back\n# devices (GPUs, SR-IOV): every extended resource allocatable as many as before the upgrade\nkubectl get node {node} -o jsonpath='{{.status.allocatable}}'   # compare with the same command's output before the upgrade",
                 node_json = serde_json::Value::String(u.node.clone())
             ),
         }
     }
+}
+
+/// Whether a checks step at `boundary` checks its own node (before its uncordon) rather
+/// than only the cluster.
+fn boundary_checks_node(boundary: Boundary) -> bool {
+    matches!(
+        boundary,
+        Boundary::AfterCanary | Boundary::AfterBatch | Boundary::BeforeKubeletRestart
+    )
+}
+
+/// The cluster's checks at a boundary, by hand: a pod per generation placed by the
+/// scheduler, the addons' images, Prometheus's targets and alerts against the baseline.
+fn run_checks(boundary: Boundary, version: Version, label: &str) -> String {
+    let selector = serde_json::json!({"spec": {"nodeSelector": {label: "GENERATION"}}});
+    let mut o = format!(
+        "# the cluster's checks ({}): for each hardware generation, one pod the scheduler places\nkubectl get nodes -L {} --no-headers | awk '{{print $NF}}' | sort -u\nkubectl -n upgraded-checks run upg-sched-GENERATION --restart=Never --image=registry.k8s.io/e2e-test-images/agnhost:2.53 --overrides='{}' -- true\nkubectl -n upgraded-checks get pods -o wide   # each Completed, on a node of its generation",
+        boundary.name(),
+        label,
+        selector
+    );
+    if boundary != Boundary::Preflight {
+        let coredns = upgraded_events::check::run::coredns_for(version).unwrap_or("kubeadm's tag");
+        o.push_str(&format!(
+            "\nkubectl -n kube-system get daemonset kube-proxy -o jsonpath='{{.spec.template.spec.containers[0].image}}'   # ends in :{version}\nkubectl -n kube-system get deployment coredns -o jsonpath='{{.spec.template.spec.containers[0].image}}'   # ends in :{coredns}"
+        ));
+    }
+    o.push_str(
+        r#"
+# with Prometheus: no target down and no alert firing that was not so at the baseline
+curl -s "$PROMETHEUS/api/v1/targets" | jq -r '.data.activeTargets[] | select(.health=="down") | .scrapeUrl'
+curl -s "$PROMETHEUS/api/v1/alerts" | jq -r '.data.alerts[] | select(.state=="firing") | .labels.alertname'"#,
+    );
+    o
 }
 
 /// etcd's disaster recovery, one stage on one control-plane node.

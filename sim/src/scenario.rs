@@ -254,7 +254,7 @@ fn system_workloads(w: &mut World, v: Version) -> Result<(), ModelError> {
     // The CoreDNS kubeadm installs with that release.
     dns.image = format!(
         "registry.k8s.io/coredns/coredns:{}",
-        if v.minor >= 34 { "v1.12.1" } else { "v1.11.3" }
+        upgraded_events::check::run::coredns_for(v).unwrap_or("v1.11.3")
     );
     dns.tolerations = vec![Toleration {
         key: CONTROL_PLANE_LABEL.into(),

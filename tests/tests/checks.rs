@@ -446,3 +446,168 @@ async fn a_canary_that_loses_its_devices_is_caught_before_uncordon_and_rolled_ba
     assert_eq!(w.nodes["w-3"].kubelet.to_string(), "v1.33.5");
     assert!(!w.nodes["w-3"].devices_lost, "its GPUs are back");
 }
+
+/// The policy above with the sim's Prometheus and an operator's command at the end.
+fn run_checks_policy() -> String {
+    format!(
+        "{POLICY}checks:
+  prometheusUrl: http://sim.in-process/sim/v1/prometheus
+  user:
+  - id: smoke
+    command: [sh, -c, 'test \"$UPGRADED_BOUNDARY\" = final && echo checked \"$UPGRADED_SUBJECT\"']
+    at: [final]
+"
+    )
+}
+
+/// The run's own checks: at the baseline on the plan's first entry, after the control
+/// plane on its last node, after each canary and batch, and the final smoke tests once
+/// every other node is done; a scheduling Job per generation placed by the scheduler,
+/// the addons at kubeadm's versions, Prometheus against its baseline, the operator's
+/// command; every Job deleted.
+#[tokio::test(start_paused = true)]
+async fn the_runs_checks_run_at_each_boundary_and_the_smoke_tests_last() {
+    let mut h = cluster_with(&run_checks_policy(), |_| {}).await;
+    let v = h.start("v1.35.3").await.expect("start");
+    let run = v["run"].as_str().expect("run").to_string();
+    h.until_phase("completed", DAY).await;
+    let evs = h.events(&run).await;
+    assert!(
+        of(&evs, "CheckFailed").is_empty(),
+        "{:#?}",
+        of(&evs, "CheckFailed")
+    );
+    let started = of(&evs, "CheckStarted");
+    let at = |check: &str, subject: &str, boundary: &str| {
+        started
+            .iter()
+            .filter(|s| s["check"] == check && s["subject"] == subject && s["boundary"] == boundary)
+            .count()
+    };
+    for g in ["dell-r640", "dell-r740", "hp-dl380"] {
+        let subject = format!("(generation {g})");
+        assert_eq!(at("scheduling", &subject, "preflight"), 1, "{g}");
+        assert_eq!(at("scheduling", &subject, "final"), 1, "{g}");
+        // Each canary proves its own generation.
+        assert_eq!(at("scheduling", &subject, "after-canary"), 1, "{g}");
+    }
+    // One hop per minor: 1.34 and 1.35.
+    assert_eq!(at("addons", "(cluster)", "after-control-plane"), 2);
+    assert_eq!(at("addons", "(cluster)", "final"), 1);
+    assert_eq!(at("prometheus", "(cluster)", "preflight"), 1);
+    assert!(at("prometheus", "(cluster)", "after-batch") >= 3);
+    assert_eq!(at("user/smoke", "(cluster)", "final"), 1);
+    let passed = of(&evs, "CheckPassed");
+    let addons = passed
+        .iter()
+        .rfind(|p| p["check"] == "addons")
+        .expect("addons passed");
+    assert_eq!(
+        addons["facts"]["coredns_image"],
+        "registry.k8s.io/coredns/coredns:v1.12.1"
+    );
+    assert_eq!(
+        addons["facts"]["kube_proxy_image"],
+        "registry.k8s.io/kube-proxy:v1.35.3"
+    );
+    // Each scheduling pod ran on a node of its generation.
+    let w = h.sim.world();
+    for p in passed.iter().filter(|p| p["check"] == "scheduling") {
+        let node = p["facts"]["node"].as_str().expect("placed");
+        let g = &w.nodes[node].labels["node.kubernetes.io/instance-type"];
+        assert!(
+            p["subject"].as_str().expect("s").contains(g.as_str()),
+            "{p}"
+        );
+    }
+    // The smoke tests came after every other node's last step.
+    let smoke = evs
+        .iter()
+        .position(|e| e["event"]["CheckStarted"]["check"] == "user/smoke")
+        .expect("smoke");
+    let last_other = evs
+        .iter()
+        .rposition(|e| {
+            let s = &e["event"]["StepSucceeded"];
+            s["step"] == "Uncordon" && s["node"] != "w-6"
+        })
+        .expect("uncordons");
+    assert!(
+        last_other < smoke,
+        "smoke tests at {smoke}, last uncordon at {last_other}"
+    );
+    let left: Vec<&(String, String)> = w
+        .jobs
+        .keys()
+        .filter(|(ns, _)| ns == "upgraded-checks")
+        .collect();
+    assert!(left.is_empty(), "Jobs left: {left:?}");
+}
+
+/// kubeadm that skipped its addon phase: the control plane is at 1.34, kube-proxy and
+/// CoreDNS are not. The addons check after the control plane halts the run before any
+/// worker is touched.
+#[tokio::test(start_paused = true)]
+async fn addons_kubeadm_did_not_upgrade_halt_the_run_after_the_control_plane() {
+    let mut h = cluster_with(POLICY, |f| f.addons_skipped = true).await;
+    let v = h.start("v1.35.3").await.expect("start");
+    let run = v["run"].as_str().expect("run").to_string();
+    let status = h.until_phase("halted", DAY).await;
+    let reason = status["reason"].as_str().unwrap_or_default().to_string();
+    assert!(reason.contains("check addons failed"), "{reason}");
+    assert!(
+        reason.contains("kube-proxy runs registry.k8s.io/kube-proxy:v1.33.5, not v1.34"),
+        "{reason}"
+    );
+    let evs = h.events(&run).await;
+    let failed = of(&evs, "CheckFailed");
+    assert!(
+        failed
+            .iter()
+            .any(|f| f["check"] == "addons" && f["subject"] == "(cluster)"),
+        "{failed:#?}"
+    );
+    let workers_cordoned = evs.iter().any(|e| {
+        let s = &e["event"]["StepStarted"];
+        s["step"] == "Cordon" && s["node"].as_str().is_some_and(|n| n.starts_with("w-"))
+    });
+    assert!(!workers_cordoned, "no worker was touched");
+}
+
+/// Prometheus against its baseline: a target down before the upgrade is the cluster as
+/// it was and never fires; a new one, seen twice in a row, halts the run naming it.
+#[tokio::test(start_paused = true)]
+async fn a_target_down_at_the_baseline_is_ignored_a_new_one_halts() {
+    let policy =
+        format!("{POLICY}checks: {{prometheusUrl: http://sim.in-process/sim/v1/prometheus}}\n");
+    let mut h = cluster_with(&policy, |f| {
+        f.scrape_broken_from
+            .insert("w-2".into(), "v1.0.0".parse().expect("v"));
+        f.scrape_broken_from
+            .insert("w-1".into(), "v1.35.0".parse().expect("v"));
+    })
+    .await;
+    let v = h.start("v1.35.3").await.expect("start");
+    let run = v["run"].as_str().expect("run").to_string();
+    let status = h.until_phase("halted", DAY).await;
+    let reason = status["reason"].as_str().unwrap_or_default().to_string();
+    let w1 = h.sim.world().nodes["w-1"].address.clone();
+    let w2 = h.sim.world().nodes["w-2"].address.clone();
+    assert!(reason.contains("check prometheus failed"), "{reason}");
+    assert!(
+        reason.contains(&format!("target kubelet {w1}:10250 down")),
+        "{reason}"
+    );
+    assert!(!reason.contains(&format!("{w2}:10250")), "{reason}");
+    let evs = h.events(&run).await;
+    let baseline = of(&evs, "CheckPassed")
+        .into_iter()
+        .find(|p| p["check"] == "prometheus")
+        .expect("the baseline");
+    assert!(
+        baseline["facts"]["problems"]
+            .as_str()
+            .is_some_and(|p| p.contains(&w2)),
+        "{baseline}"
+    );
+}

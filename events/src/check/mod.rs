@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::policy::OnGateFailure;
 
 pub mod probe;
+pub mod run;
 mod verdict;
 pub use probe::{Peer, StepVerdict, network_peers, node_probe_checks, step_verdict};
 
@@ -408,11 +409,11 @@ const CP_BOUNDARIES: [Boundary; 4] = [
     Boundary::Final,
 ];
 
-const NODE_BOUNDARIES: [Boundary; 4] = [
+// Each node is checked before its uncordon; the final smoke tests are the run's own.
+const NODE_BOUNDARIES: [Boundary; 3] = [
     Boundary::Preflight,
     Boundary::AfterCanary,
     Boundary::AfterBatch,
-    Boundary::Final,
 ];
 
 const EVERY_PHASE: [Boundary; 5] = [
@@ -539,7 +540,6 @@ pub fn builtin() -> Vec<Check> {
                 B::BeforeKubeletRestart,
                 B::AfterCanary,
                 B::AfterBatch,
-                B::Final,
             ],
             300,
             1,

@@ -135,12 +135,16 @@ pub fn network_peers(subject: &str, peers: &[Peer]) -> Vec<String> {
 pub fn node_probe_checks(checks: &[Check], boundary: Boundary) -> Vec<Check> {
     checks
         .iter()
-        .filter(|c| c.scope == Scope::Node && c.runs_at(boundary))
+        .filter(|c| c.scope == Scope::Node && c.runs_at(boundary) && boundary != Boundary::Final)
         .filter(|c| match c.kind {
             CheckKind::PodNetwork | CheckKind::Dns | CheckKind::Devices => {
                 boundary != Boundary::BeforeKubeletRestart
             }
             CheckKind::Storage { .. } => true,
+            // The operator's node checks, on the node before its uncordon.
+            CheckKind::UserJob { .. }
+            | CheckKind::UserHttp { .. }
+            | CheckKind::UserCommand { .. } => boundary != Boundary::BeforeKubeletRestart,
             _ => false,
         })
         .cloned()

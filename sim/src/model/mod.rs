@@ -521,6 +521,16 @@ pub struct Faults {
     /// is at or above this version.
     #[serde(default)]
     pub dns_broken_from: Option<Version>,
+    /// kubeadm skipped its addon phase: kube-proxy and CoreDNS stay at their old images
+    /// after the control plane's upgrade.
+    #[serde(default)]
+    pub addons_skipped: bool,
+    /// Machines whose metrics targets Prometheus finds down from this kubelet version on.
+    #[serde(default)]
+    pub scrape_broken_from: BTreeMap<String, Version>,
+    /// Alerts Prometheus reports firing (`alertname` or `alertname node=NAME`).
+    #[serde(default)]
+    pub alerts_firing: BTreeSet<String>,
     /// What the caller may not do, as `verb resource[/subresource]` (e.g. `patch nodes`,
     /// `create pods/eviction`): SelfSubjectAccessReviews answer "no", as a narrow RBAC role
     /// would.

@@ -160,6 +160,35 @@ impl World {
         if let Some(cp) = upgraded {
             self.write_static_pods(node, &cp);
         }
+        self.upgrade_addons(version)
+    }
+
+    /// kubeadm's addon phase: once every control-plane node runs `version`, kube-proxy's
+    /// image and CoreDNS's move to that release's (kubeadm defers them until the last
+    /// node). `Faults::addons_skipped` stands for a kubeadm that skipped the phase.
+    fn upgrade_addons(&mut self, version: Version) -> Result<(), ModelError> {
+        let all_there = self
+            .nodes
+            .values()
+            .filter_map(|n| n.control_plane.as_ref())
+            .all(|cp| cp.apiserver == version);
+        if !all_there || self.faults.addons_skipped {
+            return Ok(());
+        }
+        let has = |w: &World, kind: Kind, name: &str| {
+            w.workloads
+                .contains_key(&(kind, "kube-system".to_string(), name.to_string()))
+        };
+        if has(self, Kind::DaemonSet, "kube-proxy") {
+            let image = format!("registry.k8s.io/kube-proxy:{version}");
+            self.set_image(Kind::DaemonSet, "kube-system", "kube-proxy", &image)?;
+        }
+        if has(self, Kind::Deployment, "coredns")
+            && let Some(tag) = upgraded_events::check::run::coredns_for(version)
+        {
+            let image = format!("registry.k8s.io/coredns/coredns:{tag}");
+            self.set_image(Kind::Deployment, "kube-system", "coredns", &image)?;
+        }
         Ok(())
     }
 

@@ -120,6 +120,48 @@ impl World {
         newest.is_none_or(|v| v < from)
     }
 
+    /// Prometheus's `/api/v1/targets`: each machine's kubelet, down while the machine is
+    /// down or once its kubelet reaches `Faults::scrape_broken_from`.
+    pub fn prometheus_targets(&self) -> serde_json::Value {
+        let targets: Vec<serde_json::Value> = self
+            .nodes
+            .values()
+            .map(|n| {
+                let down = n.down || broken_from(&self.faults.scrape_broken_from, n);
+                serde_json::json!({
+                    "scrapePool": "kubelet",
+                    "scrapeUrl": format!("https://{}:10250/metrics", n.address),
+                    "labels": {"job": "kubelet", "instance": format!("{}:10250", n.address), "node": n.name},
+                    "health": if down { "down" } else { "up" },
+                    "lastError": if down { "connection refused" } else { "" },
+                })
+            })
+            .collect();
+        serde_json::json!({"status": "success", "data": {"activeTargets": targets, "droppedTargets": []}})
+    }
+
+    /// Prometheus's `/api/v1/alerts`: those `Faults::alerts_firing` names (`Name` or
+    /// `Name label=value`).
+    pub fn prometheus_alerts(&self) -> serde_json::Value {
+        let alerts: Vec<serde_json::Value> = self
+            .faults
+            .alerts_firing
+            .iter()
+            .map(|a| {
+                let mut words = a.split_whitespace();
+                let mut labels = serde_json::Map::new();
+                labels.insert("alertname".into(), words.next().unwrap_or("?").into());
+                for w in words {
+                    if let Some((k, v)) = w.split_once('=') {
+                        labels.insert(k.into(), v.into());
+                    }
+                }
+                serde_json::json!({"labels": labels, "state": "firing", "value": "1"})
+            })
+            .collect();
+        serde_json::json!({"status": "success", "data": {"alerts": alerts}})
+    }
+
     /// The node an address belongs to: a pod's IP, or a node's own (hostNetwork).
     fn node_of_address(&self, ip: &str) -> Option<(String, String)> {
         if let Some(n) = self.nodes.values().find(|n| n.address == ip) {

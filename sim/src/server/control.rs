@@ -40,6 +40,14 @@ pub(super) fn control(sim: &Sim, method: &Method, path: &[String], body: &[u8]) 
     };
     match (method.clone(), parts.as_slice()) {
         (Method::GET, ["v1", "state"]) => ok(&summary(&sim.world())),
+        // A Prometheus in front of the model, for the Prometheus check.
+        (Method::GET, ["v1", "prometheus", "api", "v1", "targets"]) => {
+            ok(&sim.world().prometheus_targets())
+        }
+        (Method::GET, ["v1", "prometheus", "api", "v1", "alerts"]) => {
+            ok(&sim.world().prometheus_alerts())
+        }
+        (Method::GET, ["v1", "prometheus", "-", "healthy"]) => ok(&json!({"ok": true})),
         (Method::GET, ["v1", "audit", "user-agents"]) => ok(&sim.user_agents()),
         (Method::POST, ["v1", "advance"]) => {
             let b: AdvanceBody = match serde_json::from_slice(body) {
