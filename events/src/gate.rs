@@ -24,25 +24,7 @@ pub struct NodeStatus {
     pub extended: std::collections::BTreeMap<String, u64>,
 }
 
-/// The kubelet version the entry's steps leave running: its last package hop.
-pub fn final_version(steps: &[Step]) -> Option<Version> {
-    steps.iter().rev().find_map(|s| match s {
-        Step::UpgradePackages { version } | Step::DowngradePackages { version, .. } => {
-            Some(*version)
-        }
-        _ => None,
-    })
-}
-
-/// The control-plane version the entry's steps leave running: its last kubeadm hop.
-pub fn control_plane_version(steps: &[Step]) -> Option<Version> {
-    steps.iter().rev().find_map(|s| match s {
-        Step::KubeadmUpgrade { version, .. } | Step::KubeadmDowngrade { version, .. } => {
-            Some(*version)
-        }
-        _ => None,
-    })
-}
+pub use crate::plan::{control_plane_version, final_version};
 
 /// What is still wrong with `host` for its verify gate after `steps`; `None`: nothing.
 pub fn node_unmet(host: &Host, steps: &[Step], status: &NodeStatus) -> Option<String> {

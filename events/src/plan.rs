@@ -295,6 +295,26 @@ impl Plan {
     }
 }
 
+/// The kubelet version the entry's steps leave running: its last package hop.
+pub fn final_version(steps: &[Step]) -> Option<Version> {
+    steps.iter().rev().find_map(|s| match s {
+        Step::UpgradePackages { version } | Step::DowngradePackages { version, .. } => {
+            Some(*version)
+        }
+        _ => None,
+    })
+}
+
+/// The control-plane version the entry's steps leave running: its last kubeadm hop.
+pub fn control_plane_version(steps: &[Step]) -> Option<Version> {
+    steps.iter().rev().find_map(|s| match s {
+        Step::KubeadmUpgrade { version, .. } | Step::KubeadmDowngrade { version, .. } => {
+            Some(*version)
+        }
+        _ => None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -688,7 +688,7 @@ impl RunState {
             run,
             version: self
                 .node(entry)
-                .and_then(|n| crate::gate::final_version(&n.node().steps)),
+                .and_then(|n| crate::plan::final_version(&n.node().steps)),
         }
     }
 
