@@ -488,8 +488,9 @@ async fn the_runs_checks_run_at_each_boundary_and_the_smoke_tests_last() {
         let subject = format!("(generation {g})");
         assert_eq!(at("scheduling", &subject, "preflight"), 1, "{g}");
         assert_eq!(at("scheduling", &subject, "final"), 1, "{g}");
-        // Each canary proves its own generation.
-        assert_eq!(at("scheduling", &subject, "after-canary"), 1, "{g}");
+        // After each hop's control plane: the new scheduler places on it.
+        assert_eq!(at("scheduling", &subject, "after-control-plane"), 2, "{g}");
+        assert_eq!(at("scheduling", &subject, "after-canary"), 0, "{g}");
     }
     // One hop per minor: 1.34 and 1.35.
     assert_eq!(at("addons", "(cluster)", "after-control-plane"), 2);

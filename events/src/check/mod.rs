@@ -500,7 +500,9 @@ pub fn builtin() -> Vec<Check> {
             "scheduling",
             CheckKind::Scheduling,
             Scope::Generation,
-            &[B::Preflight, B::AfterCanary, B::Final],
+            // Not after a canary: a generation of one node has nowhere else to go while
+            // its canary is cordoned. After the control plane, the new scheduler places.
+            &[B::Preflight, B::AfterControlPlane, B::Final],
             300,
             1,
             S::Halt,

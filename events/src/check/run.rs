@@ -496,8 +496,9 @@ mod tests {
         );
         assert_eq!(
             ids(Boundary::AfterControlPlane),
-            ["addons", "prometheus", "ingress"]
+            ["addons", "scheduling", "prometheus", "ingress"]
         );
+        assert_eq!(ids(Boundary::AfterCanary), ["prometheus", "ingress"]);
         assert_eq!(
             ids(Boundary::Final),
             ["addons", "scheduling", "prometheus", "ingress"]
