@@ -6,9 +6,8 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::Request;
-use hyper_util::rt::TokioIo;
 
 use crate::ports::{BoxFut, CommandEnd, HostProbes, HttpTrouble, PortError};
 use crate::simagent::Exchange;
@@ -88,23 +87,9 @@ impl HostProbes for Host {
                 return Ok((status.as_u16(), bounded(body.to_vec())));
             }
             let answer = async {
-                let stream = tokio::net::TcpStream::connect(authority)
+                crate::simagent::tcp_exchange(authority, req)
                     .await
-                    .map_err(|e| e.to_string())?;
-                let (mut sender, conn) =
-                    hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                        .await
-                        .map_err(|e| e.to_string())?;
-                tokio::spawn(conn);
-                let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
-                let status = resp.status().as_u16();
-                let body = resp
-                    .into_body()
-                    .collect()
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .to_bytes();
-                Ok::<_, String>((status, bounded(body.to_vec())))
+                    .map(|(status, body)| (status.as_u16(), bounded(body.to_vec())))
             };
             match tokio::time::timeout(timeout, answer).await {
                 Ok(Ok(a)) => Ok(a),

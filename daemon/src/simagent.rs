@@ -55,6 +55,29 @@ enum Via {
 #[error("{0:?} is not a plain http://HOST:PORT URL")]
 pub struct BadUrl(String);
 
+/// One HTTP/1 request to `authority` over a new TCP connection: its status and body.
+pub(crate) async fn tcp_exchange(
+    authority: &str,
+    req: Request<Full<Bytes>>,
+) -> Result<(hyper::StatusCode, Bytes), String> {
+    let stream = tokio::net::TcpStream::connect(authority)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+    let status = resp.status();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok((status, body))
+}
+
 impl SimAgents {
     pub fn new(url: &str) -> Result<SimAgents, BadUrl> {
         let authority = url
@@ -82,25 +105,7 @@ impl SimAgents {
     ) -> Result<(hyper::StatusCode, Bytes), String> {
         match &self.via {
             Via::InProcess(f) => f(req).await,
-            Via::Tcp => {
-                let stream = tokio::net::TcpStream::connect(&self.authority)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let (mut sender, conn) =
-                    hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                        .await
-                        .map_err(|e| e.to_string())?;
-                tokio::spawn(conn);
-                let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
-                let status = resp.status();
-                let body = resp
-                    .into_body()
-                    .collect()
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .to_bytes();
-                Ok((status, body))
-            }
+            Via::Tcp => tcp_exchange(&self.authority, req).await,
         }
     }
 
