@@ -211,7 +211,7 @@ pub fn dns_targets() -> Vec<String> {
     vec!["kubernetes.default.svc.cluster.local".into()]
 }
 
-fn labels(run: &str, check: &str, node: &str, attempt: u32) -> Value {
+pub(super) fn labels(run: &str, check: &str, node: &str, attempt: u32) -> Value {
     json!({
         LABEL_RUN: run,
         LABEL_CHECK: check.replace('/', "."),

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 
 use serde_json::{Value, json};
 
-use super::probe::{LABEL_ATTEMPT, LABEL_CHECK, LABEL_NODE, LABEL_RUN, NAMESPACE};
+use super::probe::NAMESPACE;
 use super::{Boundary, Check, CheckKind, ChecksPolicy, Disruption, ProbeEnd, Scope, Verdict};
 use crate::event::Facts;
 use crate::version::Version;
@@ -89,17 +89,14 @@ pub fn subjects(scope: Scope, generations: &[String]) -> Vec<(String, Option<Str
     }
 }
 
+/// A probe object's labels, its subject made a label value (`(generation x)` →
+/// `generation-x`).
 fn labels(run: &str, check: &str, subject: &str, attempt: u32) -> Value {
     let subject: String = subject
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
         .collect();
-    json!({
-        LABEL_RUN: run,
-        LABEL_CHECK: check.replace('/', "."),
-        LABEL_NODE: subject.trim_matches('-'),
-        LABEL_ATTEMPT: attempt.to_string(),
-    })
+    super::probe::labels(run, check, subject.trim_matches('-'), attempt)
 }
 
 /// The scheduling check's Job for one generation: one small pod the scheduler must place on
@@ -471,6 +468,7 @@ pub fn addons_verdict(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::check::probe::{LABEL_ATTEMPT, LABEL_NODE};
     use crate::check::{ProblemTally, builtin};
 
     fn find(id: &str) -> Check {
