@@ -571,28 +571,28 @@ impl RunState {
             .cluster_has
             .clone()
             .unwrap_or_else(|| ClusterHas::everything(&self.policy.checks));
-        let (checks, excluded): (Vec<Check>, Vec<Check>) =
-            check::catalog(&self.policy.checks, &has)
-                .map(|(on, _)| check::node_probe_checks(&on, boundary))
-                .unwrap_or_default()
-                .into_iter()
-                // A control-plane node is proven by the control plane's gates; its entry
-                // carries only the run's checks (the baseline on the plan's first entry).
-                .filter(|_| {
-                    self.node(entry)
-                        .is_none_or(|n| n.node().role == crate::plan::Role::Worker)
-                })
-                // Devices are checked on the nodes that had some before the run.
-                .filter(|c| {
-                    c.kind != check::CheckKind::Devices || self.observed_devices.contains_key(host)
-                })
-                .partition(|c| {
-                    boundary == Boundary::Preflight
-                        || !self
-                            .checks
-                            .get(&(c.id.clone(), host.to_string()))
-                            .is_some_and(|s| s.failed_at_baseline)
-                });
+        let on = check::catalog(&self.policy.checks, &has)
+            .map(|(on, _)| on)
+            .unwrap_or_default();
+        let (checks, excluded): (Vec<Check>, Vec<Check>) = check::node_probe_checks(&on, boundary)
+            .into_iter()
+            // A control-plane node is proven by the control plane's gates; its entry
+            // carries only the run's checks (the baseline on the plan's first entry).
+            .filter(|_| {
+                self.node(entry)
+                    .is_none_or(|n| n.node().role == crate::plan::Role::Worker)
+            })
+            // Devices are checked on the nodes that had some before the run.
+            .filter(|c| {
+                c.kind != check::CheckKind::Devices || self.observed_devices.contains_key(host)
+            })
+            .partition(|c| {
+                boundary == Boundary::Preflight
+                    || !self
+                        .checks
+                        .get(&(c.id.clone(), host.to_string()))
+                        .is_some_and(|s| s.failed_at_baseline)
+            });
         let label = self
             .policy
             .generation_label
@@ -677,7 +677,7 @@ impl RunState {
                     .then(|| (c.id.clone(), s.attempt))
             })
             .collect();
-        let run = self.run_checks(entry, boundary, &has);
+        let run = self.run_checks(entry, boundary, &on);
         NodeChecks {
             boundary,
             checks,
@@ -702,7 +702,7 @@ impl RunState {
         &self,
         entry: &str,
         boundary: Boundary,
-        has: &ClusterHas,
+        on: &[Check],
     ) -> Vec<check::run::RunCheck> {
         let Some(&i) = self.index.get(entry) else {
             return Vec::new();
@@ -718,53 +718,43 @@ impl RunState {
             .generation_label
             .as_deref()
             .unwrap_or(DEFAULT_GENERATION_LABEL);
-        let generation_of = |host: &str| {
+        // The generations of the workers `hosts` names (all of them: `None`), in one pass.
+        let generations_of = |hosts: Option<&BTreeSet<&str>>| -> Vec<String> {
             self.observed_nodes
                 .iter()
-                .find(|(name, _, _)| name == host)
-                .and_then(|(_, labels, cp)| (!cp).then(|| labels.get(label).cloned()))
-                .flatten()
-        };
-        let all_generations = || -> Vec<String> {
-            self.observed_nodes
-                .iter()
-                .filter(|(_, _, cp)| !cp)
+                .filter(|(name, _, cp)| !cp && hosts.is_none_or(|h| h.contains(name.as_str())))
                 .filter_map(|(_, labels, _)| labels.get(label).cloned())
                 .collect::<BTreeSet<_>>()
                 .into_iter()
                 .collect()
         };
+        let host_of = |j: usize| self.nodes[j].node().host.as_str();
         let generations: Vec<String> = match boundary {
             Boundary::BeforeKubeletRestart | Boundary::AfterControlPlaneNode => return Vec::new(),
             Boundary::Preflight => {
                 if (0..self.nodes.len()).find(|&j| checks_here(j)) != Some(i) {
                     return Vec::new();
                 }
-                all_generations()
+                generations_of(None)
             }
-            Boundary::AfterCanary => generation_of(self.nodes[i].node().host.as_str())
-                .into_iter()
-                .collect(),
+            Boundary::AfterCanary => generations_of(Some(&[host_of(i)].into())),
             Boundary::AfterBatch => {
+                // The plan lists a batch's entries as one run of `nodes`.
                 let batch = self.batch_of.get(i).copied().unwrap_or(usize::MAX);
-                let members: Vec<usize> = (0..self.nodes.len())
-                    .filter(|&j| self.batch_of.get(j) == Some(&batch) && checks_here(j))
-                    .collect();
-                if members.last() != Some(&i) {
+                let start = self.batch_of.partition_point(|&b| b < batch);
+                let end = self.batch_of.partition_point(|&b| b <= batch);
+                if (start..end).rev().find(|&j| checks_here(j)) != Some(i) {
                     return Vec::new();
                 }
-                members
-                    .iter()
-                    .filter_map(|&j| generation_of(self.nodes[j].node().host.as_str()))
-                    .collect::<BTreeSet<_>>()
-                    .into_iter()
-                    .collect()
+                let hosts: BTreeSet<&str> = (start..end)
+                    .filter(|&j| checks_here(j))
+                    .map(host_of)
+                    .collect();
+                generations_of(Some(&hosts))
             }
-            Boundary::AfterControlPlane | Boundary::Final => all_generations(),
+            Boundary::AfterControlPlane | Boundary::Final => generations_of(None),
         };
-        let on = check::catalog(&self.policy.checks, has)
-            .map(|(on, _)| check::run::run_scope_checks(&on, boundary))
-            .unwrap_or_default();
+        let on = check::run::run_scope_checks(on, boundary);
         let mut out = Vec::new();
         for c in on {
             for (subject, generation) in check::run::subjects(c.scope, &generations) {
