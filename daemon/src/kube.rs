@@ -77,6 +77,50 @@ pub const USER_AGENT: &str = concat!("upgraded/", env!("CARGO_PKG_VERSION"));
 const PAGE: u32 = 500;
 
 impl KubeCluster {
+    /// Creates a check's object from its manifest; one that already exists under its name is
+    /// adopted (its deterministic name says it is ours: made before a restart).
+    async fn create_adopting<K>(&self, manifest: &Value, kind: &str) -> Result<(), PortError>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + DeserializeOwned
+            + Serialize
+            + std::fmt::Debug,
+        K::DynamicType: Default,
+    {
+        let obj: K = serde_json::from_value(manifest.clone())
+            .map_err(|e| PortError::fatal(format!("a check's manifest is not a {kind}: {e}")))?;
+        let ns = obj.meta().namespace.clone().unwrap_or_default();
+        let api: Api<K> = Api::namespaced(self.client.clone(), &ns);
+        match api.create(&PostParams::default(), &obj).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+            Err(e) => Err(api_error(e)),
+        }
+    }
+
+    /// Deletes a check's object; one already gone is fine.
+    async fn delete_if_there<K>(
+        &self,
+        namespace: &str,
+        name: &str,
+        params: DeleteParams,
+    ) -> Result<(), PortError>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + DeserializeOwned
+            + std::fmt::Debug,
+        K::DynamicType: Default,
+    {
+        let api: Api<K> = Api::namespaced(self.client.clone(), namespace);
+        match api.delete(name, &params).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            Err(e) => Err(api_error(e)),
+        }
+    }
+
     /// From a kubeconfig file (and optional context), or else inferred: `$KUBECONFIG`,
     /// `~/.kube/config`, or the in-cluster service account.
     pub async fn connect(
@@ -675,18 +719,7 @@ impl ClusterApi for KubeCluster {
     }
 
     fn create_probe<'a>(&'a self, manifest: &'a Value) -> BoxFut<'a, Result<(), PortError>> {
-        Box::pin(async move {
-            let pod: Pod = serde_json::from_value(manifest.clone())
-                .map_err(|e| PortError::fatal(format!("a probe manifest is not a Pod: {e}")))?;
-            let ns = pod.metadata.namespace.clone().unwrap_or_default();
-            let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
-            match api.create(&PostParams::default(), &pod).await {
-                Ok(_) => Ok(()),
-                // Its deterministic name says it is ours: a restarted daemon adopts it.
-                Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
-                Err(e) => Err(api_error(e)),
-            }
-        })
+        Box::pin(self.create_adopting::<Pod>(manifest, "Pod"))
     }
 
     fn probe<'a>(
@@ -704,17 +737,7 @@ impl ClusterApi for KubeCluster {
     }
 
     fn create_claim<'a>(&'a self, manifest: &'a Value) -> BoxFut<'a, Result<(), PortError>> {
-        Box::pin(async move {
-            let claim: PersistentVolumeClaim = serde_json::from_value(manifest.clone())
-                .map_err(|e| PortError::fatal(format!("a probe claim is not a PVC: {e}")))?;
-            let ns = claim.metadata.namespace.clone().unwrap_or_default();
-            let api: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), &ns);
-            match api.create(&PostParams::default(), &claim).await {
-                Ok(_) => Ok(()),
-                Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
-                Err(e) => Err(api_error(e)),
-            }
-        })
+        Box::pin(self.create_adopting::<PersistentVolumeClaim>(manifest, "PersistentVolumeClaim"))
     }
 
     fn delete_claim<'a>(
@@ -722,14 +745,11 @@ impl ClusterApi for KubeCluster {
         namespace: &'a str,
         name: &'a str,
     ) -> BoxFut<'a, Result<(), PortError>> {
-        Box::pin(async move {
-            let api: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), namespace);
-            match api.delete(name, &DeleteParams::default()).await {
-                Ok(_) => Ok(()),
-                Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-                Err(e) => Err(api_error(e)),
-            }
-        })
+        Box::pin(self.delete_if_there::<PersistentVolumeClaim>(
+            namespace,
+            name,
+            DeleteParams::default(),
+        ))
     }
 
     fn delete_probe<'a>(
@@ -737,29 +757,11 @@ impl ClusterApi for KubeCluster {
         namespace: &'a str,
         name: &'a str,
     ) -> BoxFut<'a, Result<(), PortError>> {
-        Box::pin(async move {
-            let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
-            match api.delete(name, &DeleteParams::default()).await {
-                Ok(_) => Ok(()),
-                Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-                Err(e) => Err(api_error(e)),
-            }
-        })
+        Box::pin(self.delete_if_there::<Pod>(namespace, name, DeleteParams::default()))
     }
 
     fn create_job<'a>(&'a self, manifest: &'a Value) -> BoxFut<'a, Result<(), PortError>> {
-        Box::pin(async move {
-            let job: Job = serde_json::from_value(manifest.clone())
-                .map_err(|e| PortError::fatal(format!("a check's manifest is not a Job: {e}")))?;
-            let ns = job.metadata.namespace.clone().unwrap_or_default();
-            let api: Api<Job> = Api::namespaced(self.client.clone(), &ns);
-            match api.create(&PostParams::default(), &job).await {
-                Ok(_) => Ok(()),
-                // Its deterministic name says it is ours: a restarted daemon adopts it.
-                Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
-                Err(e) => Err(api_error(e)),
-            }
-        })
+        Box::pin(self.create_adopting::<Job>(manifest, "Job"))
     }
 
     fn job<'a>(
@@ -788,15 +790,8 @@ impl ClusterApi for KubeCluster {
         namespace: &'a str,
         name: &'a str,
     ) -> BoxFut<'a, Result<(), PortError>> {
-        Box::pin(async move {
-            let api: Api<Job> = Api::namespaced(self.client.clone(), namespace);
-            // Its pods go with it (a Job's default is to orphan them).
-            match api.delete(name, &DeleteParams::background()).await {
-                Ok(_) => Ok(()),
-                Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-                Err(e) => Err(api_error(e)),
-            }
-        })
+        // Its pods go with it (a Job's default is to orphan them).
+        Box::pin(self.delete_if_there::<Job>(namespace, name, DeleteParams::background()))
     }
 
     fn addon_images(&self) -> BoxFut<'_, Result<AddonImages, PortError>> {
