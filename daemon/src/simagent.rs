@@ -68,6 +68,17 @@ pub(crate) async fn tcp_exchange(
         .map_err(|e| e.to_string())?;
     tokio::spawn(conn);
     let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+    status_and_body(resp).await
+}
+
+/// A response's status and whole body (an [`Exchange`]'s answer).
+pub async fn status_and_body<B>(
+    resp: hyper::Response<B>,
+) -> Result<(hyper::StatusCode, Bytes), String>
+where
+    B: hyper::body::Body,
+    B::Error: std::fmt::Display,
+{
     let status = resp.status();
     let body = resp
         .into_body()

@@ -210,14 +210,7 @@ pub(crate) fn exchange(router: axum::Router) -> Exchange {
                 .oneshot(req.map(axum::body::Body::new))
                 .await
                 .map_err(|e| e.to_string())?;
-            let status = resp.status();
-            let body = resp
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| e.to_string())?
-                .to_bytes();
-            Ok((status, body))
+            upgraded_daemon::simagent::status_and_body(resp).await
         })
     })
 }
