@@ -720,28 +720,12 @@ impl StepEnv<'_> {
         let deadline = self.clock.now().plus_secs(c.timeout_secs);
         let mut tally = check::ProblemTally::new(baseline.clone());
         loop {
-            let mut bodies = Vec::new();
-            for what in ["targets", "alerts"] {
-                let at = format!("{base}/api/v1/{what}");
-                match self.ports.host.http_get(&at, timeout).await {
-                    Ok((200, body)) => {
-                        bodies.push(serde_json::from_slice(&body).unwrap_or_default())
-                    }
-                    Ok((status, _)) => {
-                        return Ok(Verdict::Inconclusive {
-                            why: format!("GET {at} answered {status}"),
-                            facts: Facts::new(),
-                        });
-                    }
-                    Err(trouble) => {
-                        return Ok(Verdict::Inconclusive {
-                            why: format!("Prometheus did not answer: {trouble:?}"),
-                            facts: Facts::new(),
-                        });
-                    }
-                }
-            }
-            let problems = match check::run::prometheus_problems(&bodies[0], &bodies[1]) {
+            let answers = async {
+                let targets = self.prometheus_get(base, "targets", timeout).await?;
+                let alerts = self.prometheus_get(base, "alerts", timeout).await?;
+                check::run::prometheus_problems(&targets, &alerts)
+            };
+            let problems = match answers.await {
                 Ok(p) => p,
                 Err(why) => {
                     return Ok(Verdict::Inconclusive {
@@ -769,6 +753,29 @@ impl StepEnv<'_> {
                 deadline,
             )
             .await;
+        }
+    }
+
+    /// Prometheus's `/api/v1/{what}` as JSON, or why it gave none.
+    async fn prometheus_get(
+        &self,
+        base: &str,
+        what: &str,
+        timeout: Duration,
+    ) -> Result<serde_json::Value, String> {
+        let at = format!("{base}/api/v1/{what}");
+        match self.ports.host.http_get(&at, timeout).await {
+            Ok((200, body)) => {
+                serde_json::from_slice(&body).map_err(|e| format!("GET {at} answered no JSON: {e}"))
+            }
+            Ok((status, _)) => Err(format!("GET {at} answered {status}")),
+            Err(check::run::HttpTrouble::NoAnswer(why)) => {
+                Err(format!("GET {at} got no answer: {why}"))
+            }
+            Err(check::run::HttpTrouble::TimedOut) => Err(format!(
+                "GET {at} did not answer within {}s",
+                timeout.as_secs()
+            )),
         }
     }
 
