@@ -500,10 +500,6 @@ impl ClusterApi for FakeWorld {
         Box::pin(async move { Ok(fake_pods(&self.status(node)?)) })
     }
 
-    fn apiserver_ready(&self) -> BoxFut<'_, Result<(), PortError>> {
-        Box::pin(async move { Ok(()) })
-    }
-
     fn pod_health(&self) -> BoxFut<'_, Result<Vec<PodHealth>, PortError>> {
         Box::pin(async move {
             Ok(self
@@ -620,6 +616,10 @@ impl NodeExecutor for FakeWorld {
                         .count();
                     facts.insert("members".into(), members.to_string());
                     facts.insert("healthy".into(), members.to_string());
+                }
+                RemoteCommand::ApiserverReadyz => {
+                    let up = self.status(node)?.control_plane.is_some();
+                    facts.insert("readyz_status".into(), if up { "200" } else { "0" }.into());
                 }
                 RemoteCommand::KubeadmDowngrade { version, apply }
                 | RemoteCommand::KubeadmUpgrade { version, apply } => {

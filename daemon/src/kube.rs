@@ -557,22 +557,6 @@ impl ClusterApi for KubeCluster {
         })
     }
 
-    fn apiserver_ready(&self) -> BoxFut<'_, Result<(), PortError>> {
-        Box::pin(async move {
-            let req = hyper::Request::get("/readyz")
-                .body(Vec::new())
-                .map_err(|e| PortError::fatal(e.to_string()))?;
-            match self.client.request_text(req).await {
-                Ok(body) if body.trim() == "ok" => Ok(()),
-                Ok(body) => Err(PortError::retryable(format!(
-                    "API server /readyz: {}",
-                    body.trim()
-                ))),
-                Err(e) => Err(PortError::retryable(format!("API server /readyz: {e}"))),
-            }
-        })
-    }
-
     fn evict<'a>(
         &'a self,
         namespace: &'a str,

@@ -192,8 +192,6 @@ pub trait ClusterApi: Send + Sync + 'static {
     fn pods_on<'a>(&'a self, node: &'a Host) -> BoxFut<'a, Result<Vec<PodInv>, PortError>>;
     /// What the health gate reads of every pod of the cluster.
     fn pod_health(&self) -> BoxFut<'_, Result<Vec<PodHealth>, PortError>>;
-    /// The API server's `/readyz`: `Err` with its answer when it is not ready.
-    fn apiserver_ready(&self) -> BoxFut<'_, Result<(), PortError>>;
     /// POSTs a policy/v1 Eviction for that incarnation (`uid`) of the pod. A refusal by a
     /// budget is an answer, not an error: it is never retried by the client.
     fn evict<'a>(
@@ -353,6 +351,10 @@ pub enum RemoteCommand {
     RestartKubelet,
     /// `etcdctl endpoint health --cluster`: how many members answer (`members`, `healthy`).
     EtcdHealth,
+    /// The node's own kube-apiserver asked on its loopback (`/readyz?verbose`), not through
+    /// the load balancer: `readyz_status` (0: nothing answered) and `readyz_failing` (the
+    /// `[-]` lines).
+    ApiserverReadyz,
     /// A rollback of the control plane: unhold → install kubeadm at the older `version`
     /// (allowing the downgrade) → hold; `kubeadm upgrade apply VERSION` (`apply`) or
     /// `kubeadm upgrade node`, after our own backup of the manifests.
@@ -381,6 +383,7 @@ impl RemoteCommand {
             RemoteCommand::InstalledKubelet => "kubelet --version",
             RemoteCommand::RestartKubelet => "kubelet restart",
             RemoteCommand::EtcdHealth => "etcd health",
+            RemoteCommand::ApiserverReadyz => "kube-apiserver /readyz",
             RemoteCommand::DowngradePackages { .. } => "package downgrade",
             RemoteCommand::KubeadmDowngrade { apply: true, .. } => "kubeadm downgrade (apply)",
             RemoteCommand::KubeadmDowngrade { apply: false, .. } => "kubeadm downgrade (node)",

@@ -92,6 +92,7 @@ impl Scripts {
             RemoteCommand::Preflight { .. }
                 | RemoteCommand::InstalledKubelet
                 | RemoteCommand::EtcdHealth
+                | RemoteCommand::ApiserverReadyz
         )
     }
 
@@ -146,7 +147,8 @@ impl Scripts {
         Some(match cmd {
             RemoteCommand::Preflight { .. }
             | RemoteCommand::InstalledKubelet
-            | RemoteCommand::EtcdHealth => return None,
+            | RemoteCommand::EtcdHealth
+            | RemoteCommand::ApiserverReadyz => return None,
             RemoteCommand::InstallPackages { version } => format!("install-packages-{version}"),
             RemoteCommand::DowngradePackages { version, .. } => {
                 format!("downgrade-packages-{version}")
@@ -267,6 +269,20 @@ impl Scripts {
                      echo members=\"$(printf '%s' \"$out\" | grep -o '\"health\":[a-z]*' | wc -l)\"\n\
                      echo healthy=\"$(printf '%s' \"$out\" | grep -o '\"health\":true' | wc -l)\"",
                     self.etcdctl()
+                );
+            }
+            RemoteCommand::ApiserverReadyz => {
+                // This node's instance, on its loopback: the load balancer answers as long
+                // as any instance does. curl prints 000 when nothing answered.
+                let _ = writeln!(
+                    s,
+                    "out=$(curl -sk --max-time 10 -w '\\n%{{http_code}}' {url} 2>/dev/null) || true\n\
+                     echo readyz_status=\"$(printf '%s\\n' \"$out\" | tail -n 1 | tr -dc 0-9)\"\n\
+                     echo readyz_failing=\"$(printf '%s\\n' \"$out\" | grep '^\\[-\\]' | tr '\\n' ' ' | cut -c 1-300)\"",
+                    url = shell_quote(&format!(
+                        "https://127.0.0.1:{}/readyz?verbose",
+                        upgraded_events::check::control_plane::APISERVER_PORT
+                    ))
                 );
             }
             RemoteCommand::RestartKubelet => {
@@ -693,6 +709,51 @@ mod tests {
         let facts = parse_facts(&String::from_utf8_lossy(&out.stdout));
         assert_eq!(facts.get("members").map(String::as_str), Some("3"));
         assert_eq!(facts.get("healthy").map(String::as_str), Some("2"));
+    }
+
+    /// A fake `curl` in front of PATH answering as a kube-apiserver would; the script's facts.
+    fn readyz_with(fake_curl: &str) -> Facts {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fake = dir.path().join("curl");
+        std::fs::write(&fake, fake_curl).expect("write");
+        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("chmod");
+        let script = scripts("apt").render(&RemoteCommand::ApiserverReadyz);
+        assert!(!script.contains("flock"), "read-only: {script}");
+        let path = format!(
+            "{}:{}",
+            dir.path().display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let out = std::process::Command::new("sh")
+            .args(["-c", &script])
+            .env("PATH", path)
+            .output()
+            .expect("sh runs");
+        assert!(out.status.success(), "{out:?}");
+        parse_facts(&String::from_utf8_lossy(&out.stdout))
+    }
+
+    #[test]
+    fn apiserver_readyz_reports_the_status_and_the_failing_checks_of_this_nodes_instance() {
+        // The URL curl is given is this node's loopback, never a load balancer.
+        let f = readyz_with(
+            "#!/bin/sh\nfor a; do u=$a; done\n[ \"$u\" = 'https://127.0.0.1:6443/readyz?verbose' ] || exit 9\n\
+             printf '[+]ping ok\\n[-]etcd failed: reason withheld\\n[+]log ok\\nreadyz check failed\\n\\n500'\nexit 0\n",
+        );
+        assert_eq!(f.get("readyz_status").map(String::as_str), Some("500"));
+        assert_eq!(
+            f.get("readyz_failing").map(|s| s.trim()),
+            Some("[-]etcd failed: reason withheld")
+        );
+        let ok = readyz_with("#!/bin/sh\nprintf '[+]ping ok\\nreadyz check passed\\n200'\n");
+        assert_eq!(ok.get("readyz_status").map(String::as_str), Some("200"));
+        // Nothing listening: curl prints 000 and exits 7; the script still reports.
+        let refused = readyz_with("#!/bin/sh\nprintf '\\n000'\nexit 7\n");
+        assert_eq!(
+            refused.get("readyz_status").map(String::as_str),
+            Some("000")
+        );
     }
 
     #[test]

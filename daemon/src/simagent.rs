@@ -292,6 +292,27 @@ impl SimAgents {
                 facts.insert("members".into(), items.len().to_string());
                 facts.insert("healthy".into(), healthy.to_string());
             }
+            RemoteCommand::ApiserverReadyz => {
+                // The node's kube-apiserver answers on its loopback once its static pod is
+                // Ready (kubeadm's readiness probe is this same /readyz); a crash-looping
+                // one leaves nothing listening (curl's 000).
+                let path = format!(
+                    "/api/v1/namespaces/kube-system/pods/{}",
+                    percent_encode(&format!("kube-apiserver-{node}"))
+                );
+                let ready = match self.call(Method::GET, &path, None).await {
+                    Ok(pod) => pod["status"]["conditions"].as_array().is_some_and(|cs| {
+                        cs.iter()
+                            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                    }),
+                    Err(e) if e.what.contains("404") || e.what.contains("not found") => false,
+                    Err(e) => return Err(e),
+                };
+                facts.insert(
+                    "readyz_status".into(),
+                    if ready { "200" } else { "000" }.into(),
+                );
+            }
             RemoteCommand::InstalledKubelet => {
                 let installed = self.installed_kubelet(node).await?;
                 facts.insert("installed".into(), installed.to_string());

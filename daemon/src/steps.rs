@@ -80,8 +80,9 @@ impl StepEnv<'_> {
             .facts)
     }
 
-    /// Node Ready at its versions (waiting up to the policy's timeout), then the cluster's
-    /// CrashLoopBackOff share against the baseline.
+    /// Node Ready at its versions, its own control-plane pods Ready (waiting up to the
+    /// policy's timeout), then the cluster's CrashLoopBackOff share against the baseline.
+    /// The control plane as a whole (each apiserver, etcd's quorum) is the checks step's.
     async fn verify(&self, facts: &mut Facts) -> Result<(), PortError> {
         let cluster = &self.ports.cluster;
         let deadline = self
@@ -90,11 +91,7 @@ impl StepEnv<'_> {
             .plus_secs(self.policy.node_ready_timeout_secs);
         loop {
             let status = cluster.node_status(self.host).await?;
-            let mut unmet = gate::node_unmet(self.host, self.steps, &status);
-            if unmet.is_none() && status.control_plane.is_some() {
-                unmet = self.control_plane_unhealthy(facts).await?;
-            }
-            match unmet {
+            match gate::node_unmet(self.host, self.steps, &status) {
                 None => {
                     facts.insert("kubelet_version".into(), status.kubelet_version.to_string());
                     if let Some(cp) = &status.control_plane {
@@ -128,29 +125,6 @@ impl StepEnv<'_> {
             }
         }
         self.health_gate(facts).await
-    }
-
-    /// After a control-plane node's upgrade: the API server ready (`/readyz`) and etcd with
-    /// a quorum of healthy members (asked on the node). `None` when both hold.
-    async fn control_plane_unhealthy(
-        &self,
-        facts: &mut Facts,
-    ) -> Result<Option<String>, PortError> {
-        if let Err(e) = self.ports.cluster.apiserver_ready().await {
-            facts.insert("gate".into(), "apiserver".into());
-            return Ok(Some(format!("the API server is not ready: {}", e.what)));
-        }
-        let etcd = self.remote(&RemoteCommand::EtcdHealth).await?;
-        let count = |k: &str| etcd.get(k).and_then(|v| v.trim().parse::<u32>().ok());
-        let (members, healthy) = (count("members").unwrap_or(0), count("healthy").unwrap_or(0));
-        facts.insert("etcd_members".into(), members.to_string());
-        facts.insert("etcd_healthy".into(), healthy.to_string());
-        if let Err(why) = gate::etcd_quorum(members, healthy) {
-            facts.insert("gate".into(), "etcd".into());
-            return Ok(Some(why));
-        }
-        facts.remove("gate");
-        Ok(None)
     }
 
     /// The cluster's CrashLoopBackOff share against the pre-upgrade baseline.
@@ -289,7 +263,7 @@ impl StepEnv<'_> {
                 }
             };
             let verdict = self
-                .run_check(&run, rc, plan.boundary, attempt, plan.version)
+                .run_check(&run, rc, plan.boundary, attempt, plan)
                 .await?;
             self.record_verdict(&rc.check.id, &rc.subject, attempt, &verdict)
                 .await?;
@@ -558,8 +532,9 @@ impl StepEnv<'_> {
         rc: &RunCheck,
         boundary: Boundary,
         attempt: u32,
-        version: Option<Version>,
+        plan: &NodeChecks,
     ) -> Result<Verdict, PortError> {
+        let version = plan.version;
         let c = &rc.check;
         let target = RunTarget {
             subject: &rc.subject,
@@ -590,6 +565,9 @@ impl StepEnv<'_> {
                 );
                 self.run_job(c, &name, &job).await
             }
+            CheckKind::ApiserverReadyz | CheckKind::MirrorPodsReady | CheckKind::EtcdQuorum => {
+                self.control_plane(c, &plan.control_plane).await
+            }
             CheckKind::Addons => {
                 let Some(version) = version else {
                     return Ok(Verdict::Inconclusive {
@@ -607,6 +585,103 @@ impl StepEnv<'_> {
             CheckKind::Prometheus { url } => self.prometheus(c, url, &rc.baseline, boundary).await,
             CheckKind::Ingress { url, expect_status } => self.http(c, url, *expect_status).await,
             _ => self.user_check(run, c, target, boundary, attempt).await,
+        }
+    }
+
+    /// One of the control plane's checks, asked again until it passes or its time is up
+    /// (static pods take some seconds to restart after kubeadm, and a member to rejoin).
+    async fn control_plane(
+        &self,
+        c: &Check,
+        nodes: &[(String, Option<Version>)],
+    ) -> Result<Verdict, PortError> {
+        use check::control_plane as cp;
+        let deadline = self.clock.now().plus_secs(c.timeout_secs);
+        let timeout = self
+            .ports
+            .command_timeout
+            .min(Duration::from_secs(c.timeout_secs.max(1)));
+        loop {
+            let verdict = match &c.kind {
+                CheckKind::ApiserverReadyz => {
+                    let mut answers = Vec::new();
+                    for (name, _) in nodes {
+                        let host = Host::new(name);
+                        let answer = match self
+                            .ports
+                            .nodes
+                            .run(&host, &RemoteCommand::ApiserverReadyz, timeout)
+                            .await
+                        {
+                            Ok(out) => Ok((
+                                out.facts
+                                    .get("readyz_status")
+                                    .and_then(|s| s.trim().parse::<u16>().ok())
+                                    .unwrap_or(0),
+                                out.facts.get("readyz_failing").cloned().unwrap_or_default(),
+                            )),
+                            Err(e) if e.retryable => Err(e.what),
+                            Err(e) => return Err(e),
+                        };
+                        answers.push((name.clone(), answer));
+                    }
+                    cp::readyz_verdict(&answers)
+                }
+                CheckKind::MirrorPodsReady => {
+                    let mut seen = Vec::new();
+                    for (name, _) in nodes {
+                        let status = self.ports.cluster.node_status(&Host::new(name)).await?;
+                        seen.push(cp::ControlPlaneSeen {
+                            host: name.clone(),
+                            pods: status.control_plane,
+                            ready: status.control_plane_ready,
+                        });
+                    }
+                    let expect: Vec<(String, Version)> = nodes
+                        .iter()
+                        .filter_map(|(n, v)| v.map(|v| (n.clone(), v)))
+                        .collect();
+                    cp::mirror_pods_verdict(&seen, &expect)
+                }
+                _ => {
+                    // Asked on this node when it is a control-plane node, else on the first
+                    // that answers.
+                    let mut order: Vec<&str> = nodes.iter().map(|(n, _)| n.as_str()).collect();
+                    order.sort_by_key(|n| *n != self.host.as_str());
+                    let mut verdict = Verdict::Inconclusive {
+                        why: "no control-plane node to ask etcd on".into(),
+                        facts: Facts::new(),
+                    };
+                    for name in order {
+                        match self
+                            .ports
+                            .nodes
+                            .run(&Host::new(name), &RemoteCommand::EtcdHealth, timeout)
+                            .await
+                        {
+                            Ok(out) => {
+                                let count = |k: &str| {
+                                    out.facts.get(k).and_then(|v| v.trim().parse::<u32>().ok())
+                                };
+                                verdict = cp::etcd_verdict(count("members"), count("healthy"));
+                                break;
+                            }
+                            Err(e) if e.retryable => {
+                                verdict = Verdict::Inconclusive {
+                                    why: format!("etcd could not be asked on {name}: {}", e.what),
+                                    facts: Facts::new(),
+                                };
+                            }
+                            Err(e) => return Err(e),
+                        }
+                    }
+                    verdict
+                }
+            };
+            if matches!(verdict, Verdict::Passed { .. }) || self.clock.now() >= deadline {
+                return Ok(verdict);
+            }
+            self.wait(PROBE_POLL, deadline).await;
         }
     }
 

@@ -1,5 +1,5 @@
 //! Gate verdicts, from observed facts: is a node Ready at the versions its steps put there,
-//! does etcd keep a quorum, has CrashLoopBackOff risen over the pre-upgrade baseline. The
+//! has CrashLoopBackOff risen over the pre-upgrade baseline. The
 //! daemon observes and waits; what an observation means is decided here.
 
 use crate::event::Step;
@@ -55,17 +55,6 @@ pub fn node_unmet(host: &Host, steps: &[Step], status: &NodeStatus) -> Option<St
         }
     }
     None
-}
-
-/// etcd keeps a quorum when more than half of its members are healthy.
-pub fn etcd_quorum(members: u32, healthy: u32) -> Result<(), String> {
-    if members == 0 || healthy.saturating_mul(2) <= members {
-        Err(format!(
-            "etcd has no quorum: {healthy} of {members} member(s) healthy"
-        ))
-    } else {
-        Ok(())
-    }
 }
 
 /// The health gate: CrashLoopBackOff may rise at most `points` percentage points over the
@@ -179,18 +168,6 @@ mod tests {
             why.contains("kube-apiserver runs v1.35.3, expected v1.34.6"),
             "{why}"
         );
-    }
-
-    #[test]
-    fn etcd_needs_more_than_half_healthy() {
-        assert!(etcd_quorum(3, 2).is_ok());
-        assert!(etcd_quorum(1, 1).is_ok());
-        assert_eq!(
-            etcd_quorum(3, 1),
-            Err("etcd has no quorum: 1 of 3 member(s) healthy".into())
-        );
-        assert!(etcd_quorum(4, 2).is_err(), "half is not a majority");
-        assert!(etcd_quorum(0, 0).is_err(), "no member at all");
     }
 
     #[test]

@@ -93,6 +93,10 @@ pub struct NodeChecks {
     pub run: Vec<check::run::RunCheck>,
     /// The version the entry ends at (what the addons check expects of the control plane).
     pub version: Option<Version>,
+    /// The control-plane nodes (the control plane's checks ask each), with the version
+    /// their static pods must run at this step where the plan says: the node a kubeadm
+    /// step just upgraded, or every one after the hop's last.
+    pub control_plane: Vec<(String, Option<Version>)>,
 }
 
 /// One check on one subject, folded from its `Check*` records.
@@ -421,6 +425,10 @@ impl RunState {
                         Event::CheckPassed { .. } => {
                             c.outcome = CheckOutcome::Passed;
                             c.failures_in_a_row = 0;
+                            // The baseline taken again (a retried preflight) passed.
+                            if c.boundary == Boundary::Preflight {
+                                c.failed_at_baseline = false;
+                            }
                         }
                         Event::CheckFailed { detail, .. } => {
                             c.outcome = CheckOutcome::Failed {
@@ -678,7 +686,24 @@ impl RunState {
             })
             .collect();
         let run = self.run_checks(entry, boundary, &on);
+        let upgraded_to = self
+            .node(entry)
+            .and_then(|n| crate::plan::control_plane_version(&n.node().steps));
+        let control_plane = self
+            .observed_nodes
+            .iter()
+            .filter(|(_, _, cp)| *cp)
+            .map(|(name, _, _)| {
+                let expect = match boundary {
+                    Boundary::AfterControlPlaneNode if name == host => upgraded_to,
+                    Boundary::AfterControlPlane => upgraded_to,
+                    _ => None,
+                };
+                (name.clone(), expect)
+            })
+            .collect();
         NodeChecks {
+            control_plane,
             boundary,
             checks,
             peers: check::network_peers(host, &peers),
@@ -730,7 +755,13 @@ impl RunState {
         };
         let host_of = |j: usize| self.nodes[j].node().host.as_str();
         let generations: Vec<String> = match boundary {
-            Boundary::BeforeKubeletRestart | Boundary::AfterControlPlaneNode => return Vec::new(),
+            Boundary::BeforeKubeletRestart => return Vec::new(),
+            Boundary::AfterControlPlaneNode => {
+                if !checks_here(i) {
+                    return Vec::new();
+                }
+                generations_of(None)
+            }
             Boundary::Preflight => {
                 if (0..self.nodes.len()).find(|&j| checks_here(j)) != Some(i) {
                     return Vec::new();
@@ -759,7 +790,11 @@ impl RunState {
         for c in on {
             for (subject, generation) in check::run::subjects(c.scope, &generations) {
                 let state = self.checks.get(&(c.id.clone(), subject.clone()));
-                if boundary != Boundary::Preflight && state.is_some_and(|s| s.failed_at_baseline) {
+                // A control-plane check that failed there blocked the run instead.
+                if boundary != Boundary::Preflight
+                    && state.is_some_and(|s| s.failed_at_baseline)
+                    && check::baseline_finding(&c) == check::BaselineFinding::Excluded
+                {
                     continue;
                 }
                 out.push(check::run::RunCheck {

@@ -69,7 +69,8 @@ impl Timed {
             RemoteCommand::EtcdSnapshot { .. } | RemoteCommand::EtcdRestore(_) => d.etcd_snapshot,
             RemoteCommand::InstalledKubelet
             | RemoteCommand::RestartKubelet
-            | RemoteCommand::EtcdHealth => 0,
+            | RemoteCommand::EtcdHealth
+            | RemoteCommand::ApiserverReadyz => 0,
         }
     }
 }
@@ -142,6 +143,9 @@ pub enum Fault {
     /// `devices-lost:NODE@VERSION`: the node's device plugins no longer register once it runs
     /// a kubelet at or above VERSION (its extended resources read 0).
     DevicesLost { node: String, from: Version },
+    /// `apiserver-broken:NODE@VERSION`: the control-plane node's kube-apiserver does not
+    /// start from VERSION on (its static pod crash-loops); the others keep the API up.
+    ApiserverBroken { node: String, from: Version },
 }
 
 impl std::str::FromStr for Fault {
@@ -151,7 +155,7 @@ impl std::str::FromStr for Fault {
         let usage = "expected kubelet-fails:GENERATION@VERSION, never-ready:NODE, \
                      crash-loop:KEY=VALUE@VERSION, blocking-pdb:NAMESPACE/NAME, slow-drain:NODE=SECONDS, \
                      net-broken:GENERATION@VERSION, storage-broken:GENERATION@VERSION, \
-                     devices-lost:NODE@VERSION or dns-broken@VERSION";
+                     devices-lost:NODE@VERSION, apiserver-broken:NODE@VERSION or dns-broken@VERSION";
         if let Some(v) = s.strip_prefix("dns-broken@") {
             let from = Version::parse_release(v)
                 .map_err(|e| format!("fault {s:?}: {v:?} is not a version: {e}"))?;
@@ -201,6 +205,13 @@ impl std::str::FromStr for Fault {
             "devices-lost" => {
                 let (node, from) = at(arg)?;
                 Ok(Fault::DevicesLost {
+                    node: nonempty(&node)?,
+                    from,
+                })
+            }
+            "apiserver-broken" => {
+                let (node, from) = at(arg)?;
+                Ok(Fault::ApiserverBroken {
                     node: nonempty(&node)?,
                     from,
                 })
@@ -255,6 +266,9 @@ impl std::fmt::Display for Fault {
                 write!(f, "storage-broken:{generation}@{from}")
             }
             Fault::DevicesLost { node, from } => write!(f, "devices-lost:{node}@{from}"),
+            Fault::ApiserverBroken { node, from } => {
+                write!(f, "apiserver-broken:{node}@{from}")
+            }
         }
     }
 }
@@ -300,6 +314,13 @@ impl Fault {
                     ));
                 }
                 w.faults.devices_lost_from.insert(n.clone(), *from);
+            }
+            Fault::ApiserverBroken { node: n, from } => {
+                node(w, n)?;
+                if w.nodes.get(n).is_some_and(|m| m.control_plane.is_none()) {
+                    return Err(format!("fault {self}: the node runs no control plane"));
+                }
+                w.faults.apiserver_fails_from.insert(n.clone(), *from);
             }
             Fault::NeverReady(n) => {
                 node(w, n)?;
@@ -944,6 +965,7 @@ mod tests {
             "net-broken:dell-r640@v1.35.0",
             "storage-broken:dell-r640@v1.35.0",
             "devices-lost:dl380-01@v1.35.0",
+            "apiserver-broken:cp-2@v1.34.0",
             "dns-broken@v1.35.0",
         ] {
             assert_eq!(f.parse::<Fault>().map(|f| f.to_string()), Ok(f.to_string()));
@@ -953,6 +975,8 @@ mod tests {
             "net-broken:@v1.35.0",
             "devices-lost:@v1.35.0",
             "devices-lost:dl380-01",
+            "apiserver-broken:cp-2",
+            "apiserver-broken:@v1.34.0",
             "dns-broken@soon",
             "never-ready:",
             "crash-loop:app@v1.35.0",

@@ -278,6 +278,30 @@ impl Ctx<'_> {
                     u.estimate_secs = self.estimate(&u.steps, u.evicted_pods);
                 }
             }
+            // Every other control-plane node's step: the control plane's checks (each
+            // apiserver, the mirror pods, etcd) before the next node is touched.
+            if phase.kind == PhaseKind::ControlPlane
+                && policy.runs_run_checks(Boundary::AfterControlPlaneNode)
+            {
+                let after_hop = Step::Checks {
+                    boundary: Boundary::AfterControlPlane,
+                };
+                let after_node = Step::Checks {
+                    boundary: Boundary::AfterControlPlaneNode,
+                };
+                for u in phase
+                    .batches
+                    .iter_mut()
+                    .flat_map(|b| b.units.iter_mut())
+                    .filter(|u| !u.steps.contains(&after_hop) && !u.steps.contains(&after_node))
+                {
+                    match u.steps.iter().position(|s| *s == Step::Uncordon) {
+                        Some(at) => u.steps.insert(at, after_node.clone()),
+                        None => u.steps.push(after_node.clone()),
+                    }
+                    u.estimate_secs = self.estimate(&u.steps, u.evicted_pods);
+                }
+            }
         }
         if policy.runs_run_checks(Boundary::Final)
             && let Some(last) = phases

@@ -360,16 +360,30 @@ fn boundary_checks_node(boundary: Boundary) -> bool {
     )
 }
 
-/// The cluster's checks at a boundary, by hand: a pod per generation placed by the
+/// The run's checks at a boundary, by hand: the control plane's, a pod per generation placed by the
 /// scheduler, the addons' images, Prometheus's targets and alerts against the baseline.
 fn run_checks(boundary: Boundary, version: Version, label: &str) -> String {
-    let selector = serde_json::json!({"spec": {"nodeSelector": {label: "GENERATION"}}});
     let mut o = format!(
-        "# the cluster's checks ({}): for each hardware generation, one pod the scheduler places\nkubectl get nodes -L {} --no-headers | awk '{{print $NF}}' | sort -u\nkubectl -n upgraded-checks run upg-sched-GENERATION --restart=Never --image=registry.k8s.io/e2e-test-images/agnhost:2.53 --overrides='{}' -- true\nkubectl -n upgraded-checks get pods -o wide   # each Completed, on a node of its generation",
+        "# the control plane ({}): each kube-apiserver asked on its own node (not the load balancer),\n# the static pods' mirror pods Ready, etcd with a quorum\nfor n in $(kubectl get nodes -l node-role.kubernetes.io/control-plane -o name | cut -d/ -f2); do ssh \"$n\" curl -sk 'https://127.0.0.1:{}/readyz?verbose' | tail -n 1; done   # readyz check passed, on each\nkubectl -n kube-system get pods -l tier=control-plane -o wide   # every one Running and Ready{}\nETCDCTL_API=3 etcdctl --endpoints=https://127.0.0.1:2379 --cacert=/etc/kubernetes/pki/etcd/ca.crt --cert=/etc/kubernetes/pki/etcd/server.crt --key=/etc/kubernetes/pki/etcd/server.key endpoint health --cluster   # more than half healthy",
+        boundary.name(),
+        upgraded_events::check::control_plane::APISERVER_PORT,
+        match boundary {
+            Boundary::AfterControlPlaneNode | Boundary::AfterControlPlane => {
+                format!(", this node's (every node's after the hop's last) images at :{version}")
+            }
+            _ => String::new(),
+        }
+    );
+    if boundary == Boundary::AfterControlPlaneNode {
+        return o;
+    }
+    let selector = serde_json::json!({"spec": {"nodeSelector": {label: "GENERATION"}}});
+    o.push_str(&format!(
+        "\n# the cluster's checks ({}): for each hardware generation, one pod the scheduler places\nkubectl get nodes -L {} --no-headers | awk '{{print $NF}}' | sort -u\nkubectl -n upgraded-checks run upg-sched-GENERATION --restart=Never --image=registry.k8s.io/e2e-test-images/agnhost:2.53 --overrides='{}' -- true\nkubectl -n upgraded-checks get pods -o wide   # each Completed, on a node of its generation",
         boundary.name(),
         label,
         selector
-    );
+    ));
     if boundary != Boundary::Preflight {
         let coredns = upgraded_events::check::run::coredns_for(version).unwrap_or("kubeadm's tag");
         o.push_str(&format!(

@@ -857,6 +857,11 @@ fn one_minor_back(out: &mut Rollback<'_>, to: Version) -> Result<(), RollbackErr
             apply: i == 0,
         });
         steps.push(Step::Verify);
+        // The control plane's checks (each apiserver, the mirror pods, etcd's quorum)
+        // before the next node goes back.
+        steps.push(Step::Checks {
+            boundary: upgraded_events::check::Boundary::AfterControlPlaneNode,
+        });
         let how = if i == 0 {
             format!(
                 "kubeadm {to} then `kubeadm upgrade apply {to}`{}",
@@ -1172,12 +1177,17 @@ mod tests {
         );
         assert_eq!(
             order[first_cp_pass].1,
-            ["kube-proxy-image", "kubeadm-downgrade-apply", "verify"],
+            [
+                "kube-proxy-image",
+                "kubeadm-downgrade-apply",
+                "verify",
+                "checks"
+            ],
             "{order:?}"
         );
         assert_eq!(
             order[first_cp_pass + 1].1,
-            ["kubeadm-downgrade-node", "verify"]
+            ["kubeadm-downgrade-node", "verify", "checks"]
         );
         assert!(r.etcd.contains("won't downgrade etcd"), "{}", r.etcd);
         // The snapshot taken before the control plane went past the target is named, kept.

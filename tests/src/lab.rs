@@ -40,6 +40,7 @@ pub const STUB_TOOLS: &[&str] = &[
     "dnf",
     "systemctl",
     "crictl",
+    "curl",
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -612,3 +612,111 @@ async fn a_target_down_at_the_baseline_is_ignored_a_new_one_halts() {
         "{baseline}"
     );
 }
+
+/// Three control-plane nodes and three workers at v1.33.5, under `POLICY`.
+async fn three_control_planes(faults: impl FnOnce(&mut upgraded_sim::World)) -> Harness {
+    let mut world = upgraded_sim::World::new(upgraded_harness::sim_clock(), 7);
+    upgraded_sim::scenario::small(&mut world, 3, 3, "v1.33.5".parse().expect("v"))
+        .expect("cluster");
+    world.tick();
+    world.settle(30 * 24 * 3600 * 1000);
+    faults(&mut world);
+    Harness::new(world, POLICY).await
+}
+
+/// The steps started on `node`'s entries (their `step` as recorded).
+fn steps_on<'a>(evs: &'a [Value], node: &str) -> Vec<&'a Value> {
+    evs.iter()
+        .map(|e| &e["event"]["StepStarted"])
+        .filter(|s| s["node"].as_str().is_some_and(|n| n.starts_with(node)))
+        .map(|s| &s["step"])
+        .collect()
+}
+
+/// cp-2's kube-apiserver does not start at 1.34 (its static pod crash-loops). The load
+/// balancer keeps answering through cp-1 and cp-3; the check that asks each instance on
+/// its own node fails after cp-2's kubeadm step, and the run halts naming it before
+/// cp-3's control plane or any worker is touched.
+#[tokio::test(start_paused = true)]
+async fn an_apiserver_that_does_not_come_back_halts_before_the_next_control_plane_node() {
+    let mut h = three_control_planes(|w| {
+        w.faults
+            .apiserver_fails_from
+            .insert("cp-2".into(), "v1.34.0".parse().expect("v"));
+    })
+    .await;
+    let v = h.start("v1.35.3").await.expect("start");
+    let run = v["run"].as_str().expect("run").to_string();
+    let status = h.until_phase("halted", DAY).await;
+    let reason = status["reason"].as_str().unwrap_or_default().to_string();
+    assert!(reason.contains("check apiserver-readyz failed"), "{reason}");
+    assert!(
+        reason.contains("kube-apiserver on cp-2 did not answer"),
+        "{reason}"
+    );
+    assert!(reason.contains("check mirror-pods failed"), "{reason}");
+    let evs = h.events(&run).await;
+    // Each control-plane node's step was checked at its own boundary; cp-1's passed
+    // with every instance answering 200.
+    let started = of(&evs, "CheckStarted");
+    assert!(
+        started.iter().any(
+            |s| s["check"] == "apiserver-readyz" && s["boundary"] == "after-control-plane-node"
+        ),
+        "{started:#?}"
+    );
+    let passed = of(&evs, "CheckPassed");
+    let first = passed
+        .iter()
+        .find(|p| p["check"] == "apiserver-readyz" && p["facts"]["readyz/cp-1"] == "200")
+        .expect("cp-1's step passed");
+    assert_eq!(first["facts"]["readyz/cp-3"], "200");
+    let failed = of(&evs, "CheckFailed");
+    assert!(
+        failed
+            .iter()
+            .any(|f| f["check"] == "apiserver-readyz" && f["facts"]["readyz/cp-2"] == "0"),
+        "{failed:#?}"
+    );
+    let cp3_kubeadm_134 = steps_on(&evs, "cp-3").into_iter().any(|s| {
+        s["KubeadmUpgrade"]["version"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("v1.34"))
+    });
+    assert!(!cp3_kubeadm_134, "cp-3's control plane was not touched");
+    for w in ["w-1", "w-2", "w-3"] {
+        assert!(
+            !steps_on(&evs, w).iter().any(|s| *s == "Cordon"),
+            "{w} was not touched"
+        );
+    }
+}
+
+/// A control plane that is already broken before the run (cp-2's apiserver crash-looping)
+/// is a finding that blocks: the baseline's checks step halts, nothing is upgraded.
+#[tokio::test(start_paused = true)]
+async fn a_control_plane_failing_at_the_baseline_blocks_the_run() {
+    let mut h = three_control_planes(|w| {
+        let key = ("kube-system".to_string(), "kube-apiserver-cp-2".to_string());
+        let now = w.now();
+        if let Some(p) = w.pods.get_mut(&key) {
+            p.crash_looping_since = Some(now);
+            p.restarts = 3;
+        }
+    })
+    .await;
+    let v = h.start("v1.35.3").await.expect("start");
+    let run = v["run"].as_str().expect("run").to_string();
+    let status = h.until_phase("halted", DAY).await;
+    let reason = status["reason"].as_str().unwrap_or_default().to_string();
+    assert!(
+        reason.contains("check apiserver-readyz fails before the upgrade"),
+        "{reason}"
+    );
+    let evs = h.events(&run).await;
+    let touched = evs.iter().any(|e| {
+        let s = &e["event"]["StepStarted"]["step"];
+        s.get("KubeadmUpgrade").is_some() || *s == "Cordon"
+    });
+    assert!(!touched, "nothing was upgraded");
+}

@@ -488,19 +488,39 @@ async fn lab_cluster_upgrades_over_ssh_with_snapshots_and_jetstream() {
         assert!(sn["facts"]["revision"].as_str().is_some(), "{sn}");
     }
     assert!(snapshots_restore(&s.data()) >= 1);
-    // The control plane's gate asked the real etcd for its members' health after each hop.
-    let cp_gates: Vec<&Value> = evs
+    // The control plane's checks asked the real etcd for its members' health, and cp-1's
+    // own kube-apiserver over SSH on its loopback (the lab's curl stands for it), after
+    // each control-plane step.
+    let passed: Vec<&Value> = evs
         .iter()
-        .filter_map(|e| e["event"].get("StepSucceeded"))
-        .filter(|e| {
-            e["step"] == "Verify" && e["node"].as_str().is_some_and(|n| n.starts_with("cp-1"))
-        })
+        .filter_map(|e| e["event"].get("CheckPassed"))
         .collect();
-    assert!(!cp_gates.is_empty());
-    for g in cp_gates {
+    let etcd: Vec<&&Value> = passed
+        .iter()
+        .filter(|p| p["check"] == "etcd-quorum")
+        .collect();
+    assert!(
+        etcd.len() >= 3,
+        "the baseline and after each hop: {etcd:#?}"
+    );
+    for g in etcd {
         assert_eq!(g["facts"]["etcd_members"], "1", "{g}");
         assert_eq!(g["facts"]["etcd_healthy"], "1", "{g}");
     }
+    assert!(
+        passed
+            .iter()
+            .any(|p| p["check"] == "apiserver-readyz" && p["facts"]["readyz/cp-1"] == "200"),
+        "{passed:#?}"
+    );
+    let asked = s
+        .lab
+        .calls("cp-1")
+        .expect("calls")
+        .iter()
+        .filter(|c| c.tool == "curl")
+        .count();
+    assert!(asked >= 3, "cp-1's /readyz asked on the node: {asked}");
 
     // Rollback of a worker over SSH: held packages go back (apt refuses a downgrade of held
     // packages without both flags, as the stub copies), and its kubelet config with them.

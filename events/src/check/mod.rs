@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::policy::OnGateFailure;
 
+pub mod control_plane;
 pub mod probe;
 pub mod run;
 mod verdict;

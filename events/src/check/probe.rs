@@ -342,7 +342,30 @@ pub fn step_verdict(
     on_gate_failure: OnGateFailure,
 ) -> StepVerdict {
     if boundary == Boundary::Preflight {
-        return StepVerdict::Passed;
+        // The baseline: a failure is a finding about the cluster as it was, excluded from
+        // later verdicts, except on the control plane, which must be healthy to start.
+        let blocking: Vec<String> = results
+            .iter()
+            .filter_map(|(check, verdict)| match verdict {
+                Verdict::Failed { detail, .. }
+                    if super::baseline_finding(check) == super::BaselineFinding::Blocks =>
+                {
+                    Some(format!(
+                        "check {} fails before the upgrade: {detail}; the control plane must be healthy before it is upgraded",
+                        check.id
+                    ))
+                }
+                _ => None,
+            })
+            .collect();
+        return if blocking.is_empty() {
+            StepVerdict::Passed
+        } else {
+            StepVerdict::Failed {
+                severity: Severity::Halt,
+                why: blocking.join("; "),
+            }
+        };
     }
     let mut failed: Vec<(Severity, String)> = Vec::new();
     let mut unsure: Vec<String> = Vec::new();
@@ -609,6 +632,29 @@ mod tests {
             ),
             StepVerdict::Passed
         );
+        // A control plane already failing blocks the run: nothing is upgraded on it.
+        let etcd = builtin()
+            .into_iter()
+            .find(|c| c.id == "etcd-quorum")
+            .expect("built-in");
+        let no_quorum = Verdict::Failed {
+            detail: "etcd has no quorum: 1 of 3 member(s) healthy".into(),
+            facts: Facts::new(),
+        };
+        match step_verdict(
+            Boundary::Preflight,
+            &[(etcd, no_quorum)],
+            OnGateFailure::RollbackNode,
+        ) {
+            StepVerdict::Failed { severity, why } => {
+                assert_eq!(severity, Severity::Halt);
+                assert!(
+                    why.contains("etcd-quorum fails before the upgrade"),
+                    "{why}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -45,11 +45,14 @@ pub struct RunCheck {
 
 impl CheckKind {
     /// Checks the checks step runs itself when their scope is the generation or the
-    /// cluster (the control-plane ones and CrashLoopBackOff are the verify gate's).
+    /// cluster (CrashLoopBackOff is the verify gate's).
     pub fn runs_for_the_run(&self) -> bool {
         matches!(
             self,
-            CheckKind::Scheduling
+            CheckKind::ApiserverReadyz
+                | CheckKind::MirrorPodsReady
+                | CheckKind::EtcdQuorum
+                | CheckKind::Scheduling
                 | CheckKind::Addons
                 | CheckKind::Prometheus { .. }
                 | CheckKind::Ingress { .. }
@@ -487,19 +490,24 @@ mod tests {
                 .map(|c| c.id)
                 .collect::<Vec<_>>()
         };
-        // The control-plane checks and CrashLoopBackOff are the verify gate's.
+        // CrashLoopBackOff is the verify gate's.
+        let cp = ["apiserver-readyz", "mirror-pods", "etcd-quorum"];
+        let with_cp = |rest: &[&str]| -> Vec<String> {
+            cp.iter().chain(rest).map(|s| s.to_string()).collect()
+        };
         assert_eq!(
             ids(Boundary::Preflight),
-            ["scheduling", "prometheus", "ingress"]
+            with_cp(&["scheduling", "prometheus", "ingress"])
         );
+        assert_eq!(ids(Boundary::AfterControlPlaneNode), with_cp(&[]));
         assert_eq!(
             ids(Boundary::AfterControlPlane),
-            ["addons", "scheduling", "prometheus", "ingress"]
+            with_cp(&["addons", "scheduling", "prometheus", "ingress"])
         );
         assert_eq!(ids(Boundary::AfterCanary), ["prometheus", "ingress"]);
         assert_eq!(
             ids(Boundary::Final),
-            ["addons", "scheduling", "prometheus", "ingress"]
+            with_cp(&["addons", "scheduling", "prometheus", "ingress"])
         );
         assert!(ids(Boundary::BeforeKubeletRestart).is_empty());
     }

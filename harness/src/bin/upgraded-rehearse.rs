@@ -46,7 +46,8 @@ struct Args {
     /// Break something on purpose (repeatable): kubelet-fails:GENERATION@VERSION,
     /// never-ready:NODE, crash-loop:KEY=VALUE@VERSION, blocking-pdb:NAMESPACE/NAME,
     /// slow-drain:NODE=SECONDS, net-broken:GENERATION@VERSION,
-    /// storage-broken:GENERATION@VERSION, devices-lost:NODE@VERSION, dns-broken@VERSION.
+    /// storage-broken:GENERATION@VERSION, devices-lost:NODE@VERSION,
+    /// apiserver-broken:NODE@VERSION, dns-broken@VERSION.
     #[arg(long = "fault")]
     faults: Vec<Fault>,
     /// First do what the plan's usual blockers ask: delete pods without a controller, move

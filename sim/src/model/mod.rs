@@ -521,6 +521,11 @@ pub struct Faults {
     /// is at or above this version.
     #[serde(default)]
     pub dns_broken_from: Option<Version>,
+    /// Control-plane nodes whose kube-apiserver does not start from this version on (a
+    /// flag the new release removed, say): its static pod crash-loops, nothing answers on
+    /// the node's port, while the other instances keep the API (and the load balancer) up.
+    #[serde(default)]
+    pub apiserver_fails_from: BTreeMap<String, Version>,
     /// kubeadm skipped its addon phase: kube-proxy and CoreDNS stay at their old images
     /// after the control plane's upgrade.
     #[serde(default)]
@@ -963,15 +968,25 @@ impl World {
             ("kube-scheduler", cp.scheduler.to_string(), 100),
             ("etcd", cp.etcd.clone(), 100),
         ];
+        let apiserver_fails = self
+            .faults
+            .apiserver_fails_from
+            .get(node)
+            .is_some_and(|from| cp.apiserver >= *from);
         for (component, tag, cpu) in components {
             let name = format!("{component}-{node}");
             let key = ("kube-system".to_string(), name.clone());
             let image = format!("registry.k8s.io/{component}:{tag}");
+            let fails = component == "kube-apiserver" && apiserver_fails;
             if let Some(p) = self.pods.get_mut(&key) {
                 if p.spec.image != image {
                     p.spec.image = image;
                     let at = self.now + 5_000;
                     p.ready_at = Some(at);
+                    p.crash_looping_since = fails.then_some(self.now);
+                    if fails {
+                        p.restarts += 1;
+                    }
                     self.due_ready.insert((at, key.clone()));
                     self.touch_pod(&key);
                 }

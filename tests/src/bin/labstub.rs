@@ -232,7 +232,40 @@ impl Ctx {
             "dnf" => self.dnf(&a),
             "systemctl" => self.systemctl(&a),
             "crictl" => crictl(&a),
+            "curl" => self.curl(&a),
             other => fail(127, format!("labstub: unknown tool {other:?}\n")),
+        }
+    }
+
+    /// Only the node's own kube-apiserver's `/readyz` (the lab runs none: its mirror pod in
+    /// the sim stands for it), written as `curl -w '\n%{http_code}'` writes it; nothing
+    /// listening is curl's 000 and exit 7.
+    fn curl(&self, a: &[&str]) -> Out {
+        if a.last() != Some(&"https://127.0.0.1:6443/readyz?verbose") {
+            return fail(
+                2,
+                format!("labstub curl: only this node's /readyz, not {a:?}\n"),
+            );
+        }
+        let path = format!(
+            "/api/v1/namespaces/kube-system/pods/{}",
+            encode(&format!("kube-apiserver-{}", self.node))
+        );
+        let ready = self
+            .sim_request("GET", &path, None)
+            .ok()
+            .and_then(|b| serde_json::from_str::<serde_json::Value>(&b).ok())
+            .and_then(|p| {
+                p["status"]["conditions"].as_array().map(|cs| {
+                    cs.iter()
+                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                })
+            })
+            .unwrap_or(false);
+        if ready {
+            ok("[+]ping ok\n[+]etcd ok\nreadyz check passed\n\n200")
+        } else {
+            (7, "\n000".into(), String::new())
         }
     }
 
