@@ -720,3 +720,37 @@ async fn a_control_plane_failing_at_the_baseline_blocks_the_run() {
     });
     assert!(!touched, "nothing was upgraded");
 }
+
+/// An air-gapped registry that lacks the probes' image: the baseline's probes cannot pull
+/// it, and the run halts there naming the image's policy field, before any node is touched
+/// (later every check would be inconclusive).
+#[tokio::test(start_paused = true)]
+async fn a_probe_image_the_registry_lacks_halts_at_the_baseline() {
+    let image = "registry.example/agnhost:2.53";
+    let policy = format!("{POLICY}checks: {{images: {{probe: '{image}'}}}}\n");
+    let mut h = cluster_with(&policy, |f| {
+        f.unpullable_images.insert(image.into());
+    })
+    .await;
+    let v = h.start("v1.35.3").await.expect("start");
+    let run = v["run"].as_str().expect("run").to_string();
+    let status = h.until_phase("halted", DAY).await;
+    let reason = status["reason"].as_str().unwrap_or_default().to_string();
+    assert!(
+        reason.contains("could not be pulled (ErrImagePull) at the baseline"),
+        "{reason}"
+    );
+    assert!(reason.contains("checks.images"), "{reason}");
+    let evs = h.events(&run).await;
+    let inconclusive = of(&evs, "CheckInconclusive");
+    assert!(
+        inconclusive
+            .iter()
+            .any(|c| c["facts"]["image_pull"] == "ErrImagePull"),
+        "{inconclusive:#?}"
+    );
+    let touched = evs
+        .iter()
+        .any(|e| e["event"]["StepStarted"]["step"] == "Cordon");
+    assert!(!touched, "no node was cordoned");
+}

@@ -355,6 +355,14 @@ pub fn step_verdict(
                         check.id
                     ))
                 }
+                // The probes' images are pulled here, before anything is touched: without
+                // them every later check of the run would be inconclusive.
+                Verdict::Inconclusive { why, facts } if facts.contains_key(super::verdict::FACT_IMAGE_PULL) => {
+                    Some(format!(
+                        "check {}: {why} at the baseline; every later check needs it: mirror the image into your registry and name it in checks.images, then resume",
+                        check.id
+                    ))
+                }
                 _ => None,
             })
             .collect();
@@ -655,6 +663,32 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        // A probe whose image cannot be pulled blocks there too; another inconclusive
+        // probe (evicted) does not.
+        let dns = builtin()
+            .into_iter()
+            .find(|c| c.id == "dns")
+            .expect("built-in");
+        let end = |d| crate::check::ProbeEnd {
+            disruption: Some(d),
+            ..Default::default()
+        };
+        let pull = crate::check::classify(&end(crate::check::Disruption::ImagePull(
+            "ImagePullBackOff".into(),
+        )));
+        assert!(matches!(
+            step_verdict(Boundary::Preflight, &[(dns.clone(), pull)], OnGateFailure::RollbackNode),
+            StepVerdict::Failed { severity: Severity::Halt, why } if why.contains("checks.images")
+        ));
+        let evicted = crate::check::classify(&end(crate::check::Disruption::Evicted));
+        assert_eq!(
+            step_verdict(
+                Boundary::Preflight,
+                &[(dns, evicted)],
+                OnGateFailure::RollbackNode
+            ),
+            StepVerdict::Passed
+        );
     }
 
     #[test]

@@ -65,6 +65,10 @@ pub struct ProbeReport {
     pub facts: BTreeMap<String, String>,
 }
 
+/// The fact an inconclusive verdict carries when the probe's image could not be pulled:
+/// at the baseline that blocks (every later check would need the image).
+pub const FACT_IMAGE_PULL: &str = "image_pull";
+
 /// The result classifier: exit code 0 passes, 1 fails, anything else (or no exit, or a
 /// disruption) is inconclusive. The termination message's last line, a `ProbeReport`, gives
 /// the detail and facts.
@@ -96,6 +100,10 @@ pub fn classify(end: &ProbeEnd) -> Verdict {
             Disruption::Deleted => "the probe was deleted before it ended".to_string(),
             Disruption::TimedOut => "the probe did not end within the check's timeout".to_string(),
         };
+        let mut facts = facts;
+        if let Disruption::ImagePull(reason) = d {
+            facts.insert(FACT_IMAGE_PULL.into(), reason.clone());
+        }
         return Verdict::Inconclusive { why, facts };
     }
     match (end.exit_code, stated) {

@@ -169,6 +169,17 @@ fn container_state(
             }),
             ..Default::default()
         }
+    } else if let Some(reason) = &p.pull_failed {
+        core::ContainerState {
+            waiting: Some(core::ContainerStateWaiting {
+                reason: Some(reason.clone()),
+                message: Some(format!(
+                    "failed to pull image {:?}: not found",
+                    p.spec.image
+                )),
+            }),
+            ..Default::default()
+        }
     } else {
         core::ContainerState {
             waiting: Some(core::ContainerStateWaiting {

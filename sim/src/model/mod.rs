@@ -324,6 +324,9 @@ pub struct SimPod {
     pub evicted_at: Option<Millis>,
     /// The revision of its owner's template it was made from.
     pub revision: u64,
+    /// Its image could not be pulled: the container waits with this reason.
+    #[serde(default)]
+    pub pull_failed: Option<String>,
 }
 
 impl SimPod {
@@ -526,6 +529,10 @@ pub struct Faults {
     /// the node's port, while the other instances keep the API (and the load balancer) up.
     #[serde(default)]
     pub apiserver_fails_from: BTreeMap<String, Version>,
+    /// Images the registry does not have (an air-gapped cluster whose mirror lacks them):
+    /// a pod bound with one stays Pending, its container waiting in `ErrImagePull`.
+    #[serde(default)]
+    pub unpullable_images: BTreeSet<String>,
     /// kubeadm skipped its addon phase: kube-proxy and CoreDNS stay at their old images
     /// after the control plane's upgrade.
     #[serde(default)]
@@ -1070,6 +1077,7 @@ impl World {
             reason: None,
             evicted_at: None,
             revision: 0,
+            pull_failed: None,
         };
         if let Some(o) = &pod.owner {
             *self.active.entry(o.uid.clone()).or_default() += 1;
@@ -1148,6 +1156,22 @@ impl World {
             return;
         }
         self.waiting.remove(key);
+        if self.faults.unpullable_images.contains(&p.spec.image) {
+            let (image, about) = (p.spec.image.clone(), record::about_pod(p, None));
+            if let Some(p) = self.pods.get_mut(key)
+                && p.pull_failed.is_none()
+            {
+                p.pull_failed = Some("ErrImagePull".into());
+                self.touch_pod(key);
+                self.warning(
+                    about,
+                    record::kubelet(&node),
+                    "Failed",
+                    format!("Failed to pull image \"{image}\": not found"),
+                );
+            }
+            return;
+        }
         let now = self.now;
         let (containers, image) = (container_names(p), p.spec.image.clone());
         let ready_at = now + p.spec.startup_ms;
