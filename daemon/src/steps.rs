@@ -195,19 +195,34 @@ impl StepEnv<'_> {
             };
             let verdict = match &c.kind {
                 CheckKind::PodNetwork => {
+                    // Echo pods on the peers and on this node: the peers are dialled from
+                    // a pod and from the host network, and each dials this node's back.
+                    let mut on = plan.peers.clone();
+                    on.push(node.to_string());
                     match self
-                        .echo_targets(&run, &plan.peers, c, plan.boundary, attempt, &mut echoes)
+                        .echo_targets(&run, &on, c, plan.boundary, attempt, &mut echoes)
                         .await?
                     {
-                        Ok(targets) => {
-                            let orders = ProbeOrders {
-                                kind: "pod-network",
-                                targets: &targets,
-                                nonce: "",
-                                claim: None,
-                            };
-                            self.run_probe(&run, c, plan.boundary, attempt, orders)
-                                .await?
+                        Ok(mut targets) => {
+                            let home = targets.pop();
+                            let mut parts = Vec::new();
+                            for (kind, label, back_to) in [
+                                ("pod-network", "", home.as_deref()),
+                                ("host-network", "hostNetwork", None),
+                            ] {
+                                let orders = ProbeOrders {
+                                    kind,
+                                    targets: &targets,
+                                    nonce: "",
+                                    claim: None,
+                                    back_to,
+                                };
+                                let v = self
+                                    .run_probe(&run, c, plan.boundary, attempt, orders)
+                                    .await?;
+                                parts.push((label, v));
+                            }
+                            check::combine(parts)
                         }
                         Err(why) => why,
                     }
@@ -219,6 +234,7 @@ impl StepEnv<'_> {
                         targets: &targets,
                         nonce: "",
                         claim: None,
+                        back_to: None,
                     };
                     self.run_probe(&run, c, plan.boundary, attempt, orders)
                         .await?
@@ -378,8 +394,9 @@ impl StepEnv<'_> {
         let cluster = &self.ports.cluster;
         let ns = check::probe::NAMESPACE;
         let node = self.host.as_str();
-        // A storage check's writer and reader are two pods of one check.
-        let part = if orders.claim.is_some() {
+        // A storage check's writer and reader are two pods of one check, as are the
+        // pod-network check's pod and hostNetwork probes.
+        let part = if orders.claim.is_some() || orders.kind == "host-network" {
             format!("{}-{}", c.id, orders.kind)
         } else {
             c.id.clone()
@@ -451,6 +468,7 @@ impl StepEnv<'_> {
                 targets: &[],
                 nonce: &nonce,
                 claim: Some(&claim),
+                back_to: None,
             };
             verdict = self.run_probe(run, c, boundary, attempt, orders).await?;
             if !matches!(verdict, Verdict::Passed { .. }) {

@@ -754,3 +754,58 @@ async fn a_probe_image_the_registry_lacks_halts_at_the_baseline() {
         .any(|e| e["event"]["StepStarted"]["step"] == "Cordon");
     assert!(!touched, "no node was cordoned");
 }
+
+/// The probe script as a real cluster runs it (agnhost's sh, nc, curl), with fake tools in
+/// front of PATH: a target that answers but cannot dial this node's echo pod back fails
+/// naming the way back; one that does passes.
+#[test]
+fn the_probe_script_dials_each_target_and_asks_it_to_dial_back() {
+    let run = |curl_answer: &str| -> (i32, String) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tool = |name: &str, body: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).expect("write");
+            std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+                .expect("chmod");
+        };
+        tool("nc", "exit 0");
+        // netexec's /dial answers what the dial got back.
+        tool(
+            "curl",
+            &format!(
+                "case \"$*\" in *host=10.244.9.9*port=8080*) printf '%s' '{curl_answer}';; *) exit 7;; esac"
+            ),
+        );
+        let log = dir.path().join("termination-log");
+        let out = std::process::Command::new("sh")
+            .args(["-c", upgraded_events::check::probe::PROBE_SCRIPT])
+            .env(
+                "PATH",
+                format!(
+                    "{}:{}",
+                    dir.path().display(),
+                    std::env::var("PATH").unwrap_or_default()
+                ),
+            )
+            .env("UPGRADED_PROBE", "pod-network")
+            .env("UPGRADED_TARGETS", "10.244.1.5:8080,10.244.2.9:8080")
+            .env("UPGRADED_BACK_TO", "10.244.9.9:8080")
+            .env("UPGRADED_NONCE", "")
+            .env("UPGRADED_TERMINATION_LOG", &log)
+            .output()
+            .expect("sh runs");
+        (
+            out.status.code().unwrap_or(-1),
+            std::fs::read_to_string(&log).unwrap_or_default(),
+        )
+    };
+    let (code, msg) = run(r#"{"responses":["echo-w-1"]}"#);
+    assert_eq!(code, 0, "{msg}");
+    assert!(msg.contains("\"ok\":true"), "{msg}");
+    let (code, msg) = run(r#"{"errors":["dial timeout"]}"#);
+    assert_eq!(code, 1, "{msg}");
+    assert!(
+        msg.contains("dial back from 10.244.1.5:8080 to 10.244.9.9:8080: no answer"),
+        "{msg}"
+    );
+}

@@ -24,7 +24,7 @@ pub use probe::{Peer, StepVerdict, network_peers, node_probe_checks, step_verdic
 pub const DEFAULT_GENERATION_LABEL: &str = "node.kubernetes.io/instance-type";
 pub use verdict::{
     BaselineFinding, Disruption, ProbeEnd, ProbeReport, ProblemTally, Verdict, baseline_finding,
-    classify, devices_lost, devices_verdict, disruption_of, probe_name,
+    classify, combine, devices_lost, devices_verdict, disruption_of, probe_name,
 };
 
 /// A check's stable name (`pod-network`, `storage/local-path`, `user/smoke`).

@@ -21,18 +21,27 @@ pub const LABEL_CHECK: &str = "upgraded.dev/check";
 pub const LABEL_NODE: &str = "upgraded.dev/node";
 pub const LABEL_ATTEMPT: &str = "upgraded.dev/attempt";
 
-/// The script a probe container runs on a real cluster (busybox `sh`, `nc`, `nslookup`, as
+/// The script a probe container runs on a real cluster (`sh`, `nc`, `nslookup`, `curl`, as
 /// in agnhost's image): it reads the same variables the sim's model answers, tries every
-/// target, writes one JSON line to its termination message and exits 0 (all answered) or 1.
+/// target (and asks each that answered to dial `UPGRADED_BACK_TO` back through netexec's
+/// `/dial`), writes one JSON line to its termination message (`UPGRADED_TERMINATION_LOG`
+/// where a test puts it) and exits 0 (all answered) or 1.
 pub const PROBE_SCRIPT: &str = r#"set -u
+log="${UPGRADED_TERMINATION_LOG:-/dev/termination-log}"
 failed=""; n=0
 for t in $(echo "${UPGRADED_TARGETS:-}" | tr ',' ' '); do
   n=$((n+1))
   case "$UPGRADED_PROBE" in
-    pod-network) nc -z -w 5 "${t%:*}" "${t##*:}" >/dev/null 2>&1 || failed="$failed dial $t: no answer;" ;;
+    pod-network|host-network)
+      if ! nc -z -w 5 "${t%:*}" "${t##*:}" >/dev/null 2>&1; then failed="$failed dial $t: no answer;"
+      elif [ -n "${UPGRADED_BACK_TO:-}" ]; then
+        b="$UPGRADED_BACK_TO"
+        curl -s -m 10 "http://$t/dial?request=hostname&protocol=http&host=${b%:*}&port=${b##*:}&tries=1" | grep -q '"responses":\["' \
+          || failed="$failed dial back from $t to $b: no answer;"
+      fi ;;
     dns) nslookup "$t" >/dev/null 2>&1 || failed="$failed lookup $t: no answer;" ;;
     storage-*) ;;
-    *) echo "{\"ok\":false,\"detail\":\"unknown probe\"}" > /dev/termination-log; exit 2 ;;
+    *) echo "{\"ok\":false,\"detail\":\"unknown probe\"}" > "$log"; exit 2 ;;
   esac
 done
 case "$UPGRADED_PROBE" in
@@ -40,9 +49,9 @@ case "$UPGRADED_PROBE" in
   storage-read) n=1; [ "$(cat /data/nonce 2>/dev/null)" = "$UPGRADED_NONCE" ] || failed="read $(cat /data/nonce 2>/dev/null) back, expected $UPGRADED_NONCE;" ;;
 esac
 if [ -z "$failed" ]; then
-  echo "{\"ok\":true,\"detail\":\"$n target(s) answered\",\"facts\":{\"failed\":\"0\"}}" > /dev/termination-log; exit 0
+  echo "{\"ok\":true,\"detail\":\"$n target(s) answered\",\"facts\":{\"failed\":\"0\"}}" > "$log"; exit 0
 fi
-echo "{\"ok\":false,\"detail\":\"${failed# }\"}" > /dev/termination-log; exit 1
+echo "{\"ok\":false,\"detail\":\"${failed# }\"}" > "$log"; exit 1
 "#;
 
 impl ClusterHas {
@@ -223,7 +232,8 @@ pub(super) fn labels(run: &str, check: &str, node: &str, attempt: u32) -> Value 
 /// What a probe pod tries, and with what.
 #[derive(Debug, Clone, Copy)]
 pub struct ProbeOrders<'a> {
-    /// `pod-network`, `dns`, `storage-write`, `storage-read`.
+    /// `pod-network`, `host-network` (the same dials from the node's own network
+    /// namespace), `dns`, `storage-write`, `storage-read`.
     pub kind: &'a str,
     /// What it dials or resolves.
     pub targets: &'a [String],
@@ -231,6 +241,9 @@ pub struct ProbeOrders<'a> {
     pub nonce: &'a str,
     /// The claim a storage probe mounts at `/data`.
     pub claim: Option<&'a str>,
+    /// `IP:port` of the echo pod on the probe's own node: each target that answered is
+    /// asked (netexec's `/dial`) to dial it back, proving the way in as well as out.
+    pub back_to: Option<&'a str>,
 }
 
 /// A probe pod on `node`. Pinned with `nodeName` (a cordoned node is checked before any
@@ -253,6 +266,7 @@ pub fn probe_pod(
         targets,
         nonce,
         claim,
+        back_to,
     } = orders;
     let mut pod = json!({
         "apiVersion": "v1",
@@ -276,12 +290,17 @@ pub fn probe_pod(
                     {"name": "UPGRADED_PROBE", "value": kind},
                     {"name": "UPGRADED_TARGETS", "value": targets.join(",")},
                     {"name": "UPGRADED_NONCE", "value": nonce},
+                    {"name": "UPGRADED_BACK_TO", "value": back_to.unwrap_or_default()},
                 ],
                 "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}},
                 "terminationMessagePolicy": "File",
             }],
         },
     });
+    if kind == "host-network" {
+        pod["spec"]["hostNetwork"] = json!(true);
+        pod["spec"]["dnsPolicy"] = json!("ClusterFirstWithHostNet");
+    }
     if let Some(claim) = claim {
         let spec = &mut pod["spec"];
         if let Some(s) = spec.as_object_mut() {
@@ -492,6 +511,7 @@ mod tests {
             targets: &targets,
             nonce: "",
             claim: None,
+            back_to: None,
         };
         let pod = probe_pod(
             "upg-pod-network-w-1-a2-0000",
@@ -513,6 +533,7 @@ mod tests {
                 targets: &[],
                 nonce: "n-1",
                 claim: Some("c"),
+                back_to: None,
             },
             &policy,
         );

@@ -65,6 +65,69 @@ pub struct ProbeReport {
     pub facts: BTreeMap<String, String>,
 }
 
+/// One check's verdict from its several probes (the pod-network check's pod and
+/// hostNetwork probes): any failure fails, their details joined, each after its probe's
+/// label (none for the main probe); otherwise any inconclusive; otherwise passed. Facts
+/// are kept under `label/fact` (the main probe's as they are).
+pub fn combine(parts: Vec<(&str, Verdict)>) -> Verdict {
+    let mut facts = Facts::new();
+    let mut failed = Vec::new();
+    let mut unsure = Vec::new();
+    for (probe, verdict) in parts {
+        let (own, failure, why) = match verdict {
+            Verdict::Passed { facts } => (facts, None, None),
+            Verdict::Failed { detail, facts } => (facts, Some(detail), None),
+            Verdict::Inconclusive { why, facts } => (facts, None, Some(why)),
+        };
+        let labelled = |s: String| {
+            if probe.is_empty() {
+                s
+            } else {
+                format!("{probe}: {s}")
+            }
+        };
+        for (k, v) in own {
+            facts.insert(
+                if probe.is_empty() {
+                    k
+                } else {
+                    format!("{probe}/{k}")
+                },
+                v,
+            );
+        }
+        if let Some(d) = failure {
+            failed.push(labelled(d));
+        }
+        if let Some(w) = why {
+            unsure.push(labelled(w));
+        }
+    }
+    if !failed.is_empty() {
+        Verdict::Failed {
+            detail: failed.join("; "),
+            facts,
+        }
+    } else if !unsure.is_empty() {
+        // An image that could not be pulled stays visible to the baseline's verdict.
+        Verdict::Inconclusive {
+            why: unsure.join("; "),
+            facts: {
+                let pull = facts
+                    .iter()
+                    .find(|(k, _)| k.split('/').next_back() == Some(FACT_IMAGE_PULL))
+                    .map(|(_, v)| v.clone());
+                if let Some(p) = pull {
+                    facts.insert(FACT_IMAGE_PULL.into(), p);
+                }
+                facts
+            },
+        }
+    } else {
+        Verdict::Passed { facts }
+    }
+}
+
 /// The fact an inconclusive verdict carries when the probe's image could not be pulled:
 /// at the baseline that blocks (every later check would need the image).
 pub const FACT_IMAGE_PULL: &str = "image_pull";
@@ -481,5 +544,38 @@ mod tests {
         // Hostile node names never reach the name unescaped.
         let hostile = probe_name("r", "dns", B, "a;rm -rf /`x`$(y)", 1);
         assert!(hostile.starts_with("upg-dns-a-rm-rf-x-y-a1-"), "{hostile}");
+    }
+
+    #[test]
+    fn a_check_of_several_probes_fails_if_any_fails_else_is_unsure_if_any_is() {
+        let pass = |k: &str| Verdict::Passed {
+            facts: [(k.to_string(), "3".to_string())].into(),
+        };
+        let fail = Verdict::Failed {
+            detail: "dial back from 10.244.0.7:8080 to 10.244.0.9:8080: i/o timeout".into(),
+            facts: Facts::new(),
+        };
+        match combine(vec![("", fail), ("hostNetwork", pass("dialled"))]) {
+            Verdict::Failed { detail, facts } => {
+                assert!(detail.starts_with("dial back from"), "{detail}");
+                assert_eq!(facts["hostNetwork/dialled"], "3");
+            }
+            other => panic!("{other:?}"),
+        }
+        let pull = classify(&ProbeEnd {
+            disruption: Some(Disruption::ImagePull("ErrImagePull".into())),
+            ..ProbeEnd::default()
+        });
+        match combine(vec![("", pass("dialled")), ("hostNetwork", pull)]) {
+            Verdict::Inconclusive { why, facts } => {
+                assert!(why.starts_with("hostNetwork: the probe's image"), "{why}");
+                assert_eq!(facts[FACT_IMAGE_PULL], "ErrImagePull");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            combine(vec![("a", pass("x")), ("b", pass("y"))]),
+            Verdict::Passed { facts } if facts.len() == 2
+        ));
     }
 }

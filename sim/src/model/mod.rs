@@ -1121,7 +1121,16 @@ impl World {
             u.2 + 1,
         );
         *self.nonzero.entry(node.to_string()).or_default() += u32::from(pod.spec.cpu_millis == 0);
-        pod.ip = format!("10.244.{}.{}", (i / 250) % 250, i % 250 + 2);
+        let host_network = pod
+            .spec
+            .given
+            .as_ref()
+            .is_some_and(|g| g.host_network == Some(true));
+        pod.ip = match self.nodes.get(node) {
+            // A hostNetwork pod answers on its node's address.
+            Some(n) if host_network => n.address.clone(),
+            _ => format!("10.244.{}.{}", (i / 250) % 250, i % 250 + 2),
+        };
         self.pods.insert(key.clone(), pod);
         self.touch_pod(key);
         self.start_pod(key);

@@ -17,12 +17,15 @@ use super::*;
 pub const ENV_PROBE: &str = "UPGRADED_PROBE";
 pub const ENV_TARGETS: &str = "UPGRADED_TARGETS";
 pub const ENV_NONCE: &str = "UPGRADED_NONCE";
+pub const ENV_BACK_TO: &str = "UPGRADED_BACK_TO";
 
 /// What a probe container tries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ProbeKind {
     /// Dial every target (`IP:port`, pod or node addresses) from the probe's node.
     PodNetwork,
+    /// The same dials from the node's own network namespace (a `hostNetwork` probe).
+    HostNetwork,
     /// Resolve every target name through the cluster DNS.
     Dns,
     /// Write the nonce on the pod's claim.
@@ -35,6 +38,7 @@ impl ProbeKind {
     fn parse(s: &str) -> Option<ProbeKind> {
         match s {
             "pod-network" => Some(ProbeKind::PodNetwork),
+            "host-network" => Some(ProbeKind::HostNetwork),
             "dns" => Some(ProbeKind::Dns),
             "storage-write" => Some(ProbeKind::StorageWrite),
             "storage-read" => Some(ProbeKind::StorageRead),
@@ -49,6 +53,9 @@ pub struct ProbeRun {
     pub kind: ProbeKind,
     pub targets: Vec<String>,
     pub nonce: String,
+    /// The echo pod on the probe's own node each answering target dials back.
+    #[serde(default)]
+    pub back_to: Option<String>,
 }
 
 /// The probe a pod spec runs, if its first container names one; an unknown kind is refused
@@ -70,7 +77,9 @@ pub fn probe_of(spec: &core::PodSpec, at: &str) -> Result<Option<ProbeRun>, temp
     let parsed = ProbeKind::parse(&kind).ok_or_else(|| template::SpecError {
         field: format!("{at}.containers[0].env[{ENV_PROBE}]"),
         value: kind.clone(),
-        detail: "the sim runs the probes pod-network, dns, storage-write and storage-read".into(),
+        detail:
+            "the sim runs the probes pod-network, host-network, dns, storage-write and storage-read"
+                .into(),
     })?;
     Ok(Some(ProbeRun {
         kind: parsed,
@@ -82,6 +91,7 @@ pub fn probe_of(spec: &core::PodSpec, at: &str) -> Result<Option<ProbeRun>, temp
             .map(str::to_string)
             .collect(),
         nonce: env(ENV_NONCE).unwrap_or_default(),
+        back_to: env(ENV_BACK_TO).filter(|b| !b.is_empty()),
     }))
 }
 
@@ -189,21 +199,48 @@ impl World {
         let node = pod.node.clone().unwrap_or_default();
         let mut facts = BTreeMap::new();
         let failed: Vec<String> = match probe.kind {
-            ProbeKind::PodNetwork => {
+            ProbeKind::PodNetwork | ProbeKind::HostNetwork => {
                 facts.insert("dialled".to_string(), probe.targets.len().to_string());
-                probe
-                    .targets
-                    .iter()
-                    .filter_map(|target| {
-                        let ip = target.rsplit_once(':').map_or(target.as_str(), |(h, _)| h);
-                        match self.node_of_address(ip) {
-                            None => Some(format!("dial {target}: no route to host")),
-                            Some((peer, what)) => (!self.pod_network_works(&node)
-                                || !self.pod_network_works(&peer))
-                            .then(|| format!("dial {target} ({what}) from {node}: i/o timeout")),
+                let from = if probe.kind == ProbeKind::HostNetwork {
+                    format!("{node}'s host network")
+                } else {
+                    node.clone()
+                };
+                let ip_of = |t: &str| t.rsplit_once(':').map_or(t, |(h, _)| h).to_string();
+                // A node whose CNI is broken reaches no pod, from its pods or its host (the
+                // routes to other nodes' pods are the CNI's), and no pod reaches it.
+                let back = probe
+                    .back_to
+                    .as_deref()
+                    .map(|b| (b, self.node_of_address(&ip_of(b))));
+                let mut failed = Vec::new();
+                for target in &probe.targets {
+                    let Some((peer, what)) = self.node_of_address(&ip_of(target)) else {
+                        failed.push(format!("dial {target}: no route to host"));
+                        continue;
+                    };
+                    if !self.pod_network_works(&node) || !self.pod_network_works(&peer) {
+                        failed.push(format!("dial {target} ({what}) from {from}: i/o timeout"));
+                        continue;
+                    }
+                    match &back {
+                        Some((b, None)) => {
+                            failed.push(format!("dial back from {target} to {b}: no route to host"))
                         }
-                    })
-                    .collect()
+                        Some((b, Some((home, _))))
+                            if !self.pod_network_works(&peer) || !self.pod_network_works(home) =>
+                        {
+                            failed.push(format!(
+                                "dial back from {target} ({what}) to {b}: i/o timeout"
+                            ))
+                        }
+                        _ => {}
+                    }
+                }
+                if back.is_some() {
+                    facts.insert("dialled_back".to_string(), probe.targets.len().to_string());
+                }
+                failed
             }
             ProbeKind::Dns => {
                 facts.insert("resolved".to_string(), probe.targets.len().to_string());
