@@ -349,6 +349,23 @@ impl ClusterApi for FakeWorld {
         })
     }
 
+    /// The fake world has no kube-proxy: a Service without an address (the DNS probe then
+    /// only resolves names).
+    fn create_service<'a>(
+        &'a self,
+        _manifest: &'a Value,
+    ) -> BoxFut<'a, Result<Option<String>, PortError>> {
+        Box::pin(async { Ok(None) })
+    }
+
+    fn delete_service<'a>(
+        &'a self,
+        _namespace: &'a str,
+        _name: &'a str,
+    ) -> BoxFut<'a, Result<(), PortError>> {
+        Box::pin(async { Ok(()) })
+    }
+
     fn create_claim<'a>(&'a self, _manifest: &'a Value) -> BoxFut<'a, Result<(), PortError>> {
         Box::pin(async { Ok(()) })
     }

@@ -15,7 +15,7 @@ use k8s_openapi::api::authorization::v1::{
 };
 use k8s_openapi::api::autoscaling::v1::{Scale, ScaleSpec};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolumeClaim, Pod, Service};
 use k8s_openapi::api::policy::v1::{Eviction as EvictionBody, PodDisruptionBudget};
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{DeleteOptions, ObjectMeta, Preconditions};
@@ -718,6 +718,34 @@ impl ClusterApi for KubeCluster {
             };
             Ok(Some(probe_pod(&pod)))
         })
+    }
+
+    fn create_service<'a>(
+        &'a self,
+        manifest: &'a Value,
+    ) -> BoxFut<'a, Result<Option<String>, PortError>> {
+        Box::pin(async move {
+            self.create_adopting::<Service>(manifest, "Service").await?;
+            let ns = manifest["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or_default();
+            let name = manifest["metadata"]["name"].as_str().unwrap_or_default();
+            let api: Api<Service> = Api::namespaced(self.client.clone(), ns);
+            Ok(api
+                .get_opt(name)
+                .await
+                .map_err(api_error)?
+                .and_then(|s| s.spec)
+                .and_then(|s| s.cluster_ip))
+        })
+    }
+
+    fn delete_service<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> BoxFut<'a, Result<(), PortError>> {
+        Box::pin(self.delete_if_there::<Service>(namespace, name, DeleteParams::default()))
     }
 
     fn create_claim<'a>(&'a self, manifest: &'a Value) -> BoxFut<'a, Result<(), PortError>> {

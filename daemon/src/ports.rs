@@ -240,6 +240,17 @@ pub trait ClusterApi: Send + Sync + 'static {
         namespace: &'a str,
         name: &'a str,
     ) -> BoxFut<'a, Result<Option<ProbePod>, PortError>>;
+    /// Creates a probe's Service (one that exists is adopted); its ClusterIP.
+    fn create_service<'a>(
+        &'a self,
+        manifest: &'a Value,
+    ) -> BoxFut<'a, Result<Option<String>, PortError>>;
+    /// Deletes a probe's Service (gone already is fine).
+    fn delete_service<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> BoxFut<'a, Result<(), PortError>>;
     /// Creates a probe's PersistentVolumeClaim (one that exists is adopted).
     fn create_claim<'a>(&'a self, manifest: &'a Value) -> BoxFut<'a, Result<(), PortError>>;
     /// Deletes a probe's claim (gone already is fine).

@@ -228,16 +228,37 @@ impl StepEnv<'_> {
                     }
                 }
                 CheckKind::Dns => {
-                    let targets = check::probe::dns_targets();
-                    let orders = ProbeOrders {
-                        kind: "dns",
-                        targets: &targets,
-                        nonce: "",
-                        claim: None,
-                        back_to: None,
-                    };
-                    self.run_probe(&run, c, plan.boundary, attempt, orders)
+                    // An echo pod on this node behind a probe Service: its name must
+                    // resolve and its ClusterIP answer through the node's kube-proxy.
+                    let own = [node.to_string()];
+                    match self
+                        .echo_targets(&run, &own, c, plan.boundary, attempt, &mut echoes)
                         .await?
+                    {
+                        Ok(_) => {
+                            let part = format!("{}-svc", c.id);
+                            let svc = check::probe_name(&run, &part, plan.boundary, node, attempt);
+                            let manifest =
+                                check::probe::dns_service(&svc, &run, &c.id, node, attempt);
+                            let ip = cluster.create_service(&manifest).await?;
+                            let targets = check::probe::dns_targets(&svc, ip.as_deref());
+                            let orders = ProbeOrders {
+                                kind: "dns",
+                                targets: &targets,
+                                nonce: "",
+                                claim: None,
+                                back_to: None,
+                            };
+                            let v = self
+                                .run_probe(&run, c, plan.boundary, attempt, orders)
+                                .await?;
+                            cluster
+                                .delete_service(check::probe::NAMESPACE, &svc)
+                                .await?;
+                            v
+                        }
+                        Err(why) => why,
+                    }
                 }
                 CheckKind::Storage { storage_class } => {
                     self.storage(&run, c, storage_class, plan.boundary, attempt)

@@ -105,6 +105,22 @@ pub fn required(policy: &PlanPolicy) -> Vec<Permission> {
             p("get", "", "pods", "", why),
             p("delete", "", "pods", "", why),
         ]);
+        let dns_on = upgraded_events::check::catalog(
+            &policy.checks,
+            &upgraded_events::check::ClusterHas::everything(&policy.checks),
+        )
+        .is_ok_and(|(on, _)| {
+            on.iter()
+                .any(|c| c.kind == upgraded_events::check::CheckKind::Dns)
+        });
+        if dns_on {
+            let why = "the DNS check (a probe Service in namespace upgraded-checks)";
+            out.extend([
+                p("create", "", "services", "", why),
+                p("get", "", "services", "", why),
+                p("delete", "", "services", "", why),
+            ]);
+        }
     }
     let run_checks = |b| policy.runs_run_checks(b);
     if [

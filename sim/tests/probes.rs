@@ -188,6 +188,76 @@ async fn dns_probes_fail_once_the_control_plane_runs_the_broken_coredns() {
     }
 }
 
+/// A DNS probe finds a Service by name and reaches a pod through its ClusterIP; a name
+/// nobody made is not found, and a Service with no ready pod behind it refuses.
+#[tokio::test]
+async fn dns_probes_resolve_services_and_dial_their_cluster_ip() {
+    use k8s_openapi::api::core::v1::Service;
+    let (sim, client) = start().await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let services: Api<Service> = Api::namespaced(client, "default");
+    let echo: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "echo", "labels": {"app": "echo"}},
+        "spec": {"nodeName": WORKER2, "containers": [{"name": "echo", "image": "registry.k8s.io/e2e-test-images/agnhost:2.53", "args": ["netexec"]}]}
+    }))
+    .expect("a Pod");
+    pods.create(&PostParams::default(), &echo)
+        .await
+        .expect("echo");
+    let svc = |name: &str, app: &str| -> Service {
+        serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": name},
+            "spec": {"selector": {"app": app}, "ports": [{"port": 8080, "targetPort": 8080}]}
+        }))
+        .expect("a Service")
+    };
+    let made = services
+        .create(&PostParams::default(), &svc("echo", "echo"))
+        .await
+        .expect("service");
+    let ip = made.spec.and_then(|s| s.cluster_ip).expect("a ClusterIP");
+    let empty = services
+        .create(&PostParams::default(), &svc("nobody", "nobody"))
+        .await
+        .expect("service");
+    let empty_ip = empty.spec.and_then(|s| s.cluster_ip).expect("a ClusterIP");
+    sim.world().advance(10_000);
+    let targets = format!("echo.default.svc.cluster.local,{ip}:8080");
+    let v = run(
+        &sim,
+        &pods,
+        probe("dns-s1", WORKER, "dns", &targets, "", None),
+    )
+    .await;
+    assert!(matches!(v, Verdict::Passed { .. }), "{v:?}");
+    let missing = "gone.default.svc.cluster.local";
+    match run(
+        &sim,
+        &pods,
+        probe("dns-s2", WORKER, "dns", missing, "", None),
+    )
+    .await
+    {
+        Verdict::Failed { detail, .. } => assert!(detail.contains("no such host"), "{detail}"),
+        other => panic!("{other:?}"),
+    }
+    let refused = format!("{empty_ip}:8080");
+    match run(
+        &sim,
+        &pods,
+        probe("dns-s3", WORKER, "dns", &refused, "", None),
+    )
+    .await
+    {
+        Verdict::Failed { detail, .. } => {
+            assert!(detail.contains("no ready endpoint"), "{detail}")
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn a_volume_keeps_the_writers_nonce_for_the_reader_until_mounts_break() {
     let (sim, client) = start().await;

@@ -109,6 +109,31 @@ async fn every_worker_is_checked_before_its_uncordon_and_the_probes_are_cleaned_
             checked < uncordoned,
             "{w}: checked at {checked}, uncordoned at {uncordoned}"
         );
+        // DNS: the API's name and the probe Service's resolved, its ClusterIP answered;
+        // pod networking both ways and from the host network.
+        let dns = passed
+            .iter()
+            .rfind(|p| p["check"] == "dns" && p["subject"] == w)
+            .expect("dns passed");
+        assert_eq!(dns["facts"]["resolved"], "2", "{dns}");
+        assert!(
+            dns["facts"]["service"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("10.96.") && s.ends_with(":8080")),
+            "{dns}"
+        );
+        let net = passed
+            .iter()
+            .rfind(|p| p["check"] == "pod-network" && p["subject"] == w)
+            .expect("net passed");
+        assert_eq!(
+            net["facts"]["dialled_back"], net["facts"]["dialled"],
+            "{net}"
+        );
+        assert_eq!(
+            net["facts"]["hostNetwork/dialled"], net["facts"]["dialled"],
+            "{net}"
+        );
     }
     assert!(of(&evs, "CheckFailed").is_empty());
     // Every CheckStarted has its verdict, and no probe pod is left behind.
@@ -125,6 +150,12 @@ async fn every_worker_is_checked_before_its_uncordon_and_the_probes_are_cleaned_
         .map(|p| &p.name)
         .collect();
     assert!(left.is_empty(), "probe pods left: {left:?}");
+    let services: Vec<&(String, String)> = w
+        .services
+        .keys()
+        .filter(|(ns, _)| ns == "upgraded-checks")
+        .collect();
+    assert!(services.is_empty(), "probe Services left: {services:?}");
 }
 
 /// The guide's "networking between nodes fails" trigger: the canary's new kubelet breaks

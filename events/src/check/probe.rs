@@ -39,7 +39,10 @@ for t in $(echo "${UPGRADED_TARGETS:-}" | tr ',' ' '); do
         curl -s -m 10 "http://$t/dial?request=hostname&protocol=http&host=${b%:*}&port=${b##*:}&tries=1" | grep -q '"responses":\["' \
           || failed="$failed dial back from $t to $b: no answer;"
       fi ;;
-    dns) nslookup "$t" >/dev/null 2>&1 || failed="$failed lookup $t: no answer;" ;;
+    dns) case "$t" in
+        *:*) nc -z -w 5 "${t%:*}" "${t##*:}" >/dev/null 2>&1 || failed="$failed dial service $t: no answer;" ;;
+        *) nslookup "$t" >/dev/null 2>&1 || failed="$failed lookup $t: no answer;" ;;
+      esac ;;
     storage-*) ;;
     *) echo "{\"ok\":false,\"detail\":\"unknown probe\"}" > "$log"; exit 2 ;;
   esac
@@ -215,9 +218,36 @@ pub fn probe_claim(name: &str, run: &str, check: &str, node: &str, class: &str) 
     })
 }
 
-/// The names a DNS probe resolves.
-pub fn dns_targets() -> Vec<String> {
-    vec!["kubernetes.default.svc.cluster.local".into()]
+/// What a DNS probe tries: the API's own name, the probe Service's name, and the
+/// Service's ClusterIP dialled (through kube-proxy on the node) when it has one.
+pub fn dns_targets(service: &str, cluster_ip: Option<&str>) -> Vec<String> {
+    let mut t = vec![
+        "kubernetes.default.svc.cluster.local".to_string(),
+        format!("{service}.{NAMESPACE}.svc.cluster.local"),
+    ];
+    if let Some(ip) = cluster_ip.filter(|ip| !ip.is_empty() && *ip != "None") {
+        t.push(format!("{ip}:{ECHO_PORT}"));
+    }
+    t
+}
+
+/// The DNS check's Service: the echo pods on `node` behind a ClusterIP, so the probe finds
+/// it by name and reaches it through the node's kube-proxy.
+pub fn dns_service(name: &str, run: &str, check: &str, node: &str, attempt: u32) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": name,
+            "namespace": NAMESPACE,
+            "labels": labels(run, check, node, attempt),
+        },
+        "spec": {
+            "type": "ClusterIP",
+            "selector": {LABEL_RUN: run, LABEL_CHECK: "echo", LABEL_NODE: node},
+            "ports": [{"name": "http", "port": ECHO_PORT, "targetPort": ECHO_PORT, "protocol": "TCP"}],
+        },
+    })
 }
 
 pub(super) fn labels(run: &str, check: &str, node: &str, attempt: u32) -> Value {

@@ -172,6 +172,51 @@ impl World {
         serde_json::json!({"status": "success", "data": {"alerts": alerts}})
     }
 
+    /// Whether the cluster DNS knows `name` (`SERVICE.NAMESPACE.svc.cluster.local`; other
+    /// names are taken as answered, as an upstream resolver would).
+    fn service_name_exists(&self, name: &str) -> bool {
+        let Some(rest) = name.strip_suffix(".svc.cluster.local") else {
+            return true;
+        };
+        let Some((svc, ns)) = rest.split_once('.') else {
+            return false;
+        };
+        self.services
+            .contains_key(&(ns.to_string(), svc.to_string()))
+    }
+
+    /// The nodes of the Running pods behind the Service whose ClusterIP is `ip`.
+    fn service_endpoints(&self, ip: &str) -> Vec<String> {
+        let Some(((ns, _), svc)) = self
+            .services
+            .iter()
+            .find(|(_, s)| s.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()) == Some(ip))
+        else {
+            return Vec::new();
+        };
+        let selector = svc
+            .spec
+            .as_ref()
+            .and_then(|s| s.selector.clone())
+            .unwrap_or_default();
+        if selector.is_empty() {
+            return Vec::new();
+        }
+        let now = self.now;
+        self.pods
+            .range((ns.clone(), String::new())..)
+            .take_while(|((n, _), _)| n == ns)
+            .map(|(_, p)| p)
+            .filter(|p| {
+                selector
+                    .iter()
+                    .all(|(k, v)| p.spec.labels.get(k) == Some(v))
+                    && p.is_ready(now, &self.nodes)
+            })
+            .filter_map(|p| p.node.clone())
+            .collect()
+    }
+
     /// The node an address belongs to: a pod's IP, or a node's own (hostNetwork).
     fn node_of_address(&self, ip: &str) -> Option<(String, String)> {
         if let Some(n) = self.nodes.values().find(|n| n.address == ip) {
@@ -243,14 +288,40 @@ impl World {
                 failed
             }
             ProbeKind::Dns => {
-                facts.insert("resolved".to_string(), probe.targets.len().to_string());
-                let works = self.pod_network_works(&node) && self.dns_works();
-                probe
-                    .targets
-                    .iter()
-                    .filter(|_| !works)
-                    .map(|name| format!("lookup {name} on 10.96.0.10:53 from {node}: i/o timeout"))
-                    .collect()
+                // Names are looked up; `IP:port` targets are a Service's ClusterIP, dialled
+                // through the node's kube-proxy to one of its endpoints.
+                let (dials, names): (Vec<&String>, Vec<&String>) =
+                    probe.targets.iter().partition(|t| t.contains(':'));
+                facts.insert("resolved".to_string(), names.len().to_string());
+                let net = self.pod_network_works(&node);
+                let works = net && self.dns_works();
+                let mut failed: Vec<String> = names
+                    .into_iter()
+                    .filter_map(|name| {
+                        if !works {
+                            Some(format!(
+                                "lookup {name} on 10.96.0.10:53 from {node}: i/o timeout"
+                            ))
+                        } else if !self.service_name_exists(name) {
+                            Some(format!("lookup {name} on 10.96.0.10:53: no such host"))
+                        } else {
+                            None
+                        }
+                    })
+                    .collect();
+                for target in dials {
+                    facts.insert("service".to_string(), target.clone());
+                    let ip = target.rsplit_once(':').map_or(target.as_str(), |(h, _)| h);
+                    let endpoints = self.service_endpoints(ip);
+                    if endpoints.is_empty() {
+                        failed.push(format!(
+                            "dial service {target}: connection refused (no ready endpoint)"
+                        ));
+                    } else if !net || !endpoints.iter().any(|n| self.pod_network_works(n)) {
+                        failed.push(format!("dial service {target} from {node}: i/o timeout"));
+                    }
+                }
+                failed
             }
             ProbeKind::StorageWrite | ProbeKind::StorageRead => {
                 let claim = pod
