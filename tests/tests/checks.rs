@@ -840,3 +840,50 @@ fn the_probe_script_dials_each_target_and_asks_it_to_dial_back() {
         "{msg}"
     );
 }
+
+/// The ingress check: an HTTP GET through the cluster's ingress controller (the sim's, in
+/// front of Service default/app) answers 200 at the baseline, after each batch and at the
+/// end; a route whose Service has no ready pod (503 already before the upgrade) is a
+/// finding recorded at the baseline and never blamed on the upgrade.
+#[tokio::test(start_paused = true)]
+async fn the_ingress_routes_through_the_run_and_a_route_broken_before_is_only_recorded() {
+    for (service, app, broken) in [("app", "app", false), ("orphan", "nobody", true)] {
+        let policy = format!(
+            "{POLICY}checks: {{ingressUrl: 'http://sim.in-process/sim/v1/ingress/default/{service}/'}}\n"
+        );
+        let mut h = cluster_with(&policy, |_| {}).await;
+        h.sim
+            .world()
+            .add_app_service("default", service, app, 8080)
+            .expect("service");
+        let v = h.start("v1.35.3").await.expect("start");
+        let run = v["run"].as_str().expect("run").to_string();
+        h.until_phase("completed", DAY).await;
+        let evs = h.events(&run).await;
+        let started: Vec<&Value> = of(&evs, "CheckStarted")
+            .into_iter()
+            .filter(|s| s["check"] == "ingress")
+            .collect();
+        let failed: Vec<&Value> = of(&evs, "CheckFailed")
+            .into_iter()
+            .filter(|f| f["check"] == "ingress")
+            .collect();
+        if broken {
+            assert_eq!(started.len(), 1, "only the baseline: {started:#?}");
+            assert_eq!(started[0]["boundary"], "preflight");
+            assert!(
+                failed.len() == 1
+                    && failed[0]["detail"]
+                        .as_str()
+                        .is_some_and(|d| d.contains("503")),
+                "{failed:#?}"
+            );
+        } else {
+            assert!(failed.is_empty(), "{failed:#?}");
+            let at = |b: &str| started.iter().filter(|s| s["boundary"] == b).count();
+            assert_eq!(at("preflight"), 1);
+            assert_eq!(at("final"), 1);
+            assert!(at("after-batch") >= 3, "{started:#?}");
+        }
+    }
+}

@@ -172,6 +172,28 @@ impl World {
         serde_json::json!({"status": "success", "data": {"alerts": alerts}})
     }
 
+    /// What an ingress controller answers for a route to Service `namespace/name`: 404
+    /// without the Service (its default backend), 503 with no ready pod behind it, 504
+    /// when none of them can be reached over the pod network, else 200.
+    pub fn ingress(&self, namespace: &str, name: &str) -> (u16, String) {
+        let key = (namespace.to_string(), name.to_string());
+        let Some(ip) = self
+            .services
+            .get(&key)
+            .and_then(|s| s.spec.as_ref()?.cluster_ip.clone())
+        else {
+            return (404, "default backend - 404".into());
+        };
+        let endpoints = self.service_endpoints(&ip);
+        if endpoints.is_empty() {
+            (503, "Service Temporarily Unavailable".into())
+        } else if !endpoints.iter().any(|n| self.pod_network_works(n)) {
+            (504, "Gateway Time-out".into())
+        } else {
+            (200, "ok".into())
+        }
+    }
+
     /// Whether the cluster DNS knows `name` (`SERVICE.NAMESPACE.svc.cluster.local`; other
     /// names are taken as answered, as an upstream resolver would).
     fn service_name_exists(&self, name: &str) -> bool {

@@ -116,6 +116,36 @@ impl World {
     }
 
     /// A Service kubeadm makes (`kubernetes`, `kube-dns`) at its fixed address.
+    /// A ClusterIP Service in front of the pods labelled `app=APP` (scenarios and tests: an
+    /// application an ingress routes to); its cluster IP.
+    pub fn add_app_service(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        app: &str,
+        port: i32,
+    ) -> Result<String, ServiceError> {
+        let svc = core::Service {
+            metadata: meta::ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some(namespace.into()),
+                ..Default::default()
+            },
+            spec: Some(core::ServiceSpec {
+                selector: Some([("app".to_string(), app.to_string())].into()),
+                ports: Some(vec![core::ServicePort {
+                    port,
+                    target_port: Some(IntOrString::Int(port)),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let made = self.add_service(svc)?;
+        Ok(made.spec.and_then(|s| s.cluster_ip).unwrap_or_default())
+    }
+
     pub(crate) fn add_system_service(
         &mut self,
         namespace: &str,

@@ -48,6 +48,15 @@ pub(super) fn control(sim: &Sim, method: &Method, path: &[String], body: &[u8]) 
             ok(&sim.world().prometheus_alerts())
         }
         (Method::GET, ["v1", "prometheus", "-", "healthy"]) => ok(&json!({"ok": true})),
+        // An ingress controller in front of the model: `/sim/v1/ingress/NAMESPACE/SERVICE/...`
+        // is routed to that Service's ready pods, for the ingress check.
+        (Method::GET, ["v1", "ingress", ns, svc, ..]) => {
+            let (code, body) = sim.world().ingress(ns, svc);
+            json_response(
+                StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_GATEWAY),
+                &json!({"status": code, "body": body}),
+            )
+        }
         (Method::GET, ["v1", "audit", "user-agents"]) => ok(&sim.user_agents()),
         (Method::POST, ["v1", "advance"]) => {
             let b: AdvanceBody = match serde_json::from_slice(body) {
