@@ -887,3 +887,48 @@ async fn the_ingress_routes_through_the_run_and_a_route_broken_before_is_only_re
         }
     }
 }
+
+/// The operator's own checks of the other two kinds: a Job of theirs (its exit code
+/// decides; renamed, labelled and deleted by the daemon) after every batch, and an HTTP
+/// probe (here the sim's ingress) at the end, each with its verdict recorded.
+#[tokio::test(start_paused = true)]
+async fn the_operators_job_and_http_checks_run_where_they_say() {
+    let policy = format!(
+        "{POLICY}checks:
+  user:
+  - id: checkout
+    at: [after-batch]
+    job: |
+      kind: Job
+      spec: {{template: {{spec: {{containers: [{{name: t, image: 'registry.example/smoke:1', command: [/smoke, --fast]}}]}}}}}}
+  - id: shop
+    at: [final]
+    http: {{url: 'http://sim.in-process/sim/v1/ingress/default/app/', status: 200}}
+"
+    );
+    let mut h = cluster_with(&policy, |_| {}).await;
+    h.sim
+        .world()
+        .add_app_service("default", "app", "app", 8080)
+        .expect("service");
+    let v = h.start("v1.35.3").await.expect("start");
+    let run = v["run"].as_str().expect("run").to_string();
+    h.until_phase("completed", DAY).await;
+    let evs = h.events(&run).await;
+    let passed = of(&evs, "CheckPassed");
+    let count = |id: &str| passed.iter().filter(|p| p["check"] == id).count();
+    assert!(count("user/checkout") >= 3, "after each batch: {passed:#?}");
+    assert_eq!(count("user/shop"), 1);
+    assert!(
+        of(&evs, "CheckFailed").is_empty(),
+        "{:#?}",
+        of(&evs, "CheckFailed")
+    );
+    let w = h.sim.world();
+    let left: Vec<&(String, String)> = w
+        .jobs
+        .keys()
+        .filter(|(ns, _)| ns == "upgraded-checks")
+        .collect();
+    assert!(left.is_empty(), "Jobs left: {left:?}");
+}
