@@ -165,7 +165,7 @@ impl StepEnv<'_> {
         let Some(plan) = self
             .checks
             .as_ref()
-            .filter(|p| !p.checks.is_empty() || !p.run.is_empty())
+            .filter(|p| !p.checks.is_empty() || !p.run.is_empty() || !p.samples.is_empty())
         else {
             facts.insert("checks".into(), "none".into());
             return Ok(());
@@ -173,6 +173,50 @@ impl StepEnv<'_> {
         let cluster = &self.ports.cluster;
         cluster.ensure_namespace(check::probe::NAMESPACE).await?;
         let run = self.run.to_string();
+        // The run's baseline on one worker of each generation, before anything is touched:
+        // recorded under each sample's name, findings only (never this step's verdict).
+        for (sample, sample_plan) in &plan.samples {
+            let host = Host::new(sample);
+            let env = StepEnv {
+                ports: self.ports,
+                clock: self.clock,
+                notes: self.notes,
+                policy: self.policy,
+                baseline: self.baseline,
+                entry: self.entry,
+                host: &host,
+                steps: self.steps,
+                target: self.target,
+                scaled: Vec::new(),
+                run: self.run,
+                attempt: self.attempt,
+                checks: None,
+            };
+            env.node_probes(&run, sample_plan).await?;
+        }
+        if !plan.samples.is_empty() {
+            facts.insert(
+                "sampled".into(),
+                plan.samples
+                    .iter()
+                    .map(|(h, _)| h.as_str())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            );
+        }
+        let results = self.node_probes(&run, plan).await?;
+        self.run_checks(&run, plan, facts, results).await
+    }
+
+    /// The node checks `plan` gives this node, each recorded before its probes are created
+    /// and after its verdict; the echo pods they used are deleted.
+    async fn node_probes(
+        &self,
+        run: &str,
+        plan: &NodeChecks,
+    ) -> Result<Vec<(Check, Verdict)>, PortError> {
+        let cluster = &self.ports.cluster;
+        let run = run.to_string();
         let node = self.host.as_str();
         let mut results = Vec::new();
         let mut echoes: Vec<String> = Vec::new();
@@ -283,7 +327,20 @@ impl StepEnv<'_> {
         for name in echoes {
             cluster.delete_probe(check::probe::NAMESPACE, &name).await?;
         }
-        // The run's own checks, when the core gave them to this step.
+        Ok(results)
+    }
+
+    /// The run's own checks, when the core gave them to this step, then the step's
+    /// verdict from every check's (`check::step_verdict`).
+    async fn run_checks(
+        &self,
+        run: &str,
+        plan: &NodeChecks,
+        facts: &mut Facts,
+        mut results: Vec<(Check, Verdict)>,
+    ) -> Result<(), PortError> {
+        let run = run.to_string();
+        let node = self.host.as_str();
         for rc in &plan.run {
             let attempt = match rc.resume {
                 Some(a) => a,
@@ -322,7 +379,12 @@ impl StepEnv<'_> {
         if !plan.excluded.is_empty() {
             facts.insert("excluded_at_baseline".into(), plan.excluded.join(","));
         }
-        match check::step_verdict(plan.boundary, &results, self.policy.on_gate_failure) {
+        match check::step_verdict(
+            plan.boundary,
+            &results,
+            self.policy.on_gate_failure,
+            &plan.proven,
+        ) {
             StepVerdict::Passed => Ok(()),
             StepVerdict::Failed { severity, why } => {
                 let mut e = PortError::retryable(format!("node {node}: {why}"))

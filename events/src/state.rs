@@ -93,6 +93,14 @@ pub struct NodeChecks {
     pub run: Vec<check::run::RunCheck>,
     /// The version the entry ends at (what the addons check expects of the control plane).
     pub version: Option<Version>,
+    /// At the run's baseline (the plan's first entry): one worker of each hardware
+    /// generation, the first the plan upgrades (its canary), checked before anything is
+    /// touched, since a worker's own preflight comes after the control plane moved.
+    pub samples: Vec<(String, NodeChecks)>,
+    /// At a worker's own preflight: its checks that passed on its generation's sample before
+    /// the run changed anything, with the sample's name; one of them failing now is the
+    /// run's doing, not a finding about the cluster as it was.
+    pub proven: BTreeMap<String, String>,
     /// The control-plane nodes (the control plane's checks ask each), with the version
     /// their static pods must run at this step where the plan says: the node a kubeadm
     /// step just upgraded, or every one after the hop's last.
@@ -115,6 +123,10 @@ pub struct CheckState {
     /// from the verdicts (or blocking, for a control-plane check).
     pub failed_at_baseline: bool,
     pub since: Timestamp,
+    /// It passed at a baseline (the run's samples or the node's own preflight), whatever
+    /// came after.
+    #[serde(default)]
+    pub passed_at_baseline: bool,
     /// What its baseline run saw and later runs do not count (Prometheus's problems).
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub baseline: BTreeSet<String>,
@@ -386,6 +398,7 @@ impl RunState {
                     outcome: CheckOutcome::Running,
                     failures_in_a_row: 0,
                     failed_at_baseline: false,
+                    passed_at_baseline: false,
                     since: record.at,
                     baseline: BTreeSet::new(),
                 });
@@ -428,6 +441,7 @@ impl RunState {
                             // The baseline taken again (a retried preflight) passed.
                             if c.boundary == Boundary::Preflight {
                                 c.failed_at_baseline = false;
+                                c.passed_at_baseline = true;
                             }
                         }
                         Event::CheckFailed { detail, .. } => {
@@ -575,6 +589,68 @@ impl RunState {
     /// its node probe checks there, and the peers its pod-network probe dials (a node whose
     /// entries have not started counts as not yet upgraded).
     pub fn node_checks(&self, entry: &str, host: &str, boundary: Boundary) -> NodeChecks {
+        let mut out = self.node_checks_alone(entry, host, boundary);
+        if boundary != Boundary::Preflight {
+            return out;
+        }
+        let preflight = crate::plan::Step::Checks {
+            boundary: Boundary::Preflight,
+        };
+        let label = self
+            .policy
+            .generation_label
+            .as_deref()
+            .unwrap_or(DEFAULT_GENERATION_LABEL);
+        let generation_of = |h: &str| {
+            self.observed_nodes
+                .iter()
+                .find(|(n, _, cp)| n == h && !cp)
+                .and_then(|(_, labels, _)| labels.get(label).cloned())
+        };
+        // The first worker entry of each generation that checks at the baseline: its
+        // canary, upgraded first.
+        let mut sample: BTreeMap<String, (String, String)> = BTreeMap::new();
+        for n in &self.nodes {
+            let plan = n.node();
+            if plan.role != crate::plan::Role::Worker || !plan.steps.contains(&preflight) {
+                continue;
+            }
+            let h = plan.host.as_str();
+            if let Some(g) = generation_of(h) {
+                sample
+                    .entry(g)
+                    .or_insert_with(|| (plan.name.as_str().to_string(), h.to_string()));
+            }
+        }
+        let first = self
+            .nodes
+            .iter()
+            .position(|n| n.node().steps.contains(&preflight));
+        if first.is_some() && first == self.index.get(entry).copied() {
+            out.samples = sample
+                .values()
+                .filter(|(_, h)| h != host)
+                .map(|(e, h)| (h.clone(), self.node_checks_alone(e, h, boundary)))
+                .filter(|(_, nc)| !nc.checks.is_empty())
+                .collect();
+        }
+        if let Some((_, s)) = generation_of(host).and_then(|g| sample.get(&g)) {
+            out.proven = out
+                .checks
+                .iter()
+                .filter(|c| {
+                    self.checks
+                        .get(&(c.id.clone(), s.clone()))
+                        .is_some_and(|st| st.passed_at_baseline)
+                })
+                .map(|c| (c.id.clone(), s.clone()))
+                .collect();
+        }
+        out
+    }
+
+    /// [`RunState::node_checks`] without the run's samples.
+    fn node_checks_alone(&self, entry: &str, host: &str, boundary: Boundary) -> NodeChecks {
         let has = self
             .cluster_has
             .clone()
@@ -703,6 +779,8 @@ impl RunState {
             })
             .collect();
         NodeChecks {
+            samples: Vec::new(),
+            proven: BTreeMap::new(),
             control_plane,
             boundary,
             checks,

@@ -217,8 +217,10 @@ async fn what_fails_at_the_baseline_is_recorded_and_never_blamed_on_the_upgrade(
             .iter()
             .filter(|s| s["subject"] == w && s["check"] == "dns")
             .collect();
-        assert_eq!(dns.len(), 1, "{w}: only at the baseline: {dns:#?}");
-        assert_eq!(dns[0]["boundary"], "preflight");
+        // Only at the baseline: the canaries (w-1..w-3) also as the run's samples.
+        let sampled = ["w-1", "w-2", "w-3"].contains(&w);
+        assert_eq!(dns.len(), 1 + usize::from(sampled), "{w}: {dns:#?}");
+        assert!(dns.iter().all(|d| d["boundary"] == "preflight"), "{dns:#?}");
         // Its pod network is still proven after the upgrade.
         assert!(
             started.iter().any(|s| s["subject"] == w
@@ -235,8 +237,8 @@ async fn what_fails_at_the_baseline_is_recorded_and_never_blamed_on_the_upgrade(
     let failed = of(&evs, "CheckFailed");
     assert_eq!(
         failed.len(),
-        6,
-        "one baseline finding per worker: {failed:#?}"
+        9,
+        "one baseline finding per worker, and per sample: {failed:#?}"
     );
     assert!(failed.iter().all(|f| f["check"] == "dns"));
 }
@@ -266,10 +268,11 @@ async fn a_restart_while_a_probe_runs_adopts_it() {
     };
     let started = on_w1("CheckStarted");
     let verdicts = on_w1("CheckPassed");
-    // Once at the baseline and once after the canary: the restart started nothing again.
-    assert_eq!(started.len(), 2, "{started:#?}");
-    assert_eq!(verdicts.len(), 2, "{verdicts:#?}");
-    assert_eq!(started[1]["attempt"], verdicts[1]["attempt"]);
+    // As the run's sample, at its own baseline and after the canary: the restart started
+    // nothing again.
+    assert_eq!(started.len(), 3, "{started:#?}");
+    assert_eq!(verdicts.len(), 3, "{verdicts:#?}");
+    assert_eq!(started[2]["attempt"], verdicts[2]["attempt"]);
     // Each of the attempt's probe pods was created once (the sim records a pod's start).
     let w = h.sim.world();
     let starts: Vec<String> = w
@@ -287,7 +290,9 @@ async fn a_restart_while_a_probe_runs_adopts_it() {
         2,
         "one probe per boundary and attempt: {starts:?}"
     );
-    assert_eq!(starts.len(), 2, "none created twice: {starts:?}");
+    // The baseline's name served the sample and the node's own preflight, one after the
+    // other; the canary's probe was created once.
+    assert_eq!(starts.len(), 3, "none created twice: {starts:?}");
     assert!(
         w.pods
             .values()
@@ -397,9 +402,10 @@ async fn storage_is_written_before_the_restart_and_read_back_after_it() {
                     && reason.contains("w-1 was rolled back to v1.33.5 and parked"),
                 "{reason}"
             );
-            // The baseline and the writer before the restart passed: the old kubelet mounts.
+            // The baselines (as the run's sample, then its own) and the writer before the
+            // restart passed: the old kubelet mounts.
             let passed = storage("CheckPassed", "w-1");
-            assert_eq!(passed.len(), 2, "{passed:#?}");
+            assert_eq!(passed.len(), 3, "{passed:#?}");
             continue;
         }
         for w in ["w-1", "w-2", "w-3", "w-4", "w-5", "w-6"] {
@@ -407,11 +413,16 @@ async fn storage_is_written_before_the_restart_and_read_back_after_it() {
                 .iter()
                 .map(|s| s["boundary"].as_str().unwrap_or_default().to_string())
                 .collect();
-            assert_eq!(started.len(), 3, "{w}: {started:?}");
-            assert_eq!(started[0], "preflight");
-            assert_eq!(started[1], "before-kubelet-restart");
-            assert!(started[2].starts_with("after-"), "{started:?}");
-            assert_eq!(storage("CheckPassed", w).len(), 3, "{w}");
+            // The canaries were the run's samples too.
+            let extra = usize::from(["w-1", "w-2", "w-3"].contains(&w));
+            assert_eq!(started.len(), 3 + extra, "{w}: {started:?}");
+            assert!(
+                started[..=extra].iter().all(|b| b == "preflight"),
+                "{started:?}"
+            );
+            assert_eq!(started[1 + extra], "before-kubelet-restart");
+            assert!(started[2 + extra].starts_with("after-"), "{started:?}");
+            assert_eq!(storage("CheckPassed", w).len(), 3 + extra, "{w}");
         }
         let world = h.sim.world();
         let claims: Vec<_> = world
@@ -931,4 +942,49 @@ async fn the_operators_job_and_http_checks_run_where_they_say() {
         .filter(|(ns, _)| ns == "upgraded-checks")
         .collect();
     assert!(left.is_empty(), "Jobs left: {left:?}");
+}
+
+/// CoreDNS of the new control plane's version stops answering. The run's baseline proved
+/// DNS on one worker of each generation before anything was touched, so when the canary's
+/// own preflight (after the control plane moved) finds it broken, that is the run's doing,
+/// not a finding about the cluster as it was: the run halts naming the check before any
+/// worker is cordoned.
+#[tokio::test(start_paused = true)]
+async fn a_coredns_that_breaks_with_the_control_plane_halts_before_any_worker_is_touched() {
+    let mut h = cluster_with(POLICY, |f| {
+        f.dns_broken_from = Some("v1.35.0".parse().expect("v"));
+    })
+    .await;
+    let v = h.start("v1.35.3").await.expect("start");
+    let run = v["run"].as_str().expect("run").to_string();
+    let halted = h.until_phase("halted", DAY).await;
+    let reason = halted["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("check dns passed on w-1 before the run changed anything and fails now"),
+        "{reason}"
+    );
+    assert!(
+        reason.contains("lookup kubernetes.default.svc.cluster.local"),
+        "{reason}"
+    );
+    let evs = h.events(&run).await;
+    // The samples were checked on the plan's first entry, at the baseline.
+    let sampled: Vec<&Value> = of(&evs, "CheckPassed")
+        .into_iter()
+        .filter(|p| p["check"] == "dns")
+        .collect();
+    for w in ["w-1", "w-2", "w-3"] {
+        assert!(
+            sampled.iter().any(|p| p["subject"] == w),
+            "{w}: {sampled:#?}"
+        );
+    }
+    assert!(
+        !evs.iter()
+            .any(|e| e["event"]["StepStarted"]["step"] == "Cordon"
+                && e["event"]["StepStarted"]["node"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with("w-"))),
+        "no worker was cordoned"
+    );
 }

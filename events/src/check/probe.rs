@@ -389,6 +389,7 @@ pub fn step_verdict(
     boundary: Boundary,
     results: &[(Check, Verdict)],
     on_gate_failure: OnGateFailure,
+    proven: &std::collections::BTreeMap<String, String>,
 ) -> StepVerdict {
     if boundary == Boundary::Preflight {
         // The baseline: a failure is a finding about the cluster as it was, excluded from
@@ -396,6 +397,12 @@ pub fn step_verdict(
         let blocking: Vec<String> = results
             .iter()
             .filter_map(|(check, verdict)| match verdict {
+                // It passed on this node's generation before the run changed anything: what
+                // the run changed so far (the control plane) broke it.
+                Verdict::Failed { detail, .. } if proven.contains_key(&check.id) => Some(format!(
+                    "check {} passed on {} before the run changed anything and fails now, before this node is touched: {detail}; what the run changed so far (the control plane, the nodes before) broke it",
+                    check.id, proven[&check.id]
+                )),
                 Verdict::Failed { detail, .. }
                     if super::baseline_finding(check) == super::BaselineFinding::Blocks =>
                 {
@@ -620,7 +627,8 @@ mod tests {
             step_verdict(
                 Boundary::AfterBatch,
                 &[(net.clone(), pass.clone()), (dns.clone(), pass.clone())],
-                OnGateFailure::RollbackNode
+                OnGateFailure::RollbackNode,
+                &Default::default()
             ),
             StepVerdict::Passed
         );
@@ -631,7 +639,8 @@ mod tests {
                     (net.clone(), fail("dial 10.244.1.5:8080: i/o timeout")),
                     (dns.clone(), unsure.clone())
                 ],
-                OnGateFailure::RollbackNode
+                OnGateFailure::RollbackNode,
+                &Default::default()
             ),
             StepVerdict::Failed {
                 severity: Severity::RollbackNode,
@@ -642,7 +651,8 @@ mod tests {
             step_verdict(
                 Boundary::AfterBatch,
                 &[(net.clone(), fail("x"))],
-                OnGateFailure::Halt
+                OnGateFailure::Halt,
+                &Default::default()
             ),
             StepVerdict::Failed {
                 severity: Severity::Halt,
@@ -657,7 +667,8 @@ mod tests {
             step_verdict(
                 Boundary::AfterBatch,
                 &[(warn, fail("slow"))],
-                OnGateFailure::RollbackNode
+                OnGateFailure::RollbackNode,
+                &Default::default()
             ),
             StepVerdict::Passed
         );
@@ -665,7 +676,8 @@ mod tests {
             step_verdict(
                 Boundary::AfterBatch,
                 &[(net, pass), (dns, unsure)],
-                OnGateFailure::RollbackNode
+                OnGateFailure::RollbackNode,
+                &Default::default()
             ),
             StepVerdict::Inconclusive {
                 why: "check dns was inconclusive: the probe was evicted".into()
@@ -687,7 +699,8 @@ mod tests {
             step_verdict(
                 Boundary::Preflight,
                 &[(net, fail)],
-                OnGateFailure::RollbackNode
+                OnGateFailure::RollbackNode,
+                &Default::default()
             ),
             StepVerdict::Passed
         );
@@ -704,6 +717,7 @@ mod tests {
             Boundary::Preflight,
             &[(etcd, no_quorum)],
             OnGateFailure::RollbackNode,
+            &Default::default(),
         ) {
             StepVerdict::Failed { severity, why } => {
                 assert_eq!(severity, Severity::Halt);
@@ -714,6 +728,21 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        // A node check that passed on the generation's sample before the run changed anything
+        // and fails at this node's own baseline is the run's doing: it halts.
+        let dns_check = builtin()
+            .into_iter()
+            .find(|c| c.id == "dns")
+            .expect("built-in");
+        let lookup = Verdict::Failed {
+            detail: "lookup kubernetes.default.svc.cluster.local: i/o timeout".into(),
+            facts: Facts::new(),
+        };
+        let proven = [("dns".to_string(), "w-1".to_string())].into();
+        assert!(matches!(
+            step_verdict(Boundary::Preflight, &[(dns_check, lookup)], OnGateFailure::RollbackNode, &proven),
+            StepVerdict::Failed { severity: Severity::Halt, why } if why.contains("passed on w-1 before the run changed anything")
+        ));
         // A probe whose image cannot be pulled blocks there too; another inconclusive
         // probe (evicted) does not.
         let dns = builtin()
@@ -728,7 +757,7 @@ mod tests {
             "ImagePullBackOff".into(),
         )));
         assert!(matches!(
-            step_verdict(Boundary::Preflight, &[(dns.clone(), pull)], OnGateFailure::RollbackNode),
+            step_verdict(Boundary::Preflight, &[(dns.clone(), pull)], OnGateFailure::RollbackNode, &Default::default()),
             StepVerdict::Failed { severity: Severity::Halt, why } if why.contains("checks.images")
         ));
         let evicted = crate::check::classify(&end(crate::check::Disruption::Evicted));
@@ -736,7 +765,8 @@ mod tests {
             step_verdict(
                 Boundary::Preflight,
                 &[(dns, evicted)],
-                OnGateFailure::RollbackNode
+                OnGateFailure::RollbackNode,
+                &Default::default()
             ),
             StepVerdict::Passed
         );
