@@ -141,6 +141,10 @@ pub struct Node {
     pub steps: Vec<Step>,
     /// When the current status began (start of backoff, of a soak, of a batch wait).
     pub since: Timestamp,
+    /// The sequence number of the record that began the current step's execution: its
+    /// first start after the previous step's outcome (a re-run after a daemon stop goes on
+    /// with the same execution; a retry after a failure begins a new one).
+    pub step_began: u64,
     /// Consecutive failures of the current step since the last operator resume.
     pub failures: u32,
     pub last_error: Option<String>,
@@ -189,6 +193,8 @@ pub struct Blocked {
 #[derive(Debug, Default)]
 pub struct NodeCtx {
     pub at: Timestamp,
+    /// The record's sequence number.
+    pub seq: u64,
     pub anomalies: Vec<String>,
 }
 
@@ -211,6 +217,7 @@ impl Node {
                     return Handled;
                 }
                 self.since = context.at;
+                self.step_began = context.seq;
                 let mut state = self.state_at(0);
                 if let Some(c) = state.cursor_mut() {
                     c.attempt = *attempt;
@@ -351,6 +358,9 @@ impl Node {
                         "{}: {step} started again while in flight",
                         self.name
                     ));
+                }
+                if cursor.status != StepStatus::InDoubt {
+                    self.step_began = context.seq;
                 }
                 cursor.attempt = *attempt;
                 cursor.status = StepStatus::InFlight;
@@ -732,9 +742,11 @@ impl NodeState {
             parked_cordoned: false,
             cordon_may_have_applied: false,
             attempts: vec![0; plan.steps.len()],
+            step_began: 0,
         };
         let mut ctx = NodeCtx {
             at,
+            seq: 0,
             anomalies: Vec::new(),
         };
         NodeState {

@@ -97,6 +97,10 @@ pub struct NodeChecks {
     /// generation, the first the plan upgrades (its canary), checked before anything is
     /// touched, since a worker's own preflight comes after the control plane moved.
     pub samples: Vec<(String, NodeChecks)>,
+    /// Verdicts this execution of the step already recorded, by (check, subject), before
+    /// the daemon stopped: kept, not run again (a long checks step under restarts still
+    /// ends).
+    pub done: BTreeMap<(String, String), check::Verdict>,
     /// At a worker's own preflight: its checks that passed on its generation's sample before
     /// the run changed anything, with the sample's name; one of them failing now is the
     /// run's doing, not a finding about the cluster as it was.
@@ -123,6 +127,9 @@ pub struct CheckState {
     /// from the verdicts (or blocking, for a control-plane check).
     pub failed_at_baseline: bool,
     pub since: Timestamp,
+    /// The sequence number of its last record.
+    #[serde(default)]
+    pub seq: u64,
     /// It passed at a baseline (the run's samples or the node's own preflight), whatever
     /// came after.
     #[serde(default)]
@@ -268,6 +275,7 @@ impl RunState {
         self.last_at = record.at;
         let mut ctx = NodeCtx {
             at: record.at,
+            seq: record.seq,
             anomalies: Vec::new(),
         };
         // A rollback request aborts the run as an operator's abort would, and is remembered.
@@ -399,6 +407,7 @@ impl RunState {
                     failures_in_a_row: 0,
                     failed_at_baseline: false,
                     passed_at_baseline: false,
+                    seq: record.seq,
                     since: record.at,
                     baseline: BTreeSet::new(),
                 });
@@ -406,6 +415,7 @@ impl RunState {
                 c.attempt = *attempt;
                 c.outcome = CheckOutcome::Running;
                 c.since = record.at;
+                c.seq = record.seq;
             }
             Event::CheckPassed {
                 check,
@@ -428,6 +438,7 @@ impl RunState {
                 Some(c) if c.attempt == *attempt => {
                     self.touched.checks.insert((check.clone(), subject.clone()));
                     c.since = record.at;
+                    c.seq = record.seq;
                     if c.boundary == Boundary::Preflight
                         && let Event::CheckPassed { facts, .. } | Event::CheckFailed { facts, .. } =
                             event
@@ -589,7 +600,9 @@ impl RunState {
     /// its node probe checks there, and the peers its pod-network probe dials (a node whose
     /// entries have not started counts as not yet upgraded).
     pub fn node_checks(&self, entry: &str, host: &str, boundary: Boundary) -> NodeChecks {
-        let mut out = self.node_checks_alone(entry, host, boundary);
+        // What this execution of the step recorded counts from its first start.
+        let began = self.node(entry).map_or(u64::MAX, |n| n.node().step_began);
+        let mut out = self.node_checks_alone(entry, host, boundary, began);
         if boundary != Boundary::Preflight {
             return out;
         }
@@ -630,7 +643,7 @@ impl RunState {
             out.samples = sample
                 .values()
                 .filter(|(_, h)| h != host)
-                .map(|(e, h)| (h.clone(), self.node_checks_alone(e, h, boundary)))
+                .map(|(e, h)| (h.clone(), self.node_checks_alone(e, h, boundary, began)))
                 .filter(|(_, nc)| !nc.checks.is_empty())
                 .collect();
         }
@@ -649,8 +662,15 @@ impl RunState {
         out
     }
 
-    /// [`RunState::node_checks`] without the run's samples.
-    fn node_checks_alone(&self, entry: &str, host: &str, boundary: Boundary) -> NodeChecks {
+    /// [`RunState::node_checks`] without the run's samples; `began`: the sequence number
+    /// where the carrying step's execution began.
+    fn node_checks_alone(
+        &self,
+        entry: &str,
+        host: &str,
+        boundary: Boundary,
+        began: u64,
+    ) -> NodeChecks {
         let has = self
             .cluster_has
             .clone()
@@ -778,7 +798,36 @@ impl RunState {
                 (name.clone(), expect)
             })
             .collect();
+        let recorded = |check: &str, subject: &str| {
+            let s = self.checks.get(&(check.to_string(), subject.to_string()))?;
+            if s.boundary != boundary || s.seq <= began {
+                return None;
+            }
+            let facts = crate::event::Facts::new();
+            Some(match &s.outcome {
+                CheckOutcome::Running => return None,
+                CheckOutcome::Passed => check::Verdict::Passed { facts },
+                CheckOutcome::Failed { detail } => check::Verdict::Failed {
+                    detail: detail.clone(),
+                    facts,
+                },
+                CheckOutcome::Inconclusive { why } => check::Verdict::Inconclusive {
+                    why: why.clone(),
+                    facts,
+                },
+            })
+        };
+        let done = checks
+            .iter()
+            .map(|c| (c.id.as_str(), host))
+            .chain(
+                run.iter()
+                    .map(|r| (r.check.id.as_str(), r.subject.as_str())),
+            )
+            .filter_map(|(c, s)| Some(((c.to_string(), s.to_string()), recorded(c, s)?)))
+            .collect();
         NodeChecks {
+            done,
             samples: Vec::new(),
             proven: BTreeMap::new(),
             control_plane,

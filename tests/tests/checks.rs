@@ -988,3 +988,37 @@ async fn a_coredns_that_breaks_with_the_control_plane_halts_before_any_worker_is
         "no worker was cordoned"
     );
 }
+
+/// A daemon stopped in the middle of a checks step: the verdicts that execution already
+/// recorded are kept by the restarted daemon, which runs only the rest (a long checks step
+/// under repeated restarts still ends).
+#[tokio::test(start_paused = true)]
+async fn a_restart_in_a_checks_step_keeps_the_verdicts_already_recorded() {
+    let mut h = cluster(false).await;
+    let v = h.start("v1.35.3").await.expect("start");
+    let run = v["run"].as_str().expect("run").to_string();
+    h.until_record(&run, DAY, |r| {
+        let s = &r["event"]["CheckStarted"];
+        s["subject"] == "w-1" && s["check"] == "dns" && s["boundary"] == "after-canary"
+    })
+    .await;
+    h.crash();
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    h.restart().await;
+    h.until_phase("completed", DAY).await;
+    let evs = h.events(&run).await;
+    let started = |check: &str| {
+        of(&evs, "CheckStarted")
+            .into_iter()
+            .filter(|s| {
+                s["subject"] == "w-1" && s["check"] == check && s["boundary"] == "after-canary"
+            })
+            .count()
+    };
+    assert_eq!(started("pod-network"), 1, "kept, not run again");
+    assert_eq!(started("dns"), 1, "its probe adopted");
+    assert!(
+        evs.iter().any(|e| e["event"].get("RunRecovered").is_some()),
+        "the restart recovered the run"
+    );
+}
