@@ -614,12 +614,15 @@ impl RunState {
             .generation_label
             .as_deref()
             .unwrap_or(DEFAULT_GENERATION_LABEL);
-        let generation_of = |h: &str| {
-            self.observed_nodes
-                .iter()
-                .find(|(n, _, cp)| n == h && !cp)
-                .and_then(|(_, labels, _)| labels.get(label).cloned())
-        };
+        // Every worker's generation, read once (a call per node of a large cluster must not
+        // scan every node for each).
+        let generations: std::collections::HashMap<&str, &str> = self
+            .observed_nodes
+            .iter()
+            .filter(|(_, _, cp)| !cp)
+            .filter_map(|(n, labels, _)| Some((n.as_str(), labels.get(label)?.as_str())))
+            .collect();
+        let generation_of = |h: &str| generations.get(h).map(|g| g.to_string());
         // The first worker entry of each generation that checks at the baseline: its
         // canary, upgraded first.
         let mut sample: BTreeMap<String, (String, String)> = BTreeMap::new();
@@ -629,10 +632,13 @@ impl RunState {
                 continue;
             }
             let h = plan.host.as_str();
-            if let Some(g) = generation_of(h) {
-                sample
-                    .entry(g)
-                    .or_insert_with(|| (plan.name.as_str().to_string(), h.to_string()));
+            if let Some(g) = generations.get(h)
+                && !sample.contains_key(*g)
+            {
+                sample.insert(
+                    g.to_string(),
+                    (plan.name.as_str().to_string(), h.to_string()),
+                );
             }
         }
         let first = self

@@ -241,7 +241,11 @@ impl World {
 
     /// The node an address belongs to: a pod's IP, or a node's own (hostNetwork).
     fn node_of_address(&self, ip: &str) -> Option<(String, String)> {
-        if let Some(n) = self.nodes.values().find(|n| n.address == ip) {
+        // Pods have addresses from the pod range (10.244.0.0/16); a probe dials them most:
+        // machines are not scanned for those.
+        if !ip.starts_with("10.244.")
+            && let Some(n) = self.nodes.values().find(|n| n.address == ip)
+        {
             return Some((n.name.clone(), format!("node {}", n.name)));
         }
         let answers =
