@@ -684,41 +684,23 @@ mod tests {
     /// when etcdctl exits non-zero because a member is down.
     #[test]
     fn etcd_health_counts_members_from_etcdctl_json() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let fake = dir.path().join("etcdctl");
-        std::fs::write(
-            &fake,
+        let facts = run_with_fake(
+            "etcdctl",
             "#!/bin/sh\necho '[{\"endpoint\":\"https://10.0.0.1:2379\",\"health\":true},{\"endpoint\":\"https://10.0.0.2:2379\",\"health\":false,\"error\":\"context deadline exceeded\"},{\"endpoint\":\"https://10.0.0.3:2379\",\"health\":true}]'\nexit 1\n",
-        )
-        .expect("write");
-        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .expect("chmod");
-        let script = scripts("apt").render(&RemoteCommand::EtcdHealth);
-        assert!(!script.contains("flock"), "read-only: {script}");
-        let path = format!(
-            "{}:{}",
-            dir.path().display(),
-            std::env::var("PATH").unwrap_or_default()
+            &RemoteCommand::EtcdHealth,
         );
-        let out = std::process::Command::new("sh")
-            .args(["-c", &script])
-            .env("PATH", path)
-            .output()
-            .expect("sh runs");
-        assert!(out.status.success(), "{out:?}");
-        let facts = parse_facts(&String::from_utf8_lossy(&out.stdout));
         assert_eq!(facts.get("members").map(String::as_str), Some("3"));
         assert_eq!(facts.get("healthy").map(String::as_str), Some("2"));
     }
 
-    /// A fake `curl` in front of PATH answering as a kube-apiserver would; the script's facts.
-    fn readyz_with(fake_curl: &str) -> Facts {
+    /// A read-only command's script run with a fake `tool` first on PATH; its facts.
+    fn run_with_fake(tool: &str, body: &str, cmd: &RemoteCommand) -> Facts {
         let dir = tempfile::tempdir().expect("tempdir");
-        let fake = dir.path().join("curl");
-        std::fs::write(&fake, fake_curl).expect("write");
+        let fake = dir.path().join(tool);
+        std::fs::write(&fake, body).expect("write");
         std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))
             .expect("chmod");
-        let script = scripts("apt").render(&RemoteCommand::ApiserverReadyz);
+        let script = scripts("apt").render(cmd);
         assert!(!script.contains("flock"), "read-only: {script}");
         let path = format!(
             "{}:{}",
@@ -732,6 +714,11 @@ mod tests {
             .expect("sh runs");
         assert!(out.status.success(), "{out:?}");
         parse_facts(&String::from_utf8_lossy(&out.stdout))
+    }
+
+    /// A fake `curl` answering as a kube-apiserver would; the script's facts.
+    fn readyz_with(fake_curl: &str) -> Facts {
+        run_with_fake("curl", fake_curl, &RemoteCommand::ApiserverReadyz)
     }
 
     #[test]

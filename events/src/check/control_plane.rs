@@ -107,14 +107,7 @@ pub fn mirror_pods_verdict(seen: &[ControlPlaneSeen], expect: &[(String, Version
             facts,
         };
     }
-    if wrong.is_empty() {
-        Verdict::Passed { facts }
-    } else {
-        Verdict::Failed {
-            detail: wrong.join("; "),
-            facts,
-        }
-    }
+    super::verdict::passed_unless(wrong, facts)
 }
 
 /// etcd keeps a quorum when more than half of its members are healthy.

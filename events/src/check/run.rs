@@ -458,14 +458,7 @@ pub fn addons_verdict(
             ));
         }
     }
-    if wrong.is_empty() {
-        Verdict::Passed { facts }
-    } else {
-        Verdict::Failed {
-            detail: wrong.join("; "),
-            facts,
-        }
-    }
+    super::verdict::passed_unless(wrong, facts)
 }
 
 #[cfg(test)]

@@ -65,6 +65,18 @@ pub struct ProbeReport {
     pub facts: BTreeMap<String, String>,
 }
 
+/// Passed when nothing is wrong, else failed naming every problem.
+pub fn passed_unless(wrong: Vec<String>, facts: Facts) -> Verdict {
+    if wrong.is_empty() {
+        Verdict::Passed { facts }
+    } else {
+        Verdict::Failed {
+            detail: wrong.join("; "),
+            facts,
+        }
+    }
+}
+
 /// One check's verdict from its several probes (the pod-network check's pod and
 /// hostNetwork probes): any failure fails, their details joined, each after its probe's
 /// label (none for the main probe); otherwise any inconclusive; otherwise passed. Facts
