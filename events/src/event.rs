@@ -6,7 +6,6 @@
 //! (see [`Json`]) so they can gain fields without a format change. `tests/golden.rs` keeps
 //! committed byte samples of every variant and fails on any incompatible change.
 
-use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -22,8 +21,7 @@ use crate::version::Version;
 
 pub use crate::names::RunId;
 
-/// Observed facts attached to an outcome (`kubelet_version=v1.35.3`, `evicted=12`, …).
-pub type Facts = BTreeMap<String, String>;
+pub use crate::facts::Facts;
 
 /// Who did an operator action: the peer uid the kernel reported on the API socket (trusted)
 /// and the name the client gave (informational).

@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::plan::Role;
 use crate::quantity;
 use crate::time::Timestamp;
 use crate::version::Version;
@@ -70,6 +69,15 @@ pub struct ControlPlane {
     pub etcd: Option<String>,
     /// False when no static pods were found and the kubelet's version was assumed.
     pub observed: bool,
+}
+
+/// What a node is to an upgrade: a control-plane node (kubeadm upgrades its static pods) or
+/// a worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    ControlPlane,
+    Worker,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -10,6 +10,7 @@ pub mod codec;
 pub mod decide;
 pub mod drain;
 pub mod event;
+pub mod facts;
 pub mod gate;
 pub mod history;
 pub mod inventory;

@@ -22,21 +22,7 @@ pub enum OnDrainBlocked {
     Pause,
 }
 
-/// What happens when a worker fails its verify gate, or a canary its soak, `max_attempts`
-/// times in a row. A control-plane node always halts the run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, JsonSchema)]
-#[serde(rename_all = "kebab-case")]
-pub enum OnGateFailure {
-    /// Halt the run (what runs recorded before the field existed did).
-    #[default]
-    Halt,
-    /// Roll the node back to the versions its preflight recorded, park it, and halt the run
-    /// with the reason: the rest of its generation never starts.
-    RollbackNode,
-    /// Abort the run, then roll the whole run back (control plane one minor at a time, every
-    /// node it changed to its recorded versions), keeping etcd.
-    RollbackRun,
-}
+pub use crate::check::OnGateFailure;
 
 /// A key that records written by older builds carry and this build reads and ignores.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -5,7 +5,7 @@
 //! daemon asks; what the answers mean is decided here.
 
 use super::Verdict;
-use crate::event::Facts;
+use crate::facts::Facts;
 use crate::inventory::ControlPlane;
 use crate::version::Version;
 

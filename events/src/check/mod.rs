@@ -12,8 +12,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::policy::OnGateFailure;
-
 pub mod control_plane;
 pub mod probe;
 pub mod run;
@@ -26,6 +24,22 @@ pub use verdict::{
     BaselineFinding, Disruption, ProbeEnd, ProbeReport, ProblemTally, Verdict, baseline_finding,
     classify, combine, devices_lost, devices_verdict, disruption_of, probe_name,
 };
+
+/// What happens when a worker fails its verify gate, or a canary its soak, `max_attempts`
+/// times in a row. A control-plane node always halts the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnGateFailure {
+    /// Halt the run (what runs recorded before the field existed did).
+    #[default]
+    Halt,
+    /// Roll the node back to the versions its preflight recorded, park it, and halt the run
+    /// with the reason: the rest of its generation never starts.
+    RollbackNode,
+    /// Abort the run, then roll the whole run back (control plane one minor at a time, every
+    /// node it changed to its recorded versions), keeping etcd.
+    RollbackRun,
+}
 
 /// A check's stable name (`pod-network`, `storage/local-path`, `user/smoke`).
 pub type CheckId = String;

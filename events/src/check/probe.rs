@@ -7,9 +7,9 @@
 
 use serde_json::{Value, json};
 
+use super::OnGateFailure;
 use super::{Boundary, Check, CheckKind, ChecksPolicy, ClusterHas, Scope, Severity, Verdict};
 use crate::inventory::Inventory;
-use crate::policy::OnGateFailure;
 
 /// The namespace every probe object lives in; the daemon creates it and owns it.
 pub const NAMESPACE: &str = "upgraded-checks";

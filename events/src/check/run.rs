@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::probe::NAMESPACE;
 use super::{Boundary, Check, CheckKind, ChecksPolicy, Disruption, ProbeEnd, Scope, Verdict};
-use crate::event::Facts;
+use crate::facts::Facts;
 use crate::version::Version;
 
 /// The subject of a cluster-scope check (never a node's name: those have no parentheses).

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use super::{Boundary, Check};
-use crate::event::Facts;
+use crate::facts::Facts;
 
 /// What a probe's pod (or a Job's last pod, or a command) showed when it ended.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
