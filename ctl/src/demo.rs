@@ -186,7 +186,7 @@ pub async fn run(to: &str, keep: Option<PathBuf>, story: Story) -> anyhow::Resul
             force: false,
         })
         .await?;
-    crate::verbs::print_plan(&v.plan);
+    print!("{}", upgraded_planner::render::table(&v.plan));
     println!();
     let run = v
         .run

@@ -1,10 +1,8 @@
 //! `upgradectl events [--run ID] [--from SEQ] [-f | --file F | --data-dir DIR]`: a run's
 //! records as JSON lines, from the daemon or offline.
 
-use anyhow::Context;
 use upgraded_api::EventsQuery;
 use upgraded_ctl::Client;
-use upgraded_events::RunId;
 
 pub async fn run(
     client: &Client,
@@ -13,9 +11,9 @@ pub async fn run(
     follow: bool,
     offline: &crate::cli::Offline,
 ) -> anyhow::Result<()> {
-    let run = run.as_deref().map(super::replay::run_id).transpose()?;
-    if let Some(all) = super::replay::offline_records(offline)? {
-        for r in super::replay::run_records(all, run)?
+    let run = run.as_deref().map(super::source::run_id).transpose()?;
+    if let Some(all) = super::source::offline_records(offline)? {
+        for r in super::source::run_records(all, run)?
             .iter()
             .filter(|r| r.seq >= from)
         {
@@ -25,7 +23,7 @@ pub async fn run(
     }
     let run = match run {
         Some(r) => r,
-        None => active_run(client).await?,
+        None => super::source::active_run(client).await?,
     };
     let mut out = Ok(());
     client
@@ -38,13 +36,4 @@ pub async fn run(
         })
         .await?;
     Ok(out?)
-}
-
-/// The active (or last) run's id.
-pub async fn active_run(client: &Client) -> anyhow::Result<RunId> {
-    client
-        .status()
-        .await?
-        .and_then(|a| a.run)
-        .context("no run yet: start one with `upgradectl start --to vX.Y.Z`")
 }

@@ -14,6 +14,7 @@ pub mod replay;
 pub mod rollback;
 pub mod runs;
 pub mod sim;
+pub mod source;
 pub mod start;
 pub mod status;
 pub mod watch;

@@ -10,12 +10,8 @@ use upgraded_ctl::export;
 use upgraded_events::replay::{self, At};
 use upgraded_events::{Record, RunId};
 
+use super::source::{offline_records, read_export, run_id, run_records};
 use crate::cli::Offline;
-
-pub fn run_id(r: &str) -> anyhow::Result<RunId> {
-    r.parse::<RunId>()
-        .with_context(|| format!("--run {r:?} is not a run id (see `upgradectl runs`)"))
-}
 
 /// `export -o F`: the run's records (every run's without `--run`), from the daemon or a
 /// data dir, private to the user.
@@ -66,11 +62,6 @@ pub async fn export(
     Ok(())
 }
 
-pub fn read_export(file: &Path) -> anyhow::Result<Vec<Record>> {
-    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    export::read(&bytes).with_context(|| format!("{} is refused", file.display()))
-}
-
 /// `export --verify F`.
 pub fn verify(file: &Path) -> anyhow::Result<()> {
     let records = read_export(file)?;
@@ -79,32 +70,6 @@ pub fn verify(file: &Path) -> anyhow::Result<()> {
         println!("  run {run}: {n} records");
     }
     Ok(())
-}
-
-/// Every record the offline source holds (an export or a data dir), or none when the
-/// daemon is to be asked.
-pub fn offline_records(offline: &Offline) -> anyhow::Result<Option<Vec<Record>>> {
-    Ok(match (&offline.file, &offline.data_dir) {
-        (Some(f), _) => Some(read_export(f)?),
-        (None, Some(d)) => Some(upgraded_ctl::datadir::read(d)?),
-        (None, None) => None,
-    })
-}
-
-/// Run `run`'s records among `all` (default: the last run).
-pub fn run_records(all: Vec<Record>, run: Option<RunId>) -> anyhow::Result<Vec<Record>> {
-    let run = match run {
-        Some(r) => r,
-        None => export::runs(&all)
-            .last()
-            .map(|(r, _)| *r)
-            .context("the log holds no run")?,
-    };
-    let mine: Vec<Record> = all.into_iter().filter(|r| r.run == run).collect();
-    if mine.is_empty() {
-        bail!("the log holds no run {run} (see `upgradectl runs`)");
-    }
-    Ok(mine)
 }
 
 /// One run's records: offline (default run: the last) or from the daemon (default run:
@@ -120,7 +85,7 @@ async fn records(
         None => {
             let run = match run {
                 Some(r) => r,
-                None => super::events::active_run(client).await?,
+                None => super::source::active_run(client).await?,
             };
             client.all_records(run).await?
         }

@@ -7,7 +7,7 @@ use upgraded_events::Record;
 use crate::cli::Offline;
 
 pub async fn run(client: &Client, offline: &Offline) -> anyhow::Result<()> {
-    match super::replay::offline_records(offline)? {
+    match super::source::offline_records(offline)? {
         Some(all) => {
             let runs: Vec<Vec<Record>> = upgraded_ctl::export::runs(&all)
                 .into_iter()

@@ -7,9 +7,9 @@ use upgraded_events::RunState;
 use crate::cli::Offline;
 
 pub async fn run(client: &Client, json: bool, offline: &Offline) -> anyhow::Result<()> {
-    let active = match super::replay::offline_records(offline)? {
+    let active = match super::source::offline_records(offline)? {
         Some(all) if all.is_empty() => None,
-        Some(all) => Some(RunState::replay(&super::replay::run_records(all, None)?).summary()),
+        Some(all) => Some(RunState::replay(&super::source::run_records(all, None)?).summary()),
         None => client.status().await?,
     };
     if json {
