@@ -8,6 +8,7 @@
 
 pub mod admission;
 pub mod clock;
+pub mod defaults;
 pub mod import;
 pub mod kube;
 pub mod model;

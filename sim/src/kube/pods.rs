@@ -200,7 +200,7 @@ pub fn pod(p: &SimPod, w: &World) -> core::Pod {
         // not-ready/unreachable tolerations, a priority (idempotent for a bare pod's spec).
         Some(given) => {
             let mut s = given.clone();
-            crate::admission::pods::default_spec(&mut s, true);
+            crate::defaults::default_spec(&mut s, true);
             s
         }
         None => built_spec(p),
