@@ -130,29 +130,104 @@ fn the_client_does_not_depend_on_the_daemon() {
     );
 }
 
-/// `crate::module` edges between the top-level modules of a crate's `src/`.
+/// A source file's module path under `src/` (`verbs/events.rs` → `verbs::events`,
+/// `log/mod.rs` → `log`); the crate root (`lib.rs`, `main.rs`, a `bin/`) is none.
+fn module_path(src: &Path, file: &Path) -> Option<Vec<String>> {
+    let rel = file.strip_prefix(src).ok()?.with_extension("");
+    let mut parts: Vec<String> = rel
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect();
+    if parts.first().is_some_and(|p| p == "bin") {
+        return None;
+    }
+    if parts.last().is_some_and(|p| p == "mod") {
+        parts.pop();
+    }
+    if parts.is_empty() || parts == ["lib"] || parts == ["main"] {
+        return None;
+    }
+    Some(parts)
+}
+
+/// The identifiers of a path after a `crate::` or `super::` prefix.
+fn path_after(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    loop {
+        let name: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_lowercase() || *c == '_' || c.is_ascii_digit())
+            .collect();
+        if name.is_empty() {
+            break;
+        }
+        rest = &rest[name.len()..];
+        out.push(name);
+        match rest.strip_prefix("::") {
+            Some(r) => rest = r,
+            None => break,
+        }
+    }
+    out
+}
+
+/// Import edges between the modules of a crate, at every level: `crate::a::b` and
+/// `super::x` paths, each resolved to the deepest module the crate has, then lifted to the
+/// two siblings under the modules' common parent (a module and its own submodules are one
+/// module split into files: not an edge).
 fn module_graph(krate: &str) -> BTreeMap<String, BTreeSet<String>> {
     let dir = root().join(krate).join("src");
-    let mut graph = BTreeMap::new();
-    for p in sources(&dir) {
-        let Some(module) = p.file_stem().and_then(|s| s.to_str()) else {
-            continue;
-        };
-        if p.parent() != Some(dir.as_path()) || module == "lib" || module == "main" {
-            continue;
-        }
-        let src = non_test_source(&p);
-        let mut deps = BTreeSet::new();
-        for (i, _) in src.match_indices("crate::") {
-            let name: String = src[i + 7..]
-                .chars()
-                .take_while(|c| c.is_ascii_lowercase() || *c == '_' || c.is_ascii_digit())
-                .collect();
-            if !name.is_empty() && name != module {
-                deps.insert(name);
+    let files: Vec<(Vec<String>, PathBuf)> = sources(&dir)
+        .into_iter()
+        .filter_map(|p| Some((module_path(&dir, &p)?, p)))
+        .collect();
+    let known: BTreeSet<Vec<String>> = files.iter().map(|(m, _)| m.clone()).collect();
+    let resolve = |base: &[String], path: Vec<String>| -> Option<Vec<String>> {
+        let mut best = None;
+        let mut at = base.to_vec();
+        for seg in path {
+            at.push(seg);
+            if known.contains(&at) {
+                best = Some(at.clone());
             }
         }
-        graph.insert(module.to_string(), deps);
+        best
+    };
+    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (module, p) in &files {
+        let src: String = non_test_source(p)
+            .lines()
+            .map(|l| l.split("//").next().unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n");
+        let mut targets = Vec::new();
+        for (i, _) in src.match_indices("crate::") {
+            targets.extend(resolve(&[], path_after(&src[i + 7..])));
+        }
+        for (i, _) in src.match_indices("super::") {
+            // Only the first of a chain: `super::super::x` climbs twice.
+            if src[..i].ends_with("super::") {
+                continue;
+            }
+            let mut rest = &src[i..];
+            let mut base = module.clone();
+            while let Some(r) = rest.strip_prefix("super::") {
+                base.pop();
+                rest = r;
+            }
+            targets.extend(resolve(&base, path_after(rest)));
+        }
+        for t in targets {
+            let common = module.iter().zip(&t).take_while(|(a, b)| a == b).count();
+            if common == module.len() || common == t.len() {
+                continue;
+            }
+            let from = module[..=common].join("::");
+            let to = t[..=common].join("::");
+            graph.entry(from).or_default().insert(to);
+        }
+        graph.entry(module.join("::")).or_default();
     }
     graph
 }
@@ -189,14 +264,35 @@ fn find_cycle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>>
 }
 
 #[test]
-fn the_cores_modules_import_in_one_direction() {
-    for krate in ["events", "planner"] {
-        let graph = module_graph(krate);
-        assert!(graph.len() > 3, "{krate}: no modules found");
+fn every_crates_modules_import_in_one_direction() {
+    // The one circle left, to be cut (issue 25): the sim's model renders its objects through
+    // `kube` for the watch journal, and `kube` shows the model. Its edge is taken out; every
+    // other circle fails, and so does this entry once the edge is gone.
+    let known: [(&str, &str, &str); 1] = [("sim", "model", "kube")];
+    for krate in [
+        "events", "planner", "api", "daemon", "ctl", "sim", "harness", "tests",
+    ] {
+        let mut graph = module_graph(krate);
+        for (k, from, to) in known.iter().filter(|(k, _, _)| *k == krate) {
+            let had = graph.get_mut(*from).is_some_and(|d| d.remove(*to));
+            assert!(
+                had,
+                "{k}: {from} no longer imports {to}: drop it from `known`"
+            );
+        }
         if let Some(cycle) = find_cycle(&graph) {
             panic!("{krate}: import circle {}", cycle.join(" -> "));
         }
     }
+    assert!(module_graph("events").len() > 3, "no modules found");
+    // Siblings deeper down count as well as top-level ones.
+    assert!(
+        module_graph("ctl")
+            .get("verbs::status")
+            .is_some_and(|d| !d.is_empty()),
+        "{:?}",
+        module_graph("ctl")
+    );
     // The check itself finds a circle when there is one.
     let g = BTreeMap::from([
         ("a".to_string(), BTreeSet::from(["b".to_string()])),
