@@ -30,16 +30,37 @@ async fn cluster(net_broken: bool) -> Harness {
     .await
 }
 
+/// `control_planes` and `workers` (generations in turn) at v1.33.5, settled for 30 days.
+fn small_world(control_planes: usize, workers: usize) -> upgraded_sim::World {
+    let mut world = upgraded_sim::World::new(upgraded_harness::sim_clock(), 7);
+    upgraded_sim::scenario::small(
+        &mut world,
+        control_planes,
+        workers,
+        "v1.33.5".parse().expect("v"),
+    )
+    .expect("cluster");
+    world.tick();
+    world.settle(30 * 24 * 3600 * 1000);
+    world
+}
+
+/// The keys of `objects` (pods, Jobs, claims, Services) left in the checks' namespace.
+fn left_in_checks<V>(
+    objects: &std::collections::BTreeMap<(String, String), V>,
+) -> Vec<&(String, String)> {
+    objects
+        .keys()
+        .filter(|(ns, _)| ns == "upgraded-checks")
+        .collect()
+}
+
 /// The same cluster under `policy`, with `faults` set before the daemon starts.
 async fn cluster_with(
     policy: &str,
     faults: impl FnOnce(&mut upgraded_sim::model::Faults),
 ) -> Harness {
-    let mut world = upgraded_sim::World::new(upgraded_harness::sim_clock(), 7);
-    upgraded_sim::scenario::small(&mut world, 1, 6, "v1.33.5".parse().expect("v"))
-        .expect("cluster");
-    world.tick();
-    world.settle(30 * 24 * 3600 * 1000);
+    let mut world = small_world(1, 6);
     faults(&mut world.faults);
     Harness::new(world, policy).await
 }
@@ -150,11 +171,7 @@ async fn every_worker_is_checked_before_its_uncordon_and_the_probes_are_cleaned_
         .map(|p| &p.name)
         .collect();
     assert!(left.is_empty(), "probe pods left: {left:?}");
-    let services: Vec<&(String, String)> = w
-        .services
-        .keys()
-        .filter(|(ns, _)| ns == "upgraded-checks")
-        .collect();
+    let services: Vec<&(String, String)> = left_in_checks(&w.services);
     assert!(services.is_empty(), "probe Services left: {services:?}");
 }
 
@@ -425,11 +442,7 @@ async fn storage_is_written_before_the_restart_and_read_back_after_it() {
             assert_eq!(storage("CheckPassed", w).len(), 3 + extra, "{w}");
         }
         let world = h.sim.world();
-        let claims: Vec<_> = world
-            .claims
-            .keys()
-            .filter(|(ns, _)| ns == "upgraded-checks")
-            .collect();
+        let claims: Vec<_> = left_in_checks(&world.claims);
         assert!(claims.is_empty(), "claims left: {claims:?}");
     }
 }
@@ -579,11 +592,7 @@ async fn the_runs_checks_run_at_each_boundary_and_the_smoke_tests_last() {
         last_other < smoke,
         "smoke tests at {smoke}, last uncordon at {last_other}"
     );
-    let left: Vec<&(String, String)> = w
-        .jobs
-        .keys()
-        .filter(|(ns, _)| ns == "upgraded-checks")
-        .collect();
+    let left: Vec<&(String, String)> = left_in_checks(&w.jobs);
     assert!(left.is_empty(), "Jobs left: {left:?}");
 }
 
@@ -657,11 +666,7 @@ async fn a_target_down_at_the_baseline_is_ignored_a_new_one_halts() {
 
 /// Three control-plane nodes and three workers at v1.33.5, under `POLICY`.
 async fn three_control_planes(faults: impl FnOnce(&mut upgraded_sim::World)) -> Harness {
-    let mut world = upgraded_sim::World::new(upgraded_harness::sim_clock(), 7);
-    upgraded_sim::scenario::small(&mut world, 3, 3, "v1.33.5".parse().expect("v"))
-        .expect("cluster");
-    world.tick();
-    world.settle(30 * 24 * 3600 * 1000);
+    let mut world = small_world(3, 3);
     faults(&mut world);
     Harness::new(world, POLICY).await
 }
@@ -936,11 +941,7 @@ async fn the_operators_job_and_http_checks_run_where_they_say() {
         of(&evs, "CheckFailed")
     );
     let w = h.sim.world();
-    let left: Vec<&(String, String)> = w
-        .jobs
-        .keys()
-        .filter(|(ns, _)| ns == "upgraded-checks")
-        .collect();
+    let left: Vec<&(String, String)> = left_in_checks(&w.jobs);
     assert!(left.is_empty(), "Jobs left: {left:?}");
 }
 
