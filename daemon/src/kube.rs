@@ -548,7 +548,8 @@ impl ClusterApi for KubeCluster {
                 return Ok(pods);
             }
             let mut out = Vec::new();
-            self.pod_pages(ListParams::default(), |p: HealthPod| {
+            let params = ListParams::default().fields(&crate::podwatch::health_fields());
+            self.pod_pages(params, |p: HealthPod| {
                 out.push(p.health());
                 Ok(())
             })

@@ -28,6 +28,16 @@ const RELIST_MAX: Duration = Duration::from_secs(60);
 /// Page size of the list.
 const PAGE: u32 = 500;
 
+/// The pods the health gate reads: every namespace but the one the checks' probes run in
+/// (the daemon's own pods are not the cluster's health, and a large run's probes would be
+/// most of the watch's traffic).
+pub(crate) fn health_fields() -> String {
+    format!(
+        "metadata.namespace!={}",
+        upgraded_events::check::probe::NAMESPACE
+    )
+}
+
 /// A pod as the health gate reads it: its key, whether it is a mirror, its phase and its
 /// containers' waiting reasons; every other field is skipped while parsing.
 #[derive(serde::Deserialize, Default, Clone)]
@@ -188,7 +198,7 @@ async fn run(inner: Weak<Inner>, client: Client) {
 /// until it breaks.
 async fn list_and_watch(inner: &Weak<Inner>, client: &Client, events: &mut u64) -> Broke {
     let mut pods = HashMap::new();
-    let mut params = ListParams::default().limit(PAGE);
+    let mut params = ListParams::default().limit(PAGE).fields(&health_fields());
     let mut version = String::new();
     loop {
         let req = match kube::core::Request::new("/api/v1/pods").list(&params) {
@@ -221,6 +231,7 @@ async fn list_and_watch(inner: &Weak<Inner>, client: &Client, events: &mut u64) 
     loop {
         let params = WatchParams::default()
             .timeout(WATCH_SECS)
+            .fields(&health_fields())
             .disable_bookmarks();
         let req = match kube::core::Request::new("/api/v1/pods").watch(&params, &version) {
             Ok(r) => r,

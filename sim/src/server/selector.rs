@@ -202,4 +202,17 @@ impl Filter {
     pub(super) fn is_empty(&self) -> bool {
         self.labels.is_empty() && self.fields.is_empty()
     }
+
+    /// Whether an object's match can never change over its life: no label terms, and field
+    /// terms only on its name and namespace (which never change). A watch resumed with such
+    /// a filter needs nothing about what matched before.
+    pub(super) fn is_fixed(&self) -> bool {
+        self.labels.is_empty()
+            && self.fields.iter().all(|t| match t {
+                Term::Eq(k, _) | Term::Ne(k, _) => {
+                    k == "metadata.name" || k == "metadata.namespace"
+                }
+                _ => false,
+            })
+    }
 }

@@ -18,6 +18,7 @@
 
 #![allow(clippy::result_large_err)]
 
+use std::borrow::Cow;
 use std::collections::{BTreeSet, VecDeque};
 
 use axum::body::Body;
@@ -51,35 +52,44 @@ struct Stream {
     done: bool,
 }
 
-fn line(kind: &str, object: Value) -> Bytes {
-    let mut b = serde_json::to_vec(&json!({"type": kind, "object": object})).unwrap_or_default();
+/// One watch event as it goes on the wire (written from the object where it lies: a pod
+/// watch of a large cluster sends thousands).
+#[derive(serde::Serialize)]
+struct Line<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    object: &'a Value,
+}
+
+fn line(kind: &str, object: &Value) -> Bytes {
+    let mut b = serde_json::to_vec(&Line { kind, object }).unwrap_or_default();
     b.push(b'\n');
     Bytes::from(b)
 }
 
 impl Stream {
     /// The object as this watch sends it (converted to `events.k8s.io`, or as a Table row).
-    fn shape(&mut self, object: &Value, now: Millis, rv: u64) -> Value {
+    fn shape<'a>(&mut self, object: &'a Value, now: Millis, rv: u64) -> Cow<'a, Value> {
         let object = if self.res == Res::EventV1 {
             serde_json::from_value::<k8s_openapi::api::core::v1::Event>(object.clone())
-                .map(|e| kube::event_v1(&e))
-                .unwrap_or_else(|_| object.clone())
+                .map(|e| Cow::Owned(kube::event_v1(&e)))
+                .unwrap_or(Cow::Borrowed(object))
         } else {
-            object.clone()
+            Cow::Borrowed(object)
         };
         if !self.table {
             return object;
         }
         let headers = !self.headers_sent;
         self.headers_sent = true;
-        crate::table::table(
+        Cow::Owned(crate::table::table(
             self.res,
-            std::slice::from_ref(&object),
+            std::slice::from_ref(object.as_ref()),
             now,
             rv,
             &self.query,
             headers,
-        )
+        ))
     }
 
     fn bookmark(&self, rv: u64, initial_end: bool) -> Bytes {
@@ -90,7 +100,7 @@ impl Stream {
         }
         line(
             "BOOKMARK",
-            json!({"kind": def.kind, "apiVersion": self.res.api_version(), "metadata": meta}),
+            &json!({"kind": def.kind, "apiVersion": self.res.api_version(), "metadata": meta}),
         )
     }
 
@@ -113,7 +123,7 @@ impl Stream {
                         "message": format!("too old resource version: {} ({})", self.cursor, expired.oldest),
                         "reason": "Expired", "code": 410,
                     });
-                    self.lines.push_back(line("ERROR", status));
+                    self.lines.push_back(line("ERROR", &status));
                     self.done = true;
                     return;
                 }
@@ -124,8 +134,22 @@ impl Stream {
             if !self.in_scope(&c.namespace) {
                 continue;
             }
-            let key = (c.namespace.clone(), c.name.clone());
             let matches = self.filter.keep_object(&c.object);
+            // An object matches a fixed filter all its life or never: sent as it happened.
+            if self.filter.is_fixed() {
+                if matches {
+                    let kind = match c.happened {
+                        Happened::Added => "ADDED",
+                        Happened::Modified => "MODIFIED",
+                        Happened::Deleted => "DELETED",
+                    };
+                    let object = self.shape(&c.object, now, c.rv);
+                    let l = line(kind, &object);
+                    self.lines.push_back(l);
+                }
+                continue;
+            }
+            let key = (c.namespace.clone(), c.name.clone());
             let kind = match (c.happened, matches, self.seen.contains(&key)) {
                 (Happened::Deleted, _, seen) => {
                     self.seen.remove(&key);
@@ -149,7 +173,8 @@ impl Stream {
                 (_, false, false) => continue,
             };
             let object = self.shape(&c.object, now, c.rv);
-            self.lines.push_back(line(kind, object));
+            let l = line(kind, &object);
+            self.lines.push_back(l);
         }
         self.cursor = self.cursor.max(rv);
     }
@@ -202,10 +227,11 @@ pub(super) async fn serve(
         next_bookmark: start + BOOKMARK_EVERY,
         done: false,
     };
-    // From a version without selectors, every change is sent as it happened: nothing to
-    // know about the objects that matched at that version (a pod watch resumed every few
-    // minutes does not rebuild every pod).
-    let resumed = from.is_some() && !initial_events && s.filter.is_empty();
+    // From a version without selectors (or with selectors on names and namespaces only,
+    // which an object matches all its life or never), every change is sent as it happened:
+    // nothing to know about the objects that matched at that version (a pod watch resumed
+    // every few minutes does not rebuild every pod).
+    let resumed = from.is_some() && !initial_events && s.filter.is_fixed();
     if !resumed {
         let mut w = sim.world();
         w.write_journal();
@@ -249,7 +275,8 @@ pub(super) async fn serve(
                 for v in matching {
                     s.seen.insert(key(&v));
                     let object = s.shape(&v, now, rv);
-                    s.lines.push_back(line("ADDED", object));
+                    let l = line("ADDED", &object);
+                    s.lines.push_back(l);
                 }
                 s.cursor = rv;
                 if initial_events {
