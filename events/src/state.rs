@@ -51,8 +51,11 @@ pub struct RunState {
     pub checks: BTreeMap<(String, String), CheckState>,
     /// What the pre-upgrade inventory shows the cluster has (for the catalog).
     pub cluster_has: Option<ClusterHas>,
-    /// The nodes as observed before the run: name, labels, control plane or not.
-    pub observed_nodes: Vec<(String, Labels, bool)>,
+    /// The nodes as observed before the run: name, labels, control plane or not
+    /// (`set_observed_nodes`).
+    observed_nodes: Vec<(String, Labels, bool)>,
+    /// Where each observed node is in `observed_nodes`, by name.
+    observed_at: HashMap<String, usize>,
     /// Each node's allocatable extended resources before the run (nodes that have any):
     /// the devices check's baseline.
     pub observed_devices: BTreeMap<String, BTreeMap<String, u64>>,
@@ -202,8 +205,14 @@ impl PodHealth {
 }
 
 impl Baseline {
+    /// The cluster's pods' health, without the checks' own probes (as the daemon's pod watch
+    /// reads it).
     pub fn of(pods: &[PodInv]) -> Baseline {
-        Baseline::of_health(pods.iter().map(PodHealth::of))
+        Baseline::of_health(
+            pods.iter()
+                .filter(|p| p.namespace != crate::check::probe::NAMESPACE)
+                .map(PodHealth::of),
+        )
     }
 
     /// The pods that count (not finished, not mirrors) and those crash-looping.
@@ -332,18 +341,20 @@ impl RunState {
                     .filter(|n| !n.extended.is_empty())
                     .map(|n| (n.name.clone(), n.extended.clone()))
                     .collect();
-                self.observed_nodes = inventory
-                    .0
-                    .nodes
-                    .iter()
-                    .map(|n| {
-                        (
-                            n.name.clone(),
-                            n.labels.clone(),
-                            n.role == Role::ControlPlane,
-                        )
-                    })
-                    .collect();
+                self.set_observed_nodes(
+                    inventory
+                        .0
+                        .nodes
+                        .iter()
+                        .map(|n| {
+                            (
+                                n.name.clone(),
+                                n.labels.clone(),
+                                n.role == Role::ControlPlane,
+                            )
+                        })
+                        .collect(),
+                );
             }
             Event::WorkloadScaled {
                 node,
@@ -596,6 +607,25 @@ impl RunState {
         self.touched.refreshed = Some(summary.next_seq);
     }
 
+    /// The nodes as observed before the run (name, labels, control plane), indexed by name.
+    pub fn set_observed_nodes(&mut self, nodes: Vec<(String, Labels, bool)>) {
+        self.observed_at = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, (n, _, _))| (n.clone(), i))
+            .collect();
+        self.observed_nodes = nodes;
+    }
+
+    /// A worker's hardware generation, as observed before the run.
+    fn worker_generation(&self, host: &str, label: &str) -> Option<&str> {
+        let (_, labels, cp) = self.observed_nodes.get(*self.observed_at.get(host)?)?;
+        if *cp {
+            return None;
+        }
+        labels.get(label).map(String::as_str)
+    }
+
     /// The checks `host` runs at `boundary`: the policy's catalog for what the cluster has,
     /// its node probe checks there, and the peers its pod-network probe dials (a node whose
     /// entries have not started counts as not yet upgraded).
@@ -614,46 +644,58 @@ impl RunState {
             .generation_label
             .as_deref()
             .unwrap_or(DEFAULT_GENERATION_LABEL);
-        // Every worker's generation, read once (a call per node of a large cluster must not
-        // scan every node for each).
-        let generations: std::collections::HashMap<&str, &str> = self
-            .observed_nodes
-            .iter()
-            .filter(|(_, _, cp)| !cp)
-            .filter_map(|(n, labels, _)| Some((n.as_str(), labels.get(label)?.as_str())))
-            .collect();
-        let generation_of = |h: &str| generations.get(h).map(|g| g.to_string());
-        // The first worker entry of each generation that checks at the baseline: its
-        // canary, upgraded first.
-        let mut sample: BTreeMap<String, (String, String)> = BTreeMap::new();
-        for n in &self.nodes {
-            let plan = n.node();
-            if plan.role != crate::plan::Role::Worker || !plan.steps.contains(&preflight) {
-                continue;
-            }
-            let h = plan.host.as_str();
-            if let Some(g) = generations.get(h)
-                && !sample.contains_key(*g)
-            {
+        // The first worker entry of each generation that checks at the baseline (its
+        // canary, upgraded first); with `only`, that generation's alone, found as soon as
+        // the plan reaches it (canaries come early: no pass over a large plan per node).
+        let samples = |only: Option<&str>| {
+            let mut sample: BTreeMap<String, (String, String)> = BTreeMap::new();
+            for n in &self.nodes {
+                let plan = n.node();
+                if plan.role != crate::plan::Role::Worker {
+                    continue;
+                }
+                let h = plan.host.as_str();
+                let Some(g) = self.worker_generation(h, label) else {
+                    continue;
+                };
+                if only.is_some_and(|o| o != g)
+                    || sample.contains_key(g)
+                    || !plan.steps.contains(&preflight)
+                {
+                    continue;
+                }
                 sample.insert(
                     g.to_string(),
                     (plan.name.as_str().to_string(), h.to_string()),
                 );
+                if only.is_some() {
+                    break;
+                }
             }
-        }
+            sample
+        };
         let first = self
             .nodes
             .iter()
             .position(|n| n.node().steps.contains(&preflight));
-        if first.is_some() && first == self.index.get(entry).copied() {
+        let is_first = first.is_some() && first == self.index.get(entry).copied();
+        let own_generation = self.worker_generation(host, label);
+        let sample = if is_first {
+            let sample = samples(None);
             out.samples = sample
                 .values()
                 .filter(|(_, h)| h != host)
                 .map(|(e, h)| (h.clone(), self.node_checks_alone(e, h, boundary, began)))
                 .filter(|(_, nc)| !nc.checks.is_empty())
                 .collect();
-        }
-        if let Some((_, s)) = generation_of(host).and_then(|g| sample.get(&g)) {
+            sample
+        } else {
+            match own_generation {
+                Some(g) => samples(Some(g)),
+                None => BTreeMap::new(),
+            }
+        };
+        if let Some((_, s)) = own_generation.and_then(|g| sample.get(g)) {
             out.proven = out
                 .checks
                 .iter()
@@ -740,17 +782,26 @@ impl RunState {
                 own = Some(o);
                 continue;
             }
+            let generation = labels.get(label).map(String::as_str).unwrap_or_default();
+            // A node that comes after every candidate it could replace is not looked at
+            // further (most of a large cluster, once the first of each kind is found).
+            let may_replace = if *control_plane {
+                earlier(first_cp.as_ref(), name)
+            } else {
+                earlier(per_generation.get(generation), name)
+                    || earlier(first_pending.as_ref(), name)
+            };
+            if !may_replace {
+                continue;
+            }
             let (pending, busy) = phases(name);
             if busy {
                 continue;
             }
             if *control_plane {
-                if earlier(first_cp.as_ref(), name) {
-                    first_cp = Some(o);
-                }
+                first_cp = Some(o);
                 continue;
             }
-            let generation = labels.get(label).map(String::as_str).unwrap_or_default();
             if earlier(per_generation.get(generation), name) {
                 per_generation.insert(generation, o);
             }
@@ -1041,15 +1092,17 @@ mod tests {
                 by: Actor::daemon(),
             },
         )]);
-        s.observed_nodes = nodes
-            .iter()
-            .enumerate()
-            .map(|(i, n)| {
-                let labels: Labels =
-                    [(DEFAULT_GENERATION_LABEL.to_string(), format!("g{}", i % 3))].into();
-                (n.name.clone(), labels, n.role == Role::ControlPlane)
-            })
-            .collect();
+        s.set_observed_nodes(
+            nodes
+                .iter()
+                .enumerate()
+                .map(|(i, n)| {
+                    let labels: Labels =
+                        [(DEFAULT_GENERATION_LABEL.to_string(), format!("g{}", i % 3))].into();
+                    (n.name.clone(), labels, n.role == Role::ControlPlane)
+                })
+                .collect(),
+        );
         let full = |s: &RunState, host: &str| -> Vec<String> {
             let phase = |name: &str| -> (bool, bool) {
                 let mine: Vec<Phase> = s
