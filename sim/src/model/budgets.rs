@@ -31,13 +31,10 @@ impl World {
         let mut nodes_moved = false;
         if self.budgets_noted_epoch != Some(self.node_epoch) {
             self.budgets_noted_epoch = Some(self.node_epoch);
-            let down: Vec<String> = self
-                .nodes
-                .values()
-                .filter(|n| n.down)
-                .map(|n| n.name.clone())
-                .collect();
-            nodes_moved = down != std::mem::replace(&mut self.budgets_noted_down, down.clone());
+            if self.down_nodes != self.budgets_noted_down {
+                self.budgets_noted_down = self.down_nodes.clone();
+                nodes_moved = true;
+            }
         }
         let all = since == 0 || nodes_moved || self.workload_specs_changed(since);
         // (Every change to a pod notes its budgets as it is made: `budget_pod_changed`.)
@@ -329,6 +326,16 @@ impl World {
             .min()
     }
 
+    /// The workload whose pods name `uid` as their owner: from the owner index when it
+    /// knows the uid, else by a pass over the workloads.
+    fn owning_workload(&self, uid: &str) -> Option<&Workload> {
+        self.owner_index
+            .get(uid)
+            .and_then(|k| self.workloads.get(k))
+            .filter(|w| w.owner_uid() == uid)
+            .or_else(|| self.workloads.values().find(|w| w.owner_uid() == uid))
+    }
+
     pub(super) fn status_of(&self, pdb: &Pdb, pods: &[&SimPod]) -> PdbStatus {
         let some_down = self.some_node_down();
         let healthy = pods
@@ -345,12 +352,7 @@ impl World {
                 if let Some(o) = &p.owner
                     && owners.insert(o.uid.as_str())
                 {
-                    total += self
-                        .workloads
-                        .values()
-                        .find(|w| w.owner_uid() == o.uid)
-                        .map(|w| w.replicas)
-                        .unwrap_or(0);
+                    total += self.owning_workload(&o.uid).map_or(0, |w| w.replicas);
                 }
             }
             total

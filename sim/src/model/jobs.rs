@@ -76,15 +76,18 @@ impl World {
         let now = self.now;
         let keys: Vec<(String, String)> = self.jobs.keys().cloned().collect();
         for key in keys {
-            let Some(job) = self.jobs.get(&key).cloned() else {
+            let Some(job) = self.jobs.get(&key) else {
                 continue;
             };
+            // A finished Job waits for its time to live (read in place: a cluster keeps
+            // many, and every pass would copy each).
             if let Some((_, at)) = &job.status.ended {
                 if job.ttl_after_finished_ms.is_some_and(|ttl| at + ttl <= now) {
                     self.delete_job(&key, gc::Propagation::Background);
                 }
                 continue;
             }
+            let job = job.clone();
             let pods: Vec<&SimPod> = self.owned_by(&job.uid).collect();
             let mut s = JobStatus {
                 started: job.status.started,

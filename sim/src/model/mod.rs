@@ -670,7 +670,7 @@ pub struct World {
     /// The budgets each pod is under (the reverse of `selected`).
     pod_budgets: HashMap<(String, String), Vec<BudgetKey>>,
     /// The nodes that were down when the low water was last noted.
-    budgets_noted_down: Vec<String>,
+    budgets_noted_down: BTreeSet<String>,
     /// The node epoch `budgets_noted_down` was taken at.
     budgets_noted_epoch: Option<u64>,
     /// Each workload's `generation` (by uid) when the budgets were last noted: a new scale
@@ -701,12 +701,15 @@ pub struct World {
     bound: HashMap<String, BTreeSet<(String, String)>>,
     /// Bumped at every change to a node (and a new one): what caches of per-node facts key on.
     node_epoch: u64,
-    /// Each DaemonSet's wanted pod count (by uid), with the node epoch and the generation it
-    /// was counted at: counted again only when a node or the DaemonSet's spec changed.
+    /// Each DaemonSet's wanted pod count (by uid), with the node shape epoch and the
+    /// generation it was counted at: counted again only when a node's labels or taints, or
+    /// the DaemonSet's spec, changed.
     ds_want: HashMap<String, (u64, u64, usize)>,
     /// The earliest `ready_at` of any node, with the node epoch it was found at (a kubelet
     /// coming back is a node change): read without a pass over every node.
     next_ready: std::cell::Cell<Option<(u64, Option<Millis>)>>,
+    /// The machines that are down (`set_node_down`, the one place a node goes down).
+    down_nodes: BTreeSet<String>,
     /// The workload each owner uid belongs to (its own, its current ReplicaSet's, its old
     /// ones'), as last indexed; a hit is checked against the workload before it is used.
     owner_index: HashMap<String, (Kind, String, String)>,
@@ -716,9 +719,14 @@ pub struct World {
     /// Bumped when a controller's count of active pods moves or a workload object changes:
     /// with the node epoch, what the workload controllers' pass depends on.
     work_epoch: u64,
-    /// The epochs (work, node) of the last pass of the workload controllers that found
-    /// nothing to do: until either moves, the next would find nothing either.
+    /// The epochs (work, node shape) of the last pass of the workload controllers that
+    /// found nothing to do: until either moves, the next would find nothing either.
     idle_at: Option<(u64, u64)>,
+    /// Bumped when a node's labels or taints change, or a node comes: what decides where
+    /// DaemonSets run (a readiness or cordon change does not bump it).
+    shape_epoch: u64,
+    /// Each node's labels and taints as last seen by `touch_node` (`nodes::shape_of`).
+    node_shapes: HashMap<String, u64>,
     /// Bumped when a workload object changes (what the budgets' low water watches).
     workloads_epoch: u64,
     /// `workloads_epoch` when the budgets last looked at the workloads' specs.
@@ -753,14 +761,17 @@ impl World {
             budgets_touched: BTreeSet::new(),
             budgets_dirty: BTreeSet::new(),
             pod_budgets: HashMap::default(),
-            budgets_noted_down: Vec::new(),
+            budgets_noted_down: BTreeSet::new(),
             budgets_noted_epoch: None,
             node_epoch: 0,
             ds_want: HashMap::default(),
             next_ready: std::cell::Cell::new(None),
+            down_nodes: BTreeSet::new(),
             owner_index: HashMap::default(),
             owner_misses: HashSet::default(),
             work_epoch: 0,
+            shape_epoch: 0,
+            node_shapes: HashMap::default(),
             idle_at: None,
             workloads_epoch: 0,
             budgets_seen_workloads: None,
@@ -950,8 +961,11 @@ impl World {
             extended: BTreeMap::new(),
             devices_lost: false,
         };
+        self.node_shapes
+            .insert(name.to_string(), nodes::shape_of(&node));
         self.nodes.insert(name.to_string(), node);
         self.node_epoch += 1;
+        self.shape_epoch += 1;
         if let Some(cp) = control_plane {
             self.write_static_pods(name, &cp);
         }
@@ -1463,8 +1477,9 @@ impl World {
     }
 
     /// Whether any node is down (pods on it are not Ready).
+    /// Whether some node is down (every budget's and workload's status asks).
     pub fn some_node_down(&self) -> bool {
-        self.nodes.values().any(|n| n.down)
+        !self.down_nodes.is_empty()
     }
 
     pub fn pods_on<'a>(&'a self, node: &'a str) -> impl Iterator<Item = &'a SimPod> + 'a {

@@ -28,6 +28,10 @@ impl World {
         self.node_epoch += 1;
         if let Some(n) = self.nodes.get_mut(node) {
             n.resource_version = rv;
+            let shape = shape_of(n);
+            if self.node_shapes.insert(node.to_string(), shape) != Some(shape) {
+                self.shape_epoch += 1;
+            }
         }
         self.noted(Res::Node, "", node, false);
     }
@@ -198,6 +202,14 @@ impl World {
     pub fn set_node_down(&mut self, node: &str, down: bool) -> Result<(), ModelError> {
         let never = self.faults.never_ready.contains(node);
         let was = self.nodes.get(node).map(|n| n.down);
+        // Known down before any controller looks (edit_node runs them).
+        if was.is_some() {
+            if down {
+                self.down_nodes.insert(node.to_string());
+            } else {
+                self.down_nodes.remove(node);
+            }
+        }
         self.edit_node(node, |n, now| {
             n.down = down;
             n.ready = false;
@@ -229,4 +241,16 @@ impl World {
         }
         Ok(())
     }
+}
+
+/// What decides which DaemonSets run on a node (its labels and taints; a DaemonSet's pods
+/// tolerate a cordon), as a fingerprint: a node's readiness or cordon does not move it.
+pub(super) fn shape_of(n: &SimNode) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    n.labels.hash(&mut h);
+    for t in &n.taints {
+        (&t.key, &t.value, &t.effect).hash(&mut h);
+    }
+    h.finish()
 }

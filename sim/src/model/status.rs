@@ -65,6 +65,7 @@ impl World {
             changed_at: w.status.changed_at,
             ..WorkloadStatus::default()
         };
+        let some_down = self.some_node_down();
         for (i, uid) in owners.iter().enumerate() {
             for p in self.owned_by(uid) {
                 if p.deleting_at.is_some() || p.is_finished() {
@@ -79,18 +80,22 @@ impl World {
                 if current {
                     s.updated += 1;
                 }
-                if p.is_ready(now, &self.nodes) {
+                if p.is_ready_where(now, &self.nodes, some_down) {
                     s.ready += 1;
                     s.available += 1;
                 }
             }
         }
         if w.kind == Kind::DaemonSet {
-            s.desired = self
-                .nodes
-                .values()
-                .filter(|n| daemon_set_runs_on(w, n))
-                .count() as u32;
+            // As the controllers' pass counted it for this shape of the nodes, if it did.
+            s.desired = match self.ds_want.get(&w.uid) {
+                Some(&(e, g, n)) if e == self.shape_epoch && g == w.generation => n as u32,
+                _ => self
+                    .nodes
+                    .values()
+                    .filter(|n| daemon_set_runs_on(w, n))
+                    .count() as u32,
+            };
         }
         let counts = |x: &WorkloadStatus| (x.replicas, x.ready, x.available, x.updated, x.desired);
         if counts(&s) != counts(&w.status) {

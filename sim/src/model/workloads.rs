@@ -89,16 +89,17 @@ impl World {
         // StatefulSet's ordinals cannot be wrong at equal count: only a scale-down leaves one
         // out of range, and that makes the count exceed its replicas.)
         // Nothing moved since a pass that found nothing to do: this one would find nothing.
-        let epochs = (self.work_epoch, self.node_epoch);
+        let epochs = (self.work_epoch, self.shape_epoch);
         if self.idle_at == Some(epochs) {
             return;
         }
         let mut work: Vec<(Kind, String, String)> = Vec::new();
-        let (nodes, epoch, ds_want) = (&self.nodes, self.node_epoch, &mut self.ds_want);
+        let (nodes, epoch, ds_want) = (&self.nodes, self.shape_epoch, &mut self.ds_want);
         for (key, w) in &self.workloads {
             let active = self.active.get(w.owner_uid()).copied().unwrap_or(0);
             let want = match w.kind {
-                // Counted again only after a node or the DaemonSet's spec changed.
+                // Counted again only after a node's labels or taints, or the DaemonSet's
+                // spec, changed.
                 Kind::DaemonSet => match ds_want.get(&w.uid) {
                     Some(&(e, g, n)) if e == epoch && g == w.generation => n,
                     _ => {
