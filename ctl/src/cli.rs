@@ -53,6 +53,16 @@ pub enum Cmd {
         /// Planned start, RFC 3339 (default: now); places batches in the maintenance windows.
         #[arg(long)]
         start: Option<String>,
+        /// One apiserver instance's `/metrics`, captured (`kubectl get --raw /metrics
+        /// --server https://NODE:6443 > NODE.txt`), as `[NAME=]FILE`; once per instance. Its
+        /// deprecated-API series block the hop whose target removes them; the file's
+        /// modification time is when it was read.
+        #[arg(long = "apiserver-metrics", value_name = "[NAME=]FILE")]
+        apiserver_metrics: Vec<String>,
+        /// Helm 3 release Secrets (`kubectl get secrets -A -l owner=helm,status=deployed -o
+        /// json`): their objects at removed API versions warn.
+        #[arg(long = "helm-secrets", value_name = "FILE")]
+        helm_secrets: Option<PathBuf>,
     },
     /// Plan and start an upgrade to a version (e.g. v1.35.3).
     Start {

@@ -318,6 +318,9 @@ pub struct Inventory {
     /// The StorageClasses' names (what storage checks may prove).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub storage_classes: Vec<String>,
+    /// What the cluster was seen using of APIs that releases remove (the removed-API gate).
+    #[serde(default, skip_serializing_if = "crate::apis::ApiUsage::is_empty")]
+    pub api_usage: crate::apis::ApiUsage,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -339,6 +342,33 @@ pub enum InventoryError {
     DuplicateNode(String),
     #[error("the snapshot has no nodes: include `nodes` in the kubectl get")]
     NoNodes,
+}
+
+/// The annotation `kubectl apply` keeps the object as last applied in.
+pub const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// A listed object whose last-applied configuration names an API version some release
+/// removes (the next `kubectl apply` of the same manifest would fail once it is gone).
+fn applied_removed(it: &Value) -> Option<crate::apis::ManifestObject> {
+    let text = it["metadata"]["annotations"][LAST_APPLIED].as_str()?;
+    let applied: Value = serde_json::from_str(text).ok()?;
+    let api_version = applied["apiVersion"].as_str()?;
+    let kind = applied["kind"].as_str()?;
+    crate::apis::removed_kind(api_version, kind)?;
+    let namespace = str_of(&it["metadata"]["namespace"]);
+    let name = str_of(&it["metadata"]["name"]);
+    let listed = it["kind"].as_str().unwrap_or(kind).to_lowercase();
+    Some(crate::apis::ManifestObject {
+        source: if namespace.is_empty() {
+            format!("{listed}/{name}")
+        } else {
+            format!("{listed}/{namespace}/{name}")
+        },
+        api_version: api_version.to_string(),
+        kind: kind.to_string(),
+        namespace,
+        name,
+    })
 }
 
 /// A name for a message: as it is when it is plain, quoted and escaped when it holds control
@@ -506,6 +536,9 @@ impl Inventory {
                 return Err(err("metadata.name is missing".into()));
             }
             check_item_names(it).map_err(err)?;
+            if let Some(o) = applied_removed(it) {
+                inv.api_usage.applied.push(o);
+            }
             match kind {
                 "Node" => inv.nodes.push(parse_node(it).map_err(err)?),
                 "Pod" => {}

@@ -5,6 +5,7 @@
 //! dependencies; time comes in as an argument and effects go out as [`decide::Command`]s.
 #![forbid(unsafe_code)]
 
+pub mod apis;
 pub mod check;
 pub mod codec;
 pub mod decide;

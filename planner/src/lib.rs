@@ -12,6 +12,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod apis;
 pub mod bounds;
 pub mod capacity;
 pub mod catalog;
@@ -110,6 +111,7 @@ pub fn plan(input: PlanInput<'_>) -> Result<PlanReport, PlanError> {
     let versions = stages::versions_now(input.inventory);
     ctx.skew_now(&versions);
     let (path, stages) = stages::path_and_stages(&mut ctx, &start)?;
+    ctx.api_findings(start.cluster_version, &path);
     let mut phases = stages::phases(&mut ctx, &stages)?;
     ctx.add_run_checks(&mut phases);
     ctx.skew_during(&versions, &phases);

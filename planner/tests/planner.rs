@@ -990,3 +990,121 @@ fn the_plan_refuses_what_the_drain_refuses() {
     );
     assert!(r.blocked);
 }
+
+/// Three control-plane nodes and four workers at `version`.
+fn small_cluster(version: &str) -> Inventory {
+    let mut inv = Inventory::default();
+    for i in 1..=3 {
+        inv.nodes.push(node(
+            &format!("cp-{i}"),
+            Role::ControlPlane,
+            version,
+            "gen-a",
+            0,
+            8000,
+        ));
+    }
+    for i in 1..=4 {
+        inv.nodes.push(node(
+            &format!("w-{i}"),
+            Role::Worker,
+            version,
+            "gen-a",
+            i,
+            8000,
+        ));
+    }
+    inv
+}
+
+fn metrics(instance: &str, fixture: &str, up_hours: i64) -> upgraded_events::apis::ApiserverApis {
+    let text = std::fs::read_to_string(root().join("tests/fixtures").join(fixture)).expect("read");
+    planner::apis::parse_metrics(instance, &text, 1_764_065_600 + up_hours * 3600).expect("metrics")
+}
+
+/// The removed-API gate, hop by hop: a flowcontrol v1beta3 series on one of three
+/// apiservers blocks 1.31 → 1.32 and names the instance and the series; the same cluster
+/// going to 1.31 only, or with clean counters, is not blocked by it; a short window warns.
+#[test]
+fn a_removed_api_seen_on_one_apiserver_blocks_the_hop_that_removes_it() {
+    let policy = PlanPolicy::default();
+    let plan = |inv: &Inventory, to: &str| {
+        planner::plan(PlanInput {
+            inventory: inv,
+            policy: &policy,
+            target: Some(v(to)),
+            start: t("2026-11-24T08:00:00Z"),
+        })
+        .expect("plan")
+    };
+    let mut inv = small_cluster("v1.31.6");
+    inv.api_usage.apiservers = vec![
+        metrics("cp-1", "apiserver-metrics-clean.txt", 72),
+        metrics("cp-2", "apiserver-metrics-cp-2.txt", 72),
+        metrics("cp-3", "apiserver-metrics-clean.txt", 5),
+    ];
+    let r = plan(&inv, "v1.32.4");
+    let f: Vec<&planner::Finding> = r
+        .findings
+        .iter()
+        .filter(|f| f.code == "removed-api-in-use")
+        .collect();
+    assert_eq!(f.len(), 1, "{:?}", r.findings);
+    assert!(r.blocked);
+    assert_eq!(f[0].subjects, ["apiserver/cp-2"]);
+    assert!(
+        f[0].message
+            .contains("42 request(s) to flowcontrol.apiserver.k8s.io/v1beta3 flowschemas")
+            && f[0].message.contains("1.31 → 1.32"),
+        "{}",
+        f[0].message
+    );
+    assert!(
+        f[0].fix.contains("flowcontrol.apiserver.k8s.io/v1"),
+        "{}",
+        f[0].fix
+    );
+    let short: Vec<&Vec<String>> = r
+        .findings
+        .iter()
+        .filter(|f| f.code == "apiserver-short-window")
+        .map(|f| &f.subjects)
+        .collect();
+    assert_eq!(short, [&vec!["apiserver/cp-3".to_string()]]);
+    // A hop that does not reach 1.32 is not blocked by it.
+    let mut at_30 = small_cluster("v1.30.9");
+    at_30.api_usage = inv.api_usage.clone();
+    let r = plan(&at_30, "v1.31.6");
+    assert!(
+        !r.findings.iter().any(|f| f.code == "removed-api-in-use"),
+        "{:?}",
+        r.findings
+    );
+    // Clean counters everywhere: nothing.
+    inv.api_usage.apiservers[1] = metrics("cp-2", "apiserver-metrics-clean.txt", 72);
+    let r = plan(&inv, "v1.32.4");
+    assert!(!r.findings.iter().any(|f| f.code == "removed-api-in-use"));
+}
+
+/// Objects last applied at a removed version are found while the snapshot is read, and
+/// warn for the hop that removes their version.
+#[test]
+fn a_last_applied_removed_version_warns() {
+    let mut list: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("tests/fixtures/seed-cluster.json")).expect("read"),
+    )
+    .expect("json");
+    let items = list["items"].as_array_mut().expect("items");
+    let pdb = items
+        .iter_mut()
+        .find(|i| i["kind"] == "PodDisruptionBudget")
+        .expect("a budget in the seed");
+    let applied = serde_json::json!({"apiVersion": "policy/v1beta1", "kind": "PodDisruptionBudget",
+        "metadata": {"name": "x"}});
+    pdb["metadata"]["annotations"] = serde_json::json!({
+        upgraded_events::inventory::LAST_APPLIED: applied.to_string()
+    });
+    let inv = Inventory::from_kubectl_json(&list.to_string()).expect("inventory");
+    assert_eq!(inv.api_usage.applied.len(), 1, "{:?}", inv.api_usage);
+    assert_eq!(inv.api_usage.applied[0].api_version, "policy/v1beta1");
+}

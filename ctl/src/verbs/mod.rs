@@ -30,8 +30,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             output,
             runbook,
             start,
+            apiserver_metrics,
+            helm_secrets,
         } => {
-            let blocked = plan::run(&snapshot, to, policy, &output, runbook, start)?;
+            let blocked = plan::run(plan::PlanArgs {
+                snapshot,
+                to,
+                policy,
+                output,
+                runbook,
+                start,
+                apiserver_metrics,
+                helm_secrets,
+            })?;
             if blocked {
                 std::process::exit(2);
             }
