@@ -183,7 +183,7 @@ impl<L: EventLog + Clone> Daemon<L> {
         force: bool,
     ) -> Result<(Option<RunId>, PlanReport), RequestError> {
         request::may_plan(self.active_phase(), dry_run)?;
-        let observed = self
+        let mut observed = self
             .ports
             .cluster
             .observe()
@@ -192,6 +192,15 @@ impl<L: EventLog + Clone> Daemon<L> {
         for n in &observed.inventory.nodes {
             check_node_name(&n.name).map_err(RequestError::Inventory)?;
         }
+        // The removed-API gate's counters, from each apiserver instance.
+        let apis = crate::apiusage::apiservers(
+            self.ports.nodes.as_ref(),
+            &observed.inventory,
+            self.ports.command_timeout,
+        )
+        .await;
+        observed.inventory.api_usage.apiservers = apis.apiservers;
+        observed.inventory.api_usage.unread = apis.unread;
         let policy = &self.defaults.policy;
         let now = self.clock.now();
         let report = planner::plan(PlanInput {

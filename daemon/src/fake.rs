@@ -638,6 +638,15 @@ impl NodeExecutor for FakeWorld {
                     let up = self.status(node)?.control_plane.is_some();
                     facts.insert("readyz_status".into(), if up { "200" } else { "0" }.into());
                 }
+                // The fake world's apiservers have served nothing deprecated, for a week.
+                RemoteCommand::ApiserverMetrics => {
+                    let text = "apiserver_request_total{code=\"200\",group=\"\",resource=\"pods\",verb=\"LIST\",version=\"v1\"} 1\nprocess_start_time_seconds 0\n";
+                    facts.insert(
+                        "metrics_b64".into(),
+                        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, text),
+                    );
+                    facts.insert("read_at".into(), (7 * 86_400).to_string());
+                }
                 RemoteCommand::KubeadmDowngrade { version, apply }
                 | RemoteCommand::KubeadmUpgrade { version, apply } => {
                     let op = if *apply {

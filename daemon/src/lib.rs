@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+mod apiusage;
 pub mod drain;
 pub mod engine;
 #[cfg(feature = "fake-world")]

@@ -366,6 +366,10 @@ pub enum RemoteCommand {
     /// the load balancer: `readyz_status` (0: nothing answered) and `readyz_failing` (the
     /// `[-]` lines).
     ApiserverReadyz,
+    /// The node's own kube-apiserver's `/metrics`, read on its loopback with the node's
+    /// admin kubeconfig (each instance keeps its own counters), cut to what the removed-API
+    /// gate reads: `metrics_b64` (base64 of the text) and `read_at` (Unix seconds).
+    ApiserverMetrics,
     /// A rollback of the control plane: unhold → install kubeadm at the older `version`
     /// (allowing the downgrade) → hold; `kubeadm upgrade apply VERSION` (`apply`) or
     /// `kubeadm upgrade node`, after our own backup of the manifests.
@@ -395,6 +399,7 @@ impl RemoteCommand {
             RemoteCommand::RestartKubelet => "kubelet restart",
             RemoteCommand::EtcdHealth => "etcd health",
             RemoteCommand::ApiserverReadyz => "kube-apiserver /readyz",
+            RemoteCommand::ApiserverMetrics => "kube-apiserver /metrics",
             RemoteCommand::DowngradePackages { .. } => "package downgrade",
             RemoteCommand::KubeadmDowngrade { apply: true, .. } => "kubeadm downgrade (apply)",
             RemoteCommand::KubeadmDowngrade { apply: false, .. } => "kubeadm downgrade (node)",

@@ -93,6 +93,7 @@ impl Scripts {
                 | RemoteCommand::InstalledKubelet
                 | RemoteCommand::EtcdHealth
                 | RemoteCommand::ApiserverReadyz
+                | RemoteCommand::ApiserverMetrics
         )
     }
 
@@ -148,7 +149,8 @@ impl Scripts {
             RemoteCommand::Preflight { .. }
             | RemoteCommand::InstalledKubelet
             | RemoteCommand::EtcdHealth
-            | RemoteCommand::ApiserverReadyz => return None,
+            | RemoteCommand::ApiserverReadyz
+            | RemoteCommand::ApiserverMetrics => return None,
             RemoteCommand::InstallPackages { version } => format!("install-packages-{version}"),
             RemoteCommand::DowngradePackages { version, .. } => {
                 format!("downgrade-packages-{version}")
@@ -281,6 +283,21 @@ impl Scripts {
                      echo readyz_failing=\"$(printf '%s\\n' \"$out\" | grep '^\\[-\\]' | tr '\\n' ' ' | cut -c 1-300)\"",
                     url = shell_quote(&format!(
                         "https://127.0.0.1:{}/readyz?verbose",
+                        upgraded_events::check::control_plane::APISERVER_PORT
+                    ))
+                );
+            }
+            RemoteCommand::ApiserverMetrics => {
+                // This node's instance (the load balancer would answer for any one), as
+                // kubeadm's admin; only the series the gate reads leave the node (a large
+                // apiserver's /metrics runs to megabytes).
+                let _ = writeln!(
+                    s,
+                    "echo read_at=\"$(date +%s)\"\n\
+                     out=$(kubectl --kubeconfig /etc/kubernetes/admin.conf --server {url} get --raw /metrics --request-timeout=20s)\n\
+                     echo metrics_b64=\"$(printf '%s\\n' \"$out\" | grep -E '^(apiserver_requested_deprecated_apis|process_start_time_seconds|apiserver_request_total\\{{.*version=\"v[0-9]+(alpha|beta)[0-9]*\")' | base64 -w0)\"",
+                    url = shell_quote(&format!(
+                        "https://127.0.0.1:{}",
                         upgraded_events::check::control_plane::APISERVER_PORT
                     ))
                 );

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use base64::Engine;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::{Method, Request};
@@ -311,6 +312,25 @@ impl SimAgents {
                 facts.insert(
                     "readyz_status".into(),
                     if ready { "200" } else { "000" }.into(),
+                );
+            }
+            RemoteCommand::ApiserverMetrics => {
+                // The node's instance's counters, as the sim keeps them per apiserver.
+                let m = self
+                    .call(
+                        Method::GET,
+                        &Self::node_path(node, "apiserver-metrics"),
+                        None,
+                    )
+                    .await?;
+                let text = m["metrics"].as_str().unwrap_or_default();
+                facts.insert(
+                    "metrics_b64".into(),
+                    base64::engine::general_purpose::STANDARD.encode(text),
+                );
+                facts.insert(
+                    "read_at".into(),
+                    m["readAt"].as_i64().unwrap_or_default().to_string(),
                 );
             }
             RemoteCommand::InstalledKubelet => {

@@ -132,11 +132,18 @@ pub struct ApiUsage {
     /// Listed objects last applied (`kubectl apply`) at such an API version.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub applied: Vec<ManifestObject>,
+    /// Sources that could not be read, each with why (`apiserver cp-2: ...`): what the
+    /// gate could not see.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unread: Vec<String>,
 }
 
 impl ApiUsage {
     pub fn is_empty(&self) -> bool {
-        self.apiservers.is_empty() && self.helm.is_empty() && self.applied.is_empty()
+        self.apiservers.is_empty()
+            && self.helm.is_empty()
+            && self.applied.is_empty()
+            && self.unread.is_empty()
     }
 }
 

@@ -70,7 +70,8 @@ impl Timed {
             RemoteCommand::InstalledKubelet
             | RemoteCommand::RestartKubelet
             | RemoteCommand::EtcdHealth
-            | RemoteCommand::ApiserverReadyz => 0,
+            | RemoteCommand::ApiserverReadyz
+            | RemoteCommand::ApiserverMetrics => 0,
         }
     }
 }
@@ -146,6 +147,15 @@ pub enum Fault {
     /// `apiserver-broken:NODE@VERSION`: the control-plane node's kube-apiserver does not
     /// start from VERSION on (its static pod crash-loops); the others keep the API up.
     ApiserverBroken { node: String, from: Version },
+    /// `deprecated-api:NODE:GROUP/VERSION/RESOURCE`: a client keeps calling that API
+    /// version through the control-plane node's apiserver (its `/metrics` shows the
+    /// series, with the release the table says removes it).
+    DeprecatedApi {
+        node: String,
+        group: String,
+        version: String,
+        resource: String,
+    },
 }
 
 impl std::str::FromStr for Fault {
@@ -155,7 +165,8 @@ impl std::str::FromStr for Fault {
         let usage = "expected kubelet-fails:GENERATION@VERSION, never-ready:NODE, \
                      crash-loop:KEY=VALUE@VERSION, blocking-pdb:NAMESPACE/NAME, slow-drain:NODE=SECONDS, \
                      net-broken:GENERATION@VERSION, storage-broken:GENERATION@VERSION, \
-                     devices-lost:NODE@VERSION, apiserver-broken:NODE@VERSION or dns-broken@VERSION";
+                     devices-lost:NODE@VERSION, apiserver-broken:NODE@VERSION, \
+                     deprecated-api:NODE:GROUP/VERSION/RESOURCE or dns-broken@VERSION";
         if let Some(v) = s.strip_prefix("dns-broken@") {
             let from = Version::parse_release(v)
                 .map_err(|e| format!("fault {s:?}: {v:?} is not a version: {e}"))?;
@@ -208,6 +219,27 @@ impl std::str::FromStr for Fault {
                     node: nonempty(&node)?,
                     from,
                 })
+            }
+            "deprecated-api" => {
+                let bad = || {
+                    format!(
+                        "fault {s:?}: expected deprecated-api:NODE:GROUP/VERSION/RESOURCE (e.g. cp-2:flowcontrol.apiserver.k8s.io/v1beta3/flowschemas)"
+                    )
+                };
+                let (node, api) = arg.split_once(':').ok_or_else(bad)?;
+                let mut parts = api.rsplitn(3, '/');
+                let (resource, version, group) = (parts.next(), parts.next(), parts.next());
+                match (resource, version) {
+                    (Some(r), Some(v)) if !r.is_empty() && !v.is_empty() => {
+                        Ok(Fault::DeprecatedApi {
+                            node: nonempty(node)?,
+                            group: group.unwrap_or_default().to_string(),
+                            version: v.to_string(),
+                            resource: r.to_string(),
+                        })
+                    }
+                    _ => Err(bad()),
+                }
             }
             "apiserver-broken" => {
                 let (node, from) = at(arg)?;
@@ -269,6 +301,18 @@ impl std::fmt::Display for Fault {
             Fault::ApiserverBroken { node, from } => {
                 write!(f, "apiserver-broken:{node}@{from}")
             }
+            Fault::DeprecatedApi {
+                node,
+                group,
+                version,
+                resource,
+            } if group.is_empty() => write!(f, "deprecated-api:{node}:{version}/{resource}"),
+            Fault::DeprecatedApi {
+                node,
+                group,
+                version,
+                resource,
+            } => write!(f, "deprecated-api:{node}:{group}/{version}/{resource}"),
         }
     }
 }
@@ -325,6 +369,30 @@ impl Fault {
             Fault::NeverReady(n) => {
                 node(w, n)?;
                 w.faults.never_ready.insert(n.clone());
+            }
+            Fault::DeprecatedApi {
+                node: n,
+                group,
+                version,
+                resource,
+            } => {
+                node(w, n)?;
+                if w.nodes.get(n).is_some_and(|m| m.control_plane.is_none()) {
+                    return Err(format!("fault {self}: the node runs no kube-apiserver"));
+                }
+                let removed = upgraded_events::apis::removed_resource(group, version, resource)
+                    .map(|r| format!("1.{}", r.removed_in))
+                    .unwrap_or_default();
+                w.faults
+                    .deprecated_apis
+                    .push(upgraded_sim::model::DeprecatedCalls {
+                        node: n.clone(),
+                        group: group.clone(),
+                        version: version.clone(),
+                        resource: resource.clone(),
+                        removed_release: removed,
+                        requests: 120,
+                    });
             }
             Fault::CrashLoop { key, value, from } => {
                 w.faults.crash_loops.push(CrashLoopFault {

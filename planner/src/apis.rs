@@ -424,6 +424,15 @@ impl Ctx<'_> {
                 ));
             }
         }
+        for why in &usage.unread {
+            found.push(finding(
+                Severity::Warning,
+                "api-usage-unread",
+                vec![],
+                format!("the removed-API gate could not read {why}"),
+                "read that source by hand (`kubectl get --raw /metrics --server https://NODE:6443`) and pass it to `upgradectl plan --apiserver-metrics`".into(),
+            ));
+        }
         for f in found {
             self.findings.insert(f);
         }

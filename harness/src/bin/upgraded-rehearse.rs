@@ -47,7 +47,8 @@ struct Args {
     /// never-ready:NODE, crash-loop:KEY=VALUE@VERSION, blocking-pdb:NAMESPACE/NAME,
     /// slow-drain:NODE=SECONDS, net-broken:GENERATION@VERSION,
     /// storage-broken:GENERATION@VERSION, devices-lost:NODE@VERSION,
-    /// apiserver-broken:NODE@VERSION, dns-broken@VERSION.
+    /// apiserver-broken:NODE@VERSION, deprecated-api:NODE:GROUP/VERSION/RESOURCE,
+    /// dns-broken@VERSION.
     #[arg(long = "fault")]
     faults: Vec<Fault>,
     /// First do what the plan's usual blockers ask: delete pods without a controller, move

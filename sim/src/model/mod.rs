@@ -543,10 +543,27 @@ pub struct Faults {
     /// Alerts Prometheus reports firing (`alertname` or `alertname node=NAME`).
     #[serde(default)]
     pub alerts_firing: BTreeSet<String>,
+    /// Requests clients made through one control-plane node's kube-apiserver to an API
+    /// version that is deprecated: what its `/metrics` counts (the removed-API gate).
+    #[serde(default)]
+    pub deprecated_apis: Vec<DeprecatedCalls>,
     /// What the caller may not do, as `verb resource[/subresource]` (e.g. `patch nodes`,
     /// `create pods/eviction`): SelfSubjectAccessReviews answer "no", as a narrow RBAC role
     /// would.
     pub denied: BTreeSet<String>,
+}
+
+/// Requests to a deprecated API seen by one control-plane node's apiserver.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeprecatedCalls {
+    pub node: String,
+    pub group: String,
+    pub version: String,
+    pub resource: String,
+    /// The release that removes it (`1.32`), as the apiserver labels the series.
+    pub removed_release: String,
+    pub requests: u64,
 }
 
 /// A pod as its controller sees it while reconciling.

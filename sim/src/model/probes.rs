@@ -393,3 +393,66 @@ impl World {
         (i32::from(!ok), line)
     }
 }
+
+impl World {
+    /// `node`'s kube-apiserver's `/metrics`, cut to what the removed-API gate reads: its
+    /// requests (the pods listed, and each deprecated API called through it), the
+    /// deprecated-API gauge, and when the process started (30 days ago: counters of a month).
+    pub fn apiserver_metrics(&self, node: &str) -> Result<String, ModelError> {
+        let n = self
+            .nodes
+            .get(node)
+            .ok_or_else(|| not_found("nodes", node))?;
+        let cp = n
+            .control_plane
+            .as_ref()
+            .ok_or_else(|| ModelError::Invalid(format!("node {node} runs no kube-apiserver")))?;
+        if n.down
+            || self
+                .faults
+                .apiserver_fails_from
+                .get(node)
+                .is_some_and(|v| cp.apiserver >= *v)
+        {
+            return Err(ModelError::Invalid(format!(
+                "the kube-apiserver of {node} does not answer on 127.0.0.1:6443"
+            )));
+        }
+        let calls: Vec<&DeprecatedCalls> = self
+            .faults
+            .deprecated_apis
+            .iter()
+            .filter(|c| c.node == node)
+            .collect();
+        let q = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
+        let mut out = String::from("# TYPE apiserver_request_total counter\n");
+        out.push_str(&format!(
+            "apiserver_request_total{{code=\"200\",component=\"apiserver\",dry_run=\"\",group=\"\",resource=\"pods\",scope=\"cluster\",subresource=\"\",verb=\"LIST\",version=\"v1\"}} {}\n",
+            self.pods.len()
+        ));
+        for c in &calls {
+            out.push_str(&format!(
+                "apiserver_request_total{{code=\"200\",component=\"apiserver\",dry_run=\"\",group=\"{}\",resource=\"{}\",scope=\"cluster\",subresource=\"\",verb=\"LIST\",version=\"{}\"}} {}\n",
+                q(&c.group),
+                q(&c.resource),
+                q(&c.version),
+                c.requests
+            ));
+        }
+        out.push_str("# TYPE apiserver_requested_deprecated_apis gauge\n");
+        for c in &calls {
+            out.push_str(&format!(
+                "apiserver_requested_deprecated_apis{{group=\"{}\",removed_release=\"{}\",resource=\"{}\",subresource=\"\",version=\"{}\"}} 1\n",
+                q(&c.group),
+                q(&c.removed_release),
+                q(&c.resource),
+                q(&c.version)
+            ));
+        }
+        let started = (self.now / 1000).saturating_sub(30 * 86_400);
+        out.push_str(&format!(
+            "# TYPE process_start_time_seconds gauge\nprocess_start_time_seconds {started}\n"
+        ));
+        Ok(out)
+    }
+}

@@ -78,6 +78,13 @@ pub(super) fn control(sim: &Sim, method: &Method, path: &[String], body: &[u8]) 
             Ok((v, etcd)) => done(sim.world().upgrade_control_plane(node, v, etcd)),
             Err(r) => r,
         },
+        (Method::GET, ["v1", "nodes", node, "apiserver-metrics"]) => {
+            let w = sim.world();
+            match w.apiserver_metrics(node) {
+                Ok(text) => ok(&json!({"metrics": text, "readAt": w.now() / 1000})),
+                Err(e) => model_error(e),
+            }
+        }
         (Method::GET, ["v1", "nodes", node, "packages"]) => match sim.world().nodes.get(*node) {
             Some(n) => ok(&n.packages),
             None => not_found("nodes", node),

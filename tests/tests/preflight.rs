@@ -1,0 +1,92 @@
+//! What `start`'s preflight finds before anything is touched, on the in-process harness
+//! (real engine, sim in-process, virtual time): the removed-API gate reading each
+//! apiserver instance.
+
+use upgraded_harness::Harness;
+
+const POLICY: &str = "apiVersion: upgraded.dev/v1alpha1\nkind: UpgradePolicy\n";
+
+/// Three control-plane nodes and three workers at `version`, settled.
+fn world_at(version: &str) -> upgraded_sim::World {
+    let mut world = upgraded_sim::World::new(upgraded_harness::sim_clock(), 7);
+    upgraded_sim::scenario::small(&mut world, 3, 3, version.parse().expect("v")).expect("cluster");
+    world.tick();
+    world.settle(30 * 24 * 3600 * 1000);
+    world
+}
+
+fn v1beta3_on(node: &str) -> upgraded_sim::model::DeprecatedCalls {
+    upgraded_sim::model::DeprecatedCalls {
+        node: node.into(),
+        group: "flowcontrol.apiserver.k8s.io".into(),
+        version: "v1beta3".into(),
+        resource: "flowschemas".into(),
+        removed_release: "1.32".into(),
+        requests: 57,
+    }
+}
+
+/// A flowcontrol v1beta3 series seen on one of three apiservers refuses the start of a
+/// 1.31 → 1.32 run, naming the instance and the API; nothing was touched. The same counters
+/// do not refuse a run that stays at 1.31.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_hop_to_1_32_is_refused_for_a_v1beta3_series_on_one_apiserver() {
+    let mut world = world_at("v1.31.6");
+    let cps: Vec<String> = world
+        .nodes
+        .values()
+        .filter(|n| n.control_plane.is_some())
+        .map(|n| n.name.clone())
+        .collect();
+    assert_eq!(cps.len(), 3);
+    world.faults.deprecated_apis.push(v1beta3_on(&cps[1]));
+    let h = Harness::new(world, POLICY).await;
+    let refused = h.start("v1.32.4").await.expect_err("refused");
+    let why = refused.to_string();
+    assert!(why.contains("removed-api-in-use"), "{why}");
+    assert!(
+        why.contains(&format!("apiserver {}", cps[1]))
+            && why.contains("57 request(s) to flowcontrol.apiserver.k8s.io/v1beta3 flowschemas")
+            && why.contains("1.31 → 1.32"),
+        "{why}"
+    );
+    assert!(
+        !why.contains(&format!("apiserver {} served", cps[0])),
+        "{why}"
+    );
+    let w = h.sim.world();
+    assert!(
+        w.nodes.values().all(|n| !n.unschedulable),
+        "nothing was cordoned"
+    );
+}
+
+/// An apiserver that does not answer is named as unread (a warning): the start goes on.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn an_apiserver_that_cannot_be_read_is_a_warning_not_a_refusal() {
+    let mut world = world_at("v1.33.5");
+    let cp = world
+        .nodes
+        .values()
+        .find(|n| n.control_plane.is_some())
+        .map(|n| n.name.clone())
+        .expect("a control plane");
+    world
+        .faults
+        .apiserver_fails_from
+        .insert(cp.clone(), "v1.33.0".parse().expect("v"));
+    let h = Harness::new(world, POLICY).await;
+    let plan = h
+        .json(
+            hyper::Method::POST,
+            "/v1/runs",
+            Some(&serde_json::json!({"target": "v1.34.2", "dryRun": true})),
+        )
+        .await
+        .expect("a dry run");
+    let findings = plan["plan"]["findings"].to_string();
+    assert!(
+        findings.contains("api-usage-unread") && findings.contains(&format!("apiserver {cp}")),
+        "{findings}"
+    );
+}
