@@ -324,7 +324,9 @@ impl Scripts {
              p=/var/lib/kubelet; [ -d \"$p\" ] || p=/var/lib\n\
              echo disk_used_percent=\"$(df --output=pcent \"$p\" | tail -n 1 | tr -dc 0-9)\"\n\
              if crictl info >/dev/null 2>&1; then echo runtime=ok; else echo runtime=down; fi\n\
-             echo swap_devices=\"$(tail -n +2 /proc/swaps | wc -l)\"\n",
+             echo swap_devices=\"$(tail -n +2 /proc/swaps | wc -l)\"\n\
+             echo kubelet_flags=\"$(cat /var/lib/kubelet/kubeadm-flags.env /etc/default/kubelet /etc/sysconfig/kubelet 2>/dev/null | grep -o -- '--[a-z0-9-]*' | sort -u | tr '\\n' ' ' || true)\"\n\
+             echo containerd_version=\"$(containerd --version 2>/dev/null | awk '{print $3}' || true)\"\n",
         );
         let refresh = match self.package_manager {
             PackageManager::Apt => words(&["apt-get", "update", "-q"]),
@@ -632,6 +634,24 @@ pub fn snapshot_revision(status: &str) -> Option<u64> {
     v["revision"].as_u64()
 }
 
+/// The version-change rules (`upgraded_events::rules`) on a node's preflight facts: what
+/// they find refuses the node, every finding named. Not retryable: a person has to change
+/// the machine.
+pub fn rules_verdict(node: &str, target: Version, facts: &Facts) -> Result<(), PortError> {
+    let found = upgraded_events::rules::node_findings(target, facts);
+    if found.is_empty() {
+        return Ok(());
+    }
+    let what: Vec<String> = found
+        .iter()
+        .map(|f| format!("{} ({}: {})", f.what, f.rule, f.fix))
+        .collect();
+    Err(PortError::fatal(format!(
+        "preflight: node {node}: {}",
+        what.join("; ")
+    )))
+}
+
 /// Whether the node may be upgraded to `target`, from what [`Scripts::render`]'s preflight
 /// reported. Refusals are not retryable: a person has to change the machine.
 pub fn preflight_verdict(
@@ -642,12 +662,10 @@ pub fn preflight_verdict(
 ) -> Result<(), PortError> {
     let get = |k: &str| facts.get(k).map(String::as_str).unwrap_or("");
     let refuse = |what: String| Err(PortError::fatal(format!("preflight: node {node}: {what}")));
-    if target.needs_cgroup_v2() && get("cgroup") != "cgroup2fs" {
-        return refuse(format!(
-            "/sys/fs/cgroup is {:?}, not cgroup v2; kubelet {target} refuses to start on cgroup v1 (boot with systemd.unified_cgroup_hierarchy=1 first)",
-            get("cgroup")
-        ));
+    if target.needs_cgroup_v2() && get("cgroup").is_empty() {
+        return refuse("the cgroup filesystem could not be read".into());
     }
+    rules_verdict(node, target, facts)?;
     match get("disk_used_percent").parse::<u32>() {
         Ok(p) if p > max_disk_used_percent => {
             return refuse(format!(
@@ -1120,6 +1138,20 @@ kubeadm=v1.35.3
         let e = preflight_verdict("w-1", v("v1.35.3"), &v1, 85).expect_err("cgroup v1");
         assert!(e.what.contains("not cgroup v2") && !e.retryable, "{e}");
         assert!(preflight_verdict("w-1", v("v1.34.6"), &v1, 85).is_ok());
+        // A kubelet flag the target removed, read from the node's flag files.
+        let mut flags = f.clone();
+        flags.insert(
+            "kubelet_flags".into(),
+            "--container-runtime-endpoint --keep-terminated-pod-volumes --node-ip".into(),
+        );
+        assert!(preflight_verdict("w-1", v("v1.30.9"), &flags, 85).is_ok());
+        let e = preflight_verdict("w-1", v("v1.31.2"), &flags, 85).expect_err("removed flag");
+        assert!(
+            e.what.contains("--keep-terminated-pod-volumes")
+                && e.what.contains("kubelet-flag-removed-1.31")
+                && !e.retryable,
+            "{e}"
+        );
         let mut full = f.clone();
         full.insert("disk_used_percent".into(), "93".into());
         let e = preflight_verdict("w-1", v("v1.34.6"), &full, 85).expect_err("disk");

@@ -199,12 +199,13 @@ impl SimAgents {
                     .or_else(|| n["metadata"]["labels"][CGROUP_KEY].as_str())
                     .unwrap_or("v2")
                     .to_string();
-                if target.needs_cgroup_v2() && cgroup == "v1" {
-                    return Err(PortError::fatal(format!(
-                        "preflight: node {node} runs cgroup v1; kubelet {target} refuses to start on it (boot with systemd.unified_cgroup_hierarchy=1 first)"
-                    ))
-                    .with_fact("cgroup", cgroup));
-                }
+                // As the node script reports it (`stat -fc %T /sys/fs/cgroup`), for the
+                // version-change rules.
+                let fs = if cgroup == "v1" { "tmpfs" } else { "cgroup2fs" };
+                let mut seen = upgraded_events::Facts::new();
+                seen.insert("cgroup".into(), fs.into());
+                crate::remote::rules_verdict(node, *target, &seen)
+                    .map_err(|e| e.with_fact("cgroup", cgroup.clone()))?;
                 facts.insert("cgroup".into(), cgroup);
                 facts.insert("runtime".into(), "containerd answering".into());
                 facts.insert("swap".into(), "off".into());

@@ -22,6 +22,7 @@ pub mod policy;
 pub mod quantity;
 pub mod replay;
 pub mod request;
+pub mod rules;
 pub mod run;
 pub mod state;
 pub mod time;
