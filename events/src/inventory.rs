@@ -597,8 +597,21 @@ impl Inventory {
     }
 
     /// Control-plane component versions from the static pods' images; kube-proxy per node
-    /// from the kube-proxy pods.
+    /// from the kube-proxy pod on it, else from the kube-proxy DaemonSet's image.
     fn attach_control_plane(&mut self, items: &[Value]) {
+        let daemon_set_proxy = items
+            .iter()
+            .find(|i| {
+                i["kind"] == "DaemonSet"
+                    && i["metadata"]["namespace"] == "kube-system"
+                    && i["metadata"]["name"] == "kube-proxy"
+            })
+            .and_then(|ds| ds["spec"]["template"]["spec"]["containers"][0]["image"].as_str())
+            .and_then(image_tag)
+            .and_then(|t| t.parse::<Version>().ok());
+        for n in &mut self.nodes {
+            n.kube_proxy = daemon_set_proxy;
+        }
         let mut comp: BTreeMap<(String, String), String> = BTreeMap::new();
         for it in items.iter().filter(|i| i["kind"] == "Pod") {
             let node = str_of(&it["spec"]["nodeName"]);
@@ -658,11 +671,9 @@ fn parse_node(it: &Value) -> Result<NodeInv, String> {
         .ok_or("status.nodeInfo.kubeletVersion is missing")?
         .parse()
         .map_err(|e| format!("status.nodeInfo.kubeletVersion: {e}"))?;
-    // kubeProxyVersion is deprecated and often empty or "v0.0.0".
-    let kube_proxy = info["kubeProxyVersion"]
-        .as_str()
-        .and_then(|s| s.parse::<Version>().ok())
-        .filter(|v| v.major > 0);
+    // Not status.nodeInfo.kubeProxyVersion: deprecated, often empty or "v0.0.0", gone in
+    // 1.33. kube-proxy's version is its image's (`attach_control_plane`).
+    let kube_proxy = None;
     let alloc = &it["status"]["allocatable"];
     let allocatable = Resources {
         cpu_millis: match alloc["cpu"].as_str() {
@@ -879,5 +890,42 @@ mod tests {
         ] {
             assert!(check_node_name(bad).is_err(), "{bad}");
         }
+    }
+
+    fn node(name: &str) -> Value {
+        serde_json::json!({"kind": "Node", "metadata": {"name": name, "labels": {}},
+            "status": {"nodeInfo": {"kubeletVersion": "v1.32.4", "kubeProxyVersion": "v1.29.0"},
+                       "allocatable": {"cpu": "4", "memory": "8Gi"}}})
+    }
+
+    /// kube-proxy's version is its image's, never `status.nodeInfo.kubeProxyVersion` (gone in
+    /// 1.33, stale before): the pod on the node, else the DaemonSet.
+    #[test]
+    fn kube_proxy_comes_from_its_image_not_the_node_status() {
+        let ds = serde_json::json!({"kind": "DaemonSet",
+            "metadata": {"namespace": "kube-system", "name": "kube-proxy"},
+            "spec": {"template": {"spec": {"containers": [
+                {"name": "kube-proxy", "image": "registry.k8s.io/kube-proxy:v1.32.4"}]}}},
+            "status": {"desiredNumberScheduled": 2, "numberReady": 2}});
+        let pod = serde_json::json!({"kind": "Pod",
+            "metadata": {"namespace": "kube-system", "name": "kube-proxy-abcde",
+                         "labels": {"k8s-app": "kube-proxy"}},
+            "spec": {"nodeName": "w-2", "containers": [
+                {"name": "kube-proxy", "image": "registry.k8s.io/kube-proxy:v1.31.6"}]},
+            "status": {"phase": "Running"}});
+        let list = |items: Vec<Value>| serde_json::json!({"kind": "List", "items": items});
+        let inv = Inventory::from_kubectl_value(&list(vec![node("w-1"), node("w-2"), ds, pod]))
+            .expect("inventory");
+        let proxy: Vec<Option<String>> = inv
+            .nodes
+            .iter()
+            .map(|n| n.kube_proxy.map(|v| v.to_string()))
+            .collect();
+        assert_eq!(
+            proxy,
+            [Some("v1.32.4".to_string()), Some("v1.31.6".to_string())]
+        );
+        let inv = Inventory::from_kubectl_value(&list(vec![node("w-1")])).expect("inventory");
+        assert_eq!(inv.nodes[0].kube_proxy, None, "no image seen: unknown");
     }
 }
