@@ -10,6 +10,7 @@ pub mod check;
 pub mod codec;
 pub mod decide;
 pub mod drain;
+pub mod drift;
 pub mod event;
 pub mod facts;
 pub mod gate;

@@ -147,6 +147,13 @@ pub enum Fault {
     /// `apiserver-broken:NODE@VERSION`: the control-plane node's kube-apiserver does not
     /// start from VERSION on (its static pod crash-loops); the others keep the API up.
     ApiserverBroken { node: String, from: Version },
+    /// `drift:NODE:FIELD=VALUE`: the machine differs from its generation in one field
+    /// (`kernel`, `os-image`, `container-runtime`, `cgroup` v1/v2).
+    Drift {
+        node: String,
+        field: String,
+        value: String,
+    },
     /// `deprecated-api:NODE:GROUP/VERSION/RESOURCE`: a client keeps calling that API
     /// version through the control-plane node's apiserver (its `/metrics` shows the
     /// series, with the release the table says removes it).
@@ -166,7 +173,8 @@ impl std::str::FromStr for Fault {
                      crash-loop:KEY=VALUE@VERSION, blocking-pdb:NAMESPACE/NAME, slow-drain:NODE=SECONDS, \
                      net-broken:GENERATION@VERSION, storage-broken:GENERATION@VERSION, \
                      devices-lost:NODE@VERSION, apiserver-broken:NODE@VERSION, \
-                     deprecated-api:NODE:GROUP/VERSION/RESOURCE or dns-broken@VERSION";
+                     deprecated-api:NODE:GROUP/VERSION/RESOURCE, drift:NODE:FIELD=VALUE \
+                     or dns-broken@VERSION";
         if let Some(v) = s.strip_prefix("dns-broken@") {
             let from = Version::parse_release(v)
                 .map_err(|e| format!("fault {s:?}: {v:?} is not a version: {e}"))?;
@@ -218,6 +226,27 @@ impl std::str::FromStr for Fault {
                 Ok(Fault::DevicesLost {
                     node: nonempty(&node)?,
                     from,
+                })
+            }
+            "drift" => {
+                let bad = || {
+                    format!(
+                        "fault {s:?}: expected drift:NODE:FIELD=VALUE, FIELD one of kernel, os-image, container-runtime, cgroup"
+                    )
+                };
+                let (node, rest) = arg.split_once(':').ok_or_else(bad)?;
+                let (field, value) = rest.split_once('=').ok_or_else(bad)?;
+                let known = ["kernel", "os-image", "container-runtime", "cgroup"];
+                if !known.contains(&field)
+                    || value.is_empty()
+                    || (field == "cgroup" && value != "v1" && value != "v2")
+                {
+                    return Err(bad());
+                }
+                Ok(Fault::Drift {
+                    node: nonempty(node)?,
+                    field: field.to_string(),
+                    value: value.to_string(),
                 })
             }
             "deprecated-api" => {
@@ -301,6 +330,7 @@ impl std::fmt::Display for Fault {
             Fault::ApiserverBroken { node, from } => {
                 write!(f, "apiserver-broken:{node}@{from}")
             }
+            Fault::Drift { node, field, value } => write!(f, "drift:{node}:{field}={value}"),
             Fault::DeprecatedApi {
                 node,
                 group,
@@ -369,6 +399,29 @@ impl Fault {
             Fault::NeverReady(n) => {
                 node(w, n)?;
                 w.faults.never_ready.insert(n.clone());
+            }
+            Fault::Drift {
+                node: n,
+                field,
+                value,
+            } => {
+                node(w, n)?;
+                let m = &w.nodes[n];
+                let (labels, mut annotations, taints) =
+                    (m.labels.clone(), m.annotations.clone(), m.taints.clone());
+                if field == "cgroup" {
+                    annotations.insert(upgraded_sim::scenario::CGROUP_KEY.into(), value.clone());
+                }
+                w.set_node_meta(n, labels, annotations, taints)
+                    .map_err(|e| format!("fault {self}: {e}"))?;
+                if let Some(m) = w.nodes.get_mut(n) {
+                    match field.as_str() {
+                        "kernel" => m.kernel.clone_from(value),
+                        "os-image" => m.os_image.clone_from(value),
+                        "container-runtime" => m.runtime.clone_from(value),
+                        _ => {}
+                    }
+                }
             }
             Fault::DeprecatedApi {
                 node: n,
@@ -507,6 +560,12 @@ pub struct Report {
     pub pods: usize,
     /// The plan's blockers (a rehearsal runs a blocked plan anyway, as `start --force`).
     pub blockers: Vec<String>,
+    /// Nodes that differ from their generation (the plan's drift warnings).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub drift: Vec<String>,
+    /// The canaries, as the plan labels their batches (`canary dell-r640: r640-02`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub canaries: Vec<String>,
     /// What `--assume-fixed` changed.
     pub fixed: Vec<String>,
     pub faults: Vec<String>,
@@ -558,6 +617,8 @@ pub fn rehearse(r: &Rehearsal) -> Result<(Report, Vec<Record>), String> {
             workers: inv.nodes.iter().filter(|n| n.role == Role::Worker).count(),
             pods: inv.pods.len(),
             blockers: start.blockers,
+            drift: start.drift,
+            canaries: start.canaries,
             fixed: start.fixed,
             faults: r.faults.iter().map(ToString::to_string).collect(),
             planned,
@@ -584,6 +645,8 @@ pub fn one_at_a_time(p: &PlanPolicy) -> PlanPolicy {
 struct Start {
     inventory: Inventory,
     blockers: Vec<String>,
+    drift: Vec<String>,
+    canaries: Vec<String>,
     fixed: Vec<String>,
 }
 
@@ -656,6 +719,21 @@ fn run(r: &Rehearsal) -> Result<(RunMeasure, Vec<Record>, Start), String> {
             .filter(|f| f.severity == upgraded_planner::Severity::Blocker)
             .map(|f| format!("{}: {}", f.code, f.message))
             .collect();
+        let drift = report
+            .findings
+            .iter()
+            .filter(|f| {
+                f.severity != upgraded_planner::Severity::Blocker && f.code.starts_with("drift-")
+            })
+            .map(|f| format!("{}: {}", f.code, f.message))
+            .collect();
+        let canaries = report
+            .phases
+            .iter()
+            .flat_map(|p| &p.batches)
+            .filter(|b| b.label.starts_with("canary"))
+            .map(|b| b.label.clone())
+            .collect();
         let ended = tokio::time::timeout(HORIZON, async {
             loop {
                 let phase = status.borrow_and_update().as_ref().map(|s| s.phase);
@@ -705,6 +783,8 @@ fn run(r: &Rehearsal) -> Result<(RunMeasure, Vec<Record>, Start), String> {
             Start {
                 inventory,
                 blockers,
+                drift,
+                canaries,
                 fixed,
             },
         ))
@@ -877,11 +957,17 @@ pub fn table(r: &Report) -> String {
     for b in &r.blockers {
         let _ = writeln!(o, "plan blocker (rehearsed anyway): {b}");
     }
+    for d in &r.drift {
+        let _ = writeln!(o, "plan warning: {d}");
+    }
     for f in &r.fixed {
         let _ = writeln!(o, "assumed fixed: {f}");
     }
     for f in &r.faults {
         let _ = writeln!(o, "fault: {f}");
+    }
+    if !r.canaries.is_empty() {
+        let _ = writeln!(o, "canaries           {}", r.canaries.join("; "));
     }
     let _ = writeln!(o, "outcome            {}", p.outcome);
     let _ = writeln!(

@@ -118,6 +118,67 @@ impl Ctx<'_> {
             ));
         }
     }
+    /// Drift within each generation: a node that differs from its siblings in a field that
+    /// must match is not proven by their canary (it blocks); one that differs in a field
+    /// that should match is named (a warning).
+    pub(crate) fn drift_findings(&mut self) {
+        use upgraded_events::drift::{self, Match};
+        let mut by_gen = drift::Generations::new();
+        for n in &self.inv.nodes {
+            if let Some(g) = self.gen_of.get(&n.name) {
+                by_gen
+                    .entry(g.clone())
+                    .or_default()
+                    .push((n.name.clone(), drift::fingerprint(n)));
+            }
+        }
+        self.drift = drift::drift(&by_gen);
+        let mut found = Vec::new();
+        for r in &self.drift {
+            for f in &r.fields {
+                for (node, value) in &f.outliers {
+                    let (severity, code, then) = match f.level {
+                        Match::Must if self.policy.drift_subgroups => (
+                            Severity::Warning,
+                            "drift-subgroup",
+                            "it is upgraded after a canary of the nodes like it (drift: subgroup)",
+                        ),
+                        Match::Must => (
+                            Severity::Blocker,
+                            "drift-must-match",
+                            "its generation's canary proves nothing about it",
+                        ),
+                        Match::Should => (
+                            Severity::Warning,
+                            "drift-should-match",
+                            "the canary proves it less than its siblings",
+                        ),
+                    };
+                    found.push(finding(
+                        severity,
+                        code,
+                        vec![format!("node/{node}")],
+                        format!(
+                            "node {node} differs from generation {} in {}: {value} where {} of {} run {}; {then}",
+                            r.generation,
+                            f.field,
+                            r.nodes - f.outliers.len(),
+                            r.nodes,
+                            f.majority
+                        ),
+                        format!(
+                            "make {node} like its siblings ({} {}) before the upgrade, or give it its own generation label so it gets its own canary",
+                            f.field, f.majority
+                        ),
+                    ));
+                }
+            }
+        }
+        for f in found {
+            self.findings.insert(f);
+        }
+    }
+
     /// Findings that depend on the inventory alone.
     pub(crate) fn static_findings(&mut self, target: Version) {
         let inv = self.inv;

@@ -47,6 +47,9 @@ pub(crate) struct Ctx<'a> {
     cap: Capacity,
     gen_of: BTreeMap<String, String>,
     gen_order: Vec<String>,
+    /// Each generation's drift (`Ctx::drift_findings`): the canaries come from the
+    /// majority.
+    drift: Vec<upgraded_events::drift::DriftReport>,
 }
 
 pub(crate) fn finding(
@@ -285,6 +288,7 @@ impl<'a> Ctx<'a> {
             cap: Capacity::new(inv),
             gen_of: BTreeMap::new(),
             gen_order: Vec::new(),
+            drift: Vec::new(),
         };
         for (i, pdb) in inv.pdbs.iter().enumerate() {
             if ctx.scale_unblocks(pdb).is_some() {
@@ -292,6 +296,7 @@ impl<'a> Ctx<'a> {
             }
         }
         ctx.generations();
+        ctx.drift_findings();
         ctx.static_findings(target);
         ctx
     }

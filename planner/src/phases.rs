@@ -368,13 +368,43 @@ impl Ctx<'_> {
         let mut canary_batches = Vec::new();
         let mut rest_phases = Vec::new();
         let mut canaries: BTreeSet<String> = BTreeSet::new();
+        // The canaries come from each generation's majority: an outlier is proven by
+        // nobody's canary but its own (the nodes that differ in any field go last).
+        let outliers: BTreeSet<&str> = self
+            .drift
+            .iter()
+            .flat_map(|r| r.fields.iter())
+            .flat_map(|f| f.outliers.iter().map(|(n, _)| n.as_str()))
+            .collect();
+        // With `drift: subgroup`, the nodes alike in the fields that must match form a
+        // subgroup of their generation, each with its own canary; the majority's is first.
+        let subgroup_of = |n: &str| -> Vec<(String, String)> {
+            self.drift
+                .iter()
+                .flat_map(|r| r.fields.iter())
+                .filter(|f| f.level == upgraded_events::drift::Match::Must)
+                .filter_map(|f| {
+                    f.outliers
+                        .iter()
+                        .find(|(o, _)| o == n)
+                        .map(|(_, v)| (f.field.clone(), v.clone()))
+                })
+                .collect()
+        };
         for g in &order {
             let want = self.policy.generation_rule(g).canaries as usize;
-            let list = by_gen.get(g).cloned().unwrap_or_default();
+            let mut list = by_gen.get(g).cloned().unwrap_or_default();
+            list.sort_by_key(|n| outliers.contains(n.as_str()));
             let mut picked = 0;
+            let mut subgroups: BTreeSet<Vec<(String, String)>> = BTreeSet::new();
             for n in &list {
-                if picked >= want {
-                    break;
+                let sub = subgroup_of(n);
+                let own_canary = self.policy.drift_subgroups && !sub.is_empty();
+                if own_canary && subgroups.contains(&sub) {
+                    continue;
+                }
+                if !own_canary && picked >= want {
+                    continue;
                 }
                 let Some(i) = self.cap.node_index(n) else {
                     continue;
@@ -392,8 +422,14 @@ impl Ctx<'_> {
                 let steps = self.worker_steps(from, to, true)?;
                 let u = self.unit(n, from, to, steps, true, None, evicted);
                 canaries.insert(n.clone());
-                picked += 1;
-                canary_batches.push(solo(format!("canary {g}: {n}"), u));
+                if own_canary {
+                    let what: Vec<String> = sub.iter().map(|(f, v)| format!("{f} {v}")).collect();
+                    subgroups.insert(sub);
+                    canary_batches.push(solo(format!("canary {g} ({}): {n}", what.join(", ")), u));
+                } else {
+                    picked += 1;
+                    canary_batches.push(solo(format!("canary {g}: {n}"), u));
+                }
             }
         }
         for g in &order {

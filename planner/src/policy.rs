@@ -50,6 +50,10 @@ pub struct PolicyFile {
     /// `all` (default): a worker takes every pending minor inside one drain; `one`: one
     /// drain per minor.
     pub hops_per_drain: Option<String>,
+    /// A node that differs from its generation in a field that must match (cgroup,
+    /// container runtime): `block` (default) refuses the plan; `subgroup` upgrades the
+    /// nodes alike in those fields after a canary of their own.
+    pub drift: Option<String>,
     pub maintenance_windows: Vec<WindowFile>,
     pub gates: Option<GatesFile>,
     /// Per-step duration estimates, overriding the defaults (`drain: 3m`, `drainPerPod: 5s`).
@@ -317,6 +321,8 @@ pub struct PlanPolicy {
     pub evict_unmanaged_pods: bool,
     pub delete_empty_dir_data: bool,
     pub scale_up_to_unblock: bool,
+    /// `drift: subgroup`: a must-match outlier gets its own canary instead of blocking.
+    pub drift_subgroups: bool,
     pub node: NodeCommands,
     pub checks: ChecksPolicy,
 }
@@ -404,6 +410,7 @@ impl Default for PlanPolicy {
             evict_unmanaged_pods: false,
             delete_empty_dir_data: true,
             scale_up_to_unblock: false,
+            drift_subgroups: false,
             node: NodeCommands::defaults(PackageManager::Apt),
             checks: ChecksPolicy::default(),
         }
@@ -726,6 +733,11 @@ impl PolicyFile {
             None | Some("all") => true,
             Some("one") => false,
             Some(o) => return Err(err("hopsPerDrain", format!("{o:?}: expected all or one"))),
+        };
+        p.drift_subgroups = match self.drift.as_deref() {
+            None | Some("block") => false,
+            Some("subgroup") => true,
+            Some(o) => return Err(err("drift", format!("{o:?}: expected block or subgroup"))),
         };
         for (i, w) in self.maintenance_windows.iter().enumerate() {
             let f = |k: &str| format!("maintenanceWindows[{i}].{k}");

@@ -1108,3 +1108,88 @@ fn a_last_applied_removed_version_warns() {
     assert_eq!(inv.api_usage.applied.len(), 1, "{:?}", inv.api_usage);
     assert_eq!(inv.api_usage.applied[0].api_version, "policy/v1beta1");
 }
+
+/// A generation of six: the oldest on another kernel (should match: a warning), one on
+/// cgroup v1 (must match: blocks a 1.35 hop); the canary comes from the majority, not the
+/// oldest node. With `drift: subgroup`, a node on another container runtime gets a canary
+/// of its own instead of blocking.
+#[test]
+fn drift_within_a_generation_warns_blocks_and_keeps_the_canary_in_the_majority() {
+    let mut inv = small_cluster("v1.34.4");
+    inv.nodes.retain(|n| n.role == Role::ControlPlane);
+    for i in 1..=6 {
+        let mut n = node(
+            &format!("r640-0{i}"),
+            Role::Worker,
+            "v1.34.4",
+            "dell-r640",
+            i,
+            8000,
+        );
+        if i == 1 {
+            n.kernel = "6.1.0-27-amd64".into();
+        }
+        if i == 4 {
+            n.cgroup = Some(1);
+        }
+        inv.nodes.push(n);
+    }
+    let canaries = |r: &PlanReport| -> Vec<String> {
+        r.phases
+            .iter()
+            .flat_map(|p| &p.batches)
+            .filter(|b| b.label.starts_with("canary"))
+            .map(|b| b.label.clone())
+            .collect()
+    };
+    let codes = |r: &PlanReport, code: &str| -> Vec<String> {
+        r.findings
+            .iter()
+            .filter(|f| f.code == code)
+            .flat_map(|f| f.subjects.clone())
+            .collect()
+    };
+    let r = plan_to_1_35(&inv, &PlanPolicy::default());
+    assert_eq!(codes(&r, "drift-should-match"), ["node/r640-01"]);
+    assert_eq!(codes(&r, "drift-must-match"), ["node/r640-04"]);
+    assert!(r.blocked);
+    assert_eq!(
+        canaries(&r),
+        ["canary dell-r640: r640-02"],
+        "not the oldest, r640-01"
+    );
+    let warn = r
+        .findings
+        .iter()
+        .find(|f| f.code == "drift-should-match")
+        .expect("warning");
+    assert!(
+        warn.message
+            .contains("kernel: 6.1.0-27-amd64 where 5 of 6 run 6.1"),
+        "{}",
+        warn.message
+    );
+    // Subgroups: a runtime outlier is upgraded after its own canary.
+    let mut inv = inv.clone();
+    for n in &mut inv.nodes {
+        n.cgroup = Some(2);
+        if n.name == "r640-05" {
+            n.runtime = "containerd://2.0.5".into();
+        }
+    }
+    let subgroup = PlanPolicy::from_yaml("drift: subgroup\n").expect("policy");
+    let r = plan_to_1_35(&inv, &subgroup);
+    assert!(codes(&r, "drift-must-match").is_empty());
+    assert_eq!(codes(&r, "drift-subgroup"), ["node/r640-05"]);
+    assert_eq!(
+        canaries(&r),
+        [
+            "canary dell-r640: r640-02",
+            "canary dell-r640 (container-runtime containerd://2.0.5): r640-05"
+        ]
+    );
+    let r = plan_to_1_35(&inv, &PlanPolicy::default());
+    assert_eq!(codes(&r, "drift-must-match"), ["node/r640-05"]);
+    let bad = PlanPolicy::from_yaml("drift: loose\n").expect_err("refused");
+    assert!(bad.to_string().contains("drift"), "{bad}");
+}

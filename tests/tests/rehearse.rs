@@ -269,6 +269,62 @@ fn a_generation_that_cannot_run_the_new_kubelet_is_rehearsed_as_a_halt() {
     assert!(table.contains("fault: kubelet-fails:hp-dl380@"), "{table}");
 }
 
+/// Drift within a generation: a node on another container runtime is named, and with
+/// `drift: subgroup` upgraded after a canary of its own (after its generation's majority
+/// canary); without it, the plan blocks on it; a mistyped field is refused by name.
+#[test]
+fn a_drifted_node_is_named_and_gets_its_own_canary() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(&policy, format!("{POLICY}drift: subgroup\n")).expect("policy");
+    let policy = policy.to_string_lossy().into_owned();
+    let args = |extra: &[&'static str]| -> Vec<String> {
+        let mut a: Vec<String> = [
+            "--scenario",
+            "seed",
+            "--assume-fixed",
+            "--no-compare",
+            "--fault",
+            "drift:r740-03:container-runtime=containerd://2.1.4",
+        ]
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+        a.extend(extra.iter().map(ToString::to_string));
+        a
+    };
+    let mut with = args(&[]);
+    with.extend(["--policy".to_string(), policy]);
+    let out = rehearse(&with.iter().map(String::as_str).collect::<Vec<_>>());
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{table}");
+    assert!(
+        table.contains("plan warning: drift-subgroup: node r740-03 differs from generation dell-r740 in container-runtime: containerd://2.1.4"),
+        "{table}"
+    );
+    assert!(
+        table.contains("canary dell-r740: r740-01; canary dell-r740 (container-runtime containerd://2.1.4): r740-03"),
+        "{table}"
+    );
+    assert!(table.contains("outcome            completed"), "{table}");
+    // The default policy blocks on it (a rehearsal runs a blocked plan anyway).
+    let out = rehearse(
+        &args(&["--to", "v1.35.3"])
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("plan blocker (rehearsed anyway): drift-must-match: node r740-03"),
+        "{table}"
+    );
+    let out = rehearse(&["--scenario", "seed", "--fault", "drift:r740-03:colour=blue"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(err.contains("expected drift:NODE:FIELD=VALUE"), "{err}");
+}
+
 /// The guide's "networking between nodes fails": a generation whose pod network breaks with
 /// the new kubelet passes verify (Ready, at its versions) and is caught by its pod-network
 /// check before its uncordon.

@@ -48,6 +48,7 @@ struct Args {
     /// slow-drain:NODE=SECONDS, net-broken:GENERATION@VERSION,
     /// storage-broken:GENERATION@VERSION, devices-lost:NODE@VERSION,
     /// apiserver-broken:NODE@VERSION, deprecated-api:NODE:GROUP/VERSION/RESOURCE,
+    /// drift:NODE:FIELD=VALUE (kernel, os-image, container-runtime, cgroup),
     /// dns-broken@VERSION.
     #[arg(long = "fault")]
     faults: Vec<Fault>,
