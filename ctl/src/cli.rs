@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use upgraded_ctl::default_socket;
 
 #[derive(Debug, Parser)]
@@ -34,36 +34,7 @@ pub enum Cmd {
     ///
     /// The snapshot is what `kubectl get nodes,pods,pdb,deploy,sts,ds -A -o json` prints.
     /// Exits 2 when the plan has blockers.
-    Plan {
-        /// The kubectl List (JSON); `-` reads standard input.
-        #[arg(long)]
-        snapshot: PathBuf,
-        /// Target version (default: the policy's `target`).
-        #[arg(long)]
-        to: Option<String>,
-        /// Policy file (YAML); built-in defaults without it.
-        #[arg(long)]
-        policy: Option<PathBuf>,
-        /// `table` (default) or `json`.
-        #[arg(long, short = 'o', default_value = "table")]
-        output: String,
-        /// Print the plan as a Markdown runbook instead.
-        #[arg(long)]
-        runbook: bool,
-        /// Planned start, RFC 3339 (default: now); places batches in the maintenance windows.
-        #[arg(long)]
-        start: Option<String>,
-        /// One apiserver instance's `/metrics`, captured (`kubectl get --raw /metrics
-        /// --server https://NODE:6443 > NODE.txt`), as `[NAME=]FILE`; once per instance. Its
-        /// deprecated-API series block the hop whose target removes them; the file's
-        /// modification time is when it was read.
-        #[arg(long = "apiserver-metrics", value_name = "[NAME=]FILE")]
-        apiserver_metrics: Vec<String>,
-        /// Helm 3 release Secrets (`kubectl get secrets -A -l owner=helm,status=deployed -o
-        /// json`): their objects at removed API versions warn.
-        #[arg(long = "helm-secrets", value_name = "FILE")]
-        helm_secrets: Option<PathBuf>,
-    },
+    Plan(PlanArgs),
     /// Plan and start an upgrade to a version (e.g. v1.35.3).
     Start {
         #[arg(long)]
@@ -293,4 +264,37 @@ pub struct Offline {
     /// daemon.
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<std::path::PathBuf>,
+}
+
+/// What `upgradectl plan` is given.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// The kubectl List (JSON); `-` reads standard input.
+    #[arg(long)]
+    pub snapshot: PathBuf,
+    /// Target version (default: the policy's `target`).
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Policy file (YAML); built-in defaults without it.
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
+    /// `table` (default) or `json`.
+    #[arg(long, short = 'o', default_value = "table")]
+    pub output: String,
+    /// Print the plan as a Markdown runbook instead.
+    #[arg(long)]
+    pub runbook: bool,
+    /// Planned start, RFC 3339 (default: now); places batches in the maintenance windows.
+    #[arg(long)]
+    pub start: Option<String>,
+    /// One apiserver instance's `/metrics`, captured (`kubectl get --raw /metrics
+    /// --server https://NODE:6443 > NODE.txt`), as `[NAME=]FILE`; once per instance. Its
+    /// deprecated-API series block the hop whose target removes them; the file's
+    /// modification time is when it was read.
+    #[arg(long = "apiserver-metrics", value_name = "[NAME=]FILE")]
+    pub apiserver_metrics: Vec<String>,
+    /// Helm 3 release Secrets (`kubectl get secrets -A -l owner=helm,status=deployed -o
+    /// json`): their objects at removed API versions warn.
+    #[arg(long = "helm-secrets", value_name = "FILE")]
+    pub helm_secrets: Option<PathBuf>,
 }

@@ -40,16 +40,19 @@ fn plan_with_captured_apiserver_metrics_blocks_the_hop_and_names_the_series() {
     let clean = format!("cp-1={}", fixture("apiserver-metrics-clean.txt").display());
     let dirty = format!("cp-2={}", fixture("apiserver-metrics-cp-2.txt").display());
     let snap = snap.to_string_lossy().into_owned();
-    let (code, out, err) = plan(&[
-        "--snapshot",
-        &snap,
-        "--to",
-        "v1.32.4",
-        "--apiserver-metrics",
-        &clean,
-        "--apiserver-metrics",
-        &dirty,
-    ]);
+    let to_1_32 = |metrics: [&str; 2]| {
+        plan(&[
+            "--snapshot",
+            &snap,
+            "--to",
+            "v1.32.4",
+            "--apiserver-metrics",
+            metrics[0],
+            "--apiserver-metrics",
+            metrics[1],
+        ])
+    };
+    let (code, out, err) = to_1_32([&clean, &dirty]);
     assert_eq!(code, 2, "blocked plans exit 2\n{out}\n{err}");
     assert!(out.contains("removed-api-in-use"), "{out}");
     assert!(
@@ -59,16 +62,7 @@ fn plan_with_captured_apiserver_metrics_blocks_the_hop_and_names_the_series() {
     assert!(out.contains("apiserver cp-2"), "{out}");
     // The same cluster with clean counters on both: not blocked by it.
     let clean2 = format!("cp-2={}", fixture("apiserver-metrics-clean.txt").display());
-    let (_, out, err) = plan(&[
-        "--snapshot",
-        &snap,
-        "--to",
-        "v1.32.4",
-        "--apiserver-metrics",
-        &clean,
-        "--apiserver-metrics",
-        &clean2,
-    ]);
+    let (_, out, err) = to_1_32([&clean, &clean2]);
     assert!(!out.contains("removed-api-in-use"), "{out}\n{err}");
 }
 

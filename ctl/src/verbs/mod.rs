@@ -23,26 +23,8 @@ pub mod watch;
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let client = Client::new(&cli.socket).with_timeout(Duration::from_secs_f64(cli.timeout));
     match cli.cmd {
-        Cmd::Plan {
-            snapshot,
-            to,
-            policy,
-            output,
-            runbook,
-            start,
-            apiserver_metrics,
-            helm_secrets,
-        } => {
-            let blocked = plan::run(plan::PlanArgs {
-                snapshot,
-                to,
-                policy,
-                output,
-                runbook,
-                start,
-                apiserver_metrics,
-                helm_secrets,
-            })?;
+        Cmd::Plan(args) => {
+            let blocked = plan::run(args)?;
             if blocked {
                 std::process::exit(2);
             }

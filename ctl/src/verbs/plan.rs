@@ -4,19 +4,6 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 
-/// What `upgradectl plan` was given.
-pub struct PlanArgs {
-    pub snapshot: PathBuf,
-    pub to: Option<String>,
-    pub policy: Option<PathBuf>,
-    pub output: String,
-    pub runbook: bool,
-    pub start: Option<String>,
-    /// `[NAME=]FILE`, one per apiserver instance.
-    pub apiserver_metrics: Vec<String>,
-    pub helm_secrets: Option<PathBuf>,
-}
-
 /// The captured API usage the removed-API gate reads: each instance's metrics (named by
 /// `NAME=` or the file's stem; read at the file's modification time) and Helm's releases.
 fn api_usage(
@@ -60,10 +47,10 @@ fn api_usage(
 }
 
 /// `upgradectl plan`: prints the plan; returns whether it is blocked.
-pub fn run(args: PlanArgs) -> anyhow::Result<bool> {
+pub fn run(args: crate::cli::PlanArgs) -> anyhow::Result<bool> {
     use upgraded_events::inventory::Inventory;
     use upgraded_planner::{self as planner, PlanInput, policy::PlanPolicy};
-    let PlanArgs {
+    let crate::cli::PlanArgs {
         snapshot,
         to,
         policy,
