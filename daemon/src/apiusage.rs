@@ -12,44 +12,51 @@ use upgraded_events::inventory::Inventory;
 
 use crate::ports::{NodeExecutor, RemoteCommand};
 
-/// Each control-plane node's instance, asked in turn; one that cannot be read is named in
-/// `unread` (the gate warns that it could not see it) and never stops the start.
+/// Each control-plane node's instance, all asked at once (an unreachable one costs one
+/// command timeout, not one per node); one that cannot be read is named in `unread` (the
+/// gate warns that it could not see it) and never stops the start.
 pub(crate) async fn apiservers(
     nodes: &dyn NodeExecutor,
     inventory: &Inventory,
     timeout: Duration,
 ) -> ApiUsage {
+    let asks = inventory
+        .nodes
+        .iter()
+        .filter(|n| n.control_plane.is_some())
+        .map(|n| async move { (n.name.as_str(), read(nodes, &n.name, timeout).await) });
     let mut usage = ApiUsage::default();
-    for n in inventory.nodes.iter().filter(|n| n.control_plane.is_some()) {
-        let host = Host::new(n.name.as_str());
-        let read = match nodes
-            .run(&host, &RemoteCommand::ApiserverMetrics, timeout)
-            .await
-        {
-            Ok(out) => {
-                let text = out
-                    .facts
-                    .get("metrics_b64")
-                    .map(|b| base64::engine::general_purpose::STANDARD.decode(b.trim()))
-                    .transpose()
-                    .map_err(|e| format!("its metrics are not base64: {e}"))
-                    .map(|b| String::from_utf8_lossy(&b.unwrap_or_default()).into_owned());
-                let read_at = out
-                    .facts
-                    .get("read_at")
-                    .and_then(|t| t.trim().parse::<i64>().ok())
-                    .unwrap_or_default();
-                text.and_then(|t| {
-                    upgraded_planner::apis::parse_metrics(&n.name, &t, read_at)
-                        .map_err(|e| e.to_string())
-                })
-            }
-            Err(e) => Err(e.what),
-        };
+    for (name, read) in futures_util::future::join_all(asks).await {
         match read {
             Ok(a) => usage.apiservers.push(a),
-            Err(why) => usage.unread.push(format!("apiserver {}: {why}", n.name)),
+            Err(why) => usage.unread.push(format!("apiserver {name}: {why}")),
         }
     }
     usage
+}
+
+/// One instance's counters, parsed.
+async fn read(
+    nodes: &dyn NodeExecutor,
+    name: &str,
+    timeout: Duration,
+) -> Result<upgraded_events::apis::ApiserverApis, String> {
+    let host = Host::new(name);
+    let out = nodes
+        .run(&host, &RemoteCommand::ApiserverMetrics, timeout)
+        .await
+        .map_err(|e| e.what)?;
+    let text = match out.facts.get("metrics_b64") {
+        Some(b) => base64::engine::general_purpose::STANDARD
+            .decode(b.trim())
+            .map_err(|e| format!("its metrics are not base64: {e}"))?,
+        None => return Err("the node reported no metrics".into()),
+    };
+    let read_at = out
+        .facts
+        .get("read_at")
+        .and_then(|t| t.trim().parse::<i64>().ok())
+        .unwrap_or_default();
+    upgraded_planner::apis::parse_metrics(name, &String::from_utf8_lossy(&text), read_at)
+        .map_err(|e| e.to_string())
 }
