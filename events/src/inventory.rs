@@ -318,9 +318,23 @@ pub struct Inventory {
     /// The StorageClasses' names (what storage checks may prove).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub storage_classes: Vec<String>,
+    /// Pods mounting a volume through an in-tree plugin a release removed (cephfs, rbd).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub in_tree_volumes: Vec<InTreeVolume>,
     /// What the cluster was seen using of APIs that releases remove (the removed-API gate).
     #[serde(default, skip_serializing_if = "crate::apis::ApiUsage::is_empty")]
     pub api_usage: crate::apis::ApiUsage,
+}
+
+/// A pod that mounts a volume through an in-tree plugin some release removed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InTreeVolume {
+    pub namespace: String,
+    pub pod: String,
+    pub plugin: String,
+    /// The minor release (1.x) that removed the plugin.
+    pub removed_in: u16,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -573,6 +587,14 @@ impl Inventory {
         for (index, it) in items.iter().enumerate() {
             if it["kind"] != "Pod" {
                 continue;
+            }
+            for (plugin, removed_in) in crate::rules::removed_volumes(&it["spec"]["volumes"]) {
+                inv.in_tree_volumes.push(InTreeVolume {
+                    namespace: str_of(&it["metadata"]["namespace"]),
+                    pod: str_of(&it["metadata"]["name"]),
+                    plugin: plugin.to_string(),
+                    removed_in,
+                });
             }
             let pod =
                 parse_pod(it, &rs_owner, &deployments).map_err(|what| InventoryError::Item {

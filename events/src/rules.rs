@@ -136,6 +136,26 @@ pub const NODE_RULES: &[NodeRule] = &[
     },
 ];
 
+/// In-tree volume plugins a release removed: (the volume's key in a pod's
+/// `spec.volumes`, the minor that removed it). A pod mounting one does not start on a
+/// kubelet of that release.
+pub const REMOVED_VOLUME_PLUGINS: &[(&str, u16)] = &[("cephfs", 31), ("rbd", 31)];
+
+/// The removed plugins among a pod's `spec.volumes`, with the minor that removed each.
+pub fn removed_volumes(volumes: &serde_json::Value) -> Vec<(&'static str, u16)> {
+    let mut out: Vec<(&'static str, u16)> = REMOVED_VOLUME_PLUGINS
+        .iter()
+        .filter(|(plugin, _)| {
+            volumes
+                .as_array()
+                .is_some_and(|vs| vs.iter().any(|v| v.get(*plugin).is_some()))
+        })
+        .copied()
+        .collect();
+    out.dedup();
+    out
+}
+
 /// What the rules find on a node for `target`: each row that applies to it.
 pub fn node_findings(target: Version, facts: &Facts) -> Vec<RuleFinding> {
     NODE_RULES
@@ -215,6 +235,21 @@ mod tests {
         assert!(ids("v1.40.0", &clean).is_empty());
         // Nothing reported, nothing found.
         assert!(ids("v1.40.0", &Facts::new()).is_empty());
+    }
+
+    /// Each removed plugin found in a pod's volumes; a CSI volume of the same storage is not.
+    #[test]
+    fn in_tree_volume_plugins_by_row() {
+        for (plugin, minor) in REMOVED_VOLUME_PLUGINS {
+            let vols = serde_json::json!([
+                {"name": "data", (*plugin): {"monitors": ["10.0.0.1:6789"]}},
+                {"name": "tmp", "emptyDir": {}}
+            ]);
+            assert_eq!(removed_volumes(&vols), [(*plugin, *minor)]);
+        }
+        let csi = serde_json::json!([{"name": "data", "csi": {"driver": "rbd.csi.ceph.com"}}]);
+        assert!(removed_volumes(&csi).is_empty());
+        assert!(removed_volumes(&serde_json::Value::Null).is_empty());
     }
 
     #[test]

@@ -182,6 +182,25 @@ impl Ctx<'_> {
     /// Findings that depend on the inventory alone.
     pub(crate) fn static_findings(&mut self, target: Version) {
         let inv = self.inv;
+        for v in inv
+            .in_tree_volumes
+            .iter()
+            .filter(|v| target.minor >= v.removed_in)
+        {
+            self.findings.insert(finding(
+                Severity::Blocker,
+                "in-tree-volume-removed",
+                vec![format!("pod/{}/{}", v.namespace, v.pod)],
+                format!(
+                    "pod {}/{} mounts a {} volume through the in-tree plugin, which 1.{} removed: once its node runs that kubelet it cannot start",
+                    v.namespace, v.pod, v.plugin, v.removed_in
+                ),
+                format!(
+                    "move the volume to the Ceph CSI driver ({}.csi.ceph.com) before the hop to 1.{}",
+                    v.plugin, v.removed_in
+                ),
+            ));
+        }
         for n in &inv.nodes {
             let subj = vec![format!("node/{}", n.name)];
             if target.needs_cgroup_v2() && n.cgroup == Some(1) {

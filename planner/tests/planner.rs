@@ -1193,3 +1193,55 @@ fn drift_within_a_generation_warns_blocks_and_keeps_the_canary_in_the_majority()
     let bad = PlanPolicy::from_yaml("drift: loose\n").expect_err("refused");
     assert!(bad.to_string().contains("drift"), "{bad}");
 }
+
+/// A pod on an in-tree rbd volume blocks the hop to 1.31, which removed the plugin, and
+/// not a plan that stays below it.
+#[test]
+fn an_in_tree_rbd_volume_blocks_the_hop_to_1_31() {
+    let seed =
+        std::fs::read_to_string(root().join("tests/fixtures/seed-cluster.json")).expect("read");
+    let with_rbd = |at: &str| -> Inventory {
+        let mut list: serde_json::Value =
+            serde_json::from_str(&seed.replace("v1.32.4", at)).expect("json");
+        let pod = list["items"]
+            .as_array_mut()
+            .expect("items")
+            .iter_mut()
+            .find(|i| i["kind"] == "Pod" && i["metadata"]["namespace"] == "shop")
+            .expect("a shop pod");
+        pod["spec"]["volumes"] = serde_json::json!([
+            {"name": "data", "rbd": {"monitors": ["10.0.0.1:6789"], "image": "shop"}}
+        ]);
+        Inventory::from_kubectl_json(&list.to_string()).expect("inventory")
+    };
+    let plan = |inv: &Inventory, to: &str| {
+        planner::plan(PlanInput {
+            inventory: inv,
+            policy: &PlanPolicy::default(),
+            target: Some(v(to)),
+            start: t("2026-11-24T08:00:00Z"),
+        })
+        .expect("plan")
+    };
+    let r = plan(&with_rbd("v1.30.9"), "v1.31.6");
+    let hit: Vec<&planner::Finding> = r
+        .findings
+        .iter()
+        .filter(|f| f.code == "in-tree-volume-removed")
+        .collect();
+    assert_eq!(hit.len(), 1, "{:?}", r.findings);
+    assert!(r.blocked);
+    assert!(
+        hit[0].subjects[0].starts_with("pod/shop/")
+            && hit[0].message.contains("rbd volume")
+            && hit[0].message.contains("1.31 removed"),
+        "{:?}",
+        hit[0]
+    );
+    let r = plan(&with_rbd("v1.29.8"), "v1.30.9");
+    assert!(
+        !r.findings
+            .iter()
+            .any(|f| f.code == "in-tree-volume-removed")
+    );
+}
