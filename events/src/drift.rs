@@ -75,12 +75,12 @@ pub struct DriftReport {
 }
 
 impl DriftReport {
-    /// The nodes that differ from the majority in a field of `level`.
-    pub fn outliers(&self, level: Match) -> Vec<&str> {
+    /// The nodes that differ from the majority in a field of `level` (any field: `None`).
+    pub fn outliers(&self, level: Option<Match>) -> Vec<&str> {
         let mut out: Vec<&str> = self
             .fields
             .iter()
-            .filter(|f| f.level == level)
+            .filter(|f| level.is_none_or(|l| f.level == l))
             .flat_map(|f| f.outliers.iter().map(|(n, _)| n.as_str()))
             .collect();
         out.sort_unstable();
@@ -177,8 +177,9 @@ mod tests {
         assert_eq!(report.len(), 1);
         let r = &report[0];
         assert_eq!(r.nodes, 6);
-        assert_eq!(r.outliers(Match::Must), ["r640-05"]);
-        assert_eq!(r.outliers(Match::Should), ["r640-03"]);
+        assert_eq!(r.outliers(Some(Match::Must)), ["r640-05"]);
+        assert_eq!(r.outliers(Some(Match::Should)), ["r640-03"]);
+        assert_eq!(r.outliers(None), ["r640-03", "r640-05"]);
         let kernel = r
             .fields
             .iter()

@@ -66,16 +66,6 @@ fn removed_flags_from(facts: &Facts, minor: u16) -> Option<String> {
     })
 }
 
-fn flags_24(f: &Facts) -> Option<String> {
-    removed_flags_from(f, 24)
-}
-fn flags_27(f: &Facts) -> Option<String> {
-    removed_flags_from(f, 27)
-}
-fn flags_31(f: &Facts) -> Option<String> {
-    removed_flags_from(f, 31)
-}
-
 fn containerd_1(facts: &Facts) -> Option<String> {
     let v = fact(facts, "containerd_version")?;
     let major: u32 = v
@@ -101,24 +91,24 @@ pub const NODE_RULES: &[NodeRule] = &[
     NodeRule {
         id: "kubelet-flag-removed-1.24",
         from_minor: 24,
-        finds: flags_24,
+        finds: |f| removed_flags_from(f, 24),
         fix: "remove the dockershim flags from the kubelet's flag files (kubeadm-flags.env, /etc/default/kubelet)",
     },
     NodeRule {
         id: "kubelet-flag-removed-1.27",
         from_minor: 27,
-        finds: flags_27,
+        finds: |f| removed_flags_from(f, 27),
         fix: "remove --container-runtime from the kubelet's flag files (the remote runtime is the only one)",
     },
     NodeRule {
         id: "kubelet-flag-removed-1.31",
         from_minor: 31,
-        finds: flags_31,
+        finds: |f| removed_flags_from(f, 31),
         fix: "remove --keep-terminated-pod-volumes from the kubelet's flag files",
     },
     NodeRule {
         id: "cgroup-v2",
-        from_minor: 35,
+        from_minor: crate::version::CGROUP_V2_FROM.minor,
         finds: cgroup_v1,
         fix: "boot the machine with cgroup v2 (systemd.unified_cgroup_hierarchy=1) before its upgrade",
     },

@@ -129,8 +129,9 @@ pub const CGROUP_V2_FROM: Version = Version::new(1, 35, 0);
 
 impl Version {
     /// Does a kubelet of this version need cgroup v2? (1.35 removed cgroup v1 support.)
-    /// The one place the rule lives: the planner's findings, the preflight's verdict and the
-    /// sim's agents all ask here.
+    /// The one place the release lives: the planner's findings ask here, and the node
+    /// preflight's rule (`rules::NODE_RULES`, which the daemon and the sim's agents ask)
+    /// starts from [`CGROUP_V2_FROM`].
     pub fn needs_cgroup_v2(self) -> bool {
         self.minor_version() >= CGROUP_V2_FROM.minor_version()
     }

@@ -305,15 +305,10 @@ pub fn helm_objects(text: &str) -> Result<Vec<ManifestObject>, ApiSourceError> {
 
 /// The release a hop ends at, and where it starts from, for each hop of `path`.
 fn hops(from: Version, path: &[Version]) -> Vec<(Version, Version)> {
-    let mut out = Vec::new();
-    let mut at = from;
-    for &to in path {
-        if to.minor > at.minor || out.is_empty() {
-            out.push((at, to));
-        }
-        at = to;
-    }
-    out
+    std::iter::once(from)
+        .chain(path.iter().copied())
+        .zip(path.iter().copied())
+        .collect()
 }
 
 /// The first hop of `path` whose target no longer serves what was removed in `minor`.
