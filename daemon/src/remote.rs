@@ -246,14 +246,37 @@ impl Scripts {
                 self.repository(&mut s, *version);
                 self.install(&mut s, &["kubeadm"], *version);
                 let v = version.to_string();
+                // The kubelet config as it was before this hop's kubeadm (once: a re-run
+                // compares with the original), to find the edits kubeadm drops.
+                let _ = writeln!(
+                    s,
+                    "kb={dir}/before-kubeadm-{v}.yaml
+mkdir -p {dir}
+                     if [ ! -e \"$kb\" ] && [ -f /var/lib/kubelet/config.yaml ]; then cp -a /var/lib/kubelet/config.yaml \"$kb.upgraded-tmp\" && mv \"$kb.upgraded-tmp\" \"$kb\"; fi",
+                    dir = shell_quote(&format!("{STATE_DIR}/kubelet-config")),
+                    v = shell_quote(&v)
+                );
                 s.push_str(KUBEADM_MARK);
+                let mut patches: Vec<&str> = Vec::new();
+                if let Some(dir) = &self.node.kubeadm_patches {
+                    patches.extend(["--patches", dir.as_str()]);
+                }
                 if *apply {
                     let _ = writeln!(s, "{}", words(&["kubeadm", "upgrade", "plan", &v]));
-                    let _ = writeln!(s, "{}", words(&["kubeadm", "upgrade", "apply", &v, "-y"]));
+                    let mut w = vec!["kubeadm", "upgrade", "apply", &v, "-y"];
+                    w.extend(&patches);
+                    let _ = writeln!(s, "{}", words(&w));
                 } else {
-                    let _ = writeln!(s, "{}", words(&["kubeadm", "upgrade", "node"]));
+                    let mut w = vec!["kubeadm", "upgrade", "node"];
+                    w.extend(&patches);
+                    let _ = writeln!(s, "{}", words(&w));
                 }
                 s.push_str(KUBEADM_ETCD_BACKUP);
+                s.push_str(
+                    "if [ -f \"$kb\" ] && [ -f /var/lib/kubelet/config.yaml ]; then\n  \
+                     echo kubelet_config_before_b64=\"$(base64 -w0 \"$kb\")\"\n  \
+                     echo kubelet_config_after_b64=\"$(base64 -w0 /var/lib/kubelet/config.yaml)\"\nfi\n",
+                );
                 let _ = writeln!(s, "echo kubeadm={}", shell_quote(&v));
             }
             RemoteCommand::EtcdSnapshot {
@@ -652,6 +675,56 @@ pub fn rules_verdict(node: &str, target: Version, facts: &Facts) -> Result<(), P
     )))
 }
 
+/// Whether `kubeadm upgrade` to `target` kept the node's own kubelet settings: the copies
+/// of `config.yaml` from before and after it that the script reported (base64 of YAML; the
+/// sim's agents report JSON, which is YAML too) are judged by the core
+/// (`rules::lost_edits`) and replaced in `facts` by what they found
+/// (`kubelet_config_lost`: the keys, or empty). A lost edit is not retryable: a person puts
+/// it where kubeadm keeps it. Copies that cannot be read are noted, not judged.
+pub fn kubelet_config_verdict(
+    node: &str,
+    target: Version,
+    facts: &mut Facts,
+) -> Result<(), PortError> {
+    let (Some(before), Some(after)) = (
+        facts.remove("kubelet_config_before_b64"),
+        facts.remove("kubelet_config_after_b64"),
+    ) else {
+        return Ok(());
+    };
+    let read = |b64: &str| -> Result<serde_json::Map<String, serde_json::Value>, String> {
+        use base64::Engine;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(b64.trim())
+            .map_err(|e| e.to_string())?;
+        match serde_yaml::from_slice::<serde_json::Value>(&bytes).map_err(|e| e.to_string())? {
+            serde_json::Value::Object(m) => Ok(m),
+            _ => Err("not a mapping".into()),
+        }
+    };
+    let (before, after) = match (read(&before), read(&after)) {
+        (Ok(b), Ok(a)) => (b, a),
+        (Err(e), _) | (_, Err(e)) => {
+            facts.insert("kubelet_config_unreadable".into(), e);
+            return Ok(());
+        }
+    };
+    let lost = upgraded_events::rules::lost_edits(&before, &after, target);
+    let keys: Vec<&str> = lost.iter().map(|l| l.key.as_str()).collect();
+    facts.insert("kubelet_config_lost".into(), keys.join(","));
+    if lost.is_empty() {
+        return Ok(());
+    }
+    let what: Vec<String> = lost.iter().map(ToString::to_string).collect();
+    let mut e = PortError::fatal(format!(
+        "node {node}: kubeadm upgrade to {target} dropped a hand edit of the kubelet config ({}): {}",
+        what.join("; "),
+        upgraded_events::rules::LOST_EDIT_FIX
+    ));
+    e.facts.extend(std::mem::take(facts));
+    Err(e)
+}
+
 /// Whether the node may be upgraded to `target`, from what [`Scripts::render`]'s preflight
 /// reported. Refusals are not retryable: a person has to change the machine.
 pub fn preflight_verdict(
@@ -1026,6 +1099,90 @@ kubeadm=v1.35.3
         assert!(s.contains("baseurl=https://pkgs.k8s.io/core:/stable:/v1.35/rpm/"));
         assert!(s.contains("kubeadm upgrade node\n"));
         assert!(!s.contains("apt-"));
+    }
+
+    /// kubeadm gets the policy's patches, and the kubelet config is kept before it runs.
+    #[test]
+    fn kubeadm_takes_the_patches_and_the_kubelet_config_is_compared() {
+        let plain = scripts("apt").render(&RemoteCommand::KubeadmUpgrade {
+            version: v("v1.34.6"),
+            apply: false,
+        });
+        assert!(plain.contains("kubeadm upgrade node\n"), "{plain}");
+        let p = PlanPolicy::from_yaml("node: { kubeadmPatches: \"/etc/kubernetes/it's patches\" }")
+            .expect("policy");
+        let s = Scripts::of(&p);
+        let node = s.render(&RemoteCommand::KubeadmUpgrade {
+            version: v("v1.34.6"),
+            apply: false,
+        });
+        assert!(
+            node.contains("kubeadm upgrade node --patches '/etc/kubernetes/it'\\''s patches'\n"),
+            "{node}"
+        );
+        let apply = s.render(&RemoteCommand::KubeadmUpgrade {
+            version: v("v1.34.6"),
+            apply: true,
+        });
+        assert!(apply.contains("kubeadm upgrade apply v1.34.6 -y --patches '/etc/kubernetes/it'"));
+        let keep = node
+            .find("kb=/var/lib/upgraded/kubelet-config/before-kubeadm-v1.34.6.yaml")
+            .expect("the copy before");
+        let run = node.find("kubeadm upgrade node").expect("kubeadm");
+        let report = node
+            .find("echo kubelet_config_after_b64=")
+            .expect("the report");
+        assert!(keep < run && run < report, "{node}");
+    }
+
+    /// The before and after copies as the script reports them (base64 of YAML).
+    #[test]
+    fn a_lost_kubelet_config_edit_is_a_permanent_failure_naming_the_key() {
+        use base64::Engine;
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        let before =
+            "kind: KubeletConfiguration\ncgroupDriver: systemd\nreservedSystemCPUs: \"0-1\"\n";
+        let after = "kind: KubeletConfiguration\ncgroupDriver: systemd\n";
+        let mut f: Facts = [
+            ("kubelet_config_before_b64".to_string(), b64(before)),
+            ("kubelet_config_after_b64".to_string(), b64(after)),
+        ]
+        .into();
+        let e = kubelet_config_verdict("w-1", v("v1.34.6"), &mut f).expect_err("lost");
+        assert!(!e.retryable);
+        assert!(
+            e.what
+                .contains("reservedSystemCPUs was \"0-1\" and is gone"),
+            "{}",
+            e.what
+        );
+        assert_eq!(
+            e.facts.get("kubelet_config_lost").map(String::as_str),
+            Some("reservedSystemCPUs")
+        );
+        assert!(
+            !e.facts.contains_key("kubelet_config_before_b64"),
+            "copies are not recorded"
+        );
+        let mut same: Facts = [
+            ("kubelet_config_before_b64".to_string(), b64(after)),
+            ("kubelet_config_after_b64".to_string(), b64(after)),
+        ]
+        .into();
+        assert!(kubelet_config_verdict("w-1", v("v1.34.6"), &mut same).is_ok());
+        assert_eq!(
+            same.get("kubelet_config_lost").map(String::as_str),
+            Some("")
+        );
+        let mut broken: Facts = [
+            ("kubelet_config_before_b64".to_string(), "%%%".to_string()),
+            ("kubelet_config_after_b64".to_string(), b64(after)),
+        ]
+        .into();
+        assert!(kubelet_config_verdict("w-1", v("v1.34.6"), &mut broken).is_ok());
+        assert!(broken.contains_key("kubelet_config_unreadable"));
+        // Nothing reported (an older agent): nothing judged.
+        assert!(kubelet_config_verdict("w-1", v("v1.34.6"), &mut Facts::new()).is_ok());
     }
 
     #[test]

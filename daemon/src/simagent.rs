@@ -166,6 +166,12 @@ impl SimAgents {
             .map_err(|e| PortError::retryable(format!("node {node}: package list unreadable: {e}")))
     }
 
+    /// What the node agent finds on the machine (`sim::model::host::NodeHost`).
+    async fn host(&self, node: &str) -> Result<Value, PortError> {
+        self.call(Method::GET, &Self::node_path(node, "host"), None)
+            .await
+    }
+
     async fn installed_kubelet(&self, node: &str) -> Result<Version, PortError> {
         self.packages(node)
             .await?
@@ -247,18 +253,45 @@ impl SimAgents {
             // The sim's machines take a control plane to any version, up or down.
             RemoteCommand::KubeadmUpgrade { version, apply }
             | RemoteCommand::KubeadmDowngrade { version, apply } => {
+                let up = matches!(cmd, RemoteCommand::KubeadmUpgrade { .. });
+                // The kubelet config before this hop's kubeadm, kept once, as the node
+                // script keeps it.
+                let copy = format!("before-kubeadm-{version}");
+                if up {
+                    self.call(
+                        Method::POST,
+                        &Self::node_path(node, "kubelet-files/save"),
+                        Some(json!({ "name": copy })),
+                    )
+                    .await?;
+                }
                 self.install(node, "kubeadm", *version).await?;
                 let path = Self::node_path(node, "control-plane");
                 let body = json!({ "version": version.to_string() });
-                match self.call(Method::POST, &path, Some(body)).await {
+                match self.call(Method::POST, &path, Some(body.clone())).await {
                     Ok(_) => {
                         facts.insert("control_plane".into(), version.to_string());
                     }
-                    // `kubeadm upgrade node` on a worker only refreshes its kubelet config.
+                    // `kubeadm upgrade node` on a worker only runs its kubelet phase.
                     Err(e) if !*apply && e.what.contains("runs no control plane") => {
+                        let path = Self::node_path(node, "kubeadm-node");
+                        self.call(Method::POST, &path, Some(body)).await?;
                         facts.insert("kubelet_config".into(), version.to_string());
                     }
                     Err(e) => return Err(e),
+                }
+                if up {
+                    let host = self.host(node).await?;
+                    let b64 =
+                        |v: &Value| base64::engine::general_purpose::STANDARD.encode(v.to_string());
+                    facts.insert(
+                        "kubelet_config_before_b64".into(),
+                        b64(&host["saved"][&copy]["config"]),
+                    );
+                    facts.insert(
+                        "kubelet_config_after_b64".into(),
+                        b64(&host["files"]["config"]),
+                    );
                 }
             }
             RemoteCommand::EtcdSnapshot { .. } => {

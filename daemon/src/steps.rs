@@ -1055,6 +1055,7 @@ pub async fn execute(
                 apply: *apply,
             };
             facts.extend(env.remote(&cmd).await?);
+            crate::remote::kubelet_config_verdict(node.as_str(), *version, &mut facts)?;
         }
         Step::EtcdSnapshot => {
             let cmd = RemoteCommand::EtcdSnapshot {

@@ -146,6 +146,63 @@ pub fn removed_volumes(volumes: &serde_json::Value) -> Vec<(&'static str, u16)> 
     out
 }
 
+/// Kubelet config keys a kubeadm release itself writes differently on upgrade: (the minor
+/// whose `kubeadm upgrade` changes it, the key). A change of one of them by that hop is the
+/// new version's default, not an edit that was lost.
+pub const KUBEADM_KUBELET_CONFIG_CHANGES: &[(u16, &str)] = &[
+    // NodeLocalCRISocket: the endpoint moves to /var/lib/kubelet/instance-config.yaml.
+    (34, "containerRuntimeEndpoint"),
+];
+
+/// A key of the node's kubelet config that `kubeadm upgrade` changed or dropped and that is
+/// no default of the new release: an edit made on the node outside kubeadm's `--patches`,
+/// lost.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LostEdit {
+    pub key: String,
+    pub before: serde_json::Value,
+    /// `None`: the key is gone.
+    pub after: Option<serde_json::Value>,
+}
+
+impl std::fmt::Display for LostEdit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.after {
+            Some(a) => write!(f, "{} was {} and is now {a}", self.key, self.before),
+            None => write!(f, "{} was {} and is gone", self.key, self.before),
+        }
+    }
+}
+
+/// What to do about a [`LostEdit`].
+pub const LOST_EDIT_FIX: &str = "kubeadm regenerates /var/lib/kubelet/config.yaml on every upgrade: put the edit in a kubeadm patch (a kubeletconfiguration+strategic.yaml in the directory the policy names as node.kubeadmPatches, which the daemon passes as --patches) or in the cluster's kubelet-config ConfigMap, then resume: the step runs kubeadm again";
+
+/// The kubelet config keys a `kubeadm upgrade` to `target` changed (`before` is the node's
+/// own config from before it, `after` what kubeadm wrote): each key that was set before and
+/// differs after, unless the hop to `target` is known to change it. Keys only added are the
+/// new release's defaults.
+pub fn lost_edits(
+    before: &serde_json::Map<String, serde_json::Value>,
+    after: &serde_json::Map<String, serde_json::Value>,
+    target: Version,
+) -> Vec<LostEdit> {
+    before
+        .iter()
+        .filter(|(k, _)| !matches!(k.as_str(), "apiVersion" | "kind"))
+        .filter(|(k, _)| {
+            !KUBEADM_KUBELET_CONFIG_CHANGES
+                .iter()
+                .any(|(m, key)| *m == target.minor && key == k)
+        })
+        .filter(|(k, v)| after.get(k.as_str()) != Some(v))
+        .map(|(k, v)| LostEdit {
+            key: k.clone(),
+            before: v.clone(),
+            after: after.get(k.as_str()).cloned(),
+        })
+        .collect()
+}
+
 /// What the rules find on a node for `target`: each row that applies to it.
 pub fn node_findings(target: Version, facts: &Facts) -> Vec<RuleFinding> {
     NODE_RULES
@@ -240,6 +297,46 @@ mod tests {
         let csi = serde_json::json!([{"name": "data", "csi": {"driver": "rbd.csi.ceph.com"}}]);
         assert!(removed_volumes(&csi).is_empty());
         assert!(removed_volumes(&serde_json::Value::Null).is_empty());
+    }
+
+    fn map(v: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
+        match v {
+            serde_json::Value::Object(m) => m,
+            _ => panic!("an object"),
+        }
+    }
+
+    /// A hand edit kubeadm dropped or changed is lost; a key kubeadm only added, or one
+    /// the hop is known to change (a row of the table), is not.
+    #[test]
+    fn lost_edits_are_changed_or_dropped_keys_that_are_no_new_default() {
+        let before = map(serde_json::json!({
+            "kind": "KubeletConfiguration", "cgroupDriver": "systemd",
+            "reservedSystemCPUs": "0-1", "maxPods": 250,
+            "containerRuntimeEndpoint": "unix:///run/containerd/containerd.sock"
+        }));
+        let after = map(serde_json::json!({
+            "kind": "KubeletConfiguration", "cgroupDriver": "systemd", "maxPods": 110,
+            "failCgroupV1": true
+        }));
+        let lost = lost_edits(&before, &after, "v1.34.6".parse().expect("v"));
+        let keys: Vec<&str> = lost.iter().map(|l| l.key.as_str()).collect();
+        assert_eq!(keys, ["maxPods", "reservedSystemCPUs"]);
+        assert_eq!(
+            lost[1].to_string(),
+            "reservedSystemCPUs was \"0-1\" and is gone"
+        );
+        assert_eq!(lost[0].to_string(), "maxPods was 250 and is now 110");
+        // The table's row holds at its own hop only.
+        for (minor, key) in KUBEADM_KUBELET_CONFIG_CHANGES {
+            let b = map(serde_json::json!({ (*key): "old" }));
+            let a = map(serde_json::json!({}));
+            let at: Version = format!("v1.{minor}.0").parse().expect("v");
+            let other: Version = format!("v1.{}.0", minor + 1).parse().expect("v");
+            assert!(lost_edits(&b, &a, at).is_empty(), "{key} at 1.{minor}");
+            assert_eq!(lost_edits(&b, &a, other).len(), 1, "{key} elsewhere");
+        }
+        assert!(lost_edits(&after, &after, "v1.35.0".parse().expect("v")).is_empty());
     }
 
     #[test]

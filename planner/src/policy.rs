@@ -81,6 +81,10 @@ pub struct NodeFile {
     /// Preflight refuses a node whose `/var/lib/kubelet` file system is fuller than this
     /// (default 85).
     pub max_disk_used_percent: Option<u32>,
+    /// A directory on every node of kubeadm patches (`kubeletconfiguration+strategic.yaml`,
+    /// `kube-apiserver0+merge.yaml`, ...), passed to `kubeadm upgrade` as `--patches`: the
+    /// way a node's own kubelet settings survive kubeadm regenerating its config.
+    pub kubeadm_patches: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -344,6 +348,9 @@ pub struct NodeCommands {
     pub etcd_max_snapshot_age_secs: u64,
     pub backup_dir: String,
     pub max_disk_used_percent: u32,
+    /// `kubeadm upgrade --patches DIR` (none: no patches).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubeadm_patches: Option<String>,
 }
 
 pub const APT_REPOSITORY_FILE: &str = "/etc/apt/sources.list.d/kubernetes.list";
@@ -369,6 +376,7 @@ impl NodeCommands {
             etcd_max_snapshot_age_secs: 3600,
             backup_dir: "/var/lib/upgraded/backup".into(),
             max_disk_used_percent: 85,
+            kubeadm_patches: None,
         }
     }
 
@@ -992,6 +1000,9 @@ impl NodeFile {
         if let Some(b) = &self.backup_dir {
             n.backup_dir = node_path("node.backupDir", b)?;
         }
+        if let Some(p) = &self.kubeadm_patches {
+            n.kubeadm_patches = Some(node_path("node.kubeadmPatches", p)?);
+        }
         if let Some(d) = self.max_disk_used_percent {
             if !(1..=100).contains(&d) {
                 return Err(err("node.maxDiskUsedPercent", "must be 1 to 100"));
@@ -1123,12 +1134,22 @@ durations: { drain: 3m }
                 .contains("baseurl=https://pkgs.k8s.io/core:/stable:/v1.34/rpm/\n")
         );
         let p = PlanPolicy::from_yaml(
-            "node: { etcd: { endpoints: 'http://127.0.0.1:2379', cacert: '', cert: '', key: '', maxSnapshotAge: 30m }, backupDir: /srv/backup/ }",
+            "node: { etcd: { endpoints: 'http://127.0.0.1:2379', cacert: '', cert: '', key: '', maxSnapshotAge: 30m }, backupDir: /srv/backup/, kubeadmPatches: /etc/kubernetes/patches }",
         )
         .expect("ok");
         assert_eq!(p.node.etcd_cacert, "");
         assert_eq!(p.node.etcd_max_snapshot_age_secs, 1800);
         assert_eq!(p.node.backup_dir, "/srv/backup");
+        assert_eq!(
+            p.node.kubeadm_patches.as_deref(),
+            Some("/etc/kubernetes/patches")
+        );
+        assert!(PlanPolicy::default().node.kubeadm_patches.is_none());
+        check_err(
+            "node: { kubeadmPatches: patches }",
+            "node.kubeadmPatches",
+            "absolute path",
+        );
         check_err(
             "node: { repository: { template: 'deb https://x/v1.35/ /' } }",
             "node.repository.template",

@@ -24,6 +24,7 @@ use crate::clock::{Clock, Millis};
 mod api;
 mod budgets;
 pub mod gc;
+pub mod host;
 mod jobs;
 pub mod journal;
 pub mod namespaces;
@@ -116,6 +117,9 @@ pub struct SimNode {
     /// resource is allocatable 0 (capacity stays), as the kubelet reports unhealthy devices.
     #[serde(default)]
     pub devices_lost: bool,
+    /// What is on its disk for kubeadm and the kubelet, and its host facts.
+    #[serde(default)]
+    pub host: host::NodeHost,
 }
 
 impl SimNode {
@@ -622,6 +626,9 @@ pub enum ModelError {
     NotFound { kind: &'static str, name: String },
     #[error("{0}")]
     Invalid(String),
+    /// What answers for the object does not (a kubelet that is down): the apiserver's 503.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 fn not_found(kind: &'static str, name: impl Into<String>) -> ModelError {
@@ -949,6 +956,13 @@ impl World {
         } else {
             vec![]
         };
+        // kubeadm's join before node-local CRI sockets annotated the node with its socket.
+        let mut annotations = annotations;
+        if kubelet.minor < host::NODE_LOCAL_CRI_FROM {
+            annotations
+                .entry(host::CRI_SOCKET_ANNOTATION.to_string())
+                .or_insert_with(|| host::CRI_SOCKET.to_string());
+        }
         let uid = self.uid();
         let rv = self.bump();
         let n = self.nodes.len() as u32;
@@ -977,6 +991,7 @@ impl World {
             packages: PACKAGES.iter().map(|p| (p.to_string(), kubelet)).collect(),
             extended: BTreeMap::new(),
             devices_lost: false,
+            host: host::NodeHost::kubeadm(kubelet),
         };
         self.node_shapes
             .insert(name.to_string(), nodes::shape_of(&node));

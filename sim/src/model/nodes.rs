@@ -164,6 +164,7 @@ impl World {
         if let Some(cp) = upgraded {
             self.write_static_pods(node, &cp);
         }
+        self.kubeadm_kubelet_phase(node, version)?;
         self.upgrade_addons(version)
     }
 

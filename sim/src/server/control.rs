@@ -18,6 +18,12 @@ pub(super) struct PackageBody {
     version: String,
 }
 
+/// A copy of a node's kubelet files, by name (the kubelet version it was taken at).
+#[derive(Debug, Deserialize)]
+pub(super) struct CopyBody {
+    name: String,
+}
+
 #[derive(Debug, Deserialize)]
 pub(super) struct AdvanceBody {
     seconds: u64,
@@ -84,6 +90,38 @@ pub(super) fn control(sim: &Sim, method: &Method, path: &[String], body: &[u8]) 
                 Ok(text) => ok(&json!({"metrics": text, "readAt": w.now() / 1000})),
                 Err(e) => model_error(e),
             }
+        }
+        // What a node agent reads on the machine (files, holds, swap, a pending reboot).
+        (Method::GET, ["v1", "nodes", node, "host"]) => match sim.world().nodes.get(*node) {
+            Some(n) => ok(&n.host),
+            None => not_found("nodes", node),
+        },
+        // `kubeadm upgrade node` on a worker: its kubelet phase only.
+        (Method::POST, ["v1", "nodes", node, "kubeadm-node"]) => match parse_version(body) {
+            Ok((v, _)) => done(sim.world().kubeadm_kubelet_phase(node, v)),
+            Err(r) => r,
+        },
+        // The preflight's copy of the kubelet's files, and a rollback's restore of it.
+        (
+            Method::POST,
+            [
+                "v1",
+                "nodes",
+                node,
+                "kubelet-files",
+                what @ ("save" | "restore"),
+            ],
+        ) => {
+            let b: CopyBody = match serde_json::from_slice(body) {
+                Ok(b) => b,
+                Err(e) => return bad_request(format!("expected {{\"name\": \"v1.33.5\"}}: {e}")),
+            };
+            let mut w = sim.world();
+            done(if *what == "save" {
+                w.save_kubelet_files(node, &b.name)
+            } else {
+                w.restore_kubelet_files(node, &b.name)
+            })
         }
         (Method::GET, ["v1", "nodes", node, "packages"]) => match sim.world().nodes.get(*node) {
             Some(n) => ok(&n.packages),

@@ -284,6 +284,8 @@ fn target(path: &[String]) -> Option<Target> {
         [r] => (r.clone(), None, None),
         [r, n] => (r.clone(), Some(n.clone()), None),
         [r, n, s] => (r.clone(), Some(n.clone()), Some(s.clone())),
+        // The apiserver's proxy to a node's kubelet (`nodes/NAME/proxy/configz`).
+        [r, n, s, p] if s == "proxy" => (r.clone(), Some(n.clone()), Some(format!("proxy/{p}"))),
         _ => return None,
     };
     Some(Target {

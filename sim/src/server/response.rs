@@ -72,5 +72,11 @@ pub(super) fn model_error(e: ModelError) -> Response {
     match e {
         ModelError::NotFound { kind, name } => not_found(kind, &name),
         ModelError::Invalid(m) => status(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", m, None),
+        ModelError::Unavailable(m) => status(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            m,
+            None,
+        ),
     }
 }

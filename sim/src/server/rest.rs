@@ -368,6 +368,13 @@ fn serve_result(w: &mut World, res: Res, t: &Target, ask: &Ask) -> Result<Respon
             let v = maybe_dry(w, dry, |w| kinds::delete(w, res, ns, name, &opts))?;
             Ok(ok(&v))
         }
+        // The kubelet's running config, through the apiserver's node proxy.
+        (Method::GET, Some(name), Some("proxy/configz")) if res == Res::Node => {
+            Ok(match w.configz(name) {
+                Ok(v) => ok(&v),
+                Err(e) => model_error(e),
+            })
+        }
         (Method::POST, Some(name), Some("eviction")) if res == Res::Pod => {
             Ok(subresources::evict(w, ns_str, name, ask))
         }
