@@ -305,6 +305,29 @@ impl ClusterApi for FakeWorld {
         Box::pin(async { Ok([("kube_proxy".to_string(), "absent".to_string())].into()) })
     }
 
+    /// The fake world's nodes carry no annotations.
+    fn node_annotation<'a>(
+        &'a self,
+        _node: &'a Host,
+        _key: &'a str,
+    ) -> BoxFut<'a, Result<Option<String>, PortError>> {
+        Box::pin(async { Ok(None) })
+    }
+
+    fn annotate_node<'a>(
+        &'a self,
+        node: &'a Host,
+        _key: &'a str,
+        _value: &'a str,
+    ) -> BoxFut<'a, Result<(), PortError>> {
+        let node = node.as_str().to_string();
+        Box::pin(async move {
+            Err(PortError::fatal(format!(
+                "node {node}: the fake world keeps no annotations"
+            )))
+        })
+    }
+
     fn ensure_namespace<'a>(&'a self, _name: &'a str) -> BoxFut<'a, Result<(), PortError>> {
         Box::pin(async { Ok(()) })
     }
@@ -606,6 +629,9 @@ impl NodeExecutor for FakeWorld {
                     facts.insert("kubelet_installed".into(), installed);
                 }
                 // Like the node script: installed already (a re-run after a crash), nothing.
+                RemoteCommand::RestoreKubeletFiles { dir, .. } => {
+                    facts.insert("kubelet_files_restored".into(), dir.clone());
+                }
                 RemoteCommand::DowngradePackages { version, .. } => {
                     if self.status(node)?.installed == *version {
                         facts.insert("already_installed".into(), "true".into());

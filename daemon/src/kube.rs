@@ -831,6 +831,34 @@ impl ClusterApi for KubeCluster {
         })
     }
 
+    fn node_annotation<'a>(
+        &'a self,
+        host: &'a Host,
+        key: &'a str,
+    ) -> BoxFut<'a, Result<Option<String>, PortError>> {
+        Box::pin(async move {
+            let api: Api<Node> = Api::all(self.client.clone());
+            let n = api.get(host.as_str()).await.map_err(api_error)?;
+            Ok(n.metadata.annotations.and_then(|mut a| a.remove(key)))
+        })
+    }
+
+    fn annotate_node<'a>(
+        &'a self,
+        host: &'a Host,
+        key: &'a str,
+        value: &'a str,
+    ) -> BoxFut<'a, Result<(), PortError>> {
+        Box::pin(async move {
+            let api: Api<Node> = Api::all(self.client.clone());
+            let patch = json!({"metadata": {"annotations": {key: value}}});
+            api.patch(host.as_str(), &PatchParams::default(), &Patch::Merge(patch))
+                .await
+                .map_err(api_error)?;
+            Ok(())
+        })
+    }
+
     fn set_kube_proxy<'a>(&'a self, version: Version) -> BoxFut<'a, Result<Facts, PortError>> {
         Box::pin(async move {
             let api: Api<DaemonSet> = Api::namespaced(self.client.clone(), "kube-system");

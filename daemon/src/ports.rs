@@ -229,6 +229,19 @@ pub trait ClusterApi: Send + Sync + 'static {
     /// Sets the kube-proxy DaemonSet's image tag to `version` (`kubectl set image`); facts
     /// say what it was and is (`kube_proxy=absent` on a cluster without it).
     fn set_kube_proxy<'a>(&'a self, version: Version) -> BoxFut<'a, Result<Facts, PortError>>;
+    /// The node's annotation `key`, when it has one.
+    fn node_annotation<'a>(
+        &'a self,
+        node: &'a Host,
+        key: &'a str,
+    ) -> BoxFut<'a, Result<Option<String>, PortError>>;
+    /// Sets the node's annotation `key` to `value` (a merge patch: the others are kept).
+    fn annotate_node<'a>(
+        &'a self,
+        node: &'a Host,
+        key: &'a str,
+        value: &'a str,
+    ) -> BoxFut<'a, Result<(), PortError>>;
     /// Creates namespace `name` unless it exists.
     fn ensure_namespace<'a>(&'a self, name: &'a str) -> BoxFut<'a, Result<(), PortError>>;
     /// Creates a probe pod from its manifest (`events::check::probe`); one that already
@@ -381,6 +394,14 @@ pub enum RemoteCommand {
         kubelet_config: Option<String>,
         kubeadm: bool,
     },
+    /// A rollback: the kubelet files the preflight kept in `dir` while the node ran
+    /// `version` put back (`kubeadm-flags.env`, `instance-config.yaml` or its absence,
+    /// `kubelet.conf.d/`), and kubelet.conf's `server` set to `server`.
+    RestoreKubeletFiles {
+        version: Version,
+        dir: String,
+        server: Option<String>,
+    },
     /// One stage of etcd's disaster recovery on this node (see [`EtcdRestoreStage`]). For
     /// `Restore`, the executor first puts the daemon's copy of the snapshot on the node.
     EtcdRestore(EtcdRestoreStage),
@@ -401,6 +422,7 @@ impl RemoteCommand {
             RemoteCommand::ApiserverReadyz => "kube-apiserver /readyz",
             RemoteCommand::ApiserverMetrics => "kube-apiserver /metrics",
             RemoteCommand::DowngradePackages { .. } => "package downgrade",
+            RemoteCommand::RestoreKubeletFiles { .. } => "kubelet files restore",
             RemoteCommand::KubeadmDowngrade { apply: true, .. } => "kubeadm downgrade (apply)",
             RemoteCommand::KubeadmDowngrade { apply: false, .. } => "kubeadm downgrade (node)",
             RemoteCommand::EtcdRestore(EtcdRestoreStage::StopApiserver) => {

@@ -164,6 +164,9 @@ impl Scripts {
             RemoteCommand::EtcdSnapshot { .. } => "etcd-snapshot".into(),
             RemoteCommand::RestartKubelet => "restart-kubelet".into(),
             RemoteCommand::EtcdRestore(s) => format!("etcd-restore-{}", stage(s)),
+            RemoteCommand::RestoreKubeletFiles { version, .. } => {
+                format!("restore-kubelet-files-{version}")
+            }
         })
     }
 
@@ -286,6 +289,9 @@ mkdir -p {dir}
                 s.push_str("echo installed=\"$(kubelet --version | sed 's/^Kubernetes //')\"\n");
             }
             RemoteCommand::EtcdRestore(stage) => self.etcd_restore(&mut s, stage),
+            RemoteCommand::RestoreKubeletFiles { dir, server, .. } => {
+                restore_kubelet_files(&mut s, dir, server.as_deref());
+            }
             RemoteCommand::EtcdHealth => {
                 // etcdctl exits non-zero when a member is down: the counts say how many.
                 let _ = writeln!(
@@ -392,6 +398,24 @@ mkdir -p {dir}
              echo kubelet_config_backup=\"$b\"\n  \
              echo kubelet_config_sha256=\"$(sha256sum \"$b\" | cut -d ' ' -f 1)\"\nfi",
             dir = shell_quote(&format!("{STATE_DIR}/kubelet-config"))
+        );
+        // The files kubeadm 1.34 and 1.35 rewrite, kept the same way (a whole folder,
+        // renamed into place once: a folder that exists is never replaced).
+        let _ = writeln!(
+            s,
+            "if [ -n \"$kv\" ]; then\n  \
+             fd={dir}/\"$kv\"\n  mkdir -p {dir}\n  \
+             if [ ! -e \"$fd/complete\" ]; then\n    \
+             t=\"$fd.$$.upgraded-tmp\"\n    rm -rf \"$t\"\n    mkdir -p \"$t\"\n    \
+             for f in /var/lib/kubelet/kubeadm-flags.env /var/lib/kubelet/instance-config.yaml; do if [ -e \"$f\" ]; then cp -a \"$f\" \"$t/\"; fi; done\n    \
+             if [ -d /etc/kubernetes/kubelet.conf.d ]; then cp -a /etc/kubernetes/kubelet.conf.d \"$t/\"; fi\n    \
+             sed -n 's/^ *server: *//p' /etc/kubernetes/kubelet.conf 2>/dev/null | head -n 1 > \"$t/kubelet-conf-server\" || true\n    \
+             touch \"$t/complete\"\n    \
+             mv -T \"$t\" \"$fd\" 2>/dev/null || rm -rf \"$t\"\n  \
+             fi\n  \
+             echo kubelet_files_backup=\"$fd\"\n  \
+             echo kubelet_conf_server=\"$(cat \"$fd/kubelet-conf-server\" 2>/dev/null || true)\"\nfi",
+            dir = shell_quote(&format!("{STATE_DIR}/kubelet-files"))
         );
     }
 
@@ -635,6 +659,34 @@ pub fn kubeadm_backups(stdout: &str) -> Facts {
         }
     }
     facts
+}
+
+/// A rollback's restore of the kubelet files the preflight kept in `dir`: each file as it
+/// was (one kubeadm added since is removed), then kubelet.conf's `server` line set to
+/// `server` (given to awk through its environment: never parsed as a program or a pattern).
+fn restore_kubelet_files(s: &mut String, dir: &str, server: Option<&str>) {
+    let _ = writeln!(
+        s,
+        "d={}\nif [ ! -e \"$d/complete\" ]; then echo \"the kubelet files kept at $d are gone\" >&2; exit 4; fi\n\
+         for f in kubeadm-flags.env instance-config.yaml; do\n  \
+         if [ -e \"$d/$f\" ]; then cp -a \"$d/$f\" \"/var/lib/kubelet/$f.upgraded-tmp\" && mv \"/var/lib/kubelet/$f.upgraded-tmp\" \"/var/lib/kubelet/$f\"\n  \
+         else rm -f \"/var/lib/kubelet/$f\"; fi\ndone\n\
+         c=/etc/kubernetes/kubelet.conf.d\nrm -rf \"$c.upgraded-tmp\"\n\
+         if [ -d \"$d/kubelet.conf.d\" ]; then cp -a \"$d/kubelet.conf.d\" \"$c.upgraded-tmp\" && rm -rf \"$c\" && mv \"$c.upgraded-tmp\" \"$c\"; else rm -rf \"$c\"; fi",
+        shell_quote(dir)
+    );
+    if let Some(server) = server {
+        let _ = writeln!(
+            s,
+            "k=/etc/kubernetes/kubelet.conf\nif [ -f \"$k\" ]; then\n  \
+             cp -a \"$k\" \"$k.upgraded-tmp\"\n  \
+             S={} awk '{{ if ($1 == \"server:\") {{ i = index($0, \"server:\"); print substr($0, 1, i - 1) \"server: \" ENVIRON[\"S\"]; next }} print }}' \"$k\" > \"$k.upgraded-tmp\"\n  \
+             mv \"$k.upgraded-tmp\" \"$k\"\n  \
+             echo kubelet_conf_server=\"$(sed -n 's/^ *server: *//p' \"$k\" | head -n 1)\"\nfi",
+            shell_quote(server)
+        );
+    }
+    s.push_str("echo kubelet_files_restored=\"$d\"\n");
 }
 
 /// `key=value` lines of a script's standard output (other lines are ignored).
@@ -1010,6 +1062,133 @@ mod tests {
             std::fs::read_to_string(&backup).expect("backup"),
             "kind: KubeletConfiguration\n"
         );
+    }
+
+    /// The preflight keeps the files kubeadm 1.34 rewrites; after kubeadm moved the CRI
+    /// socket (flags file rewritten, instance-config.yaml and a kubelet.conf.d drop-in
+    /// written, kubelet.conf pointed elsewhere), the restore puts every one back as it was,
+    /// run twice (a retry) to the same end. The server travels as data, never as a program.
+    #[test]
+    fn kubelet_files_kept_at_preflight_are_restored_by_a_rollback() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        let bin = root.join("bin");
+        std::fs::create_dir(&bin).expect("mkdir");
+        for (name, body) in [
+            ("kubelet", "echo 'Kubernetes v1.33.5'"),
+            ("dpkg-query", "echo -n \"1.33.5-1.1\""),
+            ("apt-mark", "exit 0"),
+            ("apt-get", "exit 0"),
+            ("crictl", "exit 0"),
+        ] {
+            let f = bin.join(name);
+            std::fs::write(&f, format!("#!/bin/sh\n{body}\n")).expect("write");
+            std::fs::set_permissions(&f, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+                .expect("chmod");
+        }
+        let kubelet = root.join("kubelet");
+        let etc = root.join("etc-kubernetes");
+        std::fs::create_dir_all(&kubelet).expect("mkdir");
+        std::fs::create_dir_all(&etc).expect("mkdir");
+        let flags_133 = "KUBELET_KUBEADM_ARGS=\"--container-runtime-endpoint=unix:///var/run/containerd/containerd.sock --pod-infra-container-image=registry.k8s.io/pause:3.10\"\n";
+        std::fs::write(kubelet.join("kubeadm-flags.env"), flags_133).expect("flags");
+        std::fs::write(kubelet.join("config.yaml"), "kind: KubeletConfiguration\n").expect("c");
+        let conf = "apiVersion: v1\nclusters:\n- cluster:\n    certificate-authority-data: X\n    server: https://10.0.0.10:6443\n  name: default-cluster\n";
+        std::fs::write(etc.join("kubelet.conf"), conf).expect("conf");
+        let state = root.join("state");
+        let local = |script: String| {
+            script
+                .replace("/var/lib/kubelet", &kubelet.display().to_string())
+                .replace("/etc/kubernetes", &etc.display().to_string())
+                .replace(STATE_DIR, &state.display().to_string())
+        };
+        let path = format!(
+            "{}:{}",
+            bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let run = |script: &str| {
+            let out = std::process::Command::new("sh")
+                .args(["-c", script])
+                .env("PATH", &path)
+                .output()
+                .expect("sh runs");
+            assert!(out.status.success(), "{out:?}");
+            parse_facts(&String::from_utf8_lossy(&out.stdout))
+        };
+        let kept = run(&local(scripts("apt").render(&RemoteCommand::Preflight {
+            target: v("v1.34.6"),
+        })));
+        let backup = state.join("kubelet-files/v1.33.5").display().to_string();
+        assert_eq!(kept.get("kubelet_files_backup"), Some(&backup), "{kept:?}");
+        assert_eq!(
+            kept.get("kubelet_conf_server").map(String::as_str),
+            Some("https://10.0.0.10:6443")
+        );
+        // kubeadm 1.34 (and a hand with the server) after it.
+        std::fs::write(
+            kubelet.join("kubeadm-flags.env"),
+            "KUBELET_KUBEADM_ARGS=\"--pod-infra-container-image=registry.k8s.io/pause:3.10\"\n",
+        )
+        .expect("flags");
+        std::fs::write(
+            kubelet.join("instance-config.yaml"),
+            "containerRuntimeEndpoint: unix:///var/run/containerd/containerd.sock\n",
+        )
+        .expect("instance");
+        std::fs::create_dir_all(etc.join("kubelet.conf.d")).expect("mkdir");
+        std::fs::write(etc.join("kubelet.conf.d/00-x.conf"), "x").expect("drop-in");
+        std::fs::write(
+            etc.join("kubelet.conf"),
+            conf.replace("https://10.0.0.10:6443", "https://127.0.0.1:6443"),
+        )
+        .expect("conf");
+        // A later preflight keeps the first copy.
+        let again = run(&local(scripts("apt").render(&RemoteCommand::Preflight {
+            target: v("v1.34.6"),
+        })));
+        assert_eq!(
+            again.get("kubelet_conf_server").map(String::as_str),
+            Some("https://10.0.0.10:6443")
+        );
+        let server = "https://10.0.0.10:6443/&$(reboot)";
+        let restore = local(scripts("apt").render(&RemoteCommand::RestoreKubeletFiles {
+            version: v("v1.33.5"),
+            dir: backup.clone(),
+            server: Some(server.into()),
+        }));
+        assert!(restore.contains("flock"), "it changes the node: {restore}");
+        for _ in 0..2 {
+            let f = run(&restore);
+            assert_eq!(f.get("kubelet_files_restored"), Some(&backup));
+            assert_eq!(
+                f.get("kubelet_conf_server").map(String::as_str),
+                Some(server)
+            );
+        }
+        assert_eq!(
+            std::fs::read_to_string(kubelet.join("kubeadm-flags.env")).expect("flags"),
+            flags_133
+        );
+        assert!(!kubelet.join("instance-config.yaml").exists());
+        assert!(!etc.join("kubelet.conf.d").exists());
+        assert_eq!(
+            std::fs::read_to_string(etc.join("kubelet.conf")).expect("conf"),
+            conf.replace("https://10.0.0.10:6443", server)
+        );
+        // A copy that is gone stops the restore with its name.
+        let gone = local(scripts("apt").render(&RemoteCommand::RestoreKubeletFiles {
+            version: v("v1.33.5"),
+            dir: "/nowhere/v1.33.5".into(),
+            server: None,
+        }));
+        let out = std::process::Command::new("sh")
+            .args(["-c", &gone])
+            .env("PATH", &path)
+            .output()
+            .expect("sh runs");
+        assert_eq!(out.status.code(), Some(4));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("/nowhere/v1.33.5"));
     }
 
     #[test]

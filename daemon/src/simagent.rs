@@ -23,6 +23,9 @@ use upgraded_events::inventory::CGROUP_KEY;
 
 use crate::ports::{BoxFut, CommandOutput, NodeExecutor, PortError, RemoteCommand};
 
+/// Where the sim's agents say the preflight keeps the kubelet files (as the node script).
+const SIM_FILES: &str = "/var/lib/upgraded/kubelet-files";
+
 /// The sim at `http://HOST:PORT`, or reached in process.
 #[derive(Clone)]
 pub struct SimAgents {
@@ -229,6 +232,23 @@ impl SimAgents {
                         "kubelet_config_backup".into(),
                         format!("/var/lib/upgraded/kubelet-config/{kv}.yaml"),
                     );
+                    // The files kubeadm rewrites, kept once under the kubelet version.
+                    self.call(
+                        Method::POST,
+                        &Self::node_path(node, "kubelet-files/save"),
+                        Some(json!({ "name": kv.to_string() })),
+                    )
+                    .await?;
+                    let host = self.host(node).await?;
+                    let kept = &host["saved"][kv.to_string()];
+                    facts.insert("kubelet_files_backup".into(), format!("{SIM_FILES}/{kv}"));
+                    facts.insert(
+                        "kubelet_conf_server".into(),
+                        kept["kubeletConfServer"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .into(),
+                    );
                 }
             }
             RemoteCommand::DowngradePackages {
@@ -243,6 +263,19 @@ impl SimAgents {
                     facts.insert("kubelet_config_restored".into(), path.clone());
                 }
                 facts.insert("installed".into(), version.to_string());
+            }
+            RemoteCommand::RestoreKubeletFiles { dir, .. } => {
+                // The copy's name is the folder's, as the preflight reported it.
+                let name = dir.strip_prefix(&format!("{SIM_FILES}/")).ok_or_else(|| {
+                    PortError::fatal(format!("node {node}: no kubelet files kept at {dir}"))
+                })?;
+                self.call(
+                    Method::POST,
+                    &Self::node_path(node, "kubelet-files/restore"),
+                    Some(json!({ "name": name })),
+                )
+                .await?;
+                facts.insert("kubelet_files_restored".into(), dir.clone());
             }
             RemoteCommand::InstallPackages { version } => {
                 for p in upgraded_events::plan::node_packages(false) {

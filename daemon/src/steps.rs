@@ -9,6 +9,7 @@ use upgraded_events::check::{
     self, Boundary, Check, CheckKind, Disruption, ProbeEnd, Severity, StepVerdict, Verdict,
 };
 use upgraded_events::gate;
+use upgraded_events::inventory::CRI_SOCKET_KEY;
 use upgraded_events::state::{Baseline, NodeChecks, ScaledWorkload};
 use upgraded_events::{Entry, Event, Facts, Host, Policy, RunId, Step, Version};
 
@@ -1004,6 +1005,10 @@ pub async fn execute(
                 .or_else(|| gate::final_version(env.steps))
                 .unwrap_or(status.kubelet_version);
             facts.extend(env.remote(&RemoteCommand::Preflight { target }).await?);
+            // What kubeadm 1.34 removes and a rollback below it puts back.
+            if let Some(socket) = ports.cluster.node_annotation(node, CRI_SOCKET_KEY).await? {
+                facts.insert("cri_socket_annotation".into(), socket);
+            }
             facts.insert("unschedulable".into(), status.unschedulable.to_string());
             facts.insert("kubelet_before".into(), status.kubelet_version.to_string());
         }
@@ -1038,6 +1043,26 @@ pub async fn execute(
                 kubeadm: *kubeadm,
             };
             facts.extend(env.remote(&cmd).await?);
+        }
+        Step::RestoreKubeletFiles {
+            version,
+            dir,
+            server,
+            cri_socket,
+        } => {
+            let cmd = RemoteCommand::RestoreKubeletFiles {
+                version: *version,
+                dir: dir.clone(),
+                server: server.clone(),
+            };
+            facts.extend(env.remote(&cmd).await?);
+            if let Some(socket) = cri_socket {
+                ports
+                    .cluster
+                    .annotate_node(node, CRI_SOCKET_KEY, socket)
+                    .await?;
+                facts.insert("cri_socket_annotation".into(), socket.clone());
+            }
         }
         Step::KubeadmUpgrade { version, apply } => {
             if *apply {

@@ -70,6 +70,8 @@ impl Step {
             // Its script installs only when the version differs and then puts the recorded
             // kubelet config back: running it again finishes what a crash cut short.
             | Step::DowngradePackages { .. }
+            // Copies the same kept files again and sets the same annotation.
+            | Step::RestoreKubeletFiles { .. }
             // Setting an image, and kubeadm's own idempotence, as for an upgrade.
             | Step::KubeProxy { .. }
             | Step::KubeadmDowngrade { .. }
@@ -106,6 +108,7 @@ impl Step {
                 "etcd-restore-start-control-plane"
             }
             Step::Checks { .. } => "checks",
+            Step::RestoreKubeletFiles { .. } => "restore-kubelet-files",
         }
     }
 }

@@ -16,6 +16,9 @@ pub type Labels = BTreeMap<String, String>;
 /// Where a node's cgroup version comes from: the node object does not say, so the operator
 /// (or a preflight run) records it as this annotation or label (`v1` or `v2`).
 pub const CGROUP_KEY: &str = "upgraded.dev/cgroup-version";
+/// The node annotation where kubeadm kept the node's CRI socket until 1.34's upgrade moved
+/// it into `/var/lib/kubelet/instance-config.yaml` (a rollback below 1.34 puts it back).
+pub const CRI_SOCKET_KEY: &str = "kubeadm.alpha.kubernetes.io/cri-socket";
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Resources {

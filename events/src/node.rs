@@ -94,7 +94,9 @@ impl Phase {
             } => Phase::Preflight,
             Step::Cordon => Phase::Cordoning,
             Step::Drain => Phase::Draining,
-            Step::UpgradePackages { .. } | Step::DowngradePackages { .. } => Phase::Upgrading,
+            Step::UpgradePackages { .. }
+            | Step::DowngradePackages { .. }
+            | Step::RestoreKubeletFiles { .. } => Phase::Upgrading,
             Step::RestartKubelet => Phase::Restarting,
             Step::Verify | Step::Checks { .. } => Phase::Verifying,
             Step::Uncordon => Phase::Uncordoning,

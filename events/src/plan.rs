@@ -63,6 +63,18 @@ pub enum Step {
     /// still cordoned: probe pods pinned to it prove its pod network and DNS before any
     /// workload comes back. Each check is recorded (`CheckStarted`, then its verdict).
     Checks { boundary: Boundary },
+    /// A rollback's step after its package step, before the kubelet restarts: the kubelet
+    /// files the preflight kept while the node ran `version` put back from `dir` on the node
+    /// (`kubeadm-flags.env`, `instance-config.yaml` or its absence, `kubelet.conf.d/`),
+    /// kubelet.conf's `server` set to what it was, and the node's CRI-socket annotation
+    /// restored when it had one. kubeadm 1.34 moves the socket from the annotation and the
+    /// flags file into `instance-config.yaml`, and going back below 1.34 does not undo it.
+    RestoreKubeletFiles {
+        version: Version,
+        dir: String,
+        server: Option<String>,
+        cri_socket: Option<String>,
+    },
 }
 
 /// The stages of an etcd restore, in order (etcd's disaster-recovery procedure).

@@ -7,6 +7,27 @@ use crate::event::Step;
 use crate::node::Node;
 use crate::version::Version;
 
+/// The step that puts back the kubelet files a preflight kept (`kubelet_files_backup`, with
+/// kubelet.conf's `kubelet_conf_server` and the node's `cri_socket_annotation`), for the
+/// kubelet version they were kept at (`kubelet_installed`); none when it kept none (an older
+/// agent, or a node without them).
+pub fn restore_files(facts: &crate::Facts) -> Option<(Version, Step)> {
+    let version: Version = facts.get("kubelet_installed")?.parse().ok()?;
+    let dir = facts
+        .get("kubelet_files_backup")
+        .filter(|d| !d.is_empty())?;
+    let non_empty = |k: &str| facts.get(k).filter(|v| !v.is_empty()).cloned();
+    Some((
+        version,
+        Step::RestoreKubeletFiles {
+            version,
+            dir: dir.clone(),
+            server: non_empty("kubelet_conf_server"),
+            cri_socket: non_empty("cri_socket_annotation"),
+        },
+    ))
+}
+
 /// The steps that take `node` back after `failed` (its `Verify`, inside the cordon, or its
 /// `Soak`, after the uncordon) failed; `Err` names the recorded input that is missing.
 pub fn node_rollback_steps(node: &Node, failed: &Step) -> Result<Vec<Step>, String> {
@@ -38,16 +59,18 @@ pub fn node_rollback_steps(node: &Node, failed: &Step) -> Result<Vec<Step>, Stri
         // Already uncordoned: take it out of service again first.
         steps.extend([Step::Cordon, Step::Drain]);
     }
-    steps.extend([
-        Step::DowngradePackages {
-            version,
-            kubelet_config: Some(config),
-            kubeadm,
-        },
-        Step::RestartKubelet,
-        Step::Verify,
-        Step::Uncordon,
-    ]);
+    steps.push(Step::DowngradePackages {
+        version,
+        kubelet_config: Some(config),
+        kubeadm,
+    });
+    // The files kubeadm rewrote, as they were at `version`.
+    if let Some((v, restore)) = restore_files(f)
+        && v == version
+    {
+        steps.push(restore);
+    }
+    steps.extend([Step::RestartKubelet, Step::Verify, Step::Uncordon]);
     Ok(steps)
 }
 
@@ -126,6 +149,33 @@ mod tests {
                 Step::Uncordon
             ])
         );
+    }
+
+    /// The kept kubelet files go back after the packages, before the kubelet restarts;
+    /// an empty server or annotation is not restored.
+    #[test]
+    fn the_kept_kubelet_files_go_back_before_the_restart() {
+        let mut facts = RECORDED.to_vec();
+        facts.extend([
+            (
+                "kubelet_files_backup",
+                "/var/lib/upgraded/kubelet-files/v1.34.6",
+            ),
+            ("kubelet_conf_server", "https://10.0.0.10:6443"),
+            ("cri_socket_annotation", ""),
+        ]);
+        let steps = node_rollback_steps(&worker(&facts), &Step::Verify).expect("steps");
+        assert_eq!(
+            steps[1],
+            Step::RestoreKubeletFiles {
+                version: Version::new(1, 34, 6),
+                dir: "/var/lib/upgraded/kubelet-files/v1.34.6".into(),
+                server: Some("https://10.0.0.10:6443".into()),
+                cri_socket: None,
+            }
+        );
+        assert_eq!(steps[2], Step::RestartKubelet);
+        assert!(matches!(steps[0], Step::DowngradePackages { .. }));
     }
 
     #[test]

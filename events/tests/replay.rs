@@ -73,6 +73,7 @@ impl World {
             Step::Drain
             | Step::Verify
             | Step::Checks { .. }
+            | Step::RestoreKubeletFiles { .. }
             | Step::Soak
             | Step::EtcdSnapshot
             | Step::KubeadmUpgrade { .. }

@@ -59,6 +59,7 @@ impl Timed {
         let d = &self.durations;
         match cmd {
             RemoteCommand::Preflight { .. } => d.preflight,
+            RemoteCommand::RestoreKubeletFiles { .. } => d.uncordon,
             RemoteCommand::InstallPackages { .. } | RemoteCommand::DowngradePackages { .. } => {
                 d.upgrade_packages
             }

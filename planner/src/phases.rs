@@ -31,6 +31,7 @@ impl Ctx<'_> {
                     (d.drain + d.drain_per_pod * evicted as u64).min(self.policy.drain_timeout_secs)
                 }
                 Step::UpgradePackages { .. } | Step::DowngradePackages { .. } => d.upgrade_packages,
+                Step::RestoreKubeletFiles { .. } => d.uncordon,
                 Step::RestartKubelet => d.restart_kubelet,
                 Step::Verify => d.verify,
                 Step::Checks { .. } => d.checks,

@@ -328,6 +328,32 @@ impl Cmds<'_> {
                 }
                 c
             }
+            Step::RestoreKubeletFiles {
+                dir,
+                server,
+                cri_socket,
+                ..
+            } => {
+                let d = shell_quote(dir);
+                let mut c = format!(
+                    "# the files kubeadm rewrote, as the preflight kept them\ncp -a {d}/kubeadm-flags.env /var/lib/kubelet/kubeadm-flags.env\nif [ -e {d}/instance-config.yaml ]; then cp -a {d}/instance-config.yaml /var/lib/kubelet/; else rm -f /var/lib/kubelet/instance-config.yaml; fi\nrm -rf /etc/kubernetes/kubelet.conf.d; if [ -d {d}/kubelet.conf.d ]; then cp -a {d}/kubelet.conf.d /etc/kubernetes/; fi"
+                );
+                if let Some(server) = server {
+                    let _ = write!(
+                        c,
+                        "\nkubectl --kubeconfig /etc/kubernetes/kubelet.conf config set-cluster default-cluster --server={}",
+                        shell_quote(server)
+                    );
+                }
+                if let Some(socket) = cri_socket {
+                    let _ = write!(
+                        c,
+                        "\nkubectl annotate node {node} --overwrite kubeadm.alpha.kubernetes.io/cri-socket={}",
+                        shell_quote(socket)
+                    );
+                }
+                c
+            }
             Step::RestartKubelet => "systemctl daemon-reload\nsystemctl restart kubelet".into(),
             Step::Verify => format!(
                 "kubectl wait --for=condition=Ready node/{node} --timeout=600s\nkubectl get node {node} -o jsonpath='{{.status.nodeInfo.kubeletVersion}}'   # {}",

@@ -172,6 +172,9 @@ struct HostHistory {
     before: Option<Facts>,
     /// Kubelet config backups the preflights recorded, by the kubelet version they belong to.
     configs: BTreeMap<String, String>,
+    /// The kubelet files the preflights kept, as the step that puts them back, by the
+    /// kubelet version they belong to.
+    files: BTreeMap<Version, Step>,
     /// Packages changed (an install was started, whatever its outcome).
     packages_changed: bool,
     /// kubeadm installed at another version (`kubeadm upgrade node` on a worker too).
@@ -312,6 +315,9 @@ impl Forward {
                     ) {
                         h.configs.entry(v.clone()).or_insert_with(|| path.clone());
                     }
+                    if let Some((v, restore)) = upgraded_events::undo::restore_files(facts) {
+                        h.files.entry(v).or_insert(restore);
+                    }
                 }
                 _ => {}
             }
@@ -352,9 +358,14 @@ impl Forward {
 }
 
 /// The steps that take a node back to `version` (kubeadm too when the run changed it), with
-/// the kubelet config recorded for it.
-fn node_steps(version: Version, kubelet_config: String, kubeadm: bool) -> Vec<Step> {
-    vec![
+/// the kubelet config recorded for it and the kubelet files kept with it (`files`).
+fn node_steps(
+    version: Version,
+    kubelet_config: String,
+    kubeadm: bool,
+    files: Option<Step>,
+) -> Vec<Step> {
+    let mut steps = vec![
         Step::Preflight,
         Step::Cordon,
         Step::Drain,
@@ -363,10 +374,10 @@ fn node_steps(version: Version, kubelet_config: String, kubeadm: bool) -> Vec<St
             kubelet_config: Some(kubelet_config),
             kubeadm,
         },
-        Step::RestartKubelet,
-        Step::Verify,
-        Step::Uncordon,
-    ]
+    ];
+    steps.extend(files);
+    steps.extend([Step::RestartKubelet, Step::Verify, Step::Uncordon]);
+    steps
 }
 
 /// Plans the rollback `req` asks for of the (finished) run in `records`, after the
@@ -562,11 +573,22 @@ impl<'a> Rollback<'a> {
             .nodes
             .get(host.as_str())
             .map_or(version, |(k, _)| *k);
-        let config_note = if config_version == version {
+        // The flags file, instance config, kubelet.conf.d and CRI-socket annotation kubeadm
+        // rewrote, from the same version as the config.
+        let files = h.files.get(&config_version).cloned();
+        let mut config_note = if config_version == version {
             "the kubelet config it had then put back".to_string()
         } else {
             format!("its kubelet config from {config_version} put back (it never ran {version})")
         };
+        if let Some(Step::RestoreKubeletFiles { cri_socket, .. }) = &files {
+            config_note.push_str(
+                ", with kubeadm-flags.env, instance-config.yaml and kubelet.conf.d as they were",
+            );
+            if cri_socket.is_some() {
+                config_note.push_str(" and its CRI-socket annotation");
+            }
+        }
         let why = format!(
             "{host}: kubelet and kubectl {now} → {version} ({source}{}), {config_note}; cordoned and drained first{}",
             // The package the preflight saw installed, when that is where it goes back to.
@@ -592,7 +614,7 @@ impl<'a> Rollback<'a> {
             host: Some(host.clone()).filter(|_| self.tagged),
             role: h.role.unwrap_or(Role::Worker),
             from: now,
-            steps: node_steps(version, config, kubeadm),
+            steps: node_steps(version, config, kubeadm, files),
             estimate_secs: 0,
         };
         self.push(format!("rollback {host} to {version}"), node, why)
