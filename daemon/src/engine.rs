@@ -202,6 +202,15 @@ impl<L: EventLog + Clone> Daemon<L> {
         observed.inventory.api_usage.apiservers = apis.apiservers;
         observed.inventory.api_usage.unread = apis.unread;
         let policy = &self.defaults.policy;
+        // Each machine's fingerprint, for drift within its generation.
+        observed.inventory.hosts = crate::hostfacts::hosts(
+            self.ports.nodes.as_ref(),
+            self.ports.cluster.as_ref(),
+            &observed.inventory,
+            &policy.drift_keys,
+            self.ports.command_timeout,
+        )
+        .await;
         let now = self.clock.now();
         let report = planner::plan(PlanInput {
             inventory: &observed.inventory,

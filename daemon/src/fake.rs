@@ -305,6 +305,16 @@ impl ClusterApi for FakeWorld {
         Box::pin(async { Ok([("kube_proxy".to_string(), "absent".to_string())].into()) })
     }
 
+    /// The fake world's kubelets serve no config.
+    fn kubelet_config<'a>(&'a self, node: &'a Host) -> BoxFut<'a, Result<Value, PortError>> {
+        let node = node.as_str().to_string();
+        Box::pin(async move {
+            Err(PortError::fatal(format!(
+                "node {node}: the fake world's kubelet serves no /configz"
+            )))
+        })
+    }
+
     /// The fake world's nodes carry no annotations.
     fn node_annotation<'a>(
         &'a self,
@@ -629,6 +639,10 @@ impl NodeExecutor for FakeWorld {
                     facts.insert("kubelet_installed".into(), installed);
                 }
                 // Like the node script: installed already (a re-run after a crash), nothing.
+                RemoteCommand::Fingerprint => {
+                    facts.insert("kernel".into(), "6.1.0-28-amd64".into());
+                    facts.insert("cgroup".into(), "cgroup2fs".into());
+                }
                 RemoteCommand::RestoreKubeletFiles { dir, .. } => {
                     facts.insert("kubelet_files_restored".into(), dir.clone());
                 }

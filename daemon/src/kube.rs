@@ -831,6 +831,23 @@ impl ClusterApi for KubeCluster {
         })
     }
 
+    fn kubelet_config<'a>(&'a self, host: &'a Host) -> BoxFut<'a, Result<Value, PortError>> {
+        Box::pin(async move {
+            let path = format!(
+                "/api/v1/nodes/{}/proxy/configz",
+                percent_encoding::utf8_percent_encode(
+                    host.as_str(),
+                    percent_encoding::NON_ALPHANUMERIC
+                )
+            );
+            let req = hyper::Request::get(path)
+                .body(Vec::new())
+                .map_err(|e| PortError::fatal(e.to_string()))?;
+            let v: Value = self.client.request(req).await.map_err(api_error)?;
+            Ok(v["kubeletconfig"].clone())
+        })
+    }
+
     fn node_annotation<'a>(
         &'a self,
         host: &'a Host,

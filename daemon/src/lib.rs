@@ -9,6 +9,7 @@ pub mod engine;
 #[cfg(feature = "fake-world")]
 pub mod fake;
 pub mod host;
+mod hostfacts;
 pub mod kube;
 pub mod log;
 pub mod outbox;

@@ -229,6 +229,9 @@ pub trait ClusterApi: Send + Sync + 'static {
     /// Sets the kube-proxy DaemonSet's image tag to `version` (`kubectl set image`); facts
     /// say what it was and is (`kube_proxy=absent` on a cluster without it).
     fn set_kube_proxy<'a>(&'a self, version: Version) -> BoxFut<'a, Result<Facts, PortError>>;
+    /// The running kubelet's config (`/configz` through the apiserver's node proxy): its
+    /// `kubeletconfig` object.
+    fn kubelet_config<'a>(&'a self, node: &'a Host) -> BoxFut<'a, Result<Value, PortError>>;
     /// The node's annotation `key`, when it has one.
     fn node_annotation<'a>(
         &'a self,
@@ -394,6 +397,12 @@ pub enum RemoteCommand {
         kubelet_config: Option<String>,
         kubeadm: bool,
     },
+    /// Read-only, at a run's start: what tells a machine from its generation's siblings
+    /// (`drift::HOST_FACTS`: kernel running and newest installed, a pending reboot, OS,
+    /// containerd's version and a hash of its config.toml, the cgroup filesystem, swap,
+    /// package holds, a hash of the kubelet flag files without the flags that differ by
+    /// nature between machines).
+    Fingerprint,
     /// A rollback: the kubelet files the preflight kept in `dir` while the node ran
     /// `version` put back (`kubeadm-flags.env`, `instance-config.yaml` or its absence,
     /// `kubelet.conf.d/`), and kubelet.conf's `server` set to `server`.
@@ -423,6 +432,7 @@ impl RemoteCommand {
             RemoteCommand::ApiserverMetrics => "kube-apiserver /metrics",
             RemoteCommand::DowngradePackages { .. } => "package downgrade",
             RemoteCommand::RestoreKubeletFiles { .. } => "kubelet files restore",
+            RemoteCommand::Fingerprint => "fingerprint",
             RemoteCommand::KubeadmDowngrade { apply: true, .. } => "kubeadm downgrade (apply)",
             RemoteCommand::KubeadmDowngrade { apply: false, .. } => "kubeadm downgrade (node)",
             RemoteCommand::EtcdRestore(EtcdRestoreStage::StopApiserver) => {

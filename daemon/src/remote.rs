@@ -31,6 +31,10 @@ pub const STATE_DIR: &str = "/var/lib/upgraded";
 /// this very version too, when a rollback brings it back) no longer hold.
 const FORGET_RESTARTS: &str = "rm -f /var/lib/upgraded/kubelet-restarted-*\n";
 
+/// Kubelet flags whose values differ by nature between the machines of a generation (its
+/// address, name, cloud id): left out of the flag files' hash.
+pub const VOLATILE_FLAGS: &[&str] = &["--node-ip", "--hostname-override", "--provider-id"];
+
 /// A file older than whatever kubeadm writes next, to tell its new backup folders.
 const KUBEADM_MARK: &str = "mark=$(mktemp)\n";
 
@@ -90,6 +94,7 @@ impl Scripts {
         matches!(
             cmd,
             RemoteCommand::Preflight { .. }
+                | RemoteCommand::Fingerprint
                 | RemoteCommand::InstalledKubelet
                 | RemoteCommand::EtcdHealth
                 | RemoteCommand::ApiserverReadyz
@@ -147,6 +152,7 @@ impl Scripts {
         let how = |apply: bool| if apply { "apply" } else { "node" };
         Some(match cmd {
             RemoteCommand::Preflight { .. }
+            | RemoteCommand::Fingerprint
             | RemoteCommand::InstalledKubelet
             | RemoteCommand::EtcdHealth
             | RemoteCommand::ApiserverReadyz
@@ -175,6 +181,7 @@ impl Scripts {
         let mut s = std::mem::take(out);
         match cmd {
             RemoteCommand::Preflight { .. } => self.preflight(&mut s),
+            RemoteCommand::Fingerprint => self.fingerprint(&mut s),
             RemoteCommand::InstallPackages { version } => {
                 self.repository(&mut s, *version);
                 // Installed already (a re-run after a lost answer): only the holds again.
@@ -344,6 +351,32 @@ mkdir -p {dir}
             }
         }
         *out = s;
+    }
+
+    /// What tells the machine from its siblings (`drift::HOST_FACTS`), read-only. The
+    /// kubelet flag files are hashed without the flags whose values differ by nature
+    /// between machines (`VOLATILE_FLAGS`: its address, name, provider id).
+    fn fingerprint(&self, s: &mut String) {
+        let held = match self.package_manager {
+            PackageManager::Apt => "apt-mark showhold 2>/dev/null",
+            PackageManager::Dnf => {
+                "dnf versionlock list 2>/dev/null | sed -n 's/^\\([a-z]*\\)-[0-9].*/\\1/p'"
+            }
+        };
+        let volatile = VOLATILE_FLAGS.join("|");
+        let _ = writeln!(
+            s,
+            "echo kernel=\"$(uname -r)\"\n\
+             echo kernel_installed=\"$(ls /boot/vmlinuz-* 2>/dev/null | sed 's|.*/vmlinuz-||' | sort -V | tail -n 1)\"\n\
+             if [ -e /var/run/reboot-required ]; then echo reboot_required=true; else echo reboot_required=false; fi\n\
+             echo os_image=\"$( (. /etc/os-release 2>/dev/null && printf '%s' \"$PRETTY_NAME\") || true)\"\n\
+             echo containerd_version=\"$(containerd --version 2>/dev/null | awk '{{print $3}}' || true)\"\n\
+             echo containerd_config_sha256=\"$(sha256sum /etc/containerd/config.toml 2>/dev/null | cut -d ' ' -f 1)\"\n\
+             echo cgroup=\"$(stat -fc %T /sys/fs/cgroup 2>/dev/null || echo unknown)\"\n\
+             echo swap_devices=\"$(tail -n +2 /proc/swaps 2>/dev/null | wc -l)\"\n\
+             echo held=\"$({held} | grep -xE 'kubeadm|kubelet|kubectl' | sort | tr '\\n' ',' | sed 's/,$//' || true)\"\n\
+             echo kubelet_flags_sha256=\"$(cat /var/lib/kubelet/kubeadm-flags.env /etc/default/kubelet /etc/sysconfig/kubelet 2>/dev/null | tr ' \\t\"' '\\n\\n\\n' | grep -- '^--' | grep -vE '^--({volatile})(=|$)' | sort -u | sha256sum | cut -d ' ' -f 1)\""
+        );
     }
 
     /// Read-only checks, each reported; [`preflight_verdict`] judges them.

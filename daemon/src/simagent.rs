@@ -264,6 +264,71 @@ impl SimAgents {
                 }
                 facts.insert("installed".into(), version.to_string());
             }
+            RemoteCommand::Fingerprint => {
+                // What the node script reads, from the machine's host state.
+                let host = self.host(node).await?;
+                let path = format!("/api/v1/nodes/{}", percent_encode(node));
+                let n = self.call(Method::GET, &path, None).await?;
+                let info = &n["status"]["nodeInfo"];
+                let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+                let sha = |v: &str| {
+                    use sha2::Digest;
+                    format!("{:x}", sha2::Sha256::digest(v.as_bytes()))
+                };
+                let running = text(&info["kernelVersion"]);
+                let installed = host["installedKernel"]
+                    .as_str()
+                    .map_or(running.clone(), str::to_string);
+                let cgroup = n["metadata"]["annotations"][CGROUP_KEY]
+                    .as_str()
+                    .or_else(|| n["metadata"]["labels"][CGROUP_KEY].as_str())
+                    .unwrap_or("v2");
+                let flags: Vec<&str> = host["files"]["flags"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(Value::as_str).collect())
+                    .unwrap_or_default();
+                let mut kept: Vec<String> = flags
+                    .iter()
+                    .filter(|f| {
+                        let name = f.split('=').next().unwrap_or_default();
+                        !crate::remote::VOLATILE_FLAGS.contains(&name)
+                    })
+                    .map(|f| format!("{f}\n"))
+                    .collect();
+                kept.sort();
+                kept.dedup();
+                let held: Vec<&str> = host["held"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(Value::as_str).collect())
+                    .unwrap_or_default();
+                let swap = host["swap"].as_bool().unwrap_or(false);
+                for (k, v) in [
+                    ("kernel", running),
+                    ("kernel_installed", installed),
+                    (
+                        "reboot_required",
+                        host["rebootRequired"]
+                            .as_bool()
+                            .unwrap_or(false)
+                            .to_string(),
+                    ),
+                    ("os_image", text(&info["osImage"])),
+                    ("containerd_version", text(&host["containerdVersion"])),
+                    (
+                        "containerd_config_sha256",
+                        sha(host["containerdConfig"].as_str().unwrap_or_default()),
+                    ),
+                    (
+                        "cgroup",
+                        if cgroup == "v1" { "tmpfs" } else { "cgroup2fs" }.to_string(),
+                    ),
+                    ("swap_devices", if swap { "1" } else { "0" }.to_string()),
+                    ("held", held.join(",")),
+                    ("kubelet_flags_sha256", sha(&kept.concat())),
+                ] {
+                    facts.insert(k.to_string(), v);
+                }
+            }
             RemoteCommand::RestoreKubeletFiles { dir, .. } => {
                 // The copy's name is the folder's, as the preflight reported it.
                 let name = dir.strip_prefix(&format!("{SIM_FILES}/")).ok_or_else(|| {

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::facts::Facts;
 use crate::inventory::NodeInv;
 
 /// How much a field's difference matters.
@@ -20,13 +21,47 @@ pub enum Match {
     Should,
 }
 
-/// The fields a fingerprint holds, with how much each matters. What the inventory shows of
-/// a node; the node's own preflight adds more (config hashes, kubelet config keys).
+/// The fields a fingerprint holds, with how much each matters: what the inventory shows of
+/// a node, and what its agent read on the machine ([`HOST_FACTS`]). The kubelet config keys
+/// read from `/configz` are fields too (`kubelet:KEY`), all must-match.
 pub const FIELDS: &[(&str, Match)] = &[
     ("cgroup", Match::Must),
     ("container-runtime", Match::Must),
+    ("containerd-config", Match::Must),
+    ("kubelet-flags", Match::Must),
+    ("swap", Match::Must),
     ("kernel", Match::Should),
     ("os-image", Match::Should),
+    ("package-holds", Match::Should),
+];
+
+/// The kubelet config keys that must agree within a generation (`/configz`), besides the
+/// ones a policy names (`driftKeys`).
+pub const KUBELET_KEYS: &[&str] = &[
+    "cgroupDriver",
+    "cpuManagerPolicy",
+    "topologyManagerPolicy",
+    "reservedSystemCPUs",
+    "evictionHard",
+    "maxPods",
+    "featureGates",
+];
+
+/// A fingerprint field of a kubelet config key.
+pub const KUBELET_FIELD: &str = "kubelet:";
+
+/// The host fact prefix of a kubelet config key's value (`kubelet.maxPods` = `110`, its
+/// compact JSON; `unset` when `/configz` does not have it).
+pub const KUBELET_FACT: &str = "kubelet.";
+
+/// The host facts a fingerprint reads (the agent's `Fingerprint` command): (fact, field).
+/// Hashes are cut to 12 characters: enough to tell files apart, short enough to read.
+pub const HOST_FACTS: &[(&str, &str)] = &[
+    ("containerd_config_sha256", "containerd-config"),
+    ("kubelet_flags_sha256", "kubelet-flags"),
+    ("held", "package-holds"),
+    ("kernel", "kernel"),
+    ("os_image", "os-image"),
 ];
 
 /// A node's values of [`FIELDS`], by field.
@@ -35,8 +70,17 @@ pub type Fingerprint = BTreeMap<String, String>;
 /// The nodes of each generation with their fingerprints.
 pub type Generations = BTreeMap<String, Vec<(String, Fingerprint)>>;
 
-/// A node's values of [`FIELDS`] (a field it does not report is left out).
-pub fn fingerprint(n: &NodeInv) -> Fingerprint {
+/// How much a field matters: [`FIELDS`]' row, or must for a kubelet config key.
+pub fn level(field: &str) -> Match {
+    FIELDS
+        .iter()
+        .find(|(f, _)| *f == field)
+        .map_or(Match::Must, |(_, m)| *m)
+}
+
+/// A node's values of [`FIELDS`] (a field it does not report is left out): the
+/// inventory's, then what its agent read (`host`, when it was read).
+pub fn fingerprint(n: &NodeInv, host: Option<&Facts>) -> Fingerprint {
     let mut f = BTreeMap::new();
     if let Some(c) = n.cgroup {
         f.insert("cgroup".into(), format!("v{c}"));
@@ -50,7 +94,52 @@ pub fn fingerprint(n: &NodeInv) -> Fingerprint {
             f.insert(k.to_string(), v.clone());
         }
     }
+    let Some(host) = host else { return f };
+    let get = |k: &str| host.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
+    for (fact, field) in HOST_FACTS {
+        if let Some(v) = get(fact) {
+            let v = if fact.ends_with("_sha256") {
+                &v[..v.len().min(12)]
+            } else {
+                v
+            };
+            f.insert(field.to_string(), v.to_string());
+        }
+    }
+    match get("cgroup") {
+        Some("cgroup2fs") => {
+            f.insert("cgroup".into(), "v2".into());
+        }
+        Some(_) => {
+            f.insert("cgroup".into(), "v1".into());
+        }
+        None => {}
+    }
+    if let Some(n) = get("swap_devices") {
+        f.insert("swap".into(), if n == "0" { "off" } else { "on" }.into());
+    }
+    for (k, v) in host {
+        if let Some(key) = k.strip_prefix(KUBELET_FACT) {
+            f.insert(format!("{KUBELET_FIELD}{key}"), v.clone());
+        }
+    }
     f
+}
+
+/// Why the machine waits for a reboot, from its agent's facts: `/var/run/reboot-required`,
+/// or a newer kernel installed than the one running. A canary rebooted into the new kernel
+/// proves nothing about the one still running the old.
+pub fn pending_reboot(host: &Facts) -> Option<String> {
+    let get = |k: &str| host.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
+    if get("reboot_required") == Some("true") {
+        return Some("/var/run/reboot-required exists".into());
+    }
+    match (get("kernel"), get("kernel_installed")) {
+        (Some(running), Some(installed)) if running != installed => Some(format!(
+            "kernel {installed} is installed but {running} is running"
+        )),
+        _ => None,
+    }
 }
 
 /// One field of a generation: its majority value and the nodes that differ.
@@ -100,7 +189,17 @@ pub fn drift(generations: &Generations) -> Vec<DriftReport> {
             continue;
         }
         let mut fields = Vec::new();
-        for &(field, level) in FIELDS {
+        // The table's fields in its order, then the kubelet config keys any node reported.
+        let mut names: Vec<&str> = FIELDS.iter().map(|(f, _)| *f).collect();
+        let keys: std::collections::BTreeSet<&str> = nodes
+            .iter()
+            .flat_map(|(_, f)| f.keys())
+            .map(String::as_str)
+            .filter(|k| k.starts_with(KUBELET_FIELD))
+            .collect();
+        names.extend(keys);
+        for field in names {
+            let level = level(field);
             let mut count: BTreeMap<&str, usize> = BTreeMap::new();
             for (_, f) in nodes {
                 if let Some(v) = f.get(field) {
@@ -190,6 +289,114 @@ mod tests {
             kernel.outliers,
             [("r640-03".to_string(), "6.1.0-27-amd64".to_string())]
         );
+    }
+
+    fn node(name: &str) -> NodeInv {
+        let v: crate::Version = "v1.33.5".parse().expect("v");
+        NodeInv {
+            name: name.into(),
+            role: crate::inventory::Role::Worker,
+            labels: Default::default(),
+            created: None,
+            kubelet: v,
+            kube_proxy: None,
+            kernel: "6.1.0-28-amd64".into(),
+            os_image: "Debian GNU/Linux 12 (bookworm)".into(),
+            runtime: "containerd://1.7.24".into(),
+            arch: "amd64".into(),
+            cgroup: Some(2),
+            allocatable: Default::default(),
+            extended: Default::default(),
+            taints: vec![],
+            unschedulable: false,
+            ready: true,
+            control_plane: None,
+        }
+    }
+
+    /// Each host fact lands in its field (hashes cut short, cgroup and swap as words, the
+    /// kubelet's keys as `kubelet:KEY`), over what the inventory said.
+    #[test]
+    fn host_facts_fill_the_fingerprint_row_by_row() {
+        let host: Facts = [
+            ("containerd_config_sha256", "0123456789abcdef0123"),
+            ("kubelet_flags_sha256", "fedcba9876543210fedc"),
+            ("held", "kubeadm,kubectl,kubelet"),
+            ("kernel", "6.1.0-31-amd64"),
+            ("os_image", "Debian GNU/Linux 12 (bookworm)"),
+            ("cgroup", "tmpfs"),
+            ("swap_devices", "1"),
+            ("kubelet.reservedSystemCPUs", "\"0-1\""),
+            ("kubelet.maxPods", "unset"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let f = fingerprint(&node("n"), Some(&host));
+        for (field, want) in [
+            ("containerd-config", "0123456789ab"),
+            ("kubelet-flags", "fedcba987654"),
+            ("package-holds", "kubeadm,kubectl,kubelet"),
+            ("kernel", "6.1.0-31-amd64"),
+            ("cgroup", "v1"),
+            ("swap", "on"),
+            ("kubelet:reservedSystemCPUs", "\"0-1\""),
+            ("kubelet:maxPods", "unset"),
+            ("container-runtime", "containerd://1.7.24"),
+        ] {
+            assert_eq!(f.get(field).map(String::as_str), Some(want), "{field}");
+        }
+        for (fact, field) in HOST_FACTS {
+            assert!(f.contains_key(*field), "{fact} → {field}");
+        }
+        assert_eq!(level("kubelet:reservedSystemCPUs"), Match::Must);
+        assert_eq!(level("package-holds"), Match::Should);
+        // Without the agent's facts, the inventory's alone.
+        assert_eq!(fingerprint(&node("n"), None).len(), 4);
+    }
+
+    #[test]
+    fn a_pending_reboot_is_the_marker_or_a_newer_kernel_installed() {
+        let facts = |pairs: &[(&str, &str)]| -> Facts {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert!(pending_reboot(&facts(&[("reboot_required", "true")])).is_some());
+        let newer = facts(&[
+            ("kernel", "6.1.0-28-amd64"),
+            ("kernel_installed", "6.1.0-31-amd64"),
+        ]);
+        assert_eq!(
+            pending_reboot(&newer).as_deref(),
+            Some("kernel 6.1.0-31-amd64 is installed but 6.1.0-28-amd64 is running")
+        );
+        let same = facts(&[
+            ("reboot_required", "false"),
+            ("kernel", "6.1.0-28-amd64"),
+            ("kernel_installed", "6.1.0-28-amd64"),
+        ]);
+        assert!(pending_reboot(&same).is_none());
+        assert!(pending_reboot(&Facts::new()).is_none());
+    }
+
+    /// A kubelet key that one node of six sets differently is a must-match outlier.
+    #[test]
+    fn a_kubelet_key_outlier_is_must_match() {
+        let nodes: Vec<_> = (1..=6)
+            .map(|i| {
+                let host: Facts = [(
+                    "kubelet.reservedSystemCPUs".to_string(),
+                    if i == 2 { "\"0-1\"" } else { "unset" }.to_string(),
+                )]
+                .into();
+                (format!("n{i}"), fingerprint(&node("n"), Some(&host)))
+            })
+            .collect();
+        let r = drift(&[("g".to_string(), nodes)].into());
+        assert_eq!(r[0].outliers(Some(Match::Must)), ["n2"]);
+        assert_eq!(r[0].fields[0].field, "kubelet:reservedSystemCPUs");
     }
 
     #[test]

@@ -327,6 +327,10 @@ pub struct Inventory {
     /// What the cluster was seen using of APIs that releases remove (the removed-API gate).
     #[serde(default, skip_serializing_if = "crate::apis::ApiUsage::is_empty")]
     pub api_usage: crate::apis::ApiUsage,
+    /// What each node's agent read on the machine at the start (`drift::fingerprint`'s
+    /// host facts), by node; `unread` says why a node could not be read.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub hosts: BTreeMap<String, crate::Facts>,
 }
 
 /// A pod that mounts a volume through an in-tree plugin some release removed.

@@ -60,6 +60,7 @@ impl Timed {
         match cmd {
             RemoteCommand::Preflight { .. } => d.preflight,
             RemoteCommand::RestoreKubeletFiles { .. } => d.uncordon,
+            RemoteCommand::Fingerprint => 0,
             RemoteCommand::InstallPackages { .. } | RemoteCommand::DowngradePackages { .. } => {
                 d.upgrade_packages
             }
@@ -149,7 +150,9 @@ pub enum Fault {
     /// start from VERSION on (its static pod crash-loops); the others keep the API up.
     ApiserverBroken { node: String, from: Version },
     /// `drift:NODE:FIELD=VALUE`: the machine differs from its generation in one field
-    /// (`kernel`, `os-image`, `container-runtime`, `cgroup` v1/v2).
+    /// (`kernel`, `os-image`, `container-runtime`, `cgroup` v1/v2; on the machine:
+    /// `containerd-config`, `swap` on/off, `reboot-required`, `kernel-installed`, a
+    /// `kubelet-flag`, a kubelet config key `kubelet.KEY`).
     Drift {
         node: String,
         field: String,
@@ -232,15 +235,31 @@ impl std::str::FromStr for Fault {
             "drift" => {
                 let bad = || {
                     format!(
-                        "fault {s:?}: expected drift:NODE:FIELD=VALUE, FIELD one of kernel, os-image, container-runtime, cgroup"
+                        "fault {s:?}: expected drift:NODE:FIELD=VALUE, FIELD one of kernel, os-image, container-runtime, cgroup (v1|v2), containerd-config, swap (on|off), reboot-required (true), kernel-installed, kubelet-flag, kubelet.KEY (a kubelet config key; VALUE as JSON or text)"
                     )
                 };
                 let (node, rest) = arg.split_once(':').ok_or_else(bad)?;
                 let (field, value) = rest.split_once('=').ok_or_else(bad)?;
-                let known = ["kernel", "os-image", "container-runtime", "cgroup"];
-                if !known.contains(&field)
+                let known = [
+                    "kernel",
+                    "os-image",
+                    "container-runtime",
+                    "cgroup",
+                    "containerd-config",
+                    "swap",
+                    "reboot-required",
+                    "kernel-installed",
+                    "kubelet-flag",
+                ];
+                let kubelet_key = field
+                    .strip_prefix("kubelet.")
+                    .is_some_and(|k| !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric()));
+                if !(known.contains(&field) || kubelet_key)
                     || value.is_empty()
                     || (field == "cgroup" && value != "v1" && value != "v2")
+                    || (field == "swap" && value != "on" && value != "off")
+                    || (field == "reboot-required" && value != "true")
+                    || (field == "kubelet-flag" && !value.starts_with("--"))
                 {
                     return Err(bad());
                 }
@@ -423,6 +442,22 @@ impl Fault {
                         _ => {}
                     }
                 }
+                // What only the machine's agent sees.
+                w.edit_host(n, |h| match field.as_str() {
+                    "containerd-config" => h.containerd_config.clone_from(value),
+                    "swap" => h.swap = value == "on",
+                    "reboot-required" => h.reboot_required = true,
+                    "kernel-installed" => h.installed_kernel = Some(value.clone()),
+                    "kubelet-flag" => h.files.flags.push(value.clone()),
+                    f => {
+                        if let Some(key) = f.strip_prefix("kubelet.") {
+                            let v = serde_json::from_str(value)
+                                .unwrap_or_else(|_| serde_json::Value::String(value.clone()));
+                            h.files.config.insert(key.to_string(), v);
+                        }
+                    }
+                })
+                .map_err(|e| format!("fault {self}: {e}"))?;
             }
             Fault::DeprecatedApi {
                 node: n,

@@ -126,14 +126,54 @@ impl Ctx<'_> {
         let mut by_gen = drift::Generations::new();
         for n in &self.inv.nodes {
             if let Some(g) = self.gen_of.get(&n.name) {
-                by_gen
-                    .entry(g.clone())
-                    .or_default()
-                    .push((n.name.clone(), drift::fingerprint(n)));
+                by_gen.entry(g.clone()).or_default().push((
+                    n.name.clone(),
+                    drift::fingerprint(n, self.inv.hosts.get(&n.name)),
+                ));
             }
         }
         self.drift = drift::drift(&by_gen);
         let mut found = Vec::new();
+        // A machine waiting for its reboot, and machines whose agent could not be read.
+        let mut unread = Vec::new();
+        for (node, host) in &self.inv.hosts {
+            if let Some(why) = host.get("unread") {
+                unread.push(format!("{node} ({why})"));
+                continue;
+            }
+            let Some(why) = drift::pending_reboot(host) else {
+                continue;
+            };
+            let severity = if self.policy.pending_reboot_warns {
+                Severity::Warning
+            } else {
+                Severity::Blocker
+            };
+            found.push(finding(
+                severity,
+                "pending-reboot",
+                vec![format!("node/{node}")],
+                format!(
+                    "node {node} waits for a reboot ({why}): the kubelet restart would come with whatever the reboot brings, and a canary that rebooted proves nothing about it"
+                ),
+                format!(
+                    "drain and reboot {node} before the upgrade (or set pendingReboot: warn to go on)"
+                ),
+            ));
+        }
+        if !unread.is_empty() {
+            found.push(finding(
+                Severity::Warning,
+                "host-facts-unread",
+                unread.iter().map(|u| format!("node/{}", u.split(' ').next().unwrap_or_default())).collect(),
+                format!(
+                    "the agent could not read {} machine(s): {}; their drift and pending reboots were not judged",
+                    unread.len(),
+                    unread.join(", ")
+                ),
+                "make the nodes reachable (ssh, sudo) and plan again".into(),
+            ));
+        }
         for r in &self.drift {
             for f in &r.fields {
                 for (node, value) in &f.outliers {

@@ -54,6 +54,13 @@ pub struct PolicyFile {
     /// container runtime): `block` (default) refuses the plan; `subgroup` upgrades the
     /// nodes alike in those fields after a canary of their own.
     pub drift: Option<String>,
+    /// Kubelet config keys (as `/configz` names them) that must also agree within a
+    /// generation, besides cgroupDriver, cpuManagerPolicy, topologyManagerPolicy,
+    /// reservedSystemCPUs, evictionHard, maxPods and featureGates.
+    pub drift_keys: Vec<String>,
+    /// A node waiting for a reboot (`/var/run/reboot-required`, or a newer kernel installed
+    /// than the one running): `block` (default) refuses the plan; `warn` only says so.
+    pub pending_reboot: Option<String>,
     pub maintenance_windows: Vec<WindowFile>,
     pub gates: Option<GatesFile>,
     /// Per-step duration estimates, overriding the defaults (`drain: 3m`, `drainPerPod: 5s`).
@@ -327,6 +334,10 @@ pub struct PlanPolicy {
     pub scale_up_to_unblock: bool,
     /// `drift: subgroup`: a must-match outlier gets its own canary instead of blocking.
     pub drift_subgroups: bool,
+    /// The kubelet config keys the agents read for drift: the built-in ones and `driftKeys`.
+    pub drift_keys: Vec<String>,
+    /// `pendingReboot: warn`: a pending reboot warns instead of blocking.
+    pub pending_reboot_warns: bool,
     pub node: NodeCommands,
     pub checks: ChecksPolicy,
 }
@@ -419,6 +430,11 @@ impl Default for PlanPolicy {
             delete_empty_dir_data: true,
             scale_up_to_unblock: false,
             drift_subgroups: false,
+            drift_keys: upgraded_events::drift::KUBELET_KEYS
+                .iter()
+                .map(|k| k.to_string())
+                .collect(),
+            pending_reboot_warns: false,
             node: NodeCommands::defaults(PackageManager::Apt),
             checks: ChecksPolicy::default(),
         }
@@ -747,6 +763,29 @@ impl PolicyFile {
             Some("subgroup") => true,
             Some(o) => return Err(err("drift", format!("{o:?}: expected block or subgroup"))),
         };
+        for (i, k) in self.drift_keys.iter().enumerate() {
+            // A KubeletConfiguration field name (camelCase), nothing a shell or a path
+            // could read otherwise.
+            if k.is_empty() || k.len() > 64 || !k.chars().all(|c| c.is_ascii_alphanumeric()) {
+                return Err(err(
+                    format!("driftKeys[{i}]"),
+                    format!("{k:?}: expected a kubelet config field name like podPidsLimit"),
+                ));
+            }
+            if !p.drift_keys.contains(k) {
+                p.drift_keys.push(k.clone());
+            }
+        }
+        p.pending_reboot_warns = match self.pending_reboot.as_deref() {
+            None | Some("block") => false,
+            Some("warn") => true,
+            Some(o) => {
+                return Err(err(
+                    "pendingReboot",
+                    format!("{o:?}: expected block or warn"),
+                ));
+            }
+        };
         for (i, w) in self.maintenance_windows.iter().enumerate() {
             let f = |k: &str| format!("maintenanceWindows[{i}].{k}");
             if w.days.is_empty() {
@@ -1021,6 +1060,36 @@ mod tests {
         let e = PlanPolicy::from_yaml(yaml).expect_err("must be refused");
         assert_eq!(e.field, field, "{e}");
         assert!(e.to_string().contains(contains), "{e}");
+    }
+
+    #[test]
+    fn drift_keys_and_pending_reboots_are_read_and_their_mistakes_named() {
+        let p = PlanPolicy::from_yaml("driftKeys: [podPidsLimit, maxPods]\npendingReboot: warn")
+            .expect("ok");
+        assert!(p.drift_keys.iter().any(|k| k == "podPidsLimit"));
+        assert_eq!(
+            p.drift_keys.iter().filter(|k| *k == "maxPods").count(),
+            1,
+            "a built-in key named again is read once"
+        );
+        assert!(p.pending_reboot_warns);
+        let d = PlanPolicy::default();
+        assert!(!d.pending_reboot_warns);
+        assert_eq!(
+            d.drift_keys.len(),
+            upgraded_events::drift::KUBELET_KEYS.len()
+        );
+        check_err(
+            "driftKeys: ['max pods']",
+            "driftKeys[0]",
+            "kubelet config field",
+        );
+        check_err(
+            "driftKeys: ['$(reboot)']",
+            "driftKeys[0]",
+            "kubelet config field",
+        );
+        check_err("pendingReboot: later", "pendingReboot", "block or warn");
     }
 
     #[test]

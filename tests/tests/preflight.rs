@@ -90,3 +90,74 @@ async fn an_apiserver_that_cannot_be_read_is_a_warning_not_a_refusal() {
         "{findings}"
     );
 }
+
+/// Three workers of one generation (w-1, w-4, w-7 are dell-r640 in `small`'s rotation).
+fn nine_workers() -> upgraded_sim::World {
+    let mut world = upgraded_sim::World::new(upgraded_harness::sim_clock(), 7);
+    upgraded_sim::scenario::small(&mut world, 1, 9, "v1.33.5".parse().expect("v"))
+        .expect("cluster");
+    world.tick();
+    world.settle(30 * 24 * 3600 * 1000);
+    world
+}
+
+/// What the agents read on the machines at the start is judged before anything is done: a
+/// node whose kubelet reserves CPUs its siblings do not (read from `/configz` through the
+/// API) refuses the start by name; another whose installed kernel waits for a reboot does
+/// too, unless the policy only warns of pending reboots.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn drift_read_on_the_machines_and_a_pending_reboot_refuse_the_start() {
+    let mut world = nine_workers();
+    world
+        .edit_host("w-4", |h| {
+            h.files
+                .config
+                .insert("reservedSystemCPUs".into(), serde_json::json!("0-1"));
+        })
+        .expect("edit");
+    world
+        .edit_host("w-2", |h| {
+            h.installed_kernel = Some("6.1.0-31-amd64".into())
+        })
+        .expect("edit");
+    let h = Harness::new(world.clone(), POLICY).await;
+    let refused = h.start("v1.34.2").await.expect_err("refused");
+    let why = refused.to_string();
+    assert!(
+        why.contains("drift-must-match")
+            && why.contains("node w-4 differs from generation dell-r640 in kubelet:reservedSystemCPUs: \"0-1\" where 2 of 3 run unset"),
+        "{why}"
+    );
+    assert!(
+        why.contains("pending-reboot")
+            && why.contains("kernel 6.1.0-31-amd64 is installed but 6.1.0-28-amd64 is running"),
+        "{why}"
+    );
+    assert!(h.sim.world().nodes.values().all(|n| !n.unschedulable));
+
+    // The same machines with the edit everywhere and reboots only warned of: it starts.
+    for n in ["w-1", "w-7"] {
+        world
+            .edit_host(n, |h| {
+                h.files
+                    .config
+                    .insert("reservedSystemCPUs".into(), serde_json::json!("0-1"));
+            })
+            .expect("edit");
+    }
+    let h = Harness::new(world, &format!("{POLICY}pendingReboot: warn\n")).await;
+    let plan = h
+        .json(
+            hyper::Method::POST,
+            "/v1/runs",
+            Some(&serde_json::json!({"target": "v1.34.2", "dryRun": true})),
+        )
+        .await
+        .expect("a dry run");
+    let findings = plan["plan"]["findings"].to_string();
+    assert!(!findings.contains("drift-must-match"), "{findings}");
+    assert!(
+        findings.contains("pending-reboot") && findings.contains("\"warning\""),
+        "{findings}"
+    );
+}

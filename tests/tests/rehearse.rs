@@ -323,6 +323,44 @@ fn a_drifted_node_is_named_and_gets_its_own_canary() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_ne!(out.status.code(), Some(0));
     assert!(err.contains("expected drift:NODE:FIELD=VALUE"), "{err}");
+    // What only the machines' agents see: a kubelet config key (read from /configz) and a
+    // pending reboot. The rehearsed run then meets kubeadm dropping that hand edit.
+    let out = rehearse(&[
+        "--scenario",
+        "seed",
+        "--assume-fixed",
+        "--no-compare",
+        "--to",
+        "v1.35.3",
+        "--fault",
+        "drift:r740-03:kubelet.reservedSystemCPUs=0-1",
+        "--fault",
+        "drift:r740-02:reboot-required=true",
+    ]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("drift-must-match: node r740-03 differs from generation dell-r740 in kubelet:reservedSystemCPUs: \"0-1\" where 3 of 4 run unset"),
+        "{table}"
+    );
+    assert!(
+        table.contains(
+            "pending-reboot: node r740-02 waits for a reboot (/var/run/reboot-required exists)"
+        ),
+        "{table}"
+    );
+    assert!(
+        table.contains(
+            "dropped a hand edit of the kubelet config (reservedSystemCPUs was \"0-1\" and is gone)"
+        ),
+        "{table}"
+    );
+    let out = rehearse(&["--scenario", "seed", "--fault", "drift:r740-03:swap=maybe"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("swap (on|off)"),
+        "{:?}",
+        out
+    );
 }
 
 /// The guide's "networking between nodes fails": a generation whose pod network breaks with
