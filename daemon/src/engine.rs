@@ -253,6 +253,10 @@ impl<L: EventLog + Clone> Daemon<L> {
                 report.target,
                 report.execution_plan(),
                 policy.run_policy(),
+                Some((
+                    report.generations.iter().map(|g| g.name.clone()).collect(),
+                    report.drift.clone(),
+                )),
                 by,
             )
             .await?;
@@ -267,35 +271,42 @@ impl<L: EventLog + Clone> Daemon<L> {
         target: Version,
         plan: upgraded_events::Plan,
         policy: upgraded_events::Policy,
+        drift: Option<(Vec<String>, Vec<upgraded_events::drift::DriftReport>)>,
         by: Actor,
     ) -> Result<RunId, RequestError> {
         let now = self.clock.now();
         let run = RunId::new();
-        let records = self
-            .log
-            .append(
-                run,
-                vec![
-                    (
-                        now,
-                        Event::ClusterObserved {
-                            apiserver: observed.apiserver,
-                            inventory: Json(observed.inventory),
-                        },
-                    ),
-                    (
-                        now,
-                        Event::RunPlanned {
-                            target,
-                            plan: Json(plan),
-                            policy: Json(policy),
-                            by: by.clone(),
-                        },
-                    ),
-                    (now, Event::RunStarted { by }),
-                ],
-            )
-            .await?;
+        let mut records = vec![
+            (
+                now,
+                Event::ClusterObserved {
+                    apiserver: observed.apiserver,
+                    inventory: Json(observed.inventory),
+                },
+            ),
+            (
+                now,
+                Event::RunPlanned {
+                    target,
+                    plan: Json(plan),
+                    policy: Json(policy),
+                    by: by.clone(),
+                },
+            ),
+        ];
+        // A forward run's drift before anything is touched (a rollback compares nothing).
+        if let Some((generations, reports)) = drift {
+            records.push((
+                now,
+                Event::DriftObserved {
+                    after: None,
+                    generations,
+                    reports: Json(reports),
+                },
+            ));
+        }
+        records.push((now, Event::RunStarted { by }));
+        let records = self.log.append(run, records).await?;
         self.spawn_drive(run, RunState::replay(&records));
         Ok(run)
     }
@@ -402,7 +413,15 @@ impl<L: EventLog + Clone> Daemon<L> {
                 if let Some(intent) = cmd.intent() {
                     intents.push((now, intent));
                 }
-                if matches!(cmd, Command::RunStep { .. } | Command::Probe { .. }) {
+                if let Command::ObserveDrift { after, .. } = &cmd
+                    && busy.contains(&drift_task(*after))
+                {
+                    continue;
+                }
+                if matches!(
+                    cmd,
+                    Command::RunStep { .. } | Command::Probe { .. } | Command::ObserveDrift { .. }
+                ) {
                     work.push(cmd);
                 }
             }
@@ -441,7 +460,12 @@ impl<L: EventLog + Clone> Daemon<L> {
                     r = next_record(&self.log, &mut sub, run, &mut state) => r?,
                     Some(joined) = tasks.join_next() => {
                         match joined.map_err(|e| EngineError::Task(e.to_string()))?? {
-                            TaskEnd::Done(node) => {
+                            TaskEnd::Done(node, seq) => {
+                                // Its record applied before the next decision, which would
+                                // otherwise ask for the same work again.
+                                while seq.is_some_and(|q| state.next_seq <= q) {
+                                    next_record(&self.log, &mut sub, run, &mut state).await?;
+                                }
                                 busy.remove(&node);
                                 probe_after.remove(&node);
                             }
@@ -477,6 +501,7 @@ impl<L: EventLog + Clone> Daemon<L> {
         let ports = self.ports.clone();
         let node = match &cmd {
             Command::RunStep { node, .. } | Command::Probe { node, .. } => node.clone(),
+            Command::ObserveDrift { after, .. } => drift_task(*after),
             _ => Entry::default(),
         };
         let (host, all_steps) = state.node(node.as_str()).map_or_else(
@@ -545,21 +570,44 @@ impl<L: EventLog + Clone> Daemon<L> {
                         Observation::Unknown
                     }
                 },
-                _ => return Ok(TaskEnd::Done(node)),
+                Command::ObserveDrift { members, .. } => {
+                    let names = members.iter().map(|(n, _)| n.clone()).collect();
+                    Observation::Hosts(
+                        crate::hostfacts::hosts_of(
+                            ports.nodes.as_ref(),
+                            ports.cluster.as_ref(),
+                            names,
+                            &policy.drift_keys,
+                            ports.command_timeout,
+                        )
+                        .await,
+                    )
+                }
+                _ => return Ok(TaskEnd::Done(node, None)),
             };
             // What the core says records this observation; an unknown probe records nothing
             // and is tried again.
             let Some(outcome) = cmd.outcome(seen) else {
                 return Ok(TaskEnd::ProbeFailed(node));
             };
-            log.append(run, vec![(clock.now(), outcome)]).await?;
-            Ok(TaskEnd::Done(node))
+            let seq = log
+                .append(run, vec![(clock.now(), outcome)])
+                .await?
+                .last()
+                .map(|r| r.seq);
+            Ok(TaskEnd::Done(node, seq))
         })
     }
 }
 
+/// The busy key of the reading of drift after batch `after` (no plan entry has spaces).
+fn drift_task(after: u32) -> Entry {
+    Entry::new(format!("drift after batch {after}"))
+}
+
 enum TaskEnd {
-    Done(Entry),
+    /// The command's entry, and the seq of the record it appended.
+    Done(Entry, Option<u64>),
     ProbeFailed(Entry),
 }
 

@@ -28,6 +28,18 @@ pub(crate) async fn hosts(
     timeout: Duration,
 ) -> BTreeMap<String, Facts> {
     let names: Vec<String> = inventory.nodes.iter().map(|n| n.name.clone()).collect();
+    hosts_of(nodes, cluster, names, keys, timeout).await
+}
+
+/// The host facts of the machines named (`hosts`, for some of them: a reading of drift
+/// after a batch).
+pub(crate) async fn hosts_of(
+    nodes: &dyn NodeExecutor,
+    cluster: &dyn ClusterApi,
+    names: Vec<String>,
+    keys: &[String],
+    timeout: Duration,
+) -> BTreeMap<String, Facts> {
     futures_util::stream::iter(names)
         .map(|name| async move {
             let facts = read(nodes, cluster, &Host::new(name.as_str()), keys, timeout).await;

@@ -367,6 +367,7 @@ mkdir -p {dir}
         let _ = writeln!(
             s,
             "echo kernel=\"$(uname -r)\"\n\
+             echo kubelet_version=\"$(kubelet --version 2>/dev/null | sed 's/^Kubernetes //')\"\n\
              echo kernel_installed=\"$(ls /boot/vmlinuz-* 2>/dev/null | sed 's|.*/vmlinuz-||' | sort -V | tail -n 1)\"\n\
              if [ -e /var/run/reboot-required ]; then echo reboot_required=true; else echo reboot_required=false; fi\n\
              echo os_image=\"$( (. /etc/os-release 2>/dev/null && printf '%s' \"$PRETTY_NAME\") || true)\"\n\
@@ -375,7 +376,7 @@ mkdir -p {dir}
              echo cgroup=\"$(stat -fc %T /sys/fs/cgroup 2>/dev/null || echo unknown)\"\n\
              echo swap_devices=\"$(tail -n +2 /proc/swaps 2>/dev/null | wc -l)\"\n\
              echo held=\"$({held} | grep -xE 'kubeadm|kubelet|kubectl' | sort | tr '\\n' ',' | sed 's/,$//' || true)\"\n\
-             echo kubelet_flags_sha256=\"$(cat /var/lib/kubelet/kubeadm-flags.env /etc/default/kubelet /etc/sysconfig/kubelet 2>/dev/null | tr ' \\t\"' '\\n\\n\\n' | grep -- '^--' | grep -vE '^--({volatile})(=|$)' | sort -u | sha256sum | cut -d ' ' -f 1)\""
+             echo kubelet_flags_sha256=\"$(cat /var/lib/kubelet/kubeadm-flags.env /etc/default/kubelet /etc/sysconfig/kubelet 2>/dev/null | tr ' \\t\"' '\\n\\n\\n' | grep -- '^--' | grep -vE '^({volatile})(=|$)' | sort -u | sha256sum | cut -d ' ' -f 1)\""
         );
     }
 
@@ -1095,6 +1096,78 @@ mod tests {
             std::fs::read_to_string(&backup).expect("backup"),
             "kind: KubeletConfiguration\n"
         );
+    }
+
+    /// The fingerprint reads what tells machines apart, and its flag hash ignores the flags
+    /// that differ by nature (the node's address) but not the others.
+    #[test]
+    fn the_fingerprint_hashes_flags_without_the_volatile_ones() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).expect("mkdir");
+        for (name, body) in [
+            ("kubelet", "echo 'Kubernetes v1.33.5'"),
+            ("apt-mark", "printf 'kubeadm\\nkubelet\\n'"),
+            (
+                "containerd",
+                "echo 'containerd github.com/containerd/containerd v1.7.24 abc'",
+            ),
+        ] {
+            let f = bin.join(name);
+            std::fs::write(&f, format!("#!/bin/sh\n{body}\n")).expect("write");
+            std::fs::set_permissions(&f, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+                .expect("chmod");
+        }
+        let flags = dir.path().join("kubeadm-flags.env");
+        let script = scripts("apt").render(&RemoteCommand::Fingerprint).replace(
+            "/var/lib/kubelet/kubeadm-flags.env",
+            &flags.display().to_string(),
+        );
+        assert!(!script.contains("flock"), "read-only: {script}");
+        let path = format!(
+            "{}:{}",
+            bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let run = |content: &str| {
+            std::fs::write(&flags, content).expect("flags");
+            let out = std::process::Command::new("sh")
+                .args(["-c", &script])
+                .env("PATH", &path)
+                .output()
+                .expect("sh runs");
+            assert!(out.status.success(), "{out:?}");
+            parse_facts(&String::from_utf8_lossy(&out.stdout))
+        };
+        let a = run(
+            "KUBELET_KUBEADM_ARGS=\"--node-ip=10.0.0.1 --pod-infra-container-image=pause:3.10\"\n",
+        );
+        let b = run(
+            "KUBELET_KUBEADM_ARGS=\"--pod-infra-container-image=pause:3.10 --node-ip=10.0.0.2\"\n",
+        );
+        let c = run(
+            "KUBELET_KUBEADM_ARGS=\"--node-ip=10.0.0.1 --pod-infra-container-image=pause:3.9\"\n",
+        );
+        assert_eq!(a.get("kubelet_flags_sha256"), b.get("kubelet_flags_sha256"));
+        assert_ne!(a.get("kubelet_flags_sha256"), c.get("kubelet_flags_sha256"));
+        assert_eq!(
+            a.get("kubelet_version").map(String::as_str),
+            Some("v1.33.5")
+        );
+        assert_eq!(
+            a.get("containerd_version").map(String::as_str),
+            Some("v1.7.24")
+        );
+        assert_eq!(a.get("held").map(String::as_str), Some("kubeadm,kubelet"));
+        for k in [
+            "kernel",
+            "reboot_required",
+            "cgroup",
+            "swap_devices",
+            "os_image",
+        ] {
+            assert!(a.contains_key(k), "{k}: {a:?}");
+        }
     }
 
     /// The preflight keeps the files kubeadm 1.34 rewrites; after kubeadm moved the CRI

@@ -302,7 +302,14 @@ impl SimAgents {
                     .map(|a| a.iter().filter_map(Value::as_str).collect())
                     .unwrap_or_default();
                 let swap = host["swap"].as_bool().unwrap_or(false);
+                let kubelet = self
+                    .packages(node)
+                    .await?
+                    .get("kubelet")
+                    .map(ToString::to_string)
+                    .unwrap_or_default();
                 for (k, v) in [
+                    ("kubelet_version", kubelet),
                     ("kernel", running),
                     ("kernel_installed", installed),
                     (

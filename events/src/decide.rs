@@ -59,6 +59,13 @@ pub enum Command {
     RollBackRun {
         reason: String,
     },
+    /// Read the machines of the generations batch `after` touched (`members`: node,
+    /// generation) and record their drift (`DriftObserved`). Read-only: nothing is recorded
+    /// before it, and a lost reading is simply read again.
+    ObserveDrift {
+        after: u32,
+        members: Vec<(String, String)>,
+    },
 }
 
 /// What executing a `RunStep` or a `Probe` observed.
@@ -77,6 +84,8 @@ pub enum Observation {
     Probed { done: bool, facts: Facts },
     /// A probe could not look: unknown stays unknown, and nothing is recorded.
     Unknown,
+    /// What the machines' agents read (`ObserveDrift`), by node.
+    Hosts(std::collections::BTreeMap<String, Facts>),
 }
 
 impl Command {
@@ -115,7 +124,7 @@ impl Command {
                         facts,
                     }
                 }
-                Observation::Unknown => return None,
+                Observation::Unknown | Observation::Hosts(_) => return None,
             }),
             (
                 Command::Probe {
@@ -131,6 +140,16 @@ impl Command {
                 done,
                 facts,
             }),
+            (Command::ObserveDrift { after, members }, Observation::Hosts(hosts)) => {
+                let mut generations: Vec<String> = members.iter().map(|(_, g)| g.clone()).collect();
+                generations.sort();
+                generations.dedup();
+                Some(Event::DriftObserved {
+                    after: Some(*after),
+                    generations,
+                    reports: crate::Json(crate::drift::after_batch(members, &hosts)),
+                })
+            }
             _ => None,
         }
     }
@@ -149,7 +168,7 @@ impl Command {
                 step: step.clone(),
                 attempt: *attempt,
             }),
-            Command::Probe { .. } => None,
+            Command::Probe { .. } | Command::ObserveDrift { .. } => None,
             Command::Halt { reason } => Some(Event::RunHalted {
                 reason: reason.clone(),
             }),
@@ -250,6 +269,17 @@ fn decide_running(state: &RunState, policy: &Policy, now: Timestamp, d: &mut Dec
     let Some(current) =
         (0..state.plan.batches.len()).find(|&b| state.batch(b).any(|n| !n.phase().is_settled()))
     else {
+        // The last batch's drift is read before the run ends.
+        if let Some(cmd) = state
+            .plan
+            .batches
+            .len()
+            .checked_sub(1)
+            .and_then(|last| observe_drift(state, last))
+        {
+            d.commands.push(cmd);
+            return;
+        }
         let parked: Vec<String> = state
             .nodes
             .iter()
@@ -273,6 +303,13 @@ fn decide_running(state: &RunState, policy: &Policy, now: Timestamp, d: &mut Dec
         }
         return;
     };
+    // What the previous batch left the machines like, read while the next one goes on.
+    if let Some(cmd) = current
+        .checked_sub(1)
+        .and_then(|prev| observe_drift(state, prev))
+    {
+        d.commands.push(cmd);
+    }
     // The wait between batches counts from the moment the previous batch's last node finished.
     let batch_open_at = current
         .checked_sub(1)
@@ -344,6 +381,15 @@ fn decide_running(state: &RunState, policy: &Policy, now: Timestamp, d: &mut Dec
             None => {}
         }
     }
+}
+
+/// The reading of drift after batch `b`, when it is owed (`RunState::drift_members`).
+fn observe_drift(state: &RunState, b: usize) -> Option<Command> {
+    let members = state.drift_members(b)?;
+    Some(Command::ObserveDrift {
+        after: u32::try_from(b).ok()?,
+        members,
+    })
 }
 
 fn human(secs: u64) -> String {

@@ -12,7 +12,9 @@ use crate::facts::Facts;
 use crate::inventory::NodeInv;
 
 /// How much a field's difference matters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Match {
     /// The canary proves nothing about a node that differs (cgroup, container runtime).
@@ -80,22 +82,28 @@ pub fn level(field: &str) -> Match {
 
 /// A node's values of [`FIELDS`] (a field it does not report is left out): the
 /// inventory's, then what its agent read (`host`, when it was read).
-pub fn fingerprint(n: &NodeInv, host: Option<&Facts>) -> Fingerprint {
+pub fn fingerprint(n: Option<&NodeInv>, host: Option<&Facts>) -> Fingerprint {
     let mut f = BTreeMap::new();
-    if let Some(c) = n.cgroup {
-        f.insert("cgroup".into(), format!("v{c}"));
-    }
-    for (k, v) in [
-        ("container-runtime", &n.runtime),
-        ("kernel", &n.kernel),
-        ("os-image", &n.os_image),
-    ] {
-        if !v.is_empty() {
-            f.insert(k.to_string(), v.clone());
+    if let Some(n) = n {
+        if let Some(c) = n.cgroup {
+            f.insert("cgroup".into(), format!("v{c}"));
+        }
+        for (k, v) in [
+            ("container-runtime", &n.runtime),
+            ("kernel", &n.kernel),
+            ("os-image", &n.os_image),
+        ] {
+            if !v.is_empty() {
+                f.insert(k.to_string(), v.clone());
+            }
         }
     }
     let Some(host) = host else { return f };
     let get = |k: &str| host.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
+    // As the node reports it to the API (`containerd://1.7.24`).
+    if let Some(v) = get("containerd_version") {
+        f.insert("container-runtime".into(), format!("containerd://{v}"));
+    }
     for (fact, field) in HOST_FACTS {
         if let Some(v) = get(fact) {
             let v = if fact.ends_with("_sha256") {
@@ -126,6 +134,35 @@ pub fn fingerprint(n: &NodeInv, host: Option<&Facts>) -> Fingerprint {
     f
 }
 
+/// Drift after a batch: each generation's machines (`members`: node, generation) compared
+/// with those at the same kubelet version (the agent's `kubelet_version`), from what their
+/// agents read now (`hosts`); a machine that could not be read is left out. The groups are
+/// named `GENERATION at VERSION`.
+pub fn after_batch(
+    members: &[(String, String)],
+    hosts: &BTreeMap<String, Facts>,
+) -> Vec<DriftReport> {
+    let mut groups = Generations::new();
+    for (node, generation) in members {
+        let Some(host) = hosts.get(node).filter(|h| !h.contains_key("unread")) else {
+            continue;
+        };
+        let group = match host
+            .get("kubelet_version")
+            .map(|v| v.trim())
+            .filter(|v| !v.is_empty())
+        {
+            Some(v) => format!("{generation} at {v}"),
+            None => generation.clone(),
+        };
+        groups
+            .entry(group)
+            .or_default()
+            .push((node.clone(), fingerprint(None, Some(host))));
+    }
+    drift(&groups)
+}
+
 /// Why the machine waits for a reboot, from its agent's facts: `/var/run/reboot-required`,
 /// or a newer kernel installed than the one running. A canary rebooted into the new kernel
 /// proves nothing about the one still running the old.
@@ -143,7 +180,7 @@ pub fn pending_reboot(host: &Facts) -> Option<String> {
 }
 
 /// One field of a generation: its majority value and the nodes that differ.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct FieldDrift {
     pub field: String,
@@ -155,7 +192,7 @@ pub struct FieldDrift {
 }
 
 /// A generation's drift: its fields with outliers (a generation without is not listed).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DriftReport {
     pub generation: String,
@@ -332,7 +369,7 @@ mod tests {
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-        let f = fingerprint(&node("n"), Some(&host));
+        let f = fingerprint(Some(&node("n")), Some(&host));
         for (field, want) in [
             ("containerd-config", "0123456789ab"),
             ("kubelet-flags", "fedcba987654"),
@@ -352,7 +389,7 @@ mod tests {
         assert_eq!(level("kubelet:reservedSystemCPUs"), Match::Must);
         assert_eq!(level("package-holds"), Match::Should);
         // Without the agent's facts, the inventory's alone.
-        assert_eq!(fingerprint(&node("n"), None).len(), 4);
+        assert_eq!(fingerprint(Some(&node("n")), None).len(), 4);
     }
 
     #[test]
@@ -381,6 +418,42 @@ mod tests {
         assert!(pending_reboot(&Facts::new()).is_none());
     }
 
+    /// After a batch, upgraded machines are compared with upgraded ones only: the version
+    /// that differs is no drift, a key that differs between machines at one version is.
+    #[test]
+    fn after_a_batch_machines_are_compared_at_their_version() {
+        let host = |v: &str, cpus: &str| -> Facts {
+            [
+                ("kubelet_version".to_string(), v.to_string()),
+                ("kubelet.reservedSystemCPUs".to_string(), cpus.to_string()),
+                ("kernel".to_string(), "6.1.0-28-amd64".to_string()),
+            ]
+            .into()
+        };
+        let members: Vec<(String, String)> = (1..=6)
+            .map(|i| (format!("n{i}"), "g".to_string()))
+            .collect();
+        let mut hosts: BTreeMap<String, Facts> = BTreeMap::new();
+        for i in 1..=3 {
+            hosts.insert(format!("n{i}"), host("v1.34.2", "unset"));
+        }
+        hosts.insert("n4".into(), host("v1.33.5", "unset"));
+        hosts.insert("n5".into(), host("v1.33.5", "unset"));
+        hosts.insert(
+            "n6".into(),
+            [("unread".to_string(), "ssh: timeout".to_string())].into(),
+        );
+        assert!(
+            after_batch(&members, &hosts).is_empty(),
+            "no drift across versions"
+        );
+        hosts.insert("n3".into(), host("v1.34.2", "\"0-1\""));
+        let r = after_batch(&members, &hosts);
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].generation, "g at v1.34.2");
+        assert_eq!(r[0].outliers(None), ["n3"]);
+    }
+
     /// A kubelet key that one node of six sets differently is a must-match outlier.
     #[test]
     fn a_kubelet_key_outlier_is_must_match() {
@@ -391,7 +464,7 @@ mod tests {
                     if i == 2 { "\"0-1\"" } else { "unset" }.to_string(),
                 )]
                 .into();
-                (format!("n{i}"), fingerprint(&node("n"), Some(&host)))
+                (format!("n{i}"), fingerprint(Some(&node("n")), Some(&host)))
             })
             .collect();
         let r = drift(&[("g".to_string(), nodes)].into());

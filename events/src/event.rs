@@ -275,6 +275,16 @@ pub enum Event {
         why: String,
         facts: Facts,
     },
+    /// Drift within each hardware generation as the machines' agents read it: at the
+    /// start (`after: None`, before anything is touched) and after each batch (`after`:
+    /// its index), when the nodes of a generation are compared with those at the same
+    /// kubelet version. Generations without outliers are not listed.
+    DriftObserved {
+        after: Option<u32>,
+        /// The generations read (a reading replaces their earlier ones).
+        generations: Vec<String>,
+        reports: Json<Vec<crate::drift::DriftReport>>,
+    },
 }
 
 /// The variant names, for golden samples, subjects and schema docs.
@@ -303,10 +313,11 @@ pub enum EventKind {
     CheckPassed,
     CheckFailed,
     CheckInconclusive,
+    DriftObserved,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 23] = [
+    pub const ALL: [EventKind; 24] = [
         EventKind::RunPlanned,
         EventKind::RunStarted,
         EventKind::RunPaused,
@@ -330,6 +341,7 @@ impl EventKind {
         EventKind::CheckPassed,
         EventKind::CheckFailed,
         EventKind::CheckInconclusive,
+        EventKind::DriftObserved,
     ];
 
     pub fn name(self) -> &'static str {
@@ -357,6 +369,7 @@ impl EventKind {
             EventKind::CheckPassed => "CheckPassed",
             EventKind::CheckFailed => "CheckFailed",
             EventKind::CheckInconclusive => "CheckInconclusive",
+            EventKind::DriftObserved => "DriftObserved",
         }
     }
 }
@@ -388,6 +401,7 @@ impl Event {
             Event::CheckPassed { .. } => EventKind::CheckPassed,
             Event::CheckFailed { .. } => EventKind::CheckFailed,
             Event::CheckInconclusive { .. } => EventKind::CheckInconclusive,
+            Event::DriftObserved { .. } => EventKind::DriftObserved,
         }
     }
 

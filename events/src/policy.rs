@@ -87,6 +87,10 @@ pub struct Policy {
     /// The node label naming hardware generations (pod-network probes dial one node of each
     /// other generation). `None` in records from before checks: the planner's default.
     pub generation_label: Option<String>,
+    /// The kubelet config keys the agents read for drift (`/configz`); none in records
+    /// from before drift was read on the machines.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drift_keys: Vec<String>,
 }
 
 impl Default for Policy {
@@ -111,6 +115,7 @@ impl Default for Policy {
             retired_on_failure: Retired,
             checks: ChecksPolicy::default(),
             generation_label: None,
+            drift_keys: Vec::new(),
         }
     }
 }

@@ -59,6 +59,8 @@ pub struct RunState {
     /// Each node's allocatable extended resources before the run (nodes that have any):
     /// the devices check's baseline.
     pub observed_devices: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Drift as the machines' agents read it (`DriftObserved`), oldest first.
+    pub drift: Vec<DriftSeen>,
     /// What records changed since a summary was last brought up to date.
     touched: Touched,
 }
@@ -485,6 +487,26 @@ impl RunState {
                     "result of check {check} on {subject} (attempt {attempt}) that was not started"
                 )),
             },
+            Event::DriftObserved {
+                after,
+                generations,
+                reports,
+            } => {
+                if self
+                    .drift
+                    .iter()
+                    .any(|d| d.after.is_some() && d.after == *after)
+                {
+                    ctx.anomalies
+                        .push(format!("drift after batch {after:?} recorded twice"));
+                }
+                self.drift.push(DriftSeen {
+                    at: record.at,
+                    after: *after,
+                    generations: generations.clone(),
+                    reports: reports.0.clone(),
+                });
+            }
             run_event => {
                 if let Event::RunRecovered { .. } = run_event {
                     self.recoveries += 1;
@@ -524,6 +546,42 @@ impl RunState {
         self.nodes[start..end.max(start)].iter()
     }
 
+    /// The machines to read for drift after batch `b` (node, generation): every observed
+    /// worker of the generations the batch touched; none when the batch touched no
+    /// generation (the control plane), its drift is recorded already, or the run is a
+    /// rollback (it puts machines back, it does not compare them).
+    pub fn drift_members(&self, b: usize) -> Option<Vec<(String, String)>> {
+        let after = u32::try_from(b).ok()?;
+        if self.plan.undoes.is_some() || self.drift.iter().any(|d| d.after == Some(after)) {
+            return None;
+        }
+        let label = self
+            .policy
+            .generation_label
+            .as_deref()
+            .unwrap_or(DEFAULT_GENERATION_LABEL);
+        let touched: BTreeSet<&str> = self
+            .batch(b)
+            .filter_map(|n| self.worker_generation(n.node().host.as_str(), label))
+            .collect();
+        if touched.is_empty() {
+            return None;
+        }
+        Some(
+            self.observed_nodes
+                .iter()
+                .filter(|(_, labels, cp)| {
+                    !cp && labels
+                        .get(label)
+                        .is_some_and(|g| touched.contains(g.as_str()))
+                })
+                .map(|(name, labels, _)| {
+                    (name.clone(), labels.get(label).cloned().unwrap_or_default())
+                })
+                .collect(),
+        )
+    }
+
     /// A compact, serialisable summary for `status`.
     pub fn summary(&self) -> RunSummary {
         RunSummary {
@@ -543,7 +601,31 @@ impl RunState {
             waiting: None,
             scaled: self.scaled.values().cloned().collect(),
             checks: self.checks.values().cloned().collect(),
+            drift: self.drift_now(),
+            drift_readings: self.drift.len(),
         }
+    }
+
+    /// Each generation's drift as its latest reading found it (the start's, or the one
+    /// after the last batch that touched it), generation by generation.
+    pub fn drift_now(&self) -> Vec<crate::drift::DriftReport> {
+        let mut latest: BTreeMap<&str, Vec<&crate::drift::DriftReport>> = BTreeMap::new();
+        for seen in &self.drift {
+            for g in &seen.generations {
+                let mine = seen
+                    .reports
+                    .iter()
+                    .filter(|r| {
+                        r.generation == *g
+                            || r.generation
+                                .strip_prefix(g.as_str())
+                                .is_some_and(|rest| rest.starts_with(" at "))
+                    })
+                    .collect();
+                latest.insert(g.as_str(), mine);
+            }
+        }
+        latest.into_values().flatten().cloned().collect()
     }
 
     /// The status line of the `i`th entry of the plan.
@@ -603,6 +685,10 @@ impl RunState {
             }
             summary.baseline = self.baseline;
             summary.scaled = self.scaled.values().cloned().collect();
+            if summary.drift_readings != self.drift.len() {
+                summary.drift = self.drift_now();
+                summary.drift_readings = self.drift.len();
+            }
         }
         self.touched.refreshed = Some(summary.next_seq);
     }
@@ -1030,6 +1116,24 @@ pub struct RunSummary {
     /// Every check's last word on each subject.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub checks: Vec<CheckState>,
+    /// Each generation's drift as its latest reading found it (`RunState::drift_now`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drift: Vec<crate::drift::DriftReport>,
+    /// How many readings of drift the run has (at the start, after batches).
+    #[serde(default)]
+    pub drift_readings: usize,
+}
+
+/// Drift within each generation as recorded (`DriftObserved`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DriftSeen {
+    pub at: Timestamp,
+    /// The batch it was read after; `None`: at the start.
+    pub after: Option<u32>,
+    /// The generations it read.
+    pub generations: Vec<String>,
+    pub reports: Vec<crate::drift::DriftReport>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

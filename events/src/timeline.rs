@@ -114,6 +114,9 @@ pub struct Timeline {
     pub rows: Vec<Row>,
     pub down: Vec<Down>,
     pub actions: Vec<Action>,
+    /// Each reading of drift (`DriftObserved`), in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drift: Vec<crate::state::DriftSeen>,
 }
 
 /// The timeline of one run's records (in order).
@@ -298,6 +301,7 @@ pub fn of(records: &[Record]) -> Timeline {
         rows,
         down,
         actions,
+        drift: state.drift,
     }
 }
 

@@ -173,6 +173,20 @@ fn sample(kind: EventKind) -> Event {
             why: "the probe was evicted".into(),
             facts: Facts::new(),
         },
+        EventKind::DriftObserved => Event::DriftObserved {
+            after: Some(2),
+            generations: vec!["dell-r640".into()],
+            reports: Json(vec![upgraded_events::drift::DriftReport {
+                generation: "dell-r640 at v1.34.6".into(),
+                nodes: 6,
+                fields: vec![upgraded_events::drift::FieldDrift {
+                    field: "kubelet:reservedSystemCPUs".into(),
+                    level: upgraded_events::drift::Match::Must,
+                    majority: "\"0-1\"".into(),
+                    outliers: vec![("worker-07".into(), "unset".into())],
+                }],
+            }]),
+        },
     }
 }
 

@@ -226,6 +226,12 @@ impl Engine<'_> {
                             self.append(e)?;
                         }
                     }
+                    // The machines read as they are: alike.
+                    Command::ObserveDrift { .. } => {
+                        if let Some(e) = c.outcome(Observation::Hosts(Default::default())) {
+                            self.append(e)?;
+                        }
+                    }
                     Command::Halt { .. }
                     | Command::Pause { .. }
                     | Command::Park { .. }

@@ -128,7 +128,7 @@ impl Ctx<'_> {
             if let Some(g) = self.gen_of.get(&n.name) {
                 by_gen.entry(g.clone()).or_default().push((
                     n.name.clone(),
-                    drift::fingerprint(n, self.inv.hosts.get(&n.name)),
+                    drift::fingerprint(Some(n), self.inv.hosts.get(&n.name)),
                 ));
             }
         }

@@ -169,6 +169,7 @@ fn report(
         pods: inv.pods.len(),
         blocked: findings.iter().any(|f| f.severity == Severity::Blocker),
         findings,
+        drift: ctx.drift.clone(),
         phases,
         estimate_secs,
         start: begin,

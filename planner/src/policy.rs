@@ -488,6 +488,7 @@ impl PlanPolicy {
             on_gate_failure: self.on_gate_failure,
             checks: self.checks.clone(),
             generation_label: Some(self.generation_label.clone()),
+            drift_keys: self.drift_keys.clone(),
             ..Policy::default()
         }
     }

@@ -141,6 +141,10 @@ pub struct PlanReport {
     pub pods: usize,
     pub blocked: bool,
     pub findings: Vec<Finding>,
+    /// Each generation's drift as the inventory and the machines' agents show it
+    /// (generations without outliers are not listed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drift: Vec<upgraded_events::drift::DriftReport>,
     pub phases: Vec<PhaseReport>,
     pub estimate_secs: u64,
     pub start: String,

@@ -161,3 +161,78 @@ async fn drift_read_on_the_machines_and_a_pending_reboot_refuse_the_start() {
         "{findings}"
     );
 }
+
+/// Drift is recorded before anything is touched and again after each batch, comparing the
+/// machines of a generation at the same kubelet version; status shows the latest. w-4 holds
+/// only two of the three packages (a should-match field: a warning, the run goes on).
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn drift_is_recorded_at_the_start_and_after_each_batch() {
+    let mut world = nine_workers();
+    world
+        .edit_host("w-4", |h| h.held = vec!["kubeadm".into(), "kubelet".into()])
+        .expect("edit");
+    let policy = "apiVersion: upgraded.dev/v1alpha1
+kind: UpgradePolicy
+generations: {maxUnavailable: 3, canaries: 1}
+canarySoak: 5m
+waitBetweenBatches: 1m
+";
+    let mut h = Harness::new(world, policy).await;
+    let v = h.start("v1.34.2").await.expect("start");
+    let run = v["run"].as_str().expect("run").to_string();
+    let done = h
+        .until_phase("completed", std::time::Duration::from_secs(86_400))
+        .await;
+    let evs = h.events(&run).await;
+    let drift: Vec<&serde_json::Value> = evs
+        .iter()
+        .filter_map(|e| e["event"].get("DriftObserved"))
+        .collect();
+    let at_start = drift
+        .iter()
+        .find(|d| d["after"].is_null())
+        .expect("at the start");
+    let text = at_start["reports"].to_string();
+    assert!(
+        text.contains("package-holds") && text.contains("w-4") && text.contains("dell-r640"),
+        "{text}"
+    );
+    // One reading after each batch that upgraded workers, none twice.
+    let plan = &evs
+        .iter()
+        .find_map(|e| e["event"].get("RunPlanned"))
+        .expect("plan")["plan"]["batches"];
+    let worker_batches: Vec<u64> = plan
+        .as_array()
+        .expect("batches")
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| {
+            b["nodes"]
+                .as_array()
+                .is_some_and(|ns| ns.iter().any(|n| n["role"] == "worker"))
+        })
+        .map(|(i, _)| i as u64)
+        .collect();
+    let mut after: Vec<u64> = drift.iter().filter_map(|d| d["after"].as_u64()).collect();
+    after.sort_unstable();
+    assert_eq!(after, worker_batches, "{drift:?}");
+    // Status: dell-r640's latest reading compares its machines at v1.34.2, where w-4 still
+    // holds less.
+    assert_eq!(done["driftReadings"].as_u64(), Some(drift.len() as u64));
+    let last = done["drift"].to_string();
+    assert!(
+        last.contains("dell-r640 at v1.34.2") && last.contains("w-4"),
+        "status: {last}"
+    );
+    // Its records came before the run's end.
+    let end = evs
+        .iter()
+        .position(|e| e["event"] == "RunCompleted")
+        .expect("completed");
+    let last_drift = evs
+        .iter()
+        .rposition(|e| e["event"].get("DriftObserved").is_some())
+        .expect("drift");
+    assert!(last_drift < end);
+}

@@ -151,6 +151,56 @@ pub fn status(a: Option<&RunSummary>) -> String {
         line(&mut o, &cells);
     }
     o.push_str(&checks(&a.checks));
+    if a.drift_readings > 0 {
+        o.push_str(&drift(&a.drift));
+    }
+    o
+}
+
+/// When drift was read (at the start, after batch N) and each outlier, one line each.
+pub fn drift_when(after: Option<u32>) -> String {
+    after.map_or_else(
+        || "at the start".to_string(),
+        |b| format!("after batch {}", b + 1),
+    )
+}
+
+/// Each outlier of a drift report, in words.
+pub fn drift_lines(reports: &[upgraded_events::drift::DriftReport]) -> Vec<String> {
+    let mut out = Vec::new();
+    for r in reports {
+        for f in &r.fields {
+            for (node, value) in &f.outliers {
+                out.push(format!(
+                    "{}: {} has {} {} where {} of {} have {} ({}-match)",
+                    one_line(&r.generation),
+                    one_line(node),
+                    one_line(&f.field),
+                    one_line(value),
+                    r.nodes - f.outliers.len(),
+                    r.nodes,
+                    one_line(&f.majority),
+                    match f.level {
+                        upgraded_events::drift::Match::Must => "must",
+                        upgraded_events::drift::Match::Should => "should",
+                    }
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// Each generation's latest drift under `status`.
+fn drift(reports: &[upgraded_events::drift::DriftReport]) -> String {
+    let lines = drift_lines(reports);
+    if lines.is_empty() {
+        return "  drift: every generation alike\n".to_string();
+    }
+    let mut o = "  drift (each generation's latest reading):\n".to_string();
+    for l in lines {
+        let _ = writeln!(o, "    {l}");
+    }
     o
 }
 
@@ -322,6 +372,32 @@ pub fn history_table(runs: &[RunHistory]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Status lists each generation's latest drift, one outlier a line, or says all alike.
+    #[test]
+    fn status_shows_each_generations_drift() {
+        use upgraded_events::drift::{DriftReport, FieldDrift, Match};
+        let mut a = upgraded_events::RunState::default().summary();
+        a.drift_readings = 2;
+        assert!(status(Some(&a)).contains("  drift: every generation alike\n"));
+        a.drift = vec![DriftReport {
+            generation: "dell-r640 at v1.34.2".into(),
+            nodes: 3,
+            fields: vec![FieldDrift {
+                field: "package-holds".into(),
+                level: Match::Should,
+                majority: "kubeadm,kubectl,kubelet".into(),
+                outliers: vec![("w-4".into(), "kubeadm,kubelet".into())],
+            }],
+        }];
+        let text = status(Some(&a));
+        assert!(
+            text.contains("  drift (each generation's latest reading):\n    dell-r640 at v1.34.2: w-4 has package-holds kubeadm,kubelet where 2 of 3 have kubeadm,kubectl,kubelet (should-match)\n"),
+            "{text}"
+        );
+        a.drift_readings = 0;
+        assert!(!status(Some(&a)).contains("drift"), "no reading, no line");
+    }
 
     #[test]
     fn status_prints_each_node_on_one_line_whatever_its_name() {

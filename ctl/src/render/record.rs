@@ -168,6 +168,21 @@ pub fn describe(r: &Record) -> String {
             one_line(check),
             one_line(why)
         ),
+        Event::DriftObserved { after, reports, .. } => {
+            let lines = super::drift_lines(&reports.0);
+            if lines.is_empty() {
+                format!(
+                    "run: drift {}: every generation alike",
+                    super::drift_when(*after)
+                )
+            } else {
+                format!(
+                    "run: drift {}: {}",
+                    super::drift_when(*after),
+                    lines.join("; ")
+                )
+            }
+        }
     };
     format!("{:>4}  {what}", r.seq)
 }

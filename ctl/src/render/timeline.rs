@@ -232,6 +232,25 @@ pub fn gantt(t: &Timeline, width: usize) -> String {
     for d in &t.down {
         let _ = writeln!(o, "  # {}", super::down(d));
     }
+    // Readings of drift that found outliers: a mark each, then what they found.
+    let drifted: Vec<_> = t.drift.iter().filter(|d| !d.reports.is_empty()).collect();
+    if !drifted.is_empty() {
+        let mut line = vec![' '; bars_w];
+        for d in &drifted {
+            line[axis.col(d.at)] = '◆';
+        }
+        let _ = writeln!(
+            o,
+            "  {:<name_w$} │{}",
+            "drift",
+            line.iter().collect::<String>().trim_end()
+        );
+        for d in drifted {
+            for l in super::drift_lines(&d.reports) {
+                let _ = writeln!(o, "  ◆ {}: {l}", super::drift_when(d.after));
+            }
+        }
+    }
     // The legend: only what appears.
     let text: String = o.clone();
     let mut legend: Vec<String> = Vec::new();

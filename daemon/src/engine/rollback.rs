@@ -55,7 +55,14 @@ impl<L: EventLog + Clone> Daemon<L> {
             .or(forward.target)
             .unwrap_or(observed.apiserver);
         let run = self
-            .record_and_drive(observed, target, planned.plan.clone(), forward.policy, by)
+            .record_and_drive(
+                observed,
+                target,
+                planned.plan.clone(),
+                forward.policy,
+                None,
+                by,
+            )
             .await?;
         tracing::info!(%run, undoes = %undone, "rollback started");
         Ok((Some(run), planned))
@@ -117,6 +124,7 @@ impl<L: EventLog + Clone> Daemon<L> {
                 target,
                 planned.plan,
                 state.policy,
+                None,
                 Actor::daemon(),
             )
             .await

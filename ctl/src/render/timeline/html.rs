@@ -165,7 +165,7 @@ pub fn html(t: &Timeline) -> String {
     let mut o = String::new();
     o.push_str("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n");
     let _ = writeln!(o, "<title>upgraded timeline: {}</title>", esc(&title));
-    o.push_str("<style>\nbody{font:13px system-ui,sans-serif;margin:16px;color:#222}\nsvg{display:block}\n.name{text-anchor:end;font:12px monospace}\n.axis{stroke:#ccc}\n.tick{font:11px monospace;fill:#555}\n.batch{font:italic 11px sans-serif;fill:#666}\n.bar{stroke:#0003}\n.bar.failed{fill:#e53935!important}\n.bar.interrupted{fill:#fff!important;stroke:#e53935;stroke-dasharray:2}\n.bar.probed{fill:#000!important}\n.span.window{fill:#90caf966}\n.span.blocked{fill:#e5393555}\n.down{fill:#0000001f}\n.action{stroke:#6a1b9a;stroke-width:2}\n.legend span{display:inline-block;margin-right:12px}\n.legend i{display:inline-block;width:12px;height:12px;margin-right:4px;vertical-align:middle;border:1px solid #0003}\nsummary{font-weight:600;margin:8px 0;cursor:pointer}\n");
+    o.push_str("<style>\nbody{font:13px system-ui,sans-serif;margin:16px;color:#222}\nsvg{display:block}\n.name{text-anchor:end;font:12px monospace}\n.axis{stroke:#ccc}\n.tick{font:11px monospace;fill:#555}\n.batch{font:italic 11px sans-serif;fill:#666}\n.bar{stroke:#0003}\n.bar.failed{fill:#e53935!important}\n.bar.interrupted{fill:#fff!important;stroke:#e53935;stroke-dasharray:2}\n.bar.probed{fill:#000!important}\n.span.window{fill:#90caf966}\n.span.blocked{fill:#e5393555}\n.down{fill:#0000001f}\n.action{stroke:#6a1b9a;stroke-width:2}\n.drift{stroke:#ef6c00;stroke-width:2;stroke-dasharray:4 2}\n.legend span{display:inline-block;margin-right:12px}\n.legend i{display:inline-block;width:12px;height:12px;margin-right:4px;vertical-align:middle;border:1px solid #0003}\nsummary{font-weight:600;margin:8px 0;cursor:pointer}\n");
     for (kind, colour) in COLOURS {
         let _ = writeln!(o, ".{}{{fill:{colour};background:{colour}}}", class(kind));
     }
@@ -256,6 +256,16 @@ pub fn html(t: &Timeline) -> String {
             }
             row(&mut o, &s, y, r);
             y += ROW_H;
+        }
+        for d in t.drift.iter().filter(|d| !d.reports.is_empty()) {
+            let x = s.x(d.at);
+            let _ = writeln!(
+                o,
+                "<line class=\"drift\" x1=\"{x:.1}\" y1=\"16\" x2=\"{x:.1}\" y2=\"{height}\"><title>{} drift {}: {}</title></line>",
+                rfc3339(d.at),
+                esc(&super::super::drift_when(d.after)),
+                esc(&super::super::drift_lines(&d.reports).join("; "))
+            );
         }
         for a in &t.actions {
             let x = s.x(a.at);
