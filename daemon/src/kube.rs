@@ -467,6 +467,25 @@ impl ClusterApi for KubeCluster {
                 }
                 Err(e) => return Err(e),
             }
+            // kube-proxy's mode and kubeadm's stored configuration, when this identity may
+            // read them (a refusal only leaves them unjudged).
+            let system: Api<k8s_openapi::api::core::v1::ConfigMap> =
+                Api::namespaced(self.client.clone(), "kube-system");
+            for name in ["kube-proxy", "kubeadm-config"] {
+                match system.get_opt(name).await.map_err(api_error) {
+                    Ok(Some(cm)) => {
+                        let mut v = serde_json::to_value(&cm)
+                            .map_err(|e| PortError::fatal(e.to_string()))?;
+                        v["kind"] = json!("ConfigMap");
+                        items.push(v);
+                    }
+                    Ok(None) => {}
+                    Err(e) if !e.retryable => {
+                        tracing::warn!(error = %e, configmap = name, "not read: left unjudged");
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
             let list = json!({ "kind": "List", "apiVersion": "v1", "items": items });
             let inventory = Inventory::from_kubectl_value(&list)
                 .map_err(|e| PortError::fatal(format!("reading the cluster: {e}")))?;

@@ -331,6 +331,24 @@ pub struct Inventory {
     /// host facts), by node; `unread` says why a node could not be read.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub hosts: BTreeMap<String, crate::Facts>,
+    /// kube-proxy's `mode` (kube-system/kube-proxy ConfigMap's `config.conf`; empty: the
+    /// default, iptables), when the ConfigMap was read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kube_proxy_mode: Option<String>,
+    /// The `apiVersion` of kubeadm's stored ClusterConfiguration (kube-system/kubeadm-config),
+    /// when it was read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubeadm_config_api: Option<String>,
+}
+
+/// A top-level `key: value` of a YAML document, by line (the documents kubeadm writes
+/// keep these keys unindented); quotes removed.
+fn yaml_top_level(doc: &str, key: &str) -> Option<String> {
+    doc.lines().find_map(|l| {
+        let rest = l.strip_prefix(key)?.strip_prefix(':')?;
+        let v = rest.split('#').next().unwrap_or_default().trim();
+        Some(v.trim_matches(|c| c == '"' || c == '\'').to_string())
+    })
 }
 
 /// A pod that mounts a volume through an in-tree plugin some release removed.
@@ -622,6 +640,24 @@ impl Inventory {
             }
         }
         inv.attach_control_plane(items);
+        for it in items
+            .iter()
+            .filter(|i| i["kind"] == "ConfigMap" && i["metadata"]["namespace"] == "kube-system")
+        {
+            match it["metadata"]["name"].as_str() {
+                Some("kube-proxy") => {
+                    let conf = it["data"]["config.conf"].as_str().unwrap_or_default();
+                    inv.kube_proxy_mode = Some(yaml_top_level(conf, "mode").unwrap_or_default());
+                }
+                Some("kubeadm-config") => {
+                    let conf = it["data"]["ClusterConfiguration"]
+                        .as_str()
+                        .unwrap_or_default();
+                    inv.kubeadm_config_api = yaml_top_level(conf, "apiVersion");
+                }
+                _ => {}
+            }
+        }
         Ok(inv)
     }
 
@@ -928,6 +964,40 @@ mod tests {
     }
 
     /// kube-proxy's version is its image's, never `status.nodeInfo.kubeProxyVersion` (gone in
+    /// kube-proxy's mode and kubeadm's stored API version, from their ConfigMaps.
+    #[test]
+    fn kube_proxy_mode_and_kubeadm_config_come_from_their_config_maps() {
+        let mut items = serde_json::json!([
+            {"kind": "ConfigMap", "metadata": {"namespace": "kube-system", "name": "kube-proxy"},
+             "data": {"config.conf": "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nipvs:\n  scheduler: rr\nmode: \"ipvs\" # chosen\n"}},
+            {"kind": "ConfigMap", "metadata": {"namespace": "kube-system", "name": "kubeadm-config"},
+             "data": {"ClusterConfiguration": "apiVersion: kubeadm.k8s.io/v1beta3\nkind: ClusterConfiguration\n"}},
+            {"kind": "ConfigMap", "metadata": {"namespace": "default", "name": "kube-proxy"},
+             "data": {"config.conf": "mode: nftables\n"}}
+        ]);
+        if let Some(a) = items.as_array_mut() {
+            a.push(serde_json::json!({
+                "kind": "Node", "metadata": {"name": "w-1", "labels": {}},
+                "status": {"nodeInfo": {"kubeletVersion": "v1.34.2"}}
+            }));
+        }
+        let inv =
+            Inventory::from_kubectl_value(&serde_json::json!({"kind": "List", "items": items}))
+                .expect("inventory");
+        assert_eq!(inv.kube_proxy_mode.as_deref(), Some("ipvs"));
+        assert_eq!(
+            inv.kubeadm_config_api.as_deref(),
+            Some("kubeadm.k8s.io/v1beta3")
+        );
+        // Not read: not known (never guessed as the default).
+        let bare = Inventory::from_kubectl_value(&serde_json::json!({"kind": "List", "items": [
+            {"kind": "Node", "metadata": {"name": "w-1"}, "status": {"nodeInfo": {"kubeletVersion": "v1.34.2"}}}
+        ]}))
+        .expect("inventory");
+        assert_eq!(bare.kube_proxy_mode, None);
+        assert_eq!(bare.kubeadm_config_api, None);
+    }
+
     /// 1.33, stale before): the pod on the node, else the DaemonSet.
     #[test]
     fn kube_proxy_comes_from_its_image_not_the_node_status() {

@@ -126,6 +126,10 @@ pub const NODE_RULES: &[NodeRule] = &[
     },
 ];
 
+/// The minor that deprecates kube-proxy's `ipvs` mode (nftables is the way forward): a
+/// cluster running it is warned at hops to it and later.
+pub const IPVS_DEPRECATED_FROM: u16 = 35;
+
 /// In-tree volume plugins a release removed: (the volume's key in a pod's
 /// `spec.volumes`, the minor that removed it). A pod mounting one does not start on a
 /// kubelet of that release.

@@ -222,6 +222,34 @@ impl Ctx<'_> {
     /// Findings that depend on the inventory alone.
     pub(crate) fn static_findings(&mut self, target: Version) {
         let inv = self.inv;
+        if target.minor >= upgraded_events::rules::IPVS_DEPRECATED_FROM
+            && inv.kube_proxy_mode.as_deref() == Some("ipvs")
+        {
+            self.findings.insert(finding(
+                Severity::Warning,
+                "kube-proxy-ipvs",
+                vec!["configmap/kube-system/kube-proxy".into()],
+                format!(
+                    "kube-proxy runs in ipvs mode, which 1.{} deprecates: it still works after this upgrade, but its removal is announced",
+                    upgraded_events::rules::IPVS_DEPRECATED_FROM
+                ),
+                "plan kube-proxy's move to nftables (mode: nftables in kube-system/kube-proxy's config.conf, then restart its pods) on its own, not inside this upgrade".into(),
+            ));
+        }
+        // kubeadm's stored configuration, by the same rule the nodes' files are judged by.
+        if let Some(api) = &inv.kubeadm_config_api {
+            let facts: upgraded_events::Facts =
+                [("kubeadm_config_api".to_string(), api.clone())].into();
+            for f in upgraded_events::rules::node_findings(target, &facts) {
+                self.findings.insert(finding(
+                    Severity::Blocker,
+                    f.rule,
+                    vec!["configmap/kube-system/kubeadm-config".into()],
+                    format!("kube-system/kubeadm-config: {}", f.what),
+                    f.fix.to_string(),
+                ));
+            }
+        }
         for v in inv
             .in_tree_volumes
             .iter()

@@ -69,6 +69,20 @@ pub fn required(policy: &PlanPolicy) -> Vec<Permission> {
         p("list", "apps", "statefulsets", "", "inventory"),
         p("list", "apps", "daemonsets", "", "inventory"),
         p("list", "apps", "replicasets", "", "pod owners"),
+        p(
+            "get",
+            "",
+            "nodes",
+            "proxy",
+            "drift: each kubelet's /configz",
+        ),
+        p(
+            "get",
+            "",
+            "configmaps",
+            "",
+            "kube-proxy's mode and kubeadm's configuration (kube-system)",
+        ),
     ];
     if policy.scale_up_to_unblock {
         out.push(p(

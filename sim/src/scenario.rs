@@ -242,6 +242,34 @@ pub fn add_machine(
 pub const GPU: &str = "nvidia.com/gpu";
 
 /// kube-proxy on every node and CoreDNS on the control plane, as kubeadm installs them.
+/// What kubeadm keeps in kube-system: kube-proxy's configuration (`mode`: empty is
+/// iptables) and the stored ClusterConfiguration (v1beta4 since kubeadm 1.31).
+pub fn kubeadm_config_maps(w: &mut World, v: Version, proxy_mode: &str) {
+    let cm = |name: &str, key: &str, doc: String| k8s_openapi::api::core::v1::ConfigMap {
+        metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some("kube-system".into()),
+            ..Default::default()
+        },
+        data: Some([(key.to_string(), doc)].into()),
+        ..Default::default()
+    };
+    w.add_config_map(cm(
+        "kube-proxy",
+        "config.conf",
+        format!(
+            "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\nmode: \"{proxy_mode}\"\n"
+        ),
+    ));
+    w.add_config_map(cm(
+        "kubeadm-config",
+        "ClusterConfiguration",
+        format!(
+            "apiVersion: kubeadm.k8s.io/v1beta4\nkind: ClusterConfiguration\nkubernetesVersion: {v}\n"
+        ),
+    ));
+}
+
 fn system_workloads(w: &mut World, v: Version) -> Result<(), ModelError> {
     let mut proxy = template("kube-proxy", 0, 0);
     proxy.labels = labels(&[("k8s-app", "kube-proxy")]);
@@ -263,6 +291,7 @@ fn system_workloads(w: &mut World, v: Version) -> Result<(), ModelError> {
         effect: "NoSchedule".into(),
     }];
     w.add_workload(Kind::Deployment, "kube-system", "coredns", 2, dns)?;
+    kubeadm_config_maps(w, v, "");
     w.add_system_service(
         "kube-system",
         "kube-dns",

@@ -236,3 +236,33 @@ waitBetweenBatches: 1m
         .expect("drift");
     assert!(last_drift < end);
 }
+
+/// kube-proxy's mode and kubeadm's stored configuration are read from their ConfigMaps:
+/// ipvs is a warning for a hop to 1.35, not for one to 1.34.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn kube_proxy_in_ipvs_mode_is_a_warning_at_1_35() {
+    let mut world = world_at("v1.34.2");
+    upgraded_sim::scenario::kubeadm_config_maps(&mut world, "v1.34.2".parse().expect("v"), "ipvs");
+    let h = Harness::new(world, POLICY).await;
+    let dry = |target: &'static str| {
+        let h = &h;
+        async move {
+            h.json(
+                hyper::Method::POST,
+                "/v1/runs",
+                Some(&serde_json::json!({"target": target, "dryRun": true})),
+            )
+            .await
+            .expect("a dry run")["plan"]["findings"]
+                .to_string()
+        }
+    };
+    let to_135 = dry("v1.35.3").await;
+    assert!(
+        to_135.contains("kube-proxy-ipvs") && to_135.contains("nftables"),
+        "{to_135}"
+    );
+    assert!(!to_135.contains("kubeadm-config-v1beta4"), "{to_135}");
+    let to_134 = dry("v1.34.6").await;
+    assert!(!to_134.contains("kube-proxy-ipvs"), "{to_134}");
+}

@@ -95,7 +95,7 @@ impl World {
     }
 
     /// Stores a ConfigMap (named and in an existing namespace).
-    pub(crate) fn add_config_map(&mut self, mut cm: core::ConfigMap) -> core::ConfigMap {
+    pub fn add_config_map(&mut self, mut cm: core::ConfigMap) -> core::ConfigMap {
         self.stamp(&mut cm.metadata);
         cm.metadata.generation = None;
         let key = key_of(&cm.metadata);
