@@ -449,6 +449,13 @@ impl Fault {
                     "reboot-required" => h.reboot_required = true,
                     "kernel-installed" => h.installed_kernel = Some(value.clone()),
                     "kubelet-flag" => h.files.flags.push(value.clone()),
+                    // As the machine's agent reports it too.
+                    "container-runtime" => {
+                        h.containerd_version = value
+                            .strip_prefix("containerd://")
+                            .unwrap_or_default()
+                            .to_string();
+                    }
                     f => {
                         if let Some(key) = f.strip_prefix("kubelet.") {
                             let v = serde_json::from_str(value)
