@@ -1,7 +1,7 @@
 //! What the removed-API gate reads at a run's start: each control-plane node's own
 //! kube-apiserver asked for its deprecated-API counters (each instance keeps its own; the
-//! load balancer would answer for any one of them). Recorded with the inventory; the
-//! planner judges them (`upgraded_planner::apis`).
+//! load balancer would answer for any one of them), and Helm's deployed releases. Recorded
+//! with the inventory; the planner judges them (`upgraded_planner::apis`).
 
 use std::time::Duration;
 
@@ -10,7 +10,7 @@ use upgraded_events::Host;
 use upgraded_events::apis::ApiUsage;
 use upgraded_events::inventory::Inventory;
 
-use crate::ports::{NodeExecutor, RemoteCommand};
+use crate::ports::{ClusterApi, NodeExecutor, RemoteCommand};
 
 /// Each control-plane node's instance, all asked at once (an unreachable one costs one
 /// command timeout, not one per node); one that cannot be read is named in `unread` (the
@@ -33,6 +33,22 @@ pub(crate) async fn apiservers(
         }
     }
     usage
+}
+
+/// The objects of Helm's deployed releases at a removed API version (the gate warns of
+/// them). An identity that may not list Secrets, or a release that cannot be read, leaves
+/// them unread, named, never stopping the start.
+pub(crate) async fn helm(cluster: &dyn ClusterApi, usage: &mut ApiUsage) {
+    let read = match cluster.helm_releases().await {
+        Ok(list) => {
+            upgraded_planner::apis::helm_objects(&list.to_string()).map_err(|e| e.to_string())
+        }
+        Err(e) => Err(e.what),
+    };
+    match read {
+        Ok(objects) => usage.helm = objects,
+        Err(why) => usage.unread.push(format!("Helm release Secrets: {why}")),
+    }
 }
 
 /// One instance's counters, parsed.

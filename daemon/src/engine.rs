@@ -201,6 +201,11 @@ impl<L: EventLog + Clone> Daemon<L> {
         .await;
         observed.inventory.api_usage.apiservers = apis.apiservers;
         observed.inventory.api_usage.unread = apis.unread;
+        crate::apiusage::helm(
+            self.ports.cluster.as_ref(),
+            &mut observed.inventory.api_usage,
+        )
+        .await;
         let policy = &self.defaults.policy;
         // Each machine's fingerprint, for drift within its generation.
         observed.inventory.hosts = crate::hostfacts::hosts(

@@ -305,6 +305,11 @@ impl ClusterApi for FakeWorld {
         Box::pin(async { Ok([("kube_proxy".to_string(), "absent".to_string())].into()) })
     }
 
+    /// The fake world runs no Helm releases.
+    fn helm_releases(&self) -> BoxFut<'_, Result<Value, PortError>> {
+        Box::pin(async { Ok(serde_json::json!({"kind": "List", "items": []})) })
+    }
+
     /// The fake world's kubelets serve no config.
     fn kubelet_config<'a>(&'a self, node: &'a Host) -> BoxFut<'a, Result<Value, PortError>> {
         let node = node.as_str().to_string();

@@ -850,6 +850,24 @@ impl ClusterApi for KubeCluster {
         })
     }
 
+    fn helm_releases(&self) -> BoxFut<'_, Result<Value, PortError>> {
+        Box::pin(async move {
+            let api: Api<k8s_openapi::api::core::v1::Secret> = Api::all(self.client.clone());
+            let list = api
+                .list(&ListParams::default().labels("owner=helm,status=deployed"))
+                .await
+                .map_err(api_error)?;
+            let mut items = Vec::new();
+            for s in list.items {
+                let mut v =
+                    serde_json::to_value(&s).map_err(|e| PortError::fatal(e.to_string()))?;
+                v["kind"] = json!("Secret");
+                items.push(v);
+            }
+            Ok(json!({"kind": "List", "apiVersion": "v1", "items": items}))
+        })
+    }
+
     fn kubelet_config<'a>(&'a self, host: &'a Host) -> BoxFut<'a, Result<Value, PortError>> {
         Box::pin(async move {
             let path = format!(

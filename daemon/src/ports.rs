@@ -229,6 +229,9 @@ pub trait ClusterApi: Send + Sync + 'static {
     /// Sets the kube-proxy DaemonSet's image tag to `version` (`kubectl set image`); facts
     /// say what it was and is (`kube_proxy=absent` on a cluster without it).
     fn set_kube_proxy<'a>(&'a self, version: Version) -> BoxFut<'a, Result<Facts, PortError>>;
+    /// Helm 3's deployed releases: the Secrets labelled `owner=helm,status=deployed` in every
+    /// namespace, as a `List` (what `kubectl get secrets -A -l … -o json` prints).
+    fn helm_releases(&self) -> BoxFut<'_, Result<Value, PortError>>;
     /// The running kubelet's config (`/configz` through the apiserver's node proxy): its
     /// `kubeletconfig` object.
     fn kubelet_config<'a>(&'a self, node: &'a Host) -> BoxFut<'a, Result<Value, PortError>>;

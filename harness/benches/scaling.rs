@@ -22,6 +22,7 @@ retries: {backoff: 10s, maxBackoff: 1m}
 
 fn rehearsal(nodes: usize) -> Rehearsal {
     Rehearsal {
+        helm_secrets: Vec::new(),
         cluster: Cluster::Scenario(format!("large-{nodes}")),
         policy: PlanPolicy::from_yaml(POLICY).expect("the bench's policy"),
         target: Version::new(1, 35, 3),

@@ -34,6 +34,7 @@ retries: {backoff: 10s, maxBackoff: 1m}
 
 fn rehearsal(scenario: &str, policy: &str, compare: bool) -> Rehearsal {
     Rehearsal {
+        helm_secrets: Vec::new(),
         cluster: Cluster::Scenario(scenario.to_string()),
         policy: PlanPolicy::from_yaml(policy).expect("the bench's policy"),
         target: Version::new(1, 35, 3),

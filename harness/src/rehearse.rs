@@ -520,6 +520,18 @@ impl Fault {
     }
 }
 
+/// The plan's warnings a rehearsal's report repeats (by code prefix).
+const REHEARSED_WARNINGS: &[&str] = &[
+    "drift-",
+    "pending-reboot",
+    "host-facts-",
+    "helm-",
+    "last-applied-",
+    "apiserver-",
+    "api-usage-",
+    "kube-proxy-",
+];
+
 /// What to rehearse.
 #[derive(Debug, Clone)]
 pub struct Rehearsal {
@@ -534,6 +546,10 @@ pub struct Rehearsal {
     pub compare: bool,
     /// When the run starts (its maintenance windows are met from then on).
     pub start: Timestamp,
+    /// Helm 3's release Secrets to put in the rehearsed cluster (`kubectl get secrets -A -l
+    /// owner=helm,status=deployed -o json`), which the start reads as the daemon reads a
+    /// real cluster's.
+    pub helm_secrets: Vec<serde_json::Value>,
 }
 
 /// One phase of the rehearsed run.
@@ -603,7 +619,9 @@ pub struct Report {
     pub pods: usize,
     /// The plan's blockers (a rehearsal runs a blocked plan anyway, as `start --force`).
     pub blockers: Vec<String>,
-    /// Nodes that differ from their generation (the plan's drift warnings).
+    /// The plan's warnings about the machines and the APIs: drift, pending reboots,
+    /// machines not read, removed APIs in Helm releases and last-applied objects, an
+    /// apiserver seen briefly, kube-proxy's mode.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub drift: Vec<String>,
     /// The canaries, as the plan labels their batches (`canary dell-r640: r640-02`).
@@ -708,6 +726,11 @@ fn run(r: &Rehearsal) -> Result<(RunMeasure, Vec<Record>, Start), String> {
         } else {
             vec![]
         };
+        for (i, s) in r.helm_secrets.iter().enumerate() {
+            let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(s.clone())
+                .map_err(|e| format!("Helm release Secret {i}: {e}"))?;
+            world.add_secret(secret);
+        }
         for f in &r.faults {
             // A fault no check of the policy looks at would be rehearsed as nothing at all.
             if matches!(f, Fault::StorageBroken { .. }) && r.policy.checks.storage_classes.is_empty() {
@@ -766,7 +789,8 @@ fn run(r: &Rehearsal) -> Result<(RunMeasure, Vec<Record>, Start), String> {
             .findings
             .iter()
             .filter(|f| {
-                f.severity != upgraded_planner::Severity::Blocker && f.code.starts_with("drift-")
+                f.severity != upgraded_planner::Severity::Blocker
+                    && REHEARSED_WARNINGS.iter().any(|p| f.code.starts_with(p))
             })
             .map(|f| format!("{}: {}", f.code, f.message))
             .collect();

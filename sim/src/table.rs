@@ -192,6 +192,12 @@ fn columns(res: Res) -> Vec<(&'static str, &'static str, i32, &'static str)> {
                 "Route service traffic to pods with label keys and values matching this selector.",
             ),
         ],
+        Res::Secret => vec![
+            name,
+            ("Type", "string", 0, "The type of secret"),
+            ("Data", "string", 0, "The number of keys in the secret"),
+            age,
+        ],
         Res::ConfigMap => vec![
             name,
             ("Data", "string", 0, "Data contains the configuration data."),
@@ -959,6 +965,15 @@ fn cells(res: Res, v: &Value, now: Millis) -> (Vec<Value>, Option<Value>) {
         Res::Node => node_cells(v, now),
         Res::Namespace => vec![name, json!(str_at(status, &["phase"])), json!(age(v, now))],
         Res::Service => service_cells(v, now),
+        Res::Secret => {
+            let n = v["data"].as_object().map_or(0, |m| m.len());
+            vec![
+                name,
+                json!(str_at(v, &["type"])),
+                json!(n),
+                json!(age(v, now)),
+            ]
+        }
         Res::ConfigMap => {
             let n = v["data"].as_object().map_or(0, |m| m.len())
                 + v["binaryData"].as_object().map_or(0, |m| m.len());

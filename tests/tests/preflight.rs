@@ -266,3 +266,42 @@ async fn kube_proxy_in_ipvs_mode_is_a_warning_at_1_35() {
     let to_134 = dry("v1.34.6").await;
     assert!(!to_134.contains("kube-proxy-ipvs"), "{to_134}");
 }
+
+/// `start` reads Helm's deployed releases through the API: a chart that still ships a
+/// flowcontrol v1beta3 FlowSchema is named (release, namespace, kind, apiVersion) for a hop
+/// to 1.32, and not for one that stays below it.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_helm_release_with_a_removed_api_is_named_at_start() {
+    let mut world = world_at("v1.31.6");
+    let secret = upgraded_tests::helm::release_secret(
+        "default",
+        "traffic",
+        upgraded_tests::helm::FLOWSCHEMA_V1BETA3,
+    );
+    world.add_secret(serde_json::from_value(secret).expect("a Secret"));
+    let h = Harness::new(world, POLICY).await;
+    let dry = |target: &'static str| {
+        let h = &h;
+        async move {
+            h.json(
+                hyper::Method::POST,
+                "/v1/runs",
+                Some(&serde_json::json!({"target": target, "dryRun": true})),
+            )
+            .await
+            .expect("a dry run")["plan"]["findings"]
+                .to_string()
+        }
+    };
+    let to_132 = dry("v1.32.4").await;
+    assert!(
+        to_132.contains("helm-removed-api")
+            && to_132.contains("traffic")
+            && to_132.contains("FlowSchema")
+            && to_132.contains("flowcontrol.apiserver.k8s.io/v1beta3"),
+        "{to_132}"
+    );
+    assert!(!to_132.contains("Helm release Secrets"), "read: {to_132}");
+    let to_131 = dry("v1.31.9").await;
+    assert!(!to_131.contains("helm-removed-api"), "{to_131}");
+}

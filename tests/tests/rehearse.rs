@@ -363,6 +363,65 @@ fn a_drifted_node_is_named_and_gets_its_own_canary() {
     );
 }
 
+/// Helm's releases handed to `rehearse` are in the rehearsed cluster, where the start finds
+/// a chart's FlowSchema at flowcontrol v1beta3 for a hop to 1.32 and says so; a file that
+/// is not Helm's Secrets is refused by name.
+#[test]
+fn helm_releases_handed_to_rehearse_are_judged_at_its_start() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let helm = dir.path().join("helm.json");
+    let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": [
+        upgraded_tests::helm::release_secret("default", "traffic", upgraded_tests::helm::FLOWSCHEMA_V1BETA3)
+    ]});
+    std::fs::write(&helm, list.to_string()).expect("helm.json");
+    let helm = helm.to_string_lossy().into_owned();
+    // The lab as it stood at 1.31 (the last hop that removes an API is 1.32's).
+    let lab = dir.path().join("lab.json");
+    let out = Command::new(upgraded_tests::binary("upgradectl"))
+        .args(["sim", "snapshot", "--scenario", "lab", "-o"])
+        .arg(&lab)
+        .output()
+        .expect("upgradectl runs");
+    assert!(out.status.success(), "{out:?}");
+    let at_131 = std::fs::read_to_string(&lab)
+        .expect("snapshot")
+        .replace("v1.33.5", "v1.31.6");
+    std::fs::write(&lab, at_131).expect("snapshot");
+    let lab = lab.to_string_lossy().into_owned();
+    let out = rehearse(&[
+        "--snapshot",
+        &lab,
+        "--to",
+        "v1.32.4",
+        "--no-compare",
+        "--helm-secrets",
+        &helm,
+    ]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("plan warning: helm-removed-api:")
+            && table.contains("traffic")
+            && table.contains("flowcontrol.apiserver.k8s.io/v1beta3"),
+        "{table}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, "{\"kind\": \"Pod\", \"metadata\": {\"name\": \"x\"}}").expect("bad");
+    let out = rehearse(&[
+        "--snapshot",
+        &lab,
+        "--to",
+        "v1.32.4",
+        "--helm-secrets",
+        &bad.to_string_lossy(),
+    ]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--helm-secrets"),
+        "{out:?}"
+    );
+}
+
 /// The guide's "networking between nodes fails": a generation whose pod network breaks with
 /// the new kubelet passes verify (Ready, at its versions) and is caught by its pod-network
 /// check before its uncordon.

@@ -48,7 +48,8 @@ struct Args {
     /// slow-drain:NODE=SECONDS, net-broken:GENERATION@VERSION,
     /// storage-broken:GENERATION@VERSION, devices-lost:NODE@VERSION,
     /// apiserver-broken:NODE@VERSION, deprecated-api:NODE:GROUP/VERSION/RESOURCE,
-    /// drift:NODE:FIELD=VALUE (kernel, os-image, container-runtime, cgroup),
+    /// drift:NODE:FIELD=VALUE (kernel, os-image, container-runtime, cgroup, containerd-config,
+    /// swap, reboot-required, kernel-installed, kubelet-flag, kubelet.KEY),
     /// dns-broken@VERSION.
     #[arg(long = "fault")]
     faults: Vec<Fault>,
@@ -56,6 +57,11 @@ struct Args {
     /// cgroup v1 machines to v2 (a blocked plan is otherwise rehearsed as it stands).
     #[arg(long)]
     assume_fixed: bool,
+    /// Helm 3's deployed releases, as `kubectl get secrets -A -l owner=helm,status=deployed
+    /// -o json` prints them: put in the rehearsed cluster, where the start finds objects at
+    /// an API version the target removes.
+    #[arg(long)]
+    helm_secrets: Option<PathBuf>,
     /// Skip the second rehearsal, one node at a time (no ratio).
     #[arg(long)]
     no_compare: bool,
@@ -123,7 +129,24 @@ fn run(a: Args) -> anyhow::Result<bool> {
             _ => bail!("--start {s:?}: expected an RFC 3339 time like 2026-12-01T19:00:00Z"),
         },
     };
+    let helm_secrets = match &a.helm_secrets {
+        None => Vec::new(),
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("--helm-secrets: reading {}", p.display()))?;
+            // Checked as the planner reads them, so a wrong file is named here.
+            upgraded_planner::apis::helm_objects(&text)
+                .with_context(|| format!("--helm-secrets {}", p.display()))?;
+            let v: serde_json::Value = serde_json::from_str(&text)
+                .with_context(|| format!("--helm-secrets {}", p.display()))?;
+            match v["items"].as_array() {
+                Some(items) => items.clone(),
+                None => vec![v],
+            }
+        }
+    };
     let r = Rehearsal {
+        helm_secrets,
         start,
         cluster,
         policy,

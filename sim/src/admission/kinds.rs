@@ -168,6 +168,23 @@ pub fn create(
         Res::Job => create_job(w, ns_str, body, fv),
         Res::Budget => put_budget(w, ns_str, None, body, fv),
         Res::Service => create_service(w, ns_str, body, fv),
+        Res::Secret => {
+            let (mut o, warn): (core::Secret, _) = decode(res, body, fv)?;
+            let mut errors = create_meta(w, res, ns, &mut o.metadata)?;
+            let name = o.metadata.name.clone().unwrap_or_default();
+            fold_string_data(&mut o);
+            errors.extend(secret_keys(&o));
+            invalid(res, &name, errors)?;
+            if w.secrets.contains_key(&(ns_str.to_string(), name.clone())) {
+                return Err(exists(res, &name));
+            }
+            if o.type_.is_none() {
+                o.type_ = Some("Opaque".into());
+            }
+            w.add_secret(o);
+            w.tick();
+            Ok((object_json(w, res, ns_str, &name)?, warn))
+        }
         Res::ConfigMap => {
             let (mut o, warn): (core::ConfigMap, _) = decode(res, body, fv)?;
             let mut errors = create_meta(w, res, ns, &mut o.metadata)?;
@@ -320,6 +337,41 @@ pub fn update(
         Res::Job => update_job(w, ns_str, name, body, fv),
         Res::Budget => put_budget(w, ns_str, Some(name), body, fv),
         Res::Service => update_service(w, ns_str, name, body, fv),
+        Res::Secret => {
+            let (mut o, warn): (core::Secret, _) = decode(res, body, fv)?;
+            same_name(&o.metadata, name)?;
+            same_namespace(&o.metadata, ns_str)?;
+            let key = (ns_str.to_string(), name.to_string());
+            let old = w
+                .secrets
+                .get(&key)
+                .cloned()
+                .ok_or_else(|| not_found(res, name))?;
+            fold_string_data(&mut o);
+            let mut errors = secret_keys(&o);
+            if o.type_.is_none() {
+                o.type_.clone_from(&old.type_);
+            }
+            if o.type_ != old.type_ {
+                errors.push(FieldError::forbidden("type", "field is immutable"));
+            }
+            if old.immutable == Some(true) && (o.data != old.data || o.immutable != Some(true)) {
+                errors.push(FieldError::forbidden(
+                    "data",
+                    "field is immutable when `immutable` is set",
+                ));
+            }
+            invalid(res, name, errors)?;
+            w.replace_kept(
+                res,
+                &key,
+                (ns_str, name),
+                o,
+                |o| &mut o.metadata,
+                |w| &mut w.secrets,
+            );
+            Ok((object_json(w, res, ns_str, name)?, warn))
+        }
         Res::ConfigMap => {
             let (o, warn): (core::ConfigMap, _) = decode(res, body, fv)?;
             same_name(&o.metadata, name)?;
@@ -525,6 +577,11 @@ pub fn delete(
         }
         Res::Service => {
             w.delete_service(&key);
+            w.tick();
+            Ok(done)
+        }
+        Res::Secret => {
+            w.delete_secret(&key);
             w.tick();
             Ok(done)
         }
@@ -1431,6 +1488,29 @@ fn update_service(
         |w| &mut w.services,
     );
     Ok((object_json(w, res, ns, name)?, warn))
+}
+
+/// `stringData` written into `data`, over what `data` had (the apiserver never stores it).
+fn fold_string_data(o: &mut core::Secret) {
+    if let Some(sd) = o.string_data.take() {
+        let data = o.data.get_or_insert_with(Default::default);
+        for (k, v) in sd {
+            data.insert(k, k8s_openapi::ByteString(v.into_bytes()));
+        }
+    }
+}
+
+/// A Secret's keys, as a ConfigMap's are judged (`stringData` is folded into `data` by
+/// the apiserver; the sim keeps `data`).
+fn secret_keys(o: &core::Secret) -> Vec<FieldError> {
+    let cm = core::ConfigMap {
+        data: o
+            .data
+            .as_ref()
+            .map(|d| d.keys().map(|k| (k.clone(), String::new())).collect()),
+        ..Default::default()
+    };
+    config_keys(&cm)
 }
 
 fn config_keys(o: &core::ConfigMap) -> Vec<FieldError> {

@@ -42,6 +42,7 @@ pub fn object(w: &World, res: Res, namespace: &str, name: &str) -> Option<serde_
         Res::Pod => serde_json::to_value(pod(w.pods.get(&key)?, w)).ok(),
         Res::Service => serde_json::to_value(w.services.get(&key)?).ok(),
         Res::ConfigMap => serde_json::to_value(w.config_maps.get(&key)?).ok(),
+        Res::Secret => serde_json::to_value(w.secrets.get(&key)?).ok(),
         Res::Claim => serde_json::to_value(w.claims.get(&key)?).ok(),
         Res::Volume => serde_json::to_value(w.volumes.get(name)?).ok(),
         Res::StorageClass => serde_json::to_value(w.storage_classes.get(name)?).ok(),

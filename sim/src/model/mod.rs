@@ -655,6 +655,8 @@ pub struct World {
     pub namespaces: BTreeMap<String, core::Namespace>,
     pub services: BTreeMap<(String, String), core::Service>,
     pub config_maps: BTreeMap<(String, String), core::ConfigMap>,
+    /// Secrets as given (Helm keeps its releases in them).
+    pub secrets: BTreeMap<(String, String), core::Secret>,
     pub claims: BTreeMap<(String, String), core::PersistentVolumeClaim>,
     pub volumes: BTreeMap<String, core::PersistentVolume>,
     pub storage_classes: BTreeMap<String, k8s_storage::StorageClass>,
@@ -806,6 +808,7 @@ impl World {
             namespaces: BTreeMap::new(),
             services: BTreeMap::new(),
             config_maps: BTreeMap::new(),
+            secrets: BTreeMap::new(),
             claims: BTreeMap::new(),
             volumes: BTreeMap::new(),
             storage_classes: BTreeMap::new(),

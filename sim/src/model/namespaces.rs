@@ -104,6 +104,16 @@ impl World {
         cm
     }
 
+    /// Stores a Secret (named and in an existing namespace).
+    pub fn add_secret(&mut self, mut s: core::Secret) -> core::Secret {
+        self.stamp(&mut s.metadata);
+        s.metadata.generation = None;
+        let key = key_of(&s.metadata);
+        self.secrets.insert(key.clone(), s.clone());
+        self.noted(Res::Secret, &key.0, &key.1, true);
+        s
+    }
+
     /// Whether objects may be made in `namespace`.
     pub fn namespace_open(&self, namespace: &str) -> Result<(), NamespaceError> {
         match self.namespaces.get(namespace) {
@@ -209,6 +219,11 @@ impl World {
         for k in maps {
             self.delete_config_map(&k);
         }
+        let secrets: Vec<(String, String)> =
+            self.secrets.keys().filter(|k| k.0 == ns).cloned().collect();
+        for k in secrets {
+            self.delete_secret(&k);
+        }
         let events: Vec<(String, String)> = self
             .events
             .items
@@ -231,6 +246,15 @@ impl World {
         gone.metadata.resource_version = Some(self.bump().to_string());
         if let Ok(v) = serde_json::to_value(&gone) {
             self.noted_gone(Res::Service, &key.0, &key.1, v);
+        }
+        Some(gone)
+    }
+
+    pub(crate) fn delete_secret(&mut self, key: &(String, String)) -> Option<core::Secret> {
+        let mut gone = self.secrets.remove(key)?;
+        gone.metadata.resource_version = Some(self.bump().to_string());
+        if let Ok(v) = serde_json::to_value(&gone) {
+            self.noted_gone(Res::Secret, &key.0, &key.1, v);
         }
         Some(gone)
     }

@@ -6073,6 +6073,41 @@ pub(super) static MESSAGES: &[Message] = &[
         ],
     },
     Message {
+        name: "api.core.v1.Secret",
+        fields: &[
+            Field {
+                tag: 1,
+                json: "metadata",
+                ty: Ty::Message("apimachinery.pkg.apis.meta.v1.ObjectMeta"),
+                repeated: false,
+            },
+            Field {
+                tag: 2,
+                json: "data",
+                ty: Ty::MapBytes,
+                repeated: false,
+            },
+            Field {
+                tag: 3,
+                json: "type",
+                ty: Ty::String,
+                repeated: false,
+            },
+            Field {
+                tag: 4,
+                json: "stringData",
+                ty: Ty::MapString,
+                repeated: false,
+            },
+            Field {
+                tag: 5,
+                json: "immutable",
+                ty: Ty::Bool,
+                repeated: false,
+            },
+        ],
+    },
+    Message {
         name: "api.core.v1.SecretEnvSource",
         fields: &[
             Field {

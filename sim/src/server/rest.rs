@@ -49,6 +49,12 @@ pub(super) fn objects(w: &World, res: Res, ns: Option<&str>) -> Vec<Value> {
             .filter(|(k, _)| in_ns(&k.0))
             .map(|(_, s)| ser(serde_json::to_value(s)))
             .collect()),
+        Res::Secret => all(w
+            .secrets
+            .iter()
+            .filter(|(k, _)| in_ns(&k.0))
+            .map(|(_, s)| ser(serde_json::to_value(s)))
+            .collect()),
         Res::ConfigMap => all(w
             .config_maps
             .iter()

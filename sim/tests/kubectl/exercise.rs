@@ -167,6 +167,27 @@ fn the_guides_exercise_runs_verbatim_on_the_kind_scenario() {
             "--min-available=2",
         ]);
         assert_eq!(out.trim(), "poddisruptionbudget.policy/nginx-pdb created");
+        // A Secret (Helm keeps its releases in them): data base64 as the apiserver shows it,
+        // listed by label, its table's columns.
+        let out = env.ok(&[
+            "create",
+            "secret",
+            "generic",
+            "db",
+            "--from-literal=password=s3cret",
+        ]);
+        assert_eq!(out.trim(), "secret/db created");
+        let got = env.ok(&["get", "secret", "db", "-o", "jsonpath={.data.password}"]);
+        assert_eq!(got, "czNjcmV0");
+        env.ok(&["label", "secret", "db", "owner=helm"]);
+        let listed = env.ok(&["get", "secrets", "-l", "owner=helm", "-o", "name"]);
+        assert_eq!(listed.trim(), "secret/db");
+        let table = env.ok(&["get", "secrets", "db"]);
+        assert!(
+            table.contains("TYPE") && table.contains("Opaque") && table.contains(" 1 "),
+            "{table}"
+        );
+        env.ok(&["delete", "secret", "db"]);
 
         // 2. Rollout status follows the Deployment through a watch until it is available.
         let out = env.ok(&["rollout", "status", "deployment/nginx", "--timeout=60s"]);
