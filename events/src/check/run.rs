@@ -432,6 +432,9 @@ pub fn image_tag(image: &str) -> Option<&str> {
     last.split_once(':').map(|(_, tag)| tag)
 }
 
+/// What puts the addons at the control plane's version, in the addons check's failure.
+pub const ADDONS_FIX: &str = "to fix, on a control-plane node: kubeadm upgrade apply phase addon all (a kubeadm with upgrade phases; the 1.34 one has them), or kubeadm init phase addon all --config FILE with FILE the ClusterConfiguration of kubectl -n kube-system get configmap kubeadm-config; then resume";
+
 /// The addons check: kube-proxy's image at the control plane's version, CoreDNS's at the
 /// tag kubeadm sets for it. An addon the cluster does not run (`None`) is not judged.
 pub fn addons_verdict(
@@ -457,6 +460,9 @@ pub fn addons_verdict(
                 "CoreDNS runs {image}, not {want} (kubeadm's for {control_plane}; kubeadm skips the addons when the control plane was not upgraded node by node)"
             ));
         }
+    }
+    if !wrong.is_empty() {
+        wrong.push(ADDONS_FIX.to_string());
     }
     super::verdict::passed_unless(wrong, facts)
 }
@@ -788,6 +794,10 @@ mod tests {
         assert!(detail.contains("kube-proxy runs registry.k8s.io/kube-proxy:v1.33.5, not v1.34.2"));
         assert!(
             detail.contains("CoreDNS runs registry.k8s.io/coredns/coredns:v1.12.0, not v1.12.1")
+        );
+        assert!(
+            detail.contains("kubeadm upgrade apply phase addon all"),
+            "{detail}"
         );
         assert_eq!(
             facts["coredns_image"],
