@@ -371,7 +371,19 @@ impl Ctx<'_> {
         let mut canaries: BTreeSet<String> = BTreeSet::new();
         // The canaries come from each generation's majority: an outlier is proven by
         // nobody's canary but its own (the nodes that differ in any field go last).
-        let outliers: BTreeSet<&str> = self.drift.iter().flat_map(|r| r.outliers(None)).collect();
+        // A machine waiting for its reboot is no canary either (`pendingReboot: warn`).
+        let outliers: BTreeSet<&str> = self
+            .drift
+            .iter()
+            .flat_map(|r| r.outliers(None))
+            .chain(
+                self.inv
+                    .hosts
+                    .iter()
+                    .filter(|(_, h)| upgraded_events::drift::pending_reboot(h).is_some())
+                    .map(|(n, _)| n.as_str()),
+            )
+            .collect();
         // With `drift: subgroup`, the nodes alike in the fields that must match form a
         // subgroup of their generation, each with its own canary; the majority's is first.
         let subgroup_of = |n: &str| -> Vec<(String, String)> {

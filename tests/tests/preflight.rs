@@ -160,6 +160,10 @@ async fn drift_read_on_the_machines_and_a_pending_reboot_refuse_the_start() {
         findings.contains("pending-reboot") && findings.contains("\"warning\""),
         "{findings}"
     );
+    // Only warned of, it is still no canary: its generation's comes from the others.
+    let plan_text = plan["plan"]["phases"].to_string();
+    assert!(plan_text.contains("canary dell-r740: "), "{plan_text}");
+    assert!(!plan_text.contains("canary dell-r740: w-2"), "{plan_text}");
 }
 
 /// Drift is recorded before anything is touched and again after each batch, comparing the
