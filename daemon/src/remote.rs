@@ -747,18 +747,13 @@ pub fn snapshot_revision(status: &str) -> Option<u64> {
 /// they find refuses the node, every finding named. Not retryable: a person has to change
 /// the machine.
 pub fn rules_verdict(node: &str, target: Version, facts: &Facts) -> Result<(), PortError> {
-    let found = upgraded_events::rules::node_findings(target, facts);
-    if found.is_empty() {
-        return Ok(());
-    }
-    let what: Vec<String> = found
-        .iter()
-        .map(|f| format!("{} ({}: {})", f.what, f.rule, f.fix))
-        .collect();
-    Err(PortError::fatal(format!(
-        "preflight: node {node}: {}",
-        what.join("; ")
-    )))
+    refuse(
+        node,
+        upgraded_events::rules::node_findings(target, facts)
+            .iter()
+            .map(|f| format!("{} ({}: {})", f.what, f.rule, f.fix))
+            .collect(),
+    )
 }
 
 /// Whether `kubeadm upgrade` to `target` kept the node's own kubelet settings: the copies
@@ -812,41 +807,32 @@ pub fn kubelet_config_verdict(
 }
 
 /// Whether the node may be upgraded to `target`, from what [`Scripts::render`]'s preflight
-/// reported. Refusals are not retryable: a person has to change the machine.
+/// reported, as the core judges it (`upgraded_events::preflight`). Refusals are not
+/// retryable: a person has to change the machine.
 pub fn preflight_verdict(
     node: &str,
     target: Version,
     facts: &Facts,
     max_disk_used_percent: u32,
 ) -> Result<(), PortError> {
-    let get = |k: &str| facts.get(k).map(String::as_str).unwrap_or("");
-    let refuse = |what: String| Err(PortError::fatal(format!("preflight: node {node}: {what}")));
-    if target.needs_cgroup_v2() && get("cgroup").is_empty() {
-        return refuse("the cgroup filesystem could not be read".into());
+    let limits = upgraded_events::preflight::Limits {
+        max_disk_used_percent,
+    };
+    refuse(
+        node,
+        upgraded_events::preflight::refusals(target, facts, limits),
+    )
+}
+
+/// A refusal naming everything found, or nothing.
+fn refuse(node: &str, found: Vec<String>) -> Result<(), PortError> {
+    if found.is_empty() {
+        return Ok(());
     }
-    rules_verdict(node, target, facts)?;
-    match get("disk_used_percent").parse::<u32>() {
-        Ok(p) if p > max_disk_used_percent => {
-            return refuse(format!(
-                "/var/lib/kubelet is {p}% full (the policy allows {max_disk_used_percent}%); image pulls during the upgrade need room"
-            ));
-        }
-        Ok(_) => {}
-        Err(_) => return refuse("free disk on /var/lib/kubelet could not be read".into()),
-    }
-    if get("runtime") != "ok" {
-        return refuse("the container runtime does not answer `crictl info`".into());
-    }
-    if get("swap_devices") != "0" {
-        return refuse(format!(
-            "{} swap device(s) active; the kubelet fails to start with swap on unless configured for it",
-            get("swap_devices")
-        ));
-    }
-    if get("repository") != "ok" {
-        return refuse("the package repository cannot be refreshed".into());
-    }
-    Ok(())
+    Err(PortError::fatal(format!(
+        "preflight: node {node}: {}",
+        found.join("; ")
+    )))
 }
 
 #[cfg(test)]

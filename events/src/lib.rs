@@ -20,6 +20,7 @@ pub mod names;
 pub mod node;
 pub mod plan;
 pub mod policy;
+pub mod preflight;
 pub mod quantity;
 pub mod replay;
 pub mod request;
