@@ -616,6 +616,14 @@ mod socket_tests {
         let stale = std::os::unix::net::UnixListener::bind(&path).expect("bind");
         drop(stale);
         assert!(path.exists(), "a closed listener leaves its file");
+        // A child another test forks in this process holds the listener until its exec
+        // closes it (close-on-exec): nobody listens once every such copy is gone.
+        for _ in 0..500 {
+            if std::os::unix::net::UnixStream::connect(&path).is_err() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         let again = claim_socket(&path, &data, 0o600).expect("stale replaced");
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777;
