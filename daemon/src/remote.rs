@@ -873,6 +873,35 @@ mod tests {
         assert_eq!(facts.get("healthy").map(String::as_str), Some("2"));
     }
 
+    /// `tools` as scripts in `dir/bin` (each `#!/bin/sh` and its body); the PATH that finds
+    /// them first.
+    fn stub_tools(dir: &std::path::Path, tools: &[(&str, &str)]) -> String {
+        let bin = dir.join("bin");
+        std::fs::create_dir_all(&bin).expect("mkdir");
+        for (name, body) in tools {
+            let f = bin.join(name);
+            std::fs::write(&f, format!("#!/bin/sh\n{body}\n")).expect("write");
+            std::fs::set_permissions(&f, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+                .expect("chmod");
+        }
+        format!(
+            "{}:{}",
+            bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        )
+    }
+
+    /// `script` run by sh with `path`, which must succeed; its facts.
+    fn sh(script: &str, path: &str) -> Facts {
+        let out = std::process::Command::new("sh")
+            .args(["-c", script])
+            .env("PATH", path)
+            .output()
+            .expect("sh runs");
+        assert!(out.status.success(), "{out:?}");
+        parse_facts(&String::from_utf8_lossy(&out.stdout))
+    }
+
     /// A read-only command's script run with a fake `tool` first on PATH; its facts.
     fn run_with_fake(tool: &str, body: &str, cmd: &RemoteCommand) -> Facts {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -990,20 +1019,16 @@ mod tests {
     #[test]
     fn preflight_records_packages_holds_and_one_kubelet_config_copy() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let bin = dir.path().join("bin");
-        std::fs::create_dir(&bin).expect("mkdir");
-        for (name, body) in [
-            ("kubelet", "echo 'Kubernetes v1.33.5'"),
-            ("dpkg-query", "echo -n \"1.33.5-1.1\""),
-            ("apt-mark", "printf 'kubeadm\\nkubectl\\nkubelet\\nvim\\n'"),
-            ("apt-get", "exit 0"),
-            ("crictl", "exit 0"),
-        ] {
-            let f = bin.join(name);
-            std::fs::write(&f, format!("#!/bin/sh\n{body}\n")).expect("write");
-            std::fs::set_permissions(&f, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-                .expect("chmod");
-        }
+        let path = stub_tools(
+            dir.path(),
+            &[
+                ("kubelet", "echo 'Kubernetes v1.33.5'"),
+                ("dpkg-query", "echo -n \"1.33.5-1.1\""),
+                ("apt-mark", "printf 'kubeadm\\nkubectl\\nkubelet\\nvim\\n'"),
+                ("apt-get", "exit 0"),
+                ("crictl", "exit 0"),
+            ],
+        );
         let config = dir.path().join("config.yaml");
         std::fs::write(&config, "kind: KubeletConfiguration\n").expect("config");
         let state = dir.path().join("state");
@@ -1017,20 +1042,7 @@ mod tests {
             )
             .replace(STATE_DIR, &state.display().to_string());
         assert!(!script.contains("flock"), "read-only: {script}");
-        let path = format!(
-            "{}:{}",
-            bin.display(),
-            std::env::var("PATH").unwrap_or_default()
-        );
-        let run = || {
-            let out = std::process::Command::new("sh")
-                .args(["-c", &script])
-                .env("PATH", &path)
-                .output()
-                .expect("sh runs");
-            assert!(out.status.success(), "{out:?}");
-            parse_facts(&String::from_utf8_lossy(&out.stdout))
-        };
+        let run = || sh(&script, &path);
         // Many at once (the preflight takes no lock): one copy, every run reports it.
         let concurrent: Vec<_> = (0..16)
             .map(|_| {
@@ -1089,41 +1101,26 @@ mod tests {
     #[test]
     fn the_fingerprint_hashes_flags_without_the_volatile_ones() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let bin = dir.path().join("bin");
-        std::fs::create_dir(&bin).expect("mkdir");
-        for (name, body) in [
-            ("kubelet", "echo 'Kubernetes v1.33.5'"),
-            ("apt-mark", "printf 'kubeadm\\nkubelet\\n'"),
-            (
-                "containerd",
-                "echo 'containerd github.com/containerd/containerd v1.7.24 abc'",
-            ),
-        ] {
-            let f = bin.join(name);
-            std::fs::write(&f, format!("#!/bin/sh\n{body}\n")).expect("write");
-            std::fs::set_permissions(&f, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-                .expect("chmod");
-        }
+        let path = stub_tools(
+            dir.path(),
+            &[
+                ("kubelet", "echo 'Kubernetes v1.33.5'"),
+                ("apt-mark", "printf 'kubeadm\\nkubelet\\n'"),
+                (
+                    "containerd",
+                    "echo 'containerd github.com/containerd/containerd v1.7.24 abc'",
+                ),
+            ],
+        );
         let flags = dir.path().join("kubeadm-flags.env");
         let script = scripts("apt").render(&RemoteCommand::Fingerprint).replace(
             "/var/lib/kubelet/kubeadm-flags.env",
             &flags.display().to_string(),
         );
         assert!(!script.contains("flock"), "read-only: {script}");
-        let path = format!(
-            "{}:{}",
-            bin.display(),
-            std::env::var("PATH").unwrap_or_default()
-        );
         let run = |content: &str| {
             std::fs::write(&flags, content).expect("flags");
-            let out = std::process::Command::new("sh")
-                .args(["-c", &script])
-                .env("PATH", &path)
-                .output()
-                .expect("sh runs");
-            assert!(out.status.success(), "{out:?}");
-            parse_facts(&String::from_utf8_lossy(&out.stdout))
+            sh(&script, &path)
         };
         let a = run(
             "KUBELET_KUBEADM_ARGS=\"--node-ip=10.0.0.1 --pod-infra-container-image=pause:3.10\"\n",
@@ -1164,20 +1161,16 @@ mod tests {
     fn kubelet_files_kept_at_preflight_are_restored_by_a_rollback() {
         let dir = tempfile::tempdir().expect("tempdir");
         let root = dir.path();
-        let bin = root.join("bin");
-        std::fs::create_dir(&bin).expect("mkdir");
-        for (name, body) in [
-            ("kubelet", "echo 'Kubernetes v1.33.5'"),
-            ("dpkg-query", "echo -n \"1.33.5-1.1\""),
-            ("apt-mark", "exit 0"),
-            ("apt-get", "exit 0"),
-            ("crictl", "exit 0"),
-        ] {
-            let f = bin.join(name);
-            std::fs::write(&f, format!("#!/bin/sh\n{body}\n")).expect("write");
-            std::fs::set_permissions(&f, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-                .expect("chmod");
-        }
+        let path = stub_tools(
+            root,
+            &[
+                ("kubelet", "echo 'Kubernetes v1.33.5'"),
+                ("dpkg-query", "echo -n \"1.33.5-1.1\""),
+                ("apt-mark", "exit 0"),
+                ("apt-get", "exit 0"),
+                ("crictl", "exit 0"),
+            ],
+        );
         let kubelet = root.join("kubelet");
         let etc = root.join("etc-kubernetes");
         std::fs::create_dir_all(&kubelet).expect("mkdir");
@@ -1194,20 +1187,7 @@ mod tests {
                 .replace("/etc/kubernetes", &etc.display().to_string())
                 .replace(STATE_DIR, &state.display().to_string())
         };
-        let path = format!(
-            "{}:{}",
-            bin.display(),
-            std::env::var("PATH").unwrap_or_default()
-        );
-        let run = |script: &str| {
-            let out = std::process::Command::new("sh")
-                .args(["-c", script])
-                .env("PATH", &path)
-                .output()
-                .expect("sh runs");
-            assert!(out.status.success(), "{out:?}");
-            parse_facts(&String::from_utf8_lossy(&out.stdout))
-        };
+        let run = |script: &str| sh(script, &path);
         let kept = run(&local(scripts("apt").render(&RemoteCommand::Preflight {
             target: v("v1.34.6"),
         })));

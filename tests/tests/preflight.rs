@@ -15,6 +15,23 @@ fn world_at(version: &str) -> upgraded_sim::World {
     world
 }
 
+/// The plan a dry-run start to `target` answers with (nothing recorded).
+async fn dry_run(h: &Harness, target: &str) -> serde_json::Value {
+    h.json(
+        hyper::Method::POST,
+        "/v1/runs",
+        Some(&serde_json::json!({"target": target, "dryRun": true})),
+    )
+    .await
+    .expect("a dry run")["plan"]
+        .clone()
+}
+
+/// That plan's findings, as text.
+async fn findings(h: &Harness, target: &str) -> String {
+    dry_run(h, target).await["findings"].to_string()
+}
+
 fn v1beta3_on(node: &str) -> upgraded_sim::model::DeprecatedCalls {
     upgraded_sim::model::DeprecatedCalls {
         node: node.into(),
@@ -76,15 +93,8 @@ async fn an_apiserver_that_cannot_be_read_is_a_warning_not_a_refusal() {
         .apiserver_fails_from
         .insert(cp.clone(), "v1.33.0".parse().expect("v"));
     let h = Harness::new(world, POLICY).await;
-    let plan = h
-        .json(
-            hyper::Method::POST,
-            "/v1/runs",
-            Some(&serde_json::json!({"target": "v1.34.2", "dryRun": true})),
-        )
-        .await
-        .expect("a dry run");
-    let findings = plan["plan"]["findings"].to_string();
+    let plan = dry_run(&h, "v1.34.2").await;
+    let findings = plan["findings"].to_string();
     assert!(
         findings.contains("api-usage-unread") && findings.contains(&format!("apiserver {cp}")),
         "{findings}"
@@ -146,22 +156,15 @@ async fn drift_read_on_the_machines_and_a_pending_reboot_refuse_the_start() {
             .expect("edit");
     }
     let h = Harness::new(world, &format!("{POLICY}pendingReboot: warn\n")).await;
-    let plan = h
-        .json(
-            hyper::Method::POST,
-            "/v1/runs",
-            Some(&serde_json::json!({"target": "v1.34.2", "dryRun": true})),
-        )
-        .await
-        .expect("a dry run");
-    let findings = plan["plan"]["findings"].to_string();
+    let plan = dry_run(&h, "v1.34.2").await;
+    let findings = plan["findings"].to_string();
     assert!(!findings.contains("drift-must-match"), "{findings}");
     assert!(
         findings.contains("pending-reboot") && findings.contains("\"warning\""),
         "{findings}"
     );
     // Only warned of, it is still no canary: its generation's comes from the others.
-    let plan_text = plan["plan"]["phases"].to_string();
+    let plan_text = plan["phases"].to_string();
     assert!(plan_text.contains("canary dell-r740: "), "{plan_text}");
     assert!(!plan_text.contains("canary dell-r740: w-2"), "{plan_text}");
 }
@@ -248,26 +251,13 @@ async fn kube_proxy_in_ipvs_mode_is_a_warning_at_1_35() {
     let mut world = world_at("v1.34.2");
     upgraded_sim::scenario::kubeadm_config_maps(&mut world, "v1.34.2".parse().expect("v"), "ipvs");
     let h = Harness::new(world, POLICY).await;
-    let dry = |target: &'static str| {
-        let h = &h;
-        async move {
-            h.json(
-                hyper::Method::POST,
-                "/v1/runs",
-                Some(&serde_json::json!({"target": target, "dryRun": true})),
-            )
-            .await
-            .expect("a dry run")["plan"]["findings"]
-                .to_string()
-        }
-    };
-    let to_135 = dry("v1.35.3").await;
+    let to_135 = findings(&h, "v1.35.3").await;
     assert!(
         to_135.contains("kube-proxy-ipvs") && to_135.contains("nftables"),
         "{to_135}"
     );
     assert!(!to_135.contains("kubeadm-config-v1beta4"), "{to_135}");
-    let to_134 = dry("v1.34.6").await;
+    let to_134 = findings(&h, "v1.34.6").await;
     assert!(!to_134.contains("kube-proxy-ipvs"), "{to_134}");
 }
 
@@ -284,20 +274,7 @@ async fn a_helm_release_with_a_removed_api_is_named_at_start() {
     );
     world.add_secret(serde_json::from_value(secret).expect("a Secret"));
     let h = Harness::new(world, POLICY).await;
-    let dry = |target: &'static str| {
-        let h = &h;
-        async move {
-            h.json(
-                hyper::Method::POST,
-                "/v1/runs",
-                Some(&serde_json::json!({"target": target, "dryRun": true})),
-            )
-            .await
-            .expect("a dry run")["plan"]["findings"]
-                .to_string()
-        }
-    };
-    let to_132 = dry("v1.32.4").await;
+    let to_132 = findings(&h, "v1.32.4").await;
     assert!(
         to_132.contains("helm-removed-api")
             && to_132.contains("traffic")
@@ -306,6 +283,6 @@ async fn a_helm_release_with_a_removed_api_is_named_at_start() {
         "{to_132}"
     );
     assert!(!to_132.contains("Helm release Secrets"), "read: {to_132}");
-    let to_131 = dry("v1.31.9").await;
+    let to_131 = findings(&h, "v1.31.9").await;
     assert!(!to_131.contains("helm-removed-api"), "{to_131}");
 }

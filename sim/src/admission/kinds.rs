@@ -355,12 +355,11 @@ pub fn update(
             if o.type_ != old.type_ {
                 errors.push(FieldError::forbidden("type", "field is immutable"));
             }
-            if old.immutable == Some(true) && (o.data != old.data || o.immutable != Some(true)) {
-                errors.push(FieldError::forbidden(
-                    "data",
-                    "field is immutable when `immutable` is set",
-                ));
-            }
+            errors.extend(immutable_kept(
+                old.immutable,
+                o.immutable,
+                o.data == old.data,
+            ));
             invalid(res, name, errors)?;
             w.replace_kept(
                 res,
@@ -383,20 +382,11 @@ pub fn update(
                 .cloned()
                 .ok_or_else(|| not_found(res, name))?;
             let mut errors = config_keys(&o);
-            if old.immutable == Some(true) {
-                if o.data != old.data || o.binary_data != old.binary_data {
-                    errors.push(FieldError::forbidden(
-                        "data",
-                        "field is immutable when `immutable` is set",
-                    ));
-                }
-                if o.immutable != Some(true) {
-                    errors.push(FieldError::forbidden(
-                        "immutable",
-                        "field is immutable when `immutable` is set",
-                    ));
-                }
-            }
+            errors.extend(immutable_kept(
+                old.immutable,
+                o.immutable,
+                o.data == old.data && o.binary_data == old.binary_data,
+            ));
             invalid(res, name, errors)?;
             w.replace_kept(
                 res,
@@ -1488,6 +1478,27 @@ fn update_service(
         |w| &mut w.services,
     );
     Ok((object_json(w, res, ns, name)?, warn))
+}
+
+/// An object made `immutable` (a ConfigMap, a Secret) keeps its data and stays immutable.
+fn immutable_kept(old: Option<bool>, new: Option<bool>, same_data: bool) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    if old != Some(true) {
+        return errors;
+    }
+    if !same_data {
+        errors.push(FieldError::forbidden(
+            "data",
+            "field is immutable when `immutable` is set",
+        ));
+    }
+    if new != Some(true) {
+        errors.push(FieldError::forbidden(
+            "immutable",
+            "field is immutable when `immutable` is set",
+        ));
+    }
+    errors
 }
 
 /// `stringData` written into `data`, over what `data` had (the apiserver never stores it).
