@@ -7,6 +7,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
+use tracing::Instrument;
 
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinSet;
@@ -344,15 +345,18 @@ impl<L: EventLog + Clone> Daemon<L> {
         *self.active.lock().unwrap_or_else(|p| p.into_inner()) = Some(run);
         self.status.send_replace(Some(state.summary()));
         let me = Arc::clone(self);
-        let handle = tokio::spawn(async move {
-            match Arc::clone(&me).drive(run, state).await {
-                Err(e) => {
-                    tracing::error!(%run, error = %e, "engine stopped");
-                    let _ = me.fatal.send(e);
+        let handle = tokio::spawn(
+            async move {
+                match Arc::clone(&me).drive(run, state).await {
+                    Err(e) => {
+                        tracing::error!(error = %e, "engine stopped");
+                        let _ = me.fatal.send(e);
+                    }
+                    Ok(()) => me.after_run(run).await,
                 }
-                Ok(()) => me.after_run(run).await,
             }
-        });
+            .instrument(tracing::info_span!("run", run = %run)),
+        );
         let mut drives = self.drives.lock().unwrap_or_else(|p| p.into_inner());
         drives.retain(|d| !d.is_finished());
         drives.push(handle.abort_handle());
@@ -444,9 +448,33 @@ impl<L: EventLog + Clone> Daemon<L> {
                 }
             }
             for cmd in work {
+                // What a log line inside the task is about (the drive's span names the run).
+                let span = match &cmd {
+                    Command::RunStep {
+                        node,
+                        step,
+                        attempt,
+                        ..
+                    }
+                    | Command::Probe {
+                        node,
+                        step,
+                        attempt,
+                    } => tracing::info_span!(
+                        "step",
+                        entry = %node,
+                        step = %step,
+                        attempt = *attempt,
+                        probe = matches!(cmd, Command::Probe { .. })
+                    ),
+                    Command::ObserveDrift { after, .. } => {
+                        tracing::info_span!("drift", after = *after)
+                    }
+                    _ => tracing::info_span!("task"),
+                };
                 let (node, task) = self.task(run, &state, cmd);
                 busy.insert(node);
-                tasks.spawn(task);
+                tasks.spawn(task.instrument(span));
             }
             if recorded {
                 // The intents changed the state (a run may have just completed): decide
@@ -595,11 +623,13 @@ impl<L: EventLog + Clone> Daemon<L> {
             let Some(outcome) = cmd.outcome(seen) else {
                 return Ok(TaskEnd::ProbeFailed(node));
             };
+            let what = outcome.kind().name();
             let seq = log
                 .append(run, vec![(clock.now(), outcome)])
                 .await?
                 .last()
                 .map(|r| r.seq);
+            tracing::info!(record = what, seq, "recorded");
             Ok(TaskEnd::Done(node, seq))
         })
     }

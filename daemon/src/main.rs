@@ -28,6 +28,11 @@ struct Args {
     /// Where the event log lives.
     #[arg(long, env = "UPGRADED_DATA_DIR", default_value = "/var/lib/upgraded")]
     data_dir: PathBuf,
+    /// The daemon's own log on stderr: `text` for people, `json` (one object per line, with
+    /// the run, entry, step and attempt it is about) for a log pipeline. `RUST_LOG` sets the
+    /// level.
+    #[arg(long, env = "UPGRADED_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     /// The API socket (created with mode 0600).
     #[arg(
         long,
@@ -147,14 +152,32 @@ async fn main() {
     }
 }
 
+/// How the daemon's own log is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
 async fn run() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let args = Args::parse();
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    match args.log_format {
+        LogFormat::Text => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init(),
+        // The spans' fields (run, entry, step, attempt) on every line, as fields a pipeline
+        // indexes, not text it has to parse.
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init(),
+    }
     // Before anything is created or opened.
     if args.fake_world.is_some() && !cfg!(feature = "fake-world") {
         anyhow::bail!(NO_FAKE_WORLD);

@@ -424,3 +424,107 @@ async fn a_start_to_the_version_the_cluster_runs_records_nothing() {
     );
     daemon.kill_now();
 }
+
+/// `--log-format json`: every line the daemon writes is one JSON object, and what it logs
+/// while a step runs carries the run, the entry and the step as fields (its spans'), so a log
+/// pipeline finds a node's story without parsing text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_json_log_names_the_run_entry_and_step_of_each_line() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let socket = tmp.path().join("api.sock");
+    let policy = tmp.path().join("policy.yaml");
+    std::fs::write(&policy, common::FAKE_RUN_POLICY).expect("policy");
+    let log = tmp.path().join("daemon.log");
+    let child =
+        common::fake_world_daemon(&tmp.path().join("data"), &socket, &tmp.path().join("world"))
+            .args([
+                "--fake-control-planes",
+                "1",
+                "--fake-workers",
+                "2",
+                "--fake-delay-ms",
+                "5",
+                "--time-scale",
+                "100",
+                "--log-format",
+                "json",
+            ])
+            .arg("--policy")
+            .arg(&policy)
+            .env("RUST_LOG", "info")
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("spawn");
+    let mut daemon = common::Daemon::from_child(child);
+    let client = Client::new(&socket);
+    wait_ready(&client, &mut daemon).await;
+    let v = start_run(&client, "v1.35.3").await.expect("start");
+    let run = v["run"].as_str().expect("run").to_string();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while active(&client).await["phase"] != "completed" {
+        assert!(Instant::now() < deadline, "the run did not complete");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    daemon.kill_now();
+    let text = std::fs::read_to_string(&log).expect("log");
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["level"].is_string() && l["timestamp"].is_string())
+    );
+    let recorded: Vec<&Value> = lines
+        .iter()
+        .filter(|l| {
+            l["fields"]["message"] == "recorded"
+                && l["fields"]["record"]
+                    .as_str()
+                    .is_some_and(|r| r.starts_with("Step"))
+        })
+        .collect();
+    // The readings of drift after each batch are named as such.
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["fields"]["record"] == "DriftObserved"
+                && l["span"]["name"] == "drift"
+                && l["span"]["after"].is_u64()),
+        "{text}"
+    );
+    assert!(!recorded.is_empty(), "{text}");
+    for l in &recorded {
+        assert_eq!(l["span"]["name"], "step", "{l}");
+        assert!(
+            l["span"]["entry"].is_string() && l["span"]["step"].is_string(),
+            "{l}"
+        );
+        let spans = l["spans"].as_array().expect("spans");
+        assert!(
+            spans
+                .iter()
+                .any(|s| s["name"] == "run" && s["run"] == run.as_str()),
+            "{l}"
+        );
+    }
+    assert!(
+        recorded
+            .iter()
+            .any(|l| l["span"]["step"] == "uncordon" && l["fields"]["record"] == "StepSucceeded"),
+        "{text}"
+    );
+    // A mistyped format is refused by name before anything is opened.
+    let out = Command::new(binary("upgraded"))
+        .args(["--log-format", "yaml", "--data-dir"])
+        .arg(tmp.path().join("other"))
+        .output()
+        .expect("upgraded runs");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("invalid value 'yaml' for '--log-format"),
+        "{out:?}"
+    );
+    assert!(!tmp.path().join("other").exists());
+}
