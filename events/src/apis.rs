@@ -120,7 +120,7 @@ pub fn removed_kind(api_version: &str, kind: &str) -> Option<&'static RemovedApi
 
 /// What the cluster was seen using of APIs that releases remove (empty: nothing was looked
 /// at, or nothing found).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ApiUsage {
     /// One entry per apiserver instance asked (each keeps its own counters).
@@ -148,7 +148,7 @@ impl ApiUsage {
 }
 
 /// One apiserver instance's deprecated-API counters.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ApiserverApis {
     /// Which instance (a node name or an address).
@@ -163,7 +163,7 @@ pub struct ApiserverApis {
 
 /// One `apiserver_requested_deprecated_apis` series, with the requests
 /// `apiserver_request_total` counted for the same resource and version.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DeprecatedSeries {
     pub group: String,
@@ -206,7 +206,18 @@ impl DeprecatedSeries {
 }
 
 /// An object a manifest or an annotation declares at some API version.
-#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "camelCase")]
 pub struct ManifestObject {
     /// Where it was seen: `helm release NAMESPACE/NAME`, or the listed object

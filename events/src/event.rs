@@ -25,7 +25,7 @@ pub use crate::facts::Facts;
 
 /// Who did an operator action: the peer uid the kernel reported on the API socket (trusted)
 /// and the name the client gave (informational).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Actor {
     pub uid: Option<u32>,
     pub name: String,
@@ -129,7 +129,7 @@ impl fmt::Display for Step {
 }
 
 /// Everything that can happen in a run. Append-only enum (see the module doc).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum Event {
     /// A plan was recorded for this run, with the policy in force.
     RunPlanned {
@@ -422,7 +422,7 @@ impl Event {
 }
 
 /// What is stored and published: one event of one run at one position.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Record {
     pub run: RunId,
     /// Position in the run, from 0, without gaps.
@@ -435,6 +435,17 @@ pub struct Record {
 /// `#[serde(default)]`), and as a plain nested value in human-readable formats.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Json<T>(pub T);
+
+/// In JSON a `Json<T>` is the `T` itself (only the stored form holds it as text).
+impl<T: schemars::JsonSchema> schemars::JsonSchema for Json<T> {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        T::schema_name()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        T::json_schema(generator)
+    }
+}
 
 impl<T: Serialize> Serialize for Json<T> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {

@@ -20,7 +20,9 @@ pub const CGROUP_KEY: &str = "upgraded.dev/cgroup-version";
 /// it into `/var/lib/kubelet/instance-config.yaml` (a rollback below 1.34 puts it back).
 pub const CRI_SOCKET_KEY: &str = "kubeadm.alpha.kubernetes.io/cri-socket";
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub struct Resources {
     pub cpu_millis: u64,
     pub memory_bytes: u64,
@@ -33,7 +35,7 @@ impl Resources {
     };
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Taint {
     pub key: String,
     pub value: String,
@@ -41,7 +43,7 @@ pub struct Taint {
     pub effect: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Toleration {
     /// Empty with `Exists` tolerates every taint.
     pub key: String,
@@ -63,7 +65,7 @@ impl Toleration {
 
 /// Versions of the control-plane components running on a control-plane node (from its static
 /// pods' images).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ControlPlane {
     pub apiserver: Version,
     pub controller_manager: Version,
@@ -83,7 +85,7 @@ pub enum Role {
     Worker,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct NodeInv {
     pub name: String,
     pub role: Role,
@@ -110,13 +112,13 @@ pub struct NodeInv {
     pub control_plane: Option<ControlPlane>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Owner {
     pub kind: String,
     pub name: String,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PodInv {
     pub namespace: String,
     pub name: String,
@@ -169,7 +171,7 @@ impl PodInv {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum IntOrPercent {
     Int(u32),
     Percent(u32),
@@ -207,7 +209,7 @@ impl std::fmt::Display for IntOrPercent {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SelectorRequirement {
     pub key: String,
     /// In, NotIn, Exists, DoesNotExist.
@@ -215,7 +217,7 @@ pub struct SelectorRequirement {
     pub values: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct LabelSelector {
     pub match_labels: Labels,
     pub match_expressions: Vec<SelectorRequirement>,
@@ -266,7 +268,7 @@ impl LabelSelector {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PdbInv {
     pub namespace: String,
     pub name: String,
@@ -302,7 +304,7 @@ impl PdbInv {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ControllerInv {
     /// Deployment, StatefulSet or DaemonSet.
     pub kind: String,
@@ -312,7 +314,7 @@ pub struct ControllerInv {
     pub ready: u32,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Inventory {
     pub nodes: Vec<NodeInv>,
     pub pods: Vec<PodInv>,
@@ -352,7 +354,7 @@ fn yaml_top_level(doc: &str, key: &str) -> Option<String> {
 }
 
 /// A pod that mounts a volume through an in-tree plugin some release removed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct InTreeVolume {
     pub namespace: String,

@@ -14,6 +14,7 @@ macro_rules! name {
         $(#[$doc])*
         #[derive(
             Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+            schemars::JsonSchema,
         )]
         #[serde(transparent)]
         pub struct $t(String);
@@ -90,6 +91,17 @@ name!(
 )]
 #[serde(transparent)]
 pub struct RunId(Uuid);
+
+/// A UUID (v7), as text.
+impl schemars::JsonSchema for RunId {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "RunId".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({"type": "string", "format": "uuid"})
+    }
+}
 
 impl RunId {
     /// A new id, after every earlier one.

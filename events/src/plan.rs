@@ -123,7 +123,7 @@ pub fn node_packages(kubeadm: bool) -> &'static [&'static str] {
 
 pub use crate::inventory::Role;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NodePlan {
     /// Unique within the plan; events name it. A node upgraded in several separate
@@ -145,7 +145,7 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Batch {
     /// What this batch is, for people: `control plane`, `canary dell-r640`, `dell-r640 2/4`.
@@ -168,7 +168,7 @@ impl Batch {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Plan {
     pub target: Option<Version>,

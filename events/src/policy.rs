@@ -25,7 +25,7 @@ pub enum OnDrainBlocked {
 pub use crate::check::OnGateFailure;
 
 /// A key that records written by older builds carry and this build reads and ignores.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, schemars::JsonSchema)]
 pub struct Retired;
 
 impl<'de> Deserialize<'de> for Retired {
@@ -35,7 +35,7 @@ impl<'de> Deserialize<'de> for Retired {
 }
 
 /// The run's policy, stored as JSON inside `RunPlanned`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub struct Policy {
     /// Attempts per step before the run halts (a resume grants as many again).

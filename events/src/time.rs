@@ -10,6 +10,20 @@ use serde::{Deserialize, Serialize};
 )]
 pub struct Timestamp(pub i64);
 
+/// Milliseconds since the Unix epoch, an integer.
+impl schemars::JsonSchema for Timestamp {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Timestamp".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "integer",
+            "description": "Milliseconds since the Unix epoch (UTC)."
+        })
+    }
+}
+
 impl Timestamp {
     pub fn plus_secs(self, secs: u64) -> Timestamp {
         Timestamp(

@@ -361,6 +361,12 @@ fn schemas_are_current() {
         dir.join("policy.schema.json"),
         &(serde_json::to_string_pretty(&policy).expect("json") + "\n"),
     );
+    // Every record as `events`, NATS, exports and webhooks carry it.
+    let record = schemars::schema_for!(upgraded_events::Record);
+    check(
+        dir.join("record.schema.json"),
+        &(serde_json::to_string_pretty(&record).expect("json") + "\n"),
+    );
 }
 
 // ---------- random clusters ----------

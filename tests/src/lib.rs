@@ -4,6 +4,7 @@
 pub mod helm;
 pub mod lab;
 pub mod nats;
+pub mod records;
 
 use std::path::{Path, PathBuf};
 
