@@ -12,6 +12,7 @@ pub mod host;
 mod hostfacts;
 pub mod kube;
 pub mod log;
+pub mod metrics;
 pub mod outbox;
 mod podwatch;
 pub mod ports;

@@ -33,6 +33,10 @@ struct Args {
     /// level.
     #[arg(long, env = "UPGRADED_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Serve `/metrics` (Prometheus text), `/healthz` and `/readyz` on this TCP address
+    /// (`127.0.0.1:9464`); off when not given.
+    #[arg(long, env = "UPGRADED_METRICS_ADDRESS")]
+    metrics_address: Option<std::net::SocketAddr>,
     /// The API socket (created with mode 0600).
     #[arg(
         long,
@@ -261,6 +265,14 @@ async fn run() -> anyhow::Result<()> {
         .recover()
         .await
         .context("resuming the unfinished run")?;
+    if let Some(addr) = args.metrics_address {
+        let (d, sock) = (daemon.clone(), args.socket.clone());
+        tokio::spawn(async move {
+            if let Err(e) = upgraded_daemon::metrics::serve(addr, d, sock).await {
+                tracing::error!(%addr, error = %e, "the metrics endpoint stopped");
+            }
+        });
+    }
     let api = upgraded_daemon::api::serve(daemon.clone(), &mut socket);
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;

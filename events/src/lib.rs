@@ -16,6 +16,7 @@ pub mod facts;
 pub mod gate;
 pub mod history;
 pub mod inventory;
+pub mod metrics;
 pub mod names;
 pub mod node;
 pub mod plan;
