@@ -432,29 +432,13 @@ async fn a_start_to_the_version_the_cluster_runs_records_nothing() {
 async fn the_json_log_names_the_run_entry_and_step_of_each_line() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let socket = tmp.path().join("api.sock");
-    let policy = tmp.path().join("policy.yaml");
-    std::fs::write(&policy, common::FAKE_RUN_POLICY).expect("policy");
     let log = tmp.path().join("daemon.log");
-    let child =
-        common::fake_world_daemon(&tmp.path().join("data"), &socket, &tmp.path().join("world"))
-            .args([
-                "--fake-control-planes",
-                "1",
-                "--fake-workers",
-                "2",
-                "--fake-delay-ms",
-                "5",
-                "--time-scale",
-                "100",
-                "--log-format",
-                "json",
-            ])
-            .arg("--policy")
-            .arg(&policy)
-            .env("RUST_LOG", "info")
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("spawn");
+    let child = common::quick_fake_world(tmp.path(), 2)
+        .args(["--log-format", "json"])
+        .env("RUST_LOG", "info")
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("spawn");
     let mut daemon = common::Daemon::from_child(child);
     let client = Client::new(&socket);
     wait_ready(&client, &mut daemon).await;

@@ -58,27 +58,11 @@ fn value(s: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f
 async fn metrics_are_the_logs_counts_with_bounded_labels() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let socket = tmp.path().join("api.sock");
-    let policy = tmp.path().join("policy.yaml");
-    std::fs::write(&policy, common::FAKE_RUN_POLICY).expect("policy");
     let addr = free_addr();
-    let child =
-        common::fake_world_daemon(&tmp.path().join("data"), &socket, &tmp.path().join("world"))
-            .args([
-                "--fake-control-planes",
-                "1",
-                "--fake-workers",
-                "3",
-                "--fake-delay-ms",
-                "5",
-                "--time-scale",
-                "100",
-                "--metrics-address",
-                &addr,
-            ])
-            .arg("--policy")
-            .arg(&policy)
-            .spawn()
-            .expect("spawn");
+    let child = common::quick_fake_world(tmp.path(), 3)
+        .args(["--metrics-address", &addr])
+        .spawn()
+        .expect("spawn");
     let mut daemon = common::Daemon::from_child(child);
     let client = Client::new(&socket);
     wait_ready(&client, &mut daemon).await;

@@ -63,6 +63,20 @@ pub fn fake_world_daemon(data: &Path, socket: &Path, world: &Path) -> Command {
     c
 }
 
+/// `upgraded` on a quick fake world in `dir` (one control plane and `workers` workers, 5 ms
+/// per node command, its clock 100 times faster) with [`FAKE_RUN_POLICY`], the socket at
+/// `dir/api.sock`; more arguments and the output are the caller's.
+pub fn quick_fake_world(dir: &Path, workers: usize) -> Command {
+    let policy = dir.join("policy.yaml");
+    std::fs::write(&policy, FAKE_RUN_POLICY).expect("policy");
+    let mut c = fake_world_daemon(&dir.join("data"), &dir.join("api.sock"), &dir.join("world"));
+    c.args(["--fake-control-planes", "1", "--fake-workers"])
+        .arg(workers.to_string())
+        .args(["--fake-delay-ms", "5", "--time-scale", "100", "--policy"])
+        .arg(policy);
+    c
+}
+
 /// A fake-world run: one canary, then two workers at a time; short soaks and waits, fast
 /// retries (the kill and log damage tests).
 pub const FAKE_RUN_POLICY: &str = "apiVersion: upgraded.dev/v1alpha1
