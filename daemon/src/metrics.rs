@@ -37,16 +37,21 @@ pub async fn serve<L: EventLog + Clone>(
     let log = daemon.log().clone();
     // Subscribed before the reading, so nothing falls between them.
     let mut sub = log.subscribe();
-    let mut metrics = Metrics::default();
-    let mut next: HashMap<RunId, u64> = HashMap::new();
-    let runs = log.runs().map_err(std::io::Error::other)?;
-    for run in runs {
-        let records = log.read(run, 0).map_err(std::io::Error::other)?;
-        for r in &records {
-            metrics.apply(r);
+    // The whole log, read off the runtime's threads (it may be large).
+    let (metrics, mut next) = tokio::task::spawn_blocking(move || {
+        let mut metrics = Metrics::default();
+        let mut next: HashMap<RunId, u64> = HashMap::new();
+        for run in log.runs().map_err(std::io::Error::other)? {
+            let records = log.read(run, 0).map_err(std::io::Error::other)?;
+            for r in &records {
+                metrics.apply(r);
+            }
+            next.insert(run, records.last().map_or(0, |r| r.seq + 1));
         }
-        next.insert(run, records.last().map_or(0, |r| r.seq + 1));
-    }
+        Ok::<_, std::io::Error>((metrics, next))
+    })
+    .await
+    .map_err(std::io::Error::other)??;
     let shared = Arc::new(Shared {
         metrics: Mutex::new(metrics),
         daemon,

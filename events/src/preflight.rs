@@ -46,13 +46,13 @@ fn runtime(f: &Facts, _: Version, _: Limits) -> Option<String> {
 }
 
 fn swap(f: &Facts, _: Version, _: Limits) -> Option<String> {
-    let n = fact(f, "swap_devices");
-    (n != "0").then(|| {
-        format!(
-            "{} swap device(s) active; the kubelet fails to start with swap on unless configured for it",
-            if n.is_empty() { "unknown:" } else { n }
-        )
-    })
+    match fact(f, "swap_devices") {
+        "0" => None,
+        "" => Some("whether swap is on could not be read".into()),
+        n => Some(format!(
+            "{n} swap device(s) active; the kubelet fails to start with swap on unless configured for it"
+        )),
+    }
 }
 
 fn repository(f: &Facts, _: Version, _: Limits) -> Option<String> {

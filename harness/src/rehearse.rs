@@ -623,7 +623,7 @@ pub struct Report {
     /// machines not read, removed APIs in Helm releases and last-applied objects, an
     /// apiserver seen briefly, kube-proxy's mode.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub drift: Vec<String>,
+    pub warnings: Vec<String>,
     /// The canaries, as the plan labels their batches (`canary dell-r640: r640-02`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub canaries: Vec<String>,
@@ -678,7 +678,7 @@ pub fn rehearse(r: &Rehearsal) -> Result<(Report, Vec<Record>), String> {
             workers: inv.nodes.iter().filter(|n| n.role == Role::Worker).count(),
             pods: inv.pods.len(),
             blockers: start.blockers,
-            drift: start.drift,
+            warnings: start.warnings,
             canaries: start.canaries,
             fixed: start.fixed,
             faults: r.faults.iter().map(ToString::to_string).collect(),
@@ -706,7 +706,7 @@ pub fn one_at_a_time(p: &PlanPolicy) -> PlanPolicy {
 struct Start {
     inventory: Inventory,
     blockers: Vec<String>,
-    drift: Vec<String>,
+    warnings: Vec<String>,
     canaries: Vec<String>,
     fixed: Vec<String>,
 }
@@ -785,7 +785,7 @@ fn run(r: &Rehearsal) -> Result<(RunMeasure, Vec<Record>, Start), String> {
             .filter(|f| f.severity == upgraded_planner::Severity::Blocker)
             .map(|f| format!("{}: {}", f.code, f.message))
             .collect();
-        let drift = report
+        let warnings = report
             .findings
             .iter()
             .filter(|f| {
@@ -850,7 +850,7 @@ fn run(r: &Rehearsal) -> Result<(RunMeasure, Vec<Record>, Start), String> {
             Start {
                 inventory,
                 blockers,
-                drift,
+                warnings,
                 canaries,
                 fixed,
             },
@@ -1024,7 +1024,7 @@ pub fn table(r: &Report) -> String {
     for b in &r.blockers {
         let _ = writeln!(o, "plan blocker (rehearsed anyway): {b}");
     }
-    for d in &r.drift {
+    for d in &r.warnings {
         let _ = writeln!(o, "plan warning: {d}");
     }
     for f in &r.fixed {
