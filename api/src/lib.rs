@@ -252,3 +252,6 @@ mod tests {
         );
     }
 }
+
+#[cfg(feature = "otlp")]
+pub mod otlp;

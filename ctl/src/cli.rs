@@ -125,20 +125,42 @@ pub enum Cmd {
         offline: Offline,
     },
     /// Write runs' records to one self-checking file (for an incident ticket; replay it
-    /// anywhere with `replay --file`), or check one with `--verify`.
+    /// anywhere with `replay --file`), or check one with `--verify`; or send a run's trace
+    /// to an OpenTelemetry collector with `--otlp URL RUN` (the spans the daemon sends, with
+    /// the same ids: a collector keeps one copy).
     Export {
-        /// The run to export (default: every run).
+        /// The run to export (default: every run; with --otlp, the last run).
         #[arg(long, conflicts_with = "verify")]
         run: Option<String>,
+        /// The run, as `export --otlp URL RUN` names it.
+        #[arg(value_name = "RUN", conflicts_with_all = ["run", "verify"])]
+        run_id: Option<String>,
         /// Export from a (stopped) daemon's data dir, changing nothing in it.
-        #[arg(long, value_name = "DIR", conflicts_with = "verify")]
+        #[arg(long, value_name = "DIR", conflicts_with_all = ["verify", "file"])]
         data_dir: Option<std::path::PathBuf>,
+        /// With --otlp: read the run from an export file instead of the daemon.
+        #[arg(long, value_name = "FILE", requires = "otlp")]
+        file: Option<std::path::PathBuf>,
         /// The file to write (created 0600; never over an existing file).
-        #[arg(long = "output", short = 'o', required_unless_present = "verify")]
+        #[arg(
+            long = "output",
+            short = 'o',
+            required_unless_present_any = ["verify", "otlp"],
+            conflicts_with = "otlp"
+        )]
         output: Option<std::path::PathBuf>,
         /// Check an export instead: intact, or where it is damaged.
-        #[arg(long, value_name = "FILE", conflicts_with = "output")]
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["output", "otlp"])]
         verify: Option<std::path::PathBuf>,
+        /// Send the run's trace to this collector over OTLP/HTTP (`http://127.0.0.1:4318`).
+        #[arg(long, value_name = "URL")]
+        otlp: Option<String>,
+        /// With --otlp: the cluster's name in the spans (the daemon's `--cluster-name`).
+        #[arg(long, default_value = "cluster", requires = "otlp")]
+        cluster_name: String,
+        /// With --otlp: the daemon's `--timeline-url` (`{run}` for the run id).
+        #[arg(long, requires = "otlp")]
+        timeline_url: Option<String>,
     },
     /// The run as it stood at an instant, folded from its log: phase and who paused or
     /// aborted it, each node's step and attempt, what was blocked or in flight, scale-ups not

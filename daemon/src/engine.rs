@@ -355,7 +355,12 @@ impl<L: EventLog + Clone> Daemon<L> {
                     Ok(()) => me.after_run(run).await,
                 }
             }
-            .instrument(tracing::info_span!("run", run = %run)),
+            .instrument({
+                let span = tracing::info_span!("run", run = %run);
+                // With --otlp-endpoint, this process's span links to the run's trace.
+                crate::traces::link_to_run(&span, run);
+                span
+            }),
         );
         let mut drives = self.drives.lock().unwrap_or_else(|p| p.into_inner());
         drives.retain(|d| !d.is_finished());

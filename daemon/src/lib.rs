@@ -4,6 +4,7 @@
 
 pub mod api;
 mod apiusage;
+pub mod cursor;
 pub mod drain;
 pub mod engine;
 #[cfg(feature = "fake-world")]
@@ -19,4 +20,6 @@ pub mod ports;
 pub mod remote;
 pub mod simagent;
 pub mod ssh;
+pub mod stats;
 pub mod steps;
+pub mod traces;

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use opentelemetry_sdk::trace::SpanData;
 use upgraded_daemon::engine::{Daemon, RunDefaults};
 use upgraded_daemon::kube::KubeCluster;
 use upgraded_daemon::log::{EventLog, OpenReport, Recovery, SledLog, witness};
@@ -15,6 +16,8 @@ use upgraded_daemon::remote::Scripts;
 use upgraded_daemon::simagent::SimAgents;
 use upgraded_daemon::ssh::{SshNodes, SshOptions};
 use upgraded_daemon::steps::Adapters;
+use upgraded_daemon::traces::{TraceConfig, Traces};
+use upgraded_events::trace::TraceContext;
 use upgraded_events::{Timestamp, Version};
 use upgraded_planner::policy::PlanPolicy;
 
@@ -37,6 +40,18 @@ struct Args {
     /// (`127.0.0.1:9464`); off when not given.
     #[arg(long, env = "UPGRADED_METRICS_ADDRESS")]
     metrics_address: Option<std::net::SocketAddr>,
+    /// Send each run's trace to this OpenTelemetry collector over OTLP/HTTP (protobuf):
+    /// `http://127.0.0.1:4318` (`/v1/traces` is added). Off when not given.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
+    /// Upper bound of one request to the collector.
+    #[arg(long, default_value_t = 10)]
+    otlp_timeout_secs: u64,
+    /// Where a run's HTML timeline is published (`upgradectl timeline RUN --html F`), with
+    /// `{run}` for its id: spans and notifications link to it (a step: its `#step-…` anchor).
+    /// Default: `file://<data dir>/timelines/{run}.html`.
+    #[arg(long, env = "UPGRADED_TIMELINE_URL")]
+    timeline_url: Option<String>,
     /// The API socket (created with mode 0600).
     #[arg(
         long,
@@ -165,23 +180,7 @@ enum LogFormat {
 
 async fn run() -> anyhow::Result<()> {
     let args = Args::parse();
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    match args.log_format {
-        LogFormat::Text => tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr)
-            .init(),
-        // The spans' fields (run, entry, step, attempt) on every line, as fields a pipeline
-        // indexes, not text it has to parse.
-        LogFormat::Json => tracing_subscriber::fmt()
-            .json()
-            .with_current_span(true)
-            .with_span_list(true)
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr)
-            .init(),
-    }
+    let own_spans = init_logging(&args);
     // Before anything is created or opened.
     if args.fake_world.is_some() && !cfg!(feature = "fake-world") {
         anyhow::bail!(NO_FAKE_WORLD);
@@ -259,6 +258,17 @@ async fn run() -> anyhow::Result<()> {
             .context("starting the NATS outbox")?
             .spawn();
     }
+    if let (Some(endpoint), Some(own)) = (&args.otlp_endpoint, own_spans) {
+        let cfg = TraceConfig {
+            endpoint: endpoint.clone(),
+            ctx: trace_context(&args),
+            cursor_path: args.data_dir.join("traces-cursor.json"),
+            timeout: Duration::from_secs(args.otlp_timeout_secs.max(1)),
+        };
+        Traces::new(log.clone(), cfg, own)
+            .context("starting the trace exporter (--otlp-endpoint)")?
+            .spawn();
+    }
     let defaults = RunDefaults { policy };
     let (daemon, mut fatal) = Daemon::new(log, clock, ports, defaults);
     daemon
@@ -293,6 +303,59 @@ async fn run() -> anyhow::Result<()> {
     }
     drop(socket);
     stopped
+}
+
+/// The daemon's own log on stderr; with `--otlp-endpoint`, its `run` spans go to the
+/// collector too (returned: where they arrive).
+fn init_logging(args: &Args) -> Option<tokio::sync::mpsc::Receiver<SpanData>> {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let fmt = match args.log_format {
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_filter(filter)
+            .boxed(),
+        // The spans' fields (run, entry, step, attempt) on every line, as fields a pipeline
+        // indexes, not text it has to parse.
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .with_writer(std::io::stderr)
+            .with_filter(filter)
+            .boxed(),
+    };
+    let (otel, own) = match &args.otlp_endpoint {
+        Some(_) => {
+            use opentelemetry::trace::TracerProvider as _;
+            let (provider, own) = upgraded_daemon::traces::own_spans();
+            let tracer = provider.tracer("upgraded");
+            // Only the engine's `run` span: the steps are in the log's own spans already.
+            let layer = tracing_opentelemetry::layer()
+                .with_tracer(tracer)
+                .with_filter(tracing_subscriber::filter::filter_fn(|m| {
+                    m.is_span() && m.name() == "run"
+                }));
+            // The provider lives as long as the process.
+            std::mem::forget(provider);
+            (Some(layer), Some(own))
+        }
+        None => (None, None),
+    };
+    tracing_subscriber::registry().with(fmt).with(otel).init();
+    own
+}
+
+fn trace_context(args: &Args) -> TraceContext {
+    TraceContext {
+        cluster: args.cluster_name.clone(),
+        timeline_url: args.timeline_url.clone().unwrap_or_else(|| {
+            format!("file://{}/timelines/{{run}}.html", args.data_dir.display())
+        }),
+    }
 }
 
 /// The file-backed fake world (`--fake-world`).

@@ -8,12 +8,11 @@
 //! stream's duplicate window drops the copy. The upgrade never waits for any of this: a NATS
 //! outage only grows the backlog, which is delivered in order when NATS is back.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
-use upgraded_events::{Record, RunId};
+use upgraded_events::Record;
 
 use crate::log::EventLog;
 
@@ -41,8 +40,8 @@ pub struct OutboxConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutboxError {
-    #[error("outbox cursor {path}: {problem}")]
-    Cursor { path: PathBuf, problem: String },
+    #[error(transparent)]
+    Cursor(#[from] crate::cursor::CursorError),
     #[error("reading the event log: {0}")]
     Log(#[from] crate::log::LogError),
 }
@@ -79,53 +78,7 @@ pub fn msg_id(r: &Record) -> String {
     format!("{}:{}", r.run, r.seq)
 }
 
-/// Per run, the next sequence number to publish.
-#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Cursor(BTreeMap<RunId, u64>);
-
-impl Cursor {
-    pub fn load(path: &Path) -> Result<Cursor, OutboxError> {
-        match std::fs::read(path) {
-            Ok(b) => serde_json::from_slice(&b).map_err(|e| OutboxError::Cursor {
-                path: path.to_path_buf(),
-                problem: format!("unreadable ({e}); move it away to publish every run again"),
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Cursor::default()),
-            Err(e) => Err(OutboxError::Cursor {
-                path: path.to_path_buf(),
-                problem: e.to_string(),
-            }),
-        }
-    }
-
-    /// Written to a temporary file, synced, then renamed over the old one.
-    pub fn save(&self, path: &Path) -> Result<(), OutboxError> {
-        let err = |e: std::io::Error| OutboxError::Cursor {
-            path: path.to_path_buf(),
-            problem: e.to_string(),
-        };
-        let tmp = path.with_extension("tmp");
-        let text = serde_json::to_vec(self).map_err(|e| OutboxError::Cursor {
-            path: path.to_path_buf(),
-            problem: e.to_string(),
-        })?;
-        {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&tmp).map_err(err)?;
-            f.write_all(&text).map_err(err)?;
-            f.sync_all().map_err(err)?;
-        }
-        std::fs::rename(&tmp, path).map_err(err)
-    }
-
-    pub fn next(&self, run: RunId) -> u64 {
-        self.0.get(&run).copied().unwrap_or(0)
-    }
-
-    pub fn set(&mut self, run: RunId, next: u64) {
-        self.0.insert(run, next);
-    }
-}
+pub use crate::cursor::Cursor;
 
 /// The publisher. Runs until the process ends.
 #[derive(Debug)]
@@ -133,6 +86,7 @@ pub struct Outbox<L> {
     log: L,
     cfg: OutboxConfig,
     cursor: Cursor,
+    stats: crate::stats::Consumer,
 }
 
 const BACKOFF_START: Duration = Duration::from_millis(200);
@@ -141,7 +95,12 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 impl<L: EventLog + Clone> Outbox<L> {
     pub fn new(log: L, cfg: OutboxConfig) -> Result<Outbox<L>, OutboxError> {
         let cursor = Cursor::load(&cfg.cursor_path)?;
-        Ok(Outbox { log, cfg, cursor })
+        Ok(Outbox {
+            log,
+            cfg,
+            cursor,
+            stats: crate::stats::Consumer::new("nats"),
+        })
     }
 
     /// Starts the publisher in the background.
@@ -231,6 +190,7 @@ impl<L: EventLog + Clone> Outbox<L> {
             if outcome.contains("no responders") || outcome.contains("stream not found") {
                 *stream_ready = false;
             }
+            self.stats.failed();
             tracing::warn!(%id, %subject, problem = %outcome, "publish not acknowledged; retrying");
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(BACKOFF_MAX);
@@ -244,11 +204,17 @@ impl<L: EventLog + Clone> Outbox<L> {
         loop {
             for run in self.log.runs()? {
                 let from = self.cursor.next(run);
-                for r in self.log.read(run, from)? {
+                let records = self.log.read(run, from)?;
+                let mut left = records.len() as u64;
+                for r in records {
+                    self.stats.lag(left);
                     self.publish(&js, &r, &mut stream_ready).await;
                     self.cursor.set(run, r.seq + 1);
                     self.cursor.save(&self.cfg.cursor_path)?;
+                    self.stats.delivered(1);
+                    left -= 1;
                 }
+                self.stats.lag(0);
             }
             // New records wake us; a missed wake-up costs at most a second.
             let _ = tokio::time::timeout(Duration::from_secs(1), sub.recv()).await;
@@ -312,23 +278,5 @@ mod tests {
             subject("c", &started),
             format!("upgrades.c.{run}._run.RunStarted")
         );
-    }
-
-    #[test]
-    fn cursor_round_trips_and_refuses_garbage() {
-        let tmp = tempfile::tempdir().expect("tmp");
-        let p = tmp.path().join("cursor.json");
-        assert_eq!(
-            Cursor::load(&p).expect("missing is empty"),
-            Cursor::default()
-        );
-        let mut c = Cursor::default();
-        let run = RunId::new();
-        c.set(run, 42);
-        c.save(&p).expect("save");
-        assert_eq!(Cursor::load(&p).expect("load").next(run), 42);
-        std::fs::write(&p, b"{not json").expect("write");
-        let e = Cursor::load(&p).expect_err("garbage");
-        assert!(e.to_string().contains("move it away"), "{e}");
     }
 }

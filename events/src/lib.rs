@@ -30,6 +30,7 @@ pub mod run;
 pub mod state;
 pub mod time;
 pub mod timeline;
+pub mod trace;
 pub mod undo;
 pub mod version;
 pub mod window;

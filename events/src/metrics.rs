@@ -13,21 +13,42 @@ pub const DURATION_BUCKETS: &[f64] = &[
     1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0,
 ];
 
+/// Upper bounds of the log's append latency, in seconds (a flushed append takes ~0.1 ms to
+/// a few ms; a slow disk shows up in the top buckets).
+pub const APPEND_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+];
+
 /// A histogram of durations in seconds.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Histogram {
-    /// Observations at or below each of [`DURATION_BUCKETS`].
+    /// Observations at or below each of the bounds.
     pub buckets: Vec<u64>,
     pub count: u64,
     pub sum: f64,
+    /// Its bucket bounds: [`DURATION_BUCKETS`] unless given.
+    bounds: Option<&'static [f64]>,
 }
 
 impl Histogram {
-    pub fn observe(&mut self, secs: f64) {
-        if self.buckets.len() != DURATION_BUCKETS.len() {
-            self.buckets = vec![0; DURATION_BUCKETS.len()];
+    /// An empty histogram with these bucket bounds.
+    pub fn with_bounds(bounds: &'static [f64]) -> Histogram {
+        Histogram {
+            bounds: Some(bounds),
+            ..Histogram::default()
         }
-        for (b, le) in self.buckets.iter_mut().zip(DURATION_BUCKETS) {
+    }
+
+    pub fn bounds(&self) -> &'static [f64] {
+        self.bounds.unwrap_or(DURATION_BUCKETS)
+    }
+
+    pub fn observe(&mut self, secs: f64) {
+        let bounds = self.bounds();
+        if self.buckets.len() != bounds.len() {
+            self.buckets = vec![0; bounds.len()];
+        }
+        for (b, le) in self.buckets.iter_mut().zip(bounds) {
             if secs <= *le {
                 *b += 1;
             }
@@ -205,7 +226,12 @@ impl Metrics {
     /// The Prometheus text format (version 0.0.4): the log's metrics, then `extra` (what
     /// only the daemon knows: node passes of the active run, build, lag), each family with
     /// its HELP and TYPE.
-    pub fn render(&self, version: &str, node_passes: &BTreeMap<String, u64>) -> String {
+    pub fn render(
+        &self,
+        version: &str,
+        node_passes: &BTreeMap<String, u64>,
+        process: &ProcessStats,
+    ) -> String {
         let mut o = String::new();
         family(
             &mut o,
@@ -320,7 +346,76 @@ impl Metrics {
             "upgraded_last_progress_timestamp_seconds {}",
             self.last_progress.map_or(0.0, |t| t.0 as f64 / 1000.0)
         );
+        process.render(&mut o);
         o
+    }
+}
+
+/// What only the running process measures: how long appends take, how big the log is, and
+/// how far each consumer of the log (NATS, traces, each notification sink) is behind.
+#[derive(Debug, Clone, Default)]
+pub struct ProcessStats {
+    /// Use [`Histogram::with_bounds`]`(`[`APPEND_BUCKETS`]`)`.
+    pub append_seconds: Histogram,
+    pub log_bytes: Option<u64>,
+    /// By consumer: `nats`, `traces`, `notify-<sink>` (sinks are configured, so bounded).
+    pub consumers: BTreeMap<String, ConsumerStats>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConsumerStats {
+    /// Records in the log the consumer has not delivered yet.
+    pub lag_records: u64,
+    /// Delivery attempts that failed (each retry counts).
+    pub failures: u64,
+    /// Records (or spans, messages) delivered.
+    pub delivered: u64,
+}
+
+impl ProcessStats {
+    fn render(&self, o: &mut String) {
+        histograms(
+            o,
+            "upgraded_log_append_duration_seconds",
+            "How long appends to the event log took, until durable (the engine waits for it).",
+            "",
+            &BTreeMap::from([(String::new(), self.append_seconds.clone())]),
+        );
+        if let Some(b) = self.log_bytes {
+            family(
+                o,
+                "upgraded_log_size_bytes",
+                "gauge",
+                "The event log's size on disk.",
+            );
+            let _ = writeln!(o, "upgraded_log_size_bytes {b}");
+        }
+        let rows: [(&str, &str, &str, fn(&ConsumerStats) -> u64); 3] = [
+            (
+                "upgraded_consumer_lag_records",
+                "gauge",
+                "Records of the log a consumer (nats, traces, notify-<sink>) has not delivered yet.",
+                |c| c.lag_records,
+            ),
+            (
+                "upgraded_consumer_failures_total",
+                "counter",
+                "Failed deliveries of a consumer (each retry counts).",
+                |c| c.failures,
+            ),
+            (
+                "upgraded_consumer_delivered_total",
+                "counter",
+                "Items a consumer delivered (messages, spans, notifications).",
+                |c| c.delivered,
+            ),
+        ];
+        for (name, kind, help, get) in rows {
+            family(o, name, kind, help);
+            for (consumer, c) in &self.consumers {
+                let _ = writeln!(o, "{name}{{consumer=\"{}\"}} {}", esc(consumer), get(c));
+            }
+        }
     }
 }
 
@@ -352,7 +447,7 @@ fn histograms(
                 format!("{{{s}}}")
             }
         };
-        for (i, le) in DURATION_BUCKETS.iter().enumerate() {
+        for (i, le) in h.bounds().iter().enumerate() {
             let n = h.buckets.get(i).copied().unwrap_or(0);
             let _ = writeln!(o, "{name}_bucket{{{own}le=\"{le}\"}} {n}");
         }
@@ -431,7 +526,30 @@ mod tests {
         ] {
             m.apply(&r);
         }
-        let text = m.render("0.1.0", &BTreeMap::from([("done".to_string(), 1)]));
+        let mut process = ProcessStats {
+            append_seconds: Histogram::with_bounds(APPEND_BUCKETS),
+            log_bytes: Some(4096),
+            ..ProcessStats::default()
+        };
+        process.append_seconds.observe(0.0003);
+        process.consumers.insert(
+            "traces".into(),
+            ConsumerStats {
+                lag_records: 3,
+                failures: 2,
+                delivered: 7,
+            },
+        );
+        let text = m.render(
+            "0.1.0",
+            &BTreeMap::from([("done".to_string(), 1)]),
+            &process,
+        );
+        assert!(text.contains("upgraded_log_append_duration_seconds_bucket{le=\"0.00025\"} 0\n"));
+        assert!(text.contains("upgraded_log_append_duration_seconds_bucket{le=\"0.0005\"} 1\n"));
+        assert!(text.contains("upgraded_log_size_bytes 4096\n"));
+        assert!(text.contains("upgraded_consumer_lag_records{consumer=\"traces\"} 3\n"));
+        assert!(text.contains("upgraded_consumer_failures_total{consumer=\"traces\"} 2\n"));
         assert!(text.contains("upgraded_runs{kind=\"upgrade\",state=\"completed\"} 1\n"));
         assert!(text.contains("upgraded_steps_total{step=\"drain\",result=\"succeeded\"} 1\n"));
         assert!(

@@ -14,7 +14,12 @@ fn deploy(path: &str) -> String {
 
 /// The metric families `/metrics` serves (their `# TYPE` lines).
 fn served() -> BTreeSet<String> {
-    let text = upgraded_events::metrics::Metrics::default().render("test", &Default::default());
+    let process = upgraded_events::metrics::ProcessStats {
+        log_bytes: Some(0),
+        ..Default::default()
+    };
+    let text =
+        upgraded_events::metrics::Metrics::default().render("test", &Default::default(), &process);
     text.lines()
         .filter_map(|l| l.strip_prefix("# TYPE "))
         .filter_map(|l| l.split_whitespace().next())

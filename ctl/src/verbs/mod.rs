@@ -69,13 +69,31 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Runs { offline } => runs::run(&client, &offline).await?,
         Cmd::Export {
             run,
+            run_id,
             data_dir,
+            file,
             output,
             verify,
-        } => match (verify, output) {
-            (Some(f), _) => replay::verify(&f)?,
-            (None, Some(to)) => replay::export(&client, run, data_dir.as_deref(), &to).await?,
-            (None, None) => anyhow::bail!("export: say -o FILE to write, or --verify FILE"),
+            otlp,
+            cluster_name,
+            timeline_url,
+        } => match (verify, output, otlp) {
+            (Some(f), _, _) => replay::verify(&f)?,
+            (None, _, Some(url)) => {
+                let offline = crate::cli::Offline { file, data_dir };
+                let ctx = upgraded_events::trace::TraceContext {
+                    cluster: cluster_name,
+                    timeline_url: timeline_url
+                        .unwrap_or_else(|| "file:///var/lib/upgraded/timelines/{run}.html".into()),
+                };
+                replay::export_otlp(&client, run.or(run_id), &offline, &url, ctx).await?
+            }
+            (None, Some(to), None) => {
+                replay::export(&client, run.or(run_id), data_dir.as_deref(), &to).await?
+            }
+            (None, None, None) => {
+                anyhow::bail!("export: say -o FILE to write, --otlp URL to send, or --verify FILE")
+            }
         },
         Cmd::Timeline {
             run,

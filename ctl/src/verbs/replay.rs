@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use upgraded_ctl::Client;
 use upgraded_ctl::export;
 use upgraded_events::replay::{self, At};
-use upgraded_events::{Record, RunId};
+use upgraded_events::{Event, Record, RunId};
 
 use super::source::{offline_records, read_export, run_id, run_records};
 use crate::cli::Offline;
@@ -90,6 +90,46 @@ async fn records(
             client.all_records(run).await?
         }
     })
+}
+
+/// `export --otlp URL RUN`: the run's spans, derived from its records as the daemon derives
+/// them (the same ids), in one request per 256.
+pub async fn export_otlp(
+    client: &Client,
+    run: Option<String>,
+    offline: &Offline,
+    url: &str,
+    ctx: upgraded_events::trace::TraceContext,
+) -> anyhow::Result<()> {
+    use upgraded_api::otlp;
+    let exporter = otlp::exporter(url, std::time::Duration::from_secs(30))?;
+    let records = records(client, run, offline).await?;
+    let Some(first) = records.first() else {
+        anyhow::bail!("the run has no records");
+    };
+    let id = first.run;
+    let finished = records
+        .iter()
+        .any(|r| matches!(r.event, Event::RunCompleted | Event::RunAborted));
+    let spans = upgraded_events::trace::TraceFold::spans(ctx, &records);
+    for chunk in spans.chunks(256) {
+        otlp::send(&exporter, url, chunk).await?;
+    }
+    let trace: String = upgraded_events::trace::trace_id(id)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    println!(
+        "sent {} spans of run {id} to {} (trace id {trace})",
+        spans.len(),
+        otlp::traces_url(url)?
+    );
+    if !finished {
+        println!(
+            "the run is not finished: its run span and open steps are sent once it completes or is aborted"
+        );
+    }
+    Ok(())
 }
 
 /// How `timeline` shows it.

@@ -44,6 +44,10 @@ pub trait EventLog: Send + Sync + 'static {
     fn runs(&self) -> Result<Vec<RunId>, LogError>;
     /// Every record appended from now on, in commit order.
     fn subscribe(&self) -> broadcast::Receiver<Arc<Record>>;
+    /// Bytes the log takes on disk, when it knows.
+    fn size_bytes(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// Seq ranges of one run, for messages: `3..=7, 9`.
@@ -392,11 +396,18 @@ impl EventLog for SledLog {
             return Ok(Vec::new());
         }
         let (ack, done) = oneshot::channel();
+        let t0 = std::time::Instant::now();
         self.tx
             .send(AppendReq { run, entries, ack })
             .await
             .map_err(|_| LogError::Closed)?;
-        done.await.map_err(|_| LogError::Closed)?
+        let stored = done.await.map_err(|_| LogError::Closed)?;
+        crate::stats::observe_append(t0.elapsed());
+        stored
+    }
+
+    fn size_bytes(&self) -> Option<u64> {
+        Some(crate::stats::dir_bytes(&self.path))
     }
 
     fn read(&self, run: RunId, from: u64) -> Result<Vec<Record>, LogError> {

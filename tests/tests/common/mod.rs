@@ -178,3 +178,4 @@ pub async fn spawn_upgraded(
     wait_ready(&client, &mut daemon).await;
     (daemon, client)
 }
+pub mod receiver;

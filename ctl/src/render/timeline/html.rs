@@ -82,7 +82,8 @@ fn when(a: Timestamp, b: Timestamp) -> String {
     )
 }
 
-fn bar(o: &mut String, s: &Scale, y: i64, b: &Bar) {
+/// A step attempt's bar; its `id` is the anchor spans and notifications link to.
+fn bar(o: &mut String, s: &Scale, y: i64, entry: &str, b: &Bar) {
     let (x0, x1) = (s.x(b.start), s.x(b.end));
     let (state, note) = match &b.outcome {
         Outcome::Succeeded => ("ok", "succeeded".to_string()),
@@ -103,7 +104,8 @@ fn bar(o: &mut String, s: &Scale, y: i64, b: &Bar) {
     };
     let _ = writeln!(
         o,
-        "<rect class=\"bar {} {state}\" x=\"{x0:.1}\" y=\"{}\" width=\"{:.1}\" height=\"{}\"><title>{} attempt {}: {}; {}</title></rect>",
+        "<rect id=\"{}\" class=\"bar {} {state}\" x=\"{x0:.1}\" y=\"{}\" width=\"{:.1}\" height=\"{}\"><title>{} attempt {}: {}; {}</title></rect>",
+        upgraded_events::trace::step_anchor(entry, &b.step, b.attempt),
         class(&b.kind),
         y + 3,
         (x1 - x0).max(1.0),
@@ -143,7 +145,7 @@ fn row(o: &mut String, s: &Scale, y: i64, r: &Row) {
         );
     }
     for b in &r.bars {
-        bar(o, s, y, b);
+        bar(o, s, y, r.entry.as_str(), b);
     }
 }
 
