@@ -27,6 +27,8 @@ pub mod path {
     pub const RESUME: &str = "/v1/run/resume";
     /// `POST` a [`super::RollbackRequest`]: [`super::RollbackResponse`].
     pub const ROLLBACKS: &str = "/v1/rollbacks";
+    /// `POST` a [`super::NotifyTestRequest`]: [`super::NotifyTestResponse`].
+    pub const NOTIFY_TEST: &str = "/v1/notify/test";
     /// `POST` an optional [`super::ReasonRequest`]: [`super::RunAck`].
     pub const ABORT: &str = "/v1/run/abort";
 
@@ -116,6 +118,28 @@ pub struct RollbackResponse {
     pub plan: Plan,
     pub why: Vec<String>,
     pub etcd: String,
+}
+
+/// `upgradectl notify test SINK`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyTestRequest {
+    /// A sink's `name` in the daemon's policy.
+    pub sink: String,
+}
+
+/// What the sink answered to one synthetic notice.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyTestResponse {
+    pub sink: String,
+    /// The CloudEvents type sent (`dev.upgraded.run.test`).
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// The HTTP status; none when the sink did not answer.
+    pub status: Option<u16>,
+    /// The answer's body (at most 1 KiB), or what went wrong.
+    pub detail: String,
 }
 
 /// The body of a pause or an abort; it may be absent.

@@ -212,6 +212,11 @@ pub enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<std::ffi::OsString>,
     },
+    /// The daemon's notification sinks (policy `notifications:`).
+    Notify {
+        #[command(subcommand)]
+        cmd: NotifyCmd,
+    },
     /// A simulated cluster behind the Kubernetes API, to point kubectl at and rehearse drains.
     Sim {
         #[command(subcommand)]
@@ -231,6 +236,15 @@ pub enum Cmd {
         /// Keep the demo's data directory afterwards.
         #[arg(long)]
         keep: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NotifyCmd {
+    /// Send one synthetic event to the sink and print its answer.
+    Test {
+        /// The sink's `name` in the daemon's policy.
+        sink: String,
     },
 }
 

@@ -199,6 +199,18 @@ impl Client {
         self.call(Method::POST, path::PAUSE, Some(&body)).await
     }
 
+    /// `upgradectl notify test SINK`.
+    pub async fn notify_test(
+        &self,
+        sink: &str,
+    ) -> Result<upgraded_api::NotifyTestResponse, ClientError> {
+        let body = upgraded_api::NotifyTestRequest {
+            sink: sink.to_string(),
+        };
+        self.call(Method::POST, path::NOTIFY_TEST, Some(&body))
+            .await
+    }
+
     pub async fn resume(&self) -> Result<RunAck, ClientError> {
         self.call(Method::POST, path::RESUME, None::<&()>).await
     }

@@ -200,6 +200,7 @@ pub fn router<L: EventLog + Clone>(daemon: Arc<Daemon<L>>) -> Router {
         .route(path::RESUME, post(resume::<L>))
         .route(path::ABORT, post(abort::<L>))
         .route(path::ROLLBACKS, post(rollback::<L>))
+        .route(path::NOTIFY_TEST, post(notify_test::<L>))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such API path".into()) })
         .method_not_allowed_fallback(|| async {
             ApiError(
@@ -407,6 +408,32 @@ async fn start<L: EventLog + Clone>(
         .start(target, actor(peer), body.dry_run, body.force)
         .await?;
     Ok(Json(StartResponse { run, plan }).into_response())
+}
+
+/// `upgradectl notify test SINK`: one synthetic notice to the sink, and its answer.
+async fn notify_test<L: EventLog + Clone>(
+    State(d): State<Arc<Daemon<L>>>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    Body(body): Body<upgraded_api::NotifyTestRequest>,
+) -> Result<Response, ApiError> {
+    let Some(n) = d.notify() else {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            "the daemon's policy has no notifications".into(),
+        ));
+    };
+    let by = actor(peer).name;
+    let (event_type, a) = n
+        .test(&body.sink, &by, d.now())
+        .await
+        .map_err(|e| ApiError(StatusCode::NOT_FOUND, e.to_string()))?;
+    Ok(Json(upgraded_api::NotifyTestResponse {
+        sink: body.sink,
+        event_type,
+        status: a.status,
+        detail: a.detail,
+    })
+    .into_response())
 }
 
 async fn rollback<L: EventLog + Clone>(

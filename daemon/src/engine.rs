@@ -91,6 +91,8 @@ pub struct Daemon<L: EventLog + Clone> {
     fatal: tokio::sync::mpsc::UnboundedSender<EngineError>,
     /// The drive loops running (one per started or recovered run), for [`Daemon::stop`].
     drives: Mutex<Vec<tokio::task::AbortHandle>>,
+    /// The notification sinks, for `upgradectl notify test` (none configured: unset).
+    notify: std::sync::OnceLock<Arc<crate::notify::Notify>>,
 }
 
 impl<L: EventLog + Clone> std::fmt::Debug for Daemon<L> {
@@ -121,6 +123,7 @@ impl<L: EventLog + Clone> Daemon<L> {
                 active: Mutex::new(None),
                 fatal,
                 drives: Mutex::new(Vec::new()),
+                notify: std::sync::OnceLock::new(),
             }),
             fatal_rx,
         )
@@ -128,6 +131,19 @@ impl<L: EventLog + Clone> Daemon<L> {
 
     pub fn log(&self) -> &L {
         &self.log
+    }
+
+    /// Hands the daemon its notification sinks (once, at start).
+    pub fn set_notify(&self, n: Arc<crate::notify::Notify>) {
+        let _ = self.notify.set(n);
+    }
+
+    pub fn notify(&self) -> Option<&Arc<crate::notify::Notify>> {
+        self.notify.get()
+    }
+
+    pub fn now(&self) -> upgraded_events::Timestamp {
+        self.clock.now()
     }
 
     pub fn status(&self) -> watch::Receiver<Option<RunSummary>> {

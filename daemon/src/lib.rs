@@ -14,6 +14,7 @@ mod hostfacts;
 pub mod kube;
 pub mod log;
 pub mod metrics;
+pub mod notify;
 pub mod outbox;
 mod podwatch;
 pub mod ports;

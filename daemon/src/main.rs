@@ -10,6 +10,7 @@ use opentelemetry_sdk::trace::SpanData;
 use upgraded_daemon::engine::{Daemon, RunDefaults};
 use upgraded_daemon::kube::KubeCluster;
 use upgraded_daemon::log::{EventLog, OpenReport, Recovery, SledLog, witness};
+use upgraded_daemon::notify::{Notify, NotifyConfig};
 use upgraded_daemon::outbox::{Outbox, OutboxConfig};
 use upgraded_daemon::ports::{Clock, ClockAnchor, NodeExecutor, SystemClock};
 use upgraded_daemon::remote::Scripts;
@@ -20,6 +21,8 @@ use upgraded_daemon::traces::{TraceConfig, Traces};
 use upgraded_events::trace::TraceContext;
 use upgraded_events::{Timestamp, Version};
 use upgraded_planner::policy::PlanPolicy;
+
+const DEFAULT_SOCKET: &str = "/run/upgraded/api.sock";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -56,7 +59,7 @@ struct Args {
     #[arg(
         long,
         env = "UPGRADED_SOCKET",
-        default_value = "/run/upgraded/api.sock"
+        default_value = DEFAULT_SOCKET
     )]
     socket: PathBuf,
     /// The policy file (YAML, `kind: UpgradePolicy`); without one, the defaults apply.
@@ -269,8 +272,33 @@ async fn run() -> anyhow::Result<()> {
             .context("starting the trace exporter (--otlp-endpoint)")?
             .spawn();
     }
+    let notify = if policy.notifications.is_empty() {
+        None
+    } else {
+        let ctl = if args.socket == std::path::Path::new(DEFAULT_SOCKET) {
+            "upgradectl".to_string()
+        } else {
+            format!("upgradectl --socket {}", args.socket.display())
+        };
+        let cfg = NotifyConfig {
+            cluster: args.cluster_name.clone(),
+            timeline_url: trace_context(&args).timeline_url,
+            ctl,
+            data_dir: args.data_dir.clone(),
+            timeout: Duration::from_secs(10),
+            slack_interval: Duration::from_secs(1),
+        };
+        let n = Arc::new(
+            Notify::new(cfg, &policy.notifications).context("the policy's notifications")?,
+        );
+        n.spawn(&log).context("starting the notification sinks")?;
+        Some(n)
+    };
     let defaults = RunDefaults { policy };
     let (daemon, mut fatal) = Daemon::new(log, clock, ports, defaults);
+    if let Some(n) = notify {
+        daemon.set_notify(n);
+    }
     daemon
         .recover()
         .await

@@ -19,6 +19,7 @@ pub mod inventory;
 pub mod metrics;
 pub mod names;
 pub mod node;
+pub mod notify;
 pub mod plan;
 pub mod policy;
 pub mod preflight;

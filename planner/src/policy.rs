@@ -74,6 +74,30 @@ pub struct PolicyFile {
     /// The checks that prove each upgraded node works before it is uncordoned: probe
     /// images, StorageClasses, Prometheus, checks turned off or changed, the operator's own.
     pub checks: Option<ChecksPolicy>,
+    /// Who is told about runs: webhooks (CloudEvents 1.0, signed) and Slack incoming
+    /// webhooks, each with the classes of events it gets.
+    pub notifications: Vec<NotificationFile>,
+}
+
+/// A notification sink as written.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct NotificationFile {
+    /// `[a-z0-9-]`, unique; `upgradectl notify test NAME` uses it.
+    pub name: String,
+    /// `webhook` or `slack`.
+    pub kind: String,
+    /// `https://…` (or `http://` on loopback and private networks).
+    pub url: String,
+    /// Webhook only: a file holding the HMAC-SHA256 key for `X-Upgraded-Signature`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_file: Option<String>,
+    /// Webhook only: an environment variable of the daemon holding that key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_env: Option<String>,
+    /// Classes: `run`, `canary`, `rollback`, `node` (default: all but `node`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -340,6 +364,9 @@ pub struct PlanPolicy {
     pub pending_reboot_warns: bool,
     pub node: NodeCommands,
     pub checks: ChecksPolicy,
+    /// Notification sinks (the daemon's; not part of a run's recorded policy).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notifications: Vec<upgraded_events::notify::Sink>,
 }
 
 /// How node-side commands are rendered (validated values; the daemon quotes every one).
@@ -437,7 +464,106 @@ impl Default for PlanPolicy {
             pending_reboot_warns: false,
             node: NodeCommands::defaults(PackageManager::Apt),
             checks: ChecksPolicy::default(),
+            notifications: Vec::new(),
         }
+    }
+}
+
+impl NotificationFile {
+    fn validate(&self, at: &str) -> Result<upgraded_events::notify::Sink, PolicyError> {
+        use upgraded_events::notify::{Class, Secret, Sink, SinkKind};
+        let field = |f: &str| format!("{at}.{f}");
+        if self.name.is_empty()
+            || self.name.len() > 40
+            || !self
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
+            return Err(err(
+                &field("name"),
+                format!(
+                    "{:?}: 1 to 40 of a-z, 0-9 and - (it names files and metrics)",
+                    self.name
+                ),
+            ));
+        }
+        let kind = match self.kind.as_str() {
+            "webhook" => SinkKind::Webhook,
+            "slack" => SinkKind::Slack,
+            o => {
+                return Err(err(
+                    &field("kind"),
+                    format!("{o:?}: expected webhook or slack"),
+                ));
+            }
+        };
+        let url = self.url.trim();
+        let rest = url
+            .strip_prefix("https://")
+            .or_else(|| url.strip_prefix("http://"));
+        match rest {
+            Some(r)
+                if !r.is_empty() && !r.starts_with('/') && !url.contains(char::is_whitespace) => {}
+            _ => {
+                return Err(err(
+                    &field("url"),
+                    format!("{:?}: expected an http:// or https:// URL", self.url),
+                ));
+            }
+        }
+        let secret = match (&self.secret_file, &self.secret_env) {
+            (Some(_), Some(_)) => {
+                return Err(err(
+                    &field("secretFile"),
+                    "give secretFile or secretEnv, not both",
+                ));
+            }
+            (Some(f), None) if f.starts_with('/') => Some(Secret::File(f.clone())),
+            (Some(f), None) => {
+                return Err(err(
+                    &field("secretFile"),
+                    format!("{f:?}: an absolute path"),
+                ));
+            }
+            (None, Some(e)) if !e.is_empty() => Some(Secret::Env(e.clone())),
+            (None, Some(_)) => return Err(err(&field("secretEnv"), "empty")),
+            (None, None) => None,
+        };
+        if secret.is_some() && kind == SinkKind::Slack {
+            return Err(err(
+                &field("secretFile"),
+                "a Slack incoming webhook is not signed by us (its URL is the secret); \
+                 secretFile and secretEnv are for webhooks",
+            ));
+        }
+        let classes = match &self.events {
+            None => Class::defaults(),
+            Some(names) if names.is_empty() => {
+                return Err(err(&field("events"), "empty: leave it out for the default"));
+            }
+            Some(names) => names
+                .iter()
+                .map(|n| {
+                    Class::ALL
+                        .into_iter()
+                        .find(|c| c.name() == n)
+                        .ok_or_else(|| {
+                            err(
+                                &field("events"),
+                                format!("{n:?}: expected run, canary, rollback or node"),
+                            )
+                        })
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        Ok(Sink {
+            name: self.name.clone(),
+            kind,
+            url: url.to_string(),
+            secret,
+            classes,
+        })
     }
 }
 
@@ -949,6 +1075,16 @@ impl PolicyFile {
                 p.retry_backoff_max_secs,
             )?;
         }
+        for (i, n) in self.notifications.iter().enumerate() {
+            let sink = n.validate(&format!("notifications[{i}]"))?;
+            if p.notifications.iter().any(|o| o.name == sink.name) {
+                return Err(err(
+                    &format!("notifications[{i}].name"),
+                    format!("{:?} is used twice; sink names are unique", sink.name),
+                ));
+            }
+            p.notifications.push(sink);
+        }
         Ok(p)
     }
 }
@@ -1061,6 +1197,76 @@ mod tests {
         let e = PlanPolicy::from_yaml(yaml).expect_err("must be refused");
         assert_eq!(e.field, field, "{e}");
         assert!(e.to_string().contains(contains), "{e}");
+    }
+
+    #[test]
+    fn notification_sinks_are_read_and_their_mistakes_named() {
+        use upgraded_events::notify::{Class, Secret, SinkKind};
+        let p = PlanPolicy::from_yaml(
+            "notifications:
+  - name: ops
+    kind: webhook
+    url: https://hooks.example.org/upgrades
+    secretFile: /etc/upgraded/ops.key
+    events: [run, canary, rollback, node]
+  - name: chat
+    kind: slack
+    url: https://hooks.slack.com/services/T/B/X
+",
+        )
+        .expect("ok");
+        assert_eq!(p.notifications.len(), 2);
+        let ops = &p.notifications[0];
+        assert_eq!(ops.kind, SinkKind::Webhook);
+        assert_eq!(
+            ops.secret,
+            Some(Secret::File("/etc/upgraded/ops.key".into()))
+        );
+        assert!(ops.classes.contains(&Class::Node));
+        assert_eq!(p.notifications[1].classes, Class::defaults());
+        let sink = |rest: &str| format!("notifications:\n  - {{name: ops, {rest}}}");
+        for (yaml, field, says) in [
+            (sink("kind: webhook"), "notifications[0]", "missing field `url`"),
+            (sink("kind: email, url: 'https://x'"), "notifications[0].kind", "webhook or slack"),
+            (sink("kind: webhook, url: 'hooks.example.org'"), "notifications[0].url", "http"),
+            (
+                sink("kind: webhook, url: 'https://x', secretFile: /k, secretEnv: K"),
+                "notifications[0].secretFile",
+                "not both",
+            ),
+            (
+                sink("kind: webhook, url: 'https://x', secretFile: k.key"),
+                "notifications[0].secretFile",
+                "absolute",
+            ),
+            (
+                sink("kind: slack, url: 'https://x', secretEnv: K"),
+                "notifications[0].secretFile",
+                "URL is the secret",
+            ),
+            (
+                sink("kind: webhook, url: 'https://x', events: [runs]"),
+                "notifications[0].events",
+                "\"runs\"",
+            ),
+            (
+                sink("kind: webhook, url: 'https://x', evnets: [run]"),
+                "notifications[0].evnets",
+                "evnets",
+            ),
+            (
+                "notifications: [{name: 'Ops Team', kind: slack, url: 'https://x'}]".to_string(),
+                "notifications[0].name",
+                "a-z",
+            ),
+            (
+                "notifications: [{name: a, kind: slack, url: 'https://x'}, {name: a, kind: slack, url: 'https://y'}]".to_string(),
+                "notifications[1].name",
+                "twice",
+            ),
+        ] {
+            check_err(&yaml, field, says);
+        }
     }
 
     #[test]

@@ -285,8 +285,10 @@ fn expected_worker() -> Vec<String> {
     want
 }
 
-/// Every message of the run on the stream, by a fresh consumer: (seq, Nats-Msg-Id).
+/// Every message of the run on the stream, by a fresh consumer: (seq, Nats-Msg-Id). Each
+/// payload must validate against schemas/record.schema.json.
 async fn published(nats_url: &str, run: &str, want: usize) -> Vec<(u64, String)> {
+    let schema = upgraded_tests::records::validator();
     let client = async_nats::connect(nats_url).await.expect("connect");
     let js = jetstream::new(client);
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -313,6 +315,7 @@ async fn published(nats_url: &str, run: &str, want: usize) -> Vec<(u64, String)>
         while let Some(m) = batch.next().await {
             let m = m.expect("message");
             let v: Value = serde_json::from_slice(&m.payload).expect("JSON payload");
+            upgraded_tests::records::assert_valid(&schema, &v);
             let id = m
                 .headers
                 .as_ref()

@@ -17,7 +17,7 @@ use serde_json::Value;
 use upgraded_ctl::Client;
 
 use common::receiver::Receiver;
-use common::{active, run_events, start_run, wait_ready};
+use common::{run_events, start_run, wait_completed, wait_ready};
 
 /// Every span the receiver decoded, in arrival order.
 fn spans(r: &Receiver) -> Vec<Span> {
@@ -81,14 +81,6 @@ async fn wait_until(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(secs);
     while !done() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn wait_completed(client: &Client) {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while active(client).await["phase"] != "completed" {
-        assert!(Instant::now() < deadline, "the run did not complete");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

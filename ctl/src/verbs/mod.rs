@@ -34,6 +34,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Status { json, offline } => status::run(&client, json, &offline).await?,
         Cmd::Pause { reason } => operator::pause(&client, &reason).await?,
         Cmd::Resume => operator::resume(&client).await?,
+        Cmd::Notify {
+            cmd: crate::cli::NotifyCmd::Test { sink },
+        } => operator::notify_test(&client, &sink).await?,
         Cmd::Rollback {
             nodes,
             to,

@@ -69,6 +69,11 @@ pub fn fake_world_daemon(data: &Path, socket: &Path, world: &Path) -> Command {
 pub fn quick_fake_world(dir: &Path, workers: usize) -> Command {
     let policy = dir.join("policy.yaml");
     std::fs::write(&policy, FAKE_RUN_POLICY).expect("policy");
+    quick_fake_world_with(dir, workers, &policy)
+}
+
+/// [`quick_fake_world`] with the policy file `policy`.
+pub fn quick_fake_world_with(dir: &Path, workers: usize, policy: &Path) -> Command {
     let mut c = fake_world_daemon(&dir.join("data"), &dir.join("api.sock"), &dir.join("world"));
     c.args(["--fake-control-planes", "1", "--fake-workers"])
         .arg(workers.to_string())
@@ -143,6 +148,15 @@ pub async fn active(client: &upgraded_ctl::Client) -> serde_json::Value {
         .await
         .expect("status")["active"]
         .clone()
+}
+
+/// Waits (up to 90 s) until the active run has completed.
+pub async fn wait_completed(client: &upgraded_ctl::Client) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while active(client).await["phase"] != "completed" {
+        assert!(Instant::now() < deadline, "the run did not complete");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Every record of a run, as JSON.
