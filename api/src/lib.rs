@@ -276,6 +276,3 @@ mod tests {
         );
     }
 }
-
-#[cfg(feature = "otlp")]
-pub mod otlp;

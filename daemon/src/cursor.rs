@@ -62,6 +62,22 @@ impl Cursor {
     }
 }
 
+/// Whether the record before `next` ends `run` (`RunCompleted`, `RunAborted`): a consumer
+/// that has delivered that far can drop what it keeps of the run.
+pub fn run_ended<L: crate::log::EventLog>(log: &L, run: RunId, next: u64) -> bool {
+    log.read(run, next.saturating_sub(1))
+        .ok()
+        .and_then(|rs| {
+            rs.last().map(|r| {
+                matches!(
+                    r.event,
+                    upgraded_events::Event::RunCompleted | upgraded_events::Event::RunAborted
+                )
+            })
+        })
+        .unwrap_or(false)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -50,7 +50,7 @@ pub enum NotifyError {
     NoSink(String),
 }
 
-type HttpClient = Client<upgraded_api::otlp::Connector, Full<Bytes>>;
+type HttpClient = Client<upgraded_otlp::Connector, Full<Bytes>>;
 
 /// The sinks, ready to post (the daemon keeps one for `upgradectl notify test`).
 #[derive(Debug)]
@@ -101,8 +101,8 @@ impl Notify {
             }
             out.push((s.clone(), key));
         }
-        let client = Client::builder(hyper_util::rt::TokioExecutor::new())
-            .build(upgraded_api::otlp::connector());
+        let client =
+            Client::builder(hyper_util::rt::TokioExecutor::new()).build(upgraded_otlp::connector());
         Ok(Notify {
             cfg,
             sinks: out,
@@ -360,7 +360,7 @@ impl<L: EventLog + Clone> Worker<L> {
                 }
                 Verdict::Retry(ms) => {
                     self.stats.failed();
-                    if failures == 0 || failures % 10 == 0 {
+                    if failures.is_multiple_of(10) {
                         tracing::warn!(sink = %self.sink().name, status = ?a.status, detail = %a.detail, retry_in_ms = ms, "notification not delivered; the upgrade goes on, it waits");
                     }
                     failures = failures.saturating_add(1);
@@ -444,7 +444,7 @@ impl<L: EventLog + Clone> Worker<L> {
                 }
                 if let Some(f) = self.folds.get(&run)
                     && f.queue.is_empty()
-                    && self.done(run)
+                    && crate::cursor::run_ended(&self.log, run, self.cursor.next(run))
                 {
                     self.folds.remove(&run);
                 }
@@ -454,20 +454,5 @@ impl<L: EventLog + Clone> Worker<L> {
             while let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(5), sub.recv()).await {
             }
         }
-    }
-
-    fn done(&self, run: RunId) -> bool {
-        self.log
-            .read(run, self.cursor.next(run).saturating_sub(1))
-            .ok()
-            .and_then(|rs| {
-                rs.last().map(|r| {
-                    matches!(
-                        r.event,
-                        upgraded_events::Event::RunCompleted | upgraded_events::Event::RunAborted
-                    )
-                })
-            })
-            .unwrap_or(false)
     }
 }

@@ -227,7 +227,7 @@ impl<L: EventLog + Clone> Outbox<L> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use upgraded_events::{Event, Step, Timestamp};
+    use upgraded_events::{Event, RunId, Step, Timestamp};
 
     #[test]
     fn tokens_escape_everything_a_subject_cannot_hold() {

@@ -18,9 +18,9 @@ use std::time::Duration;
 
 use opentelemetry_sdk::trace::SpanData;
 use tokio::sync::mpsc;
-use upgraded_api::otlp;
 use upgraded_events::RunId;
 use upgraded_events::trace::{Span, TraceContext, TraceFold};
+use upgraded_otlp as otlp;
 
 use crate::cursor::{Cursor, CursorError};
 use crate::log::EventLog;
@@ -219,7 +219,7 @@ impl<L: EventLog + Clone> Traces<L> {
                 }
                 if let Some(f) = self.folds.get(&run)
                     && f.next == end
-                    && self.is_done(run)
+                    && crate::cursor::run_ended(&self.log, run, self.cursor.next(run))
                 {
                     self.folds.remove(&run);
                 }
@@ -237,21 +237,5 @@ impl<L: EventLog + Clone> Traces<L> {
             while let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(5), sub.recv()).await {
             }
         }
-    }
-
-    /// A finished run's fold is dropped (a record appended later would fold it again).
-    fn is_done(&self, run: RunId) -> bool {
-        self.log
-            .read(run, self.cursor.next(run).saturating_sub(1))
-            .ok()
-            .and_then(|rs| {
-                rs.last().map(|r| {
-                    matches!(
-                        r.event,
-                        upgraded_events::Event::RunCompleted | upgraded_events::Event::RunAborted
-                    )
-                })
-            })
-            .unwrap_or(false)
     }
 }

@@ -351,6 +351,14 @@ impl Metrics {
     }
 }
 
+/// A consumer family: its name, type, help and the value it shows.
+type ConsumerFamily = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&ConsumerStats) -> u64,
+);
+
 /// What only the running process measures: how long appends take, how big the log is, and
 /// how far each consumer of the log (NATS, traces, each notification sink) is behind.
 #[derive(Debug, Clone, Default)]
@@ -390,7 +398,7 @@ impl ProcessStats {
             );
             let _ = writeln!(o, "upgraded_log_size_bytes {b}");
         }
-        let rows: [(&str, &str, &str, fn(&ConsumerStats) -> u64); 3] = [
+        let rows: [ConsumerFamily; 3] = [
             (
                 "upgraded_consumer_lag_records",
                 "gauge",

@@ -481,7 +481,7 @@ impl NotificationFile {
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         {
             return Err(err(
-                &field("name"),
+                field("name"),
                 format!(
                     "{:?}: 1 to 40 of a-z, 0-9 and - (it names files and metrics)",
                     self.name
@@ -493,7 +493,7 @@ impl NotificationFile {
             "slack" => SinkKind::Slack,
             o => {
                 return Err(err(
-                    &field("kind"),
+                    field("kind"),
                     format!("{o:?}: expected webhook or slack"),
                 ));
             }
@@ -507,7 +507,7 @@ impl NotificationFile {
                 if !r.is_empty() && !r.starts_with('/') && !url.contains(char::is_whitespace) => {}
             _ => {
                 return Err(err(
-                    &field("url"),
+                    field("url"),
                     format!("{:?}: expected an http:// or https:// URL", self.url),
                 ));
             }
@@ -515,24 +515,21 @@ impl NotificationFile {
         let secret = match (&self.secret_file, &self.secret_env) {
             (Some(_), Some(_)) => {
                 return Err(err(
-                    &field("secretFile"),
+                    field("secretFile"),
                     "give secretFile or secretEnv, not both",
                 ));
             }
             (Some(f), None) if f.starts_with('/') => Some(Secret::File(f.clone())),
             (Some(f), None) => {
-                return Err(err(
-                    &field("secretFile"),
-                    format!("{f:?}: an absolute path"),
-                ));
+                return Err(err(field("secretFile"), format!("{f:?}: an absolute path")));
             }
             (None, Some(e)) if !e.is_empty() => Some(Secret::Env(e.clone())),
-            (None, Some(_)) => return Err(err(&field("secretEnv"), "empty")),
+            (None, Some(_)) => return Err(err(field("secretEnv"), "empty")),
             (None, None) => None,
         };
         if secret.is_some() && kind == SinkKind::Slack {
             return Err(err(
-                &field("secretFile"),
+                field("secretFile"),
                 "a Slack incoming webhook is not signed by us (its URL is the secret); \
                  secretFile and secretEnv are for webhooks",
             ));
@@ -540,7 +537,7 @@ impl NotificationFile {
         let classes = match &self.events {
             None => Class::defaults(),
             Some(names) if names.is_empty() => {
-                return Err(err(&field("events"), "empty: leave it out for the default"));
+                return Err(err(field("events"), "empty: leave it out for the default"));
             }
             Some(names) => names
                 .iter()
@@ -550,7 +547,7 @@ impl NotificationFile {
                         .find(|c| c.name() == n)
                         .ok_or_else(|| {
                             err(
-                                &field("events"),
+                                field("events"),
                                 format!("{n:?}: expected run, canary, rollback or node"),
                             )
                         })
@@ -1079,7 +1076,7 @@ impl PolicyFile {
             let sink = n.validate(&format!("notifications[{i}]"))?;
             if p.notifications.iter().any(|o| o.name == sink.name) {
                 return Err(err(
-                    &format!("notifications[{i}].name"),
+                    format!("notifications[{i}].name"),
                     format!("{:?} is used twice; sink names are unique", sink.name),
                 ));
             }

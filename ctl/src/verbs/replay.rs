@@ -101,7 +101,7 @@ pub async fn export_otlp(
     url: &str,
     ctx: upgraded_events::trace::TraceContext,
 ) -> anyhow::Result<()> {
-    use upgraded_api::otlp;
+    use upgraded_otlp as otlp;
     let exporter = otlp::exporter(url, std::time::Duration::from_secs(30))?;
     let records = records(client, run, offline).await?;
     let Some(first) = records.first() else {

@@ -1,3 +1,5 @@
+//! The notices a run makes, Slack's coalescing, and the answer table, a row per case.
+
 use super::*;
 use crate::event::Facts;
 use crate::plan::{Batch, NodePlan, Role};
