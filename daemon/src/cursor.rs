@@ -62,6 +62,18 @@ impl Cursor {
     }
 }
 
+/// Records of every run the cursor has not passed yet (a consumer's lag, read again while it
+/// waits for its endpoint, so the gauge rises during an outage).
+pub fn backlog<L: crate::log::EventLog>(log: &L, cursor: &Cursor) -> u64 {
+    let Ok(runs) = log.runs() else { return 0 };
+    runs.into_iter()
+        .map(|run| {
+            log.read(run, cursor.next(run))
+                .map_or(0, |r| r.len() as u64)
+        })
+        .sum()
+}
+
 /// Whether the record before `next` ends `run` (`RunCompleted`, `RunAborted`): a consumer
 /// that has delivered that far can drop what it keeps of the run.
 pub fn run_ended<L: crate::log::EventLog>(log: &L, run: RunId, next: u64) -> bool {

@@ -342,7 +342,9 @@ fn init_logging(args: &Args) -> Option<tokio::sync::mpsc::Receiver<SpanData>> {
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     let fmt = match args.log_format {
+        // Colours only on a terminal, not in a journal or a file.
         LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .with_writer(std::io::stderr)
             .with_filter(filter)
             .boxed(),

@@ -360,6 +360,8 @@ impl<L: EventLog + Clone> Worker<L> {
                 }
                 Verdict::Retry(ms) => {
                     self.stats.failed();
+                    self.stats
+                        .lag(crate::cursor::backlog(&self.log, &self.cursor));
                     if failures.is_multiple_of(10) {
                         tracing::warn!(sink = %self.sink().name, status = ?a.status, detail = %a.detail, retry_in_ms = ms, "notification not delivered; the upgrade goes on, it waits");
                     }

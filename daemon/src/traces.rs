@@ -185,6 +185,8 @@ impl<L: EventLog + Clone> Traces<L> {
                 }
                 Err(e) => {
                     self.stats.failed();
+                    self.stats
+                        .lag(crate::cursor::backlog(&self.log, &self.cursor));
                     if !warned || backoff >= BACKOFF_MAX {
                         tracing::warn!(error = %e, retry_in = ?backoff, "spans not accepted; the upgrade goes on, they wait");
                         warned = true;

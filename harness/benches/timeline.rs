@@ -2,7 +2,9 @@
 //! in-process harness (virtual time), exported, and then criterion measures what
 //! `upgradectl timeline --file F --html out.html` does with it: read and check the export,
 //! fold the timeline, draw the terminal chart and the HTML page. The page's size is printed
-//! (it must stay under 2 MB).
+//! (it must stay under 2 MB). Also what the log's other consumers fold from the same run:
+//! its trace (the spans and their SDK form, as `export --otlp` sends them) and its
+//! notifications.
 //!
 //! `cargo bench -p upgraded-harness --bench timeline`
 
@@ -78,6 +80,26 @@ fn views(c: &mut Criterion) {
             let text = upgraded_ctl::render::timeline::gantt(&t, 120);
             let page = upgraded_ctl::render::timeline::html::html(&t);
             (text.len(), page.len())
+        })
+    });
+    let ctx = upgraded_events::trace::TraceContext {
+        cluster: "prod".into(),
+        timeline_url: "https://ops.example/{run}.html".into(),
+    };
+    let spans = upgraded_events::trace::TraceFold::spans(ctx.clone(), &records);
+    let mut nf = upgraded_events::notify::NoticeFold::new("prod", "x/{run}", "upgradectl");
+    let notices: usize = records.iter().map(|r| nf.apply(r).len()).sum();
+    println!("large-250: {} spans, {notices} notices", spans.len());
+    c.bench_function("trace of a 250-node run (fold + SDK spans)", |b| {
+        b.iter(|| {
+            let spans = upgraded_events::trace::TraceFold::spans(ctx.clone(), &records);
+            spans.iter().map(upgraded_otlp::span_data).count()
+        })
+    });
+    c.bench_function("notices of a 250-node run", |b| {
+        b.iter(|| {
+            let mut f = upgraded_events::notify::NoticeFold::new("prod", "x/{run}", "upgradectl");
+            records.iter().map(|r| f.apply(r).len()).sum::<usize>()
         })
     });
 }

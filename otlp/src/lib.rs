@@ -128,9 +128,15 @@ pub async fn send(
         return Ok(());
     }
     let batch = spans.iter().map(span_data).collect();
-    exporter.export(batch).await.map_err(|e| OtlpError::Export {
-        endpoint: endpoint.to_string(),
-        problem: e.to_string(),
+    exporter.export(batch).await.map_err(|e| {
+        let mut problem = e.to_string();
+        if problem.contains("network error") {
+            problem.push_str(" (is an OTLP/HTTP collector listening there?)");
+        }
+        OtlpError::Export {
+            endpoint: endpoint.to_string(),
+            problem,
+        }
     })
 }
 

@@ -313,10 +313,12 @@ fn in_chromium(page: &str, t: &Timeline) {
     let good = load(dir.path(), "timeline.html", page);
     let bars: usize = t.rows.iter().map(|r| r.bars.len()).sum();
     assert_eq!(
-        good.dom.matches("<rect class=\"bar ").count(),
+        good.dom.matches(" class=\"bar ").count(),
         bars,
         "one bar per attempt"
     );
+    // Each with the anchor a span's `cicd.pipeline.task.run.url.full` links to.
+    assert_eq!(good.dom.matches("<rect id=\"step-").count(), bars);
     for r in &t.rows {
         assert!(
             good.dom.contains(&format!(">{}</text>", r.entry.as_str())),

@@ -318,6 +318,16 @@ async fn a_kill_9_neither_duplicates_nor_loses_a_span() {
             .any(|e| e["event"].get("RunRecovered").is_some()),
         "the restart was recorded"
     );
+    // The restarted daemon's own span, which drove the rest of the run, links to its trace.
+    wait_until("the restarted daemon's span", 20, || {
+        spans(&collector).iter().any(|s| {
+            s.name == "run"
+                && s.links
+                    .iter()
+                    .any(|l| l.trace_id == trace && l.span_id.len() == 8)
+        })
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
