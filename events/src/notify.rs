@@ -314,42 +314,36 @@ impl NoticeFold {
                     ));
                 }
             }
-            Event::NodeParked { node, reason, .. } => {
+            Event::NodeParked { node, reason, .. } | Event::NodeRollingBack { node, reason, .. } => {
                 let (host, canary) = f.host(node.as_str());
+                let parked = matches!(r.event, Event::NodeParked { .. });
                 if canary {
+                    let how = if parked { "is parked" } else { "is being rolled back" };
                     out.push(notice(
                         Class::Canary,
                         "failed",
                         Some(host.clone()),
-                        format!("{head}: canary {host} failed and is parked: {reason}"),
+                        format!("{head}: canary {host} failed and {how}: {reason}"),
                     ));
                 }
-                out.push(notice(
-                    Class::Node,
-                    "parked",
-                    Some(host.clone()),
-                    format!(
-                        "{host} parked: {reason}. The run goes on with the others and halts at the end; \
-                         once fixed, `{ctl} resume` retries it."
-                    ),
-                ));
-            }
-            Event::NodeRollingBack { node, reason, .. } => {
-                let (host, canary) = f.host(node.as_str());
-                if canary {
-                    out.push(notice(
-                        Class::Canary,
-                        "failed",
+                out.push(if parked {
+                    notice(
+                        Class::Node,
+                        "parked",
                         Some(host.clone()),
-                        format!("{head}: canary {host} failed and is being rolled back: {reason}"),
-                    ));
-                }
-                out.push(notice(
-                    Class::Node,
-                    "rolling-back",
-                    Some(host.clone()),
-                    format!("{host} is going back to its recorded versions: {reason}"),
-                ));
+                        format!(
+                            "{host} parked: {reason}. The run goes on with the others and halts at the end; \
+                             once fixed, `{ctl} resume` retries it."
+                        ),
+                    )
+                } else {
+                    notice(
+                        Class::Node,
+                        "rolling-back",
+                        Some(host.clone()),
+                        format!("{host} is going back to its recorded versions: {reason}"),
+                    )
+                });
             }
             _ => {}
         }

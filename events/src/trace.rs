@@ -66,6 +66,15 @@ pub struct SpanEvent {
     pub attributes: Attributes,
 }
 
+/// An event that says why (a halt, a park, a rollback).
+fn reason_event(name: &'static str, at: Timestamp, reason: &str) -> SpanEvent {
+    SpanEvent {
+        name,
+        at,
+        attributes: vec![("upgraded.reason", reason.into())],
+    }
+}
+
 /// A finished span, ready for any exporter.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Span {
@@ -284,11 +293,7 @@ impl TraceFold {
                 at: r.at,
                 attributes: vec![("upgraded.by", by.name.as_str().into())],
             }),
-            Event::RunHalted { reason } => t.events.push(SpanEvent {
-                name: "halted",
-                at: r.at,
-                attributes: vec![("upgraded.reason", reason.as_str().into())],
-            }),
+            Event::RunHalted { reason } => t.events.push(reason_event("halted", r.at, reason)),
             Event::RunRecovered { pid } => {
                 let cut = before.unwrap_or(r.at);
                 for a in t.attempts.values_mut() {
@@ -316,11 +321,8 @@ impl TraceFold {
             }
             Event::RollbackRequested { reason } => {
                 t.rollback_requested = Some(reason.clone());
-                t.events.push(SpanEvent {
-                    name: "rollback requested",
-                    at: r.at,
-                    attributes: vec![("upgraded.reason", reason.as_str().into())],
-                });
+                t.events
+                    .push(reason_event("rollback requested", r.at, reason));
             }
             Event::StepStarted {
                 node,
@@ -430,11 +432,7 @@ impl TraceFold {
             Event::NodeParked { node, reason, .. } => {
                 let pass = t.passes.entry(node.as_str().to_string()).or_default();
                 pass.parked_at.get_or_insert(r.at);
-                pass.events.push(SpanEvent {
-                    name: "parked",
-                    at: r.at,
-                    attributes: vec![("upgraded.reason", reason.as_str().into())],
-                });
+                pass.events.push(reason_event("parked", r.at, reason));
             }
             Event::WorkloadScaled {
                 node,
@@ -474,11 +472,7 @@ impl TraceFold {
                 }
                 let pass = t.passes.entry(entry).or_default();
                 pass.rolling_back = Some(reason.clone());
-                pass.events.push(SpanEvent {
-                    name: "rolling back",
-                    at: r.at,
-                    attributes: vec![("upgraded.reason", reason.as_str().into())],
-                });
+                pass.events.push(reason_event("rolling back", r.at, reason));
             }
             Event::CheckStarted {
                 check,
@@ -532,6 +526,34 @@ impl TraceFold {
             Event::ClusterObserved { .. } | Event::DriftObserved { .. } => {}
         }
         out
+    }
+}
+
+/// A task's span (a step attempt or a check): internal, `(its id, its parent's)`, the
+/// status and `error.type` from `err`.
+fn task_span(
+    run: RunId,
+    (span_id, parent): ([u8; 8], [u8; 8]),
+    name: String,
+    (start, end): (Timestamp, Timestamp),
+    mut attributes: Attributes,
+    err: Option<(&'static str, String)>,
+) -> Span {
+    if let Some((ty, _)) = &err {
+        attributes.push(("error.type", (*ty).into()));
+    }
+    Span {
+        trace_id: trace_id(run),
+        span_id,
+        parent: Some(parent),
+        name,
+        kind: SpanKind::Internal,
+        start,
+        end: end.max(start),
+        error: err.map(|(_, m)| m),
+        attributes,
+        events: Vec::new(),
+        links: Vec::new(),
     }
 }
 
@@ -627,22 +649,17 @@ impl RunTrace {
             ("upgraded.step.kind", kind.into()),
             ("upgraded.step.attempt", i64::from(*attempt).into()),
         ]);
-        if let Some((ty, _)) = &err {
-            attributes.push(("error.type", (*ty).into()));
-        }
-        Span {
-            trace_id: trace_id(run),
-            span_id: step_span_id(run, entry, shown, *attempt),
-            parent: Some(node_span_id(run, entry)),
-            name: kind.to_string(),
-            kind: SpanKind::Internal,
-            start,
-            end: end.max(start),
-            error: err.map(|(_, m)| m),
+        task_span(
+            run,
+            (
+                step_span_id(run, entry, shown, *attempt),
+                node_span_id(run, entry),
+            ),
+            kind.to_string(),
+            (start, end),
             attributes,
-            events: Vec::new(),
-            links: Vec::new(),
-        }
+            err,
+        )
     }
 
     fn interrupted(
@@ -706,22 +723,15 @@ impl RunTrace {
         if entry.is_some() {
             attributes.push(("k8s.node.name", subject.as_str().into()));
         }
-        if let Some((ty, _)) = &err {
-            attributes.push(("error.type", (*ty).into()));
-        }
-        Span {
-            trace_id: trace_id(run),
-            span_id: check_span_id(run, seq),
-            parent: Some(entry.map_or_else(|| run_span_id(run), |e| node_span_id(run, e))),
-            name: format!("check {check}"),
-            kind: SpanKind::Internal,
-            start,
-            end: end.max(start),
-            error: err.map(|(_, m)| m),
+        let parent = entry.map_or_else(|| run_span_id(run), |e| node_span_id(run, e));
+        task_span(
+            run,
+            (check_span_id(run, seq), parent),
+            format!("check {check}"),
+            (start, end),
             attributes,
-            events: Vec::new(),
-            links: Vec::new(),
-        }
+            err,
+        )
     }
 
     fn end_pass(

@@ -190,16 +190,7 @@ async fn a_sink_that_stays_down_costs_failures_not_the_run() {
         delivered(&hook.requests()).is_empty(),
         "the run completed while the sink was down"
     );
-    let text = tokio::task::spawn_blocking(move || {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(&metrics).expect("connect");
-        write!(s, "GET /metrics HTTP/1.0\r\n\r\n").expect("request");
-        let mut t = String::new();
-        s.read_to_string(&mut t).expect("read");
-        t
-    })
-    .await
-    .expect("join");
+    let text = common::scrape_metrics(&metrics).await;
     assert!(
         text.contains("upgraded_consumer_failures_total{consumer=\"notify-down\"}")
             && !text.contains("upgraded_consumer_failures_total{consumer=\"notify-down\"} 0\n"),

@@ -353,24 +353,13 @@ async fn a_collector_that_is_down_costs_failures_and_export_sends_the_same_spans
     let v = start_run(&client, "v1.34.1").await.expect("start");
     let run = v["run"].as_str().expect("run").to_string();
     wait_completed(&client).await;
-    let scrape = || {
-        let m = metrics.clone();
-        tokio::task::spawn_blocking(move || {
-            use std::io::{Read, Write};
-            let mut s = std::net::TcpStream::connect(&m).expect("connect");
-            write!(s, "GET /metrics HTTP/1.0\r\n\r\n").expect("request");
-            let mut t = String::new();
-            s.read_to_string(&mut t).expect("read");
-            t
-        })
-    };
     let failures = |t: &str| -> f64 {
         t.lines()
             .find_map(|l| l.strip_prefix("upgraded_consumer_failures_total{consumer=\"traces\"} "))
             .and_then(|v| v.parse().ok())
             .unwrap_or(0.0)
     };
-    let t = scrape().await.expect("join");
+    let t = common::scrape_metrics(&metrics).await;
     assert!(failures(&t) >= 1.0, "{t}");
 
     // `upgradectl export --otlp URL RUN` sends the finished run's spans from the daemon's

@@ -150,6 +150,21 @@ pub async fn active(client: &upgraded_ctl::Client) -> serde_json::Value {
         .clone()
 }
 
+/// `GET /metrics` on `addr` (the daemon's `--metrics-address`), off the runtime's threads.
+pub async fn scrape_metrics(addr: &str) -> String {
+    let addr = addr.to_string();
+    tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&addr).expect("connect");
+        write!(s, "GET /metrics HTTP/1.0\r\n\r\n").expect("request");
+        let mut t = String::new();
+        s.read_to_string(&mut t).expect("read");
+        t
+    })
+    .await
+    .expect("join")
+}
+
 /// Waits (up to 90 s) until the active run has completed.
 pub async fn wait_completed(client: &upgraded_ctl::Client) {
     let deadline = Instant::now() + Duration::from_secs(90);
