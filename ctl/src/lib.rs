@@ -23,7 +23,8 @@ use upgraded_events::state::RunSummary;
 use upgraded_events::{Record, RunId};
 
 pub mod datadir;
-pub mod export;
+/// The export file's format lives in the core (`upgraded_events::export`).
+pub use upgraded_events::export;
 pub mod render;
 
 #[derive(Debug, thiserror::Error)]

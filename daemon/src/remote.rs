@@ -723,19 +723,8 @@ fn restore_kubelet_files(s: &mut String, dir: &str, server: Option<&str>) {
     s.push_str("echo kubelet_files_restored=\"$d\"\n");
 }
 
-/// `key=value` lines of a script's standard output (other lines are ignored).
-pub fn parse_facts(stdout: &str) -> Facts {
-    stdout
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .filter(|(k, _)| {
-            !k.is_empty()
-                && k.chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-        })
-        .map(|(k, v)| (k.to_string(), v.trim().to_string()))
-        .collect()
-}
+/// `key=value` lines of a script's standard output (the core reads them).
+pub use upgraded_events::facts::parse_facts;
 
 /// The snapshot's revision from `snapshot status -w json` (`{"hash":…,"revision":N,…}`).
 pub fn snapshot_revision(status: &str) -> Option<u64> {

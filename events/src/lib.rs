@@ -12,6 +12,7 @@ pub mod decide;
 pub mod drain;
 pub mod drift;
 pub mod event;
+pub mod export;
 pub mod facts;
 pub mod gate;
 pub mod history;

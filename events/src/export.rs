@@ -12,7 +12,7 @@
 
 use std::fmt::Write as _;
 
-use upgraded_events::{Record, RunId};
+use crate::event::{Record, RunId};
 
 const HEADER: &str = "upgraded-export v1\n";
 
@@ -139,7 +139,7 @@ pub fn runs(records: &[Record]) -> Vec<(RunId, usize)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use upgraded_events::{Actor, Event, Timestamp};
+    use crate::{Actor, Event, Timestamp};
 
     fn sample() -> Vec<Record> {
         let run = RunId::from_u128(7);
