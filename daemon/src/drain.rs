@@ -220,6 +220,7 @@ async fn evict_all(
                 "drain timed out: no eviction let through for {}s: eviction refused for {}",
                 rules.timeout_secs, what
             ))
+            .with_kind(upgraded_events::fault::FailureKind::EvictionBlocked)
             .with_fact("eviction_blocked", what)
             .with_fact("evicted", evicted.len().to_string());
             if !skipped.is_empty() {

@@ -612,7 +612,7 @@ impl<L: EventLog + Clone> Daemon<L> {
                         tracing::warn!(%node, %step, attempt, error = %e, "step failed");
                         Observation::Failed {
                             error: e.what,
-                            retryable: e.retryable,
+                            kind: e.kind,
                             facts: e.facts,
                         }
                     }

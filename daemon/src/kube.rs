@@ -462,7 +462,7 @@ impl ClusterApi for KubeCluster {
             // What storage checks may prove; an identity that may not list them has none.
             match self.list_values::<StorageClass>().await {
                 Ok(classes) => items.extend(classes),
-                Err(e) if !e.retryable => {
+                Err(e) if !e.is_retryable() => {
                     tracing::warn!(error = %e, "StorageClasses not listed: no storage checks");
                 }
                 Err(e) => return Err(e),
@@ -480,7 +480,7 @@ impl ClusterApi for KubeCluster {
                         items.push(v);
                     }
                     Ok(None) => {}
-                    Err(e) if !e.retryable => {
+                    Err(e) if !e.is_retryable() => {
                         tracing::warn!(error = %e, configmap = name, "not read: left unjudged");
                     }
                     Err(e) => return Err(e),

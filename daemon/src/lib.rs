@@ -4,6 +4,7 @@
 
 pub mod api;
 mod apiusage;
+pub mod backoff;
 pub mod cursor;
 pub mod drain;
 pub mod engine;

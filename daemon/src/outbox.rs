@@ -11,7 +11,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use async_nats::jetstream::context::{PublishError, PublishErrorKind};
 use async_nats::jetstream::{self, stream};
+
+use crate::backoff::Backoff;
 use upgraded_events::Record;
 
 use crate::log::EventLog;
@@ -117,7 +120,7 @@ impl<L: EventLog + Clone> Outbox<L> {
             .retry_on_initial_connect()
             .max_reconnects(None)
             .connection_timeout(Duration::from_secs(5));
-        let mut backoff = BACKOFF_START;
+        let mut backoff = Backoff::new(BACKOFF_START, BACKOFF_MAX);
         loop {
             match opts.clone().connect(self.cfg.url.as_str()).await {
                 Ok(client) => {
@@ -127,8 +130,7 @@ impl<L: EventLog + Clone> Outbox<L> {
                 }
                 Err(e) => {
                     tracing::warn!(url = %self.cfg.url, error = %e, "NATS not reachable; the upgrade goes on, progress waits");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    backoff.wait().await;
                 }
             }
         }
@@ -158,15 +160,14 @@ impl<L: EventLog + Clone> Outbox<L> {
             )
             .into_bytes(),
         };
-        let mut backoff = BACKOFF_START;
+        let mut backoff = Backoff::new(BACKOFF_START, BACKOFF_MAX);
         loop {
             if !*stream_ready {
                 match self.ensure_stream(js).await {
                     Ok(()) => *stream_ready = true,
                     Err(e) => {
                         tracing::warn!(error = %e, stream = %self.cfg.stream, "JetStream stream not available yet");
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(BACKOFF_MAX);
+                        backoff.wait().await;
                         continue;
                     }
                 }
@@ -176,24 +177,28 @@ impl<L: EventLog + Clone> Outbox<L> {
             let sent = js
                 .publish_with_headers(subject.clone(), headers, payload.clone().into())
                 .await;
-            let outcome = match sent {
+            let failed = match sent {
                 Ok(ack) => match tokio::time::timeout(self.cfg.ack_timeout, ack).await {
                     Ok(Ok(_)) => return,
-                    Ok(Err(e)) => e.to_string(),
-                    Err(_) => {
-                        "no acknowledgement in time (it may be stored: retrying with the same id)"
-                            .into()
-                    }
+                    Ok(Err(e)) => e,
+                    Err(_) => PublishError::new(PublishErrorKind::TimedOut),
                 },
-                Err(e) => e.to_string(),
+                Err(e) => e,
             };
-            if outcome.contains("no responders") || outcome.contains("stream not found") {
+            // No stream answers for the subject (deleted, or never made): make it again.
+            if failed.kind() == PublishErrorKind::StreamNotFound {
                 *stream_ready = false;
             }
+            let problem = match failed.kind() {
+                PublishErrorKind::TimedOut => {
+                    "no acknowledgement in time (it may be stored: retrying with the same id)"
+                        .to_string()
+                }
+                _ => failed.to_string(),
+            };
             self.stats.failed();
-            tracing::warn!(%id, %subject, problem = %outcome, "publish not acknowledged; retrying");
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(BACKOFF_MAX);
+            tracing::warn!(%id, %subject, %problem, "publish not acknowledged; retrying");
+            backoff.wait().await;
         }
     }
 

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use upgraded_events::check::ProbeEnd;
+use upgraded_events::fault::FailureKind;
 use upgraded_events::inventory::{Inventory, Owner, PdbInv, PodInv};
 use upgraded_events::plan::EtcdRestoreStage;
 use upgraded_events::state::PodHealth;
@@ -19,31 +20,42 @@ use upgraded_planner::permissions::Permission;
 
 pub type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// A failure talking to the cluster or a node. `retryable` says whether the same call may
-/// work later (timeouts, 5xx, connection loss) or needs a person (refused, not found).
+/// A failure talking to the cluster or a node. `kind` says what the core's fault rules make
+/// of it (`upgraded_events::fault`): transient (timeouts, 5xx, connection loss), permanent
+/// (refused, not found, not allowed), or one of the kinds a step reports itself.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{what}")]
 pub struct PortError {
     pub what: String,
-    pub retryable: bool,
+    pub kind: FailureKind,
     /// What was observed before the failure (recorded in the `StepFailed` event).
     pub facts: Facts,
 }
 
 impl PortError {
+    /// A failure the same call may get past later.
     pub fn retryable(what: impl Into<String>) -> Self {
         PortError {
             what: what.into(),
-            retryable: true,
+            kind: FailureKind::Transient,
             facts: Facts::new(),
         }
     }
+    /// A failure that needs a person.
     pub fn fatal(what: impl Into<String>) -> Self {
         PortError {
             what: what.into(),
-            retryable: false,
+            kind: FailureKind::Permanent,
             facts: Facts::new(),
         }
+    }
+    pub fn with_kind(mut self, kind: FailureKind) -> Self {
+        self.kind = kind;
+        self
+    }
+    /// Whether the same call may work later.
+    pub fn is_retryable(&self) -> bool {
+        self.kind.retryable()
     }
     pub fn with_fact(mut self, key: &str, value: impl Into<String>) -> Self {
         self.facts.insert(key.to_string(), value.into());

@@ -1389,7 +1389,7 @@ kubeadm=v1.35.3
         ]
         .into();
         let e = kubelet_config_verdict("w-1", v("v1.34.6"), &mut f).expect_err("lost");
-        assert!(!e.retryable);
+        assert!(!e.is_retryable());
         assert!(
             e.what
                 .contains("reservedSystemCPUs was \"0-1\" and is gone"),
@@ -1533,7 +1533,7 @@ kubeadm=v1.35.3
         let mut v1 = f.clone();
         v1.insert("cgroup".into(), "tmpfs".into());
         let e = preflight_verdict("w-1", v("v1.35.3"), &v1, 85).expect_err("cgroup v1");
-        assert!(e.what.contains("not cgroup v2") && !e.retryable, "{e}");
+        assert!(e.what.contains("not cgroup v2") && !e.is_retryable(), "{e}");
         assert!(preflight_verdict("w-1", v("v1.34.6"), &v1, 85).is_ok());
         // A kubelet flag the target removed, read from the node's flag files.
         let mut flags = f.clone();
@@ -1546,7 +1546,7 @@ kubeadm=v1.35.3
         assert!(
             e.what.contains("--keep-terminated-pod-volumes")
                 && e.what.contains("kubelet-flag-removed-1.31")
-                && !e.retryable,
+                && !e.is_retryable(),
             "{e}"
         );
         let mut full = f.clone();

@@ -424,7 +424,7 @@ impl SshNodes {
         let line = format!("sh -c {}", shell_quote(&script));
         let ran = match self.exec(node, conn, &line, timeout).await {
             // A lost connection before anything ran: a read-only check may simply go again.
-            Err(e) if e.retryable && Scripts::read_only(cmd) => {
+            Err(e) if e.is_retryable() && Scripts::read_only(cmd) => {
                 tracing::info!(node, error = %e, "retrying a read-only command once");
                 self.exec(node, conn, &line, timeout).await?
             }

@@ -8,6 +8,7 @@ use upgraded_events::check::run::RunCheck;
 use upgraded_events::check::{
     self, Boundary, Check, CheckKind, Disruption, ProbeEnd, Severity, StepVerdict, Verdict,
 };
+use upgraded_events::fault::FailureKind;
 use upgraded_events::gate;
 use upgraded_events::inventory::CRI_SOCKET_KEY;
 use upgraded_events::state::{Baseline, NodeChecks, ScaledWorkload};
@@ -397,7 +398,13 @@ impl StepEnv<'_> {
         ) {
             StepVerdict::Passed => Ok(()),
             StepVerdict::Failed { severity, why } => {
+                let kind = if severity == Severity::Halt {
+                    FailureKind::ChecksHalt
+                } else {
+                    FailureKind::Transient
+                };
                 let mut e = PortError::retryable(format!("node {node}: {why}"))
+                    .with_kind(kind)
                     .with_fact("gate", "checks")
                     .with_fact("verdict", "failed")
                     .with_fact("severity", severity_name(severity));
@@ -406,6 +413,7 @@ impl StepEnv<'_> {
             }
             StepVerdict::Inconclusive { why } => {
                 let mut e = PortError::retryable(format!("node {node}: {why}"))
+                    .with_kind(FailureKind::ChecksInconclusive)
                     .with_fact("gate", "checks")
                     .with_fact("verdict", "inconclusive");
                 e.facts.extend(std::mem::take(facts));
@@ -588,7 +596,7 @@ impl StepEnv<'_> {
         loop {
             let verdict = match self.ports.cluster.node_status(self.host).await {
                 Ok(now) => check::devices_verdict(baseline, &now.extended),
-                Err(e) if e.retryable => Verdict::Inconclusive {
+                Err(e) if e.is_retryable() => Verdict::Inconclusive {
                     why: format!("the node's status could not be read: {}", e.what),
                     facts: Facts::new(),
                 },
@@ -731,7 +739,7 @@ impl StepEnv<'_> {
                                     .unwrap_or(0),
                                 out.facts.get("readyz_failing").cloned().unwrap_or_default(),
                             )),
-                            Err(e) if e.retryable => Err(e.what),
+                            Err(e) if e.is_retryable() => Err(e.what),
                             Err(e) => return Err(e),
                         };
                         answers.push((name.clone(), answer));
@@ -777,7 +785,7 @@ impl StepEnv<'_> {
                                 verdict = cp::etcd_verdict(count("members"), count("healthy"));
                                 break;
                             }
-                            Err(e) if e.retryable => {
+                            Err(e) if e.is_retryable() => {
                                 verdict = Verdict::Inconclusive {
                                     why: format!("etcd could not be asked on {name}: {}", e.what),
                                     facts: Facts::new(),

@@ -172,7 +172,7 @@ impl<L: EventLog + Clone> Traces<L> {
 
     /// Sends until the collector takes them (retrying with backoff; the run goes on).
     async fn deliver(&mut self, spans: &[Span]) {
-        let mut backoff = BACKOFF_START;
+        let mut backoff = crate::backoff::Backoff::new(BACKOFF_START, BACKOFF_MAX);
         let mut warned = false;
         loop {
             match otlp::send(&self.exporter, &self.cfg.endpoint, spans).await {
@@ -187,14 +187,13 @@ impl<L: EventLog + Clone> Traces<L> {
                     self.stats.failed();
                     self.stats
                         .lag(crate::cursor::backlog(&self.log, &self.cursor));
-                    if !warned || backoff >= BACKOFF_MAX {
-                        tracing::warn!(error = %e, retry_in = ?backoff, "spans not accepted; the upgrade goes on, they wait");
+                    if !warned || backoff.next_delay() >= BACKOFF_MAX {
+                        tracing::warn!(error = %e, retry_in = ?backoff.next_delay(), "spans not accepted; the upgrade goes on, they wait");
                         warned = true;
                     }
                     // The daemon's own spans are not worth keeping while we wait.
                     while self.own.try_recv().is_ok() {}
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    backoff.wait().await;
                 }
             }
         }

@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use crate::check::Boundary;
 use crate::event::{Event, Facts, InDoubt, Step, Timestamp};
+use crate::fault::FailureKind;
 use crate::names::Entry;
 use crate::node::{NodeState, Phase, StepStatus};
 use crate::plan::Role;
@@ -73,11 +74,10 @@ pub enum Command {
 pub enum Observation {
     /// The step did what it should; the facts it saw.
     Succeeded(Facts),
-    /// It did not. `retryable`: the same attempt may work later (`false`: a refusal, a
-    /// missing right, an input that is not allowed).
+    /// It did not; `kind` says why, as the fault rules match on it.
     Failed {
         error: String,
-        retryable: bool,
+        kind: FailureKind,
         facts: Facts,
     },
     /// A probe looked: whether the in-doubt step took effect.
@@ -112,10 +112,10 @@ impl Command {
                 }
                 Observation::Failed {
                     error,
-                    retryable,
+                    kind,
                     mut facts,
                 } => {
-                    facts.insert("retryable".to_string(), retryable.to_string());
+                    kind.record(&mut facts);
                     Event::StepFailed {
                         node: node.clone(),
                         step: step.clone(),
@@ -467,8 +467,12 @@ fn next_for_node(
             // that long: park the node or pause the run, as the policy says.
             if may_give_up
                 && *step == Step::Drain
-                && let Some(what) = n.failure_facts.get("eviction_blocked")
+                && n.failure == Some(FailureKind::EvictionBlocked)
             {
+                let what = n
+                    .failure_facts
+                    .get("eviction_blocked")
+                    .map_or("a PodDisruptionBudget", String::as_str);
                 let reason = format!(
                     "drain of {} blocked for {}s: {what}",
                     n.host, policy.drain_timeout_secs
@@ -487,12 +491,9 @@ fn next_for_node(
                 }
                 return None;
             }
-            // A failure the executor called permanent (`retryable=false`: a refusal, a
-            // missing right, a name that is not allowed) would only fail the same way again.
-            let permanent = n
-                .failure_facts
-                .get("retryable")
-                .is_some_and(|r| r == "false");
+            // A permanent failure (a refusal, a missing right, a name that is not allowed)
+            // would only fail the same way again.
+            let permanent = n.failure == Some(FailureKind::Permanent);
             if may_give_up && (permanent || n.failures >= policy.max_attempts.max(1)) {
                 let why = format!(
                     "node {}: {} failed {} time(s){}: {}",
@@ -512,8 +513,7 @@ fn next_for_node(
                 // A checks step whose checks gave no answer, or whose failed check halts
                 // (generation or cluster scope, `gates.onFailure: halt`), rolls nothing back.
                 let checks_halt = matches!(step, Step::Checks { .. })
-                    && (n.failure_facts.get("verdict").map(String::as_str) == Some("inconclusive")
-                        || n.failure_facts.get("severity").map(String::as_str) == Some("halt"));
+                    && n.failure.is_some_and(FailureKind::halts_without_rollback);
                 let gate =
                     matches!(step, Step::Verify | Step::Soak | Step::Checks { .. }) && !checks_halt;
                 if gate && policy.on_gate_failure == OnGateFailure::RollbackRun {
@@ -702,14 +702,14 @@ mod tests {
         // Given a refused drain, when it is recorded, then the failure says it is permanent.
         let refused = step.outcome(Observation::Failed {
             error: "refusing to drain".into(),
-            retryable: false,
+            kind: FailureKind::Permanent,
             facts: Facts::from([("refused_unmanaged".to_string(), "a/b".to_string())]),
         });
         match refused {
             Some(Event::StepFailed {
                 attempt: 2, facts, ..
             }) => {
-                assert_eq!(facts["retryable"], "false");
+                assert_eq!(facts["failure"], "permanent");
                 assert_eq!(facts["refused_unmanaged"], "a/b");
             }
             other => panic!("{other:?}"),

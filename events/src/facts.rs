@@ -21,4 +21,3 @@ pub fn parse_facts(stdout: &str) -> Facts {
         .map(|(k, v)| (k.to_string(), v.trim().to_string()))
         .collect()
 }
-

@@ -14,6 +14,7 @@ pub mod drift;
 pub mod event;
 pub mod export;
 pub mod facts;
+pub mod fault;
 pub mod gate;
 pub mod history;
 pub mod inventory;

@@ -160,6 +160,8 @@ pub struct Node {
     pub facts: Facts,
     /// Facts of the last failed attempt (`eviction_blocked`, …), until the step advances.
     pub failure_facts: Facts,
+    /// Why the last attempt failed (from its facts), until the step advances.
+    pub failure: Option<crate::fault::FailureKind>,
     /// The eviction a budget is refusing right now, for `status` and `watch`.
     pub blocked: Option<Blocked>,
     /// Why the node was parked; set until a resume restarts it.
@@ -398,11 +400,11 @@ impl Node {
                 if !self.is_current(cursor, step, context) {
                     return Handled;
                 }
-                if *step == Step::Cordon
-                    && facts.get("retryable").map(String::as_str) != Some("false")
-                {
+                let kind = crate::fault::FailureKind::of(facts);
+                if *step == Step::Cordon && kind.retryable() {
                     self.cordon_may_have_applied = true;
                 }
+                self.failure = Some(kind);
                 self.failure_facts = facts.clone();
                 cursor.status = StepStatus::Failed;
                 self.failures = self.failures.saturating_add(1);
@@ -423,6 +425,7 @@ impl Node {
                 // A fresh start: the operator says the cause is fixed.
                 self.failures = 0;
                 self.failure_facts.clear();
+                self.failure = None;
                 Handled
             }
             Event::EvictionBlocked {
@@ -460,6 +463,7 @@ impl Node {
                 self.rolling_back = true;
                 self.failures = 0;
                 self.failure_facts.clear();
+                self.failure = None;
                 self.since = at;
                 Transition(self.state_at(next))
             }
@@ -509,6 +513,7 @@ impl Node {
                 self.failures = 0;
                 self.last_error = None;
                 self.failure_facts.clear();
+                self.failure = None;
                 self.blocked = None;
                 self.since = context.at;
                 Transition(State::pending())
@@ -613,6 +618,7 @@ impl Node {
         self.failures = 0;
         self.last_error = None;
         self.failure_facts.clear();
+        self.failure = None;
         self.blocked = None;
         self.since = at;
         let finished_uncordon = self.steps.get(index) == Some(&Step::Uncordon);
@@ -739,6 +745,7 @@ impl NodeState {
             abort_requested: false,
             facts: Facts::new(),
             failure_facts: Facts::new(),
+            failure: None,
             blocked: None,
             parked: None,
             parked_cordoned: false,

@@ -433,9 +433,7 @@ pub const RETRY_AFTER_MAX_MS: u64 = 300_000;
 /// The rule table for a sink's answer: `status` (None: no answer, a connection error or a
 /// timeout), its `Retry-After` in seconds when it sent one, and how many tries failed.
 pub fn verdict(status: Option<u16>, retry_after_secs: Option<u64>, failures: u32) -> Verdict {
-    let backoff = RETRY_START_MS
-        .saturating_mul(1u64 << failures.min(20))
-        .min(RETRY_MAX_MS);
+    let backoff = crate::fault::backoff_ms(RETRY_START_MS, RETRY_MAX_MS, failures);
     match status {
         Some(200..=299) => Verdict::Delivered,
         Some(429) => Verdict::Retry(

@@ -199,16 +199,23 @@ impl Engine<'_> {
                                 Ok(facts) => Observation::Succeeded(facts),
                                 // A failed drain is a budget refusing to the end: parked or
                                 // paused, per the scenario's policy.
-                                Err(error) => Observation::Failed {
-                                    facts: if error.starts_with(BLOCKED) {
-                                        [("eviction_blocked".to_string(), "pdb/x".to_string())]
-                                            .into()
-                                    } else {
-                                        Facts::new()
-                                    },
-                                    error,
-                                    retryable: true,
-                                },
+                                Err(error) => {
+                                    let blocked = error.starts_with(BLOCKED);
+                                    Observation::Failed {
+                                        facts: if blocked {
+                                            [("eviction_blocked".to_string(), "pdb/x".to_string())]
+                                                .into()
+                                        } else {
+                                            Facts::new()
+                                        },
+                                        error,
+                                        kind: if blocked {
+                                            upgraded_events::fault::FailureKind::EvictionBlocked
+                                        } else {
+                                            upgraded_events::fault::FailureKind::Transient
+                                        },
+                                    }
+                                }
                             };
                         if let Some(e) = c.outcome(seen) {
                             self.append(e)?;

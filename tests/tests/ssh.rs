@@ -263,7 +263,7 @@ async fn ssh_adapter_runs_quoted_scripts_with_caps_timeouts_and_reconnects() {
             .run(&Host::new(bad), &RemoteCommand::InstalledKubelet, t)
             .await
             .expect_err("refused");
-        assert!(!e.retryable && e.what.contains("DNS"), "{bad}: {e}");
+        assert!(!e.is_retryable() && e.what.contains("DNS"), "{bad}: {e}");
     }
 
     // A hung command is ended on the node by `timeout`, and the error says so.
@@ -376,7 +376,7 @@ async fn ssh_adapter_runs_quoted_scripts_with_caps_timeouts_and_reconnects() {
         .run(&Host::new("w-1"), &RemoteCommand::InstalledKubelet, t)
         .await
         .expect_err("down");
-    assert!(e.retryable, "{e}");
+    assert!(e.is_retryable(), "{e}");
     lab.restart("w-1").expect("restart");
     let back = nodes
         .run(&Host::new("w-1"), &RemoteCommand::InstalledKubelet, t)
@@ -400,7 +400,7 @@ async fn ssh_adapter_runs_quoted_scripts_with_caps_timeouts_and_reconnects() {
         "{:?}",
         started.elapsed()
     );
-    assert!(e.retryable && e.what.contains("cp-1"), "{e}");
+    assert!(e.is_retryable() && e.what.contains("cp-1"), "{e}");
     assert!(!e.what.contains("multiplex server"), "{e}");
     lab.freeze("cp-1", false).expect("thaw");
     nodes
@@ -423,7 +423,7 @@ async fn ssh_adapter_runs_quoted_scripts_with_caps_timeouts_and_reconnects() {
         .run(&Host::new("w-1"), &RemoteCommand::InstalledKubelet, t)
         .await
         .expect_err("refused");
-    assert!(!e.retryable && e.what.contains("host key"), "{e}");
+    assert!(!e.is_retryable() && e.what.contains("host key"), "{e}");
 
     // Masters: closed with the adapter; when the adapter is dropped without a close (as by a
     // kill -9), they idle out by themselves.

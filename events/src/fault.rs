@@ -1,0 +1,175 @@
+//! Why a step attempt failed, as the executor saw it: a closed set of kinds that the core's
+//! rules match on (`decide`: retry with backoff, give up at once, park the node or pause the
+//! run, halt without a rollback). The daemon's ports say which kind a failure is; nothing in
+//! the core reads an error's text.
+//!
+//! A record keeps the kind in its facts (`failure=<kind>`), beside the facts that detail it
+//! (`eviction_blocked=<what refused>`). Records written before the kind existed still read:
+//! `retryable=false` was a permanent failure, an `eviction_blocked` fact a blocked drain, a
+//! checks step's `verdict=inconclusive` or `severity=halt` what they said.
+
+use crate::facts::Facts;
+
+/// The fact that holds a failure's kind.
+pub const FACT: &str = "failure";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FailureKind {
+    /// May work if tried again: a timeout, a lost connection, a 5xx, an unreachable API, a
+    /// gate not met yet. Retried with backoff until the step's attempts run out.
+    Transient,
+    /// Will fail the same way again: a refusal, a missing right, a name that is not allowed,
+    /// a machine that does not qualify. Not retried: a person has to act.
+    Permanent,
+    /// A drain that a PodDisruptionBudget still refused at its timeout: park the node or
+    /// pause the run, as the policy says (the `eviction_blocked` fact names what refused).
+    EvictionBlocked,
+    /// A checks step whose checks gave no answer: halt, roll nothing back.
+    ChecksInconclusive,
+    /// A checks step with a failed check of generation or cluster scope (or policy `halt`):
+    /// halt, roll nothing back.
+    ChecksHalt,
+}
+
+impl FailureKind {
+    pub const ALL: [FailureKind; 5] = [
+        FailureKind::Transient,
+        FailureKind::Permanent,
+        FailureKind::EvictionBlocked,
+        FailureKind::ChecksInconclusive,
+        FailureKind::ChecksHalt,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            FailureKind::Transient => "transient",
+            FailureKind::Permanent => "permanent",
+            FailureKind::EvictionBlocked => "eviction-blocked",
+            FailureKind::ChecksInconclusive => "checks-inconclusive",
+            FailureKind::ChecksHalt => "checks-halt",
+        }
+    }
+
+    /// Whether the same attempt may work later.
+    pub fn retryable(self) -> bool {
+        self != FailureKind::Permanent
+    }
+
+    /// Whether the step's failure stops the run without rolling the node back.
+    pub fn halts_without_rollback(self) -> bool {
+        matches!(
+            self,
+            FailureKind::ChecksInconclusive | FailureKind::ChecksHalt
+        )
+    }
+
+    /// Puts the kind in a failure's facts.
+    pub fn record(self, facts: &mut Facts) {
+        facts.insert(FACT.to_string(), self.name().to_string());
+    }
+
+    /// The kind of a recorded failure: its `failure` fact, or what records written before it
+    /// said; a failure that says nothing is transient.
+    pub fn of(facts: &Facts) -> FailureKind {
+        if let Some(k) = facts
+            .get(FACT)
+            .and_then(|n| FailureKind::ALL.into_iter().find(|k| k.name() == n))
+        {
+            return k;
+        }
+        let is = |key: &str, value: &str| facts.get(key).is_some_and(|v| v == value);
+        if facts.contains_key("eviction_blocked") {
+            FailureKind::EvictionBlocked
+        } else if is("verdict", "inconclusive") {
+            FailureKind::ChecksInconclusive
+        } else if is("severity", "halt") {
+            FailureKind::ChecksHalt
+        } else if is("retryable", "false") {
+            FailureKind::Permanent
+        } else {
+            FailureKind::Transient
+        }
+    }
+}
+
+/// The delay before retry number `failures + 1`: `start_ms` doubled per failure, at most
+/// `max_ms`. Every retry loop of the daemon waits this long (the outbox, the trace and
+/// notification consumers), so none is unbounded in its rate.
+pub fn backoff_ms(start_ms: u64, max_ms: u64, failures: u32) -> u64 {
+    start_ms
+        .saturating_mul(1u64 << failures.min(32))
+        .min(max_ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts(pairs: &[(&str, &str)]) -> Facts {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn every_kind_is_read_back_from_its_fact() {
+        for k in FailureKind::ALL {
+            let mut f = Facts::new();
+            k.record(&mut f);
+            assert_eq!(FailureKind::of(&f), k);
+        }
+    }
+
+    /// Records written before the kind existed, a row per legacy fact.
+    #[test]
+    fn older_records_read_as_what_they_said() {
+        let rows: &[(&[(&str, &str)], FailureKind)] = &[
+            (&[], FailureKind::Transient),
+            (&[("retryable", "true")], FailureKind::Transient),
+            (&[("retryable", "false")], FailureKind::Permanent),
+            (
+                &[("eviction_blocked", "pdb db"), ("retryable", "true")],
+                FailureKind::EvictionBlocked,
+            ),
+            (
+                &[("gate", "checks"), ("verdict", "inconclusive")],
+                FailureKind::ChecksInconclusive,
+            ),
+            (
+                &[("verdict", "failed"), ("severity", "halt")],
+                FailureKind::ChecksHalt,
+            ),
+            (
+                &[("verdict", "failed"), ("severity", "rollback-node")],
+                FailureKind::Transient,
+            ),
+            (&[("failure", "no-such-kind")], FailureKind::Transient),
+        ];
+        for (f, want) in rows {
+            assert_eq!(FailureKind::of(&facts(f)), *want, "{f:?}");
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_to_its_cap() {
+        let rows = [
+            (0, 200),
+            (1, 400),
+            (2, 800),
+            (5, 5_000),
+            (40, 5_000),
+            (u32::MAX, 5_000),
+        ];
+        for (failures, want) in rows {
+            assert_eq!(backoff_ms(200, 5_000, failures), want, "{failures}");
+        }
+    }
+
+    #[test]
+    fn only_a_permanent_failure_is_not_retried() {
+        for k in FailureKind::ALL {
+            assert_eq!(k.retryable(), k != FailureKind::Permanent);
+        }
+    }
+}
