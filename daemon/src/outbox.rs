@@ -161,10 +161,22 @@ impl<L: EventLog + Clone> Outbox<L> {
             .into_bytes(),
         };
         let mut backoff = Backoff::new(BACKOFF_START, BACKOFF_MAX);
+        let mut lost = false;
         loop {
             if !*stream_ready {
                 match self.ensure_stream(js).await {
-                    Ok(()) => *stream_ready = true,
+                    Ok(()) => {
+                        *stream_ready = true;
+                        if lost {
+                            tracing::warn!(
+                                stream = %self.cfg.stream,
+                                "the stream was gone (deleted?) and is recreated; what was published \
+                                 to it before is not sent again: stop the daemon, move {} away and \
+                                 start it to publish every run again",
+                                self.cfg.cursor_path.display()
+                            );
+                        }
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, stream = %self.cfg.stream, "JetStream stream not available yet");
                         backoff.wait().await;
@@ -188,6 +200,7 @@ impl<L: EventLog + Clone> Outbox<L> {
             // No stream answers for the subject (deleted, or never made): make it again.
             if failed.kind() == PublishErrorKind::StreamNotFound {
                 *stream_ready = false;
+                lost = true;
             }
             let problem = match failed.kind() {
                 PublishErrorKind::TimedOut => {
