@@ -393,13 +393,18 @@ fn job_seen(job: &Job, pod: Option<&Pod>) -> JobSeen {
     }
 }
 
+/// An API error as the core's fault rules see it: a 5xx, a 429 or no answer is the API
+/// server unavailable (an outage around the step); another 4xx is a refusal.
 fn api_error(e: kube::Error) -> PortError {
+    use upgraded_events::fault::FailureKind;
     match &e {
         kube::Error::Api(s) if s.code >= 500 || s.code == 429 => {
             PortError::retryable(format!("API server: {} ({})", s.message, s.code))
+                .with_kind(FailureKind::Unavailable)
         }
         kube::Error::Api(s) => PortError::fatal(format!("API server: {} ({})", s.message, s.code)),
-        other => PortError::retryable(format!("Kubernetes API unreachable: {other}")),
+        other => PortError::retryable(format!("Kubernetes API unreachable: {other}"))
+            .with_kind(FailureKind::Unavailable),
     }
 }
 

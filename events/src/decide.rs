@@ -463,6 +463,38 @@ fn next_for_node(
             }
         }
         StepStatus::Failed => {
+            // An outage around the step (the API server not answering): retried with backoff
+            // and jitter without using the step's attempts, until it has lasted
+            // `outage.pauseAfter`; then the run pauses, saying what did not answer.
+            if let (Some(FailureKind::Unavailable), Some((since, tries))) =
+                (n.failure, n.unavailable)
+            {
+                let lasted = u64::try_from(now.0.saturating_sub(since.0)).unwrap_or(0) / 1000;
+                if lasted >= policy.outage_pause_secs {
+                    return Some(Stop::Pause(format!(
+                        "node {}: {step} could not reach what it needs for {lasted}s ({tries} tries; \
+                         outage.pauseAfter is {}s): {}. `upgradectl resume` once it answers again",
+                        n.name,
+                        policy.outage_pause_secs,
+                        n.last_error.as_deref().unwrap_or("no error recorded")
+                    )));
+                }
+                let delay = crate::fault::jitter_ms(
+                    crate::fault::backoff_ms(
+                        policy.retry_backoff_secs.saturating_mul(1000),
+                        policy.retry_backoff_max_secs.saturating_mul(1000),
+                        tries.saturating_sub(1),
+                    ),
+                    &format!("{}:{}", n.name, cursor.attempt),
+                );
+                let retry_at = n.since.plus_millis(delay);
+                if now < retry_at {
+                    d.wake(retry_at);
+                } else {
+                    d.commands.push(run(cursor.attempt + 1));
+                }
+                return None;
+            }
             // A drain that a budget still refused at its timeout has already retried for
             // that long: park the node or pause the run, as the policy says.
             if may_give_up

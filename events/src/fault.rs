@@ -29,15 +29,21 @@ pub enum FailureKind {
     /// A checks step with a failed check of generation or cluster scope (or policy `halt`):
     /// halt, roll nothing back.
     ChecksHalt,
+    /// What the step needs did not answer (the Kubernetes API refused the connection,
+    /// answered 5xx or 429, or timed out): an outage around the step, not a verdict on it.
+    /// Retried with backoff and jitter without using the step's attempts; an outage longer
+    /// than the policy's `outage.pauseAfter` pauses the run with the reason.
+    Unavailable,
 }
 
 impl FailureKind {
-    pub const ALL: [FailureKind; 5] = [
+    pub const ALL: [FailureKind; 6] = [
         FailureKind::Transient,
         FailureKind::Permanent,
         FailureKind::EvictionBlocked,
         FailureKind::ChecksInconclusive,
         FailureKind::ChecksHalt,
+        FailureKind::Unavailable,
     ];
 
     pub fn name(self) -> &'static str {
@@ -47,6 +53,7 @@ impl FailureKind {
             FailureKind::EvictionBlocked => "eviction-blocked",
             FailureKind::ChecksInconclusive => "checks-inconclusive",
             FailureKind::ChecksHalt => "checks-halt",
+            FailureKind::Unavailable => "unavailable",
         }
     }
 
@@ -99,6 +106,18 @@ pub fn backoff_ms(start_ms: u64, max_ms: u64, failures: u32) -> u64 {
     start_ms
         .saturating_mul(1u64 << failures.min(32))
         .min(max_ms)
+}
+
+/// `ms` spread over `[ms/2, ms]` by `salt` (a node and an attempt): nodes that met the same
+/// outage do not all come back at the same instant. Deterministic: replay decides alike.
+pub fn jitter_ms(ms: u64, salt: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in salt.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    let lo = ms - ms / 2;
+    lo + h % (ms - lo + 1)
 }
 
 #[cfg(test)]
@@ -164,6 +183,20 @@ mod tests {
         for (failures, want) in rows {
             assert_eq!(backoff_ms(200, 5_000, failures), want, "{failures}");
         }
+    }
+
+    #[test]
+    fn jitter_stays_within_half_and_whole_and_spreads() {
+        let mut seen = std::collections::BTreeSet::new();
+        for i in 0..50 {
+            let j = jitter_ms(10_000, &format!("w-{i}:1"));
+            assert!((5_000..=10_000).contains(&j), "{j}");
+            seen.insert(j);
+        }
+        assert!(seen.len() > 40, "spread: {}", seen.len());
+        assert_eq!(jitter_ms(10_000, "w-1:1"), jitter_ms(10_000, "w-1:1"));
+        assert_eq!(jitter_ms(0, "x"), 0);
+        assert_eq!(jitter_ms(1, "x"), 1);
     }
 
     #[test]

@@ -162,6 +162,10 @@ pub struct Node {
     pub failure_facts: Facts,
     /// Why the last attempt failed (from its facts), until the step advances.
     pub failure: Option<crate::fault::FailureKind>,
+    /// The current step has found what it needs unavailable since then (an outage, not
+    /// counted in `failures`), and how many of its attempts met it; cleared by any other
+    /// outcome.
+    pub unavailable: Option<(Timestamp, u32)>,
     /// The eviction a budget is refusing right now, for `status` and `watch`.
     pub blocked: Option<Blocked>,
     /// Why the node was parked; set until a resume restarts it.
@@ -407,7 +411,14 @@ impl Node {
                 self.failure = Some(kind);
                 self.failure_facts = facts.clone();
                 cursor.status = StepStatus::Failed;
-                self.failures = self.failures.saturating_add(1);
+                if kind == crate::fault::FailureKind::Unavailable {
+                    // An outage around the step: retried without using its attempts.
+                    let (since, n) = self.unavailable.unwrap_or((at, 0));
+                    self.unavailable = Some((since, n.saturating_add(1)));
+                } else {
+                    self.unavailable = None;
+                    self.failures = self.failures.saturating_add(1);
+                }
                 self.last_error = Some(error.clone());
                 self.since = at;
                 self.settle(cursor)
@@ -426,6 +437,7 @@ impl Node {
                 self.failures = 0;
                 self.failure_facts.clear();
                 self.failure = None;
+                self.unavailable = None;
                 Handled
             }
             Event::EvictionBlocked {
@@ -464,6 +476,7 @@ impl Node {
                 self.failures = 0;
                 self.failure_facts.clear();
                 self.failure = None;
+                self.unavailable = None;
                 self.since = at;
                 Transition(self.state_at(next))
             }
@@ -514,6 +527,7 @@ impl Node {
                 self.last_error = None;
                 self.failure_facts.clear();
                 self.failure = None;
+                self.unavailable = None;
                 self.blocked = None;
                 self.since = context.at;
                 Transition(State::pending())
@@ -619,6 +633,7 @@ impl Node {
         self.last_error = None;
         self.failure_facts.clear();
         self.failure = None;
+        self.unavailable = None;
         self.blocked = None;
         self.since = at;
         let finished_uncordon = self.steps.get(index) == Some(&Step::Uncordon);
@@ -746,6 +761,7 @@ impl NodeState {
             facts: Facts::new(),
             failure_facts: Facts::new(),
             failure: None,
+            unavailable: None,
             blocked: None,
             parked: None,
             parked_cordoned: false,

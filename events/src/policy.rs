@@ -91,6 +91,10 @@ pub struct Policy {
     /// from before drift was read on the machines.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub drift_keys: Vec<String>,
+    /// How long a step may find what it needs unavailable (the API server refusing, 5xx,
+    /// 429) before the run pauses with the reason (`outage.pauseAfter`); until then such
+    /// failures are retried without using the step's attempts.
+    pub outage_pause_secs: u64,
 }
 
 impl Default for Policy {
@@ -116,6 +120,7 @@ impl Default for Policy {
             checks: ChecksPolicy::default(),
             generation_label: None,
             drift_keys: Vec::new(),
+            outage_pause_secs: 600,
         }
     }
 }

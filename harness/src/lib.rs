@@ -13,6 +13,7 @@
 //! runs on a blocking thread, which holds time still, so an fsync never looks like minutes.
 //! Waits are bounded in virtual time, so a stuck scenario fails with the status it was in.
 
+pub mod faults;
 pub mod rehearse;
 
 use std::sync::{Arc, Mutex};
@@ -184,6 +185,7 @@ pub struct Harness {
     policy: PlanPolicy,
     kube: axum::Router,
     nodes: Arc<dyn NodeExecutor>,
+    api_faults: Option<Arc<faults::ApiFaults>>,
     engine: Engine,
 }
 
@@ -224,6 +226,8 @@ pub struct Options {
     /// A layer around the sim's router as the kube adapter sees it (the benchmark times the
     /// sim's share with one).
     pub kube_layer: Option<Box<dyn Fn(axum::Router) -> axum::Router>>,
+    /// Faults between the daemon's kube client and the sim, in virtual time.
+    pub api_faults: Option<Arc<faults::ApiFaults>>,
 }
 
 impl std::fmt::Debug for Options {
@@ -270,7 +274,8 @@ impl Harness {
         let dir = tempfile::tempdir().map_err(|e| format!("a temp dir for the log: {e}"))?;
         let (log, _) = SledLog::open(dir.path(), Default::default())
             .map_err(|e| format!("the log in {}: {e}", dir.path().display()))?;
-        let engine = Self::engine(&log, &clock, &policy, &kube, &nodes);
+        let api_faults = options.api_faults.clone();
+        let engine = Self::engine(&log, &clock, &policy, (&kube, &api_faults), &nodes);
         let h = Harness {
             sim,
             _dir: dir,
@@ -279,6 +284,7 @@ impl Harness {
             policy,
             kube,
             nodes,
+            api_faults,
             engine,
         };
         h.engine
@@ -293,10 +299,21 @@ impl Harness {
         log: &SledLog,
         clock: &Arc<TokioClock>,
         policy: &PlanPolicy,
-        kube: &axum::Router,
+        (kube, api_faults): (&axum::Router, &Option<Arc<faults::ApiFaults>>),
         nodes: &Arc<dyn NodeExecutor>,
     ) -> Engine {
-        let cluster = KubeCluster::from_client(kube::Client::new(kube.clone(), "default"));
+        let client = match api_faults {
+            Some(f) => kube::Client::new(
+                faults::FaultyApi {
+                    router: kube.clone(),
+                    faults: Arc::clone(f),
+                    clock: clock.clone(),
+                },
+                "default",
+            ),
+            None => kube::Client::new(kube.clone(), "default"),
+        };
+        let cluster = KubeCluster::from_client(client);
         let ports = Adapters {
             cluster: Arc::new(cluster),
             nodes: Arc::clone(nodes),
@@ -369,7 +386,7 @@ impl Harness {
             &self.log,
             &self.clock,
             &self.policy,
-            &self.kube,
+            (&self.kube, &self.api_faults),
             &self.nodes,
         );
         self.recover().await;

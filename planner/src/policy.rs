@@ -69,6 +69,10 @@ pub struct PolicyFile {
     pub retries: Option<RetriesFile>,
     /// What a drain may evict, and what happens when a PodDisruptionBudget refuses.
     pub drain: Option<DrainFile>,
+    /// What an outage around a step (the API server refusing, 5xx, 429) may last: such
+    /// failures are retried without using the step's attempts, and after `pauseAfter`
+    /// (default `10m`) the run pauses with the reason.
+    pub outage: Option<OutageFile>,
     /// How the node-side commands are carried out: package repository, etcd, backups.
     pub node: Option<NodeFile>,
     /// The checks that prove each upgraded node works before it is uncordoned: probe
@@ -77,6 +81,13 @@ pub struct PolicyFile {
     /// Who is told about runs: webhooks (CloudEvents 1.0, signed) and Slack incoming
     /// webhooks, each with the classes of events it gets.
     pub notifications: Vec<NotificationFile>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct OutageFile {
+    /// How long before the run pauses (`10m`).
+    pub pause_after: Option<String>,
 }
 
 /// A notification sink as written.
@@ -364,6 +375,8 @@ pub struct PlanPolicy {
     pub pending_reboot_warns: bool,
     pub node: NodeCommands,
     pub checks: ChecksPolicy,
+    /// How long an outage around a step may last before the run pauses (`outage.pauseAfter`).
+    pub outage_pause_secs: u64,
     /// Notification sinks (the daemon's; not part of a run's recorded policy).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notifications: Vec<upgraded_events::notify::Sink>,
@@ -465,6 +478,7 @@ impl Default for PlanPolicy {
             node: NodeCommands::defaults(PackageManager::Apt),
             checks: ChecksPolicy::default(),
             notifications: Vec::new(),
+            outage_pause_secs: 600,
         }
     }
 }
@@ -612,6 +626,7 @@ impl PlanPolicy {
             checks: self.checks.clone(),
             generation_label: Some(self.generation_label.clone()),
             drift_keys: self.drift_keys.clone(),
+            outage_pause_secs: self.outage_pause_secs,
             ..Policy::default()
         }
     }
@@ -1072,6 +1087,9 @@ impl PolicyFile {
                 p.retry_backoff_max_secs,
             )?;
         }
+        if let Some(o) = &self.outage {
+            p.outage_pause_secs = secs("outage.pauseAfter", &o.pause_after, p.outage_pause_secs)?;
+        }
         for (i, n) in self.notifications.iter().enumerate() {
             let sink = n.validate(&format!("notifications[{i}]"))?;
             if p.notifications.iter().any(|o| o.name == sink.name) {
@@ -1194,6 +1212,16 @@ mod tests {
         let e = PlanPolicy::from_yaml(yaml).expect_err("must be refused");
         assert_eq!(e.field, field, "{e}");
         assert!(e.to_string().contains(contains), "{e}");
+    }
+
+    #[test]
+    fn an_outage_pauses_after_the_policys_time() {
+        assert_eq!(PlanPolicy::default().outage_pause_secs, 600);
+        let p = PlanPolicy::from_yaml("outage: {pauseAfter: 30m}").expect("ok");
+        assert_eq!(p.outage_pause_secs, 1800);
+        assert_eq!(p.run_policy().outage_pause_secs, 1800);
+        check_err("outage: {pauseAfter: soon}", "outage.pauseAfter", "soon");
+        check_err("outage: {pauseAftr: 1m}", "outage.pauseAftr", "unknown field");
     }
 
     #[test]
