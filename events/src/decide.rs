@@ -228,6 +228,39 @@ pub fn probe_retry_at(policy: &Policy, failed: u32, now: Timestamp) -> Timestamp
     now.plus_secs(policy.backoff_secs(failed.max(1)))
 }
 
+/// The fault rule for an outage around a node's step (`Node::unavailable`: what it needs
+/// did not answer, or its answers were lost): when to try again, after `backoff_ms` spread by
+/// `jitter_ms`; or, once the outage has lasted `outage.pauseAfter`, the pause that says so.
+/// `None`: no outage.
+fn outage_wait(
+    n: &crate::node::Node,
+    step: &Step,
+    attempt: u32,
+    policy: &Policy,
+    now: Timestamp,
+) -> Option<Result<Timestamp, Stop>> {
+    let (since, tries) = n.unavailable?;
+    let lasted = u64::try_from(now.0.saturating_sub(since.0)).unwrap_or(0) / 1000;
+    if lasted >= policy.outage_pause_secs {
+        return Some(Err(Stop::Pause(format!(
+            "node {}: {step} could not reach what it needs for {lasted}s ({tries} tries; \
+             outage.pauseAfter is {}s): {}. `upgradectl resume` once it answers again",
+            n.name,
+            policy.outage_pause_secs,
+            n.last_error.as_deref().unwrap_or("no error recorded")
+        ))));
+    }
+    let delay = crate::fault::jitter_ms(
+        crate::fault::backoff_ms(
+            policy.retry_backoff_secs.saturating_mul(1000),
+            policy.retry_backoff_max_secs.saturating_mul(1000),
+            tries.saturating_sub(1),
+        ),
+        &format!("{}:{attempt}", n.name),
+    );
+    Some(Ok(n.since.plus_millis(delay)))
+}
+
 pub fn decide(state: &RunState, policy: &Policy, now: Timestamp) -> Decision {
     let mut d = Decision::default();
     match state.phase() {
@@ -446,14 +479,28 @@ fn next_for_node(
     };
     match cursor.status {
         StepStatus::InFlight => {}
-        StepStatus::InDoubt => d.commands.push(match step.in_doubt() {
-            InDoubt::Rerun => run(cursor.attempt + 1),
-            InDoubt::Probe => Command::Probe {
-                node: n.name.clone(),
-                step: step.clone(),
-                attempt: cursor.attempt,
-            },
-        }),
+        StepStatus::InDoubt => {
+            // In doubt because answers were lost (not because the daemon stopped): the node
+            // is hard to reach, so wait as for an outage before asking it again.
+            if let Some(wait) = outage_wait(n, step, cursor.attempt, policy, now) {
+                match wait {
+                    Err(stop) => return Some(stop),
+                    Ok(at) if now < at => {
+                        d.wake(at);
+                        return None;
+                    }
+                    Ok(_) => {}
+                }
+            }
+            d.commands.push(match step.in_doubt() {
+                InDoubt::Rerun => run(cursor.attempt + 1),
+                InDoubt::Probe => Command::Probe {
+                    node: n.name.clone(),
+                    step: step.clone(),
+                    attempt: cursor.attempt,
+                },
+            })
+        }
         StepStatus::Ready => {
             let soak_until = n.since.plus_secs(policy.soak_secs);
             if *step == Step::Soak && now < soak_until {
@@ -466,32 +513,13 @@ fn next_for_node(
             // An outage around the step (the API server not answering): retried with backoff
             // and jitter without using the step's attempts, until it has lasted
             // `outage.pauseAfter`; then the run pauses, saying what did not answer.
-            if let (Some(FailureKind::Unavailable), Some((since, tries))) =
-                (n.failure, n.unavailable)
+            if n.failure == Some(FailureKind::Unavailable)
+                && let Some(wait) = outage_wait(n, step, cursor.attempt, policy, now)
             {
-                let lasted = u64::try_from(now.0.saturating_sub(since.0)).unwrap_or(0) / 1000;
-                if lasted >= policy.outage_pause_secs {
-                    return Some(Stop::Pause(format!(
-                        "node {}: {step} could not reach what it needs for {lasted}s ({tries} tries; \
-                         outage.pauseAfter is {}s): {}. `upgradectl resume` once it answers again",
-                        n.name,
-                        policy.outage_pause_secs,
-                        n.last_error.as_deref().unwrap_or("no error recorded")
-                    )));
-                }
-                let delay = crate::fault::jitter_ms(
-                    crate::fault::backoff_ms(
-                        policy.retry_backoff_secs.saturating_mul(1000),
-                        policy.retry_backoff_max_secs.saturating_mul(1000),
-                        tries.saturating_sub(1),
-                    ),
-                    &format!("{}:{}", n.name, cursor.attempt),
-                );
-                let retry_at = n.since.plus_millis(delay);
-                if now < retry_at {
-                    d.wake(retry_at);
-                } else {
-                    d.commands.push(run(cursor.attempt + 1));
+                match wait {
+                    Err(stop) => return Some(stop),
+                    Ok(at) if now < at => d.wake(at),
+                    Ok(_) => d.commands.push(run(cursor.attempt + 1)),
                 }
                 return None;
             }

@@ -34,16 +34,22 @@ pub enum FailureKind {
     /// Retried with backoff and jitter without using the step's attempts; an outage longer
     /// than the policy's `outage.pauseAfter` pauses the run with the reason.
     Unavailable,
+    /// The command was sent but its answer was lost (the connection dropped, the agent hung
+    /// past the command's timeout): it may or may not have taken effect. The step is in
+    /// doubt, as after a daemon crash: probed before it is redone when it can be
+    /// (`Step::in_doubt`), re-run when running it again is harmless. Not a failed attempt.
+    InDoubt,
 }
 
 impl FailureKind {
-    pub const ALL: [FailureKind; 6] = [
+    pub const ALL: [FailureKind; 7] = [
         FailureKind::Transient,
         FailureKind::Permanent,
         FailureKind::EvictionBlocked,
         FailureKind::ChecksInconclusive,
         FailureKind::ChecksHalt,
         FailureKind::Unavailable,
+        FailureKind::InDoubt,
     ];
 
     pub fn name(self) -> &'static str {
@@ -54,6 +60,7 @@ impl FailureKind {
             FailureKind::ChecksInconclusive => "checks-inconclusive",
             FailureKind::ChecksHalt => "checks-halt",
             FailureKind::Unavailable => "unavailable",
+            FailureKind::InDoubt => "in-doubt",
         }
     }
 

@@ -408,6 +408,19 @@ impl Node {
                 if *step == Step::Cordon && kind.retryable() {
                     self.cordon_may_have_applied = true;
                 }
+                if kind == crate::fault::FailureKind::InDoubt {
+                    // The answer was lost, not the step: in doubt, as after a crash, and the
+                    // node hard to reach (asked again after a wait, as in an outage).
+                    cursor.status = StepStatus::InDoubt;
+                    let (since, n) = self.unavailable.unwrap_or((at, 0));
+                    self.unavailable = Some((since, n.saturating_add(1)));
+                    if *step == Step::Cordon {
+                        self.cordon_may_have_applied = true;
+                    }
+                    self.last_error = Some(error.clone());
+                    self.since = at;
+                    return self.settle(cursor);
+                }
                 self.failure = Some(kind);
                 self.failure_facts = facts.clone();
                 cursor.status = StepStatus::Failed;

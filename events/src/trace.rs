@@ -401,6 +401,15 @@ impl TraceFold {
                     ),
                 };
                 let key = (node.as_str().to_string(), step.to_string(), *attempt);
+                // An answer lost: the attempt stays open for its probe (or is cut short by
+                // the next attempt), as after a daemon stop.
+                if let Event::StepFailed { facts, .. } = &r.event
+                    && crate::fault::FailureKind::of(facts) == crate::fault::FailureKind::InDoubt
+                    && let Some(a) = t.attempts.get_mut(&key)
+                {
+                    a.cut_at = Some(r.at);
+                    return out;
+                }
                 let start = t.attempts.remove(&key).map_or(r.at, |a| a.start);
                 out.push(t.step_span(ctx, run, &key, step.name(), start, r.at, res, err));
                 if res == result::SUCCESS

@@ -175,3 +175,132 @@ where
         })
     }
 }
+
+/// What a node command meets while its window is open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeFault {
+    /// The connection drops before the command reaches the node: nothing happens there,
+    /// and the daemon cannot know it.
+    DropBefore,
+    /// The command runs to its end, and the connection drops before its answer comes back.
+    DropAfter,
+    /// The agent hangs: no answer until the window closes, nothing done.
+    Hang,
+}
+
+impl NodeFault {
+    pub fn kind(self) -> &'static str {
+        match self {
+            NodeFault::DropBefore => "node-drop-before",
+            NodeFault::DropAfter => "node-drop-after",
+            NodeFault::Hang => "node-hang",
+        }
+    }
+}
+
+/// A node fault on `node` (every node when `None`) from `from` until `until`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeWindow {
+    pub node: Option<String>,
+    pub from: Timestamp,
+    pub until: Timestamp,
+    pub fault: NodeFault,
+}
+
+/// The node faults' schedule, and what the daemon met of it.
+#[derive(Debug, Default)]
+pub struct NodeFaults {
+    windows: Mutex<Vec<NodeWindow>>,
+    met: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+impl NodeFaults {
+    pub fn new() -> Arc<NodeFaults> {
+        Arc::default()
+    }
+
+    pub fn add(&self, w: NodeWindow) {
+        self.windows
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(w);
+    }
+
+    fn at(&self, node: &str, now: Timestamp) -> Option<NodeWindow> {
+        self.windows
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .find(|w| w.node.as_deref().is_none_or(|n| n == node) && w.from <= now && now < w.until)
+            .cloned()
+    }
+
+    /// Commands that met a fault, by kind.
+    pub fn met(&self) -> BTreeMap<&'static str, u64> {
+        self.met.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// The node executor in a harness with node faults: the real one, or the fault.
+pub struct FaultyNodes {
+    pub inner: Arc<dyn upgraded_daemon::ports::NodeExecutor>,
+    pub faults: Arc<NodeFaults>,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for FaultyNodes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FaultyNodes").finish_non_exhaustive()
+    }
+}
+
+impl upgraded_daemon::ports::NodeExecutor for FaultyNodes {
+    fn run<'a>(
+        &'a self,
+        node: &'a upgraded_events::Host,
+        cmd: &'a upgraded_daemon::ports::RemoteCommand,
+        timeout: std::time::Duration,
+    ) -> upgraded_daemon::ports::BoxFut<
+        'a,
+        Result<upgraded_daemon::ports::CommandOutput, upgraded_daemon::ports::PortError>,
+    > {
+        use upgraded_daemon::ports::PortError;
+        use upgraded_events::fault::FailureKind;
+        Box::pin(async move {
+            let Some(w) = self.faults.at(node.as_str(), self.clock.now()) else {
+                return self.inner.run(node, cmd, timeout).await;
+            };
+            *self
+                .faults
+                .met
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(w.fault.kind())
+                .or_default() += 1;
+            // A read-only command that lost its answer changed nothing: the node is
+            // unreachable for now (an outage around the step). Any other is in doubt.
+            let kind = if upgraded_daemon::remote::Scripts::read_only(cmd) {
+                FailureKind::Unavailable
+            } else {
+                FailureKind::InDoubt
+            };
+            let lost = |what: &str| {
+                PortError::retryable(format!(
+                    "node {node}: the SSH connection was lost ({what}, an injected fault)"
+                ))
+                .with_kind(kind)
+            };
+            match w.fault {
+                NodeFault::DropBefore => Err(lost("before the command")),
+                NodeFault::DropAfter => {
+                    let _ = self.inner.run(node, cmd, timeout).await;
+                    Err(lost("before its answer"))
+                }
+                NodeFault::Hang => {
+                    self.clock.sleep_until(w.until).await;
+                    Err(lost("the agent hung"))
+                }
+            }
+        })
+    }
+}

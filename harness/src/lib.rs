@@ -228,6 +228,8 @@ pub struct Options {
     pub kube_layer: Option<Box<dyn Fn(axum::Router) -> axum::Router>>,
     /// Faults between the daemon's kube client and the sim, in virtual time.
     pub api_faults: Option<Arc<faults::ApiFaults>>,
+    /// Faults between the daemon and the node agents, in virtual time.
+    pub node_faults: Option<Arc<faults::NodeFaults>>,
 }
 
 impl std::fmt::Debug for Options {
@@ -267,10 +269,17 @@ impl Harness {
             Some(layer) => layer(router.clone()),
             None => router.clone(),
         };
-        let nodes: Arc<dyn NodeExecutor> = match &options.nodes {
+        let mut nodes: Arc<dyn NodeExecutor> = match &options.nodes {
             Some(f) => f(&sim),
             None => Arc::new(SimAgents::in_process(exchange(router))),
         };
+        if let Some(f) = &options.node_faults {
+            nodes = Arc::new(faults::FaultyNodes {
+                inner: nodes,
+                faults: Arc::clone(f),
+                clock: clock.clone(),
+            });
+        }
         let dir = tempfile::tempdir().map_err(|e| format!("a temp dir for the log: {e}"))?;
         let (log, _) = SledLog::open(dir.path(), Default::default())
             .map_err(|e| format!("the log in {}: {e}", dir.path().display()))?;

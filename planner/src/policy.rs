@@ -1221,7 +1221,11 @@ mod tests {
         assert_eq!(p.outage_pause_secs, 1800);
         assert_eq!(p.run_policy().outage_pause_secs, 1800);
         check_err("outage: {pauseAfter: soon}", "outage.pauseAfter", "soon");
-        check_err("outage: {pauseAftr: 1m}", "outage.pauseAftr", "unknown field");
+        check_err(
+            "outage: {pauseAftr: 1m}",
+            "outage.pauseAftr",
+            "unknown field",
+        );
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! Chaos in virtual time on the in-process harness (issue 27, first part): whole upgrades of
 //! the lab while the API server refuses connections, answers 500/503 (with and without
 //! `Retry-After`) or 429, or hangs. An outage around a step is retried without using the
-//! step's attempts; a long one pauses the run with the reason, and a resume goes on.
+//! step's attempts; a long one pauses the run with the reason, and a resume goes on. And
+//! node agents that drop the connection before or after a command, or hang: the step is in
+//! doubt, probed before it is redone, and nothing is done twice on a machine.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -9,7 +11,7 @@ use std::time::Duration;
 use hyper::Method;
 use serde_json::Value;
 use upgraded_events::Timestamp;
-use upgraded_harness::faults::{ApiFault, ApiFaults, Window};
+use upgraded_harness::faults::{ApiFault, ApiFaults, NodeFault, NodeFaults, NodeWindow, Window};
 use upgraded_harness::{Harness, Options, scenario};
 use upgraded_planner::policy::PlanPolicy;
 
@@ -164,4 +166,64 @@ async fn a_long_outage_pauses_the_run_saying_what_did_not_answer_and_resume_goes
         .expect("resume");
     let end = h.until_phase("completed", DAY).await;
     assert_eq!(end["phase"], "completed");
+}
+
+#[tokio::test(start_paused = true)]
+async fn lost_answers_from_the_nodes_are_probed_and_nothing_is_done_twice() {
+    let (mut calm, _) = lab(&[]).await;
+    let (end, events) = upgrade(&mut calm).await;
+    assert_eq!(end["phase"], "completed");
+    let want_effects = calm.sim.world().effects.clone();
+    let want_steps = successes(&events);
+    assert!(!want_effects.is_empty());
+
+    // Lost answers after the command ran, at six phases of a 3-minute cycle (so every kind of
+    // command meets one in some run), then lost requests and hangs.
+    let schedules = (0..6)
+        .map(|k| (NodeFault::DropAfter, k * 30_000))
+        .chain([(NodeFault::DropBefore, 0), (NodeFault::Hang, 0)]);
+    let mut met_all: BTreeMap<&str, u64> = BTreeMap::new();
+    for (fault, offset) in schedules {
+        let node_faults = NodeFaults::new();
+        // 40 s in every 3 minutes, for three hours, on every node.
+        let mut h = Harness::with(
+            scenario("lab", 7),
+            PlanPolicy::from_yaml(POLICY).expect("policy"),
+            Options {
+                node_faults: Some(node_faults.clone()),
+                ..Options::default()
+            },
+        )
+        .await;
+        let t0 = h.now().0;
+        for i in 0..60 {
+            node_faults.add(NodeWindow {
+                node: None,
+                from: Timestamp(t0 + offset + i * 180_000 + 60_000),
+                until: Timestamp(t0 + offset + i * 180_000 + 100_000),
+                fault,
+            });
+        }
+        let (end, events) = upgrade(&mut h).await;
+        assert_eq!(end["phase"], "completed", "{fault:?}: {end}");
+        let met = node_faults.met();
+        assert!(
+            met.get(fault.kind()).copied().unwrap_or(0) >= 1,
+            "{fault:?}: {met:?}"
+        );
+        assert_eq!(
+            h.sim.world().effects,
+            want_effects,
+            "{fault:?} at +{offset} ms: every effect on the machines once, as in a calm run"
+        );
+        assert_eq!(
+            successes(&events),
+            want_steps,
+            "{fault:?}: each step done once"
+        );
+        for (k, n) in met {
+            *met_all.entry(k).or_default() += n;
+        }
+    }
+    eprintln!("node faults met: {met_all:?}");
 }

@@ -668,6 +668,10 @@ pub struct World {
     /// When set (`watch_budgets`), each budget's lowest slack (healthy − desired) seen after
     /// any change, by `namespace/name`: a test asserts none went below zero.
     pub budget_low_water: Option<BTreeMap<String, i64>>,
+    /// Every effect node agents had on the machines, counted (`w-1 install kubelet
+    /// v1.35.3`, `w-1 restart-kubelet v1.35.3`, `cp-1 kubeadm-upgrade v1.35.3`): a chaos run
+    /// compares them with a calm one, so nothing done twice goes unseen.
+    pub effects: BTreeMap<String, u64>,
     /// The resource version the low water was last noted at.
     budgets_noted_at: u64,
     /// Active pods (not terminating, not finished) per owner uid, kept as pods are created
@@ -777,6 +781,7 @@ impl World {
             pdbs: BTreeMap::new(),
             faults: Faults::default(),
             budget_low_water: None,
+            effects: BTreeMap::new(),
             budgets_noted_at: 0,
             active: HashMap::default(),
             usage: HashMap::default(),

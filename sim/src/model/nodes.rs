@@ -48,10 +48,22 @@ impl World {
                 "unknown package {package:?}; the sim's machines have {PACKAGES:?}"
             )));
         }
+        let changes = self
+            .nodes
+            .get(node)
+            .is_some_and(|n| n.packages.get(package) != Some(&version));
         self.edit_node(node, |n, _| {
             n.packages.insert(package.to_string(), version);
             Ok(())
-        })
+        })?;
+        if changes {
+            self.effect(format!("{node} install {package} {version}"));
+        }
+        Ok(())
+    }
+
+    fn effect(&mut self, what: String) {
+        *self.effects.entry(what).or_default() += 1;
     }
 
     /// The apiserver version `/version` reports: the newest control plane's (what a load
@@ -119,6 +131,7 @@ impl World {
             .devices_lost_from
             .get(node)
             .is_some_and(|from| version >= *from);
+        self.effect(format!("{node} restart-kubelet {version}"));
         self.edit_node(node, |n, now| {
             n.kubelet = version;
             n.devices_lost = devices_lost;
@@ -148,6 +161,14 @@ impl World {
         etcd: Option<String>,
     ) -> Result<(), ModelError> {
         let mut upgraded = None;
+        if self
+            .nodes
+            .get(node)
+            .and_then(|n| n.control_plane.as_ref())
+            .is_some_and(|cp| cp.apiserver != version)
+        {
+            self.effect(format!("{node} kubeadm-upgrade {version}"));
+        }
         self.edit_node(node, |n, _| {
             let cp = n.control_plane.as_mut().ok_or_else(|| {
                 ModelError::Invalid(format!("node {node:?} runs no control plane"))
