@@ -15,8 +15,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::{self, consumer};
-use futures_util::StreamExt;
 use hyper::Method;
 use rand::Rng;
 use serde_json::Value;
@@ -285,64 +283,6 @@ fn expected_worker() -> Vec<String> {
     want
 }
 
-/// Every message of the run on the stream, by a fresh consumer: (seq, Nats-Msg-Id). Each
-/// payload must validate against schemas/record.schema.json.
-async fn published(nats_url: &str, run: &str, want: usize) -> Vec<(u64, String)> {
-    let schema = upgraded_tests::records::validator();
-    let client = async_nats::connect(nats_url).await.expect("connect");
-    let js = jetstream::new(client);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let stream = js
-            .get_stream("UPGRADES")
-            .await
-            .expect("the daemon made the stream");
-        let c = stream
-            .create_consumer(consumer::pull::Config {
-                filter_subject: format!("upgrades.lab.{run}.>"),
-                ..Default::default()
-            })
-            .await
-            .expect("consumer");
-        let mut out = vec![];
-        let mut batch = c
-            .fetch()
-            .max_messages(5000)
-            .expires(Duration::from_secs(1))
-            .messages()
-            .await
-            .expect("fetch");
-        while let Some(m) = batch.next().await {
-            let m = m.expect("message");
-            let v: Value = serde_json::from_slice(&m.payload).expect("JSON payload");
-            upgraded_tests::records::assert_valid(&schema, &v);
-            let id = m
-                .headers
-                .as_ref()
-                .and_then(|h| h.get("Nats-Msg-Id"))
-                .map(|v| v.to_string())
-                .unwrap_or_default();
-            out.push((v["seq"].as_u64().expect("seq"), id));
-        }
-        if out.len() >= want || Instant::now() > deadline {
-            return out;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
-fn assert_exactly_once_in_order(got: &[(u64, String)], run: &str, n: usize) {
-    let seqs: Vec<u64> = got.iter().map(|(s, _)| *s).collect();
-    assert_eq!(
-        seqs,
-        (0..n as u64).collect::<Vec<_>>(),
-        "every event exactly once, in order"
-    );
-    for (s, id) in got {
-        assert_eq!(id, &format!("{run}:{s}"));
-    }
-}
-
 fn masters_gone(dir: &Path) {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
@@ -405,8 +345,8 @@ async fn after_the_run(s: &Setup, min_slack: &AtomicI64, client: &Client, run: &
     );
     let evs = events(client, run).await;
     assert_eq!(most_nodes_down(&evs), 1, "never two nodes down at once");
-    let got = published(&s.nats.url(), run, evs.len()).await;
-    assert_exactly_once_in_order(&got, run, evs.len());
+    let got = common::stream::published(&s.nats.url(), "lab", run, evs.len()).await;
+    common::stream::assert_exactly_once_in_order(&got, run, evs.len());
     evs
 }
 

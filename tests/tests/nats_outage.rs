@@ -7,67 +7,11 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::{self, consumer};
-use futures_util::StreamExt;
+use async_nats::jetstream;
 use upgraded_ctl::Client;
 use upgraded_tests::nats::NatsServer;
 
 use common::{run_events, start_run, wait_completed, wait_ready};
-
-/// The run's messages on the stream, by a fresh consumer: (seq, Nats-Msg-Id), each payload
-/// checked against the record schema; waits (up to 30 s) until `want` have arrived.
-async fn published(url: &str, run: &str, want: usize) -> Vec<(u64, String)> {
-    let schema = upgraded_tests::records::validator();
-    let js = jetstream::new(async_nats::connect(url).await.expect("connect"));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let mut out = Vec::new();
-        if let Ok(stream) = js.get_stream("UPGRADES").await {
-            let c = stream
-                .create_consumer(consumer::pull::Config {
-                    filter_subject: format!("upgrades.lab.{run}.>"),
-                    ..Default::default()
-                })
-                .await
-                .expect("consumer");
-            let mut batch = c
-                .fetch()
-                .max_messages(5000)
-                .expires(Duration::from_secs(1))
-                .messages()
-                .await
-                .expect("fetch");
-            while let Some(m) = batch.next().await {
-                let m = m.expect("message");
-                let v: serde_json::Value = serde_json::from_slice(&m.payload).expect("JSON");
-                upgraded_tests::records::assert_valid(&schema, &v);
-                let id = m
-                    .headers
-                    .as_ref()
-                    .and_then(|h| h.get("Nats-Msg-Id"))
-                    .map(|v| v.to_string())
-                    .unwrap_or_default();
-                out.push((v["seq"].as_u64().expect("seq"), id));
-            }
-        }
-        if out.len() >= want || Instant::now() > deadline {
-            return out;
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-}
-
-fn exactly_once_in_order(got: &[(u64, String)], run: &str, n: usize) {
-    let seqs: Vec<u64> = got.iter().map(|(s, _)| *s).collect();
-    assert_eq!(
-        seqs,
-        (0..n as u64).collect::<Vec<_>>(),
-        "each record once, in order"
-    );
-    for (s, id) in got {
-        assert_eq!(id, &format!("{run}:{s}"));
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nats_outage_and_a_deleted_stream_lose_nothing_and_hold_nothing_up() {
@@ -88,7 +32,7 @@ async fn a_nats_outage_and_a_deleted_stream_lose_nothing_and_hold_nothing_up() {
     // The server goes away early in the run and stays away until the run is over.
     let v = start_run(&client, "v1.33.1").await.expect("start");
     let run = v["run"].as_str().expect("run").to_string();
-    let early = published(&server.url(), &run, 3).await;
+    let early = common::stream::published(&server.url(), "lab", &run, 3).await;
     assert!(early.len() >= 3, "publishing before the outage: {early:?}");
     server.stop();
     let down_at = Instant::now();
@@ -97,8 +41,8 @@ async fn a_nats_outage_and_a_deleted_stream_lose_nothing_and_hold_nothing_up() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     server.resume().expect("nats-server again");
     let events = run_events(&client, &run).await;
-    let got = published(&server.url(), &run, events.len()).await;
-    exactly_once_in_order(&got, &run, events.len());
+    let got = common::stream::published(&server.url(), "lab", &run, events.len()).await;
+    common::stream::assert_exactly_once_in_order(&got, &run, events.len());
 
     // The stream deleted under the daemon: the next run's records make it again.
     let js = jetstream::new(async_nats::connect(server.url()).await.expect("connect"));
@@ -109,8 +53,8 @@ async fn a_nats_outage_and_a_deleted_stream_lose_nothing_and_hold_nothing_up() {
     let second = v["run"].as_str().expect("run").to_string();
     wait_completed(&client).await;
     let events = run_events(&client, &second).await;
-    let got = published(&server.url(), &second, events.len()).await;
-    exactly_once_in_order(&got, &second, events.len());
+    let got = common::stream::published(&server.url(), "lab", &second, events.len()).await;
+    common::stream::assert_exactly_once_in_order(&got, &second, events.len());
     let said = std::fs::read_to_string(&log).expect("daemon log");
     assert!(
         said.contains("recreated") && said.contains("outbox-cursor.json"),

@@ -208,3 +208,4 @@ pub async fn spawn_upgraded(
     (daemon, client)
 }
 pub mod receiver;
+pub mod stream;
