@@ -132,10 +132,7 @@ mod tests {
     use super::*;
 
     fn facts(pairs: &[(&str, &str)]) -> Facts {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        crate::facts::facts_of(pairs)
     }
 
     #[test]

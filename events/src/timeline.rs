@@ -322,10 +322,7 @@ mod tests {
     }
 
     fn facts(pairs: &[(&str, &str)]) -> Facts {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        crate::facts::facts_of(pairs)
     }
 
     /// A run whose daemon stopped while w-1's packages were being installed; the node
