@@ -819,6 +819,72 @@ mod tests {
         );
     }
 
+    /// The fault rules' rows for an outage (`unavailable`) and a lost answer (`in-doubt`).
+    #[test]
+    fn an_outage_is_retried_past_the_attempts_and_pauses_after_its_time() {
+        let policy = Policy {
+            outage_pause_secs: 600,
+            ..Policy::default()
+        };
+        let attempt = |n: u32, kind: FailureKind| {
+            let mut facts = Facts::new();
+            kind.record(&mut facts);
+            vec![
+                Event::StepStarted {
+                    node: "w-1".into(),
+                    step: Step::Preflight,
+                    attempt: n,
+                },
+                Event::StepFailed {
+                    node: "w-1".into(),
+                    step: Step::Preflight,
+                    attempt: n,
+                    error: "API server: etcdserver: leader changed (503)".into(),
+                    facts,
+                },
+            ]
+        };
+        // Five unavailable failures, more than max_attempts (3): no halt, a wait of the
+        // fifth backoff (160 s) spread over its upper half.
+        let five: Vec<Event> = (1..=5)
+            .flat_map(|n| attempt(n, FailureKind::Unavailable))
+            .collect();
+        let s = after(state(&policy), five);
+        let d = decide(&s, &policy, at(0, 12, 0));
+        assert!(d.commands.is_empty(), "{d:?}");
+        let wake = d.wake_at.expect("a wake");
+        assert!(
+            (at(0, 12, 0).plus_secs(80)..=at(0, 12, 0).plus_secs(160)).contains(&wake),
+            "{wake}"
+        );
+        // Once the wait is over, the step runs again.
+        let d = decide(&s, &policy, at(0, 12, 3));
+        assert!(
+            matches!(d.commands.as_slice(), [Command::RunStep { attempt: 6, .. }]),
+            "{d:?}"
+        );
+        // After outage.pauseAfter, the run pauses, saying what did not answer.
+        let d = decide(&s, &policy, at(0, 12, 10));
+        match d.commands.as_slice() {
+            [Command::Pause { reason }] => {
+                assert!(
+                    reason.contains("600s") && reason.contains("leader changed"),
+                    "{reason}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        // A lost answer: in doubt, asked again after the same wait (preflight re-runs).
+        let s = after(state(&policy), attempt(1, FailureKind::InDoubt));
+        let d = decide(&s, &policy, at(0, 12, 0));
+        assert!(d.commands.is_empty() && d.wake_at.is_some(), "{d:?}");
+        let d = decide(&s, &policy, at(0, 12, 1));
+        assert!(
+            matches!(d.commands.as_slice(), [Command::RunStep { attempt: 2, .. }]),
+            "{d:?}"
+        );
+    }
+
     /// A one-node run of `role` whose verify failed `policy.max_attempts` times, after a
     /// preflight that recorded what a rollback needs.
     fn verify_failed(policy: &Policy, role: Role) -> RunState {
