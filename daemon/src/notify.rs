@@ -46,6 +46,8 @@ pub enum NotifyError {
     Cursor(#[from] CursorError),
     #[error("reading the event log: {0}")]
     Log(#[from] crate::log::LogError),
+    #[error("the HTTPS client: {0}")]
+    Client(#[from] upgraded_otlp::OtlpError),
     #[error("no notification sink {0:?} in the daemon's policy")]
     NoSink(String),
 }
@@ -101,8 +103,8 @@ impl Notify {
             }
             out.push((s.clone(), key));
         }
-        let client =
-            Client::builder(hyper_util::rt::TokioExecutor::new()).build(upgraded_otlp::connector());
+        let client = Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build(upgraded_otlp::connector()?);
         Ok(Notify {
             cfg,
             sinks: out,

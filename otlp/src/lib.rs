@@ -25,41 +25,34 @@ pub type Connector =
 pub enum OtlpError {
     #[error("OTLP endpoint {endpoint:?}: {problem}")]
     Endpoint { endpoint: String, problem: String },
+    #[error("TLS setup: {0}")]
+    Tls(String),
     #[error("sending spans to {endpoint}: {problem}")]
     Export { endpoint: String, problem: String },
 }
 
 /// HTTP and HTTPS (rustls with ring, the system's roots; plain HTTP when none are found, so
 /// loopback collectors still work on a machine without CA certificates).
-pub fn connector() -> Connector {
+pub fn connector() -> Result<Connector, OtlpError> {
+    use hyper_rustls::ConfigBuilderExt;
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let roots = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(std::io::Error::other)
-        .and_then(|b| {
-            use hyper_rustls::ConfigBuilderExt;
-            b.with_native_roots()
-        });
-    let config = match roots {
-        Ok(b) => b.with_no_client_auth(),
-        Err(_) => rustls::ClientConfig::builder_with_provider(provider)
+    let versions = || {
+        rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
-            .map(|b| {
-                b.with_root_certificates(rustls::RootCertStore::empty())
-                    .with_no_client_auth()
-            })
-            .unwrap_or_else(|_| {
-                // ring supports the default versions; this branch is unreachable in practice.
-                rustls::ClientConfig::builder()
-                    .with_root_certificates(rustls::RootCertStore::empty())
-                    .with_no_client_auth()
-            }),
+            .map_err(|e| OtlpError::Tls(e.to_string()))
     };
-    hyper_rustls::HttpsConnectorBuilder::new()
+    let config = match versions()?.with_native_roots() {
+        Ok(b) => b.with_no_client_auth(),
+        // No CA certificates on this machine: plain HTTP still works.
+        Err(_) => versions()?
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth(),
+    };
+    Ok(hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(config)
         .https_or_http()
         .enable_http1()
-        .build()
+        .build())
 }
 
 /// Where traces go: the signal path `/v1/traces` is added to a base endpoint
@@ -92,7 +85,7 @@ pub fn traces_url(endpoint: &str) -> Result<String, OtlpError> {
 /// An exporter to `endpoint` whose requests give up after `timeout`.
 pub fn exporter(endpoint: &str, timeout: Duration) -> Result<SpanExporter, OtlpError> {
     let url = traces_url(endpoint)?;
-    let client = opentelemetry_http::hyper::HyperClient::new(connector(), timeout, None);
+    let client = opentelemetry_http::hyper::HyperClient::new(connector()?, timeout, None);
     let mut exporter = SpanExporter::builder()
         .with_http()
         .with_http_client(client)
