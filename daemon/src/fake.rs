@@ -6,7 +6,7 @@
 //! Each effect is one `write` of one line on an `O_APPEND` file, so a killed process leaves
 //! either the whole line or nothing.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -76,7 +76,8 @@ pub struct FakeWorld {
     delay: Duration,
     /// Probe pods created by this process, by `namespace/name`: the fake world's network and
     /// DNS always work, so each ends at once with the probe's "all answered".
-    probes: Mutex<BTreeSet<String>>,
+    /// Probe pods by `namespace/name`, with their labels.
+    probes: Mutex<BTreeMap<String, Value>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -173,7 +174,7 @@ impl FakeWorld {
             nodes: Mutex::new(nodes),
             effects: Mutex::new(effects),
             delay,
-            probes: Mutex::new(BTreeSet::new()),
+            probes: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -359,7 +360,7 @@ impl ClusterApi for FakeWorld {
             self.probes
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .insert(key);
+                .insert(key, manifest["metadata"]["labels"].clone());
             Ok(())
         })
     }
@@ -374,7 +375,7 @@ impl ClusterApi for FakeWorld {
                 .probes
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .contains(&format!("{namespace}/{name}"));
+                .contains_key(&format!("{namespace}/{name}"));
             Ok(known.then(|| ProbePod {
                 ip: Some("10.0.0.2".into()),
                 running: true,
@@ -462,6 +463,22 @@ impl ClusterApi for FakeWorld {
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(&format!("{namespace}/{name}"));
             Ok(())
+        })
+    }
+
+    fn delete_probes<'a>(
+        &'a self,
+        namespace: &'a str,
+        labels: &'a [(&'a str, &'a str)],
+    ) -> BoxFut<'a, Result<usize, PortError>> {
+        Box::pin(async move {
+            let mut probes = self.probes.lock().unwrap_or_else(|e| e.into_inner());
+            let before = probes.len();
+            probes.retain(|key, l| {
+                !(key.starts_with(&format!("{namespace}/"))
+                    && labels.iter().all(|(k, v)| l[*k] == *v))
+            });
+            Ok(before - probes.len())
         })
     }
 

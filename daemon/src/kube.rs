@@ -150,7 +150,7 @@ impl KubeCluster {
         // kube's rustls needs a process-wide provider; a second call finds it installed.
         let _ = rustls::crypto::ring::default_provider().install_default();
         config.connect_timeout = Some(Duration::from_secs(10));
-        config.read_timeout = Some(Duration::from_secs(60));
+        config.read_timeout = Some(READ_TIMEOUT);
         config.write_timeout = Some(Duration::from_secs(60));
         // Named in the apiserver's audit log, not anonymous.
         config.headers.push((
@@ -393,6 +393,19 @@ fn job_seen(job: &Job, pod: Option<&Pod>) -> JobSeen {
     }
 }
 
+/// Whether a 429 to an eviction is a PodDisruptionBudget's refusal (the apiserver adds the
+/// cause `DisruptionBudget`; its message says so in every version) rather than throttling.
+fn refused_by_budget(s: &kube::core::Status) -> bool {
+    s.details
+        .as_ref()
+        .is_some_and(|d| d.causes.iter().any(|c| c.reason == "DisruptionBudget"))
+        || s.message.contains("disruption budget")
+}
+
+/// How long the client waits for an answer from the API server before it gives up on the
+/// request (a hung apiserver is an outage, not a wait without end).
+pub const READ_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// An API error as the core's fault rules see it: a 5xx, a 429 or no answer is the API
 /// server unavailable (an outage around the step); another 4xx is a refusal.
 fn api_error(e: kube::Error) -> PortError {
@@ -625,7 +638,10 @@ impl ClusterApi for KubeCluster {
                     ))
                     .with_fact("refused_several_budgets", format!("{namespace}/{name}")))
                 }
-                Err(kube::Error::Api(s)) if s.code == 429 => {
+                // A budget's refusal: a 429 whose cause is `DisruptionBudget` (its message
+                // names the budget). A 429 without it is the API server shedding load (API
+                // Priority and Fairness): an outage around the drain, not a budget.
+                Err(kube::Error::Api(s)) if s.code == 429 && refused_by_budget(&s) => {
                     let cause = s
                         .details
                         .as_ref()
@@ -795,6 +811,28 @@ impl ClusterApi for KubeCluster {
         name: &'a str,
     ) -> BoxFut<'a, Result<(), PortError>> {
         Box::pin(self.delete_if_there::<Pod>(namespace, name, DeleteParams::default()))
+    }
+
+    fn delete_probes<'a>(
+        &'a self,
+        namespace: &'a str,
+        labels: &'a [(&'a str, &'a str)],
+    ) -> BoxFut<'a, Result<usize, PortError>> {
+        Box::pin(async move {
+            let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+            let selector: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let pods = api
+                .list(&ListParams::default().labels(&selector.join(",")))
+                .await
+                .map_err(api_error)?;
+            for p in &pods.items {
+                if let Some(name) = &p.metadata.name {
+                    self.delete_if_there::<Pod>(namespace, name, DeleteParams::default())
+                        .await?;
+                }
+            }
+            Ok(pods.items.len())
+        })
     }
 
     fn create_job<'a>(&'a self, manifest: &'a Value) -> BoxFut<'a, Result<(), PortError>> {

@@ -296,6 +296,13 @@ pub trait ClusterApi: Send + Sync + 'static {
         namespace: &'a str,
         name: &'a str,
     ) -> BoxFut<'a, Result<(), PortError>>;
+    /// Deletes every probe pod in `namespace` that carries all of `labels` (what checks
+    /// cut short by an error left behind); how many there were.
+    fn delete_probes<'a>(
+        &'a self,
+        namespace: &'a str,
+        labels: &'a [(&'a str, &'a str)],
+    ) -> BoxFut<'a, Result<usize, PortError>>;
     /// Creates a check's Job (one that exists under that name is adopted).
     fn create_job<'a>(&'a self, manifest: &'a Value) -> BoxFut<'a, Result<(), PortError>>;
     /// What check Job `namespace/name` and its pod show now; `None` when it does not exist.

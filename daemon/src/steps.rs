@@ -221,7 +221,6 @@ impl StepEnv<'_> {
         let run = run.to_string();
         let node = self.host.as_str();
         let mut results = Vec::new();
-        let mut echoes: Vec<String> = Vec::new();
         for c in &plan.checks {
             // Recorded by this execution of the step before the daemon stopped: kept.
             if let Some(v) = plan.done.get(&(c.id.clone(), node.to_string())) {
@@ -251,7 +250,7 @@ impl StepEnv<'_> {
                     let mut on = plan.peers.clone();
                     on.push(node.to_string());
                     match self
-                        .echo_targets(&run, &on, c, plan.boundary, attempt, &mut echoes)
+                        .echo_targets(&run, &on, c, plan.boundary, attempt)
                         .await?
                     {
                         Ok(mut targets) => {
@@ -283,7 +282,7 @@ impl StepEnv<'_> {
                     // resolve and its ClusterIP answer through the node's kube-proxy.
                     let own = [node.to_string()];
                     match self
-                        .echo_targets(&run, &own, c, plan.boundary, attempt, &mut echoes)
+                        .echo_targets(&run, &own, c, plan.boundary, attempt)
                         .await?
                     {
                         Ok(_) => {
@@ -331,9 +330,17 @@ impl StepEnv<'_> {
             self.record_verdict(&c.id, node, attempt, &verdict).await?;
             results.push((c.clone(), verdict));
         }
-        for name in echoes {
-            cluster.delete_probe(check::probe::NAMESPACE, &name).await?;
-        }
+        // Every probe and echo pod of this node's checks: this execution's, and those of
+        // executions an error cut short before they deleted theirs.
+        cluster
+            .delete_probes(
+                check::probe::NAMESPACE,
+                &[
+                    (check::probe::LABEL_RUN, run.as_str()),
+                    (check::probe::LABEL_SUBJECT, node),
+                ],
+            )
+            .await?;
         Ok(results)
     }
 
@@ -431,7 +438,6 @@ impl StepEnv<'_> {
         c: &Check,
         boundary: Boundary,
         attempt: u32,
-        echoes: &mut Vec<String>,
     ) -> Result<Result<Vec<String>, Verdict>, PortError> {
         let cluster = &self.ports.cluster;
         let ns = check::probe::NAMESPACE;
@@ -448,12 +454,11 @@ impl StepEnv<'_> {
                 .create_probe(&check::probe::echo_pod(
                     &name,
                     run,
-                    peer,
+                    (peer, self.host.as_str()),
                     attempt,
                     &self.policy.checks,
                 ))
                 .await?;
-            echoes.push(name.clone());
             names.push(name);
         }
         let deadline = self.clock.now().plus_secs(c.timeout_secs);

@@ -20,6 +20,9 @@ pub const LABEL_RUN: &str = "upgraded.dev/run";
 pub const LABEL_CHECK: &str = "upgraded.dev/check";
 pub const LABEL_NODE: &str = "upgraded.dev/node";
 pub const LABEL_ATTEMPT: &str = "upgraded.dev/attempt";
+/// The node whose check made a probe pod (an echo pod runs on a peer for it): what the
+/// check deletes when it ends, every attempt's (one cut short by an error leaves its own).
+pub const LABEL_SUBJECT: &str = "upgraded.dev/subject";
 
 /// The script a probe container runs on a real cluster (`sh`, `nc`, `nslookup`, `curl`, as
 /// in agnhost's image): it reads the same variables the sim's model answers, tries every
@@ -298,13 +301,15 @@ pub fn probe_pod(
         claim,
         back_to,
     } = orders;
+    let mut labels = labels(run, check, node, attempt);
+    labels[LABEL_SUBJECT] = json!(node);
     let mut pod = json!({
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {
             "name": name,
             "namespace": NAMESPACE,
-            "labels": labels(run, check, node, attempt),
+            "labels": labels,
         },
         "spec": {
             "nodeName": node,
@@ -344,14 +349,22 @@ pub fn probe_pod(
 }
 
 /// An echo pod on `node` that pod-network probes dial (agnhost `netexec`).
-pub fn echo_pod(name: &str, run: &str, node: &str, attempt: u32, policy: &ChecksPolicy) -> Value {
+pub fn echo_pod(
+    name: &str,
+    run: &str,
+    (node, subject): (&str, &str),
+    attempt: u32,
+    policy: &ChecksPolicy,
+) -> Value {
+    let mut labels = labels(run, "echo", node, attempt);
+    labels[LABEL_SUBJECT] = json!(subject);
     json!({
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {
             "name": name,
             "namespace": NAMESPACE,
-            "labels": labels(run, "echo", node, attempt),
+            "labels": labels,
         },
         "spec": {
             "nodeName": node,
@@ -598,7 +611,7 @@ mod tests {
             "10.244.1.5:8080,10.244.2.9:8080"
         );
         assert_eq!(pod["spec"]["containers"][0]["image"], policy.images.probe);
-        let echo = echo_pod("e", "run-1", "w-2", 1, &policy);
+        let echo = echo_pod("e", "run-1", ("w-2", "w-1"), 1, &policy);
         assert_eq!(echo["spec"]["nodeName"], "w-2");
         assert!(
             echo["spec"]["restartPolicy"].is_null(),
