@@ -427,12 +427,14 @@ impl<L: EventLog + Clone> Daemon<L> {
             let mut wake = decision.wake_at;
             for cmd in decision.commands {
                 match &cmd {
-                    Command::RunStep { node, .. } | Command::Probe { node, .. }
+                    Command::RunStep { node, .. }
+                    | Command::Probe { node, .. }
+                    | Command::AwaitAnswer { node }
                         if busy.contains(node) =>
                     {
                         continue;
                     }
-                    Command::Probe { node, .. } => {
+                    Command::Probe { node, .. } | Command::AwaitAnswer { node } => {
                         if let Some(&(_, t)) = probe_after.get(node).filter(|(_, t)| *t > now) {
                             wake = Some(wake.map_or(t, |w| w.min(t)));
                             continue;
@@ -450,7 +452,10 @@ impl<L: EventLog + Clone> Daemon<L> {
                 }
                 if matches!(
                     cmd,
-                    Command::RunStep { .. } | Command::Probe { .. } | Command::ObserveDrift { .. }
+                    Command::RunStep { .. }
+                        | Command::Probe { .. }
+                        | Command::ObserveDrift { .. }
+                        | Command::AwaitAnswer { .. }
                 ) {
                     work.push(cmd);
                 }
@@ -491,6 +496,7 @@ impl<L: EventLog + Clone> Daemon<L> {
                     Command::ObserveDrift { after, .. } => {
                         tracing::info_span!("drift", after = *after)
                     }
+                    Command::AwaitAnswer { node } => tracing::info_span!("outage", entry = %node),
                     _ => tracing::info_span!("task"),
                 };
                 let (node, task) = self.task(run, &state, cmd);
@@ -554,7 +560,9 @@ impl<L: EventLog + Clone> Daemon<L> {
         let clock = Arc::clone(&self.clock);
         let ports = self.ports.clone();
         let node = match &cmd {
-            Command::RunStep { node, .. } | Command::Probe { node, .. } => node.clone(),
+            Command::RunStep { node, .. }
+            | Command::Probe { node, .. }
+            | Command::AwaitAnswer { node } => node.clone(),
             Command::ObserveDrift { after, .. } => drift_task(*after),
             _ => Entry::default(),
         };
@@ -636,6 +644,25 @@ impl<L: EventLog + Clone> Daemon<L> {
                         )
                         .await,
                     )
+                }
+                Command::AwaitAnswer { node } => {
+                    // The API server about the node, and the node's agent, both answering.
+                    let api = ports.cluster.node_status(&host).await;
+                    let agent = ports
+                        .nodes
+                        .run(
+                            &host,
+                            &crate::ports::RemoteCommand::Fingerprint,
+                            ports.command_timeout,
+                        )
+                        .await;
+                    match (api, agent) {
+                        (Ok(_), Ok(_)) => Observation::Answered,
+                        (Err(e), _) | (_, Err(e)) => {
+                            tracing::info!(%node, error = %e, "still not answering");
+                            Observation::Unknown
+                        }
+                    }
                 }
                 _ => return Ok(TaskEnd::Done(node, None)),
             };

@@ -67,6 +67,12 @@ pub enum Command {
         after: u32,
         members: Vec<(String, String)>,
     },
+    /// Ask what did not answer (the API server about `node`, and `node`'s agent) whether
+    /// it answers again; record `RunResumed` by the daemon once both do (`outage.resume:
+    /// auto`). Read-only: an unanswered asking records nothing and is tried again later.
+    AwaitAnswer {
+        node: Entry,
+    },
 }
 
 /// What executing a `RunStep` or a `Probe` observed.
@@ -86,6 +92,8 @@ pub enum Observation {
     Unknown,
     /// What the machines' agents read (`ObserveDrift`), by node.
     Hosts(std::collections::BTreeMap<String, Facts>),
+    /// What did not answer answers again (`AwaitAnswer`).
+    Answered,
 }
 
 impl Command {
@@ -124,7 +132,9 @@ impl Command {
                         facts,
                     }
                 }
-                Observation::Unknown | Observation::Hosts(_) => return None,
+                Observation::Unknown | Observation::Hosts(_) | Observation::Answered => {
+                    return None;
+                }
             }),
             (
                 Command::Probe {
@@ -139,6 +149,9 @@ impl Command {
                 attempt: *attempt,
                 done,
                 facts,
+            }),
+            (Command::AwaitAnswer { .. }, Observation::Answered) => Some(Event::RunResumed {
+                by: crate::event::Actor::daemon(),
             }),
             (Command::ObserveDrift { after, members }, Observation::Hosts(hosts)) => {
                 let mut generations: Vec<String> = members.iter().map(|(_, g)| g.clone()).collect();
@@ -168,7 +181,9 @@ impl Command {
                 step: step.clone(),
                 attempt: *attempt,
             }),
-            Command::Probe { .. } | Command::ObserveDrift { .. } => None,
+            Command::Probe { .. } | Command::ObserveDrift { .. } | Command::AwaitAnswer { .. } => {
+                None
+            }
             Command::Halt { reason } => Some(Event::RunHalted {
                 reason: reason.clone(),
             }),
@@ -261,16 +276,29 @@ fn outage_wait(
     Some(Ok(n.since.plus_millis(delay)))
 }
 
+/// The fault rule for the end of an outage: a run the daemon itself paused because
+/// something did not answer (a node's step found it `unavailable`) asks it again, with
+/// backoff, and resumes once it answers (`outage.resume: auto`). A pause by a person, or
+/// under `outage.resume: manual`, waits for `upgradectl resume`.
+fn decide_paused(state: &RunState, policy: &Policy, d: &mut Decision) {
+    let by_daemon = state.run.data().paused_by == Some(crate::event::Actor::daemon());
+    if !(policy.outage_resume && by_daemon) {
+        return;
+    }
+    if let Some(n) = state.nodes.iter().find(|n| n.node().unavailable.is_some()) {
+        d.commands.push(Command::AwaitAnswer {
+            node: n.node().name.clone(),
+        });
+    }
+}
+
 pub fn decide(state: &RunState, policy: &Policy, now: Timestamp) -> Decision {
     let mut d = Decision::default();
     match state.phase() {
         RunPhase::Running => decide_running(state, policy, now, &mut d),
         RunPhase::Aborting => decide_aborting(state, policy, now, &mut d),
-        RunPhase::Planned
-        | RunPhase::Paused
-        | RunPhase::Halted
-        | RunPhase::Completed
-        | RunPhase::Aborted => {}
+        RunPhase::Paused => decide_paused(state, policy, &mut d),
+        RunPhase::Planned | RunPhase::Halted | RunPhase::Completed | RunPhase::Aborted => {}
     }
     d
 }
@@ -883,6 +911,127 @@ mod tests {
             matches!(d.commands.as_slice(), [Command::RunStep { attempt: 2, .. }]),
             "{d:?}"
         );
+    }
+
+    /// The end of an outage's rows: a run the daemon paused for an outage asks again
+    /// (under `outage.resume: auto`) and resumes on the answer; not under `manual`, nor
+    /// after a person's pause; and the daemon's resume leaves parked nodes parked.
+    #[test]
+    fn a_run_paused_for_an_outage_asks_again_and_resumes_only_if_the_policy_says() {
+        let auto = Policy {
+            outage_pause_secs: 600,
+            outage_resume: true,
+            ..Policy::default()
+        };
+        let manual = Policy {
+            outage_resume: false,
+            ..auto.clone()
+        };
+        let failed = |policy: &Policy, by: Actor| {
+            let mut facts = Facts::new();
+            FailureKind::Unavailable.record(&mut facts);
+            after(
+                state(policy),
+                vec![
+                    Event::StepStarted {
+                        node: "w-1".into(),
+                        step: Step::Preflight,
+                        attempt: 1,
+                    },
+                    Event::StepFailed {
+                        node: "w-1".into(),
+                        step: Step::Preflight,
+                        attempt: 1,
+                        error: "API server: connection refused".into(),
+                        facts,
+                    },
+                    Event::RunPaused {
+                        by,
+                        reason: "outage".into(),
+                    },
+                ],
+            )
+        };
+        let s = failed(&auto, Actor::daemon());
+        let d = decide(&s, &auto, at(0, 13, 0));
+        let [cmd @ Command::AwaitAnswer { node }] = d.commands.as_slice() else {
+            panic!("{d:?}")
+        };
+        assert_eq!(node.as_str(), "w-1");
+        assert_eq!(
+            cmd.outcome(Observation::Answered),
+            Some(Event::RunResumed {
+                by: Actor::daemon()
+            })
+        );
+        assert_eq!(cmd.outcome(Observation::Unknown), None, "nothing recorded");
+        assert_eq!(cmd.intent(), None, "read-only");
+        let s = failed(&manual, Actor::daemon());
+        assert!(decide(&s, &manual, at(0, 13, 0)).commands.is_empty());
+        let person = Actor {
+            uid: Some(1000),
+            name: "ops".into(),
+        };
+        let s = failed(&auto, person);
+        assert!(decide(&s, &auto, at(0, 13, 0)).commands.is_empty());
+        // The daemon's resume leaves a parked node parked (only a person's resume says its
+        // cause is fixed).
+        let ok = |step: Step| {
+            vec![
+                Event::StepStarted {
+                    node: "w-1".into(),
+                    step: step.clone(),
+                    attempt: 1,
+                },
+                Event::StepSucceeded {
+                    node: "w-1".into(),
+                    step,
+                    attempt: 1,
+                    facts: Facts::new(),
+                },
+            ]
+        };
+        let mut events = ok(Step::Preflight);
+        events.extend(ok(Step::Cordon));
+        events.extend([
+            Event::StepStarted {
+                node: "w-1".into(),
+                step: Step::Drain,
+                attempt: 1,
+            },
+            Event::StepFailed {
+                node: "w-1".into(),
+                step: Step::Drain,
+                attempt: 1,
+                error: "blocked".into(),
+                facts: Facts::new(),
+            },
+            Event::NodeParked {
+                node: "w-1".into(),
+                reason: "drain blocked".into(),
+                uncordon: false,
+            },
+            Event::RunPaused {
+                by: Actor::daemon(),
+                reason: "outage".into(),
+            },
+            Event::RunResumed {
+                by: Actor::daemon(),
+            },
+        ]);
+        let s = after(state(&auto), events);
+        assert_eq!(s.phase(), RunPhase::Running);
+        assert!(s.node("w-1").expect("w-1").node().parked.is_some());
+        let s = after(
+            s,
+            vec![Event::RunResumed {
+                by: Actor {
+                    uid: Some(0),
+                    name: "root".into(),
+                },
+            }],
+        );
+        assert!(s.node("w-1").expect("w-1").node().parked.is_none());
     }
 
     /// A one-node run of `role` whose verify failed `policy.max_attempts` times, after a

@@ -526,6 +526,9 @@ impl Node {
     #[state]
     fn parked(&mut self, context: &mut NodeCtx, event: &Event) -> Outcome<State> {
         match event {
+            // The daemon's own resume after an outage is not an operator's word that a
+            // parked node's cause is fixed: it stays parked.
+            Event::RunResumed { by } if *by == crate::event::Actor::daemon() => Handled,
             Event::RunResumed { .. } => {
                 // `parked_cordoned` stays until the node is cordoned by its workflow again:
                 // an abort before that must still uncordon it.

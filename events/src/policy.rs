@@ -95,6 +95,9 @@ pub struct Policy {
     /// 429) before the run pauses with the reason (`outage.pauseAfter`); until then such
     /// failures are retried without using the step's attempts.
     pub outage_pause_secs: u64,
+    /// Whether a run the daemon paused for an outage resumes by itself once what did not
+    /// answer answers again (`outage.resume: auto`). Off in records from before it existed.
+    pub outage_resume: bool,
 }
 
 impl Default for Policy {
@@ -121,6 +124,7 @@ impl Default for Policy {
             generation_label: None,
             drift_keys: Vec::new(),
             outage_pause_secs: 600,
+            outage_resume: false,
         }
     }
 }

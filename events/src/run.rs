@@ -43,6 +43,8 @@ impl RunPhase {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RunMachine {
     pub reason: Option<String>,
+    /// Who paused the run, while it is paused.
+    pub paused_by: Option<crate::event::Actor>,
 }
 
 #[state_machine(
@@ -66,8 +68,9 @@ impl RunMachine {
     #[state(superstate = "active")]
     fn running(&mut self, event: &Event) -> Outcome<State> {
         match event {
-            Event::RunPaused { reason, .. } => {
+            Event::RunPaused { reason, by } => {
                 self.note(reason);
+                self.paused_by = Some(by.clone());
                 Transition(State::paused())
             }
             Event::RunHalted { reason } => {
@@ -84,11 +87,13 @@ impl RunMachine {
         match event {
             Event::RunResumed { .. } => {
                 self.reason = None;
+                self.paused_by = None;
                 Transition(State::running())
             }
             // A step that was in flight when the pause came may still fail: remember why.
             Event::RunHalted { reason } => {
                 self.reason = Some(reason.clone());
+                self.paused_by = None;
                 Transition(State::halted())
             }
             _ => Super,
@@ -102,8 +107,9 @@ impl RunMachine {
                 self.reason = None;
                 Transition(State::running())
             }
-            Event::RunPaused { reason, .. } => {
+            Event::RunPaused { reason, by } => {
                 self.note(reason);
+                self.paused_by = Some(by.clone());
                 Transition(State::paused())
             }
             _ => Super,
@@ -115,6 +121,7 @@ impl RunMachine {
         match event {
             Event::AbortRequested { reason, .. } => {
                 self.note(reason);
+                self.paused_by = None;
                 Transition(State::aborting())
             }
             _ => Handled,

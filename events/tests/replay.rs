@@ -239,6 +239,12 @@ impl Engine<'_> {
                             self.append(e)?;
                         }
                     }
+                    // The world here always answers.
+                    Command::AwaitAnswer { .. } => {
+                        if let Some(e) = c.outcome(Observation::Answered) {
+                            self.append(e)?;
+                        }
+                    }
                     Command::Halt { .. }
                     | Command::Pause { .. }
                     | Command::Park { .. }

@@ -88,6 +88,9 @@ pub struct PolicyFile {
 pub struct OutageFile {
     /// How long before the run pauses (`10m`).
     pub pause_after: Option<String>,
+    /// `auto` (default): the paused run resumes by itself once what did not answer answers
+    /// again; `manual`: it waits for `upgradectl resume`.
+    pub resume: Option<String>,
 }
 
 /// A notification sink as written.
@@ -377,6 +380,8 @@ pub struct PlanPolicy {
     pub checks: ChecksPolicy,
     /// How long an outage around a step may last before the run pauses (`outage.pauseAfter`).
     pub outage_pause_secs: u64,
+    /// `outage.resume: auto`: a run paused for an outage resumes once it is over.
+    pub outage_resume: bool,
     /// Notification sinks (the daemon's; not part of a run's recorded policy).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notifications: Vec<upgraded_events::notify::Sink>,
@@ -479,6 +484,7 @@ impl Default for PlanPolicy {
             checks: ChecksPolicy::default(),
             notifications: Vec::new(),
             outage_pause_secs: 600,
+            outage_resume: true,
         }
     }
 }
@@ -627,6 +633,7 @@ impl PlanPolicy {
             generation_label: Some(self.generation_label.clone()),
             drift_keys: self.drift_keys.clone(),
             outage_pause_secs: self.outage_pause_secs,
+            outage_resume: self.outage_resume,
             ..Policy::default()
         }
     }
@@ -1089,6 +1096,16 @@ impl PolicyFile {
         }
         if let Some(o) = &self.outage {
             p.outage_pause_secs = secs("outage.pauseAfter", &o.pause_after, p.outage_pause_secs)?;
+            p.outage_resume = match o.resume.as_deref() {
+                None | Some("auto") => true,
+                Some("manual") => false,
+                Some(other) => {
+                    return Err(err(
+                        "outage.resume",
+                        format!("{other:?}: expected auto or manual"),
+                    ));
+                }
+            };
         }
         for (i, n) in self.notifications.iter().enumerate() {
             let sink = n.validate(&format!("notifications[{i}]"))?;
@@ -1221,6 +1238,18 @@ mod tests {
         assert_eq!(p.outage_pause_secs, 1800);
         assert_eq!(p.run_policy().outage_pause_secs, 1800);
         check_err("outage: {pauseAfter: soon}", "outage.pauseAfter", "soon");
+        assert!(
+            PlanPolicy::default().outage_resume,
+            "resumes by itself by default"
+        );
+        let p = PlanPolicy::from_yaml("outage: {resume: manual}").expect("ok");
+        assert!(!p.run_policy().outage_resume);
+        assert!(
+            PlanPolicy::from_yaml("outage: {resume: auto}")
+                .expect("ok")
+                .outage_resume
+        );
+        check_err("outage: {resume: sometimes}", "outage.resume", "sometimes");
         check_err(
             "outage: {pauseAftr: 1m}",
             "outage.pauseAftr",
