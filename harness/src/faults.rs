@@ -22,7 +22,8 @@ pub enum ApiFault {
     Refused,
     /// The apiserver answers with `code` (500, 503, 429), with `Retry-After` when given.
     Status { code: u16, retry_after: Option<u32> },
-    /// No answer until the window closes, then a refused connection.
+    /// No answer: the client gives up after its read timeout (the daemon's
+    /// `kube::READ_TIMEOUT`), or at the window's end, then the connection is refused.
     Hang,
 }
 
@@ -54,45 +55,63 @@ pub struct Window {
 pub struct ApiFaults {
     windows: Mutex<Vec<Window>>,
     met: Mutex<BTreeMap<&'static str, u64>>,
+    /// Requests each window met, in the order added.
+    hits: Mutex<Vec<u64>>,
 }
 
 impl ApiFaults {
     pub fn new(windows: Vec<Window>) -> Arc<ApiFaults> {
+        let hits = Mutex::new(vec![0; windows.len()]);
         Arc::new(ApiFaults {
             windows: Mutex::new(windows),
             met: Mutex::default(),
+            hits,
         })
     }
 
-    pub fn add(&self, w: Window) {
-        self.windows
+    /// Adds a window; its index for [`ApiFaults::hits`].
+    pub fn add(&self, w: Window) -> usize {
+        let mut ws = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+        ws.push(w);
+        self.hits
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push(w);
+            .resize(ws.len(), 0);
+        ws.len() - 1
     }
 
-    /// The open window at `now` (the first scheduled, when several overlap).
-    pub fn at(&self, now: Timestamp) -> Option<Window> {
-        self.windows
+    /// The open window at `now` (the first scheduled, when several overlap), counted as met.
+    fn hit(&self, now: Timestamp) -> Option<Window> {
+        let ws = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+        let (i, w) = ws
+            .iter()
+            .enumerate()
+            .find(|(_, w)| w.from <= now && now < w.until)?;
+        if let Some(n) = self
+            .hits
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .find(|w| w.from <= now && now < w.until)
-            .copied()
+            .get_mut(i)
+        {
+            *n += 1;
+        }
+        *self
+            .met
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(w.fault.kind())
+            .or_default() += 1;
+        Some(*w)
+    }
+
+    /// Requests each window met, by the index [`ApiFaults::add`] returned.
+    pub fn hits(&self) -> Vec<u64> {
+        self.hits.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Requests that met a fault, by kind.
     pub fn met(&self) -> BTreeMap<&'static str, u64> {
         self.met.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    fn count(&self, f: ApiFault) {
-        *self
-            .met
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(f.kind())
-            .or_default() += 1;
     }
 }
 
@@ -154,23 +173,30 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let me = self.clone();
         Box::pin(async move {
-            match me.faults.at(me.clock.now()) {
+            match me.faults.hit(me.clock.now()) {
                 None => Ok(me
                     .router
                     .oneshot(req.map(axum::body::Body::new))
                     .await
                     .map_err(|e| -> tower::BoxError { Box::new(e) })?),
-                Some(w) => {
-                    me.faults.count(w.fault);
-                    match w.fault {
-                        ApiFault::Refused => Err(refused()),
-                        ApiFault::Status { code, retry_after } => Ok(status(code, retry_after)),
-                        ApiFault::Hang => {
-                            me.clock.sleep_until(w.until).await;
-                            Err(refused())
+                Some(w) => match w.fault {
+                    ApiFault::Refused => Err(refused()),
+                    ApiFault::Status { code, retry_after } => Ok(status(code, retry_after)),
+                    ApiFault::Hang => {
+                        let gives_up = me
+                            .clock
+                            .now()
+                            .plus_millis(upgraded_daemon::kube::READ_TIMEOUT.as_millis() as u64);
+                        me.clock.sleep_until(w.until.min(gives_up)).await;
+                        if gives_up < w.until {
+                            return Err(Box::new(std::io::Error::new(
+                                std::io::ErrorKind::TimedOut,
+                                "read timed out (an injected hang)",
+                            )) as tower::BoxError);
                         }
+                        Err(refused())
                     }
-                }
+                },
             }
         })
     }
@@ -205,6 +231,10 @@ pub struct NodeWindow {
     pub from: Timestamp,
     pub until: Timestamp,
     pub fault: NodeFault,
+    /// Only the first command that changes the node (an install, a restart, an upgrade)
+    /// from `from` on meets it, once: a connection lost around the commands that matter,
+    /// whenever they come (`until` is then the time it waits for one).
+    pub next_change: bool,
 }
 
 /// The node faults' schedule, and what the daemon met of it.
@@ -212,6 +242,7 @@ pub struct NodeWindow {
 pub struct NodeFaults {
     windows: Mutex<Vec<NodeWindow>>,
     met: Mutex<BTreeMap<&'static str, u64>>,
+    hits: Mutex<Vec<u64>>,
 }
 
 impl NodeFaults {
@@ -219,20 +250,44 @@ impl NodeFaults {
         Arc::default()
     }
 
-    pub fn add(&self, w: NodeWindow) {
-        self.windows
+    /// Adds a window; its index for [`NodeFaults::hits`].
+    pub fn add(&self, w: NodeWindow) -> usize {
+        let mut ws = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+        ws.push(w);
+        self.hits
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push(w);
+            .resize(ws.len(), 0);
+        ws.len() - 1
     }
 
-    fn at(&self, node: &str, now: Timestamp) -> Option<NodeWindow> {
-        self.windows
+    /// The window open for `node` at `now` (for a command that changes the node when
+    /// `changes`), counted as met.
+    fn hit(&self, node: &str, now: Timestamp, changes: bool) -> Option<NodeWindow> {
+        let ws = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+        let mut hits = self.hits.lock().unwrap_or_else(|p| p.into_inner());
+        let (i, w) = ws.iter().enumerate().find(|(i, w)| {
+            w.node.as_deref().is_none_or(|n| n == node)
+                && w.from <= now
+                && now < w.until
+                && (!w.next_change || (changes && hits.get(*i) == Some(&0)))
+        })?;
+        if let Some(n) = hits.get_mut(i) {
+            *n += 1;
+        }
+        drop(hits);
+        *self
+            .met
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .find(|w| w.node.as_deref().is_none_or(|n| n == node) && w.from <= now && now < w.until)
-            .cloned()
+            .entry(w.fault.kind())
+            .or_default() += 1;
+        Some(w.clone())
+    }
+
+    /// Commands each window met, by the index [`NodeFaults::add`] returned.
+    pub fn hits(&self) -> Vec<u64> {
+        self.hits.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Commands that met a fault, by kind.
@@ -267,16 +322,10 @@ impl upgraded_daemon::ports::NodeExecutor for FaultyNodes {
         use upgraded_daemon::ports::PortError;
         use upgraded_events::fault::FailureKind;
         Box::pin(async move {
-            let Some(w) = self.faults.at(node.as_str(), self.clock.now()) else {
+            let changes = !upgraded_daemon::remote::Scripts::read_only(cmd);
+            let Some(w) = self.faults.hit(node.as_str(), self.clock.now(), changes) else {
                 return self.inner.run(node, cmd, timeout).await;
             };
-            *self
-                .faults
-                .met
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .entry(w.fault.kind())
-                .or_default() += 1;
             // A read-only command that lost its answer changed nothing: the node is
             // unreachable for now (an outage around the step). Any other is in doubt.
             let kind = if upgraded_daemon::remote::Scripts::read_only(cmd) {
@@ -302,5 +351,50 @@ impl upgraded_daemon::ports::NodeExecutor for FaultyNodes {
                 }
             }
         })
+    }
+}
+
+/// The log's disk full from `from` until `until`: every append in between fails as sled
+/// fails on `ENOSPC` (the daemon exits on it, and its restarts fail until there is room).
+#[derive(Debug, Default)]
+pub struct LogFaults {
+    windows: Mutex<Vec<(Timestamp, Timestamp, u64)>>,
+}
+
+impl LogFaults {
+    pub fn new() -> Arc<LogFaults> {
+        Arc::default()
+    }
+
+    /// Adds a window; its index for [`LogFaults::hits`].
+    pub fn add(&self, from: Timestamp, until: Timestamp) -> usize {
+        let mut ws = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+        ws.push((from, until, 0));
+        ws.len() - 1
+    }
+
+    /// Whether the disk is full at `now`; counts the append that met it.
+    pub fn full(&self, now: Timestamp) -> bool {
+        let mut ws = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+        match ws
+            .iter_mut()
+            .find(|(from, until, _)| *from <= now && now < *until)
+        {
+            Some((_, _, n)) => {
+                *n += 1;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Appends each window failed, by the index [`LogFaults::add`] returned.
+    pub fn hits(&self) -> Vec<u64> {
+        self.windows
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|w| w.2)
+            .collect()
     }
 }

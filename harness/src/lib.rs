@@ -13,6 +13,7 @@
 //! runs on a blocking thread, which holds time still, so an fsync never looks like minutes.
 //! Waits are bounded in virtual time, so a stuck scenario fails with the status it was in.
 
+pub mod chaos;
 pub mod faults;
 pub mod rehearse;
 
@@ -88,6 +89,8 @@ pub struct HarnessLog {
     /// Appends on their way to the disk: a crash waits for them (a dead process writes
     /// nothing after it died, and a write it began either landed before or never does).
     in_flight: Arc<std::sync::atomic::AtomicUsize>,
+    /// When the log's disk is full (every append then fails, as sled's on `ENOSPC`).
+    full: Option<(Arc<faults::LogFaults>, Arc<TokioClock>)>,
 }
 
 impl std::fmt::Debug for HarnessLog {
@@ -97,11 +100,12 @@ impl std::fmt::Debug for HarnessLog {
 }
 
 impl HarnessLog {
-    fn new(log: SledLog) -> HarnessLog {
+    fn new(log: SledLog, full: Option<(Arc<faults::LogFaults>, Arc<TokioClock>)>) -> HarnessLog {
         HarnessLog {
             slot: Arc::new(Mutex::new(Some(log))),
             rt: tokio::runtime::Handle::current(),
             in_flight: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+            full,
         }
     }
 
@@ -127,6 +131,13 @@ impl EventLog for HarnessLog {
     ) -> Result<Vec<Record>, LogError> {
         use std::sync::atomic::Ordering;
         let (log, rt) = (self.current()?, self.rt.clone());
+        if let Some((faults, clock)) = &self.full
+            && faults.full(clock.now())
+        {
+            return Err(LogError::WriteFailed(
+                "No space left on device (os error 28, an injected fault)".into(),
+            ));
+        }
         let in_flight = Arc::clone(&self.in_flight);
         in_flight.fetch_add(1, Ordering::SeqCst);
         // Counted down by the blocking task itself: an abort of this future (a crash) does
@@ -173,6 +184,15 @@ impl std::fmt::Display for Refused {
 
 impl std::error::Error for Refused {}
 
+/// How [`Harness::wait_until`] ended: the status wanted; the engine's fatal error (the
+/// daemon exited) with the last status; the deadline, with the last status.
+#[derive(Debug)]
+pub enum Waited {
+    Done(Value),
+    Exited(String, Value),
+    Deadline(Value),
+}
+
 /// The node executor a harness gives its engine, built from the sim.
 pub type Nodes = Box<dyn Fn(&Arc<Sim>) -> Arc<dyn NodeExecutor>>;
 
@@ -180,12 +200,14 @@ pub type Nodes = Box<dyn Fn(&Arc<Sim>) -> Arc<dyn NodeExecutor>>;
 pub struct Harness {
     pub sim: Arc<Sim>,
     _dir: tempfile::TempDir,
-    log: SledLog,
+    /// Sled, open (closed only while [`Harness::restart_damaged`] damages its files).
+    log: Option<SledLog>,
     clock: Arc<TokioClock>,
     policy: PlanPolicy,
     kube: axum::Router,
     nodes: Arc<dyn NodeExecutor>,
     api_faults: Option<Arc<faults::ApiFaults>>,
+    log_faults: Option<Arc<faults::LogFaults>>,
     engine: Engine,
 }
 
@@ -230,6 +252,8 @@ pub struct Options {
     pub api_faults: Option<Arc<faults::ApiFaults>>,
     /// Faults between the daemon and the node agents, in virtual time.
     pub node_faults: Option<Arc<faults::NodeFaults>>,
+    /// The log's disk full, in virtual time.
+    pub log_faults: Option<Arc<faults::LogFaults>>,
 }
 
 impl std::fmt::Debug for Options {
@@ -284,16 +308,24 @@ impl Harness {
         let (log, _) = SledLog::open(dir.path(), Default::default())
             .map_err(|e| format!("the log in {}: {e}", dir.path().display()))?;
         let api_faults = options.api_faults.clone();
-        let engine = Self::engine(&log, &clock, &policy, (&kube, &api_faults), &nodes);
+        let log_faults = options.log_faults.clone();
+        let engine = Self::engine(
+            (&log, &log_faults),
+            &clock,
+            &policy,
+            (&kube, &api_faults),
+            &nodes,
+        );
         let h = Harness {
             sim,
             _dir: dir,
-            log,
+            log: Some(log),
             clock,
             policy,
             kube,
             nodes,
             api_faults,
+            log_faults,
             engine,
         };
         h.engine
@@ -305,7 +337,7 @@ impl Harness {
     }
 
     fn engine(
-        log: &SledLog,
+        (log, log_faults): (&SledLog, &Option<Arc<faults::LogFaults>>),
         clock: &Arc<TokioClock>,
         policy: &PlanPolicy,
         (kube, api_faults): (&axum::Router, &Option<Arc<faults::ApiFaults>>),
@@ -332,7 +364,12 @@ impl Harness {
             ))),
             command_timeout: Duration::from_secs(3600),
         };
-        let log = HarnessLog::new(log.clone());
+        let log = HarnessLog::new(
+            log.clone(),
+            log_faults
+                .as_ref()
+                .map(|f| (Arc::clone(f), Arc::clone(clock))),
+        );
         let clock: Arc<dyn Clock> = clock.clone();
         let (daemon, fatal) = Daemon::new(
             log.clone(),
@@ -351,17 +388,18 @@ impl Harness {
         }
     }
 
-    async fn recover(&mut self) {
-        self.engine
-            .daemon
-            .recover()
-            .await
-            .expect("the engine resumes from the log");
-    }
-
     /// The engine, for what the API does not show.
     pub fn daemon(&self) -> &Arc<Daemon<HarnessLog>> {
         &self.engine.daemon
+    }
+
+    /// The log's feed of records as they become durable (acknowledged), from now on; a
+    /// [`Harness::restart_damaged`] opens a new log, with a new feed.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Record>> {
+        match &self.log {
+            Some(log) => log.subscribe(),
+            None => broadcast::channel(1).1,
+        }
     }
 
     /// The time the daemon and the sim read.
@@ -379,9 +417,65 @@ impl Harness {
 
     /// A new daemon on the same log and cluster, which resumes the unfinished run.
     pub async fn restart(&mut self) {
+        self.try_restart()
+            .await
+            .unwrap_or_else(|e| panic!("the engine resumes from the log: {e}"));
+    }
+
+    /// [`Harness::restart`], a failed start (as when the log's disk is full) as an error:
+    /// the daemon is then down, as a process that exited, until the next try.
+    pub async fn try_restart(&mut self) -> Result<(), String> {
+        self.stop_engine().await;
+        let log = self.log.as_ref().ok_or("the log could not be opened")?;
+        self.engine = Self::engine(
+            (log, &self.log_faults),
+            &self.clock,
+            &self.policy,
+            (&self.kube, &self.api_faults),
+            &self.nodes,
+        );
+        match self.engine.daemon.recover().await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                self.crash();
+                Err(e.to_string())
+            }
+        }
+    }
+
+    /// The daemon dies; `damage` is done to the log's files (its data dir) while no process
+    /// has them open, as a crash or a disk leaves them; then the log is opened again, as a
+    /// starting daemon opens it (start one with [`Harness::try_restart`]). The refusal to
+    /// open it (naming what was lost) is the error, and the daemon stays down.
+    pub async fn reopen_damaged(
+        &mut self,
+        damage: impl FnOnce(&std::path::Path),
+    ) -> Result<upgraded_daemon::log::OpenReport, String> {
+        self.stop_engine().await;
+        let dir = self._dir.path().to_path_buf();
+        // Sled closed: its writer thread joined; its flusher lets the file lock go a moment
+        // after the last handle is dropped.
+        if let Some(log) = self.log.take() {
+            log.close();
+        }
+        damage(&dir);
+        let (log, report) = loop {
+            match SledLog::open(&dir, Default::default()) {
+                Err(e) if e.to_string().contains("could not acquire lock") => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => return Err(e.to_string()),
+                Ok(opened) => break opened,
+            }
+        };
+        self.log = Some(log);
+        Ok(report)
+    }
+
+    /// Stops the current engine and waits for its writes already on their way to land.
+    async fn stop_engine(&mut self) {
         self.engine.daemon.stop();
         self.engine.log.sever();
-        // The dead daemon's writes that were already on their way land first.
         while self
             .engine
             .log
@@ -391,14 +485,6 @@ impl Harness {
         {
             tokio::task::yield_now().await;
         }
-        self.engine = Self::engine(
-            &self.log,
-            &self.clock,
-            &self.policy,
-            (&self.kube, &self.api_faults),
-            &self.nodes,
-        );
-        self.recover().await;
     }
 
     /// One API call, as `upgradectl` makes it (peer uid 0); the answer as JSON.
@@ -487,22 +573,41 @@ impl Harness {
     /// as JSON) satisfies `done`; returns it. Fails with the last status when time runs out
     /// or the engine stops.
     pub async fn until(&mut self, within: Duration, done: impl Fn(&Value) -> bool) -> Value {
-        let deadline = tokio::time::Instant::now() + within;
+        match self
+            .wait_until(tokio::time::Instant::now() + within, done)
+            .await
+        {
+            Waited::Done(v) => v,
+            Waited::Exited(e, now) => panic!("the engine stopped: {e}; status {now:#}"),
+            Waited::Deadline(now) => panic!(
+                "not done within {} s of virtual time; status {now:#}",
+                within.as_secs()
+            ),
+        }
+    }
+
+    /// Waits until the status (`/v1/status`'s `active`) satisfies `done`, the engine stops
+    /// on a fatal error (as the binary exits), or `deadline` (virtual time) passes.
+    pub async fn wait_until(
+        &mut self,
+        deadline: tokio::time::Instant,
+        done: impl Fn(&Value) -> bool,
+    ) -> Waited {
         let mut status = self.engine.daemon.status();
         loop {
             let now =
                 serde_json::to_value(status.borrow_and_update().clone()).expect("status as JSON");
             if done(&now) {
-                return now;
+                return Waited::Done(now);
             }
             tokio::select! {
                 changed = status.changed() => {
-                    changed.expect("the engine is gone");
+                    if changed.is_err() {
+                        return Waited::Exited("the engine is gone".into(), now);
+                    }
                 }
-                Some(e) = self.engine.fatal.recv() => panic!("the engine stopped: {e}; status {now:#}"),
-                () = tokio::time::sleep_until(deadline) => {
-                    panic!("not done within {} s of virtual time; status {now:#}", within.as_secs())
-                }
+                Some(e) = self.engine.fatal.recv() => return Waited::Exited(e.to_string(), now),
+                () = tokio::time::sleep_until(deadline) => return Waited::Deadline(now),
             }
         }
     }

@@ -771,6 +771,7 @@ fn run(r: &Rehearsal) -> Result<(RunMeasure, Vec<Record>, Start), String> {
             })),
             api_faults: None,
             node_faults: None,
+            log_faults: None,
         };
         let h = Harness::try_with(world, r.policy.clone(), options).await?;
         let daemon = h.daemon();

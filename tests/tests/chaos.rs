@@ -140,13 +140,14 @@ async fn outages_of_every_kind_are_ridden_out_and_change_nothing_that_is_done() 
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_long_outage_pauses_the_run_saying_what_did_not_answer_and_resume_goes_on() {
+async fn a_long_outage_pauses_the_run_saying_what_did_not_answer_and_it_resumes_when_it_answers() {
     // The API server answers 503 from minute 2 to minute 40; the policy pauses after 15.
     let fault = ApiFault::Status {
         code: 503,
         retry_after: None,
     };
     let (mut h, faults) = lab(&[(120_000, 2_400_000, fault)]).await;
+    let t0 = h.now().0;
     let (end, _) = upgrade(&mut h).await;
     assert_eq!(end["phase"], "paused", "{end}");
     let reason = end["reason"].as_str().unwrap_or_default().to_string();
@@ -159,8 +160,54 @@ async fn a_long_outage_pauses_the_run_saying_what_did_not_answer_and_resume_goes
         "retried past the step's three attempts: {:?}",
         faults.met()
     );
-    // Once the API answers again, a resume carries the run to its end.
-    tokio::time::sleep(Duration::from_secs(3600)).await;
+    // Nobody resumes it: once the API answers again, the daemon does (outage.resume: auto).
+    let run = end["run"].as_str().expect("run").to_string();
+    let end = h.until_phase("completed", DAY).await;
+    assert_eq!(end["phase"], "completed");
+    let events = h.events(&run).await;
+    let resumed = events
+        .iter()
+        .find(|e| e["event"].get("RunResumed").is_some())
+        .expect("resumed");
+    assert_eq!(resumed["event"]["RunResumed"]["by"]["name"], "upgraded");
+    let at = resumed["at"].as_i64().expect("at");
+    assert!(
+        at >= t0 + 2_400_000 && at < t0 + 2_400_000 + 120_000,
+        "resumed {} s after the API answered again",
+        (at - t0 - 2_400_000) / 1000
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn under_outage_resume_manual_the_paused_run_waits_for_an_operator() {
+    let policy = POLICY.replace(
+        "outage: {pauseAfter: 15m}",
+        "outage: {pauseAfter: 15m, resume: manual}",
+    );
+    let faults = ApiFaults::new(Vec::new());
+    let mut h = Harness::with(
+        scenario("lab", 7),
+        PlanPolicy::from_yaml(&policy).expect("policy"),
+        Options {
+            api_faults: Some(faults.clone()),
+            ..Options::default()
+        },
+    )
+    .await;
+    let t0 = h.now().0;
+    faults.add(Window {
+        from: Timestamp(t0 + 120_000),
+        until: Timestamp(t0 + 2_400_000),
+        fault: ApiFault::Status {
+            code: 503,
+            retry_after: None,
+        },
+    });
+    let (end, _) = upgrade(&mut h).await;
+    assert_eq!(end["phase"], "paused", "{end}");
+    // Hours after the API is back, still paused; a resume carries the run to its end.
+    tokio::time::sleep(Duration::from_secs(4 * 3600)).await;
+    assert_eq!(h.active().await["phase"], "paused");
     h.json(Method::POST, "/v1/run/resume", None)
         .await
         .expect("resume");
@@ -202,6 +249,7 @@ async fn lost_answers_from_the_nodes_are_probed_and_nothing_is_done_twice() {
                 from: Timestamp(t0 + offset + i * 180_000 + 60_000),
                 until: Timestamp(t0 + offset + i * 180_000 + 100_000),
                 fault,
+                next_change: false,
             });
         }
         let (end, events) = upgrade(&mut h).await;
@@ -226,4 +274,194 @@ async fn lost_answers_from_the_nodes_are_probed_and_nothing_is_done_twice() {
         }
     }
     eprintln!("node faults met: {met_all:?}");
+}
+
+/// The campaign: runs of every plan (upgrades and rollbacks of the seed, lab and large-40
+/// clusters), each under a schedule of several faults drawn from `CHAOS_SEED`, on two
+/// threads of paused time. Every promise is checked after every run (`harness::chaos`); a
+/// failing schedule is shrunk to the fewest faults that still fail and printed to replay
+/// with `CHAOS_SEED=… CHAOS_SCHEDULE=…` (that one run alone). `CHAOS_RUNS` sets the runs.
+#[test]
+fn a_thousand_faults_lose_nothing_and_do_nothing_twice() {
+    use upgraded_harness::chaos::{self, Op, Plan, Rng, Schedule};
+    const fn plan(scenario: &'static str, op: Op) -> Plan {
+        Plan { scenario, op }
+    }
+    // A cycle of sixteen runs: the small clusters more often (a run of large-40 costs
+    // eight of the lab's in wall time); a rollback plan is an upgrade and then a rollback,
+    // faults falling on both.
+    const PLANS: [Plan; 16] = [
+        plan("lab", Op::Upgrade),
+        plan("seed", Op::Upgrade),
+        plan("lab", Op::Rollback),
+        plan("large-40", Op::Upgrade),
+        plan("lab", Op::Upgrade),
+        plan("seed", Op::Rollback),
+        plan("lab", Op::Rollback),
+        plan("large-40", Op::Rollback),
+        plan("lab", Op::Upgrade),
+        plan("seed", Op::Upgrade),
+        plan("lab", Op::Rollback),
+        plan("large-40", Op::Upgrade),
+        plan("lab", Op::Upgrade),
+        plan("seed", Op::Rollback),
+        plan("lab", Op::Rollback),
+        plan("lab", Op::Upgrade),
+    ];
+    let seed: u64 = std::env::var("CHAOS_SEED")
+        .ok()
+        .map(|s| s.parse().expect("CHAOS_SEED: a number"))
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1)
+        });
+    eprintln!("CHAOS_SEED={seed}");
+    let plan_named = |s: &str| {
+        PLANS
+            .into_iter()
+            .find(|p| p.to_string() == s)
+            .unwrap_or_else(|| panic!("CHAOS_SCHEDULE: no plan {s:?}"))
+    };
+    // One schedule, replayed.
+    if let Ok(text) = std::env::var("CHAOS_SCHEDULE") {
+        let (plan, faults) = text.split_once('|').expect("CHAOS_SCHEDULE: PLAN|FAULTS");
+        let plan = plan_named(plan);
+        let schedule: Schedule = faults.parse().expect("CHAOS_SCHEDULE");
+        let report = paused_runtime().block_on(async {
+            let base = chaos::baseline(plan).await;
+            chaos::run(plan, &schedule, &base).await
+        });
+        match report {
+            Ok(r) => eprintln!("{plan}: {} ({}) met {:?}", r.end, r.reason, r.met),
+            Err(e) => panic!("{plan} under {schedule}: {e}"),
+        }
+        return;
+    }
+    let runs: usize = std::env::var("CHAOS_RUNS")
+        .ok()
+        .map(|s| s.parse().expect("CHAOS_RUNS: a number"))
+        .unwrap_or(64);
+    let started = std::time::Instant::now();
+    // Each plan's calm run once (the costliest first), then the runs, on two threads.
+    let mut plans: Vec<Plan> = PLANS.to_vec();
+    plans.sort_by_key(|p| (std::cmp::Reverse(p.scenario.len()), std::cmp::Reverse(p.op)));
+    plans.dedup();
+    let bases: BTreeMap<Plan, chaos::Baseline> =
+        on_two_threads(plans.len(), |i| chaos::baseline(plans[i]))
+            .into_iter()
+            .map(|(i, b)| (plans[i], b))
+            .collect();
+    let bases = &bases;
+    let shrunk = &std::sync::atomic::AtomicBool::new(false);
+    let results = on_two_threads(runs, |r| async move {
+        let plan = PLANS[r % PLANS.len()];
+        let base = &bases[&plan];
+        let mut rng = Rng::new(seed ^ (r as u64).wrapping_mul(0x2545_f491_4f6c_dd1d));
+        let n = rng.range(30, 50) as usize;
+        let schedule = chaos::draw(&mut rng, base, n);
+        let wall = std::time::Instant::now();
+        let result = chaos::run(plan, &schedule, base).await;
+        if std::env::var_os("CHAOS_VERBOSE").is_some() {
+            eprintln!(
+                "run {r}, {plan}: {:.1} s, {:?}",
+                wall.elapsed().as_secs_f64(),
+                result.as_ref().map(|r| (&r.end, &r.reason, r.faults()))
+            );
+        }
+        // The first failure is shrunk (each try is a run); the others are reported as drawn.
+        let result = match result {
+            Ok(report) => Ok(report),
+            Err(e) if !shrunk.swap(true, std::sync::atomic::Ordering::SeqCst) => {
+                Err((e, chaos::shrink(plan, schedule, base).await))
+            }
+            Err(e) => Err((
+                e,
+                (schedule, "not shrunk (only the first failure is)".into()),
+            )),
+        };
+        (plan, result)
+    });
+    let results: Vec<_> = results
+        .into_iter()
+        .map(|(r, (plan, result))| (r, plan, result))
+        .collect();
+    let mut faults = 0;
+    let mut hits = 0;
+    let mut by_kind: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut by_end: BTreeMap<String, u64> = BTreeMap::new();
+    let mut failed = Vec::new();
+    for (r, plan, result) in results {
+        match result {
+            Ok(report) => {
+                faults += report.faults();
+                hits += report.hits;
+                for (k, n) in &report.met {
+                    *by_kind.entry(k).or_default() += n;
+                }
+                *by_end.entry(format!("{} {}", plan, report.end)).or_default() += 1;
+            }
+            Err((e, (smallest, why))) => failed.push(format!(
+                "run {r}, {plan}: {e}\n  shrunk to {} fault(s): {why}\n  replay: CHAOS_SEED={seed} CHAOS_SCHEDULE='{plan}|{smallest}'",
+                smallest.0.len()
+            )),
+        }
+    }
+    eprintln!(
+        "chaos: {faults} faults in {runs} runs (seed {seed}), {hits} requests, commands and appends met one, {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    eprintln!("chaos: by kind {by_kind:?}");
+    eprintln!("chaos: by outcome {by_end:?}");
+    assert!(
+        failed.is_empty(),
+        "{} run(s) failed:\n{}",
+        failed.len(),
+        failed.join("\n")
+    );
+    assert!(faults >= 1000, "only {faults} faults took effect");
+}
+
+/// A current-thread runtime in paused time (each job of the campaign gets its own).
+fn paused_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .expect("a runtime")
+}
+
+/// Jobs `0..jobs` on two threads, each taking the next job when it is free; the results by
+/// job, in order.
+fn on_two_threads<T, F, Fut>(jobs: usize, f: F) -> Vec<(usize, T)>
+where
+    T: Send,
+    F: Fn(usize) -> Fut + Sync,
+    Fut: std::future::Future<Output = T>,
+{
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let next = AtomicUsize::new(0);
+    let mut all: Vec<(usize, T)> = std::thread::scope(|s| {
+        let threads: Vec<_> = (0..2)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut out = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::SeqCst);
+                        if i >= jobs {
+                            return out;
+                        }
+                        out.push((i, paused_runtime().block_on(f(i))));
+                    }
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .flat_map(|t| t.join().expect("a campaign thread"))
+            .collect()
+    });
+    all.sort_by_key(|(i, _)| *i);
+    all
 }
