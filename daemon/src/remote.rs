@@ -102,6 +102,19 @@ impl Scripts {
         )
     }
 
+    /// What a command whose answer was lost (the connection dropped after it was sent, the
+    /// agent stopped answering) is to the fault rules: a read-only one changed nothing, so
+    /// the node is only unreachable for now (`unavailable`); any other may have taken
+    /// effect (`in-doubt`: probed before it is redone).
+    pub fn lost_answer(cmd: &RemoteCommand) -> upgraded_events::fault::FailureKind {
+        use upgraded_events::fault::FailureKind;
+        if Self::read_only(cmd) {
+            FailureKind::Unavailable
+        } else {
+            FailureKind::InDoubt
+        }
+    }
+
     pub fn render(&self, cmd: &RemoteCommand) -> String {
         let mut s = String::from("set -e\nexport LC_ALL=C DEBIAN_FRONTEND=noninteractive\n");
         if !Self::read_only(cmd) {

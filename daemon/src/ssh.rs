@@ -23,6 +23,7 @@ use openssh::{ControlPersist, KnownHosts, Session, SessionBuilder};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Semaphore;
+use upgraded_events::fault::FailureKind;
 use upgraded_events::inventory::check_node_name;
 use upgraded_events::plan::EtcdRestoreStage;
 use upgraded_events::{Facts, Host};
@@ -254,15 +255,20 @@ fn translate(node: &str, e: &openssh::Error) -> PortError {
                     "node {node}: SSH login refused (check the user and key): {detail}"
                 ))
             } else {
+                // Nothing was sent: the node is unreachable for now (an outage).
                 PortError::retryable(format!("node {node}: cannot connect over SSH: {detail}"))
+                    .with_kind(FailureKind::Unavailable)
             }
         }
+        // Sent, and the answer lost: `script` says what that is for the command.
         openssh::Error::SshMux(_)
         | openssh::Error::Disconnected
         | openssh::Error::RemoteProcessTerminated => PortError::retryable(format!(
             "node {node}: the SSH connection was lost (node down, frozen or unreachable): {detail}"
-        )),
-        _ => PortError::retryable(format!("node {node}: SSH: {detail}")),
+        ))
+        .with_kind(FailureKind::InDoubt),
+        _ => PortError::retryable(format!("node {node}: SSH: {detail}"))
+            .with_kind(FailureKind::InDoubt),
     }
 }
 
@@ -398,7 +404,8 @@ impl SshNodes {
                 Err(PortError::retryable(format!(
                     "node {node}: no answer over SSH within {}s (the node's `timeout` ends the command there)",
                     grace.as_secs()
-                )))
+                ))
+                .with_kind(FailureKind::InDoubt))
             }
             Ok(Err(e)) => {
                 self.forget(conn).await;
@@ -422,13 +429,22 @@ impl SshNodes {
     ) -> Result<(Facts, Facts), PortError> {
         let script = self.scripts.render(cmd);
         let line = format!("sh -c {}", shell_quote(&script));
+        // A lost answer is in doubt for a command that changes the node, and only the node
+        // unreachable for a read-only one (`Scripts::lost_answer`).
+        let lost = |e: PortError| match e.kind {
+            FailureKind::InDoubt => {
+                let kind = Scripts::lost_answer(cmd);
+                e.with_kind(kind)
+            }
+            _ => e,
+        };
         let ran = match self.exec(node, conn, &line, timeout).await {
             // A lost connection before anything ran: a read-only check may simply go again.
             Err(e) if e.is_retryable() && Scripts::read_only(cmd) => {
                 tracing::info!(node, error = %e, "retrying a read-only command once");
-                self.exec(node, conn, &line, timeout).await?
+                self.exec(node, conn, &line, timeout).await.map_err(lost)?
             }
-            other => other?,
+            other => other.map_err(lost)?,
         };
         let output = ran.facts(self.opts.output_limit);
         match ran.code {

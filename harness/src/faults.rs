@@ -320,19 +320,13 @@ impl upgraded_daemon::ports::NodeExecutor for FaultyNodes {
         Result<upgraded_daemon::ports::CommandOutput, upgraded_daemon::ports::PortError>,
     > {
         use upgraded_daemon::ports::PortError;
-        use upgraded_events::fault::FailureKind;
         Box::pin(async move {
             let changes = !upgraded_daemon::remote::Scripts::read_only(cmd);
             let Some(w) = self.faults.hit(node.as_str(), self.clock.now(), changes) else {
                 return self.inner.run(node, cmd, timeout).await;
             };
-            // A read-only command that lost its answer changed nothing: the node is
-            // unreachable for now (an outage around the step). Any other is in doubt.
-            let kind = if upgraded_daemon::remote::Scripts::read_only(cmd) {
-                FailureKind::Unavailable
-            } else {
-                FailureKind::InDoubt
-            };
+            // What the SSH adapter makes of a lost answer, for this command.
+            let kind = upgraded_daemon::remote::Scripts::lost_answer(cmd);
             let lost = |what: &str| {
                 PortError::retryable(format!(
                     "node {node}: the SSH connection was lost ({what}, an injected fault)"

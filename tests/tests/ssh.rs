@@ -14,6 +14,7 @@ use upgraded_daemon::ports::{NodeExecutor, RemoteCommand};
 use upgraded_daemon::remote::Scripts;
 use upgraded_daemon::ssh::{SshNodes, SshOptions};
 use upgraded_events::Version;
+use upgraded_events::fault::FailureKind;
 use upgraded_planner::policy::PlanPolicy;
 use upgraded_tests::lab::{Lab, LabSpec, NodeSpec, leftovers};
 
@@ -370,13 +371,35 @@ async fn ssh_adapter_runs_quoted_scripts_with_caps_timeouts_and_reconnects() {
         .expect("etcdctl");
     assert!(restored.status.success(), "the local copy restores");
 
-    // A crashed node: the next command reconnects once it is back.
+    // A crashed node: the next command reconnects once it is back. Until then a read-only
+    // command finds the node unavailable (an outage, retried without using attempts).
     lab.crash("w-1").expect("crash");
     let e = nodes
         .run(&Host::new("w-1"), &RemoteCommand::InstalledKubelet, t)
         .await
         .expect_err("down");
     assert!(e.is_retryable(), "{e}");
+    assert_eq!(e.kind, FailureKind::Unavailable, "{e}");
+    lab.restart("w-1").expect("restart");
+    // The node dies in the middle of a command that changes it: the answer is lost, and
+    // the step is in doubt (probed before it is redone), not simply failed.
+    lab.set_tool_fault("w-1", "kubeadm", Some("slow:60"))
+        .expect("fault");
+    let (w1, upgrade) = (
+        Host::new("w-1"),
+        RemoteCommand::KubeadmUpgrade {
+            version: v("v1.34.6"),
+            apply: false,
+        },
+    );
+    let (lost, ()) = tokio::join!(nodes.run(&w1, &upgrade, Duration::from_secs(90)), async {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        lab.crash("w-1").expect("crash mid-command");
+    });
+    let e = lost.expect_err("the connection went with the node");
+    assert_eq!(e.kind, FailureKind::InDoubt, "{e}");
+    assert!(e.what.contains("w-1"), "{e}");
+    lab.set_tool_fault("w-1", "kubeadm", None).expect("clear");
     lab.restart("w-1").expect("restart");
     let back = nodes
         .run(&Host::new("w-1"), &RemoteCommand::InstalledKubelet, t)
@@ -401,6 +424,7 @@ async fn ssh_adapter_runs_quoted_scripts_with_caps_timeouts_and_reconnects() {
         started.elapsed()
     );
     assert!(e.is_retryable() && e.what.contains("cp-1"), "{e}");
+    assert_eq!(e.kind, FailureKind::Unavailable, "a read-only command: {e}");
     assert!(!e.what.contains("multiplex server"), "{e}");
     lab.freeze("cp-1", false).expect("thaw");
     nodes
