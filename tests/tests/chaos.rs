@@ -374,12 +374,14 @@ fn a_thousand_faults_lose_nothing_and_do_nothing_twice() {
         let result = match result {
             Ok(report) => Ok(report),
             Err(e) if !shrunk.swap(true, std::sync::atomic::Ordering::SeqCst) => {
-                Err((e, chaos::shrink(plan, schedule, base).await))
+                let (smallest, why) = chaos::shrink(plan, schedule, base).await;
+                Err((
+                    e,
+                    format!("shrunk to {} fault(s): {why}", smallest.0.len()),
+                    smallest,
+                ))
             }
-            Err(e) => Err((
-                e,
-                (schedule, "not shrunk (only the first failure is)".into()),
-            )),
+            Err(e) => Err((e, "not shrunk (only the first failure is)".into(), schedule)),
         };
         (plan, result)
     });
@@ -402,9 +404,8 @@ fn a_thousand_faults_lose_nothing_and_do_nothing_twice() {
                 }
                 *by_end.entry(format!("{} {}", plan, report.end)).or_default() += 1;
             }
-            Err((e, (smallest, why))) => failed.push(format!(
-                "run {r}, {plan}: {e}\n  shrunk to {} fault(s): {why}\n  replay: CHAOS_SEED={seed} CHAOS_SCHEDULE='{plan}|{smallest}'",
-                smallest.0.len()
+            Err((e, shrunk, schedule)) => failed.push(format!(
+                "run {r}, {plan}: {e}\n  {shrunk}\n  replay: CHAOS_SEED={seed} CHAOS_SCHEDULE='{plan}|{schedule}'"
             )),
         }
     }
