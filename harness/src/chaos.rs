@@ -28,6 +28,8 @@ pub enum Kind {
     Api500RetryAfter,
     Api429,
     ApiHang,
+    ApiCut,
+    ApiStale,
     NodeDropBefore,
     NodeDropAfter,
     NodeHang,
@@ -37,12 +39,14 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 11] = [
+    pub const ALL: [Kind; 13] = [
         Kind::ApiRefused,
         Kind::Api503,
         Kind::Api500RetryAfter,
         Kind::Api429,
         Kind::ApiHang,
+        Kind::ApiCut,
+        Kind::ApiStale,
         Kind::NodeDropBefore,
         Kind::NodeDropAfter,
         Kind::NodeHang,
@@ -58,6 +62,8 @@ impl Kind {
             Kind::Api500RetryAfter => "api-500-retry-after",
             Kind::Api429 => "api-429",
             Kind::ApiHang => "api-hang",
+            Kind::ApiCut => "api-cut",
+            Kind::ApiStale => "api-stale",
             Kind::NodeDropBefore => "node-drop-before",
             Kind::NodeDropAfter => "node-drop-after",
             Kind::NodeHang => "node-hang",
@@ -87,6 +93,9 @@ impl Kind {
                 retry_after: Some(3),
             },
             Kind::ApiHang => ApiFault::Hang,
+            Kind::ApiCut => ApiFault::Cut,
+            // Answers as they were half a minute ago.
+            Kind::ApiStale => ApiFault::Stale { secs: 30 },
             _ => return None,
         })
     }
@@ -271,6 +280,8 @@ pub struct Report {
     pub met: BTreeMap<&'static str, u64>,
     /// Requests, commands and appends that met a fault (one fault meets many).
     pub hits: u64,
+    /// Reads answered from the past by a stale window.
+    pub stale_answers: u64,
     pub records: usize,
 }
 
@@ -456,12 +467,14 @@ pub async fn baseline(plan: Plan) -> Baseline {
 
 /// Kinds by weight: outages and lost answers (cheap in wall time) three times as often as
 /// a full disk or a crash (each restart folds the log again).
-const WEIGHTS: [(Kind, i64); 11] = [
+const WEIGHTS: [(Kind, i64); 13] = [
     (Kind::ApiRefused, 3),
     (Kind::Api503, 3),
     (Kind::Api500RetryAfter, 3),
     (Kind::Api429, 3),
     (Kind::ApiHang, 3),
+    (Kind::ApiCut, 3),
+    (Kind::ApiStale, 3),
     (Kind::NodeDropBefore, 3),
     (Kind::NodeDropAfter, 3),
     (Kind::NodeHang, 3),
@@ -646,10 +659,24 @@ pub async fn run(plan: Plan, schedule: &Schedule, base: &Baseline) -> Result<Rep
             _ => break,
         }
     }
+    let stale = faults
+        .api
+        .met()
+        .get("api-stale-answered")
+        .copied()
+        .unwrap_or(0);
+    if stale > 0 {
+        *d.met.entry(Kind::ApiStale.name()).or_default() += 1;
+    }
     // What the faults met: a window that met a request, a command or an append.
     let hits = [faults.api.hits(), faults.node.hits(), faults.log.hits()];
     let mut met = std::mem::take(&mut d.met);
     for (kind, source, i) in windows {
+        // A stale window counts only when it answered a read from the past: the daemon asks
+        // for consistent reads, which a lagging cache does not answer.
+        if kind == Kind::ApiStale {
+            continue;
+        }
         if hits[source as usize].get(i).copied().unwrap_or(0) > 0 {
             *met.entry(kind.name()).or_default() += 1;
         }
@@ -657,6 +684,7 @@ pub async fn run(plan: Plan, schedule: &Schedule, base: &Baseline) -> Result<Rep
     let mut report = Report {
         met,
         hits: hits.iter().flatten().sum(),
+        stale_answers: stale,
         ..Report::default()
     };
     let end = match end {

@@ -25,6 +25,15 @@ pub enum ApiFault {
     /// No answer: the client gives up after its read timeout (the daemon's
     /// `kube::READ_TIMEOUT`), or at the window's end, then the connection is refused.
     Hang,
+    /// The apiserver does the request, then the connection drops halfway through its
+    /// answer's first chunk: a list or a watch cut mid-stream, a write done whose answer
+    /// was lost.
+    Cut,
+    /// Reads that accept a cached answer (`resourceVersion=0`, as an informer's list asks)
+    /// are answered from the apiserver's view `secs` ago, as a lagging apiserver's watch
+    /// cache answers them. Reads without it are consistent on a real apiserver (from etcd,
+    /// or a cache proven fresh) and stay live, as do writes and watches.
+    Stale { secs: u32 },
 }
 
 impl ApiFault {
@@ -38,6 +47,8 @@ impl ApiFault {
             } => "api-5xx-retry-after",
             ApiFault::Status { .. } => "api-5xx",
             ApiFault::Hang => "api-hang",
+            ApiFault::Cut => "api-cut",
+            ApiFault::Stale { .. } => "api-stale",
         }
     }
 }
@@ -57,20 +68,45 @@ pub struct ApiFaults {
     met: Mutex<BTreeMap<&'static str, u64>>,
     /// Requests each window met, in the order added.
     hits: Mutex<Vec<u64>>,
+    /// Answers to reads, by URI, newest last (kept once a `Stale` window is scheduled).
+    reads: Mutex<Option<std::collections::HashMap<String, std::collections::VecDeque<Read>>>>,
 }
+
+/// A read's answer as the apiserver gave it, and when.
+#[derive(Debug, Clone)]
+struct Read {
+    at: Timestamp,
+    status: hyper::StatusCode,
+    content_type: Option<hyper::header::HeaderValue>,
+    body: bytes::Bytes,
+}
+
+/// How many answers are kept per URI for stale reads.
+const READS_KEPT: usize = 64;
 
 impl ApiFaults {
     pub fn new(windows: Vec<Window>) -> Arc<ApiFaults> {
         let hits = Mutex::new(vec![0; windows.len()]);
-        Arc::new(ApiFaults {
-            windows: Mutex::new(windows),
+        let f = Arc::new(ApiFaults {
+            windows: Mutex::new(Vec::new()),
             met: Mutex::default(),
             hits,
-        })
+            reads: Mutex::default(),
+        });
+        for w in windows {
+            f.add(w);
+        }
+        f
     }
 
     /// Adds a window; its index for [`ApiFaults::hits`].
     pub fn add(&self, w: Window) -> usize {
+        if matches!(w.fault, ApiFault::Stale { .. }) {
+            self.reads
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get_or_insert_with(Default::default);
+        }
         let mut ws = self.windows.lock().unwrap_or_else(|p| p.into_inner());
         ws.push(w);
         self.hits
@@ -107,6 +143,41 @@ impl ApiFaults {
     /// Requests each window met, by the index [`ApiFaults::add`] returned.
     pub fn hits(&self) -> Vec<u64> {
         self.hits.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn keeps_reads(&self) -> bool {
+        self.reads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+
+    fn keep_read(&self, uri: String, read: Read) {
+        if let Some(reads) = self
+            .reads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_mut()
+        {
+            let kept = reads.entry(uri).or_default();
+            kept.push_back(read);
+            if kept.len() > READS_KEPT {
+                kept.pop_front();
+            }
+        }
+    }
+
+    /// The newest answer to `uri` given at or before `at`.
+    fn read_at(&self, uri: &str, at: Timestamp) -> Option<Read> {
+        self.reads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()?
+            .get(uri)?
+            .iter()
+            .rev()
+            .find(|r| r.at <= at)
+            .cloned()
     }
 
     /// Requests that met a fault, by kind.
@@ -173,13 +244,71 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let me = self.clone();
         Box::pin(async move {
-            match me.faults.hit(me.clock.now()) {
-                None => Ok(me
+            let now = me.clock.now();
+            // A read (not a watch), answerable from the past by a stale window.
+            let query = req.uri().query().unwrap_or("");
+            let read = (req.method() == hyper::Method::GET && !query.contains("watch=true"))
+                .then(|| req.uri().to_string());
+            let cached_ok = query.split('&').any(|kv| kv == "resourceVersion=0");
+            let fault = me.faults.hit(now);
+            if let (Some(w), Some(uri)) = (&fault, &read)
+                && let ApiFault::Stale { secs } = w.fault
+                && cached_ok
+                && let Some(old) = me
+                    .faults
+                    .read_at(uri, Timestamp(now.0 - i64::from(secs) * 1000))
+            {
+                *me.faults
+                    .met
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .entry("api-stale-answered")
+                    .or_default() += 1;
+                let mut resp = Response::new(axum::body::Body::from(old.body));
+                *resp.status_mut() = old.status;
+                if let Some(ct) = old.content_type {
+                    resp.headers_mut().insert(hyper::header::CONTENT_TYPE, ct);
+                }
+                return Ok(resp);
+            }
+            let live = |req: Request<B>| async {
+                let resp = me
                     .router
+                    .clone()
                     .oneshot(req.map(axum::body::Body::new))
                     .await
-                    .map_err(|e| -> tower::BoxError { Box::new(e) })?),
+                    .map_err(|e| -> tower::BoxError { Box::new(e) })?;
+                match read.clone().filter(|_| me.faults.keeps_reads()) {
+                    None => Ok::<_, tower::BoxError>(resp),
+                    Some(uri) => {
+                        use http_body_util::BodyExt;
+                        let (parts, body) = resp.into_parts();
+                        let body = body.collect().await?.to_bytes();
+                        me.faults.keep_read(
+                            uri,
+                            Read {
+                                at: now,
+                                status: parts.status,
+                                content_type: parts
+                                    .headers
+                                    .get(hyper::header::CONTENT_TYPE)
+                                    .cloned(),
+                                body: body.clone(),
+                            },
+                        );
+                        Ok(Response::from_parts(parts, axum::body::Body::from(body)))
+                    }
+                }
+            };
+            match fault {
+                None => live(req).await,
                 Some(w) => match w.fault {
+                    ApiFault::Stale { .. } => live(req).await,
+                    ApiFault::Cut => {
+                        let resp = live(req).await?;
+                        let (parts, body) = resp.into_parts();
+                        Ok(Response::from_parts(parts, cut(body)))
+                    }
                     ApiFault::Refused => Err(refused()),
                     ApiFault::Status { code, retry_after } => Ok(status(code, retry_after)),
                     ApiFault::Hang => {
@@ -200,6 +329,35 @@ where
             }
         })
     }
+}
+
+/// `body` cut halfway through its first chunk: the connection reset there.
+fn cut(body: axum::body::Body) -> axum::body::Body {
+    use futures_util::StreamExt;
+    enum At {
+        First(axum::body::BodyDataStream),
+        Reset,
+        Done,
+    }
+    let reset = || {
+        std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "connection reset mid-answer (an injected cut)",
+        )
+    };
+    axum::body::Body::from_stream(futures_util::stream::unfold(
+        At::First(body.into_data_stream()),
+        move |at| async move {
+            match at {
+                At::First(mut s) => match s.next().await {
+                    Some(Ok(b)) if b.len() > 1 => Some((Ok(b.slice(..b.len() / 2)), At::Reset)),
+                    _ => Some((Err(reset()), At::Done)),
+                },
+                At::Reset => Some((Err(reset()), At::Done)),
+                At::Done => None,
+            }
+        },
+    ))
 }
 
 /// What a node command meets while its window is open.

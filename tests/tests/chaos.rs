@@ -391,6 +391,7 @@ fn a_thousand_faults_lose_nothing_and_do_nothing_twice() {
         .collect();
     let mut faults = 0;
     let mut hits = 0;
+    let mut stale = 0;
     let mut by_kind: BTreeMap<&str, u64> = BTreeMap::new();
     let mut by_end: BTreeMap<String, u64> = BTreeMap::new();
     let mut failed = Vec::new();
@@ -399,6 +400,7 @@ fn a_thousand_faults_lose_nothing_and_do_nothing_twice() {
             Ok(report) => {
                 faults += report.faults();
                 hits += report.hits;
+                stale += report.stale_answers;
                 for (k, n) in &report.met {
                     *by_kind.entry(k).or_default() += n;
                 }
@@ -413,7 +415,7 @@ fn a_thousand_faults_lose_nothing_and_do_nothing_twice() {
         "chaos: {faults} faults in {runs} runs (seed {seed}), {hits} requests, commands and appends met one, {:.0} s",
         started.elapsed().as_secs_f64()
     );
-    eprintln!("chaos: by kind {by_kind:?}");
+    eprintln!("chaos: by kind {by_kind:?}; {stale} reads answered stale");
     eprintln!("chaos: by outcome {by_end:?}");
     assert!(
         failed.is_empty(),
@@ -465,4 +467,71 @@ where
     });
     all.sort_by_key(|(i, _)| *i);
     all
+}
+
+/// The API faults as a client meets them: a read that accepts a cached answer
+/// (`resourceVersion=0`) inside a stale window gets the apiserver's view of 30 s before,
+/// a consistent read the present; a cut answer is an error to the client though the write
+/// behind it was done.
+#[tokio::test(start_paused = true)]
+async fn a_stale_window_answers_cached_reads_from_the_past_and_a_cut_loses_the_answer() {
+    use k8s_openapi::api::core::v1::Node;
+    use kube::api::{Api, ListParams, Patch, PatchParams};
+    use upgraded_daemon::ports::Clock;
+    use upgraded_harness::TokioClock;
+    use upgraded_harness::faults::FaultyApi;
+    let world = scenario("lab", 7);
+    let clock = std::sync::Arc::new(TokioClock::at(world.now() as i64));
+    let sim = upgraded_sim::Sim::new(world);
+    let faults = ApiFaults::new(Vec::new());
+    let client = kube::Client::new(
+        FaultyApi {
+            router: upgraded_sim::server::router(std::sync::Arc::clone(&sim)),
+            faults: faults.clone(),
+            clock: clock.clone(),
+        },
+        "default",
+    );
+    let t0 = clock.now().0;
+    faults.add(Window {
+        from: Timestamp(t0 + 20_000),
+        until: Timestamp(t0 + 60_000),
+        fault: ApiFault::Stale { secs: 30 },
+    });
+    faults.add(Window {
+        from: Timestamp(t0 + 60_000),
+        until: Timestamp(t0 + 70_000),
+        fault: ApiFault::Cut,
+    });
+    let nodes: Api<Node> = Api::all(client);
+    let cordoned = |list: &kube::core::ObjectList<Node>| {
+        list.items
+            .iter()
+            .filter(|n| n.spec.as_ref().and_then(|s| s.unschedulable) == Some(true))
+            .count()
+    };
+    let cached = ListParams::default().match_any();
+    assert_eq!(
+        cordoned(&nodes.list(&cached).await.expect("list")),
+        0,
+        "t=0"
+    );
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    sim.world().set_unschedulable("w-1", true).expect("cordon");
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    // t=40 s: the cached read answers with t=0's list; the consistent one with the present.
+    assert_eq!(cordoned(&nodes.list(&cached).await.expect("stale")), 0);
+    assert_eq!(
+        cordoned(&nodes.list(&ListParams::default()).await.expect("live")),
+        1
+    );
+    assert_eq!(faults.met().get("api-stale-answered"), Some(&1));
+    // t=65 s: the cordon of w-2 is done, its answer cut.
+    tokio::time::sleep(Duration::from_secs(25)).await;
+    let patch = serde_json::json!({"spec": {"unschedulable": true}});
+    nodes
+        .patch("w-2", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect_err("the answer was cut");
+    assert!(sim.world().nodes["w-2"].unschedulable, "the write was done");
 }
