@@ -394,20 +394,33 @@ fn rollback_nodes(h: &Harness) -> Vec<String> {
 }
 
 /// Starts an upgrade, or a rollback of two workers of the upgrade just done; the run's id.
+///
+/// A start the daemon refuses because the API server does not answer it (502, 503, 504:
+/// nothing recorded) is asked again half a minute later, as an operator would, for at most
+/// a day.
 async fn begin(h: &mut Harness, op: Op) -> Result<String, String> {
-    let v = match op {
-        Op::Upgrade => h.start(TARGET).await,
-        Op::Rollback => {
-            let nodes = rollback_nodes(h);
-            h.json(
-                Method::POST,
-                "/v1/rollbacks",
-                Some(&json!({ "nodes": nodes })),
-            )
-            .await
+    let mut tries = 0;
+    let v = loop {
+        let answer = match op {
+            Op::Upgrade => h.start(TARGET).await,
+            Op::Rollback => {
+                let nodes = rollback_nodes(h);
+                h.json(
+                    Method::POST,
+                    "/v1/rollbacks",
+                    Some(&json!({ "nodes": nodes })),
+                )
+                .await
+            }
+        };
+        match answer {
+            Err(e) if [502, 503, 504].contains(&e.status) && tries < 2880 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            }
+            other => break other.map_err(|e| e.to_string())?,
         }
-    }
-    .map_err(|e| e.to_string())?;
+    };
     v["run"]
         .as_str()
         .map(str::to_string)
@@ -497,7 +510,8 @@ pub fn draw(rng: &mut Rng, base: &Baseline, n: usize) -> Schedule {
                 pick < 0
             })
             .map_or(Kind::Crash, |(k, _)| *k);
-        let at = rng.range(0, base.length.max(1));
+        // In whole seconds, as the text form writes it: a printed schedule replays exactly.
+        let at = rng.range(0, (base.length / 1000).max(1)) * 1000;
         let long = rng.range(0, 8) == 0;
         let dur = match kind {
             Kind::Crash | Kind::CrashDamage => rng.range(0, 60) * 1000,
@@ -1024,5 +1038,58 @@ pub async fn shrink(plan: Plan, schedule: Schedule, base: &Baseline) -> (Schedul
             }
             None => return (current, why),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_schedule_reads_back_as_it_is_printed_and_bad_text_says_why() {
+        let text = "api-503@300+120,node-drop-after:w-1@60+30,crash@900+20,api-stale@5+600";
+        let s: Schedule = text.parse().expect("parses");
+        assert_eq!(s.0.len(), 4);
+        assert_eq!(s.0[1].node.as_deref(), Some("w-1"));
+        assert_eq!(
+            (s.0[2].kind, s.0[2].at, s.0[2].dur),
+            (Kind::Crash, 900_000, 20_000)
+        );
+        assert_eq!(s.to_string(), text);
+        for k in Kind::ALL {
+            assert_eq!(Kind::parse(k.name()), Some(k), "{k:?}");
+        }
+        for (bad, why) in [
+            ("api-530@1+2", "unknown fault"),
+            ("api-503@1", "expected KIND[:NODE]@AT+FOR"),
+            ("api-503", "expected KIND[:NODE]@AT+FOR"),
+            ("api-503@x+2", "expected KIND[:NODE]@AT+FOR"),
+        ] {
+            let e = bad.parse::<Schedule>().expect_err(bad);
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+        assert_eq!("".parse::<Schedule>(), Ok(Schedule::default()));
+    }
+
+    #[test]
+    fn draws_follow_the_seed_and_stay_within_the_run() {
+        let base = Baseline {
+            effects: BTreeMap::new(),
+            nodes: BTreeMap::new(),
+            pods: BTreeMap::new(),
+            low_water: BTreeMap::new(),
+            steps: BTreeMap::new(),
+            length: 3_600_000,
+            node_names: vec!["cp-1".into(), "w-1".into()],
+        };
+        let a = draw(&mut Rng::new(7), &base, 200);
+        assert!(a == draw(&mut Rng::new(7), &base, 200), "the same seed");
+        assert!(a != draw(&mut Rng::new(8), &base, 200), "another seed");
+        assert!(a.0.iter().all(|f| (0..base.length).contains(&f.at)));
+        for k in Kind::ALL {
+            assert!(a.0.iter().any(|f| f.kind == k), "{k:?} drawn");
+        }
+        // What a failure prints is the schedule that failed, to the millisecond.
+        assert!(a.to_string().parse::<Schedule>() == Ok(a.clone()), "{a}");
     }
 }

@@ -322,13 +322,25 @@ fn a_thousand_faults_lose_nothing_and_do_nothing_twice() {
         PLANS
             .into_iter()
             .find(|p| p.to_string() == s)
-            .unwrap_or_else(|| panic!("CHAOS_SCHEDULE: no plan {s:?}"))
+            .unwrap_or_else(|| {
+                let mut known: Vec<String> = PLANS.iter().map(ToString::to_string).collect();
+                known.sort();
+                known.dedup();
+                panic!("CHAOS_SCHEDULE: no plan {s:?}; known: {}", known.join(", "))
+            })
     };
     // One schedule, replayed.
     if let Ok(text) = std::env::var("CHAOS_SCHEDULE") {
-        let (plan, faults) = text.split_once('|').expect("CHAOS_SCHEDULE: PLAN|FAULTS");
+        let (plan, faults) = text.split_once('|').unwrap_or_else(|| {
+            panic!(
+                "CHAOS_SCHEDULE {text:?}: expected PLAN|FAULTS, as a failure prints it \
+                 ('upgrade of lab|api-503@300+120,crash@900+20')"
+            )
+        });
         let plan = plan_named(plan);
-        let schedule: Schedule = faults.parse().expect("CHAOS_SCHEDULE");
+        let schedule: Schedule = faults
+            .parse()
+            .unwrap_or_else(|e| panic!("CHAOS_SCHEDULE: {e}"));
         let report = paused_runtime().block_on(async {
             let base = chaos::baseline(plan).await;
             chaos::run(plan, &schedule, &base).await
