@@ -292,7 +292,7 @@ impl Report {
 }
 
 /// Each node as a run left it: kubelet, packages, cordoned.
-fn nodes_of(h: &Harness) -> BTreeMap<String, String> {
+pub fn nodes_of(h: &Harness) -> BTreeMap<String, String> {
     h.sim
         .world()
         .nodes
