@@ -300,7 +300,7 @@ fn a_thousand_faults_lose_nothing_and_do_nothing_twice() {
                 .map(|d| d.as_nanos() as u64)
                 .unwrap_or(1)
         });
-    eprintln!("CHAOS_SEED={seed}");
+    say!("CHAOS_SEED={seed}");
     let plan_named = |s: &str| {
         PLANS
             .into_iter()
@@ -406,12 +406,12 @@ fn a_thousand_faults_lose_nothing_and_do_nothing_twice() {
             )),
         }
     }
-    eprintln!(
+    say!(
         "chaos: {faults} faults in {runs} runs (seed {seed}), {hits} requests, commands and appends met one, {:.0} s",
         started.elapsed().as_secs_f64()
     );
-    eprintln!("chaos: by kind {by_kind:?}; {stale} reads answered stale");
-    eprintln!("chaos: by outcome {by_end:?}");
+    say!("chaos: by kind {by_kind:?}; {stale} reads answered stale");
+    say!("chaos: by outcome {by_end:?}");
     assert!(
         failed.is_empty(),
         "{} run(s) failed:\n{}",
@@ -420,6 +420,16 @@ fn a_thousand_faults_lose_nothing_and_do_nothing_twice() {
     );
     assert!(faults >= 1000, "only {faults} faults took effect");
 }
+
+/// A line straight to the process's stderr, past the test harness's capture: the seed and
+/// the campaign's summary show in every CI log, passed or failed.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+use say;
 
 /// A current-thread runtime in paused time (each job of the campaign gets its own).
 fn paused_runtime() -> tokio::runtime::Runtime {
