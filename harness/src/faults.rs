@@ -61,13 +61,72 @@ pub struct Window {
     pub fault: ApiFault,
 }
 
+/// Scheduled windows of one kind of fault, and what met them: by kind, and per window.
+#[derive(Debug)]
+struct Windows<W> {
+    inner: Mutex<Met<W>>,
+}
+
+#[derive(Debug)]
+struct Met<W> {
+    list: Vec<W>,
+    /// What each window met, in the order added.
+    hits: Vec<u64>,
+    by_kind: BTreeMap<&'static str, u64>,
+}
+
+impl<W> Default for Windows<W> {
+    fn default() -> Self {
+        Windows {
+            inner: Mutex::new(Met {
+                list: Vec::new(),
+                hits: Vec::new(),
+                by_kind: BTreeMap::new(),
+            }),
+        }
+    }
+}
+
+impl<W: Clone> Windows<W> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Met<W>> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn add(&self, w: W) -> usize {
+        let mut m = self.lock();
+        m.list.push(w);
+        m.hits.push(0);
+        m.list.len() - 1
+    }
+
+    /// The first window `open` (given what it met so far) says is open, counted as met
+    /// under `kind`'s name.
+    fn hit(&self, open: impl Fn(&W, u64) -> bool, kind: impl Fn(&W) -> &'static str) -> Option<W> {
+        let mut m = self.lock();
+        let i = (0..m.list.len()).find(|i| open(&m.list[*i], m.hits[*i]))?;
+        m.hits[i] += 1;
+        let w = m.list[i].clone();
+        *m.by_kind.entry(kind(&w)).or_default() += 1;
+        Some(w)
+    }
+
+    fn count(&self, what: &'static str) {
+        *self.lock().by_kind.entry(what).or_default() += 1;
+    }
+
+    fn hits(&self) -> Vec<u64> {
+        self.lock().hits.clone()
+    }
+
+    fn met(&self) -> BTreeMap<&'static str, u64> {
+        self.lock().by_kind.clone()
+    }
+}
+
 /// The schedule, and what the daemon met of it.
 #[derive(Debug, Default)]
 pub struct ApiFaults {
-    windows: Mutex<Vec<Window>>,
-    met: Mutex<BTreeMap<&'static str, u64>>,
-    /// Requests each window met, in the order added.
-    hits: Mutex<Vec<u64>>,
+    windows: Windows<Window>,
     /// Answers to reads, by URI, newest last (kept once a `Stale` window is scheduled).
     reads: Mutex<Option<std::collections::HashMap<String, std::collections::VecDeque<Read>>>>,
 }
@@ -86,13 +145,7 @@ const READS_KEPT: usize = 64;
 
 impl ApiFaults {
     pub fn new(windows: Vec<Window>) -> Arc<ApiFaults> {
-        let hits = Mutex::new(vec![0; windows.len()]);
-        let f = Arc::new(ApiFaults {
-            windows: Mutex::new(Vec::new()),
-            met: Mutex::default(),
-            hits,
-            reads: Mutex::default(),
-        });
+        let f = Arc::new(ApiFaults::default());
         for w in windows {
             f.add(w);
         }
@@ -107,42 +160,18 @@ impl ApiFaults {
                 .unwrap_or_else(|p| p.into_inner())
                 .get_or_insert_with(Default::default);
         }
-        let mut ws = self.windows.lock().unwrap_or_else(|p| p.into_inner());
-        ws.push(w);
-        self.hits
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .resize(ws.len(), 0);
-        ws.len() - 1
+        self.windows.add(w)
     }
 
     /// The open window at `now` (the first scheduled, when several overlap), counted as met.
     fn hit(&self, now: Timestamp) -> Option<Window> {
-        let ws = self.windows.lock().unwrap_or_else(|p| p.into_inner());
-        let (i, w) = ws
-            .iter()
-            .enumerate()
-            .find(|(_, w)| w.from <= now && now < w.until)?;
-        if let Some(n) = self
-            .hits
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get_mut(i)
-        {
-            *n += 1;
-        }
-        *self
-            .met
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(w.fault.kind())
-            .or_default() += 1;
-        Some(*w)
+        self.windows
+            .hit(|w, _| w.from <= now && now < w.until, |w| w.fault.kind())
     }
 
     /// Requests each window met, by the index [`ApiFaults::add`] returned.
     pub fn hits(&self) -> Vec<u64> {
-        self.hits.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.windows.hits()
     }
 
     fn keeps_reads(&self) -> bool {
@@ -180,9 +209,10 @@ impl ApiFaults {
             .cloned()
     }
 
-    /// Requests that met a fault, by kind.
+    /// Requests that met a fault, by kind (and `api-stale-answered`: reads answered from
+    /// the past).
     pub fn met(&self) -> BTreeMap<&'static str, u64> {
-        self.met.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.windows.met()
     }
 }
 
@@ -258,12 +288,7 @@ where
                     .faults
                     .read_at(uri, Timestamp(now.0 - i64::from(secs) * 1000))
             {
-                *me.faults
-                    .met
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .entry("api-stale-answered")
-                    .or_default() += 1;
+                me.faults.windows.count("api-stale-answered");
                 let mut resp = Response::new(axum::body::Body::from(old.body));
                 *resp.status_mut() = old.status;
                 if let Some(ct) = old.content_type {
@@ -398,9 +423,7 @@ pub struct NodeWindow {
 /// The node faults' schedule, and what the daemon met of it.
 #[derive(Debug, Default)]
 pub struct NodeFaults {
-    windows: Mutex<Vec<NodeWindow>>,
-    met: Mutex<BTreeMap<&'static str, u64>>,
-    hits: Mutex<Vec<u64>>,
+    windows: Windows<NodeWindow>,
 }
 
 impl NodeFaults {
@@ -410,47 +433,31 @@ impl NodeFaults {
 
     /// Adds a window; its index for [`NodeFaults::hits`].
     pub fn add(&self, w: NodeWindow) -> usize {
-        let mut ws = self.windows.lock().unwrap_or_else(|p| p.into_inner());
-        ws.push(w);
-        self.hits
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .resize(ws.len(), 0);
-        ws.len() - 1
+        self.windows.add(w)
     }
 
     /// The window open for `node` at `now` (for a command that changes the node when
     /// `changes`), counted as met.
     fn hit(&self, node: &str, now: Timestamp, changes: bool) -> Option<NodeWindow> {
-        let ws = self.windows.lock().unwrap_or_else(|p| p.into_inner());
-        let mut hits = self.hits.lock().unwrap_or_else(|p| p.into_inner());
-        let (i, w) = ws.iter().enumerate().find(|(i, w)| {
-            w.node.as_deref().is_none_or(|n| n == node)
-                && w.from <= now
-                && now < w.until
-                && (!w.next_change || (changes && hits.get(*i) == Some(&0)))
-        })?;
-        if let Some(n) = hits.get_mut(i) {
-            *n += 1;
-        }
-        drop(hits);
-        *self
-            .met
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(w.fault.kind())
-            .or_default() += 1;
-        Some(w.clone())
+        self.windows.hit(
+            |w, met| {
+                w.node.as_deref().is_none_or(|n| n == node)
+                    && w.from <= now
+                    && now < w.until
+                    && (!w.next_change || (changes && met == 0))
+            },
+            |w| w.fault.kind(),
+        )
     }
 
     /// Commands each window met, by the index [`NodeFaults::add`] returned.
     pub fn hits(&self) -> Vec<u64> {
-        self.hits.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.windows.hits()
     }
 
     /// Commands that met a fault, by kind.
     pub fn met(&self) -> BTreeMap<&'static str, u64> {
-        self.met.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.windows.met()
     }
 }
 
@@ -510,7 +517,7 @@ impl upgraded_daemon::ports::NodeExecutor for FaultyNodes {
 /// fails on `ENOSPC` (the daemon exits on it, and its restarts fail until there is room).
 #[derive(Debug, Default)]
 pub struct LogFaults {
-    windows: Mutex<Vec<(Timestamp, Timestamp, u64)>>,
+    windows: Windows<(Timestamp, Timestamp)>,
 }
 
 impl LogFaults {
@@ -520,33 +527,21 @@ impl LogFaults {
 
     /// Adds a window; its index for [`LogFaults::hits`].
     pub fn add(&self, from: Timestamp, until: Timestamp) -> usize {
-        let mut ws = self.windows.lock().unwrap_or_else(|p| p.into_inner());
-        ws.push((from, until, 0));
-        ws.len() - 1
+        self.windows.add((from, until))
     }
 
     /// Whether the disk is full at `now`; counts the append that met it.
     pub fn full(&self, now: Timestamp) -> bool {
-        let mut ws = self.windows.lock().unwrap_or_else(|p| p.into_inner());
-        match ws
-            .iter_mut()
-            .find(|(from, until, _)| *from <= now && now < *until)
-        {
-            Some((_, _, n)) => {
-                *n += 1;
-                true
-            }
-            None => false,
-        }
+        self.windows
+            .hit(
+                |(from, until), _| *from <= now && now < *until,
+                |_| "disk-full",
+            )
+            .is_some()
     }
 
     /// Appends each window failed, by the index [`LogFaults::add`] returned.
     pub fn hits(&self) -> Vec<u64> {
-        self.windows
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .map(|w| w.2)
-            .collect()
+        self.windows.hits()
     }
 }
