@@ -397,7 +397,8 @@ fn rollback_nodes(h: &Harness) -> Vec<String> {
 ///
 /// A start the daemon refuses because the API server does not answer it (502, 503, 504:
 /// nothing recorded) is asked again half a minute later, as an operator would, for at most
-/// a day.
+/// a day; one refused because the log's disk was full, after the restart the refusal asks
+/// for.
 async fn begin(h: &mut Harness, op: Op) -> Result<String, String> {
     let mut tries = 0;
     let v = loop {
@@ -417,6 +418,13 @@ async fn begin(h: &mut Harness, op: Op) -> Result<String, String> {
             Err(e) if [502, 503, 504].contains(&e.status) && tries < 2880 => {
                 tries += 1;
                 tokio::time::sleep(Duration::from_secs(30)).await;
+            }
+            // The log's disk was full: the daemon says it takes no more writes until it is
+            // restarted, and the operator does that (it starts once there is room).
+            Err(e) if e.message.contains("until the daemon is restarted") && tries < 2880 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                let _ = h.try_restart().await;
             }
             other => break other.map_err(|e| e.to_string())?,
         }
