@@ -279,10 +279,16 @@ fn outage_wait(
 /// The fault rule for the end of an outage: a run the daemon itself paused because
 /// something did not answer (a node's step found it `unavailable`) asks it again, with
 /// backoff, and resumes once it answers (`outage.resume: auto`). A pause by a person, or
-/// under `outage.resume: manual`, waits for `upgradectl resume`.
+/// under `outage.resume: manual`, waits for `upgradectl resume`; so does the daemon's pause
+/// for a drain a budget blocked (`drain.onBlocked: pause` asks a person to act), even while
+/// another node's outage is on.
 fn decide_paused(state: &RunState, policy: &Policy, d: &mut Decision) {
     let by_daemon = state.run.data().paused_by == Some(crate::event::Actor::daemon());
-    if !(policy.outage_resume && by_daemon) {
+    let blocked = state
+        .nodes
+        .iter()
+        .any(|n| n.node().failure == Some(FailureKind::EvictionBlocked));
+    if !(policy.outage_resume && by_daemon) || blocked {
         return;
     }
     if let Some(n) = state.nodes.iter().find(|n| n.node().unavailable.is_some()) {
@@ -670,22 +676,35 @@ mod tests {
     }
 
     fn state(policy: &Policy) -> RunState {
+        workers(policy, &["w-1"])
+    }
+
+    /// Two workers in one batch.
+    fn state2(policy: &Policy) -> RunState {
+        workers(policy, &["w-1", "w-2"])
+    }
+
+    /// A started run of one batch of `names`.
+    fn workers(policy: &Policy, names: &[&str]) -> RunState {
         let run = RunId::nil();
-        let node = NodePlan {
-            name: "w-1".into(),
-            host: None,
-            role: Role::Worker,
-            from: Version::new(1, 34, 6),
-            steps: vec![Step::Preflight, Step::Cordon, Step::Uncordon],
-            estimate_secs: 3600,
-        };
+        let nodes = names
+            .iter()
+            .map(|name| NodePlan {
+                name: (*name).into(),
+                host: None,
+                role: Role::Worker,
+                from: Version::new(1, 34, 6),
+                steps: vec![Step::Preflight, Step::Cordon, Step::Uncordon],
+                estimate_secs: 3600,
+            })
+            .collect();
         let plan = Plan {
             undoes: None,
             target: Some(Version::new(1, 35, 3)),
             batches: vec![Batch {
                 label: "workers".into(),
                 phase: String::new(),
-                nodes: vec![node],
+                nodes,
             }],
         };
         let events = [
@@ -974,6 +993,49 @@ mod tests {
         };
         let s = failed(&auto, person);
         assert!(decide(&s, &auto, at(0, 13, 0)).commands.is_empty());
+        // A drain a budget blocked, paused for by the daemon, waits for a person even while
+        // another node's outage is on.
+        let mut blocked = Facts::new();
+        FailureKind::EvictionBlocked.record(&mut blocked);
+        let two = after(
+            state2(&auto),
+            vec![
+                Event::StepStarted {
+                    node: "w-1".into(),
+                    step: Step::Preflight,
+                    attempt: 1,
+                },
+                Event::StepFailed {
+                    node: "w-1".into(),
+                    step: Step::Preflight,
+                    attempt: 1,
+                    error: "API server: connection refused".into(),
+                    facts: {
+                        let mut f = Facts::new();
+                        FailureKind::Unavailable.record(&mut f);
+                        f
+                    },
+                },
+                Event::StepStarted {
+                    node: "w-2".into(),
+                    step: Step::Preflight,
+                    attempt: 1,
+                },
+                Event::StepFailed {
+                    node: "w-2".into(),
+                    step: Step::Preflight,
+                    attempt: 1,
+                    error: "drain blocked".into(),
+                    facts: blocked,
+                },
+                Event::RunPaused {
+                    by: Actor::daemon(),
+                    reason: "drain of w-2 blocked".into(),
+                },
+            ],
+        );
+        assert_eq!(two.phase(), RunPhase::Paused);
+        assert!(decide(&two, &auto, at(0, 13, 0)).commands.is_empty());
         // The daemon's resume leaves a parked node parked (only a person's resume says its
         // cause is fixed).
         let ok = |step: Step| {
