@@ -866,6 +866,32 @@ mod tests {
         );
     }
 
+    /// Attempt `n` of `step` on `node` started and failed with `kind` and `error`.
+    fn failed_attempt(
+        node: &str,
+        step: Step,
+        n: u32,
+        kind: FailureKind,
+        error: &str,
+    ) -> Vec<Event> {
+        let mut facts = Facts::new();
+        kind.record(&mut facts);
+        vec![
+            Event::StepStarted {
+                node: node.into(),
+                step: step.clone(),
+                attempt: n,
+            },
+            Event::StepFailed {
+                node: node.into(),
+                step,
+                attempt: n,
+                error: error.into(),
+                facts,
+            },
+        ]
+    }
+
     /// The fault rules' rows for an outage (`unavailable`) and a lost answer (`in-doubt`).
     #[test]
     fn an_outage_is_retried_past_the_attempts_and_pauses_after_its_time() {
@@ -874,22 +900,13 @@ mod tests {
             ..Policy::default()
         };
         let attempt = |n: u32, kind: FailureKind| {
-            let mut facts = Facts::new();
-            kind.record(&mut facts);
-            vec![
-                Event::StepStarted {
-                    node: "w-1".into(),
-                    step: Step::Preflight,
-                    attempt: n,
-                },
-                Event::StepFailed {
-                    node: "w-1".into(),
-                    step: Step::Preflight,
-                    attempt: n,
-                    error: "API server: etcdserver: leader changed (503)".into(),
-                    facts,
-                },
-            ]
+            failed_attempt(
+                "w-1",
+                Step::Preflight,
+                n,
+                kind,
+                "API server: etcdserver: leader changed (503)",
+            )
         };
         // Five unavailable failures, more than max_attempts (3): no halt, a wait of the
         // fifth backoff (160 s) spread over its upper half.
@@ -947,29 +964,18 @@ mod tests {
             ..auto.clone()
         };
         let failed = |policy: &Policy, by: Actor| {
-            let mut facts = Facts::new();
-            FailureKind::Unavailable.record(&mut facts);
-            after(
-                state(policy),
-                vec![
-                    Event::StepStarted {
-                        node: "w-1".into(),
-                        step: Step::Preflight,
-                        attempt: 1,
-                    },
-                    Event::StepFailed {
-                        node: "w-1".into(),
-                        step: Step::Preflight,
-                        attempt: 1,
-                        error: "API server: connection refused".into(),
-                        facts,
-                    },
-                    Event::RunPaused {
-                        by,
-                        reason: "outage".into(),
-                    },
-                ],
-            )
+            let mut events = failed_attempt(
+                "w-1",
+                Step::Preflight,
+                1,
+                FailureKind::Unavailable,
+                "API server: connection refused",
+            );
+            events.push(Event::RunPaused {
+                by,
+                reason: "outage".into(),
+            });
+            after(state(policy), events)
         };
         let s = failed(&auto, Actor::daemon());
         let d = decide(&s, &auto, at(0, 13, 0));
@@ -995,45 +1001,25 @@ mod tests {
         assert!(decide(&s, &auto, at(0, 13, 0)).commands.is_empty());
         // A drain a budget blocked, paused for by the daemon, waits for a person even while
         // another node's outage is on.
-        let mut blocked = Facts::new();
-        FailureKind::EvictionBlocked.record(&mut blocked);
-        let two = after(
-            state2(&auto),
-            vec![
-                Event::StepStarted {
-                    node: "w-1".into(),
-                    step: Step::Preflight,
-                    attempt: 1,
-                },
-                Event::StepFailed {
-                    node: "w-1".into(),
-                    step: Step::Preflight,
-                    attempt: 1,
-                    error: "API server: connection refused".into(),
-                    facts: {
-                        let mut f = Facts::new();
-                        FailureKind::Unavailable.record(&mut f);
-                        f
-                    },
-                },
-                Event::StepStarted {
-                    node: "w-2".into(),
-                    step: Step::Preflight,
-                    attempt: 1,
-                },
-                Event::StepFailed {
-                    node: "w-2".into(),
-                    step: Step::Preflight,
-                    attempt: 1,
-                    error: "drain blocked".into(),
-                    facts: blocked,
-                },
-                Event::RunPaused {
-                    by: Actor::daemon(),
-                    reason: "drain of w-2 blocked".into(),
-                },
-            ],
+        let mut events = failed_attempt(
+            "w-1",
+            Step::Preflight,
+            1,
+            FailureKind::Unavailable,
+            "API server: connection refused",
         );
+        events.extend(failed_attempt(
+            "w-2",
+            Step::Preflight,
+            1,
+            FailureKind::EvictionBlocked,
+            "drain blocked",
+        ));
+        events.push(Event::RunPaused {
+            by: Actor::daemon(),
+            reason: "drain of w-2 blocked".into(),
+        });
+        let two = after(state2(&auto), events);
         assert_eq!(two.phase(), RunPhase::Paused);
         assert!(decide(&two, &auto, at(0, 13, 0)).commands.is_empty());
         // The daemon's resume leaves a parked node parked (only a person's resume says its

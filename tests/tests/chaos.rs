@@ -29,10 +29,18 @@ const DAY: Duration = Duration::from_secs(24 * 3600);
 
 /// The lab and a harness whose API faults follow `windows` (times from the start).
 async fn lab(windows: &[(i64, i64, ApiFault)]) -> (Harness, std::sync::Arc<ApiFaults>) {
+    lab_with(POLICY, windows).await
+}
+
+/// [`lab`] under `policy` (YAML).
+async fn lab_with(
+    policy: &str,
+    windows: &[(i64, i64, ApiFault)],
+) -> (Harness, std::sync::Arc<ApiFaults>) {
     let faults = ApiFaults::new(Vec::new());
     let h = Harness::with(
         scenario("lab", 7),
-        PlanPolicy::from_yaml(POLICY).expect("policy"),
+        PlanPolicy::from_yaml(policy).expect("policy"),
         Options {
             api_faults: Some(faults.clone()),
             ..Options::default()
@@ -169,25 +177,11 @@ async fn under_outage_resume_manual_the_paused_run_waits_for_an_operator() {
         "outage: {pauseAfter: 15m}",
         "outage: {pauseAfter: 15m, resume: manual}",
     );
-    let faults = ApiFaults::new(Vec::new());
-    let mut h = Harness::with(
-        scenario("lab", 7),
-        PlanPolicy::from_yaml(&policy).expect("policy"),
-        Options {
-            api_faults: Some(faults.clone()),
-            ..Options::default()
-        },
-    )
-    .await;
-    let t0 = h.now().0;
-    faults.add(Window {
-        from: Timestamp(t0 + 120_000),
-        until: Timestamp(t0 + 2_400_000),
-        fault: ApiFault::Status {
-            code: 503,
-            retry_after: None,
-        },
-    });
+    let fault = ApiFault::Status {
+        code: 503,
+        retry_after: None,
+    };
+    let (mut h, _) = lab_with(&policy, &[(120_000, 2_400_000, fault)]).await;
     let (end, _) = upgrade(&mut h).await;
     assert_eq!(end["phase"], "paused", "{end}");
     // Hours after the API is back, still paused; a resume carries the run to its end.
