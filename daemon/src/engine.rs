@@ -405,7 +405,8 @@ impl<L: EventLog + Clone> Daemon<L> {
         }
         let mut tasks: JoinSet<Result<TaskEnd, EngineError>> = JoinSet::new();
         let mut busy: HashSet<Entry> = HashSet::new();
-        // Probes that could not tell, per node: how many in a row, and when to look again.
+        // Askings of what did not answer (`AwaitAnswer`, while paused) that went
+        // unanswered, per node: how many in a row, and when to ask again.
         let mut probe_after: HashMap<Entry, (u32, Timestamp)> = HashMap::new();
         loop {
             if state.phase().is_terminal() && tasks.is_empty() {
@@ -434,7 +435,7 @@ impl<L: EventLog + Clone> Daemon<L> {
                     {
                         continue;
                     }
-                    Command::Probe { node, .. } | Command::AwaitAnswer { node } => {
+                    Command::AwaitAnswer { node } => {
                         if let Some(&(_, t)) = probe_after.get(node).filter(|(_, t)| *t > now) {
                             wake = Some(wake.map_or(t, |w| w.min(t)));
                             continue;
@@ -529,7 +530,7 @@ impl<L: EventLog + Clone> Daemon<L> {
                                 busy.remove(&node);
                                 probe_after.remove(&node);
                             }
-                            TaskEnd::ProbeFailed(node) => {
+                            TaskEnd::Unanswered(node) => {
                                 busy.remove(&node);
                                 let failed = probe_after.get(&node).map_or(0, |p| p.0) + 1;
                                 let at = probe_retry_at(&state.policy, failed, self.clock.now());
@@ -628,8 +629,12 @@ impl<L: EventLog + Clone> Daemon<L> {
                 Command::Probe { node, step, .. } => match steps::probe(&env, step).await {
                     Ok((done, facts)) => Observation::Probed { done, facts },
                     Err(e) => {
-                        tracing::warn!(%node, %step, error = %e, "probe failed; will retry");
-                        Observation::Unknown
+                        tracing::warn!(%node, %step, error = %e, "probe could not look");
+                        Observation::Failed {
+                            error: e.what,
+                            kind: e.kind,
+                            facts: e.facts,
+                        }
                     }
                 },
                 Command::ObserveDrift { members, .. } => {
@@ -666,10 +671,10 @@ impl<L: EventLog + Clone> Daemon<L> {
                 }
                 _ => return Ok(TaskEnd::Done(node, None)),
             };
-            // What the core says records this observation; an unknown probe records nothing
-            // and is tried again.
+            // What the core says records this observation; an unanswered asking records
+            // nothing and is tried again.
             let Some(outcome) = cmd.outcome(seen) else {
-                return Ok(TaskEnd::ProbeFailed(node));
+                return Ok(TaskEnd::Unanswered(node));
             };
             let what = outcome.kind().name();
             let seq = log
@@ -691,7 +696,7 @@ fn drift_task(after: u32) -> Entry {
 enum TaskEnd {
     /// The command's entry, and the seq of the record it appended.
     Done(Entry, Option<u64>),
-    ProbeFailed(Entry),
+    Unanswered(Entry),
 }
 
 /// Waits for the next record of `run` from the log's publication and applies it; catches up

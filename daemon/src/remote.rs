@@ -104,12 +104,12 @@ impl Scripts {
 
     /// What a command whose answer was lost (the connection dropped after it was sent, the
     /// agent stopped answering) is to the fault rules: a read-only one changed nothing, so
-    /// the node is only unreachable for now (`unavailable`); any other may have taken
+    /// the node is only unreachable for now (`unreachable`); any other may have taken
     /// effect (`in-doubt`: probed before it is redone).
     pub fn lost_answer(cmd: &RemoteCommand) -> upgraded_events::fault::FailureKind {
         use upgraded_events::fault::FailureKind;
         if Self::read_only(cmd) {
-            FailureKind::Unavailable
+            FailureKind::Unreachable
         } else {
             FailureKind::InDoubt
         }
@@ -306,7 +306,15 @@ mkdir -p {dir}
                 reuse_younger_than_secs,
             } => self.etcd_snapshot(&mut s, *reuse_younger_than_secs),
             RemoteCommand::InstalledKubelet => {
+                // The kubelet's version, and what an in-doubt install's probe needs
+                // (`plan::packages_installed`): each package's version and the holds.
+                let (query, held) = self.package_queries();
                 s.push_str("echo installed=\"$(kubelet --version | sed 's/^Kubernetes //')\"\n");
+                let _ = writeln!(
+                    s,
+                    "for p in kubelet kubectl; do echo \"pkg_$p=$({query} || true)\"; done\n\
+                     echo held=\"$({held} | grep -xE 'kubeadm|kubelet|kubectl' | sort | tr '\\n' ',' | sed 's/,$//' || true)\""
+                );
             }
             RemoteCommand::EtcdRestore(stage) => self.etcd_restore(&mut s, stage),
             RemoteCommand::RestoreKubeletFiles { dir, server, .. } => {
@@ -366,16 +374,26 @@ mkdir -p {dir}
         *out = s;
     }
 
+    /// The shell that prints package `$p`'s installed version, and the one that lists the
+    /// held packages, for this package manager.
+    fn package_queries(&self) -> (&'static str, &'static str) {
+        match self.package_manager {
+            PackageManager::Apt => (
+                "dpkg-query -W -f='${Version}' \"$p\" 2>/dev/null",
+                "apt-mark showhold 2>/dev/null",
+            ),
+            PackageManager::Dnf => (
+                "rpm -q --qf '%{VERSION}-%{RELEASE}' \"$p\" 2>/dev/null",
+                "dnf versionlock list 2>/dev/null | sed -n 's/^\\([a-z]*\\)-[0-9].*/\\1/p'",
+            ),
+        }
+    }
+
     /// What tells the machine from its siblings (`drift::HOST_FACTS`), read-only. The
     /// kubelet flag files are hashed without the flags whose values differ by nature
     /// between machines (`VOLATILE_FLAGS`: its address, name, provider id).
     fn fingerprint(&self, s: &mut String) {
-        let held = match self.package_manager {
-            PackageManager::Apt => "apt-mark showhold 2>/dev/null",
-            PackageManager::Dnf => {
-                "dnf versionlock list 2>/dev/null | sed -n 's/^\\([a-z]*\\)-[0-9].*/\\1/p'"
-            }
-        };
+        let (_, held) = self.package_queries();
         let volatile = VOLATILE_FLAGS.join("|");
         let _ = writeln!(
             s,
@@ -422,16 +440,7 @@ mkdir -p {dir}
     /// lock (it may run many at once): the copy goes to a private name and is hard-linked
     /// into place, which fails instead of replacing a copy another run made meanwhile.
     fn before(&self, s: &mut String) {
-        let query = match self.package_manager {
-            PackageManager::Apt => "dpkg-query -W -f='${Version}' \"$p\" 2>/dev/null",
-            PackageManager::Dnf => "rpm -q --qf '%{VERSION}-%{RELEASE}' \"$p\" 2>/dev/null",
-        };
-        let held = match self.package_manager {
-            PackageManager::Apt => "apt-mark showhold 2>/dev/null",
-            PackageManager::Dnf => {
-                "dnf versionlock list 2>/dev/null | sed -n 's/^\\([a-z]*\\)-[0-9].*/\\1/p'"
-            }
-        };
+        let (query, held) = self.package_queries();
         let _ = writeln!(
             s,
             "for p in kubeadm kubelet kubectl; do echo \"pkg_$p=$({query} || true)\"; done\n\

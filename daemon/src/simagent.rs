@@ -132,6 +132,7 @@ impl SimAgents {
     ) -> Result<Value, PortError> {
         let unreachable = |e: &dyn std::fmt::Display| {
             PortError::retryable(format!("sim node agent at {}: {e}", self.authority))
+                .with_kind(upgraded_events::fault::FailureKind::Unreachable)
         };
         let bytes = body.map(|b| b.to_string()).unwrap_or_default();
         let req = Request::builder()
@@ -473,8 +474,23 @@ impl SimAgents {
                 );
             }
             RemoteCommand::InstalledKubelet => {
-                let installed = self.installed_kubelet(node).await?;
+                // As the node script reads them: the kubelet's version, each package's, and
+                // the holds.
+                let packages = self.packages(node).await?;
+                let installed = packages.get("kubelet").copied().ok_or_else(|| {
+                    PortError::retryable(format!("node {node}: no kubelet package"))
+                })?;
                 facts.insert("installed".into(), installed.to_string());
+                for p in ["kubelet", "kubectl"] {
+                    let v = packages.get(p).map(ToString::to_string).unwrap_or_default();
+                    facts.insert(format!("pkg_{p}"), v);
+                }
+                let host = self.host(node).await?;
+                let held: Vec<&str> = host["held"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(Value::as_str).collect())
+                    .unwrap_or_default();
+                facts.insert("held".into(), held.join(","));
             }
             RemoteCommand::RestartKubelet => {
                 let installed = self.installed_kubelet(node).await?;

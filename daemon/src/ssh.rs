@@ -255,9 +255,9 @@ fn translate(node: &str, e: &openssh::Error) -> PortError {
                     "node {node}: SSH login refused (check the user and key): {detail}"
                 ))
             } else {
-                // Nothing was sent: the node is unreachable for now (an outage).
+                // Nothing was sent: the node is unreachable for now (its own outage).
                 PortError::retryable(format!("node {node}: cannot connect over SSH: {detail}"))
-                    .with_kind(FailureKind::Unavailable)
+                    .with_kind(FailureKind::Unreachable)
             }
         }
         // Sent, and the answer lost: `script` says what that is for the command.

@@ -1169,10 +1169,10 @@ pub async fn probe(env: &StepEnv<'_>, step: &Step) -> Result<(bool, Facts), Port
     };
     match step {
         Step::UpgradePackages { version } => {
-            let have = installed().await?;
+            let facts = env.remote(&RemoteCommand::InstalledKubelet).await?;
             Ok((
-                have >= *version,
-                [("installed".to_string(), have.to_string())].into(),
+                upgraded_events::plan::packages_installed(*version, &facts),
+                facts,
             ))
         }
 

@@ -28,7 +28,8 @@ pub enum Command {
         /// Uncordon only: someone else had cordoned the node, so it stays cordoned.
         leave_cordoned: bool,
     },
-    /// Look at the node to learn whether an in-doubt step took effect; record `StepProbed`.
+    /// Look at the node to learn whether an in-doubt step took effect; record `StepProbed`,
+    /// or, when it could not look, `StepFailed` with the `probe=failed` fact (still in doubt).
     Probe {
         node: Entry,
         step: Step,
@@ -88,7 +89,7 @@ pub enum Observation {
     },
     /// A probe looked: whether the in-doubt step took effect.
     Probed { done: bool, facts: Facts },
-    /// A probe could not look: unknown stays unknown, and nothing is recorded.
+    /// What did not answer still does not (`AwaitAnswer`): nothing is recorded.
     Unknown,
     /// What the machines' agents read (`ObserveDrift`), by node.
     Hosts(std::collections::BTreeMap<String, Facts>),
@@ -150,6 +151,30 @@ impl Command {
                 done,
                 facts,
             }),
+            // A probe that could not look: recorded as a failure of the step it looked
+            // for (the step stays in doubt), so the outage rules count it and bound it.
+            (
+                Command::Probe {
+                    node,
+                    step,
+                    attempt,
+                },
+                Observation::Failed {
+                    error,
+                    kind,
+                    mut facts,
+                },
+            ) => {
+                kind.record(&mut facts);
+                facts.insert("probe".to_string(), "failed".to_string());
+                Some(Event::StepFailed {
+                    node: node.clone(),
+                    step: step.clone(),
+                    attempt: *attempt,
+                    error,
+                    facts,
+                })
+            }
             (Command::AwaitAnswer { .. }, Observation::Answered) => Some(Event::RunResumed {
                 by: crate::event::Actor::daemon(),
             }),
@@ -236,44 +261,83 @@ impl Decision {
     }
 }
 
-/// When to look at a node again after `failed` probes in a row could not tell whether its
-/// in-doubt step took effect (the node unreachable, say). A probe only reads, so it is
-/// retried for as long as it takes, with the policy's backoff; the step waits meanwhile.
+/// When a paused run asks what did not answer again (`AwaitAnswer`) after `failed`
+/// askings in a row went unanswered: the policy's backoff. It only reads, and the run is
+/// paused meanwhile (a person may resume or abort it at any time).
 pub fn probe_retry_at(policy: &Policy, failed: u32, now: Timestamp) -> Timestamp {
     now.plus_secs(policy.backoff_secs(failed.max(1)))
 }
 
-/// The fault rule for an outage around a node's step (`Node::unavailable`: what it needs
-/// did not answer, or its answers were lost): when to try again, after `backoff_ms` spread by
-/// `jitter_ms`; or, once the outage has lasted `outage.pauseAfter`, the pause that says so.
-/// `None`: no outage.
+/// What an outage around a node's step comes to now.
+enum Wait {
+    /// Ask again then.
+    Until(Timestamp),
+    /// What the run needs has not answered for `outage.pauseAfter`: pause the run.
+    Pause(String),
+    /// The node itself has not answered for `gates.nodeReadyTimeout`: park it.
+    Park(String),
+}
+
+/// The fault rules for an outage around a node's step (`Node::unavailable`: what it needs
+/// did not answer, or its answers were lost): try again after `backoff_ms` spread by
+/// `jitter_ms`; once the node itself (its agent, its connection) has not answered for
+/// `gates.nodeReadyTimeout`, park it with the reason; once anything else (the API server)
+/// has not answered for `outage.pauseAfter`, pause the run with the reason. While the run
+/// is aborting (`!may_give_up`) neither: it asks again at the backoff's pace. `None`: no
+/// outage.
 fn outage_wait(
     n: &crate::node::Node,
     step: &Step,
     attempt: u32,
     policy: &Policy,
     now: Timestamp,
-) -> Option<Result<Timestamp, Stop>> {
-    let (since, tries) = n.unavailable?;
-    let lasted = u64::try_from(now.0.saturating_sub(since.0)).unwrap_or(0) / 1000;
-    if lasted >= policy.outage_pause_secs {
-        return Some(Err(Stop::Pause(format!(
-            "node {}: {step} could not reach what it needs for {lasted}s ({tries} tries; \
-             outage.pauseAfter is {}s): {}. `upgradectl resume` once it answers again",
-            n.name,
-            policy.outage_pause_secs,
-            n.last_error.as_deref().unwrap_or("no error recorded")
-        ))));
+    may_give_up: bool,
+) -> Option<Wait> {
+    let o = n.unavailable?;
+    let lasted = u64::try_from(now.0.saturating_sub(o.since.0)).unwrap_or(0) / 1000;
+    let error = n.last_error.as_deref().unwrap_or("no error recorded");
+    if may_give_up && o.kind.is_node_outage() && lasted >= policy.node_ready_timeout_secs {
+        return Some(Wait::Park(format!(
+            "node {} has not answered for {lasted}s ({} tries at {step}; \
+             gates.nodeReadyTimeout is {}s): {error}. Parked as it is; bring the machine \
+             back, then `upgradectl resume` starts it again from its preflight",
+            n.host, o.tries, policy.node_ready_timeout_secs
+        )));
+    }
+    if may_give_up && !o.kind.is_node_outage() && lasted >= policy.outage_pause_secs {
+        return Some(Wait::Pause(format!(
+            "node {}: {step} could not reach what it needs for {lasted}s ({} tries; \
+             outage.pauseAfter is {}s): {error}. `upgradectl resume` once it answers again",
+            n.name, o.tries, policy.outage_pause_secs
+        )));
     }
     let delay = crate::fault::jitter_ms(
         crate::fault::backoff_ms(
             policy.retry_backoff_secs.saturating_mul(1000),
             policy.retry_backoff_max_secs.saturating_mul(1000),
-            tries.saturating_sub(1),
+            o.tries.saturating_sub(1),
         ),
         &format!("{}:{attempt}", n.name),
     );
-    Some(Ok(n.since.plus_millis(delay)))
+    Some(Wait::Until(n.since.plus_millis(delay)))
+}
+
+/// A worker that stopped answering parks as it is: still cordoned when it was (it may be
+/// half-upgraded, and nothing can be asked of it), and the run goes on with the others. A
+/// control-plane node is never left behind (the workers may not pass its version): the run
+/// halts instead.
+fn park_unreachable(n: &crate::node::Node, reason: String, d: &mut Decision) -> Option<Stop> {
+    if n.role != Role::Worker {
+        return Some(Stop::Halt(format!(
+            "{reason}. It runs the control plane, so nothing else goes on without it: halted"
+        )));
+    }
+    d.commands.push(Command::Park {
+        node: n.name.clone(),
+        reason,
+        uncordon: false,
+    });
+    None
 }
 
 /// The fault rule for the end of an outage: a run the daemon itself paused because
@@ -514,17 +578,16 @@ fn next_for_node(
     match cursor.status {
         StepStatus::InFlight => {}
         StepStatus::InDoubt => {
-            // In doubt because answers were lost (not because the daemon stopped): the node
-            // is hard to reach, so wait as for an outage before asking it again.
-            if let Some(wait) = outage_wait(n, step, cursor.attempt, policy, now) {
-                match wait {
-                    Err(stop) => return Some(stop),
-                    Ok(at) if now < at => {
-                        d.wake(at);
-                        return None;
-                    }
-                    Ok(_) => {}
+            // In doubt because answers were lost, or probes could not look (not because
+            // the daemon stopped): wait as for an outage before asking again.
+            match outage_wait(n, step, cursor.attempt, policy, now, may_give_up) {
+                Some(Wait::Pause(reason)) => return Some(Stop::Pause(reason)),
+                Some(Wait::Park(reason)) => return park_unreachable(n, reason, d),
+                Some(Wait::Until(at)) if now < at => {
+                    d.wake(at);
+                    return None;
                 }
+                Some(Wait::Until(_)) | None => {}
             }
             d.commands.push(match step.in_doubt() {
                 InDoubt::Rerun => run(cursor.attempt + 1),
@@ -544,16 +607,18 @@ fn next_for_node(
             }
         }
         StepStatus::Failed => {
-            // An outage around the step (the API server not answering): retried with backoff
-            // and jitter without using the step's attempts, until it has lasted
-            // `outage.pauseAfter`; then the run pauses, saying what did not answer.
-            if n.failure == Some(FailureKind::Unavailable)
-                && let Some(wait) = outage_wait(n, step, cursor.attempt, policy, now)
+            // An outage around the step (the API server or the node not answering):
+            // retried with backoff and jitter without using the step's attempts, until it
+            // has lasted its limit; then the run pauses, or the node parks, saying what did
+            // not answer.
+            if n.failure.is_some_and(FailureKind::is_outage)
+                && let Some(wait) = outage_wait(n, step, cursor.attempt, policy, now, may_give_up)
             {
                 match wait {
-                    Err(stop) => return Some(stop),
-                    Ok(at) if now < at => d.wake(at),
-                    Ok(_) => d.commands.push(run(cursor.attempt + 1)),
+                    Wait::Pause(reason) => return Some(Stop::Pause(reason)),
+                    Wait::Park(reason) => return park_unreachable(n, reason, d),
+                    Wait::Until(at) if now < at => d.wake(at),
+                    Wait::Until(_) => d.commands.push(run(cursor.attempt + 1)),
                 }
                 return None;
             }
@@ -686,15 +751,25 @@ mod tests {
 
     /// A started run of one batch of `names`.
     fn workers(policy: &Policy, names: &[&str]) -> RunState {
+        workers_with(
+            policy,
+            names,
+            &[Step::Preflight, Step::Cordon, Step::Uncordon],
+            Role::Worker,
+        )
+    }
+
+    /// A started run of one batch of `names`, each with `steps` and `role`.
+    fn workers_with(policy: &Policy, names: &[&str], steps: &[Step], role: Role) -> RunState {
         let run = RunId::nil();
         let nodes = names
             .iter()
             .map(|name| NodePlan {
                 name: (*name).into(),
                 host: None,
-                role: Role::Worker,
+                role,
                 from: Version::new(1, 34, 6),
-                steps: vec![Step::Preflight, Step::Cordon, Step::Uncordon],
+                steps: steps.to_vec(),
                 estimate_secs: 3600,
             })
             .collect();
@@ -825,12 +900,29 @@ mod tests {
             step.outcome(Observation::Succeeded(Facts::new())),
             Some(Event::StepSucceeded { attempt: 2, .. })
         ));
-        // A probe that could not look records nothing; one that looked records what it saw.
+        // A probe that could not look records a failure of the step it looked for (so the
+        // outage rules bound it); one that looked records what it saw.
         let probe = Command::Probe {
             node: "w-1".into(),
             step: Step::RestartKubelet,
             attempt: 1,
         };
+        match probe.outcome(Observation::Failed {
+            error: "connection refused".into(),
+            kind: FailureKind::Unreachable,
+            facts: Facts::new(),
+        }) {
+            Some(Event::StepFailed {
+                attempt: 1,
+                step: Step::RestartKubelet,
+                facts,
+                ..
+            }) => {
+                assert_eq!(facts["failure"], "unreachable");
+                assert_eq!(facts["probe"], "failed");
+            }
+            other => panic!("{other:?}"),
+        }
         assert_eq!(probe.outcome(Observation::Unknown), None);
         assert!(matches!(
             probe.outcome(Observation::Probed {
@@ -945,6 +1037,190 @@ mod tests {
         let d = decide(&s, &policy, at(0, 12, 1));
         assert!(
             matches!(d.commands.as_slice(), [Command::RunStep { attempt: 2, .. }]),
+            "{d:?}"
+        );
+    }
+
+    /// A probe of `step` (attempt `n`) on w-1 that could not look: `kind`, `error`.
+    fn probe_failed(step: Step, n: u32, kind: FailureKind, error: &str) -> Event {
+        match (Command::Probe {
+            node: "w-1".into(),
+            step,
+            attempt: n,
+        })
+        .outcome(Observation::Failed {
+            error: error.into(),
+            kind,
+            facts: Facts::new(),
+        }) {
+            Some(e) => e,
+            None => panic!("a failed probe is recorded"),
+        }
+    }
+
+    /// The fault rules' rows for a node that stops answering (`unreachable`, and a lost
+    /// answer whose probes cannot look): retried without using attempts, parked as it is
+    /// after `gates.nodeReadyTimeout` (the run is not paused for it, and goes on with the
+    /// others); the API server's outage pauses the run instead; an abort never parks.
+    #[test]
+    fn a_node_that_does_not_come_back_parks_after_its_timeout_with_the_reason() {
+        let policy = Policy {
+            node_ready_timeout_secs: 600,
+            outage_pause_secs: 300,
+            ..Policy::default()
+        };
+        let down = "node w-1: cannot connect over SSH: Connection refused";
+        let steps = [
+            Step::Preflight,
+            Step::Cordon,
+            Step::RestartKubelet,
+            Step::Uncordon,
+        ];
+        let state = |policy: &Policy| workers_with(policy, &["w-1"], &steps, Role::Worker);
+        // Cordoned; the kubelet restart's answer lost (the machine went down mid-step), and
+        // three probes that could not look.
+        let mut lost = vec![
+            Event::StepStarted {
+                node: "w-1".into(),
+                step: Step::Cordon,
+                attempt: 1,
+            },
+            Event::StepSucceeded {
+                node: "w-1".into(),
+                step: Step::Cordon,
+                attempt: 1,
+                facts: Facts::new(),
+            },
+        ];
+        lost.extend(failed_attempt(
+            "w-1",
+            Step::RestartKubelet,
+            1,
+            FailureKind::InDoubt,
+            "node w-1: the SSH connection was lost",
+        ));
+        for _ in 0..3 {
+            lost.push(probe_failed(
+                Step::RestartKubelet,
+                1,
+                FailureKind::Unreachable,
+                down,
+            ));
+        }
+        let s = after(state(&policy), preflight_done_then(lost.clone()));
+        let n = s.nodes[0].node();
+        assert_eq!(
+            s.nodes[0].cursor().map(|c| c.status),
+            Some(StepStatus::InDoubt)
+        );
+        assert_eq!(n.failures, 0, "an outage uses no attempts");
+        let o = n.unavailable.expect("an outage");
+        assert_eq!((o.tries, o.kind), (4, FailureKind::Unreachable));
+        assert!(s.anomalies.is_empty(), "{:?}", s.anomalies);
+        // Within the timeout: probed again after the backoff (past the pause's 300 s: the
+        // node's outage is not the run's).
+        let d = decide(&s, &policy, at(0, 12, 7));
+        assert!(
+            matches!(d.commands.as_slice(), [Command::Probe { attempt: 1, .. }]),
+            "{d:?}"
+        );
+        // At the timeout: parked as it is (cordoned), saying why.
+        let d = decide(&s, &policy, at(0, 12, 10));
+        let reason = match d.commands.as_slice() {
+            [
+                Command::Park {
+                    reason,
+                    uncordon: false,
+                    ..
+                },
+            ] => reason.clone(),
+            other => panic!("{other:?}"),
+        };
+        for part in [
+            "w-1",
+            "600s",
+            "gates.nodeReadyTimeout",
+            "Connection refused",
+        ] {
+            assert!(reason.contains(part), "{part}: {reason}");
+        }
+        // Parked: the run ends halted, naming the node and the reason.
+        let parked = |mut events: Vec<Event>| {
+            events.push(Event::NodeParked {
+                node: "w-1".into(),
+                reason: reason.clone(),
+                uncordon: false,
+            });
+            after(state(&policy), events)
+        };
+        let s = parked(preflight_done_then(lost.clone()));
+        assert_eq!(s.nodes[0].phase(), Phase::Parked);
+        assert!(s.nodes[0].node().parked_cordoned, "still cordoned");
+        assert!(s.anomalies.is_empty(), "{:?}", s.anomalies);
+        match decide(&s, &policy, at(0, 12, 11)).commands.as_slice() {
+            [Command::Halt { reason: why }] => {
+                assert!(why.contains("parked") && why.contains(&reason), "{why}")
+            }
+            other => panic!("{other:?}"),
+        }
+        // Outside the cordon (unreachable in its preflight, five times): no attempts used,
+        // then parked the same way, with nothing to undo.
+        let five: Vec<Event> = (1..=5)
+            .flat_map(|n| failed_attempt("w-1", Step::Preflight, n, FailureKind::Unreachable, down))
+            .collect();
+        let s = after(state(&policy), five.clone());
+        assert!(
+            decide(&s, &policy, at(0, 12, 9))
+                .commands
+                .iter()
+                .all(|c| matches!(c, Command::RunStep { attempt: 6, .. }))
+        );
+        assert!(matches!(
+            decide(&s, &policy, at(0, 12, 10)).commands.as_slice(),
+            [Command::Park {
+                uncordon: false,
+                ..
+            }]
+        ));
+        let s = parked(five);
+        assert_eq!(s.nodes[0].phase(), Phase::Parked);
+        assert!(!s.nodes[0].node().parked_cordoned);
+        assert!(s.anomalies.is_empty(), "{:?}", s.anomalies);
+        // The probes could not reach the API server instead: the run's outage, paused
+        // after outage.pauseAfter, never a park.
+        let mut api = lost[..4].to_vec();
+        api.push(probe_failed(
+            Step::RestartKubelet,
+            1,
+            FailureKind::Unavailable,
+            "API server: 503",
+        ));
+        let s = after(state(&policy), preflight_done_then(api));
+        assert!(matches!(
+            decide(&s, &policy, at(0, 12, 5)).commands.as_slice(),
+            [Command::Pause { .. }]
+        ));
+        // A control-plane node is never left behind: the run halts, saying why.
+        let s = after(
+            workers_with(&policy, &["w-1"], &steps, Role::ControlPlane),
+            preflight_done_then(lost.clone()),
+        );
+        match decide(&s, &policy, at(0, 12, 10)).commands.as_slice() {
+            [Command::Halt { reason }] => {
+                assert!(
+                    reason.contains("control plane") && reason.contains("600s"),
+                    "{reason}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        // Aborting: asked again at the backoff's pace, never parked, never stuck.
+        let mut aborting = lost;
+        aborting.push(abort());
+        let s = after(state(&policy), preflight_done_then(aborting));
+        let d = decide(&s, &policy, at(0, 13, 0));
+        assert!(
+            matches!(d.commands.as_slice(), [Command::Probe { .. }]),
             "{d:?}"
         );
     }

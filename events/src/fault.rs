@@ -39,10 +39,17 @@ pub enum FailureKind {
     /// doubt, as after a daemon crash: probed before it is redone when it can be
     /// (`Step::in_doubt`), re-run when running it again is harmless. Not a failed attempt.
     InDoubt,
+    /// The node itself did not answer: its agent could not be reached (the connection
+    /// refused or timed out: the machine down, rebooting, or cut off), or the answer to a
+    /// command that only reads was lost. An outage of one node, retried with backoff
+    /// without using the step's attempts; once the node has not answered for the policy's
+    /// `gates.nodeReadyTimeout`, it parks, still cordoned, with the reason, and the run goes
+    /// on with the others.
+    Unreachable,
 }
 
 impl FailureKind {
-    pub const ALL: [FailureKind; 7] = [
+    pub const ALL: [FailureKind; 8] = [
         FailureKind::Transient,
         FailureKind::Permanent,
         FailureKind::EvictionBlocked,
@@ -50,6 +57,7 @@ impl FailureKind {
         FailureKind::ChecksHalt,
         FailureKind::Unavailable,
         FailureKind::InDoubt,
+        FailureKind::Unreachable,
     ];
 
     pub fn name(self) -> &'static str {
@@ -61,7 +69,24 @@ impl FailureKind {
             FailureKind::ChecksHalt => "checks-halt",
             FailureKind::Unavailable => "unavailable",
             FailureKind::InDoubt => "in-doubt",
+            FailureKind::Unreachable => "unreachable",
         }
+    }
+
+    /// Whether the failure is an outage around the step (nothing said about the step
+    /// itself): retried without using its attempts, for as long as the outage rules allow.
+    pub fn is_outage(self) -> bool {
+        matches!(
+            self,
+            FailureKind::Unavailable | FailureKind::InDoubt | FailureKind::Unreachable
+        )
+    }
+
+    /// Whether the outage is the node's own (its agent, its connection), which parks the
+    /// node after `gates.nodeReadyTimeout`; otherwise it is what the whole run needs (the
+    /// API server), which pauses the run after `outage.pauseAfter`.
+    pub fn is_node_outage(self) -> bool {
+        matches!(self, FailureKind::InDoubt | FailureKind::Unreachable)
     }
 
     /// Whether the same attempt may work later.

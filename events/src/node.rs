@@ -162,10 +162,10 @@ pub struct Node {
     pub failure_facts: Facts,
     /// Why the last attempt failed (from its facts), until the step advances.
     pub failure: Option<crate::fault::FailureKind>,
-    /// The current step has found what it needs unavailable since then (an outage, not
-    /// counted in `failures`), and how many of its attempts met it; cleared by any other
-    /// outcome.
-    pub unavailable: Option<(Timestamp, u32)>,
+    /// The current step has found what it needs unavailable (an outage, not counted in
+    /// `failures`): since when, how often, and what the last failure was; cleared by any
+    /// other outcome.
+    pub unavailable: Option<Outage>,
     /// The eviction a budget is refusing right now, for `status` and `watch`.
     pub blocked: Option<Blocked>,
     /// Why the node was parked; set until a resume restarts it.
@@ -186,6 +186,17 @@ pub struct Node {
     /// Its steps are an automatic rollback's (`NodeRollingBack`): a failure now halts the run
     /// and is never answered by another rollback.
     pub rolling_back: bool,
+}
+
+/// An outage around a node's current step, as its failures told it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outage {
+    /// The first failure of the streak.
+    pub since: Timestamp,
+    /// Failures in the streak (attempts, and probes that could not look).
+    pub tries: u32,
+    /// The last one's kind: whose outage it is (`FailureKind::is_node_outage`).
+    pub kind: crate::fault::FailureKind,
 }
 
 /// A refused eviction, as the last `EvictionBlocked` told it.
@@ -324,7 +335,11 @@ impl Node {
             }
             Event::NodeParked {
                 reason, uncordon, ..
-            } if matches!(cursor.status, StepStatus::Ready | StepStatus::Failed) => {
+            } if matches!(
+                cursor.status,
+                StepStatus::Ready | StepStatus::Failed | StepStatus::InDoubt
+            ) =>
+            {
                 self.parked = Some(reason.clone());
                 self.parked_cordoned = !*uncordon;
                 if *uncordon {
@@ -408,12 +423,19 @@ impl Node {
                 if *step == Step::Cordon && kind.retryable() {
                     self.cordon_may_have_applied = true;
                 }
+                if cursor.status == StepStatus::InDoubt {
+                    // A probe that could not look: the step stays in doubt, and what did
+                    // not answer is an outage (asked again after a wait, within its limit).
+                    self.note_outage(at, kind);
+                    self.last_error = Some(error.clone());
+                    self.since = at;
+                    return Handled;
+                }
                 if kind == crate::fault::FailureKind::InDoubt {
                     // The answer was lost, not the step: in doubt, as after a crash, and the
                     // node hard to reach (asked again after a wait, as in an outage).
                     cursor.status = StepStatus::InDoubt;
-                    let (since, n) = self.unavailable.unwrap_or((at, 0));
-                    self.unavailable = Some((since, n.saturating_add(1)));
+                    self.note_outage(at, kind);
                     if *step == Step::Cordon {
                         self.cordon_may_have_applied = true;
                     }
@@ -424,10 +446,9 @@ impl Node {
                 self.failure = Some(kind);
                 self.failure_facts = facts.clone();
                 cursor.status = StepStatus::Failed;
-                if kind == crate::fault::FailureKind::Unavailable {
+                if kind.is_outage() {
                     // An outage around the step: retried without using its attempts.
-                    let (since, n) = self.unavailable.unwrap_or((at, 0));
-                    self.unavailable = Some((since, n.saturating_add(1)));
+                    self.note_outage(at, kind);
                 } else {
                     self.unavailable = None;
                     self.failures = self.failures.saturating_add(1);
@@ -465,6 +486,18 @@ impl Node {
                     disruptions_allowed: *disruptions_allowed,
                 });
                 Handled
+            }
+            // Outside the cordon (a node that stopped answering in its preflight, its
+            // preparation or its soak): set aside as it is; nothing of ours to undo.
+            Event::NodeParked { reason, .. }
+                if matches!(
+                    cursor.status,
+                    StepStatus::Ready | StepStatus::Failed | StepStatus::InDoubt
+                ) =>
+            {
+                self.parked = Some(reason.clone());
+                self.parked_cordoned = false;
+                Transition(State::parked())
             }
             Event::NodeParked { .. } => {
                 context.anomalies.push(format!(
@@ -596,6 +629,16 @@ impl Node {
         } else {
             Transition(State::aborted())
         }
+    }
+
+    /// One more failure in the current outage (the first begins it).
+    fn note_outage(&mut self, at: Timestamp, kind: crate::fault::FailureKind) {
+        let (since, tries) = self.unavailable.map_or((at, 0), |o| (o.since, o.tries));
+        self.unavailable = Some(Outage {
+            since,
+            tries: tries.saturating_add(1),
+            kind,
+        });
     }
 
     fn note_attempt(&mut self, index: usize, attempt: u32) {

@@ -121,6 +121,36 @@ pub fn node_packages(kubeadm: bool) -> &'static [&'static str] {
     }
 }
 
+/// Whether an in-doubt package install of a worker's packages at `version` is done, from what
+/// the node's agent read (`InstalledKubelet`: `installed`, the kubelet's own version; `pkg_*`,
+/// each package's installed version as the package manager says it; `held`, the packages
+/// held). Done means all of it: the kubelet at the version, every package of the step at the
+/// same package version as the kubelet's, and each of them held again. A machine that went
+/// down in the middle leaves some of it undone, and the install runs again (it is harmless
+/// to repeat). A fact the agent does not report is not required.
+pub fn packages_installed(version: Version, facts: &crate::facts::Facts) -> bool {
+    let kubelet = facts
+        .get("installed")
+        .and_then(|v| v.parse::<Version>().ok());
+    if kubelet.is_none_or(|k| k < version) {
+        return false;
+    }
+    let pkgs = node_packages(false);
+    let same = match facts.get("pkg_kubelet") {
+        Some(k) => {
+            !k.is_empty()
+                && pkgs
+                    .iter()
+                    .all(|p| facts.get(&format!("pkg_{p}")).is_none_or(|v| v == k))
+        }
+        None => true,
+    };
+    let held = facts
+        .get("held")
+        .is_none_or(|h| pkgs.iter().all(|p| h.split(',').any(|x| x == *p)));
+    same && held
+}
+
 pub use crate::inventory::Role;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -325,6 +355,56 @@ pub fn control_plane_version(steps: &[Step]) -> Option<Version> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A row per way a machine going down can leave a package install.
+    #[test]
+    fn an_install_is_done_only_when_every_package_is_in_and_held() {
+        let v = Version::new(1, 35, 3);
+        let rows: &[(&[(&str, &str)], bool)] = &[
+            (
+                &[
+                    ("installed", "v1.35.3"),
+                    ("pkg_kubelet", "1.35.3-1.1"),
+                    ("pkg_kubectl", "1.35.3-1.1"),
+                    ("held", "kubeadm,kubectl,kubelet"),
+                ],
+                true,
+            ),
+            // The kubelet in, kubectl not yet.
+            (
+                &[
+                    ("installed", "v1.35.3"),
+                    ("pkg_kubelet", "1.35.3-1.1"),
+                    ("pkg_kubectl", "1.34.6-1.1"),
+                    ("held", "kubeadm,kubectl,kubelet"),
+                ],
+                false,
+            ),
+            // Both in, the holds not put back.
+            (
+                &[
+                    ("installed", "v1.35.3"),
+                    ("pkg_kubelet", "1.35.3-1.1"),
+                    ("pkg_kubectl", "1.35.3-1.1"),
+                    ("held", "kubeadm"),
+                ],
+                false,
+            ),
+            (&[("installed", "v1.34.6")], false),
+            (&[("installed", "")], false),
+            (&[], false),
+            // An agent that reports only the kubelet (older agents): the kubelet decides.
+            (&[("installed", "v1.35.3")], true),
+            (&[("installed", "v1.35.3"), ("pkg_kubelet", "")], false),
+        ];
+        for (facts, want) in rows {
+            assert_eq!(
+                packages_installed(v, &crate::facts::facts_of(facts)),
+                *want,
+                "{facts:?}"
+            );
+        }
+    }
 
     fn node(name: &str, role: Role, v: &str) -> NodeInfo {
         NodeInfo {

@@ -847,9 +847,10 @@ impl RunState {
                 && entries
                     .iter()
                     .all(|&i| self.nodes[i].phase() == Phase::Pending);
+            // Under way, or set aside (a parked node may be down: nothing to learn there).
             let busy = entries.iter().any(|&i| {
                 let p = self.nodes[i].phase();
-                p != Phase::Pending && !p.is_settled()
+                p != Phase::Pending && (!p.is_settled() || p == Phase::Parked)
             });
             (pending, busy)
         };
@@ -1013,11 +1014,21 @@ impl RunState {
             .generation_label
             .as_deref()
             .unwrap_or(DEFAULT_GENERATION_LABEL);
+        // A worker this run set aside (parked: it may be down) is no place to schedule on.
+        let parked = |name: &str| {
+            self.host_entries.get(name).is_some_and(|entries| {
+                !entries.is_empty()
+                    && entries
+                        .iter()
+                        .all(|&j| self.nodes[j].phase() == Phase::Parked)
+            })
+        };
         // The generations of the workers `hosts` names (all of them: `None`), in one pass.
         let generations_of = |hosts: Option<&BTreeSet<&str>>| -> Vec<String> {
             self.observed_nodes
                 .iter()
                 .filter(|(name, _, cp)| !cp && hosts.is_none_or(|h| h.contains(name.as_str())))
+                .filter(|(name, _, _)| !parked(name))
                 .filter_map(|(_, labels, _)| labels.get(label).cloned())
                 .collect::<BTreeSet<_>>()
                 .into_iter()
@@ -1217,7 +1228,8 @@ mod tests {
                     .collect();
                 (
                     !mine.is_empty() && mine.iter().all(|p| *p == Phase::Pending),
-                    mine.iter().any(|p| *p != Phase::Pending && !p.is_settled()),
+                    mine.iter()
+                        .any(|p| *p != Phase::Pending && (!p.is_settled() || *p == Phase::Parked)),
                 )
             };
             let peers: Vec<Peer> = s

@@ -131,6 +131,25 @@ fn a_kubelet_restart_takes_simulated_time_and_reports_the_new_version() {
 }
 
 #[test]
+fn a_machine_that_reboots_comes_back_with_the_kubelet_that_is_installed() {
+    let mut w = seed();
+    let before = w.nodes["r740-01"].kubelet;
+    // Down in the middle of an upgrade: the kubelet package got installed, not restarted.
+    let v = Version::new(1, 33, 7);
+    w.install_package("r740-01", "kubelet", v)
+        .expect("installed");
+    w.set_node_down("r740-01", true).expect("down");
+    assert!(!w.nodes["r740-01"].ready);
+    assert_eq!(w.nodes["r740-01"].kubelet, before, "still what ran");
+    w.advance(KUBELET_RESTART_MS);
+    assert!(!w.nodes["r740-01"].ready, "a dead machine stays NotReady");
+    w.set_node_down("r740-01", false).expect("up");
+    w.advance(KUBELET_RESTART_MS);
+    assert!(w.nodes["r740-01"].ready);
+    assert_eq!(w.nodes["r740-01"].kubelet, v, "the installed one started");
+}
+
+#[test]
 fn faults_never_ready_crash_loop_slow_termination_and_blocking_pdbs() {
     let mut w = seed();
     w.faults.never_ready.insert("r640-01".into());

@@ -372,14 +372,15 @@ async fn ssh_adapter_runs_quoted_scripts_with_caps_timeouts_and_reconnects() {
     assert!(restored.status.success(), "the local copy restores");
 
     // A crashed node: the next command reconnects once it is back. Until then a read-only
-    // command finds the node unavailable (an outage, retried without using attempts).
+    // command finds the node unreachable (its own outage, retried without using attempts,
+    // parked after `gates.nodeReadyTimeout`).
     lab.crash("w-1").expect("crash");
     let e = nodes
         .run(&Host::new("w-1"), &RemoteCommand::InstalledKubelet, t)
         .await
         .expect_err("down");
     assert!(e.is_retryable(), "{e}");
-    assert_eq!(e.kind, FailureKind::Unavailable, "{e}");
+    assert_eq!(e.kind, FailureKind::Unreachable, "{e}");
     lab.restart("w-1").expect("restart");
     // The node dies in the middle of a command that changes it: the answer is lost, and
     // the step is in doubt (probed before it is redone), not simply failed.
@@ -424,7 +425,7 @@ async fn ssh_adapter_runs_quoted_scripts_with_caps_timeouts_and_reconnects() {
         started.elapsed()
     );
     assert!(e.is_retryable() && e.what.contains("cp-1"), "{e}");
-    assert_eq!(e.kind, FailureKind::Unavailable, "a read-only command: {e}");
+    assert_eq!(e.kind, FailureKind::Unreachable, "a read-only command: {e}");
     assert!(!e.what.contains("multiplex server"), "{e}");
     lab.freeze("cp-1", false).expect("thaw");
     nodes

@@ -102,8 +102,9 @@ pub struct Peer {
     pub control_plane: bool,
     /// Its upgrade in this run has not started.
     pub not_yet_upgraded: bool,
-    /// The run is working on it now (cordoned, draining, restarting): never dialled, as its
-    /// answer would say nothing about the node under check.
+    /// The run is working on it now (cordoned, draining, restarting), or has parked it (it
+    /// may be down): never dialled, as its answer would say nothing about the node under
+    /// check.
     pub busy: bool,
 }
 

@@ -218,7 +218,8 @@ impl World {
         Ok(())
     }
 
-    /// The machine dies (`down`) or comes back (its kubelet starts, Ready after a restart).
+    /// The machine dies (`down`) or comes back (the installed kubelet starts, Ready after a
+    /// restart).
     /// Its pods' readiness follows, and the node controller records a dead machine's
     /// `NodeNotReady` on it and on each of its pods.
     pub fn set_node_down(&mut self, node: &str, down: bool) -> Result<(), ModelError> {
@@ -233,6 +234,14 @@ impl World {
             }
         }
         self.edit_node(node, |n, now| {
+            // A machine that comes back starts the kubelet that is installed (a reboot in
+            // the middle of an upgrade may have left a newer one than was running).
+            if n.down
+                && !down
+                && let Some(v) = n.packages.get("kubelet")
+            {
+                n.kubelet = *v;
+            }
             n.down = down;
             n.ready = false;
             n.ready_at = (!down && !never).then_some(now + KUBELET_RESTART_MS);
