@@ -33,13 +33,15 @@ pub enum Kind {
     NodeDropBefore,
     NodeDropAfter,
     NodeHang,
+    NodeReboot,
+    NodeGone,
     DiskFull,
     Crash,
     CrashDamage,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 13] = [
+    pub const ALL: [Kind; 15] = [
         Kind::ApiRefused,
         Kind::Api503,
         Kind::Api500RetryAfter,
@@ -50,6 +52,8 @@ impl Kind {
         Kind::NodeDropBefore,
         Kind::NodeDropAfter,
         Kind::NodeHang,
+        Kind::NodeReboot,
+        Kind::NodeGone,
         Kind::DiskFull,
         Kind::Crash,
         Kind::CrashDamage,
@@ -67,6 +71,8 @@ impl Kind {
             Kind::NodeDropBefore => "node-drop-before",
             Kind::NodeDropAfter => "node-drop-after",
             Kind::NodeHang => "node-hang",
+            Kind::NodeReboot => "node-reboot",
+            Kind::NodeGone => "node-gone",
             Kind::DiskFull => "disk-full",
             Kind::Crash => "crash",
             Kind::CrashDamage => "crash-damage",
@@ -100,26 +106,38 @@ impl Kind {
         })
     }
 
-    fn node(self) -> Option<NodeFault> {
+    /// The node fault of this kind lasting `dur` ms (for a reboot, the time the machine
+    /// stays down).
+    fn node(self, dur: i64) -> Option<NodeFault> {
         Some(match self {
             Kind::NodeDropBefore => NodeFault::DropBefore,
             Kind::NodeDropAfter => NodeFault::DropAfter,
             Kind::NodeHang => NodeFault::Hang,
+            Kind::NodeReboot => NodeFault::Reboot {
+                down_secs: u64::try_from(dur / 1000).unwrap_or(0),
+            },
+            Kind::NodeGone => NodeFault::Gone,
             _ => return None,
         })
     }
 
-    /// Whether a run must ride this fault out and complete: every kind drawn today ends
-    /// (an outage, a lost answer, a full disk, a crash); a halt or pause is then a defect.
+    fn is_node(self) -> bool {
+        self.node(0).is_some()
+    }
+
+    /// Whether a run must ride this fault out and complete: every kind but a machine that
+    /// never comes back ends (an outage, a lost answer, a reboot shorter than the node's
+    /// timeout, a full disk, a crash); a halt or pause is then a defect.
     fn recoverable(self) -> bool {
-        true
+        self != Kind::NodeGone
     }
 
     /// Words a halt or pause this fault caused would name (what did not answer).
     fn named_by(self) -> &'static [&'static str] {
         match self {
+            Kind::NodeGone => &["has not answered"],
             k if k.api().is_some() => &["API server", "Kubernetes API", "could not reach"],
-            k if k.node().is_some() => &["SSH", "node"],
+            k if k.is_node() => &["SSH", "node"],
             _ => &["event log", "space"],
         }
     }
@@ -237,8 +255,9 @@ impl std::fmt::Display for Plan {
     }
 }
 
-/// The campaign's policy: canaries, a soak, batches, retries, and a pause after 15 minutes
-/// of outage.
+/// The campaign's policy: canaries, a soak, batches, retries, a pause after 15 minutes of
+/// outage, and a node parked after two hours without an answer (longer than node faults
+/// drawn one after another on one node last: only a machine that never comes back parks).
 pub const POLICY: &str = "apiVersion: upgraded.dev/v1alpha1
 kind: UpgradePolicy
 generations: {maxUnavailable: 34%, canaries: 1}
@@ -248,6 +267,7 @@ drainTimeout: 10m
 drain: {deleteEmptyDirData: true}
 retries: {maxAttempts: 3, backoff: 10s, maxBackoff: 1m}
 outage: {pauseAfter: 15m}
+gates: {nodeReadyTimeout: 2h}
 ";
 
 const TARGET: &str = "v1.35.3";
@@ -268,6 +288,9 @@ pub struct Baseline {
     pub length: i64,
     /// Node names (node faults pick among them).
     pub node_names: Vec<String>,
+    /// The workers' (a machine that never comes back is one of them: a control plane that
+    /// does not come back halts the run, which is tested on its own).
+    pub workers: Vec<String>,
 }
 
 /// How a faulted run ended, and what it met.
@@ -483,12 +506,18 @@ pub async fn baseline(plan: Plan) -> Baseline {
         steps,
         length: h.now().0 - t0,
         node_names: w.nodes.keys().cloned().collect(),
+        workers: w
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.control_plane.is_none())
+            .map(|(name, _)| name.clone())
+            .collect(),
     }
 }
 
 /// Kinds by weight: outages and lost answers (cheap in wall time) three times as often as
 /// a full disk or a crash (each restart folds the log again).
-const WEIGHTS: [(Kind, i64); 13] = [
+const WEIGHTS: [(Kind, i64); 14] = [
     (Kind::ApiRefused, 3),
     (Kind::Api503, 3),
     (Kind::Api500RetryAfter, 3),
@@ -499,13 +528,16 @@ const WEIGHTS: [(Kind, i64); 13] = [
     (Kind::NodeDropBefore, 3),
     (Kind::NodeDropAfter, 3),
     (Kind::NodeHang, 3),
+    (Kind::NodeReboot, 2),
     (Kind::DiskFull, 1),
     (Kind::Crash, 1),
     (Kind::CrashDamage, 1),
 ];
 
 /// A schedule of `n` faults for a plan whose calm run takes `base.length`: times anywhere in
-/// it, outages mostly short (seconds to minutes), one in eight long enough to pause the run.
+/// it, outages mostly short (seconds to minutes), one in eight long enough to pause the run;
+/// reboots shorter than the node's timeout (10 minutes); in one schedule in eight, the last
+/// fault is a worker that never comes back.
 pub fn draw(rng: &mut Rng, base: &Baseline, n: usize) -> Schedule {
     let total: i64 = WEIGHTS.iter().map(|(_, w)| w).sum();
     let mut out = Vec::new();
@@ -524,13 +556,15 @@ pub fn draw(rng: &mut Rng, base: &Baseline, n: usize) -> Schedule {
         let dur = match kind {
             Kind::Crash | Kind::CrashDamage => rng.range(0, 60) * 1000,
             Kind::DiskFull => rng.range(5, 300) * 1000,
+            // Down for a minute to eight, as a machine's firmware and boot take.
+            Kind::NodeReboot => rng.range(60, 480) * 1000,
             _ if long => rng.range(900, 2400) * 1000,
             // A node's commands are minutes apart: its faults must last to meet one.
-            _ if kind.node().is_some() => rng.range(30, 600) * 1000,
+            _ if kind.is_node() => rng.range(30, 600) * 1000,
             _ => rng.range(5, 240) * 1000,
         };
-        let node = match kind.node() {
-            Some(_) if rng.range(0, 3) > 0 => {
+        let node = match kind.node(dur) {
+            Some(_) if kind == Kind::NodeReboot || rng.range(0, 3) > 0 => {
                 let i = rng.range(0, base.node_names.len() as i64) as usize;
                 base.node_names.get(i).cloned()
             }
@@ -542,6 +576,18 @@ pub fn draw(rng: &mut Rng, base: &Baseline, n: usize) -> Schedule {
             at,
             dur,
         });
+    }
+    if rng.range(0, 8) == 0
+        && let Some(last) = out.last_mut()
+        && !base.workers.is_empty()
+    {
+        let i = rng.range(0, base.workers.len() as i64) as usize;
+        *last = Fault {
+            kind: Kind::NodeGone,
+            node: base.workers.get(i).cloned(),
+            at: last.at,
+            dur: 0,
+        };
     }
     Schedule(out)
 }
@@ -632,10 +678,11 @@ pub async fn run(plan: Plan, schedule: &Schedule, base: &Baseline) -> Result<Rep
                 Source::Api,
                 faults.api.add(Window { from, until, fault }),
             ));
-        } else if let Some(fault) = f.kind.node() {
-            // A lost connection before or after a command matters for the commands that
-            // change the node: such a fault waits for the next one (a day at most).
-            let next_change = matches!(fault, NodeFault::DropBefore | NodeFault::DropAfter);
+        } else if let Some(fault) = f.kind.node(f.dur) {
+            // A lost connection before or after a command, or a machine going down in the
+            // middle of one, matters for the commands that change the node: such a fault
+            // waits for the next one (a day at most).
+            let next_change = !matches!(fault, NodeFault::Hang);
             let until = if next_change {
                 Timestamp(from.0 + 24 * 3_600_000)
             } else {
@@ -647,6 +694,7 @@ pub async fn run(plan: Plan, schedule: &Schedule, base: &Baseline) -> Result<Rep
                 until,
                 fault,
                 next_change,
+                only: None,
             });
             windows.push((f.kind, Source::Node, i));
         } else if f.kind == Kind::DiskFull {
@@ -854,8 +902,14 @@ async fn check(
             ));
         }
     }
-    // No budget below its minimum (or below where a calm run took it).
-    for (pdb, low) in low_water {
+    // No budget below its minimum (or below where a calm run took it). A machine that went
+    // down (rebooted, or gone) takes its pods with it, which no budget can prevent: the
+    // sim still refuses every eviction a budget does not allow, but the low water is then
+    // not the daemon's doing.
+    let machine_down = ["node-reboot", "node-gone"]
+        .iter()
+        .any(|k| report.met.contains_key(k));
+    for (pdb, low) in low_water.into_iter().filter(|_| !machine_down) {
         let floor = base.low_water.get(&pdb).copied().unwrap_or(0).min(0);
         if low < floor {
             return Err(format!(
@@ -910,6 +964,28 @@ async fn check(
                     report.reason
                 ));
             }
+            // A machine that never came back is parked as it is, still cordoned, and
+            // named in the halt.
+            for f in schedule.0.iter().filter(|f| f.kind == Kind::NodeGone) {
+                let Some(node) = f.node.as_deref() else {
+                    continue;
+                };
+                let gone = h
+                    .sim
+                    .world()
+                    .nodes
+                    .get(node)
+                    .map(|n| (n.down, n.unschedulable));
+                if gone == Some((true, true)) && !report.reason.contains(node) {
+                    return Err(format!(
+                        "{node} never came back, and the halt does not name it: {:?}",
+                        report.reason
+                    ));
+                }
+                if gone == Some((true, false)) {
+                    return Err(format!("{node} never came back, and was uncordoned"));
+                }
+            }
         }
         other => return Err(format!("ended {other}: {:?}", report.reason)),
     }
@@ -941,8 +1017,10 @@ fn probed_before_redone(records: &[Record]) -> Result<(), String> {
             Event::StepFailed {
                 node, step, facts, ..
             } => {
+                // A probe that could not look leaves the step in doubt.
                 let key = (node.to_string(), format!("{step:?}"));
-                if FailureKind::of(facts) != FailureKind::InDoubt {
+                let probe = facts.get("probe").is_some_and(|v| v == "failed");
+                if FailureKind::of(facts) != FailureKind::InDoubt && !probe {
                     doubt.remove(&key);
                 }
             }
@@ -1089,14 +1167,26 @@ mod tests {
             steps: BTreeMap::new(),
             length: 3_600_000,
             node_names: vec!["cp-1".into(), "w-1".into()],
+            workers: vec!["w-1".into()],
         };
         let a = draw(&mut Rng::new(7), &base, 200);
         assert!(a == draw(&mut Rng::new(7), &base, 200), "the same seed");
         assert!(a != draw(&mut Rng::new(8), &base, 200), "another seed");
         assert!(a.0.iter().all(|f| (0..base.length).contains(&f.at)));
-        for k in Kind::ALL {
+        for k in Kind::ALL.into_iter().filter(|k| *k != Kind::NodeGone) {
             assert!(a.0.iter().any(|f| f.kind == k), "{k:?} drawn");
         }
+        // A machine that never comes back: in some schedules, once at most, a worker.
+        let gone: Vec<usize> = (0..64)
+            .map(|seed| {
+                let s = draw(&mut Rng::new(seed), &base, 30);
+                let gone: Vec<&Fault> = s.0.iter().filter(|f| f.kind == Kind::NodeGone).collect();
+                assert!(gone.iter().all(|f| f.node.as_deref() == Some("w-1")), "{s}");
+                gone.len()
+            })
+            .collect();
+        assert!(gone.iter().all(|n| *n <= 1), "{gone:?}");
+        assert!((2..=20).contains(&gone.iter().sum::<usize>()), "{gone:?}");
         // What a failure prints is the schedule that failed, to the millisecond.
         assert!(a.to_string().parse::<Schedule>() == Ok(a.clone()), "{a}");
     }

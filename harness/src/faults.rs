@@ -395,6 +395,12 @@ pub enum NodeFault {
     DropAfter,
     /// The agent hangs: no answer until the window closes, nothing done.
     Hang,
+    /// The machine reboots in the middle of the command: a package install gets as far
+    /// as its first package, anything else runs; the machine is down (NotReady, its agent
+    /// refusing connections) for `down_secs`, then comes back with what is installed.
+    Reboot { down_secs: u64 },
+    /// As a reboot, but the machine never comes back.
+    Gone,
 }
 
 impl NodeFault {
@@ -403,6 +409,8 @@ impl NodeFault {
             NodeFault::DropBefore => "node-drop-before",
             NodeFault::DropAfter => "node-drop-after",
             NodeFault::Hang => "node-hang",
+            NodeFault::Reboot { .. } => "node-reboot",
+            NodeFault::Gone => "node-gone",
         }
     }
 }
@@ -418,12 +426,16 @@ pub struct NodeWindow {
     /// from `from` on meets it, once: a connection lost around the commands that matter,
     /// whenever they come (`until` is then the time it waits for one).
     pub next_change: bool,
+    /// Only commands whose name (`RemoteCommand`'s variant, `InstallPackages`) starts so.
+    pub only: Option<&'static str>,
 }
 
 /// The node faults' schedule, and what the daemon met of it.
 #[derive(Debug, Default)]
 pub struct NodeFaults {
     windows: Windows<NodeWindow>,
+    /// Machines down (rebooting, or gone), until when.
+    down: Mutex<BTreeMap<String, Timestamp>>,
 }
 
 impl NodeFaults {
@@ -438,10 +450,11 @@ impl NodeFaults {
 
     /// The window open for `node` at `now` (for a command that changes the node when
     /// `changes`), counted as met.
-    fn hit(&self, node: &str, now: Timestamp, changes: bool) -> Option<NodeWindow> {
+    fn hit(&self, node: &str, now: Timestamp, changes: bool, what: &str) -> Option<NodeWindow> {
         self.windows.hit(
             |w, met| {
                 w.node.as_deref().is_none_or(|n| n == node)
+                    && w.only.is_none_or(|o| what.starts_with(o))
                     && w.from <= now
                     && now < w.until
                     && (!w.next_change || (changes && met == 0))
@@ -459,6 +472,22 @@ impl NodeFaults {
     pub fn met(&self) -> BTreeMap<&'static str, u64> {
         self.windows.met()
     }
+
+    /// Whether `node`'s machine is down at `now` (its agent refuses connections).
+    fn is_down(&self, node: &str, now: Timestamp) -> bool {
+        self.down
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(node)
+            .is_some_and(|until| now < *until)
+    }
+
+    fn set_down(&self, node: &str, until: Timestamp) {
+        self.down
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(node.to_string(), until);
+    }
 }
 
 /// The node executor in a harness with node faults: the real one, or the fault.
@@ -466,6 +495,55 @@ pub struct FaultyNodes {
     pub inner: Arc<dyn upgraded_daemon::ports::NodeExecutor>,
     pub faults: Arc<NodeFaults>,
     pub clock: Arc<dyn Clock>,
+    /// The machines a reboot takes down and brings back.
+    pub sim: Arc<upgraded_sim::server::Sim>,
+}
+
+impl FaultyNodes {
+    /// The command as far as it got when the machine went down: a package install's first
+    /// package (the package manager killed before the next), anything else in full.
+    async fn as_far_as_it_got(
+        &self,
+        node: &upgraded_events::Host,
+        cmd: &upgraded_daemon::ports::RemoteCommand,
+        timeout: std::time::Duration,
+    ) {
+        use upgraded_daemon::ports::RemoteCommand;
+        let (version, kubeadm) = match cmd {
+            RemoteCommand::InstallPackages { version } => (*version, false),
+            RemoteCommand::DowngradePackages {
+                version, kubeadm, ..
+            } => (*version, *kubeadm),
+            _ => {
+                let _ = self.inner.run(node, cmd, timeout).await;
+                return;
+            }
+        };
+        if let Some(first) = upgraded_events::plan::node_packages(kubeadm).first() {
+            let _ = self
+                .sim
+                .world()
+                .install_package(node.as_str(), first, version);
+        }
+    }
+
+    /// Takes `node`'s machine down until `until` (`None`: for good), and brings it back then.
+    fn go_down(&self, node: &str, until: Option<Timestamp>) {
+        self.faults
+            .set_down(node, until.unwrap_or(Timestamp(i64::MAX)));
+        let _ = self.sim.world().set_node_down(node, true);
+        if let Some(until) = until {
+            let (sim, clock, node) = (
+                Arc::clone(&self.sim),
+                Arc::clone(&self.clock),
+                node.to_string(),
+            );
+            tokio::spawn(async move {
+                clock.sleep_until(until).await;
+                let _ = sim.world().set_node_down(&node, false);
+            });
+        }
+    }
 }
 
 impl std::fmt::Debug for FaultyNodes {
@@ -486,8 +564,17 @@ impl upgraded_daemon::ports::NodeExecutor for FaultyNodes {
     > {
         use upgraded_daemon::ports::PortError;
         Box::pin(async move {
+            let now = self.clock.now();
+            if self.faults.is_down(node.as_str(), now) {
+                // As the SSH adapter reports a connection refused.
+                return Err(PortError::retryable(format!(
+                    "node {node}: cannot connect over SSH: Connection refused (the machine is down, an injected fault)"
+                ))
+                .with_kind(upgraded_events::fault::FailureKind::Unreachable));
+            }
             let changes = !upgraded_daemon::remote::Scripts::read_only(cmd);
-            let Some(w) = self.faults.hit(node.as_str(), self.clock.now(), changes) else {
+            let what = format!("{cmd:?}");
+            let Some(w) = self.faults.hit(node.as_str(), now, changes, &what) else {
                 return self.inner.run(node, cmd, timeout).await;
             };
             // What the SSH adapter makes of a lost answer, for this command.
@@ -507,6 +594,16 @@ impl upgraded_daemon::ports::NodeExecutor for FaultyNodes {
                 NodeFault::Hang => {
                     self.clock.sleep_until(w.until).await;
                     Err(lost("the agent hung"))
+                }
+                NodeFault::Reboot { down_secs } => {
+                    self.as_far_as_it_got(node, cmd, timeout).await;
+                    self.go_down(node.as_str(), Some(self.clock.now().plus_secs(down_secs)));
+                    Err(lost("the machine rebooted"))
+                }
+                NodeFault::Gone => {
+                    self.as_far_as_it_got(node, cmd, timeout).await;
+                    self.go_down(node.as_str(), None);
+                    Err(lost("the machine went down"))
                 }
             }
         })

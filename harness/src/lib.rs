@@ -302,6 +302,7 @@ impl Harness {
                 inner: nodes,
                 faults: Arc::clone(f),
                 clock: clock.clone(),
+                sim: Arc::clone(&sim),
             });
         }
         let dir = tempfile::tempdir().map_err(|e| format!("a temp dir for the log: {e}"))?;

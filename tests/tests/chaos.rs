@@ -229,6 +229,7 @@ async fn lost_answers_from_the_nodes_are_probed_and_nothing_is_done_twice() {
                 until: Timestamp(t0 + offset + i * 180_000 + 100_000),
                 fault,
                 next_change: false,
+                only: None,
             });
         }
         let (end, events) = upgrade(&mut h).await;
@@ -253,6 +254,168 @@ async fn lost_answers_from_the_nodes_are_probed_and_nothing_is_done_twice() {
         }
     }
     eprintln!("node faults met: {met_all:?}");
+}
+
+/// Steps done (succeeded, or found done by a probe) per (entry, step).
+fn done_steps(events: &[Value]) -> BTreeMap<String, usize> {
+    let mut out = successes(events);
+    for e in events {
+        if let Some(p) = e["event"].get("StepProbed")
+            && p["done"] == true
+        {
+            *out.entry(format!("{} {}", p["node"], p["step"]))
+                .or_insert(0) += 1;
+        }
+    }
+    out
+}
+
+/// The lab under `fault`, met by `node` at its first command that changes it (and whose
+/// name starts with `only`, when given).
+async fn lab_with_node_fault(
+    node: &str,
+    fault: NodeFault,
+    only: Option<&'static str>,
+) -> (Harness, std::sync::Arc<NodeFaults>) {
+    let node_faults = NodeFaults::new();
+    let h = Harness::with(
+        scenario("lab", 7),
+        PlanPolicy::from_yaml(POLICY).expect("policy"),
+        Options {
+            node_faults: Some(node_faults.clone()),
+            ..Options::default()
+        },
+    )
+    .await;
+    let t0 = h.now().0;
+    node_faults.add(NodeWindow {
+        node: Some(node.to_string()),
+        from: Timestamp(t0),
+        until: Timestamp(t0 + DAY.as_millis() as i64),
+        fault,
+        next_change: true,
+        only,
+    });
+    (h, node_faults)
+}
+
+/// A machine that reboots in the middle of its package install (the first package in, the
+/// rest not; down five minutes): the step is in doubt, its probes cannot look while the
+/// machine is down (recorded, no attempts used), then find the install partial, and the
+/// install runs again; the run completes as a calm one, every effect once. A worker that
+/// never comes back parks as it is (cordoned) after `gates.nodeReadyTimeout`, and the run
+/// ends halted naming it once every other node is done; a control-plane node that never
+/// comes back halts the run.
+#[tokio::test(start_paused = true)]
+async fn a_machine_rebooting_mid_step_is_probed_and_one_that_never_comes_back_parks() {
+    let (mut calm, _) = lab(&[]).await;
+    let (end, events) = upgrade(&mut calm).await;
+    assert_eq!(end["phase"], "completed");
+    let want_effects = calm.sim.world().effects.clone();
+    let want_steps = done_steps(&events);
+    let (worker, cp) = {
+        let w = calm.sim.world();
+        let of = |cp: bool| {
+            w.nodes
+                .iter()
+                .find(|(_, n)| n.control_plane.is_some() == cp)
+                .map(|(name, _)| name.clone())
+                .expect("a node of each role")
+        };
+        (of(false), of(true))
+    };
+
+    let reboot = NodeFault::Reboot { down_secs: 300 };
+    let (mut h, faults) = lab_with_node_fault(&worker, reboot, Some("InstallPackages")).await;
+    let (end, events) = upgrade(&mut h).await;
+    assert_eq!(end["phase"], "completed", "{end}");
+    assert_eq!(
+        faults.met().get("node-reboot"),
+        Some(&1),
+        "{:?}",
+        faults.met()
+    );
+    assert_eq!(h.sim.world().effects, want_effects, "every effect once");
+    assert_eq!(done_steps(&events), want_steps, "each step done once");
+    let on = |e: &&Value, kind: &str| e["event"][kind]["node"] == worker.as_str();
+    let blind = events
+        .iter()
+        .filter(|e| on(e, "StepFailed"))
+        .filter(|e| e["event"]["StepFailed"]["facts"]["probe"] == "failed")
+        .count();
+    if std::env::var("CHAOS_VERBOSE").is_ok() {
+        for e in events
+            .iter()
+            .filter(|e| e["event"].to_string().contains(worker.as_str()))
+        {
+            eprintln!("{} {}", e["at"], e["event"]);
+        }
+    }
+    assert!(blind >= 1, "probes that could not look are recorded");
+    assert!(
+        events
+            .iter()
+            .filter(|e| on(e, "StepFailed"))
+            .all(|e| e["event"]["StepFailed"]["facts"]["failure"] != "transient"),
+        "no attempt used"
+    );
+    let probed: Vec<&Value> = events.iter().filter(|e| on(e, "StepProbed")).collect();
+    assert!(
+        probed
+            .iter()
+            .any(|e| e["event"]["StepProbed"]["done"] == false),
+        "the partial install found partial: {probed:?}"
+    );
+
+    // Never back: parked cordoned after the node's timeout; the others finish.
+    let (mut h, _) = lab_with_node_fault(&worker, NodeFault::Gone, None).await;
+    let (end, events) = upgrade(&mut h).await;
+    assert_eq!(end["phase"], "halted", "{end}");
+    let reason = end["reason"].as_str().unwrap_or_default();
+    for part in [
+        worker.as_str(),
+        "parked",
+        "has not answered",
+        "nodeReadyTimeout",
+    ] {
+        assert!(reason.contains(part), "{part}: {reason}");
+    }
+    let parked = events.iter().find(|e| on(e, "NodeParked")).expect("parked");
+    assert_eq!(parked["event"]["NodeParked"]["uncordon"], false);
+    let lost = events
+        .iter()
+        .find(|e| on(e, "StepFailed"))
+        .expect("the lost answer");
+    let waited = parked["at"].as_i64().unwrap_or(0) - lost["at"].as_i64().unwrap_or(0);
+    assert!(
+        waited >= 600_000,
+        "parked {waited} ms after the answer was lost"
+    );
+    {
+        let w = h.sim.world();
+        assert!(w.nodes[&worker].unschedulable, "left cordoned");
+        for (name, n) in w.nodes.iter().filter(|(n, _)| **n != worker) {
+            assert_eq!(n.kubelet.to_string(), "v1.35.3", "{name} upgraded");
+        }
+    }
+
+    // A control plane that never comes back: halted, the workers not passing it.
+    let (mut h, _) = lab_with_node_fault(&cp, NodeFault::Gone, None).await;
+    let (end, _) = upgrade(&mut h).await;
+    assert_eq!(end["phase"], "halted", "{end}");
+    let reason = end["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains(cp.as_str()) && reason.contains("control plane"),
+        "{reason}"
+    );
+    let w = h.sim.world();
+    for (name, n) in w.nodes.iter().filter(|(_, n)| n.control_plane.is_none()) {
+        assert_ne!(
+            n.kubelet.to_string(),
+            "v1.35.3",
+            "{name} passed its control plane"
+        );
+    }
 }
 
 /// The campaign: runs of every plan (upgrades and rollbacks of the seed, lab and large-40
