@@ -1290,6 +1290,94 @@ mod tests {
         assert!(done > 10, "entries went through to done: {done}");
     }
 
+    /// A worker the run parked (it may be down) is dialled by no pod-network probe and is no
+    /// generation to schedule on; its generation's other workers still are.
+    #[test]
+    fn a_parked_worker_is_neither_dialled_nor_scheduled_on() {
+        use crate::plan::{NodeInfo, Plan, Role};
+        let names = [("cp", "g-a"), ("a", "g-a"), ("b", "g-bc"), ("c", "g-bc")];
+        let nodes: Vec<NodeInfo> = names
+            .iter()
+            .map(|(n, _)| NodeInfo {
+                name: (*n).to_string(),
+                role: if *n == "cp" {
+                    Role::ControlPlane
+                } else {
+                    Role::Worker
+                },
+                version: Version::new(1, 34, 6),
+            })
+            .collect();
+        let plan = Plan::basic_rolling(&nodes, Version::new(1, 35, 3), 1, false, |_, m| m % 7)
+            .expect("plan");
+        let mut s = RunState::replay(&[rec(
+            0,
+            Event::RunPlanned {
+                target: Version::new(1, 35, 3),
+                plan: crate::event::Json(plan),
+                policy: crate::event::Json(Policy::default()),
+                by: Actor::daemon(),
+            },
+        )]);
+        s.set_observed_nodes(
+            names
+                .iter()
+                .map(|(n, g)| {
+                    let labels: Labels =
+                        [(DEFAULT_GENERATION_LABEL.to_string(), (*g).into())].into();
+                    ((*n).to_string(), labels, *n == "cp")
+                })
+                .collect(),
+        );
+        let schedules = |s: &RunState| -> Vec<String> {
+            s.node_checks("c", "c", Boundary::Final)
+                .run
+                .into_iter()
+                .filter(|r| r.check.id == "scheduling")
+                .map(|r| r.subject)
+                .collect()
+        };
+        assert!(
+            s.node_checks("b", "b", Boundary::AfterBatch)
+                .peers
+                .contains(&"a".to_string())
+        );
+        assert_eq!(schedules(&s), ["(generation g-a)", "(generation g-bc)"]);
+        // a's agent stops answering in its first step, and it is parked.
+        let a = s.node("a").map(|n| n.node().clone()).expect("a's entry");
+        let mut facts = Facts::new();
+        crate::fault::FailureKind::Unreachable.record(&mut facts);
+        for (i, event) in [
+            Event::StepStarted {
+                node: a.name.clone(),
+                step: a.steps[0].clone(),
+                attempt: 1,
+            },
+            Event::StepFailed {
+                node: a.name.clone(),
+                step: a.steps[0].clone(),
+                attempt: 1,
+                error: "node a: cannot connect over SSH".into(),
+                facts,
+            },
+            Event::NodeParked {
+                node: a.name.clone(),
+                reason: "node a has not answered for 600s".into(),
+                uncordon: false,
+            },
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            s.apply(&rec(1 + i as u64, event));
+        }
+        assert!(s.anomalies.is_empty(), "{:?}", s.anomalies);
+        assert_eq!(s.node("a").map(NodeState::phase), Some(Phase::Parked));
+        let peers = s.node_checks("b", "b", Boundary::AfterBatch).peers;
+        assert!(!peers.contains(&"a".to_string()), "{peers:?}");
+        assert_eq!(schedules(&s), ["(generation g-bc)"]);
+    }
+
     fn started(check: &str, subject: &str, boundary: Boundary, attempt: u32) -> Event {
         Event::CheckStarted {
             check: check.into(),
