@@ -4,9 +4,10 @@
 //! after it against the same plan run without faults. A failing schedule shrinks to the
 //! fewest faults that still fail, and every schedule has a text form to replay it.
 //!
-//! The schedule's text: faults separated by `,`, each `KIND[:NODE]@AT+FOR` with times in
-//! seconds from the run's start (for `crash` and `crash-damage`, FOR is the time the daemon
-//! stays down). Kinds: see [`Kind::ALL`].
+//! The schedule's text: faults separated by `,`, each `KIND[:NODE][/COMMAND]@AT+FOR` with
+//! times in seconds from the run's start (for `crash` and `crash-damage`, FOR is the time the
+//! daemon stays down; for `node-reboot`, the time the machine does). A node fault with
+//! `/COMMAND` meets only that command (one of [`COMMANDS`]). Kinds: see [`Kind::ALL`].
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -143,12 +144,24 @@ impl Kind {
     }
 }
 
+/// The commands that change a node which a node fault may be aimed at: several of them
+/// run within the same instant of a node's upgrade, so a fault that meets "the next one"
+/// would almost always meet the first.
+pub const COMMANDS: [&str; 4] = [
+    "KubeadmUpgrade",
+    "InstallPackages",
+    "RestartKubelet",
+    "DowngradePackages",
+];
+
 /// One fault: `kind` from `at` for `dur` (ms from the run's start); on `node` (node
-/// faults: one node, or all when `None`).
+/// faults: one node, or all when `None`), meeting only `only` (a command of [`COMMANDS`])
+/// when given.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fault {
     pub kind: Kind,
     pub node: Option<String>,
+    pub only: Option<&'static str>,
     pub at: i64,
     pub dur: i64,
 }
@@ -167,6 +180,9 @@ impl std::fmt::Display for Schedule {
             if let Some(n) = &x.node {
                 write!(f, ":{n}")?;
             }
+            if let Some(c) = x.only {
+                write!(f, "/{c}")?;
+            }
             write!(f, "@{}+{}", x.at / 1000, x.dur / 1000)?;
         }
         Ok(())
@@ -179,8 +195,20 @@ impl std::str::FromStr for Schedule {
     fn from_str(s: &str) -> Result<Schedule, String> {
         let mut out = Vec::new();
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let bad = || format!("{part:?}: expected KIND[:NODE]@AT+FOR (seconds)");
+            let bad = || format!("{part:?}: expected KIND[:NODE][/COMMAND]@AT+FOR (seconds)");
             let (what, when) = part.split_once('@').ok_or_else(bad)?;
+            let (what, only) = match what.split_once('/') {
+                Some((w, c)) => {
+                    let c = COMMANDS.into_iter().find(|k| *k == c).ok_or_else(|| {
+                        format!(
+                            "{part:?}: unknown command {c:?}; known: {}",
+                            COMMANDS.join(", ")
+                        )
+                    })?;
+                    (w, Some(c))
+                }
+                None => (what, None),
+            };
             let (kind, node) = match what.split_once(':') {
                 Some((k, n)) => (k, Some(n.to_string())),
                 None => (what, None),
@@ -197,6 +225,7 @@ impl std::str::FromStr for Schedule {
             out.push(Fault {
                 kind,
                 node,
+                only,
                 at: secs(at)?,
                 dur: secs(dur)?,
             });
@@ -570,9 +599,21 @@ pub fn draw(rng: &mut Rng, base: &Baseline, n: usize) -> Schedule {
             }
             _ => None,
         };
+        // A lost answer or a reboot aimed at one command, half the time.
+        let only = match kind {
+            Kind::NodeDropBefore | Kind::NodeDropAfter | Kind::NodeReboot
+                if rng.range(0, 2) == 0 =>
+            {
+                COMMANDS
+                    .get(rng.range(0, COMMANDS.len() as i64) as usize)
+                    .copied()
+            }
+            _ => None,
+        };
         out.push(Fault {
             kind,
             node,
+            only,
             at,
             dur,
         });
@@ -585,6 +626,7 @@ pub fn draw(rng: &mut Rng, base: &Baseline, n: usize) -> Schedule {
         *last = Fault {
             kind: Kind::NodeGone,
             node: base.workers.get(i).cloned(),
+            only: None,
             at: last.at,
             dur: 0,
         };
@@ -694,7 +736,7 @@ pub async fn run(plan: Plan, schedule: &Schedule, base: &Baseline) -> Result<Rep
                 until,
                 fault,
                 next_change,
-                only: None,
+                only: f.only,
             });
             windows.push((f.kind, Source::Node, i));
         } else if f.kind == Kind::DiskFull {
@@ -1133,10 +1175,19 @@ mod tests {
 
     #[test]
     fn a_schedule_reads_back_as_it_is_printed_and_bad_text_says_why() {
-        let text = "api-503@300+120,node-drop-after:w-1@60+30,crash@900+20,api-stale@5+600";
+        let text = "api-503@300+120,node-drop-after:w-1@60+30,crash@900+20,api-stale@5+600,\
+                    node-reboot:w-2/InstallPackages@70+300,node-drop-before/RestartKubelet@1+0";
         let s: Schedule = text.parse().expect("parses");
-        assert_eq!(s.0.len(), 4);
+        assert_eq!(s.0.len(), 6);
         assert_eq!(s.0[1].node.as_deref(), Some("w-1"));
+        assert_eq!(
+            (s.0[4].node.as_deref(), s.0[4].only),
+            (Some("w-2"), Some("InstallPackages"))
+        );
+        assert_eq!(
+            (s.0[5].node.as_deref(), s.0[5].only),
+            (None, Some("RestartKubelet"))
+        );
         assert_eq!(
             (s.0[2].kind, s.0[2].at, s.0[2].dur),
             (Kind::Crash, 900_000, 20_000)
@@ -1147,9 +1198,10 @@ mod tests {
         }
         for (bad, why) in [
             ("api-530@1+2", "unknown fault"),
-            ("api-503@1", "expected KIND[:NODE]@AT+FOR"),
-            ("api-503", "expected KIND[:NODE]@AT+FOR"),
-            ("api-503@x+2", "expected KIND[:NODE]@AT+FOR"),
+            ("api-503@1", "expected KIND[:NODE][/COMMAND]@AT+FOR"),
+            ("api-503", "expected KIND[:NODE][/COMMAND]@AT+FOR"),
+            ("api-503@x+2", "expected KIND[:NODE][/COMMAND]@AT+FOR"),
+            ("node-hang:w-1/Reboot@1+2", "unknown command \"Reboot\""),
         ] {
             let e = bad.parse::<Schedule>().expect_err(bad);
             assert!(e.contains(why), "{bad}: {e}");
