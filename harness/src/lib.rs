@@ -91,6 +91,10 @@ pub struct HarnessLog {
     in_flight: Arc<std::sync::atomic::AtomicUsize>,
     /// When the log's disk is full (every append then fails, as sled's on `ENOSPC`).
     full: Option<(Arc<faults::LogFaults>, Arc<TokioClock>)>,
+    /// One append at a time, in the order the engine's tasks asked (a fair lock): appends
+    /// racing on blocking threads would take sequence numbers in the order the OS ran those
+    /// threads, and a run of many nodes would not replay alike from its seed.
+    turn: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for HarnessLog {
@@ -106,6 +110,7 @@ impl HarnessLog {
             rt: tokio::runtime::Handle::current(),
             in_flight: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             full,
+            turn: Arc::new(tokio::sync::Mutex::new(())),
         }
     }
 
@@ -138,6 +143,7 @@ impl EventLog for HarnessLog {
                 "No space left on device (os error 28, an injected fault)".into(),
             ));
         }
+        let _turn = self.turn.lock().await;
         let in_flight = Arc::clone(&self.in_flight);
         in_flight.fetch_add(1, Ordering::SeqCst);
         // Counted down by the blocking task itself: an abort of this future (a crash) does

@@ -486,7 +486,10 @@ fn a_thousand_faults_lose_nothing_and_do_nothing_twice() {
             chaos::run(plan, &schedule, &base).await
         });
         match report {
-            Ok(r) => eprintln!("{plan}: {} ({}) met {:?}", r.end, r.reason, r.met),
+            Ok(r) => eprintln!(
+                "{plan}: {} ({}) met {:?}; {} hits, {} records",
+                r.end, r.reason, r.met, r.hits, r.records
+            ),
             Err(e) => panic!("{plan} under {schedule}: {e}"),
         }
         return;
@@ -519,7 +522,9 @@ fn a_thousand_faults_lose_nothing_and_do_nothing_twice() {
             eprintln!(
                 "run {r}, {plan}: {:.1} s, {:?}",
                 wall.elapsed().as_secs_f64(),
-                result.as_ref().map(|r| (&r.end, &r.reason, r.faults()))
+                result
+                    .as_ref()
+                    .map(|r| (&r.end, &r.reason, r.faults(), r.hits, r.records))
             );
         }
         // The first failure is shrunk (each try is a run); the others are reported as drawn.
