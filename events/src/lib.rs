@@ -18,6 +18,7 @@ pub mod fault;
 pub mod gate;
 pub mod history;
 pub mod inventory;
+pub mod lease;
 pub mod metrics;
 pub mod names;
 pub mod node;
