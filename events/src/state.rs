@@ -1178,13 +1178,34 @@ mod tests {
         }
     }
 
+    /// A run planned (a basic rolling plan of `nodes` to v1.35.3, `max_unavailable` at once).
+    fn planned(nodes: &[crate::plan::NodeInfo], max_unavailable: usize) -> RunState {
+        let plan = crate::plan::Plan::basic_rolling(
+            nodes,
+            Version::new(1, 35, 3),
+            max_unavailable,
+            false,
+            |_, m| m % 7,
+        )
+        .expect("plan");
+        RunState::replay(&[rec(
+            0,
+            Event::RunPlanned {
+                target: Version::new(1, 35, 3),
+                plan: crate::event::Json(plan),
+                policy: crate::event::Json(Policy::default()),
+                by: Actor::daemon(),
+            },
+        )])
+    }
+
     /// `node_checks` hands `network_peers` only the first candidate of each kind; what it
     /// dials is what the whole list of observed nodes would give, whatever the phases.
     #[test]
     fn node_checks_dial_what_the_full_list_of_nodes_would() {
         use crate::check::{Peer, network_peers};
         use crate::event::Step;
-        use crate::plan::{NodeInfo, Plan, Role};
+        use crate::plan::{NodeInfo, Role};
         let nodes: Vec<NodeInfo> = (0..24)
             .map(|i| NodeInfo {
                 name: format!("n{:02}", (i * 7) % 24),
@@ -1196,17 +1217,7 @@ mod tests {
                 version: Version::new(1, 32, 1),
             })
             .collect();
-        let plan = Plan::basic_rolling(&nodes, Version::new(1, 35, 3), 3, false, |_, m| m % 7)
-            .expect("plan");
-        let mut s = RunState::replay(&[rec(
-            0,
-            Event::RunPlanned {
-                target: Version::new(1, 35, 3),
-                plan: crate::event::Json(plan),
-                policy: crate::event::Json(Policy::default()),
-                by: Actor::daemon(),
-            },
-        )]);
+        let mut s = planned(&nodes, 3);
         s.set_observed_nodes(
             nodes
                 .iter()
@@ -1294,7 +1305,7 @@ mod tests {
     /// generation to schedule on; its generation's other workers still are.
     #[test]
     fn a_parked_worker_is_neither_dialled_nor_scheduled_on() {
-        use crate::plan::{NodeInfo, Plan, Role};
+        use crate::plan::{NodeInfo, Role};
         let names = [("cp", "g-a"), ("a", "g-a"), ("b", "g-bc"), ("c", "g-bc")];
         let nodes: Vec<NodeInfo> = names
             .iter()
@@ -1308,17 +1319,7 @@ mod tests {
                 version: Version::new(1, 34, 6),
             })
             .collect();
-        let plan = Plan::basic_rolling(&nodes, Version::new(1, 35, 3), 1, false, |_, m| m % 7)
-            .expect("plan");
-        let mut s = RunState::replay(&[rec(
-            0,
-            Event::RunPlanned {
-                target: Version::new(1, 35, 3),
-                plan: crate::event::Json(plan),
-                policy: crate::event::Json(Policy::default()),
-                by: Actor::daemon(),
-            },
-        )]);
+        let mut s = planned(&nodes, 1);
         s.set_observed_nodes(
             names
                 .iter()
