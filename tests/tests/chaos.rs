@@ -32,15 +32,32 @@ async fn lab(windows: &[(i64, i64, ApiFault)]) -> (Harness, std::sync::Arc<ApiFa
     lab_with(POLICY, windows).await
 }
 
+/// The lab's harness under `policy` (YAML) with `options`.
+async fn lab_under(policy: &str, options: Options) -> Harness {
+    Harness::with(
+        scenario("lab", 7),
+        PlanPolicy::from_yaml(policy).expect("policy"),
+        options,
+    )
+    .await
+}
+
+/// Options with node faults from `faults` only.
+fn node_faults_only(faults: &std::sync::Arc<NodeFaults>) -> Options {
+    Options {
+        node_faults: Some(faults.clone()),
+        ..Options::default()
+    }
+}
+
 /// [`lab`] under `policy` (YAML).
 async fn lab_with(
     policy: &str,
     windows: &[(i64, i64, ApiFault)],
 ) -> (Harness, std::sync::Arc<ApiFaults>) {
     let faults = ApiFaults::new(Vec::new());
-    let h = Harness::with(
-        scenario("lab", 7),
-        PlanPolicy::from_yaml(policy).expect("policy"),
+    let h = lab_under(
+        policy,
         Options {
             api_faults: Some(faults.clone()),
             ..Options::default()
@@ -216,15 +233,7 @@ async fn lost_answers_from_the_nodes_are_probed_and_nothing_is_done_twice() {
     for (fault, offset) in schedules {
         let node_faults = NodeFaults::new();
         // 40 s in every 3 minutes, for three hours, on every node.
-        let mut h = Harness::with(
-            scenario("lab", 7),
-            PlanPolicy::from_yaml(POLICY).expect("policy"),
-            Options {
-                node_faults: Some(node_faults.clone()),
-                ..Options::default()
-            },
-        )
-        .await;
+        let mut h = lab_under(POLICY, node_faults_only(&node_faults)).await;
         let t0 = h.now().0;
         for i in 0..60 {
             node_faults.add(NodeWindow {
@@ -282,15 +291,7 @@ async fn lab_with_node_fault(
     only: Option<&'static str>,
 ) -> (Harness, std::sync::Arc<NodeFaults>) {
     let node_faults = NodeFaults::new();
-    let h = Harness::with(
-        scenario("lab", 7),
-        PlanPolicy::from_yaml(POLICY).expect("policy"),
-        Options {
-            node_faults: Some(node_faults.clone()),
-            ..Options::default()
-        },
-    )
-    .await;
+    let h = lab_under(POLICY, node_faults_only(&node_faults)).await;
     let t0 = h.now().0;
     node_faults.add(NodeWindow {
         node: Some(node.to_string()),
