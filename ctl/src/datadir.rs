@@ -75,6 +75,7 @@ mod tests {
             run,
             seq,
             at: Timestamp(seq as i64),
+            epoch: 0,
             event: Event::RunCompleted,
         };
         (key(run, seq).to_vec(), codec::encode(&r).expect("encode"))

@@ -61,6 +61,7 @@ fn appends(c: &mut Criterion) {
                         run,
                         seq,
                         at: Timestamp(0),
+                        epoch: 0,
                         event: event(seq),
                     };
                     write(&tree, key(run, seq), encode(&r).expect("encode"));

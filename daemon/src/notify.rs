@@ -158,6 +158,7 @@ impl Notify {
                 run: RunId::nil(),
                 seq: now.0.max(0) as u64,
                 at: now,
+                epoch: 0,
                 event: upgraded_events::Event::RunPaused {
                     by: upgraded_events::Actor {
                         uid: None,

@@ -275,6 +275,7 @@ mod tests {
             run,
             seq: 7,
             at: Timestamp(0),
+            epoch: 0,
             event: Event::StepStarted {
                 node: "r640-01.dc1".into(),
                 step: Step::Cordon,

@@ -56,6 +56,7 @@ fn run_log(nodes: usize) -> Vec<Record> {
             run,
             seq: i as u64,
             at: Timestamp(i as i64),
+            epoch: 0,
             event,
         })
         .collect()

@@ -800,6 +800,7 @@ mod tests {
                 run,
                 seq: i as u64,
                 at: at(0, 12, 0),
+                epoch: 0,
                 event,
             })
             .collect();
@@ -823,6 +824,7 @@ mod tests {
                 run: RunId::nil(),
                 seq: s.next_seq,
                 at: at(0, 12, 1),
+                epoch: 0,
                 event: e,
             };
             s.apply(&r);
@@ -846,6 +848,7 @@ mod tests {
                 run: RunId::nil(),
                 seq: s.next_seq,
                 at: at(0, 12, 0),
+                epoch: 0,
                 event,
             };
             s.apply(&r);
@@ -1418,6 +1421,7 @@ mod tests {
                     run: RunId::nil(),
                     seq: i as u64,
                     at: at(0, 12, 0),
+                    epoch: 0,
                     event,
                 });
             }

@@ -285,6 +285,13 @@ pub enum Event {
         generations: Vec<String>,
         reports: Json<Vec<crate::drift::DriftReport>>,
     },
+    /// Another daemon took over the run (`--ha`): `instance` leads in `epoch` from this
+    /// record on, resuming as after a crash; a record of an older epoch after it is a
+    /// deposed leader's, and the fold ignores it.
+    LeaderChanged {
+        instance: String,
+        epoch: u64,
+    },
 }
 
 /// The variant names, for golden samples, subjects and schema docs.
@@ -314,10 +321,11 @@ pub enum EventKind {
     CheckFailed,
     CheckInconclusive,
     DriftObserved,
+    LeaderChanged,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 24] = [
+    pub const ALL: [EventKind; 25] = [
         EventKind::RunPlanned,
         EventKind::RunStarted,
         EventKind::RunPaused,
@@ -342,6 +350,7 @@ impl EventKind {
         EventKind::CheckFailed,
         EventKind::CheckInconclusive,
         EventKind::DriftObserved,
+        EventKind::LeaderChanged,
     ];
 
     pub fn name(self) -> &'static str {
@@ -370,6 +379,7 @@ impl EventKind {
             EventKind::CheckFailed => "CheckFailed",
             EventKind::CheckInconclusive => "CheckInconclusive",
             EventKind::DriftObserved => "DriftObserved",
+            EventKind::LeaderChanged => "LeaderChanged",
         }
     }
 }
@@ -402,6 +412,7 @@ impl Event {
             Event::CheckFailed { .. } => EventKind::CheckFailed,
             Event::CheckInconclusive { .. } => EventKind::CheckInconclusive,
             Event::DriftObserved { .. } => EventKind::DriftObserved,
+            Event::LeaderChanged { .. } => EventKind::LeaderChanged,
         }
     }
 
@@ -428,7 +439,16 @@ pub struct Record {
     /// Position in the run, from 0, without gaps.
     pub seq: u64,
     pub at: Timestamp,
+    /// The leadership epoch of the daemon that appended it (`--ha`; 0 for a single daemon,
+    /// and left out of JSON then). The fold ignores a record of an epoch older than the
+    /// run's last `LeaderChanged`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub epoch: u64,
     pub event: Event,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A value stored as JSON text inside binary records (evolvable: fields can be added with

@@ -159,6 +159,7 @@ mod tests {
             run,
             seq: i as u64,
             at: Timestamp(1_000 * i as i64),
+            epoch: 0,
             event,
         })
         .collect()

@@ -214,7 +214,8 @@ impl Metrics {
             | Event::WorkloadScaled { .. }
             | Event::NodeRollingBack { .. }
             | Event::RollbackRequested { .. }
-            | Event::DriftObserved { .. } => {}
+            | Event::DriftObserved { .. }
+            | Event::LeaderChanged { .. } => {}
         }
     }
 
@@ -484,6 +485,7 @@ mod tests {
             run: RunId::nil(),
             seq,
             at: Timestamp(at),
+            epoch: 0,
             event,
         }
     }

@@ -37,6 +37,10 @@ pub struct RunState {
     pub last_at: Timestamp,
     /// How many times a daemon reopened this run after a stop or crash.
     pub recoveries: u32,
+    /// The daemon leading the run and its epoch, from the last `LeaderChanged` (`None` and
+    /// 0 for a single daemon). A record of an older epoch is a deposed leader's: ignored.
+    pub leader: Option<String>,
+    pub epoch: u64,
     /// Records that did not fit the state they met (bugs or hand-edited logs); never fatal.
     pub anomalies: Vec<String>,
     /// The apiserver version before the run (`ClusterObserved`).
@@ -283,6 +287,14 @@ impl RunState {
             ));
         }
         self.next_seq = record.seq + 1;
+        if record.epoch < self.epoch {
+            // Its seq is taken (the log holds it), its content is not the run's.
+            self.anomalies.push(format!(
+                "seq {}: a record of epoch {} after epoch {} began (a deposed leader's): ignored",
+                record.seq, record.epoch, self.epoch
+            ));
+            return;
+        }
         self.last_at = record.at;
         let mut ctx = NodeCtx {
             at: record.at,
@@ -506,6 +518,18 @@ impl RunState {
                     generations: generations.clone(),
                     reports: reports.0.clone(),
                 });
+            }
+            Event::LeaderChanged { instance, epoch } => {
+                if *epoch <= self.epoch || *epoch != record.epoch {
+                    ctx.anomalies.push(format!(
+                        "seq {}: leadership to {instance} in epoch {epoch} (record of epoch {}, \
+                         the run at epoch {}): ignored",
+                        record.seq, record.epoch, self.epoch
+                    ));
+                } else {
+                    self.leader = Some(instance.clone());
+                    self.epoch = *epoch;
+                }
             }
             run_event => {
                 if let Event::RunRecovered { .. } = run_event {
@@ -1174,6 +1198,7 @@ mod tests {
             run: RunId::nil(),
             seq,
             at: Timestamp(1_000 * seq as i64),
+            epoch: 0,
             event,
         }
     }
@@ -1299,6 +1324,75 @@ mod tests {
             );
         }
         assert!(done > 10, "entries went through to done: {done}");
+    }
+
+    /// A takeover (`LeaderChanged`) raises the run's epoch; a record of an older epoch after
+    /// it (a deposed leader's append) takes its seq and changes nothing; a change of leader
+    /// to an epoch not above the run's is ignored.
+    #[test]
+    fn a_record_of_a_deposed_leader_changes_nothing() {
+        use crate::plan::{NodeInfo, Role};
+        let nodes = [NodeInfo {
+            name: "w-1".into(),
+            role: Role::Worker,
+            version: Version::new(1, 34, 6),
+        }];
+        let mut s = planned(&nodes, 1);
+        let n = s.nodes[0].node().clone();
+        let (entry, step) = (n.name.clone(), n.steps[0].clone());
+        let at = |seq: u64, epoch: u64, event: Event| Record {
+            epoch,
+            ..rec(seq, event)
+        };
+        s.apply(&at(
+            1,
+            0,
+            Event::StepStarted {
+                node: entry.clone(),
+                step: step.clone(),
+                attempt: 1,
+            },
+        ));
+        s.apply(&at(
+            2,
+            1,
+            Event::LeaderChanged {
+                instance: "admin-2".into(),
+                epoch: 1,
+            },
+        ));
+        assert_eq!((s.leader.as_deref(), s.epoch), (Some("admin-2"), 1));
+        assert!(s.anomalies.is_empty(), "{:?}", s.anomalies);
+        // The deposed leader's outcome: its seq is taken, the step still in flight.
+        let done = Event::StepSucceeded {
+            node: entry.clone(),
+            step: step.clone(),
+            attempt: 1,
+            facts: Facts::new(),
+        };
+        s.apply(&at(3, 0, done.clone()));
+        assert_eq!(s.next_seq, 4);
+        assert_eq!(
+            s.nodes[0].cursor().map(|c| c.status),
+            Some(crate::node::StepStatus::InFlight)
+        );
+        assert_eq!(s.anomalies.len(), 1, "{:?}", s.anomalies);
+        assert!(s.anomalies[0].contains("deposed"), "{:?}", s.anomalies);
+        // Leadership to an epoch not above the run's: ignored.
+        s.apply(&at(
+            4,
+            1,
+            Event::LeaderChanged {
+                instance: "admin-3".into(),
+                epoch: 1,
+            },
+        ));
+        assert_eq!((s.leader.as_deref(), s.epoch), (Some("admin-2"), 1));
+        assert_eq!(s.anomalies.len(), 2, "{:?}", s.anomalies);
+        // The leader's own record counts.
+        s.apply(&at(5, 1, done));
+        assert_eq!(s.nodes[0].cursor().map(|c| c.index), Some(1));
+        assert_eq!(s.anomalies.len(), 2, "{:?}", s.anomalies);
     }
 
     /// A worker the run parked (it may be down) is dialled by no pod-network probe and is no

@@ -317,6 +317,7 @@ mod tests {
             run: RunId::from_u128(1),
             seq,
             at: Timestamp(at),
+            epoch: 0,
             event,
         }
     }

@@ -532,7 +532,9 @@ impl TraceFold {
             Event::RunCompleted | Event::RunAborted => {
                 out.extend(t.finish(ctx, run, r.at, matches!(r.event, Event::RunCompleted)));
             }
-            Event::ClusterObserved { .. } | Event::DriftObserved { .. } => {}
+            Event::ClusterObserved { .. }
+            | Event::DriftObserved { .. }
+            | Event::LeaderChanged { .. } => {}
         }
         out
     }
@@ -965,6 +967,7 @@ mod tests {
                 run: RunId::from_u128(RUN),
                 seq,
                 at: Timestamp(at),
+                epoch: 0,
                 event,
             });
         }

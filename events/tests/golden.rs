@@ -187,6 +187,10 @@ fn sample(kind: EventKind) -> Event {
                 }],
             }]),
         },
+        EventKind::LeaderChanged => Event::LeaderChanged {
+            instance: "admin-2".into(),
+            epoch: 3,
+        },
     }
 }
 
@@ -195,6 +199,12 @@ fn record(kind: EventKind) -> Record {
         run: upgraded_events::RunId::from_u128(0x0193_0000_0000_7000_8000_0000_0000_0001),
         seq: 42,
         at: Timestamp(1_795_000_000_000),
+        // A leader's record is written in format 2, which carries its epoch.
+        epoch: if kind == EventKind::LeaderChanged {
+            3
+        } else {
+            0
+        },
         event: sample(kind),
     }
 }

@@ -134,6 +134,7 @@ impl Engine<'_> {
             run: upgraded_events::RunId::from_u128(1),
             seq: self.log.len() as u64,
             at: *self.now,
+            epoch: 0,
             event,
         };
         self.state.apply(&rec);

@@ -1035,6 +1035,7 @@ mod tests {
                 run,
                 seq: i as u64,
                 at: Timestamp(i as i64 * 1000),
+                epoch: 0,
                 event,
             })
             .collect()
@@ -1059,6 +1060,7 @@ mod tests {
                 run: records[0].run,
                 seq: last + i as u64,
                 at: Timestamp((last + i as u64) as i64 * 1000),
+                epoch: 0,
                 event,
             });
         }

@@ -183,6 +183,10 @@ pub fn describe(r: &Record) -> String {
                 )
             }
         }
+        Event::LeaderChanged { instance, epoch } => format!(
+            "run: leader now {} (epoch {epoch}): resuming as after a crash",
+            one_line(instance)
+        ),
     };
     format!("{:>4}  {what}", r.seq)
 }
@@ -197,6 +201,7 @@ mod tests {
             run: upgraded_events::RunId::nil(),
             seq,
             at: Timestamp(0),
+            epoch: 0,
             event,
         }
     }

@@ -311,6 +311,7 @@ impl Writer {
                     run: req.run,
                     seq,
                     at,
+                    epoch: 0,
                     event,
                 };
                 match codec::encode(&record) {
@@ -747,6 +748,7 @@ mod tests {
                     run,
                     seq,
                     at: Timestamp(0),
+                    epoch: 0,
                     event: Event::RunRecovered { pid: 1 },
                 };
                 t.insert(key(run, seq), codec::encode(&r).expect("encode"))

@@ -42,6 +42,7 @@ fn rec(seq: u64, at: i64, event: Event) -> Record {
         run: RunId::from_u128(7),
         seq,
         at: Timestamp(at),
+        epoch: 0,
         event,
     }
 }
