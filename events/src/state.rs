@@ -627,7 +627,16 @@ impl RunState {
             checks: self.checks.values().cloned().collect(),
             drift: self.drift_now(),
             drift_readings: self.drift.len(),
+            leader: self.leader(),
         }
+    }
+
+    /// The run's leader, once a `LeaderChanged` named one.
+    fn leader(&self) -> Option<Leader> {
+        self.leader.as_ref().map(|instance| Leader {
+            instance: instance.clone(),
+            epoch: self.epoch,
+        })
     }
 
     /// Each generation's drift as its latest reading found it (the start's, or the one
@@ -708,6 +717,7 @@ impl RunState {
                 summary.anomalies.clone_from(&self.anomalies);
             }
             summary.baseline = self.baseline;
+            summary.leader = self.leader();
             summary.scaled = self.scaled.values().cloned().collect();
             if summary.drift_readings != self.drift.len() {
                 summary.drift = self.drift_now();
@@ -1157,6 +1167,16 @@ pub struct RunSummary {
     /// How many readings of drift the run has (at the start, after batches).
     #[serde(default)]
     pub drift_readings: usize,
+    /// The daemon leading the run (`upgraded --ha`), from its last `LeaderChanged`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader: Option<Leader>,
+}
+
+/// Who leads a run and in which epoch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Leader {
+    pub instance: String,
+    pub epoch: u64,
 }
 
 /// Drift within each generation as recorded (`DriftObserved`).
@@ -1363,6 +1383,13 @@ mod tests {
         ));
         assert_eq!((s.leader.as_deref(), s.epoch), (Some("admin-2"), 1));
         assert!(s.anomalies.is_empty(), "{:?}", s.anomalies);
+        assert_eq!(
+            s.summary().leader,
+            Some(Leader {
+                instance: "admin-2".into(),
+                epoch: 1
+            })
+        );
         // The deposed leader's outcome: its seq is taken, the step still in flight.
         let done = Event::StepSucceeded {
             node: entry.clone(),

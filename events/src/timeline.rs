@@ -117,6 +117,18 @@ pub struct Timeline {
     /// Each reading of drift (`DriftObserved`), in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub drift: Vec<crate::state::DriftSeen>,
+    /// Which daemon led when (`upgraded --ha`: from each `LeaderChanged` to the next).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub leaders: Vec<Tenure>,
+}
+
+/// One leader's time at the head of the run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tenure {
+    pub instance: String,
+    pub epoch: u64,
+    pub start: Timestamp,
+    pub end: Timestamp,
 }
 
 /// The timeline of one run's records (in order).
@@ -135,7 +147,13 @@ pub fn of(records: &[Record]) -> Timeline {
     // between batches): a window wait may begin then, with no record to mark it.
     let mut wakes_at: Option<Timestamp> = None;
     let mut last = start;
+    let mut leaders: Vec<Tenure> = Vec::new();
     for r in records {
+        if r.epoch < state.epoch {
+            // A deposed leader's record: the fold notes it and nothing is drawn.
+            state.apply(r);
+            continue;
+        }
         if let Some(t) = wakes_at.take().filter(|t| *t < r.at)
             && window.is_none()
             && open.is_empty()
@@ -248,6 +266,19 @@ pub fn of(records: &[Record]) -> Timeline {
                     }
                 }
             }
+            Event::LeaderChanged { instance, epoch }
+                if *epoch > state.epoch && *epoch == r.epoch =>
+            {
+                if let Some(t) = leaders.last_mut() {
+                    t.end = r.at;
+                }
+                leaders.push(Tenure {
+                    instance: instance.clone(),
+                    epoch: *epoch,
+                    start: r.at,
+                    end: r.at,
+                });
+            }
             Event::RunRecovered { .. } => {
                 // What was running when the daemon stopped ended there, in doubt.
                 for (i, b) in std::mem::take(&mut open) {
@@ -302,6 +333,12 @@ pub fn of(records: &[Record]) -> Timeline {
         down,
         actions,
         drift: state.drift,
+        leaders: {
+            if let Some(t) = leaders.last_mut() {
+                t.end = end;
+            }
+            leaders
+        },
     }
 }
 
@@ -324,6 +361,123 @@ mod tests {
 
     fn facts(pairs: &[(&str, &str)]) -> Facts {
         crate::facts::facts_of(pairs)
+    }
+
+    /// Two leaders in turn (`--ha`): their tenures, and the deposed one's late record not
+    /// drawn.
+    #[test]
+    fn leaders_tenures_and_a_deposed_leaders_record_left_out() {
+        let v = Version::new(1, 35, 3);
+        let node = Entry::new("w-1");
+        let plan = Plan {
+            target: Some(v),
+            batches: vec![Batch {
+                label: "workers 1/1".into(),
+                phase: "workers".into(),
+                nodes: vec![NodePlan {
+                    name: node.clone(),
+                    host: None,
+                    role: Role::Worker,
+                    from: Version::new(1, 34, 6),
+                    steps: vec![Step::Drain],
+                    estimate_secs: 0,
+                }],
+            }],
+            undoes: None,
+        };
+        let led = |seq, at, epoch, event| Record {
+            epoch,
+            ..rec(seq, at, event)
+        };
+        let leader = |instance: &str, epoch| Event::LeaderChanged {
+            instance: instance.into(),
+            epoch,
+        };
+        let drained = Event::StepSucceeded {
+            node: node.clone(),
+            step: Step::Drain,
+            attempt: 1,
+            facts: Facts::new(),
+        };
+        let records = vec![
+            rec(
+                0,
+                0,
+                Event::RunPlanned {
+                    target: v,
+                    plan: Json(plan),
+                    policy: Json(Default::default()),
+                    by: Actor::daemon(),
+                },
+            ),
+            led(1, 0, 1, leader("admin-1", 1)),
+            led(
+                2,
+                0,
+                1,
+                Event::RunStarted {
+                    by: Actor::daemon(),
+                },
+            ),
+            led(
+                3,
+                1_000,
+                1,
+                Event::StepStarted {
+                    node: node.clone(),
+                    step: Step::Drain,
+                    attempt: 1,
+                },
+            ),
+            led(4, 50_000, 2, leader("admin-2", 2)),
+            led(5, 51_000, 1, drained.clone()),
+            led(6, 60_000, 2, Event::RunRecovered { pid: 9 }),
+            led(
+                7,
+                61_000,
+                2,
+                Event::StepStarted {
+                    node: node.clone(),
+                    step: Step::Drain,
+                    attempt: 2,
+                },
+            ),
+            led(
+                8,
+                70_000,
+                2,
+                Event::StepSucceeded {
+                    node: node.clone(),
+                    step: Step::Drain,
+                    attempt: 2,
+                    facts: Facts::new(),
+                },
+            ),
+        ];
+        let t = of(&records);
+        let tenures: Vec<(&str, u64, i64, i64)> = t
+            .leaders
+            .iter()
+            .map(|l| (l.instance.as_str(), l.epoch, l.start.0, l.end.0))
+            .collect();
+        assert_eq!(
+            tenures,
+            [("admin-1", 1, 0, 50_000), ("admin-2", 2, 50_000, 70_000)]
+        );
+        let bars: Vec<(u32, &Outcome, i64)> = t.rows[0]
+            .bars
+            .iter()
+            .map(|b| (b.attempt, &b.outcome, b.end.0))
+            .collect();
+        // The first attempt ends in doubt at the takeover's recovery, not at the deposed
+        // leader's late "succeeded".
+        assert_eq!(
+            bars,
+            [
+                (1, &Outcome::Interrupted, 50_000),
+                (2, &Outcome::Succeeded, 70_000)
+            ]
+        );
     }
 
     /// A run whose daemon stopped while w-1's packages were being installed; the node

@@ -85,6 +85,9 @@ pub fn status(a: Option<&RunSummary>) -> String {
         a.phase.as_str(),
         a.target.as_deref().map_or("-".into(), one_line)
     );
+    if let Some(l) = &a.leader {
+        let _ = writeln!(o, "  leader: {} (epoch {})", one_line(&l.instance), l.epoch);
+    }
     if let Some(r) = &a.reason {
         let _ = writeln!(o, "  reason: {}", one_line(r));
     }
@@ -426,7 +429,19 @@ mod tests {
             "{v}"
         );
         assert!(!v.contains('\u{1b}'));
+        assert!(
+            !v.contains("leader:"),
+            "a single daemon names no leader: {v}"
+        );
         assert_eq!(status(None), "no run yet\n");
+        // Under `--ha`: the leader and its epoch.
+        let mut led = a.clone();
+        led.leader = Some(upgraded_events::state::Leader {
+            instance: "admin-2".into(),
+            epoch: 3,
+        });
+        let v = status(Some(&led));
+        assert!(v.contains("\n  leader: admin-2 (epoch 3)\n"), "{v}");
     }
 
     #[test]

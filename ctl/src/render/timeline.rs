@@ -232,6 +232,17 @@ pub fn gantt(t: &Timeline, width: usize) -> String {
     for d in &t.down {
         let _ = writeln!(o, "  # {}", super::down(d));
     }
+    // Who led when (`upgraded --ha`).
+    for l in &t.leaders {
+        let _ = writeln!(
+            o,
+            "  leader {} (epoch {}) {} → {}",
+            one_line(&l.instance),
+            l.epoch,
+            rfc3339(l.start),
+            rfc3339(l.end)
+        );
+    }
     // Readings of drift that found outliers: a mark each, then what they found.
     let drifted: Vec<_> = t.drift.iter().filter(|d| !d.reports.is_empty()).collect();
     if !drifted.is_empty() {
@@ -288,4 +299,40 @@ pub fn gantt(t: &Timeline, width: usize) -> String {
     }
     let _ = writeln!(o, "{line}");
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Under `--ha`, each leader's tenure is a line; without, none.
+    #[test]
+    fn the_gantt_names_each_leaders_tenure() {
+        let t: Timeline = serde_json::from_value(serde_json::json!({
+            "run": null, "target": "v1.35.3", "phase": "running",
+            "start": 1_795_000_000_000_i64, "end": 1_795_000_600_000_i64,
+            "rows": [], "down": [], "actions": [],
+            "leaders": [
+                {"instance": "admin-1", "epoch": 1, "start": 1_795_000_000_000_i64,
+                 "end": 1_795_000_300_000_i64},
+                {"instance": "admin-2\u{1b}[2J", "epoch": 2, "start": 1_795_000_300_000_i64,
+                 "end": 1_795_000_600_000_i64}
+            ]
+        }))
+        .expect("a timeline");
+        let text = gantt(&t, 100);
+        assert!(
+            text.contains(
+                "  leader admin-1 (epoch 1) 2026-11-18T11:06:40Z → 2026-11-18T11:11:40Z\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("  leader admin-2 [2J (epoch 2)"), "{text}");
+        assert!(!text.contains('\u{1b}'));
+        let alone = Timeline {
+            leaders: Vec::new(),
+            ..t
+        };
+        assert!(!gantt(&alone, 100).contains("leader"));
+    }
 }
