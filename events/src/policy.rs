@@ -67,7 +67,8 @@ pub struct Policy {
     /// points over the pre-upgrade baseline.
     pub crash_loop_increase_percent: u32,
     /// A node not Ready (or not at its versions) this long after its kubelet restart fails
-    /// its verify step.
+    /// its verify step; a node that has not answered this long (`unreachable`, `in-doubt`
+    /// in a row) parks, or halts the run for a control-plane node.
     pub node_ready_timeout_secs: u64,
     /// The etcd snapshot is taken again when `kubeadm upgrade apply` begins and the last one
     /// is older than this.

@@ -243,8 +243,10 @@ pub struct GatesFile {
     /// Roll back when pods in CrashLoopBackOff rise this many percentage points over the
     /// pre-upgrade baseline (default 5).
     pub crash_loop_increase_percent: Option<u32>,
-    /// A node that is not Ready this long after its kubelet restart fails its verify step
-    /// (default `10m`).
+    /// A node that is not Ready this long after its kubelet restart fails its verify step;
+    /// a node whose agent has not answered this long (down, rebooting, cut off) is parked
+    /// as it is, still cordoned, and the run goes on without it (a control-plane node halts
+    /// the run instead) (default `10m`).
     pub node_ready_timeout: Option<String>,
     /// A control-plane node whose apiserver is not healthy this long after kubeadm fails
     /// the hop (default `10m`).
