@@ -14,6 +14,7 @@
 //! the open fail with the run and the sequence range; never is a record skipped silently.
 
 mod open;
+pub mod replica;
 pub mod witness;
 
 use std::collections::HashMap;
