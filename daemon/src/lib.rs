@@ -13,6 +13,7 @@ pub mod fake;
 pub mod host;
 mod hostfacts;
 pub mod kube;
+pub mod lease;
 pub mod log;
 pub mod metrics;
 pub mod notify;
