@@ -166,18 +166,22 @@ pub async fn keep(
             leading.send_replace(Leading::default());
             return;
         }
-        if let Some(c) = lease.tick(ms(Instant::now())) {
+        // The window the engine reads changes before anyone hears of it: a leader that
+        // stepped down has stopped acting by the time it says so.
+        let change = lease.tick(ms(Instant::now()));
+        publish(&lease);
+        if let Some(c) = change {
             report(&lease.instance, c, &changes);
         }
-        publish(&lease);
         let (call, wake) = lease.next(ms(Instant::now()));
         if let Some(call) = call {
             let sent = ms(Instant::now());
             let answer = kv.call(&call, sent).await;
-            if let Some(c) = lease.answered(answer, ms(Instant::now())) {
+            let change = lease.answered(answer, ms(Instant::now()));
+            publish(&lease);
+            if let Some(c) = change {
                 report(&lease.instance, c, &changes);
             }
-            publish(&lease);
             continue;
         }
         // Wake for the next call, the fence, or the end of the campaign delay.
