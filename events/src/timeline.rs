@@ -359,18 +359,11 @@ mod tests {
         }
     }
 
-    fn facts(pairs: &[(&str, &str)]) -> Facts {
-        crate::facts::facts_of(pairs)
-    }
-
-    /// Two leaders in turn (`--ha`): their tenures, and the deposed one's late record not
-    /// drawn.
-    #[test]
-    fn leaders_tenures_and_a_deposed_leaders_record_left_out() {
-        let v = Version::new(1, 35, 3);
-        let node = Entry::new("w-1");
+    /// The run's first record: a plan of one batch, `node`, a worker, with `steps`, to
+    /// v1.35.3.
+    fn planned(node: &Entry, steps: Vec<Step>) -> Record {
         let plan = Plan {
-            target: Some(v),
+            target: Some(Version::new(1, 35, 3)),
             batches: vec![Batch {
                 label: "workers 1/1".into(),
                 phase: "workers".into(),
@@ -379,12 +372,34 @@ mod tests {
                     host: None,
                     role: Role::Worker,
                     from: Version::new(1, 34, 6),
-                    steps: vec![Step::Drain],
+                    steps,
                     estimate_secs: 0,
                 }],
             }],
             undoes: None,
         };
+        rec(
+            0,
+            0,
+            Event::RunPlanned {
+                target: Version::new(1, 35, 3),
+                plan: Json(plan),
+                policy: Json(Default::default()),
+                by: Actor::daemon(),
+            },
+        )
+    }
+
+    fn facts(pairs: &[(&str, &str)]) -> Facts {
+        crate::facts::facts_of(pairs)
+    }
+
+    /// Two leaders in turn (`--ha`): their tenures, and the deposed one's late record not
+    /// drawn.
+    #[test]
+    fn leaders_tenures_and_a_deposed_leaders_record_left_out() {
+        let node = Entry::new("w-1");
+        let plan = planned(&node, vec![Step::Drain]);
         let led = |seq, at, epoch, event| Record {
             epoch,
             ..rec(seq, at, event)
@@ -400,16 +415,7 @@ mod tests {
             facts: Facts::new(),
         };
         let records = vec![
-            rec(
-                0,
-                0,
-                Event::RunPlanned {
-                    target: v,
-                    plan: Json(plan),
-                    policy: Json(Default::default()),
-                    by: Actor::daemon(),
-                },
-            ),
+            plan,
             led(1, 0, 1, leader("admin-1", 1)),
             led(
                 2,
@@ -487,38 +493,14 @@ mod tests {
         let v = Version::new(1, 35, 3);
         let node = Entry::new("w-1");
         let install = Step::UpgradePackages { version: v };
-        let plan = Plan {
-            target: Some(v),
-            batches: vec![Batch {
-                label: "workers 1/1".into(),
-                phase: "workers".into(),
-                nodes: vec![NodePlan {
-                    name: node.clone(),
-                    host: None,
-                    role: Role::Worker,
-                    from: Version::new(1, 34, 6),
-                    steps: vec![Step::Drain, install.clone()],
-                    estimate_secs: 0,
-                }],
-            }],
-            undoes: None,
-        };
+        let plan = planned(&node, vec![Step::Drain, install.clone()]);
         let started = |attempt| Event::StepStarted {
             node: node.clone(),
             step: install.clone(),
             attempt,
         };
         let records = vec![
-            rec(
-                0,
-                0,
-                Event::RunPlanned {
-                    target: v,
-                    plan: Json(plan),
-                    policy: Json(Default::default()),
-                    by: Actor::daemon(),
-                },
-            ),
+            plan,
             rec(
                 1,
                 0,
