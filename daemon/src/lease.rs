@@ -63,7 +63,19 @@ impl LeaseKv {
             what: e.to_string(),
         };
         let kv = match js.get_key_value(bucket).await {
-            Ok(kv) => kv,
+            Ok(kv) => {
+                // A key that expires sooner than this instance's TTL could pass to another
+                // before this one fences itself: every instance must agree on it.
+                let max_age = kv.status().await.map_err(|e| bad(&e))?.info.config.max_age;
+                if max_age != Duration::from_millis(config.ttl_ms) {
+                    return Err(bad(&format!(
+                        "it expires keys after {max_age:?} but this instance's lease TTL is \
+                         {} ms: give every instance the same TTL (or delete the bucket)",
+                        config.ttl_ms
+                    )));
+                }
+                kv
+            }
             Err(_) => js
                 .create_key_value(kv::Config {
                     bucket: bucket.to_string(),
@@ -141,18 +153,11 @@ pub async fn keep(
     let ms = |t: Instant| u64::try_from(t.duration_since(t0).as_millis()).unwrap_or(u64::MAX);
     let at = |m: u64| t0 + Duration::from_millis(m);
     let publish = |lease: &Lease| {
-        let view = match lease.role {
-            upgraded_events::lease::Role::Leader {
+        let view = match (lease.epoch(), lease.window()) {
+            (Some(epoch), Some((from, until))) => Leading {
                 epoch,
-                renewed,
-                acts_at,
-                ..
-            } => Leading {
-                epoch,
-                from: Some(at(acts_at)),
-                until: Some(at(renewed.saturating_add(
-                    lease.config.ttl_ms.saturating_sub(lease.config.margin_ms),
-                ))),
+                from: Some(at(from)),
+                until: Some(at(until)),
             },
             _ => Leading::default(),
         };
@@ -186,15 +191,8 @@ pub async fn keep(
         }
         // Wake for the next call, the fence, or the end of the campaign delay.
         let mut next = wake.map(at);
-        if let upgraded_events::lease::Role::Leader {
-            renewed, acts_at, ..
-        } = lease.role
-        {
-            for m in [
-                acts_at,
-                renewed.saturating_add(lease.config.ttl_ms.saturating_sub(lease.config.margin_ms)),
-            ] {
-                let t = at(m);
+        if let Some((from, until)) = lease.window() {
+            for t in [at(from), at(until)] {
                 if t > Instant::now() {
                     next = Some(next.map_or(t, |n| n.min(t)));
                 }

@@ -180,11 +180,18 @@ impl Lease {
     /// its campaign delay is over, and its last renewal is recent enough that nobody else
     /// can hold the lease yet.
     pub fn may_act(&self, now: u64) -> bool {
+        self.window()
+            .is_some_and(|(from, until)| from <= now && now < until)
+    }
+
+    /// While it leads: from when it may act (the campaign delay over) until when (its
+    /// fence, unless a renewal moves it).
+    pub fn window(&self) -> Option<(u64, u64)> {
         match self.role {
             Role::Leader {
                 renewed, acts_at, ..
-            } => now >= acts_at && now < self.fence_at(renewed),
-            Role::Standby { .. } | Role::Stopped => false,
+            } => Some((acts_at, self.fence_at(renewed))),
+            Role::Standby { .. } | Role::Stopped => None,
         }
     }
 

@@ -65,6 +65,16 @@ async fn one_leads_the_other_takes_over_after_a_kill_and_a_clean_stop_releases()
     let server = NatsServer::start().expect("nats-server (scripts/setup installs it)");
     let url = server.url();
     let mut a = keeper(&url, "admin-1", 0).await;
+    // An instance with another TTL is refused: its key could pass before the other fences.
+    let other = LeaseConfig {
+        ttl_ms: 9_000,
+        ..CONFIG
+    };
+    let client = async_nats::connect(&url).await.expect("connect");
+    let refused = LeaseKv::open(client, "upgraded_lease", "lab", &other, 1)
+        .await
+        .expect_err("another TTL");
+    assert!(refused.to_string().contains("9000 ms"), "{refused}");
     until_acting(&a, Duration::from_secs(3)).await;
     assert!(matches!(
         a.changes.recv().await,
