@@ -144,7 +144,7 @@ impl Replica {
                         }
                     }
                 }
-                Err(Some(e)) => return Err(self.publish_error(e.kind(), e.to_string())),
+                Err(Some(e)) => return Err(publish_error(e.kind(), e.to_string())),
                 Err(None) => {
                     return Err(ReplicaError::Unavailable(format!(
                         "no acknowledgement of {} within {:?} (it may be stored: retry with the same ids)",
@@ -176,16 +176,6 @@ impl Replica {
             Ok(m) => Ok(Some((m.sequence, m.payload.to_vec()))),
             Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
             Err(e) => Err(ReplicaError::Unavailable(e.to_string())),
-        }
-    }
-
-    fn publish_error(&self, kind: PublishErrorKind, what: String) -> ReplicaError {
-        match kind {
-            PublishErrorKind::TimedOut
-            | PublishErrorKind::BrokenPipe
-            | PublishErrorKind::StreamNotFound
-            | PublishErrorKind::MaxAckPending => ReplicaError::Unavailable(what),
-            _ => ReplicaError::Other(what),
         }
     }
 
@@ -228,5 +218,16 @@ impl Replica {
             from = m.sequence + 1;
             out.push((m.sequence, record));
         }
+    }
+}
+
+/// A publish's failure, but a wrong last sequence (which `append` looks into).
+fn publish_error(kind: PublishErrorKind, what: String) -> ReplicaError {
+    match kind {
+        PublishErrorKind::TimedOut
+        | PublishErrorKind::BrokenPipe
+        | PublishErrorKind::StreamNotFound
+        | PublishErrorKind::MaxAckPending => ReplicaError::Unavailable(what),
+        _ => ReplicaError::Other(what),
     }
 }
