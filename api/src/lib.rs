@@ -163,6 +163,28 @@ pub struct RunAck {
 #[serde(deny_unknown_fields)]
 pub struct Status {
     pub active: Option<RunSummary>,
+    /// `upgraded --ha`: the instance that answered and the lease as it sees it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ha: Option<HaStatus>,
+}
+
+/// `upgraded --ha`: one instance and the lease as it sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HaStatus {
+    /// The instance that answered (`--instance`).
+    pub instance: String,
+    /// Whether it may act now: it holds the lease, its campaign delay is over and its last
+    /// renewal is recent enough.
+    pub acting: bool,
+    /// The lease's holder as this instance last knew it (itself while it leads).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader_epoch: Option<u64>,
+    /// What it is doing, for people: following the replicated log, leading, or why it
+    /// stopped acting (fenced, deposed, NATS without quorum).
+    pub note: String,
 }
 
 /// One run in `GET /v1/runs`.

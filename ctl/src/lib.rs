@@ -179,8 +179,12 @@ impl Client {
 
     /// `GET /v1/status`: the active (or last) run.
     pub async fn status(&self) -> Result<Option<RunSummary>, ClientError> {
-        let s: Status = self.call(Method::GET, path::STATUS, None::<&()>).await?;
-        Ok(s.active)
+        Ok(self.status_of_instance().await?.active)
+    }
+
+    /// The active run and, under `--ha`, the instance that answered and its lease.
+    pub async fn status_of_instance(&self) -> Result<Status, ClientError> {
+        self.call(Method::GET, path::STATUS, None::<&()>).await
     }
 
     /// Plans an upgrade and starts it (or only plans it: `dry_run`).

@@ -348,7 +348,22 @@ pub fn user_name(uid: u32) -> String {
 
 async fn status<L: EventLog + Clone>(State(d): State<Arc<Daemon<L>>>) -> Response {
     let active = d.status().borrow().clone();
-    Json(Status { active }).into_response()
+    Json(Status { active, ha: d.ha() }).into_response()
+}
+
+/// `--ha`: a write is taken only by the leader that may act; anyone else refuses it with
+/// the leader's name (the core's words: `events::lease::write_refusal`).
+fn writable<L: EventLog + Clone>(d: &Daemon<L>) -> Result<(), ApiError> {
+    let Some(h) = d.ha() else { return Ok(()) };
+    let leader = h
+        .leader
+        .clone()
+        .zip(h.leader_epoch)
+        .map(|(instance, epoch)| upgraded_events::lease::Holder { instance, epoch });
+    match upgraded_events::lease::write_refusal(&h.instance, h.acting, leader.as_ref()) {
+        None => Ok(()),
+        Some(why) => Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, why)),
+    }
 }
 
 async fn list_runs<L: EventLog + Clone>(
@@ -404,6 +419,9 @@ async fn start<L: EventLog + Clone>(
             ApiError(StatusCode::BAD_REQUEST, e.to_string())
         },
     )?;
+    if !body.dry_run {
+        writable(&d)?;
+    }
     let (run, plan) = d
         .start(target, actor(peer), body.dry_run, body.force)
         .await?;
@@ -441,6 +459,9 @@ async fn rollback<L: EventLog + Clone>(
     ConnectInfo(peer): ConnectInfo<Peer>,
     Body(body): Body<RollbackRequest>,
 ) -> Result<Response, ApiError> {
+    if !body.plan_only {
+        writable(&d)?;
+    }
     let mut nodes = Vec::new();
     for n in &body.nodes {
         upgraded_events::inventory::check_node_name(n).map_err(|e| {
@@ -491,6 +512,7 @@ async fn rollback<L: EventLog + Clone>(
 
 /// Records an operator action on the active run.
 async fn act<L: EventLog + Clone>(d: &Daemon<L>, req: Request) -> Result<Response, ApiError> {
+    writable(d)?;
     let run = d.operator(req).await?;
     Ok(Json(RunAck { run }).into_response())
 }

@@ -93,6 +93,8 @@ pub struct Daemon<L: EventLog + Clone> {
     drives: Mutex<Vec<tokio::task::AbortHandle>>,
     /// The notification sinks, for `upgradectl notify test` (none configured: unset).
     notify: std::sync::OnceLock<Arc<crate::notify::Notify>>,
+    /// `--ha`: this instance and its lease, as `status` shows them and writes are judged.
+    ha: std::sync::OnceLock<watch::Receiver<upgraded_api::HaStatus>>,
 }
 
 impl<L: EventLog + Clone> std::fmt::Debug for Daemon<L> {
@@ -124,6 +126,7 @@ impl<L: EventLog + Clone> Daemon<L> {
                 fatal,
                 drives: Mutex::new(Vec::new()),
                 notify: std::sync::OnceLock::new(),
+                ha: std::sync::OnceLock::new(),
             }),
             fatal_rx,
         )
@@ -140,6 +143,55 @@ impl<L: EventLog + Clone> Daemon<L> {
 
     pub fn notify(&self) -> Option<&Arc<crate::notify::Notify>> {
         self.notify.get()
+    }
+
+    /// `--ha`: hands the daemon the view of its lease (once, at start).
+    pub fn set_ha(&self, view: watch::Receiver<upgraded_api::HaStatus>) {
+        let _ = self.ha.set(view);
+    }
+
+    /// `--ha`: this instance and its lease now.
+    pub fn ha(&self) -> Option<upgraded_api::HaStatus> {
+        self.ha.get().map(|v| v.borrow().clone())
+    }
+
+    /// Whether a drive loop is running (this instance acts on a run).
+    pub fn driving(&self) -> bool {
+        self.drives
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .any(|d| !d.is_finished())
+    }
+
+    /// `--ha`: keeps `status` the fold of the newest run while no drive loop does (a
+    /// standby's copy grows as it follows the replicated log).
+    pub fn spawn_status_fold(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let me = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut sub = me.log.subscribe();
+            let mut state: Option<RunState> = None;
+            let newest = |me: &Self| -> Option<RunState> {
+                let run = me.log.runs().ok()?.into_iter().last()?;
+                Some(RunState::replay(&me.log.read(run, 0).ok()?))
+            };
+            state = state.or_else(|| newest(&me));
+            loop {
+                if !me.driving()
+                    && let Some(s) = &state
+                {
+                    me.status.send_replace(Some(s.summary()));
+                }
+                match sub.recv().await {
+                    Ok(r) => match &mut state {
+                        Some(s) if s.id == Some(r.run) && s.next_seq == r.seq => s.apply(&r),
+                        _ => state = newest(&me),
+                    },
+                    Err(broadcast::error::RecvError::Lagged(_)) => state = newest(&me),
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        })
     }
 
     pub fn now(&self) -> upgraded_events::Timestamp {

@@ -140,6 +140,15 @@ impl LeaseKv {
     }
 }
 
+/// What the log tells the keeper of epochs.
+#[derive(Debug)]
+pub struct Epochs {
+    /// The highest epoch in the log: a standby asks above it.
+    pub log: watch::Receiver<u64>,
+    /// An epoch a new leader found in the log at or above its own (it must not act).
+    pub outranked: watch::Receiver<u64>,
+}
+
 /// Keeps `lease` on `kv` until `stop` says so: the calls it names, its changes logged and
 /// handed to `changes`, and `leading` kept up to date. On stop it releases a lease it holds.
 pub async fn keep(
@@ -148,6 +157,7 @@ pub async fn keep(
     leading: watch::Sender<Leading>,
     changes: tokio::sync::mpsc::UnboundedSender<Change>,
     mut stop: watch::Receiver<bool>,
+    mut epochs: Epochs,
 ) {
     let t0 = Instant::now();
     let ms = |t: Instant| u64::try_from(t.duration_since(t0).as_millis()).unwrap_or(u64::MAX);
@@ -165,15 +175,24 @@ pub async fn keep(
     };
     loop {
         if *stop.borrow() {
+            // The window closes before the lease is released: nothing acts after that.
+            leading.send_replace(Leading::default());
             if let Some(call) = lease.stop() {
                 let _ = kv.call(&call, ms(Instant::now())).await;
             }
-            leading.send_replace(Leading::default());
             return;
         }
         // The window the engine reads changes before anyone hears of it: a leader that
         // stepped down has stopped acting by the time it says so.
-        let change = lease.tick(ms(Instant::now()));
+        let now = ms(Instant::now());
+        let mut change = lease.tick(now);
+        if lease.epoch().is_none() {
+            lease.saw_epoch(*epochs.log.borrow_and_update(), now);
+        }
+        let outranked = *epochs.outranked.borrow_and_update();
+        if outranked > 0 {
+            change = change.or(lease.saw_epoch(outranked, now));
+        }
         publish(&lease);
         if let Some(c) = change {
             report(&lease.instance, c, &changes);
@@ -204,6 +223,7 @@ pub async fn keep(
         tokio::select! {
             () = tokio::time::sleep(sleep) => {}
             _ = stop.changed() => {}
+            Ok(()) = epochs.outranked.changed() => {}
         }
     }
 }

@@ -10,6 +10,8 @@ pub mod drain;
 pub mod engine;
 #[cfg(feature = "fake-world")]
 pub mod fake;
+pub mod fence;
+pub mod ha;
 pub mod host;
 mod hostfacts;
 pub mod kube;

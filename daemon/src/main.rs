@@ -7,8 +7,13 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use opentelemetry_sdk::trace::SpanData;
-use upgraded_daemon::engine::{Daemon, RunDefaults};
+use upgraded_api::HaStatus;
+use upgraded_daemon::engine::{Daemon, EngineError, RunDefaults};
+use upgraded_daemon::ha::{Term, supervise};
 use upgraded_daemon::kube::KubeCluster;
+use upgraded_daemon::lease::{Epochs, Leading, LeaseKv};
+use upgraded_daemon::log::ha::HaLog;
+use upgraded_daemon::log::replica::{Replica, ReplicaConfig};
 use upgraded_daemon::log::{EventLog, OpenReport, Recovery, SledLog, witness};
 use upgraded_daemon::notify::{Notify, NotifyConfig};
 use upgraded_daemon::outbox::{Outbox, OutboxConfig};
@@ -18,6 +23,7 @@ use upgraded_daemon::simagent::SimAgents;
 use upgraded_daemon::ssh::{SshNodes, SshOptions};
 use upgraded_daemon::steps::Adapters;
 use upgraded_daemon::traces::{TraceConfig, Traces};
+use upgraded_events::lease::{Lease, LeaseConfig};
 use upgraded_events::trace::TraceContext;
 use upgraded_events::{Timestamp, Version};
 use upgraded_planner::policy::PlanPolicy;
@@ -150,6 +156,36 @@ struct Args {
     /// would), print every record as a JSON line on stdout and exit.
     #[arg(long)]
     check_log: bool,
+    /// Run as one of two or three instances on different hosts that share the NATS
+    /// JetStream cluster at `--nats-url`: the one holding the lease leads, the others follow
+    /// the replicated log and take over when it stops renewing. See README "High
+    /// availability".
+    #[arg(long, requires = "nats_url")]
+    ha: bool,
+    /// This instance's name in the lease, the log and `status` (default: the host's name).
+    #[arg(long, env = "UPGRADED_INSTANCE")]
+    instance: Option<String>,
+    /// The lease's time to live: a leader that has not renewed it for this long has lost it.
+    /// Every instance must use the same.
+    #[arg(long, default_value_t = 15)]
+    lease_ttl_secs: u64,
+    /// How long a new leader waits before acting, so that the old one has stood down.
+    #[arg(long, default_value_t = 5)]
+    lease_campaign_secs: u64,
+    /// A leader stops acting this long before its lease could pass to another (TTL minus
+    /// this after its last renewal).
+    #[arg(long, default_value_t = 3)]
+    lease_margin_secs: u64,
+    /// Copies JetStream keeps of the replicated log and the lease (3 on a three-server
+    /// cluster).
+    #[arg(long, default_value_t = 3)]
+    ha_replicas: usize,
+    /// The replicated log's stream (created on `upgraded.log.>` when missing).
+    #[arg(long, default_value = "UPGRADED_LOG")]
+    ha_stream: String,
+    /// The lease's KV bucket (its key is the cluster's name).
+    #[arg(long, default_value = "upgraded_lease")]
+    ha_bucket: String,
 }
 
 #[tokio::main]
@@ -210,6 +246,26 @@ async fn run() -> anyhow::Result<()> {
         report_open(&report);
         return print_log(&log);
     }
+    let instance = match &args.instance {
+        Some(i) => i.clone(),
+        None => std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .and_then(|h| h.trim().split('.').next().map(str::to_string))
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "upgraded".into()),
+    };
+    let lease = LeaseConfig {
+        ttl_ms: args.lease_ttl_secs.saturating_mul(1000),
+        campaign_delay_ms: args.lease_campaign_secs.saturating_mul(1000),
+        margin_ms: args.lease_margin_secs.saturating_mul(1000),
+    };
+    if args.ha {
+        upgraded_events::lease::check_instance(&instance)
+            .map_err(|e| anyhow::anyhow!("--instance: {e}"))?;
+        lease
+            .validate()
+            .map_err(|e| anyhow::anyhow!("--lease-ttl-secs/--lease-margin-secs: {e}"))?;
+    }
     // Before the log: a second daemon on a live socket stops here, having touched nothing.
     let mut socket = upgraded_daemon::api::claim_socket(&args.socket, &args.data_dir, 0o600)?;
     let (log, report) = SledLog::open(&args.data_dir, recovery)?;
@@ -227,7 +283,7 @@ async fn run() -> anyhow::Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(clock(&args, last_at)?);
     let command_timeout = Duration::from_secs(args.command_timeout_secs);
     let mut ssh_for_shutdown: Option<Arc<SshNodes>> = None;
-    let ports = if let Some(dir) = &args.fake_world {
+    let mut ports = if let Some(dir) = &args.fake_world {
         fake_world(&args, dir, command_timeout)?
     } else {
         let cluster = KubeCluster::connect(args.kubeconfig.as_deref(), args.context.as_deref())
@@ -248,6 +304,218 @@ async fn run() -> anyhow::Result<()> {
             command_timeout,
         }
     };
+    let stopped = if args.ha {
+        let ha = ha_parts(&args, &instance, lease, log).await?;
+        let fence = upgraded_daemon::fence::Fence(ha.leading.clone());
+        ports.cluster = Arc::new(upgraded_daemon::fence::FencedCluster {
+            inner: ports.cluster,
+            fence: fence.clone(),
+        });
+        ports.nodes = Arc::new(upgraded_daemon::fence::FencedNodes {
+            inner: ports.nodes,
+            fence,
+        });
+        let log = ha.log.clone();
+        let (stop_lease, keeper) = (ha.stop_lease.clone(), ha.keeper);
+        let parts = (ha.instance, ha.log, ha.leading, ha.changes, ha.outranked);
+        let start = move |d: Arc<Daemon<HaLog>>, fatal| -> StartEngine {
+            Box::pin(async move {
+                let (instance, log, leading, changes, outranked) = parts;
+                let (view, seen) = tokio::sync::watch::channel(HaStatus {
+                    instance: instance.clone(),
+                    note: "standby: following the replicated log".into(),
+                    ..HaStatus::default()
+                });
+                d.set_ha(seen);
+                d.spawn_status_fold();
+                let term = Term {
+                    instance,
+                    daemon: d,
+                    log,
+                    leading,
+                    changes,
+                    fatal,
+                    view,
+                    outranked,
+                };
+                let run: EngineRun = Box::pin(async move {
+                    supervise(term)
+                        .await
+                        .map_err(|e| anyhow::Error::new(e).context("the engine stopped"))
+                });
+                Ok(run)
+            })
+        };
+        let stopped = serve(
+            &args,
+            log,
+            clock,
+            ports,
+            policy,
+            own_spans,
+            &mut socket,
+            start,
+        )
+        .await;
+        // The window closes, then the lease is released: a standby takes over at once.
+        let _ = stop_lease.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(5), keeper).await;
+        stopped
+    } else {
+        let start = |d: Arc<Daemon<SledLog>>, mut fatal: Fatal| -> StartEngine {
+            Box::pin(async move {
+                d.recover().await.context("resuming the unfinished run")?;
+                let run: EngineRun = Box::pin(async move {
+                    match fatal.recv().await {
+                        Some(e) => Err(anyhow::Error::new(e).context("the engine stopped")),
+                        None => std::future::pending().await,
+                    }
+                });
+                Ok(run)
+            })
+        };
+        serve(
+            &args,
+            log,
+            clock,
+            ports,
+            policy,
+            own_spans,
+            &mut socket,
+            start,
+        )
+        .await
+    };
+    if let Some(ssh) = ssh_for_shutdown {
+        ssh.close().await;
+    }
+    drop(socket);
+    stopped
+}
+
+/// What `--ha` runs on: the replicated log over the local one, the lease's keeper.
+struct Ha {
+    instance: String,
+    log: HaLog,
+    leading: tokio::sync::watch::Receiver<Leading>,
+    changes: tokio::sync::mpsc::UnboundedReceiver<upgraded_events::lease::Change>,
+    outranked: tokio::sync::watch::Sender<u64>,
+    stop_lease: tokio::sync::watch::Sender<bool>,
+    keeper: tokio::task::JoinHandle<()>,
+}
+
+/// The engine's fatal errors.
+type Fatal = tokio::sync::mpsc::UnboundedReceiver<EngineError>;
+/// The engine running: ends with its fatal error.
+type EngineRun = std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send>>;
+/// Starting the engine (a failure to resume ends the start); then it runs.
+type StartEngine =
+    std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<EngineRun>> + Send>>;
+
+/// Connects to the NATS cluster, opens the replicated log and the lease (waiting for
+/// JetStream while it has no quorum), starts following the log and keeping the lease.
+async fn ha_parts(
+    args: &Args,
+    instance: &str,
+    lease: LeaseConfig,
+    local: SledLog,
+) -> anyhow::Result<Ha> {
+    use tokio::sync::{mpsc, watch};
+    let url = args.nats_url.clone().unwrap_or_default();
+    let addrs = upgraded_daemon::outbox::server_addrs(&url)
+        .map_err(|e| anyhow::anyhow!("--nats-url: {e}"))?;
+    let client = async_nats::ConnectOptions::new()
+        .name(format!("upgraded {instance}"))
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .connection_timeout(Duration::from_secs(5))
+        .connect(addrs.as_slice())
+        .await
+        .with_context(|| format!("--nats-url {url}"))?;
+    let cfg = ReplicaConfig {
+        stream: args.ha_stream.clone(),
+        replicas: args.ha_replicas,
+        ack_timeout: Duration::from_secs(args.nats_ack_timeout_secs.max(1)),
+        duplicate_window: Duration::from_secs(120),
+    };
+    let mut waited = 0u32;
+    let (replica, kv) = loop {
+        let opened = async {
+            let r = Replica::open(client.clone(), cfg.clone())
+                .await
+                .map_err(|e| anyhow::anyhow!("the replicated log (stream {}): {e}", cfg.stream))?;
+            let kv = LeaseKv::open(
+                client.clone(),
+                &args.ha_bucket,
+                &args.cluster_name,
+                &lease,
+                args.ha_replicas,
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("the lease: {e}"))?;
+            anyhow::Ok((r, kv))
+        }
+        .await;
+        match opened {
+            Ok(both) => break both,
+            // A bucket with another TTL is a configuration error, not an outage.
+            Err(e) if e.to_string().contains("give every instance the same TTL") => return Err(e),
+            Err(e) => {
+                if waited.is_multiple_of(15) {
+                    tracing::warn!(error = %e, "waiting for NATS JetStream (it needs a quorum of its servers)");
+                }
+                waited += 1;
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }
+    };
+    let (leading_tx, leading) = watch::channel(Leading::default());
+    let log = HaLog::new(local, replica, leading.clone(), instance)?;
+    log.spawn_follower();
+    let (changes_tx, changes) = mpsc::unbounded_channel();
+    let (stop_lease, stop_rx) = watch::channel(false);
+    let (outranked, outranked_rx) = watch::channel(0);
+    let known = *log.epochs().borrow();
+    let keeper = tokio::spawn(upgraded_daemon::lease::keep(
+        Lease::new(instance, lease, known),
+        kv,
+        leading_tx,
+        changes_tx,
+        stop_rx,
+        Epochs {
+            log: log.epochs(),
+            outranked: outranked_rx,
+        },
+    ));
+    tracing::info!(
+        instance,
+        ttl_ms = lease.ttl_ms,
+        "high availability: following the replicated log and asking for the lease"
+    );
+    Ok(Ha {
+        instance: instance.to_string(),
+        log,
+        leading,
+        changes,
+        outranked,
+        stop_lease,
+        keeper,
+    })
+}
+
+/// The consumers, the engine (or, under `--ha`, the supervisor of its terms), `/metrics`
+/// and the API, until a signal or a fatal error.
+#[allow(clippy::too_many_arguments)]
+async fn serve<L: EventLog + Clone>(
+    args: &Args,
+    log: L,
+    clock: Arc<dyn Clock>,
+    ports: Adapters,
+    policy: PlanPolicy,
+    own_spans: Option<tokio::sync::mpsc::Receiver<SpanData>>,
+    socket: &mut upgraded_daemon::api::ApiSocket,
+    start: impl FnOnce(Arc<Daemon<L>>, Fatal) -> StartEngine,
+) -> anyhow::Result<()> {
     if let Some(url) = &args.nats_url {
         let cfg = OutboxConfig {
             url: url.clone(),
@@ -264,7 +532,7 @@ async fn run() -> anyhow::Result<()> {
     if let (Some(endpoint), Some(own)) = (&args.otlp_endpoint, own_spans) {
         let cfg = TraceConfig {
             endpoint: endpoint.clone(),
-            ctx: trace_context(&args),
+            ctx: trace_context(args),
             cursor_path: args.data_dir.join("traces-cursor.json"),
             timeout: Duration::from_secs(args.otlp_timeout_secs.max(1)),
         };
@@ -282,7 +550,7 @@ async fn run() -> anyhow::Result<()> {
         };
         let cfg = NotifyConfig {
             cluster: args.cluster_name.clone(),
-            timeline_url: trace_context(&args).timeline_url,
+            timeline_url: trace_context(args).timeline_url,
             ctl,
             data_dir: args.data_dir.clone(),
             timeout: Duration::from_secs(10),
@@ -295,14 +563,11 @@ async fn run() -> anyhow::Result<()> {
         Some(n)
     };
     let defaults = RunDefaults { policy };
-    let (daemon, mut fatal) = Daemon::new(log, clock, ports, defaults);
+    let (daemon, fatal) = Daemon::new(log, clock, ports, defaults);
     if let Some(n) = notify {
         daemon.set_notify(n);
     }
-    daemon
-        .recover()
-        .await
-        .context("resuming the unfinished run")?;
+    let engine = start(daemon.clone(), fatal).await?;
     if let Some(addr) = args.metrics_address {
         let (d, sock) = (daemon.clone(), args.socket.clone());
         tokio::spawn(async move {
@@ -311,12 +576,12 @@ async fn run() -> anyhow::Result<()> {
             }
         });
     }
-    let api = upgraded_daemon::api::serve(daemon.clone(), &mut socket);
+    let api = upgraded_daemon::api::serve(daemon.clone(), socket);
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
     let stopped = tokio::select! {
         r = api => r.with_context(|| format!("serving the API on {}", args.socket.display())),
-        Some(e) = fatal.recv() => Err(anyhow::Error::new(e).context("the engine stopped")),
+        r = engine => r,
         _ = tokio::signal::ctrl_c() => {
             tracing::info!("interrupted (SIGINT); in-flight steps will be resolved on the next start");
             Ok(())
@@ -326,10 +591,7 @@ async fn run() -> anyhow::Result<()> {
             Ok(())
         }
     };
-    if let Some(ssh) = ssh_for_shutdown {
-        ssh.close().await;
-    }
-    drop(socket);
+    daemon.stop();
     stopped
 }
 

@@ -109,7 +109,8 @@ async fn metrics_text<L: EventLog + Clone>(State(s): State<Arc<Shared<L>>>) -> i
             *passes.entry(n.phase.as_str().to_string()).or_default() += 1;
         }
     }
-    let process = crate::stats::snapshot(s.daemon.log().size_bytes());
+    let leader = s.daemon.ha().map(|h| (h.instance, h.acting));
+    let process = crate::stats::snapshot(s.daemon.log().size_bytes(), leader);
     let text = s.metrics.lock().unwrap_or_else(|p| p.into_inner()).render(
         env!("CARGO_PKG_VERSION"),
         &passes,

@@ -95,6 +95,23 @@ pub struct Outbox<L> {
 const BACKOFF_START: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
+/// `--nats-url`: one server's URL, or several separated by commas (the servers of a
+/// cluster; the client fails over between them).
+pub fn server_addrs(url: &str) -> Result<Vec<async_nats::ServerAddr>, String> {
+    url.split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(|u| u.parse().map_err(|e| format!("{u:?}: {e}")))
+        .collect::<Result<Vec<_>, _>>()
+        .and_then(|a| {
+            if a.is_empty() {
+                Err("no URL given".into())
+            } else {
+                Ok(a)
+            }
+        })
+}
+
 impl<L: EventLog + Clone> Outbox<L> {
     pub fn new(log: L, cfg: OutboxConfig) -> Result<Outbox<L>, OutboxError> {
         let cursor = Cursor::load(&cfg.cursor_path)?;
@@ -122,7 +139,15 @@ impl<L: EventLog + Clone> Outbox<L> {
             .connection_timeout(Duration::from_secs(5));
         let mut backoff = Backoff::new(BACKOFF_START, BACKOFF_MAX);
         loop {
-            match opts.clone().connect(self.cfg.url.as_str()).await {
+            let addrs = match server_addrs(&self.cfg.url) {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::error!(url = %self.cfg.url, error = %e, "--nats-url is not a NATS URL; progress is not published");
+                    std::future::pending::<()>().await;
+                    continue;
+                }
+            };
+            match opts.clone().connect(addrs.as_slice()).await {
                 Ok(client) => {
                     let mut js = jetstream::new(client);
                     js.set_timeout(self.cfg.ack_timeout);

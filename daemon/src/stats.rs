@@ -57,7 +57,7 @@ fn update(name: &str, f: impl FnOnce(&mut ConsumerStats)) {
 }
 
 /// Everything measured so far, with the log's size.
-pub fn snapshot(log_bytes: Option<u64>) -> ProcessStats {
+pub fn snapshot(log_bytes: Option<u64>, leader: Option<(String, bool)>) -> ProcessStats {
     let s = stats();
     ProcessStats {
         append_seconds: s
@@ -72,6 +72,7 @@ pub fn snapshot(log_bytes: Option<u64>) -> ProcessStats {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone(),
+        leader,
     }
 }
 

@@ -96,6 +96,51 @@ impl fmt::Display for Holder {
     }
 }
 
+/// An instance's name (`--instance`): it goes into the lease's value, the log and a
+/// metric's label, so 1 to 63 letters, digits, `.`, `_` or `-`, not starting with `-`.
+pub fn check_instance(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && !name.starts_with('-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "instance name {:?}: use 1 to 63 letters, digits, '.', '_' or '-' (not starting \
+             with '-'), such as the host's short name",
+            name.escape_debug().to_string()
+        ))
+    }
+}
+
+/// Whether this instance takes an operator's write (start, pause, resume, abort,
+/// rollback): only the leader that may act does. A standby's refusal names the leader to
+/// send it to; a leader that may not act (fenced, or its campaign delay not over) says so.
+pub fn write_refusal(me: &str, acting: bool, leader: Option<&Holder>) -> Option<String> {
+    if acting {
+        return None;
+    }
+    Some(match leader {
+        Some(l) if l.instance == me => format!(
+            "this instance ({me}) holds the lease (epoch {}) but may not act yet: its \
+             campaign delay is not over, or its renewals failed (NATS unreachable or without \
+             quorum) and it fenced itself; try again in a few seconds",
+            l.epoch
+        ),
+        Some(l) => format!(
+            "this instance ({me}) is a standby; the leader is {l}: send writes to the \
+             upgradectl of that host (reads such as status, watch and timeline work here)"
+        ),
+        None => format!(
+            "this instance ({me}) is a standby and no leader holds the lease right now (a \
+             takeover is under way, or NATS has no quorum); try again in a few seconds"
+        ),
+    })
+}
+
 /// Where this instance stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Role {
@@ -340,6 +385,37 @@ impl Lease {
         }
     }
 
+    /// The log holds epochs up to `epoch` (a standby's follower copy grows, or a leader
+    /// caught up with the replicated log before acting). A standby asks for the next epoch
+    /// from then on. A leader whose own epoch is not above it must not act: its records
+    /// would be a deposed leader's, ignored by the fold. It stands down and asks again once
+    /// the key has expired (it does not release a key another's records outrank).
+    pub fn saw_epoch(&mut self, epoch: u64, now: u64) -> Option<Change> {
+        match &mut self.role {
+            Role::Standby { epoch: known, .. } => {
+                *known = (*known).max(epoch);
+                None
+            }
+            Role::Leader { epoch: own, .. } if *own <= epoch => {
+                let own = *own;
+                self.role = Role::Standby {
+                    epoch,
+                    leader: None,
+                    retry_at: now,
+                };
+                Some(Change::SteppedDown {
+                    epoch: own,
+                    why: format!(
+                        "the log already holds epoch {epoch}, not below this lease's {own}: \
+                         asking again for epoch {}",
+                        epoch + 1
+                    ),
+                })
+            }
+            Role::Leader { .. } | Role::Stopped => None,
+        }
+    }
+
     /// A clean stop: the lease is released if held (the call to make), and nothing is
     /// asked again.
     pub fn stop(&mut self) -> Option<Call> {
@@ -383,6 +459,67 @@ mod tests {
         );
         assert_eq!(change, Some(Change::Elected { epoch: 1 }));
         l
+    }
+
+    #[test]
+    fn an_epoch_seen_in_the_log_raises_the_next_ask_and_stands_a_stale_leader_down() {
+        let mut s = Lease::new("b", C, 1);
+        assert_eq!(s.saw_epoch(4, 0), None);
+        assert_eq!(s.next(0).0, Some(Call::Create(holder("b", 5))));
+        // A lower epoch seen later changes nothing.
+        let mut s = Lease::new("b", C, 4);
+        assert_eq!(s.saw_epoch(2, 0), None);
+        assert_eq!(s.next(0).0, Some(Call::Create(holder("b", 5))));
+        // A leader of epoch 1 whose log holds epoch 1 already (another's) stands down.
+        let mut l = leader_at(0);
+        assert_eq!(l.saw_epoch(0, 100), None);
+        assert!(l.may_act(C.campaign_delay_ms));
+        let change = l.saw_epoch(1, 200);
+        assert!(
+            matches!(&change, Some(Change::SteppedDown { epoch: 1, why }) if why.contains("epoch 2")),
+            "{change:?}"
+        );
+        assert!(!l.may_act(C.campaign_delay_ms));
+        assert_eq!(l.next(200).0, Some(Call::Create(holder("a", 2))));
+    }
+
+    #[test]
+    fn an_instance_name_is_a_short_plain_word() {
+        for ok in ["admin-1", "a", "host.example_2", &"x".repeat(63)] {
+            assert_eq!(check_instance(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "",
+            "-a",
+            "a b",
+            "a\ninstance=b",
+            "a;rm",
+            "é",
+            &"x".repeat(64),
+        ] {
+            assert!(check_instance(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn only_the_acting_leader_takes_writes_and_a_refusal_names_the_leader() {
+        let rows = [
+            (true, None, None),
+            (
+                false,
+                Some(holder("a", 3)),
+                Some("the leader is a (epoch 3)"),
+            ),
+            (false, Some(holder("b", 3)), Some("may not act yet")),
+            (false, None, Some("no leader holds the lease")),
+        ];
+        for (acting, leader, want) in rows {
+            let got = write_refusal("b", acting, leader.as_ref());
+            match want {
+                None => assert_eq!(got, None),
+                Some(w) => assert!(got.as_deref().is_some_and(|g| g.contains(w)), "{got:?}"),
+            }
+        }
     }
 
     #[test]

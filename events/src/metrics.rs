@@ -369,6 +369,8 @@ pub struct ProcessStats {
     pub log_bytes: Option<u64>,
     /// By consumer: `nats`, `traces`, `notify-<sink>` (sinks are configured, so bounded).
     pub consumers: BTreeMap<String, ConsumerStats>,
+    /// `upgraded --ha`: this instance's name and whether it leads (acts) now.
+    pub leader: Option<(String, bool)>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -424,6 +426,20 @@ impl ProcessStats {
             for (consumer, c) in &self.consumers {
                 let _ = writeln!(o, "{name}{{consumer=\"{}\"}} {}", esc(consumer), get(c));
             }
+        }
+        if let Some((instance, leads)) = &self.leader {
+            family(
+                o,
+                "upgraded_leader",
+                "gauge",
+                "1 while this instance of upgraded --ha leads (holds the lease and may act), else 0.",
+            );
+            let _ = writeln!(
+                o,
+                "upgraded_leader{{instance=\"{}\"}} {}",
+                esc(instance),
+                u8::from(*leads)
+            );
         }
     }
 }
@@ -539,6 +555,7 @@ mod tests {
         let mut process = ProcessStats {
             append_seconds: Histogram::with_bounds(APPEND_BUCKETS),
             log_bytes: Some(4096),
+            leader: Some(("admin-\"2".into(), true)),
             ..ProcessStats::default()
         };
         process.append_seconds.observe(0.0003);
@@ -558,6 +575,10 @@ mod tests {
         assert!(text.contains("upgraded_log_append_duration_seconds_bucket{le=\"0.00025\"} 0\n"));
         assert!(text.contains("upgraded_log_append_duration_seconds_bucket{le=\"0.0005\"} 1\n"));
         assert!(text.contains("upgraded_log_size_bytes 4096\n"));
+        assert!(
+            text.contains("upgraded_leader{instance=\"admin-\\\"2\"} 1\n"),
+            "{text}"
+        );
         assert!(text.contains("upgraded_consumer_lag_records{consumer=\"traces\"} 3\n"));
         assert!(text.contains("upgraded_consumer_failures_total{consumer=\"traces\"} 2\n"));
         assert!(text.contains("upgraded_runs{kind=\"upgrade\",state=\"completed\"} 1\n"));

@@ -16,6 +16,7 @@ fn deploy(path: &str) -> String {
 fn served() -> BTreeSet<String> {
     let process = upgraded_events::metrics::ProcessStats {
         log_bytes: Some(0),
+        leader: Some(("a".into(), true)),
         ..Default::default()
     };
     let text =

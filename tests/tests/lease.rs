@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
-use upgraded_daemon::lease::{Leading, LeaseKv, keep};
+use upgraded_daemon::lease::{Epochs, Leading, LeaseKv, keep};
 use upgraded_events::lease::{Change, Lease, LeaseConfig};
 use upgraded_tests::nats::NatsServer;
 
@@ -35,12 +35,18 @@ async fn keeper(url: &str, instance: &str, epoch: u64) -> Keeper {
     let (tx, leading) = watch::channel(Leading::default());
     let (ctx, changes) = mpsc::unbounded_channel();
     let (stop, stopped) = watch::channel(false);
+    // No log behind these keepers: the epochs they know are their own.
+    let epochs = Epochs {
+        log: watch::channel(0).1,
+        outranked: watch::channel(0).1,
+    };
     let task = tokio::spawn(keep(
         Lease::new(instance, CONFIG, epoch),
         kv,
         tx,
         ctx,
         stopped,
+        epochs,
     ));
     Keeper {
         leading,

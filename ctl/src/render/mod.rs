@@ -72,6 +72,20 @@ pub fn blocked(b: &upgraded_events::node::Blocked) -> String {
     )
 }
 
+/// `upgradectl status` against an instance of `upgraded --ha`: which one answered, and how
+/// it stands.
+pub fn instance(h: &upgraded_api::HaStatus) -> String {
+    let role = if h.acting { "leading" } else { "not acting" };
+    let mut o = format!("instance {}: {role}", one_line(&h.instance));
+    if let (Some(l), Some(e)) = (&h.leader, h.leader_epoch)
+        && l != &h.instance
+    {
+        let _ = write!(o, "; the lease is {}'s (epoch {e})", one_line(l));
+    }
+    let _ = writeln!(o, "\n  {}", one_line(&h.note));
+    o
+}
+
 /// `upgradectl status`: the run, then one line per node.
 pub fn status(a: Option<&RunSummary>) -> String {
     let Some(a) = a else {

@@ -7,15 +7,24 @@ use upgraded_events::RunState;
 use crate::cli::Offline;
 
 pub async fn run(client: &Client, json: bool, offline: &Offline) -> anyhow::Result<()> {
-    let active = match super::source::offline_records(offline)? {
-        Some(all) if all.is_empty() => None,
-        Some(all) => Some(RunState::replay(&super::source::run_records(all, None)?).summary()),
-        None => client.status().await?,
+    let (active, ha) = match super::source::offline_records(offline)? {
+        Some(all) if all.is_empty() => (None, None),
+        Some(all) => (
+            Some(RunState::replay(&super::source::run_records(all, None)?).summary()),
+            None,
+        ),
+        None => {
+            let s = client.status_of_instance().await?;
+            (s.active, s.ha)
+        }
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&active)?);
     } else {
         print!("{}", upgraded_ctl::render::status(active.as_ref()));
+        if let Some(h) = &ha {
+            print!("{}", upgraded_ctl::render::instance(h));
+        }
     }
     Ok(())
 }

@@ -13,6 +13,7 @@
 //! lost or damaged is restored from the other, and a record that neither holds intact makes
 //! the open fail with the run and the sequence range; never is a record skipped silently.
 
+pub mod ha;
 mod open;
 pub mod replica;
 pub mod witness;
@@ -186,6 +187,23 @@ pub enum LogError {
         #[source]
         source: CodecError,
     },
+    #[error(
+        "the event log in {dir} and the replicated log differ at run {run} seq {seq}: {reason}. \
+         Nothing was changed; this instance neither follows nor leads until the two agree \
+         (move its data dir aside to take a fresh copy of the replicated log)"
+    )]
+    Diverged {
+        dir: PathBuf,
+        run: RunId,
+        seq: u64,
+        reason: String,
+    },
+    /// `--ha`: this instance may not append (a standby, fenced, or deposed).
+    #[error("this instance may not write the log: {0}")]
+    NotLeading(String),
+    /// `--ha`: the replicated log did not take the append (no quorum, no answer).
+    #[error("the replicated log did not take the append: {0}")]
+    Replicated(String),
     #[error("event log is closed")]
     Closed,
     #[error(
@@ -199,8 +217,15 @@ pub enum LogError {
 
 struct AppendReq {
     run: RunId,
-    entries: Vec<(Timestamp, Event)>,
+    batch: Batch,
     ack: oneshot::Sender<Result<Vec<Record>, LogError>>,
+}
+
+/// What an append brings: events the writer numbers, or records numbered elsewhere (the
+/// replicated log's, `--ha`) that it stores as they are.
+enum Batch {
+    New(Vec<(Timestamp, Event)>),
+    Made(Vec<Record>),
 }
 
 /// The sled-backed log.
@@ -304,17 +329,34 @@ impl Writer {
         let mut next = self.next.clone();
         for req in reqs {
             let mut seq = next.get(&req.run).copied().unwrap_or(0);
-            let mut records = Vec::with_capacity(req.entries.len());
-            let mut encoded = Vec::with_capacity(req.entries.len());
+            let made = match req.batch {
+                Batch::New(entries) => entries
+                    .into_iter()
+                    .map(|(at, event)| {
+                        let r = Record {
+                            run: req.run,
+                            seq,
+                            at,
+                            epoch: 0,
+                            event,
+                        };
+                        seq += 1;
+                        r
+                    })
+                    .collect::<Vec<_>>(),
+                Batch::Made(records) => match self.fresh(req.run, seq, records, &stored) {
+                    Ok(fresh) => fresh,
+                    Err(e) => {
+                        staged.push((req.ack, Err(e)));
+                        continue;
+                    }
+                },
+            };
+            seq = next.get(&req.run).copied().unwrap_or(0);
+            let mut records = Vec::with_capacity(made.len());
+            let mut encoded = Vec::with_capacity(made.len());
             let mut failed = None;
-            for (at, event) in req.entries {
-                let record = Record {
-                    run: req.run,
-                    seq,
-                    at,
-                    epoch: 0,
-                    event,
-                };
+            for record in made {
                 match codec::encode(&record) {
                     Ok(bytes) => encoded.push((key(req.run, seq), bytes)),
                     Err(source) => {
@@ -388,6 +430,76 @@ impl Writer {
     }
 }
 
+impl Writer {
+    /// Of `records` (one run's, in seq order, numbered elsewhere), those past what the log
+    /// holds; the ones it holds must be the same records, and the first new one must be
+    /// `next`.
+    /// (`staged`: what this commit writes before them.)
+    fn fresh(
+        &self,
+        run: RunId,
+        next: u64,
+        records: Vec<Record>,
+        staged: &[([u8; KEY_LEN], Vec<u8>)],
+    ) -> Result<Vec<Record>, LogError> {
+        let mut fresh = Vec::with_capacity(records.len());
+        for r in records {
+            let mismatch = |reason: String| LogError::Diverged {
+                dir: self.path.clone(),
+                run,
+                seq: r.seq,
+                reason,
+            };
+            if r.run != run {
+                return Err(mismatch(format!("a record of run {} in its batch", r.run)));
+            }
+            let expected = next + fresh.len() as u64;
+            if r.seq < next {
+                let k = key(run, r.seq);
+                let held = match staged.iter().rev().find(|(sk, _)| *sk == k) {
+                    Some((_, v)) => Some(v.clone()),
+                    None => self.tree.get(k).ok().flatten().map(|v| v.to_vec()),
+                };
+                let same = held
+                    .as_deref()
+                    .and_then(|b| codec::decode(b).ok())
+                    .is_some_and(|h| h == r);
+                if !same {
+                    return Err(mismatch(
+                        "this instance's copy holds another record under that seq".into(),
+                    ));
+                }
+            } else if r.seq != expected {
+                return Err(mismatch(format!("seq {expected} was next")));
+            } else {
+                fresh.push(r);
+            }
+        }
+        Ok(fresh)
+    }
+}
+
+impl SledLog {
+    /// Stores records numbered elsewhere (the replicated log's), as they are: those it holds
+    /// already (the same bytes) are skipped, the rest must follow its last one. Returns the
+    /// ones newly stored, which are published like appended ones.
+    pub async fn store(&self, run: RunId, records: Vec<Record>) -> Result<Vec<Record>, LogError> {
+        self.request(run, Batch::Made(records)).await
+    }
+
+    async fn request(&self, run: RunId, batch: Batch) -> Result<Vec<Record>, LogError> {
+        let (ack, done) = oneshot::channel();
+        let t0 = std::time::Instant::now();
+        self.tx
+            .send(AppendReq { run, batch, ack })
+            .await
+            .map_err(|_| LogError::Closed)?;
+        let stored = done.await.map_err(|_| LogError::Closed)?;
+        crate::stats::observe_append(t0.elapsed());
+        stored
+    }
+}
+
 impl EventLog for SledLog {
     async fn append(
         &self,
@@ -397,15 +509,7 @@ impl EventLog for SledLog {
         if entries.is_empty() {
             return Ok(Vec::new());
         }
-        let (ack, done) = oneshot::channel();
-        let t0 = std::time::Instant::now();
-        self.tx
-            .send(AppendReq { run, entries, ack })
-            .await
-            .map_err(|_| LogError::Closed)?;
-        let stored = done.await.map_err(|_| LogError::Closed)?;
-        crate::stats::observe_append(t0.elapsed());
-        stored
+        self.request(run, Batch::New(entries)).await
     }
 
     fn size_bytes(&self) -> Option<u64> {
@@ -504,6 +608,57 @@ mod tests {
         repair_tail: false,
         rebuild: false,
     };
+
+    #[tokio::test]
+    async fn records_made_elsewhere_are_stored_as_they_are_once_and_never_over_others() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (log, _) = SledLog::open(dir.path(), PLAIN).expect("open");
+        let run = RunId::new();
+        let made: Vec<Record> = (0..4)
+            .map(|i| Record {
+                run,
+                seq: u64::from(i),
+                at: Timestamp(i64::from(i)),
+                epoch: 3,
+                event: Event::RunRecovered { pid: i },
+            })
+            .collect();
+        let mut sub = log.subscribe();
+        assert_eq!(
+            log.store(run, made[..2].to_vec())
+                .await
+                .expect("store")
+                .len(),
+            2
+        );
+        // What it holds already is skipped (the follower and the leader store the same
+        // records), and only the rest is published.
+        assert_eq!(log.store(run, made.clone()).await.expect("again").len(), 2);
+        let mut seen = Vec::new();
+        while let Ok(r) = sub.try_recv() {
+            seen.push(r.seq);
+        }
+        assert_eq!(seen, vec![0, 1, 2, 3]);
+        assert_eq!(log.read(run, 0).expect("read"), made);
+        // Another record under a held seq, or a gap, is refused by name and changes nothing.
+        let mut other = made[1].clone();
+        other.event = Event::RunRecovered { pid: 99 };
+        let err = log.store(run, vec![other]).await.expect_err("differs");
+        assert!(
+            matches!(&err, LogError::Diverged { seq: 1, .. }) && err.to_string().contains("seq 1"),
+            "{err}"
+        );
+        let mut gap = made[3].clone();
+        gap.seq = 6;
+        let err = log.store(run, vec![gap]).await.expect_err("gap");
+        assert!(err.to_string().contains("seq 4 was next"), "{err}");
+        assert_eq!(log.read(run, 0).expect("read"), made);
+        // An append after them numbers on from the stored ones.
+        assert_eq!(
+            log.append(run, vec![ev(9)]).await.expect("append")[0].seq,
+            4
+        );
+    }
 
     #[tokio::test]
     async fn concurrent_appends_get_contiguous_sequences_and_survive_reopen() {

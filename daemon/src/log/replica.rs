@@ -179,6 +179,47 @@ impl Replica {
         }
     }
 
+    /// The stream's last sequence (0 while it is empty), from its leader.
+    pub async fn last_sequence(&self) -> Result<u64, ReplicaError> {
+        let stream = self
+            .js
+            .get_stream_no_info(&self.cfg.stream)
+            .await
+            .map_err(|e| ReplicaError::Unavailable(e.to_string()))?;
+        let info = stream
+            .get_info()
+            .await
+            .map_err(|e| ReplicaError::Unavailable(e.to_string()))?;
+        Ok(info.state.last_sequence)
+    }
+
+    /// The record at stream sequence `sequence`; `None` while nothing is stored there yet.
+    pub async fn at(&self, sequence: u64) -> Result<Option<Record>, ReplicaError> {
+        let stream = self
+            .js
+            .get_stream_no_info(&self.cfg.stream)
+            .await
+            .map_err(|e| ReplicaError::Unavailable(e.to_string()))?;
+        let m = match stream.get_raw_message(sequence).await {
+            Ok(m) => m,
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => return Ok(None),
+            Err(e) => return Err(ReplicaError::Unavailable(e.to_string())),
+        };
+        let corrupt = |reason: String| ReplicaError::Corrupt {
+            run: RunId::nil(),
+            sequence,
+            reason,
+        };
+        let record = codec::decode(&m.payload).map_err(|e| corrupt(e.to_string()))?;
+        if m.subject.as_str() != subject(record.run) {
+            return Err(corrupt(format!(
+                "run {}'s record under subject {}",
+                record.run, m.subject
+            )));
+        }
+        Ok(Some(record))
+    }
+
     /// The run's records from the stream, in order, each with its stream sequence.
     pub async fn read(&self, run: RunId) -> Result<Vec<(u64, Record)>, ReplicaError> {
         let stream = self
