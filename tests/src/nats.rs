@@ -27,7 +27,73 @@ pub struct NatsServer {
     pub addr: SocketAddr,
     pub binary: PathBuf,
     pub store: tempfile::TempDir,
+    /// A configuration file (a cluster member's) instead of the single server's flags.
+    config: Option<PathBuf>,
     child: Option<Child>,
+}
+
+/// Three `nats-server`s clustered on loopback, JetStream on each (streams with replicas 3
+/// keep working while two of them are up).
+#[derive(Debug)]
+pub struct NatsCluster {
+    pub servers: Vec<NatsServer>,
+}
+
+fn free_port() -> Result<u16, NatsError> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+impl NatsCluster {
+    pub fn start() -> Result<NatsCluster, NatsError> {
+        let binary = find_binary()?;
+        let ports: Vec<(u16, u16)> = (0..3)
+            .map(|_| Ok((free_port()?, free_port()?)))
+            .collect::<Result<_, NatsError>>()?;
+        let mut servers = Vec::new();
+        for (i, (client, route)) in ports.iter().enumerate() {
+            let store = tempfile::Builder::new()
+                .prefix("upgraded-nats-")
+                .tempdir()?;
+            let routes: Vec<String> = ports
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .map(|(_, (_, r))| format!("nats-route://127.0.0.1:{r}"))
+                .collect();
+            let config = store.path().join("server.conf");
+            std::fs::write(
+                &config,
+                format!(
+                    "server_name: n{i}\nlisten: 127.0.0.1:{client}\n\
+                     jetstream {{ store_dir: \"{}\" }}\n\
+                     cluster {{\n  name: upgraded-test\n  listen: 127.0.0.1:{route}\n  \
+                     routes: [{}]\n}}\n",
+                    store.path().join("js").display(),
+                    routes.join(", ")
+                ),
+            )?;
+            servers.push(NatsServer {
+                addr: SocketAddr::from(([127, 0, 0, 1], *client)),
+                binary: binary.clone(),
+                store,
+                config: Some(config),
+                child: None,
+            });
+        }
+        for s in &mut servers {
+            s.resume()?;
+        }
+        Ok(NatsCluster { servers })
+    }
+
+    /// Every server's URL, comma-separated (what `--nats-url` takes).
+    pub fn urls(&self) -> String {
+        self.servers
+            .iter()
+            .map(NatsServer::url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
 }
 
 /// `$NATS_SERVER`, else `<workspace>/.venv/bin/nats-server`, else `nats-server` on PATH, checked
@@ -75,6 +141,7 @@ impl NatsServer {
             addr,
             binary,
             store,
+            config: None,
             child: None,
         };
         s.resume()?;
@@ -87,17 +154,25 @@ impl NatsServer {
 
     /// Starts the server (again) on the same port and store.
     pub fn resume(&mut self) -> Result<(), NatsError> {
-        let log = std::fs::File::create(self.store.path().join("server.log"))?;
-        let child = Command::new(&self.binary)
-            .args([
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.addr.port().to_string(),
-                "-js",
-                "-sd",
-            ])
-            .arg(self.store.path().join("js"))
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.store.path().join("server.log"))?;
+        let mut cmd = Command::new(&self.binary);
+        match &self.config {
+            Some(c) => cmd.arg("-c").arg(c),
+            None => cmd
+                .args([
+                    "-a",
+                    "127.0.0.1",
+                    "-p",
+                    &self.addr.port().to_string(),
+                    "-js",
+                    "-sd",
+                ])
+                .arg(self.store.path().join("js")),
+        };
+        let child = cmd
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

@@ -1,0 +1,484 @@
+//! `upgraded --ha` end to end (issue 28): three real `nats-server`s clustered on loopback
+//! (JetStream, replicas 3), two real `upgraded` instances on the sim over its HTTP API and
+//! node agents, one upgrade run through every fault the issue names: the leader stopped
+//! (SIGSTOP) past its TTL and woken after a takeover, the leader killed (`kill -9`) at
+//! random moments mid-drain and mid-package-install, one NATS server killed (the run goes
+//! on), then two (the run pauses, says why, and resumes when the quorum is back). After it:
+//! the run completed, no node effect happened twice, the stream and both instances' copies
+//! hold the same records, and no record of a deposed leader is in them.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng};
+use upgraded_ctl::Client;
+use upgraded_events::codec;
+use upgraded_events::{Event, Record, RunId};
+use upgraded_tests::nats::NatsCluster;
+
+/// Short leases so the test takes minutes, not hours: a takeover within TTL + campaign +
+/// margin = 4 + 1 + 1 s, and slack for a loaded machine.
+const TTL: u64 = 4;
+const CAMPAIGN: u64 = 1;
+const MARGIN: u64 = 1;
+const TAKEOVER_BOUND: Duration = Duration::from_secs(TTL + CAMPAIGN + MARGIN + 2);
+
+struct Instance {
+    name: &'static str,
+    data: PathBuf,
+    socket: PathBuf,
+    stderr: PathBuf,
+    args: Vec<std::ffi::OsString>,
+    child: Option<Child>,
+}
+
+impl Instance {
+    fn new(base: &Path, name: &'static str, common: &[std::ffi::OsString]) -> Instance {
+        let dir = base.join(name);
+        std::fs::create_dir_all(&dir).expect("instance dir");
+        let data = dir.join("data");
+        let socket = dir.join("api.sock");
+        let mut args: Vec<std::ffi::OsString> = vec![
+            "--data-dir".into(),
+            data.clone().into(),
+            "--socket".into(),
+            socket.clone().into(),
+            "--instance".into(),
+            name.into(),
+        ];
+        args.extend_from_slice(common);
+        Instance {
+            name,
+            data,
+            socket,
+            stderr: dir.join("stderr.log"),
+            args,
+            child: None,
+        }
+    }
+
+    fn client(&self) -> Client {
+        Client::new(&self.socket)
+    }
+
+    fn spawn(&mut self) {
+        let err = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.stderr)
+            .expect("stderr file");
+        let child = Command::new(common::binary("upgraded"))
+            .args(&self.args)
+            .env("RUST_LOG", "warn,upgraded_daemon::ha=info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(err)
+            .spawn()
+            .expect("spawn upgraded");
+        self.child = Some(child);
+    }
+
+    /// `kill -SIG pid`.
+    fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().map(Child::id).expect("running");
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(pid.to_string())
+            .status()
+            .expect("kill");
+        assert!(ok.success(), "kill -{sig} {pid}");
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn stderr_text(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// This instance's view of itself, when it answers (a stopped process does not: its
+    /// socket takes the connection and never answers).
+    async fn ha(&self) -> Option<upgraded_api::HaStatus> {
+        tokio::time::timeout(
+            Duration::from_millis(500),
+            self.client().status_of_instance(),
+        )
+        .await
+        .ok()?
+        .ok()?
+        .ha
+    }
+
+    async fn wait_answering(&self) {
+        let t = Instant::now();
+        while self.client().status_of_instance().await.is_err() {
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "{} does not answer; stderr:\n{}",
+                self.name,
+                self.stderr_text()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        // SIGKILL ends a stopped process too.
+        self.kill9();
+    }
+}
+
+/// The index of the instance that acts now, once one does (polled every 25 ms).
+async fn acting(instances: &[Instance], within: Duration) -> (usize, Duration) {
+    let t = Instant::now();
+    loop {
+        for (i, inst) in instances.iter().enumerate() {
+            if inst.child.is_some() && inst.ha().await.is_some_and(|h| h.acting) {
+                return (i, t.elapsed());
+            }
+        }
+        assert!(
+            t.elapsed() < within,
+            "no instance acts within {within:?}; stderr:\n{}\n{}",
+            instances[0].stderr_text(),
+            instances[1].stderr_text()
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// The run's records in the replicated log, decoded, in stream order.
+async fn stream_records(urls: &str, run: RunId) -> Vec<Record> {
+    let addrs = upgraded_daemon::outbox::server_addrs(urls).expect("urls");
+    let client = async_nats::connect(addrs.as_slice())
+        .await
+        .expect("connect");
+    let js = async_nats::jetstream::new(client);
+    let stream = js.get_stream("UPGRADED_LOG").await.expect("the stream");
+    let mut out = Vec::new();
+    let mut from = 1;
+    let subject = format!("upgraded.log.{run}");
+    loop {
+        match stream
+            .get_first_raw_message_by_subject(&subject, from)
+            .await
+        {
+            Ok(m) => {
+                out.push(codec::decode(&m.payload).expect("a record"));
+                from = m.sequence + 1;
+            }
+            Err(_) => return out,
+        }
+    }
+}
+
+/// The run's records as an instance's copy holds them (its API).
+async fn copy_records(inst: &Instance, run: RunId) -> Vec<Record> {
+    let v = common::run_events(&inst.client(), &run.to_string()).await;
+    v.into_iter()
+        .map(|r| serde_json::from_value(r).expect("a record"))
+        .collect()
+}
+
+/// The step some node is in now, from an instance's status.
+async fn steps_in_flight(inst: &Instance) -> Vec<String> {
+    let Ok(Some(s)) = inst.client().status().await else {
+        return vec![];
+    };
+    s.nodes.iter().filter_map(|n| n.step.clone()).collect()
+}
+
+/// `upgradectl status` against an instance.
+fn ctl_status(i: &Instance) -> String {
+    let out = Command::new(common::binary("upgradectl"))
+        .arg("--socket")
+        .arg(&i.socket)
+        .arg("status")
+        .output()
+        .expect("upgradectl status");
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_takes_over_a_killed_stopped_or_partitioned_leader_and_the_run_completes_once() {
+    use upgraded_sim::{Clock, SimServer, scenario};
+    let seed = common::env_seed("HA_SEED");
+    let kills: usize = common::env_number("HA_KILLS", 10);
+    eprintln!("HA_SEED={seed} HA_KILLS={kills}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+
+    let mut nats = NatsCluster::start().expect("three nats-servers");
+    let urls = nats.urls();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let base = dir.path();
+    // Slow enough virtual time that a drain or an install lasts a moment of real time.
+    let scale = 15.0;
+    let world = scenario::build("large-16", Clock::real(scale), 7).expect("large-16");
+    let sim = SimServer::start(world, ([127, 0, 0, 1], 0).into()).expect("sim");
+    std::fs::write(
+        base.join("kubeconfig"),
+        upgraded_sim::kubeconfig(&sim.url()),
+    )
+    .expect("kubeconfig");
+    std::fs::write(
+        base.join("policy.yaml"),
+        "apiVersion: upgraded.dev/v1alpha1\nkind: UpgradePolicy\ngenerations: {maxUnavailable: 1, canaries: 0}\nwaitBetweenBatches: 10s\nretries: {backoff: 1s, maxBackoff: 5s}\n",
+    )
+    .expect("policy");
+    let shared: Vec<std::ffi::OsString> = vec![
+        "--kubeconfig".into(),
+        base.join("kubeconfig").into(),
+        "--policy".into(),
+        base.join("policy.yaml").into(),
+        "--sim-agents".into(),
+        sim.url().into(),
+        "--time-scale".into(),
+        scale.to_string().into(),
+        "--ha".into(),
+        "--nats-url".into(),
+        urls.clone().into(),
+        "--lease-ttl-secs".into(),
+        TTL.to_string().into(),
+        "--lease-campaign-secs".into(),
+        CAMPAIGN.to_string().into(),
+        "--lease-margin-secs".into(),
+        MARGIN.to_string().into(),
+        "--nats-ack-timeout-secs".into(),
+        "2".into(),
+    ];
+    let mut inst = [
+        Instance::new(base, "admin-a", &shared),
+        Instance::new(base, "admin-b", &shared),
+    ];
+    inst[0].spawn();
+    inst[0].wait_answering().await;
+    // One virtual clock for both (an accelerated clock is anchored in the data dir).
+    let anchor = inst[0].data.join("clock-anchor.json");
+    std::fs::create_dir_all(&inst[1].data).expect("data dir");
+    std::fs::copy(&anchor, inst[1].data.join("clock-anchor.json")).expect("anchor");
+    inst[1].spawn();
+    inst[1].wait_answering().await;
+    let (first, _) = acting(&inst, Duration::from_secs(60)).await;
+    let other = 1 - first;
+
+    // A standby refuses writes with the leader's name; reads work.
+    let refused = inst[other]
+        .client()
+        .start(&upgraded_api::StartRequest {
+            target: "v1.35.3".into(),
+            dry_run: false,
+            force: false,
+        })
+        .await
+        .expect_err("a standby refuses a start");
+    assert!(
+        refused
+            .to_string()
+            .contains(&format!("the leader is {}", inst[first].name))
+            || refused.to_string().contains("no leader holds"),
+        "{refused}"
+    );
+    let started = inst[first]
+        .client()
+        .start(&upgraded_api::StartRequest {
+            target: "v1.35.3".into(),
+            dry_run: false,
+            force: false,
+        })
+        .await
+        .expect("the leader starts the run");
+    let run = started.run.expect("a run id");
+    let began = Instant::now();
+    let text = ctl_status(&inst[other]);
+    assert!(
+        text.contains(&format!("instance {}: not acting", inst[other].name)),
+        "{text}"
+    );
+
+    // 1. SIGSTOP the leader past its TTL; the standby takes over; SIGCONT: the old one
+    // appends nothing, executes nothing, says so.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (stopped, standby) = (first, other);
+    inst[stopped].signal("STOP");
+    let t = Instant::now();
+    let (now_leading, took) = acting(&inst[..], TAKEOVER_BOUND).await;
+    assert_eq!(now_leading, standby, "the stopped leader cannot answer");
+    eprintln!("takeover after SIGSTOP: {took:?}");
+    let effects_before = sim.sim.world().effects.clone();
+    inst[stopped].signal("CONT");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let woke = inst[stopped].stderr_text();
+    assert!(
+        woke.contains("stopped acting") || woke.contains("deposed"),
+        "the woken leader says it stopped: {woke}"
+    );
+    let h = inst[stopped].ha().await.expect("answers");
+    assert!(!h.acting, "{h:?}");
+    let _ = t;
+    let _ = effects_before;
+
+    let mut takeovers = vec![took];
+    let mut leader = now_leading;
+
+    // 2. One NATS server of three down: the run goes on.
+    nats.servers[2].stop();
+    let before = copy_records(&inst[leader], run).await.len();
+    let t = Instant::now();
+    loop {
+        let now = copy_records(&inst[leader], run).await.len();
+        if now > before + 5 {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "the run stalled with one NATS server down"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // 3. Two down: the run pauses, says why, and resumes when the quorum is back.
+    nats.servers[1].stop();
+    tokio::time::sleep(Duration::from_secs(TTL + 2)).await;
+    let paused_at = copy_records(&inst[leader], run).await.len();
+    let effects_paused = sim.sim.world().effects.clone();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        copy_records(&inst[leader], run).await.len(),
+        paused_at,
+        "nothing is recorded without a quorum"
+    );
+    assert_eq!(
+        sim.sim.world().effects,
+        effects_paused,
+        "nothing is done without a quorum"
+    );
+    for i in &inst {
+        let h = i.ha().await.expect("answers without a quorum");
+        assert!(!h.acting, "{h:?}");
+        assert!(!h.note.is_empty(), "{h:?}");
+    }
+    let text = ctl_status(&inst[leader]);
+    assert!(text.contains("not acting"), "{text}");
+    nats.servers[1].resume().expect("server back");
+    nats.servers[2].resume().expect("server back");
+    let (back_leader, back) = acting(&inst[..], Duration::from_secs(60)).await;
+    leader = back_leader;
+    eprintln!("acting again {back:?} after the quorum came back");
+
+    // 4. kill -9 the leader at random moments mid-drain and mid-install; restarted at once
+    // (as systemd would), it comes back as a standby.
+    let mut done_kills = 0;
+    let mut kinds: Vec<String> = Vec::new();
+    while done_kills < kills {
+        let want = if done_kills % 2 == 0 {
+            "drain"
+        } else {
+            "upgrade-packages"
+        };
+        // The step asked for, or after 2 s either of them (the run must not end first).
+        let t = Instant::now();
+        let mut hit = String::new();
+        while hit.is_empty() && t.elapsed() < Duration::from_secs(30) {
+            let steps = steps_in_flight(&inst[leader]).await;
+            let either = t.elapsed() > Duration::from_secs(2);
+            if let Some(s) = steps.iter().find(|s| {
+                s.contains(want)
+                    || (either && (s.contains("drain") || s.contains("upgrade-packages")))
+            }) {
+                hit = s.clone();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        kinds.push(hit);
+        tokio::time::sleep(Duration::from_millis(rng.random_range(0..400))).await;
+        if let Ok(Some(s)) = inst[leader].client().status().await
+            && s.phase.is_terminal()
+        {
+            eprintln!(
+                "the run ended after {done_kills} kills: {} {:?}",
+                s.phase.as_str(),
+                s.reason
+            );
+            break;
+        }
+        inst[leader].kill9();
+        let killed_at = Instant::now();
+        done_kills += 1;
+        let (next, _) = acting(&inst[..], TAKEOVER_BOUND + Duration::from_secs(30)).await;
+        let took = killed_at.elapsed();
+        takeovers.push(took);
+        assert!(
+            took <= TAKEOVER_BOUND,
+            "kill {done_kills}: the takeover took {took:?}"
+        );
+        inst[leader].spawn();
+        leader = next;
+    }
+    eprintln!(
+        "kills done at {:?}: {done_kills} in {kinds:?}; takeovers: {takeovers:?}",
+        began.elapsed()
+    );
+    assert!(done_kills >= kills, "the run ended before {kills} kills");
+
+    // The run completes.
+    let t = Instant::now();
+    let mut done = None;
+    while t.elapsed() < Duration::from_secs(300) {
+        let (l, _) = acting(&inst[..], Duration::from_secs(60)).await;
+        match inst[l].client().status().await {
+            Ok(Some(s)) if s.phase.is_terminal() => {
+                done = Some(s);
+                break;
+            }
+            _ => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+    let done = done.expect("the run ends within 5 minutes");
+    eprintln!("the run ended at {:?}", began.elapsed());
+    assert_eq!(done.phase.as_str(), "completed", "{done:?}");
+    for n in sim.sim.world().nodes.values() {
+        assert_eq!(n.kubelet.to_string(), "v1.35.3", "{}", n.name);
+    }
+    // No node effect happened twice.
+    for (what, n) in &sim.sim.world().effects {
+        assert_eq!(*n, 1, "{what} happened {n} times");
+    }
+    // The stream and both copies hold the same records, and the fold ignored none.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let stream = stream_records(&urls, run).await;
+    for i in &inst {
+        let copy = copy_records(i, run).await;
+        assert_eq!(copy.len(), stream.len(), "{}", i.name);
+        assert!(copy == stream, "{}'s copy differs from the stream", i.name);
+    }
+    for (seq, r) in stream.iter().enumerate() {
+        assert_eq!(r.seq, seq as u64);
+    }
+    let state = upgraded_events::RunState::replay(&stream);
+    assert!(state.anomalies.is_empty(), "{:?}", state.anomalies);
+    let tenures = stream
+        .iter()
+        .filter(|r| matches!(r.event, Event::LeaderChanged { .. }))
+        .count();
+    assert!(tenures > kills, "{tenures} LeaderChanged records");
+    eprintln!(
+        "the run took {:?} of virtual time",
+        Duration::from_millis((stream.last().map_or(0, |r| r.at.0) - stream[0].at.0).max(0) as u64)
+    );
+    let mut sorted = takeovers.clone();
+    sorted.sort();
+    eprintln!(
+        "takeover times over {} takeovers: median {:?}, worst {:?}",
+        sorted.len(),
+        sorted[sorted.len() / 2],
+        sorted[sorted.len() - 1]
+    );
+}
