@@ -12,7 +12,10 @@
 //! which acts only after its campaign delay. The old leader's last act is therefore at least
 //! `margin + campaign delay` before the new one's first.
 
+use std::collections::BTreeMap;
 use std::fmt;
+
+use crate::event::{Event, Record, RunId};
 
 /// The lease's timing, as the operator set it (`upgraded --ha`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,6 +96,31 @@ impl Holder {
 impl fmt::Display for Holder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} (epoch {})", self.instance, self.epoch)
+    }
+}
+
+/// Which records of a log count: one of an epoch older than its run's last `LeaderChanged`
+/// is a deposed leader's and is left out. The rule `RunState::apply` keeps, for the other
+/// folds (metrics, traces, notifications) to keep it too.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EpochGate {
+    runs: BTreeMap<RunId, u64>,
+}
+
+impl EpochGate {
+    /// Whether `r` counts; records must come in each run's order.
+    pub fn admits(&mut self, r: &Record) -> bool {
+        let epoch = self.runs.entry(r.run).or_default();
+        if r.epoch < *epoch {
+            return false;
+        }
+        if let Event::LeaderChanged { epoch: e, .. } = &r.event
+            && *e > *epoch
+            && *e == r.epoch
+        {
+            *epoch = *e;
+        }
+        true
     }
 }
 
@@ -204,6 +232,9 @@ pub struct Lease {
     pub role: Role,
     /// A call is on its way (no second one until it answers).
     pub pending: Option<Call>,
+    /// The epoch it led last, until it learns who holds the lease after it (a fenced
+    /// leader that finds another's lease has been deposed, and says so).
+    pub led: Option<u64>,
 }
 
 impl Lease {
@@ -218,6 +249,7 @@ impl Lease {
                 retry_at: 0,
             },
             pending: None,
+            led: None,
         }
     }
 
@@ -322,6 +354,7 @@ impl Lease {
         let retry_at = now.saturating_add(self.config.renew_every_ms());
         match (call, answer) {
             (Call::Create(h), Answer::Stored { revision, sent }) => {
+                self.led = Some(h.epoch);
                 self.role = Role::Leader {
                     epoch: h.epoch,
                     revision,
@@ -335,12 +368,22 @@ impl Lease {
                     Role::Standby { epoch, .. } => *epoch,
                     _ => h.epoch.saturating_sub(1),
                 };
+                let deposed = match (self.led, &leader) {
+                    (Some(led), Some(l)) if l.epoch > led => Some(Change::SteppedDown {
+                        epoch: led,
+                        why: format!("deposed: the lease is {l}'s now"),
+                    }),
+                    _ => None,
+                };
+                if deposed.is_some() {
+                    self.led = None;
+                }
                 self.role = Role::Standby {
                     epoch: leader.as_ref().map_or(known, |l| l.epoch.max(known)),
                     leader,
                     retry_at,
                 };
-                None
+                deposed
             }
             (Call::Create(_), Answer::NoAnswer) => {
                 if let Role::Standby { retry_at: r, .. } = &mut self.role {
@@ -369,6 +412,7 @@ impl Lease {
                     None => "deposed: the lease has another revision".to_string(),
                 };
                 let was = matches!(self.role, Role::Leader { .. });
+                self.led = None;
                 self.role = Role::Standby {
                     epoch,
                     leader,
@@ -481,6 +525,73 @@ mod tests {
         );
         assert!(!l.may_act(C.campaign_delay_ms));
         assert_eq!(l.next(200).0, Some(Call::Create(holder("a", 2))));
+    }
+
+    #[test]
+    fn a_fenced_leader_that_finds_anothers_lease_says_it_was_deposed_once() {
+        let mut l = leader_at(0);
+        let fenced = l.tick(C.ttl_ms);
+        assert!(
+            matches!(&fenced, Some(Change::SteppedDown { epoch: 1, why }) if why.starts_with("fenced")),
+            "{fenced:?}"
+        );
+        // Its own old key (no holder readable, or its own epoch) is no news.
+        assert_eq!(l.next(C.ttl_ms).0, Some(Call::Create(holder("a", 2))));
+        assert_eq!(
+            l.answered(Answer::Held(Some(holder("a", 1))), C.ttl_ms),
+            None
+        );
+        let later = C.ttl_ms + C.renew_every_ms();
+        assert_eq!(l.next(later).0, Some(Call::Create(holder("a", 2))));
+        let deposed = l.answered(Answer::Held(Some(holder("b", 2))), later);
+        assert_eq!(
+            deposed,
+            Some(Change::SteppedDown {
+                epoch: 1,
+                why: "deposed: the lease is b (epoch 2)'s now".into()
+            })
+        );
+        let again = later + C.renew_every_ms();
+        assert_eq!(l.next(again).0, Some(Call::Create(holder("a", 3))));
+        assert_eq!(l.answered(Answer::Held(Some(holder("b", 2))), again), None);
+        // A standby that never led is never "deposed".
+        let mut s = Lease::new("c", C, 0);
+        s.next(0);
+        assert_eq!(s.answered(Answer::Held(Some(holder("b", 2))), 0), None);
+    }
+
+    #[test]
+    fn the_gate_leaves_out_a_deposed_leaders_records_run_by_run() {
+        let (a, b) = (RunId::new(), RunId::new());
+        let rec = |run, epoch, event| Record {
+            run,
+            seq: 0,
+            at: crate::Timestamp(0),
+            epoch,
+            event,
+        };
+        let lead = |i: &str, epoch| Event::LeaderChanged {
+            instance: i.into(),
+            epoch,
+        };
+        let other = || Event::RunRecovered { pid: 1 };
+        let mut g = EpochGate::default();
+        let rows = [
+            (rec(a, 0, other()), true),
+            (rec(a, 1, lead("x", 1)), true),
+            (rec(a, 1, other()), true),
+            (rec(a, 2, lead("y", 2)), true),
+            // The deposed leader of epoch 1, late.
+            (rec(a, 1, other()), false),
+            // A LeaderChanged whose record is of another epoch raises nothing.
+            (rec(a, 3, lead("z", 4)), true),
+            (rec(a, 2, other()), true),
+            // Another run has its own epochs.
+            (rec(b, 0, other()), true),
+        ];
+        for (i, (r, want)) in rows.iter().enumerate() {
+            assert_eq!(g.admits(r), *want, "row {i}");
+        }
     }
 
     #[test]

@@ -83,11 +83,15 @@ pub struct Metrics {
     checks_started: BTreeMap<(RunId, String, String, u32), Timestamp>,
     records: u64,
     last_progress: Option<Timestamp>,
+    gate: crate::lease::EpochGate,
 }
 
 impl Metrics {
     /// Folds one record in.
     pub fn apply(&mut self, r: &Record) {
+        if !self.gate.admits(r) {
+            return;
+        }
         self.records += 1;
         self.last_progress = Some(self.last_progress.map_or(r.at, |t| t.max(r.at)));
         let run = r.run;

@@ -150,6 +150,7 @@ pub struct NoticeFold {
     /// The command that reaches the daemon (`upgradectl`, or with its `--socket`).
     ctl: String,
     runs: BTreeMap<RunId, RunFacts>,
+    gate: crate::lease::EpochGate,
 }
 
 fn secs(ms: i64) -> String {
@@ -168,6 +169,7 @@ impl NoticeFold {
             timeline_url: timeline_url.to_string(),
             ctl: ctl.to_string(),
             runs: BTreeMap::new(),
+            gate: crate::lease::EpochGate::default(),
         }
     }
 
@@ -177,6 +179,9 @@ impl NoticeFold {
 
     /// The notices one record makes (most make none; a canary's end makes two).
     pub fn apply(&mut self, r: &Record) -> Vec<Notice> {
+        if !self.gate.admits(r) {
+            return Vec::new();
+        }
         let run = r.run;
         let link = self.link(run);
         let (cluster, ctl) = (self.cluster.clone(), self.ctl.clone());

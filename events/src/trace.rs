@@ -248,6 +248,7 @@ pub struct TraceContext {
 pub struct TraceFold {
     ctx: TraceContext,
     runs: BTreeMap<RunId, RunTrace>,
+    gate: crate::lease::EpochGate,
 }
 
 impl TraceFold {
@@ -255,6 +256,7 @@ impl TraceFold {
         TraceFold {
             ctx,
             runs: BTreeMap::new(),
+            gate: crate::lease::EpochGate::default(),
         }
     }
 
@@ -266,6 +268,9 @@ impl TraceFold {
 
     /// Folds one record in; returns the spans it finished.
     pub fn apply(&mut self, r: &Record) -> Vec<Span> {
+        if !self.gate.admits(r) {
+            return Vec::new();
+        }
         let ctx = &self.ctx;
         let t = self.runs.entry(r.run).or_default();
         let mut out = Vec::new();

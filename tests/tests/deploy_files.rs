@@ -140,3 +140,40 @@ fn the_dashboard_queries_served_metrics() {
         assert!(queried.contains(m), "no panel shows {m}");
     }
 }
+
+/// The NATS cluster's configurations are what the pinned nats-server accepts (`-t`), three
+/// servers routed to each other, with JetStream.
+#[test]
+fn the_nats_cluster_configurations_are_valid_and_route_to_each_other() {
+    let server = upgraded_tests::nats::find_binary().expect("nats-server (scripts/setup)");
+    for i in 1..=3 {
+        let name = format!("nats/admin-{i}.conf");
+        let text = deploy(&name);
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../deploy")
+            .join(&name);
+        let out = std::process::Command::new(&server)
+            .arg("-t")
+            .arg("-c")
+            .arg(&path)
+            .output()
+            .expect("nats-server -t");
+        assert!(
+            out.status.success(),
+            "{name}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            text.contains(&format!("server_name: admin-{i}\n")),
+            "{name}"
+        );
+        assert!(text.contains("jetstream {"), "{name}");
+        for j in (1..=3).filter(|j| *j != i) {
+            assert!(
+                text.contains(&format!("nats-route://admin-{j}.example.internal:6222")),
+                "{name} routes to admin-{j}"
+            );
+        }
+    }
+}

@@ -281,27 +281,32 @@ async fn upgradectl_gives_up_on_a_silent_daemon_and_ends_quietly_on_a_closed_pip
 }
 
 #[test]
-fn the_systemd_unit_is_hardened() {
-    let unit = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/upgraded.service");
-    let out = Command::new("systemd-analyze")
-        .args(["security", "--offline=yes"])
-        .arg(&unit)
-        .output()
-        .expect("systemd-analyze (Debian's systemd package) is needed by this test");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let exposure: f64 = text
-        .lines()
-        .find_map(|l| {
-            l.split("Overall exposure level for upgraded.service: ")
-                .nth(1)
-        })
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no exposure level in:\n{text}"));
-    assert!(
-        exposure <= 2.0,
-        "exposure {exposure} (was 9.6 UNSAFE):\n{text}"
-    );
+fn the_systemd_units_are_hardened() {
+    // The single daemon's unit and the one of an instance of `upgraded --ha`.
+    for name in ["upgraded.service", "upgraded-ha.service"] {
+        let unit = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../deploy")
+            .join(name);
+        let out = Command::new("systemd-analyze")
+            .args(["security", "--offline=yes"])
+            .arg(&unit)
+            .output()
+            .expect("systemd-analyze (Debian's systemd package) is needed by this test");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let exposure: f64 = text
+            .lines()
+            .find_map(|l| {
+                l.split(&format!("Overall exposure level for {name}: "))
+                    .nth(1)
+            })
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no exposure level for {name} in:\n{text}"));
+        assert!(
+            exposure <= 2.0,
+            "{name}: exposure {exposure} (was 9.6 UNSAFE):\n{text}"
+        );
+    }
 }
 
 /// A small tmpfs, unmounted when dropped.

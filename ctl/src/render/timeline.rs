@@ -329,6 +329,21 @@ mod tests {
         );
         assert!(text.contains("  leader admin-2 [2J (epoch 2)"), "{text}");
         assert!(!text.contains('\u{1b}'));
+        // The page: a band per tenure on the time scale, and the list.
+        let page = html::html(&t);
+        assert_eq!(page.matches("<rect class=\"tenure\"").count(), 2, "{page}");
+        assert!(
+            page.contains("<li>leader admin-1 (epoch 1): ")
+                && page.contains("<li>leader admin-2 [2J (epoch 2): "),
+            "{page}"
+        );
+        assert!(
+            !html::html(&Timeline {
+                leaders: Vec::new(),
+                ..t.clone()
+            })
+            .contains("tenure")
+        );
         let alone = Timeline {
             leaders: Vec::new(),
             ..t

@@ -149,6 +149,45 @@ fn row(o: &mut String, s: &Scale, y: i64, r: &Row) {
     }
 }
 
+/// Under `upgraded --ha`: a strip of who led when, one band per tenure, on the charts' time
+/// scale, and the same as a list.
+fn leaders(o: &mut String, s: &Scale, t: &Timeline) {
+    if t.leaders.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        o,
+        "<svg class=\"leaders\" xmlns=\"{SVG_NS}\" width=\"{}\" height=\"{ROW_H}\"><text class=\"name\" x=\"{}\" y=\"{}\">leader</text>",
+        NAME_W + CHART_W + 20,
+        NAME_W - 6,
+        ROW_H - 6
+    );
+    for (i, l) in t.leaders.iter().enumerate() {
+        let (x0, x1) = (s.x(l.start), s.x(l.end));
+        let fill = if i % 2 == 0 { "#5c6bc0" } else { "#26a69a" };
+        let _ = writeln!(
+            o,
+            "<rect class=\"tenure\" x=\"{x0:.1}\" y=\"2\" width=\"{:.1}\" height=\"{}\" fill=\"{fill}\"><title>leader {} (epoch {}): {}</title></rect>",
+            (x1 - x0).max(1.0),
+            ROW_H - 4,
+            esc(&l.instance),
+            l.epoch,
+            esc(&when(l.start, l.end))
+        );
+    }
+    o.push_str("</svg>\n<ul class=\"leaders\">");
+    for l in &t.leaders {
+        let _ = write!(
+            o,
+            "<li>leader {} (epoch {}): {}</li>",
+            esc(&l.instance),
+            l.epoch,
+            esc(&when(l.start, l.end))
+        );
+    }
+    o.push_str("</ul>\n");
+}
+
 /// The HTML document.
 pub fn html(t: &Timeline) -> String {
     let s = Scale {
@@ -175,6 +214,7 @@ pub fn html(t: &Timeline) -> String {
     o.push_str("</style></head><body>\n");
     let _ = writeln!(o, "<h1>{}</h1>", esc(&title));
     let _ = writeln!(o, "<p>{}</p>", esc(&when(t.start, t.end)));
+    leaders(&mut o, &s, t);
     // Legend.
     o.push_str("<div class=\"legend\">");
     let mut seen = std::collections::BTreeSet::new();
