@@ -928,14 +928,26 @@ async fn check(
     if let Some((s, n)) = steps.iter().find(|(_, n)| **n > 1) {
         return Err(format!("{s} done {n} times"));
     }
-    let (effects, low_water, pending) = {
+    let (mut effects, low_water, pending, boot_restarts) = {
         let w = h.sim.world();
         (
             w.effects.clone(),
             w.budget_low_water.clone().unwrap_or_default(),
             w.pending_pods(),
+            w.boot_restarts.clone(),
         )
     };
+    // A reboot mid-upgrade that started the newer kubelet did the restart a calm run's
+    // daemon did: the daemon, probing its step in doubt, found it done and rightly did not
+    // do it again. It counts for the missing one (never for one more).
+    for what in boot_restarts.keys() {
+        let want = base.effects.get(what).copied().unwrap_or(0);
+        let seen = effects.entry(what.clone()).or_default();
+        if *seen == 0 && want > 0 {
+            *seen = want;
+        }
+    }
+    effects.retain(|_, n| *n > 0);
     for (what, n) in &effects {
         let want = base.effects.get(what).copied().unwrap_or(0);
         if *n > want {

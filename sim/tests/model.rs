@@ -147,6 +147,14 @@ fn a_machine_that_reboots_comes_back_with_the_kubelet_that_is_installed() {
     w.advance(KUBELET_RESTART_MS);
     assert!(w.nodes["r740-01"].ready);
     assert_eq!(w.nodes["r740-01"].kubelet, v, "the installed one started");
+    // That boot restarted the kubelet at the new version: noted apart from the agents'
+    // effects; a reboot that changes nothing notes nothing.
+    let key = format!("r740-01 restart-kubelet {v}");
+    assert_eq!(w.boot_restarts.get(&key), Some(&1));
+    assert_eq!(w.effects.get(&key), None);
+    w.set_node_down("r740-01", true).expect("down");
+    w.set_node_down("r740-01", false).expect("up");
+    assert_eq!(w.boot_restarts.len(), 1, "{:?}", w.boot_restarts);
 }
 
 #[test]

@@ -672,6 +672,12 @@ pub struct World {
     /// v1.35.3`, `w-1 restart-kubelet v1.35.3`, `cp-1 kubeadm-upgrade v1.35.3`): a chaos run
     /// compares them with a calm one, so nothing done twice goes unseen.
     pub effects: BTreeMap<String, u64>,
+    /// Kubelet restarts a machine's boot did, under the key `effects` gives a restart
+    /// (`w-1 restart-kubelet v1.35.3`): a machine that comes back from a reboot starts the
+    /// kubelet installed, newer than it ran when the reboot came mid-upgrade. Not node
+    /// agents' effects, so kept apart: a chaos run counts such a restart for the one its
+    /// daemon then rightly did not do.
+    pub boot_restarts: BTreeMap<String, u64>,
     /// The resource version the low water was last noted at.
     budgets_noted_at: u64,
     /// Active pods (not terminating, not finished) per owner uid, kept as pods are created
@@ -782,6 +788,7 @@ impl World {
             faults: Faults::default(),
             budget_low_water: None,
             effects: BTreeMap::new(),
+            boot_restarts: BTreeMap::new(),
             budgets_noted_at: 0,
             active: HashMap::default(),
             usage: HashMap::default(),

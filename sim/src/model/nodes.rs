@@ -233,6 +233,16 @@ impl World {
                 self.down_nodes.remove(node);
             }
         }
+        let booted = self.nodes.get(node).and_then(|n| {
+            let v = n.packages.get("kubelet")?;
+            (n.down && !down && *v != n.kubelet).then_some(*v)
+        });
+        if let Some(v) = booted {
+            *self
+                .boot_restarts
+                .entry(format!("{node} restart-kubelet {v}"))
+                .or_default() += 1;
+        }
         self.edit_node(node, |n, now| {
             // A machine that comes back starts the kubelet that is installed (a reboot in
             // the middle of an upgrade may have left a newer one than was running).
