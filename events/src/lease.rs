@@ -298,7 +298,9 @@ impl Lease {
             return Some(Change::SteppedDown {
                 epoch,
                 why: format!(
-                    "fenced: the lease was last renewed {} ms ago and could be another's in {} ms",
+                    "fenced: no renewal of the lease was answered for {} ms (NATS unreachable \
+                     from here, or without a quorum of its servers), and it could be another's \
+                     in {} ms",
                     now.saturating_sub(renewed),
                     self.config.margin_ms
                 ),

@@ -361,6 +361,9 @@ async fn a_standby_takes_over_a_killed_stopped_or_partitioned_leader_and_the_run
         assert!(!h.acting, "{h:?}");
         assert!(!h.note.is_empty(), "{h:?}");
     }
+    // The one that led says why it stopped.
+    let h = inst[leader].ha().await.expect("answers");
+    assert!(h.note.contains("NATS unreachable"), "{h:?}");
     let text = ctl_status(&inst[leader]);
     assert!(text.contains("not acting"), "{text}");
     nats.servers[1].resume().expect("server back");
