@@ -57,7 +57,7 @@ pub async fn supervise(mut t: Term) -> Result<(), EngineError> {
     let mut retry_at = Instant::now();
     let mut note = "standby: following the replicated log".to_string();
     loop {
-        let lead = *t.leading.borrow_and_update();
+        let lead = t.leading.borrow_and_update().clone();
         let now = Instant::now();
         let may = lead.may_act(now);
         if running && !may {
@@ -86,12 +86,7 @@ pub async fn supervise(mut t: Term) -> Result<(), EngineError> {
                 }
             }
         }
-        publish(
-            &t,
-            running && lead.may_act(Instant::now()),
-            &note,
-            lead.epoch,
-        );
+        publish(&t, running && lead.may_act(Instant::now()), &note, &lead);
         let wake = [lead.from, lead.until, Some(retry_at)]
             .into_iter()
             .flatten()
@@ -148,17 +143,18 @@ async fn begin(t: &Term, epoch: u64) -> Result<(), String> {
     }
 }
 
-/// What `status` and `/metrics` show of this instance.
-fn publish(t: &Term, acting: bool, note: &str, epoch: u64) {
-    let (leader, leader_epoch) = if acting {
-        (Some(t.instance.clone()), Some(epoch))
-    } else {
-        t.daemon
+/// What `status` and `/metrics` show of this instance: the lease's holder as the keeper
+/// last learnt it, else the leader the log names last.
+fn publish(t: &Term, acting: bool, note: &str, lead: &Leading) {
+    let (leader, leader_epoch) = match &lead.holder {
+        Some(h) => (Some(h.instance.clone()), Some(h.epoch)),
+        None => t
+            .daemon
             .status()
             .borrow()
             .as_ref()
             .and_then(|s| s.leader.clone())
-            .map_or((None, None), |l| (Some(l.instance), Some(l.epoch)))
+            .map_or((None, None), |l| (Some(l.instance), Some(l.epoch))),
     };
     let view = HaStatus {
         instance: t.instance.clone(),

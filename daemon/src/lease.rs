@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::kv::{self, CreateErrorKind, UpdateErrorKind};
 use async_nats::jetstream::{self};
 use tokio::sync::watch;
-use upgraded_events::lease::{Answer, Call, Change, Holder, Lease, LeaseConfig};
+use upgraded_events::lease::{Answer, Call, Change, Holder, Lease, LeaseConfig, Role};
 
 /// What the engine asks before each node command and API change.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Leading {
     /// This instance leads in `epoch`…
     pub epoch: u64,
@@ -23,6 +23,9 @@ pub struct Leading {
     pub from: Option<Instant>,
     /// …until this one (self-fencing), unless a renewal moves it.
     pub until: Option<Instant>,
+    /// Who holds the lease as this instance last learnt it (itself while it leads; for a
+    /// standby, the holder its last refused `create` named), for `status` and refusals.
+    pub holder: Option<Holder>,
 }
 
 impl Leading {
@@ -168,10 +171,24 @@ pub async fn keep(
                 epoch,
                 from: Some(at(from)),
                 until: Some(at(until)),
+                holder: Some(Holder {
+                    instance: lease.instance.clone(),
+                    epoch,
+                }),
             },
-            _ => Leading::default(),
+            _ => Leading {
+                holder: match &lease.role {
+                    Role::Standby { leader, .. } => leader.clone(),
+                    _ => None,
+                },
+                ..Leading::default()
+            },
         };
-        leading.send_replace(view);
+        leading.send_if_modified(|l| {
+            let changed = *l != view;
+            *l = view;
+            changed
+        });
     };
     loop {
         if *stop.borrow() {

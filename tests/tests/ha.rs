@@ -224,16 +224,7 @@ async fn a_standby_takes_over_a_killed_stopped_or_partitioned_leader_and_the_run
     let scale = 15.0;
     let world = scenario::build("large-16", Clock::real(scale), 7).expect("large-16");
     let sim = SimServer::start(world, ([127, 0, 0, 1], 0).into()).expect("sim");
-    std::fs::write(
-        base.join("kubeconfig"),
-        upgraded_sim::kubeconfig(&sim.url()),
-    )
-    .expect("kubeconfig");
-    std::fs::write(
-        base.join("policy.yaml"),
-        "apiVersion: upgraded.dev/v1alpha1\nkind: UpgradePolicy\ngenerations: {maxUnavailable: 1, canaries: 0}\nwaitBetweenBatches: 10s\nretries: {backoff: 1s, maxBackoff: 5s}\n",
-    )
-    .expect("policy");
+    common::sim_kubeconfig_and_policy(base, &sim.url(), "10s");
     let shared: Vec<std::ffi::OsString> = vec![
         "--kubeconfig".into(),
         base.join("kubeconfig").into(),
@@ -271,13 +262,14 @@ async fn a_standby_takes_over_a_killed_stopped_or_partitioned_leader_and_the_run
     let other = 1 - first;
 
     // A standby refuses writes with the leader's name; reads work.
+    let to_v135 = upgraded_api::StartRequest {
+        target: "v1.35.3".into(),
+        dry_run: false,
+        force: false,
+    };
     let refused = inst[other]
         .client()
-        .start(&upgraded_api::StartRequest {
-            target: "v1.35.3".into(),
-            dry_run: false,
-            force: false,
-        })
+        .start(&to_v135)
         .await
         .expect_err("a standby refuses a start");
     assert!(
@@ -289,11 +281,7 @@ async fn a_standby_takes_over_a_killed_stopped_or_partitioned_leader_and_the_run
     );
     let started = inst[first]
         .client()
-        .start(&upgraded_api::StartRequest {
-            target: "v1.35.3".into(),
-            dry_run: false,
-            force: false,
-        })
+        .start(&to_v135)
         .await
         .expect("the leader starts the run");
     let run = started.run.expect("a run id");

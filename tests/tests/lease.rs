@@ -99,7 +99,7 @@ async fn one_leads_the_other_takes_over_after_a_kill_and_a_clean_stop_releases()
 
     // kill -9 of the leader: no release. Its last renewal decides when it would have
     // stopped acting; the standby must not act before then.
-    let last = *a.leading.borrow();
+    let last = a.leading.borrow().clone();
     a.task.abort();
     let killed = Instant::now();
     let took = until_acting(&b, Duration::from_secs(20)).await;
@@ -110,7 +110,7 @@ async fn one_leads_the_other_takes_over_after_a_kill_and_a_clean_stop_releases()
     );
     eprintln!("takeover after a kill: {took:?} (bound {bound:?})");
     assert!(took <= bound, "{took:?}");
-    let new = *b.leading.borrow();
+    let new = b.leading.borrow().clone();
     assert_eq!(new.epoch, 2, "the next epoch");
     let (old_until, new_from) = (last.until.expect("it led"), new.from.expect("it leads"));
     assert!(

@@ -97,16 +97,7 @@ async fn upgradectl_drives_the_real_daemon_over_the_sims_http_and_the_audit_trai
     let base = dir.path();
     let world = scenario::build("lab", Clock::real(600.0), 7).expect("lab");
     let sim = SimServer::start(world, ([127, 0, 0, 1], 0).into()).expect("sim");
-    std::fs::write(
-        base.join("kubeconfig"),
-        upgraded_sim::kubeconfig(&sim.url()),
-    )
-    .expect("kc");
-    std::fs::write(
-        base.join("policy.yaml"),
-        "apiVersion: upgraded.dev/v1alpha1\nkind: UpgradePolicy\ngenerations: {maxUnavailable: 1, canaries: 0}\nwaitBetweenBatches: 1m\nretries: {backoff: 1s, maxBackoff: 5s}\n",
-    )
-    .expect("policy");
+    common::sim_kubeconfig_and_policy(base, &sim.url(), "1m");
     let socket = base.join("api.sock");
     let args: Vec<std::ffi::OsString> = vec![
         "--data-dir".into(),

@@ -298,7 +298,7 @@ impl EventLog for HaLog {
             return Ok(Vec::new());
         }
         let _one = self.writing.lock().await;
-        let lead = *self.leading.borrow();
+        let lead = self.leading.borrow().clone();
         if !lead.may_act(Instant::now()) {
             return Err(LogError::NotLeading(
                 "its lease's window is closed (a standby, fenced, or deposed)".into(),

@@ -105,6 +105,22 @@ pub fn spawn_daemon(o: &DaemonOpts<'_>) -> Daemon {
     )
 }
 
+/// For `upgraded` on the sim over its HTTP API: `base/kubeconfig` (the sim at `sim_url`)
+/// and `base/policy.yaml` (one node of a generation at a time, no canary, `between` batches,
+/// quick retries).
+pub fn sim_kubeconfig_and_policy(base: &Path, sim_url: &str, between: &str) {
+    std::fs::write(base.join("kubeconfig"), upgraded_sim::kubeconfig(sim_url)).expect("kubeconfig");
+    std::fs::write(
+        base.join("policy.yaml"),
+        format!(
+            "apiVersion: upgraded.dev/v1alpha1\nkind: UpgradePolicy\ngenerations: \
+             {{maxUnavailable: 1, canaries: 0}}\nwaitBetweenBatches: {between}\nretries: \
+             {{backoff: 1s, maxBackoff: 5s}}\n"
+        ),
+    )
+    .expect("policy");
+}
+
 /// Waits until the daemon answers on its socket.
 pub async fn wait_ready(client: &upgraded_ctl::Client, daemon: &mut Daemon) {
     let deadline = Instant::now() + Duration::from_secs(20);
