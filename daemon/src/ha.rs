@@ -86,6 +86,9 @@ pub async fn supervise(mut t: Term) -> Result<(), EngineError> {
                 }
             }
         }
+        if let Some(b) = t.log.broken() {
+            note = format!("not following the replicated log: {b}");
+        }
         publish(&t, running && lead.may_act(Instant::now()), &note, &lead);
         let wake = [lead.from, lead.until, Some(retry_at)]
             .into_iter()
