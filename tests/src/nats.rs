@@ -32,8 +32,9 @@ pub struct NatsServer {
     child: Option<Child>,
 }
 
-/// Three `nats-server`s clustered on loopback, JetStream on each (streams with replicas 3
-/// keep working while two of them are up).
+/// Three `nats-server`s clustered on loopback, JetStream on each writing every message to
+/// disk before acknowledging it, as `deploy/nats/` does (streams with replicas 3 keep
+/// working while two of them are up).
 #[derive(Debug)]
 pub struct NatsCluster {
     pub servers: Vec<NatsServer>,
@@ -65,7 +66,7 @@ impl NatsCluster {
                 &config,
                 format!(
                     "server_name: n{i}\nlisten: 127.0.0.1:{client}\n\
-                     jetstream {{ store_dir: \"{}\" }}\n\
+                     jetstream {{ store_dir: \"{}\", sync_interval: always }}\n\
                      cluster {{\n  name: upgraded-test\n  listen: 127.0.0.1:{route}\n  \
                      routes: [{}]\n}}\n",
                     store.path().join("js").display(),
