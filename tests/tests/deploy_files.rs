@@ -169,7 +169,10 @@ fn the_nats_cluster_configurations_are_valid_and_route_to_each_other() {
             "{name}"
         );
         assert!(text.contains("jetstream {"), "{name}");
-        assert!(text.contains("sync_interval: always"), "{name}: acknowledged is on disk");
+        assert!(
+            text.contains("sync_interval: always"),
+            "{name}: acknowledged is on disk"
+        );
         for j in (1..=3).filter(|j| *j != i) {
             assert!(
                 text.contains(&format!("nats-route://admin-{j}.example.internal:6222")),
