@@ -170,12 +170,11 @@ impl<L: EventLog + Clone> Daemon<L> {
         let me = Arc::clone(self);
         tokio::spawn(async move {
             let mut sub = me.log.subscribe();
-            let mut state: Option<RunState> = None;
             let newest = |me: &Self| -> Option<RunState> {
                 let run = me.log.runs().ok()?.into_iter().last()?;
                 Some(RunState::replay(&me.log.read(run, 0).ok()?))
             };
-            state = state.or_else(|| newest(&me));
+            let mut state = newest(&me);
             loop {
                 if !me.driving()
                     && let Some(s) = &state
