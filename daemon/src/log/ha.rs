@@ -96,10 +96,6 @@ impl HaLog {
         })
     }
 
-    pub fn local(&self) -> &SledLog {
-        &self.local
-    }
-
     /// The highest epoch in the log, as it grows.
     pub fn epochs(&self) -> watch::Receiver<u64> {
         self.epoch.subscribe()
@@ -146,18 +142,12 @@ impl HaLog {
                     .position(|(_, r)| r.run != run)
                     .map_or(batch.len(), |k| i + k);
                 let records: Vec<Record> = batch[i..j].iter().map(|(_, r)| r.clone()).collect();
-                match self.local.store(run, records).await {
-                    Ok(_) => {}
-                    Err(e @ LogError::Diverged { .. }) => {
-                        tracing::error!(error = %e, "the follower stops: this instance's copy differs from the replicated log");
-                        self.tracks().broken = Some(e.to_string());
-                        return;
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "the follower cannot store into this instance's log; it stops");
-                        self.tracks().broken = Some(e.to_string());
-                        return;
-                    }
+                // A copy that differs (`Diverged`, run and seq named) or a local log that
+                // takes nothing more: the follower stops, and the instance never leads.
+                if let Err(e) = self.local.store(run, records).await {
+                    tracing::error!(error = %e, "the follower stops: this instance's copy cannot follow the replicated log");
+                    self.tracks().broken = Some(e.to_string());
+                    return;
                 }
                 {
                     let mut t = self.tracks();
