@@ -54,6 +54,10 @@ fn lost_the_log(e: &EngineError) -> bool {
 /// leadership (the process exits on it, as without `--ha`).
 pub async fn supervise(mut t: Term) -> Result<(), EngineError> {
     let mut running = false;
+    // The epoch of the last term this instance acted in, and why the lease machine last
+    // stepped down (the window closing and the reason reach us in either order).
+    let mut term = 0;
+    let mut why: Option<(u64, String)> = None;
     let mut retry_at = Instant::now();
     let mut note = "standby: following the replicated log".to_string();
     loop {
@@ -63,17 +67,15 @@ pub async fn supervise(mut t: Term) -> Result<(), EngineError> {
         if running && !may {
             t.daemon.stop();
             running = false;
-            note = format!(
-                "stopped acting in epoch {}: the lease's window closed (fenced or deposed); \
-                 the run waits for the next leader, which resumes it",
-                lead.epoch.max(1)
-            );
+            note = stopped_note(term, why.as_ref());
             tracing::warn!(instance = %t.instance, "{note}");
         }
         if !running && may && now >= retry_at {
             match begin(&t, lead.epoch).await {
                 Ok(()) => {
                     running = true;
+                    term = lead.epoch;
+                    why = None;
                     note = format!("leading in epoch {}", lead.epoch);
                 }
                 Err(e) => {
@@ -102,8 +104,16 @@ pub async fn supervise(mut t: Term) -> Result<(), EngineError> {
         tokio::select! {
             r = t.leading.changed() => if r.is_err() { return Ok(()) },
             Some(c) = t.changes.recv() => {
-                if let Change::SteppedDown { why, .. } = c {
-                    note = format!("standby: {why}");
+                if let Change::SteppedDown { epoch, why: w } = c {
+                    // Still running: the window's close is next, and its note says this.
+                    if !running {
+                        note = if epoch == term {
+                            stopped_note(term, Some(&(epoch, w.clone())))
+                        } else {
+                            format!("standby: {w}")
+                        };
+                    }
+                    why = Some((epoch, w));
                 }
             }
             Some(e) = t.fatal.recv() => {
@@ -118,6 +128,20 @@ pub async fn supervise(mut t: Term) -> Result<(), EngineError> {
             }
             () = tokio::time::sleep(wake) => {}
         }
+    }
+}
+
+/// Why this instance stopped acting in `term`: the lease machine's reason when it gave one
+/// for that term.
+fn stopped_note(term: u64, why: Option<&(u64, String)>) -> String {
+    match why {
+        Some((epoch, w)) if *epoch == term => format!(
+            "stopped acting in epoch {term}: {w}; the run waits for the next leader, which resumes it"
+        ),
+        _ => format!(
+            "stopped acting in epoch {term}: the lease's window closed (fenced or deposed); \
+             the run waits for the next leader, which resumes it"
+        ),
     }
 }
 
