@@ -11,6 +11,10 @@
 //!
 //! It decides nothing of the lease (`events::lease` does) and nothing of the run (the
 //! engine's `decide` does); it only starts and stops the engine and says how it stands.
+//!
+//! `open` sets an instance up without waiting for NATS: the local copy is read at once (so
+//! the API serves `status` from the first second, saying what it waits for), and a task
+//! reaches JetStream, opens the stream and the lease's bucket, then keeps the lease.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,12 +24,189 @@ use upgraded_api::HaStatus;
 use upgraded_events::lease::Change;
 
 use crate::engine::{Daemon, EngineError};
-use crate::lease::Leading;
-use crate::log::LogError;
+use crate::lease::{Epochs, Leading, LeaseError, LeaseKv};
 use crate::log::ha::{CatchUpError, HaLog};
+use crate::log::replica::{Replica, ReplicaConfig};
+use crate::log::{LogError, SledLog};
+use upgraded_events::lease::{Lease, LeaseConfig};
 
 /// How long a new leader waits for its copy to reach the replicated log's end.
 const CATCH_UP: Duration = Duration::from_secs(30);
+
+/// Where an instance's replicated log and lease live.
+#[derive(Debug, Clone)]
+pub struct HaConfig {
+    pub instance: String,
+    /// The NATS servers, comma-separated.
+    pub url: String,
+    pub lease: LeaseConfig,
+    pub stream: ReplicaConfig,
+    /// The lease's KV bucket and key.
+    pub bucket: String,
+    pub key: String,
+    pub replicas: usize,
+}
+
+/// Why `--ha` cannot start, or cannot go on (the process ends on it).
+#[derive(Debug, thiserror::Error)]
+pub enum HaError {
+    #[error("--nats-url: {0}")]
+    Url(String),
+    #[error("--nats-url {url}: {source}")]
+    Connect {
+        url: String,
+        source: async_nats::ConnectError,
+    },
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error("the lease: {0}")]
+    Lease(LeaseError),
+}
+
+/// An instance set up: its log, the lease's window and changes, and the task that reaches
+/// NATS and then keeps the lease.
+#[derive(Debug)]
+pub struct Ha {
+    pub instance: String,
+    pub log: HaLog,
+    pub leading: watch::Receiver<Leading>,
+    pub changes: mpsc::UnboundedReceiver<Change>,
+    pub outranked: watch::Sender<u64>,
+    /// Why NATS JetStream is not reached yet (`None` once it is).
+    pub waiting: watch::Receiver<Option<String>>,
+    /// A configuration error found once NATS answered (the process ends on it).
+    pub misconfigured: tokio::sync::oneshot::Receiver<HaError>,
+    /// Ends the keeper: the window closes, then the lease is released.
+    pub stop_lease: watch::Sender<bool>,
+    pub keeper: tokio::task::JoinHandle<()>,
+}
+
+/// Sets up an instance over its local copy `local` without waiting for NATS: the follower
+/// and the keeper start once JetStream answers (it needs a quorum of its servers).
+pub fn open(cfg: HaConfig, local: SledLog) -> Result<Ha, HaError> {
+    let addrs = crate::outbox::server_addrs(&cfg.url).map_err(HaError::Url)?;
+    let (leading_tx, leading) = watch::channel(Leading::default());
+    let (replica_tx, replica) = watch::channel(None);
+    let log = HaLog::new(local, replica, leading.clone(), &cfg.instance)?;
+    log.spawn_follower();
+    let (changes_tx, changes) = mpsc::unbounded_channel();
+    let (stop_lease, mut stop) = watch::channel(false);
+    let (outranked, outranked_rx) = watch::channel(0);
+    let (waiting_tx, waiting) = watch::channel(Some("connecting".to_string()));
+    let (misconfigured_tx, misconfigured) = tokio::sync::oneshot::channel();
+    let epochs = Epochs {
+        log: log.epochs(),
+        outranked: outranked_rx,
+    };
+    let instance = cfg.instance.clone();
+    let keeper = tokio::spawn(async move {
+        let client = match async_nats::ConnectOptions::new()
+            .name(format!("upgraded {}", cfg.instance))
+            .retry_on_initial_connect()
+            .max_reconnects(None)
+            .connection_timeout(Duration::from_secs(5))
+            .connect(addrs.as_slice())
+            .await
+        {
+            Ok(c) => c,
+            Err(source) => {
+                let _ = misconfigured_tx.send(HaError::Connect {
+                    url: cfg.url.clone(),
+                    source,
+                });
+                return;
+            }
+        };
+        let mut tries = 0u32;
+        let (replica, kv) = loop {
+            let opened = tokio::select! {
+                o = open_both(&client, &cfg) => o,
+                _ = stop.changed() => return,
+            };
+            match opened {
+                Opened::Both(both) => break *both,
+                // Another TTL, a bad config: waiting does not mend it.
+                Opened::Fatal(e) => {
+                    let _ = misconfigured_tx.send(HaError::Lease(e));
+                    return;
+                }
+                Opened::Wait(why) => {
+                    if tries.is_multiple_of(15) {
+                        tracing::warn!(error = %why, "waiting for NATS JetStream (it needs a quorum of its servers)");
+                    }
+                    tries += 1;
+                    waiting_tx.send_replace(Some(why));
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_secs(2)) => {}
+                        _ = stop.changed() => return,
+                    }
+                }
+            }
+        };
+        waiting_tx.send_replace(None);
+        replica_tx.send_replace(Some(replica));
+        tracing::info!(
+            instance = %cfg.instance,
+            ttl_ms = cfg.lease.ttl_ms,
+            "high availability: following the replicated log and asking for the lease"
+        );
+        let known = *epochs.log.borrow();
+        crate::lease::keep(
+            Lease::new(&cfg.instance, cfg.lease, known),
+            kv,
+            leading_tx,
+            changes_tx,
+            stop,
+            epochs,
+        )
+        .await;
+    });
+    Ok(Ha {
+        instance,
+        log,
+        leading,
+        changes,
+        outranked,
+        waiting,
+        misconfigured,
+        stop_lease,
+        keeper,
+    })
+}
+
+/// What opening the stream and the lease's bucket came to.
+enum Opened {
+    Both(Box<(Replica, LeaseKv)>),
+    /// Not now (no answer, no quorum): why.
+    Wait(String),
+    /// A configuration that waiting does not mend.
+    Fatal(LeaseError),
+}
+
+async fn open_both(client: &async_nats::Client, cfg: &HaConfig) -> Opened {
+    let r = match Replica::open(client.clone(), cfg.stream.clone()).await {
+        Ok(r) => r,
+        Err(e) => {
+            return Opened::Wait(format!(
+                "the replicated log (stream {}): {e}",
+                cfg.stream.stream
+            ));
+        }
+    };
+    match LeaseKv::open(
+        client.clone(),
+        &cfg.bucket,
+        &cfg.key,
+        &cfg.lease,
+        cfg.replicas,
+    )
+    .await
+    {
+        Ok(kv) => Opened::Both(Box::new((r, kv))),
+        Err(e @ LeaseError::Bucket { .. }) => Opened::Wait(format!("the lease: {e}")),
+        Err(fatal) => Opened::Fatal(fatal),
+    }
+}
 
 /// What the supervisor runs on.
 #[derive(Debug)]
@@ -40,6 +221,8 @@ pub struct Term {
     pub view: watch::Sender<HaStatus>,
     /// An epoch found in the log at or above a new leader's (the lease stands it down).
     pub outranked: watch::Sender<u64>,
+    /// Why NATS JetStream is not reached yet.
+    pub waiting: watch::Receiver<Option<String>>,
 }
 
 /// An engine failure that is the log refusing to take appends from this instance.
@@ -88,10 +271,15 @@ pub async fn supervise(mut t: Term) -> Result<(), EngineError> {
                 }
             }
         }
-        if let Some(b) = t.log.broken() {
-            note = format!("not following the replicated log: {b}");
-        }
-        publish(&t, running && lead.may_act(Instant::now()), &note, &lead);
+        let waiting = t.waiting.borrow_and_update().clone();
+        let shown = shown_note(
+            &note,
+            running,
+            t.log.broken(),
+            waiting.as_deref(),
+            lead.unanswered,
+        );
+        publish(&t, running && lead.may_act(Instant::now()), &shown, &lead);
         let wake = [lead.from, lead.until, Some(retry_at)]
             .into_iter()
             .flatten()
@@ -103,6 +291,7 @@ pub async fn supervise(mut t: Term) -> Result<(), EngineError> {
             .min(Duration::from_millis(500));
         tokio::select! {
             r = t.leading.changed() => if r.is_err() { return Ok(()) },
+            Ok(()) = t.waiting.changed() => {}
             Some(c) = t.changes.recv() => {
                 if let Change::SteppedDown { epoch, why: w } = c {
                     // Still running: the window's close is next, and its note says this.
@@ -129,6 +318,36 @@ pub async fn supervise(mut t: Term) -> Result<(), EngineError> {
             () = tokio::time::sleep(wake) => {}
         }
     }
+}
+
+/// What `status` says of this instance: the supervisor's `note`, unless something stands in
+/// the way that it does not know of (a follower that stopped, NATS not reached, a standby's
+/// lease calls unanswered).
+fn shown_note(
+    note: &str,
+    running: bool,
+    broken: Option<String>,
+    waiting: Option<&str>,
+    unanswered: bool,
+) -> String {
+    if let Some(b) = broken {
+        return format!("not following the replicated log: {b}");
+    }
+    if running {
+        return note.to_string();
+    }
+    if let Some(w) = waiting {
+        return format!(
+            "standby: waiting for NATS JetStream (it needs a quorum of its servers): {w}"
+        );
+    }
+    // A fenced leader's own note already names NATS; any other stands aside for this.
+    if unanswered && !note.contains("NATS") {
+        return "standby: NATS does not answer the lease's calls (unreachable from here, or \
+                without a quorum of its servers); this instance cannot take over until it does"
+            .to_string();
+    }
+    note.to_string()
 }
 
 /// Why this instance stopped acting in `term`: the lease machine's reason when it gave one
@@ -195,4 +414,72 @@ fn publish(t: &Term, acting: bool, note: &str, lead: &Leading) {
         *v = view;
         changed
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{shown_note, stopped_note};
+
+    #[test]
+    fn the_shown_note_puts_what_stands_in_the_way_first() {
+        let standby = "standby: following the replicated log";
+        // A copy that cannot follow the stream is said first, whatever else holds.
+        let n = shown_note(
+            standby,
+            false,
+            Some("run r seq 3 differs".into()),
+            None,
+            true,
+        );
+        assert!(
+            n.starts_with("not following the replicated log: run r seq 3"),
+            "{n}"
+        );
+        // A running leader says it leads.
+        assert_eq!(
+            shown_note("leading in epoch 2", true, None, Some("x"), true),
+            "leading in epoch 2"
+        );
+        // Not connected yet: what it waits for.
+        let n = shown_note(standby, false, None, Some("no quorum"), false);
+        assert!(
+            n.contains("waiting for NATS JetStream") && n.ends_with("no quorum"),
+            "{n}"
+        );
+        // A standby whose calls go unanswered says so…
+        let n = shown_note(standby, false, None, None, true);
+        assert!(n.starts_with("standby: NATS does not answer"), "{n}");
+        // …and so does one that stopped for another reason earlier…
+        let deposed = stopped_note(
+            1,
+            Some(&(1, "deposed: the lease is b (epoch 2)'s now".into())),
+        );
+        let n = shown_note(&deposed, false, None, None, true);
+        assert!(n.starts_with("standby: NATS does not answer"), "{n}");
+        // …but a leader fenced for that very reason keeps its own words.
+        let fenced = stopped_note(
+            3,
+            Some(&(3, "fenced: … (NATS unreachable from here…)".into())),
+        );
+        assert_eq!(shown_note(&fenced, false, None, None, true), fenced);
+        // Nothing in the way: the note as it is.
+        assert_eq!(shown_note(standby, false, None, None, false), standby);
+    }
+
+    #[test]
+    fn the_stopped_note_has_the_terms_epoch_and_its_reason_only_for_that_term() {
+        let n = stopped_note(3, Some(&(3, "fenced: no renewal".into())));
+        assert!(
+            n.starts_with("stopped acting in epoch 3: fenced: no renewal"),
+            "{n}"
+        );
+        // A reason from an earlier term is not this one's.
+        let n = stopped_note(3, Some(&(2, "fenced: no renewal".into())));
+        assert!(
+            n.starts_with("stopped acting in epoch 3: the lease's window closed"),
+            "{n}"
+        );
+        let n = stopped_note(3, None);
+        assert!(n.contains("epoch 3") && !n.contains("fenced:"), "{n}");
+    }
 }

@@ -26,6 +26,8 @@ pub struct Leading {
     /// Who holds the lease as this instance last learnt it (itself while it leads; for a
     /// standby, the holder its last refused `create` named), for `status` and refusals.
     pub holder: Option<Holder>,
+    /// The lease's calls go unanswered (NATS unreachable from here, or without a quorum).
+    pub unanswered: bool,
 }
 
 impl Leading {
@@ -39,6 +41,17 @@ impl Leading {
 pub enum LeaseError {
     #[error("the lease bucket {bucket}: {what}")]
     Bucket { bucket: String, what: String },
+    /// The bucket expires keys after another TTL than this instance's (a configuration
+    /// error, not an outage: waiting does not mend it).
+    #[error(
+        "the lease bucket {bucket} expires keys after {max_age:?} but this instance's lease \
+         TTL is {ttl_ms} ms: give every instance the same TTL (or delete the bucket)"
+    )]
+    Ttl {
+        bucket: String,
+        max_age: Duration,
+        ttl_ms: u64,
+    },
     #[error(transparent)]
     Config(#[from] upgraded_events::lease::LeaseConfigError),
 }
@@ -71,11 +84,11 @@ impl LeaseKv {
                 // before this one fences itself: every instance must agree on it.
                 let max_age = kv.status().await.map_err(|e| bad(&e))?.info.config.max_age;
                 if max_age != Duration::from_millis(config.ttl_ms) {
-                    return Err(bad(&format!(
-                        "it expires keys after {max_age:?} but this instance's lease TTL is \
-                         {} ms: give every instance the same TTL (or delete the bucket)",
-                        config.ttl_ms
-                    )));
+                    return Err(LeaseError::Ttl {
+                        bucket: bucket.to_string(),
+                        max_age,
+                        ttl_ms: config.ttl_ms,
+                    });
                 }
                 kv
             }
@@ -175,12 +188,14 @@ pub async fn keep(
                     instance: lease.instance.clone(),
                     epoch,
                 }),
+                unanswered: lease.unanswered_since.is_some(),
             },
             _ => Leading {
                 holder: match &lease.role {
                     Role::Standby { leader, .. } => leader.clone(),
                     _ => None,
                 },
+                unanswered: lease.unanswered_since.is_some(),
                 ..Leading::default()
             },
         };

@@ -9,11 +9,10 @@ use clap::Parser;
 use opentelemetry_sdk::trace::SpanData;
 use upgraded_api::HaStatus;
 use upgraded_daemon::engine::{Daemon, EngineError, RunDefaults};
-use upgraded_daemon::ha::{Term, supervise};
+use upgraded_daemon::ha::{HaConfig, Term, supervise};
 use upgraded_daemon::kube::KubeCluster;
-use upgraded_daemon::lease::{Epochs, Leading, LeaseKv};
 use upgraded_daemon::log::ha::HaLog;
-use upgraded_daemon::log::replica::{Replica, ReplicaConfig};
+use upgraded_daemon::log::replica::ReplicaConfig;
 use upgraded_daemon::log::{EventLog, OpenReport, Recovery, SledLog, witness};
 use upgraded_daemon::notify::{Notify, NotifyConfig};
 use upgraded_daemon::outbox::{Outbox, OutboxConfig};
@@ -23,7 +22,7 @@ use upgraded_daemon::simagent::SimAgents;
 use upgraded_daemon::ssh::{SshNodes, SshOptions};
 use upgraded_daemon::steps::Adapters;
 use upgraded_daemon::traces::{TraceConfig, Traces};
-use upgraded_events::lease::{Lease, LeaseConfig};
+use upgraded_events::lease::LeaseConfig;
 use upgraded_events::trace::TraceContext;
 use upgraded_events::{Timestamp, Version};
 use upgraded_planner::policy::PlanPolicy;
@@ -305,7 +304,21 @@ async fn run() -> anyhow::Result<()> {
         }
     };
     let stopped = if args.ha {
-        let ha = ha_parts(&args, &instance, lease, log).await?;
+        let cfg = HaConfig {
+            instance: instance.clone(),
+            url: args.nats_url.clone().unwrap_or_default(),
+            lease,
+            stream: ReplicaConfig {
+                stream: args.ha_stream.clone(),
+                replicas: args.ha_replicas,
+                ack_timeout: Duration::from_secs(args.nats_ack_timeout_secs.max(1)),
+                duplicate_window: Duration::from_secs(120),
+            },
+            bucket: args.ha_bucket.clone(),
+            key: args.cluster_name.clone(),
+            replicas: args.ha_replicas,
+        };
+        let ha = upgraded_daemon::ha::open(cfg, log)?;
         let fence = upgraded_daemon::fence::Fence(ha.leading.clone());
         ports.cluster = Arc::new(upgraded_daemon::fence::FencedCluster {
             inner: ports.cluster,
@@ -318,6 +331,7 @@ async fn run() -> anyhow::Result<()> {
         let log = ha.log.clone();
         let (stop_lease, keeper) = (ha.stop_lease.clone(), ha.keeper);
         let parts = (ha.instance, ha.log, ha.leading, ha.changes, ha.outranked);
+        let (waiting, misconfigured) = (ha.waiting, ha.misconfigured);
         let start = move |d: Arc<Daemon<HaLog>>, fatal| -> StartEngine {
             Box::pin(async move {
                 let (instance, log, leading, changes, outranked) = parts;
@@ -337,11 +351,15 @@ async fn run() -> anyhow::Result<()> {
                     fatal,
                     view,
                     outranked,
+                    waiting,
                 };
                 let run: EngineRun = Box::pin(async move {
-                    supervise(term)
-                        .await
-                        .map_err(|e| anyhow::Error::new(e).context("the engine stopped"))
+                    tokio::select! {
+                        r = supervise(term) => {
+                            r.map_err(|e| anyhow::Error::new(e).context("the engine stopped"))
+                        }
+                        Ok(e) = misconfigured => Err(anyhow::Error::new(e)),
+                    }
                 });
                 Ok(run)
             })
@@ -393,17 +411,6 @@ async fn run() -> anyhow::Result<()> {
     stopped
 }
 
-/// What `--ha` runs on: the replicated log over the local one, the lease's keeper.
-struct Ha {
-    instance: String,
-    log: HaLog,
-    leading: tokio::sync::watch::Receiver<Leading>,
-    changes: tokio::sync::mpsc::UnboundedReceiver<upgraded_events::lease::Change>,
-    outranked: tokio::sync::watch::Sender<u64>,
-    stop_lease: tokio::sync::watch::Sender<bool>,
-    keeper: tokio::task::JoinHandle<()>,
-}
-
 /// The engine's fatal errors.
 type Fatal = tokio::sync::mpsc::UnboundedReceiver<EngineError>;
 /// The engine running: ends with its fatal error.
@@ -411,97 +418,6 @@ type EngineRun = std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Resu
 /// Starting the engine (a failure to resume ends the start); then it runs.
 type StartEngine =
     std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<EngineRun>> + Send>>;
-
-/// Connects to the NATS cluster, opens the replicated log and the lease (waiting for
-/// JetStream while it has no quorum), starts following the log and keeping the lease.
-async fn ha_parts(
-    args: &Args,
-    instance: &str,
-    lease: LeaseConfig,
-    local: SledLog,
-) -> anyhow::Result<Ha> {
-    use tokio::sync::{mpsc, watch};
-    let url = args.nats_url.clone().unwrap_or_default();
-    let addrs = upgraded_daemon::outbox::server_addrs(&url)
-        .map_err(|e| anyhow::anyhow!("--nats-url: {e}"))?;
-    let client = async_nats::ConnectOptions::new()
-        .name(format!("upgraded {instance}"))
-        .retry_on_initial_connect()
-        .max_reconnects(None)
-        .connection_timeout(Duration::from_secs(5))
-        .connect(addrs.as_slice())
-        .await
-        .with_context(|| format!("--nats-url {url}"))?;
-    let cfg = ReplicaConfig {
-        stream: args.ha_stream.clone(),
-        replicas: args.ha_replicas,
-        ack_timeout: Duration::from_secs(args.nats_ack_timeout_secs.max(1)),
-        duplicate_window: Duration::from_secs(120),
-    };
-    let mut waited = 0u32;
-    let (replica, kv) = loop {
-        let opened = async {
-            let r = Replica::open(client.clone(), cfg.clone())
-                .await
-                .map_err(|e| anyhow::anyhow!("the replicated log (stream {}): {e}", cfg.stream))?;
-            let kv = LeaseKv::open(
-                client.clone(),
-                &args.ha_bucket,
-                &args.cluster_name,
-                &lease,
-                args.ha_replicas,
-            )
-            .await
-            .map_err(|e| anyhow::anyhow!("the lease: {e}"))?;
-            anyhow::Ok((r, kv))
-        }
-        .await;
-        match opened {
-            Ok(both) => break both,
-            // A bucket with another TTL is a configuration error, not an outage.
-            Err(e) if e.to_string().contains("give every instance the same TTL") => return Err(e),
-            Err(e) => {
-                if waited.is_multiple_of(15) {
-                    tracing::warn!(error = %e, "waiting for NATS JetStream (it needs a quorum of its servers)");
-                }
-                waited += 1;
-                tokio::time::sleep(Duration::from_secs(2)).await;
-            }
-        }
-    };
-    let (leading_tx, leading) = watch::channel(Leading::default());
-    let log = HaLog::new(local, replica, leading.clone(), instance)?;
-    log.spawn_follower();
-    let (changes_tx, changes) = mpsc::unbounded_channel();
-    let (stop_lease, stop_rx) = watch::channel(false);
-    let (outranked, outranked_rx) = watch::channel(0);
-    let known = *log.epochs().borrow();
-    let keeper = tokio::spawn(upgraded_daemon::lease::keep(
-        Lease::new(instance, lease, known),
-        kv,
-        leading_tx,
-        changes_tx,
-        stop_rx,
-        Epochs {
-            log: log.epochs(),
-            outranked: outranked_rx,
-        },
-    ));
-    tracing::info!(
-        instance,
-        ttl_ms = lease.ttl_ms,
-        "high availability: following the replicated log and asking for the lease"
-    );
-    Ok(Ha {
-        instance: instance.to_string(),
-        log,
-        leading,
-        changes,
-        outranked,
-        stop_lease,
-        keeper,
-    })
-}
 
 /// The consumers, the engine (or, under `--ha`, the supervisor of its terms), `/metrics`
 /// and the API, until a signal or a fatal error.

@@ -235,6 +235,9 @@ pub struct Lease {
     /// The epoch it led last, until it learns who holds the lease after it (a fenced
     /// leader that finds another's lease has been deposed, and says so).
     pub led: Option<u64>,
+    /// Since when its calls go unanswered (the first of them that got no answer), until
+    /// one is answered: NATS unreachable from here, or without a quorum.
+    pub unanswered_since: Option<u64>,
 }
 
 impl Lease {
@@ -250,6 +253,7 @@ impl Lease {
             },
             pending: None,
             led: None,
+            unanswered_since: None,
         }
     }
 
@@ -354,6 +358,11 @@ impl Lease {
     pub fn answered(&mut self, answer: Answer, now: u64) -> Option<Change> {
         let call = self.pending.take()?;
         let retry_at = now.saturating_add(self.config.renew_every_ms());
+        if answer == Answer::NoAnswer {
+            self.unanswered_since.get_or_insert(now);
+        } else {
+            self.unanswered_since = None;
+        }
         match (call, answer) {
             (Call::Create(h), Answer::Stored { revision, sent }) => {
                 self.led = Some(h.epoch);
@@ -505,6 +514,40 @@ mod tests {
         );
         assert_eq!(change, Some(Change::Elected { epoch: 1 }));
         l
+    }
+
+    #[test]
+    fn unanswered_calls_are_dated_from_the_first_until_one_is_answered() {
+        let mut s = Lease::new("b", C, 0);
+        assert_eq!(s.unanswered_since, None);
+        assert!(s.next(0).0.is_some());
+        assert_eq!(s.answered(Answer::NoAnswer, 1_000), None);
+        assert_eq!(s.unanswered_since, Some(1_000));
+        // Asked again later, still nothing: the first silence is kept.
+        let (call, _) = s.next(6_000);
+        assert!(call.is_some());
+        assert_eq!(s.answered(Answer::NoAnswer, 7_000), None);
+        assert_eq!(s.unanswered_since, Some(1_000));
+        // A refusal is an answer: the store is reachable.
+        assert!(s.next(12_000).0.is_some());
+        s.answered(Answer::Held(Some(holder("a", 1))), 12_100);
+        assert_eq!(s.unanswered_since, None);
+        // A leader's renewal that goes unanswered dates the silence too; a stored one ends it.
+        let mut l = leader_at(0);
+        let (call, _) = l.next(C.renew_every_ms());
+        assert!(matches!(call, Some(Call::Update { .. })));
+        l.answered(Answer::NoAnswer, C.renew_every_ms() + 500);
+        assert_eq!(l.unanswered_since, Some(C.renew_every_ms() + 500));
+        let (call, _) = l.next(C.renew_every_ms() + 600);
+        assert!(matches!(call, Some(Call::Update { .. })));
+        l.answered(
+            Answer::Stored {
+                revision: 8,
+                sent: C.renew_every_ms() + 600,
+            },
+            C.renew_every_ms() + 700,
+        );
+        assert_eq!(l.unanswered_since, None);
     }
 
     #[test]

@@ -53,8 +53,11 @@ async fn ha_log(dir: &std::path::Path, urls: &str, replicas: usize) -> HaLog {
         from: Some(now),
         until: Some(now + Duration::from_secs(24 * 3600)),
         holder: None,
+        unanswered: false,
     });
     std::mem::forget(_keep);
+    let (_reached, replica) = watch::channel(Some(replica));
+    std::mem::forget(_reached);
     HaLog::new(local, replica, leading, "bench").expect("ha log")
 }
 

@@ -351,16 +351,31 @@ async fn a_standby_takes_over_a_killed_stopped_or_partitioned_leader_and_the_run
         effects_paused,
         "nothing is done without a quorum"
     );
+    // Every instance says it does not act, and why: NATS.
     for i in &inst {
         let h = i.ha().await.expect("answers without a quorum");
         assert!(!h.acting, "{h:?}");
-        assert!(!h.note.is_empty(), "{h:?}");
+        assert!(h.note.contains("NATS"), "{h:?}");
     }
     // The one that led says why it stopped.
     let h = inst[leader].ha().await.expect("answers");
     assert!(h.note.contains("NATS unreachable"), "{h:?}");
     let text = ctl_status(&inst[leader]);
     assert!(text.contains("not acting"), "{text}");
+    // The standby, restarted now (kill -9, as a host reboot), answers `status` from its
+    // own copy and says what it waits for (JetStream, or the lease's answers: the one
+    // server left may answer some requests).
+    let standby = 1 - leader;
+    inst[standby].kill9();
+    inst[standby].spawn();
+    inst[standby].wait_answering().await;
+    let h = inst[standby].ha().await.expect("answers");
+    assert!(!h.acting && h.note.contains("NATS"), "{h:?}");
+    let text = ctl_status(&inst[standby]);
+    assert!(
+        text.contains("not acting") && text.contains("NATS") && text.contains("leader: admin-"),
+        "{text}"
+    );
     nats.servers[1].resume().expect("server back");
     nats.servers[2].resume().expect("server back");
     let (back_leader, back) = acting(&inst[..], Duration::from_secs(60)).await;
@@ -480,5 +495,76 @@ async fn a_standby_takes_over_a_killed_stopped_or_partitioned_leader_and_the_run
         sorted.len(),
         sorted[sorted.len() / 2],
         sorted[sorted.len() - 1]
+    );
+}
+
+/// An instance whose NATS servers are all unreachable still serves `status` from its own
+/// copy, says what it waits for, refuses writes, and stops at once on SIGTERM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_without_nats_answers_status_refuses_writes_and_stops() {
+    use upgraded_sim::{Clock, SimServer, scenario};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let base = dir.path();
+    let world = scenario::build("lab", Clock::real(1.0), 7).expect("lab");
+    let sim = SimServer::start(world, ([127, 0, 0, 1], 0).into()).expect("sim");
+    common::sim_kubeconfig_and_policy(base, &sim.url(), "10s");
+    // A loopback port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let args: Vec<std::ffi::OsString> = vec![
+        "--kubeconfig".into(),
+        base.join("kubeconfig").into(),
+        "--policy".into(),
+        base.join("policy.yaml").into(),
+        "--sim-agents".into(),
+        sim.url().into(),
+        "--ha".into(),
+        "--nats-url".into(),
+        format!("nats://127.0.0.1:{port}").into(),
+    ];
+    let mut i = Instance::new(base, "admin-c", &args);
+    i.spawn();
+    i.wait_answering().await;
+    let h = i.ha().await.expect("answers");
+    assert!(
+        !h.acting && h.note.contains("waiting for NATS JetStream"),
+        "{h:?}"
+    );
+    let text = ctl_status(&i);
+    assert!(
+        text.contains("instance admin-c: not acting") && text.contains("waiting for NATS"),
+        "{text}"
+    );
+    let refused = i
+        .client()
+        .start(&upgraded_api::StartRequest {
+            target: "v1.35.3".into(),
+            dry_run: false,
+            force: false,
+        })
+        .await
+        .expect_err("a standby refuses a start");
+    assert!(refused.to_string().contains("admin-c"), "{refused}");
+    // SIGTERM: it exits without waiting out the keeper's 5 s, though it never reached NATS.
+    i.signal("TERM");
+    let t = Instant::now();
+    let mut child = i.child.take().expect("running");
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "still running 10 s after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{status}: {}", i.stderr_text());
+    assert!(
+        t.elapsed() < Duration::from_millis(4500),
+        "took {:?} to stop",
+        t.elapsed()
     );
 }

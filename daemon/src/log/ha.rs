@@ -57,7 +57,9 @@ impl Tracks {
 #[derive(Debug, Clone)]
 pub struct HaLog {
     local: SledLog,
-    replica: Replica,
+    /// The stream, once NATS JetStream has been reached (until then the local copy is
+    /// read, and nothing is appended or followed).
+    replica: watch::Receiver<Option<Replica>>,
     leading: watch::Receiver<Leading>,
     instance: String,
     tracks: Arc<Mutex<Tracks>>,
@@ -70,11 +72,12 @@ pub struct HaLog {
 }
 
 impl HaLog {
-    /// The replicated log over `local`, for `instance`, appending while `leading` says so.
-    /// The highest epoch of the local copy is known at once (a standby asks above it).
+    /// The replicated log over `local`, for `instance`, appending while `leading` says so,
+    /// to the stream `replica` holds once it is reached. The highest epoch of the local copy
+    /// is known at once (a standby asks above it).
     pub fn new(
         local: SledLog,
-        replica: Replica,
+        replica: watch::Receiver<Option<Replica>>,
         leading: watch::Receiver<Leading>,
         instance: &str,
     ) -> Result<HaLog, LogError> {
@@ -101,6 +104,11 @@ impl HaLog {
         self.epoch.subscribe()
     }
 
+    /// The stream, if NATS JetStream has been reached.
+    fn stream(&self) -> Option<Replica> {
+        self.replica.borrow().clone()
+    }
+
     fn tracks(&self) -> std::sync::MutexGuard<'_, Tracks> {
         self.tracks.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -117,7 +125,12 @@ impl HaLog {
         tokio::spawn(async move { me.follow().await })
     }
 
-    async fn follow(self) {
+    async fn follow(mut self) {
+        let replica = match self.replica.wait_for(Option::is_some).await {
+            Ok(r) => r.clone(),
+            Err(_) => return,
+        };
+        let Some(replica) = replica else { return };
         let mut next = 1u64;
         let mut complained = None::<Instant>;
         loop {
@@ -125,7 +138,7 @@ impl HaLog {
             let mut batch: Vec<(u64, Record)> = Vec::new();
             let mut failure = None;
             while batch.len() < 512 {
-                match self.replica.at(next + batch.len() as u64).await {
+                match replica.at(next + batch.len() as u64).await {
                     Ok(Some(r)) => batch.push((next + batch.len() as u64, r)),
                     Ok(None) => break,
                     Err(e) => {
@@ -184,8 +197,10 @@ impl HaLog {
     /// copy is in the stream as far as it goes (a run from before `--ha` is uploaded whole),
     /// and the highest epoch in the log is below `epoch`.
     pub async fn catch_up(&self, epoch: u64, limit: Duration) -> Result<(), CatchUpError> {
-        let end = self
-            .replica
+        let replica = self.stream().ok_or_else(|| {
+            CatchUpError::Unavailable("NATS JetStream has not been reached yet".into())
+        })?;
+        let end = replica
             .last_sequence()
             .await
             .map_err(|e| CatchUpError::Unavailable(e.to_string()))?;
@@ -249,7 +264,7 @@ impl HaLog {
                 }
                 // A run from before `--ha`: the stream gets all of it.
                 None => {
-                    let last = self.replica.append(&records, 0).await.map_err(|e| {
+                    let last = replica.append(&records, 0).await.map_err(|e| {
                         CatchUpError::Unavailable(format!("uploading run {run}: {e}"))
                     })?;
                     let mut t = self.tracks();
@@ -325,8 +340,10 @@ impl EventLog for HaLog {
                 event,
             })
             .collect();
-        let last = self
-            .replica
+        let replica = self.stream().ok_or_else(|| {
+            LogError::Replicated("NATS JetStream has not been reached yet".into())
+        })?;
+        let last = replica
             .append(&records, t.last)
             .await
             .map_err(|e| match e {
