@@ -99,9 +99,38 @@ impl fmt::Display for Holder {
     }
 }
 
-/// Which records of a log count: one of an epoch older than its run's last `LeaderChanged`
-/// is a deposed leader's and is left out. The rule `RunState::apply` keeps, for the other
-/// folds (metrics, traces, notifications) to keep it too.
+/// Where a record stands against its run's epoch (that of the last takeover counted; 0
+/// before any).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    /// It counts.
+    Counts,
+    /// A takeover (`LeaderChanged`) to this epoch, above the run's and its record's own: it
+    /// counts, and the run is at this epoch from now on.
+    Takeover(u64),
+    /// A record of an epoch older than the run's: a deposed leader's, left out.
+    Deposed,
+    /// A `LeaderChanged` to an epoch not above the run's, or not its record's own: left out.
+    FalseTakeover,
+}
+
+/// The one rule of epochs every fold keeps (`RunState::apply`, the timeline, and through
+/// `EpochGate` the metrics, trace and notification folds).
+pub fn standing(run_epoch: u64, r: &Record) -> Standing {
+    if r.epoch < run_epoch {
+        return Standing::Deposed;
+    }
+    match &r.event {
+        Event::LeaderChanged { epoch, .. } if *epoch > run_epoch && *epoch == r.epoch => {
+            Standing::Takeover(*epoch)
+        }
+        Event::LeaderChanged { .. } => Standing::FalseTakeover,
+        _ => Standing::Counts,
+    }
+}
+
+/// Which records of a log count, run by run, as `standing` says: for the folds that keep
+/// no `RunState` (metrics, traces, notifications).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EpochGate {
     runs: BTreeMap<RunId, u64>,
@@ -111,16 +140,14 @@ impl EpochGate {
     /// Whether `r` counts; records must come in each run's order.
     pub fn admits(&mut self, r: &Record) -> bool {
         let epoch = self.runs.entry(r.run).or_default();
-        if r.epoch < *epoch {
-            return false;
+        match standing(*epoch, r) {
+            Standing::Counts => true,
+            Standing::Takeover(e) => {
+                *epoch = e;
+                true
+            }
+            Standing::Deposed | Standing::FalseTakeover => false,
         }
-        if let Event::LeaderChanged { epoch: e, .. } = &r.event
-            && *e > *epoch
-            && *e == r.epoch
-        {
-            *epoch = *e;
-        }
-        true
     }
 }
 
@@ -628,14 +655,48 @@ mod tests {
             (rec(a, 2, lead("y", 2)), true),
             // The deposed leader of epoch 1, late.
             (rec(a, 1, other()), false),
-            // A LeaderChanged whose record is of another epoch raises nothing.
-            (rec(a, 3, lead("z", 4)), true),
+            // A LeaderChanged whose record is of another epoch, or not above the run's,
+            // is left out and raises nothing.
+            (rec(a, 3, lead("z", 4)), false),
+            (rec(a, 2, lead("z", 2)), false),
             (rec(a, 2, other()), true),
             // Another run has its own epochs.
             (rec(b, 0, other()), true),
         ];
         for (i, (r, want)) in rows.iter().enumerate() {
             assert_eq!(g.admits(r), *want, "row {i}");
+        }
+    }
+
+    #[test]
+    fn a_records_standing_against_its_runs_epoch_row_by_row() {
+        let rec = |epoch, event| Record {
+            run: RunId::new(),
+            seq: 0,
+            at: crate::Timestamp(0),
+            epoch,
+            event,
+        };
+        let lead = |epoch| Event::LeaderChanged {
+            instance: "x".into(),
+            epoch,
+        };
+        let other = || Event::RunRecovered { pid: 1 };
+        let rows = [
+            // (the run's epoch, the record, its standing)
+            (0, rec(0, other()), Standing::Counts),
+            (2, rec(2, other()), Standing::Counts),
+            (2, rec(3, other()), Standing::Counts),
+            (2, rec(1, other()), Standing::Deposed),
+            (2, rec(1, lead(3)), Standing::Deposed),
+            (0, rec(1, lead(1)), Standing::Takeover(1)),
+            (2, rec(5, lead(5)), Standing::Takeover(5)),
+            (2, rec(2, lead(2)), Standing::FalseTakeover),
+            (2, rec(3, lead(4)), Standing::FalseTakeover),
+            (2, rec(4, lead(3)), Standing::FalseTakeover),
+        ];
+        for (i, (run_epoch, r, want)) in rows.iter().enumerate() {
+            assert_eq!(standing(*run_epoch, r), *want, "row {i}");
         }
     }
 

@@ -287,7 +287,8 @@ impl RunState {
             ));
         }
         self.next_seq = record.seq + 1;
-        if record.epoch < self.epoch {
+        let standing = crate::lease::standing(self.epoch, record);
+        if standing == crate::lease::Standing::Deposed {
             // Its seq is taken (the log holds it), its content is not the run's.
             self.anomalies.push(format!(
                 "seq {}: a record of epoch {} after epoch {} began (a deposed leader's): ignored",
@@ -520,15 +521,15 @@ impl RunState {
                 });
             }
             Event::LeaderChanged { instance, epoch } => {
-                if *epoch <= self.epoch || *epoch != record.epoch {
+                if standing == crate::lease::Standing::Takeover(*epoch) {
+                    self.leader = Some(instance.clone());
+                    self.epoch = *epoch;
+                } else {
                     ctx.anomalies.push(format!(
                         "seq {}: leadership to {instance} in epoch {epoch} (record of epoch {}, \
                          the run at epoch {}): ignored",
                         record.seq, record.epoch, self.epoch
                     ));
-                } else {
-                    self.leader = Some(instance.clone());
-                    self.epoch = *epoch;
                 }
             }
             run_event => {

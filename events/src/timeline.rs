@@ -149,7 +149,8 @@ pub fn of(records: &[Record]) -> Timeline {
     let mut last = start;
     let mut leaders: Vec<Tenure> = Vec::new();
     for r in records {
-        if r.epoch < state.epoch {
+        let standing = crate::lease::standing(state.epoch, r);
+        if standing == crate::lease::Standing::Deposed {
             // A deposed leader's record: the fold notes it and nothing is drawn.
             state.apply(r);
             continue;
@@ -267,7 +268,7 @@ pub fn of(records: &[Record]) -> Timeline {
                 }
             }
             Event::LeaderChanged { instance, epoch }
-                if *epoch > state.epoch && *epoch == r.epoch =>
+                if standing == crate::lease::Standing::Takeover(*epoch) =>
             {
                 if let Some(t) = leaders.last_mut() {
                     t.end = r.at;
