@@ -44,6 +44,8 @@ pub struct HaConfig {
     /// The lease's KV bucket and key.
     pub bucket: String,
     pub key: String,
+    /// The KV bucket of the consumers' shared cursors (`cursor::Turn`).
+    pub cursor_bucket: String,
     pub replicas: usize,
 }
 
@@ -74,6 +76,8 @@ pub struct Ha {
     pub outranked: watch::Sender<u64>,
     /// Why NATS JetStream is not reached yet (`None` once it is).
     pub waiting: watch::Receiver<Option<String>>,
+    /// The consumers' shared cursors, once NATS is reached.
+    pub cursors: watch::Receiver<Option<async_nats::jetstream::kv::Store>>,
     /// A configuration error found once NATS answered (the process ends on it).
     pub misconfigured: tokio::sync::oneshot::Receiver<HaError>,
     /// Ends the keeper: the window closes, then the lease is released.
@@ -94,6 +98,7 @@ pub fn open(cfg: HaConfig, local: SledLog) -> Result<Ha, HaError> {
     let (outranked, outranked_rx) = watch::channel(0);
     let (waiting_tx, waiting) = watch::channel(Some("connecting".to_string()));
     let (misconfigured_tx, misconfigured) = tokio::sync::oneshot::channel();
+    let (cursors_tx, cursors) = watch::channel(None);
     let epochs = Epochs {
         log: log.epochs(),
         outranked: outranked_rx,
@@ -118,13 +123,13 @@ pub fn open(cfg: HaConfig, local: SledLog) -> Result<Ha, HaError> {
             }
         };
         let mut tries = 0u32;
-        let (replica, kv) = loop {
+        let (replica, kv, shared) = loop {
             let opened = tokio::select! {
                 o = open_both(&client, &cfg) => o,
                 _ = stop.changed() => return,
             };
             match opened {
-                Opened::Both(both) => break *both,
+                Opened::All(all) => break *all,
                 // Another TTL, a bad config: waiting does not mend it.
                 Opened::Fatal(e) => {
                     let _ = misconfigured_tx.send(HaError::Lease(e));
@@ -145,6 +150,7 @@ pub fn open(cfg: HaConfig, local: SledLog) -> Result<Ha, HaError> {
         };
         waiting_tx.send_replace(None);
         replica_tx.send_replace(Some(replica));
+        cursors_tx.send_replace(Some(shared));
         tracing::info!(
             instance = %cfg.instance,
             ttl_ms = cfg.lease.ttl_ms,
@@ -168,15 +174,16 @@ pub fn open(cfg: HaConfig, local: SledLog) -> Result<Ha, HaError> {
         changes,
         outranked,
         waiting,
+        cursors,
         misconfigured,
         stop_lease,
         keeper,
     })
 }
 
-/// What opening the stream and the lease's bucket came to.
+/// What opening the stream and the buckets came to.
 enum Opened {
-    Both(Box<(Replica, LeaseKv)>),
+    All(Box<(Replica, LeaseKv, async_nats::jetstream::kv::Store)>),
     /// Not now (no answer, no quorum): why.
     Wait(String),
     /// A configuration that waiting does not mend.
@@ -202,7 +209,13 @@ async fn open_both(client: &async_nats::Client, cfg: &HaConfig) -> Opened {
     )
     .await
     {
-        Ok(kv) => Opened::Both(Box::new((r, kv))),
+        Ok(kv) => {
+            match crate::cursor::open_shared(client.clone(), &cfg.cursor_bucket, cfg.replicas).await
+            {
+                Ok(shared) => Opened::All(Box::new((r, kv, shared))),
+                Err(e) => Opened::Wait(e),
+            }
+        }
         Err(e @ LeaseError::Bucket { .. }) => Opened::Wait(format!("the lease: {e}")),
         Err(fatal) => Opened::Fatal(fatal),
     }

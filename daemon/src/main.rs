@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::Parser;
 use opentelemetry_sdk::trace::SpanData;
 use upgraded_api::HaStatus;
+use upgraded_daemon::cursor::Turn;
 use upgraded_daemon::engine::{Daemon, EngineError, RunDefaults};
 use upgraded_daemon::ha::{HaConfig, Term, supervise};
 use upgraded_daemon::kube::KubeCluster;
@@ -315,7 +316,9 @@ async fn run() -> anyhow::Result<()> {
                 duplicate_window: Duration::from_secs(120),
             },
             bucket: args.ha_bucket.clone(),
-            key: args.cluster_name.clone(),
+            // Any cluster name makes a valid key (KV keys take `[-/_=.a-zA-Z0-9]`).
+            key: upgraded_daemon::outbox::token(&args.cluster_name),
+            cursor_bucket: format!("{}_cursors", args.ha_bucket),
             replicas: args.ha_replicas,
         };
         let ha = upgraded_daemon::ha::open(cfg, log)?;
@@ -332,14 +335,20 @@ async fn run() -> anyhow::Result<()> {
         let (stop_lease, keeper) = (ha.stop_lease.clone(), ha.keeper);
         let parts = (ha.instance, ha.log, ha.leading, ha.changes, ha.outranked);
         let (waiting, misconfigured) = (ha.waiting, ha.misconfigured);
+        // What `status` shows of this instance; the consumers deliver only while it acts.
+        let (view, seen) = tokio::sync::watch::channel(HaStatus {
+            instance: instance.clone(),
+            note: "standby: following the replicated log".into(),
+            ..HaStatus::default()
+        });
+        let turn = Turn {
+            acting: seen.clone(),
+            store: ha.cursors,
+            cluster: upgraded_daemon::outbox::token(&args.cluster_name),
+        };
         let start = move |d: Arc<Daemon<HaLog>>, fatal| -> StartEngine {
             Box::pin(async move {
                 let (instance, log, leading, changes, outranked) = parts;
-                let (view, seen) = tokio::sync::watch::channel(HaStatus {
-                    instance: instance.clone(),
-                    note: "standby: following the replicated log".into(),
-                    ..HaStatus::default()
-                });
                 d.set_ha(seen);
                 d.spawn_status_fold();
                 let term = Term {
@@ -372,6 +381,7 @@ async fn run() -> anyhow::Result<()> {
             policy,
             own_spans,
             &mut socket,
+            Some(turn),
             start,
         )
         .await;
@@ -400,6 +410,7 @@ async fn run() -> anyhow::Result<()> {
             policy,
             own_spans,
             &mut socket,
+            None,
             start,
         )
         .await
@@ -430,6 +441,7 @@ async fn serve<L: EventLog + Clone>(
     policy: PlanPolicy,
     own_spans: Option<tokio::sync::mpsc::Receiver<SpanData>>,
     socket: &mut upgraded_daemon::api::ApiSocket,
+    turn: Option<Turn>,
     start: impl FnOnce(Arc<Daemon<L>>, Fatal) -> StartEngine,
 ) -> anyhow::Result<()> {
     if let Some(url) = &args.nats_url {
@@ -440,6 +452,7 @@ async fn serve<L: EventLog + Clone>(
             ack_timeout: Duration::from_secs(args.nats_ack_timeout_secs.max(1)),
             cursor_path: args.data_dir.join("outbox-cursor.json"),
             duplicate_window: Duration::from_secs(3600),
+            turn: turn.clone(),
         };
         Outbox::new(log.clone(), cfg)
             .context("starting the NATS outbox")?
@@ -451,6 +464,7 @@ async fn serve<L: EventLog + Clone>(
             ctx: trace_context(args),
             cursor_path: args.data_dir.join("traces-cursor.json"),
             timeout: Duration::from_secs(args.otlp_timeout_secs.max(1)),
+            turn: turn.clone(),
         };
         Traces::new(log.clone(), cfg, own)
             .context("starting the trace exporter (--otlp-endpoint)")?
@@ -471,6 +485,7 @@ async fn serve<L: EventLog + Clone>(
             data_dir: args.data_dir.clone(),
             timeout: Duration::from_secs(10),
             slack_interval: Duration::from_secs(1),
+            turn,
         };
         let n = Arc::new(
             Notify::new(cfg, &policy.notifications).context("the policy's notifications")?,

@@ -2,7 +2,9 @@
 //! outbox. What is worth a notice, what it says and how an answer is handled are the core's
 //! (`upgraded_events::notify`); this module folds, posts and keeps each sink's cursor
 //! (`<data dir>/notify-<sink>-cursor.json`), so a restart delivers from where it stopped
-//! (at least once: receivers dedupe on the CloudEvents `id`, the record's id).
+//! (at least once: receivers dedupe on the CloudEvents `id`, the record's id). Under `--ha`
+//! only the instance that acts delivers, from the cursor the instances share
+//! (`cursor::Book`).
 //!
 //! A sink that is down is retried with backoff (a 429's `Retry-After` honoured) while the
 //! upgrade goes on; a sink that refuses a notice for good (another 4xx) has it dropped, and
@@ -19,7 +21,7 @@ use hyper_util::client::legacy::Client;
 use upgraded_events::notify::{Notice, NoticeFold, Sink, SinkKind, Verdict};
 use upgraded_events::{Record, RunId};
 
-use crate::cursor::{Cursor, CursorError};
+use crate::cursor::{Book, CursorError, Turn};
 use crate::log::EventLog;
 use crate::stats::Consumer;
 
@@ -36,6 +38,8 @@ pub struct NotifyConfig {
     pub timeout: Duration,
     /// Slack: at least this long between two messages to one sink.
     pub slack_interval: Duration,
+    /// Under `--ha`: deliver only while this instance acts, from the shared cursors.
+    pub turn: Option<Turn>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -123,8 +127,11 @@ impl Notify {
                 log: log.clone(),
                 notify: Arc::clone(self),
                 sink: i,
-                cursor: Cursor::load(&path)?,
-                cursor_path: path,
+                book: Book::open(
+                    path,
+                    &format!("notify-{}", sink.name),
+                    self.cfg.turn.clone(),
+                )?,
                 folds: HashMap::new(),
                 stats: Consumer::new(format!("notify-{}", sink.name)),
                 last_sent: None,
@@ -300,8 +307,7 @@ struct Worker<L> {
     log: L,
     notify: Arc<Notify>,
     sink: usize,
-    cursor: Cursor,
-    cursor_path: PathBuf,
+    book: Book,
     folds: HashMap<RunId, Folded>,
     stats: Consumer,
     last_sent: Option<Instant>,
@@ -314,7 +320,7 @@ impl<L: EventLog + Clone> Worker<L> {
 
     /// Folds `run`'s new records; notices of records before the cursor were delivered.
     fn fold(&mut self, run: RunId) -> Result<u64, NotifyError> {
-        let from = self.cursor.next(run);
+        let from = self.book.next(run);
         if !self.folds.contains_key(&run) && self.log.read(run, from)?.is_empty() {
             return Ok(from);
         }
@@ -336,15 +342,12 @@ impl<L: EventLog + Clone> Worker<L> {
         Ok(f.next.max(from))
     }
 
-    fn save(&mut self, run: RunId, next: u64) -> Result<(), NotifyError> {
-        if next > self.cursor.next(run) {
-            self.cursor.set(run, next);
-            self.cursor.save(&self.cursor_path)?;
-        }
-        Ok(())
+    async fn save(&mut self, run: RunId, next: u64) -> Result<(), NotifyError> {
+        Ok(self.book.set(run, next).await?)
     }
 
-    /// Posts until delivered or dropped; returns whether it was delivered.
+    /// Posts until delivered or dropped; false when it gave up because this instance
+    /// stopped acting (`--ha`): then nothing moves, the next leader delivers it.
     async fn deliver(&mut self, notices: &[Notice]) -> bool {
         let refs: Vec<&Notice> = notices.iter().collect();
         let mut failures = 0u32;
@@ -359,17 +362,20 @@ impl<L: EventLog + Clone> Worker<L> {
                 Verdict::Drop => {
                     self.stats.failed();
                     self.dropped(notices, &a);
-                    return false;
+                    return true;
                 }
                 Verdict::Retry(ms) => {
                     self.stats.failed();
                     self.stats
-                        .lag(crate::cursor::backlog(&self.log, &self.cursor));
+                        .lag(crate::cursor::backlog(&self.log, self.book.cursor()));
                     if failures.is_multiple_of(10) {
                         tracing::warn!(sink = %self.sink().name, status = ?a.status, detail = %a.detail, retry_in_ms = ms, "notification not delivered; the upgrade goes on, it waits");
                     }
                     failures = failures.saturating_add(1);
                     tokio::time::sleep(Duration::from_millis(ms)).await;
+                    if !self.book.holds() {
+                        return false;
+                    }
                 }
             }
         }
@@ -408,14 +414,17 @@ impl<L: EventLog + Clone> Worker<L> {
         let mut sub = self.log.subscribe();
         let slack = self.sink().kind == SinkKind::Slack;
         let interval = self.notify.cfg.slack_interval;
-        loop {
+        'pass: loop {
+            if self.book.wait_turn().await? {
+                self.folds.clear();
+            }
             for run in self.log.runs()? {
                 loop {
                     let mut end = self.fold(run)?;
                     let queued = self.folds.get(&run).map_or(0, |f| f.queue.len());
-                    self.stats.lag(end.saturating_sub(self.cursor.next(run)));
+                    self.stats.lag(end.saturating_sub(self.book.next(run)));
                     if queued == 0 {
-                        self.save(run, end)?;
+                        self.save(run, end).await?;
                         break;
                     }
                     if slack {
@@ -439,17 +448,21 @@ impl<L: EventLog + Clone> Worker<L> {
                         1
                     };
                     let batch: Vec<Notice> = f.queue.drain(..take.max(1)).collect();
-                    self.deliver(&batch).await;
+                    if !self.deliver(&batch).await {
+                        // Not this instance's turn any more: what it folded is dropped.
+                        self.folds.clear();
+                        continue 'pass;
+                    }
                     let next_queued = self
                         .folds
                         .get(&run)
                         .and_then(|f| f.queue.first())
                         .map_or(end, |n| n.record.seq);
-                    self.save(run, next_queued)?;
+                    self.save(run, next_queued).await?;
                 }
                 if let Some(f) = self.folds.get(&run)
                     && f.queue.is_empty()
-                    && crate::cursor::run_ended(&self.log, run, self.cursor.next(run))
+                    && crate::cursor::run_ended(&self.log, run, self.book.next(run))
                 {
                     self.folds.remove(&run);
                 }

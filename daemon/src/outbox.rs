@@ -39,6 +39,8 @@ pub struct OutboxConfig {
     /// The duplicate window of a stream the daemon creates: longer than any outage after
     /// which a record might be sent twice (the cursor is saved right after each ack).
     pub duplicate_window: Duration,
+    /// Under `--ha`: publish only while this instance acts, from the shared cursors.
+    pub turn: Option<crate::cursor::Turn>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -88,7 +90,7 @@ pub use crate::cursor::Cursor;
 pub struct Outbox<L> {
     log: L,
     cfg: OutboxConfig,
-    cursor: Cursor,
+    book: crate::cursor::Book,
     stats: crate::stats::Consumer,
 }
 
@@ -114,11 +116,11 @@ pub fn server_addrs(url: &str) -> Result<Vec<async_nats::ServerAddr>, String> {
 
 impl<L: EventLog + Clone> Outbox<L> {
     pub fn new(log: L, cfg: OutboxConfig) -> Result<Outbox<L>, OutboxError> {
-        let cursor = Cursor::load(&cfg.cursor_path)?;
+        let book = crate::cursor::Book::open(cfg.cursor_path.clone(), "outbox", cfg.turn.clone())?;
         Ok(Outbox {
             log,
             cfg,
-            cursor,
+            book,
             stats: crate::stats::Consumer::new("nats"),
         })
     }
@@ -173,8 +175,9 @@ impl<L: EventLog + Clone> Outbox<L> {
         Ok(())
     }
 
-    /// Publishes one record until the stream acknowledges it (a duplicate ack counts).
-    async fn publish(&self, js: &jetstream::Context, r: &Record, stream_ready: &mut bool) {
+    /// Publishes one record until the stream acknowledges it (a duplicate ack counts); false
+    /// when it gave up because this instance stopped acting (`--ha`).
+    async fn publish(&self, js: &jetstream::Context, r: &Record, stream_ready: &mut bool) -> bool {
         let subject = subject(&self.cfg.cluster, r);
         let id = msg_id(r);
         let payload = match serde_json::to_vec(r) {
@@ -205,6 +208,9 @@ impl<L: EventLog + Clone> Outbox<L> {
                     Err(e) => {
                         tracing::warn!(error = %e, stream = %self.cfg.stream, "JetStream stream not available yet");
                         backoff.wait().await;
+                        if !self.book.holds() {
+                            return false;
+                        }
                         continue;
                     }
                 }
@@ -216,7 +222,7 @@ impl<L: EventLog + Clone> Outbox<L> {
                 .await;
             let failed = match sent {
                 Ok(ack) => match tokio::time::timeout(self.cfg.ack_timeout, ack).await {
-                    Ok(Ok(_)) => return,
+                    Ok(Ok(_)) => return true,
                     Ok(Err(e)) => e,
                     Err(_) => PublishError::new(PublishErrorKind::TimedOut),
                 },
@@ -237,6 +243,9 @@ impl<L: EventLog + Clone> Outbox<L> {
             self.stats.failed();
             tracing::warn!(%id, %subject, %problem, "publish not acknowledged; retrying");
             backoff.wait().await;
+            if !self.book.holds() {
+                return false;
+            }
         }
     }
 
@@ -244,16 +253,18 @@ impl<L: EventLog + Clone> Outbox<L> {
         let mut sub = self.log.subscribe();
         let js = self.connect().await;
         let mut stream_ready = false;
-        loop {
+        'pass: loop {
+            self.book.wait_turn().await?;
             for run in self.log.runs()? {
-                let from = self.cursor.next(run);
+                let from = self.book.next(run);
                 let records = self.log.read(run, from)?;
                 let mut left = records.len() as u64;
                 for r in records {
                     self.stats.lag(left);
-                    self.publish(&js, &r, &mut stream_ready).await;
-                    self.cursor.set(run, r.seq + 1);
-                    self.cursor.save(&self.cfg.cursor_path)?;
+                    if !self.publish(&js, &r, &mut stream_ready).await {
+                        continue 'pass;
+                    }
+                    self.book.set(run, r.seq + 1).await?;
                     self.stats.delivered(1);
                     left -= 1;
                 }

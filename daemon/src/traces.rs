@@ -6,7 +6,8 @@
 //! (`<data dir>/traces-cursor.json`), and moves the cursor once the collector accepted them.
 //! After a restart it folds again what it had sent, silently, and goes on from the cursor:
 //! nothing is sent twice, nothing is lost. A collector that is down costs retries with
-//! backoff and a rising failure counter, never a step of the upgrade.
+//! backoff and a rising failure counter, never a step of the upgrade. Under `--ha` only the
+//! instance that acts sends, from the cursor the instances share (`cursor::Book`).
 //!
 //! The daemon's own `run` span (the process that drove a run) goes the same way, through
 //! `tracing-opentelemetry`, with a link to the run's trace: a restarted daemon's work shows
@@ -22,7 +23,7 @@ use upgraded_events::RunId;
 use upgraded_events::trace::{Span, TraceContext, TraceFold};
 use upgraded_otlp as otlp;
 
-use crate::cursor::{Cursor, CursorError};
+use crate::cursor::{Book, CursorError, Turn};
 use crate::log::EventLog;
 use crate::stats::Consumer;
 
@@ -34,6 +35,8 @@ pub struct TraceConfig {
     pub cursor_path: PathBuf,
     /// Per request.
     pub timeout: Duration,
+    /// Under `--ha`: send only while this instance acts, from the shared cursors.
+    pub turn: Option<Turn>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -62,7 +65,7 @@ struct Folded {
 pub struct Traces<L> {
     log: L,
     cfg: TraceConfig,
-    cursor: Cursor,
+    book: Book,
     exporter: otlp::SpanExporter,
     folds: HashMap<RunId, Folded>,
     stats: Consumer,
@@ -120,12 +123,12 @@ impl<L: EventLog + Clone> Traces<L> {
         cfg: TraceConfig,
         own: mpsc::Receiver<SpanData>,
     ) -> Result<Traces<L>, TraceError> {
-        let cursor = Cursor::load(&cfg.cursor_path)?;
+        let book = Book::open(cfg.cursor_path.clone(), "traces", cfg.turn.clone())?;
         let exporter = otlp::exporter(&cfg.endpoint, cfg.timeout)?;
         Ok(Traces {
             log,
             cfg,
-            cursor,
+            book,
             exporter,
             folds: HashMap::new(),
             stats: Consumer::new("traces"),
@@ -143,7 +146,7 @@ impl<L: EventLog + Clone> Traces<L> {
 
     /// The spans of `run`'s records past the cursor, each with the seq that finished it.
     fn pending(&mut self, run: RunId) -> Result<(Vec<(u64, Span)>, u64), TraceError> {
-        let from = self.cursor.next(run);
+        let from = self.book.next(run);
         let start = match self.folds.get(&run) {
             Some(f) => f.next,
             None => {
@@ -170,8 +173,9 @@ impl<L: EventLog + Clone> Traces<L> {
         Ok((out, f.next.max(from)))
     }
 
-    /// Sends until the collector takes them (retrying with backoff; the run goes on).
-    async fn deliver(&mut self, spans: &[Span]) {
+    /// Sends until the collector takes them (retrying with backoff; the run goes on); false
+    /// when it gave up because this instance stopped acting (`--ha`).
+    async fn deliver(&mut self, spans: &[Span]) -> bool {
         let mut backoff = crate::backoff::Backoff::new(BACKOFF_START, BACKOFF_MAX);
         let mut warned = false;
         loop {
@@ -181,12 +185,12 @@ impl<L: EventLog + Clone> Traces<L> {
                     if warned {
                         tracing::info!(endpoint = %self.cfg.endpoint, "the collector takes spans again");
                     }
-                    return;
+                    return true;
                 }
                 Err(e) => {
                     self.stats.failed();
                     self.stats
-                        .lag(crate::cursor::backlog(&self.log, &self.cursor));
+                        .lag(crate::cursor::backlog(&self.log, self.book.cursor()));
                     if !warned || backoff.next_delay() >= BACKOFF_MAX {
                         tracing::warn!(error = %e, retry_in = ?backoff.next_delay(), "spans not accepted; the upgrade goes on, they wait");
                         warned = true;
@@ -194,6 +198,9 @@ impl<L: EventLog + Clone> Traces<L> {
                     // The daemon's own spans are not worth keeping while we wait.
                     while self.own.try_recv().is_ok() {}
                     backoff.wait().await;
+                    if !self.book.holds() {
+                        return false;
+                    }
                 }
             }
         }
@@ -201,26 +208,28 @@ impl<L: EventLog + Clone> Traces<L> {
 
     async fn run(mut self) -> Result<(), TraceError> {
         let mut sub = self.log.subscribe();
-        loop {
+        'pass: loop {
+            if self.book.wait_turn().await? {
+                self.folds.clear();
+            }
             for run in self.log.runs()? {
                 let (pending, end) = self.pending(run)?;
-                self.stats.lag(end.saturating_sub(self.cursor.next(run)));
+                self.stats.lag(end.saturating_sub(self.book.next(run)));
                 for chunk in pending.chunks(BATCH) {
                     let spans: Vec<Span> = chunk.iter().map(|(_, s)| s.clone()).collect();
-                    self.deliver(&spans).await;
+                    if !self.deliver(&spans).await {
+                        self.folds.clear();
+                        continue 'pass;
+                    }
                     if let Some((seq, _)) = chunk.last() {
-                        self.cursor.set(run, seq + 1);
-                        self.cursor.save(&self.cfg.cursor_path)?;
+                        self.book.set(run, seq + 1).await?;
                     }
                 }
                 // Records that finished no span move the cursor too.
-                if end > self.cursor.next(run) {
-                    self.cursor.set(run, end);
-                    self.cursor.save(&self.cfg.cursor_path)?;
-                }
+                self.book.set(run, end).await?;
                 if let Some(f) = self.folds.get(&run)
                     && f.next == end
-                    && crate::cursor::run_ended(&self.log, run, self.cursor.next(run))
+                    && crate::cursor::run_ended(&self.log, run, self.book.next(run))
                 {
                     self.folds.remove(&run);
                 }
