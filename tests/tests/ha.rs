@@ -240,13 +240,8 @@ async fn a_standby_takes_over_a_killed_stopped_or_partitioned_leader_and_the_run
         )
         .expect("policy");
     }
-    let shared: Vec<std::ffi::OsString> = vec![
-        "--kubeconfig".into(),
-        base.join("kubeconfig").into(),
-        "--policy".into(),
-        base.join("policy.yaml").into(),
-        "--sim-agents".into(),
-        sim.url().into(),
+    let mut shared = common::sim_daemon_args(base, &sim.url());
+    shared.extend(<Vec<std::ffi::OsString>>::from([
         "--time-scale".into(),
         scale.to_string().into(),
         "--ha".into(),
@@ -260,7 +255,7 @@ async fn a_standby_takes_over_a_killed_stopped_or_partitioned_leader_and_the_run
         MARGIN.to_string().into(),
         "--nats-ack-timeout-secs".into(),
         "2".into(),
-    ];
+    ]));
     let mut inst = [
         Instance::new(base, "admin-a", &shared),
         Instance::new(base, "admin-b", &shared),
@@ -583,17 +578,12 @@ async fn an_instance_without_nats_answers_status_refuses_writes_and_stops() {
         .and_then(|l| l.local_addr())
         .expect("a free port")
         .port();
-    let args: Vec<std::ffi::OsString> = vec![
-        "--kubeconfig".into(),
-        base.join("kubeconfig").into(),
-        "--policy".into(),
-        base.join("policy.yaml").into(),
-        "--sim-agents".into(),
-        sim.url().into(),
+    let mut args = common::sim_daemon_args(base, &sim.url());
+    args.extend(<Vec<std::ffi::OsString>>::from([
         "--ha".into(),
         "--nats-url".into(),
         format!("nats://127.0.0.1:{port}").into(),
-    ];
+    ]));
     let mut i = Instance::new(base, "admin-c", &args);
     i.spawn();
     i.wait_answering().await;

@@ -99,20 +99,15 @@ async fn upgradectl_drives_the_real_daemon_over_the_sims_http_and_the_audit_trai
     let sim = SimServer::start(world, ([127, 0, 0, 1], 0).into()).expect("sim");
     common::sim_kubeconfig_and_policy(base, &sim.url(), "1m");
     let socket = base.join("api.sock");
-    let args: Vec<std::ffi::OsString> = vec![
+    let mut args: Vec<std::ffi::OsString> = vec![
         "--data-dir".into(),
         base.join("data").into(),
         "--socket".into(),
         socket.clone().into(),
-        "--kubeconfig".into(),
-        base.join("kubeconfig").into(),
-        "--policy".into(),
-        base.join("policy.yaml").into(),
-        "--sim-agents".into(),
-        sim.url().into(),
         "--time-scale".into(),
         "600".into(),
     ];
+    args.extend(common::sim_daemon_args(base, &sim.url()));
     let (mut daemon, _client) = common::spawn_upgraded(&socket, &args, "warn").await;
 
     let socket2 = socket.clone();

@@ -121,6 +121,19 @@ pub fn sim_kubeconfig_and_policy(base: &Path, sim_url: &str, between: &str) {
     .expect("policy");
 }
 
+/// The arguments that point a real `upgraded` at the sim behind `sim_url`, with the
+/// kubeconfig and policy `sim_kubeconfig_and_policy` wrote in `base`.
+pub fn sim_daemon_args(base: &Path, sim_url: &str) -> Vec<std::ffi::OsString> {
+    vec![
+        "--kubeconfig".into(),
+        base.join("kubeconfig").into(),
+        "--policy".into(),
+        base.join("policy.yaml").into(),
+        "--sim-agents".into(),
+        sim_url.into(),
+    ]
+}
+
 /// Waits until the daemon answers on its socket.
 pub async fn wait_ready(client: &upgraded_ctl::Client, daemon: &mut Daemon) {
     let deadline = Instant::now() + Duration::from_secs(20);
