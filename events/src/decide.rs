@@ -411,16 +411,7 @@ fn decide_running(state: &RunState, policy: &Policy, now: Timestamp, d: &mut Dec
             d.commands.push(cmd);
             return;
         }
-        let parked: Vec<String> = state
-            .nodes
-            .iter()
-            .filter_map(|n| {
-                n.node()
-                    .parked
-                    .as_ref()
-                    .map(|why| format!("{} ({why})", n.node().name))
-            })
-            .collect();
+        let parked = parked(state, None);
         if parked.is_empty() {
             d.commands.push(Command::Complete);
         } else {
@@ -502,6 +493,14 @@ fn decide_running(state: &RunState, policy: &Policy, now: Timestamp, d: &mut Dec
         }
         match next_for_node(node, policy, now, true, d) {
             Some(Stop::Halt(reason)) => {
+                // Nodes parked before may be why this one failed (a machine that never
+                // came back took its capacity with it): the halt names them too.
+                let before = parked(state, Some(node.node().name.as_str()));
+                let reason = if before.is_empty() {
+                    reason
+                } else {
+                    format!("{reason}; parked before it: {}", before.join("; "))
+                };
                 d.commands.push(Command::Halt { reason });
                 return;
             }
@@ -512,6 +511,17 @@ fn decide_running(state: &RunState, policy: &Policy, now: Timestamp, d: &mut Dec
             None => {}
         }
     }
+}
+
+/// The parked nodes, each with why (`name (why)`), but `except`.
+fn parked(state: &RunState, except: Option<&str>) -> Vec<String> {
+    state
+        .nodes
+        .iter()
+        .map(NodeState::node)
+        .filter(|n| Some(n.name.as_str()) != except)
+        .filter_map(|n| n.parked.as_ref().map(|why| format!("{} ({why})", n.name)))
+        .collect()
 }
 
 /// The reading of drift after batch `b`, when it is owed (`RunState::drift_members`).
@@ -959,6 +969,43 @@ mod tests {
             matches!(d.commands.as_slice(), [Command::RunStep { attempt: 2, .. }]),
             "{d:?}"
         );
+    }
+
+    #[test]
+    fn a_halt_names_the_nodes_parked_before_it() {
+        let policy = Policy::default();
+        // w-2 never came back and was parked; then w-1 fails for good: the halt says
+        // both, since the first may be why the second failed.
+        let mut gone = failed_attempt(
+            "w-2",
+            Step::Preflight,
+            1,
+            FailureKind::Unreachable,
+            "no route to host",
+        );
+        gone.push(Event::NodeParked {
+            node: "w-2".into(),
+            reason: "w-2 did not come back within 600 s".into(),
+            uncordon: false,
+        });
+        let s = after(state2(&policy), gone);
+        assert!(s.anomalies.is_empty(), "{:?}", s.anomalies);
+        let s = after(s, failed(1, false));
+        let d = decide(&s, &policy, at(0, 13, 0));
+        match d.commands.as_slice() {
+            [Command::Halt { reason }] => assert!(
+                reason.contains("refused")
+                    && reason.contains("parked before it: w-2 (w-2 did not come back"),
+                "{reason}"
+            ),
+            other => panic!("{other:?}"),
+        }
+        // Nothing parked: the halt is the failure's alone.
+        let s = after(state2(&policy), failed(1, false));
+        match decide(&s, &policy, at(0, 13, 0)).commands.as_slice() {
+            [Command::Halt { reason }] => assert!(!reason.contains("parked"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
     }
 
     /// Attempt `n` of `step` on `node` started and failed with `kind` and `error`.
