@@ -158,10 +158,6 @@ impl Book {
         self.cursor.next(run)
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Whether the consumer may deliver now: always, but under `--ha` only while this
     /// instance acts (a delivery that waits gives up when it stops acting).
     pub fn holds(&self) -> bool {
@@ -294,6 +290,28 @@ mod tests {
         assert!(mine.merge(&theirs));
         assert_eq!((mine.next(a), mine.next(b), mine.next(c)), (10, 9, 2));
         assert!(!mine.merge(&theirs), "nothing further the second time");
+    }
+
+    #[test]
+    fn a_turn_lasts_while_the_instance_acts_in_the_term_it_began_in() {
+        let status = |acting, epoch| HaStatus {
+            acting,
+            leader_epoch: epoch,
+            ..HaStatus::default()
+        };
+        let rows = [
+            // (what status says, the epoch the turn began in, whether it still holds)
+            (status(true, Some(3)), Some(3), true),
+            (status(false, Some(3)), Some(3), false),
+            // Acting in a later term: the turn must begin again (merge the shared cursor).
+            (status(true, Some(5)), Some(3), false),
+            // No turn begun yet.
+            (status(true, Some(3)), None, false),
+            (status(false, None), None, false),
+        ];
+        for (i, (now, held, want)) in rows.iter().enumerate() {
+            assert_eq!(in_turn(now, *held), *want, "row {i}");
+        }
     }
 
     #[tokio::test]

@@ -553,6 +553,37 @@ async fn a_standby_takes_over_a_killed_stopped_or_partitioned_leader_and_the_run
         "{again} notices delivered again over {kills} kills: the instances do not share the turn"
     );
 
+    // A third instance given another TTL than the lease's bucket holds is refused at start
+    // with the reason (its lease could pass to another before it fenced itself).
+    let mut other_ttl = shared.clone();
+    let at = other_ttl
+        .iter()
+        .position(|a| a == "--lease-ttl-secs")
+        .expect("the TTL flag");
+    other_ttl[at + 1] = (TTL + 5).to_string().into();
+    let mut third = Instance::new(base, "admin-c", &other_ttl);
+    third.spawn();
+    let t = Instant::now();
+    let exit = loop {
+        if let Some(s) = third
+            .child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+        {
+            break s;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "an instance with another TTL still runs: {}",
+            third.stderr_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(!exit.success(), "{exit}");
+    let said = third.stderr_text();
+    assert!(said.contains("give every instance the same TTL"), "{said}");
+    third.child = None;
+
     let mut sorted = takeovers.clone();
     sorted.sort();
     eprintln!(
