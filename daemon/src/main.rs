@@ -363,11 +363,17 @@ async fn run() -> anyhow::Result<()> {
                     waiting,
                 };
                 let run: EngineRun = Box::pin(async move {
+                    // A misconfiguration first: the keeper's task says it, then ends (which
+                    // ends the supervisor too).
                     tokio::select! {
-                        r = supervise(term) => {
-                            r.map_err(|e| anyhow::Error::new(e).context("the engine stopped"))
-                        }
+                        biased;
                         Ok(e) = misconfigured => Err(anyhow::Error::new(e)),
+                        r = supervise(term) => match r {
+                            Ok(()) => Err(anyhow::anyhow!(
+                                "the lease's keeper ended (see the log above); stopping"
+                            )),
+                            Err(e) => Err(anyhow::Error::new(e).context("the engine stopped")),
+                        },
                     }
                 });
                 Ok(run)
