@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 use upgraded_api::HaStatus;
-use upgraded_events::lease::Change;
+use upgraded_events::lease::{Cause, Change};
 
 use crate::engine::{Daemon, EngineError};
 use crate::lease::{Epochs, Leading, LeaseError, LeaseKv};
@@ -253,7 +253,7 @@ pub async fn supervise(mut t: Term) -> Result<(), EngineError> {
     // The epoch of the last term this instance acted in, and why the lease machine last
     // stepped down (the window closing and the reason reach us in either order).
     let mut term = 0;
-    let mut why: Option<(u64, String)> = None;
+    let mut why: Option<Why> = None;
     let mut retry_at = Instant::now();
     let mut note = "standby: following the replicated log".to_string();
     loop {
@@ -285,12 +285,13 @@ pub async fn supervise(mut t: Term) -> Result<(), EngineError> {
             }
         }
         let waiting = t.waiting.borrow_and_update().clone();
+        let fenced = !running && fenced_in(term, why.as_ref());
         let shown = shown_note(
             &note,
             running,
             t.log.broken(),
             waiting.as_deref(),
-            lead.unanswered,
+            lead.unanswered && !fenced,
         );
         publish(&t, running && lead.may_act(Instant::now()), &shown, &lead);
         let wake = [lead.from, lead.until, Some(retry_at)]
@@ -306,16 +307,17 @@ pub async fn supervise(mut t: Term) -> Result<(), EngineError> {
             r = t.leading.changed() => if r.is_err() { return Ok(()) },
             Ok(()) = t.waiting.changed() => {}
             Some(c) = t.changes.recv() => {
-                if let Change::SteppedDown { epoch, why: w } = c {
+                if let Change::SteppedDown { epoch, cause, why: words } = c {
+                    let w = Why { epoch, cause, words };
                     // Still running: the window's close is next, and its note says this.
                     if !running {
                         note = if epoch == term {
-                            stopped_note(term, Some(&(epoch, w.clone())))
+                            stopped_note(term, Some(&w))
                         } else {
-                            format!("standby: {w}")
+                            format!("standby: {}", w.words)
                         };
                     }
-                    why = Some((epoch, w));
+                    why = Some(w);
                 }
             }
             Some(e) = t.fatal.recv() => {
@@ -324,7 +326,11 @@ pub async fn supervise(mut t: Term) -> Result<(), EngineError> {
                 }
                 t.daemon.stop();
                 running = false;
-                note = format!("stopped acting: {e}");
+                // The lease's reason, when it gave one for this term, says more.
+                note = match &why {
+                    Some(w) if w.epoch == term => stopped_note(term, Some(w)),
+                    _ => format!("stopped acting: {e}"),
+                };
                 tracing::warn!(instance = %t.instance, "{note}");
                 retry_at = Instant::now() + Duration::from_secs(1);
             }
@@ -334,8 +340,8 @@ pub async fn supervise(mut t: Term) -> Result<(), EngineError> {
 }
 
 /// What `status` says of this instance: the supervisor's `note`, unless something stands in
-/// the way that it does not know of (a follower that stopped, NATS not reached, a standby's
-/// lease calls unanswered).
+/// the way that it does not know of (a follower that stopped, NATS not reached, the lease's
+/// calls unanswered: `unanswered` is false when the note already says so, a fenced leader's).
 fn shown_note(
     note: &str,
     running: bool,
@@ -354,8 +360,7 @@ fn shown_note(
             "standby: waiting for NATS JetStream (it needs a quorum of its servers): {w}"
         );
     }
-    // A fenced leader's own note already names NATS; any other stands aside for this.
-    if unanswered && !note.contains("NATS") {
+    if unanswered {
         return "standby: NATS does not answer the lease's calls (unreachable from here, or \
                 without a quorum of its servers); this instance cannot take over until it does"
             .to_string();
@@ -363,12 +368,27 @@ fn shown_note(
     note.to_string()
 }
 
+/// Why the lease machine last stepped down (`Change::SteppedDown`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Why {
+    epoch: u64,
+    cause: Cause,
+    words: String,
+}
+
+/// Whether the lease machine fenced this instance in `term` (its note then already says NATS
+/// failed it).
+fn fenced_in(term: u64, why: Option<&Why>) -> bool {
+    why.is_some_and(|w| w.epoch == term && w.cause == Cause::Fenced)
+}
+
 /// Why this instance stopped acting in `term`: the lease machine's reason when it gave one
 /// for that term.
-fn stopped_note(term: u64, why: Option<&(u64, String)>) -> String {
+fn stopped_note(term: u64, why: Option<&Why>) -> String {
     match why {
-        Some((epoch, w)) if *epoch == term => format!(
-            "stopped acting in epoch {term}: {w}; the run waits for the next leader, which resumes it"
+        Some(w) if w.epoch == term => format!(
+            "stopped acting in epoch {term}: {}; the run waits for the next leader, which resumes it",
+            w.words
         ),
         _ => format!(
             "stopped acting in epoch {term}: the lease's window closed (fenced or deposed); \
@@ -431,7 +451,15 @@ fn publish(t: &Term, acting: bool, note: &str, lead: &Leading) {
 
 #[cfg(test)]
 mod tests {
-    use super::{shown_note, stopped_note};
+    use super::{Cause, Why, fenced_in, shown_note, stopped_note};
+
+    fn why(epoch: u64, cause: Cause, words: &str) -> Why {
+        Why {
+            epoch,
+            cause,
+            words: words.into(),
+        }
+    }
 
     #[test]
     fn the_shown_note_puts_what_stands_in_the_way_first() {
@@ -459,40 +487,53 @@ mod tests {
             n.contains("waiting for NATS JetStream") && n.ends_with("no quorum"),
             "{n}"
         );
-        // A standby whose calls go unanswered says so…
+        // A standby whose calls go unanswered says so, and so does one that stopped for
+        // another reason earlier.
         let n = shown_note(standby, false, None, None, true);
         assert!(n.starts_with("standby: NATS does not answer"), "{n}");
-        // …and so does one that stopped for another reason earlier…
         let deposed = stopped_note(
             1,
-            Some(&(1, "deposed: the lease is b (epoch 2)'s now".into())),
+            Some(&why(
+                1,
+                Cause::Deposed,
+                "deposed: the lease is b (epoch 2)'s now",
+            )),
         );
         let n = shown_note(&deposed, false, None, None, true);
         assert!(n.starts_with("standby: NATS does not answer"), "{n}");
-        // …but a leader fenced for that very reason keeps its own words.
-        let fenced = stopped_note(
-            3,
-            Some(&(3, "fenced: … (NATS unreachable from here…)".into())),
-        );
-        assert_eq!(shown_note(&fenced, false, None, None, true), fenced);
         // Nothing in the way: the note as it is.
         assert_eq!(shown_note(standby, false, None, None, false), standby);
+        assert_eq!(shown_note(&deposed, false, None, None, false), deposed);
     }
 
     #[test]
     fn the_stopped_note_has_the_terms_epoch_and_its_reason_only_for_that_term() {
-        let n = stopped_note(3, Some(&(3, "fenced: no renewal".into())));
+        let n = stopped_note(3, Some(&why(3, Cause::Fenced, "fenced: no renewal")));
         assert!(
             n.starts_with("stopped acting in epoch 3: fenced: no renewal"),
             "{n}"
         );
         // A reason from an earlier term is not this one's.
-        let n = stopped_note(3, Some(&(2, "fenced: no renewal".into())));
+        let n = stopped_note(3, Some(&why(2, Cause::Fenced, "fenced: no renewal")));
         assert!(
             n.starts_with("stopped acting in epoch 3: the lease's window closed"),
             "{n}"
         );
         let n = stopped_note(3, None);
         assert!(n.contains("epoch 3") && !n.contains("fenced:"), "{n}");
+    }
+
+    #[test]
+    fn only_a_fence_in_the_last_term_counts_as_fenced() {
+        let rows = [
+            (3, Some(why(3, Cause::Fenced, "fenced")), true),
+            (3, Some(why(2, Cause::Fenced, "fenced")), false),
+            (3, Some(why(3, Cause::Deposed, "deposed")), false),
+            (3, Some(why(3, Cause::Outranked, "outranked")), false),
+            (3, None, false),
+        ];
+        for (i, (term, w, want)) in rows.iter().enumerate() {
+            assert_eq!(fenced_in(*term, w.as_ref()), *want, "row {i}");
+        }
     }
 }

@@ -266,7 +266,7 @@ fn report(instance: &str, c: Change, changes: &tokio::sync::mpsc::UnboundedSende
         Change::Elected { epoch } => {
             tracing::warn!(instance, epoch, "elected: leading after the campaign delay");
         }
-        Change::SteppedDown { epoch, why } => {
+        Change::SteppedDown { epoch, why, .. } => {
             tracing::warn!(instance, epoch, %why, "stepped down: no more node commands or API changes");
         }
     }

@@ -246,9 +246,24 @@ pub enum Answer {
 pub enum Change {
     /// Took the lease: leader in `epoch` (acting after the campaign delay).
     Elected { epoch: u64 },
-    /// Stopped acting: its renewals failed past `ttl − margin` (fenced), or another
-    /// instance holds the lease (deposed).
-    SteppedDown { epoch: u64, why: String },
+    /// Stopped acting in `epoch`, for `cause`; `why` in words.
+    SteppedDown {
+        epoch: u64,
+        cause: Cause,
+        why: String,
+    },
+}
+
+/// Why a leader stepped down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// Its renewals went unanswered past `ttl − margin` (NATS unreachable from it, or
+    /// without a quorum).
+    Fenced,
+    /// Another instance holds the lease.
+    Deposed,
+    /// The log holds its epoch already (another's records).
+    Outranked,
 }
 
 /// The lease machine of one instance.
@@ -328,6 +343,7 @@ impl Lease {
             };
             return Some(Change::SteppedDown {
                 epoch,
+                cause: Cause::Fenced,
                 why: format!(
                     "fenced: no renewal of the lease was answered for {} ms (NATS unreachable \
                      from here, or without a quorum of its servers), and it could be another's \
@@ -409,6 +425,7 @@ impl Lease {
                 let deposed = match (self.led, &leader) {
                     (Some(led), Some(l)) if l.epoch > led => Some(Change::SteppedDown {
                         epoch: led,
+                        cause: Cause::Deposed,
                         why: format!("deposed: the lease is {l}'s now"),
                     }),
                     _ => None,
@@ -458,6 +475,7 @@ impl Lease {
                 };
                 was.then_some(Change::SteppedDown {
                     epoch: holder.epoch,
+                    cause: Cause::Deposed,
                     why,
                 })
             }
@@ -487,6 +505,7 @@ impl Lease {
                 };
                 Some(Change::SteppedDown {
                     epoch: own,
+                    cause: Cause::Outranked,
                     why: format!(
                         "the log already holds epoch {epoch}, not below this lease's {own}: \
                          asking again for epoch {}",
@@ -592,7 +611,7 @@ mod tests {
         assert!(l.may_act(C.campaign_delay_ms));
         let change = l.saw_epoch(1, 200);
         assert!(
-            matches!(&change, Some(Change::SteppedDown { epoch: 1, why }) if why.contains("epoch 2")),
+            matches!(&change, Some(Change::SteppedDown { epoch: 1, cause: Cause::Outranked, why }) if why.contains("epoch 2")),
             "{change:?}"
         );
         assert!(!l.may_act(C.campaign_delay_ms));
@@ -604,7 +623,7 @@ mod tests {
         let mut l = leader_at(0);
         let fenced = l.tick(C.ttl_ms);
         assert!(
-            matches!(&fenced, Some(Change::SteppedDown { epoch: 1, why }) if why.starts_with("fenced")),
+            matches!(&fenced, Some(Change::SteppedDown { epoch: 1, cause: Cause::Fenced, why }) if why.starts_with("fenced")),
             "{fenced:?}"
         );
         // Its own old key (no holder readable, or its own epoch) is no news.
@@ -620,6 +639,7 @@ mod tests {
             deposed,
             Some(Change::SteppedDown {
                 epoch: 1,
+                cause: Cause::Deposed,
                 why: "deposed: the lease is b (epoch 2)'s now".into()
             })
         );
@@ -856,7 +876,7 @@ mod tests {
         }
         let change = l.tick(12_000);
         assert!(
-            matches!(&change, Some(Change::SteppedDown { epoch: 1, why }) if why.contains("fenced")),
+            matches!(&change, Some(Change::SteppedDown { epoch: 1, cause: Cause::Fenced, why }) if why.contains("fenced")),
             "{change:?}"
         );
         assert!(!l.may_act(12_000));
@@ -871,7 +891,7 @@ mod tests {
         assert!(matches!(l.next(5_000).0, Some(Call::Update { .. })));
         let change = l.answered(Answer::Held(Some(holder("b", 2))), 5_100);
         assert!(
-            matches!(&change, Some(Change::SteppedDown { epoch: 1, why }) if why.contains("b (epoch 2)")),
+            matches!(&change, Some(Change::SteppedDown { epoch: 1, cause: Cause::Deposed, why }) if why.contains("b (epoch 2)")),
             "{change:?}"
         );
         assert!(!l.may_act(5_100));

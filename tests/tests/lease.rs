@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 use upgraded_daemon::lease::{Epochs, Leading, LeaseKv, keep};
-use upgraded_events::lease::{Change, Lease, LeaseConfig};
+use upgraded_events::lease::{Cause, Change, Lease, LeaseConfig};
 use upgraded_tests::nats::NatsServer;
 
 /// Short enough for a test, long enough that a loaded machine's slow renewal (2 s of
@@ -140,7 +140,7 @@ async fn one_leads_the_other_takes_over_after_a_kill_and_a_clean_stop_releases()
         .await
         .expect("stands down within a renewal");
     assert!(
-        matches!(&change, Some(Change::SteppedDown { epoch: 2, why }) if why.contains("intruder (epoch 9)")),
+        matches!(&change, Some(Change::SteppedDown { epoch: 2, cause: Cause::Deposed, why }) if why.contains("intruder (epoch 9)")),
         "{change:?}"
     );
     assert!(!b.leading.borrow().may_act(Instant::now()));
