@@ -255,7 +255,7 @@ pub async fn supervise(mut t: Term) -> Result<(), EngineError> {
     let mut term = 0;
     let mut why: Option<Why> = None;
     let mut retry_at = Instant::now();
-    let mut note = "standby: following the replicated log".to_string();
+    let mut note = FOLLOWING.to_string();
     loop {
         let lead = t.leading.borrow_and_update().clone();
         let now = Instant::now();
@@ -422,6 +422,20 @@ async fn begin(t: &Term, epoch: u64) -> Result<(), String> {
     }
 }
 
+/// A standby's note when nothing stands in its way.
+const FOLLOWING: &str = "standby: following the replicated log";
+
+/// What `status` shows of an instance before its supervisor first runs: the socket is
+/// served from the first second, and NATS may not have answered yet.
+pub fn first_view(instance: &str, waiting: &watch::Receiver<Option<String>>) -> HaStatus {
+    let waiting = waiting.borrow().clone();
+    HaStatus {
+        instance: instance.to_string(),
+        note: shown_note(FOLLOWING, false, None, waiting.as_deref(), false),
+        ..HaStatus::default()
+    }
+}
+
 /// What `status` and `/metrics` show of this instance: the lease's holder as the keeper
 /// last learnt it, else the leader the log names last.
 fn publish(t: &Term, acting: bool, note: &str, lead: &Leading) {
@@ -451,7 +465,21 @@ fn publish(t: &Term, acting: bool, note: &str, lead: &Leading) {
 
 #[cfg(test)]
 mod tests {
-    use super::{Cause, Why, fenced_in, shown_note, stopped_note};
+    use super::{Cause, FOLLOWING, Why, fenced_in, first_view, shown_note, stopped_note};
+
+    #[test]
+    fn before_the_supervisor_runs_status_says_what_the_instance_waits_for() {
+        let (tx, rx) = tokio::sync::watch::channel(Some("connecting".to_string()));
+        let v = first_view("admin-c", &rx);
+        assert!(!v.acting && v.instance == "admin-c", "{v:?}");
+        assert!(
+            v.note.starts_with("standby: waiting for NATS JetStream")
+                && v.note.ends_with("connecting"),
+            "{v:?}"
+        );
+        tx.send_replace(None);
+        assert_eq!(first_view("admin-c", &rx).note, FOLLOWING);
+    }
 
     fn why(epoch: u64, cause: Cause, words: &str) -> Why {
         Why {

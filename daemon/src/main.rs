@@ -7,7 +7,6 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use opentelemetry_sdk::trace::SpanData;
-use upgraded_api::HaStatus;
 use upgraded_daemon::cursor::Turn;
 use upgraded_daemon::engine::{Daemon, EngineError, RunDefaults};
 use upgraded_daemon::ha::{HaConfig, Term, supervise};
@@ -336,11 +335,8 @@ async fn run() -> anyhow::Result<()> {
         let parts = (ha.instance, ha.log, ha.leading, ha.changes, ha.outranked);
         let (waiting, misconfigured) = (ha.waiting, ha.misconfigured);
         // What `status` shows of this instance; the consumers deliver only while it acts.
-        let (view, seen) = tokio::sync::watch::channel(HaStatus {
-            instance: instance.clone(),
-            note: "standby: following the replicated log".into(),
-            ..HaStatus::default()
-        });
+        let (view, seen) =
+            tokio::sync::watch::channel(upgraded_daemon::ha::first_view(&instance, &waiting));
         let turn = Turn {
             acting: seen.clone(),
             store: ha.cursors,
