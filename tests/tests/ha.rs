@@ -379,10 +379,11 @@ async fn a_standby_takes_over_a_killed_stopped_or_partitioned_leader_and_the_run
     inst[standby].kill9();
     inst[standby].spawn();
     inst[standby].wait_answering().await;
+    // It never says it acts. (Its first view names NATS, but the server left may still
+    // open the stream from the state it held, and until the lease's first call goes
+    // unanswered the note says it follows: within 20 s it names NATS again.)
     let h = inst[standby].ha().await.expect("answers");
-    assert!(!h.acting && h.note.contains("NATS"), "{h:?}");
-    // (Its first lease call may still be on its way: until it goes unanswered, the note
-    // says it follows; it never says it acts.)
+    assert!(!h.acting, "{h:?}");
     let t = Instant::now();
     loop {
         let text = ctl_status(&inst[standby]);
